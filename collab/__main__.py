@@ -1,0 +1,5 @@
+import sys
+
+from collab.cli import main
+
+sys.exit(main())

@@ -1,0 +1,87 @@
+"""Command line: ``collab serve`` and ``collab token``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from collab import __version__
+from collab.auth import Authenticator, Role
+from collab.config import Settings, SettingsError, add_arguments, settings_from_namespace
+
+log = logging.getLogger("collab")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="collab", description="Collaborative-editing server")
+    parser.add_argument("--version", action="version", version=f"collab {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the server")
+    add_arguments(serve)
+    token = commands.add_parser("token", help="print an access token signed with the auth secret")
+    token.add_argument("--user", required=True, help="the token's subject")
+    token.add_argument(
+        "--grant",
+        action="append",
+        required=True,
+        metavar="PATTERN=ROLE",
+        help="document pattern and role (read or write); repeatable",
+    )
+    token.add_argument("--expires-in-s", type=float, default=None, help="lifetime in seconds")
+    token.add_argument("--auth-secret", default=None, help="(env COLLAB_AUTH_SECRET)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "token":
+            return print_token(args)
+        settings = settings_from_namespace(args)
+    except SettingsError as exc:
+        print(f"collab: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        asyncio.run(serve(settings))
+    except (OSError, ValueError) as exc:
+        log.error("could not start: %s", exc)
+        return 1
+    return 0
+
+
+async def serve(settings: Settings) -> None:
+    from collab.web.app import CollabServer
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    server = CollabServer(settings)
+    await server.start()
+    try:
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await server.stop()
+
+
+def print_token(args: argparse.Namespace) -> int:
+    secret = args.auth_secret or Settings.from_env().auth_secret
+    if not secret:
+        raise SettingsError("set --auth-secret or COLLAB_AUTH_SECRET to sign tokens")
+    grants: dict[str, str] = {}
+    for grant in args.grant:
+        pattern, _, role = grant.rpartition("=")
+        if not pattern or role not in (Role.READ, Role.WRITE):
+            raise SettingsError(f"--grant {grant!r}: expected PATTERN=read or PATTERN=write")
+        grants[pattern] = role
+    print(Authenticator(secret).issue(args.user, grants, expires_in_s=args.expires_in_s))
+    return 0

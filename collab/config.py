@@ -1,0 +1,169 @@
+"""Settings: every knob of the server, with its unit and default, in one object.
+
+Values come from (highest precedence first) command-line flags, ``COLLAB_*``
+environment variables, and the defaults below. Nothing else in the package reads
+the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+ENV_PREFIX = "COLLAB_"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class SettingsError(ValueError):
+    """A setting has a value the server cannot run with."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = field(default="127.0.0.1", metadata={"help": "address to listen on"})
+    port: int = field(default=8000, metadata={"help": "TCP port (0 picks a free one)"})
+    store_url: str = field(
+        default="sqlite:///data/collab.db",
+        metadata={"help": "sqlite:///relative/path.db, sqlite:////absolute/path.db or memory://"},
+    )
+    static_dir: str = field(default="", metadata={"help": "folder served at / (default: static/)"})
+    log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
+
+    ping_interval_s: float = field(
+        default=20.0, metadata={"help": "seconds between WebSocket ping frames (0 disables)"}
+    )
+    ping_timeout_s: float = field(
+        default=20.0, metadata={"help": "seconds to wait for a pong before closing"}
+    )
+    max_frame_bytes: int = field(
+        default=8 * 1024 * 1024, metadata={"help": "largest WebSocket message accepted"}
+    )
+    max_documents_per_connection: int = field(
+        default=256, metadata={"help": "documents one native connection may subscribe to"}
+    )
+    max_document_name_bytes: int = field(
+        default=512, metadata={"help": "longest document name, in UTF-8 bytes"}
+    )
+    outbound_queue_bytes: int = field(
+        default=32 * 1024 * 1024,
+        metadata={"help": "unsent bytes a peer may fall behind before it is told to reconnect"},
+    )
+    inbound_buffer_bytes: int = field(
+        default=16 * 1024 * 1024,
+        metadata={"help": "bytes a peer may send for a document that is still loading"},
+    )
+
+    snapshot_every_updates: int = field(
+        default=500, metadata={"help": "write a snapshot after this many updates"}
+    )
+    snapshot_every_bytes: int = field(
+        default=4 * 1024 * 1024, metadata={"help": "or after this many update bytes"}
+    )
+    write_batch_max_updates: int = field(
+        default=1000, metadata={"help": "most updates committed in one store transaction"}
+    )
+    write_retry_max_s: float = field(
+        default=5.0, metadata={"help": "longest pause between retries of a failed store write"}
+    )
+    shutdown_flush_timeout_s: float = field(
+        default=30.0, metadata={"help": "how long shutdown waits for pending writes"}
+    )
+
+    auth_secret: str = field(
+        default="",
+        metadata={"help": "HS256 secret for JWT access tokens; empty means open access"},
+        repr=False,
+    )
+    instance_id: str = field(
+        default_factory=lambda: secrets.token_hex(6),
+        metadata={"help": "name of this server instance in update origins"},
+    )
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise SettingsError(f"port must be between 0 and 65535, not {self.port}")
+        if self.log_level not in LOG_LEVELS:
+            raise SettingsError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+        if self.ping_interval_s < 0 or self.ping_timeout_s < 0:
+            raise SettingsError("ping_interval_s and ping_timeout_s must not be negative")
+        if self.ping_interval_s and self.ping_timeout_s > self.ping_interval_s:
+            # Tornado silently clamps the timeout to the interval; say so up front.
+            raise SettingsError("ping_timeout_s must not be longer than ping_interval_s")
+        for name in (
+            "max_frame_bytes",
+            "max_documents_per_connection",
+            "max_document_name_bytes",
+            "outbound_queue_bytes",
+            "inbound_buffer_bytes",
+            "snapshot_every_updates",
+            "snapshot_every_bytes",
+            "write_batch_max_updates",
+        ):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{name} must be positive")
+        if self.max_frame_bytes < 1024:
+            raise SettingsError("max_frame_bytes must be at least 1024")
+        if self.write_retry_max_s <= 0 or self.shutdown_flush_timeout_s <= 0:
+            raise SettingsError("write_retry_max_s and shutdown_flush_timeout_s must be positive")
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, then ``COLLAB_*`` variables, then ``overrides``."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = environ.get(ENV_PREFIX + f.name.upper())
+            if raw is not None:
+                values[f.name] = _parse(f, raw)
+        values.update(overrides)
+        return cls(**values)
+
+    @classmethod
+    def from_args(
+        cls, argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+    ) -> Settings:
+        parser = argparse.ArgumentParser(add_help=False)
+        add_arguments(parser)
+        namespace = parser.parse_args(argv)
+        return settings_from_namespace(namespace, environ)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One ``--flag`` per setting; unset flags fall back to the environment."""
+    for f in fields(Settings):
+        flag = "--" + f.name.replace("_", "-")
+        env = ENV_PREFIX + f.name.upper()
+        parser.add_argument(
+            flag,
+            dest=f.name,
+            default=None,
+            type=lambda raw, f=f: _parse(f, raw),
+            help=f"{f.metadata.get('help', '')} (env {env})",
+        )
+
+
+def settings_from_namespace(
+    namespace: argparse.Namespace, environ: Mapping[str, str] | None = None
+) -> Settings:
+    given = {
+        f.name: getattr(namespace, f.name)
+        for f in fields(Settings)
+        if getattr(namespace, f.name, None) is not None
+    }
+    return Settings.from_env(environ, **given)
+
+
+def _parse(f: dataclasses.Field[Any], raw: str) -> Any:
+    kind = f.type if isinstance(f.type, type) else {"int": int, "float": float}.get(f.type, str)
+    try:
+        return kind(raw)
+    except ValueError:
+        raise SettingsError(f"{f.name}: {raw!r} is not a valid {kind.__name__}") from None

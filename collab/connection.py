@@ -1,0 +1,341 @@
+"""A native-protocol connection, without the socket.
+
+The WebSocket handler feeds frames to :meth:`NativeConnection.receive` and calls
+:meth:`NativeConnection.close` when the socket closes; everything else (hello,
+sessions per document, errors) happens here and reaches the socket through the
+small :class:`Transport` protocol. ``receive`` never awaits: loading a document
+runs in a task owned by the connection, and messages for a document that is
+still loading wait in its session's inbox, in order.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from enum import Enum
+from typing import Protocol
+
+from collab import __version__
+from collab.auth import Authenticator, Identity, Role
+from collab.config import Settings
+from collab.errors import (
+    AccessDenied,
+    CloseCode,
+    CollabError,
+    ErrorCode,
+    ProtocolError,
+)
+from collab.protocol import (
+    NATIVE_FRAMES,
+    PROTOCOL_VERSION,
+    Ack,
+    Awareness,
+    ClientUpdate,
+    Error,
+    Hello,
+    Message,
+    Ping,
+    Pong,
+    Subscribe,
+    Sync,
+    Unsubscribe,
+    Unsubscribed,
+    Welcome,
+    decode_client_message,
+    encode,
+    validate_document_name,
+)
+from collab.rooms import RoomManager
+from collab.session import Session, SessionState
+from collab.store.base import Origin
+from collab.tasks import TaskGroup
+
+log = logging.getLogger("collab.protocol")
+
+
+class Transport(Protocol):
+    """The socket, as a connection sees it."""
+
+    def send(self, frame: bytes) -> None: ...
+
+    def close(self, code: int, reason: str) -> None: ...
+
+
+class ConnectionState(Enum):
+    AWAITING_HELLO = "awaiting_hello"
+    OPEN = "open"
+    CLOSING = "closing"  # a fatal error was reported; further frames are ignored
+    CLOSED = "closed"
+
+
+def close_reason(message: str) -> str:
+    """A close frame's reason holds at most 123 bytes of UTF-8."""
+    return message.encode()[:123].decode("utf-8", "ignore")
+
+
+def new_connection_id() -> str:
+    return secrets.token_hex(4)
+
+
+class NativeConnection:
+    def __init__(
+        self,
+        transport: Transport,
+        rooms: RoomManager,
+        authenticator: Authenticator,
+        settings: Settings,
+        *,
+        query_token: str | None = None,
+        remote: str = "",
+    ) -> None:
+        self._transport = transport
+        self._rooms = rooms
+        self._auth = authenticator
+        self._settings = settings
+        self._query_token = query_token
+        self.id = new_connection_id()
+        self.remote = remote
+        self.state = ConnectionState.AWAITING_HELLO
+        self.identity: Identity | None = None
+        self.client = f"ws:{self.id}"
+        self.sessions: dict[str, Session] = {}
+        self._tasks = TaskGroup(log)
+
+    # -- input ------------------------------------------------------------------------
+
+    def receive(self, frame: bytes | str) -> None:
+        """Handle one WebSocket message. Never raises, never awaits."""
+        if self.state in (ConnectionState.CLOSING, ConnectionState.CLOSED):
+            return
+        try:
+            if isinstance(frame, str):
+                raise ProtocolError(
+                    "text frames are not accepted: send each message as a binary frame "
+                    "holding one MessagePack map",
+                    close_code=CloseCode.UNSUPPORTED_DATA,
+                )
+            try:
+                message = decode_client_message(frame)
+            except ProtocolError as exc:
+                if self.state is ConnectionState.AWAITING_HELLO:
+                    exc.close_code = CloseCode.PROTOCOL_ERROR
+                raise
+            self._dispatch(message)
+        except CollabError as exc:
+            self._report(exc)
+        except Exception:
+            log.exception("%s: unexpected error handling a message", self)
+            self._report(CollabError("internal server error", code=ErrorCode.INTERNAL))
+
+    def _dispatch(self, message: Message) -> None:
+        if self.state is ConnectionState.AWAITING_HELLO:
+            if not isinstance(message, Hello):
+                raise ProtocolError(
+                    f"the first message must be hello, not {message.TYPE}",
+                    code=ErrorCode.HELLO_REQUIRED,
+                    close_code=CloseCode.PROTOCOL_ERROR,
+                )
+            self._on_hello(message)
+            return
+        match message:
+            case Subscribe():
+                self._on_subscribe(message)
+            case ClientUpdate() | Awareness():
+                self._on_document_message(message)
+            case Unsubscribe():
+                self._on_unsubscribe(message)
+            case Ping():
+                self.send(encode(Pong(id=message.id, time_ms=int(time.time() * 1000))))
+            case Hello():
+                raise ProtocolError("hello was already received")
+            case _:
+                raise ProtocolError(f"unexpected message type {message.TYPE}")
+
+    def _on_hello(self, hello: Hello) -> None:
+        if hello.version != PROTOCOL_VERSION:
+            raise ProtocolError(
+                f"protocol version {hello.version} is not supported; "
+                f"this server speaks version {PROTOCOL_VERSION}",
+                code=ErrorCode.UNSUPPORTED_VERSION,
+                close_code=CloseCode.PROTOCOL_ERROR,
+            )
+        self.identity = self._auth.authenticate(hello.token or self._query_token)
+        if hello.client:
+            self.client = hello.client[:128]
+        self.state = ConnectionState.OPEN
+        s = self._settings
+        self.send(
+            encode(
+                Welcome(
+                    version=PROTOCOL_VERSION,
+                    server=f"collab/{__version__}",
+                    instance=s.instance_id,
+                    user=self.identity.user,
+                    limits={
+                        "max_frame_bytes": s.max_frame_bytes,
+                        "max_documents": s.max_documents_per_connection,
+                        "max_document_name_bytes": s.max_document_name_bytes,
+                        "ping_interval_s": s.ping_interval_s,
+                        "ping_timeout_s": s.ping_timeout_s,
+                    },
+                )
+            )
+        )
+        log.info("%s: hello from client %s (user %s)", self, self.client, self.identity.user)
+
+    def _on_subscribe(self, message: Subscribe) -> None:
+        assert self.identity is not None
+        doc = message.doc
+        try:
+            validate_document_name(doc, self._settings.max_document_name_bytes)
+        except ProtocolError as exc:
+            exc.doc = doc
+            raise
+        if doc in self.sessions:
+            raise ProtocolError(
+                "already subscribed to this document", code=ErrorCode.ALREADY_SUBSCRIBED, doc=doc
+            )
+        if len(self.sessions) >= self._settings.max_documents_per_connection:
+            raise ProtocolError(
+                f"at most {self._settings.max_documents_per_connection} documents per connection",
+                code=ErrorCode.TOO_MANY_DOCUMENTS,
+                doc=doc,
+            )
+        role = self.identity.require(doc)
+        origin = Origin(self.identity.user, self.client, self._settings.instance_id)
+        session = Session(doc, self, NATIVE_FRAMES, role, origin)
+        self.sessions[doc] = session
+        self._tasks.spawn(self._join(session, message.sv), name=f"join {doc}")
+
+    async def _join(self, session: Session, state_vector: bytes | None) -> None:
+        try:
+            reply = await self._rooms.join(session.doc, session, state_vector)
+        except CollabError as exc:
+            if self.sessions.get(session.doc) is session:
+                del self.sessions[session.doc]
+            session.state = SessionState.CLOSED
+            exc.doc = session.doc
+            self._report(exc)
+            return
+        # No await from room.join to here: nothing can reach the peer before sync.
+        self.send(
+            encode(
+                Sync(
+                    doc=session.doc,
+                    epoch=reply.epoch,
+                    seq=reply.seq,
+                    update=reply.missing,
+                    sv=reply.state_vector,
+                    role=str(session.role),
+                )
+            )
+        )
+        if reply.awareness is not None:
+            self.send(encode(Awareness(doc=session.doc, update=reply.awareness)))
+        inbox, session.inbox, session.inbox_bytes = session.inbox, [], 0
+        for message in inbox:
+            if session.state is not SessionState.ACTIVE:
+                break
+            try:
+                self._on_document_message(message)
+            except CollabError as exc:
+                self._report(exc)
+
+    def _on_document_message(self, message: ClientUpdate | Awareness) -> None:
+        session = self.sessions.get(message.doc)
+        ref = message.ref if isinstance(message, ClientUpdate) else None
+        if session is None:
+            raise ProtocolError(
+                "subscribe to the document first",
+                code=ErrorCode.NOT_SUBSCRIBED,
+                doc=message.doc,
+                ref=ref,
+            )
+        if session.state is SessionState.JOINING:
+            session.inbox_bytes += len(message.update)
+            if session.inbox_bytes > self._settings.inbound_buffer_bytes:
+                raise CollabError(
+                    "too much data sent for a document that is still loading",
+                    close_code=CloseCode.TRY_AGAIN_LATER,
+                )
+            session.inbox.append(message)
+            return
+        room = session.room
+        assert room is not None
+        if isinstance(message, Awareness):
+            room.apply_awareness(session, message.update)
+            return
+        if session.role is not Role.WRITE:
+            raise AccessDenied(
+                "this document is read-only for you",
+                code=ErrorCode.READ_ONLY,
+                doc=message.doc,
+                ref=ref,
+            )
+        try:
+            room.apply_update(session, message.update, self._ack_sender(message.doc, message.ref))
+        except CollabError as exc:
+            exc.ref = ref
+            raise
+
+    def _ack_sender(self, doc: str, ref: int) -> Callable[[int], None]:
+        def send_ack(seq: int) -> None:
+            self.send(encode(Ack(doc=doc, ref=ref, seq=seq)))
+
+        return send_ack
+
+    def _on_unsubscribe(self, message: Unsubscribe) -> None:
+        session = self.sessions.pop(message.doc, None)
+        if session is None:
+            raise ProtocolError(
+                "not subscribed to this document", code=ErrorCode.NOT_SUBSCRIBED, doc=message.doc
+            )
+        self._rooms.leave(session)
+        self._tasks.spawn(self._confirm_unsubscribe(session), name=f"unsubscribe {message.doc}")
+
+    async def _confirm_unsubscribe(self, session: Session) -> None:
+        # Acks of updates sent before unsubscribing go out first.
+        await session.writes_durable()
+        self.send(encode(Unsubscribed(doc=session.doc)))
+
+    # -- output -----------------------------------------------------------------------
+
+    def send(self, frame: bytes) -> None:
+        if self.state is not ConnectionState.CLOSED:
+            self._transport.send(frame)
+
+    def session_failed(self, session: Session, error: CollabError) -> None:
+        if self.sessions.get(session.doc) is session:
+            del self.sessions[session.doc]
+        self._report(error)
+
+    def _report(self, error: CollabError) -> None:
+        if error.close_code is not None:
+            if self.state in (ConnectionState.CLOSING, ConnectionState.CLOSED):
+                return
+            log.warning("%s: closing with %d: %s", self, error.close_code, error.message)
+            self.send(encode(Error(code=str(error.code), message=error.message, doc=error.doc)))
+            self.state = ConnectionState.CLOSING
+            self._transport.close(int(error.close_code), close_reason(error.message))
+            return
+        log.info("%s: %s: %s", self, error.code, error.message)
+        self.send(
+            encode(Error(code=str(error.code), message=error.message, doc=error.doc, ref=error.ref))
+        )
+
+    # -- teardown -----------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Leave every room and stop every task. Safe to call twice."""
+        if self.state is ConnectionState.CLOSED:
+            return
+        self.state = ConnectionState.CLOSED
+        for session in self.sessions.values():
+            self._rooms.leave(session)
+        self.sessions.clear()
+        await self._tasks.close()
+
+    def __str__(self) -> str:
+        return f"ws {self.id} {self.remote}"

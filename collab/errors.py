@@ -1,0 +1,111 @@
+"""Error codes, WebSocket close codes and the exceptions that carry them.
+
+An error that reaches a socket handler is turned into exactly one thing: an
+``error`` message carrying its :class:`ErrorCode` (the connection stays open), or,
+when the error has a ``close_code``, the connection is closed with that code and
+the message as the reason.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum, StrEnum
+
+
+class CloseCode(IntEnum):
+    """WebSocket close codes used by the server.
+
+    4400-4499 mean "do not reconnect, it would fail again" (y-websocket's provider
+    stops reconnecting on them); every other code is transient.
+    """
+
+    NORMAL = 1000
+    GOING_AWAY = 1001  # server shutting down: reconnect
+    UNSUPPORTED_DATA = 1003  # a text frame on a binary protocol
+    MESSAGE_TOO_BIG = 1009  # sent by Tornado when a frame exceeds max_frame_bytes
+    INTERNAL_ERROR = 1011
+    TRY_AGAIN_LATER = 1013  # peer fell too far behind: reconnect and resync
+    PROTOCOL_ERROR = 4400  # malformed handshake or stream; retrying cannot help
+    UNAUTHORIZED = 4401  # missing, invalid or expired token
+    FORBIDDEN = 4403  # token valid, document not granted
+
+
+class ErrorCode(StrEnum):
+    """Stable codes in the native protocol's ``error`` message."""
+
+    BAD_MESSAGE = "bad_message"
+    UNKNOWN_TYPE = "unknown_type"
+    HELLO_REQUIRED = "hello_required"
+    UNSUPPORTED_VERSION = "unsupported_version"
+    INVALID_DOCUMENT_NAME = "invalid_document_name"
+    INVALID_UPDATE = "invalid_update"
+    INVALID_STATE_VECTOR = "invalid_state_vector"
+    INVALID_AWARENESS = "invalid_awareness"
+    NOT_SUBSCRIBED = "not_subscribed"
+    ALREADY_SUBSCRIBED = "already_subscribed"
+    TOO_MANY_DOCUMENTS = "too_many_documents"
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    READ_ONLY = "read_only"
+    LOAD_FAILED = "load_failed"
+    INTERNAL = "internal"
+
+
+class CollabError(Exception):
+    """Base of every error the server reports to a peer."""
+
+    code: ErrorCode = ErrorCode.INTERNAL
+    close_code: CloseCode | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: ErrorCode | None = None,
+        close_code: CloseCode | None = None,
+        doc: str | None = None,
+        ref: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if close_code is not None:
+            self.close_code = close_code
+        self.doc = doc
+        self.ref = ref
+
+
+class ProtocolError(CollabError):
+    """A frame or message is malformed, unknown or out of order."""
+
+    code = ErrorCode.BAD_MESSAGE
+
+
+class InvalidUpdate(CollabError):
+    """A CRDT update, state vector or awareness update could not be decoded."""
+
+    code = ErrorCode.INVALID_UPDATE
+
+
+class AccessDenied(CollabError):
+    """The peer's identity does not allow what it asked for."""
+
+    code = ErrorCode.FORBIDDEN
+
+
+class StoreError(Exception):
+    """The store could not complete an operation (I/O, database, corruption)."""
+
+
+class SeqConflict(StoreError):
+    """An append did not continue the document's log at head_seq + 1."""
+
+    def __init__(self, doc: str, message: str) -> None:
+        super().__init__(message)
+        self.doc = doc
+
+
+class LoadFailed(CollabError):
+    """A document could not be loaded; nothing was written over the stored copy."""
+
+    code = ErrorCode.LOAD_FAILED

@@ -1,0 +1,263 @@
+"""A room: one document's live state and everyone editing it.
+
+The room owns the ``pycrdt.Doc``, the awareness states, the sessions joined to it
+and the persistence cursor (the last seq assigned). Nothing else mutates the doc.
+Every method is synchronous: an update is validated, applied, broadcast and
+queued for the writer in one step of the event loop, so peers see edits in seq
+order and nothing waits on I/O here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pycrdt
+
+from collab.config import Settings
+from collab.errors import ErrorCode, InvalidUpdate
+from collab.history import EMPTY_UPDATE
+from collab.session import FrameCodec, Session, SessionState
+from collab.store.base import LoadedDocument, UpdateRecord
+from collab.writer import PendingWrite, Writer
+from collab.yformat import FormatError, decode_awareness_update, decode_state_vector, update_ranges
+
+log = logging.getLogger("collab.rooms")
+
+
+@dataclass(frozen=True, slots=True)
+class JoinReply:
+    epoch: str
+    seq: int
+    missing: bytes  # what the peer lacks (sync step 2)
+    state_vector: bytes  # the room's state vector (sync step 1)
+    awareness: bytes | None  # every known awareness state, if any
+
+
+def build_doc(loaded: LoadedDocument) -> pycrdt.Doc:
+    """The document a load describes. CPU-bound: run it in an executor."""
+    doc: pycrdt.Doc = pycrdt.Doc()
+    if loaded.snapshot is not None:
+        doc.apply_update(loaded.snapshot.data)
+    for record in loaded.updates:
+        doc.apply_update(record.data)
+    return doc
+
+
+class Room:
+    def __init__(
+        self, loaded: LoadedDocument, doc: pycrdt.Doc, writer: Writer, settings: Settings
+    ) -> None:
+        self.name = loaded.name
+        self.epoch = loaded.epoch
+        self.head_seq = loaded.head_seq
+        self.sessions: dict[Session, None] = {}  # insertion-ordered set
+        self._doc = doc
+        self._writer = writer
+        self._settings = settings
+        self._changed = False
+        self._doc_subscription = doc.observe(self._on_doc_change)
+        self._awareness = pycrdt.Awareness(doc)
+        self._awareness.set_local_state(None)  # the server is not an editor
+        self._awareness_subscription = self._awareness.observe(self._on_awareness_change)
+        self._since_snapshot_updates = len(loaded.updates)
+        self._since_snapshot_bytes = sum(len(u.data) for u in loaded.updates)
+        self.pending_writes = 0
+        self._flushed = asyncio.Event()
+        self._flushed.set()
+
+    # -- membership ---------------------------------------------------------------------
+
+    def join(self, session: Session, state_vector: bytes | None) -> JoinReply:
+        try:
+            missing = self._doc.get_update(state_vector or None)
+        except ValueError:
+            raise InvalidUpdate(
+                "the state vector could not be decoded",
+                code=ErrorCode.INVALID_STATE_VECTOR,
+                doc=self.name,
+            ) from None
+        self.sessions[session] = None
+        session.room = self
+        session.state = SessionState.ACTIVE
+        return JoinReply(
+            epoch=self.epoch,
+            seq=self.head_seq,
+            missing=missing,
+            state_vector=self._doc.get_state(),
+            awareness=self.awareness_snapshot(),
+        )
+
+    def leave(self, session: Session) -> None:
+        """Remove a session and, for everyone else, the awareness states it set."""
+        if session not in self.sessions:
+            return
+        del self.sessions[session]
+        session.state = SessionState.CLOSED
+        if session.awareness_clients:
+            self._awareness.remove_awareness_states(
+                sorted(session.awareness_clients), origin=session
+            )
+
+    @property
+    def idle(self) -> bool:
+        return not self.sessions and self.pending_writes == 0
+
+    async def flushed(self) -> None:
+        """Wait until every update applied so far is durable."""
+        await self._flushed.wait()
+
+    def close(self) -> None:
+        self._doc.unobserve(self._doc_subscription)
+        self._awareness.unobserve(self._awareness_subscription)
+
+    # -- document -----------------------------------------------------------------------
+
+    def state_vector(self) -> bytes:
+        return self._doc.get_state()
+
+    def missing_for(self, state_vector: bytes) -> bytes:
+        """What a peer with ``state_vector`` lacks (sync step 2)."""
+        try:
+            return self._doc.get_update(state_vector)
+        except ValueError:
+            raise InvalidUpdate(
+                "the state vector could not be decoded",
+                code=ErrorCode.INVALID_STATE_VECTOR,
+                doc=self.name,
+            ) from None
+
+    def _on_doc_change(self, _event: Any) -> None:
+        self._changed = True
+
+    def apply_update(
+        self,
+        session: Session,
+        update: bytes,
+        on_durable: Callable[[int], None] | None = None,
+    ) -> int | None:
+        """Apply, broadcast and queue a peer's update. Returns the seq assigned,
+        or None when the update changes nothing (it is then not logged, but
+        ``on_durable`` still runs, with the seq that covers it, once that is
+        durable). Raises InvalidUpdate; the document is then unchanged."""
+        if not update:
+            raise InvalidUpdate("the update is empty", doc=self.name)
+        if update == EMPTY_UPDATE:
+            self._queue_write(session, None, on_durable)
+            return None
+        self._changed = False
+        try:
+            self._doc.apply_update(update)
+        except ValueError as exc:
+            raise InvalidUpdate(f"the update could not be applied: {exc}", doc=self.name) from None
+        if not self._changed and self._is_duplicate(update):
+            self._queue_write(session, None, on_durable)
+            return None
+
+        self.head_seq += 1
+        seq = self.head_seq
+        record = UpdateRecord(self.name, seq, update, time.time(), session.origin)
+        self._broadcast(lambda codec: codec.update_frame(self.name, seq, update), exclude=session)
+        self._since_snapshot_updates += 1
+        self._since_snapshot_bytes += len(update)
+        snapshot_due = (
+            self._since_snapshot_updates >= self._settings.snapshot_every_updates
+            or self._since_snapshot_bytes >= self._settings.snapshot_every_bytes
+        )
+        if snapshot_due:
+            self._since_snapshot_updates = self._since_snapshot_bytes = 0
+        self._queue_write(session, record, on_durable, snapshot_after=snapshot_due)
+        return seq
+
+    def _is_duplicate(self, update: bytes) -> bool:
+        # The doc did not change: either the peer sent what the room has (a replay),
+        # or the update waits for dependencies, which must be logged all the same.
+        try:
+            ranges = update_ranges(update)
+        except FormatError:
+            return False  # pycrdt accepted it; log it rather than guess
+        return ranges.integrated_in(decode_state_vector(self._doc.get_state()))
+
+    def _queue_write(
+        self,
+        session: Session,
+        record: UpdateRecord | None,
+        on_durable: Callable[[int], None] | None,
+        *,
+        snapshot_after: bool = False,
+    ) -> None:
+        seq = self.head_seq
+
+        def durable() -> None:
+            self.pending_writes -= 1
+            if self.pending_writes == 0:
+                self._flushed.set()
+            session.write_durable()
+            if on_durable is not None:
+                on_durable(seq)
+
+        self._writer.submit(PendingWrite(self.name, record, durable, snapshot_after))
+        self.pending_writes += 1
+        self._flushed.clear()
+        session.write_submitted()
+
+    # -- awareness ------------------------------------------------------------------------
+
+    def apply_awareness(self, session: Session, update: bytes) -> None:
+        try:
+            decode_awareness_update(update)
+        except FormatError as exc:
+            raise InvalidUpdate(
+                f"the awareness update could not be decoded: {exc}",
+                code=ErrorCode.INVALID_AWARENESS,
+                doc=self.name,
+            ) from None
+        self._awareness.apply_awareness_update(update, session)
+
+    def awareness_snapshot(self) -> bytes | None:
+        clients = list(self._awareness.states)
+        return self._awareness.encode_awareness_update(clients) if clients else None
+
+    def _on_awareness_change(self, topic: str, args: tuple[dict[str, list[int]], Any]) -> None:
+        if topic != "update":
+            return
+        changes, origin = args
+        if isinstance(origin, Session):
+            self._track_awareness_owner(origin, changes)
+        changed = changes["added"] + changes["updated"] + changes["removed"]
+        payload = self._awareness.encode_awareness_update(changed)
+        # Sent to the origin too, as y-websocket servers do: a y-websocket client
+        # that hears nothing for 30 s reconnects, and its own awareness renewal
+        # (every 15 s) is what it hears when it is alone.
+        self._broadcast(lambda codec: codec.awareness_frame(self.name, payload), exclude=None)
+
+    def _track_awareness_owner(self, session: Session, changes: dict[str, list[int]]) -> None:
+        # The session that last set a client's state owns it and removes it when it
+        # leaves. A client that reconnected before its old socket was found dead
+        # takes its state over, so the old socket's close does not remove it.
+        session.awareness_clients.difference_update(changes["removed"])
+        for client_id in changes["added"] + changes["updated"]:
+            if client_id in session.awareness_clients:
+                continue
+            for other in self.sessions:
+                other.awareness_clients.discard(client_id)
+            session.awareness_clients.add(client_id)
+
+    # -- fan-out --------------------------------------------------------------------------
+
+    def _broadcast(self, encode: Callable[[FrameCodec], bytes], *, exclude: Session | None) -> None:
+        frames: dict[FrameCodec, bytes] = {}
+        for session in self.sessions:
+            if session is exclude:
+                continue
+            frame = frames.get(session.codec)
+            if frame is None:
+                frame = frames[session.codec] = encode(session.codec)
+            session.send(frame)
+
+    def __repr__(self) -> str:
+        return f"<Room {self.name!r} seq={self.head_seq} sessions={len(self.sessions)}>"

@@ -1,0 +1,100 @@
+"""A session: one (connection, document) pair.
+
+The session owns everything about one peer's use of one document: its role, its
+state, the awareness client ids it controls, the messages it sent while the
+document was still loading, and the count of its updates not yet durable. It is
+created by a connection, joined to a room by the room manager, and removed in
+one place (``RoomManager.leave``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Protocol
+
+from collab.auth import Role
+from collab.errors import CollabError
+from collab.store.base import Origin
+
+if TYPE_CHECKING:
+    from collab.room import Room
+
+
+class FrameCodec(Protocol):
+    """Encodes room events as one protocol's frames; the room encodes each event
+    once per codec, not once per peer."""
+
+    def update_frame(self, doc: str, seq: int, update: bytes) -> bytes: ...
+
+    def awareness_frame(self, doc: str, update: bytes) -> bytes: ...
+
+
+class Peer(Protocol):
+    """What a session needs from the connection it belongs to."""
+
+    def send(self, frame: bytes) -> None: ...
+
+    def session_failed(self, session: Session, error: CollabError) -> None: ...
+
+
+class SessionState(Enum):
+    JOINING = "joining"  # the room is loading; inbound messages are queued
+    ACTIVE = "active"
+    CLOSED = "closed"
+
+
+class Session:
+    __slots__ = (
+        "_writes_done",
+        "awareness_clients",
+        "codec",
+        "doc",
+        "inbox",
+        "inbox_bytes",
+        "origin",
+        "peer",
+        "pending_writes",
+        "role",
+        "room",
+        "state",
+    )
+
+    def __init__(self, doc: str, peer: Peer, codec: FrameCodec, role: Role, origin: Origin) -> None:
+        self.doc = doc
+        self.peer = peer
+        self.codec = codec
+        self.role = role
+        self.origin = origin
+        self.state = SessionState.JOINING
+        self.room: Room | None = None
+        self.awareness_clients: set[int] = set()
+        self.inbox: list[Any] = []
+        self.inbox_bytes = 0
+        self.pending_writes = 0
+        self._writes_done = asyncio.Event()
+        self._writes_done.set()
+
+    @property
+    def can_write(self) -> bool:
+        return self.role is Role.WRITE
+
+    def send(self, frame: bytes) -> None:
+        if self.state is SessionState.ACTIVE:
+            self.peer.send(frame)
+
+    def write_submitted(self) -> None:
+        self.pending_writes += 1
+        self._writes_done.clear()
+
+    def write_durable(self) -> None:
+        self.pending_writes -= 1
+        if self.pending_writes == 0:
+            self._writes_done.set()
+
+    async def writes_durable(self) -> None:
+        """Wait until every update this session sent is stored."""
+        await self._writes_done.wait()
+
+    def __repr__(self) -> str:
+        return f"<Session {self.doc!r} {self.origin.client} {self.state.value}>"

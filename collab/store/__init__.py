@@ -1,0 +1,38 @@
+"""Stores: where documents live. ``open_store`` picks a backend from a URL."""
+
+from __future__ import annotations
+
+from collab.store.base import (
+    DocumentInfo,
+    LoadedDocument,
+    Origin,
+    SnapshotRecord,
+    Store,
+    UpdateRecord,
+)
+
+__all__ = [
+    "DocumentInfo",
+    "LoadedDocument",
+    "Origin",
+    "SnapshotRecord",
+    "Store",
+    "UpdateRecord",
+    "create_store",
+]
+
+
+def create_store(url: str) -> Store:
+    """A store for ``url``: ``sqlite:///path.db`` or ``memory://``. Call ``open()`` next."""
+    if url.startswith("sqlite:"):
+        from collab.store.sqlite import SQLiteStore, path_from_url
+
+        return SQLiteStore(path_from_url(url))
+    if url.startswith("memory:"):
+        from collab.store.memory import MemoryStore
+
+        return MemoryStore()
+    scheme = url.split(":", 1)[0] if ":" in url else url
+    raise ValueError(
+        f"unsupported store URL scheme {scheme!r}: use sqlite:///path/to/file.db or memory://"
+    )

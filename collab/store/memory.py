@@ -1,0 +1,111 @@
+"""In-memory store: the same contract as the others, gone when the process ends."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from itertools import groupby
+
+from collab.store.base import (
+    DocumentInfo,
+    LoadedDocument,
+    SnapshotRecord,
+    Store,
+    UpdateRecord,
+    check_continuity,
+)
+
+
+@dataclass
+class _Document:
+    epoch: str
+    created_s: float
+    updated_s: float
+    updates: list[UpdateRecord] = field(default_factory=list)
+    snapshots: dict[int, SnapshotRecord] = field(default_factory=dict)
+
+    @property
+    def head_seq(self) -> int:
+        return self.updates[-1].seq if self.updates else 0
+
+
+class MemoryStore(Store):
+    def __init__(self) -> None:
+        super().__init__()
+        self._docs: dict[str, _Document] = {}
+
+    def _get_or_create(self, name: str) -> _Document:
+        document = self._docs.get(name)
+        if document is None:
+            now = time.time()
+            document = self._docs[name] = _Document(secrets.token_hex(8), now, now)
+        return document
+
+    async def load(self, doc: str) -> LoadedDocument:
+        document = self._get_or_create(doc)
+        snapshot = await self.latest_snapshot(doc)
+        after = snapshot.seq if snapshot else 0
+        # seq n lives at index n - 1: the log has no gaps.
+        updates = tuple(document.updates[after:])
+        self.stats.log_rows_read += len(updates)
+        return LoadedDocument(doc, document.epoch, snapshot, updates)
+
+    async def append(self, updates: Sequence[UpdateRecord]) -> None:
+        ordered = sorted(updates, key=lambda u: u.doc)
+        groups = [(name, list(group)) for name, group in groupby(ordered, key=lambda u: u.doc)]
+        # Check every document before changing any, so that a batch is all or nothing.
+        for name, group in groups:
+            existing = self._docs.get(name)
+            check_continuity(name, existing.head_seq if existing else 0, [u.seq for u in group])
+        for name, group in groups:
+            document = self._get_or_create(name)
+            document.updates.extend(group)
+            document.updated_s = group[-1].time_s
+        self.stats.log_rows_written += len(updates)
+        self.stats.append_batches += 1
+
+    async def save_snapshot(self, snapshot: SnapshotRecord) -> None:
+        document = self._get_or_create(snapshot.doc)
+        if snapshot.seq not in document.snapshots:
+            document.snapshots[snapshot.seq] = snapshot
+            self.stats.snapshots_written += 1
+
+    async def latest_snapshot(
+        self, doc: str, *, at_or_before_seq: int | None = None
+    ) -> SnapshotRecord | None:
+        document = self._docs.get(doc)
+        if document is None:
+            return None
+        seqs = [s for s in document.snapshots if at_or_before_seq is None or s <= at_or_before_seq]
+        return document.snapshots[max(seqs)] if seqs else None
+
+    async def read_updates(
+        self,
+        doc: str,
+        *,
+        after_seq: int = 0,
+        until_seq: int | None = None,
+        limit: int | None = None,
+    ) -> list[UpdateRecord]:
+        document = self._docs.get(doc)
+        if document is None:
+            return []
+        end = len(document.updates) if until_seq is None else min(until_seq, len(document.updates))
+        if limit is not None:
+            end = min(end, after_seq + limit)
+        rows = document.updates[after_seq:end]
+        self.stats.log_rows_read += len(rows)
+        return rows
+
+    async def get_document(self, doc: str) -> DocumentInfo | None:
+        document = self._docs.get(doc)
+        if document is None:
+            return None
+        return DocumentInfo(
+            doc, document.epoch, document.head_seq, document.created_s, document.updated_s
+        )
+
+    async def list_documents(self) -> list[DocumentInfo]:
+        return [info for name in sorted(self._docs) if (info := await self.get_document(name))]

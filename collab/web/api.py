@@ -1,0 +1,163 @@
+"""HTTP API: health, document list, history and the state at a version.
+
+With authentication on, requests carry the same token as WebSockets, as
+``Authorization: Bearer <token>`` or ``?token=``; a document needs at least a
+read grant.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import tornado.web
+from tornado import httputil
+
+from collab import history
+from collab.auth import Identity
+from collab.errors import AccessDenied, StoreError
+
+if TYPE_CHECKING:
+    from collab.web.app import CollabServer
+
+MAX_HISTORY_PAGE = 1000
+
+
+class ApiHandler(tornado.web.RequestHandler):
+    def initialize(self, server: CollabServer) -> None:
+        self.server = server
+
+    def set_default_headers(self) -> None:
+        self.set_header("Cache-Control", "no-store")
+
+    def write_json(self, body: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(body, separators=(",", ":")))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        error = kwargs.get("exc_info", (None, None))[1]
+        if isinstance(error, tornado.web.HTTPError) and error.log_message:
+            message = error.log_message
+        else:
+            message = httputil.responses.get(status_code, "error")
+        self.write_json({"error": message}, status_code)
+
+    def identity(self) -> Identity:
+        header = self.request.headers.get("Authorization", "")
+        token = header[7:] if header.lower().startswith("bearer ") else None
+        try:
+            return self.server.auth.authenticate(token or self.get_query_argument("token", None))
+        except AccessDenied as exc:
+            raise tornado.web.HTTPError(401, exc.message) from None
+
+    def require_read(self, doc: str) -> None:
+        if self.identity().role_for(doc) is None:
+            raise tornado.web.HTTPError(403, f"access to document {doc!r} is not granted")
+
+    async def require_document(self, doc: str) -> None:
+        self.require_read(doc)
+        if await self.server.store.get_document(doc) is None:
+            raise tornado.web.HTTPError(404, f"no document named {doc!r}")
+
+    def int_argument(self, name: str, default: int | None) -> int | None:
+        raw = self.get_query_argument(name, None)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise tornado.web.HTTPError(400, f"{name} must be an integer") from None
+        if value < 0:
+            raise tornado.web.HTTPError(400, f"{name} must not be negative")
+        return value
+
+    def on_store_error(self, exc: StoreError) -> NoReturn:
+        # A broken database is an outage, not a missing document.
+        raise tornado.web.HTTPError(503, f"store unavailable: {exc}")
+
+
+class HealthHandler(ApiHandler):
+    def get(self) -> None:
+        self.write_json(
+            {
+                "status": "ok",
+                "instance": self.server.settings.instance_id,
+                "connections": len(self.server.sockets),
+                "rooms": len(self.server.rooms.rooms),
+                "write_queue": self.server.rooms.writer.queued,
+            }
+        )
+
+
+class DocumentsHandler(ApiHandler):
+    async def get(self) -> None:
+        identity = self.identity()
+        try:
+            documents = await self.server.store.list_documents()
+        except StoreError as exc:
+            self.on_store_error(exc)
+        self.write_json(
+            {
+                "documents": [
+                    {
+                        "name": d.name,
+                        "epoch": d.epoch,
+                        "seq": d.head_seq,
+                        "created_s": d.created_s,
+                        "updated_s": d.updated_s,
+                    }
+                    for d in documents
+                    if identity.role_for(d.name) is not None
+                ]
+            }
+        )
+
+
+class HistoryHandler(ApiHandler):
+    async def get(self, doc: str) -> None:
+        after = self.int_argument("after", 0) or 0
+        limit = min(self.int_argument("limit", 100) or 100, MAX_HISTORY_PAGE)
+        try:
+            await self.require_document(doc)
+            page = await history.list_updates(
+                self.server.store, doc, after_seq=after, limit=limit + 1
+            )
+        except StoreError as exc:
+            self.on_store_error(exc)
+        more = len(page) > limit
+        page = page[:limit]
+        self.write_json(
+            {
+                "doc": doc,
+                "updates": [
+                    {
+                        "seq": u.seq,
+                        "time_s": u.time_s,
+                        "bytes": len(u.data),
+                        "origin": {
+                            "user": u.origin.user,
+                            "client": u.origin.client,
+                            "instance": u.origin.instance,
+                        },
+                    }
+                    for u in page
+                ],
+                "next_after": page[-1].seq if more else None,
+            }
+        )
+
+
+class StateHandler(ApiHandler):
+    """The document's state after update ``seq`` as one Yjs update (v1)."""
+
+    async def get(self, doc: str) -> None:
+        seq = self.int_argument("seq", None)
+        try:
+            await self.require_document(doc)
+            at, state = await history.state_at(self.server.store, doc, seq)
+        except StoreError as exc:
+            self.on_store_error(exc)
+        self.set_header("Content-Type", "application/octet-stream")
+        self.set_header("X-Collab-Seq", str(at))
+        self.finish(state)

@@ -1,0 +1,134 @@
+"""The composition root: builds store, rooms, auth and routes from one Settings
+object, and owns their lifecycle.
+
+    server = CollabServer(settings)
+    await server.start()      # open the store, start the writer, listen
+    ...
+    await server.stop()       # close sockets (1001), flush writes, close the store
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import tornado.httpserver
+import tornado.netutil
+import tornado.web
+
+from collab.auth import Authenticator
+from collab.config import Settings
+from collab.errors import CloseCode
+from collab.rooms import RoomManager
+from collab.store import create_store
+from collab.tasks import TaskGroup
+from collab.web.api import DocumentsHandler, HealthHandler, HistoryHandler, StateHandler
+from collab.web.sockets import NativeSocketHandler, SocketHandler, YjsSocketHandler
+
+log = logging.getLogger("collab")
+
+DEFAULT_STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
+
+
+class CollabServer:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = create_store(settings.store_url)
+        self.rooms = RoomManager(self.store, settings)
+        self.auth = Authenticator(settings.auth_secret)
+        self.sockets: set[SocketHandler] = set()
+        self.application = self._make_application()
+        self.port = settings.port
+        self._http: tornado.httpserver.HTTPServer | None = None
+        self._tasks = TaskGroup(log)
+        self._stopped = False
+
+    def _make_application(self) -> tornado.web.Application:
+        s = self.settings
+        context: dict[str, Any] = {"server": self}
+        static_dir = Path(s.static_dir) if s.static_dir else DEFAULT_STATIC_DIR
+        routes: list[Any] = [
+            (r"/ws", NativeSocketHandler, context),
+            (r"/yjs/(.+)", YjsSocketHandler, context),
+            (r"/healthz", HealthHandler, context),
+            (r"/api/documents", DocumentsHandler, context),
+            (r"/api/documents/(.+)/history", HistoryHandler, context),
+            (r"/api/documents/(.+)/state", StateHandler, context),
+            (
+                r"/(.*)",
+                tornado.web.StaticFileHandler,
+                {"path": str(static_dir), "default_filename": "index.html"},
+            ),
+        ]
+        return tornado.web.Application(
+            routes,
+            websocket_ping_interval=s.ping_interval_s,
+            websocket_ping_timeout=s.ping_timeout_s,
+            websocket_max_message_size=s.max_frame_bytes,
+            log_function=_log_request,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.host}:{self.port}"
+
+    def origin_allowed(self, host: str, origin: str) -> bool:
+        # Editor apps are usually served from another origin than the collab
+        # server; access is controlled by tokens, not by the Origin header.
+        return True
+
+    async def start(self) -> None:
+        await self.store.open()
+        self.rooms.start()
+        sockets = tornado.netutil.bind_sockets(self.settings.port, self.settings.host)
+        self.port = sockets[0].getsockname()[1]
+        self._http = tornado.httpserver.HTTPServer(self.application)
+        self._http.add_sockets(sockets)
+        log.info("listening on %s (store %s)", self.url, self.settings.store_url)
+
+    def register(self, handler: SocketHandler) -> None:
+        self.sockets.add(handler)
+
+    def forget(self, handler: SocketHandler) -> None:
+        """A socket closed: its connection leaves its rooms."""
+        self.sockets.discard(handler)
+        if handler.connection is not None and not self._tasks.closed:
+            self._tasks.spawn(handler.connection.close(), name=f"close {handler.connection}")
+
+    async def stop(self) -> None:
+        """Stop listening, close every socket, flush every pending write."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._http is not None:
+            self._http.stop()
+        handlers = list(self.sockets)
+        for handler in handlers:
+            handler.close(CloseCode.GOING_AWAY, "server shutting down")
+        await asyncio.gather(*(h.connection.close() for h in handlers if h.connection is not None))
+        await self._tasks.close()
+        await self.rooms.close()
+        await self.store.close()
+        log.info("stopped")
+
+    async def __aenter__(self) -> CollabServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+def _log_request(handler: tornado.web.RequestHandler) -> None:
+    status = handler.get_status()
+    level = logging.INFO if status < 400 else logging.WARNING
+    logging.getLogger("collab.access").log(
+        level,
+        "%d %s %s %.1fms",
+        status,
+        handler.request.method,
+        handler.request.uri,
+        1000 * handler.request.request_time(),
+    )

@@ -1,0 +1,117 @@
+"""Tornado WebSocket handlers: thin adapters from socket events to connections.
+
+A handler only translates open / message / close into calls on a connection
+object (collab.connection, collab.yjs_connection) and offers it a transport:
+``send`` with a bound on unsent bytes, and ``close``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import tornado.websocket
+
+from collab.connection import NativeConnection, close_reason
+from collab.errors import AccessDenied, CloseCode, ProtocolError
+from collab.protocol import validate_document_name
+from collab.yjs_connection import YjsConnection
+
+if TYPE_CHECKING:
+    from collab.web.app import CollabServer
+
+log = logging.getLogger("collab.access")
+
+
+class SocketHandler(tornado.websocket.WebSocketHandler):
+    connection: NativeConnection | YjsConnection | None
+
+    def initialize(self, server: CollabServer) -> None:
+        self.server = server
+        self.connection = None
+        self._unsent_bytes = 0
+
+    def check_origin(self, origin: str) -> bool:
+        return self.server.origin_allowed(urlsplit(origin).netloc, origin)
+
+    @property
+    def remote(self) -> str:
+        return self.request.remote_ip or ""
+
+    # -- transport ----------------------------------------------------------------------
+
+    def send(self, frame: bytes) -> None:
+        if self.ws_connection is None or self.ws_connection.is_closing():
+            return
+        if self._unsent_bytes + len(frame) > self.server.settings.outbound_queue_bytes:
+            # A peer this far behind gets no more memory: it reconnects and
+            # resyncs by state vector, which loses nothing.
+            log.warning("%s fell %d bytes behind; closing", self.remote, self._unsent_bytes)
+            self.close(CloseCode.TRY_AGAIN_LATER, "too far behind; reconnect to resync")
+            return
+        try:
+            written = self.write_message(frame, binary=True)
+        except tornado.websocket.WebSocketClosedError:
+            return
+        size = len(frame)
+        self._unsent_bytes += size
+        written.add_done_callback(lambda future: self._sent(future, size))
+
+    def _sent(self, future: Any, size: int) -> None:
+        self._unsent_bytes -= size
+        if not future.cancelled():
+            future.exception()  # a closed socket: nothing to do, but mark it seen
+
+    # -- events -------------------------------------------------------------------------
+
+    def on_message(self, message: str | bytes) -> None:
+        if self.connection is not None:
+            self.connection.receive(message)
+
+    def on_close(self) -> None:
+        self.server.forget(self)
+
+
+class NativeSocketHandler(SocketHandler):
+    """``/ws``: the native MessagePack protocol."""
+
+    def open(self, *args: str, **kwargs: str) -> None:
+        self.set_nodelay(True)
+        self.connection = NativeConnection(
+            self,
+            self.server.rooms,
+            self.server.auth,
+            self.server.settings,
+            query_token=self.get_query_argument("token", None),
+            remote=self.remote,
+        )
+        self.server.register(self)
+
+
+class YjsSocketHandler(SocketHandler):
+    """``/yjs/{document}``: the y-websocket protocol, one document per socket."""
+
+    async def open(self, doc: str) -> None:
+        self.set_nodelay(True)
+        try:
+            validate_document_name(doc, self.server.settings.max_document_name_bytes)
+            identity = self.server.auth.authenticate(self.get_query_argument("token", None))
+            role = identity.require(doc)
+        except ProtocolError as exc:
+            self.close(CloseCode.PROTOCOL_ERROR, close_reason(exc.message))
+            return
+        except AccessDenied as exc:
+            self.close(exc.close_code or CloseCode.FORBIDDEN, close_reason(exc.message))
+            return
+        self.connection = YjsConnection(
+            self,
+            self.server.rooms,
+            identity,
+            role,
+            doc,
+            self.server.settings.instance_id,
+            remote=self.remote,
+        )
+        self.server.register(self)
+        await self.connection.open()

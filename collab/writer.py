@@ -1,0 +1,162 @@
+"""Group-commit writer: persistence off the message path.
+
+Rooms apply and broadcast an update at once and hand the append to the writer.
+One task drains the queue in batches (everything queued while the previous batch
+was being committed goes into the next one), commits each batch in one store
+transaction, and only then runs each entry's ``on_durable`` callback, which sends
+the ACK. A failed write keeps its batch queued and is retried with backoff, so
+nothing is acknowledged that is not stored and nothing queued is dropped.
+
+Snapshots are written by a second task, after the updates they cover are durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from collab.config import Settings
+from collab.errors import SeqConflict, StoreError
+from collab.history import state_at
+from collab.store.base import SnapshotRecord, Store, UpdateRecord
+from collab.tasks import TaskGroup
+
+log = logging.getLogger("collab.store")
+
+RETRY_FIRST_S = 0.05
+
+
+@dataclass(slots=True)
+class PendingWrite:
+    """One entry of the queue. ``record`` None: nothing to store, but
+    ``on_durable`` runs only after every earlier entry is durable."""
+
+    doc: str
+    record: UpdateRecord | None
+    on_durable: Callable[[], None] | None = None
+    snapshot_after: bool = False
+
+
+class Writer:
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        on_conflict: Callable[[str, SeqConflict], None],
+    ) -> None:
+        self._store = store
+        self._settings = settings
+        self._on_conflict = on_conflict
+        self._queue: deque[PendingWrite] = deque()
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._snapshots_due: dict[str, int] = {}
+        self._snapshot_wakeup = asyncio.Event()
+        self._tasks = TaskGroup(log)
+        self._stopping = False
+        self.batches_committed = 0
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def start(self) -> None:
+        self._tasks.spawn(self._commit_loop(), name="writer-commit")
+        self._tasks.spawn(self._snapshot_loop(), name="writer-snapshots")
+
+    def submit(self, entry: PendingWrite) -> None:
+        if self._stopping:
+            raise StoreError("the writer is shutting down")
+        self._queue.append(entry)
+        self._idle.clear()
+        self._wakeup.set()
+
+    async def stop(self) -> None:
+        """Flush what is queued (within the shutdown timeout), then stop."""
+        self._stopping = True
+        try:
+            await asyncio.wait_for(self._idle.wait(), self._settings.shutdown_flush_timeout_s)
+        except TimeoutError:
+            log.error(
+                "shutdown: %d updates could not be stored and were not acknowledged",
+                len(self._queue),
+            )
+        await self._tasks.close()
+
+    # -- commits ----------------------------------------------------------------------
+
+    async def _commit_loop(self) -> None:
+        delay = RETRY_FIRST_S
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._queue:
+                batch = [
+                    self._queue[i]
+                    for i in range(min(len(self._queue), self._settings.write_batch_max_updates))
+                ]
+                records = [e.record for e in batch if e.record is not None]
+                try:
+                    await self._store.append(records)
+                except SeqConflict as exc:
+                    self._drop_conflicting(exc)
+                    continue
+                except Exception as exc:
+                    if isinstance(exc, StoreError):
+                        log.warning("store write failed, retrying in %.2fs: %s", delay, exc)
+                    else:
+                        log.error("store write failed, retrying in %.2fs", delay, exc_info=True)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self._settings.write_retry_max_s)
+                    continue
+                delay = RETRY_FIRST_S
+                self.batches_committed += 1
+                for _ in batch:
+                    self._queue.popleft()
+                for entry in batch:
+                    if entry.on_durable is not None:
+                        try:
+                            entry.on_durable()
+                        except Exception:
+                            log.exception("on_durable callback failed for %s", entry.doc)
+                    if entry.snapshot_after and entry.record is not None:
+                        self._snapshots_due[entry.doc] = entry.record.seq
+                        self._snapshot_wakeup.set()
+            self._idle.set()
+
+    def _drop_conflicting(self, exc: SeqConflict) -> None:
+        # Another writer owns this document's log: retrying cannot succeed. Drop the
+        # document's queued entries (they were never acknowledged) and let the
+        # owner of the room reload it from the store.
+        doc = exc.doc
+        log.error("store rejected updates for %r: %s", doc, exc)
+        kept = [e for e in self._queue if e.doc != doc]
+        self._queue.clear()
+        self._queue.extend(kept)
+        if not kept:
+            self._idle.set()
+        self._on_conflict(doc, exc)
+
+    # -- snapshots ----------------------------------------------------------------------
+
+    async def _snapshot_loop(self) -> None:
+        while True:
+            await self._snapshot_wakeup.wait()
+            self._snapshot_wakeup.clear()
+            while self._snapshots_due:
+                doc, seq = self._snapshots_due.popitem()
+                try:
+                    await self.write_snapshot(doc, seq)
+                except Exception as exc:
+                    # A missed snapshot costs load time, not data: the log has it all.
+                    log.warning("snapshot of %r at seq %d failed: %s", doc, seq, exc)
+
+    async def write_snapshot(self, doc: str, seq: int) -> None:
+        at, state = await state_at(self._store, doc, seq)
+        await self._store.save_snapshot(SnapshotRecord(doc, at, state, time.time()))
+        log.debug("snapshot of %r at seq %d (%d bytes)", doc, at, len(state))

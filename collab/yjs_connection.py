@@ -1,0 +1,127 @@
+"""A y-websocket connection, without the socket: one document per connection.
+
+It behaves as y-websocket's own server does (sync step 1 and the awareness states
+on connect, step 2 in reply to the peer's step 1, updates and awareness
+relayed), on the same rooms, store and history as the native protocol.
+Differences, all documented in docs/PROTOCOL.md: a malformed frame or invalid
+update closes the socket with 4400 instead of being logged and dropped, and a
+read-only peer's updates are ignored with a logged reason.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from collab import yjs_protocol
+from collab.auth import Identity, Role
+from collab.connection import Transport, close_reason, new_connection_id
+from collab.errors import CloseCode, CollabError
+from collab.rooms import RoomManager
+from collab.session import Session, SessionState
+from collab.store.base import Origin
+from collab.yjs_protocol import YJS_FRAMES, YjsKind
+
+log = logging.getLogger("collab.protocol")
+
+
+class YjsConnection:
+    def __init__(
+        self,
+        transport: Transport,
+        rooms: RoomManager,
+        identity: Identity,
+        role: Role,
+        doc: str,
+        instance_id: str,
+        *,
+        remote: str = "",
+    ) -> None:
+        self._transport = transport
+        self._rooms = rooms
+        self.id = new_connection_id()
+        self.remote = remote
+        self.session = Session(
+            doc, self, YJS_FRAMES, role, Origin(identity.user, f"yjs:{self.id}", instance_id)
+        )
+        self._closing = False
+        self._told_read_only = False
+
+    async def open(self) -> None:
+        """Join the document's room, then greet the peer as y-websocket does."""
+        try:
+            reply = await self._rooms.join(self.session.doc, self.session, None)
+        except CollabError as exc:
+            self._fail(CloseCode.INTERNAL_ERROR, exc.message)
+            return
+        if self._closing:  # the socket closed while the document was loading
+            self._rooms.leave(self.session)
+            return
+        self.send(yjs_protocol.sync_step1(reply.state_vector))
+        if reply.awareness is not None:
+            self.send(yjs_protocol.awareness(reply.awareness))
+
+    def receive(self, frame: bytes | str) -> None:
+        """Handle one WebSocket message. Never raises, never awaits."""
+        if self._closing or self.session.state is not SessionState.ACTIVE:
+            return
+        if isinstance(frame, str):
+            self._fail(CloseCode.UNSUPPORTED_DATA, "y-websocket messages are binary frames")
+            return
+        try:
+            self._dispatch(yjs_protocol.decode(frame))
+        except CollabError as exc:
+            self._fail(exc.close_code or CloseCode.PROTOCOL_ERROR, exc.message)
+        except Exception:
+            log.exception("%s: unexpected error handling a message", self)
+            self._fail(CloseCode.INTERNAL_ERROR, "internal server error")
+
+    def _dispatch(self, message: yjs_protocol.YjsMessage) -> None:
+        room = self.session.room
+        assert room is not None
+        match message.kind:
+            case YjsKind.SYNC_STEP1:
+                self.send(yjs_protocol.sync_step2(room.missing_for(message.payload)))
+            case YjsKind.SYNC_STEP2 | YjsKind.SYNC_UPDATE:
+                if self.session.role is not Role.WRITE:
+                    self._refuse_write()
+                    return
+                room.apply_update(self.session, message.payload)
+            case YjsKind.AWARENESS:
+                room.apply_awareness(self.session, message.payload)
+            case YjsKind.QUERY_AWARENESS:
+                snapshot = room.awareness_snapshot()
+                if snapshot is not None:
+                    self.send(yjs_protocol.awareness(snapshot))
+            case YjsKind.UNKNOWN:
+                log.info("%s: ignoring unknown message type %d", self, message.message_type)
+
+    def _refuse_write(self) -> None:
+        log.info("%s: ignoring an update: %r is read-only for this peer", self, self.session.doc)
+        if not self._told_read_only:
+            # y-websocket's provider logs this as "Permission denied".
+            self._told_read_only = True
+            self.send(yjs_protocol.permission_denied("read-only access: updates are ignored"))
+
+    # -- output -----------------------------------------------------------------------
+
+    def send(self, frame: bytes) -> None:
+        if not self._closing:
+            self._transport.send(frame)
+
+    def session_failed(self, session: Session, error: CollabError) -> None:
+        self._fail(CloseCode.INTERNAL_ERROR, error.message)
+
+    def _fail(self, code: int, reason: str) -> None:
+        if self._closing:
+            return
+        log.warning("%s: closing with %d: %s", self, code, reason)
+        self._closing = True
+        self._transport.close(code, close_reason(reason))
+
+    async def close(self) -> None:
+        """Leave the room. Safe to call twice."""
+        self._closing = True
+        self._rooms.leave(self.session)
+
+    def __str__(self) -> str:
+        return f"yjs {self.id} {self.session.doc!r} {self.remote}"

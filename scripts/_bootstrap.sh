@@ -1,0 +1,36 @@
+# Sourced by scripts/*: prepares what a fresh machine lacks, once.
+# - .venv with the package installed editable, plus test tools (re-run when setup.cfg changes)
+# - tests/node/node_modules from the lock file (re-run when package-lock.json changes)
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+PYTHON="${PYTHON:-python3}"
+
+bootstrap_python() {
+    local stamp="$VENV/.collab-installed"
+    if [ ! -x "$VENV/bin/python" ]; then
+        echo "bootstrap: creating $VENV" >&2
+        "$PYTHON" -m venv "$VENV"
+    fi
+    if [ ! -f "$stamp" ] || [ "$ROOT/setup.cfg" -nt "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
+        echo "bootstrap: installing collab and its test dependencies" >&2
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >&2
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT[test]" >&2
+        touch "$stamp"
+    fi
+}
+
+bootstrap_node_clients() {
+    local dir="$ROOT/tests/node"
+    [ -f "$dir/package-lock.json" ] || return 0
+    if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+        echo "bootstrap: node/npm not found; the Node.js interop tests will be skipped" >&2
+        return 0
+    fi
+    local stamp="$dir/node_modules/.collab-installed"
+    if [ ! -f "$stamp" ] || [ "$dir/package-lock.json" -nt "$stamp" ]; then
+        echo "bootstrap: installing the pinned npm packages for the interop tests" >&2
+        (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >&2)
+        touch "$stamp"
+    fi
+}

@@ -1,0 +1,112 @@
+"""Shared fixtures: real servers on loopback ports, real clients, real SQLite files.
+
+pytest-tornasync runs each ``async def test_...`` on a fresh IOLoop (``io_loop``);
+fixtures that need the loop start and stop things with ``io_loop.run_sync``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tornado.ioloop import IOLoop
+
+from collab.client import CollabClient
+from collab.config import Settings
+from collab.web.app import CollabServer
+from tests.helpers import RawPeer
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        host="127.0.0.1",
+        port=0,
+        store_url=f"sqlite:///{tmp_path}/collab.db",
+        log_level="debug",
+        instance_id="test",
+        ping_interval_s=5.0,
+        ping_timeout_s=5.0,
+    )
+
+
+@pytest.fixture
+def start_server(io_loop: IOLoop) -> Iterator[Callable[[Settings], CollabServer]]:
+    """Start a server with the given settings; every server is stopped after the test."""
+    servers: list[CollabServer] = []
+
+    def start(settings: Settings) -> CollabServer:
+        server = CollabServer(settings)
+        io_loop.run_sync(server.start)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in reversed(servers):
+        io_loop.run_sync(server.stop)
+
+
+@pytest.fixture
+def server(start_server: Callable[[Settings], CollabServer], settings: Settings) -> CollabServer:
+    return start_server(settings)
+
+
+def ws_url(server: CollabServer, path: str = "/ws") -> str:
+    return f"ws://127.0.0.1:{server.port}{path}"
+
+
+@pytest.fixture
+def connect(
+    io_loop: IOLoop, server: CollabServer
+) -> Iterator[Callable[..., Awaitable[CollabClient]]]:
+    """``await connect()``: a native client on ``server``, closed after the test."""
+    clients: list[CollabClient] = []
+
+    async def open_client(target: CollabServer | None = None, **kwargs: Any) -> CollabClient:
+        client = await CollabClient.connect(ws_url(target or server), **kwargs)
+        clients.append(client)
+        return client
+
+    yield open_client
+    for client in clients:
+        io_loop.run_sync(client.close)
+
+
+@pytest.fixture
+def raw(io_loop: IOLoop, server: CollabServer) -> Iterator[Callable[..., Awaitable[RawPeer]]]:
+    """``await raw()``: a bare WebSocket for sending hand-made frames."""
+    peers: list[RawPeer] = []
+
+    async def open_peer(path: str = "/ws", target: CollabServer | None = None) -> RawPeer:
+        peer = await RawPeer.connect(ws_url(target or server, path))
+        peers.append(peer)
+        return peer
+
+    yield open_peer
+    for peer in peers:
+        peer.close()
+
+
+@pytest.fixture(autouse=True)
+def no_unexpected_errors(
+    request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
+) -> Iterator[None]:
+    """Fail a test when the server logged an error it did not expect.
+
+    Tests that provoke errors on purpose mark themselves ``allow_error_logs``.
+    """
+    caplog.set_level(logging.DEBUG, logger="collab")
+    yield
+    if request.node.get_closest_marker("allow_error_logs"):
+        return
+    errors = [
+        r
+        for r in caplog.get_records("call") + caplog.get_records("teardown")
+        if r.levelno >= logging.ERROR and r.name.startswith("collab")
+    ]
+    assert not errors, "unexpected error logs:\n" + "\n".join(
+        f"{r.name}: {r.getMessage()}" for r in errors
+    )

@@ -1,0 +1,89 @@
+"""Test helpers: a bare WebSocket peer for hand-made frames, and doc utilities."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import msgpack
+import pycrdt
+from tornado.websocket import WebSocketClientConnection, websocket_connect
+
+from collab.protocol import PROTOCOL_VERSION
+
+TIMEOUT_S = 10.0
+
+
+class RawPeer:
+    """A WebSocket that sends exactly the bytes a test gives it."""
+
+    def __init__(self, ws: WebSocketClientConnection) -> None:
+        self.ws = ws
+
+    @classmethod
+    async def connect(cls, url: str) -> RawPeer:
+        ws = await asyncio.wait_for(
+            websocket_connect(url, max_message_size=64 * 1024 * 1024), TIMEOUT_S
+        )
+        return cls(ws)
+
+    def send_bytes(self, data: bytes) -> None:
+        self.ws.write_message(data, binary=True)
+
+    def send_text(self, text: str) -> None:
+        self.ws.write_message(text)
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.send_bytes(msgpack.packb(message, use_bin_type=True))
+
+    async def recv_bytes(self, timeout_s: float = TIMEOUT_S) -> bytes | None:
+        """The next frame, or None once the server closed the connection."""
+        frame = await asyncio.wait_for(self.ws.read_message(), timeout_s)
+        assert frame is None or isinstance(frame, bytes), f"unexpected text frame {frame!r}"
+        return frame
+
+    async def recv(self, timeout_s: float = TIMEOUT_S) -> dict[str, Any]:
+        frame = await self.recv_bytes(timeout_s)
+        assert frame is not None, f"connection closed: {self.ws.close_code} {self.ws.close_reason}"
+        return msgpack.unpackb(frame, raw=False)
+
+    async def recv_type(self, kind: str, timeout_s: float = TIMEOUT_S) -> dict[str, Any]:
+        """Skip messages until one of type ``kind`` arrives."""
+        while True:
+            message = await self.recv(timeout_s)
+            if message["type"] == kind:
+                return message
+
+    async def hello(self, **fields: Any) -> dict[str, Any]:
+        self.send({"type": "hello", "version": PROTOCOL_VERSION, **fields})
+        return await self.recv()
+
+    async def subscribe(self, doc: str, sv: bytes | None = None) -> dict[str, Any]:
+        message: dict[str, Any] = {"type": "subscribe", "doc": doc}
+        if sv is not None:
+            message["sv"] = sv
+        self.send(message)
+        return await self.recv_type("sync")
+
+    async def closed(self, timeout_s: float = TIMEOUT_S) -> tuple[int | None, str | None]:
+        """Read until the server closes; return (close code, reason)."""
+        while await self.recv_bytes(timeout_s) is not None:
+            pass
+        return self.ws.close_code, self.ws.close_reason
+
+    def close(self) -> None:
+        self.ws.close()
+
+
+def text_update(content: str, client_id: int | None = None, name: str = "text") -> bytes:
+    """A standalone update inserting ``content`` into a root Text."""
+    doc: pycrdt.Doc = pycrdt.Doc(client_id=client_id)
+    doc.get(name, type=pycrdt.Text).insert(0, content)
+    return doc.get_update()
+
+
+def text_of(update_or_doc: bytes | pycrdt.Doc, name: str = "text") -> str:
+    doc = update_or_doc if isinstance(update_or_doc, pycrdt.Doc) else pycrdt.Doc()
+    if isinstance(update_or_doc, bytes):
+        doc.apply_update(update_or_doc)
+    return str(doc.get(name, type=pycrdt.Text))
