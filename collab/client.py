@@ -73,7 +73,7 @@ class RemoteDocument:
         self._refs = itertools.count(1)
         self._applying_remote = False
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
-        self._doc_subscription = doc.observe(self._on_local_change)
+        self._doc_subscription: pycrdt.Subscription | None = doc.observe(self._on_local_change)
         self._awareness_subscription = self.awareness.observe(self._on_awareness_change)
 
     # -- local changes ------------------------------------------------------------------
@@ -158,8 +158,12 @@ class RemoteDocument:
         await self.wait_for(lambda: not self.unacked, timeout_s)
 
     def close(self) -> None:
+        """Stop following the doc's changes. Safe to call twice."""
+        if self._doc_subscription is None:
+            return
         self.doc.unobserve(self._doc_subscription)
         self.awareness.unobserve(self._awareness_subscription)
+        self._doc_subscription = None
 
 
 class CollabClient:
@@ -318,10 +322,12 @@ class CollabClient:
         await asyncio.wait_for(self._closed.wait(), timeout_s)
 
     async def close(self) -> None:
-        if not self._closed.is_set():
-            self.ws.close()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closed.wait(), 5)
+        # Always close, even after the server did: Tornado warns about client
+        # connections that were never closed.
+        self.ws.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closed.wait(), 5)
         await self._tasks.close()
         for remote in self.documents.values():
             remote.close()
+        self.documents.clear()

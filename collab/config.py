@@ -37,8 +37,9 @@ class Settings:
     ping_interval_s: float = field(
         default=20.0, metadata={"help": "seconds between WebSocket ping frames (0 disables)"}
     )
-    ping_timeout_s: float = field(
-        default=20.0, metadata={"help": "seconds to wait for a pong before closing"}
+    ping_timeout_s: float | None = field(
+        default=None,
+        metadata={"help": "seconds to wait for a pong before closing (default: the interval)"},
     )
     max_frame_bytes: int = field(
         default=8 * 1024 * 1024, metadata={"help": "largest WebSocket message accepted"}
@@ -85,10 +86,13 @@ class Settings:
     )
 
     def __post_init__(self) -> None:
+        if self.ping_timeout_s is None:
+            object.__setattr__(self, "ping_timeout_s", self.ping_interval_s)
         if not 0 <= self.port <= 65535:
             raise SettingsError(f"port must be between 0 and 65535, not {self.port}")
         if self.log_level not in LOG_LEVELS:
             raise SettingsError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+        assert self.ping_timeout_s is not None
         if self.ping_interval_s < 0 or self.ping_timeout_s < 0:
             raise SettingsError("ping_interval_s and ping_timeout_s must not be negative")
         if self.ping_interval_s and self.ping_timeout_s > self.ping_interval_s:
@@ -108,6 +112,9 @@ class Settings:
                 raise SettingsError(f"{name} must be positive")
         if self.max_frame_bytes < 1024:
             raise SettingsError("max_frame_bytes must be at least 1024")
+        if self.auth_secret and len(self.auth_secret.encode()) < 32:
+            # RFC 7518 3.2: an HS256 key must be at least as long as the hash.
+            raise SettingsError("auth_secret must be at least 32 bytes long")
         if self.write_retry_max_s <= 0 or self.shutdown_flush_timeout_s <= 0:
             raise SettingsError("write_retry_max_s and shutdown_flush_timeout_s must be positive")
 
@@ -141,12 +148,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for f in fields(Settings):
         flag = "--" + f.name.replace("_", "-")
         env = ENV_PREFIX + f.name.upper()
+        # Parsed with the environment's values, in settings_from_namespace, so that
+        # a bad flag gets the same message as a bad variable.
         parser.add_argument(
-            flag,
-            dest=f.name,
-            default=None,
-            type=lambda raw, f=f: _parse(f, raw),
-            help=f"{f.metadata.get('help', '')} (env {env})",
+            flag, dest=f.name, default=None, help=f"{f.metadata.get('help', '')} (env {env})"
         )
 
 
@@ -154,7 +159,7 @@ def settings_from_namespace(
     namespace: argparse.Namespace, environ: Mapping[str, str] | None = None
 ) -> Settings:
     given = {
-        f.name: getattr(namespace, f.name)
+        f.name: _parse(f, getattr(namespace, f.name))
         for f in fields(Settings)
         if getattr(namespace, f.name, None) is not None
     }
@@ -162,7 +167,8 @@ def settings_from_namespace(
 
 
 def _parse(f: dataclasses.Field[Any], raw: str) -> Any:
-    kind = f.type if isinstance(f.type, type) else {"int": int, "float": float}.get(f.type, str)
+    # Annotations are strings here (``from __future__ import annotations``).
+    kind = {"int": int, "float": float, "float | None": float}.get(str(f.type), str)
     try:
         return kind(raw)
     except ValueError:

@@ -16,6 +16,7 @@ from tornado.ioloop import IOLoop
 
 from collab.client import CollabClient
 from collab.config import Settings
+from collab.store import Store
 from collab.web.app import CollabServer
 from tests.helpers import RawPeer
 
@@ -34,13 +35,14 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def start_server(io_loop: IOLoop) -> Iterator[Callable[[Settings], CollabServer]]:
-    """Start a server with the given settings; every server is stopped after the test."""
+def start_server(io_loop: IOLoop) -> Iterator[Callable[..., Awaitable[CollabServer]]]:
+    """``await start_server(settings, store=None)`` inside a test; every server
+    started this way is stopped after the test (stopping twice is harmless)."""
     servers: list[CollabServer] = []
 
-    def start(settings: Settings) -> CollabServer:
-        server = CollabServer(settings)
-        io_loop.run_sync(server.start)
+    async def start(settings: Settings, store: Store | None = None) -> CollabServer:
+        server = CollabServer(settings, store)
+        await server.start()
         servers.append(server)
         return server
 
@@ -50,8 +52,10 @@ def start_server(io_loop: IOLoop) -> Iterator[Callable[[Settings], CollabServer]
 
 
 @pytest.fixture
-def server(start_server: Callable[[Settings], CollabServer], settings: Settings) -> CollabServer:
-    return start_server(settings)
+def server(
+    io_loop: IOLoop, start_server: Callable[..., Awaitable[CollabServer]], settings: Settings
+) -> CollabServer:
+    return io_loop.run_sync(lambda: start_server(settings))
 
 
 def ws_url(server: CollabServer, path: str = "/ws") -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -87,3 +88,12 @@ def text_of(update_or_doc: bytes | pycrdt.Doc, name: str = "text") -> str:
     if isinstance(update_or_doc, bytes):
         doc.apply_update(update_or_doc)
     return str(doc.get(name, type=pycrdt.Text))
+
+
+async def wait_until(predicate: Callable[[], bool], timeout_s: float = TIMEOUT_S) -> None:
+    """Poll a condition the server exposes no event for (e.g. a room unloading)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError("condition not reached")
+        await asyncio.sleep(0.01)

@@ -22,7 +22,7 @@ from collab.auth import Authenticator
 from collab.config import Settings
 from collab.errors import CloseCode
 from collab.rooms import RoomManager
-from collab.store import create_store
+from collab.store import Store, create_store
 from collab.tasks import TaskGroup
 from collab.web.api import DocumentsHandler, HealthHandler, HistoryHandler, StateHandler
 from collab.web.sockets import NativeSocketHandler, SocketHandler, YjsSocketHandler
@@ -33,9 +33,9 @@ DEFAULT_STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
 
 
 class CollabServer:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, store: Store | None = None) -> None:
         self.settings = settings
-        self.store = create_store(settings.store_url)
+        self.store = store if store is not None else create_store(settings.store_url)
         self.rooms = RoomManager(self.store, settings)
         self.auth = Authenticator(settings.auth_secret)
         self.sockets: set[SocketHandler] = set()

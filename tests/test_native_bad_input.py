@@ -1,0 +1,249 @@
+"""Bad input on /ws gets its documented error or close code; the server stays up,
+other peers on the same document keep working, and the document is unchanged."""
+
+from __future__ import annotations
+
+import msgpack
+import pycrdt
+import pytest
+
+from collab.errors import CloseCode
+from collab.history import state_at
+from tests.helpers import text_of, text_update
+
+DOC = "target"
+
+
+@pytest.fixture
+def witnesses(io_loop, connect):
+    """Two editors on DOC who agree on the text 'before'."""
+
+    async def make():
+        alice, bob = await connect(client_id="alice"), await connect(client_id="bob")
+        a, b = await alice.subscribe(DOC), await bob.subscribe(DOC)
+        a.doc.get("text", type=pycrdt.Text).insert(0, "before")
+        await a.flushed()
+        await b.wait_for(lambda: str(b.doc.get("text", type=pycrdt.Text)) == "before")
+        return a, b
+
+    return make
+
+
+async def assert_unharmed(server, a, b) -> None:
+    """The server still serves, edits still flow, and nothing the bad peer sent
+    reached the document."""
+    a.doc.get("text", type=pycrdt.Text).insert(6, " after")
+    await a.flushed()
+    await b.wait_for(lambda: str(b.doc.get("text", type=pycrdt.Text)) == "before after")
+    _, stored = await state_at(server.store, DOC)
+    assert text_of(stored) == "before after"
+
+
+async def test_a_text_frame_closes_the_connection_with_1003(raw, server, witnesses):
+    a, b = await witnesses()
+    peer = await raw()
+    await peer.hello()
+    peer.send_text('{"type": "subscribe", "doc": "target"}')
+    error = await peer.recv()
+    assert error["type"] == "error" and "binary" in error["message"]
+    assert (await peer.closed())[0] == CloseCode.UNSUPPORTED_DATA
+    await assert_unharmed(server, a, b)
+
+
+async def test_bytes_that_are_not_messagepack_get_a_bad_message_error(raw, server, witnesses):
+    a, b = await witnesses()
+    peer = await raw()
+    await peer.hello()
+    await peer.subscribe(DOC)
+    peer.send_bytes(b"\xc1\xff garbage")
+    error = await peer.recv_type("error")
+    assert error["code"] == "bad_message"
+    assert "MessagePack" in error["message"]
+    # The connection stays usable for well-formed messages.
+    peer.send({"type": "ping", "id": 7})
+    assert (await peer.recv_type("pong"))["id"] == 7
+    await assert_unharmed(server, a, b)
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        ([1, 2, 3], "must be a MessagePack map"),
+        ({"doc": DOC}, "'type'"),
+        ({"type": "update", "doc": DOC, "ref": 1}, "missing required field 'update'"),
+        ({"type": "update", "doc": DOC, "ref": "one", "update": b"\x00\x00"}, "'ref'"),
+        ({"type": "update", "doc": DOC, "ref": -1, "update": b"\x00\x00"}, "'ref'"),
+        ({"type": "update", "doc": 5, "ref": 1, "update": b"\x00\x00"}, "'doc'"),
+        ({"type": "update", "doc": DOC, "ref": 1, "update": "text, not bin"}, "'update'"),
+    ],
+    ids=[
+        "array",
+        "no-type",
+        "missing-field",
+        "string-ref",
+        "negative-ref",
+        "int-doc",
+        "str-update",
+    ],
+)
+async def test_messagepack_of_the_wrong_shape_gets_a_bad_message_error(
+    raw, server, witnesses, message, expected
+):
+    a, b = await witnesses()
+    peer = await raw()
+    await peer.hello()
+    await peer.subscribe(DOC)
+    peer.send_bytes(msgpack.packb(message, use_bin_type=True))
+    error = await peer.recv_type("error")
+    assert error["code"] == "bad_message"
+    assert expected in error["message"]
+    await assert_unharmed(server, a, b)
+
+
+async def test_an_unknown_message_type_gets_an_unknown_type_error(raw, server, witnesses):
+    a, b = await witnesses()
+    peer = await raw()
+    await peer.hello()
+    peer.send({"type": "teleport", "doc": DOC})
+    error = await peer.recv_type("error")
+    assert error["code"] == "unknown_type"
+    assert "teleport" in error["message"]
+    await assert_unharmed(server, a, b)
+
+
+async def test_an_invalid_crdt_update_is_rejected_with_its_ref(raw, server, witnesses):
+    a, b = await witnesses()
+    peer = await raw()
+    await peer.hello()
+    await peer.subscribe(DOC)
+    valid = text_update(" INJECTED", client_id=99)
+    for ref, update in enumerate([b"not a yjs update", valid[:-4], b"\xff" * 20]):
+        peer.send({"type": "update", "doc": DOC, "ref": ref, "update": update})
+        error = await peer.recv_type("error")
+        assert (error["code"], error["doc"], error["ref"]) == ("invalid_update", DOC, ref)
+    await assert_unharmed(server, a, b)
+    assert server.rooms.get(DOC).head_seq == 2  # 'before' and ' after' only
+
+
+async def test_an_empty_update_field_is_rejected(raw, server, witnesses):
+    a, b = await witnesses()
+    peer = await raw()
+    await peer.hello()
+    await peer.subscribe(DOC)
+    peer.send({"type": "update", "doc": DOC, "ref": 5, "update": b""})
+    error = await peer.recv_type("error")
+    assert (error["code"], error["ref"]) == ("invalid_update", 5)
+    await assert_unharmed(server, a, b)
+
+
+async def test_an_invalid_state_vector_gets_an_error_and_no_subscription(raw, server, witnesses):
+    a, b = await witnesses()
+    peer = await raw()
+    await peer.hello()
+    peer.send({"type": "subscribe", "doc": DOC, "sv": b"\x05\x01"})
+    error = await peer.recv_type("error")
+    assert (error["code"], error["doc"]) == ("invalid_state_vector", DOC)
+    peer.send({"type": "update", "doc": DOC, "ref": 1, "update": text_update("x")})
+    assert (await peer.recv_type("error"))["code"] == "not_subscribed"
+    await assert_unharmed(server, a, b)
+
+
+async def test_an_invalid_awareness_update_gets_an_error(raw, server, witnesses):
+    a, b = await witnesses()
+    peer = await raw()
+    await peer.hello()
+    await peer.subscribe(DOC)
+    for bad in (b"\x01\x05", b"\x01\x05\x01\x03{x}", b"\x01\x05\x01\x03[1]"):
+        peer.send({"type": "awareness", "doc": DOC, "update": bad})
+        error = await peer.recv_type("error")
+        assert (error["code"], error["doc"]) == ("invalid_awareness", DOC)
+    await assert_unharmed(server, a, b)
+    assert b.awareness.states == {} or all(
+        client == b.awareness.client_id for client in b.awareness.states
+    )
+
+
+async def test_a_frame_over_the_size_limit_closes_with_1009(start_server, settings, raw, connect):
+    small = await start_server(settings.replace(max_frame_bytes=64 * 1024))
+    alice = await connect(small)
+    a = await alice.subscribe(DOC)
+    a.doc.get("text", type=pycrdt.Text).insert(0, "before")
+    await a.flushed()
+    bob = await connect(small)
+    b = await bob.subscribe(DOC)
+
+    peer = await raw(target=small)
+    await peer.hello()
+    await peer.subscribe(DOC)
+    big = text_update("x" * 100_000, client_id=77)
+    peer.send({"type": "update", "doc": DOC, "ref": 1, "update": big})
+    assert (await peer.closed())[0] == CloseCode.MESSAGE_TOO_BIG
+    await assert_unharmed(small, a, b)
+
+
+async def test_a_message_before_hello_closes_with_4400(raw, server, witnesses):
+    a, b = await witnesses()
+    peer = await raw()
+    peer.send({"type": "subscribe", "doc": DOC})
+    error = await peer.recv()
+    assert (error["type"], error["code"]) == ("error", "hello_required")
+    code, reason = await peer.closed()
+    assert code == CloseCode.PROTOCOL_ERROR
+    assert "hello" in reason
+    await assert_unharmed(server, a, b)
+
+
+async def test_garbage_before_hello_closes_with_4400(raw, server, witnesses):
+    a, b = await witnesses()
+    peer = await raw()
+    peer.send_bytes(b"\x00\x01\x02")
+    assert (await peer.closed())[0] == CloseCode.PROTOCOL_ERROR
+    await assert_unharmed(server, a, b)
+
+
+async def test_an_unsupported_protocol_version_closes_with_4400(raw, server):
+    peer = await raw()
+    peer.send({"type": "hello", "version": 99})
+    error = await peer.recv()
+    assert error["code"] == "unsupported_version"
+    assert "version 1" in error["message"]
+    assert (await peer.closed())[0] == CloseCode.PROTOCOL_ERROR
+
+
+async def test_a_second_hello_is_refused_without_closing(raw, server):
+    peer = await raw()
+    await peer.hello()
+    peer.send({"type": "hello", "version": 1})
+    assert (await peer.recv_type("error"))["code"] == "bad_message"
+    peer.send({"type": "ping"})
+    assert (await peer.recv_type("pong"))["type"] == "pong"
+
+
+async def test_an_update_for_a_document_not_subscribed_is_refused(raw, server, witnesses):
+    a, b = await witnesses()
+    peer = await raw()
+    await peer.hello()
+    peer.send({"type": "update", "doc": DOC, "ref": 3, "update": text_update("sneaky")})
+    error = await peer.recv_type("error")
+    assert (error["code"], error["doc"], error["ref"]) == ("not_subscribed", DOC, 3)
+    await assert_unharmed(server, a, b)
+
+
+@pytest.mark.parametrize("name", ["", "bad\nname", "x" * 600])
+async def test_an_invalid_document_name_is_refused(raw, server, name):
+    peer = await raw()
+    await peer.hello()
+    peer.send({"type": "subscribe", "doc": name})
+    assert (await peer.recv_type("error"))["code"] == "invalid_document_name"
+
+
+async def test_subscribing_twice_and_too_many_documents_are_refused(start_server, settings, raw):
+    limited = await start_server(settings.replace(max_documents_per_connection=2))
+    peer = await raw(target=limited)
+    await peer.hello()
+    await peer.subscribe("one")
+    peer.send({"type": "subscribe", "doc": "one"})
+    assert (await peer.recv_type("error"))["code"] == "already_subscribed"
+    await peer.subscribe("two")
+    peer.send({"type": "subscribe", "doc": "three"})
+    assert (await peer.recv_type("error"))["code"] == "too_many_documents"

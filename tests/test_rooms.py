@@ -1,0 +1,160 @@
+"""Room lifecycle: single-flight load, fail-closed load, unload only after the
+last peer left and every write is durable."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pycrdt
+import pytest
+
+from collab.errors import StoreError
+from collab.store.base import LoadedDocument, UpdateRecord
+from collab.store.sqlite import SQLiteStore
+from tests.helpers import wait_until
+
+DOC = "lifecycle"
+
+
+class GatedStore(SQLiteStore):
+    """A real SQLite store whose loads and appends wait for the test's go-ahead."""
+
+    def __init__(self, path) -> None:
+        super().__init__(path)
+        self.load_gate = asyncio.Event()
+        self.load_gate.set()
+        self.append_gate = asyncio.Event()
+        self.append_gate.set()
+        self.load_calls = 0
+        self.load_started = asyncio.Event()
+        self.fail_loads = False
+
+    async def load(self, doc: str) -> LoadedDocument:
+        self.load_calls += 1
+        self.load_started.set()
+        await self.load_gate.wait()
+        if self.fail_loads:
+            raise StoreError("disk unavailable")
+        return await super().load(doc)
+
+    async def append(self, updates: Sequence[UpdateRecord]) -> None:
+        await self.append_gate.wait()
+        await super().append(updates)
+
+
+@pytest.fixture
+def gated(io_loop, tmp_path, settings, start_server):
+    store = GatedStore(tmp_path / "gated.db")
+    server = io_loop.run_sync(lambda: start_server(settings, store))
+    return server, store
+
+
+def text(remote) -> pycrdt.Text:
+    return remote.doc.get("text", type=pycrdt.Text)
+
+
+async def seed(connect, server, content: str) -> None:
+    writer = await connect(server)
+    remote = await writer.subscribe(DOC)
+    text(remote).insert(0, content)
+    await remote.flushed()
+    await writer.unsubscribe(DOC)
+    await wait_until(lambda: server.rooms.get(DOC) is None)
+
+
+async def test_subscribers_arriving_during_a_load_share_it_and_see_the_content(gated, connect):
+    server, store = gated
+    await seed(connect, server, "stored text")
+    store.load_calls = 0
+    store.load_gate.clear()
+    store.load_started.clear()
+
+    clients = [await connect(server) for _ in range(3)]
+    pending = [asyncio.ensure_future(c.subscribe(DOC)) for c in clients]
+    await asyncio.wait_for(store.load_started.wait(), 5)
+    await asyncio.sleep(0)  # let every subscribe reach the server while the load waits
+    store.load_gate.set()
+    remotes = await asyncio.gather(*pending)
+
+    assert store.load_calls == 1
+    assert [str(text(r)) for r in remotes] == ["stored text"] * 3
+
+
+@pytest.mark.allow_error_logs
+async def test_a_failed_load_fails_closed_and_writes_nothing(gated, connect):
+    server, store = gated
+    await seed(connect, server, "precious")
+    appended = store.stats.append_batches
+    store.fail_loads = True
+
+    client = await connect(server)
+    pending = [asyncio.ensure_future(client.subscribe(DOC)) for _ in range(1)]
+    other = await connect(server)
+    pending.append(asyncio.ensure_future(other.subscribe(DOC)))
+    results = await asyncio.gather(*pending, return_exceptions=True)
+    for result in results:
+        assert result.error is not None and result.error.code == "load_failed"
+    assert server.rooms.get(DOC) is None
+    assert store.stats.append_batches == appended
+
+    store.fail_loads = False
+    again = await (await connect(server)).subscribe(DOC)
+    assert str(text(again)) == "precious"
+
+
+async def test_a_room_stays_loaded_until_its_pending_write_is_durable(gated, connect):
+    server, store = gated
+    store.append_gate.clear()
+    editor = await connect(server)
+    remote = await editor.subscribe(DOC)
+    text(remote).insert(0, "unsaved")
+    await wait_until(lambda: server.rooms.get(DOC).pending_writes == 1)
+    await editor.close()
+    await wait_until(lambda: not server.rooms.get(DOC).sessions)
+
+    # Last peer gone, write pending: the room must not unload and lose the edit.
+    room = server.rooms.get(DOC)
+    assert room is not None and room.pending_writes == 1
+
+    # A peer joining now gets the same room, edit included, without a reload.
+    loads = server.rooms.loads
+    late = await (await connect(server)).subscribe(DOC)
+    assert str(text(late)) == "unsaved"
+    assert server.rooms.loads == loads and server.rooms.get(DOC) is room
+
+    store.append_gate.set()
+    await wait_until(lambda: room.pending_writes == 0)
+    assert [u.seq for u in await store.read_updates(DOC)] == [1]
+
+
+async def test_a_room_unloads_after_the_last_peer_leaves_and_reloads_from_the_store(gated, connect):
+    server, store = gated
+    store.append_gate.clear()
+    editor = await connect(server)
+    remote = await editor.subscribe(DOC)
+    text(remote).insert(0, "kept")
+    await editor.close()
+    await asyncio.sleep(0.05)
+    assert server.rooms.get(DOC) is not None, "unloaded while a write was pending"
+
+    store.append_gate.set()
+    await wait_until(lambda: server.rooms.get(DOC) is None)
+    loads = server.rooms.loads
+    back = await (await connect(server)).subscribe(DOC)
+    assert str(text(back)) == "kept"
+    assert server.rooms.loads == loads + 1
+
+
+async def test_unsubscribed_is_sent_after_the_sessions_updates_are_acknowledged(gated, connect):
+    server, store = gated
+    store.append_gate.clear()
+    client = await connect(server)
+    remote = await client.subscribe(DOC)
+    text(remote).insert(0, "in flight")
+    leaving = asyncio.ensure_future(client.unsubscribe(DOC))
+    await asyncio.sleep(0.05)
+    assert not leaving.done(), "unsubscribed before the update was durable"
+    store.append_gate.set()
+    await asyncio.wait_for(leaving, 5)
+    assert not remote.unacked

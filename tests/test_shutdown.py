@@ -1,0 +1,54 @@
+"""Shutdown closes sockets with 1001 and flushes every write the rooms accepted.
+
+Updates still in flight when the close starts are not acknowledged; clients keep
+and resend those, so nothing acknowledged depends on them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pycrdt
+
+from collab.errors import CloseCode
+from collab.store.base import UpdateRecord
+from collab.store.sqlite import SQLiteStore
+from tests.helpers import wait_until
+
+
+class SlowStore(SQLiteStore):
+    """Appends take a while, so that writes are pending when shutdown starts."""
+
+    async def append(self, updates: Sequence[UpdateRecord]) -> None:
+        await asyncio.sleep(0.05)
+        await super().append(updates)
+
+
+async def test_shutdown_flushes_pending_writes_and_closes_sockets_with_1001(
+    tmp_path, settings, start_server, connect
+):
+    server = await start_server(settings, SlowStore(tmp_path / "slow.db"))
+    client = await connect(server)
+    remote = await client.subscribe("bye")
+    text = remote.doc.get("text", type=pycrdt.Text)
+    for i in range(100):
+        text.insert(len(text), f"{i},")
+    room = server.rooms.get("bye")
+    await wait_until(lambda: room.pending_writes > 0)
+    applied = room.head_seq  # updates that reached the room; later ones are unacked
+
+    await server.stop()
+    await client.closed()
+    assert client.close_code == CloseCode.GOING_AWAY
+
+    reopened = SQLiteStore(tmp_path / "slow.db")
+    await reopened.open()
+    try:
+        stored = await reopened.read_updates("bye")
+    finally:
+        await reopened.close()
+    doc = pycrdt.Doc()
+    for record in stored:
+        doc.apply_update(record.data)
+    assert [r.seq for r in stored] == list(range(1, applied + 1))
+    assert str(doc.get("text", type=pycrdt.Text)) == "".join(f"{i}," for i in range(applied))
