@@ -219,6 +219,8 @@ class NativeConnection:
             exc.doc = session.doc
             self._report(exc)
             return
+        if reply is None:  # unsubscribed while the document was loading
+            return
         # No await from room.join to here: nothing can reach the peer before sync.
         self.send(
             encode(

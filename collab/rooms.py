@@ -50,13 +50,18 @@ class RoomManager:
 
     # -- join and leave -------------------------------------------------------------------
 
-    async def join(self, name: str, session: Session, state_vector: bytes | None) -> JoinReply:
-        """Load the document if needed and join the session to its room."""
+    async def join(
+        self, name: str, session: Session, state_vector: bytes | None
+    ) -> JoinReply | None:
+        """Load the document if needed and join the session to its room. Returns
+        None when the session was closed (its peer left) while the document loaded."""
         self._joining[name] += 1
         try:
             room = self._rooms.get(name)
             if room is None:
                 room = await asyncio.shield(self._load(name))
+            if session.state is SessionState.CLOSED:
+                return None
             return room.join(session, state_vector)
         finally:
             self._joining[name] -= 1

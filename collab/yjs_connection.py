@@ -53,8 +53,7 @@ class YjsConnection:
         except CollabError as exc:
             self._fail(CloseCode.INTERNAL_ERROR, exc.message)
             return
-        if self._closing:  # the socket closed while the document was loading
-            self._rooms.leave(self.session)
+        if reply is None:  # the socket closed while the document was loading
             return
         self.send(yjs_protocol.sync_step1(reply.state_vector))
         if reply.awareness is not None:

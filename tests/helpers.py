@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -97,3 +100,53 @@ async def wait_until(predicate: Callable[[], bool], timeout_s: float = TIMEOUT_S
         if asyncio.get_running_loop().time() > deadline:
             raise TimeoutError("condition not reached")
         await asyncio.sleep(0.01)
+
+
+class SilentPeer:
+    """A WebSocket client over a bare TCP stream that never answers pings:
+    a browser tab whose machine went to sleep."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def connect(cls, port: int) -> SilentPeer:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write(
+            (
+                "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        response = await reader.readuntil(b"\r\n\r\n")
+        assert response.startswith(b"HTTP/1.1 101"), response
+        return cls(reader, writer)
+
+    def send(self, message: dict) -> None:
+        payload = msgpack.packb(message, use_bin_type=True)
+        mask = os.urandom(4)
+        header = bytes([0x82])  # FIN + binary
+        if len(payload) < 126:
+            header += bytes([0x80 | len(payload)])
+        else:
+            header += bytes([0x80 | 126]) + struct.pack("!H", len(payload))
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.writer.write(header + mask + masked)
+
+    async def read_close_code(self, timeout_s: float = TIMEOUT_S) -> int:
+        """Read (unmasked server) frames until the close frame; return its code."""
+        while True:
+            head = await asyncio.wait_for(self.reader.readexactly(2), timeout_s)
+            length = head[1] & 0x7F
+            if length == 126:
+                (length,) = struct.unpack("!H", await self.reader.readexactly(2))
+            elif length == 127:
+                (length,) = struct.unpack("!Q", await self.reader.readexactly(8))
+            payload = await asyncio.wait_for(self.reader.readexactly(length), timeout_s)
+            if head[0] & 0x0F == 0x8:
+                return struct.unpack("!H", payload[:2])[0]
+
+    def close(self) -> None:
+        self.writer.close()

@@ -3,17 +3,12 @@ clients, and what happens to a peer that goes silent."""
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import os
-import struct
 import time
 
-import msgpack
 import pycrdt
 import pytest
 
-from tests.helpers import wait_until
+from tests.helpers import SilentPeer, wait_until
 
 
 async def test_the_server_answers_an_application_ping_with_the_same_id(raw, server):
@@ -37,43 +32,6 @@ async def test_websocket_ping_frames_are_configured_from_settings(server, settin
     assert app_settings["websocket_ping_interval"] == settings.ping_interval_s
     assert app_settings["websocket_ping_timeout"] == settings.ping_timeout_s
     assert app_settings["websocket_max_message_size"] == settings.max_frame_bytes
-
-
-class SilentPeer:
-    """A WebSocket client over a bare TCP stream that never answers pings:
-    a browser tab whose machine went to sleep."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-
-    @classmethod
-    async def connect(cls, port: int) -> SilentPeer:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        key = base64.b64encode(os.urandom(16)).decode()
-        writer.write(
-            (
-                "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                "Sec-WebSocket-Version: 13\r\n\r\n"
-            ).encode()
-        )
-        response = await reader.readuntil(b"\r\n\r\n")
-        assert response.startswith(b"HTTP/1.1 101"), response
-        return cls(reader, writer)
-
-    def send(self, message: dict) -> None:
-        payload = msgpack.packb(message, use_bin_type=True)
-        mask = os.urandom(4)
-        header = bytes([0x82])  # FIN + binary
-        if len(payload) < 126:
-            header += bytes([0x80 | len(payload)])
-        else:
-            header += bytes([0x80 | 126]) + struct.pack("!H", len(payload))
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        self.writer.write(header + mask + masked)
-
-    def close(self) -> None:
-        self.writer.close()
 
 
 @pytest.mark.slow

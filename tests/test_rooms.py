@@ -158,3 +158,23 @@ async def test_unsubscribed_is_sent_after_the_sessions_updates_are_acknowledged(
     store.append_gate.set()
     await asyncio.wait_for(leaving, 5)
     assert not remote.unacked
+
+
+async def test_a_peer_that_leaves_while_the_document_loads_never_joins_the_room(
+    gated, raw, connect
+):
+    server, store = gated
+    store.load_gate.clear()
+    store.load_started.clear()
+    peer = await raw(target=server)
+    await peer.hello()
+    peer.send({"type": "subscribe", "doc": DOC})
+    await asyncio.wait_for(store.load_started.wait(), 5)
+    peer.send({"type": "unsubscribe", "doc": DOC})
+    assert await peer.recv() == {"type": "unsubscribed", "doc": DOC}
+
+    store.load_gate.set()
+    other = await (await connect(server)).subscribe(DOC)
+    room = server.rooms.get(DOC)
+    assert len(room.sessions) == 1, "only the peer still subscribed is in the room"
+    assert str(text(other)) == ""

@@ -1,0 +1,42 @@
+"""A peer that stops reading is not given unbounded memory: once it falls
+``outbound_queue_bytes`` behind it is closed with 1013 and reconnects to resync,
+while everyone else keeps working."""
+
+from __future__ import annotations
+
+import pycrdt
+
+from collab.errors import CloseCode
+from tests.helpers import SilentPeer, wait_until
+
+
+async def test_a_peer_that_stops_reading_is_closed_with_1013(start_server, settings, connect):
+    server = await start_server(settings.replace(outbound_queue_bytes=512 * 1024))
+    writer, reader = await connect(server), await connect(server)
+    w, r = await writer.subscribe("flood"), await reader.subscribe("flood")
+
+    stalled = await SilentPeer.connect(server.port)
+    stalled.send({"type": "hello", "version": 1, "client": "stalled"})
+    stalled.send({"type": "subscribe", "doc": "flood"})
+    await wait_until(lambda: len(server.rooms.get("flood").sessions) == 3)
+    handler = next(h for h in server.sockets if h.connection.client == "stalled")
+
+    text = w.doc.get("text", type=pycrdt.Text)
+    received = r.doc.get("text", type=pycrdt.Text)
+    chunk = "x" * 64 * 1024
+    for _ in range(400):  # up to 26 MB, far more than the socket buffers hold
+        text.insert(len(text), chunk)
+        # Paced by the reader that keeps up: only the stalled peer falls behind.
+        await r.wait_for(lambda: len(str(received)) == len(str(text)))
+        if handler.ws_connection is None or handler.ws_connection.is_closing():
+            break
+    await wait_until(lambda: handler.ws_connection is None or handler.ws_connection.is_closing())
+    # Reading again, the peer finds the close frame after what was already queued
+    # (Tornado gives it 5 s to read up before dropping the socket).
+    assert await stalled.read_close_code() == CloseCode.TRY_AGAIN_LATER
+
+    # The others are unaffected.
+    text.insert(0, "still working")
+    await w.flushed()
+    await r.wait_for(lambda: str(received).startswith("still working"))
+    stalled.close()
