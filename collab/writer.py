@@ -18,6 +18,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import islice
 
 from collab.config import Settings
 from collab.errors import SeqConflict, StoreError
@@ -57,6 +58,8 @@ class Writer:
         self._idle.set()
         self._snapshots_due: dict[str, int] = {}
         self._snapshot_wakeup = asyncio.Event()
+        self._snapshots_idle = asyncio.Event()
+        self._snapshots_idle.set()
         self._tasks = TaskGroup(log)
         self._stopping = False
         self.batches_committed = 0
@@ -77,70 +80,89 @@ class Writer:
         self._wakeup.set()
 
     async def stop(self) -> None:
-        """Flush what is queued (within the shutdown timeout), then stop."""
+        """Flush what is queued and write the snapshots that are due, within the
+        shutdown timeout; then stop."""
         self._stopping = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settings.shutdown_flush_timeout_s
         try:
-            await asyncio.wait_for(self._idle.wait(), self._settings.shutdown_flush_timeout_s)
+            await asyncio.wait_for(self._idle.wait(), deadline - loop.time())
+            await asyncio.wait_for(self._snapshots_idle.wait(), max(0.0, deadline - loop.time()))
         except TimeoutError:
-            log.error(
-                "shutdown: %d updates could not be stored and were not acknowledged",
-                len(self._queue),
-            )
+            if self._queue:
+                log.error(
+                    "shutdown: %d updates could not be stored and were not acknowledged",
+                    len(self._queue),
+                )
+            else:
+                log.warning("shutdown: snapshots left unwritten; the next load replays more log")
         await self._tasks.close()
 
     # -- commits ----------------------------------------------------------------------
 
     async def _commit_loop(self) -> None:
-        delay = RETRY_FIRST_S
+        first_delay = min(RETRY_FIRST_S, self._settings.write_retry_max_s)
+        delay = first_delay
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._queue:
-                batch = [
-                    self._queue[i]
-                    for i in range(min(len(self._queue), self._settings.write_batch_max_updates))
-                ]
+                batch = list(islice(self._queue, self._settings.write_batch_max_updates))
                 records = [e.record for e in batch if e.record is not None]
                 try:
-                    await self._store.append(records)
+                    if records:
+                        await self._store.append(records)
                 except SeqConflict as exc:
-                    self._drop_conflicting(exc)
-                    continue
+                    if self._drop_conflicting(exc):
+                        continue
+                    self._log_failure(exc, delay)
                 except Exception as exc:
-                    if isinstance(exc, StoreError):
-                        log.warning("store write failed, retrying in %.2fs: %s", delay, exc)
-                    else:
-                        log.error("store write failed, retrying in %.2fs", delay, exc_info=True)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, self._settings.write_retry_max_s)
+                    self._log_failure(exc, delay)
+                else:
+                    delay = first_delay
+                    self._complete(batch)
                     continue
-                delay = RETRY_FIRST_S
-                self.batches_committed += 1
-                for _ in batch:
-                    self._queue.popleft()
-                for entry in batch:
-                    if entry.on_durable is not None:
-                        try:
-                            entry.on_durable()
-                        except Exception:
-                            log.exception("on_durable callback failed for %s", entry.doc)
-                    if entry.snapshot_after and entry.record is not None:
-                        self._snapshots_due[entry.doc] = entry.record.seq
-                        self._snapshot_wakeup.set()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._settings.write_retry_max_s)
             self._idle.set()
 
-    def _drop_conflicting(self, exc: SeqConflict) -> None:
-        # Another writer owns this document's log: retrying cannot succeed. Drop the
-        # document's queued entries (they were never acknowledged) and let the
-        # owner of the room reload it from the store.
+    def _log_failure(self, exc: Exception, delay: float) -> None:
+        if isinstance(exc, StoreError):
+            log.warning("store write failed, retrying in %.2fs: %s", delay, exc)
+        else:
+            log.error("store write failed, retrying in %.2fs", delay, exc_info=exc)
+
+    def _complete(self, batch: list[PendingWrite]) -> None:
+        self.batches_committed += 1
+        for _ in batch:
+            self._queue.popleft()
+        for entry in batch:
+            if entry.on_durable is not None:
+                try:
+                    entry.on_durable()
+                except Exception:
+                    log.exception("on_durable callback failed for %s", entry.doc)
+            if entry.snapshot_after and entry.record is not None:
+                self._snapshots_due[entry.doc] = entry.record.seq
+                self._snapshots_idle.clear()
+                self._snapshot_wakeup.set()
+
+    def _drop_conflicting(self, exc: SeqConflict) -> bool:
+        """Drop the conflicting document's queued entries; False if it had none."""
+        # Another writer owns this document's log: retrying cannot succeed. Its
+        # entries were never acknowledged; the room is reloaded from the store.
         doc = exc.doc
-        log.error("store rejected updates for %r: %s", doc, exc)
         kept = [e for e in self._queue if e.doc != doc]
+        if len(kept) == len(self._queue):
+            return False
+        log.error("store rejected updates for %r: %s", doc, exc)
         self._queue.clear()
         self._queue.extend(kept)
-        if not kept:
-            self._idle.set()
-        self._on_conflict(doc, exc)
+        try:
+            self._on_conflict(doc, exc)
+        except Exception:
+            log.exception("handling the conflict on %r failed", doc)
+        return True
 
     # -- snapshots ----------------------------------------------------------------------
 
@@ -155,6 +177,7 @@ class Writer:
                 except Exception as exc:
                     # A missed snapshot costs load time, not data: the log has it all.
                     log.warning("snapshot of %r at seq %d failed: %s", doc, seq, exc)
+            self._snapshots_idle.set()
 
     async def write_snapshot(self, doc: str, seq: int) -> None:
         at, state = await state_at(self._store, doc, seq)

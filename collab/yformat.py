@@ -147,9 +147,11 @@ def decode_awareness_update(data: bytes) -> list[AwarenessEntry]:
         client_id = reader.read_var_uint()
         clock = reader.read_var_uint()
         raw = reader.read_var_string()
+        # ValueError covers bad JSON and integers past Python's digit limit;
+        # RecursionError, arrays or objects nested past the recursion limit.
         try:
             state = json.loads(raw)
-        except json.JSONDecodeError as exc:
+        except (ValueError, RecursionError) as exc:
             raise FormatError(f"awareness state of client {client_id} is not JSON: {exc}") from None
         if state is not None and not isinstance(state, dict):
             raise FormatError(f"awareness state of client {client_id} must be an object or null")

@@ -16,6 +16,7 @@ from collab import yjs_protocol
 from collab.auth import Identity, Role
 from collab.connection import Transport, close_reason, new_connection_id
 from collab.errors import CloseCode, CollabError
+from collab.history import EMPTY_UPDATE
 from collab.rooms import RoomManager
 from collab.session import Session, SessionState
 from collab.store.base import Origin
@@ -82,7 +83,9 @@ class YjsConnection:
                 self.send(yjs_protocol.sync_step2(room.missing_for(message.payload)))
             case YjsKind.SYNC_STEP2 | YjsKind.SYNC_UPDATE:
                 if self.session.role is not Role.WRITE:
-                    self._refuse_write()
+                    # Providers always answer step 1; an empty answer asks for nothing.
+                    if message.payload != EMPTY_UPDATE:
+                        self._refuse_write()
                     return
                 room.apply_update(self.session, message.payload)
             case YjsKind.AWARENESS:

@@ -36,10 +36,10 @@ class MemoryStore(Store):
         super().__init__()
         self._docs: dict[str, _Document] = {}
 
-    def _get_or_create(self, name: str) -> _Document:
+    def _get_or_create(self, name: str, now: float | None = None) -> _Document:
         document = self._docs.get(name)
         if document is None:
-            now = time.time()
+            now = time.time() if now is None else now
             document = self._docs[name] = _Document(secrets.token_hex(8), now, now)
         return document
 
@@ -60,7 +60,9 @@ class MemoryStore(Store):
             existing = self._docs.get(name)
             check_continuity(name, existing.head_seq if existing else 0, [u.seq for u in group])
         for name, group in groups:
-            document = self._get_or_create(name)
+            # Created at its first update's time, as the SQLite store does, so that
+            # created_s never comes after updated_s.
+            document = self._get_or_create(name, group[0].time_s)
             document.updates.extend(group)
             document.updated_s = group[-1].time_s
         self.stats.log_rows_written += len(updates)

@@ -101,26 +101,35 @@ class SQLiteStore(Store):
         return conn
 
     async def open(self) -> None:
-        def setup() -> None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = self._connect()
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if mode.lower() != "wal":
-                raise StoreError(f"{self.path}: could not switch to WAL mode (got {mode})")
-            # Checked under the write lock so that two processes opening a new file
-            # cannot both create the schema.
-            conn.execute("BEGIN IMMEDIATE")
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version == 0:
-                for statement in SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            conn.execute("COMMIT")
+        def check_version(version: int) -> None:
             if version not in (0, SCHEMA_VERSION):
                 raise StoreError(
                     f"{self.path}: schema version {version}, this server knows {SCHEMA_VERSION}"
                 )
+
+        def setup() -> None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = self._connect()
+            try:
+                # Refuse a foreign file before switching it to WAL, which would stick.
+                check_version(conn.execute("PRAGMA user_version").fetchone()[0])
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if mode.lower() != "wal":
+                    raise StoreError(f"{self.path}: could not switch to WAL mode (got {mode})")
+                # Checked again under the write lock so that two processes opening a
+                # new file cannot both create the schema.
+                conn.execute("BEGIN IMMEDIATE")
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version == 0:
+                    for statement in SCHEMA.split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                conn.execute("COMMIT")
+                check_version(version)
+            except BaseException:
+                conn.close()  # also rolls back a half-created schema
+                raise
             self._write_conn = conn
 
         await self._run(self._writer, setup)

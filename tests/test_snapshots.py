@@ -1,0 +1,276 @@
+"""Snapshots: loading reads the latest snapshot and a short tail, never loses an
+update Yrs holds as pending, and history at any seq equals replaying the log."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pycrdt
+import pytest
+from tornado.ioloop import IOLoop
+
+from collab.client import CollabClient
+from collab.config import Settings
+from collab.history import state_at
+from collab.room import build_doc
+from collab.store.base import SnapshotRecord, UpdateRecord
+from collab.store.sqlite import SQLiteStore
+from collab.web.app import CollabServer
+from collab.writer import Writer
+from collab.yformat import decode_state_vector
+from tests.helpers import TIMEOUT_S, text_of
+
+SNAPSHOT_EVERY = 500
+EDITS = 10_000
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return settings.replace(snapshot_every_updates=SNAPSHOT_EVERY)
+
+
+@pytest.fixture
+def store(io_loop: IOLoop, tmp_path: Path) -> Iterator[SQLiteStore]:
+    store = SQLiteStore(tmp_path / "history.db")
+    io_loop.run_sync(store.open)
+    yield store
+    io_loop.run_sync(store.close)
+
+
+def log(*updates: bytes, doc: str = "notes") -> list[UpdateRecord]:
+    return [UpdateRecord(doc, seq, data, time.time()) for seq, data in enumerate(updates, 1)]
+
+
+def writer_for(store: SQLiteStore, settings: Settings) -> Writer:
+    return Writer(store, settings, on_conflict=lambda doc, exc: None)
+
+
+# -- loading a long document ---------------------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_a_restarted_server_loads_ten_thousand_updates_from_a_snapshot(
+    server: CollabServer,
+    settings: Settings,
+    start_server: Callable[..., Awaitable[CollabServer]],
+    connect: Callable[..., Awaitable[CollabClient]],
+    monkeypatch: pytest.MonkeyPatch,
+):
+    # Stopping the server cancels a snapshot still in progress; wait for the one
+    # at the head so that the load below is deterministic.
+    head_snapshot = asyncio.Event()
+    save_snapshot = server.store.save_snapshot
+
+    async def watched_save_snapshot(snapshot: SnapshotRecord) -> None:
+        await save_snapshot(snapshot)
+        if snapshot.seq == EDITS:
+            head_snapshot.set()
+
+    monkeypatch.setattr(server.store, "save_snapshot", watched_save_snapshot)
+    writer = await connect()
+    remote = await writer.subscribe("long")
+    body = remote.doc.get("body", type=pycrdt.Text)
+    expected = []
+    for i in range(EDITS):
+        char = chr(ord("a") + i % 26)
+        body += char  # one transaction, so one update, per character
+        expected.append(char)
+        if i % 250 == 249:
+            await remote.flushed(TIMEOUT_S)
+    await remote.flushed(TIMEOUT_S)
+    assert remote.seq == EDITS
+    await asyncio.wait_for(head_snapshot.wait(), TIMEOUT_S)
+    assert server.store.stats.snapshots_written >= 2
+    await server.stop()
+
+    restarted = await start_server(settings)
+    reader = await connect(restarted)
+    loaded = await reader.subscribe("long")
+
+    assert str(loaded.doc.get("body", type=pycrdt.Text)) == "".join(expected)
+    assert loaded.seq == EDITS
+    assert restarted.store.stats.log_rows_read <= SNAPSHOT_EVERY
+    assert len(await restarted.store.read_updates("long")) == EDITS  # history kept whole
+    snapshot = await restarted.store.latest_snapshot("long")
+    assert snapshot is not None and snapshot.seq == EDITS
+    earlier = await restarted.store.latest_snapshot("long", at_or_before_seq=EDITS - 1)
+    assert earlier is not None and earlier.seq >= EDITS - 2 * SNAPSHOT_EVERY
+
+
+# -- pending updates ---------------------------------------------------------------------------
+
+
+def hello_then_world() -> tuple[bytes, bytes]:
+    """Two updates of one client; the second depends on the first."""
+    doc = pycrdt.Doc(client_id=1)
+    updates: list[bytes] = []
+    doc.observe(lambda event: updates.append(event.update))
+    text = doc.get("text", type=pycrdt.Text)
+    text.insert(0, "hello")
+    text.insert(5, " world")
+    return updates[0], updates[1]
+
+
+def test_a_plain_doc_leaves_pending_updates_out_of_its_state():
+    # Why history.squash carries pending updates along: Yrs does not encode them.
+    hello, world = hello_then_world()
+    doc = pycrdt.Doc()
+    doc.apply_update(world)
+
+    naive = pycrdt.Doc()
+    naive.apply_update(doc.get_update())
+    naive.apply_update(hello)
+
+    assert text_of(naive) == "hello"
+
+
+async def test_a_snapshot_keeps_an_update_waiting_for_its_dependency(
+    store: SQLiteStore, settings: Settings
+):
+    hello, world = hello_then_world()
+    await store.append(log(world))
+    await writer_for(store, settings).write_snapshot("notes", 1)
+    await store.append([UpdateRecord("notes", 2, hello, time.time())])
+
+    loaded = await store.load("notes")
+
+    assert loaded.snapshot is not None and loaded.snapshot.seq == 1
+    assert [u.seq for u in loaded.updates] == [2]
+    assert text_of(build_doc(loaded)) == "hello world"
+
+
+async def test_a_snapshot_keeps_a_deletion_of_items_not_received_yet(
+    store: SQLiteStore, settings: Settings
+):
+    author = pycrdt.Doc(client_id=1)
+    text = author.get("text", type=pycrdt.Text)
+    text.insert(0, "keep drop")
+    insert = author.get_update()
+    editor = pycrdt.Doc(client_id=2)
+    editor.apply_update(insert)
+    before = editor.get_state()
+    del editor.get("text", type=pycrdt.Text)[4:]
+    deletion = editor.get_update(before)
+
+    await store.append(log(deletion))
+    await writer_for(store, settings).write_snapshot("notes", 1)
+    await store.append([UpdateRecord("notes", 2, insert, time.time())])
+
+    assert text_of(build_doc(await store.load("notes"))) == "keep"
+
+
+async def test_a_snapshot_built_on_a_snapshot_still_carries_the_pending_update(
+    store: SQLiteStore, settings: Settings
+):
+    hello, world = hello_then_world()
+    other = pycrdt.Doc(client_id=2)
+    other.get("title", type=pycrdt.Text).insert(0, "Title")
+    writer = writer_for(store, settings)
+
+    await store.append(log(world, other.get_update()))
+    await writer.write_snapshot("notes", 1)
+    await writer.write_snapshot("notes", 2)  # squashes snapshot 1 with update 2
+    await store.append([UpdateRecord("notes", 3, hello, time.time())])
+
+    loaded = await store.load("notes")
+    assert loaded.snapshot is not None and loaded.snapshot.seq == 2
+    doc = build_doc(loaded)
+    assert text_of(doc) == "hello world"
+    assert text_of(doc, "title") == "Title"
+
+
+# -- history -----------------------------------------------------------------------------------
+
+
+def random_history(count: int, seed: int = 3) -> list[bytes]:
+    """Updates from three editors who see each other's edits, in causal order:
+    text inserts and deletions, map sets and overwrites, array inserts and
+    deletions, with one editor's consecutive edits depending on each other."""
+    rng = random.Random(seed)
+    docs = [pycrdt.Doc(client_id=client) for client in (11, 22, 33)]
+    updates: list[bytes] = []
+    for _ in range(count):
+        author = rng.choice(docs)
+        before = author.get_state()
+        text = author.get("text", type=pycrdt.Text)
+        items = author.get("items", type=pycrdt.Array)
+        meta = author.get("meta", type=pycrdt.Map)
+        action = rng.randrange(5)
+        if action == 0 or len(text) < 3:
+            text.insert(rng.randint(0, len(text)), rng.choice(["ab", "c", "xyz"]))
+        elif action == 1:
+            start = rng.randrange(len(text) - 1)
+            del text[start : start + 2]
+        elif action == 2:
+            meta[rng.choice("pqr")] = rng.choice([1, "two", 3.5, None, True])
+        elif action == 3 or not len(items):
+            items.insert(rng.randint(0, len(items)), rng.randrange(100))
+        else:
+            del items[rng.randrange(len(items))]
+        update = author.get_update(before)
+        updates.append(update)
+        for doc in docs:
+            if doc is not author:
+                doc.apply_update(update)
+    return updates
+
+
+def contents(doc: pycrdt.Doc) -> dict[str, Any]:
+    return {
+        "text": str(doc.get("text", type=pycrdt.Text)),
+        "items": doc.get("items", type=pycrdt.Array).to_py(),
+        "meta": doc.get("meta", type=pycrdt.Map).to_py(),
+        "sv": decode_state_vector(doc.get_state()),
+    }
+
+
+def doc_of(*updates: bytes) -> pycrdt.Doc:
+    doc = pycrdt.Doc()
+    for update in updates:
+        doc.apply_update(update)
+    return doc
+
+
+async def test_state_at_any_seq_equals_replaying_the_log_up_to_it(
+    store: SQLiteStore, settings: Settings
+):
+    updates = random_history(30)
+    await store.append(log(*updates))
+    writer = writer_for(store, settings)
+    snapshots = (10, 20)
+    for seq in snapshots:
+        await writer.write_snapshot("notes", seq)
+
+    for seq in (0, 1, 5, 9, 10, 11, 15, 20, 21, 29, 30):
+        rows_before = store.stats.log_rows_read
+        at, state = await state_at(store, "notes", seq)
+
+        assert at == seq
+        assert contents(doc_of(state)) == contents(doc_of(*updates[:seq])), f"seq {seq}"
+        # Read from the nearest snapshot on, not from the start of the log.
+        nearest = max([s for s in snapshots if s <= seq], default=0)
+        assert store.stats.log_rows_read - rows_before == seq - nearest
+
+    assert contents(doc_of(*updates)) != contents(doc_of(*updates[:29]))
+
+
+async def test_state_at_is_clamped_to_the_head_and_latest_by_default(store: SQLiteStore):
+    updates = random_history(12)
+    await store.append(log(*updates))
+
+    latest = await state_at(store, "notes")
+    beyond = await state_at(store, "notes", 99)
+
+    assert latest[0] == beyond[0] == 12
+    assert contents(doc_of(latest[1])) == contents(doc_of(*updates))
+    assert contents(doc_of(beyond[1])) == contents(doc_of(*updates))
+
+
+async def test_state_at_of_an_empty_document_is_the_empty_update(store: SQLiteStore):
+    assert await state_at(store, "nothing") == (0, b"\x00\x00")
+    assert await state_at(store, "nothing", 5) == (0, b"\x00\x00")
