@@ -110,12 +110,12 @@ class SilentPeer:
         self.reader, self.writer = reader, writer
 
     @classmethod
-    async def connect(cls, port: int) -> SilentPeer:
+    async def connect(cls, port: int, path: str = "/ws") -> SilentPeer:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         key = base64.b64encode(os.urandom(16)).decode()
         writer.write(
             (
-                "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
                 f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
                 "Sec-WebSocket-Version: 13\r\n\r\n"
             ).encode()
@@ -125,7 +125,10 @@ class SilentPeer:
         return cls(reader, writer)
 
     def send(self, message: dict) -> None:
-        payload = msgpack.packb(message, use_bin_type=True)
+        self.send_frame(msgpack.packb(message, use_bin_type=True))
+
+    def send_frame(self, payload: bytes) -> None:
+        """One masked binary frame, as a client must send it."""
         mask = os.urandom(4)
         header = bytes([0x82])  # FIN + binary
         if len(payload) < 126:

@@ -57,3 +57,23 @@ async def test_a_peer_that_stops_answering_pings_is_closed_and_its_awareness_rem
         await wait_until(lambda: len(server.sockets) == 1)
     finally:
         silent.close()
+
+
+@pytest.mark.slow
+async def test_a_silent_y_websocket_client_is_closed_and_its_awareness_removed(
+    start_server, settings, connect
+):
+    server = await start_server(settings.replace(ping_interval_s=0.2, ping_timeout_s=0.2))
+    watcher = await connect(server)
+    w = await watcher.subscribe("hb-yjs")
+
+    silent = await SilentPeer.connect(server.port, "/yjs/hb-yjs")
+    awareness = pycrdt.Awareness(pycrdt.Doc(client_id=4343))
+    awareness.set_local_state({"user": "gone quiet"})
+    silent.send_frame(pycrdt.create_awareness_message(awareness.encode_awareness_update([4343])))
+    await w.wait_for(lambda: 4343 in w.awareness.states)
+    try:
+        await w.wait_for(lambda: 4343 not in w.awareness.states, timeout_s=15)
+        await wait_until(lambda: len(server.sockets) == 1)
+    finally:
+        silent.close()
