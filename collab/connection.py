@@ -260,6 +260,7 @@ class NativeConnection:
             if session.inbox_bytes > self._settings.inbound_buffer_bytes:
                 raise CollabError(
                     "too much data sent for a document that is still loading",
+                    code=ErrorCode.OVERLOADED,
                     close_code=CloseCode.TRY_AGAIN_LATER,
                 )
             session.inbox.append(message)

@@ -15,7 +15,7 @@ class CloseCode(IntEnum):
     """WebSocket close codes used by the server.
 
     4400-4499 mean "do not reconnect, it would fail again" (y-websocket's provider
-    stops reconnecting on them); every other code is transient.
+    stops reconnecting on them from version 3.1); every other code is transient.
     """
 
     NORMAL = 1000
@@ -47,6 +47,7 @@ class ErrorCode(StrEnum):
     FORBIDDEN = "forbidden"
     READ_ONLY = "read_only"
     LOAD_FAILED = "load_failed"
+    OVERLOADED = "overloaded"
     INTERNAL = "internal"
 
 

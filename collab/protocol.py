@@ -36,7 +36,13 @@ class MessageType(StrEnum):
 
 
 # Field kinds checked on decode. A field whose dataclass default is None is optional.
-STR, BIN, UINT, MAP, SCALAR = "string", "binary", "unsigned integer", "map", "integer or string"
+STR, BIN, UINT, MAP, SCALAR = (
+    "a string",
+    "binary",
+    "an unsigned integer",
+    "a map",
+    "an integer or a string",
+)
 
 
 def _meta(kind: str) -> dict[str, str]:
@@ -216,7 +222,7 @@ def _decode(frame: bytes, registry: dict[str, type[Message]]) -> Message:
             continue
         if not _has_kind(value, f.metadata["kind"]):
             raise ProtocolError(
-                f"{kind}: field {f.name!r} must be a {f.metadata['kind']}, not {_kind_of(value)}"
+                f"{kind}: field {f.name!r} must be {f.metadata['kind']}, not {_kind_of(value)}"
             )
         values[f.name] = value
     # Unknown keys are ignored so that newer clients can add optional fields.

@@ -73,14 +73,7 @@ class Room:
     # -- membership ---------------------------------------------------------------------
 
     def join(self, session: Session, state_vector: bytes | None) -> JoinReply:
-        try:
-            missing = self._doc.get_update(state_vector or None)
-        except ValueError:
-            raise InvalidUpdate(
-                "the state vector could not be decoded",
-                code=ErrorCode.INVALID_STATE_VECTOR,
-                doc=self.name,
-            ) from None
+        missing = self.missing_for(state_vector or b"\x00")
         self.sessions[session] = None
         session.room = self
         session.state = SessionState.ACTIVE
@@ -123,6 +116,7 @@ class Room:
     def missing_for(self, state_vector: bytes) -> bytes:
         """What a peer with ``state_vector`` lacks (sync step 2)."""
         try:
+            decode_state_vector(state_vector)  # stricter than Yrs about trailing bytes
             return self._doc.get_update(state_vector)
         except ValueError:
             raise InvalidUpdate(
@@ -154,7 +148,7 @@ class Room:
             self._doc.apply_update(update)
         except ValueError as exc:
             raise InvalidUpdate(f"the update could not be applied: {exc}", doc=self.name) from None
-        if not self._changed and self._is_duplicate(update):
+        if not self._changed and self.covers(update):
             self._queue_write(session, None, on_durable)
             return None
 
@@ -173,13 +167,17 @@ class Room:
         self._queue_write(session, record, on_durable, snapshot_after=snapshot_due)
         return seq
 
-    def _is_duplicate(self, update: bytes) -> bool:
-        # The doc did not change: either the peer sent what the room has (a replay),
-        # or the update waits for dependencies, which must be logged all the same.
+    def covers(self, update: bytes) -> bool:
+        """True when the room holds everything ``update`` carries. False for an
+        update still waiting for dependencies (Yrs keeps it pending; it must be
+        logged all the same). Raises InvalidUpdate for bytes that are not a v1
+        update; pycrdt reads a v2 update, for one, as an empty v1 update."""
         try:
             ranges = update_ranges(update)
-        except FormatError:
-            return False  # pycrdt accepted it; log it rather than guess
+        except FormatError as exc:
+            raise InvalidUpdate(
+                f"the update could not be decoded as a Yjs v1 update: {exc}", doc=self.name
+            ) from None
         return ranges.integrated_in(decode_state_vector(self._doc.get_state()))
 
     def _queue_write(

@@ -209,6 +209,8 @@ def update_ranges(update: bytes) -> UpdateRanges:
             clock = reader.read_var_uint()
             length = reader.read_var_uint()
             deletes.append((client, clock, clock + length))
+    if not reader.at_end:
+        raise FormatError("trailing bytes after the update (not a v1 update?)")
     return UpdateRanges(tuple(structs), tuple(deletes))
 
 

@@ -83,8 +83,9 @@ class YjsConnection:
                 self.send(yjs_protocol.sync_step2(room.missing_for(message.payload)))
             case YjsKind.SYNC_STEP2 | YjsKind.SYNC_UPDATE:
                 if self.session.role is not Role.WRITE:
-                    # Providers always answer step 1; an empty answer asks for nothing.
-                    if message.payload != EMPTY_UPDATE:
+                    # Providers always answer step 1, often with nothing the room
+                    # lacks (an empty update, or only deletions it already has).
+                    if message.payload != EMPTY_UPDATE and not self._room_covers(message.payload):
                         self._refuse_write()
                     return
                 room.apply_update(self.session, message.payload)
@@ -96,6 +97,14 @@ class YjsConnection:
                     self.send(yjs_protocol.awareness(snapshot))
             case YjsKind.UNKNOWN:
                 log.info("%s: ignoring unknown message type %d", self, message.message_type)
+
+    def _room_covers(self, update: bytes) -> bool:
+        room = self.session.room
+        assert room is not None
+        try:
+            return room.covers(update)
+        except CollabError:
+            return False
 
     def _refuse_write(self) -> None:
         log.info("%s: ignoring an update: %r is read-only for this peer", self, self.session.doc)

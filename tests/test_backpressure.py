@@ -40,3 +40,17 @@ async def test_a_peer_that_stops_reading_is_closed_with_1013(start_server, setti
     await w.flushed()
     await r.wait_for(lambda: str(received).startswith("still working"))
     stalled.close()
+
+
+async def test_a_document_larger_than_the_bound_can_still_be_opened(
+    start_server, settings, connect
+):
+    server = await start_server(settings.replace(outbound_queue_bytes=64 * 1024))
+    writer = await connect(server)
+    w = await writer.subscribe("big")
+    w.doc.get("text", type=pycrdt.Text).insert(0, "y" * 300_000)
+    await w.flushed()
+    # The sync answer alone is ~300 KB, over the bound, with nothing queued before it.
+    reader = await connect(server)
+    r = await reader.subscribe("big")
+    assert len(str(r.doc.get("text", type=pycrdt.Text))) == 300_000

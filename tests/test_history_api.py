@@ -74,6 +74,8 @@ async def test_document_names_with_slashes_work_in_paths(server, connect):
         ("/api/documents/never-written/history", 404),
         ("/api/documents/never-written/state", 404),
         ("/api/documents/x/history?limit=abc", 400),
+        ("/api/documents/x/history?limit=0", 400),
+        ("/api/documents/x/history?limit=1001", 400),
         ("/api/documents/x/state?seq=-1", 400),
     ],
 )

@@ -125,6 +125,23 @@ async def test_an_invalid_crdt_update_is_rejected_with_its_ref(raw, server, witn
     assert server.rooms.get(DOC).head_seq == 2  # 'before' and ' after' only
 
 
+# Y.encodeStateAsUpdateV2 of a doc with text "hello v2" (yjs 13.6.33): pycrdt reads
+# these bytes as an empty v1 update, so only a strict reader notices.
+YJS_V2_UPDATE = bytes.fromhex("00000105000001040f0c7465787468656c6c6f20763204080101000001010000")
+
+
+async def test_a_v2_update_is_rejected_not_acknowledged(raw, server, witnesses):
+    a, b = await witnesses()
+    peer = await raw()
+    await peer.hello()
+    await peer.subscribe(DOC)
+    peer.send({"type": "update", "doc": DOC, "ref": 8, "update": YJS_V2_UPDATE})
+    error = await peer.recv_type("error")
+    assert (error["code"], error["ref"]) == ("invalid_update", 8)
+    assert "v1" in error["message"]
+    await assert_unharmed(server, a, b)
+
+
 async def test_an_empty_update_field_is_rejected(raw, server, witnesses):
     a, b = await witnesses()
     peer = await raw()
@@ -140,9 +157,10 @@ async def test_an_invalid_state_vector_gets_an_error_and_no_subscription(raw, se
     a, b = await witnesses()
     peer = await raw()
     await peer.hello()
-    peer.send({"type": "subscribe", "doc": DOC, "sv": b"\x05\x01"})
-    error = await peer.recv_type("error")
-    assert (error["code"], error["doc"]) == ("invalid_state_vector", DOC)
+    for bad in (b"\x05\x01", b"\x00\x00\x00"):  # truncated; trailing bytes
+        peer.send({"type": "subscribe", "doc": DOC, "sv": bad})
+        error = await peer.recv_type("error")
+        assert (error["code"], error["doc"]) == ("invalid_state_vector", DOC)
     peer.send({"type": "update", "doc": DOC, "ref": 1, "update": text_update("x")})
     assert (await peer.recv_type("error"))["code"] == "not_subscribed"
     await assert_unharmed(server, a, b)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import pycrdt
 import pytest
 
-from collab.errors import StoreError
+from collab.errors import CloseCode, StoreError
 from collab.store.base import LoadedDocument, UpdateRecord
 from collab.store.sqlite import SQLiteStore
 from tests.helpers import wait_until
@@ -178,3 +178,21 @@ async def test_a_peer_that_leaves_while_the_document_loads_never_joins_the_room(
     room = server.rooms.get(DOC)
     assert len(room.sessions) == 1, "only the peer still subscribed is in the room"
     assert str(text(other)) == ""
+
+
+async def test_too_much_data_for_a_loading_document_closes_with_1013(
+    io_loop, tmp_path, settings, start_server, raw
+):
+    store = GatedStore(tmp_path / "slow-load.db")
+    server = await start_server(settings.replace(inbound_buffer_bytes=10_000), store)
+    store.load_gate.clear()
+    peer = await raw(target=server)
+    await peer.hello()
+    peer.send({"type": "subscribe", "doc": DOC})
+    await asyncio.wait_for(store.load_started.wait(), 5)
+    for ref in range(3):
+        peer.send({"type": "update", "doc": DOC, "ref": ref, "update": b"\x00" * 4000})
+    error = await peer.recv_type("error")
+    assert error["code"] == "overloaded"
+    assert (await peer.closed())[0] == CloseCode.TRY_AGAIN_LATER
+    store.load_gate.set()

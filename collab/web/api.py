@@ -117,7 +117,9 @@ class DocumentsHandler(ApiHandler):
 class HistoryHandler(ApiHandler):
     async def get(self, doc: str) -> None:
         after = self.int_argument("after", 0) or 0
-        limit = min(self.int_argument("limit", 100) or 100, MAX_HISTORY_PAGE)
+        limit = self.int_argument("limit", 100) or 0
+        if not 1 <= limit <= MAX_HISTORY_PAGE:
+            raise tornado.web.HTTPError(400, f"limit must be between 1 and {MAX_HISTORY_PAGE}")
         try:
             await self.require_document(doc)
             page = await history.list_updates(

@@ -44,7 +44,10 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
     def send(self, frame: bytes) -> None:
         if self.ws_connection is None or self.ws_connection.is_closing():
             return
-        if self._unsent_bytes + len(frame) > self.server.settings.outbound_queue_bytes:
+        # The bound applies to a backlog, not to one message: a document's sync
+        # answer may alone be larger than the bound and must still get through.
+        limit = self.server.settings.outbound_queue_bytes
+        if self._unsent_bytes and self._unsent_bytes + len(frame) > limit:
             # A peer this far behind gets no more memory: it reconnects and
             # resyncs by state vector, which loses nothing.
             log.warning("%s fell %d bytes behind; closing", self.remote, self._unsent_bytes)
