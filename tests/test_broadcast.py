@@ -1,0 +1,44 @@
+"""A room encodes each broadcast once per protocol, not once per peer."""
+
+from __future__ import annotations
+
+import pycrdt
+import pytest
+
+from collab.protocol import NativeFrames
+from collab.yjs_protocol import YjsFrames
+from tests.yjs_peer import YjsPeers
+
+
+@pytest.fixture
+def yjs(io_loop):
+    peers = YjsPeers()
+    yield peers
+    io_loop.run_sync(peers.close)
+
+
+async def test_an_update_is_encoded_once_per_protocol_whatever_the_number_of_peers(
+    server, connect, yjs, monkeypatch
+):
+    encoded: list[str] = []
+    for codec, name in ((NativeFrames, "native"), (YjsFrames, "yjs")):
+        original = codec.update_frame
+
+        def counting(self, doc, seq, update, original=original, name=name):
+            encoded.append(name)
+            return original(self, doc, seq, update)
+
+        monkeypatch.setattr(codec, "update_frame", counting)
+
+    writer = await (await connect()).subscribe("fanout")
+    natives = [await (await connect()).subscribe("fanout") for _ in range(5)]
+    peers = [await yjs.connect(server, "fanout") for _ in range(5)]
+
+    writer.doc.get("text", type=pycrdt.Text).insert(0, "once")
+    for remote in natives:
+        await remote.wait_for(
+            lambda remote=remote: str(remote.doc.get("text", type=pycrdt.Text)) == "once"
+        )
+    for peer in peers:
+        await peer.wait_for(lambda peer=peer: str(peer.doc.get("text", type=pycrdt.Text)) == "once")
+    assert sorted(encoded) == ["native", "yjs"]
