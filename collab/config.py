@@ -31,6 +31,13 @@ class Settings:
         default="sqlite:///data/collab.db",
         metadata={"help": "sqlite:///relative/path.db, sqlite:////absolute/path.db or memory://"},
     )
+    allowed_origins: str = field(
+        default="",
+        metadata={
+            "help": "comma-separated Origin values allowed to open WebSockets, e.g. "
+            "https://app.example.com; empty allows any (access is controlled by tokens)"
+        },
+    )
     static_dir: str = field(default="", metadata={"help": "folder served at / (default: static/)"})
     log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
 

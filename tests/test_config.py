@@ -6,9 +6,13 @@ import subprocess
 import sys
 
 import pytest
+from tornado.httpclient import HTTPClientError, HTTPRequest
+from tornado.websocket import websocket_connect
 
+from collab.auth import Authenticator
 from collab.cli import main
 from collab.config import Settings, SettingsError
+from collab.store import create_store
 
 
 def test_defaults_use_an_sqlite_file_under_data():
@@ -66,14 +70,28 @@ def test_the_token_command_signs_a_token_for_the_configured_secret(capsys):
     secret = "a-secret-that-is-long-enough-for-hs256"
     code = main(["token", "--user", "ann", "--grant", "notes/*=write", "--auth-secret", secret])
     assert code == 0
-    from collab.auth import Authenticator
-
     identity = Authenticator(secret).authenticate(capsys.readouterr().out.strip())
     assert identity.user == "ann" and identity.role_for("notes/x") == "write"
 
 
 def test_an_unsupported_store_url_is_refused():
-    from collab.store import create_store
-
     with pytest.raises(ValueError, match="unsupported store URL scheme 'postgres'"):
         create_store("postgres://localhost/db")
+
+
+async def test_allowed_origins_limit_which_pages_may_open_websockets(start_server, settings):
+    server = await start_server(settings.replace(allowed_origins="https://app.example.com"))
+    url = f"ws://127.0.0.1:{server.port}/ws"
+    allowed = await websocket_connect(
+        HTTPRequest(url, headers={"Origin": "https://app.example.com"})
+    )
+    allowed.close()
+    with pytest.raises(HTTPClientError) as refused:
+        await websocket_connect(HTTPRequest(url, headers={"Origin": "https://evil.example"}))
+    assert refused.value.code == 403
+
+
+async def test_any_origin_may_connect_by_default(server):
+    url = f"ws://127.0.0.1:{server.port}/yjs/doc"
+    ws = await websocket_connect(HTTPRequest(url, headers={"Origin": "https://elsewhere.example"}))
+    ws.close()

@@ -39,6 +39,9 @@ class CollabServer:
         self.rooms = RoomManager(self.store, settings)
         self.auth = Authenticator(settings.auth_secret)
         self.sockets: set[SocketHandler] = set()
+        self._allowed_origins = {
+            o.strip().rstrip("/").lower() for o in settings.allowed_origins.split(",") if o.strip()
+        }
         self.application = self._make_application()
         self.port = settings.port
         self._http: tornado.httpserver.HTTPServer | None = None
@@ -74,10 +77,13 @@ class CollabServer:
     def url(self) -> str:
         return f"http://{self.settings.host}:{self.port}"
 
-    def origin_allowed(self, host: str, origin: str) -> bool:
-        # Editor apps are usually served from another origin than the collab
-        # server; access is controlled by tokens, not by the Origin header.
-        return True
+    def origin_allowed(self, origin: str) -> bool:
+        """Whether a browser page from ``origin`` may open a WebSocket. Editor apps
+        are usually served from another origin than the server, so by default any
+        origin may (tokens control access); ``allowed_origins`` narrows it."""
+        if not self._allowed_origins:
+            return True
+        return origin.rstrip("/").lower() in self._allowed_origins
 
     async def start(self) -> None:
         await self.store.open()

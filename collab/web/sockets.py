@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import tornado.websocket
 
@@ -33,7 +32,7 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
         self._unsent_bytes = 0
 
     def check_origin(self, origin: str) -> bool:
-        return self.server.origin_allowed(urlsplit(origin).netloc, origin)
+        return self.server.origin_allowed(origin)
 
     @property
     def remote(self) -> str:
