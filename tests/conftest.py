@@ -19,6 +19,7 @@ from collab.config import Settings
 from collab.store import Store
 from collab.web.app import CollabServer
 from tests.helpers import RawPeer
+from tests.yjs_peer import YjsPeers
 
 
 @pytest.fixture
@@ -92,6 +93,15 @@ def raw(io_loop: IOLoop, server: CollabServer) -> Iterator[Callable[..., Awaitab
     yield open_peer
     for peer in peers:
         peer.close()
+
+
+@pytest.fixture
+def yjs(io_loop: IOLoop) -> Iterator[YjsPeers]:
+    """``await yjs.connect(server, "doc?token=...")``: y-websocket peers, closed after
+    the test."""
+    peers = YjsPeers()
+    yield peers
+    io_loop.run_sync(peers.close)
 
 
 @pytest.fixture(autouse=True)

@@ -3,18 +3,9 @@
 from __future__ import annotations
 
 import pycrdt
-import pytest
 
 from collab.protocol import NativeFrames
 from collab.yjs_protocol import YjsFrames
-from tests.yjs_peer import YjsPeers
-
-
-@pytest.fixture
-def yjs(io_loop):
-    peers = YjsPeers()
-    yield peers
-    io_loop.run_sync(peers.close)
 
 
 async def test_an_update_is_encoded_once_per_protocol_whatever_the_number_of_peers(

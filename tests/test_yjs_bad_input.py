@@ -4,13 +4,10 @@ working, and the document is unchanged."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pycrdt
 import pytest
 from pycrdt import YSyncMessageType, create_awareness_message, create_update_message
 from pycrdt import write_message as var_bytes
-from tornado.ioloop import IOLoop
 
 from collab.errors import CloseCode
 from collab.history import state_at
@@ -19,13 +16,6 @@ from tests.helpers import text_of, text_update
 from tests.yjs_peer import YjsPeer, YjsPeers
 
 DOC = "target"
-
-
-@pytest.fixture
-def yjs(io_loop: IOLoop) -> Iterator[YjsPeers]:
-    peers = YjsPeers()
-    yield peers
-    io_loop.run_sync(peers.close)
 
 
 def text(doc: pycrdt.Doc) -> pycrdt.Text:

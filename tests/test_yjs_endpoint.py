@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pycrdt
@@ -24,16 +23,9 @@ from collab.history import list_updates, state_at
 from collab.web.app import CollabServer
 from collab.yformat import decode_awareness_update
 from tests.helpers import text_of
-from tests.yjs_peer import YjsPeer, YjsPeers, converge
+from tests.yjs_peer import YjsPeer, converge
 
 SECRET = "yjs-endpoint-secret-of-at-least-32-bytes"
-
-
-@pytest.fixture
-def yjs(io_loop: IOLoop) -> Iterator[YjsPeers]:
-    peers = YjsPeers()
-    yield peers
-    io_loop.run_sync(peers.close)
 
 
 def text(doc: pycrdt.Doc) -> Text:
