@@ -73,7 +73,7 @@ class Settings:
         default=4 * 1024 * 1024, metadata={"help": "or after this many update bytes"}
     )
     write_batch_max_updates: int = field(
-        default=1000, metadata={"help": "most updates committed in one store transaction"}
+        default=10_000, metadata={"help": "most updates committed in one store transaction"}
     )
     write_retry_max_s: float = field(
         default=5.0, metadata={"help": "longest pause between retries of a failed store write"}

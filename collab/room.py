@@ -24,7 +24,13 @@ from collab.history import EMPTY_UPDATE
 from collab.session import FrameCodec, Session, SessionState
 from collab.store.base import LoadedDocument, UpdateRecord
 from collab.writer import PendingWrite, Writer
-from collab.yformat import FormatError, decode_awareness_update, decode_state_vector, update_ranges
+from collab.yformat import (
+    FormatError,
+    UpdateRanges,
+    decode_awareness_update,
+    decode_state_vector,
+    update_ranges,
+)
 
 log = logging.getLogger("collab.rooms")
 
@@ -59,8 +65,6 @@ class Room:
         self._doc = doc
         self._writer = writer
         self._settings = settings
-        self._changed = False
-        self._doc_subscription = doc.observe(self._on_doc_change)
         self._awareness = pycrdt.Awareness(doc)
         self._awareness.set_local_state(None)  # the server is not an editor
         self._awareness_subscription = self._awareness.observe(self._on_awareness_change)
@@ -105,7 +109,6 @@ class Room:
         await self._flushed.wait()
 
     def close(self) -> None:
-        self._doc.unobserve(self._doc_subscription)
         self._awareness.unobserve(self._awareness_subscription)
 
     # -- document -----------------------------------------------------------------------
@@ -125,9 +128,6 @@ class Room:
                 doc=self.name,
             ) from None
 
-    def _on_doc_change(self, _event: Any) -> None:
-        self._changed = True
-
     def apply_update(
         self,
         session: Session,
@@ -140,15 +140,7 @@ class Room:
         durable). Raises InvalidUpdate; the document is then unchanged."""
         if not update:
             raise InvalidUpdate("the update is empty", doc=self.name)
-        if update == EMPTY_UPDATE:
-            self._queue_write(session, None, on_durable)
-            return None
-        self._changed = False
-        try:
-            self._doc.apply_update(update)
-        except ValueError as exc:
-            raise InvalidUpdate(f"the update could not be applied: {exc}", doc=self.name) from None
-        if not self._changed and self.covers(update):
+        if update == EMPTY_UPDATE or not self._apply(update):
             self._queue_write(session, None, on_durable)
             return None
 
@@ -167,18 +159,60 @@ class Room:
         self._queue_write(session, record, on_durable, snapshot_after=snapshot_due)
         return seq
 
-    def covers(self, update: bytes) -> bool:
-        """True when the room holds everything ``update`` carries. False for an
-        update still waiting for dependencies (Yrs keeps it pending; it must be
-        logged all the same). Raises InvalidUpdate for bytes that are not a v1
-        update; pycrdt reads a v2 update, for one, as an empty v1 update."""
+    def _apply(self, update: bytes) -> bool:
+        """Apply to the doc; True when the update must be logged (it changed the
+        doc, or waits for dependencies), False for a replay."""
+        if update[0] == 0:
+            # No structs, deletions only: whether they deleted anything shows only
+            # in a change event, so this one apply is observed. (A permanent
+            # observer would cost every update an event.)
+            changed = False
+
+            def on_change(_event: Any) -> None:
+                nonlocal changed
+                changed = True
+
+            subscription = self._doc.observe(on_change)
+            try:
+                self._apply_to_doc(update)
+            finally:
+                self._doc.unobserve(subscription)
+            return changed or not self.covers(update)
+        before = self._doc.get_state()
+        self._apply_to_doc(update)
+        if self._doc.get_state() != before:
+            return True
+        # Nothing new was integrated: a replay, or structs that wait for their
+        # dependencies (Yrs holds them pending; they must be logged). Deletions that
+        # ride with replayed structs cannot be told from new ones without a change
+        # event, so such an update is logged too, which is safe.
+        ranges = self._ranges(update)
+        return bool(ranges.deletes) or not ranges.integrated_in(self._integrated())
+
+    def _apply_to_doc(self, update: bytes) -> None:
         try:
-            ranges = update_ranges(update)
+            self._doc.apply_update(update)
+        except ValueError as exc:
+            raise InvalidUpdate(f"the update could not be applied: {exc}", doc=self.name) from None
+
+    def _ranges(self, update: bytes) -> UpdateRanges:
+        try:
+            return update_ranges(update)
         except FormatError as exc:
+            # pycrdt reads some foreign bytes (a v2 update, for one) as an empty v1
+            # update without complaint; the strict reader does not.
             raise InvalidUpdate(
                 f"the update could not be decoded as a Yjs v1 update: {exc}", doc=self.name
             ) from None
-        return ranges.integrated_in(decode_state_vector(self._doc.get_state()))
+
+    def _integrated(self) -> dict[int, int]:
+        return decode_state_vector(self._doc.get_state())
+
+    def covers(self, update: bytes) -> bool:
+        """True when the room holds every struct ``update`` carries and every item
+        its deletions refer to. Raises InvalidUpdate for bytes that are not a v1
+        update."""
+        return self._ranges(update).integrated_in(self._integrated())
 
     def _queue_write(
         self,

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pycrdt
 
-from tests.helpers import text_update
+from collab.history import state_at
+from tests.helpers import text_of, text_update
 
 
 def text(remote, name: str = "text") -> pycrdt.Text:
@@ -166,3 +167,44 @@ async def test_an_update_waiting_for_its_dependency_is_logged_not_dropped(raw, s
     for record in await server.store.read_updates("pending"):
         stored.apply_update(record.data)
     assert str(stored.get("text", type=pycrdt.Text)) == "first second"
+
+
+async def test_a_deletion_is_logged_once_and_its_replay_is_not(raw, server):
+    source = pycrdt.Doc(client_id=3)
+    updates: list[bytes] = []
+    source.observe(lambda event: updates.append(event.update))
+    source.get("text", type=pycrdt.Text).insert(0, "keep drop")
+    del source.get("text", type=pycrdt.Text)[4:9]
+    insert, deletion = updates
+    assert deletion[0] == 0, "a deletion-only update carries no structs"
+
+    peer = await raw()
+    await peer.hello()
+    await peer.subscribe("deletes")
+    for ref, update in enumerate([insert, deletion, deletion, insert]):
+        peer.send({"type": "update", "doc": "deletes", "ref": ref, "update": update})
+    seqs = [(await peer.recv_type("ack"))["seq"] for _ in range(4)]
+    assert seqs == [1, 2, 2, 2]
+    assert [u.seq for u in await server.store.read_updates("deletes")] == [1, 2]
+    _, state = await state_at(server.store, "deletes")
+    assert text_of(state) == "keep"
+
+
+async def test_reconnecting_y_websocket_clients_with_deletions_add_no_history(server, yjs):
+    peer = await yjs.connect(server, "reconnects")
+    text = peer.doc.get("text", type=pycrdt.Text)
+    text.insert(0, "abcdef")
+    del text[0:3]
+    await peer.synced()
+    await server.rooms.get("reconnects").flushed()
+    logged = len(await server.store.read_updates("reconnects"))
+    for _ in range(3):
+        # Each connect answers the server's step 1 with step 2: the whole delete
+        # set, nothing new. It must not become a history entry.
+        await peer.disconnect()
+        await peer.reconnect()
+        await peer.synced()
+    room = server.rooms.get("reconnects")
+    await room.flushed()
+    assert len(await server.store.read_updates("reconnects")) == logged
+    assert text_of(room.missing_for(b"\x00")) == "def"
