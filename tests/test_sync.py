@@ -208,3 +208,23 @@ async def test_reconnecting_y_websocket_clients_with_deletions_add_no_history(se
     await room.flushed()
     assert len(await server.store.read_updates("reconnects")) == logged
     assert text_of(room.missing_for(b"\x00")) == "def"
+
+
+async def test_a_replayed_edit_that_also_deleted_adds_no_history_entry(raw, server):
+    source = pycrdt.Doc(client_id=9)
+    updates: list[bytes] = []
+    source.observe(lambda event: updates.append(event.update))
+    text = source.get("text", type=pycrdt.Text)
+    text.insert(0, "old text")
+    with source.transaction():  # replace a selection: insert and delete at once
+        del text[0:3]
+        text.insert(0, "new")
+    first, replace = updates
+
+    peer = await raw()
+    await peer.hello()
+    await peer.subscribe("replace")
+    for ref, update in enumerate([first, replace, replace]):
+        peer.send({"type": "update", "doc": "replace", "ref": ref, "update": update})
+    assert [(await peer.recv_type("ack"))["seq"] for _ in range(3)] == [1, 2, 2]
+    assert len(await server.store.read_updates("replace")) == 2
