@@ -114,9 +114,6 @@ class Room:
 
     # -- document -----------------------------------------------------------------------
 
-    def state_vector(self) -> bytes:
-        return self._doc.get_state()
-
     def missing_for(self, state_vector: bytes) -> bytes:
         """What a peer with ``state_vector`` lacks (sync step 2)."""
         try:

@@ -75,10 +75,6 @@ class Session:
         self._writes_done = asyncio.Event()
         self._writes_done.set()
 
-    @property
-    def can_write(self) -> bool:
-        return self.role is Role.WRITE
-
     def send(self, frame: bytes) -> None:
         if self.state is SessionState.ACTIVE:
             self.peer.send(frame)
