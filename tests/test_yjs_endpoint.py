@@ -203,6 +203,22 @@ async def test_a_yjs_peer_and_a_native_client_edit_together_and_both_are_in_hist
 # -- size and scale ---------------------------------------------------------------------------
 
 
+async def test_awareness_crosses_between_a_yjs_peer_and_a_native_client(server, yjs, connect):
+    peer = await yjs.connect(server, "presence")
+    native = await (await connect()).subscribe("presence")
+
+    native.set_awareness({"user": "native"})
+    await peer.wait_for(
+        lambda: peer.awareness.states.get(native.awareness.client_id) == {"user": "native"}
+    )
+    peer.awareness.set_local_state({"user": "yjs"})
+    await native.wait_for(
+        lambda: native.awareness.states.get(peer.awareness.client_id) == {"user": "yjs"}
+    )
+    await peer.disconnect()
+    await native.wait_for(lambda: peer.awareness.client_id not in native.awareness.states)
+
+
 async def test_a_one_megabyte_update_is_delivered(server, yjs):
     a = await yjs.connect(server, "big")
     b = await yjs.connect(server, "big")

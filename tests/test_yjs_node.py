@@ -515,6 +515,14 @@ async def test_a_yjs_provider_and_a_native_client_edit_together_and_history_reco
     )
     assert text_of(response.body) == "one two three"
 
+    # Presence crosses the protocols both ways.
+    remote.set_awareness({"user": "native"})
+    await node.until(
+        lambda: {"user": "native"} in provider.awareness.values(), "native awareness reaches yjs"
+    )
+    await provider.set_awareness({"user": "yjs"})
+    await remote.wait_for(lambda: {"user": "yjs"} in remote.awareness.states.values())
+
 
 async def test_a_one_megabyte_update_is_delivered(server: CollabServer, node: NodeHarness) -> None:
     a, b = await node.providers(server, "big")
