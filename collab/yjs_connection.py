@@ -16,7 +16,6 @@ from collab import yjs_protocol
 from collab.auth import Identity, Role
 from collab.connection import Transport, close_reason, new_connection_id
 from collab.errors import CloseCode, CollabError
-from collab.history import EMPTY_UPDATE
 from collab.rooms import RoomManager
 from collab.session import Session, SessionState
 from collab.store.base import Origin
@@ -85,7 +84,7 @@ class YjsConnection:
                 if self.session.role is not Role.WRITE:
                     # Providers always answer step 1, often with nothing the room
                     # lacks (an empty update, or only deletions it already has).
-                    if message.payload != EMPTY_UPDATE and not self._room_covers(message.payload):
+                    if not self._room_covers(message.payload):
                         self._refuse_write()
                     return
                 room.apply_update(self.session, message.payload)
