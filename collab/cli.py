@@ -58,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def serve(settings: Settings) -> None:
-    from collab.web.app import CollabServer
+    from collab.app import CollabServer
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

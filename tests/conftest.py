@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from tornado.ioloop import IOLoop
 
+from collab.app import CollabServer
 from collab.client import CollabClient
 from collab.config import Settings
 from collab.store import Store
-from collab.web.app import CollabServer
 from tests.helpers import RawPeer
 from tests.yjs_peer import YjsPeers
 

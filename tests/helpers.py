@@ -13,7 +13,7 @@ import msgpack
 import pycrdt
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
-from collab.protocol import PROTOCOL_VERSION
+from collab.wire.native import PROTOCOL_VERSION
 
 TIMEOUT_S = 10.0
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pycrdt
 
-from collab.protocol import NativeFrames
-from collab.yjs_protocol import YjsFrames
+from collab.wire.native import NativeFrames
+from collab.wire.yjs import YjsFrames
 
 
 async def test_an_update_is_encoded_once_per_protocol_whatever_the_number_of_peers(

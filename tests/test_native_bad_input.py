@@ -7,8 +7,8 @@ import msgpack
 import pycrdt
 import pytest
 
+from collab.core.history import state_at
 from collab.errors import CloseCode
-from collab.history import state_at
 from tests.helpers import text_of, text_update
 
 DOC = "target"

@@ -6,8 +6,8 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from collab import protocol as p
 from collab.errors import ErrorCode, ProtocolError
+from collab.wire import native as p
 
 CLIENT_EXAMPLES = [
     p.Hello(version=1, client="tab-1", token="t"),

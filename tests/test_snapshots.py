@@ -14,15 +14,15 @@ import pycrdt
 import pytest
 from tornado.ioloop import IOLoop
 
+from collab.app import CollabServer
 from collab.client import CollabClient
 from collab.config import Settings
-from collab.history import state_at
-from collab.room import build_doc
+from collab.core.history import state_at
+from collab.core.room import build_doc
+from collab.core.writer import Writer
 from collab.store.base import SnapshotRecord, UpdateRecord
 from collab.store.sqlite import SQLiteStore
-from collab.web.app import CollabServer
-from collab.writer import Writer
-from collab.yformat import decode_state_vector
+from collab.wire.yformat import decode_state_vector
 from tests.helpers import TIMEOUT_S, text_of
 
 SNAPSHOT_EVERY = 500

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pycrdt
 
-from collab.history import state_at
+from collab.core.history import state_at
 from tests.helpers import text_of, text_update
 
 

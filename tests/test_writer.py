@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from collab.config import Settings
+from collab.core.writer import PendingWrite, Writer
 from collab.errors import SeqConflict, StoreError
 from collab.store.base import SnapshotRecord, Store, UpdateRecord
 from collab.store.memory import MemoryStore
 from collab.store.sqlite import SQLiteStore
-from collab.writer import PendingWrite, Writer
 from tests.helpers import TIMEOUT_S, text_update
 
 SETTINGS = Settings(write_retry_max_s=0.05, shutdown_flush_timeout_s=5.0)

@@ -8,7 +8,7 @@ import json
 import pycrdt
 import pytest
 
-from collab.yformat import (
+from collab.wire.yformat import (
     FormatError,
     Reader,
     UpdateRanges,

@@ -9,9 +9,9 @@ import pytest
 from pycrdt import YSyncMessageType, create_awareness_message, create_update_message
 from pycrdt import write_message as var_bytes
 
+from collab.app import CollabServer
+from collab.core.history import state_at
 from collab.errors import CloseCode
-from collab.history import state_at
-from collab.web.app import CollabServer
 from tests.helpers import text_of, text_update
 from tests.yjs_peer import YjsPeer, YjsPeers
 
@@ -109,7 +109,7 @@ async def test_unknown_message_types_are_ignored_and_the_connection_stays_usable
     offender.send(b"\xc8\x01 with a body")  # type 200, a two-byte varint
     await offender.synced()  # every frame above was handled, and none closed the socket
     assert offender.connected
-    logged = [r.getMessage() for r in caplog.records if r.name == "collab.protocol"]
+    logged = [r.getMessage() for r in caplog.records if r.name == "collab.wire.native"]
     for message_type in (2, 7, 200):
         assert any(f"unknown message type {message_type}" in m for m in logged)
 

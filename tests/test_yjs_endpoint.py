@@ -16,12 +16,12 @@ from pycrdt import Array, Map, Text, YMessageType, read_message
 from tornado.httpclient import AsyncHTTPClient
 from tornado.ioloop import IOLoop
 
+from collab.app import CollabServer
 from collab.auth import Authenticator
 from collab.config import Settings
+from collab.core.history import list_updates, state_at
 from collab.errors import CloseCode
-from collab.history import list_updates, state_at
-from collab.web.app import CollabServer
-from collab.yformat import decode_awareness_update
+from collab.wire.yformat import decode_awareness_update
 from tests.helpers import text_of
 from tests.yjs_peer import YjsPeer, converge
 

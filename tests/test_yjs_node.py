@@ -25,9 +25,9 @@ import pytest
 from tornado.httpclient import AsyncHTTPClient
 from tornado.ioloop import IOLoop
 
+from collab.app import CollabServer
 from collab.client import CollabClient
 from collab.config import Settings
-from collab.web.app import CollabServer
 from tests.helpers import text_of
 
 pytestmark = pytest.mark.node

@@ -27,8 +27,8 @@ from pycrdt import (
 )
 from tornado.websocket import WebSocketClientConnection, WebSocketClosedError, websocket_connect
 
-from collab.web.app import CollabServer
-from collab.yformat import decode_state_vector
+from collab.app import CollabServer
+from collab.wire.yformat import decode_state_vector
 
 TIMEOUT_S = 10.0
 MESSAGE_AUTH = 2  # y-protocols auth: server to client, "permission denied"

@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import tornado.web
 from tornado import httputil
 
-from collab import history
 from collab.auth import Identity
+from collab.core import history
 from collab.errors import AccessDenied, StoreError
 
 if TYPE_CHECKING:
-    from collab.web.app import CollabServer
+    from collab.app import CollabServer
 
 MAX_HISTORY_PAGE = 1000
 

@@ -1,7 +1,7 @@
 """Tornado WebSocket handlers: thin adapters from socket events to connections.
 
 A handler only translates open / message / close into calls on a connection
-object (collab.connection, collab.yjs_connection) and offers it a transport:
+object (collab.peers.native, collab.peers.yjs) and offers it a transport:
 ``send`` with a bound on unsent bytes, and ``close``.
 """
 
@@ -12,13 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 import tornado.websocket
 
-from collab.connection import NativeConnection, close_reason
 from collab.errors import AccessDenied, CloseCode, ProtocolError
-from collab.protocol import validate_document_name
-from collab.yjs_connection import YjsConnection
+from collab.peers.native import NativeConnection
+from collab.peers.transport import close_reason
+from collab.peers.yjs import YjsConnection
+from collab.wire.native import validate_document_name
 
 if TYPE_CHECKING:
-    from collab.web.app import CollabServer
+    from collab.app import CollabServer
 
 log = logging.getLogger("collab.access")
 

@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import logging
 
-from collab import yjs_protocol
 from collab.auth import Identity, Role
-from collab.connection import Transport, close_reason, new_connection_id
+from collab.core.manager import RoomManager
+from collab.core.session import Session, SessionState
 from collab.errors import CloseCode, CollabError
-from collab.rooms import RoomManager
-from collab.session import Session, SessionState
+from collab.peers.transport import Transport, close_reason, new_connection_id
 from collab.store.base import Origin
-from collab.yjs_protocol import YJS_FRAMES, YjsKind
+from collab.wire import yjs as yjs_protocol
+from collab.wire.yjs import YJS_FRAMES, YjsKind
 
-log = logging.getLogger("collab.protocol")
+log = logging.getLogger("collab.wire.native")
 
 
 class YjsConnection:

@@ -20,8 +20,8 @@ import tornado.web
 
 from collab.auth import Authenticator
 from collab.config import Settings
+from collab.core.manager import RoomManager
 from collab.errors import CloseCode
-from collab.rooms import RoomManager
 from collab.store import Store, create_store
 from collab.tasks import TaskGroup
 from collab.web.api import DocumentsHandler, HealthHandler, HistoryHandler, StateHandler
@@ -29,7 +29,7 @@ from collab.web.sockets import NativeSocketHandler, SocketHandler, YjsSocketHand
 
 log = logging.getLogger("collab")
 
-DEFAULT_STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
+DEFAULT_STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
 
 
 class CollabServer:

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from itertools import islice
 
 from collab.config import Settings
+from collab.core.history import state_at
 from collab.errors import SeqConflict, StoreError
-from collab.history import state_at
 from collab.store.base import SnapshotRecord, Store, UpdateRecord
 from collab.tasks import TaskGroup
 

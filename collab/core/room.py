@@ -19,12 +19,12 @@ from typing import Any
 import pycrdt
 
 from collab.config import Settings
+from collab.core.history import EMPTY_UPDATE
+from collab.core.session import FrameCodec, Session, SessionState
+from collab.core.writer import PendingWrite, Writer
 from collab.errors import ErrorCode, InvalidUpdate
-from collab.history import EMPTY_UPDATE
-from collab.session import FrameCodec, Session, SessionState
 from collab.store.base import LoadedDocument, UpdateRecord
-from collab.writer import PendingWrite, Writer
-from collab.yformat import (
+from collab.wire.yformat import (
     FormatError,
     Reader,
     UpdateRanges,
@@ -33,7 +33,7 @@ from collab.yformat import (
     update_ranges,
 )
 
-log = logging.getLogger("collab.rooms")
+log = logging.getLogger("collab.core.manager")
 
 
 @dataclass(frozen=True, slots=True)

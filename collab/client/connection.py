@@ -24,7 +24,8 @@ from typing import Any
 import pycrdt
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
-from collab.protocol import (
+from collab.tasks import TaskGroup
+from collab.wire.native import (
     PROTOCOL_VERSION,
     Ack,
     Awareness,
@@ -43,7 +44,6 @@ from collab.protocol import (
     decode_server_message,
     encode,
 )
-from collab.tasks import TaskGroup
 
 log = logging.getLogger("collab.client")
 

@@ -16,14 +16,14 @@ import logging
 from collections import Counter
 
 from collab.config import Settings
+from collab.core.room import JoinReply, Room, build_doc
+from collab.core.session import Session, SessionState
+from collab.core.writer import Writer
 from collab.errors import CollabError, ErrorCode, LoadFailed, SeqConflict, StoreError
-from collab.room import JoinReply, Room, build_doc
-from collab.session import Session, SessionState
 from collab.store.base import Store
 from collab.tasks import TaskGroup
-from collab.writer import Writer
 
-log = logging.getLogger("collab.rooms")
+log = logging.getLogger("collab.core.manager")
 
 
 class RoomManager:

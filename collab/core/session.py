@@ -18,7 +18,7 @@ from collab.errors import CollabError
 from collab.store.base import Origin
 
 if TYPE_CHECKING:
-    from collab.room import Room
+    from collab.core.room import Room
 
 
 class FrameCodec(Protocol):

@@ -8,7 +8,7 @@ Each binary frame is one y-protocols message: a varuint message type, then
 - query awareness (3): no payload.
 
 Frames are built with pycrdt's helpers and read with the strict reader from
-:mod:`collab.yformat`, which rejects truncated frames that pycrdt's own decoder
+:mod:`collab.wire.yformat`, which rejects truncated frames that pycrdt's own decoder
 would read past or cut short.
 """
 
@@ -26,7 +26,7 @@ from pycrdt import (
 )
 
 from collab.errors import CloseCode, ProtocolError
-from collab.yformat import FormatError, Reader
+from collab.wire.yformat import FormatError, Reader
 
 MESSAGE_AUTH = 2
 MESSAGE_QUERY_AWARENESS = 3

@@ -11,15 +11,15 @@ still loading wait in its session's inbox, in order.
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 from collections.abc import Callable
 from enum import Enum
-from typing import Protocol
 
 from collab import __version__
 from collab.auth import Authenticator, Identity, Role
 from collab.config import Settings
+from collab.core.manager import RoomManager
+from collab.core.session import Session, SessionState
 from collab.errors import (
     AccessDenied,
     CloseCode,
@@ -27,7 +27,10 @@ from collab.errors import (
     ErrorCode,
     ProtocolError,
 )
-from collab.protocol import (
+from collab.peers.transport import Transport, close_reason, new_connection_id
+from collab.store.base import Origin
+from collab.tasks import TaskGroup
+from collab.wire.native import (
     NATIVE_FRAMES,
     PROTOCOL_VERSION,
     Ack,
@@ -47,20 +50,8 @@ from collab.protocol import (
     encode,
     validate_document_name,
 )
-from collab.rooms import RoomManager
-from collab.session import Session, SessionState
-from collab.store.base import Origin
-from collab.tasks import TaskGroup
 
-log = logging.getLogger("collab.protocol")
-
-
-class Transport(Protocol):
-    """The socket, as a connection sees it."""
-
-    def send(self, frame: bytes) -> None: ...
-
-    def close(self, code: int, reason: str) -> None: ...
+log = logging.getLogger("collab.wire.native")
 
 
 class ConnectionState(Enum):
@@ -68,15 +59,6 @@ class ConnectionState(Enum):
     OPEN = "open"
     CLOSING = "closing"  # a fatal error was reported; further frames are ignored
     CLOSED = "closed"
-
-
-def close_reason(message: str) -> str:
-    """A close frame's reason holds at most 123 bytes of UTF-8."""
-    return message.encode()[:123].decode("utf-8", "ignore")
-
-
-def new_connection_id() -> str:
-    return secrets.token_hex(4)
 
 
 class NativeConnection:

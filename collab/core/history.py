@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import pycrdt
 
 from collab.store.base import Store, UpdateRecord
-from collab.yformat import decode_state_vector, update_ranges
+from collab.wire.yformat import decode_state_vector, update_ranges
 
 EMPTY_UPDATE = b"\x00\x00"
 

@@ -1,0 +1,1 @@
+"""Peer connections (native and y-websocket) as protocol state machines, without sockets."""

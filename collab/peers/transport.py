@@ -1,0 +1,23 @@
+"""What a peer connection needs from its socket, and small helpers shared by both protocols."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Protocol
+
+
+class Transport(Protocol):
+    """The socket, as a connection sees it."""
+
+    def send(self, frame: bytes) -> None: ...
+
+    def close(self, code: int, reason: str) -> None: ...
+
+
+def close_reason(message: str) -> str:
+    """A close frame's reason holds at most 123 bytes of UTF-8."""
+    return message.encode()[:123].decode("utf-8", "ignore")
+
+
+def new_connection_id() -> str:
+    return secrets.token_hex(4)

@@ -1,0 +1,1 @@
+"""Wire formats, sans I/O: the native MessagePack protocol, y-websocket, Yjs binary."""
