@@ -24,7 +24,14 @@ from collab.core.manager import RoomManager
 from collab.errors import CloseCode
 from collab.store import Store, create_store
 from collab.tasks import TaskGroup
-from collab.web.api import DocumentsHandler, HealthHandler, HistoryHandler, StateHandler
+from collab.web.access_log import log_request
+from collab.web.api import (
+    DocumentsHandler,
+    HealthHandler,
+    HistoryHandler,
+    ReadyHandler,
+    StateHandler,
+)
 from collab.web.sockets import NativeSocketHandler, SocketHandler, YjsSocketHandler
 
 log = logging.getLogger("collab")
@@ -56,6 +63,7 @@ class CollabServer:
             (r"/ws", NativeSocketHandler, context),
             (r"/yjs/(.+)", YjsSocketHandler, context),
             (r"/healthz", HealthHandler, context),
+            (r"/readyz", ReadyHandler, context),
             (r"/api/documents", DocumentsHandler, context),
             (r"/api/documents/(.+)/history", HistoryHandler, context),
             (r"/api/documents/(.+)/state", StateHandler, context),
@@ -70,7 +78,7 @@ class CollabServer:
             websocket_ping_interval=s.ping_interval_s,
             websocket_ping_timeout=s.ping_timeout_s,
             websocket_max_message_size=s.max_frame_bytes,
-            log_function=_log_request,
+            log_function=log_request,
         )
 
     @property
@@ -125,16 +133,3 @@ class CollabServer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
-
-
-def _log_request(handler: tornado.web.RequestHandler) -> None:
-    status = handler.get_status()
-    level = logging.INFO if status < 400 else logging.WARNING
-    logging.getLogger("collab.access").log(
-        level,
-        "%d %s %s %.1fms",
-        status,
-        handler.request.method,
-        handler.request.uri,
-        1000 * handler.request.request_time(),
-    )

@@ -66,11 +66,26 @@ class Settings:
         metadata={"help": "bytes a peer may send for a document that is still loading"},
     )
 
+    max_waiting_bytes: int = field(
+        default=1024 * 1024,
+        metadata={
+            "help": "bytes of updates a document keeps while they wait for updates they "
+            "depend on; past it, such updates are refused"
+        },
+    )
+
     snapshot_every_updates: int = field(
         default=500, metadata={"help": "write a snapshot after this many updates"}
     )
     snapshot_every_bytes: int = field(
         default=4 * 1024 * 1024, metadata={"help": "or after this many update bytes"}
+    )
+    write_queue_bytes: int = field(
+        default=16 * 1024 * 1024,
+        metadata={
+            "help": "update bytes waiting for the store past which new updates are refused "
+            "(or their sender slowed down)"
+        },
     )
     write_batch_max_updates: int = field(
         default=10_000, metadata={"help": "most updates committed in one store transaction"}
@@ -114,11 +129,15 @@ class Settings:
             "snapshot_every_updates",
             "snapshot_every_bytes",
             "write_batch_max_updates",
+            "write_queue_bytes",
+            "max_waiting_bytes",
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive")
         if self.max_frame_bytes < 1024:
             raise SettingsError("max_frame_bytes must be at least 1024")
+        if self.write_queue_bytes < self.max_frame_bytes:
+            raise SettingsError("write_queue_bytes must be at least max_frame_bytes")
         if self.auth_secret and len(self.auth_secret.encode()) < 32:
             # RFC 7518 3.2: an HS256 key must be at least as long as the hash.
             raise SettingsError("auth_secret must be at least 32 bytes long")

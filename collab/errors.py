@@ -88,6 +88,19 @@ class InvalidUpdate(CollabError):
     code = ErrorCode.INVALID_UPDATE
 
 
+class DocumentDamaged(InvalidUpdate):
+    """pycrdt failed (an error or a panic) while integrating an update into a live
+    document: the update is refused and the document, which it may have half
+    changed, is dropped and reloaded from the store."""
+
+
+class Overloaded(CollabError):
+    """The write queue is full or the store is failing: an update is refused
+    before it is applied, and the peer sends it again later."""
+
+    code = ErrorCode.OVERLOADED
+
+
 class AccessDenied(CollabError):
     """The peer's identity does not allow what it asked for."""
 

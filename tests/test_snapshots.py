@@ -18,7 +18,7 @@ from collab.app import CollabServer
 from collab.client import CollabClient
 from collab.config import Settings
 from collab.core.history import state_at
-from collab.core.room import build_doc
+from collab.core.room import build_replica
 from collab.core.writer import Writer
 from collab.store.base import SnapshotRecord, UpdateRecord
 from collab.store.sqlite import SQLiteStore
@@ -141,7 +141,7 @@ async def test_a_snapshot_keeps_an_update_waiting_for_its_dependency(
 
     assert loaded.snapshot is not None and loaded.snapshot.seq == 1
     assert [u.seq for u in loaded.updates] == [2]
-    assert text_of(build_doc(loaded)) == "hello world"
+    assert text_of(build_replica(loaded, Settings()).doc) == "hello world"
 
 
 async def test_a_snapshot_keeps_a_deletion_of_items_not_received_yet(
@@ -161,7 +161,7 @@ async def test_a_snapshot_keeps_a_deletion_of_items_not_received_yet(
     await writer_for(store, settings).write_snapshot("notes", 1)
     await store.append([UpdateRecord("notes", 2, insert, time.time())])
 
-    assert text_of(build_doc(await store.load("notes"))) == "keep"
+    assert text_of(build_replica(await store.load("notes"), Settings()).doc) == "keep"
 
 
 async def test_a_snapshot_built_on_a_snapshot_still_carries_the_pending_update(
@@ -179,7 +179,7 @@ async def test_a_snapshot_built_on_a_snapshot_still_carries_the_pending_update(
 
     loaded = await store.load("notes")
     assert loaded.snapshot is not None and loaded.snapshot.seq == 2
-    doc = build_doc(loaded)
+    doc = build_replica(loaded, Settings()).doc
     assert text_of(doc) == "hello world"
     assert text_of(doc, "title") == "Title"
 

@@ -109,7 +109,7 @@ async def test_unknown_message_types_are_ignored_and_the_connection_stays_usable
     offender.send(b"\xc8\x01 with a body")  # type 200, a two-byte varint
     await offender.synced()  # every frame above was handled, and none closed the socket
     assert offender.connected
-    logged = [r.getMessage() for r in caplog.records if r.name == "collab.wire.native"]
+    logged = [r.getMessage() for r in caplog.records if r.name == "collab.protocol"]
     for message_type in (2, 7, 200):
         assert any(f"unknown message type {message_type}" in m for m in logged)
 

@@ -10,30 +10,22 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-import pycrdt
-
+from collab.core.replica import EMPTY_UPDATE, Replica
+from collab.errors import InvalidUpdate, StoreError
 from collab.store.base import Store, UpdateRecord
-from collab.wire.yformat import decode_state_vector, update_ranges
-
-EMPTY_UPDATE = b"\x00\x00"
 
 
 def squash(updates: Sequence[bytes]) -> bytes:
-    """Merge updates into one compact update, losing nothing.
-
-    A Doc encodes its state compactly, but Yrs leaves out structs still waiting for
-    their dependencies ("pending"); such updates are carried along unmerged so
-    that they apply once their dependencies arrive.
-    """
-    doc = pycrdt.Doc()
+    """Merge updates (a snapshot, then log entries) into one compact update, losing
+    nothing: what waits for dependencies is carried along. Raises StoreError when
+    one of them cannot be read or applied."""
+    replica = Replica()
     for update in updates:
-        doc.apply_update(update)
-    state = doc.get_update()
-    integrated = decode_state_vector(doc.get_state())
-    pending = [u for u in updates if not update_ranges(u).integrated_in(integrated)]
-    if pending:
-        state = pycrdt.merge_updates(state, *pending)
-    return state
+        try:
+            replica.apply(update, bounded=False)
+        except InvalidUpdate as exc:
+            raise StoreError(f"a stored update cannot be applied: {exc.message}") from None
+    return replica.encode()
 
 
 async def state_at(store: Store, doc: str, seq: int | None = None) -> tuple[int, bytes]:

@@ -16,14 +16,14 @@ import logging
 from collections import Counter
 
 from collab.config import Settings
-from collab.core.room import JoinReply, Room, build_doc
+from collab.core.room import JoinReply, Room, build_replica
 from collab.core.session import Session, SessionState
 from collab.core.writer import Writer
 from collab.errors import CollabError, ErrorCode, LoadFailed, SeqConflict, StoreError
 from collab.store.base import Store
 from collab.tasks import TaskGroup
 
-log = logging.getLogger("collab.core.manager")
+log = logging.getLogger("collab.rooms")
 
 
 class RoomManager:
@@ -35,6 +35,8 @@ class RoomManager:
         self._loading: dict[str, asyncio.Future[Room]] = {}
         self._joining: Counter[str] = Counter()
         self._unloading: set[str] = set()
+        # Rooms dropped with writes still queued: their next load waits for them.
+        self._draining: dict[str, Room] = {}
         self._tasks = TaskGroup(log)
         self.loads = 0  # completed loads, for tests and metrics
 
@@ -92,10 +94,13 @@ class RoomManager:
 
     async def _run_load(self, name: str, future: asyncio.Future[Room]) -> None:
         try:
+            draining = self._draining.get(name)
+            if draining is not None:
+                await draining.flushed()
             loaded = await self._store.load(name)
             loop = asyncio.get_running_loop()
-            doc = await loop.run_in_executor(None, build_doc, loaded)
-            room = Room(loaded, doc, self.writer, self._settings)
+            replica = await loop.run_in_executor(None, build_replica, loaded, self._settings)
+            room = Room(loaded, replica, self.writer, self._settings, self._on_room_damaged)
         except asyncio.CancelledError:
             future.cancel()
             raise
@@ -141,6 +146,32 @@ class RoomManager:
             log.info("unloaded %r at seq %d", room.name, room.head_seq)
         finally:
             self._unloading.discard(room.name)
+
+    def _on_room_damaged(self, room: Room, error: CollabError) -> None:
+        """pycrdt failed inside the room's doc: drop the room. Its peers are told
+        and resubscribe; the next load waits until its queued writes are stored,
+        so it holds every accepted update and nothing else."""
+        if self._rooms.get(room.name) is not room:
+            return
+        del self._rooms[room.name]
+        self._draining[room.name] = room
+        failure = CollabError(
+            f"document {room.name!r} had to be reloaded; subscribe again",
+            code=ErrorCode.LOAD_FAILED,
+            doc=room.name,
+        )
+        for session in list(room.sessions):
+            room.leave(session)
+            session.peer.session_failed(session, failure)
+        room.close()
+        self._tasks.spawn(self._drain(room), name=f"drain {room.name}")
+
+    async def _drain(self, room: Room) -> None:
+        try:
+            await room.flushed()
+        finally:
+            if self._draining.get(room.name) is room:
+                del self._draining[room.name]
 
     def _on_write_conflict(self, name: str, error: SeqConflict) -> None:
         # The store's log for this document moved on without us: the room's state

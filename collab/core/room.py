@@ -1,6 +1,7 @@
 """A room: one document's live state and everyone editing it.
 
-The room owns the ``pycrdt.Doc``, the awareness states, the sessions joined to it
+The room owns the document (a :class:`Replica`: a ``pycrdt.Doc`` and the update
+parts waiting for their dependencies), the awareness states, the sessions joined to it
 and the persistence cursor (the last seq assigned). Nothing else mutates the doc.
 Every method is synchronous: an update is validated, applied, broadcast and
 queued for the writer in one step of the event loop, so peers see edits in seq
@@ -19,21 +20,14 @@ from typing import Any
 import pycrdt
 
 from collab.config import Settings
-from collab.core.history import EMPTY_UPDATE
+from collab.core.replica import Replica
 from collab.core.session import FrameCodec, Session, SessionState
 from collab.core.writer import PendingWrite, Writer
-from collab.errors import ErrorCode, InvalidUpdate
+from collab.errors import CollabError, DocumentDamaged, ErrorCode, InvalidUpdate, StoreError
 from collab.store.base import LoadedDocument, UpdateRecord
-from collab.wire.yformat import (
-    FormatError,
-    Reader,
-    UpdateRanges,
-    decode_awareness_update,
-    decode_state_vector,
-    update_ranges,
-)
+from collab.wire.yformat import FormatError, decode_awareness_update, decode_state_vector
 
-log = logging.getLogger("collab.core.manager")
+log = logging.getLogger("collab.rooms")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,28 +39,44 @@ class JoinReply:
     awareness: bytes | None  # every known awareness state, if any
 
 
-def build_doc(loaded: LoadedDocument) -> pycrdt.Doc:
-    """The document a load describes. CPU-bound: run it in an executor."""
-    doc: pycrdt.Doc = pycrdt.Doc()
-    if loaded.snapshot is not None:
-        doc.apply_update(loaded.snapshot.data)
-    for record in loaded.updates:
-        doc.apply_update(record.data)
-    return doc
+def build_replica(loaded: LoadedDocument, settings: Settings) -> Replica:
+    """The document a load describes: its snapshot, then the log after it. CPU-bound:
+    run it in an executor. Raises StoreError when a stored entry cannot be applied
+    (``collab check`` finds such entries and ``--repair`` sets them aside)."""
+    replica = Replica(name=loaded.name, max_waiting_bytes=settings.max_waiting_bytes)
+    parts = [("snapshot", loaded.snapshot)] if loaded.snapshot is not None else []
+    parts += [("update", record) for record in loaded.updates]
+    for kind, entry in parts:
+        try:
+            # Stored entries load whatever waits already: the bound is for new ones.
+            replica.apply(entry.data, bounded=False)
+        except InvalidUpdate as exc:
+            raise StoreError(
+                f"{loaded.name!r}: stored {kind} at seq {entry.seq} cannot be applied: "
+                f"{exc.message}"
+            ) from None
+    return replica
 
 
 class Room:
     def __init__(
-        self, loaded: LoadedDocument, doc: pycrdt.Doc, writer: Writer, settings: Settings
+        self,
+        loaded: LoadedDocument,
+        replica: Replica,
+        writer: Writer,
+        settings: Settings,
+        on_damaged: Callable[[Room, CollabError], None],
     ) -> None:
         self.name = loaded.name
         self.epoch = loaded.epoch
         self.head_seq = loaded.head_seq
         self.sessions: dict[Session, None] = {}  # insertion-ordered set
-        self._doc = doc
+        self._replica = replica
         self._writer = writer
         self._settings = settings
-        self._awareness = pycrdt.Awareness(doc)
+        self._on_damaged = on_damaged
+        self.damaged = False
+        self._awareness = pycrdt.Awareness(replica.doc)
         self._awareness.set_local_state(None)  # the server is not an editor
         self._awareness_subscription = self._awareness.observe(self._on_awareness_change)
         self._since_snapshot_updates = len(loaded.updates)
@@ -86,7 +96,7 @@ class Room:
             epoch=self.epoch,
             seq=self.head_seq,
             missing=missing,
-            state_vector=self._doc.get_state(),
+            state_vector=self._replica.doc.get_state(),
             awareness=self.awareness_snapshot(),
         )
 
@@ -117,11 +127,11 @@ class Room:
     def missing_for(self, state_vector: bytes) -> bytes:
         """What a peer with ``state_vector`` lacks (sync step 2)."""
         try:
-            decode_state_vector(state_vector)  # stricter than Yrs about trailing bytes
-            return self._doc.get_update(state_vector)
-        except ValueError:
+            decode_state_vector(state_vector)  # stricter than Yrs: trailing bytes, ranges
+            return self._replica.encode(state_vector)
+        except (FormatError, InvalidUpdate) as exc:
             raise InvalidUpdate(
-                "the state vector could not be decoded",
+                f"the state vector could not be used: {exc}",
                 code=ErrorCode.INVALID_STATE_VECTOR,
                 doc=self.name,
             ) from None
@@ -132,15 +142,28 @@ class Room:
         update: bytes,
         on_durable: Callable[[int], None] | None = None,
     ) -> int | None:
-        """Apply, broadcast and queue a peer's update. Returns the seq assigned,
-        or None when the update changes nothing (it is then not logged, but
-        ``on_durable`` still runs, with the seq that covers it, once that is
-        durable). Raises InvalidUpdate; the document is then unchanged."""
+        """Check, apply, broadcast and queue a peer's update. Returns the seq
+        assigned, or None when the update changes nothing (it is then not logged,
+        but ``on_durable`` still runs, with the seq that covers it, once that is
+        durable). Raises InvalidUpdate or Overloaded; the document is then
+        unchanged."""
         if not update:
             raise InvalidUpdate("the update is empty", doc=self.name)
-        if update == EMPTY_UPDATE or not self._apply(update):
+        ranges = self._replica.check(update)  # the one gate: collab.wire.yformat
+        self._writer.admit(len(update), doc=self.name)
+        try:
+            stored = self._replica.apply(update, ranges)
+        except DocumentDamaged as exc:
+            # The doc may hold part of an update that will never be logged: it is
+            # no longer the stored document. Drop it; it reloads from the store.
+            self.damaged = True
+            log.error("%r: %s; reloading it from the store", self.name, exc.message)
+            self._on_damaged(self, exc)
+            raise
+        if stored is None:
             self._queue_write(session, None, on_durable)
             return None
+        update = stored  # without what the document had already, if the peer resent it
 
         self.head_seq += 1
         seq = self.head_seq
@@ -157,60 +180,15 @@ class Room:
         self._queue_write(session, record, on_durable, snapshot_after=snapshot_due)
         return seq
 
-    def _apply(self, update: bytes) -> bool:
-        """Apply to the doc; True when the update must be logged (it changed the
-        doc, or waits for dependencies), False for a replay."""
-        before = self._doc.get_state()
-        if _may_be_replay(update, before):
-            # Deletions only, or structs the room has: whether it changed anything
-            # shows only in a change event, so this one apply is observed. (A
-            # permanent observer would cost every update an event.)
-            changed = False
-
-            def on_change(_event: Any) -> None:
-                nonlocal changed
-                changed = True
-
-            subscription = self._doc.observe(on_change)
-            try:
-                self._apply_to_doc(update)
-            finally:
-                self._doc.unobserve(subscription)
-            return changed or not self.covers(update)
-        self._apply_to_doc(update)
-        if self._doc.get_state() != before:
-            return True
-        # Nothing new was integrated although the update looked new: its structs wait
-        # for their dependencies (Yrs holds them pending), so it must be logged. An
-        # update whose deletions cannot be judged without a change event is logged
-        # too, which is safe.
-        ranges = self._ranges(update)
-        return bool(ranges.deletes) or not ranges.integrated_in(self._integrated())
-
-    def _apply_to_doc(self, update: bytes) -> None:
-        try:
-            self._doc.apply_update(update)
-        except ValueError as exc:
-            raise InvalidUpdate(f"the update could not be applied: {exc}", doc=self.name) from None
-
-    def _ranges(self, update: bytes) -> UpdateRanges:
-        try:
-            return update_ranges(update)
-        except FormatError as exc:
-            # pycrdt reads some foreign bytes (a v2 update, for one) as an empty v1
-            # update without complaint; the strict reader does not.
-            raise InvalidUpdate(
-                f"the update could not be decoded as a Yjs v1 update: {exc}", doc=self.name
-            ) from None
-
-    def _integrated(self) -> dict[int, int]:
-        return decode_state_vector(self._doc.get_state())
-
     def covers(self, update: bytes) -> bool:
         """True when the room holds every struct ``update`` carries and every item
-        its deletions refer to. Raises InvalidUpdate for bytes that are not a v1
-        update."""
-        return self._ranges(update).integrated_in(self._integrated())
+        its deletions refer to. Raises InvalidUpdate for bytes the strict reader
+        refuses."""
+        return self._replica.check(update).integrated_in(self._replica.state())
+
+    def encode_state(self) -> bytes:
+        """The whole document as one update (what waits for dependencies included)."""
+        return self._replica.encode()
 
     def _queue_write(
         self,
@@ -246,7 +224,14 @@ class Room:
                 code=ErrorCode.INVALID_AWARENESS,
                 doc=self.name,
             ) from None
-        self._awareness.apply_awareness_update(update, session)
+        try:
+            self._awareness.apply_awareness_update(update, session)
+        except Exception as exc:  # pycrdt's awareness is Python: no panics, but guard it
+            raise InvalidUpdate(
+                f"the awareness update could not be applied: {exc}",
+                code=ErrorCode.INVALID_AWARENESS,
+                doc=self.name,
+            ) from None
 
     def awareness_snapshot(self) -> bytes | None:
         clients = list(self._awareness.states)
@@ -291,19 +276,3 @@ class Room:
 
     def __repr__(self) -> str:
         return f"<Room {self.name!r} seq={self.head_seq} sessions={len(self.sessions)}>"
-
-
-def _may_be_replay(update: bytes, state_vector: bytes) -> bool:
-    """Guess, from the first struct group's header alone, whether an update holds
-    nothing but deletions or starts with structs the document has. The guess only
-    picks the cheaper exact way to tell a replay; it never decides the outcome."""
-    reader = Reader(update)
-    try:
-        if reader.read_var_uint() == 0:
-            return True
-        reader.read_var_uint()  # number of structs in the group
-        client = reader.read_var_uint()
-        clock = reader.read_var_uint()
-        return clock < decode_state_vector(state_vector).get(client, 0)
-    except FormatError:
-        return True  # the observed path reports it

@@ -7,6 +7,11 @@ transaction, and only then runs each entry's ``on_durable`` callback, which send
 the ACK. A failed write keeps its batch queued and is retried with backoff, so
 nothing is acknowledged that is not stored and nothing queued is dropped.
 
+The queue is bounded in bytes (``write_queue_bytes``): rooms ask :meth:`Writer.admit`
+before they apply an update, and past the bound, or while the store is failing,
+the update is refused (``Overloaded``) before anything changes, so a store that
+stops writing (a full disk) costs no memory and loses nothing acknowledged.
+
 Snapshots are written by a second task, after the updates they cover are durable.
 """
 
@@ -22,7 +27,7 @@ from itertools import islice
 
 from collab.config import Settings
 from collab.core.history import state_at
-from collab.errors import SeqConflict, StoreError
+from collab.errors import Overloaded, SeqConflict, StoreError
 from collab.store.base import SnapshotRecord, Store, UpdateRecord
 from collab.tasks import TaskGroup
 
@@ -62,11 +67,32 @@ class Writer:
         self._snapshots_idle.set()
         self._tasks = TaskGroup(log)
         self._stopping = False
+        self._queued_bytes = 0
+        self.failure: Exception | None = None  # the store error of the current episode
+        self._failing_since = 0.0
         self.batches_committed = 0
 
     @property
     def queued(self) -> int:
         return len(self._queue)
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._queued_bytes
+
+    def admit(self, size: int, *, doc: str | None = None) -> None:
+        """Raise Overloaded unless an update of ``size`` bytes may be queued now."""
+        if self.failure is not None:
+            raise Overloaded(
+                "the store is failing; the update was not applied, send it again later",
+                doc=doc,
+            )
+        limit = self._settings.write_queue_bytes
+        if self._queued_bytes and self._queued_bytes + size > limit:
+            raise Overloaded(
+                "the write queue is full; the update was not applied, send it again later",
+                doc=doc,
+            )
 
     def start(self) -> None:
         self._tasks.spawn(self._commit_loop(), name="writer-commit")
@@ -76,6 +102,8 @@ class Writer:
         if self._stopping:
             raise StoreError("the writer is shutting down")
         self._queue.append(entry)
+        if entry.record is not None:
+            self._queued_bytes += len(entry.record.data)
         self._idle.clear()
         self._wakeup.set()
 
@@ -115,27 +143,49 @@ class Writer:
                 except SeqConflict as exc:
                     if self._drop_conflicting(exc):
                         continue
-                    self._log_failure(exc, delay)
+                    self._failed(exc, delay)
                 except Exception as exc:
-                    self._log_failure(exc, delay)
+                    self._failed(exc, delay)
                 else:
                     delay = first_delay
+                    self._recovered()
                     self._complete(batch)
                     continue
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._settings.write_retry_max_s)
             self._idle.set()
 
-    def _log_failure(self, exc: Exception, delay: float) -> None:
-        if isinstance(exc, StoreError):
-            log.warning("store write failed, retrying in %.2fs: %s", delay, exc)
+    def _failed(self, exc: Exception, delay: float) -> None:
+        """A commit failed: logged once per episode, with the store's own error."""
+        if self.failure is None:
+            self._failing_since = time.monotonic()
+            log.error(
+                "store writes are failing (%d updates, %d bytes queued; new updates are "
+                "refused until it recovers; retrying every %.2f-%.1fs): %s",
+                len(self._queue),
+                self._queued_bytes,
+                delay,
+                self._settings.write_retry_max_s,
+                exc,
+                exc_info=None if isinstance(exc, StoreError) else exc,
+            )
         else:
-            log.error("store write failed, retrying in %.2fs", delay, exc_info=exc)
+            log.debug("store write failed again, retrying in %.2fs: %s", delay, exc)
+        self.failure = exc
+
+    def _recovered(self) -> None:
+        if self.failure is not None:
+            log.warning(
+                "store writes recovered after %.1fs", time.monotonic() - self._failing_since
+            )
+            self.failure = None
 
     def _complete(self, batch: list[PendingWrite]) -> None:
         self.batches_committed += 1
-        for _ in batch:
+        for entry in batch:
             self._queue.popleft()
+            if entry.record is not None:
+                self._queued_bytes -= len(entry.record.data)
         for entry in batch:
             if entry.on_durable is not None:
                 try:
@@ -158,6 +208,7 @@ class Writer:
         log.error("store rejected updates for %r: %s", doc, exc)
         self._queue.clear()
         self._queue.extend(kept)
+        self._queued_bytes = sum(len(e.record.data) for e in kept if e.record is not None)
         try:
             self._on_conflict(doc, exc)
         except Exception:

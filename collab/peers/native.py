@@ -51,7 +51,7 @@ from collab.wire.native import (
     validate_document_name,
 )
 
-log = logging.getLogger("collab.wire.native")
+log = logging.getLogger("collab.protocol")
 
 
 class ConnectionState(Enum):

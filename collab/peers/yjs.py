@@ -15,13 +15,13 @@ import logging
 from collab.auth import Identity, Role
 from collab.core.manager import RoomManager
 from collab.core.session import Session, SessionState
-from collab.errors import CloseCode, CollabError
+from collab.errors import CloseCode, CollabError, Overloaded
 from collab.peers.transport import Transport, close_reason, new_connection_id
 from collab.store.base import Origin
 from collab.wire import yjs as yjs_protocol
 from collab.wire.yjs import YJS_FRAMES, YjsKind
 
-log = logging.getLogger("collab.wire.native")
+log = logging.getLogger("collab.protocol")
 
 
 class YjsConnection:
@@ -68,6 +68,9 @@ class YjsConnection:
             return
         try:
             self._dispatch(yjs_protocol.decode(frame))
+        except Overloaded as exc:
+            # Reconnecting later resends everything unacknowledged (sync step 2).
+            self._fail(CloseCode.TRY_AGAIN_LATER, exc.message)
         except CollabError as exc:
             self._fail(exc.close_code or CloseCode.PROTOCOL_ERROR, exc.message)
         except Exception:

@@ -9,6 +9,7 @@ allows one at a time anyway) and one reader, which WAL lets run beside it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import sqlite3
@@ -244,7 +245,7 @@ class SQLiteStore(Store):
                     )
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise
             self.stats.log_rows_written += len(ordered)
             self.stats.append_batches += 1
@@ -305,6 +306,15 @@ class SQLiteStore(Store):
             (doc, at_or_before_seq if at_or_before_seq is not None else 2**63 - 1),
         ).fetchone()
         return SnapshotRecord(*row) if row else None
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back after a failure without hiding it: SQLite may have rolled the
+    transaction back already (a full disk does), and ROLLBACK would then fail
+    with "no transaction is active" in place of the real error."""
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
 
 
 def _insert_updates(conn: sqlite3.Connection, batch: Sequence[UpdateRecord]) -> None:

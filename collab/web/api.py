@@ -16,14 +16,16 @@ from tornado import httputil
 from collab.auth import Identity
 from collab.core import history
 from collab.errors import AccessDenied, StoreError
+from collab.web.access_log import RedactingHandlerMixin
 
 if TYPE_CHECKING:
     from collab.app import CollabServer
 
 MAX_HISTORY_PAGE = 1000
+MAX_SEQ = 2**63 - 1  # seqs are SQLite INTEGERs (and MongoDB longs): signed 64 bits
 
 
-class ApiHandler(tornado.web.RequestHandler):
+class ApiHandler(RedactingHandlerMixin, tornado.web.RequestHandler):
     def initialize(self, server: CollabServer) -> None:
         self.server = server
 
@@ -68,8 +70,8 @@ class ApiHandler(tornado.web.RequestHandler):
             value = int(raw)
         except ValueError:
             raise tornado.web.HTTPError(400, f"{name} must be an integer") from None
-        if value < 0:
-            raise tornado.web.HTTPError(400, f"{name} must not be negative")
+        if not 0 <= value <= MAX_SEQ:
+            raise tornado.web.HTTPError(400, f"{name} must be between 0 and {MAX_SEQ}")
         return value
 
     def on_store_error(self, exc: StoreError) -> NoReturn:
@@ -77,16 +79,37 @@ class ApiHandler(tornado.web.RequestHandler):
         raise tornado.web.HTTPError(503, f"store unavailable: {exc}")
 
 
+def status_of(server: CollabServer) -> dict[str, Any]:
+    writer = server.rooms.writer
+    failure = writer.failure
+    return {
+        "instance": server.settings.instance_id,
+        "connections": len(server.sockets),
+        "rooms": len(server.rooms.rooms),
+        "write_queue": writer.queued,
+        "write_queue_bytes": writer.queued_bytes,
+        "store": "ok" if failure is None else "failing",
+        "store_error": None if failure is None else str(failure),
+    }
+
+
 class HealthHandler(ApiHandler):
+    """``/healthz``: the process lives and answers (200 even while the store fails:
+    restarting the process would not help)."""
+
     def get(self) -> None:
+        self.write_json({"status": "ok", **status_of(self.server)})
+
+
+class ReadyHandler(ApiHandler):
+    """``/readyz``: whether this instance can take edits now: 503 with the reason
+    while the store is failing, so that a load balancer sends peers elsewhere."""
+
+    def get(self) -> None:
+        status = status_of(self.server)
+        ready = status["store"] == "ok"
         self.write_json(
-            {
-                "status": "ok",
-                "instance": self.server.settings.instance_id,
-                "connections": len(self.server.sockets),
-                "rooms": len(self.server.rooms.rooms),
-                "write_queue": self.server.rooms.writer.queued,
-            }
+            {"status": "ready" if ready else "unavailable", **status}, 200 if ready else 503
         )
 
 

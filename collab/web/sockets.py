@@ -16,6 +16,7 @@ from collab.errors import AccessDenied, CloseCode, ProtocolError
 from collab.peers.native import NativeConnection
 from collab.peers.transport import close_reason
 from collab.peers.yjs import YjsConnection
+from collab.web.access_log import RedactingHandlerMixin
 from collab.wire.native import validate_document_name
 
 if TYPE_CHECKING:
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("collab.access")
 
 
-class SocketHandler(tornado.websocket.WebSocketHandler):
+class SocketHandler(RedactingHandlerMixin, tornado.websocket.WebSocketHandler):
     connection: NativeConnection | YjsConnection | None
 
     def initialize(self, server: CollabServer) -> None:

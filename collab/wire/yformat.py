@@ -1,24 +1,50 @@
 """Yjs binary formats, read strictly: varints, state vectors, awareness updates and
-the clock ranges an update (v1) carries.
+updates (v1).
 
-pycrdt applies and encodes updates; this module only answers questions pycrdt
-cannot: is every byte of a y-protocols message present (its own decoder reads past
-the end or truncates silently), and which clock ranges does an update contain, so
-that the server can tell a duplicate from an update still waiting for its
-dependencies (which Yrs holds as "pending" and leaves out of ``get_update()``).
+This is the one gate every byte from a peer passes before pycrdt sees it.
+pycrdt (Yrs) and Yjs in JavaScript do not read the same bytes the same way: Yrs
+ignores trailing bytes, wraps clocks past 32 bits and client ids past 53 bits,
+and recurses without a bound into nested values (a deep enough one crashes the
+process); Yjs cannot read integers past 53 bits, throws on JSON it cannot parse
+and reads some rare contents with another layout than Yrs. :func:`check_update`
+accepts an update only when both would read exactly the same thing from its
+first byte to its last, within the limits below, and it also answers the
+question pycrdt cannot: which clock ranges the update carries, so that the server
+can tell a replay from an update still waiting for its dependencies (which Yrs
+holds as "pending" and leaves out of ``get_update()``).
+
+Limits (docs/PROTOCOL.md, "What an update may contain"):
+
+- client ids below 2**53 (JavaScript's safe integers), clocks and lengths ending
+  below 2**32 (Yrs keeps clocks in 32 bits);
+- values (``ContentAny``, embeds, format attributes, awareness states) nested at
+  most :data:`MAX_VALUE_DEPTH` levels; integers within 53 bits; no BigInt values
+  (Yrs turns them into floats);
+- no empty items or deletions, no two struct groups for one client (Yjs keeps only
+  the last), no two delete sets for one client (Yrs keeps only the last);
+- an item names only older items of its own client (Yjs fails on anything else);
+- legacy JSON content and XmlHook types are refused: Yrs and Yjs disagree on their
+  layout, so a document holding them would differ between the two; sub-document
+  options are limited to the boolean ``gc``, ``autoLoad``, ``shouldLoad`` and the
+  integer ``encoding``, which both keep alike.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, field
 from typing import Any
 
 MAX_VARUINT_BYTES = 10  # 64 bits
+MAX_SAFE_INTEGER = 2**53 - 1  # JavaScript's Number.MAX_SAFE_INTEGER: lib0's integer limit
+MAX_CLIENT_ID = MAX_SAFE_INTEGER
+CLOCK_LIMIT = 2**32 - 1  # a struct must end at or below it: Yrs clocks are u32
+MAX_VALUE_DEPTH = 64  # nesting of arrays and maps inside one value
 
 
 class FormatError(ValueError):
-    """The bytes do not follow the Yjs/lib0 encoding."""
+    """The bytes do not follow the Yjs/lib0 encoding, or go past a limit."""
 
 
 class Reader:
@@ -33,6 +59,10 @@ class Reader:
     @property
     def at_end(self) -> bool:
         return self._pos >= len(self._data)
+
+    @property
+    def position(self) -> int:
+        return self._pos
 
     @property
     def remaining(self) -> int:
@@ -88,33 +118,94 @@ class Reader:
         except UnicodeDecodeError as exc:
             raise FormatError(f"string is not valid UTF-8: {exc}") from None
 
-    def read_any(self, depth: int = 0) -> Any:
-        """lib0's ``readAny``; the value is read only to skip over it."""
-        if depth > 64:
-            raise FormatError("value nests too deeply")
+    # -- bounded reads: what both Yrs and Yjs read alike ------------------------------
+
+    def read_safe_uint(self, what: str) -> int:
+        value = self.read_var_uint()
+        if value > MAX_SAFE_INTEGER:
+            raise FormatError(f"{what} {value} is past 2**53")
+        return value
+
+    def read_client(self) -> int:
+        return self.read_safe_uint("client id")
+
+    def read_clock(self) -> int:
+        value = self.read_var_uint()
+        if value >= CLOCK_LIMIT:
+            raise FormatError(f"clock {value} is past 2**32")
+        return value
+
+    def read_id(self) -> tuple[int, int]:
+        return self.read_client(), self.read_clock()
+
+    def read_any(self, depth: int = 0) -> None:
+        """Skip one lib0 ``writeAny`` value, nested at most MAX_VALUE_DEPTH levels."""
+        if depth > MAX_VALUE_DEPTH:
+            raise FormatError(f"value nests deeper than {MAX_VALUE_DEPTH} levels")
         tag = self.read_u8()
         if tag in (127, 126, 121, 120):  # undefined, null, false, true
-            return None
+            return
         if tag == 125:
-            return self.read_var_int()
-        if tag == 124:
-            return self.read_bytes(4)
-        if tag in (123, 122):  # float64, bigint64
-            return self.read_bytes(8)
-        if tag == 119:
-            return self.read_var_string()
-        if tag == 118:
+            if abs(self.read_var_int()) > MAX_SAFE_INTEGER:
+                raise FormatError("integer value is past 2**53")
+        elif tag == 124:
+            self.read_bytes(4)
+        elif tag == 123:  # float64
+            self.read_bytes(8)
+        elif tag == 122:
+            raise FormatError("bigint values are not accepted (Yrs reads them back as floats)")
+        elif tag == 119:
+            self.read_var_string()
+        elif tag == 118:
             for _ in range(self.read_var_uint()):
                 self.read_var_string()
                 self.read_any(depth + 1)
-            return None
-        if tag == 117:
+        elif tag == 117:
             for _ in range(self.read_var_uint()):
                 self.read_any(depth + 1)
-            return None
-        if tag == 116:
-            return self.read_var_bytes()
-        raise FormatError(f"unknown value tag {tag}")
+        elif tag == 116:
+            self.read_var_bytes()
+        else:
+            raise FormatError(f"unknown value tag {tag}")
+
+    def read_json(self, what: str) -> Any:
+        """A JSON text as Yjs reads it (``JSON.parse``), nested within the limit."""
+        return parse_json(self.read_var_string(), what)
+
+
+def parse_json(text: str, what: str) -> Any:
+    """Parse JSON as strictly as ``JSON.parse`` (no NaN or Infinity) and refuse
+    values nested deeper than MAX_VALUE_DEPTH."""
+    # ValueError covers bad JSON and integers past Python's digit limit;
+    # RecursionError, arrays or objects nested past the recursion limit.
+    try:
+        value = json.loads(text, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as exc:
+        raise FormatError(f"{what} is not JSON: {exc}") from None
+    if json_depth(value) > MAX_VALUE_DEPTH:
+        raise FormatError(f"{what} nests deeper than {MAX_VALUE_DEPTH} levels")
+    return value
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def json_depth(value: Any) -> int:
+    """How many arrays and objects deep ``value`` nests (0 for a scalar)."""
+    deepest = 0
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+        else:
+            deepest = max(deepest, depth)
+            continue
+        deepest = max(deepest, depth + 1)
+    return deepest
 
 
 def decode_state_vector(data: bytes) -> dict[int, int]:
@@ -122,8 +213,8 @@ def decode_state_vector(data: bytes) -> dict[int, int]:
     reader = Reader(data)
     result: dict[int, int] = {}
     for _ in range(reader.read_var_uint()):
-        client = reader.read_var_uint()
-        result[client] = reader.read_var_uint()
+        client = reader.read_client()
+        result[client] = reader.read_clock()
     if not reader.at_end:
         raise FormatError("trailing bytes after state vector")
     return result
@@ -144,34 +235,63 @@ def decode_awareness_update(data: bytes) -> list[AwarenessEntry]:
     reader = Reader(data)
     entries = []
     for _ in range(reader.read_var_uint()):
-        client_id = reader.read_var_uint()
-        clock = reader.read_var_uint()
-        raw = reader.read_var_string()
-        # ValueError covers bad JSON and integers past Python's digit limit;
-        # RecursionError, arrays or objects nested past the recursion limit.
-        try:
-            state = json.loads(raw)
-        except (ValueError, RecursionError) as exc:
-            raise FormatError(f"awareness state of client {client_id} is not JSON: {exc}") from None
+        client_id = reader.read_client()
+        clock = reader.read_safe_uint("awareness clock")
+        state = reader.read_json(f"awareness state of client {client_id}")
         if state is not None and not isinstance(state, dict):
             raise FormatError(f"awareness state of client {client_id} must be an object or null")
         entries.append(AwarenessEntry(client_id, clock, state))
+    if not reader.at_end:
+        raise FormatError("trailing bytes after the awareness update")
     return entries
 
 
-# -- update clock ranges ----------------------------------------------------------------
+# -- updates ------------------------------------------------------------------------------
 
-_XML_ELEMENT, _XML_HOOK = 3, 5
+# Struct kinds (the low five bits of a struct's info byte).
+GC, DELETED, JSON, BINARY, STRING, EMBED, FORMAT, TYPE, ANY, DOC, SKIP = range(11)
+_DOC_FLAGS = frozenset({"gc", "autoLoad", "shouldLoad"})  # boolean sub-document options
+# Type refs of a TYPE content: YArray, YMap, YText, YXmlElement, YXmlFragment,
+# YXmlHook, YXmlText.
+XML_ELEMENT, XML_HOOK, LAST_TYPE_REF = 3, 5, 6
+
+
+ID = tuple[int, int]  # (client, clock)
+
+
+@dataclass(frozen=True, slots=True)
+class Struct:
+    """One struct of an update: its clocks, the ids it names (what it needs before
+    it can be integrated), and where its bytes are."""
+
+    client: int
+    clock: int
+    end: int
+    kind: int  # GC, SKIP or an item's content kind
+    span: tuple[int, int]  # byte offsets in the update
+    content_at: int = 0  # byte offset of an item's content
+    origin: ID | None = None  # the item to its left when it was made
+    right_origin: ID | None = None  # the item to its right
+    parent: ID | None = None  # the parent type's item, when named by id
+    needs: tuple[ID, ...] = ()  # origin, right origin and parent, those present
+    # Clocks of the first halves of its characters outside the Basic Multilingual
+    # Plane (UTF-16 surrogate pairs), for string items.
+    astral: tuple[int, ...] = ()
+
+    @property
+    def skip(self) -> bool:
+        return self.kind == SKIP
 
 
 @dataclass(frozen=True, slots=True)
 class UpdateRanges:
     """What an update carries: struct ranges and deleted ranges, as
-    ``(client, start_clock, end_clock)`` with ``end`` exclusive. Skip structs,
-    which carry nothing, are left out."""
+    ``(client, start_clock, end_clock)`` with ``end`` exclusive (skip structs,
+    which carry nothing, are left out), and its structs by client, in order."""
 
     structs: tuple[tuple[int, int, int], ...]
     deletes: tuple[tuple[int, int, int], ...]
+    groups: tuple[tuple[Struct, ...], ...] = field(default=(), compare=False, repr=False)
 
     def integrated_in(self, state_vector: dict[int, int]) -> bool:
         """True when a document with ``state_vector`` holds everything this update
@@ -180,86 +300,350 @@ class UpdateRanges:
             state_vector.get(client, 0) >= end for client, _, end in self.structs + self.deletes
         )
 
+    def integrable_counts(self, state_vector: dict[int, int]) -> tuple[list[int], dict[int, int]]:
+        """How many structs of each group a document with ``state_vector`` can
+        integrate now, and its state vector once they are in.
 
-def update_ranges(update: bytes) -> UpdateRanges:
-    """Read the clock ranges of a v1 update (the format y-websocket and collab use)."""
+        This follows Yjs's ``integrateStructs`` and ``Item.getMissing``: a struct
+        waits while an earlier clock of its own client is missing, or while an item
+        it names is; it is checked even when the document holds it already."""
+        known = dict(state_vector)
+        counts = [0] * len(self.groups)
+        progress = True
+        while progress:
+            progress = False
+            for index, group in enumerate(self.groups):
+                position = counts[index]
+                while position < len(group):
+                    struct = group[position]
+                    if not struct.skip:
+                        if struct.clock > known.get(struct.client, 0):
+                            break  # a gap: the same client's earlier structs are missing
+                        if any(known.get(client, 0) <= clock for client, clock in struct.needs):
+                            break  # it names an item nobody has yet
+                        known[struct.client] = max(known.get(struct.client, 0), struct.end)
+                    position += 1
+                    progress = True
+                counts[index] = position
+        return counts, known
+
+
+def check_update(update: bytes) -> UpdateRanges:
+    """Read a v1 update (the format y-websocket and collab use) from its first byte
+    to its last and return what it carries. Raises FormatError for anything Yrs
+    and Yjs would not both read, and read alike (see the module)."""
     reader = Reader(update)
     structs: list[tuple[int, int, int]] = []
+    groups: list[tuple[Struct, ...]] = []
+    clients: set[int] = set()
     for _ in range(reader.read_var_uint()):
         count = reader.read_var_uint()
-        client = reader.read_var_uint()
-        clock = reader.read_var_uint()
+        client = reader.read_client()
+        if client in clients:
+            raise FormatError(f"two struct groups for client {client}")
+        clients.add(client)
+        clock = reader.read_clock()
         start = clock
+        group: list[Struct] = []
         for _ in range(count):
+            offset = reader.position
             info = reader.read_u8()
             kind = info & 0x1F
-            if kind == 10:  # Skip: a gap, nothing carried
+            if kind in (GC, SKIP):
+                if info != kind:
+                    raise FormatError(f"struct info {info} at {client}:{clock}")  # Yrs refuses it
+                length = reader.read_var_uint()
+                struct = Struct(client, clock, clock + length, kind, (offset, reader.position))
+            else:
+                struct = _check_item(reader, info, kind, client, clock, offset)
+                length = struct.end - clock
+                for need_client, need_clock in struct.needs:
+                    # Yjs integrates a client's structs in clock order and trusts
+                    # that an item names only older items of its own client.
+                    if need_client == client and need_clock >= clock:
+                        raise FormatError(
+                            f"the item at {client}:{clock} names a later item of its own client"
+                        )
+            if length == 0:
+                raise FormatError(f"an empty struct at {client}:{clock}")
+            if kind == SKIP:  # a gap: nothing carried
                 if clock > start:
                     structs.append((client, start, clock))
-                clock += reader.read_var_uint()
-                start = clock
-                continue
-            clock += reader.read_var_uint() if kind == 0 else _skip_item(reader, info, kind)
+                start = clock + length
+            group.append(struct)
+            clock += length
+            if clock >= CLOCK_LIMIT:
+                raise FormatError(f"client {client}'s structs run past clock 2**32")
         if clock > start:
             structs.append((client, start, clock))
+        groups.append(tuple(group))
     deletes: list[tuple[int, int, int]] = []
+    deleting: set[int] = set()
     for _ in range(reader.read_var_uint()):
-        client = reader.read_var_uint()
+        client = reader.read_client()
+        if client in deleting:
+            raise FormatError(f"two delete sets for client {client}")  # Yrs keeps one
+        deleting.add(client)
         for _ in range(reader.read_var_uint()):
-            clock = reader.read_var_uint()
+            clock = reader.read_clock()
             length = reader.read_var_uint()
+            if length == 0:
+                raise FormatError(f"an empty deletion at {client}:{clock}")
+            if clock + length >= CLOCK_LIMIT:
+                raise FormatError(f"a deletion of client {client} runs past clock 2**32")
             deletes.append((client, clock, clock + length))
     if not reader.at_end:
         raise FormatError("trailing bytes after the update (not a v1 update?)")
-    return UpdateRanges(tuple(structs), tuple(deletes))
+    return UpdateRanges(tuple(structs), tuple(deletes), tuple(groups))
 
 
-def _skip_item(reader: Reader, info: int, kind: int) -> int:
-    """Skip one item's header and content; return its length in clock units."""
-    if info & 0x80:  # origin id
-        reader.read_var_uint()
-        reader.read_var_uint()
-    if info & 0x40:  # right origin id
-        reader.read_var_uint()
-        reader.read_var_uint()
+@dataclass(frozen=True, slots=True)
+class Split:
+    """An update cut by what a document can integrate now (see split_update)."""
+
+    now: bytes | None  # what can be integrated now, without what the document has
+    later: bytes | None  # what waits for missing dependencies
+    whole: bytes  # both, as one update: the update as it is to be stored and relayed
+
+
+def split_update(
+    update: bytes,
+    ranges: UpdateRanges,
+    state_vector: dict[int, int],
+    as_gc: Collection[ID] = (),
+) -> Split:
+    """Cut a checked update by what a document with ``state_vector`` can integrate
+    now and what must wait for missing dependencies, as Yjs does with its pending
+    structs. Structs the document holds already are left out of ``now``, and one
+    it holds in part is cut where the document's clock is (with the item before
+    the cut as its origin, as Yjs writes such a struct), so that pycrdt never
+    integrates an item over one it has. The structs named in ``as_gc`` (by their
+    first id) are written as GC structs of the same length."""
+    counts, known = ranges.integrable_counts(state_vector)
+    overlaps = any(
+        group and group[0].clock < state_vector.get(group[0].client, 0) for group in ranges.groups
+    )
+    if (
+        not as_gc
+        and not overlaps
+        and all(count == len(group) for count, group in zip(counts, ranges.groups, strict=True))
+        and all(known.get(client, 0) >= end for client, _, end in ranges.deletes)
+    ):
+        return Split(update, None, update)
+    now_groups: list[bytes] = []
+    later_groups: list[bytes] = []
+    whole_groups: list[bytes] = []
+    for count, group in zip(counts, ranges.groups, strict=True):
+        if not group:
+            continue
+        have = state_vector.get(group[0].client, 0)
+        ready = _trim([s for s in group[:count] if s.end > have])
+        ready_bytes = [_struct_bytes(update, s, have, as_gc) for s in ready]
+        if ready_bytes:
+            now_groups.append(_group(ready[0].client, max(ready[0].clock, have), ready_bytes))
+        waiting = list(group[count:])
+        waiting_bytes = [_struct_bytes(update, s, 0, as_gc) for s in _trim(waiting)]
+        if waiting_bytes:
+            first = _trim(waiting)[0]
+            later_groups.append(_group(first.client, first.clock, waiting_bytes))
+        # The whole: what is new now, then everything from where it stops (skips
+        # between the two included, so the group stays contiguous).
+        if ready_bytes:
+            rest = [_struct_bytes(update, s, 0, as_gc) for s in waiting]
+            if rest and waiting[-1].skip:
+                rest = [_struct_bytes(update, s, 0, as_gc) for s in _trim(waiting)]
+            whole_groups.append(
+                _group(ready[0].client, max(ready[0].clock, have), ready_bytes + rest)
+            )
+        elif waiting_bytes:
+            whole_groups.append(later_groups[-1])
+    now_deletes: dict[int, list[tuple[int, int]]] = {}
+    later_deletes: dict[int, list[tuple[int, int]]] = {}
+    for client, start, end in ranges.deletes:
+        # Yjs deletes what it has at once and keeps the rest for later.
+        have = known.get(client, 0)
+        if start < have:
+            now_deletes.setdefault(client, []).append((start, min(end, have)))
+        if end > have:
+            later_deletes.setdefault(client, []).append((max(start, have), end))
+    all_deletes: dict[int, list[tuple[int, int]]] = {}
+    for client, start, end in ranges.deletes:
+        all_deletes.setdefault(client, []).append((start, end))
+    return Split(
+        _encode(now_groups, now_deletes) if now_groups or now_deletes else None,
+        _encode(later_groups, later_deletes) if later_groups or later_deletes else None,
+        _encode(whole_groups, all_deletes),
+    )
+
+
+def _trim(structs: list[Struct]) -> list[Struct]:
+    """Leading and trailing skip structs carry nothing: leave them out."""
+    first, last = 0, len(structs)
+    while first < last and structs[first].skip:
+        first += 1
+    while last > first and structs[last - 1].skip:
+        last -= 1
+    return structs[first:last]
+
+
+def _group(client: int, clock: int, structs: list[bytes]) -> bytes:
+    return var_uint(len(structs)) + var_uint(client) + var_uint(clock) + b"".join(structs)
+
+
+def _struct_bytes(update: bytes, struct: Struct, have: int, as_gc: Collection[ID]) -> bytes:
+    """One struct's bytes, as a GC struct if asked, cut at clock ``have`` if the
+    document holds its start already."""
+    gc = (struct.client, struct.clock) in as_gc
+    if struct.clock >= have:
+        if gc:
+            return bytes([GC]) + var_uint(struct.end - struct.clock)
+        return update[struct.span[0] : struct.span[1]]
+    # The document has [clock, have): keep [have, end), after the item at have - 1.
+    offset = have - struct.clock
+    if gc or struct.kind == GC:
+        return bytes([GC]) + var_uint(struct.end - have)
+    right = struct.right_origin
+    head = bytes([struct.kind | 0x80 | (0x40 if right else 0)])
+    head += var_uint(struct.client) + var_uint(have - 1)
+    if right is not None:
+        head += var_uint(right[0]) + var_uint(right[1])
+    reader = Reader(update[struct.content_at : struct.span[1]])
+    if struct.kind == DELETED:
+        return head + var_uint(struct.end - have)
+    if struct.kind == STRING:
+        # Never between the halves of a surrogate pair: the replica refuses that.
+        units = reader.read_var_string().encode("utf-16-le")[2 * offset :]
+        return head + _var_string(units.decode("utf-16-le"))
+    if struct.kind == ANY:
+        count = reader.read_var_uint()
+        for _ in range(offset):
+            reader.read_any()
+        return head + var_uint(count - offset) + reader.read_bytes(reader.remaining)
+    raise AssertionError(f"a struct of kind {struct.kind} has one clock: it cannot be cut")
+
+
+def _var_string(text: str) -> bytes:
+    data = text.encode()
+    return var_uint(len(data)) + data
+
+
+def _encode(groups: list[bytes], deletes: dict[int, list[tuple[int, int]]]) -> bytes:
+    parts = [var_uint(len(groups)), *groups, var_uint(len(deletes))]
+    for client, spans in deletes.items():
+        parts.append(var_uint(client) + var_uint(len(spans)))
+        parts.extend(var_uint(start) + var_uint(end - start) for start, end in spans)
+    return b"".join(parts)
+
+
+def var_uint(value: int) -> bytes:
+    """lib0 ``writeVarUint``."""
+    out = bytearray()
+    while value > 0x7F:
+        out.append(0x80 | (value & 0x7F))
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _check_item(
+    reader: Reader, info: int, kind: int, client: int, clock: int, offset: int
+) -> Struct:
+    """Check one item's header and content."""
+    origin = right_origin = parent = None
+    if info & 0x80:
+        origin = reader.read_id()
+    if info & 0x40:
+        right_origin = reader.read_id()
     if not info & 0xC0:
-        if reader.read_var_uint() == 1:  # parent is a root type, named by key
+        parent_info = reader.read_var_uint()
+        if parent_info == 1:  # parent is a root type, named by key
             reader.read_var_string()
-        else:  # parent is an item id
-            reader.read_var_uint()
-            reader.read_var_uint()
+        elif parent_info == 0:  # parent is an item id
+            parent = reader.read_id()
+        else:
+            raise FormatError(f"unknown parent info {parent_info}")
         if info & 0x20:  # parent sub (map key)
             reader.read_var_string()
-    if kind == 1:  # deleted
+    content_at = reader.position
+    astral: tuple[int, ...] = ()
+    if kind == STRING:  # clocks count UTF-16 code units
+        text = reader.read_var_string()
+        length = len(text.encode("utf-16-le")) // 2
+        if length != len(text):
+            astral = _astral_clocks(text, clock)
+    else:
+        length = _check_content(reader, kind)
+    needs = tuple(id_ for id_ in (origin, right_origin, parent) if id_ is not None)
+    return Struct(
+        client,
+        clock,
+        clock + length,
+        kind,
+        (offset, reader.position),
+        content_at,
+        origin,
+        right_origin,
+        parent,
+        needs,
+        astral,
+    )
+
+
+def _astral_clocks(text: str, clock: int) -> tuple[int, ...]:
+    clocks = []
+    for char in text:
+        if ord(char) > 0xFFFF:
+            clocks.append(clock)
+            clock += 2
+        else:
+            clock += 1
+    return tuple(clocks)
+
+
+def _check_content(reader: Reader, kind: int) -> int:
+    """Check one item's content; return its length in clock units."""
+    if kind == DELETED:
         return reader.read_var_uint()
-    if kind == 2:  # JSON
-        count = reader.read_var_uint()
-        for _ in range(count):
-            reader.read_var_string()
-        return count
-    if kind == 3:  # binary
+    if kind == BINARY:
         reader.read_var_bytes()
         return 1
-    if kind == 4:  # string: clocks count UTF-16 code units
-        return len(reader.read_var_string().encode("utf-16-le")) // 2
-    if kind == 5:  # embed
-        reader.read_var_string()
+    if kind == EMBED:
+        reader.read_json("an embed")
         return 1
-    if kind == 6:  # format
+    if kind == FORMAT:
         reader.read_var_string()
-        reader.read_var_string()
+        reader.read_json("a format attribute")
         return 1
-    if kind == 7:  # type
-        if reader.read_var_uint() in (_XML_ELEMENT, _XML_HOOK):
+    if kind == TYPE:
+        type_ref = reader.read_var_uint()
+        if type_ref == XML_HOOK:
+            raise FormatError("XmlHook types are not accepted (Yrs and Yjs read them apart)")
+        if type_ref > LAST_TYPE_REF:
+            raise FormatError(f"unknown type ref {type_ref}")
+        if type_ref == XML_ELEMENT:
             reader.read_var_string()
         return 1
-    if kind == 8:  # any
+    if kind == ANY:
         count = reader.read_var_uint()
         for _ in range(count):
             reader.read_any()
         return count
-    if kind == 9:  # sub-document
-        reader.read_var_string()
-        reader.read_any()
+    if kind == DOC:
+        reader.read_var_string()  # guid
+        if reader.read_u8() != 118:  # Yjs spreads the options into an object
+            raise FormatError("a sub-document's options must be a map")
+        for _ in range(reader.read_var_uint()):
+            key = reader.read_var_string()
+            tag = reader.read_u8()
+            # Yjs and Yrs keep different options, of different types; only those
+            # both read alike are accepted.
+            if key in _DOC_FLAGS and tag in (120, 121):
+                continue
+            if key == "encoding" and tag == 125:
+                reader.read_var_int()
+                continue
+            raise FormatError(f"sub-document option {key!r} is not accepted with this type")
         return 1
+    if kind == JSON:
+        raise FormatError("legacy JSON content is not accepted (Yrs and Yjs read it apart)")
     raise FormatError(f"unknown struct content kind {kind}")

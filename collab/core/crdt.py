@@ -1,0 +1,57 @@
+"""Every call into pycrdt with bytes from outside goes through here.
+
+pycrdt raises ``ValueError`` when it cannot decode bytes (nothing was changed),
+``RuntimeError`` when integrating a decoded update failed, and, from a Rust
+panic, ``pyo3_runtime.PanicException``, which derives from ``BaseException`` and
+so slips past ``except Exception``. The last two may leave a document half
+changed. The strict reader (collab.wire.yformat) runs first, so none of this
+should happen; if it does, it is an error report here, never a crash.
+"""
+
+from __future__ import annotations
+
+import pycrdt
+
+from collab.errors import DocumentDamaged, InvalidUpdate
+
+
+def is_panic(exc: BaseException) -> bool:
+    """True for pyo3's PanicException (not importable: pyo3 creates it lazily)."""
+    return type(exc).__name__ == "PanicException"
+
+
+def apply_update(doc: pycrdt.Doc, update: bytes, *, doc_name: str | None = None) -> None:
+    """Apply an update. Raises InvalidUpdate when pycrdt cannot decode it (the doc is
+    unchanged), DocumentDamaged when it failed while integrating."""
+    try:
+        doc.apply_update(update)
+    except ValueError as exc:
+        raise InvalidUpdate(f"the update could not be applied: {exc}", doc=doc_name) from None
+    except BaseException as exc:
+        if isinstance(exc, RuntimeError) or is_panic(exc):
+            raise DocumentDamaged(
+                f"the update could not be integrated: {exc}", doc=doc_name
+            ) from None
+        raise
+
+
+def diff(doc: pycrdt.Doc, state_vector: bytes, *, doc_name: str | None = None) -> bytes:
+    """What a peer with ``state_vector`` lacks. Raises InvalidUpdate."""
+    try:
+        return doc.get_update(state_vector)
+    except BaseException as exc:
+        if isinstance(exc, (ValueError, RuntimeError)) or is_panic(exc):
+            raise InvalidUpdate(
+                f"the state vector could not be used: {exc}", doc=doc_name
+            ) from None
+        raise
+
+
+def merge(updates: list[bytes]) -> bytes:
+    """Merge checked updates into one (an encoding step: nothing is integrated)."""
+    try:
+        return pycrdt.merge_updates(*updates)
+    except BaseException as exc:
+        if isinstance(exc, (ValueError, RuntimeError)) or is_panic(exc):
+            raise InvalidUpdate(f"the updates could not be merged: {exc}") from None
+        raise

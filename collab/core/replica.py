@@ -1,0 +1,246 @@
+"""A replica: a pycrdt Doc that integrates updates exactly as Yjs does.
+
+Yrs keeps structs whose dependencies are missing in a "pending" store of its own,
+and integrating around them can leave its document different from what Yjs makes
+of the same bytes (a struct waiting behind a clock gap may already have replaced
+a map entry, for one). So no update with a missing dependency ever reaches pycrdt:
+the replica splits each update into what can be integrated now, which it applies,
+and what must wait (collab.wire.yformat.split_update), which it keeps and retries
+whenever something new was integrated. The Yjs documents of peers hold the same
+parts as their own pending structs, so both sides stay identical.
+
+Likewise an item whose parent (named by id) exists but is not a type: Yjs turns it
+into a GC struct, Yrs fails half-way through the update. The replica knows which
+items are types and writes such an item as a GC struct before pycrdt sees it.
+
+And an update that would cut a character outside the Basic Multilingual Plane
+(two UTF-16 code units, one clock each) in two, by deleting or inserting between
+its halves, is refused: Yjs replaces the halves with U+FFFD, Yrs keeps the
+character whole and shifts the cut, so the two would disagree on the text. The
+replica knows where such characters are.
+
+Every update given to a replica has passed the strict reader first
+(``check_update``); its dependencies are read from there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pycrdt
+
+from collab.core import crdt
+from collab.errors import InvalidUpdate
+from collab.wire.yformat import (
+    ID,
+    TYPE,
+    FormatError,
+    UpdateRanges,
+    check_update,
+    decode_state_vector,
+    split_update,
+)
+
+EMPTY_UPDATE = b"\x00\x00"
+
+
+class Replica:
+    """A document and the update parts that wait for their dependencies."""
+
+    def __init__(self, *, name: str | None = None, max_waiting_bytes: int | None = None) -> None:
+        self.doc: pycrdt.Doc = pycrdt.Doc()
+        self.name = name
+        self.waiting: list[tuple[bytes, UpdateRanges]] = []
+        self.waiting_bytes = 0
+        self._max_waiting_bytes = max_waiting_bytes
+        self._types: dict[int, set[int]] = {}  # client -> clocks of integrated type items
+        self._astral: dict[int, set[int]] = {}  # client -> clocks of surrogate pairs' first halves
+
+    def state(self) -> dict[int, int]:
+        """The state vector of what is integrated: ``{client: next clock}``."""
+        return decode_state_vector(self.doc.get_state())
+
+    def apply(
+        self, update: bytes, ranges: UpdateRanges | None = None, *, bounded: bool = True
+    ) -> bytes | None:
+        """Integrate what can be integrated now, keep the rest. Returns the update as
+        it is to be stored and relayed (itself, or an equivalent form without what
+        the document had already) when it changes the document, now or once what it
+        waits for arrives; None when it brings nothing new (a replay). Raises
+        InvalidUpdate (nothing was changed) or DocumentDamaged (pycrdt failed while
+        integrating)."""
+        if ranges is None:
+            ranges = self.check(update)
+        state = self.state()
+        if ranges.integrated_in(state) and not ranges.deletes:
+            return None  # every struct is here and nothing is deleted
+        self._refuse_cut_characters(ranges, state)
+        split = split_update(update, ranges, state, self._untyped_parents(ranges, state))
+        now, later = split.now, split.later
+        if later is not None:
+            if any(later == waiting for waiting, _ in self.waiting):
+                later = None  # sent again while it still waits
+            elif (
+                bounded
+                and self._max_waiting_bytes is not None
+                and self.waiting_bytes + len(later) > self._max_waiting_bytes
+            ):
+                raise InvalidUpdate(
+                    "the update waits for items this document does not have, and "
+                    f"{self.waiting_bytes} bytes wait already; send what it depends on first",
+                    doc=self.name,
+                )
+        changed = False
+        if now is not None:
+            now_ranges = ranges if now is update else self.check(now)
+            changed = self._integrate(now, now_ranges, state)
+            self._learn(now_ranges)
+        if later is not None:
+            self.waiting.append((later, self.check(later)))
+            self.waiting_bytes += len(later)
+            changed = True
+        if changed and self.waiting:
+            self._retry_waiting()
+        return split.whole if changed else None
+
+    def check(self, update: bytes) -> UpdateRanges:
+        try:
+            return check_update(update)
+        except FormatError as exc:
+            raise InvalidUpdate(
+                f"the update is not a valid Yjs v1 update: {exc}", doc=self.name
+            ) from None
+
+    def _integrate(self, update: bytes, ranges: UpdateRanges, state: dict[int, int]) -> bool:
+        """Apply an update whose every dependency is here; True if it changed the doc."""
+        if not ranges.integrated_in(state):
+            crdt.apply_update(self.doc, update, doc_name=self.name)
+            return True
+        # Only deletions of items the doc has: whether one is new shows only in a
+        # change event, so this one apply is observed. (A permanent observer would
+        # cost every update an event.)
+        changed = False
+
+        def on_change(_event: Any) -> None:
+            nonlocal changed
+            changed = True
+
+        subscription = self.doc.observe(on_change)
+        try:
+            crdt.apply_update(self.doc, update, doc_name=self.name)
+        finally:
+            self.doc.unobserve(subscription)
+        return changed
+
+    def _retry_waiting(self) -> None:
+        progress = True
+        while progress:
+            progress = False
+            state = self.state()
+            for index, (waiting, ranges) in enumerate(self.waiting):
+                split = split_update(waiting, ranges, state, self._untyped_parents(ranges, state))
+                now, later = split.now, split.later
+                if now is None:
+                    continue
+                now_ranges = self.check(now)
+                self._integrate(now, now_ranges, state)
+                self._learn(now_ranges)
+                self.waiting_bytes -= len(waiting)
+                if later is None:
+                    del self.waiting[index]
+                else:
+                    self.waiting[index] = (later, self.check(later))
+                    self.waiting_bytes += len(later)
+                progress = True
+                break  # the state changed: start over
+
+    def _untyped_parents(self, ranges: UpdateRanges, state: dict[int, int]) -> set[ID]:
+        """The structs of an update that name, by id, a parent that exists (in the
+        document or in the update) but is not a type: Yjs makes them GC structs."""
+        named = [s for group in ranges.groups for s in group if s.parent is not None]
+        if not named:
+            return set()
+        update_types = {
+            (s.client, s.clock) for group in ranges.groups for s in group if s.kind == TYPE
+        }
+        bad: set[ID] = set()
+        changed = True
+        while changed:  # a type that becomes GC takes its children with it
+            changed = False
+            for struct in named:
+                key = (struct.client, struct.clock)
+                if key in bad:
+                    continue
+                client, clock = struct.parent  # type: ignore[misc]
+                exists = state.get(client, 0) > clock or any(
+                    c == client and start <= clock < end for c, start, end in ranges.structs
+                )
+                is_type = clock in self._types.get(client, ()) or (
+                    (client, clock) in update_types and (client, clock) not in bad
+                )
+                if exists and not is_type:
+                    bad.add(key)
+                    changed = True
+        return bad
+
+    def _refuse_cut_characters(self, ranges: UpdateRanges, state: dict[int, int]) -> None:
+        """Raise InvalidUpdate if the update, or a waiting part once this update's
+        characters are in, would cut a surrogate pair in two."""
+        structs = [s for group in ranges.groups for s in group]
+        update_pairs = {(s.client, clock) for s in structs for clock in s.astral}
+        if not update_pairs and not self._astral:
+            return
+
+        def first_half(client: int, clock: int) -> bool:
+            return clock in self._astral.get(client, ()) or (client, clock) in update_pairs
+
+        def cuts(updates: list[UpdateRanges]) -> bool:
+            for update in updates:
+                # A cut between clocks k - 1 and k, wherever an update splits an item.
+                for client, start, end in update.deletes:
+                    if first_half(client, start - 1) or first_half(client, end - 1):
+                        return True
+                for group in update.groups:
+                    for struct in group:
+                        if struct.origin is not None and first_half(*struct.origin):
+                            return True
+                        right = struct.right_origin
+                        if right is not None and first_half(right[0], right[1] - 1):
+                            return True
+                        have = state.get(struct.client, 0)
+                        if struct.clock < have < struct.end and first_half(struct.client, have - 1):
+                            return True
+            return False
+
+        waiting = [ranges for _, ranges in self.waiting] if update_pairs else []
+        if cuts([ranges, *waiting]):
+            raise InvalidUpdate(
+                "the update would cut a character made of two UTF-16 code units (a "
+                "surrogate pair) in two, which Yjs and Yrs resolve differently",
+                doc=self.name,
+            )
+
+    def _learn(self, ranges: UpdateRanges) -> None:
+        """Remember the type items and surrogate pairs an integrated update brought."""
+        for group in ranges.groups:
+            for struct in group:
+                if struct.kind == TYPE:
+                    self._types.setdefault(struct.client, set()).add(struct.clock)
+                elif struct.astral:
+                    self._astral.setdefault(struct.client, set()).update(struct.astral)
+
+    # -- encoding -------------------------------------------------------------------------
+
+    def encode(self, state_vector: bytes | None = None) -> bytes:
+        """Everything a peer with ``state_vector`` lacks (default: everything), the
+        waiting parts included, as one update."""
+        if state_vector is None:
+            integrated = self.doc.get_update()
+        else:
+            integrated = crdt.diff(self.doc, state_vector, doc_name=self.name)
+        if not self.waiting:
+            return integrated
+        return crdt.merge([integrated, *(waiting for waiting, _ in self.waiting)])
+
+    def __repr__(self) -> str:
+        return f"<Replica {self.name!r} waiting={len(self.waiting)}>"

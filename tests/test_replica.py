@@ -1,0 +1,231 @@
+"""The replica integrates updates as Yjs does, so that pycrdt never holds what Yjs
+would not: parts waiting for dependencies stay out of pycrdt, items under a
+parent that is not a type become GC structs, cut surrogate pairs are refused, and
+what the document has already is left out of what is stored and relayed."""
+
+from __future__ import annotations
+
+import pycrdt
+import pytest
+
+from collab.core.replica import Replica
+from collab.errors import InvalidUpdate
+from collab.wire.yformat import check_update, decode_state_vector
+from tests.test_yformat import any_item, hand_update, var_string, var_uint
+
+
+def edits(client_id: int = 1) -> tuple[pycrdt.Doc, list[bytes]]:
+    """A doc whose every transaction's update is recorded."""
+    doc = pycrdt.Doc(client_id=client_id)
+    updates: list[bytes] = []
+    doc.observe(lambda event: updates.append(event.update))
+    return doc, updates
+
+
+def text(replica: Replica, name: str = "text") -> str:
+    return str(replica.doc.get(name, type=pycrdt.Text))
+
+
+def test_an_update_that_waits_for_its_dependency_stays_out_of_pycrdt_until_it_arrives():
+    author, updates = edits()
+    author.get("text", type=pycrdt.Text).insert(0, "hello")
+    author.get("text", type=pycrdt.Text).insert(5, " world")
+    hello, world = updates
+    replica = Replica()
+
+    assert replica.apply(world) == world  # stored and relayed as it is
+    assert text(replica) == ""
+    assert replica.state() == {}  # nothing of it is in pycrdt, not even as pending
+    assert [part for part, _ in replica.waiting] == [world]
+
+    assert replica.apply(hello) == hello
+    assert text(replica) == "hello world"
+    assert replica.waiting == []
+    assert replica.waiting_bytes == 0
+
+
+def test_a_map_entry_behind_a_clock_gap_waits_while_its_deletion_applies():
+    # As in Yjs: the old value's deletion applies at once, the new value (after a
+    # gap in its client's clocks) only once the gap is filled.
+    author, updates = edits(client_id=2)
+    entries = author.get("map", type=pycrdt.Map)
+    entries["key"] = "old"
+    entries["other"] = 1
+    entries["key"] = "new"
+    first, second, third = updates
+    replica = Replica()
+    replica.apply(first)
+
+    replica.apply(third)  # waits for second
+
+    assert replica.doc.get("map", type=pycrdt.Map).to_py() == {}
+    assert replica.state() == {2: 1}
+    replica.apply(second)
+    assert replica.doc.get("map", type=pycrdt.Map).to_py() == {"key": "new", "other": 1}
+
+
+def test_deletions_of_items_the_document_lacks_wait_and_the_rest_applies_at_once():
+    author, updates = edits()
+    body = author.get("text", type=pycrdt.Text)
+    body.insert(0, "abc")
+    body.insert(3, "def")
+    del body[1:5]  # deletes from both inserts
+    abc, _def, deletion = updates
+    replica = Replica()
+    replica.apply(abc)
+
+    assert replica.apply(deletion) is not None
+    assert text(replica) == "a"  # "bc" deleted now, "de" once it exists
+    assert len(replica.waiting) == 1
+
+    replica.apply(_def)
+    assert text(replica) == "af"
+    assert replica.waiting == []
+
+
+def test_an_update_resent_while_it_waits_is_a_replay():
+    author, updates = edits()
+    author.get("text", type=pycrdt.Text).insert(0, "a")
+    author.get("text", type=pycrdt.Text).insert(1, "b")
+    replica = Replica()
+    replica.apply(updates[1])
+
+    assert replica.apply(updates[1]) is None
+    assert len(replica.waiting) == 1
+
+
+def test_waiting_bytes_are_bounded_for_new_updates_and_refused_past_the_bound():
+    author, updates = edits()
+    for index in range(4):
+        author.get("text", type=pycrdt.Text).insert(index, "x" * 100)
+    replica = Replica(max_waiting_bytes=250)
+    replica.apply(updates[1])
+    replica.apply(updates[2])
+
+    with pytest.raises(InvalidUpdate, match="bytes wait already"):
+        replica.apply(updates[3])
+    assert len(replica.waiting) == 2
+    assert replica.apply(updates[3], bounded=False) is not None  # a stored entry loads
+
+
+def test_a_replay_is_none_and_changes_nothing():
+    author, updates = edits()
+    author.get("text", type=pycrdt.Text).insert(0, "hello")
+    del author.get("text", type=pycrdt.Text)[0:1]
+    replica = Replica()
+    for update in updates:
+        replica.apply(update)
+
+    assert replica.apply(updates[0]) is None
+    assert replica.apply(updates[1]) is None
+    assert replica.apply(author.get_update()) is None
+    assert text(replica) == "ello"
+
+
+def test_an_update_partly_held_already_is_stored_without_that_part():
+    author, updates = edits()
+    body = author.get("text", type=pycrdt.Text)
+    body.insert(0, "hello")
+    body.insert(5, " world")
+    merged = pycrdt.merge_updates(*updates)  # one struct, "hello world", from clock 0
+    replica = Replica()
+    replica.apply(updates[0])
+
+    stored = replica.apply(merged)
+
+    assert stored is not None and stored != merged
+    assert check_update(stored).structs == ((1, 5, 11),)  # only what was new
+    assert text(replica) == "hello world"
+    fresh = pycrdt.Doc()
+    fresh.apply_update(updates[0])
+    fresh.apply_update(stored)
+    assert str(fresh.get("text", type=pycrdt.Text)) == "hello world"
+
+
+def test_an_item_under_a_parent_that_is_not_a_type_becomes_a_gc_struct():
+    author, updates = edits(client_id=2)
+    author.get("text", type=pycrdt.Text).insert(0, "abc")  # items 2:0..3, not types
+    replica = Replica()
+    replica.apply(updates[0])
+    # An item naming 2:1, a character, as its parent: pycrdt would fail half-way.
+    orphan = bytes([8]) + var_uint(0) + var_uint(2) + var_uint(1) + var_uint(1) + b"\x7e"
+
+    stored = replica.apply(hand_update(2, 3, orphan))
+
+    assert stored is not None
+    assert decode_state_vector(replica.doc.get_state()) == {2: 4}  # its clock is taken
+    assert text(replica) == "abc"
+
+
+def test_an_item_under_a_nested_type_is_integrated():
+    author, updates = edits(client_id=2)
+    author.get("map", type=pycrdt.Map)["inner"] = pycrdt.Array()
+    author.get("map", type=pycrdt.Map)["inner"].append(1)
+    replica = Replica()
+    for update in updates:
+        replica.apply(update)
+
+    assert replica.doc.get("map", type=pycrdt.Map).to_py() == {"inner": [1.0]}
+
+
+@pytest.mark.parametrize(
+    "cut", ["delete the second half", "delete the first half", "insert between"]
+)
+def test_an_update_that_cuts_a_surrogate_pair_in_two_is_refused(cut: str):
+    author, updates = edits(client_id=1)
+    author.get("text", type=pycrdt.Text).insert(0, "a😀b")  # clocks: a 0, 😀 1-2, b 3
+    replica = Replica()
+    replica.apply(updates[0])
+    attack = {
+        "delete the second half": var_uint(0)
+        + var_uint(1)
+        + var_uint(1)
+        + var_uint(1)
+        + var_uint(2)
+        + var_uint(1),
+        "delete the first half": var_uint(0)
+        + var_uint(1)
+        + var_uint(1)
+        + var_uint(1)
+        + var_uint(1)
+        + var_uint(1),
+        # origin 1:1, the first half of the emoji
+        "insert between": hand_update(9, 0, b"\x84" + var_uint(1) + var_uint(1) + var_string("x")),
+    }[cut]
+
+    with pytest.raises(InvalidUpdate, match="surrogate pair"):
+        replica.apply(attack)
+    assert text(replica) == "a😀b"
+
+
+def test_deleting_a_whole_astral_character_is_accepted():
+    author, updates = edits(client_id=1)
+    body = author.get("text", type=pycrdt.Text)
+    body.insert(0, "a😀b")
+    del body[1:5]  # pycrdt's text offsets count UTF-8 bytes
+    replica = Replica()
+    for update in updates:
+        replica.apply(update)
+
+    assert text(replica) == "ab"
+
+
+def test_encode_carries_what_waits_so_that_a_new_peer_gets_it_too():
+    author, updates = edits()
+    author.get("text", type=pycrdt.Text).insert(0, "hello")
+    author.get("text", type=pycrdt.Text).insert(5, "!")
+    replica = Replica()
+    replica.apply(updates[1])
+
+    peer = pycrdt.Doc()
+    peer.apply_update(replica.encode())
+    peer.apply_update(updates[0])
+
+    assert str(peer.get("text", type=pycrdt.Text)) == "hello!"
+
+
+def test_a_map_entry_with_several_values_keeps_the_last():
+    replica = Replica()
+    replica.apply(hand_update(5, 0, any_item(b"\x7d\x01", b"\x7d\x02", key="k")))
+
+    assert replica.doc.get("root", type=pycrdt.Map).to_py() == {"k": 2.0}
