@@ -2,61 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import re
 import signal
-import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import msgpack
 import pycrdt
 
 from tests.helpers import RawPeer
-
-LISTENING = re.compile(rb"listening on http://127\.0\.0\.1:(\d+)")
-
-
-@asynccontextmanager
-async def server_process(store_url: str) -> AsyncIterator[tuple[asyncio.subprocess.Process, int]]:
-    """``python -m collab serve`` as a child process; yields (process, port)."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "collab",
-        "serve",
-        "--port",
-        "0",
-        "--store-url",
-        store_url,
-        "--log-level",
-        "info",
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert process.stderr is not None
-    try:
-        port = None
-        while port is None:
-            line = await asyncio.wait_for(process.stderr.readline(), 20)
-            assert line, "server exited before listening"
-            if match := LISTENING.search(line):
-                port = int(match.group(1))
-        # Keep draining stderr so the child never blocks on a full pipe.
-        drain = asyncio.ensure_future(process.stderr.read())
-        try:
-            yield process, port
-        finally:
-            if process.returncode is None:
-                process.terminate()
-            await process.wait()
-            await drain
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+from tests.processes import server_process
 
 
 async def test_every_acknowledged_update_survives_sigkill(tmp_path: Path):
@@ -69,7 +22,8 @@ async def test_every_acknowledged_update_survives_sigkill(tmp_path: Path):
         text.insert(len(text), f"<{i}>")
 
     acked: set[int] = set()
-    async with server_process(store_url) as (process, port):
+    async with server_process(store_url) as server:
+        process, port = server.process, server.port
         peer = await RawPeer.connect(f"ws://127.0.0.1:{port}/ws")
         await peer.hello()
         await peer.subscribe("durable")
@@ -90,7 +44,8 @@ async def test_every_acknowledged_update_survives_sigkill(tmp_path: Path):
                 acked.add(message["ref"])
         peer.close()
 
-    async with server_process(store_url) as (_, port):
+    async with server_process(store_url) as server:
+        port = server.port
         peer = await RawPeer.connect(f"ws://127.0.0.1:{port}/ws")
         await peer.hello()
         sync = await peer.subscribe("durable")

@@ -8,8 +8,8 @@ from __future__ import annotations
 import pycrdt
 import pytest
 
-from collab.core.replica import Replica
 from collab.errors import InvalidUpdate
+from collab.wire.replica import Replica
 from collab.wire.yformat import check_update, decode_state_vector
 from tests.test_yformat import any_item, hand_update, var_string, var_uint
 
@@ -229,3 +229,20 @@ def test_a_map_entry_with_several_values_keeps_the_last():
     replica.apply(hand_update(5, 0, any_item(b"\x7d\x01", b"\x7d\x02", key="k")))
 
     assert replica.doc.get("root", type=pycrdt.Map).to_py() == {"k": 2.0}
+
+
+def test_empty_structs_never_reach_pycrdt_nor_the_log():
+    # pycrdt panics on an empty ANY item once its client has an item; Yrs itself
+    # writes empty string items. Both are left out of what is applied and stored.
+    author, updates = edits(client_id=2)
+    author.get("arr", type=pycrdt.Array).append(1)
+    replica = Replica()
+    replica.apply(updates[0])
+    empty_any = bytes([8]) + var_uint(1) + var_string("arr") + var_uint(0)
+
+    assert replica.apply(hand_update(2, 1, empty_any)) is None  # nothing in it
+    stored = replica.apply(hand_update(2, 1, empty_any, any_item(b"\x7e", parent="arr")))
+
+    assert stored is not None
+    assert check_update(stored).has_empty is False
+    assert replica.doc.get("arr", type=pycrdt.Array).to_py() == [None, 1.0]  # no origin: first

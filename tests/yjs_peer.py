@@ -22,12 +22,13 @@ from pycrdt import (
     create_awareness_message,
     create_sync_message,
     create_update_message,
-    handle_sync_message,
     read_message,
+    write_message,
 )
 from tornado.websocket import WebSocketClientConnection, WebSocketClosedError, websocket_connect
 
 from collab.app import CollabServer
+from collab.wire.replica import Replica
 from collab.wire.yformat import decode_state_vector
 
 TIMEOUT_S = 10.0
@@ -41,6 +42,9 @@ class YjsPeer:
     def __init__(self, url: str, doc: pycrdt.Doc | None = None) -> None:
         self.url = url
         self.doc = doc if doc is not None else pycrdt.Doc()
+        # Remote updates go through a replica, as in the server and collab.client, so
+        # that what waits for dependencies is held as Yjs holds it.
+        self.replica = Replica(self.doc)
         self.awareness = pycrdt.Awareness(self.doc)
         self.last_frame: dict[int, bytes] = {}  # the latest frame of each message type
         self.permission_denied: list[str] = []  # reasons of auth messages
@@ -129,6 +133,7 @@ class YjsPeer:
 
     def _on_doc_change(self, event: Any) -> None:
         if not self._applying_remote:
+            self.replica.learn(event.update)
             self.send(create_update_message(event.update))
 
     def _on_awareness_change(self, topic: str, args: tuple[dict[str, list[int]], Any]) -> None:
@@ -165,14 +170,17 @@ class YjsPeer:
         if message_type == YMessageType.SYNC:
             if frame[1] == YSyncMessageType.SYNC_STEP2:
                 self._step2_received += 1
+            payload = read_message(frame[2:])
+            if frame[1] == YSyncMessageType.SYNC_STEP1:
+                step2 = bytes([YMessageType.SYNC, YSyncMessageType.SYNC_STEP2])
+                self.send(step2 + write_message(self.doc.get_update(payload)))
+                self._answered_server = True
+                return
             self._applying_remote = True
             try:
-                reply = handle_sync_message(frame[1:], self.doc)
+                self.replica.apply(payload, bounded=False)
             finally:
                 self._applying_remote = False
-            if reply is not None:
-                self.send(reply)
-                self._answered_server = True
         elif message_type == YMessageType.AWARENESS:
             self.awareness.apply_awareness_update(read_message(frame[1:]), "remote")
         elif message_type == MESSAGE_AUTH:
@@ -188,13 +196,13 @@ class YjsPeer:
         this peer receives and when its socket closes."""
         try:
             async with asyncio.timeout(timeout_s):
-                while not predicate():
-                    if self._failure is not None:
-                        raise self._failure
+                while self._failure is None and not predicate():
                     self._changed.clear()
                     await self._changed.wait()
         except TimeoutError:
             raise AssertionError(f"{self} timed out waiting for {predicate}") from None
+        if self._failure is not None:
+            raise self._failure
 
     def __str__(self) -> str:
         return f"<YjsPeer {self.url} client {self.doc.client_id}>"

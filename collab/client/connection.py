@@ -24,6 +24,7 @@ from typing import Any
 import pycrdt
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
+from collab.errors import InvalidUpdate
 from collab.tasks import TaskGroup
 from collab.wire.native import (
     PROTOCOL_VERSION,
@@ -44,6 +45,7 @@ from collab.wire.native import (
     decode_server_message,
     encode,
 )
+from collab.wire.replica import Replica
 
 log = logging.getLogger("collab.client")
 
@@ -64,6 +66,7 @@ class RemoteDocument:
         self.name = name
         self.doc = doc
         self.awareness = pycrdt.Awareness(doc)
+        self._replica = Replica(doc, name=name)
         self.epoch: str | None = None
         self.seq = 0  # highest seq seen (sync, broadcast or ack)
         self.role: str | None = None
@@ -81,6 +84,7 @@ class RemoteDocument:
     def _on_local_change(self, event: Any) -> None:
         if self._applying_remote:
             return
+        self._replica.learn(event.update)
         ref = next(self._refs)
         self.unacked[ref] = event.update
         self.client._send(ClientUpdate(doc=self.name, ref=ref, update=event.update))
@@ -99,9 +103,13 @@ class RemoteDocument:
     # -- remote changes -----------------------------------------------------------------
 
     def _apply_remote(self, update: bytes) -> None:
+        # Through a replica, as the server does: what waits for dependencies stays
+        # out of pycrdt, whose own pending store would leave the doc unlike Yjs's.
         self._applying_remote = True
         try:
-            self.doc.apply_update(update)
+            self._replica.apply(update, bounded=False)
+        except InvalidUpdate as exc:
+            log.error("%s: the server sent an update that cannot be applied: %s", self.name, exc)
         finally:
             self._applying_remote = False
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from collab.core.replica import EMPTY_UPDATE, Replica
 from collab.errors import InvalidUpdate, StoreError
 from collab.store.base import Store, UpdateRecord
+from collab.wire.replica import EMPTY_UPDATE, Replica
 
 
 def squash(updates: Sequence[bytes]) -> bytes:

@@ -20,11 +20,11 @@ from typing import Any
 import pycrdt
 
 from collab.config import Settings
-from collab.core.replica import Replica
 from collab.core.session import FrameCodec, Session, SessionState
 from collab.core.writer import PendingWrite, Writer
 from collab.errors import CollabError, DocumentDamaged, ErrorCode, InvalidUpdate, StoreError
 from collab.store.base import LoadedDocument, UpdateRecord
+from collab.wire.replica import Replica
 from collab.wire.yformat import FormatError, decode_awareness_update, decode_state_vector
 
 log = logging.getLogger("collab.rooms")

@@ -20,8 +20,9 @@ Limits (docs/PROTOCOL.md, "What an update may contain"):
 - values (``ContentAny``, embeds, format attributes, awareness states) nested at
   most :data:`MAX_VALUE_DEPTH` levels; integers within 53 bits; no BigInt values
   (Yrs turns them into floats);
-- no empty items or deletions, no two struct groups for one client (Yjs keeps only
-  the last), no two delete sets for one client (Yrs keeps only the last);
+- no two struct groups for one client (Yjs keeps only the last), no two delete sets
+  for one client (Yrs keeps only the last); empty structs and deletions (Yrs writes
+  empty strings at times) are read, then left out of what is applied and stored;
 - an item names only older items of its own client (Yjs fails on anything else);
 - legacy JSON content and XmlHook types are refused: Yrs and Yjs disagree on their
   layout, so a document holding them would differ between the two; sub-document
@@ -292,6 +293,7 @@ class UpdateRanges:
     structs: tuple[tuple[int, int, int], ...]
     deletes: tuple[tuple[int, int, int], ...]
     groups: tuple[tuple[Struct, ...], ...] = field(default=(), compare=False, repr=False)
+    has_empty: bool = field(default=False, compare=False)  # empty structs or deletions
 
     def integrated_in(self, state_vector: dict[int, int]) -> bool:
         """True when a document with ``state_vector`` holds everything this update
@@ -336,6 +338,7 @@ def check_update(update: bytes) -> UpdateRanges:
     structs: list[tuple[int, int, int]] = []
     groups: list[tuple[Struct, ...]] = []
     clients: set[int] = set()
+    empty = False
     for _ in range(reader.read_var_uint()):
         count = reader.read_var_uint()
         client = reader.read_client()
@@ -365,7 +368,10 @@ def check_update(update: bytes) -> UpdateRanges:
                             f"the item at {client}:{clock} names a later item of its own client"
                         )
             if length == 0:
-                raise FormatError(f"an empty struct at {client}:{clock}")
+                # Yrs writes empty string items now and then; they carry nothing
+                # and share their clock with the next struct: left out.
+                empty = True
+                continue
             if kind == SKIP:  # a gap: nothing carried
                 if clock > start:
                     structs.append((client, start, clock))
@@ -388,13 +394,14 @@ def check_update(update: bytes) -> UpdateRanges:
             clock = reader.read_clock()
             length = reader.read_var_uint()
             if length == 0:
-                raise FormatError(f"an empty deletion at {client}:{clock}")
+                empty = True
+                continue
             if clock + length >= CLOCK_LIMIT:
                 raise FormatError(f"a deletion of client {client} runs past clock 2**32")
             deletes.append((client, clock, clock + length))
     if not reader.at_end:
         raise FormatError("trailing bytes after the update (not a v1 update?)")
-    return UpdateRanges(tuple(structs), tuple(deletes), tuple(groups))
+    return UpdateRanges(tuple(structs), tuple(deletes), tuple(groups), empty)
 
 
 @dataclass(frozen=True, slots=True)
@@ -425,6 +432,7 @@ def split_update(
     )
     if (
         not as_gc
+        and not ranges.has_empty
         and not overlaps
         and all(count == len(group) for count, group in zip(counts, ranges.groups, strict=True))
         and all(known.get(client, 0) >= end for client, _, end in ranges.deletes)

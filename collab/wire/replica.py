@@ -29,8 +29,8 @@ from typing import Any
 
 import pycrdt
 
-from collab.core import crdt
 from collab.errors import InvalidUpdate
+from collab.wire import crdt
 from collab.wire.yformat import (
     ID,
     TYPE,
@@ -47,14 +47,22 @@ EMPTY_UPDATE = b"\x00\x00"
 class Replica:
     """A document and the update parts that wait for their dependencies."""
 
-    def __init__(self, *, name: str | None = None, max_waiting_bytes: int | None = None) -> None:
-        self.doc: pycrdt.Doc = pycrdt.Doc()
+    def __init__(
+        self,
+        doc: pycrdt.Doc | None = None,
+        *,
+        name: str | None = None,
+        max_waiting_bytes: int | None = None,
+    ) -> None:
+        self.doc: pycrdt.Doc = doc if doc is not None else pycrdt.Doc()
         self.name = name
         self.waiting: list[tuple[bytes, UpdateRanges]] = []
         self.waiting_bytes = 0
         self._max_waiting_bytes = max_waiting_bytes
         self._types: dict[int, set[int]] = {}  # client -> clocks of integrated type items
         self._astral: dict[int, set[int]] = {}  # client -> clocks of surrogate pairs' first halves
+        if doc is not None:
+            self.learn(doc.get_update())
 
     def state(self) -> dict[int, int]:
         """The state vector of what is integrated: ``{client: next clock}``."""
@@ -219,6 +227,16 @@ class Replica:
                 "surrogate pair) in two, which Yjs and Yrs resolve differently",
                 doc=self.name,
             )
+
+    def learn(self, update: bytes) -> None:
+        """Take note of what an edit made on the doc directly (not through
+        :meth:`apply`) brought: its type items and astral characters. An update the
+        strict reader refuses teaches nothing (a server refuses it too)."""
+        try:
+            ranges = check_update(update)
+        except FormatError:
+            return
+        self._learn(ranges)
 
     def _learn(self, ranges: UpdateRanges) -> None:
         """Remember the type items and surrogate pairs an integrated update brought."""
