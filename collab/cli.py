@@ -1,4 +1,4 @@
-"""Command line: ``collab serve`` and ``collab token``."""
+"""Command line: ``collab serve``, ``collab token`` and ``collab check``."""
 
 from __future__ import annotations
 
@@ -33,6 +33,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     token.add_argument("--expires-in-s", type=float, default=None, help="lifetime in seconds")
     token.add_argument("--auth-secret", default=None, help="(env COLLAB_AUTH_SECRET)")
+    check = commands.add_parser(
+        "check",
+        help="read every document of a store and report entries that cannot be read",
+        description="Replay every document's log and snapshots with the strict reader. "
+        "Exit status 1 when something cannot be read (and --repair was not given).",
+    )
+    check.add_argument("--store-url", default=None, help="(env COLLAB_STORE_URL)")
+    check.add_argument(
+        "--repair",
+        action="store_true",
+        help="set unreadable entries aside (in the quarantine table) and give the "
+        "document a new epoch; stop the servers first",
+    )
+    check.add_argument("--doc", action="append", default=None, help="only this document")
+    check.add_argument("--quiet", action="store_true", help="print only problems")
     return parser
 
 
@@ -41,6 +56,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "token":
             return print_token(args)
+        if args.command == "check":
+            store_url = args.store_url or Settings.from_env().store_url
+            return asyncio.run(run_check(store_url, args))
         settings = settings_from_namespace(args)
     except SettingsError as exc:
         print(f"collab: {exc}", file=sys.stderr)
@@ -85,3 +103,34 @@ def print_token(args: argparse.Namespace) -> int:
         grants[pattern] = role
     print(Authenticator(secret).issue(args.user, grants, expires_in_s=args.expires_in_s))
     return 0
+
+
+async def run_check(store_url: str, args: argparse.Namespace) -> int:
+    from collab.core.check import DocumentReport, check_store
+    from collab.store import create_store
+
+    store = create_store(store_url)
+    await store.open()
+
+    def show(report: DocumentReport) -> None:
+        if report.ok:
+            if not args.quiet:
+                print(
+                    f"ok      {report.doc} ({report.updates} updates, {report.snapshots} snapshots)"
+                )
+            return
+        print(f"BROKEN  {report.doc} ({report.updates} updates, {report.snapshots} snapshots)")
+        for problem in report.problems:
+            print(f"        {problem.kind} {problem.seq}: {problem.reason}")
+        if report.repaired_epoch is not None:
+            print(f"        repaired: set aside, new epoch {report.repaired_epoch}")
+
+    try:
+        reports = await check_store(store, repair=args.repair, docs=args.doc, progress=show)
+    finally:
+        await store.close()
+    broken = [r for r in reports if not r.ok]
+    entries = sum(len(r.problems) for r in broken)
+    action = "set aside" if args.repair else "found"
+    print(f"checked {len(reports)} documents: {len(broken)} broken, {entries} entries {action}")
+    return 1 if broken and not args.repair else 0

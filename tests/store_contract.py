@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from collab.errors import SeqConflict
-from collab.store.base import Origin, SnapshotRecord, Store, UpdateRecord
+from collab.store.base import Origin, Repair, SnapshotRecord, Store, UpdateRecord
 
 Reopen = Callable[[Store], Awaitable[Store]]
 
@@ -287,6 +287,45 @@ class StoreContract:
 
         assert store.stats.log_rows_written - rows == 6
         assert store.stats.append_batches - batches == 2
+
+    # -- repairs ----------------------------------------------------------------------------
+
+    async def test_snapshot_seqs_lists_a_documents_snapshots_oldest_first(self, store: Store):
+        await store.append(records("notes", 1, 9))
+        for seq in (6, 3, 9):
+            await store.save_snapshot(SnapshotRecord("notes", seq, b"s", 1.0))
+
+        assert await store.snapshot_seqs("notes") == [3, 6, 9]
+        assert await store.snapshot_seqs("other") == []
+
+    async def test_a_repair_replaces_entries_in_place_and_quarantines_the_originals(
+        self, store: Store
+    ):
+        epoch = (await store.load("notes")).epoch
+        await store.append(records("notes", 1, 5))
+        for seq in (2, 4):
+            await store.save_snapshot(SnapshotRecord("notes", seq, f"s{seq}".encode(), 1.0))
+
+        new_epoch = await store.repair(
+            "notes",
+            {3: Repair(b"kept", "stray bytes"), 5: Repair(b"\x00\x00", "too deep")},
+            {4: "built over update 3"},
+        )
+
+        assert new_epoch != epoch
+        assert (await store.get_document("notes")).epoch == new_epoch
+        assert (await store.load("notes")).epoch == new_epoch
+        log = await store.read_updates("notes")
+        assert seqs(log) == [1, 2, 3, 4, 5]
+        assert [u.data for u in log] == [b"notes:1", b"notes:2", b"kept", b"notes:4", b"\x00\x00"]
+        assert await store.snapshot_seqs("notes") == [2]
+        quarantined = await store.quarantined("notes")
+        assert [(q.kind, q.seq, q.data, q.reason) for q in quarantined] == [
+            ("update", 3, b"notes:3", "stray bytes"),
+            ("update", 5, b"notes:5", "too deep"),
+            ("snapshot", 4, b"s4", "built over update 3"),
+        ]
+        assert await store.quarantined("other") == []
 
     # -- bytes ------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from collab.errors import StoreError
 from collab.store import create_store
 from collab.store.base import Origin, SnapshotRecord, Store, UpdateRecord
 from collab.store.memory import MemoryStore
-from collab.store.sqlite import SCHEMA_VERSION, SQLiteStore
+from collab.store.sqlite import SCHEMA, SCHEMA_VERSION, SQLiteStore
 from tests.store_contract import Reopen, StoreContract, records
 
 
@@ -248,3 +248,23 @@ def test_create_store_refuses_unsupported_schemes(url: str) -> None:
 def test_create_store_refuses_sqlite_urls_without_a_path(url: str) -> None:
     with pytest.raises(ValueError, match=r"not a sqlite URL.*sqlite:///path/to/file\.db"):
         create_store(url)
+
+
+async def test_a_schema_1_file_is_migrated_and_keeps_its_data(db_path: Path):
+    db_path.parent.mkdir(parents=True)
+    conn = sqlite3.connect(db_path)
+    conn.executescript(SCHEMA)  # what version 1 created
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute("INSERT INTO documents VALUES ('old', 'e1', 1, 1.0, 1.0)")
+    conn.execute("INSERT INTO updates VALUES ('old', 1, x'0000', 1.0, NULL, NULL, NULL)")
+    conn.commit()
+    conn.close()
+
+    store = SQLiteStore(db_path)
+    await store.open()
+    try:
+        assert pragma(db_path, "user_version") == SCHEMA_VERSION
+        assert [u.seq for u in await store.read_updates("old")] == [1]
+        assert await store.quarantined("old") == []
+    finally:
+        await store.close()

@@ -16,7 +16,7 @@ the same contract (tests/store_contract.py checks it):
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from collab.errors import SeqConflict
@@ -25,6 +25,8 @@ __all__ = [
     "DocumentInfo",
     "LoadedDocument",
     "Origin",
+    "QuarantinedEntry",
+    "Repair",
     "SeqConflict",
     "SnapshotRecord",
     "Store",
@@ -83,6 +85,26 @@ class DocumentInfo:
     head_seq: int
     created_s: float
     updated_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Repair:
+    """What ``collab check --repair`` puts in place of a log entry it sets aside."""
+
+    data: bytes = field(repr=False)  # the readable part of the entry, or an empty update
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantinedEntry:
+    """A log entry or snapshot set aside by a repair, as it was stored."""
+
+    doc: str
+    kind: str  # "update" or "snapshot"
+    seq: int
+    data: bytes = field(repr=False)
+    reason: str
+    quarantined_s: float
 
 
 @dataclass(slots=True)
@@ -144,6 +166,24 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def list_documents(self) -> list[DocumentInfo]:
         """Every stored document, by name."""
+
+    @abc.abstractmethod
+    async def snapshot_seqs(self, doc: str) -> list[int]:
+        """The seqs of a document's snapshots, oldest first."""
+
+    @abc.abstractmethod
+    async def repair(
+        self, doc: str, updates: Mapping[int, Repair], snapshots: Mapping[int, str]
+    ) -> str:
+        """Set entries aside, in one transaction: each update seq in ``updates`` keeps
+        its seq with the repair's data in the log, its original going to quarantine
+        with the reason; each snapshot seq in ``snapshots`` moves to quarantine with
+        its reason. The document gets a new epoch (clients drop their copies), which
+        is returned."""
+
+    @abc.abstractmethod
+    async def quarantined(self, doc: str) -> list[QuarantinedEntry]:
+        """What repairs set aside for a document, oldest first."""
 
 
 def check_continuity(doc: str, head_seq: int, seqs: Sequence[int]) -> None:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
 
 from collab.store.base import (
     DocumentInfo,
     LoadedDocument,
+    QuarantinedEntry,
+    Repair,
     SnapshotRecord,
     Store,
     UpdateRecord,
@@ -25,6 +28,7 @@ class _Document:
     updated_s: float
     updates: list[UpdateRecord] = field(default_factory=list)
     snapshots: dict[int, SnapshotRecord] = field(default_factory=dict)
+    quarantine: list[QuarantinedEntry] = field(default_factory=list)
 
     @property
     def head_seq(self) -> int:
@@ -111,3 +115,30 @@ class MemoryStore(Store):
 
     async def list_documents(self) -> list[DocumentInfo]:
         return [info for name in sorted(self._docs) if (info := await self.get_document(name))]
+
+    async def snapshot_seqs(self, doc: str) -> list[int]:
+        document = self._docs.get(doc)
+        return sorted(document.snapshots) if document else []
+
+    async def repair(
+        self, doc: str, updates: Mapping[int, Repair], snapshots: Mapping[int, str]
+    ) -> str:
+        document = self._docs[doc]
+        now = time.time()
+        for seq, repair in sorted(updates.items()):
+            original = document.updates[seq - 1]
+            document.quarantine.append(
+                QuarantinedEntry(doc, "update", seq, original.data, repair.reason, now)
+            )
+            document.updates[seq - 1] = dataclasses.replace(original, data=repair.data)
+        for seq, reason in sorted(snapshots.items()):
+            snapshot = document.snapshots.pop(seq)
+            document.quarantine.append(
+                QuarantinedEntry(doc, "snapshot", seq, snapshot.data, reason, now)
+            )
+        document.epoch = secrets.token_hex(8)
+        return document.epoch
+
+    async def quarantined(self, doc: str) -> list[QuarantinedEntry]:
+        document = self._docs.get(doc)
+        return list(document.quarantine) if document else []

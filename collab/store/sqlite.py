@@ -14,7 +14,7 @@ import logging
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from itertools import groupby
 from pathlib import Path
@@ -25,6 +25,8 @@ from collab.store.base import (
     DocumentInfo,
     LoadedDocument,
     Origin,
+    QuarantinedEntry,
+    Repair,
     SnapshotRecord,
     Store,
     UpdateRecord,
@@ -34,7 +36,7 @@ from collab.store.base import (
 log = logging.getLogger("collab.store")
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE documents (
     name TEXT PRIMARY KEY,
@@ -61,6 +63,20 @@ CREATE TABLE snapshots (
     PRIMARY KEY (doc, seq)
 );
 """
+# MIGRATIONS[v] takes a file from schema version v to v + 1.
+MIGRATIONS: dict[int, str] = {
+    1: """
+CREATE TABLE quarantine (
+    doc TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    reason TEXT NOT NULL,
+    quarantined_s REAL NOT NULL
+);
+CREATE INDEX quarantine_by_doc ON quarantine (doc, quarantined_s);
+""",
+}
 
 _UPDATE_COLUMNS = "doc, seq, data, time_s, origin_user, origin_client, origin_instance"
 INSERT_ROWS_PER_STATEMENT = 500  # 3,500 parameters, well under SQLite's 32,766
@@ -104,7 +120,7 @@ class SQLiteStore(Store):
 
     async def open(self) -> None:
         def check_version(version: int) -> None:
-            if version not in (0, SCHEMA_VERSION):
+            if not 0 <= version <= SCHEMA_VERSION:
                 raise StoreError(
                     f"{self.path}: schema version {version}, this server knows {SCHEMA_VERSION}"
                 )
@@ -122,13 +138,15 @@ class SQLiteStore(Store):
                 # new file cannot both create the schema.
                 conn.execute("BEGIN IMMEDIATE")
                 version = conn.execute("PRAGMA user_version").fetchone()[0]
-                if version == 0:
-                    for statement in SCHEMA.split(";"):
-                        if statement.strip():
-                            conn.execute(statement)
-                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                conn.execute("COMMIT")
                 check_version(version)
+                if version == 0:
+                    _execute_script(conn, SCHEMA)
+                    version = 1
+                while version < SCHEMA_VERSION:
+                    _execute_script(conn, MIGRATIONS[version])
+                    version += 1
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                conn.execute("COMMIT")
             except BaseException:
                 conn.close()  # also rolls back a half-created schema
                 raise
@@ -276,6 +294,68 @@ class SQLiteStore(Store):
 
         return await self._run(self._reader, read)
 
+    # -- repairs --------------------------------------------------------------------------
+
+    async def snapshot_seqs(self, doc: str) -> list[int]:
+        def read() -> list[int]:
+            rows = self._r.execute(
+                "SELECT seq FROM snapshots WHERE doc = ? ORDER BY seq", (doc,)
+            ).fetchall()
+            return [seq for (seq,) in rows]
+
+        return await self._run(self._reader, read)
+
+    async def repair(
+        self, doc: str, updates: Mapping[int, Repair], snapshots: Mapping[int, str]
+    ) -> str:
+        epoch = secrets.token_hex(8)
+
+        def write() -> None:
+            conn = self._w
+            now = time.time()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for seq, repair in sorted(updates.items()):
+                    moved = conn.execute(
+                        "INSERT INTO quarantine (doc, kind, seq, data, reason, quarantined_s) "
+                        "SELECT doc, 'update', seq, data, ?, ? FROM updates "
+                        "WHERE doc = ? AND seq = ?",
+                        (repair.reason, now, doc, seq),
+                    )
+                    if moved.rowcount != 1:
+                        raise StoreError(f"{doc}: no update at seq {seq}")
+                    conn.execute(
+                        "UPDATE updates SET data = ? WHERE doc = ? AND seq = ?",
+                        (repair.data, doc, seq),
+                    )
+                for seq, reason in sorted(snapshots.items()):
+                    conn.execute(
+                        "INSERT INTO quarantine (doc, kind, seq, data, reason, quarantined_s) "
+                        "SELECT doc, 'snapshot', seq, data, ?, ? FROM snapshots "
+                        "WHERE doc = ? AND seq = ?",
+                        (reason, now, doc, seq),
+                    )
+                    conn.execute("DELETE FROM snapshots WHERE doc = ? AND seq = ?", (doc, seq))
+                conn.execute("UPDATE documents SET epoch = ? WHERE name = ?", (epoch, doc))
+                conn.execute("COMMIT")
+            except BaseException:
+                _rollback(conn)
+                raise
+
+        await self._run(self._writer, write)
+        return epoch
+
+    async def quarantined(self, doc: str) -> list[QuarantinedEntry]:
+        def read() -> list[QuarantinedEntry]:
+            rows = self._r.execute(
+                "SELECT doc, kind, seq, data, reason, quarantined_s FROM quarantine "
+                "WHERE doc = ? ORDER BY quarantined_s, rowid",
+                (doc,),
+            ).fetchall()
+            return [QuarantinedEntry(*row) for row in rows]
+
+        return await self._run(self._reader, read)
+
     # -- snapshots ------------------------------------------------------------------------
 
     async def save_snapshot(self, snapshot: SnapshotRecord) -> None:
@@ -306,6 +386,13 @@ class SQLiteStore(Store):
             (doc, at_or_before_seq if at_or_before_seq is not None else 2**63 - 1),
         ).fetchone()
         return SnapshotRecord(*row) if row else None
+
+
+def _execute_script(conn: sqlite3.Connection, script: str) -> None:
+    # Statement by statement: executescript() would commit the open transaction.
+    for statement in script.split(";"):
+        if statement.strip():
+            conn.execute(statement)
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

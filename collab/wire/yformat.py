@@ -335,6 +335,24 @@ def check_update(update: bytes) -> UpdateRanges:
     to its last and return what it carries. Raises FormatError for anything Yrs
     and Yjs would not both read, and read alike (see the module)."""
     reader = Reader(update)
+    ranges = _read_update(reader)
+    if not reader.at_end:
+        raise FormatError("trailing bytes after the update (not a v1 update?)")
+    return ranges
+
+
+def readable_prefix(data: bytes) -> bytes | None:
+    """The update that ``data`` starts with, when that much passes the strict
+    reader (the rest being stray bytes), else None. For repairs of stored entries."""
+    reader = Reader(data)
+    try:
+        _read_update(reader)
+    except FormatError:
+        return None
+    return data[: reader.position]
+
+
+def _read_update(reader: Reader) -> UpdateRanges:
     structs: list[tuple[int, int, int]] = []
     groups: list[tuple[Struct, ...]] = []
     clients: set[int] = set()
@@ -399,8 +417,6 @@ def check_update(update: bytes) -> UpdateRanges:
             if clock + length >= CLOCK_LIMIT:
                 raise FormatError(f"a deletion of client {client} runs past clock 2**32")
             deletes.append((client, clock, clock + length))
-    if not reader.at_end:
-        raise FormatError("trailing bytes after the update (not a v1 update?)")
     return UpdateRanges(tuple(structs), tuple(deletes), tuple(groups), empty)
 
 
