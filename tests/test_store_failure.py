@@ -21,7 +21,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from collab.errors import StoreError
 from collab.store.base import UpdateRecord
 from collab.store.sqlite import SQLiteStore
-from tests.helpers import RawPeer
+from tests.helpers import RawPeer, wait_until
 
 DOC = "full"
 VALUE_BYTES = 8 * 1024
@@ -201,3 +201,35 @@ async def test_a_full_disk_refuses_new_updates_keeps_the_accepted_and_recovers(
     stored = pycrdt.Doc()
     stored.apply_update(sync["update"])
     assert set(stored.get("map", type=pycrdt.Map).keys()) == {f"k{i}" for i in range(5 + 512)}
+
+
+@pytest.mark.allow_error_logs
+async def test_a_yjs_peer_refused_while_the_store_fails_is_closed_with_1013_and_resends(
+    settings, start_server, tmp_path: Path, yjs
+):
+    disk = Disk(tmp_path, mounted=False)  # the store that fails on purpose
+    server = await start_server(settings.replace(write_retry_max_s=0.1), store=disk.store())
+    peer = await yjs.connect(server, DOC)
+    await peer.synced()
+    disk.fill()
+    peer.doc.get("text", type=pycrdt.Text).insert(0, "queued")  # accepted, not yet stored
+    await wait_until(lambda: server.rooms.writer.failure is not None)
+
+    peer.doc.get("text", type=pycrdt.Text).insert(0, "refused ")
+
+    code, _ = await peer.closed()
+    assert code == 1013
+    room = server.rooms.get(DOC)
+    live = pycrdt.Doc()
+    live.apply_update(room.encode_state())
+    assert str(live.get("text", type=pycrdt.Text)) == "queued"
+    disk.free()
+    await wait_until(lambda: server.rooms.writer.failure is None)
+    await peer.reconnect()  # as the provider does after 1013: its sync step 2 resends
+    await peer.synced()
+    await server.rooms.get(DOC).flushed()
+    stored = await server.store.read_updates(DOC)
+    text = pycrdt.Doc()
+    for record in stored:
+        text.apply_update(record.data)
+    assert str(text.get("text", type=pycrdt.Text)) == "refused queued"
