@@ -93,6 +93,27 @@ class Settings:
     write_retry_max_s: float = field(
         default=5.0, metadata={"help": "longest pause between retries of a failed store write"}
     )
+    snapshot_lease_s: float = field(
+        default=60.0,
+        metadata={"help": "how long one instance may take to write a document's snapshot"},
+    )
+    feed_poll_s: float = field(
+        default=0.02,
+        metadata={
+            "help": "seconds between polls of the store for other instances' commits "
+            "and presence (SQLite)"
+        },
+    )
+    awareness_flush_s: float = field(
+        default=0.05, metadata={"help": "seconds between publications of presence changes"}
+    )
+    awareness_ttl_s: float = field(
+        default=30.0,
+        metadata={"help": "seconds a published presence state lives unless renewed"},
+    )
+    awareness_refresh_s: float = field(
+        default=10.0, metadata={"help": "seconds between renewals of published presence states"}
+    )
     shutdown_flush_timeout_s: float = field(
         default=30.0, metadata={"help": "how long shutdown waits for pending writes"}
     )
@@ -141,8 +162,19 @@ class Settings:
         if self.auth_secret and len(self.auth_secret.encode()) < 32:
             # RFC 7518 3.2: an HS256 key must be at least as long as the hash.
             raise SettingsError("auth_secret must be at least 32 bytes long")
-        if self.write_retry_max_s <= 0 or self.shutdown_flush_timeout_s <= 0:
-            raise SettingsError("write_retry_max_s and shutdown_flush_timeout_s must be positive")
+        for name in (
+            "write_retry_max_s",
+            "shutdown_flush_timeout_s",
+            "snapshot_lease_s",
+            "feed_poll_s",
+            "awareness_flush_s",
+            "awareness_ttl_s",
+            "awareness_refresh_s",
+        ):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{name} must be positive")
+        if self.awareness_refresh_s >= self.awareness_ttl_s:
+            raise SettingsError("awareness_refresh_s must be shorter than awareness_ttl_s")
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

@@ -1,8 +1,10 @@
 """The contract every Store backend keeps (see collab/store/base.py).
 
 A backend's test module subclasses :class:`StoreContract` and provides a ``store``
-fixture: an opened store, closed after the test. A backend that keeps its data
-across a close also overrides ``reopen``.
+fixture (an opened store, closed after the test) and a ``second`` fixture: the
+same stored data as another server instance sees it (another connection to the
+same database, or the same object for a store in memory). A backend that keeps
+its data across a close also overrides ``reopen``.
 
     class TestSQLiteStore(StoreContract):
         @pytest.fixture
@@ -12,34 +14,64 @@ across a close also overrides ``reopen``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from collab.errors import SeqConflict
-from collab.store.base import Origin, Repair, SnapshotRecord, Store, UpdateRecord
+from collab.store.base import (
+    Author,
+    AwarenessChange,
+    DocumentHead,
+    FeedPosition,
+    NewUpdate,
+    Repair,
+    SnapshotRecord,
+    Store,
+    UpdateRecord,
+)
 
 Reopen = Callable[[Store], Awaitable[Store]]
+TIMEOUT_S = 10.0
 
 
-def record(doc: str, seq: int, data: bytes | None = None) -> UpdateRecord:
-    return UpdateRecord(doc, seq, data if data is not None else f"{doc}:{seq}".encode(), 0.5)
+def new(doc: str, data: bytes | str | None = None, time_s: float = 0.5) -> NewUpdate:
+    if data is None:
+        data = doc
+    return NewUpdate(doc, data.encode() if isinstance(data, str) else data, time_s)
 
 
-def records(doc: str, first: int, last: int) -> list[UpdateRecord]:
-    return [record(doc, seq) for seq in range(first, last + 1)]
+def news(doc: str, count: int) -> list[NewUpdate]:
+    return [new(doc, f"{doc}:{i}") for i in range(1, count + 1)]
 
 
 def seqs(updates: list[UpdateRecord] | tuple[UpdateRecord, ...]) -> list[int]:
     return [u.seq for u in updates]
 
 
+async def next_batches(
+    feed: AsyncIterator[tuple[FeedPosition, list]], count: int
+) -> tuple[FeedPosition, list]:
+    """Read feed batches until ``count`` items came; return the last position and them."""
+    items: list = []
+    position = None
+    async with asyncio.timeout(TIMEOUT_S):
+        while len(items) < count:
+            position, batch = await anext(feed)
+            items.extend(batch)
+    return position, items
+
+
 class StoreContract:
     @pytest.fixture
     def store(self) -> Store:
         raise NotImplementedError("a backend's test class provides the store fixture")
+
+    @pytest.fixture
+    def second(self, store: Store) -> Store:
+        raise NotImplementedError("a backend's test class provides the second fixture")
 
     @pytest.fixture
     def reopen(self) -> Reopen:
@@ -64,7 +96,7 @@ class StoreContract:
 
     async def test_the_epoch_stays_the_same_across_loads_and_appends(self, store: Store):
         first = await store.load("notes")
-        await store.append(records("notes", 1, 3))
+        await store.append(news("notes", 3))
         second = await store.load("notes")
 
         assert second.epoch == first.epoch
@@ -75,15 +107,15 @@ class StoreContract:
 
         assert len(epochs) == 3
 
-    async def test_concurrent_first_loads_agree_on_one_epoch(self, store: Store):
-        loads = await asyncio.gather(*(store.load("notes") for _ in range(5)))
+    async def test_concurrent_first_loads_agree_on_one_epoch(self, store: Store, second: Store):
+        loads = await asyncio.gather(*(s.load("notes") for s in (store, second) * 3))
 
         assert len({loaded.epoch for loaded in loads}) == 1
         assert [d.name for d in await store.list_documents()] == ["notes"]
 
     async def test_the_epoch_and_the_log_survive_reopening(self, store: Store, reopen: Reopen):
         epoch = (await store.load("notes")).epoch
-        await store.append(records("notes", 1, 3))
+        written = (await store.append(news("notes", 3))).records
         await store.save_snapshot(SnapshotRecord("notes", 2, b"snap", 1.0))
 
         store = await reopen(store)
@@ -92,10 +124,11 @@ class StoreContract:
         assert loaded.epoch == epoch
         assert loaded.snapshot == SnapshotRecord("notes", 2, b"snap", 1.0)
         assert seqs(loaded.updates) == [3]
-        assert await store.read_updates("notes") == records("notes", 1, 3)
+        assert await store.read_updates("notes") == written
+        assert seqs((await store.append(news("notes", 1))).records) == [4]
 
     async def test_appending_to_a_document_never_loaded_creates_it(self, store: Store):
-        await store.append(records("fresh", 1, 2))
+        await store.append(news("fresh", 2))
 
         info = await store.get_document("fresh")
         assert info is not None and info.head_seq == 2
@@ -106,8 +139,8 @@ class StoreContract:
         await store.load("b")
         await store.load("a")
         await store.append(
-            [UpdateRecord("a", seq, b"x", time.time()) for seq in (1, 2, 3)]
-            + [UpdateRecord("c", 1, b"y", time.time())]
+            [NewUpdate("a", b"x", time.time()) for _ in range(3)]
+            + [NewUpdate("c", b"y", time.time())]
         )
 
         listed = await store.list_documents()
@@ -123,81 +156,80 @@ class StoreContract:
         assert await store.latest_snapshot("nothing") is None
         assert await store.list_documents() == []
 
-    # -- appends ----------------------------------------------------------------------------
+    # -- appends: the store gives the seqs ----------------------------------------------------
 
-    async def test_appended_updates_come_back_with_origin_and_time(self, store: Store):
-        written = [
-            UpdateRecord("notes", 1, b"one", 1700000000.123456, Origin("ann", "c-1", "i-1")),
-            UpdateRecord("notes", 2, b"two", 1700000001.654321, Origin()),
-            UpdateRecord("notes", 3, b"three", time.time(), Origin(user="bob")),
-            UpdateRecord("notes", 4, b"four", time.time(), Origin(client="c-2", instance="i-2")),
+    async def test_appends_get_seqs_from_one_without_gaps_and_keep_author_and_time(
+        self, store: Store
+    ):
+        given = [
+            NewUpdate("notes", b"one", 1700000000.123456, Author("ann", "c-1", "i-1")),
+            NewUpdate("notes", b"two", 1700000001.654321, Author()),
+            NewUpdate("notes", b"three", time.time(), Author(user="bob")),
         ]
-        await store.append(written)
 
-        assert await store.read_updates("notes") == written
-        assert (await store.load("notes")).updates == tuple(written)
+        first = await store.append(given[:2])
+        second = await store.append([*given[2:], new("notes", "four")])
 
-    async def test_seq_must_start_at_one(self, store: Store):
-        with pytest.raises(SeqConflict) as caught:
-            await store.append([record("notes", 2)])
-
-        assert caught.value.doc == "notes"
-        assert await store.read_updates("notes") == []
-
-    async def test_seq_must_continue_at_head_plus_one(self, store: Store):
-        await store.append(records("notes", 1, 3))
-
-        for bad in ([record("notes", 3)], [record("notes", 5)], records("notes", 2, 4)):
-            with pytest.raises(SeqConflict):
-                await store.append(bad)
-        await store.append([record("notes", 4)])
-
-        assert seqs(await store.read_updates("notes")) == [1, 2, 3, 4]
-        assert (await store.get_document("notes")).head_seq == 4
-
-    async def test_a_batch_with_a_gap_or_a_repeat_stores_nothing(self, store: Store):
-        for bad in (
-            [record("notes", 1), record("notes", 3)],
-            [record("notes", 1), record("notes", 1)],
-            [record("notes", 2), record("notes", 1)],
-        ):
-            with pytest.raises(SeqConflict):
-                await store.append(bad)
-
-        assert await store.read_updates("notes") == []
-
-    async def test_a_conflict_in_one_document_stores_nothing_for_any_document(self, store: Store):
-        await store.append([record("a", 1), record("b", 1)])
-
-        with pytest.raises(SeqConflict) as caught:
-            await store.append([record("a", 2), record("fresh", 1), record("b", 3), record("z", 1)])
-
-        assert caught.value.doc == "b"
-        assert seqs(await store.read_updates("a")) == [1]
-        assert seqs(await store.read_updates("b")) == [1]
-        assert await store.read_updates("fresh") == []
-        assert await store.read_updates("z") == []
-        assert [(d.name, d.head_seq) for d in await store.list_documents()] == [
-            ("a", 1),
-            ("b", 1),
+        records = first.records + second.records
+        assert seqs(records) == [1, 2, 3, 4]
+        assert [(r.data, r.time_s, r.author) for r in records[:3]] == [
+            (u.data, u.time_s, u.author) for u in given
         ]
+        assert await store.read_updates("notes") == records
+        assert (await store.load("notes")).updates == tuple(records)
 
     async def test_one_batch_may_carry_several_documents_interleaved(self, store: Store):
-        await store.append([record("a", 1), record("b", 1), record("a", 2), record("b", 2)])
+        result = await store.append([new("a"), new("b"), new("a"), new("b"), new("a")])
 
-        assert seqs(await store.read_updates("a")) == [1, 2]
+        assert [(r.doc, r.seq) for r in result.records] == [
+            ("a", 1),
+            ("b", 1),
+            ("a", 2),
+            ("b", 2),
+            ("a", 3),
+        ]
+        assert seqs(await store.read_updates("a")) == [1, 2, 3]
         assert seqs(await store.read_updates("b")) == [1, 2]
 
-    async def test_an_empty_batch_stores_nothing(self, store: Store):
-        await store.append([])
+    async def test_an_append_reports_each_documents_head_for_snapshots(self, store: Store):
+        await store.append([new("a", b"12345"), new("a", b"678")])
+        await store.save_snapshot(SnapshotRecord("a", 1, b"s", 1.0))
 
+        result = await store.append([new("a", b"9"), new("b", b"xy")])
+
+        assert result.heads == {
+            "a": DocumentHead(head_seq=3, snapshot_seq=1, bytes_since_snapshot=4),
+            "b": DocumentHead(head_seq=1, snapshot_seq=0, bytes_since_snapshot=2),
+        }
+
+    async def test_instances_appending_to_one_document_at_once_all_succeed_without_gaps(
+        self, store: Store, second: Store
+    ):
+        async def writer(target: Store, name: str) -> list[UpdateRecord]:
+            stored = []
+            for i in range(20):
+                stored += (await target.append([new("shared", f"{name}{i}")])).records
+            return stored
+
+        mine, theirs = await asyncio.gather(writer(store, "a"), writer(second, "b"))
+
+        log = await store.read_updates("shared")
+        assert seqs(log) == list(range(1, 41))
+        assert sorted(r.data for r in log) == sorted(r.data for r in mine + theirs)
+        assert seqs(mine) == sorted(seqs(mine)) and seqs(theirs) == sorted(seqs(theirs))
+        assert {r.seq for r in mine}.isdisjoint(r.seq for r in theirs)
+
+    async def test_an_empty_batch_stores_nothing(self, store: Store):
+        result = await store.append([])
+
+        assert result.records == []
         assert await store.list_documents() == []
 
     # -- reading the log --------------------------------------------------------------------
 
     async def test_read_updates_honours_after_until_and_limit_in_seq_order(self, store: Store):
-        await store.append(records("notes", 1, 10))
-        await store.append(records("other", 1, 5))
+        await store.append(news("notes", 10))
+        await store.append(news("other", 5))
 
         async def read(**kwargs: int | None) -> list[int]:
             return seqs(await store.read_updates("notes", **kwargs))
@@ -214,12 +246,46 @@ class StoreContract:
         assert await read(after_seq=6, until_seq=2) == []
         # limit=0 means no rows, not "no limit" (MongoDB's limit(0) is unlimited).
         assert await read(limit=0) == []
-        assert await store.read_updates("notes", after_seq=8) == records("notes", 9, 10)
+        assert [u.data for u in await store.read_updates("notes", after_seq=8)] == [
+            b"notes:9",
+            b"notes:10",
+        ]
+
+    # -- the feed ---------------------------------------------------------------------------
+
+    async def test_the_feed_brings_every_instances_commits_in_commit_order(
+        self, store: Store, second: Store
+    ):
+        await store.append(news("before", 2))  # not followed: before the position
+        position = await store.feed_position()
+        async with contextlib.aclosing(store.follow(position, poll_s=0.01)) as feed:
+            mine = (await store.append([new("a", "1"), new("b", "1")])).records
+            theirs = (await second.append([new("a", "2")])).records
+            mine += (await store.append([new("a", "3")])).records
+
+            _, records = await next_batches(feed, 4)
+
+        assert records == mine[:2] + theirs + mine[2:]
+
+    async def test_following_again_from_a_position_resumes_without_loss_or_repeat(
+        self, store: Store, second: Store
+    ):
+        start = await second.feed_position()
+        async with contextlib.aclosing(second.follow(start, poll_s=0.01)) as feed:
+            await store.append(news("doc", 3))
+            position, first = await next_batches(feed, 3)
+        await store.append([new("doc", "later")])
+
+        async with contextlib.aclosing(second.follow(position, poll_s=0.01)) as feed:
+            _, rest = await next_batches(feed, 1)
+
+        assert seqs(first + rest) == [1, 2, 3, 4]
+        assert rest[0].data == b"later"
 
     # -- snapshots --------------------------------------------------------------------------
 
     async def test_latest_snapshot_is_the_newest_at_or_before_a_seq(self, store: Store):
-        await store.append(records("notes", 1, 9))
+        await store.append(news("notes", 9))
         for seq in (3, 6):
             await store.save_snapshot(SnapshotRecord("notes", seq, f"s{seq}".encode(), seq))
 
@@ -239,7 +305,7 @@ class StoreContract:
         assert await store.latest_snapshot("other") is None
 
     async def test_saving_a_snapshot_that_exists_is_a_no_op(self, store: Store):
-        await store.append(records("notes", 1, 4))
+        await store.append(news("notes", 4))
         await store.save_snapshot(SnapshotRecord("notes", 4, b"first", 1.0))
         written = store.stats.snapshots_written
 
@@ -250,7 +316,7 @@ class StoreContract:
 
     async def test_load_reads_the_latest_snapshot_and_only_the_updates_after_it(self, store: Store):
         await store.load("notes")
-        await store.append(records("notes", 1, 10))
+        written = (await store.append(news("notes", 10))).records
         await store.save_snapshot(SnapshotRecord("notes", 4, b"old", 1.0))
         await store.save_snapshot(SnapshotRecord("notes", 7, b"new", 2.0))
         rows_before = store.stats.log_rows_read
@@ -258,12 +324,12 @@ class StoreContract:
         loaded = await store.load("notes")
 
         assert loaded.snapshot == SnapshotRecord("notes", 7, b"new", 2.0)
-        assert loaded.updates == tuple(records("notes", 8, 10))
+        assert loaded.updates == tuple(written[7:])
         assert loaded.head_seq == 10
         assert store.stats.log_rows_read - rows_before == 3
 
     async def test_a_snapshot_at_the_head_leaves_no_updates_to_load(self, store: Store):
-        await store.append(records("notes", 1, 5))
+        await store.append(news("notes", 5))
         await store.save_snapshot(SnapshotRecord("notes", 5, b"all", 1.0))
         rows_before = store.stats.log_rows_read
 
@@ -274,24 +340,71 @@ class StoreContract:
         assert store.stats.log_rows_read == rows_before
 
     async def test_snapshots_never_drop_updates_from_the_log(self, store: Store):
-        await store.append(records("notes", 1, 6))
+        written = (await store.append(news("notes", 6))).records
         await store.save_snapshot(SnapshotRecord("notes", 6, b"all", 1.0))
 
-        assert await store.read_updates("notes") == records("notes", 1, 6)
+        assert await store.read_updates("notes") == written
+
+    async def test_one_instance_at_a_time_holds_a_documents_snapshot_lease(
+        self, store: Store, second: Store
+    ):
+        await store.append(news("notes", 3))
+
+        assert await store.lease_snapshot("notes", "i-1", 60.0)
+        assert await store.lease_snapshot("notes", "i-1", 60.0)  # renewed by its holder
+        assert not await second.lease_snapshot("notes", "i-2", 60.0)
+        await store.save_snapshot(SnapshotRecord("notes", 3, b"s", 1.0))  # releases it
+        assert await second.lease_snapshot("notes", "i-2", 60.0)
+
+    async def test_an_expired_snapshot_lease_can_be_taken(self, store: Store, second: Store):
+        await store.append(news("notes", 1))
+        assert await store.lease_snapshot("notes", "i-1", 0.05)
+
+        await asyncio.sleep(0.1)
+
+        assert await second.lease_snapshot("notes", "i-2", 60.0)
 
     async def test_stats_count_appended_rows_and_batches(self, store: Store):
         rows, batches = store.stats.log_rows_written, store.stats.append_batches
 
-        await store.append(records("a", 1, 3) + records("b", 1, 2))
-        await store.append(records("a", 4, 4))
+        await store.append(news("a", 3) + news("b", 2))
+        await store.append(news("a", 1))
 
         assert store.stats.log_rows_written - rows == 6
         assert store.stats.append_batches - batches == 2
 
+    # -- presence ---------------------------------------------------------------------------
+
+    async def test_published_awareness_reaches_the_others_and_expires(
+        self, store: Store, second: Store
+    ):
+        now = time.time()
+        position = await second.awareness_position()
+        latest: dict[tuple[str, int], bytes] = {}
+        async with contextlib.aclosing(second.follow_awareness(position, poll_s=0.01)) as feed:
+            await store.publish_awareness(
+                [
+                    AwarenessChange("doc", 7, "i-1", b"seven", now + 60),
+                    AwarenessChange("doc", 8, "i-1", b"eight", now + 0.05),
+                    AwarenessChange("other", 7, "i-1", b"elsewhere", now + 60),
+                ]
+            )
+            await store.publish_awareness([AwarenessChange("doc", 7, "i-1", b"seven!", now + 60)])
+            # A follower may skip a state replaced before it looked: it gets the latest.
+            async with asyncio.timeout(TIMEOUT_S):
+                while latest.get(("doc", 7)) != b"seven!" or len(latest) < 3:
+                    _, changes = await anext(feed)
+                    latest.update({(c.doc, c.client_id): c.update for c in changes})
+
+        assert latest == {("doc", 7): b"seven!", ("doc", 8): b"eight", ("other", 7): b"elsewhere"}
+        await asyncio.sleep(0.1)
+        current = await second.awareness_of("doc")
+        assert [(c.client_id, c.instance, c.update) for c in current] == [(7, "i-1", b"seven!")]
+
     # -- repairs ----------------------------------------------------------------------------
 
     async def test_snapshot_seqs_lists_a_documents_snapshots_oldest_first(self, store: Store):
-        await store.append(records("notes", 1, 9))
+        await store.append(news("notes", 9))
         for seq in (6, 3, 9):
             await store.save_snapshot(SnapshotRecord("notes", seq, b"s", 1.0))
 
@@ -302,7 +415,7 @@ class StoreContract:
         self, store: Store
     ):
         epoch = (await store.load("notes")).epoch
-        await store.append(records("notes", 1, 5))
+        await store.append(news("notes", 5))
         for seq in (2, 4):
             await store.save_snapshot(SnapshotRecord("notes", seq, f"s{seq}".encode(), 1.0))
 
@@ -326,6 +439,8 @@ class StoreContract:
             ("snapshot", 4, b"s4", "built over update 3"),
         ]
         assert await store.quarantined("other") == []
+        head = (await store.append([new("notes", "6")])).heads["notes"]
+        assert head.snapshot_seq == 2
 
     # -- bytes ------------------------------------------------------------------------------
 
@@ -338,7 +453,7 @@ class StoreContract:
             "é😀".encode() + b"\x80\xfe",  # not valid UTF-8 as a whole
             random.Random(7).randbytes(1024 * 1024),
         ]
-        await store.append([record("notes", i + 1, blob) for i, blob in enumerate(blobs)])
+        await store.append([new("notes", blob) for blob in blobs])
         for i, blob in enumerate(blobs):
             await store.save_snapshot(SnapshotRecord("notes", i + 1, blob, 1.0))
 

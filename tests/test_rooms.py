@@ -10,7 +10,7 @@ import pycrdt
 import pytest
 
 from collab.errors import CloseCode, StoreError
-from collab.store.base import LoadedDocument, UpdateRecord
+from collab.store.base import AppendResult, LoadedDocument, NewUpdate
 from collab.store.sqlite import SQLiteStore
 from tests.helpers import wait_until
 
@@ -38,9 +38,9 @@ class GatedStore(SQLiteStore):
             raise StoreError("disk unavailable")
         return await super().load(doc)
 
-    async def append(self, updates: Sequence[UpdateRecord]) -> None:
+    async def append(self, updates: Sequence[NewUpdate]) -> AppendResult:
         await self.append_gate.wait()
-        await super().append(updates)
+        return await super().append(updates)
 
 
 @pytest.fixture

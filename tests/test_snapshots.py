@@ -20,7 +20,7 @@ from collab.config import Settings
 from collab.core.history import state_at
 from collab.core.room import build_replica
 from collab.core.writer import Writer
-from collab.store.base import SnapshotRecord, UpdateRecord
+from collab.store.base import NewUpdate, SnapshotRecord
 from collab.store.sqlite import SQLiteStore
 from collab.wire.yformat import decode_state_vector
 from tests.helpers import TIMEOUT_S, text_of
@@ -42,12 +42,12 @@ def store(io_loop: IOLoop, tmp_path: Path) -> Iterator[SQLiteStore]:
     io_loop.run_sync(store.close)
 
 
-def log(*updates: bytes, doc: str = "notes") -> list[UpdateRecord]:
-    return [UpdateRecord(doc, seq, data, time.time()) for seq, data in enumerate(updates, 1)]
+def log(*updates: bytes, doc: str = "notes") -> list[NewUpdate]:
+    return [NewUpdate(doc, data, time.time()) for data in updates]
 
 
 def writer_for(store: SQLiteStore, settings: Settings) -> Writer:
-    return Writer(store, settings, on_conflict=lambda doc, exc: None)
+    return Writer(store, settings)
 
 
 # -- loading a long document ---------------------------------------------------------------
@@ -135,7 +135,7 @@ async def test_a_snapshot_keeps_an_update_waiting_for_its_dependency(
     hello, world = hello_then_world()
     await store.append(log(world))
     await writer_for(store, settings).write_snapshot("notes", 1)
-    await store.append([UpdateRecord("notes", 2, hello, time.time())])
+    await store.append(log(hello))
 
     loaded = await store.load("notes")
 
@@ -159,7 +159,7 @@ async def test_a_snapshot_keeps_a_deletion_of_items_not_received_yet(
 
     await store.append(log(deletion))
     await writer_for(store, settings).write_snapshot("notes", 1)
-    await store.append([UpdateRecord("notes", 2, insert, time.time())])
+    await store.append(log(insert))
 
     assert text_of(build_replica(await store.load("notes"), Settings()).doc) == "keep"
 
@@ -175,7 +175,7 @@ async def test_a_snapshot_built_on_a_snapshot_still_carries_the_pending_update(
     await store.append(log(world, other.get_update()))
     await writer.write_snapshot("notes", 1)
     await writer.write_snapshot("notes", 2)  # squashes snapshot 1 with update 2
-    await store.append([UpdateRecord("notes", 3, hello, time.time())])
+    await store.append(log(hello))
 
     loaded = await store.load("notes")
     assert loaded.snapshot is not None and loaded.snapshot.seq == 2

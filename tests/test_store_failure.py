@@ -19,7 +19,7 @@ import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 from collab.errors import StoreError
-from collab.store.base import UpdateRecord
+from collab.store.base import AppendResult, NewUpdate
 from collab.store.sqlite import SQLiteStore
 from tests.helpers import RawPeer, wait_until
 
@@ -71,10 +71,10 @@ class FailingSQLiteStore(SQLiteStore):
         super().__init__(path)
         self._disk = disk
 
-    async def append(self, updates: Sequence[UpdateRecord]) -> None:
+    async def append(self, updates: Sequence[NewUpdate]) -> AppendResult:
         if self._disk.full_on_purpose:
             raise StoreError("sqlite: database or disk is full")
-        await super().append(updates)
+        return await super().append(updates)
 
 
 @pytest.fixture(params=["tmpfs", "failing store"])

@@ -20,6 +20,10 @@ class TestMemoryStore(StoreContract):
         yield store
         io_loop.run_sync(store.close)
 
+    @pytest.fixture
+    def second(self, store: MemoryStore) -> MemoryStore:
+        return store  # servers in one process share the object
+
 
 def test_create_store_gives_a_memory_store_for_memory_urls() -> None:
     assert isinstance(create_store("memory://"), MemoryStore)

@@ -13,10 +13,10 @@ from tornado.ioloop import IOLoop
 
 from collab.errors import StoreError
 from collab.store import create_store
-from collab.store.base import Origin, SnapshotRecord, Store, UpdateRecord
+from collab.store.base import Author, NewUpdate, SnapshotRecord, Store
 from collab.store.memory import MemoryStore
 from collab.store.sqlite import SCHEMA, SCHEMA_VERSION, SQLiteStore
-from tests.store_contract import Reopen, StoreContract, records
+from tests.store_contract import Reopen, StoreContract, news
 
 
 class TestSQLiteStore(StoreContract):
@@ -26,6 +26,14 @@ class TestSQLiteStore(StoreContract):
         io_loop.run_sync(store.open)
         yield store
         io_loop.run_sync(store.close)
+
+    @pytest.fixture
+    def second(self, io_loop: IOLoop, store: SQLiteStore) -> Iterator[SQLiteStore]:
+        """Another process's view: its own connections to the same file."""
+        other = SQLiteStore(store.path)
+        io_loop.run_sync(other.open)
+        yield other
+        io_loop.run_sync(other.close)
 
     @pytest.fixture
     def reopen(self, io_loop: IOLoop) -> Iterator[Reopen]:
@@ -69,7 +77,7 @@ async def test_the_file_is_in_wal_mode_with_the_schema_version_recorded(db_path:
         await store.close()
 
 
-async def test_both_connections_commit_with_synchronous_full(
+async def test_the_log_connections_commit_with_synchronous_full(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     # synchronous is a per-connection setting, so ask the store's own connections.
@@ -85,13 +93,16 @@ async def test_both_connections_commit_with_synchronous_full(
     store = SQLiteStore(db_path)
     await store.open()
     try:
-        assert len(connections) == 2
-        full = 2
-        for conn in connections:
-            level = await asyncio.get_running_loop().run_in_executor(
+        # The writer, the reader and the feed commit durably; presence does not.
+        assert len(connections) == 4
+        levels = [
+            await asyncio.get_running_loop().run_in_executor(
                 None, lambda conn=conn: conn.execute("PRAGMA synchronous").fetchone()[0]
             )
-            assert level == full
+            for conn in connections
+        ]
+        full, off = 2, 0
+        assert levels == [full, full, full, off]
     finally:
         await store.close()
 
@@ -144,12 +155,15 @@ async def test_reopening_the_file_keeps_documents_updates_and_snapshots(db_path:
     store = SQLiteStore(db_path)
     await store.open()
     epoch = (await store.load("notes")).epoch
-    written = [
-        UpdateRecord("notes", 1, b"\x00one", 1.25, Origin("ann", "c1", "i1")),
-        UpdateRecord("notes", 2, b"two\x00", 2.5, Origin()),
-        UpdateRecord("other", 1, b"x", 3.0, Origin(client="c2")),
-    ]
-    await store.append(written)
+    written = (
+        await store.append(
+            [
+                NewUpdate("notes", b"\x00one", 1.25, Author("ann", "c1", "i1")),
+                NewUpdate("notes", b"two\x00", 2.5, Author()),
+                NewUpdate("other", b"x", 3.0, Author(client="c2")),
+            ]
+        )
+    ).records
     await store.save_snapshot(SnapshotRecord("notes", 1, b"snap", 4.0))
     before = await store.list_documents()
     await store.close()
@@ -164,7 +178,7 @@ async def test_reopening_the_file_keeps_documents_updates_and_snapshots(db_path:
         assert loaded.epoch == epoch
         assert loaded.snapshot == SnapshotRecord("notes", 1, b"snap", 4.0)
         assert loaded.updates == (written[1],)
-        await again.append(records("notes", 3, 3))
+        assert (await again.append(news("notes", 1))).records[0].seq == 3
         assert (await again.get_document("notes")).head_seq == 3
     finally:
         await again.close()
@@ -187,7 +201,7 @@ async def test_every_statement_runs_off_the_event_loop_thread(
     await store.open()
     try:
         await store.load("notes")
-        await store.append(records("notes", 1, 3))
+        await store.append(news("notes", 3))
         await store.save_snapshot(SnapshotRecord("notes", 2, b"s", 1.0))
         await store.latest_snapshot("notes")
         await store.read_updates("notes", after_seq=1)
@@ -213,7 +227,7 @@ async def test_a_closed_store_refuses_work_with_a_store_error(db_path: Path):
     with pytest.raises(StoreError, match="closed"):
         await store.load("notes")
     with pytest.raises(StoreError, match="closed"):
-        await store.append(records("notes", 1, 1))
+        await store.append(news("notes", 1))
 
 
 def test_create_store_reads_relative_sqlite_urls() -> None:
@@ -266,5 +280,8 @@ async def test_a_schema_1_file_is_migrated_and_keeps_its_data(db_path: Path):
         assert pragma(db_path, "user_version") == SCHEMA_VERSION
         assert [u.seq for u in await store.read_updates("old")] == [1]
         assert await store.quarantined("old") == []
+        result = await store.append(news("old", 1))
+        assert result.records[0].seq == 2
+        assert result.heads["old"].bytes_since_snapshot == 2 + len(b"old:1")
     finally:
         await store.close()

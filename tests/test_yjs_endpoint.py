@@ -342,7 +342,7 @@ async def test_a_read_only_peer_s_edits_are_ignored_and_it_is_told_once(auth_ser
     assert room_text(auth_server, "notes") == "by writer"
     assert await stored_text(auth_server, "notes") == "by writer"
     history = await list_updates(auth_server.store, "notes")
-    assert {u.origin.user for u in history} == {"w"}
+    assert {u.author.user for u in history} == {"w"}
     assert str(text(writer.doc)) == "by writer"
 
 

@@ -1,36 +1,46 @@
-"""The room manager: which documents are live, loading them once, unloading them
-safely.
+"""The room manager: which documents are live on this instance, loading them once,
+following the other instances' commits, unloading them safely.
 
 - Loading is single-flight: every subscriber that arrives while a document loads
   waits for that one load and joins the same room; none sees an empty document.
 - A failed load fails closed: the waiting subscribers get LoadFailed, no room is
   kept, and nothing is written to the store, so the stored document is untouched.
-- A room is unloaded after its last session leaves and its writes are durable,
-  re-checking after every await that nobody joined (or is joining) meanwhile.
+- Loading while other instances write loses and doubles nothing: the load reads
+  the snapshot and the log in one consistent read, the room then follows the
+  store's feed (records at or below its seq are dropped, gaps are read from the
+  log), and it reads the log once more after it is registered, for what was
+  committed while it loaded.
+- A room is unloaded after its last session leaves and its writes are stored and
+  sent, re-checking after every await that nobody joined (or is joining) meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter
 
 from collab.config import Settings
-from collab.core.room import JoinReply, Room, build_replica
+from collab.core.presence import Presence
+from collab.core.room import LOG_PAGE, JoinReply, Room, build_replica
 from collab.core.session import Session, SessionState
 from collab.core.writer import Writer
-from collab.errors import CollabError, ErrorCode, LoadFailed, SeqConflict, StoreError
-from collab.store.base import Store
+from collab.errors import CollabError, ErrorCode, LoadFailed, StoreError
+from collab.store.base import Store, UpdateRecord
 from collab.tasks import TaskGroup
 
 log = logging.getLogger("collab.rooms")
+
+RETRY_MAX_S = 5.0
 
 
 class RoomManager:
     def __init__(self, store: Store, settings: Settings) -> None:
         self._store = store
         self._settings = settings
-        self.writer = Writer(store, settings, on_conflict=self._on_write_conflict)
+        self.writer = Writer(store, settings)
+        self.presence = Presence(store, settings, lambda: self._rooms.values())
         self._rooms: dict[str, Room] = {}
         self._loading: dict[str, asyncio.Future[Room]] = {}
         self._joining: Counter[str] = Counter()
@@ -39,9 +49,12 @@ class RoomManager:
         self._draining: dict[str, Room] = {}
         self._tasks = TaskGroup(log)
         self.loads = 0  # completed loads, for tests and metrics
+        self.feed_failure: Exception | None = None  # while the feed cannot be read
 
     def start(self) -> None:
         self.writer.start()
+        self.presence.start()
+        self._tasks.spawn(self._follow(), name="follow the feed")
 
     def get(self, name: str) -> Room | None:
         return self._rooms.get(name)
@@ -100,7 +113,15 @@ class RoomManager:
             loaded = await self._store.load(name)
             loop = asyncio.get_running_loop()
             replica = await loop.run_in_executor(None, build_replica, loaded, self._settings)
-            room = Room(loaded, replica, self.writer, self._settings, self._on_room_damaged)
+            room = Room(
+                loaded,
+                replica,
+                self.writer,
+                self._settings,
+                fetch_log=self._fetch_log,
+                publish_awareness=self.presence.publish,
+                on_damaged=self._on_room_damaged,
+            )
         except asyncio.CancelledError:
             future.cancel()
             raise
@@ -122,7 +143,44 @@ class RoomManager:
             loaded.snapshot.seq if loaded.snapshot else "-",
             len(loaded.updates),
         )
+        room.catch_up()  # what other instances committed while it loaded
         future.set_result(room)
+        await self.presence.load(room)
+
+    async def _fetch_log(self, doc: str, after: int, until: int | None) -> list[UpdateRecord]:
+        return await self._store.read_updates(doc, after_seq=after, until_seq=until, limit=LOG_PAGE)
+
+    # -- the feed --------------------------------------------------------------------------------
+
+    async def _follow(self) -> None:
+        """Hand every record the store's feed brings to its live room. After the feed
+        was interrupted, every live room reads the log for what it missed."""
+        poll_s = self._settings.feed_poll_s
+        delay = poll_s
+        position = None
+        while True:
+            try:
+                if position is None:
+                    position = await self._store.feed_position()
+                async with contextlib.aclosing(self._store.follow(position, poll_s=poll_s)) as feed:
+                    async for reached, records in feed:
+                        position = reached  # where to follow from after a failure
+                        if self.feed_failure is not None:
+                            log.warning("the feed recovered")
+                            self.feed_failure = None
+                            for room in list(self._rooms.values()):
+                                room.catch_up()
+                        delay = poll_s
+                        for record in records:
+                            room = self._rooms.get(record.doc)
+                            if room is not None:
+                                room.receive(record)
+            except StoreError as exc:
+                if self.feed_failure is None:
+                    log.error("following the feed failed, retrying: %s", exc)
+                self.feed_failure = exc
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
 
     # -- unloading ---------------------------------------------------------------------------
 
@@ -142,7 +200,7 @@ class RoomManager:
             if self._busy(room) or not room.idle or self._rooms.get(room.name) is not room:
                 return
             del self._rooms[room.name]
-            room.close()
+            await room.close()
             log.info("unloaded %r at seq %d", room.name, room.head_seq)
         finally:
             self._unloading.discard(room.name)
@@ -163,7 +221,6 @@ class RoomManager:
         for session in list(room.sessions):
             room.leave(session)
             session.peer.session_failed(session, failure)
-        room.close()
         self._tasks.spawn(self._drain(room), name=f"drain {room.name}")
 
     async def _drain(self, room: Room) -> None:
@@ -172,23 +229,7 @@ class RoomManager:
         finally:
             if self._draining.get(room.name) is room:
                 del self._draining[room.name]
-
-    def _on_write_conflict(self, name: str, error: SeqConflict) -> None:
-        # The store's log for this document moved on without us: the room's state
-        # is no longer the stored one. Drop the room; its peers resubscribe and
-        # get the stored state, and resend what was never acknowledged.
-        room = self._rooms.pop(name, None)
-        if room is None:
-            return
-        failure = CollabError(
-            f"document {name!r} was changed elsewhere; subscribe again",
-            code=ErrorCode.LOAD_FAILED,
-            doc=name,
-        )
-        for session in list(room.sessions):
-            room.leave(session)
-            session.peer.session_failed(session, failure)
-        room.close()
+            await room.close()
 
     # -- shutdown ------------------------------------------------------------------------------
 
@@ -196,6 +237,7 @@ class RoomManager:
         """Flush every room's writes, stop the writer, drop the rooms."""
         await self._tasks.close()
         await self.writer.stop()
+        await self.presence.close()
         for room in self._rooms.values():
-            room.close()
+            await room.close()
         self._rooms.clear()

@@ -1,11 +1,28 @@
-"""A room: one document's live state and everyone editing it.
+"""A room: one document's live state and everyone editing it on this instance.
 
 The room owns the document (a :class:`Replica`: a ``pycrdt.Doc`` and the update
-parts waiting for their dependencies), the awareness states, the sessions joined to it
-and the persistence cursor (the last seq assigned). Nothing else mutates the doc.
-Every method is synchronous: an update is validated, applied, broadcast and
-queued for the writer in one step of the event loop, so peers see edits in seq
-order and nothing waits on I/O here.
+parts waiting for their dependencies), the awareness states, the sessions joined
+to it, and ``head_seq``: the last seq its peers were sent. Nothing else mutates
+the doc.
+
+The path of an update, and why seqs come out right:
+
+- A peer's update is checked and applied to the doc at once (so that a bad one is
+  refused before anything changes, and the sender's next edit builds on it), then
+  queued for the writer. The store gives it its seq when it commits the batch.
+- Updates are sent to peers only once they are committed, in seq order: a
+  committed record, this instance's or another's (from the store's feed), waits
+  in ``_ahead`` until every earlier seq has been sent. When a seq is missing (it
+  was committed by another instance and the feed has not brought it yet), the
+  room reads it from the log. So every peer of every instance receives every
+  update once, with its seq, in seq order, and the sender's ack comes in that
+  order too. A record from another instance is integrated into the doc when it
+  is sent on; this instance's own are in it already.
+- A seq shown to a peer (sync, update, ack) is therefore always a stored one.
+
+Awareness changes of local peers go to the other instances through the store
+(:class:`~collab.core.presence.Presence`); theirs come back and are sent to the
+local peers, and expire unless their instance keeps renewing them.
 """
 
 from __future__ import annotations
@@ -13,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,13 +38,26 @@ import pycrdt
 
 from collab.config import Settings
 from collab.core.session import FrameCodec, Session, SessionState
-from collab.core.writer import PendingWrite, Writer
+from collab.core.writer import RETRY_FIRST_S, PendingWrite, Writer
 from collab.errors import CollabError, DocumentDamaged, ErrorCode, InvalidUpdate, StoreError
-from collab.store.base import LoadedDocument, UpdateRecord
+from collab.store.base import AwarenessChange, LoadedDocument, NewUpdate, UpdateRecord
+from collab.tasks import TaskGroup
 from collab.wire.replica import Replica
 from collab.wire.yformat import FormatError, decode_awareness_update, decode_state_vector
 
 log = logging.getLogger("collab.rooms")
+
+FetchLog = Callable[[str, int, int | None], Awaitable[list[UpdateRecord]]]
+PublishAwareness = Callable[[str, list[tuple[int, bytes]]], None]
+LOG_PAGE = 1000
+RETRY_MAX_S = 5.0
+
+
+class RemotePresence:
+    """The origin of awareness changes that came from other instances."""
+
+
+REMOTE = RemotePresence()
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +67,16 @@ class JoinReply:
     missing: bytes  # what the peer lacks (sync step 2)
     state_vector: bytes  # the room's state vector (sync step 1)
     awareness: bytes | None  # every known awareness state, if any
+
+
+@dataclass(slots=True)
+class _Delivery:
+    """A committed record on its way to the room's peers; ``session`` is its
+    sender when a peer of this instance wrote it."""
+
+    record: UpdateRecord
+    session: Session | None = None
+    on_durable: Callable[[int], None] | None = None
 
 
 def build_replica(loaded: LoadedDocument, settings: Settings) -> Replica:
@@ -65,22 +105,33 @@ class Room:
         replica: Replica,
         writer: Writer,
         settings: Settings,
+        *,
+        fetch_log: FetchLog,
+        publish_awareness: PublishAwareness,
         on_damaged: Callable[[Room, CollabError], None],
     ) -> None:
         self.name = loaded.name
         self.epoch = loaded.epoch
-        self.head_seq = loaded.head_seq
+        self.head_seq = loaded.head_seq  # the last seq sent to this room's peers
         self.sessions: dict[Session, None] = {}  # insertion-ordered set
         self._replica = replica
         self._writer = writer
         self._settings = settings
+        self._instance = settings.instance_id
+        self._fetch_log = fetch_log
+        self._publish_awareness = publish_awareness
         self._on_damaged = on_damaged
         self.damaged = False
+        self._known_seq = self.head_seq  # the highest seq known to be committed
+        self._ahead: dict[int, _Delivery] = {}  # committed, waiting for earlier seqs
+        self._reading: asyncio.Task[None] | None = None
+        self._read_again = False
+        self._waiting_acks: list[tuple[int, Callable[[], None]]] = []
+        self._tasks = TaskGroup(log)
         self._awareness = pycrdt.Awareness(replica.doc)
         self._awareness.set_local_state(None)  # the server is not an editor
         self._awareness_subscription = self._awareness.observe(self._on_awareness_change)
-        self._since_snapshot_updates = len(loaded.updates)
-        self._since_snapshot_bytes = sum(len(u.data) for u in loaded.updates)
+        self._remote_awareness: dict[int, float] = {}  # client id -> expiry, other instances'
         self.pending_writes = 0
         self._flushed = asyncio.Event()
         self._flushed.set()
@@ -113,14 +164,15 @@ class Room:
 
     @property
     def idle(self) -> bool:
-        return not self.sessions and self.pending_writes == 0
+        return not self.sessions and self.pending_writes == 0 and self._reading is None
 
     async def flushed(self) -> None:
-        """Wait until every update applied so far is durable."""
+        """Wait until every update of this room's peers so far is stored and sent."""
         await self._flushed.wait()
 
-    def close(self) -> None:
+    async def close(self) -> None:
         self._awareness.unobserve(self._awareness_subscription)
+        await self._tasks.close()
 
     # -- document -----------------------------------------------------------------------
 
@@ -136,49 +188,9 @@ class Room:
                 doc=self.name,
             ) from None
 
-    def apply_update(
-        self,
-        session: Session,
-        update: bytes,
-        on_durable: Callable[[int], None] | None = None,
-    ) -> int | None:
-        """Check, apply, broadcast and queue a peer's update. Returns the seq
-        assigned, or None when the update changes nothing (it is then not logged,
-        but ``on_durable`` still runs, with the seq that covers it, once that is
-        durable). Raises InvalidUpdate or Overloaded; the document is then
-        unchanged."""
-        if not update:
-            raise InvalidUpdate("the update is empty", doc=self.name)
-        ranges = self._replica.check(update)  # the one gate: collab.wire.yformat
-        self._writer.admit(len(update), doc=self.name)
-        try:
-            stored = self._replica.apply(update, ranges)
-        except DocumentDamaged as exc:
-            # The doc may hold part of an update that will never be logged: it is
-            # no longer the stored document. Drop it; it reloads from the store.
-            self.damaged = True
-            log.error("%r: %s; reloading it from the store", self.name, exc.message)
-            self._on_damaged(self, exc)
-            raise
-        if stored is None:
-            self._queue_write(session, None, on_durable)
-            return None
-        update = stored  # without what the document had already, if the peer resent it
-
-        self.head_seq += 1
-        seq = self.head_seq
-        record = UpdateRecord(self.name, seq, update, time.time(), session.origin)
-        self._broadcast(lambda codec: codec.update_frame(self.name, seq, update), exclude=session)
-        self._since_snapshot_updates += 1
-        self._since_snapshot_bytes += len(update)
-        snapshot_due = (
-            self._since_snapshot_updates >= self._settings.snapshot_every_updates
-            or self._since_snapshot_bytes >= self._settings.snapshot_every_bytes
-        )
-        if snapshot_due:
-            self._since_snapshot_updates = self._since_snapshot_bytes = 0
-        self._queue_write(session, record, on_durable, snapshot_after=snapshot_due)
-        return seq
+    def encode_state(self) -> bytes:
+        """The whole document as one update (what waits for dependencies included)."""
+        return self._replica.encode()
 
     def covers(self, update: bytes) -> bool:
         """True when the room holds every struct ``update`` carries and every item
@@ -186,32 +198,176 @@ class Room:
         refuses."""
         return self._replica.check(update).integrated_in(self._replica.state())
 
-    def encode_state(self) -> bytes:
-        """The whole document as one update (what waits for dependencies included)."""
-        return self._replica.encode()
-
-    def _queue_write(
+    def apply_update(
         self,
         session: Session,
-        record: UpdateRecord | None,
-        on_durable: Callable[[int], None] | None,
-        *,
-        snapshot_after: bool = False,
+        update: bytes,
+        on_durable: Callable[[int], None] | None = None,
     ) -> None:
-        seq = self.head_seq
-
-        def durable() -> None:
-            self.pending_writes -= 1
-            if self.pending_writes == 0:
-                self._flushed.set()
-            session.write_durable()
-            if on_durable is not None:
-                on_durable(seq)
-
-        self._writer.submit(PendingWrite(self.name, record, durable, snapshot_after))
+        """Check and apply a peer's update and queue it for the store. Once it is
+        stored it is sent to the other peers, and ``on_durable(seq)`` runs, in seq
+        order; an update that changes nothing is not stored, and ``on_durable`` runs
+        with the seq that covers it. Raises InvalidUpdate or Overloaded; the
+        document is then unchanged."""
+        if not update:
+            raise InvalidUpdate("the update is empty", doc=self.name)
+        ranges = self._replica.check(update)  # the one gate: collab.wire.yformat
+        self._writer.admit(len(update), doc=self.name)
+        try:
+            stored = self._replica.apply(update, ranges)
+        except DocumentDamaged as exc:
+            self._damaged(exc)
+            raise
         self.pending_writes += 1
         self._flushed.clear()
         session.write_submitted()
+        if stored is None:
+            callback = self._replay_done(session, on_durable)
+            self._writer.submit(PendingWrite(self.name, None, callback))
+            return
+        new = NewUpdate(self.name, stored, time.time(), session.origin.author)
+        self._writer.submit(PendingWrite(self.name, new, self._committed(session, on_durable)))
+
+    def _committed(
+        self, session: Session, on_durable: Callable[[int], None] | None
+    ) -> Callable[[UpdateRecord | None], None]:
+        def committed(record: UpdateRecord | None) -> None:
+            assert record is not None  # an entry with an update gets its record
+            self._offer(_Delivery(record, session, on_durable))
+
+        return committed
+
+    def _replay_done(
+        self, session: Session, on_durable: Callable[[int], None] | None
+    ) -> Callable[[UpdateRecord | None], None]:
+        def done(_: UpdateRecord | None) -> None:
+            # Everything queued before it is stored: acknowledge it once what is
+            # known to be stored has been sent, with the seq that covers it.
+            target = self._known_seq
+
+            def acknowledge() -> None:
+                self._acknowledged(session, on_durable, self.head_seq)
+
+            if self.head_seq >= target:
+                acknowledge()
+            else:
+                self._waiting_acks.append((target, acknowledge))
+
+        return done
+
+    def _damaged(self, exc: CollabError) -> None:
+        # The doc may hold part of an update that will never be logged: it is no
+        # longer the stored document. Drop it; it reloads from the store.
+        self.damaged = True
+        log.error("%r: %s; reloading it from the store", self.name, exc.message)
+        self._on_damaged(self, exc)
+
+    # -- committed records, in seq order ---------------------------------------------------
+
+    def receive(self, record: UpdateRecord) -> None:
+        """A record from the store's feed. This instance's own come through the
+        writer, with their senders, and are left out here."""
+        if record.author.instance != self._instance:
+            self._offer(_Delivery(record))
+
+    def catch_up(self) -> None:
+        """Read the log after ``head_seq`` to its end: after a load (commits while it
+        loaded) and after the feed was interrupted."""
+        self._read_log(until=None)
+
+    def _offer(self, delivery: _Delivery) -> None:
+        seq = delivery.record.seq
+        if seq <= self.head_seq:
+            # Sent on already, read from the log before its writer reported it.
+            if delivery.session is not None:
+                self._acknowledged(delivery.session, delivery.on_durable, seq)
+            return
+        self._known_seq = max(self._known_seq, seq)
+        held = self._ahead.get(seq)
+        if held is None or (held.session is None and delivery.session is not None):
+            self._ahead[seq] = delivery
+        self._drain()
+
+    def _drain(self) -> None:
+        while (delivery := self._ahead.pop(self.head_seq + 1, None)) is not None:
+            self.head_seq += 1
+            self._deliver(delivery)
+        if self._waiting_acks:
+            ready = [ack for seq, ack in self._waiting_acks if seq <= self.head_seq]
+            self._waiting_acks = [(s, a) for s, a in self._waiting_acks if s > self.head_seq]
+            for acknowledge in ready:
+                acknowledge()
+        if self._ahead:
+            self._read_log(until=min(self._ahead) - 1)
+
+    def _deliver(self, delivery: _Delivery) -> None:
+        record = delivery.record
+        if delivery.session is None:
+            # Another instance's (or read from the log): integrate it here too.
+            try:
+                self._replica.apply(record.data, bounded=False)
+            except DocumentDamaged as exc:
+                self._damaged(exc)
+                return
+            except InvalidUpdate as exc:
+                log.error("%r: stored update %d cannot be applied: %s", self.name, record.seq, exc)
+        self._broadcast(
+            lambda codec: codec.update_frame(self.name, record.seq, record.data),
+            exclude=delivery.session,
+        )
+        if delivery.session is not None:
+            self._acknowledged(delivery.session, delivery.on_durable, record.seq)
+
+    def _acknowledged(
+        self, session: Session, on_durable: Callable[[int], None] | None, seq: int
+    ) -> None:
+        self.pending_writes -= 1
+        if self.pending_writes == 0:
+            self._flushed.set()
+        session.write_durable()
+        if on_durable is not None:
+            try:
+                on_durable(seq)
+            except Exception:
+                log.exception("acknowledging seq %d of %r failed", seq, self.name)
+
+    def _read_log(self, *, until: int | None) -> None:
+        """Read missing records from the log: up to ``until``, or to its end. One
+        read at a time; a catch-up asked for meanwhile runs after it."""
+        if self._reading is not None:
+            if until is None:
+                self._read_again = True
+            return
+        if not self._tasks.closed:
+            self._reading = self._tasks.spawn(self._read(until), name=f"read log {self.name}")
+
+    async def _read(self, until: int | None) -> None:
+        delay = RETRY_FIRST_S
+        try:
+            while True:
+                try:
+                    records = await self._fetch_log(self.name, self.head_seq, until)
+                except StoreError as exc:
+                    log.warning("reading the log of %r failed, retrying: %s", self.name, exc)
+                else:
+                    for record in records:
+                        self._offer(_Delivery(record))
+                    if len(records) == LOG_PAGE:
+                        continue  # more to read
+                    if until is None or self.head_seq >= until:
+                        return
+                    # Committed (a later seq exists) but not visible yet, as with a
+                    # store's lagging replica: try again shortly.
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+        finally:
+            self._reading = None
+            if not self._tasks.closed:
+                if self._ahead:
+                    self._read_log(until=min(self._ahead) - 1)
+                elif self._read_again:
+                    self._read_again = False
+                    self._read_log(until=None)
 
     # -- awareness ------------------------------------------------------------------------
 
@@ -233,6 +389,43 @@ class Room:
                 doc=self.name,
             ) from None
 
+    def apply_remote_awareness(self, change: AwarenessChange) -> None:
+        """A state another instance published (checked there, and again here)."""
+        if change.instance == self._instance:
+            return
+        try:
+            entries = decode_awareness_update(change.update)
+        except FormatError as exc:
+            log.warning(
+                "%r: awareness from instance %s refused: %s", self.name, change.instance, exc
+            )
+            return
+        for entry in entries:
+            if entry.state is None:
+                self._remote_awareness.pop(entry.client_id, None)
+            else:
+                self._remote_awareness[entry.client_id] = change.expires_s
+        self._awareness.apply_awareness_update(change.update, REMOTE)
+
+    def expire_remote_awareness(self, now: float) -> None:
+        """Remove the states of other instances' clients that were not renewed: their
+        instance is gone, or they left and the news was lost."""
+        expired = [c for c, until in self._remote_awareness.items() if until <= now]
+        for client_id in expired:
+            del self._remote_awareness[client_id]
+        present = [c for c in expired if c in self._awareness.states]
+        if present:
+            self._awareness.remove_awareness_states(present, origin=REMOTE)
+
+    def local_awareness(self) -> list[tuple[int, bytes]]:
+        """The states this instance's peers own, one encoded update each."""
+        clients = sorted({c for s in self.sessions for c in s.awareness_clients})
+        return [
+            (c, self._awareness.encode_awareness_update([c]))
+            for c in clients
+            if c in self._awareness.states
+        ]
+
     def awareness_snapshot(self) -> bytes | None:
         clients = list(self._awareness.states)
         return self._awareness.encode_awareness_update(clients) if clients else None
@@ -241,9 +434,12 @@ class Room:
         if topic != "update":
             return
         changes, origin = args
+        changed = changes["added"] + changes["updated"] + changes["removed"]
         if isinstance(origin, Session):
             self._track_awareness_owner(origin, changes)
-        changed = changes["added"] + changes["updated"] + changes["removed"]
+            self._publish_awareness(
+                self.name, [(c, self._awareness.encode_awareness_update([c])) for c in changed]
+            )
         payload = self._awareness.encode_awareness_update(changed)
         # Sent to the origin too, as y-websocket servers do: a y-websocket client
         # that hears nothing for 30 s reconnects, and its own awareness renewal
@@ -256,6 +452,7 @@ class Room:
         # takes its state over, so the old socket's close does not remove it.
         session.awareness_clients.difference_update(changes["removed"])
         for client_id in changes["added"] + changes["updated"]:
+            self._remote_awareness.pop(client_id, None)
             if client_id in session.awareness_clients:
                 continue
             for other in self.sessions:

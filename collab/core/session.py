@@ -14,8 +14,8 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
 from collab.auth import Role
+from collab.core.origin import Origin
 from collab.errors import CollabError
-from collab.store.base import Origin
 
 if TYPE_CHECKING:
     from collab.core.room import Room

@@ -1,18 +1,23 @@
 """Group-commit writer: persistence off the message path.
 
-Rooms apply and broadcast an update at once and hand the append to the writer.
-One task drains the queue in batches (everything queued while the previous batch
-was being committed goes into the next one), commits each batch in one store
-transaction, and only then runs each entry's ``on_durable`` callback, which sends
-the ACK. A failed write keeps its batch queued and is retried with backoff, so
-nothing is acknowledged that is not stored and nothing queued is dropped.
+Rooms check and apply a peer's update at once and hand it to the writer. One task
+drains the queue in batches (everything queued while the previous batch was being
+committed goes into the next one), commits each batch in one store transaction,
+where the store gives every update its seq, and then runs each entry's
+``on_committed`` with the stored record: the room broadcasts it in seq order and
+acknowledges it. A failed write keeps its batch queued and is retried with backoff,
+so nothing is acknowledged that is not stored and nothing queued is dropped.
 
-The queue is bounded in bytes (``write_queue_bytes``): rooms ask :meth:`Writer.admit`
-before they apply an update, and past the bound, or while the store is failing,
-the update is refused (``Overloaded``) before anything changes, so a store that
-stops writing (a full disk) costs no memory and loses nothing acknowledged.
+The queue is bounded in bytes (``write_queue_bytes``). Rooms ask :meth:`Writer.admit`
+before they apply an update: past the bound, or while the store is failing, the
+update is refused (``Overloaded``) before anything changes, so a store that stops
+writing (a full disk) costs no memory and loses nothing acknowledged. Below that,
+a queue more than half full slows the writers down instead: a connection stops
+reading its socket until the queue drains (:meth:`Writer.backpressure`).
 
-Snapshots are written by a second task, after the updates they cover are durable.
+Snapshots are written by a second task, after the updates they cover are durable,
+by one instance at a time (a lease in the store), from the store's log, so they
+never miss an update committed by another instance.
 """
 
 from __future__ import annotations
@@ -21,14 +26,14 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from itertools import islice
 
 from collab.config import Settings
 from collab.core.history import state_at
-from collab.errors import Overloaded, SeqConflict, StoreError
-from collab.store.base import SnapshotRecord, Store, UpdateRecord
+from collab.errors import Overloaded, StoreError
+from collab.store.base import DocumentHead, NewUpdate, SnapshotRecord, Store, UpdateRecord
 from collab.tasks import TaskGroup
 
 log = logging.getLogger("collab.store")
@@ -38,30 +43,26 @@ RETRY_FIRST_S = 0.05
 
 @dataclass(slots=True)
 class PendingWrite:
-    """One entry of the queue. ``record`` None: nothing to store, but
-    ``on_durable`` runs only after every earlier entry is durable."""
+    """One entry of the queue. ``update`` None: nothing to store, but
+    ``on_committed(None)`` runs only after every earlier entry is committed."""
 
     doc: str
-    record: UpdateRecord | None
-    on_durable: Callable[[], None] | None = None
-    snapshot_after: bool = False
+    update: NewUpdate | None
+    on_committed: Callable[[UpdateRecord | None], None]
 
 
 class Writer:
-    def __init__(
-        self,
-        store: Store,
-        settings: Settings,
-        on_conflict: Callable[[str, SeqConflict], None],
-    ) -> None:
+    def __init__(self, store: Store, settings: Settings) -> None:
         self._store = store
         self._settings = settings
-        self._on_conflict = on_conflict
         self._queue: deque[PendingWrite] = deque()
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._drained = asyncio.Event()  # the queue is at most half full
+        self._drained.set()
         self._snapshots_due: dict[str, int] = {}
+        self._snapshotting: set[str] = set()
         self._snapshot_wakeup = asyncio.Event()
         self._snapshots_idle = asyncio.Event()
         self._snapshots_idle.set()
@@ -80,8 +81,14 @@ class Writer:
     def queued_bytes(self) -> int:
         return self._queued_bytes
 
+    def start(self) -> None:
+        self._tasks.spawn(self._commit_loop(), name="writer-commit")
+        self._tasks.spawn(self._snapshot_loop(), name="writer-snapshots")
+
     def admit(self, size: int, *, doc: str | None = None) -> None:
         """Raise Overloaded unless an update of ``size`` bytes may be queued now."""
+        if self._stopping:
+            raise Overloaded("the server is shutting down; send the update again later", doc=doc)
         if self.failure is not None:
             raise Overloaded(
                 "the store is failing; the update was not applied, send it again later",
@@ -94,18 +101,28 @@ class Writer:
                 doc=doc,
             )
 
-    def start(self) -> None:
-        self._tasks.spawn(self._commit_loop(), name="writer-commit")
-        self._tasks.spawn(self._snapshot_loop(), name="writer-snapshots")
-
     def submit(self, entry: PendingWrite) -> None:
-        if self._stopping:
-            raise StoreError("the writer is shutting down")
+        """Queue an entry; call :meth:`admit` first. Never raises."""
         self._queue.append(entry)
-        if entry.record is not None:
-            self._queued_bytes += len(entry.record.data)
+        if entry.update is not None:
+            self._queued_bytes += len(entry.update.data)
+            if self._queued_bytes > self._pause_bytes:
+                self._drained.clear()
         self._idle.clear()
         self._wakeup.set()
+
+    @property
+    def _pause_bytes(self) -> int:
+        return self._settings.write_queue_bytes // 2
+
+    def backpressure(self) -> Awaitable[None] | None:
+        """While the queue is more than half full, an awaitable that is done once it
+        is not: a connection awaits it before reading its next message. None when
+        there is no need to wait (and while the store fails: updates are refused
+        then, and reading on is how the peers hear of it)."""
+        if self._drained.is_set() or self.failure is not None:
+            return None
+        return self._drained.wait()
 
     async def stop(self) -> None:
         """Flush what is queued and write the snapshots that are due, within the
@@ -136,20 +153,23 @@ class Writer:
             self._wakeup.clear()
             while self._queue:
                 batch = list(islice(self._queue, self._settings.write_batch_max_updates))
-                records = [e.record for e in batch if e.record is not None]
+                updates = [e.update for e in batch if e.update is not None]
                 try:
-                    if records:
-                        await self._store.append(records)
-                except SeqConflict as exc:
-                    if self._drop_conflicting(exc):
-                        continue
-                    self._failed(exc, delay)
+                    result = await self._store.append(updates) if updates else None
+                    if result is not None and len(result.records) != len(updates):
+                        raise StoreError(
+                            f"the store returned {len(result.records)} records "
+                            f"for {len(updates)} updates"
+                        )
                 except Exception as exc:
+                    # A SeqConflict too: the store renumbers the whole batch next time.
                     self._failed(exc, delay)
                 else:
                     delay = first_delay
                     self._recovered()
-                    self._complete(batch)
+                    self._complete(batch, result.records if result else [])
+                    if result is not None:
+                        self._consider_snapshots(result.heads)
                     continue
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._settings.write_retry_max_s)
@@ -172,6 +192,7 @@ class Writer:
         else:
             log.debug("store write failed again, retrying in %.2fs: %s", delay, exc)
         self.failure = exc
+        self._drained.set()  # paused connections read on, and hear the refusals
 
     def _recovered(self) -> None:
         if self.failure is not None:
@@ -180,42 +201,35 @@ class Writer:
             )
             self.failure = None
 
-    def _complete(self, batch: list[PendingWrite]) -> None:
+    def _complete(self, batch: list[PendingWrite], records: list[UpdateRecord]) -> None:
         self.batches_committed += 1
+        stored = iter(records)
         for entry in batch:
             self._queue.popleft()
-            if entry.record is not None:
-                self._queued_bytes -= len(entry.record.data)
+            if entry.update is not None:
+                self._queued_bytes -= len(entry.update.data)
+        if self._queued_bytes <= self._pause_bytes:
+            self._drained.set()
         for entry in batch:
-            if entry.on_durable is not None:
-                try:
-                    entry.on_durable()
-                except Exception:
-                    log.exception("on_durable callback failed for %s", entry.doc)
-            if entry.snapshot_after and entry.record is not None:
-                self._snapshots_due[entry.doc] = entry.record.seq
-                self._snapshots_idle.clear()
-                self._snapshot_wakeup.set()
-
-    def _drop_conflicting(self, exc: SeqConflict) -> bool:
-        """Drop the conflicting document's queued entries; False if it had none."""
-        # Another writer owns this document's log: retrying cannot succeed. Its
-        # entries were never acknowledged; the room is reloaded from the store.
-        doc = exc.doc
-        kept = [e for e in self._queue if e.doc != doc]
-        if len(kept) == len(self._queue):
-            return False
-        log.error("store rejected updates for %r: %s", doc, exc)
-        self._queue.clear()
-        self._queue.extend(kept)
-        self._queued_bytes = sum(len(e.record.data) for e in kept if e.record is not None)
-        try:
-            self._on_conflict(doc, exc)
-        except Exception:
-            log.exception("handling the conflict on %r failed", doc)
-        return True
+            record = next(stored) if entry.update is not None else None
+            try:
+                entry.on_committed(record)
+            except Exception:
+                log.exception("on_committed failed for %s", entry.doc)
 
     # -- snapshots ----------------------------------------------------------------------
+
+    def _consider_snapshots(self, heads: dict[str, DocumentHead]) -> None:
+        s = self._settings
+        for doc, head in heads.items():
+            due = (
+                head.head_seq - head.snapshot_seq >= s.snapshot_every_updates
+                or head.bytes_since_snapshot >= s.snapshot_every_bytes
+            )
+            if due and doc not in self._snapshotting:
+                self._snapshots_due[doc] = head.head_seq
+                self._snapshots_idle.clear()
+                self._snapshot_wakeup.set()
 
     async def _snapshot_loop(self) -> None:
         while True:
@@ -223,14 +237,24 @@ class Writer:
             self._snapshot_wakeup.clear()
             while self._snapshots_due:
                 doc, seq = self._snapshots_due.popitem()
+                self._snapshotting.add(doc)
                 try:
                     await self.write_snapshot(doc, seq)
                 except Exception as exc:
                     # A missed snapshot costs load time, not data: the log has it all.
                     log.warning("snapshot of %r at seq %d failed: %s", doc, seq, exc)
+                finally:
+                    self._snapshotting.discard(doc)
             self._snapshots_idle.set()
 
-    async def write_snapshot(self, doc: str, seq: int) -> None:
+    async def write_snapshot(self, doc: str, seq: int) -> bool:
+        """Snapshot ``doc`` at ``seq`` from the store's log, unless another instance
+        holds the document's snapshot lease. True when written."""
+        s = self._settings
+        if not await self._store.lease_snapshot(doc, s.instance_id, s.snapshot_lease_s):
+            log.debug("snapshot of %r left to the instance that holds its lease", doc)
+            return False
         at, state = await state_at(self._store, doc, seq)
         await self._store.save_snapshot(SnapshotRecord(doc, at, state, time.time()))
         log.debug("snapshot of %r at seq %d (%d bytes)", doc, at, len(state))
+        return True

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from enum import Enum
 
 from collab import __version__
 from collab.auth import Authenticator, Identity, Role
 from collab.config import Settings
 from collab.core.manager import RoomManager
+from collab.core.origin import Origin
 from collab.core.session import Session, SessionState
 from collab.errors import (
     AccessDenied,
@@ -28,7 +29,6 @@ from collab.errors import (
     ProtocolError,
 )
 from collab.peers.transport import Transport, close_reason, new_connection_id
-from collab.store.base import Origin
 from collab.tasks import TaskGroup
 from collab.wire.native import (
     NATIVE_FRAMES,
@@ -87,10 +87,12 @@ class NativeConnection:
 
     # -- input ------------------------------------------------------------------------
 
-    def receive(self, frame: bytes | str) -> None:
-        """Handle one WebSocket message. Never raises, never awaits."""
+    def receive(self, frame: bytes | str) -> Awaitable[None] | None:
+        """Handle one WebSocket message. Never raises, never awaits. Returns an
+        awaitable while the server's write queue is more than half full: the socket
+        is not read again until it is done (backpressure on a fast writer)."""
         if self.state in (ConnectionState.CLOSING, ConnectionState.CLOSED):
-            return
+            return None
         try:
             if isinstance(frame, str):
                 raise ProtocolError(
@@ -110,6 +112,7 @@ class NativeConnection:
         except Exception:
             log.exception("%s: unexpected error handling a message", self)
             self._report(CollabError("internal server error", code=ErrorCode.INTERNAL))
+        return self._rooms.writer.backpressure()
 
     def _dispatch(self, message: Message) -> None:
         if self.state is ConnectionState.AWAITING_HELLO:
@@ -186,7 +189,7 @@ class NativeConnection:
                 doc=doc,
             )
         role = self.identity.require(doc)
-        origin = Origin(self.identity.user, self.client, self._settings.instance_id)
+        origin = Origin.peer(self.identity.user, self.client, self._settings.instance_id)
         session = Session(doc, self, NATIVE_FRAMES, role, origin)
         self.sessions[doc] = session
         self._tasks.spawn(self._join(session, message.sv), name=f"join {doc}")

@@ -11,13 +11,14 @@ read-only peer's updates are ignored with a logged reason.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 
 from collab.auth import Identity, Role
 from collab.core.manager import RoomManager
+from collab.core.origin import Origin
 from collab.core.session import Session, SessionState
 from collab.errors import CloseCode, CollabError, Overloaded
 from collab.peers.transport import Transport, close_reason, new_connection_id
-from collab.store.base import Origin
 from collab.wire import yjs as yjs_protocol
 from collab.wire.yjs import YJS_FRAMES, YjsKind
 
@@ -41,7 +42,7 @@ class YjsConnection:
         self.id = new_connection_id()
         self.remote = remote
         self.session = Session(
-            doc, self, YJS_FRAMES, role, Origin(identity.user, f"yjs:{self.id}", instance_id)
+            doc, self, YJS_FRAMES, role, Origin.peer(identity.user, f"yjs:{self.id}", instance_id)
         )
         self._closing = False
         self._told_read_only = False
@@ -59,13 +60,14 @@ class YjsConnection:
         if reply.awareness is not None:
             self.send(yjs_protocol.awareness(reply.awareness))
 
-    def receive(self, frame: bytes | str) -> None:
-        """Handle one WebSocket message. Never raises, never awaits."""
+    def receive(self, frame: bytes | str) -> Awaitable[None] | None:
+        """Handle one WebSocket message. Never raises, never awaits; returns an
+        awaitable to apply backpressure, as NativeConnection.receive does."""
         if self._closing or self.session.state is not SessionState.ACTIVE:
-            return
+            return None
         if isinstance(frame, str):
             self._fail(CloseCode.UNSUPPORTED_DATA, "y-websocket messages are binary frames")
-            return
+            return None
         try:
             self._dispatch(yjs_protocol.decode(frame))
         except Overloaded as exc:
@@ -76,6 +78,7 @@ class YjsConnection:
         except Exception:
             log.exception("%s: unexpected error handling a message", self)
             self._fail(CloseCode.INTERNAL_ERROR, "internal server error")
+        return self._rooms.writer.backpressure()
 
     def _dispatch(self, message: yjs_protocol.YjsMessage) -> None:
         room = self.session.room

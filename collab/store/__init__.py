@@ -1,20 +1,28 @@
-"""Stores: where documents live. ``open_store`` picks a backend from a URL."""
+"""Stores: where documents live. ``create_store`` picks a backend from a URL."""
 
 from __future__ import annotations
 
 from collab.store.base import (
+    AppendResult,
+    Author,
+    AwarenessChange,
+    DocumentHead,
     DocumentInfo,
     LoadedDocument,
-    Origin,
+    NewUpdate,
     SnapshotRecord,
     Store,
     UpdateRecord,
 )
 
 __all__ = [
+    "AppendResult",
+    "Author",
+    "AwarenessChange",
+    "DocumentHead",
     "DocumentInfo",
     "LoadedDocument",
-    "Origin",
+    "NewUpdate",
     "SnapshotRecord",
     "Store",
     "UpdateRecord",

@@ -1,30 +1,40 @@
-"""The store interface: an append-only update log and snapshots, per document.
+"""The store interface: an append-only update log, snapshots and presence, per
+document, shared by every server instance that uses the store.
 
 A Store is the only thing that touches disk or a database. Every backend keeps
 the same contract (tests/store_contract.py checks it):
 
 - ``append`` is atomic: a batch is stored completely or not at all, and once it
   returns the updates survive a crash of the process.
-- ``seq`` is strictly increasing per document, starting at 1, without gaps; an
-  append that does not continue at ``head_seq + 1`` raises :class:`SeqConflict`
-  and stores nothing.
+- ``append`` assigns the seqs: per document strictly increasing from 1, without
+  gaps, whichever instance appends. Instances appending to one document at once
+  all succeed; the backend serialises them (SQLite's write lock) or renumbers the
+  loser of a race and retries (MongoDB). A seq names one stored update forever.
 - ``load`` returns the latest snapshot and every update after it, so that the
   document's state is the snapshot with those updates applied.
+- ``follow`` yields the records every instance commits, in commit order, after a
+  position; positions are opaque and only ever compared by the backend.
 - The log is history: updates are never rewritten or dropped by snapshots.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from collab.errors import SeqConflict
 
 __all__ = [
+    "AppendResult",
+    "Author",
+    "AwarenessChange",
+    "DocumentHead",
     "DocumentInfo",
+    "FeedPosition",
     "LoadedDocument",
-    "Origin",
+    "NewUpdate",
     "QuarantinedEntry",
     "Repair",
     "SeqConflict",
@@ -34,9 +44,11 @@ __all__ = [
     "UpdateRecord",
 ]
 
+FeedPosition = Any  # a backend's place in its feed: an int for SQLite, a token for MongoDB
+
 
 @dataclass(frozen=True, slots=True)
-class Origin:
+class Author:
     """Who made an update: the authenticated user, the client (connection or
     client id) and the server instance that accepted it."""
 
@@ -46,12 +58,39 @@ class Origin:
 
 
 @dataclass(frozen=True, slots=True)
+class NewUpdate:
+    """An update to append; the store gives it its seq."""
+
+    doc: str
+    data: bytes = field(repr=False)
+    time_s: float
+    author: Author = Author()
+
+
+@dataclass(frozen=True, slots=True)
 class UpdateRecord:
+    """A stored update: ``seq`` names it forever."""
+
     doc: str
     seq: int
     data: bytes = field(repr=False)
     time_s: float
-    origin: Origin = Origin()
+    author: Author = Author()
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentHead:
+    """Where a document's log stands after an append, for deciding snapshots."""
+
+    head_seq: int
+    snapshot_seq: int  # the newest snapshot's seq, 0 without one
+    bytes_since_snapshot: int
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    records: list[UpdateRecord]  # one per appended update, in the order given
+    heads: dict[str, DocumentHead]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +124,20 @@ class DocumentInfo:
     head_seq: int
     created_s: float
     updated_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class AwarenessChange:
+    """One awareness client's state as an instance published it: ``update`` is a
+    y-protocols awareness update for that client alone (its state ``null`` when it
+    left). Valid until ``expires_s``; the instance renews it while the client is
+    connected, so the states of an instance that dies expire."""
+
+    doc: str
+    client_id: int
+    instance: str
+    update: bytes = field(repr=False)
+    expires_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,24 +182,17 @@ class Store(abc.ABC):
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections. Safe to call twice."""
 
+    # -- documents and the log ----------------------------------------------------------
+
     @abc.abstractmethod
     async def load(self, doc: str) -> LoadedDocument:
-        """Latest snapshot plus the updates after it. A document that does not
-        exist yet is created, with a new epoch."""
+        """Latest snapshot plus the updates after it, read consistently. A document
+        that does not exist yet is created, with a new epoch."""
 
     @abc.abstractmethod
-    async def append(self, updates: Sequence[UpdateRecord]) -> None:
-        """Store a batch (possibly for several documents) in one atomic step."""
-
-    @abc.abstractmethod
-    async def save_snapshot(self, snapshot: SnapshotRecord) -> None:
-        """Store a snapshot; writing one that exists already is a no-op."""
-
-    @abc.abstractmethod
-    async def latest_snapshot(
-        self, doc: str, *, at_or_before_seq: int | None = None
-    ) -> SnapshotRecord | None:
-        """The newest snapshot, or the newest one at or before a seq."""
+    async def append(self, updates: Sequence[NewUpdate]) -> AppendResult:
+        """Store a batch (possibly for several documents) in one atomic step, giving
+        each update the next seq of its document."""
 
     @abc.abstractmethod
     async def read_updates(
@@ -167,9 +213,65 @@ class Store(abc.ABC):
     async def list_documents(self) -> list[DocumentInfo]:
         """Every stored document, by name."""
 
+    # -- the feed -----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def feed_position(self) -> FeedPosition:
+        """The feed's current end: following from here yields what is committed next."""
+
+    @abc.abstractmethod
+    def follow(
+        self, after: FeedPosition, *, poll_s: float
+    ) -> AsyncIterator[tuple[FeedPosition, list[UpdateRecord]]]:
+        """Records every instance commits after ``after``, in commit order, as
+        ``(position, records)`` batches; ``position`` resumes after the batch. Runs
+        until closed: consume it under ``contextlib.aclosing()``. Raises StoreError
+        when the store fails; follow again from the last position."""
+
+    # -- snapshots ----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def save_snapshot(self, snapshot: SnapshotRecord) -> None:
+        """Store a snapshot; writing one that exists already is a no-op."""
+
+    @abc.abstractmethod
+    async def latest_snapshot(
+        self, doc: str, *, at_or_before_seq: int | None = None
+    ) -> SnapshotRecord | None:
+        """The newest snapshot, or the newest one at or before a seq."""
+
     @abc.abstractmethod
     async def snapshot_seqs(self, doc: str) -> list[int]:
         """The seqs of a document's snapshots, oldest first."""
+
+    @abc.abstractmethod
+    async def lease_snapshot(self, doc: str, instance: str, lease_s: float) -> bool:
+        """Take the right to write the document's next snapshot for ``lease_s``
+        seconds, unless another instance holds it: one instance at a time snapshots
+        a document. Saving a snapshot releases the lease."""
+
+    # -- presence -------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def publish_awareness(self, changes: Sequence[AwarenessChange]) -> None:
+        """Store the latest awareness state of each (document, client); not durable."""
+
+    @abc.abstractmethod
+    async def awareness_of(self, doc: str) -> list[AwarenessChange]:
+        """The document's awareness states that have not expired."""
+
+    @abc.abstractmethod
+    async def awareness_position(self) -> FeedPosition:
+        """The awareness feed's current end."""
+
+    @abc.abstractmethod
+    def follow_awareness(
+        self, after: FeedPosition, *, poll_s: float
+    ) -> AsyncIterator[tuple[FeedPosition, list[AwarenessChange]]]:
+        """Awareness changes every instance publishes after ``after``, as
+        ``follow`` does for records."""
+
+    # -- repairs ------------------------------------------------------------------------
 
     @abc.abstractmethod
     async def repair(
@@ -186,10 +288,19 @@ class Store(abc.ABC):
         """What repairs set aside for a document, oldest first."""
 
 
-def check_continuity(doc: str, head_seq: int, seqs: Sequence[int]) -> None:
-    """Raise SeqConflict unless ``seqs`` continue ``head_seq`` without gaps."""
-    expected = head_seq + 1
-    for seq in seqs:
-        if seq != expected:
-            raise SeqConflict(doc, f"{doc}: expected seq {expected}, got {seq}")
-        expected += 1
+def next_heads(
+    heads: Mapping[str, DocumentHead], updates: Sequence[NewUpdate]
+) -> tuple[list[int], dict[str, DocumentHead]]:
+    """The seqs an append gives ``updates`` and the documents' heads after it, from
+    the heads before it (``heads`` must cover every document in ``updates``)."""
+    current = dict(heads)
+    seqs = []
+    for update in updates:
+        head = current[update.doc]
+        current[update.doc] = DocumentHead(
+            head.head_seq + 1,
+            head.snapshot_seq,
+            head.bytes_since_snapshot + len(update.data),
+        )
+        seqs.append(head.head_seq + 1)
+    return seqs, current

@@ -1,23 +1,32 @@
-"""In-memory store: the same contract as the others, gone when the process ends."""
+"""In-memory store: the same contract as the others, gone when the process ends.
+
+Several servers in one process may share one MemoryStore, as several processes
+share one SQLite file: its feeds carry each one's commits to the others (tests
+use that to run "instances" side by side)."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import secrets
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import groupby
 
 from collab.store.base import (
+    AppendResult,
+    AwarenessChange,
+    DocumentHead,
     DocumentInfo,
+    FeedPosition,
     LoadedDocument,
+    NewUpdate,
     QuarantinedEntry,
     Repair,
     SnapshotRecord,
     Store,
     UpdateRecord,
-    check_continuity,
+    next_heads,
 )
 
 
@@ -29,16 +38,27 @@ class _Document:
     updates: list[UpdateRecord] = field(default_factory=list)
     snapshots: dict[int, SnapshotRecord] = field(default_factory=dict)
     quarantine: list[QuarantinedEntry] = field(default_factory=list)
+    snapshot_seq: int = 0
+    bytes_since_snapshot: int = 0
+    lease: tuple[str, float] | None = None  # (instance, until)
 
     @property
     def head_seq(self) -> int:
         return self.updates[-1].seq if self.updates else 0
+
+    @property
+    def head(self) -> DocumentHead:
+        return DocumentHead(self.head_seq, self.snapshot_seq, self.bytes_since_snapshot)
 
 
 class MemoryStore(Store):
     def __init__(self) -> None:
         super().__init__()
         self._docs: dict[str, _Document] = {}
+        self._feed: list[UpdateRecord] = []  # every record, in commit order
+        self._awareness: dict[tuple[str, int], AwarenessChange] = {}
+        self._awareness_feed: list[AwarenessChange] = []
+        self._changed = asyncio.Condition()
 
     def _get_or_create(self, name: str, now: float | None = None) -> _Document:
         document = self._docs.get(name)
@@ -46,6 +66,12 @@ class MemoryStore(Store):
             now = time.time() if now is None else now
             document = self._docs[name] = _Document(secrets.token_hex(8), now, now)
         return document
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    # -- documents and the log ----------------------------------------------------------
 
     async def load(self, doc: str) -> LoadedDocument:
         document = self._get_or_create(doc)
@@ -56,36 +82,30 @@ class MemoryStore(Store):
         self.stats.log_rows_read += len(updates)
         return LoadedDocument(doc, document.epoch, snapshot, updates)
 
-    async def append(self, updates: Sequence[UpdateRecord]) -> None:
-        ordered = sorted(updates, key=lambda u: u.doc)
-        groups = [(name, list(group)) for name, group in groupby(ordered, key=lambda u: u.doc)]
-        # Check every document before changing any, so that a batch is all or nothing.
-        for name, group in groups:
-            existing = self._docs.get(name)
-            check_continuity(name, existing.head_seq if existing else 0, [u.seq for u in group])
-        for name, group in groups:
+    async def append(self, updates: Sequence[NewUpdate]) -> AppendResult:
+        if not updates:
+            return AppendResult([], {})
+        heads = {
+            u.doc: self._docs[u.doc].head if u.doc in self._docs else DocumentHead(0, 0, 0)
+            for u in updates
+        }
+        seqs, after = next_heads(heads, updates)
+        records = [
+            UpdateRecord(u.doc, seq, u.data, u.time_s, u.author)
+            for u, seq in zip(updates, seqs, strict=True)
+        ]
+        for record in records:
             # Created at its first update's time, as the SQLite store does, so that
             # created_s never comes after updated_s.
-            document = self._get_or_create(name, group[0].time_s)
-            document.updates.extend(group)
-            document.updated_s = group[-1].time_s
-        self.stats.log_rows_written += len(updates)
+            document = self._get_or_create(record.doc, record.time_s)
+            document.updates.append(record)
+            document.updated_s = record.time_s
+            document.bytes_since_snapshot += len(record.data)
+        self._feed.extend(records)
+        self.stats.log_rows_written += len(records)
         self.stats.append_batches += 1
-
-    async def save_snapshot(self, snapshot: SnapshotRecord) -> None:
-        document = self._get_or_create(snapshot.doc)
-        if snapshot.seq not in document.snapshots:
-            document.snapshots[snapshot.seq] = snapshot
-            self.stats.snapshots_written += 1
-
-    async def latest_snapshot(
-        self, doc: str, *, at_or_before_seq: int | None = None
-    ) -> SnapshotRecord | None:
-        document = self._docs.get(doc)
-        if document is None:
-            return None
-        seqs = [s for s in document.snapshots if at_or_before_seq is None or s <= at_or_before_seq]
-        return document.snapshots[max(seqs)] if seqs else None
+        await self._notify()
+        return AppendResult(records, after)
 
     async def read_updates(
         self,
@@ -116,9 +136,84 @@ class MemoryStore(Store):
     async def list_documents(self) -> list[DocumentInfo]:
         return [info for name in sorted(self._docs) if (info := await self.get_document(name))]
 
+    # -- the feed -----------------------------------------------------------------------
+
+    async def feed_position(self) -> FeedPosition:
+        return len(self._feed)
+
+    async def follow(
+        self, after: FeedPosition, *, poll_s: float
+    ) -> AsyncIterator[tuple[FeedPosition, list[UpdateRecord]]]:
+        position = after
+        while True:
+            start = position
+            async with self._changed:
+                await self._changed.wait_for(lambda start=start: len(self._feed) > start)
+            records, position = self._feed[start:], len(self._feed)
+            yield position, records
+
+    # -- snapshots ----------------------------------------------------------------------
+
+    async def save_snapshot(self, snapshot: SnapshotRecord) -> None:
+        document = self._get_or_create(snapshot.doc)
+        if snapshot.seq not in document.snapshots:
+            document.snapshots[snapshot.seq] = snapshot
+            self.stats.snapshots_written += 1
+        if snapshot.seq > document.snapshot_seq:
+            document.snapshot_seq = snapshot.seq
+            document.bytes_since_snapshot = sum(
+                len(u.data) for u in document.updates[snapshot.seq :]
+            )
+        document.lease = None
+
+    async def latest_snapshot(
+        self, doc: str, *, at_or_before_seq: int | None = None
+    ) -> SnapshotRecord | None:
+        document = self._docs.get(doc)
+        if document is None:
+            return None
+        seqs = [s for s in document.snapshots if at_or_before_seq is None or s <= at_or_before_seq]
+        return document.snapshots[max(seqs)] if seqs else None
+
     async def snapshot_seqs(self, doc: str) -> list[int]:
         document = self._docs.get(doc)
         return sorted(document.snapshots) if document else []
+
+    async def lease_snapshot(self, doc: str, instance: str, lease_s: float) -> bool:
+        document = self._get_or_create(doc)
+        now = time.time()
+        if document.lease is not None and document.lease[0] != instance and document.lease[1] > now:
+            return False
+        document.lease = (instance, now + lease_s)
+        return True
+
+    # -- presence -------------------------------------------------------------------------
+
+    async def publish_awareness(self, changes: Sequence[AwarenessChange]) -> None:
+        for change in changes:
+            self._awareness[(change.doc, change.client_id)] = change
+        self._awareness_feed.extend(changes)
+        await self._notify()
+
+    async def awareness_of(self, doc: str) -> list[AwarenessChange]:
+        now = time.time()
+        return [c for (d, _), c in self._awareness.items() if d == doc and c.expires_s > now]
+
+    async def awareness_position(self) -> FeedPosition:
+        return len(self._awareness_feed)
+
+    async def follow_awareness(
+        self, after: FeedPosition, *, poll_s: float
+    ) -> AsyncIterator[tuple[FeedPosition, list[AwarenessChange]]]:
+        position = after
+        while True:
+            start = position
+            async with self._changed:
+                await self._changed.wait_for(lambda start=start: len(self._awareness_feed) > start)
+            changes, position = self._awareness_feed[start:], len(self._awareness_feed)
+            yield position, changes
+
+    # -- repairs ------------------------------------------------------------------------
 
     async def repair(
         self, doc: str, updates: Mapping[int, Repair], snapshots: Mapping[int, str]
@@ -136,6 +231,7 @@ class MemoryStore(Store):
             document.quarantine.append(
                 QuarantinedEntry(doc, "snapshot", seq, snapshot.data, reason, now)
             )
+        document.snapshot_seq = max(document.snapshots, default=0)
         document.epoch = secrets.token_hex(8)
         return document.epoch
 

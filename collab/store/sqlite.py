@@ -1,9 +1,18 @@
-"""SQLite store: the embedded default.
+"""SQLite store: the embedded default, shared by every process that opens the file.
 
 Stdlib ``sqlite3`` in WAL mode with ``synchronous=FULL``, so a committed batch
 survives a crash of the process or of the machine. All SQL runs off the event
-loop on two dedicated threads, each with its own connection: one writer (SQLite
-allows one at a time anyway) and one reader, which WAL lets run beside it.
+loop on dedicated threads, each with its own connection: one writer (SQLite
+allows one at a time anyway: its lock also serialises the processes that share
+the file), one reader for loads and history, which WAL lets run beside it, one
+that polls the feeds, and one that writes presence (awareness), which need not
+be durable and so is committed without an fsync.
+
+Seqs are given inside the writer's transaction (``BEGIN IMMEDIATE`` holds the
+file's write lock), so they are gap-free per document across processes. Every
+update row also gets an ``id`` from ``AUTOINCREMENT``: ids grow in commit order
+across every process and never change, so each process follows the others'
+commits by polling ``id > last`` through the primary key.
 """
 
 from __future__ import annotations
@@ -14,29 +23,33 @@ import logging
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from itertools import groupby
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from collab.errors import StoreError
 from collab.store.base import (
+    AppendResult,
+    Author,
+    AwarenessChange,
+    DocumentHead,
     DocumentInfo,
+    FeedPosition,
     LoadedDocument,
-    Origin,
+    NewUpdate,
     QuarantinedEntry,
     Repair,
     SnapshotRecord,
     Store,
     UpdateRecord,
-    check_continuity,
+    next_heads,
 )
 
 log = logging.getLogger("collab.store")
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA = """
 CREATE TABLE documents (
     name TEXT PRIMARY KEY,
@@ -63,7 +76,8 @@ CREATE TABLE snapshots (
     PRIMARY KEY (doc, seq)
 );
 """
-# MIGRATIONS[v] takes a file from schema version v to v + 1.
+# MIGRATIONS[v] takes a file from schema version v to v + 1; a new file is created
+# at version 1 and migrated like any other.
 MIGRATIONS: dict[int, str] = {
     1: """
 CREATE TABLE quarantine (
@@ -76,10 +90,52 @@ CREATE TABLE quarantine (
 );
 CREATE INDEX quarantine_by_doc ON quarantine (doc, quarantined_s);
 """,
+    2: """
+CREATE TABLE updates_v3 (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    doc TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    time_s REAL NOT NULL,
+    origin_user TEXT,
+    origin_client TEXT,
+    origin_instance TEXT,
+    UNIQUE (doc, seq)
+);
+INSERT INTO updates_v3 (doc, seq, data, time_s, origin_user, origin_client, origin_instance)
+    SELECT doc, seq, data, time_s, origin_user, origin_client, origin_instance
+    FROM updates ORDER BY rowid;
+DROP TABLE updates;
+ALTER TABLE updates_v3 RENAME TO updates;
+ALTER TABLE documents ADD COLUMN snapshot_seq INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE documents ADD COLUMN bytes_since_snapshot INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE documents ADD COLUMN lease_instance TEXT;
+ALTER TABLE documents ADD COLUMN lease_until_s REAL;
+UPDATE documents SET snapshot_seq =
+    coalesce((SELECT max(seq) FROM snapshots WHERE snapshots.doc = documents.name), 0);
+UPDATE documents SET bytes_since_snapshot = coalesce((
+    SELECT sum(length(data)) FROM updates
+    WHERE updates.doc = documents.name AND updates.seq > documents.snapshot_seq), 0);
+CREATE TABLE awareness (
+    doc TEXT NOT NULL,
+    client_id INTEGER NOT NULL,
+    instance TEXT NOT NULL,
+    data BLOB NOT NULL,
+    expires_s REAL NOT NULL,
+    change_id INTEGER NOT NULL,
+    PRIMARY KEY (doc, client_id)
+);
+CREATE INDEX awareness_by_change ON awareness (change_id);
+CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT INTO counters VALUES ('awareness_change', 0);
+""",
 }
 
 _UPDATE_COLUMNS = "doc, seq, data, time_s, origin_user, origin_client, origin_instance"
+_AWARENESS_COLUMNS = "doc, client_id, instance, data, expires_s"
 INSERT_ROWS_PER_STATEMENT = 500  # 3,500 parameters, well under SQLite's 32,766
+FEED_PAGE = 1000
+AWARENESS_KEPT_S = 60.0  # expired awareness rows are deleted this long after expiry
 
 
 def path_from_url(url: str) -> Path:
@@ -96,8 +152,9 @@ class SQLiteStore(Store):
         self.path = Path(path)
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="collab-sqlite-writer")
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="collab-sqlite-reader")
-        self._write_conn: sqlite3.Connection | None = None
-        self._read_conn: sqlite3.Connection | None = None
+        self._feeder = ThreadPoolExecutor(1, thread_name_prefix="collab-sqlite-feed")
+        self._presence = ThreadPoolExecutor(1, thread_name_prefix="collab-sqlite-presence")
+        self._conns: dict[str, sqlite3.Connection] = {}
         self._closed = False
 
     # -- plumbing ---------------------------------------------------------------------
@@ -111,11 +168,11 @@ class SQLiteStore(Store):
         except sqlite3.Error as exc:
             raise StoreError(f"sqlite: {exc}") from exc
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, *, durable: bool = True) -> sqlite3.Connection:
         # isolation_level=None: transactions are explicit (BEGIN ... COMMIT).
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA busy_timeout = 10000")
-        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'OFF'}")
         return conn
 
     async def open(self) -> None:
@@ -150,39 +207,52 @@ class SQLiteStore(Store):
             except BaseException:
                 conn.close()  # also rolls back a half-created schema
                 raise
-            self._write_conn = conn
+            self._conns["writer"] = conn
 
         await self._run(self._writer, setup)
 
-        def setup_reader() -> None:
+        def read_only() -> sqlite3.Connection:
             conn = self._connect()
             conn.execute("PRAGMA query_only = ON")
-            self._read_conn = conn
+            return conn
 
-        await self._run(self._reader, setup_reader)
+        self._conns["reader"] = await self._run(self._reader, read_only)
+        self._conns["feed"] = await self._run(self._feeder, read_only)
+        self._conns["presence"] = await self._run(
+            self._presence, lambda: self._connect(durable=False)
+        )
         log.info("sqlite store at %s (WAL, schema v%d)", self.path, SCHEMA_VERSION)
 
     async def close(self) -> None:
         if self._closed:
             return
         loop = asyncio.get_running_loop()
-        for executor, conn in ((self._writer, self._write_conn), (self._reader, self._read_conn)):
+        executors = {
+            "writer": self._writer,
+            "reader": self._reader,
+            "feed": self._feeder,
+            "presence": self._presence,
+        }
+        for name, executor in executors.items():
+            conn = self._conns.pop(name, None)
             if conn is not None:
                 await loop.run_in_executor(executor, conn.close)
             executor.shutdown(wait=False)
         self._closed = True
 
+    def _conn(self, name: str) -> sqlite3.Connection:
+        conn = self._conns.get(name)
+        if conn is None:
+            raise StoreError("store is not open")
+        return conn
+
     @property
     def _w(self) -> sqlite3.Connection:
-        if self._write_conn is None:
-            raise StoreError("store is not open")
-        return self._write_conn
+        return self._conn("writer")
 
     @property
     def _r(self) -> sqlite3.Connection:
-        if self._read_conn is None:
-            raise StoreError("store is not open")
-        return self._read_conn
+        return self._conn("reader")
 
     # -- documents ----------------------------------------------------------------------
 
@@ -239,36 +309,53 @@ class SQLiteStore(Store):
 
     # -- log ----------------------------------------------------------------------------
 
-    async def append(self, updates: Sequence[UpdateRecord]) -> None:
+    async def append(self, updates: Sequence[NewUpdate]) -> AppendResult:
         if not updates:
-            return
-        ordered = sorted(updates, key=lambda u: u.doc)  # stable: keeps seq order per doc
+            return AppendResult([], {})
 
-        def write() -> None:
+        def write() -> AppendResult:
             conn = self._w
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for name, group in groupby(ordered, key=lambda u: u.doc):
-                    batch = list(group)
+                heads: dict[str, DocumentHead] = {}
+                for update in updates:
+                    if update.doc in heads:
+                        continue
                     row = conn.execute(
-                        "SELECT head_seq FROM documents WHERE name = ?", (name,)
+                        "SELECT head_seq, snapshot_seq, bytes_since_snapshot FROM documents "
+                        "WHERE name = ?",
+                        (update.doc,),
                     ).fetchone()
                     if row is None:
-                        self._create_document(conn, name, batch[0].time_s)
-                    check_continuity(name, row[0] if row else 0, [u.seq for u in batch])
-                    _insert_updates(conn, batch)
-                    conn.execute(
-                        "UPDATE documents SET head_seq = ?, updated_s = ? WHERE name = ?",
-                        (batch[-1].seq, batch[-1].time_s, name),
-                    )
+                        # Created at its first update's time, so that created_s never
+                        # comes after updated_s.
+                        self._create_document(conn, update.doc, update.time_s)
+                        row = (0, 0, 0)
+                    heads[update.doc] = DocumentHead(*row)
+                seqs, after = next_heads(heads, updates)
+                records = [
+                    UpdateRecord(u.doc, seq, u.data, u.time_s, u.author)
+                    for u, seq in zip(updates, seqs, strict=True)
+                ]
+                _insert_updates(conn, records)
+                last_time = {r.doc: r.time_s for r in records}
+                conn.executemany(
+                    "UPDATE documents SET head_seq = ?, bytes_since_snapshot = ?, updated_s = ? "
+                    "WHERE name = ?",
+                    [
+                        (head.head_seq, head.bytes_since_snapshot, last_time[doc], doc)
+                        for doc, head in after.items()
+                    ],
+                )
                 conn.execute("COMMIT")
             except BaseException:
                 _rollback(conn)
                 raise
-            self.stats.log_rows_written += len(ordered)
+            self.stats.log_rows_written += len(records)
             self.stats.append_batches += 1
+            return AppendResult(records, after)
 
-        await self._run(self._writer, write)
+        return await self._run(self._writer, write)
 
     async def read_updates(
         self,
@@ -294,7 +381,90 @@ class SQLiteStore(Store):
 
         return await self._run(self._reader, read)
 
-    # -- repairs --------------------------------------------------------------------------
+    # -- the feed -----------------------------------------------------------------------
+
+    async def feed_position(self) -> FeedPosition:
+        def read() -> int:
+            return (
+                self._conn("feed").execute("SELECT coalesce(max(id), 0) FROM updates").fetchone()[0]
+            )
+
+        return await self._run(self._feeder, read)
+
+    async def follow(
+        self, after: FeedPosition, *, poll_s: float
+    ) -> AsyncIterator[tuple[FeedPosition, list[UpdateRecord]]]:
+        position = int(after)
+        while True:
+
+            def read(position: int = position) -> list[tuple[Any, ...]]:
+                return (
+                    self._conn("feed")
+                    .execute(
+                        f"SELECT id, {_UPDATE_COLUMNS} FROM updates WHERE id > ? "
+                        "ORDER BY id LIMIT ?",
+                        (position, FEED_PAGE),
+                    )
+                    .fetchall()
+                )
+
+            rows = await self._run(self._feeder, read)
+            if rows:
+                position = rows[-1][0]
+                yield position, [_update_from_row(row[1:]) for row in rows]
+            if len(rows) < FEED_PAGE:
+                await asyncio.sleep(poll_s)
+
+    # -- snapshots ------------------------------------------------------------------------
+
+    async def save_snapshot(self, snapshot: SnapshotRecord) -> None:
+        def write() -> None:
+            conn = self._w
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                cursor = conn.execute(
+                    "INSERT OR IGNORE INTO snapshots (doc, seq, data, time_s) VALUES (?,?,?,?)",
+                    (snapshot.doc, snapshot.seq, snapshot.data, snapshot.time_s),
+                )
+                written = cursor.rowcount
+                conn.execute(
+                    "UPDATE documents SET snapshot_seq = max(snapshot_seq, ?), "
+                    "lease_instance = NULL, lease_until_s = NULL WHERE name = ?",
+                    (snapshot.seq, snapshot.doc),
+                )
+                conn.execute(
+                    "UPDATE documents SET bytes_since_snapshot = coalesce(("
+                    "SELECT sum(length(data)) FROM updates "
+                    "WHERE doc = documents.name AND seq > documents.snapshot_seq), 0) "
+                    "WHERE name = ?",
+                    (snapshot.doc,),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                _rollback(conn)
+                raise
+            if written:
+                self.stats.snapshots_written += 1
+
+        await self._run(self._writer, write)
+
+    async def latest_snapshot(
+        self, doc: str, *, at_or_before_seq: int | None = None
+    ) -> SnapshotRecord | None:
+        return await self._run(
+            self._reader, lambda: self._latest_snapshot(self._r, doc, at_or_before_seq)
+        )
+
+    @staticmethod
+    def _latest_snapshot(
+        conn: sqlite3.Connection, doc: str, at_or_before_seq: int | None
+    ) -> SnapshotRecord | None:
+        row = conn.execute(
+            "SELECT doc, seq, data, time_s FROM snapshots WHERE doc = ? AND seq <= ? "
+            "ORDER BY seq DESC LIMIT 1",
+            (doc, at_or_before_seq if at_or_before_seq is not None else 2**63 - 1),
+        ).fetchone()
+        return SnapshotRecord(*row) if row else None
 
     async def snapshot_seqs(self, doc: str) -> list[int]:
         def read() -> list[int]:
@@ -304,6 +474,103 @@ class SQLiteStore(Store):
             return [seq for (seq,) in rows]
 
         return await self._run(self._reader, read)
+
+    async def lease_snapshot(self, doc: str, instance: str, lease_s: float) -> bool:
+        def write() -> bool:
+            now = time.time()
+            cursor = self._w.execute(
+                "UPDATE documents SET lease_instance = ?, lease_until_s = ? WHERE name = ? "
+                "AND (lease_until_s IS NULL OR lease_until_s < ? OR lease_instance = ?)",
+                (instance, now + lease_s, doc, now, instance),
+            )
+            return cursor.rowcount == 1
+
+        return await self._run(self._writer, write)
+
+    # -- presence -------------------------------------------------------------------------
+
+    async def publish_awareness(self, changes: Sequence[AwarenessChange]) -> None:
+        if not changes:
+            return
+
+        def write() -> None:
+            conn = self._conn("presence")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                (last,) = conn.execute(
+                    "SELECT value FROM counters WHERE name = 'awareness_change'"
+                ).fetchone()
+                conn.executemany(
+                    f"INSERT INTO awareness ({_AWARENESS_COLUMNS}, change_id) "
+                    "VALUES (?,?,?,?,?,?) ON CONFLICT (doc, client_id) DO UPDATE SET "
+                    "instance = excluded.instance, data = excluded.data, "
+                    "expires_s = excluded.expires_s, change_id = excluded.change_id",
+                    [
+                        (c.doc, c.client_id, c.instance, c.update, c.expires_s, last + index)
+                        for index, c in enumerate(changes, 1)
+                    ],
+                )
+                conn.execute(
+                    "UPDATE counters SET value = ? WHERE name = 'awareness_change'",
+                    (last + len(changes),),
+                )
+                conn.execute(
+                    "DELETE FROM awareness WHERE expires_s < ?", (time.time() - AWARENESS_KEPT_S,)
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                _rollback(conn)
+                raise
+
+        await self._run(self._presence, write)
+
+    async def awareness_of(self, doc: str) -> list[AwarenessChange]:
+        def read() -> list[AwarenessChange]:
+            rows = self._r.execute(
+                f"SELECT {_AWARENESS_COLUMNS} FROM awareness WHERE doc = ? AND expires_s > ? "
+                "ORDER BY change_id",
+                (doc, time.time()),
+            ).fetchall()
+            return [AwarenessChange(*row) for row in rows]
+
+        return await self._run(self._reader, read)
+
+    async def awareness_position(self) -> FeedPosition:
+        def read() -> int:
+            (value,) = (
+                self._conn("feed")
+                .execute("SELECT value FROM counters WHERE name = 'awareness_change'")
+                .fetchone()
+            )
+            return value
+
+        return await self._run(self._feeder, read)
+
+    async def follow_awareness(
+        self, after: FeedPosition, *, poll_s: float
+    ) -> AsyncIterator[tuple[FeedPosition, list[AwarenessChange]]]:
+        position = int(after)
+        while True:
+
+            def read(position: int = position) -> list[tuple[Any, ...]]:
+                return (
+                    self._conn("feed")
+                    .execute(
+                        f"SELECT change_id, {_AWARENESS_COLUMNS} FROM awareness "
+                        "WHERE change_id > ? ORDER BY change_id LIMIT ?",
+                        (position, FEED_PAGE),
+                    )
+                    .fetchall()
+                )
+
+            rows = await self._run(self._feeder, read)
+            if rows:
+                position = rows[-1][0]
+                yield position, [AwarenessChange(*row[1:]) for row in rows]
+            if len(rows) < FEED_PAGE:
+                await asyncio.sleep(poll_s)
+
+    # -- repairs --------------------------------------------------------------------------
 
     async def repair(
         self, doc: str, updates: Mapping[int, Repair], snapshots: Mapping[int, str]
@@ -336,7 +603,18 @@ class SQLiteStore(Store):
                         (reason, now, doc, seq),
                     )
                     conn.execute("DELETE FROM snapshots WHERE doc = ? AND seq = ?", (doc, seq))
-                conn.execute("UPDATE documents SET epoch = ? WHERE name = ?", (epoch, doc))
+                conn.execute(
+                    "UPDATE documents SET epoch = ?, snapshot_seq = coalesce("
+                    "(SELECT max(seq) FROM snapshots WHERE doc = ?), 0) WHERE name = ?",
+                    (epoch, doc, doc),
+                )
+                conn.execute(
+                    "UPDATE documents SET bytes_since_snapshot = coalesce(("
+                    "SELECT sum(length(data)) FROM updates "
+                    "WHERE doc = documents.name AND seq > documents.snapshot_seq), 0) "
+                    "WHERE name = ?",
+                    (doc,),
+                )
                 conn.execute("COMMIT")
             except BaseException:
                 _rollback(conn)
@@ -355,37 +633,6 @@ class SQLiteStore(Store):
             return [QuarantinedEntry(*row) for row in rows]
 
         return await self._run(self._reader, read)
-
-    # -- snapshots ------------------------------------------------------------------------
-
-    async def save_snapshot(self, snapshot: SnapshotRecord) -> None:
-        def write() -> None:
-            cursor = self._w.execute(
-                "INSERT OR IGNORE INTO snapshots (doc, seq, data, time_s) VALUES (?,?,?,?)",
-                (snapshot.doc, snapshot.seq, snapshot.data, snapshot.time_s),
-            )
-            if cursor.rowcount:
-                self.stats.snapshots_written += 1
-
-        await self._run(self._writer, write)
-
-    async def latest_snapshot(
-        self, doc: str, *, at_or_before_seq: int | None = None
-    ) -> SnapshotRecord | None:
-        return await self._run(
-            self._reader, lambda: self._latest_snapshot(self._r, doc, at_or_before_seq)
-        )
-
-    @staticmethod
-    def _latest_snapshot(
-        conn: sqlite3.Connection, doc: str, at_or_before_seq: int | None
-    ) -> SnapshotRecord | None:
-        row = conn.execute(
-            "SELECT doc, seq, data, time_s FROM snapshots WHERE doc = ? AND seq <= ? "
-            "ORDER BY seq DESC LIMIT 1",
-            (doc, at_or_before_seq if at_or_before_seq is not None else 2**63 - 1),
-        ).fetchone()
-        return SnapshotRecord(*row) if row else None
 
 
 def _execute_script(conn: sqlite3.Connection, script: str) -> None:
@@ -421,14 +668,14 @@ def _insert_updates(conn: sqlite3.Connection, batch: Sequence[UpdateRecord]) -> 
                     u.seq,
                     u.data,
                     u.time_s,
-                    u.origin.user,
-                    u.origin.client,
-                    u.origin.instance,
+                    u.author.user,
+                    u.author.client,
+                    u.author.instance,
                 )
             ],
         )
 
 
-def _update_from_row(row: tuple) -> UpdateRecord:
+def _update_from_row(row: tuple[Any, ...]) -> UpdateRecord:
     doc, seq, data, time_s, user, client, instance = row
-    return UpdateRecord(doc, seq, data, time_s, Origin(user, client, instance))
+    return UpdateRecord(doc, seq, data, time_s, Author(user, client, instance))

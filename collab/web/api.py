@@ -161,9 +161,9 @@ class HistoryHandler(ApiHandler):
                         "time_s": u.time_s,
                         "bytes": len(u.data),
                         "origin": {
-                            "user": u.origin.user,
-                            "client": u.origin.client,
-                            "instance": u.origin.instance,
+                            "user": u.author.user,
+                            "client": u.author.client,
+                            "instance": u.author.instance,
                         },
                     }
                     for u in page

@@ -8,6 +8,7 @@ object (collab.peers.native, collab.peers.yjs) and offers it a transport:
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 import tornado.websocket
@@ -69,9 +70,12 @@ class SocketHandler(RedactingHandlerMixin, tornado.websocket.WebSocketHandler):
 
     # -- events -------------------------------------------------------------------------
 
-    def on_message(self, message: str | bytes) -> None:
+    def on_message(self, message: str | bytes) -> Awaitable[None] | None:
+        # Tornado awaits what this returns before it reads the next frame: the
+        # connection's backpressure when the write queue is filling up.
         if self.connection is not None:
-            self.connection.receive(message)
+            return self.connection.receive(message)
+        return None
 
     def on_close(self) -> None:
         self.server.forget(self)
