@@ -81,7 +81,7 @@ class Settings:
         default=4 * 1024 * 1024, metadata={"help": "or after this many update bytes"}
     )
     write_queue_bytes: int = field(
-        default=16 * 1024 * 1024,
+        default=8 * 1024 * 1024,
         metadata={
             "help": "update bytes waiting for the store past which new updates are refused "
             "(or their sender slowed down)"
@@ -102,6 +102,13 @@ class Settings:
         metadata={
             "help": "seconds between polls of the store for other instances' commits "
             "and presence (SQLite)"
+        },
+    )
+    feed_audit_s: float = field(
+        default=5.0,
+        metadata={
+            "help": "seconds between checks that every live document has all the updates "
+            "the store holds (a safety net under the feed)"
         },
     )
     awareness_flush_s: float = field(
@@ -167,6 +174,7 @@ class Settings:
             "shutdown_flush_timeout_s",
             "snapshot_lease_s",
             "feed_poll_s",
+            "feed_audit_s",
             "awareness_flush_s",
             "awareness_ttl_s",
             "awareness_refresh_s",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import struct
 from collections.abc import Callable
@@ -153,3 +154,59 @@ class SilentPeer:
 
     def close(self) -> None:
         self.writer.close()
+
+
+class SeqWatcher:
+    """A raw native peer on one document that notes every seq it is shown (sync,
+    updates, acks), in order, and keeps a doc of its own and received updates."""
+
+    def __init__(self, peer: RawPeer, doc: str) -> None:
+        self.peer = peer
+        self.name = doc
+        self.seqs: list[int] = []
+        self.doc = pycrdt.Doc()
+        self.acks: dict[int, int] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self.changed = asyncio.Event()
+
+    @classmethod
+    async def join(cls, port: int, name: str, doc: str) -> SeqWatcher:
+        peer = await RawPeer.connect(f"ws://127.0.0.1:{port}/ws")
+        await peer.hello(client=name)
+        watcher = cls(peer, doc)
+        sync = await peer.subscribe(doc)
+        watcher.seqs.append(sync["seq"])
+        watcher.doc.apply_update(sync["update"])
+        watcher._reader = asyncio.ensure_future(watcher._read())
+        return watcher
+
+    async def _read(self) -> None:
+        while (frame := await self.peer.recv_bytes(3600)) is not None:  # until closed
+            message = msgpack.unpackb(frame, raw=False)
+            if message["type"] == "update":
+                self.seqs.append(message["seq"])
+                self.doc.apply_update(message["update"])
+            elif message["type"] == "ack":
+                self.seqs.append(message["seq"])
+                self.acks[message["ref"]] = message["seq"]
+            self.changed.set()
+
+    def send(self, ref: int, update: bytes) -> None:
+        self.doc.apply_update(update)  # a client's own edits are in its doc
+        self.peer.send({"type": "update", "doc": self.name, "ref": ref, "update": update})
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout_s: float = TIMEOUT_S) -> None:
+        async with asyncio.timeout(timeout_s):
+            while not predicate():
+                self.changed.clear()
+                await self.changed.wait()
+
+    def text(self) -> str:
+        return str(self.doc.get("text", type=pycrdt.Text))
+
+    async def close(self) -> None:
+        self.peer.close()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader

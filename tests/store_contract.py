@@ -225,6 +225,17 @@ class StoreContract:
         assert result.records == []
         assert await store.list_documents() == []
 
+    async def test_head_seqs_gives_the_latest_seq_of_the_documents_asked_for(self, store: Store):
+        await store.append(news("a", 3) + news("b", 1))
+        await store.load("empty")
+
+        assert await store.head_seqs(["a", "b", "empty", "missing"]) == {
+            "a": 3,
+            "b": 1,
+            "empty": 0,
+        }
+        assert await store.head_seqs([]) == {}
+
     # -- reading the log --------------------------------------------------------------------
 
     async def test_read_updates_honours_after_until_and_limit_in_seq_order(self, store: Store):
@@ -281,6 +292,22 @@ class StoreContract:
 
         assert seqs(first + rest) == [1, 2, 3, 4]
         assert rest[0].data == b"later"
+
+    async def test_the_feed_leaves_out_an_excluded_instances_records_and_moves_past_them(
+        self, store: Store, second: Store
+    ):
+        position = await store.feed_position()
+        async with contextlib.aclosing(
+            store.follow(position, poll_s=0.01, exclude_instance="me")
+        ) as feed:
+            await store.append([NewUpdate("a", b"mine", 1.0, Author(instance="me"))])
+            theirs = (
+                await second.append([NewUpdate("a", b"theirs", 1.0, Author(instance="you"))])
+            ).records
+
+            _, records = await next_batches(feed, 1)
+
+        assert records == theirs
 
     # -- snapshots --------------------------------------------------------------------------
 

@@ -55,6 +55,7 @@ class RoomManager:
         self.writer.start()
         self.presence.start()
         self._tasks.spawn(self._follow(), name="follow the feed")
+        self._tasks.spawn(self._audit(), name="audit the feed")
 
     def get(self, name: str) -> Room | None:
         return self._rooms.get(name)
@@ -162,7 +163,9 @@ class RoomManager:
             try:
                 if position is None:
                     position = await self._store.feed_position()
-                async with contextlib.aclosing(self._store.follow(position, poll_s=poll_s)) as feed:
+                own = self._settings.instance_id  # its commits reach the rooms from the writer
+                follow = self._store.follow(position, poll_s=poll_s, exclude_instance=own)
+                async with contextlib.aclosing(follow) as feed:
                     async for reached, records in feed:
                         position = reached  # where to follow from after a failure
                         if self.feed_failure is not None:
@@ -181,6 +184,35 @@ class RoomManager:
                 self.feed_failure = exc
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
+
+    async def _audit(self) -> None:
+        """A safety net under the feed: a live room that, a whole audit period
+        later, still lacks what the store held (a record the feed lost, with
+        nothing after it to reveal the gap) reads the log."""
+        lagging: dict[str, int] = {}  # room -> the store's head it lacked last time
+        while True:
+            await asyncio.sleep(self._settings.feed_audit_s)
+            rooms = list(self._rooms.values())
+            try:
+                heads = await self._store.head_seqs([room.name for room in rooms]) if rooms else {}
+            except StoreError as exc:
+                log.debug("auditing the feed failed: %s", exc)
+                continue
+            for room in rooms:
+                missed = lagging.get(room.name)
+                if missed is not None and room.known_seq < missed:
+                    log.warning(
+                        "%r lacks seq %d..%d from the store: reading the log",
+                        room.name,
+                        room.known_seq + 1,
+                        missed,
+                    )
+                    room.catch_up()
+            lagging = {
+                room.name: heads[room.name]
+                for room in rooms
+                if heads.get(room.name, 0) > room.known_seq
+            }
 
     # -- unloading ---------------------------------------------------------------------------
 

@@ -270,6 +270,11 @@ class Room:
         if record.author.instance != self._instance:
             self._offer(_Delivery(record))
 
+    @property
+    def known_seq(self) -> int:
+        """The highest seq this room knows to be committed."""
+        return self._known_seq
+
     def catch_up(self) -> None:
         """Read the log after ``head_seq`` to its end: after a load (commits while it
         loaded) and after the feed was interrupted."""

@@ -213,6 +213,10 @@ class Store(abc.ABC):
     async def list_documents(self) -> list[DocumentInfo]:
         """Every stored document, by name."""
 
+    @abc.abstractmethod
+    async def head_seqs(self, docs: Sequence[str]) -> dict[str, int]:
+        """The latest seq of each of ``docs`` that is stored."""
+
     # -- the feed -----------------------------------------------------------------------
 
     @abc.abstractmethod
@@ -221,12 +225,14 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def follow(
-        self, after: FeedPosition, *, poll_s: float
+        self, after: FeedPosition, *, poll_s: float, exclude_instance: str | None = None
     ) -> AsyncIterator[tuple[FeedPosition, list[UpdateRecord]]]:
         """Records every instance commits after ``after``, in commit order, as
-        ``(position, records)`` batches; ``position`` resumes after the batch. Runs
-        until closed: consume it under ``contextlib.aclosing()``. Raises StoreError
-        when the store fails; follow again from the last position."""
+        ``(position, records)`` batches; ``position`` resumes after the batch (a
+        batch may be empty when only ``exclude_instance``'s records, which its
+        caller has already, came). Runs until closed: consume it under
+        ``contextlib.aclosing()``. Raises StoreError when the store fails; follow
+        again from the last position."""
 
     # -- snapshots ----------------------------------------------------------------------
 

@@ -136,13 +136,16 @@ class MemoryStore(Store):
     async def list_documents(self) -> list[DocumentInfo]:
         return [info for name in sorted(self._docs) if (info := await self.get_document(name))]
 
+    async def head_seqs(self, docs: Sequence[str]) -> dict[str, int]:
+        return {name: self._docs[name].head_seq for name in docs if name in self._docs}
+
     # -- the feed -----------------------------------------------------------------------
 
     async def feed_position(self) -> FeedPosition:
         return len(self._feed)
 
     async def follow(
-        self, after: FeedPosition, *, poll_s: float
+        self, after: FeedPosition, *, poll_s: float, exclude_instance: str | None = None
     ) -> AsyncIterator[tuple[FeedPosition, list[UpdateRecord]]]:
         position = after
         while True:
@@ -150,6 +153,8 @@ class MemoryStore(Store):
             async with self._changed:
                 await self._changed.wait_for(lambda start=start: len(self._feed) > start)
             records, position = self._feed[start:], len(self._feed)
+            if exclude_instance is not None:
+                records = [r for r in records if r.author.instance != exclude_instance]
             yield position, records
 
     # -- snapshots ----------------------------------------------------------------------

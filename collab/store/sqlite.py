@@ -95,11 +95,11 @@ CREATE TABLE updates_v3 (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     doc TEXT NOT NULL,
     seq INTEGER NOT NULL,
-    data BLOB NOT NULL,
     time_s REAL NOT NULL,
     origin_user TEXT,
     origin_client TEXT,
     origin_instance TEXT,
+    data BLOB NOT NULL,  -- last: a large one spills to overflow pages, read only if asked
     UNIQUE (doc, seq)
 );
 INSERT INTO updates_v3 (doc, seq, data, time_s, origin_user, origin_client, origin_instance)
@@ -170,7 +170,9 @@ class SQLiteStore(Store):
 
     def _connect(self, *, durable: bool = True) -> sqlite3.Connection:
         # isolation_level=None: transactions are explicit (BEGIN ... COMMIT).
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, cached_statements=0
+        )
         conn.execute("PRAGMA busy_timeout = 10000")
         conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'OFF'}")
         return conn
@@ -307,6 +309,22 @@ class SQLiteStore(Store):
 
         return await self._run(self._reader, read)
 
+    async def head_seqs(self, docs: Sequence[str]) -> dict[str, int]:
+        def read() -> dict[str, int]:
+            heads: dict[str, int] = {}
+            names = list(docs)
+            for start in range(0, len(names), INSERT_ROWS_PER_STATEMENT):
+                chunk = names[start : start + INSERT_ROWS_PER_STATEMENT]
+                rows = self._conn("feed").execute(
+                    "SELECT name, head_seq FROM documents WHERE name IN "
+                    f"({','.join('?' * len(chunk))})",
+                    chunk,
+                )
+                heads.update(rows.fetchall())
+            return heads
+
+        return await self._run(self._feeder, read)
+
     # -- log ----------------------------------------------------------------------------
 
     async def append(self, updates: Sequence[NewUpdate]) -> AppendResult:
@@ -392,25 +410,30 @@ class SQLiteStore(Store):
         return await self._run(self._feeder, read)
 
     async def follow(
-        self, after: FeedPosition, *, poll_s: float
+        self, after: FeedPosition, *, poll_s: float, exclude_instance: str | None = None
     ) -> AsyncIterator[tuple[FeedPosition, list[UpdateRecord]]]:
         position = int(after)
         while True:
 
-            def read(position: int = position) -> list[tuple[Any, ...]]:
-                return (
-                    self._conn("feed")
-                    .execute(
-                        f"SELECT id, {_UPDATE_COLUMNS} FROM updates WHERE id > ? "
-                        "ORDER BY id LIMIT ?",
-                        (position, FEED_PAGE),
-                    )
-                    .fetchall()
-                )
+            def read(position: int = position) -> tuple[int, list[tuple[Any, ...]]]:
+                conn = self._conn("feed")
+                conn.execute("BEGIN")  # the end and the rows from one read snapshot
+                try:
+                    (end,) = conn.execute("SELECT coalesce(max(id), 0) FROM updates").fetchone()
+                    rows = conn.execute(
+                        f"SELECT id, {_UPDATE_COLUMNS} FROM updates WHERE id > ? AND id <= ? "
+                        "AND (? IS NULL OR origin_instance IS NOT ?) ORDER BY id LIMIT ?",
+                        (position, end, exclude_instance, exclude_instance, FEED_PAGE),
+                    ).fetchall()
+                finally:
+                    conn.execute("COMMIT")
+                # A full page may stop short of the end; otherwise every row up to the
+                # end was seen (the excluded ones without reading their data).
+                return (rows[-1][0] if len(rows) == FEED_PAGE else end), rows
 
-            rows = await self._run(self._feeder, read)
-            if rows:
-                position = rows[-1][0]
+            reached, rows = await self._run(self._feeder, read)
+            if rows or reached > position:
+                position = reached
                 yield position, [_update_from_row(row[1:]) for row in rows]
             if len(rows) < FEED_PAGE:
                 await asyncio.sleep(poll_s)

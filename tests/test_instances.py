@@ -1,0 +1,195 @@
+"""Several server instances on one store (here: in one process, on one MemoryStore,
+which carries each one's commits to the others as SQLite's feed does between
+processes; tests/test_processes.py runs real processes on one SQLite file).
+
+Every peer of every instance gets every update once, with its seq, in seq order;
+seqs are gap-free; documents converge; a gap in the feed is read from the log; a
+room loaded while others write misses nothing; awareness crosses instances and
+disappears when its owner leaves or its instance dies."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import AsyncIterator, Sequence
+
+import pycrdt
+import pytest
+
+from collab.config import Settings
+from collab.store.base import FeedPosition, UpdateRecord
+from collab.store.memory import MemoryStore
+from tests.helpers import SeqWatcher
+
+DOC = "shared"
+
+
+@pytest.fixture
+def instance_settings(settings: Settings) -> Settings:
+    return settings.replace(
+        store_url="memory://",
+        awareness_flush_s=0.01,
+        awareness_ttl_s=1.0,
+        awareness_refresh_s=0.3,
+        feed_poll_s=0.01,
+        feed_audit_s=0.2,
+    )
+
+
+async def two_instances(start_server, settings: Settings, store: MemoryStore | None = None):
+    store = store or MemoryStore()
+    a = await start_server(settings.replace(instance_id="a"), store)
+    b = await start_server(settings.replace(instance_id="b"), store)
+    return store, a, b
+
+
+def edits(client_id: int, count: int) -> list[bytes]:
+    """``count`` appends to the text by one Yjs client, each depending on the last."""
+    doc = pycrdt.Doc(client_id=client_id)
+    updates: list[bytes] = []
+    doc.observe(lambda event: updates.append(event.update))
+    text = doc.get("text", type=pycrdt.Text)
+    for i in range(count):
+        text.insert(len(str(text)), f"<{client_id}.{i}>")
+    return updates
+
+
+def strictly_increasing(seqs: Sequence[int]) -> bool:
+    return all(b > a for a, b in itertools.pairwise(seqs))
+
+
+async def test_concurrent_edits_on_two_instances_reach_every_peer_once_in_seq_order(
+    start_server, instance_settings
+):
+    store, a, b = await two_instances(start_server, instance_settings)
+    peers = [
+        await SeqWatcher.join(a.port, "a1", DOC),
+        await SeqWatcher.join(a.port, "a2", DOC),
+        await SeqWatcher.join(b.port, "b1", DOC),
+        await SeqWatcher.join(b.port, "b2", DOC),
+    ]
+    writers = {peers[0]: edits(1, 40), peers[2]: edits(2, 40), peers[3]: edits(3, 40)}
+    try:
+        # Interleaved sends on both instances, without waiting for acks.
+        for i in range(40):
+            for peer, updates in writers.items():
+                peer.send(i, updates[i])
+        total = 120
+        for peer in peers:
+            await peer.wait_for(lambda p=peer: p.seqs[-1] == total and len(p.text()) > 0)
+        log = await store.read_updates(DOC)
+
+        assert [r.seq for r in log] == list(range(1, total + 1))
+        texts = {peer.text() for peer in peers}
+        assert len(texts) == 1
+        (content,) = texts
+        for client in (1, 2, 3):
+            for i in range(40):
+                assert content.count(f"<{client}.{i}>") == 1
+        for peer in peers:
+            assert strictly_increasing(peer.seqs), peer.seqs
+            # Each peer saw every seq once: from broadcasts or, for its own, acks.
+            assert peer.seqs[1:] == list(range(1, total + 1))
+        for writer in writers:
+            assert len(writer.acks) == 40
+        assert {r.author.instance for r in log} == {"a", "b"}
+    finally:
+        for peer in peers:
+            await peer.close()
+
+
+class LossyFeedStore(MemoryStore):
+    """A memory store whose feed loses every record with an even seq, as a feed
+    that was interrupted would: the rooms must read them from the log."""
+
+    async def follow(
+        self, after: FeedPosition, *, poll_s: float, exclude_instance: str | None = None
+    ) -> AsyncIterator[tuple[FeedPosition, list[UpdateRecord]]]:
+        feed = super().follow(after, poll_s=poll_s, exclude_instance=exclude_instance)
+        async with contextlib.aclosing(feed) as feed:
+            async for position, records in feed:
+                yield position, [r for r in records if r.seq % 2]
+
+
+async def test_records_the_feed_loses_are_read_from_the_log_in_order(
+    start_server, instance_settings
+):
+    _, a, b = await two_instances(start_server, instance_settings, LossyFeedStore())
+    writer = await SeqWatcher.join(a.port, "writer", DOC)
+    reader = await SeqWatcher.join(b.port, "reader", DOC)
+    try:
+        for ref, update in enumerate(edits(7, 30)):
+            writer.send(ref, update)
+            await writer.wait_for(lambda ref=ref: ref in writer.acks)
+        await reader.wait_for(lambda: reader.seqs[-1] == 30)
+
+        assert reader.seqs == list(range(0, 31))
+        assert reader.text() == writer.text() == "".join(f"<7.{i}>" for i in range(30))
+    finally:
+        await writer.close()
+        await reader.close()
+
+
+async def test_a_room_loaded_while_another_instance_writes_misses_and_doubles_nothing(
+    start_server, instance_settings
+):
+    _, a, b = await two_instances(start_server, instance_settings)
+    writer = await SeqWatcher.join(a.port, "writer", DOC)
+    updates = edits(9, 200)
+    late: SeqWatcher | None = None
+    try:
+        for ref, update in enumerate(updates):
+            writer.send(ref, update)
+            if ref == 60:
+                late = await SeqWatcher.join(b.port, "late", DOC)  # loads on b mid-stream
+        assert late is not None
+        await late.wait_for(lambda: late.seqs[-1] == 200)
+
+        assert strictly_increasing(late.seqs)
+        assert late.seqs[1:] == list(range(late.seqs[0] + 1, 201))
+        assert late.text() == "".join(f"<9.{i}>" for i in range(200))
+    finally:
+        await writer.close()
+        if late is not None:
+            await late.close()
+
+
+async def test_awareness_crosses_instances_both_ways_and_leaves_with_its_owner(
+    start_server, instance_settings, connect
+):
+    _, a, b = await two_instances(start_server, instance_settings)
+    ann = await connect(a, client_id="ann")
+    bob = await connect(b, client_id="bob")
+    on_a = await ann.subscribe(DOC)
+    on_b = await bob.subscribe(DOC)
+
+    on_a.set_awareness({"user": "ann"})
+    on_b.set_awareness({"user": "bob"})
+    await on_b.wait_for(lambda: {"user": "ann"} in on_b.awareness.states.values())
+    await on_a.wait_for(lambda: {"user": "bob"} in on_a.awareness.states.values())
+
+    await ann.close()
+
+    await on_b.wait_for(lambda: {"user": "ann"} not in on_b.awareness.states.values())
+
+
+async def test_the_awareness_of_a_dead_instance_expires_everywhere(
+    start_server, instance_settings, connect
+):
+    _, a, b = await two_instances(start_server, instance_settings)
+    ann = await connect(a, client_id="ann")
+    bob = await connect(b, client_id="bob")
+    on_a = await ann.subscribe(DOC)
+    on_b = await bob.subscribe(DOC)
+    on_a.set_awareness({"user": "ann"})
+    await on_b.wait_for(lambda: {"user": "ann"} in on_b.awareness.states.values())
+
+    # Instance a stops renewing and never says goodbye: its presence tasks die.
+    await a.rooms.presence._tasks.close()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    await on_b.wait_for(lambda: {"user": "ann"} not in on_b.awareness.states.values(), timeout_s=5)
+    # Renewed at most awareness_refresh_s before the end, gone within the TTL after.
+    assert loop.time() - started <= instance_settings.awareness_ttl_s + 1.0
