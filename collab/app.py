@@ -36,7 +36,9 @@ from collab.web.sockets import NativeSocketHandler, SocketHandler, YjsSocketHand
 
 log = logging.getLogger("collab")
 
-DEFAULT_STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
+# Inside the package (collab/static links to the repository's static/ folder, and the
+# wheel carries the files), so an installed server finds its page wherever it runs.
+DEFAULT_STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 
 class CollabServer:

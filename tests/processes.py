@@ -41,6 +41,7 @@ async def server_process(
     *args: str,
     python_prelude: str | None = None,
     env: dict[str, str] | None = None,
+    cwd: str | None = None,
 ) -> AsyncIterator[ServerProcess]:
     """A server child process on a free port; stopped (SIGTERM, then SIGKILL) after.
 
@@ -72,6 +73,7 @@ async def server_process(
         *command,
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        cwd=cwd,
     )
     assert process.stderr is not None
     stderr = process.stderr

@@ -32,13 +32,14 @@ from itertools import islice
 
 from collab.config import Settings
 from collab.core.history import state_at
-from collab.errors import Overloaded, StoreError
+from collab.errors import Overloaded, SeqConflict, StoreError
 from collab.store.base import DocumentHead, NewUpdate, SnapshotRecord, Store, UpdateRecord
 from collab.tasks import TaskGroup
 
 log = logging.getLogger("collab.store")
 
 RETRY_FIRST_S = 0.05
+MAX_IMMEDIATE_RETRIES = 10  # lost seq races retried at once before backing off
 
 
 @dataclass(slots=True)
@@ -148,6 +149,7 @@ class Writer:
     async def _commit_loop(self) -> None:
         first_delay = min(RETRY_FIRST_S, self._settings.write_retry_max_s)
         delay = first_delay
+        races = 0
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
@@ -161,11 +163,20 @@ class Writer:
                             f"the store returned {len(result.records)} records "
                             f"for {len(updates)} updates"
                         )
+                except SeqConflict as exc:
+                    # Another instance took the seq: the store renumbers the batch
+                    # on the next try, which is at once. Not a failing store, unless
+                    # it keeps happening.
+                    races += 1
+                    if races <= MAX_IMMEDIATE_RETRIES:
+                        log.debug("lost a seq race, retrying: %s", exc)
+                        continue
+                    self._failed(exc, delay)
                 except Exception as exc:
-                    # A SeqConflict too: the store renumbers the whole batch next time.
                     self._failed(exc, delay)
                 else:
                     delay = first_delay
+                    races = 0
                     self._recovered()
                     self._complete(batch, result.records if result else [])
                     if result is not None:
