@@ -475,7 +475,9 @@ async def scenario_latency(p: dict[str, Any]) -> dict[str, Any]:
         return on_update
 
     clients = await open_many(lambda _: doc_url(p, doc), readers, on_update_for)
-    writer = await YClient.open(doc_url(p, doc))
+    # Cross-instance lag: the writer on another server process, on the same store.
+    writer_url = doc_url({"port": p.get("writer_port", p["port"])}, doc)
+    writer = await YClient.open(writer_url)
     await asyncio.wait_for(writer.synced.wait(), 30)
     await asyncio.sleep(0.2)
     sent = [0.0] * count
@@ -819,6 +821,8 @@ class ServerSpec:
     start: Callable[[Path, int], tuple[list[str], dict[str, str]]]  # (data dir, port)
     probe: Callable[[Path], dict[str, str] | None] = lambda _data: None
     available: Callable[[], str | None] = lambda: None  # why not, or None
+    # Several processes on one store (a second one started on the same data dir).
+    instances: bool = False
 
 
 def _collab(store: str) -> Callable[[Path, int], tuple[list[str], dict[str, str]]]:
@@ -874,8 +878,9 @@ SERVERS = {
         ServerSpec(
             "collab-sqlite",
             "SQLite WAL, fsync per batch",
-            _collab("sqlite"),
-            lambda data: {"kind": "collab", "path": str(data / "collab.db")},
+            instances=True,
+            start=_collab("sqlite"),
+            probe=lambda data: {"kind": "collab", "path": str(data / "collab.db")},
         ),
         ServerSpec("collab-memory", "none (memory://)", _collab("memory")),
         ServerSpec("y-websocket", "none", _yws(False), available=_needs_node),
@@ -972,6 +977,8 @@ class Options:
     memory_updates: int
     cold_updates: int
     cold_restarts: int
+    crosslag_readers: int = 10
+    crosslag_updates: int = 500
     results: dict[str, dict[str, list[dict[str, Any]]]] = field(default_factory=dict)
 
     def record(self, scenario: str, server: str, result: dict[str, Any]) -> None:
@@ -1007,6 +1014,21 @@ def bench_server(spec: ServerSpec, o: Options, workdir: Path) -> None:
                     o.record(key, spec.name, run_load("throughput", params))
         finally:
             server.stop()
+
+    if "crosslag" in o.scenarios:
+        if not spec.instances:
+            o.record("crosslag", spec.name, {"na": "one process only"})
+        else:
+            progress(f"cross-instance lag, {o.crosslag_readers} readers")
+            first = RunningServer(spec, data, log)
+            second = RunningServer(spec, data, log)
+            try:
+                params = {"port": second.port, "pid": second.pid, "writer_port": first.port}
+                params |= {"readers": o.crosslag_readers, "updates": o.crosslag_updates}
+                o.record("crosslag", spec.name, run_load("latency", {**params, "rate": 100.0}))
+            finally:
+                second.stop()
+                first.stop()
 
     if "memory" in o.scenarios:
         progress("memory")
@@ -1076,6 +1098,17 @@ TABLES: dict[str, tuple[str, list[Column]]] = {
             ("max ms", "max_ms", "{:.2f}"),
             ("missing", "missing", "{:.0f}"),
             ("server CPU %", "server_cpu_pct", "{:.0f}"),
+        ],
+    ),
+    "crosslag": (
+        "Cross-instance lag: 1 writer on one process, {crosslag_readers} readers on another "
+        "on the same store, {crosslag_updates} appends at 100/s (ms from send to arrival)",
+        [
+            ("p50 ms", "p50_ms", "{:.2f}"),
+            ("p99 ms", "p99_ms", "{:.2f}"),
+            ("max ms", "max_ms", "{:.2f}"),
+            ("missing", "missing", "{:.0f}"),
+            ("reader-side CPU %", "server_cpu_pct", "{:.0f}"),
         ],
     ),
     "throughput": (
@@ -1150,6 +1183,8 @@ def print_tables(o: Options) -> None:
             "docs": o.memory_docs,
             "conns": o.memory_conns,
             "restarts": o.cold_restarts,
+            "crosslag_readers": o.crosslag_readers,
+            "crosslag_updates": o.crosslag_updates,
         }
         if family == "memory":
             context["updates"] = o.memory_updates
@@ -1277,8 +1312,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     run.add_argument(
         "--scenarios",
-        default="latency,throughput,memory,coldload",
-        help="comma-separated subset of latency,throughput,memory,coldload",
+        default="latency,throughput,crosslag,memory,coldload",
+        help="comma-separated subset of latency,throughput,crosslag,memory,coldload",
     )
     run.add_argument("--repeat", type=int, default=1, help="rounds; tables show medians")
     run.add_argument("--long", action="store_true", help="longer, larger runs (about 4x)")
