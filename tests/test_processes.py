@@ -210,3 +210,28 @@ async def test_a_process_started_later_loads_while_others_write_and_ends_identic
         finally:
             for watcher in writers:
                 await watcher.close()
+
+
+async def test_the_cursors_of_a_killed_process_disappear_from_the_other_within_the_ttl(
+    tmp_path: Path,
+):
+    path = tmp_path / "shared.db"
+    ttl = ("--awareness-ttl-s", "2", "--awareness-refresh-s", "0.5")
+    async with server_process(f"sqlite:///{path}", "--instance-id", "stays", *ttl) as stays:
+        watcher = await yjs_peer(stays)
+        try:
+            async with server_process(f"sqlite:///{path}", "--instance-id", "dies", *ttl) as dies:
+                doomed = await yjs_peer(dies)
+                doomed.awareness.set_local_state({"user": "ann"})
+                await watcher.wait_for(lambda: {"user": "ann"} in watcher.awareness.states.values())
+                dies.process.send_signal(signal.SIGKILL)  # no goodbye, no removal
+                await dies.process.wait()
+                killed = asyncio.get_running_loop().time()
+                await doomed.closed()
+
+            await watcher.wait_for(
+                lambda: {"user": "ann"} not in watcher.awareness.states.values(), timeout_s=10
+            )
+            assert asyncio.get_running_loop().time() - killed < 2 + 1.5
+        finally:
+            await watcher.disconnect()
