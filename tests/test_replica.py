@@ -33,14 +33,20 @@ def test_an_update_that_waits_for_its_dependency_stays_out_of_pycrdt_until_it_ar
     hello, world = updates
     replica = Replica()
 
-    assert replica.apply(world) == world  # stored and relayed as it is
+    applied = replica.apply(world)
+    assert applied is not None and applied.stored == world  # stored as it is
+    assert applied.effect == b"\x00\x00"  # nothing integrated: peers are sent nothing yet
     assert text(replica) == ""
     assert replica.state() == {}  # nothing of it is in pycrdt, not even as pending
-    assert [part for part, _ in replica.waiting] == [world]
+    assert replica.waiting == world
 
-    assert replica.apply(hello) == hello
+    applied = replica.apply(hello)
+    assert applied is not None and applied.stored == hello
+    released = pycrdt.Doc()
+    released.apply_update(applied.effect)  # its own part and the one it released
+    assert str(released.get("text", type=pycrdt.Text)) == "hello world"
     assert text(replica) == "hello world"
-    assert replica.waiting == []
+    assert replica.waiting is None
     assert replica.waiting_bytes == 0
 
 
@@ -76,11 +82,11 @@ def test_deletions_of_items_the_document_lacks_wait_and_the_rest_applies_at_once
 
     assert replica.apply(deletion) is not None
     assert text(replica) == "a"  # "bc" deleted now, "de" once it exists
-    assert len(replica.waiting) == 1
+    assert replica.waiting is not None
 
     replica.apply(_def)
     assert text(replica) == "af"
-    assert replica.waiting == []
+    assert replica.waiting is None
 
 
 def test_an_update_resent_while_it_waits_is_a_replay():
@@ -91,7 +97,7 @@ def test_an_update_resent_while_it_waits_is_a_replay():
     replica.apply(updates[1])
 
     assert replica.apply(updates[1]) is None
-    assert len(replica.waiting) == 1
+    assert replica.waiting == updates[1]
 
 
 def test_waiting_bytes_are_bounded_for_new_updates_and_refused_past_the_bound():
@@ -101,10 +107,11 @@ def test_waiting_bytes_are_bounded_for_new_updates_and_refused_past_the_bound():
     replica = Replica(max_waiting_bytes=250)
     replica.apply(updates[1])
     replica.apply(updates[2])
+    waiting = replica.waiting
 
     with pytest.raises(InvalidUpdate, match="bytes wait already"):
         replica.apply(updates[3])
-    assert len(replica.waiting) == 2
+    assert replica.waiting == waiting  # unchanged by the refusal
     assert replica.apply(updates[3], bounded=False) is not None  # a stored entry loads
 
 
@@ -131,9 +138,10 @@ def test_an_update_partly_held_already_is_stored_without_that_part():
     replica = Replica()
     replica.apply(updates[0])
 
-    stored = replica.apply(merged)
+    applied = replica.apply(merged)
 
-    assert stored is not None and stored != merged
+    assert applied is not None and applied.stored != merged
+    stored = applied.stored
     assert check_update(stored).structs == ((1, 5, 11),)  # only what was new
     assert text(replica) == "hello world"
     fresh = pycrdt.Doc()
@@ -152,7 +160,7 @@ def test_an_item_under_a_parent_that_is_not_a_type_becomes_a_gc_struct():
 
     stored = replica.apply(hand_update(2, 3, orphan))
 
-    assert stored is not None
+    assert stored is not None and stored.effect == stored.stored
     assert decode_state_vector(replica.doc.get_state()) == {2: 4}  # its clock is taken
     assert text(replica) == "abc"
 
@@ -210,18 +218,35 @@ def test_deleting_a_whole_astral_character_is_accepted():
     assert text(replica) == "ab"
 
 
-def test_encode_carries_what_waits_so_that_a_new_peer_gets_it_too():
+def test_encode_carries_what_waits_and_diff_only_what_is_integrated():
     author, updates = edits()
     author.get("text", type=pycrdt.Text).insert(0, "hello")
     author.get("text", type=pycrdt.Text).insert(5, "!")
     replica = Replica()
     replica.apply(updates[1])
 
-    peer = pycrdt.Doc()
-    peer.apply_update(replica.encode())
-    peer.apply_update(updates[0])
+    history = pycrdt.Doc()
+    history.apply_update(replica.encode())  # the whole state, for history and snapshots
+    history.apply_update(updates[0])
+    assert str(history.get("text", type=pycrdt.Text)) == "hello!"
+    assert replica.diff(b"\x00") == pycrdt.Doc().get_update()  # peers: nothing yet
 
-    assert str(peer.get("text", type=pycrdt.Text)) == "hello!"
+
+def test_a_snapshot_restores_what_was_integrated_and_what_waited():
+    author, updates = edits()
+    for word in ("a", "b", "c"):
+        author.get("text", type=pycrdt.Text).insert(
+            len(str(author.get("text", type=pycrdt.Text))), word
+        )
+    replica = Replica()
+    replica.apply(updates[0])
+    replica.apply(updates[2])  # waits for "b"
+
+    restored = Replica()
+    restored.restore(replica.doc.get_update(), replica.waiting)
+    restored.apply(updates[1])
+
+    assert text(restored) == "abc"
 
 
 def test_a_map_entry_with_several_values_keeps_the_last():
@@ -241,8 +266,28 @@ def test_empty_structs_never_reach_pycrdt_nor_the_log():
     empty_any = bytes([8]) + var_uint(1) + var_string("arr") + var_uint(0)
 
     assert replica.apply(hand_update(2, 1, empty_any)) is None  # nothing in it
-    stored = replica.apply(hand_update(2, 1, empty_any, any_item(b"\x7e", parent="arr")))
+    applied = replica.apply(hand_update(2, 1, empty_any, any_item(b"\x7e", parent="arr")))
 
-    assert stored is not None
-    assert check_update(stored).has_empty is False
+    assert applied is not None
+    assert check_update(applied.stored).has_empty is False
     assert replica.doc.get("arr", type=pycrdt.Array).to_py() == [None, 1.0]  # no origin: first
+
+
+def test_of_two_waiting_claims_on_one_clock_the_first_is_kept_as_in_yjs():
+    # Yjs merges its pending structs into one update, keeping the struct it held
+    # already when another claims the same clocks; the replica does the same.
+    author, updates = edits(client_id=3)
+    author.get("text", type=pycrdt.Text).insert(0, "a")
+    author.get("text", type=pycrdt.Text).insert(1, "b")
+    forger = pycrdt.Doc(client_id=3)
+    forger.apply_update(updates[0])
+    forger.get("text", type=pycrdt.Text).insert(1, "X")  # another item at clock 1
+    forged = forger.get_update(author.get_state()[:0] + b"\x01\x03\x01")
+    replica = Replica()
+    replica.apply(updates[1])  # "b" at clock 1 waits for clock 0
+    replica.apply(forged)  # "X" at clock 1 waits too: the first claim stays
+
+    replica.apply(updates[0])
+
+    assert text(replica) == "ab"
+    assert replica.waiting is None

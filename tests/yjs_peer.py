@@ -48,6 +48,9 @@ class YjsPeer:
         self.awareness = pycrdt.Awareness(self.doc)
         self.last_frame: dict[int, bytes] = {}  # the latest frame of each message type
         self.permission_denied: list[str] = []  # reasons of auth messages
+        # Every update it holds, in the order it got them: the sync step 2s and
+        # updates it received, and its own edits.
+        self.history: list[bytes] = []
         self.close_code: int | None = None
         self.close_reason: str | None = None
         self._ws: WebSocketClientConnection | None = None
@@ -133,6 +136,7 @@ class YjsPeer:
 
     def _on_doc_change(self, event: Any) -> None:
         if not self._applying_remote:
+            self.history.append(event.update)
             self.replica.learn(event.update)
             self.send(create_update_message(event.update))
 
@@ -176,6 +180,7 @@ class YjsPeer:
                 self.send(step2 + write_message(self.doc.get_update(payload)))
                 self._answered_server = True
                 return
+            self.history.append(payload)
             self._applying_remote = True
             try:
                 self.replica.apply(payload, bounded=False)

@@ -20,7 +20,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from collab.errors import InvalidUpdate
+from collab.core.history import restore
+from collab.errors import InvalidUpdate, StoreError
 from collab.store.base import Repair, Store
 from collab.wire.replica import EMPTY_UPDATE, Replica
 from collab.wire.yformat import readable_prefix
@@ -85,7 +86,12 @@ async def check_document(store: Store, doc: str, *, repair: bool = False) -> Doc
         report.snapshots += 1
         snapshot = await store.latest_snapshot(doc, at_or_before_seq=seq)
         assert snapshot is not None and snapshot.seq == seq
-        reason = _unreadable(Replica(name=doc), snapshot.data)
+        try:
+            restore(Replica(name=doc), snapshot)
+        except StoreError as exc:
+            reason: str | None = str(exc)
+        else:
+            reason = None
         if reason is not None:
             report.problems.append(Problem(doc, "snapshot", seq, reason))
             bad_snapshots[seq] = reason

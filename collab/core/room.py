@@ -37,12 +37,13 @@ from typing import Any
 import pycrdt
 
 from collab.config import Settings
+from collab.core.history import apply_stored, restore
 from collab.core.session import FrameCodec, Session, SessionState
 from collab.core.writer import RETRY_FIRST_S, PendingWrite, Writer
 from collab.errors import CollabError, DocumentDamaged, ErrorCode, InvalidUpdate, StoreError
 from collab.store.base import AwarenessChange, LoadedDocument, NewUpdate, UpdateRecord
 from collab.tasks import TaskGroup
-from collab.wire.replica import Replica
+from collab.wire.replica import EMPTY_UPDATE, Replica
 from collab.wire.yformat import FormatError, decode_awareness_update, decode_state_vector
 
 log = logging.getLogger("collab.rooms")
@@ -77,6 +78,7 @@ class _Delivery:
     record: UpdateRecord
     session: Session | None = None
     on_durable: Callable[[int], None] | None = None
+    effect: bytes | None = None  # what its apply integrated (a local update's)
 
 
 def build_replica(loaded: LoadedDocument, settings: Settings) -> Replica:
@@ -84,17 +86,10 @@ def build_replica(loaded: LoadedDocument, settings: Settings) -> Replica:
     run it in an executor. Raises StoreError when a stored entry cannot be applied
     (``collab check`` finds such entries and ``--repair`` sets them aside)."""
     replica = Replica(name=loaded.name, max_waiting_bytes=settings.max_waiting_bytes)
-    parts = [("snapshot", loaded.snapshot)] if loaded.snapshot is not None else []
-    parts += [("update", record) for record in loaded.updates]
-    for kind, entry in parts:
-        try:
-            # Stored entries load whatever waits already: the bound is for new ones.
-            replica.apply(entry.data, bounded=False)
-        except InvalidUpdate as exc:
-            raise StoreError(
-                f"{loaded.name!r}: stored {kind} at seq {entry.seq} cannot be applied: "
-                f"{exc.message}"
-            ) from None
+    if loaded.snapshot is not None:
+        restore(replica, loaded.snapshot)
+    for record in loaded.updates:
+        apply_stored(replica, record)
     return replica
 
 
@@ -180,7 +175,7 @@ class Room:
         """What a peer with ``state_vector`` lacks (sync step 2)."""
         try:
             decode_state_vector(state_vector)  # stricter than Yrs: trailing bytes, ranges
-            return self._replica.encode(state_vector)
+            return self._replica.diff(state_vector)
         except (FormatError, InvalidUpdate) as exc:
             raise InvalidUpdate(
                 f"the state vector could not be used: {exc}",
@@ -214,26 +209,27 @@ class Room:
         ranges = self._replica.check(update)  # the one gate: collab.wire.yformat
         self._writer.admit(len(update), doc=self.name)
         try:
-            stored = self._replica.apply(update, ranges)
+            applied = self._replica.apply(update, ranges)
         except DocumentDamaged as exc:
             self._damaged(exc)
             raise
         self.pending_writes += 1
         self._flushed.clear()
         session.write_submitted()
-        if stored is None:
+        if applied is None:
             callback = self._replay_done(session, on_durable)
             self._writer.submit(PendingWrite(self.name, None, callback))
             return
-        new = NewUpdate(self.name, stored, time.time(), session.origin.author)
-        self._writer.submit(PendingWrite(self.name, new, self._committed(session, on_durable)))
+        new = NewUpdate(self.name, applied.stored, time.time(), session.origin.author)
+        committed = self._committed(session, on_durable, applied.effect)
+        self._writer.submit(PendingWrite(self.name, new, committed))
 
     def _committed(
-        self, session: Session, on_durable: Callable[[int], None] | None
+        self, session: Session, on_durable: Callable[[int], None] | None, effect: bytes
     ) -> Callable[[UpdateRecord | None], None]:
         def committed(record: UpdateRecord | None) -> None:
             assert record is not None  # an entry with an update gets its record
-            self._offer(_Delivery(record, session, on_durable))
+            self._offer(_Delivery(record, session, on_durable, effect))
 
         return committed
 
@@ -307,17 +303,24 @@ class Room:
 
     def _deliver(self, delivery: _Delivery) -> None:
         record = delivery.record
-        if delivery.session is None:
+        effect = delivery.effect
+        if effect is None:
             # Another instance's (or read from the log): integrate it here too.
+            effect = EMPTY_UPDATE
             try:
-                self._replica.apply(record.data, bounded=False)
+                applied = self._replica.apply(record.data, bounded=False)
             except DocumentDamaged as exc:
                 self._damaged(exc)
                 return
             except InvalidUpdate as exc:
                 log.error("%r: stored update %d cannot be applied: %s", self.name, record.seq, exc)
+            else:
+                if applied is not None:
+                    effect = applied.effect
+        # Peers get what was integrated, so they hold what this document holds; an
+        # update that only waits for its dependencies is sent on when they arrive.
         self._broadcast(
-            lambda codec: codec.update_frame(self.name, record.seq, record.data),
+            lambda codec: codec.update_frame(self.name, record.seq, effect),
             exclude=delivery.session,
         )
         if delivery.session is not None:
@@ -466,15 +469,19 @@ class Room:
 
     # -- fan-out --------------------------------------------------------------------------
 
-    def _broadcast(self, encode: Callable[[FrameCodec], bytes], *, exclude: Session | None) -> None:
-        frames: dict[FrameCodec, bytes] = {}
+    def _broadcast(
+        self, encode: Callable[[FrameCodec], bytes | None], *, exclude: Session | None
+    ) -> None:
+        frames: dict[FrameCodec, bytes | None] = {}
         for session in self.sessions:
             if session is exclude:
                 continue
-            frame = frames.get(session.codec)
-            if frame is None:
+            if session.codec in frames:
+                frame = frames[session.codec]
+            else:
                 frame = frames[session.codec] = encode(session.codec)
-            session.send(frame)
+            if frame is not None:
+                session.send(frame)
 
     def __repr__(self) -> str:
         return f"<Room {self.name!r} seq={self.head_seq} sessions={len(self.sessions)}>"

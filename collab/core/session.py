@@ -25,7 +25,8 @@ class FrameCodec(Protocol):
     """Encodes room events as one protocol's frames; the room encodes each event
     once per codec, not once per peer."""
 
-    def update_frame(self, doc: str, seq: int, update: bytes) -> bytes: ...
+    def update_frame(self, doc: str, seq: int, update: bytes) -> bytes | None:
+        """The frame for a stored update (None: nothing to send this protocol)."""
 
     def awareness_frame(self, doc: str, update: bytes) -> bytes: ...
 

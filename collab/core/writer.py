@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from itertools import islice
 
 from collab.config import Settings
-from collab.core.history import state_at
+from collab.core.history import replica_at
 from collab.errors import Overloaded, SeqConflict, StoreError
 from collab.store.base import DocumentHead, NewUpdate, SnapshotRecord, Store, UpdateRecord
 from collab.tasks import TaskGroup
@@ -265,7 +265,9 @@ class Writer:
         if not await self._store.lease_snapshot(doc, s.instance_id, s.snapshot_lease_s):
             log.debug("snapshot of %r left to the instance that holds its lease", doc)
             return False
-        at, state = await state_at(self._store, doc, seq)
-        await self._store.save_snapshot(SnapshotRecord(doc, at, state, time.time()))
+        at, replica = await replica_at(self._store, doc, seq)
+        state = replica.doc.get_update()
+        snapshot = SnapshotRecord(doc, at, state, time.time(), replica.waiting or b"")
+        await self._store.save_snapshot(snapshot)
         log.debug("snapshot of %r at seq %d (%d bytes)", doc, at, len(state))
         return True

@@ -95,12 +95,16 @@ class AppendResult:
 
 @dataclass(frozen=True, slots=True)
 class SnapshotRecord:
-    """The document's merged state after update ``seq``."""
+    """The document's state after update ``seq``: ``data`` is what was integrated
+    (pycrdt's own encoding of it), ``waiting`` what waited for its dependencies
+    (empty: nothing did). ``waiting`` None: a snapshot of an older server, whose
+    ``data`` may hold both."""
 
     doc: str
     seq: int
     data: bytes = field(repr=False)
     time_s: float
+    waiting: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

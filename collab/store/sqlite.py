@@ -126,6 +126,7 @@ CREATE TABLE awareness (
     PRIMARY KEY (doc, client_id)
 );
 CREATE INDEX awareness_by_change ON awareness (change_id);
+ALTER TABLE snapshots ADD COLUMN waiting BLOB;
 CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT INTO counters VALUES ('awareness_change', 0);
 """,
@@ -446,8 +447,9 @@ class SQLiteStore(Store):
             conn.execute("BEGIN IMMEDIATE")
             try:
                 cursor = conn.execute(
-                    "INSERT OR IGNORE INTO snapshots (doc, seq, data, time_s) VALUES (?,?,?,?)",
-                    (snapshot.doc, snapshot.seq, snapshot.data, snapshot.time_s),
+                    "INSERT OR IGNORE INTO snapshots (doc, seq, data, time_s, waiting) "
+                    "VALUES (?,?,?,?,?)",
+                    (snapshot.doc, snapshot.seq, snapshot.data, snapshot.time_s, snapshot.waiting),
                 )
                 written = cursor.rowcount
                 conn.execute(
@@ -483,7 +485,7 @@ class SQLiteStore(Store):
         conn: sqlite3.Connection, doc: str, at_or_before_seq: int | None
     ) -> SnapshotRecord | None:
         row = conn.execute(
-            "SELECT doc, seq, data, time_s FROM snapshots WHERE doc = ? AND seq <= ? "
+            "SELECT doc, seq, data, time_s, waiting FROM snapshots WHERE doc = ? AND seq <= ? "
             "ORDER BY seq DESC LIMIT 1",
             (doc, at_or_before_seq if at_or_before_seq is not None else 2**63 - 1),
         ).fetchone()

@@ -174,13 +174,22 @@ class HistoryHandler(ApiHandler):
 
 
 class StateHandler(ApiHandler):
-    """The document's state after update ``seq`` as one Yjs update (v1)."""
+    """The document's state after update ``seq`` as one Yjs update (v1): all of it
+    (what waits for its dependencies included, so that later log entries apply on
+    top), or with ``waiting=no`` only what is integrated: what its peers hold."""
 
     async def get(self, doc: str) -> None:
         seq = self.int_argument("seq", None)
+        waiting = self.get_query_argument("waiting", "yes")
+        if waiting not in ("yes", "no"):
+            raise tornado.web.HTTPError(400, "waiting must be yes or no")
         try:
             await self.require_document(doc)
-            at, state = await history.state_at(self.server.store, doc, seq)
+            if waiting == "yes":
+                at, state = await history.state_at(self.server.store, doc, seq)
+            else:
+                at, replica = await history.replica_at(self.server.store, doc, seq)
+                state = replica.doc.get_update()
         except StoreError as exc:
             self.on_store_error(exc)
         self.set_header("Content-Type", "application/octet-stream")

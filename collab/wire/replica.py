@@ -6,8 +6,8 @@ of the same bytes (a struct waiting behind a clock gap may already have replaced
 a map entry, for one). So no update with a missing dependency ever reaches pycrdt:
 the replica splits each update into what can be integrated now, which it applies,
 and what must wait (collab.wire.yformat.split_update), which it keeps and retries
-whenever something new was integrated. The Yjs documents of peers hold the same
-parts as their own pending structs, so both sides stay identical.
+whenever something new was integrated. Peers are sent what was integrated, when it
+is (the effect of each update), so they hold what the replica holds.
 
 Likewise an item whose parent (named by id) exists but is not a type: Yjs turns it
 into a GC struct, Yrs fails half-way through the update. The replica knows which
@@ -25,6 +25,7 @@ Every update given to a replica has passed the strict reader first
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import pycrdt
@@ -44,6 +45,15 @@ from collab.wire.yformat import (
 EMPTY_UPDATE = b"\x00\x00"
 
 
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """An update a replica took: ``stored`` is what to keep in the log, ``effect``
+    what was integrated because of it (``EMPTY_UPDATE`` when all of it waits)."""
+
+    stored: bytes
+    effect: bytes
+
+
 class Replica:
     """A document and the update parts that wait for their dependencies."""
 
@@ -56,9 +66,13 @@ class Replica:
     ) -> None:
         self.doc: pycrdt.Doc = doc if doc is not None else pycrdt.Doc()
         self.name = name
-        self.waiting: list[tuple[bytes, UpdateRanges]] = []
-        self.waiting_bytes = 0
+        # What waits for its dependencies, merged into one update as Yjs merges its
+        # pending structs (so that a client's waiting structs block one another in
+        # clock order, and of two claims on one clock the same one wins as in Yjs).
+        self.waiting: bytes | None = None
+        self._waiting_ranges: UpdateRanges | None = None
         self._max_waiting_bytes = max_waiting_bytes
+        self.set_aside = 0  # waiting parts dropped because they would cut a character
         self._types: dict[int, set[int]] = {}  # client -> clocks of integrated type items
         self._astral: dict[int, set[int]] = {}  # client -> clocks of surrogate pairs' first halves
         if doc is not None:
@@ -70,11 +84,12 @@ class Replica:
 
     def apply(
         self, update: bytes, ranges: UpdateRanges | None = None, *, bounded: bool = True
-    ) -> bytes | None:
-        """Integrate what can be integrated now, keep the rest. Returns the update as
-        it is to be stored and relayed (itself, or an equivalent form without what
-        the document had already) when it changes the document, now or once what it
-        waits for arrives; None when it brings nothing new (a replay). Raises
+    ) -> Applied | None:
+        """Integrate what can be integrated now, keep the rest. Returns None when the
+        update brings nothing new (a replay); else what to store (the update, or an
+        equivalent form without what the document had already) and its effect: what
+        was integrated because of it (its own part and what it released of what
+        waited), which is what the document's other peers are sent. Raises
         InvalidUpdate (nothing was changed) or DocumentDamaged (pycrdt failed while
         integrating)."""
         if ranges is None:
@@ -85,31 +100,67 @@ class Replica:
         self._refuse_cut_characters(ranges, state)
         split = split_update(update, ranges, state, self._untyped_parents(ranges, state))
         now, later = split.now, split.later
+        waiting: tuple[bytes, UpdateRanges] | None = None
         if later is not None:
-            if any(later == waiting for waiting, _ in self.waiting):
-                later = None  # sent again while it still waits
+            # The waiting update first: of two claims on one clock, Yjs keeps the
+            # one it held already.
+            merged = later if self.waiting is None else crdt.merge([self.waiting, later])
+            merged_ranges = self.check(merged)
+            if merged_ranges == self._waiting_ranges:
+                later = None  # sent again while it still waits: nothing new waits
             elif (
                 bounded
                 and self._max_waiting_bytes is not None
-                and self.waiting_bytes + len(later) > self._max_waiting_bytes
+                and len(merged) > self._max_waiting_bytes
             ):
                 raise InvalidUpdate(
                     "the update waits for items this document does not have, and "
                     f"{self.waiting_bytes} bytes wait already; send what it depends on first",
                     doc=self.name,
                 )
+            else:
+                waiting = (merged, merged_ranges)
         changed = False
+        integrated: list[bytes] = []
         if now is not None:
             now_ranges = ranges if now is update else self.check(now)
             changed = self._integrate(now, now_ranges, state)
             self._learn(now_ranges)
-        if later is not None:
-            self.waiting.append((later, self.check(later)))
-            self.waiting_bytes += len(later)
+            if changed:
+                integrated.append(now)
+        if waiting is not None:
+            self.waiting, self._waiting_ranges = waiting
             changed = True
-        if changed and self.waiting:
+        if not changed:
+            return None
+        if self.waiting is not None:
+            integrated += self._retry_waiting()
+        if not integrated:
+            effect = EMPTY_UPDATE
+        elif len(integrated) == 1:
+            effect = integrated[0]
+        else:
+            effect = crdt.merge(integrated)
+        return Applied(split.whole, effect)
+
+    @property
+    def waiting_bytes(self) -> int:
+        return len(self.waiting) if self.waiting is not None else 0
+
+    def restore(self, state: bytes, waiting: bytes | None) -> None:
+        """Load a snapshot into an empty replica: ``state``, pycrdt's own encoding of
+        what was integrated, is applied as it is; ``waiting`` waits again.
+        ``waiting`` None (an older snapshot, whose state may hold waiting parts
+        too): the state goes through :meth:`apply`."""
+        if waiting is None:
+            self.apply(state, bounded=False)
+            return
+        ranges = self.check(state)
+        crdt.apply_update(self.doc, state, doc_name=self.name)
+        self._learn(ranges)
+        if waiting:
+            self.waiting, self._waiting_ranges = waiting, self.check(waiting)
             self._retry_waiting()
-        return split.whole if changed else None
 
     def check(self, update: bytes) -> UpdateRanges:
         try:
@@ -140,27 +191,35 @@ class Replica:
             self.doc.unobserve(subscription)
         return changed
 
-    def _retry_waiting(self) -> None:
-        progress = True
-        while progress:
-            progress = False
+    def _retry_waiting(self) -> list[bytes]:
+        """Integrate what waits as far as it now can, as Yjs retries its pending
+        structs: one client's waiting structs in clock order, each blocking the ones
+        after it. Returns the parts integrated.
+
+        A part that would now cut a character in two (a deletion or an insertion
+        that waited for the character to arrive) is set aside instead: nobody was
+        sent it (peers get only what is integrated), so nobody holds it."""
+        released: list[bytes] = []
+        while self.waiting is not None and self._waiting_ranges is not None:
             state = self.state()
-            for index, (waiting, ranges) in enumerate(self.waiting):
-                split = split_update(waiting, ranges, state, self._untyped_parents(ranges, state))
-                now, later = split.now, split.later
-                if now is None:
-                    continue
-                now_ranges = self.check(now)
-                self._integrate(now, now_ranges, state)
+            ranges = self._waiting_ranges
+            split = split_update(self.waiting, ranges, state, self._untyped_parents(ranges, state))
+            if split.now is None:
+                break
+            now_ranges = self.check(split.now)
+            try:
+                self._refuse_cut_characters(now_ranges, state)
+            except InvalidUpdate:
+                self.set_aside += 1
+            else:
+                if self._integrate(split.now, now_ranges, state):
+                    released.append(split.now)
                 self._learn(now_ranges)
-                self.waiting_bytes -= len(waiting)
-                if later is None:
-                    del self.waiting[index]
-                else:
-                    self.waiting[index] = (later, self.check(later))
-                    self.waiting_bytes += len(later)
-                progress = True
-                break  # the state changed: start over
+            if split.later is None:
+                self.waiting = self._waiting_ranges = None
+            else:
+                self.waiting, self._waiting_ranges = split.later, self.check(split.later)
+        return released
 
     def _untyped_parents(self, ranges: UpdateRanges, state: dict[int, int]) -> set[ID]:
         """The structs of an update that name, by id, a parent that exists (in the
@@ -192,8 +251,7 @@ class Replica:
         return bad
 
     def _refuse_cut_characters(self, ranges: UpdateRanges, state: dict[int, int]) -> None:
-        """Raise InvalidUpdate if the update, or a waiting part once this update's
-        characters are in, would cut a surrogate pair in two."""
+        """Raise InvalidUpdate if the update would cut a surrogate pair in two."""
         structs = [s for group in ranges.groups for s in group]
         update_pairs = {(s.client, clock) for s in structs for clock in s.astral}
         if not update_pairs and not self._astral:
@@ -220,8 +278,7 @@ class Replica:
                             return True
             return False
 
-        waiting = [ranges for _, ranges in self.waiting] if update_pairs else []
-        if cuts([ranges, *waiting]):
+        if cuts([ranges]):
             raise InvalidUpdate(
                 "the update would cut a character made of two UTF-16 code units (a "
                 "surrogate pair) in two, which Yjs and Yrs resolve differently",
@@ -249,16 +306,18 @@ class Replica:
 
     # -- encoding -------------------------------------------------------------------------
 
-    def encode(self, state_vector: bytes | None = None) -> bytes:
-        """Everything a peer with ``state_vector`` lacks (default: everything), the
-        waiting parts included, as one update."""
-        if state_vector is None:
-            integrated = self.doc.get_update()
-        else:
-            integrated = crdt.diff(self.doc, state_vector, doc_name=self.name)
-        if not self.waiting:
+    def diff(self, state_vector: bytes) -> bytes:
+        """What is integrated and a peer with ``state_vector`` lacks: what peers are
+        sent (what waits reaches them once it is integrated)."""
+        return crdt.diff(self.doc, state_vector, doc_name=self.name)
+
+    def encode(self) -> bytes:
+        """Everything, the waiting parts included, as one update: the document's
+        whole state, as history and snapshots keep it."""
+        integrated = self.doc.get_update()
+        if self.waiting is None:
             return integrated
-        return crdt.merge([integrated, *(waiting for waiting, _ in self.waiting)])
+        return crdt.merge([integrated, self.waiting])
 
     def __repr__(self) -> str:
-        return f"<Replica {self.name!r} waiting={len(self.waiting)}>"
+        return f"<Replica {self.name!r} waiting={self.waiting_bytes} bytes>"

@@ -21,7 +21,8 @@ Limits (docs/PROTOCOL.md, "What an update may contain"):
   most :data:`MAX_VALUE_DEPTH` levels; integers within 53 bits; no BigInt values
   (Yrs turns them into floats);
 - no two struct groups for one client (Yjs keeps only the last), no two delete sets
-  for one client (Yrs keeps only the last); empty structs and deletions (Yrs writes
+  for one client (Yrs keeps only the last), deletions in clock order (Yjs misreads
+  others once it keeps them pending); empty structs and deletions (Yrs writes
   empty strings at times) are read, then left out of what is applied and stored;
 - an item names only older items of its own client (Yjs fails on anything else);
 - legacy JSON content and XmlHook types are refused: Yrs and Yjs disagree on their
@@ -408,12 +409,18 @@ def _read_update(reader: Reader) -> UpdateRanges:
         if client in deleting:
             raise FormatError(f"two delete sets for client {client}")  # Yrs keeps one
         deleting.add(client)
+        previous_end = 0
         for _ in range(reader.read_var_uint()):
             clock = reader.read_clock()
             length = reader.read_var_uint()
             if length == 0:
                 empty = True
                 continue
+            if clock < previous_end:
+                # Yjs writes deletions sorted and re-encodes pending ones as deltas:
+                # out of order, it misreads them.
+                raise FormatError(f"the deletions of client {client} are not in clock order")
+            previous_end = clock + length
             if clock + length >= CLOCK_LIMIT:
                 raise FormatError(f"a deletion of client {client} runs past clock 2**32")
             deletes.append((client, clock, clock + length))

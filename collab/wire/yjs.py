@@ -28,6 +28,7 @@ from pycrdt import (
 from collab.errors import CloseCode, ProtocolError
 from collab.wire.yformat import FormatError, Reader
 
+EMPTY_UPDATE = b"\x00\x00"
 MESSAGE_AUTH = 2
 MESSAGE_QUERY_AWARENESS = 3
 AUTH_PERMISSION_DENIED = 0
@@ -100,8 +101,9 @@ def permission_denied(reason: str) -> bytes:
 class YjsFrames:
     """FrameCodec for y-websocket peers."""
 
-    def update_frame(self, doc: str, seq: int, update: bytes) -> bytes:
-        return sync_update(update)
+    def update_frame(self, doc: str, seq: int, update: bytes) -> bytes | None:
+        # y-websocket has no seqs: an update with nothing in it need not be sent.
+        return None if update == EMPTY_UPDATE else sync_update(update)
 
     def awareness_frame(self, doc: str, update: bytes) -> bytes:
         return awareness(update)

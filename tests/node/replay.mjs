@@ -1,10 +1,12 @@
 // Replays Yjs updates with the real yjs package and prints what the documents hold.
 //
-// stdin: one JSON object {"docs": {"<label>": ["<base64 update>", ...], ...}}
+// stdin: one JSON object {"docs": {"<label>": ["<base64 update>", ...], ...},
+//                         "each": {"<label>": [...]}}
 // stdout: one JSON object {"<label>": {"ok": true, "dump": "..."} | {"ok": false,
 //         "index": n, "error": "..."}, ...}
 //
-// Each label's updates are applied in order to a fresh Y.Doc. The dump is
+// Under "docs", each label's updates are applied in order to one fresh Y.Doc;
+// under "each", every update to a fresh Y.Doc of its own (the dump is the last's). The dump is
 // canonical: the integrated content of every root (list items and map entries,
 // deleted ones left out, nested types recursively) and the state vector, so two
 // documents with the same content dump alike whatever the order of their history.
@@ -55,16 +57,21 @@ let input = ''
 process.stdin.setEncoding('utf8')
 process.stdin.on('data', (chunk) => { input += chunk })
 process.stdin.on('end', () => {
-  const { docs } = JSON.parse(input)
+  const { docs = {}, each = {} } = JSON.parse(input)
   const result = {}
-  for (const [label, updates] of Object.entries(docs)) {
-    const doc = new Y.Doc()
-    let index = 0
-    try {
-      for (; index < updates.length; index++) Y.applyUpdate(doc, Buffer.from(updates[index], 'base64'))
-      result[label] = { ok: true, dump: dump(doc) }
-    } catch (error) {
-      result[label] = { ok: false, index, error: String(error?.message ?? error) }
+  for (const [mode, labels] of [['docs', docs], ['each', each]]) {
+    for (const [label, updates] of Object.entries(labels)) {
+      let doc = new Y.Doc()
+      let index = 0
+      try {
+        for (; index < updates.length; index++) {
+          if (mode === 'each') doc = new Y.Doc()
+          Y.applyUpdate(doc, Buffer.from(updates[index], 'base64'))
+        }
+        result[label] = { ok: true, dump: dump(doc) }
+      } catch (error) {
+        result[label] = { ok: false, index, error: String(error?.message ?? error) }
+      }
     }
   }
   process.stdout.write(JSON.stringify(result) + '\n')
