@@ -11,7 +11,7 @@ import pytest
 from collab.errors import InvalidUpdate
 from collab.wire.replica import Replica
 from collab.wire.yformat import check_update, decode_state_vector
-from tests.test_yformat import any_item, hand_update, var_string, var_uint
+from tests.test_yformat import any_item, hand_update, root_item, var_string, var_uint
 
 
 def edits(client_id: int = 1) -> tuple[pycrdt.Doc, list[bytes]]:
@@ -163,6 +163,23 @@ def test_an_item_under_a_parent_that_is_not_a_type_becomes_a_gc_struct():
     assert stored is not None and stored.effect == stored.stored
     assert decode_state_vector(replica.doc.get_state()) == {2: 4}  # its clock is taken
     assert text(replica) == "abc"
+
+
+def test_an_update_cannot_make_an_item_the_document_has_a_type():
+    author, updates = edits(client_id=2)
+    author.get("arr", type=pycrdt.Array).append(1)  # item 2:0 holds a value
+    replica = Replica()
+    replica.apply(updates[0])
+    # The same clock claimed as an array, and a child under it: the document's
+    # item decides, so the child becomes a GC struct as in Yjs.
+    claimed_type = root_item(7, var_uint(0), parent="arr")
+    child = bytes([8]) + var_uint(0) + var_uint(2) + var_uint(0) + var_uint(1) + b"\x7e"
+
+    stored = replica.apply(hand_update(2, 0, claimed_type, child))
+
+    assert stored is not None
+    assert decode_state_vector(replica.doc.get_state()) == {2: 2}
+    assert replica.doc.get("arr", type=pycrdt.Array).to_py() == [1.0]
 
 
 def test_an_item_under_a_nested_type_is_integrated():

@@ -239,11 +239,14 @@ class Replica:
                 if key in bad:
                     continue
                 client, clock = struct.parent  # type: ignore[misc]
-                exists = state.get(client, 0) > clock or any(
+                in_doc = state.get(client, 0) > clock
+                exists = in_doc or any(
                     c == client and start <= clock < end for c, start, end in ranges.structs
                 )
+                # What the document holds wins over the update's own claim for a
+                # clock the document has already.
                 is_type = clock in self._types.get(client, ()) or (
-                    (client, clock) in update_types and (client, clock) not in bad
+                    not in_doc and (client, clock) in update_types and (client, clock) not in bad
                 )
                 if exists and not is_type:
                     bad.add(key)
