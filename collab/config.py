@@ -29,7 +29,10 @@ class Settings:
     port: int = field(default=8000, metadata={"help": "TCP port (0 picks a free one)"})
     store_url: str = field(
         default="sqlite:///data/collab.db",
-        metadata={"help": "sqlite:///relative/path.db, sqlite:////absolute/path.db or memory://"},
+        metadata={
+            "help": "sqlite:///relative/path.db, sqlite:////absolute/path.db, "
+            "mongodb://host:port/database?options (a replica set) or memory://"
+        },
     )
     allowed_origins: str = field(
         default="",

@@ -111,6 +111,12 @@ class StoreError(Exception):
     """The store could not complete an operation (I/O, database, corruption)."""
 
 
+class FeedLost(StoreError):
+    """The store's feed cannot continue from the position it was given (MongoDB:
+    the oplog no longer reaches the resume token). Follow again from the feed's
+    current end, and read each live document's log for what was missed."""
+
+
 class SeqConflict(StoreError):
     """An append did not continue the document's log at head_seq + 1."""
 

@@ -19,6 +19,7 @@ from collab.client import CollabClient
 from collab.config import Settings
 from collab.store import Store
 from tests.helpers import RawPeer
+from tests.mongodb import MongoServer, session_server
 from tests.yjs_peer import YjsPeers
 
 
@@ -33,6 +34,30 @@ def settings(tmp_path: Path) -> Settings:
         ping_interval_s=5.0,
         ping_timeout_s=5.0,
     )
+
+
+@pytest.fixture(scope="session")
+def mongo_server() -> Iterator[MongoServer]:
+    """MongoDB for the whole run: SecantusDB started once, or COLLAB_TEST_MONGODB_URL."""
+    yield from session_server()
+
+
+@pytest.fixture
+def mongodb_url(io_loop: IOLoop, mongo_server: MongoServer) -> Iterator[str]:
+    """A database of this test's own on the test MongoDB, dropped afterwards."""
+    from pymongo import AsyncMongoClient
+
+    database = mongo_server.new_database()
+    yield mongo_server.url(database)
+
+    async def drop() -> None:
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_server.base_url)
+        try:
+            await client.drop_database(database)
+        finally:
+            await client.close()
+
+    io_loop.run_sync(drop)
 
 
 @pytest.fixture

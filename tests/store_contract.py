@@ -309,6 +309,49 @@ class StoreContract:
 
         assert records == theirs
 
+    async def test_the_first_batch_comes_once_the_feed_is_open(self, store: Store):
+        position = await store.feed_position()
+        async with contextlib.aclosing(store.follow(position, poll_s=0.01)) as feed:
+            async with asyncio.timeout(TIMEOUT_S):
+                opened, records = await anext(feed)
+            # Committed after the feed opened: it comes next, however soon.
+            written = (await store.append([new("a", "1")])).records
+            _, later = await next_batches(feed, 1)
+
+        assert opened == position and records == []
+        assert later == written
+
+    async def test_each_instance_saves_its_own_feed_position(self, store: Store, second: Store):
+        assert await store.saved_feed_position("one") is None
+        await store.append([new("a", "1")])
+        first = await store.feed_position()
+        await store.save_feed_position("one", first)
+        await store.append([new("a", "2")])
+        await second.save_feed_position("two", await second.feed_position())
+
+        assert await second.saved_feed_position("one") == first
+        assert await store.saved_feed_position("two") != first
+
+    async def test_a_saved_feed_position_is_followed_on_from_after_a_restart(
+        self, store: Store, reopen: Reopen
+    ):
+        await store.append(news("before", 2))
+        position = await store.feed_position()
+        async with contextlib.aclosing(store.follow(position, poll_s=0.01)) as feed:
+            await store.append([new("doc", "seen")])
+            position, _ = await next_batches(feed, 1)
+        await store.save_feed_position("me", position)
+        await store.append([new("doc", "while away")])
+
+        store = await reopen(store)
+
+        saved = await store.saved_feed_position("me")
+        async with contextlib.aclosing(store.follow(saved, poll_s=0.01)) as feed:
+            _, missed = await next_batches(feed, 1)
+            await store.append([new("doc", "after")])
+            _, later = await next_batches(feed, 1)
+        assert [r.data for r in missed + later] == [b"while away", b"after"]
+
     # -- snapshots --------------------------------------------------------------------------
 
     async def test_latest_snapshot_is_the_newest_at_or_before_a_seq(self, store: Store):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import Counter
 
 from collab.config import Settings
@@ -26,13 +27,14 @@ from collab.core.presence import Presence
 from collab.core.room import LOG_PAGE, JoinReply, Room, build_replica
 from collab.core.session import Session, SessionState
 from collab.core.writer import Writer
-from collab.errors import CollabError, ErrorCode, LoadFailed, StoreError
+from collab.errors import CollabError, ErrorCode, FeedLost, LoadFailed, StoreError
 from collab.store.base import Store, UpdateRecord
 from collab.tasks import TaskGroup
 
 log = logging.getLogger("collab.rooms")
 
 RETRY_MAX_S = 5.0
+FEED_SAVE_S = 1.0  # the feed position is saved at most this often
 
 
 class RoomManager:
@@ -50,6 +52,8 @@ class RoomManager:
         self._tasks = TaskGroup(log)
         self.loads = 0  # completed loads, for tests and metrics
         self.feed_failure: Exception | None = None  # while the feed cannot be read
+        self.feed_lag_s = 0.0  # from acceptance to arrival, of the latest records from the feed
+        self._saving_position = False
 
     def start(self) -> None:
         self.writer.start()
@@ -155,35 +159,72 @@ class RoomManager:
 
     async def _follow(self) -> None:
         """Hand every record the store's feed brings to its live room. After the feed
-        was interrupted, every live room reads the log for what it missed."""
+        was interrupted, every live room reads the log for what it missed. The
+        position is saved now and then, so that a restart follows on from it."""
         poll_s = self._settings.feed_poll_s
+        own = self._settings.instance_id  # its commits reach the rooms from the writer
         delay = poll_s
         position = None
+        saved = None
+        next_save = 0.0
+        loop = asyncio.get_running_loop()
+        try:
+            position = await self._store.saved_feed_position(own)
+        except StoreError as exc:
+            log.warning("could not read the saved feed position: %s", exc)
         while True:
             try:
                 if position is None:
                     position = await self._store.feed_position()
-                own = self._settings.instance_id  # its commits reach the rooms from the writer
                 follow = self._store.follow(position, poll_s=poll_s, exclude_instance=own)
                 async with contextlib.aclosing(follow) as feed:
                     async for reached, records in feed:
                         position = reached  # where to follow from after a failure
                         if self.feed_failure is not None:
-                            log.warning("the feed recovered")
+                            log.warning("the feed recovered: live rooms read what they missed")
                             self.feed_failure = None
                             for room in list(self._rooms.values()):
                                 room.catch_up()
                         delay = poll_s
+                        now = time.time()
+                        self.feed_lag_s = max((now - r.time_s for r in records), default=0.0)
                         for record in records:
                             room = self._rooms.get(record.doc)
                             if room is not None:
                                 room.receive(record)
+                        if (
+                            position != saved
+                            and loop.time() >= next_save
+                            and not self._saving_position
+                        ):
+                            next_save = loop.time() + FEED_SAVE_S
+                            saved = position
+                            self._tasks.spawn(
+                                self._save_position(position), name="save the feed position"
+                            )
+            except FeedLost as exc:
+                log.warning(
+                    "the feed cannot continue from its position (%s): following from its "
+                    "end, live rooms read the log for what they missed",
+                    exc,
+                )
+                self.feed_failure = exc
+                position = None
             except StoreError as exc:
                 if self.feed_failure is None:
                     log.error("following the feed failed, retrying: %s", exc)
                 self.feed_failure = exc
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
+
+    async def _save_position(self, position: object) -> None:
+        self._saving_position = True
+        try:
+            await self._store.save_feed_position(self._settings.instance_id, position)
+        except StoreError as exc:
+            log.debug("saving the feed position failed: %s", exc)
+        finally:
+            self._saving_position = False
 
     async def _audit(self) -> None:
         """A safety net under the feed: a live room that, a whole audit period

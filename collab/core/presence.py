@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 
 from collab.config import Settings
 from collab.core.room import Room
-from collab.errors import StoreError
+from collab.errors import FeedLost, StoreError
 from collab.store.base import AwarenessChange, Store
 from collab.tasks import TaskGroup
 
@@ -117,6 +117,9 @@ class Presence:
                         position = reached  # where to follow from after a failure
                         delay = poll_s
                         self._deliver(changes)
+            except FeedLost as exc:
+                log.warning("awareness feed lost its position, following from its end: %s", exc)
+                position = None
             except StoreError as exc:
                 log.warning("following awareness failed, retrying in %.2fs: %s", delay, exc)
                 await asyncio.sleep(delay)

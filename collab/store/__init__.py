@@ -31,7 +31,12 @@ __all__ = [
 
 
 def create_store(url: str) -> Store:
-    """A store for ``url``: ``sqlite:///path.db`` or ``memory://``. Call ``open()`` next."""
+    """A store for ``url``: ``sqlite:///path.db``, ``mongodb://host:port/database``
+    (or ``mongodb+srv://``) or ``memory://``. Call ``open()`` next."""
+    if url.startswith(("mongodb:", "mongodb+srv:")):
+        from collab.store.mongodb import MongoStore
+
+        return MongoStore(url)
     if url.startswith("sqlite:"):
         from collab.store.sqlite import SQLiteStore, path_from_url
 
@@ -42,5 +47,6 @@ def create_store(url: str) -> Store:
         return MemoryStore()
     scheme = url.split(":", 1)[0] if ":" in url else url
     raise ValueError(
-        f"unsupported store URL scheme {scheme!r}: use sqlite:///path/to/file.db or memory://"
+        f"unsupported store URL scheme {scheme!r}: use sqlite:///path/to/file.db, "
+        "mongodb://host:port/database or memory://"
     )

@@ -13,18 +13,22 @@ the same contract (tests/store_contract.py checks it):
 - ``load`` returns the latest snapshot and every update after it, so that the
   document's state is the snapshot with those updates applied.
 - ``follow`` yields the records every instance commits, in commit order, after a
-  position; positions are opaque and only ever compared by the backend.
+  position; positions are opaque and only ever compared by the backend. An
+  instance saves its position now and then, and follows on from it after a
+  restart.
 - The log is history: updates are never rewritten or dropped by snapshots.
 """
 
 from __future__ import annotations
 
 import abc
+import itertools
+import secrets
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from collab.errors import SeqConflict
+from collab.errors import FeedLost, SeqConflict
 
 __all__ = [
     "AppendResult",
@@ -32,6 +36,7 @@ __all__ = [
     "AwarenessChange",
     "DocumentHead",
     "DocumentInfo",
+    "FeedLost",
     "FeedPosition",
     "LoadedDocument",
     "NewUpdate",
@@ -59,12 +64,25 @@ class Author:
 
 @dataclass(frozen=True, slots=True)
 class NewUpdate:
-    """An update to append; the store gives it its seq."""
+    """An update to append; the store gives it its seq. ``submission`` tells a
+    retried append of this very update (after an unknown outcome) from any other,
+    however alike: a store that cannot know whether a commit happened looks for it."""
 
     doc: str
     data: bytes = field(repr=False)
     time_s: float
     author: Author = Author()
+    submission: bytes = field(default_factory=lambda: new_submission(), repr=False, compare=False)
+
+
+_PROCESS_TOKEN = secrets.token_bytes(8)
+_submissions = itertools.count()
+
+
+def new_submission() -> bytes:
+    """16 bytes no other update of any process has: this process's random token
+    and a counter."""
+    return _PROCESS_TOKEN + next(_submissions).to_bytes(8, "big")
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +195,8 @@ class StoreStats:
 class Store(abc.ABC):
     """Async interface; implementations never block the event loop."""
 
+    max_update_bytes: int | None = None  # the largest update the backend can store
+
     def __init__(self) -> None:
         self.stats = StoreStats()
 
@@ -232,11 +252,21 @@ class Store(abc.ABC):
         self, after: FeedPosition, *, poll_s: float, exclude_instance: str | None = None
     ) -> AsyncIterator[tuple[FeedPosition, list[UpdateRecord]]]:
         """Records every instance commits after ``after``, in commit order, as
-        ``(position, records)`` batches; ``position`` resumes after the batch (a
-        batch may be empty when only ``exclude_instance``'s records, which its
-        caller has already, came). Runs until closed: consume it under
-        ``contextlib.aclosing()``. Raises StoreError when the store fails; follow
-        again from the last position."""
+        ``(position, records)`` batches; ``position`` resumes after the batch. The
+        first batch comes once the feed is open, and may be empty, as may a batch
+        that only moves past ``exclude_instance``'s records (its caller has them
+        already). Runs until closed: consume it under ``contextlib.aclosing()``.
+        Raises StoreError when the store fails: follow again from the last
+        position; FeedLost when that position cannot be followed from any more:
+        follow from :meth:`feed_position` and read the log for what was missed."""
+
+    @abc.abstractmethod
+    async def save_feed_position(self, instance: str, position: FeedPosition) -> None:
+        """Remember where ``instance`` is in the feed; not durable."""
+
+    @abc.abstractmethod
+    async def saved_feed_position(self, instance: str) -> FeedPosition | None:
+        """Where ``instance`` last saved its place in the feed, if it did."""
 
     # -- snapshots ----------------------------------------------------------------------
 

@@ -58,6 +58,7 @@ class MemoryStore(Store):
         self._feed: list[UpdateRecord] = []  # every record, in commit order
         self._awareness: dict[tuple[str, int], AwarenessChange] = {}
         self._awareness_feed: list[AwarenessChange] = []
+        self._feed_positions: dict[str, FeedPosition] = {}
         self._changed = asyncio.Condition()
 
     def _get_or_create(self, name: str, now: float | None = None) -> _Document:
@@ -148,6 +149,7 @@ class MemoryStore(Store):
         self, after: FeedPosition, *, poll_s: float, exclude_instance: str | None = None
     ) -> AsyncIterator[tuple[FeedPosition, list[UpdateRecord]]]:
         position = after
+        yield position, []  # open at once
         while True:
             start = position
             async with self._changed:
@@ -156,6 +158,12 @@ class MemoryStore(Store):
             if exclude_instance is not None:
                 records = [r for r in records if r.author.instance != exclude_instance]
             yield position, records
+
+    async def save_feed_position(self, instance: str, position: FeedPosition) -> None:
+        self._feed_positions[instance] = position
+
+    async def saved_feed_position(self, instance: str) -> FeedPosition | None:
+        return self._feed_positions.get(instance)
 
     # -- snapshots ----------------------------------------------------------------------
 

@@ -49,7 +49,7 @@ from collab.store.base import (
 log = logging.getLogger("collab.store")
 T = TypeVar("T")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 SCHEMA = """
 CREATE TABLE documents (
     name TEXT PRIMARY KEY,
@@ -129,6 +129,13 @@ CREATE INDEX awareness_by_change ON awareness (change_id);
 ALTER TABLE snapshots ADD COLUMN waiting BLOB;
 CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT INTO counters VALUES ('awareness_change', 0);
+""",
+    3: """
+CREATE TABLE feed_positions (
+    instance TEXT PRIMARY KEY,
+    position INTEGER NOT NULL,
+    saved_s REAL NOT NULL
+);
 """,
 }
 
@@ -414,6 +421,7 @@ class SQLiteStore(Store):
         self, after: FeedPosition, *, poll_s: float, exclude_instance: str | None = None
     ) -> AsyncIterator[tuple[FeedPosition, list[UpdateRecord]]]:
         position = int(after)
+        yield position, []  # open at once
         while True:
 
             def read(position: int = position) -> tuple[int, list[tuple[Any, ...]]]:
@@ -438,6 +446,28 @@ class SQLiteStore(Store):
                 yield position, [_update_from_row(row[1:]) for row in rows]
             if len(rows) < FEED_PAGE:
                 await asyncio.sleep(poll_s)
+
+    async def save_feed_position(self, instance: str, position: FeedPosition) -> None:
+        def write() -> None:
+            self._conn("presence").execute(
+                "INSERT INTO feed_positions (instance, position, saved_s) VALUES (?,?,?) "
+                "ON CONFLICT (instance) DO UPDATE SET "
+                "position = excluded.position, saved_s = excluded.saved_s",
+                (instance, int(position), time.time()),
+            )
+
+        await self._run(self._presence, write)
+
+    async def saved_feed_position(self, instance: str) -> FeedPosition | None:
+        def read() -> int | None:
+            row = (
+                self._conn("feed")
+                .execute("SELECT position FROM feed_positions WHERE instance = ?", (instance,))
+                .fetchone()
+            )
+            return row[0] if row else None
+
+        return await self._run(self._feeder, read)
 
     # -- snapshots ------------------------------------------------------------------------
 

@@ -1,0 +1,226 @@
+"""The MongoDB store keeps the store contract on a replica set (SecantusDB here, or
+COLLAB_TEST_MONGODB_URL), and its feed survives what change streams meet: a
+restart, a resume token the oplog no longer reaches, a server that goes away."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pymongo import AsyncMongoClient
+from tornado.ioloop import IOLoop
+
+from collab.errors import FeedLost, StoreError
+from collab.store import create_store
+from collab.store import mongodb as mongodb_module
+from collab.store.base import NewUpdate, SnapshotRecord, Store
+from collab.store.mongodb import MongoStore, database_from_url
+from tests.mongodb import MongoServer, collect_cancelled_connects, start_secantus
+from tests.store_contract import TIMEOUT_S, Reopen, StoreContract, new, news, next_batches, seqs
+
+
+class TestMongoStore(StoreContract):
+    @pytest.fixture
+    def store(self, io_loop: IOLoop, mongodb_url: str) -> Iterator[MongoStore]:
+        store = MongoStore(mongodb_url)
+        io_loop.run_sync(store.open)
+        yield store
+        io_loop.run_sync(store.close)
+
+    @pytest.fixture
+    def second(self, io_loop: IOLoop, mongodb_url: str) -> Iterator[MongoStore]:
+        """Another instance: its own client on the same database."""
+        other = MongoStore(mongodb_url)
+        io_loop.run_sync(other.open)
+        yield other
+        io_loop.run_sync(other.close)
+
+    @pytest.fixture
+    def reopen(self, io_loop: IOLoop, mongodb_url: str) -> Iterator[Reopen]:
+        opened: list[Store] = []
+
+        async def reopen(store: Store) -> Store:
+            await store.close()
+            again = MongoStore(mongodb_url)
+            await again.open()
+            opened.append(again)
+            return again
+
+        yield reopen
+        for store in opened:
+            io_loop.run_sync(store.close)
+
+
+@pytest.fixture
+def store(io_loop: IOLoop, mongodb_url: str) -> Iterator[MongoStore]:
+    store = MongoStore(mongodb_url)
+    io_loop.run_sync(store.open)
+    yield store
+    io_loop.run_sync(store.close)
+
+
+def test_the_database_is_the_urls_path() -> None:
+    assert database_from_url("mongodb://h:1,h:2/notes?replicaSet=rs0") == "notes"
+    assert isinstance(create_store("mongodb://localhost/notes"), MongoStore)
+    assert isinstance(create_store("mongodb+srv://cluster.example.com/notes"), MongoStore)
+
+
+@pytest.mark.parametrize("url", ["mongodb://localhost", "mongodb://localhost/?w=1"])
+def test_a_url_without_a_database_is_refused(url: str) -> None:
+    with pytest.raises(ValueError, match="names no database"):
+        create_store(url)
+
+
+async def test_an_append_tried_again_after_an_unknown_outcome_stores_nothing_twice(
+    store: MongoStore,
+):
+    # The writer sends the same batch again when it could not learn whether the
+    # first try committed; the batch may have grown meanwhile.
+    batch = [NewUpdate("doc", b"one", 1.0), NewUpdate("doc", b"two", 2.0)]
+    first = await store.append(batch)
+    third = NewUpdate("doc", b"three", 3.0)
+
+    again = await store.append([*batch, third])
+
+    assert again.records[:2] == first.records
+    assert seqs(again.records) == [1, 2, 3]
+    assert [r.data for r in await store.read_updates("doc")] == [b"one", b"two", b"three"]
+    assert again.heads["doc"].head_seq == 3
+
+
+async def test_equal_bytes_from_two_submissions_are_two_updates(store: MongoStore):
+    # The same bytes, accepted twice (two clients), are two entries: only the very
+    # same submission is recognised as a retry.
+    await store.append([NewUpdate("doc", b"same", 1.0)])
+    await store.append([NewUpdate("doc", b"same", 2.0)])
+
+    assert seqs(await store.read_updates("doc")) == [1, 2]
+
+
+async def test_a_snapshot_larger_than_a_mongodb_document_is_stored_in_parts(
+    store: MongoStore, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(mongodb_module, "SNAPSHOT_PART_BYTES", 1000)
+    await store.append(news("doc", 2))
+    state = bytes(range(256)) * 20  # 5,120 bytes: six parts
+    await store.save_snapshot(SnapshotRecord("doc", 2, state, 1.0, b"waits"))
+
+    loaded = await store.load("doc")
+
+    assert loaded.snapshot == SnapshotRecord("doc", 2, state, 1.0, b"waits")
+    assert await store.snapshot_seqs("doc") == [2]
+
+
+async def test_an_update_too_large_for_one_mongodb_document_is_a_store_error(
+    store: MongoStore, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(mongodb_module, "MAX_UPDATE_BYTES", 100)
+
+    with pytest.raises(StoreError, match="exceeds what one MongoDB document holds"):
+        await store.append([new("doc", b"x" * 101)])
+    assert await store.get_document("doc") is None
+
+
+async def test_a_standalone_server_is_refused_with_what_to_do(tmp_path: Path):
+    server = start_secantus("--standalone", storage=tmp_path / "standalone")
+    try:
+        store = MongoStore(server.url("notes"))
+        with pytest.raises(StoreError, match="replica set"):
+            await store.open()
+        await store.close()
+    finally:
+        server.stop()
+
+
+async def test_an_unreachable_server_is_a_store_error_within_the_timeout():
+    store = MongoStore("mongodb://127.0.0.1:9/notes?serverSelectionTimeoutMS=300")
+    with pytest.raises(StoreError, match="connecting"):
+        await store.open()
+    await store.close()
+    collect_cancelled_connects()
+
+
+# -- the feed across failures -------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def own_server(tmp_path: Path, *extra: str) -> Any:
+    """A SecantusDB of this test's own (the test kills or starves it)."""
+    server = start_secantus(*extra, storage=tmp_path / "mongo")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def opened(server: MongoServer) -> MongoStore:
+    store = MongoStore(server.url("collab"))
+    await store.open()
+    return store
+
+
+async def test_a_position_the_oplog_no_longer_reaches_raises_feed_lost(tmp_path: Path):
+    # An oplog of 50 entries (pruned after every 1,000 writes): mongod prunes by size.
+    async with own_server(tmp_path, "--oplog-max-entries", "50") as server:
+        store = await opened(server)
+        try:
+            old = await store.feed_position()
+            for start in range(0, 1200, 100):
+                await store.append([new("doc", f"{i}") for i in range(start, start + 100)])
+            client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(server.base_url)
+            try:
+                # Enough single writes for the server to prune its oplog.
+                for i in range(1100):
+                    await client.scratch.filler.insert_one({"i": i})
+            finally:
+                await client.close()
+
+            with pytest.raises(FeedLost):
+                async with contextlib.aclosing(store.follow(old, poll_s=0.01)) as feed:
+                    async with asyncio.timeout(TIMEOUT_S):
+                        await anext(feed)
+            # From the end it follows again.
+            async with contextlib.aclosing(
+                store.follow(await store.feed_position(), poll_s=0.01)
+            ) as feed:
+                written = (await store.append([new("doc", "next")])).records
+                _, records = await next_batches(feed, 1)
+            assert records == written
+        finally:
+            await store.close()
+
+
+async def test_the_feed_fails_with_its_server_and_resumes_after_it_without_loss(tmp_path: Path):
+    # --sync-on-commit: SecantusDB honours j:true only so (docs/MONGODB.md), and this
+    # test kills it.
+    async with own_server(tmp_path, "--sync-on-commit") as server:
+        port = int(server.base_url.split(":")[2].split("/")[0])
+        store = await opened(server)
+        try:
+            position = await store.feed_position()
+            async with contextlib.aclosing(store.follow(position, poll_s=0.01)) as feed:
+                before = (await store.append(news("doc", 2))).records
+                position, seen = await next_batches(feed, 2)
+                server.kill()
+                with pytest.raises(StoreError):
+                    async with asyncio.timeout(TIMEOUT_S):
+                        while True:
+                            await anext(feed)
+            restarted = start_secantus("--sync-on-commit", storage=tmp_path / "mongo", port=port)
+            try:
+                after = (await store.append([new("doc", "after the restart")])).records
+                async with contextlib.aclosing(store.follow(position, poll_s=0.01)) as feed:
+                    _, rest = await next_batches(feed, 1)
+            finally:
+                await store.close()
+                restarted.stop()
+        finally:
+            await store.close()
+            collect_cancelled_connects()
+    assert seen == before
+    assert rest == after
+    assert seqs(rest) == [3]
