@@ -44,11 +44,15 @@ def mongo_server() -> Iterator[MongoServer]:
 
 @pytest.fixture
 def mongodb_url(io_loop: IOLoop, mongo_server: MongoServer) -> Iterator[str]:
-    """A database of this test's own on the test MongoDB, dropped afterwards."""
+    """A database of this test's own on the test MongoDB. Dropped afterwards on an
+    external server; SecantusDB's files go at the end of the run (it drops a
+    database slowly, under a lock that stops every other command)."""
     from pymongo import AsyncMongoClient
 
     database = mongo_server.new_database()
     yield mongo_server.url(database)
+    if not mongo_server.external:
+        return
 
     async def drop() -> None:
         client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_server.base_url)

@@ -40,7 +40,9 @@ class MongoServer:
 
     base_url: str  # mongodb://host:port/?options, no database
     process: subprocess.Popen[bytes] | None = None  # None: an external server
-    storage: Path | None = None
+    storage: Path | None = None  # removed when it stops
+    storage_path: Path | None = None
+    port: int = 0
 
     @property
     def external(self) -> bool:
@@ -111,6 +113,8 @@ def start_secantus(
         f"mongodb://127.0.0.1:{port}/?directConnection=true",
         process,
         storage if owned else None,
+        storage,
+        port,
     )
     deadline = time.monotonic() + START_TIMEOUT_S
     while True:

@@ -1,9 +1,10 @@
-"""Several ``collab serve`` processes on one SQLite file, each with a native and a
-y-websocket client: concurrent edits converge, the log holds every update once
-with gap-free seqs, each peer sees seqs in increasing order, awareness crosses
-both ways and leaves with its owner; a process SIGKILLed mid-stream loses nothing
-acknowledged while the other keeps serving; a process started later loads the
-document while the others write and ends identical."""
+"""Several ``collab serve`` processes on one store (a SQLite file, a MongoDB
+database), each with a native and a y-websocket client: concurrent edits
+converge, the log holds every update once with gap-free seqs, each peer sees seqs
+in increasing order, awareness crosses both ways and leaves with its owner; a
+process SIGKILLed mid-stream loses nothing acknowledged while the other keeps
+serving; a process started later loads the document while the others write and
+ends identical."""
 
 from __future__ import annotations
 
@@ -12,11 +13,14 @@ import contextlib
 import itertools
 import signal
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pycrdt
 import pytest
+from pymongo import AsyncMongoClient
 
 from tests.helpers import SeqWatcher
 from tests.processes import ServerProcess, server_process
@@ -38,7 +42,15 @@ def appends(client_id: int, count: int, start: int = 0) -> list[bytes]:
     return updates[start:]
 
 
-def stored_log(path: Path) -> list[tuple[int, bytes, str]]:
+@dataclass
+class SharedStore:
+    """The store the processes share, and a way to read its log from outside."""
+
+    url: str
+    read_log: Callable[[], Awaitable[list[tuple[int, bytes, str]]]]
+
+
+def sqlite_log(path: Path) -> list[tuple[int, bytes, str]]:
     connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         rows = connection.execute(
@@ -47,6 +59,33 @@ def stored_log(path: Path) -> list[tuple[int, bytes, str]]:
     finally:
         connection.close()
     return [(seq, bytes(data), instance) for seq, data, instance in rows]
+
+
+async def mongodb_log(url: str) -> list[tuple[int, bytes, str]]:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url)
+    try:
+        rows = (
+            await client.get_default_database()
+            .updates.find({"doc": DOC}, sort=[("seq", 1)])
+            .to_list()
+        )
+    finally:
+        await client.close()
+    # One MongoDB document per appended batch (collab/store/mongodb.py).
+    return [
+        (seq, update["data"], update["instance"])
+        for row in rows
+        for seq, update in enumerate(row["updates"], row["seq"])
+    ]
+
+
+@pytest.fixture(params=["sqlite", "mongodb"])
+def shared(request: pytest.FixtureRequest, tmp_path: Path) -> SharedStore:
+    if request.param == "sqlite":
+        path = tmp_path / "shared.db"
+        return SharedStore(f"sqlite:///{path}", lambda: asyncio.to_thread(sqlite_log, path))
+    url = request.getfixturevalue("mongodb_url")
+    return SharedStore(url, lambda: mongodb_log(url))
 
 
 def text_of_log(log: list[tuple[int, bytes, str]]) -> str:
@@ -61,8 +100,8 @@ def increasing(seqs: list[int]) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def instance(path: Path, name: str) -> AsyncIterator[ServerProcess]:
-    async with server_process(f"sqlite:///{path}", "--instance-id", name) as server:
+async def instance(shared: SharedStore, name: str, *args: str) -> AsyncIterator[ServerProcess]:
+    async with server_process(shared.url, "--instance-id", name, *args) as server:
         yield server
 
 
@@ -77,11 +116,10 @@ def yjs_text(peer: YjsPeer) -> str:
     return str(peer.doc.get("text", type=pycrdt.Text))
 
 
-async def test_two_processes_on_one_file_converge_in_seq_order_with_awareness_both_ways(
-    tmp_path: Path,
+async def test_two_processes_on_one_store_converge_in_seq_order_with_awareness_both_ways(
+    shared: SharedStore,
 ):
-    path = tmp_path / "shared.db"
-    async with instance(path, "one") as one, instance(path, "two") as two:
+    async with instance(shared, "one") as one, instance(shared, "two") as two:
         native = [
             await SeqWatcher.join(one.port, "n1", DOC),
             await SeqWatcher.join(two.port, "n2", DOC),
@@ -105,7 +143,7 @@ async def test_two_processes_on_one_file_converge_in_seq_order_with_awareness_bo
             for peer in yjs:
                 await peer.wait_for(lambda p=peer: yjs_text(p).count("<") == total, timeout_s=20)
 
-            log = stored_log(path)
+            log = await shared.read_log()
             assert [seq for seq, _, _ in log] == list(range(1, total + 1))
             assert {instance for _, _, instance in log} == {"one", "two"}
             content = text_of_log(log)
@@ -131,14 +169,13 @@ async def test_two_processes_on_one_file_converge_in_seq_order_with_awareness_bo
                 await peer.disconnect()
 
 
-async def test_a_process_killed_mid_stream_loses_nothing_acknowledged(tmp_path: Path):
-    path = tmp_path / "shared.db"
+async def test_a_process_killed_mid_stream_loses_nothing_acknowledged(shared: SharedStore):
     victim_updates = appends(1, 400)
     survivor_updates = appends(2, 100)
-    async with instance(path, "survivor") as survivor:
+    async with instance(shared, "survivor") as survivor:
         steady = await SeqWatcher.join(survivor.port, "steady", DOC)
         try:
-            async with instance(path, "victim") as victim:
+            async with instance(shared, "victim") as victim:
                 doomed = await SeqWatcher.join(victim.port, "doomed", DOC)
                 for ref, update in enumerate(victim_updates):
                     doomed.send(ref, update)
@@ -155,14 +192,14 @@ async def test_a_process_killed_mid_stream_loses_nothing_acknowledged(tmp_path: 
                 steady.send(ref, survivor_updates[ref])
             await steady.wait_for(lambda: len(steady.acks) == 100)
 
-            async with instance(path, "victim") as restarted:
+            async with instance(shared, "victim") as restarted:
                 late = await SeqWatcher.join(restarted.port, "late", DOC)
                 content = late.text()
                 await late.close()
         finally:
             await steady.close()
 
-    log = stored_log(path)
+    log = await shared.read_log()
     seqs = [seq for seq, _, _ in log]
     assert seqs == list(range(1, len(log) + 1))
     stored = text_of_log(log)
@@ -177,10 +214,9 @@ async def test_a_process_killed_mid_stream_loses_nothing_acknowledged(tmp_path: 
 
 
 async def test_a_process_started_later_loads_while_others_write_and_ends_identical(
-    tmp_path: Path,
+    shared: SharedStore,
 ):
-    path = tmp_path / "shared.db"
-    async with instance(path, "one") as one, instance(path, "two") as two:
+    async with instance(shared, "one") as one, instance(shared, "two") as two:
         writers = [
             await SeqWatcher.join(one.port, "w1", DOC),
             await SeqWatcher.join(two.port, "w2", DOC),
@@ -196,7 +232,7 @@ async def test_a_process_started_later_loads_while_others_write_and_ends_identic
 
             writing = asyncio.gather(*(write(w, u) for w, u in zip(writers, streams, strict=True)))
             await writers[0].wait_for(lambda: len(writers[0].acks) >= 60)
-            async with instance(path, "three") as three:
+            async with instance(shared, "three") as three:
                 late = await SeqWatcher.join(three.port, "late", DOC)
                 await writing
                 await late.wait_for(lambda: late.seqs[-1] == 600, timeout_s=20)
@@ -206,21 +242,20 @@ async def test_a_process_started_later_loads_while_others_write_and_ends_identic
             for watcher in writers:
                 await watcher.wait_for(lambda w=watcher: w.seqs[-1] == 600)
             assert late.text() == writers[0].text() == writers[1].text()
-            assert late.text() == text_of_log(stored_log(path))
+            assert late.text() == text_of_log(await shared.read_log())
         finally:
             for watcher in writers:
                 await watcher.close()
 
 
 async def test_the_cursors_of_a_killed_process_disappear_from_the_other_within_the_ttl(
-    tmp_path: Path,
+    shared: SharedStore,
 ):
-    path = tmp_path / "shared.db"
     ttl = ("--awareness-ttl-s", "2", "--awareness-refresh-s", "0.5")
-    async with server_process(f"sqlite:///{path}", "--instance-id", "stays", *ttl) as stays:
+    async with instance(shared, "stays", *ttl) as stays:
         watcher = await yjs_peer(stays)
         try:
-            async with server_process(f"sqlite:///{path}", "--instance-id", "dies", *ttl) as dies:
+            async with instance(shared, "dies", *ttl) as dies:
                 doomed = await yjs_peer(dies)
                 doomed.awareness.set_local_state({"user": "ann"})
                 await watcher.wait_for(lambda: {"user": "ann"} in watcher.awareness.states.values())

@@ -198,7 +198,6 @@ async def test_the_feed_fails_with_its_server_and_resumes_after_it_without_loss(
     # --sync-on-commit: SecantusDB honours j:true only so (docs/MONGODB.md), and this
     # test kills it.
     async with own_server(tmp_path, "--sync-on-commit") as server:
-        port = int(server.base_url.split(":")[2].split("/")[0])
         store = await opened(server)
         try:
             position = await store.feed_position()
@@ -210,7 +209,9 @@ async def test_the_feed_fails_with_its_server_and_resumes_after_it_without_loss(
                     async with asyncio.timeout(TIMEOUT_S):
                         while True:
                             await anext(feed)
-            restarted = start_secantus("--sync-on-commit", storage=tmp_path / "mongo", port=port)
+            restarted = start_secantus(
+                "--sync-on-commit", storage=server.storage_path, port=server.port
+            )
             try:
                 after = (await store.append([new("doc", "after the restart")])).records
                 async with contextlib.aclosing(store.follow(position, poll_s=0.01)) as feed:

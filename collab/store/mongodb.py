@@ -3,33 +3,36 @@
 PyMongo's asyncio API (``AsyncMongoClient``) all the way down: no thread runs a
 blocking client. The database is the store URL's path; the rest of the URL goes
 to PyMongo as it is. MongoDB must run as a replica set (one member will do):
-change streams and transactions need one.
+change streams need one.
 
 Collections, with their indexes created at open:
 
-- ``documents``: one per document, ``_id`` its name: epoch, head seq, snapshot
-  seq, bytes since the snapshot, times, the snapshot lease.
-- ``updates``: the log, one MongoDB document per update, unique on
-  ``(doc, seq)``. ``_id`` is the update's submission id (``NewUpdate.submission``),
-  so that an append retried after an unknown outcome finds what the first try
-  stored instead of storing it twice.
+- ``documents``: one per document, ``_id`` its name: epoch, times, head seq,
+  snapshot seq, bytes since the snapshot, the snapshot lease.
+- ``updates``: the log, one MongoDB document per appended batch of one
+  document's updates (``seq`` its first, ``last`` its last), unique on
+  ``(doc, seq)``. Its ``_id`` is the first update's submission id
+  (``NewUpdate.submission``), so that an append retried after an unknown
+  outcome finds what the first try stored instead of storing it twice.
 - ``snapshots``: a document's state at a seq, in parts of at most
   ``SNAPSHOT_PART_BYTES`` (a MongoDB document holds 16 MiB), unique on
-  ``(doc, seq, part)``.
+  ``(doc, seq, part)``; a snapshot counts once all its parts are there.
 - ``awareness``: the latest presence state per ``(doc, client id)``, removed by a
   TTL index some time after it expires.
 - ``feed_positions``: each instance's place in the feed (a change-stream resume
   token), so that a restarted instance follows on from where it stopped.
 - ``quarantine``: what ``collab check --repair`` set aside.
 
-Seqs: an append is one transaction. For each document of the batch it raises
-the document's ``head_seq`` by its number of updates (``$inc``, which returns the
-head before it) and inserts the updates with the seqs in between. Two instances
-appending to one document at once write the same ``documents`` entry, so MongoDB
-aborts one transaction with a write conflict (``TransientTransactionError``); it
-is run again, reading the new head: renumbered, never dropped. The unique
-``(doc, seq)`` index backs this up. A batch is stored whole or not at all, and
-acknowledged only once the commit is majority-written and journaled.
+Seqs: a batch takes the seqs after the document's last batch and is inserted as
+one MongoDB document, so it is stored whole or not at all. When another instance
+inserted first, the unique ``(doc, seq)`` index refuses the insert; the batch
+is renumbered after the new last one and inserted again: never dropped, never
+overlapping, no gap (each batch starts right after an existing one). Batches
+are written with write concern ``majority`` and journaling: acknowledged means
+durable. No transaction: an instance killed half-way through an append holds
+nothing that would stall the others (MongoDB keeps an abandoned transaction's
+locks for up to a minute). The ``documents`` entry is brought up to date after
+each insert; the log, not that entry, says where a document stands.
 
 The feed is a change stream on ``updates``: inserts, in commit (oplog) order,
 without the following instance's own. Its positions are resume tokens. A token
@@ -77,22 +80,22 @@ log = logging.getLogger("collab.store")
 DURABLE = WriteConcern("majority", j=True)
 PRESENCE = WriteConcern(w=1)  # presence is refreshed every few seconds: no need to wait
 MAJORITY = ReadConcern("majority")
-SNAPSHOT_READ = ReadConcern("snapshot")
 
+MAX_BATCH_BYTES = 12 * 1024 * 1024  # updates per log entry, under the 16 MiB document limit
+MAX_UPDATE_BYTES = MAX_BATCH_BYTES  # one update alone in an entry
 SNAPSHOT_PART_BYTES = 8 * 1024 * 1024
-MAX_UPDATE_BYTES = 15 * 1024 * 1024  # an update and its fields in one 16 MiB document
-APPEND_ATTEMPTS = 20  # write conflicts retried within one append before SeqConflict
+APPEND_ATTEMPTS = 20  # lost races retried within one append before SeqConflict
 RACE_PAUSE_S = 0.002
-UPSERT_ATTEMPTS = 5
-COMMIT_ATTEMPTS = 3  # commits retried on an unknown outcome (MongoDB makes that safe)
+KNOWN_DOCUMENTS_KEPT = 10_000  # documents whose entry and next seq this instance remembers
 FEED_AWAIT_MIN_S = 0.5  # a change stream waits this long for a change before asking again
 FEED_POSITION_KEPT_S = 7 * 24 * 3600.0  # an instance gone for a week starts afresh
 AWARENESS_KEPT_S = 60.0  # expired presence is deleted (by the TTL index) after this
 SERVER_SELECTION_TIMEOUT_MS = 5000  # unless the URL says otherwise
+DUPLICATE_KEY = 11000
 
-# Errors that mean the change stream cannot continue from its token.
-HISTORY_LOST = 286  # ChangeStreamHistoryLost
-FATAL_STREAM_ERRORS = {HISTORY_LOST, 280, 136}  # ChangeStreamFatalError, CappedPositionLost
+# Errors that mean the change stream cannot continue from its token: 286
+# ChangeStreamHistoryLost, 280 ChangeStreamFatalError, 136 CappedPositionLost.
+FATAL_STREAM_ERRORS = {286, 280, 136}
 
 
 def database_from_url(url: str) -> str:
@@ -124,26 +127,77 @@ def _expires_at(seconds_from_epoch: float) -> datetime.datetime:
     return datetime.datetime.fromtimestamp(seconds_from_epoch, tz=datetime.UTC)
 
 
-def _record(row: Mapping[str, Any]) -> UpdateRecord:
-    return UpdateRecord(
-        row["doc"],
-        row["seq"],
-        row["data"],
-        row["time_s"],
-        Author(row.get("user"), row.get("client"), row.get("instance")),
-    )
+def _batches(updates: Sequence[NewUpdate]) -> list[list[NewUpdate]]:
+    """A document's updates, in order, in log entries of at most MAX_BATCH_BYTES."""
+    batches: list[list[NewUpdate]] = [[]]
+    size = 0
+    for update in updates:
+        if batches[-1] and size + len(update.data) > MAX_BATCH_BYTES:
+            batches.append([])
+            size = 0
+        batches[-1].append(update)
+        size += len(update.data)
+    return batches
 
 
-def _info(row: Mapping[str, Any]) -> DocumentInfo:
-    return DocumentInfo(
-        row["_id"], row["epoch"], row.get("head_seq", 0), row["created_s"], row["updated_s"]
-    )
+def _entry(batch: list[NewUpdate], seq: int) -> dict[str, Any]:
+    instances = {u.author.instance for u in batch}
+    return {
+        "_id": batch[0].submission,
+        "doc": batch[0].doc,
+        "seq": seq,
+        "last": seq + len(batch) - 1,
+        # The feed leaves out an instance's own entries by this field; None when
+        # the batch carries several instances' updates.
+        "instance": instances.pop() if len(instances) == 1 else None,
+        "sizes": [len(u.data) for u in batch],
+        "updates": [
+            {
+                "data": u.data,
+                "time_s": u.time_s,
+                "user": u.author.user,
+                "client": u.author.client,
+                "instance": u.author.instance,
+                "submission": u.submission,
+            }
+            for u in batch
+        ],
+    }
+
+
+def _records(entry: Mapping[str, Any]) -> Iterator[UpdateRecord]:
+    doc = entry["doc"]
+    for seq, u in enumerate(entry["updates"], entry["seq"]):
+        yield UpdateRecord(
+            doc, seq, u["data"], u["time_s"], Author(u["user"], u["client"], u["instance"])
+        )
+
+
+def _info(row: Mapping[str, Any], head_seq: int) -> DocumentInfo:
+    return DocumentInfo(row["_id"], row["epoch"], head_seq, row["created_s"], row["updated_s"])
 
 
 def _awareness(row: Mapping[str, Any]) -> AwarenessChange:
     return AwarenessChange(
         row["doc"], row["client_id"], row["instance"], row["data"], row["expires_s"]
     )
+
+
+def _is_duplicate(exc: PyMongoError, index: str) -> bool:
+    """Whether ``exc`` is a duplicate key on ``index`` ("_id" or "doc_seq")."""
+    if isinstance(exc, DuplicateKeyError):
+        errors = [exc.details or {}]
+    elif isinstance(exc, BulkWriteError):
+        errors = exc.details.get("writeErrors", [])
+    else:
+        return False
+    for error in errors:
+        if error.get("code") == DUPLICATE_KEY:
+            pattern = error.get("keyPattern") or {}
+            on_id = list(pattern) == ["_id"] or "_id_" in str(error.get("errmsg", ""))
+            if on_id == (index == "_id"):
+                return True
+    return False
 
 
 class MongoStore(Store):
@@ -155,6 +209,9 @@ class MongoStore(Store):
         self._database_name = database_from_url(url)
         self._client: AsyncMongoClient[dict[str, Any]] | None = None
         self._closed = False
+        # What this instance learnt of documents: that the entry exists, and the seq
+        # its next batch probably gets (another instance may have taken it).
+        self._next_seq: dict[str, int] = {}
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -173,7 +230,7 @@ class MongoStore(Store):
         return self._collection("documents")
 
     @property
-    def _updates(self) -> Any:
+    def _log(self) -> Any:
         return self._collection("updates")
 
     @property
@@ -192,8 +249,8 @@ class MongoStore(Store):
             if not hello.get("setName") and hello.get("msg") != "isdbgrid":
                 raise StoreError(
                     "the MongoDB server is not a replica set member: collab needs a replica "
-                    "set (one member will do) for change streams and transactions; start "
-                    "mongod with --replSet NAME and run rs.initiate()"
+                    "set (one member will do) for change streams; start mongod with "
+                    "--replSet NAME and run rs.initiate()"
                 )
             await self._create_indexes()
         except BaseException:
@@ -204,9 +261,10 @@ class MongoStore(Store):
 
     async def _create_indexes(self) -> None:
         with _errors("creating indexes"):
-            await self._updates.create_index(
+            await self._log.create_index(
                 [("doc", ASCENDING), ("seq", ASCENDING)], unique=True, name="doc_seq"
             )
+            await self._log.create_index([("doc", ASCENDING), ("last", ASCENDING)], name="doc_last")
             await self._snapshots.create_index(
                 [("doc", ASCENDING), ("seq", ASCENDING), ("part", ASCENDING)],
                 unique=True,
@@ -232,89 +290,70 @@ class MongoStore(Store):
         if client is not None:
             await client.close()
 
-    async def _commit(self, session: Any) -> None:
-        """Commit, retrying an unknown outcome: MongoDB commits a transaction once
-        however often its commit is sent."""
-        for attempt in range(1, COMMIT_ATTEMPTS + 1):
-            try:
-                await session.commit_transaction()
-                return
-            except PyMongoError as exc:
-                if attempt == COMMIT_ATTEMPTS or not exc.has_error_label(
-                    "UnknownTransactionCommitResult"
-                ):
-                    raise
-
     # -- documents ----------------------------------------------------------------------
 
-    @staticmethod
-    def _new_document_fields(now: float) -> dict[str, Any]:
-        return {
-            "epoch": secrets.token_hex(8),
-            "created_s": now,
-            "snapshot_seq": 0,
-        }
-
-    async def load(self, doc: str) -> LoadedDocument:
-        with _errors(f"loading {doc!r}"):
-            row = await self._documents.find_one({"_id": doc}, {"epoch": 1})
-            if row is None:
-                row = await self._create_document(doc)
-            # The log is append-only and a snapshot never drops what it covers, so
-            # the newest snapshot and the log after it are consistent read in turn.
-            snapshot = await self._latest_snapshot(doc, None)
-            rows = await self._updates.find(
-                {"doc": doc, "seq": {"$gt": snapshot.seq if snapshot else 0}},
-                sort=[("seq", ASCENDING)],
-            ).to_list()
-        self.stats.log_rows_read += len(rows)
-        return LoadedDocument(doc, row["epoch"], snapshot, tuple(map(_record, rows)))
-
-    async def _create_document(self, doc: str) -> dict[str, Any]:
-        now = time.time()
-        for attempt in range(1, UPSERT_ATTEMPTS + 1):
+    async def _ensure_document(self, doc: str, now: float) -> None:
+        """Create the document's entry unless it exists. Upserts of one ``_id`` may
+        race; MongoDB's documentation advises trying again, which then matches."""
+        for attempt in range(1, 4):
             try:
                 await self._documents.update_one(
                     {"_id": doc},
                     {
                         "$setOnInsert": {
-                            **self._new_document_fields(now),
-                            "head_seq": 0,
-                            "bytes_since_snapshot": 0,
+                            "epoch": secrets.token_hex(8),
+                            "created_s": now,
                             "updated_s": now,
+                            "head_seq": 0,
+                            "snapshot_seq": 0,
+                            "bytes_since_snapshot": 0,
                         }
                     },
                     upsert=True,
                 )
-                break
+                return
             except DuplicateKeyError:
-                # Another instance created it at the same moment: the upsert, tried
-                # again, finds it (as MongoDB's documentation advises).
-                if attempt == UPSERT_ATTEMPTS:
+                if attempt == 3:
                     raise
-        row = await self._documents.find_one({"_id": doc}, {"epoch": 1})
-        if row is None:
-            raise StoreError(f"mongodb: {doc!r} was created but cannot be read back")
-        return row
+
+    async def _head_seq(self, doc: str) -> int:
+        """The seq of the document's last update, from the log."""
+        entry = await self._log.find_one({"doc": doc}, {"last": 1}, sort=[("seq", DESCENDING)])
+        return entry["last"] if entry else 0
+
+    async def load(self, doc: str) -> LoadedDocument:
+        with _errors(f"loading {doc!r}"):
+            row = await self._documents.find_one({"_id": doc}, {"epoch": 1})
+            if row is None:
+                await self._ensure_document(doc, time.time())
+                row = await self._documents.find_one({"_id": doc}, {"epoch": 1})
+                if row is None:
+                    raise StoreError(f"mongodb: {doc!r} was created but cannot be read back")
+            # The log is append-only and a snapshot never drops what it covers, so
+            # the newest snapshot and the log after it are consistent read in turn.
+            snapshot = await self._latest_snapshot(doc, None)
+            after = snapshot.seq if snapshot else 0
+            records = await self._read(doc, after, None, None)
+        return LoadedDocument(doc, row["epoch"], snapshot, tuple(records))
 
     async def get_document(self, doc: str) -> DocumentInfo | None:
         with _errors(f"reading {doc!r}"):
             row = await self._documents.find_one({"_id": doc})
-        return _info(row) if row else None
+            return _info(row, await self._head_seq(doc)) if row else None
 
     async def list_documents(self) -> list[DocumentInfo]:
+        # The head kept in each entry: it lags the log only when an instance died
+        # between storing a batch and updating the entry, until the next append.
         with _errors("listing documents"):
             rows = await self._documents.find({}, sort=[("_id", ASCENDING)]).to_list()
-        return [_info(row) for row in rows]
+        return [_info(row, row.get("head_seq", 0)) for row in rows]
 
     async def head_seqs(self, docs: Sequence[str]) -> dict[str, int]:
         if not docs:
             return {}
         with _errors("reading heads"):
-            rows = await self._documents.find(
-                {"_id": {"$in": list(docs)}}, {"head_seq": 1}
-            ).to_list()
-        return {row["_id"]: row.get("head_seq", 0) for row in rows}
+            rows = await self._documents.find({"_id": {"$in": list(docs)}}, {"_id": 1}).to_list()
+            return {row["_id"]: await self._head_seq(row["_id"]) for row in rows}
 
     # -- log ----------------------------------------------------------------------------
 
@@ -327,106 +366,83 @@ class MongoStore(Store):
                     f"an update of {len(update.data)} bytes for {update.doc!r} exceeds what "
                     f"one MongoDB document holds ({MAX_UPDATE_BYTES} bytes)"
                 )
-        keys = [update.submission for update in updates]
-        for attempt in range(1, APPEND_ATTEMPTS + 1):
-            try:
-                with _errors("appending"):
-                    return await self._append_once(updates, keys)
-            except StoreError as exc:
-                cause = exc.__cause__
-                if _duplicate_key(cause):
-                    return await self._append_rest(updates, keys)
-                if isinstance(cause, PyMongoError) and cause.has_error_label(
-                    "TransientTransactionError"
-                ):
-                    if attempt < APPEND_ATTEMPTS:
-                        # Another instance won the race: renumber, after a pause that
-                        # keeps two instances from colliding in step.
-                        await asyncio.sleep(random.uniform(0, RACE_PAUSE_S * attempt))
-                        continue
-                    raise SeqConflict(updates[0].doc, f"lost {attempt} races: {cause}") from exc
-                raise
-        raise AssertionError("unreachable")
-
-    async def _append_once(self, updates: Sequence[NewUpdate], keys: list[bytes]) -> AppendResult:
-        assert self._client is not None
-        order: dict[str, list[int]] = {}
-        for index, update in enumerate(updates):
-            order.setdefault(update.doc, []).append(index)
-        async with self._client.start_session() as session:
-            await session.start_transaction(read_concern=SNAPSHOT_READ, write_concern=DURABLE)
-            try:
-                seqs: list[int] = [0] * len(updates)
-                heads: dict[str, DocumentHead] = {}
-                for doc, indexes in order.items():
-                    mine = [updates[i] for i in indexes]
-                    size = sum(len(u.data) for u in mine)
-                    before = await self._documents.find_one_and_update(
-                        {"_id": doc},
-                        {
-                            "$inc": {"head_seq": len(mine), "bytes_since_snapshot": size},
-                            "$max": {"updated_s": mine[-1].time_s},
-                            # Created at its first update's time, so that created_s
-                            # never comes after updated_s.
-                            "$setOnInsert": self._new_document_fields(mine[0].time_s),
-                        },
-                        upsert=True,
-                        return_document=ReturnDocument.BEFORE,
-                        projection={"head_seq": 1, "snapshot_seq": 1, "bytes_since_snapshot": 1},
-                        session=session,
-                    )
-                    head = before.get("head_seq", 0) if before else 0
-                    snapshot_seq = before.get("snapshot_seq", 0) if before else 0
-                    since = before.get("bytes_since_snapshot", 0) if before else 0
-                    for offset, index in enumerate(indexes, 1):
-                        seqs[index] = head + offset
-                    heads[doc] = DocumentHead(head + len(mine), snapshot_seq, since + size)
-                records = [
-                    UpdateRecord(u.doc, seq, u.data, u.time_s, u.author)
-                    for u, seq in zip(updates, seqs, strict=True)
-                ]
-                await self._updates.insert_many(
-                    [_row(record, key) for record, key in zip(records, keys, strict=True)],
-                    ordered=True,
-                    session=session,
-                )
-            except BaseException:
-                with contextlib.suppress(PyMongoError):
-                    await session.abort_transaction()
-                raise
-            await self._commit(session)
-        self.stats.log_rows_written += len(records)
+        by_doc: dict[str, list[NewUpdate]] = {}
+        for update in updates:
+            by_doc.setdefault(update.doc, []).append(update)
+        stored: dict[bytes, UpdateRecord] = {}
+        heads: dict[str, DocumentHead] = {}
+        with _errors("appending"):
+            for doc, mine in by_doc.items():
+                for batch in _batches(mine):
+                    records = await self._append_batch(doc, batch)
+                    stored.update(zip((u.submission for u in batch), records, strict=True))
+                heads[doc] = await self._after_append(doc, mine)
         self.stats.append_batches += 1
-        return AppendResult(records, heads)
+        return AppendResult([stored[u.submission] for u in updates], heads)
 
-    async def _append_rest(self, updates: Sequence[NewUpdate], keys: list[bytes]) -> AppendResult:
-        """An append met updates stored already: an earlier try whose outcome was
-        unknown did commit them. Their records come from the log; the others (if
-        the batch grew since) are appended now."""
-        with _errors("reading updates stored by an earlier try"):
-            rows = await self._updates.find({"_id": {"$in": keys}}).to_list()
-        stored = {row["_id"]: _record(row) for row in rows}
-        if not stored:
-            raise StoreError(
-                "a seq the document's head had not reached is taken: the log and the "
-                "documents collection disagree (run collab check)"
-            )
-        rest = [(u, k) for u, k in zip(updates, keys, strict=True) if k not in stored]
+    async def _append_batch(self, doc: str, batch: list[NewUpdate]) -> list[UpdateRecord]:
+        """Insert one log entry after the document's last, renumbering it when another
+        instance got there first."""
+        if doc not in self._next_seq:
+            await self._ensure_document(doc, batch[0].time_s)
+            self._remember(doc, await self._head_seq(doc) + 1)
+        for attempt in range(1, APPEND_ATTEMPTS + 1):
+            seq = self._next_seq[doc]
+            entry = _entry(batch, seq)
+            try:
+                await self._log.insert_one(entry)
+            except PyMongoError as exc:
+                if _is_duplicate(exc, "_id"):
+                    return await self._stored_before(doc, batch)
+                if not _is_duplicate(exc, "doc_seq"):
+                    raise
+                # Another instance took the seq: renumber after its entry, after a
+                # pause that keeps two instances from colliding in step.
+                self._remember(doc, await self._head_seq(doc) + 1)
+                if attempt < APPEND_ATTEMPTS:
+                    await asyncio.sleep(random.uniform(0, RACE_PAUSE_S * attempt))
+                continue
+            self._remember(doc, entry["last"] + 1)
+            self.stats.log_rows_written += len(batch)
+            return list(_records(entry))
+        raise SeqConflict(doc, f"{doc!r}: lost {APPEND_ATTEMPTS} races for the next seq")
+
+    async def _stored_before(self, doc: str, batch: list[NewUpdate]) -> list[UpdateRecord]:
+        """An earlier try of this append stored the entry that starts with this
+        batch's first update (its outcome was unknown to the caller); the batch may
+        have grown since, and what the entry lacks is appended after it."""
+        entry = await self._log.find_one({"_id": batch[0].submission})
+        if entry is None or entry["doc"] != doc:
+            raise StoreError(f"mongodb: the log entry of an earlier try for {doc!r} is gone")
+        submissions = [u["submission"] for u in entry["updates"]]
+        if submissions != [u.submission for u in batch[: len(submissions)]]:
+            raise StoreError(f"mongodb: an earlier try for {doc!r} stored another batch")
+        records = list(_records(entry))
+        rest = batch[len(records) :]
         if rest:
-            appended = await self.append([u for u, _ in rest])
-            stored.update(zip((k for _, k in rest), appended.records, strict=True))
-        docs = list(dict.fromkeys(u.doc for u in updates))
-        with _errors("reading heads"):
-            rows = await self._documents.find({"_id": {"$in": docs}}).to_list()
-        heads = {
-            row["_id"]: DocumentHead(
-                row.get("head_seq", 0),
-                row.get("snapshot_seq", 0),
-                row.get("bytes_since_snapshot", 0),
-            )
-            for row in rows
-        }
-        return AppendResult([stored[key] for key in keys], heads)
+            records += await self._append_batch(doc, rest)
+        return records
+
+    async def _after_append(self, doc: str, mine: list[NewUpdate]) -> DocumentHead:
+        """Bring the document's entry up to date; returns its head for snapshots."""
+        head = self._next_seq[doc] - 1
+        row = await self._documents.find_one_and_update(
+            {"_id": doc},
+            {
+                "$max": {"head_seq": head, "updated_s": mine[-1].time_s},
+                "$inc": {"bytes_since_snapshot": sum(len(u.data) for u in mine)},
+            },
+            projection={"snapshot_seq": 1, "bytes_since_snapshot": 1},
+            return_document=ReturnDocument.AFTER,
+        )
+        if row is None:
+            raise StoreError(f"mongodb: the entry of {doc!r} is gone")
+        return DocumentHead(head, row.get("snapshot_seq", 0), row.get("bytes_since_snapshot", 0))
+
+    def _remember(self, doc: str, next_seq: int) -> None:
+        if len(self._next_seq) >= KNOWN_DOCUMENTS_KEPT and doc not in self._next_seq:
+            self._next_seq.clear()  # re-learnt from the log on the next append
+        self._next_seq[doc] = next_seq
 
     async def read_updates(
         self,
@@ -436,17 +452,33 @@ class MongoStore(Store):
         until_seq: int | None = None,
         limit: int | None = None,
     ) -> list[UpdateRecord]:
-        if limit == 0:
-            return []  # MongoDB's limit(0) means no limit
-        seq: dict[str, int] = {"$gt": after_seq}
-        if until_seq is not None:
-            seq["$lte"] = until_seq
         with _errors(f"reading the log of {doc!r}"):
-            rows = await self._updates.find(
-                {"doc": doc, "seq": seq}, sort=[("seq", ASCENDING)], limit=limit or 0
-            ).to_list()
-        self.stats.log_rows_read += len(rows)
-        return [_record(row) for row in rows]
+            return await self._read(doc, after_seq, until_seq, limit)
+
+    async def _read(
+        self, doc: str, after_seq: int, until_seq: int | None, limit: int | None
+    ) -> list[UpdateRecord]:
+        if limit == 0 or (until_seq is not None and until_seq <= after_seq):
+            return []
+        query: dict[str, Any] = {"doc": doc, "last": {"$gt": after_seq}}
+        if until_seq is not None:
+            query["seq"] = {"$lte": until_seq}
+        records: list[UpdateRecord] = []
+        cursor = self._log.find(query, sort=[("last", ASCENDING)])
+        async with cursor:
+            async for entry in cursor:
+                for record in _records(entry):
+                    if record.seq <= after_seq:
+                        continue
+                    if until_seq is not None and record.seq > until_seq:
+                        break
+                    records.append(record)
+                    if limit is not None and len(records) == limit:
+                        break
+                if limit is not None and len(records) == limit:
+                    break
+        self.stats.log_rows_read += len(records)
+        return records
 
     # -- the feed -----------------------------------------------------------------------
 
@@ -457,7 +489,7 @@ class MongoStore(Store):
 
     async def feed_position(self) -> FeedPosition:
         with _errors("reading the feed position"):
-            return await self._stream_end(self._updates)
+            return await self._stream_end(self._log)
 
     async def follow(
         self, after: FeedPosition, *, poll_s: float, exclude_instance: str | None = None
@@ -465,9 +497,15 @@ class MongoStore(Store):
         match: dict[str, Any] = {"operationType": "insert"}
         if exclude_instance is not None:
             match["fullDocument.instance"] = {"$ne": exclude_instance}
-        async for position, rows in self._watch(self._updates, after, match, poll_s):
-            self.stats.log_rows_read += len(rows)
-            yield position, [_record(row) for row in rows]
+        async for position, entries in self._watch(self._log, after, match, poll_s):
+            records = [
+                record
+                for entry in entries
+                for record in _records(entry)
+                if exclude_instance is None or record.author.instance != exclude_instance
+            ]
+            self.stats.log_rows_read += len(records)
+            yield position, records
 
     async def _watch(
         self, collection: Any, after: FeedPosition, match: dict[str, Any], poll_s: float
@@ -524,7 +562,6 @@ class MongoStore(Store):
     # -- snapshots ------------------------------------------------------------------------
 
     async def save_snapshot(self, snapshot: SnapshotRecord) -> None:
-        assert self._client is not None
         data = snapshot.data
         parts = [
             data[start : start + SNAPSHOT_PART_BYTES]
@@ -542,56 +579,47 @@ class MongoStore(Store):
             }
             for index, part in enumerate(parts)
         ]
-        written = False
+        written = True
         with _errors(f"saving a snapshot of {snapshot.doc!r}"):
-            async with self._client.start_session() as session:
-                await session.start_transaction(read_concern=SNAPSHOT_READ, write_concern=DURABLE)
-                try:
-                    exists = await self._snapshots.find_one(
-                        {"doc": snapshot.doc, "seq": snapshot.seq, "part": 0},
-                        {"_id": 1},
-                        session=session,
-                    )
-                    if exists is None:
-                        await self._snapshots.insert_many(rows, session=session)
-                        written = True
-                    row = await self._documents.find_one_and_update(
-                        {"_id": snapshot.doc},
-                        {
-                            "$max": {"snapshot_seq": snapshot.seq},
-                            "$unset": {"lease_instance": "", "lease_until_s": ""},
-                        },
-                        return_document=ReturnDocument.AFTER,
-                        projection={"snapshot_seq": 1},
-                        session=session,
-                    )
-                    if row is not None:
-                        since = await self._bytes_after(
-                            snapshot.doc, row.get("snapshot_seq", 0), session
-                        )
-                        await self._documents.update_one(
-                            {"_id": snapshot.doc},
-                            {"$set": {"bytes_since_snapshot": since}},
-                            session=session,
-                        )
-                except BaseException:
-                    with contextlib.suppress(PyMongoError):
-                        await session.abort_transaction()
+            try:
+                # Each part once: a part stored by an earlier try (or another
+                # instance) stays, the others are added.
+                await self._snapshots.insert_many(rows, ordered=False)
+            except BulkWriteError as exc:
+                errors = exc.details.get("writeErrors", [])
+                if any(error.get("code") != DUPLICATE_KEY for error in errors):
                     raise
-                await self._commit(session)
+                written = len(errors) < len(rows)
+            # Only once every part is stored does the snapshot count.
+            row = await self._documents.find_one_and_update(
+                {"_id": snapshot.doc},
+                {
+                    "$max": {"snapshot_seq": snapshot.seq},
+                    "$unset": {"lease_instance": "", "lease_until_s": ""},
+                },
+                projection={"snapshot_seq": 1},
+                return_document=ReturnDocument.AFTER,
+            )
+            if row is not None:
+                since = await self._bytes_after(snapshot.doc, row.get("snapshot_seq", 0))
+                await self._documents.update_one(
+                    {"_id": snapshot.doc}, {"$set": {"bytes_since_snapshot": since}}
+                )
         if written:
             self.stats.snapshots_written += 1
 
-    async def _bytes_after(self, doc: str, seq: int, session: Any) -> int:
-        cursor = await self._updates.aggregate(
-            [
-                {"$match": {"doc": doc, "seq": {"$gt": seq}}},
-                {"$group": {"_id": None, "bytes": {"$sum": "$size"}}},
-            ],
-            session=session,
+    async def _bytes_after(self, doc: str, seq: int) -> int:
+        """Bytes of the document's updates after ``seq`` (at most a snapshot
+        interval's worth of entries is read)."""
+        entries = await self._log.find(
+            {"doc": doc, "last": {"$gt": seq}}, {"seq": 1, "sizes": 1}
+        ).to_list()
+        return sum(
+            size
+            for entry in entries
+            for at, size in enumerate(entry["sizes"], entry["seq"])
+            if at > seq
         )
-        result = await cursor.to_list()
-        return int(result[0]["bytes"]) if result else 0
 
     async def latest_snapshot(
         self, doc: str, *, at_or_before_seq: int | None = None
@@ -605,19 +633,28 @@ class MongoStore(Store):
         query: dict[str, Any] = {"doc": doc, "part": 0}
         if at_or_before_seq is not None:
             query["seq"] = {"$lte": at_or_before_seq}
-        first = await self._snapshots.find_one(query, sort=[("seq", DESCENDING)])
-        if first is None:
+        cursor = self._snapshots.find(query, sort=[("seq", DESCENDING)])
+        async with cursor:
+            async for first in cursor:
+                data = await self._whole(first)
+                if data is not None:
+                    return SnapshotRecord(
+                        doc, first["seq"], data, first["time_s"], first.get("waiting")
+                    )
+        return None
+
+    async def _whole(self, first: Mapping[str, Any]) -> bytes | None:
+        """A snapshot's data from its parts; None while some part is missing (an
+        instance died while writing it)."""
+        if first["parts"] == 1:
+            return first["data"]
+        rest = await self._snapshots.find(
+            {"doc": first["doc"], "seq": first["seq"], "part": {"$gt": 0}},
+            sort=[("part", ASCENDING)],
+        ).to_list()
+        if len(rest) != first["parts"] - 1:
             return None
-        data = first["data"]
-        if first["parts"] > 1:
-            rest = await self._snapshots.find(
-                {"doc": doc, "seq": first["seq"], "part": {"$gt": 0}},
-                sort=[("part", ASCENDING)],
-            ).to_list()
-            if len(rest) != first["parts"] - 1:
-                raise StoreError(f"the snapshot of {doc!r} at seq {first['seq']} is incomplete")
-            data = b"".join([data, *(row["data"] for row in rest)])
-        return SnapshotRecord(doc, first["seq"], data, first["time_s"], first.get("waiting"))
+        return b"".join([first["data"], *(row["data"] for row in rest)])
 
     async def snapshot_seqs(self, doc: str) -> list[int]:
         with _errors(f"listing the snapshots of {doc!r}"):
@@ -696,33 +733,47 @@ class MongoStore(Store):
     async def repair(
         self, doc: str, updates: Mapping[int, Repair], snapshots: Mapping[int, str]
     ) -> str:
+        # An offline tool's rare operation, so one transaction (unlike appends).
         assert self._client is not None
         epoch = secrets.token_hex(8)
         now = time.time()
         quarantine = self._collection("quarantine")
         with _errors(f"repairing {doc!r}"):
             async with self._client.start_session() as session:
-                await session.start_transaction(read_concern=SNAPSHOT_READ, write_concern=DURABLE)
+                await session.start_transaction(write_concern=DURABLE)
                 try:
                     for seq, fix in sorted(updates.items()):
-                        row = await self._updates.find_one_and_update(
-                            {"doc": doc, "seq": seq},
-                            {"$set": {"data": fix.data, "size": len(fix.data)}},
-                            return_document=ReturnDocument.BEFORE,
+                        entry = await self._log.find_one(
+                            {"doc": doc, "seq": {"$lte": seq}, "last": {"$gte": seq}},
                             session=session,
                         )
-                        if row is None:
+                        if entry is None:
                             raise StoreError(f"{doc}: no update at seq {seq}")
+                        index = seq - entry["seq"]
+                        original = entry["updates"][index]["data"]
+                        await self._log.update_one(
+                            {"_id": entry["_id"]},
+                            {
+                                "$set": {
+                                    f"updates.{index}.data": fix.data,
+                                    f"sizes.{index}": len(fix.data),
+                                }
+                            },
+                            session=session,
+                        )
                         await quarantine.insert_one(
-                            _quarantined(doc, "update", seq, row["data"], fix.reason, now),
+                            _quarantined(doc, "update", seq, original, fix.reason, now),
                             session=session,
                         )
                     for seq, reason in sorted(snapshots.items()):
-                        snapshot = await self._latest_snapshot_in(doc, seq, session)
-                        if snapshot is None:
+                        parts = await self._snapshots.find(
+                            {"doc": doc, "seq": seq}, sort=[("part", ASCENDING)], session=session
+                        ).to_list()
+                        if not parts:
                             continue
+                        data = b"".join(part["data"] for part in parts)
                         await quarantine.insert_one(
-                            _quarantined(doc, "snapshot", seq, snapshot, reason, now),
+                            _quarantined(doc, "snapshot", seq, data, reason, now),
                             session=session,
                         )
                         await self._snapshots.delete_many({"doc": doc, "seq": seq}, session=session)
@@ -732,31 +783,22 @@ class MongoStore(Store):
                         sort=[("seq", DESCENDING)],
                         session=session,
                     )
-                    snapshot_seq = newest["seq"] if newest else 0
-                    since = await self._bytes_after(doc, snapshot_seq, session)
                     await self._documents.update_one(
                         {"_id": doc},
-                        {
-                            "$set": {
-                                "epoch": epoch,
-                                "snapshot_seq": snapshot_seq,
-                                "bytes_since_snapshot": since,
-                            }
-                        },
+                        {"$set": {"epoch": epoch, "snapshot_seq": newest["seq"] if newest else 0}},
                         session=session,
                     )
                 except BaseException:
                     with contextlib.suppress(PyMongoError):
                         await session.abort_transaction()
                     raise
-                await self._commit(session)
+                await session.commit_transaction()
+            row = await self._documents.find_one({"_id": doc}, {"snapshot_seq": 1})
+            since = await self._bytes_after(doc, row.get("snapshot_seq", 0) if row else 0)
+            await self._documents.update_one(
+                {"_id": doc}, {"$set": {"bytes_since_snapshot": since}}
+            )
         return epoch
-
-    async def _latest_snapshot_in(self, doc: str, seq: int, session: Any) -> bytes | None:
-        rows = await self._snapshots.find(
-            {"doc": doc, "seq": seq}, sort=[("part", ASCENDING)], session=session
-        ).to_list()
-        return b"".join(row["data"] for row in rows) if rows else None
 
     async def quarantined(self, doc: str) -> list[QuarantinedEntry]:
         with _errors(f"reading the quarantine of {doc!r}"):
@@ -778,20 +820,6 @@ class MongoStore(Store):
         ]
 
 
-def _row(record: UpdateRecord, key: bytes) -> dict[str, Any]:
-    return {
-        "_id": key,
-        "doc": record.doc,
-        "seq": record.seq,
-        "time_s": record.time_s,
-        "user": record.author.user,
-        "client": record.author.client,
-        "instance": record.author.instance,
-        "size": len(record.data),
-        "data": record.data,
-    }
-
-
 def _quarantined(
     doc: str, kind: str, seq: int, data: bytes, reason: str, now: float
 ) -> dict[str, Any]:
@@ -803,14 +831,6 @@ def _quarantined(
         "reason": reason,
         "quarantined_s": now,
     }
-
-
-def _duplicate_key(exc: BaseException | None) -> bool:
-    if isinstance(exc, DuplicateKeyError):
-        return True
-    if isinstance(exc, BulkWriteError):
-        return any(error.get("code") == 11000 for error in exc.details.get("writeErrors", []))
-    return False
 
 
 def _stream_error(exc: OperationFailure) -> StoreError:
