@@ -22,6 +22,7 @@ from collab.auth import Authenticator
 from collab.config import Settings
 from collab.core.manager import RoomManager
 from collab.errors import CloseCode
+from collab.metrics import Metrics
 from collab.store import Store, create_store
 from collab.tasks import TaskGroup
 from collab.web.access_log import log_request
@@ -29,6 +30,7 @@ from collab.web.api import (
     DocumentsHandler,
     HealthHandler,
     HistoryHandler,
+    MetricsHandler,
     ReadyHandler,
     StateHandler,
 )
@@ -45,13 +47,23 @@ class CollabServer:
     def __init__(self, settings: Settings, store: Store | None = None) -> None:
         self.settings = settings
         self.store = store if store is not None else create_store(settings.store_url)
-        self.rooms = RoomManager(self.store, settings)
+        self.metrics = Metrics()
+        self.rooms = RoomManager(self.store, settings, self.metrics)
         self.auth = Authenticator(settings.auth_secret)
         self.sockets: set[SocketHandler] = set()
         self._allowed_origins = {
             o.strip().rstrip("/").lower() for o in settings.allowed_origins.split(",") if o.strip()
         }
         self.application = self._make_application()
+        self.metrics.observe(
+            connections=lambda endpoint: sum(1 for h in self.sockets if h.endpoint == endpoint),
+            rooms=lambda: len(self.rooms.rooms),
+            write_queue_updates=lambda: self.rooms.writer.queued,
+            write_queue_bytes=lambda: self.rooms.writer.queued_bytes,
+            feed_lag_s=lambda: self.rooms.feed_lag_s,
+            feed_failing=lambda: self.rooms.feed_failure is not None,
+            store_failing=lambda: self.rooms.writer.failure is not None,
+        )
         self.port = settings.port
         self._http: tornado.httpserver.HTTPServer | None = None
         self._tasks = TaskGroup(log)
@@ -66,6 +78,7 @@ class CollabServer:
             (r"/yjs/(.+)", YjsSocketHandler, context),
             (r"/healthz", HealthHandler, context),
             (r"/readyz", ReadyHandler, context),
+            (r"/metrics", MetricsHandler, context),
             (r"/api/documents", DocumentsHandler, context),
             (r"/api/documents/(.+)/history", HistoryHandler, context),
             (r"/api/documents/(.+)/state", StateHandler, context),
@@ -96,6 +109,12 @@ class CollabServer:
         return origin.rstrip("/").lower() in self._allowed_origins
 
     async def start(self) -> None:
+        largest = self.store.max_update_bytes
+        if largest is not None and self.settings.max_frame_bytes > largest:
+            raise ValueError(
+                f"max_frame_bytes ({self.settings.max_frame_bytes}) exceeds the largest "
+                f"update this store can hold ({largest} bytes)"
+            )
         await self.store.open()
         self.rooms.start()
         sockets = tornado.netutil.bind_sockets(self.settings.port, self.settings.host)

@@ -9,7 +9,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from collab import __version__
+from collab import __version__, logs
 from collab.auth import Authenticator, Role
 from collab.config import Settings, SettingsError, add_arguments, settings_from_namespace
 
@@ -63,10 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"collab: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(settings.log_level, settings.log_format)
     try:
         asyncio.run(serve(settings))
     except (OSError, ValueError) as exc:

@@ -17,6 +17,7 @@ from typing import Any
 
 ENV_PREFIX = "COLLAB_"
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
 
 
 class SettingsError(ValueError):
@@ -43,6 +44,10 @@ class Settings:
     )
     static_dir: str = field(default="", metadata={"help": "folder served at / (default: static/)"})
     log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
+    log_format: str = field(
+        default="text",
+        metadata={"help": "text (one readable line per event) or json (one JSON object per line)"},
+    )
 
     ping_interval_s: float = field(
         default=20.0, metadata={"help": "seconds between WebSocket ping frames (0 disables)"}
@@ -114,6 +119,12 @@ class Settings:
             "the store holds (a safety net under the feed)"
         },
     )
+    feed_lag_limit_s: float = field(
+        default=30.0,
+        metadata={
+            "help": "/readyz answers 503 while other instances' commits arrive later than this"
+        },
+    )
     awareness_flush_s: float = field(
         default=0.05, metadata={"help": "seconds between publications of presence changes"}
     )
@@ -145,6 +156,8 @@ class Settings:
             raise SettingsError(f"port must be between 0 and 65535, not {self.port}")
         if self.log_level not in LOG_LEVELS:
             raise SettingsError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+        if self.log_format not in LOG_FORMATS:
+            raise SettingsError(f"log_format must be one of {', '.join(LOG_FORMATS)}")
         assert self.ping_timeout_s is not None
         if self.ping_interval_s < 0 or self.ping_timeout_s < 0:
             raise SettingsError("ping_interval_s and ping_timeout_s must not be negative")
@@ -178,6 +191,7 @@ class Settings:
             "snapshot_lease_s",
             "feed_poll_s",
             "feed_audit_s",
+            "feed_lag_limit_s",
             "awareness_flush_s",
             "awareness_ttl_s",
             "awareness_refresh_s",

@@ -28,6 +28,7 @@ from collab.core.room import LOG_PAGE, JoinReply, Room, build_replica
 from collab.core.session import Session, SessionState
 from collab.core.writer import Writer
 from collab.errors import CollabError, ErrorCode, FeedLost, LoadFailed, StoreError
+from collab.metrics import Metrics
 from collab.store.base import Store, UpdateRecord
 from collab.tasks import TaskGroup
 
@@ -38,10 +39,11 @@ FEED_SAVE_S = 1.0  # the feed position is saved at most this often
 
 
 class RoomManager:
-    def __init__(self, store: Store, settings: Settings) -> None:
+    def __init__(self, store: Store, settings: Settings, metrics: Metrics | None = None) -> None:
         self._store = store
         self._settings = settings
-        self.writer = Writer(store, settings)
+        self.metrics = metrics or Metrics()
+        self.writer = Writer(store, settings, self.metrics)
         self.presence = Presence(store, settings, lambda: self._rooms.values())
         self._rooms: dict[str, Room] = {}
         self._loading: dict[str, asyncio.Future[Room]] = {}
@@ -115,6 +117,7 @@ class RoomManager:
             draining = self._draining.get(name)
             if draining is not None:
                 await draining.flushed()
+            started = time.monotonic()
             loaded = await self._store.load(name)
             loop = asyncio.get_running_loop()
             replica = await loop.run_in_executor(None, build_replica, loaded, self._settings)
@@ -126,7 +129,9 @@ class RoomManager:
                 fetch_log=self._fetch_log,
                 publish_awareness=self.presence.publish,
                 on_damaged=self._on_room_damaged,
+                metrics=self.metrics,
             )
+            self.metrics.load_seconds.observe(time.monotonic() - started)
         except asyncio.CancelledError:
             future.cancel()
             raise

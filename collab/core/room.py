@@ -41,6 +41,7 @@ from collab.core.history import apply_stored, restore
 from collab.core.session import FrameCodec, Session, SessionState
 from collab.core.writer import RETRY_FIRST_S, PendingWrite, Writer
 from collab.errors import CollabError, DocumentDamaged, ErrorCode, InvalidUpdate, StoreError
+from collab.metrics import Metrics
 from collab.store.base import AwarenessChange, LoadedDocument, NewUpdate, UpdateRecord
 from collab.tasks import TaskGroup
 from collab.wire.replica import EMPTY_UPDATE, Replica
@@ -104,6 +105,7 @@ class Room:
         fetch_log: FetchLog,
         publish_awareness: PublishAwareness,
         on_damaged: Callable[[Room, CollabError], None],
+        metrics: Metrics | None = None,
     ) -> None:
         self.name = loaded.name
         self.epoch = loaded.epoch
@@ -116,6 +118,7 @@ class Room:
         self._fetch_log = fetch_log
         self._publish_awareness = publish_awareness
         self._on_damaged = on_damaged
+        self._metrics = metrics or Metrics()
         self.damaged = False
         self._known_seq = self.head_seq  # the highest seq known to be committed
         self._ahead: dict[int, _Delivery] = {}  # committed, waiting for earlier seqs
@@ -319,11 +322,13 @@ class Room:
                     effect = applied.effect
         # Peers get what was integrated, so they hold what this document holds; an
         # update that only waits for its dependencies is sent on when they arrive.
-        self._broadcast(
+        sent = self._broadcast(
             lambda codec: codec.update_frame(self.name, record.seq, effect),
             exclude=delivery.session,
         )
+        self._metrics.updates_out.inc(sent)
         if delivery.session is not None:
+            self._metrics.ack_seconds.observe(max(0.0, time.time() - record.time_s))
             self._acknowledged(delivery.session, delivery.on_durable, record.seq)
 
     def _acknowledged(
@@ -471,8 +476,10 @@ class Room:
 
     def _broadcast(
         self, encode: Callable[[FrameCodec], bytes | None], *, exclude: Session | None
-    ) -> None:
+    ) -> int:
+        """Send an event to every session but ``exclude``; returns how many got it."""
         frames: dict[FrameCodec, bytes | None] = {}
+        sent = 0
         for session in self.sessions:
             if session is exclude:
                 continue
@@ -482,6 +489,8 @@ class Room:
                 frame = frames[session.codec] = encode(session.codec)
             if frame is not None:
                 session.send(frame)
+                sent += 1
+        return sent
 
     def __repr__(self) -> str:
         return f"<Room {self.name!r} seq={self.head_seq} sessions={len(self.sessions)}>"

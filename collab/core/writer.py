@@ -33,6 +33,7 @@ from itertools import islice
 from collab.config import Settings
 from collab.core.history import replica_at
 from collab.errors import Overloaded, SeqConflict, StoreError
+from collab.metrics import Metrics
 from collab.store.base import DocumentHead, NewUpdate, SnapshotRecord, Store, UpdateRecord
 from collab.tasks import TaskGroup
 
@@ -53,9 +54,10 @@ class PendingWrite:
 
 
 class Writer:
-    def __init__(self, store: Store, settings: Settings) -> None:
+    def __init__(self, store: Store, settings: Settings, metrics: Metrics | None = None) -> None:
         self._store = store
         self._settings = settings
+        self._metrics = metrics or Metrics()
         self._queue: deque[PendingWrite] = deque()
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
@@ -156,6 +158,7 @@ class Writer:
             while self._queue:
                 batch = list(islice(self._queue, self._settings.write_batch_max_updates))
                 updates = [e.update for e in batch if e.update is not None]
+                started = time.monotonic()
                 try:
                     result = await self._store.append(updates) if updates else None
                     if result is not None and len(result.records) != len(updates):
@@ -175,6 +178,9 @@ class Writer:
                 except Exception as exc:
                     self._failed(exc, delay)
                 else:
+                    if updates:
+                        self._metrics.commit_seconds.observe(time.monotonic() - started)
+                        self._metrics.commit_batch_updates.observe(len(updates))
                     delay = first_delay
                     races = 0
                     self._recovered()

@@ -266,7 +266,9 @@ class NativeConnection:
             room.apply_update(session, message.update, self._ack_sender(message.doc, message.ref))
         except CollabError as exc:
             exc.ref = ref
+            self._rooms.metrics.updates_refused.labels(exc.code).inc()
             raise
+        self._rooms.metrics.updates_in.labels("ws").inc()
 
     def _ack_sender(self, doc: str, ref: int) -> Callable[[int], None]:
         def send_ack(seq: int) -> None:

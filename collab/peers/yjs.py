@@ -93,7 +93,12 @@ class YjsConnection:
                     if not self._room_covers(message.payload):
                         self._refuse_write()
                     return
-                room.apply_update(self.session, message.payload)
+                try:
+                    room.apply_update(self.session, message.payload)
+                except CollabError as exc:
+                    self._rooms.metrics.updates_refused.labels(exc.code).inc()
+                    raise
+                self._rooms.metrics.updates_in.labels("yjs").inc()
             case YjsKind.AWARENESS:
                 room.apply_awareness(self.session, message.payload)
             case YjsKind.QUERY_AWARENESS:

@@ -16,6 +16,7 @@ from tornado import httputil
 from collab.auth import Identity
 from collab.core import history
 from collab.errors import AccessDenied, StoreError
+from collab.metrics import CONTENT_TYPE_LATEST
 from collab.web.access_log import RedactingHandlerMixin
 
 if TYPE_CHECKING:
@@ -80,17 +81,33 @@ class ApiHandler(RedactingHandlerMixin, tornado.web.RequestHandler):
 
 
 def status_of(server: CollabServer) -> dict[str, Any]:
-    writer = server.rooms.writer
+    rooms = server.rooms
+    writer = rooms.writer
     failure = writer.failure
+    feed_failure = rooms.feed_failure
     return {
         "instance": server.settings.instance_id,
         "connections": len(server.sockets),
-        "rooms": len(server.rooms.rooms),
+        "rooms": len(rooms.rooms),
         "write_queue": writer.queued,
         "write_queue_bytes": writer.queued_bytes,
         "store": "ok" if failure is None else "failing",
         "store_error": None if failure is None else str(failure),
+        "feed": "ok" if feed_failure is None else "failing",
+        "feed_error": None if feed_failure is None else str(feed_failure),
+        "feed_lag_s": round(rooms.feed_lag_s, 3),
     }
+
+
+def unready_because(server: CollabServer, status: dict[str, Any]) -> str | None:
+    if status["store"] != "ok":
+        return f"the store is failing: {status['store_error']}"
+    if status["feed"] != "ok":
+        return f"the feed of other instances' commits is failing: {status['feed_error']}"
+    limit = server.settings.feed_lag_limit_s
+    if status["feed_lag_s"] > limit:
+        return f"other instances' commits arrive {status['feed_lag_s']:.1f}s late (limit {limit}s)"
+    return None
 
 
 class HealthHandler(ApiHandler):
@@ -103,14 +120,27 @@ class HealthHandler(ApiHandler):
 
 class ReadyHandler(ApiHandler):
     """``/readyz``: whether this instance can take edits now: 503 with the reason
-    while the store is failing, so that a load balancer sends peers elsewhere."""
+    while the store is failing, the feed cannot be followed or lags past
+    ``feed_lag_limit_s``, so that a load balancer sends peers elsewhere."""
 
     def get(self) -> None:
         status = status_of(self.server)
-        ready = status["store"] == "ok"
+        reason = unready_because(self.server, status)
         self.write_json(
-            {"status": "ready" if ready else "unavailable", **status}, 200 if ready else 503
+            {"status": "ready" if reason is None else "unavailable", "reason": reason, **status},
+            200 if reason is None else 503,
         )
+
+
+class MetricsHandler(tornado.web.RequestHandler):
+    """``/metrics``: Prometheus text format."""
+
+    def initialize(self, server: CollabServer) -> None:
+        self.server = server
+
+    def get(self) -> None:
+        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.write(self.server.metrics.exposition())
 
 
 class DocumentsHandler(ApiHandler):

@@ -28,6 +28,7 @@ log = logging.getLogger("collab.access")
 
 class SocketHandler(RedactingHandlerMixin, tornado.websocket.WebSocketHandler):
     connection: NativeConnection | YjsConnection | None
+    endpoint = ""  # the metrics label: "ws" or "yjs"
 
     def initialize(self, server: CollabServer) -> None:
         self.server = server
@@ -61,6 +62,7 @@ class SocketHandler(RedactingHandlerMixin, tornado.websocket.WebSocketHandler):
             return
         size = len(frame)
         self._unsent_bytes += size
+        self.server.metrics.bytes_out.labels(self.endpoint).inc(size)
         written.add_done_callback(lambda future: self._sent(future, size))
 
     def _sent(self, future: Any, size: int) -> None:
@@ -73,9 +75,16 @@ class SocketHandler(RedactingHandlerMixin, tornado.websocket.WebSocketHandler):
     def on_message(self, message: str | bytes) -> Awaitable[None] | None:
         # Tornado awaits what this returns before it reads the next frame: the
         # connection's backpressure when the write queue is filling up.
+        self.server.metrics.bytes_in.labels(self.endpoint).inc(len(message))
         if self.connection is not None:
             return self.connection.receive(message)
         return None
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        connection = self.ws_connection
+        if code is not None and connection is not None and not connection.is_closing():
+            self.server.metrics.closed(code)
+        super().close(code, reason)
 
     def on_close(self) -> None:
         self.server.forget(self)
@@ -83,6 +92,8 @@ class SocketHandler(RedactingHandlerMixin, tornado.websocket.WebSocketHandler):
 
 class NativeSocketHandler(SocketHandler):
     """``/ws``: the native MessagePack protocol."""
+
+    endpoint = "ws"
 
     def open(self, *args: str, **kwargs: str) -> None:
         self.set_nodelay(True)
@@ -99,6 +110,8 @@ class NativeSocketHandler(SocketHandler):
 
 class YjsSocketHandler(SocketHandler):
     """``/yjs/{document}``: the y-websocket protocol, one document per socket."""
+
+    endpoint = "yjs"
 
     async def open(self, doc: str) -> None:
         self.set_nodelay(True)

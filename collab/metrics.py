@@ -1,0 +1,130 @@
+"""What the server counts, for ``/metrics`` (Prometheus text format).
+
+One :class:`Metrics` per server, on a registry of its own (several servers may run
+in one process, as the tests do). No metric has a per-document label: a server
+holds any number of documents, and a label per document would grow without bound.
+Values that already live elsewhere (rooms, queue depth, feed lag) are read when
+scraped, through :meth:`Metrics.observe`, rather than kept twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+
+ENDPOINTS = ("ws", "yjs")
+LATENCY_BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.connections = Gauge(
+            "collab_connections", "Open WebSocket connections", ["endpoint"], registry=r
+        )
+        self.rooms = Gauge("collab_rooms", "Documents loaded on this instance", registry=r)
+        self.updates_in = Counter(
+            "collab_updates_in", "Updates accepted from peers", ["endpoint"], registry=r
+        )
+        self.updates_refused = Counter(
+            "collab_updates_refused", "Updates refused, by error code", ["code"], registry=r
+        )
+        self.updates_out = Counter(
+            "collab_updates_out", "Update frames sent to peers (one per peer)", registry=r
+        )
+        self.bytes_in = Counter(
+            "collab_received_bytes", "WebSocket message bytes received", ["endpoint"], registry=r
+        )
+        self.bytes_out = Counter(
+            "collab_sent_bytes", "WebSocket message bytes sent", ["endpoint"], registry=r
+        )
+        self.write_queue_updates = Gauge(
+            "collab_write_queue_updates", "Updates waiting to be stored", registry=r
+        )
+        self.write_queue_bytes = Gauge(
+            "collab_write_queue_bytes", "Bytes of updates waiting to be stored", registry=r
+        )
+        self.commit_seconds = Histogram(
+            "collab_commit_seconds",
+            "Time to store one batch",
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.commit_batch_updates = Histogram(
+            "collab_commit_batch_updates",
+            "Updates per stored batch",
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.ack_seconds = Histogram(
+            "collab_ack_seconds",
+            "From accepting an update to acknowledging it as stored",
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.feed_lag_seconds = Gauge(
+            "collab_feed_lag_seconds",
+            "Age of the latest updates other instances' commits brought, on arrival",
+            registry=r,
+        )
+        self.feed_failing = Gauge(
+            "collab_feed_failing", "1 while the store's feed cannot be followed", registry=r
+        )
+        self.store_failing = Gauge(
+            "collab_store_failing", "1 while writes to the store fail", registry=r
+        )
+        self.closes = Counter(
+            "collab_closes", "Connections closed by the server, by close code", ["code"], registry=r
+        )
+        self.backpressure_closes = Counter(
+            "collab_backpressure_closes",
+            "Connections closed for falling too far behind or sending too much (1013)",
+            registry=r,
+        )
+        self.load_seconds = Histogram(
+            "collab_load_seconds",
+            "Time to load a document (snapshot and log)",
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        for endpoint in ENDPOINTS:  # present from the start, at zero
+            self.updates_in.labels(endpoint)
+            self.bytes_in.labels(endpoint)
+            self.bytes_out.labels(endpoint)
+
+    def observe(
+        self,
+        *,
+        connections: Callable[[str], int],
+        rooms: Callable[[], int],
+        write_queue_updates: Callable[[], int],
+        write_queue_bytes: Callable[[], int],
+        feed_lag_s: Callable[[], float],
+        feed_failing: Callable[[], bool],
+        store_failing: Callable[[], bool],
+    ) -> None:
+        """Read these values when scraped."""
+        for endpoint in ENDPOINTS:
+            self.connections.labels(endpoint).set_function(
+                lambda endpoint=endpoint: connections(endpoint)
+            )
+        self.rooms.set_function(rooms)
+        self.write_queue_updates.set_function(write_queue_updates)
+        self.write_queue_bytes.set_function(write_queue_bytes)
+        self.feed_lag_seconds.set_function(feed_lag_s)
+        self.feed_failing.set_function(lambda: float(feed_failing()))
+        self.store_failing.set_function(lambda: float(store_failing()))
+
+    def closed(self, code: int) -> None:
+        self.closes.labels(str(code)).inc()
+        if code == 1013:
+            self.backpressure_closes.inc()
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
