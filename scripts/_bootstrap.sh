@@ -1,6 +1,7 @@
 # Sourced by scripts/*: prepares what a fresh machine lacks, once.
 # - .venv with the package installed editable, plus test tools (re-run when setup.cfg changes)
 # - tests/node/node_modules from the lock file (re-run when package-lock.json changes)
+# - Debian packages some tests use, where apt-get can install them (else they skip)
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
@@ -32,5 +33,23 @@ bootstrap_node_clients() {
         echo "bootstrap: installing the pinned npm packages for the interop tests" >&2
         (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >&2)
         touch "$stamp"
+    fi
+}
+
+bootstrap_debian_packages() {
+    # nginx: tests/test_deployment.py checks docker/nginx.conf with `nginx -t`.
+    if command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; then
+        return 0
+    fi
+    if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+        echo "bootstrap: nginx not found and apt-get not usable; its test will be skipped" >&2
+        return 0
+    fi
+    echo "bootstrap: installing Debian's nginx-light (for nginx -t)" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    if ! apt-get install -y -q nginx-light >/dev/null 2>&1; then
+        apt-get update -q >/dev/null 2>&1 || true
+        apt-get install -y -q nginx-light >/dev/null 2>&1 \
+            || echo "bootstrap: could not install nginx-light; its test will be skipped" >&2
     fi
 }
