@@ -351,6 +351,8 @@ def durable_count(probe: dict[str, str] | None) -> int | None:
     what survives a crash, as opposed to what was relayed."""
     if probe is None:
         return None
+    if probe["kind"] == "collab-mongodb":
+        return mongodb_durable_count(probe["url"])
     query = {
         "collab": "SELECT coalesce(sum(head_seq), 0) FROM documents",
         "ystore": "SELECT count(*) FROM yupdates",
@@ -369,6 +371,15 @@ def durable_count(probe: dict[str, str] | None) -> int | None:
                 return 0
             time.sleep(0.05)  # a rollback-journal writer holds the lock; try again
     return None
+
+
+def mongodb_durable_count(url: str) -> int | None:
+    """Updates in the MongoDB store's log (one entry per appended batch)."""
+    from pymongo import MongoClient
+
+    with MongoClient(url, serverSelectionTimeoutMS=5000) as client:
+        entries = client.get_default_database().updates.find({}, {"seq": 1, "last": 1})
+        return sum(entry["last"] - entry["seq"] + 1 for entry in entries)
 
 
 async def wait_quiet(pid: int, *, timeout_s: float = 60.0, window_s: float = 0.5) -> float:
@@ -825,9 +836,59 @@ class ServerSpec:
     instances: bool = False
 
 
+# The MongoDB store runs on SecantusDB, the MongoDB wire-protocol server the tests
+# use (no registry here ships mongod): one per data folder, for as long as the
+# server's scenarios run. --sync-on-commit: it honours journaled writes only so.
+_MONGO_SERVERS: dict[Path, tuple[subprocess.Popen[bytes], int]] = {}
+
+
+def mongodb_url(data: Path) -> str:
+    if data not in _MONGO_SERVERS:
+        port = free_port()
+        secantus = shutil.which("secantusd-py") or str(Path(sys.executable).parent / "secantusd-py")
+        argv = [secantus, "--host", HOST, "--port", str(port), "--sync-on-commit"]
+        argv += ["--storage-path", str(data / "mongo"), "--log-level", "WARNING"]
+        process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _MONGO_SERVERS[data] = (process, port)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection((HOST, port), timeout=0.5):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("secantusd-py did not start") from None
+                time.sleep(0.05)
+    _, port = _MONGO_SERVERS[data]
+    return f"mongodb://{HOST}:{port}/bench?directConnection=true"
+
+
+def stop_mongodb(data: Path) -> None:
+    entry = _MONGO_SERVERS.pop(data, None)
+    if entry is not None:
+        process, _ = entry
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _needs_secantus() -> str | None:
+    if shutil.which("secantusd-py") or (Path(sys.executable).parent / "secantusd-py").exists():
+        return None
+    return "secantusd-py is not installed (pip install -e '.[test]')"
+
+
 def _collab(store: str) -> Callable[[Path, int], tuple[list[str], dict[str, str]]]:
     def start(data: Path, port: int) -> tuple[list[str], dict[str, str]]:
-        url = f"sqlite:///{data / 'collab.db'}" if store == "sqlite" else "memory://"
+        if store == "sqlite":
+            url = f"sqlite:///{data / 'collab.db'}"
+        elif store == "mongodb":
+            url = mongodb_url(data)
+        else:
+            url = "memory://"
         argv = [sys.executable, "-m", "collab", "serve", "--host", HOST, "--port", str(port)]
         argv += ["--store-url", url, "--log-level", "warning"]
         return argv, {}
@@ -881,6 +942,15 @@ SERVERS = {
             instances=True,
             start=_collab("sqlite"),
             probe=lambda data: {"kind": "collab", "path": str(data / "collab.db")},
+        ),
+        ServerSpec(
+            "collab-mongodb",
+            "MongoDB majority+journaled writes, on SecantusDB (the test server, "
+            "--sync-on-commit), not a production mongod",
+            instances=True,
+            start=_collab("mongodb"),
+            probe=lambda data: {"kind": "collab-mongodb", "url": mongodb_url(data)},
+            available=_needs_secantus,
         ),
         ServerSpec("collab-memory", "none (memory://)", _collab("memory")),
         ServerSpec("y-websocket", "none", _yws(False), available=_needs_node),
@@ -988,6 +1058,13 @@ class Options:
 def bench_server(spec: ServerSpec, o: Options, workdir: Path) -> None:
     data = workdir / f"{spec.name}-{time.time_ns()}"
     data.mkdir()
+    try:
+        _bench_server(spec, o, workdir, data)
+    finally:
+        stop_mongodb(data)
+
+
+def _bench_server(spec: ServerSpec, o: Options, workdir: Path, data: Path) -> None:
     log = workdir / f"{spec.name}.log"
     probe = spec.probe(data)
 
