@@ -4,7 +4,7 @@ object, and owns their lifecycle.
     server = CollabServer(settings)
     await server.start()      # open the store, start the writer, listen
     ...
-    await server.stop()       # close sockets (1001), flush writes, close the store
+    await server.stop()       # stop reading, flush writes, close sockets (1012), close the store
 """
 
 from __future__ import annotations
@@ -66,8 +66,8 @@ class CollabServer:
         )
         self.port = settings.port
         self._http: tornado.httpserver.HTTPServer | None = None
-        self._tasks = TaskGroup(log)
-        self._stopped = False
+        self.tasks = TaskGroup(log)  # per-socket work: heartbeats, connection teardown
+        self.stopping = False
 
     def _make_application(self) -> tornado.web.Application:
         s = self.settings
@@ -90,8 +90,9 @@ class CollabServer:
         ]
         return tornado.web.Application(
             routes,
-            websocket_ping_interval=s.ping_interval_s,
-            websocket_ping_timeout=s.ping_timeout_s,
+            # Heartbeats are the handlers' own (collab.web.sockets): Tornado's wait
+            # 5 s for a close handshake with a peer that is gone.
+            websocket_ping_interval=0,
             websocket_max_message_size=s.max_frame_bytes,
             log_function=log_request,
         )
@@ -129,21 +130,32 @@ class CollabServer:
     def forget(self, handler: SocketHandler) -> None:
         """A socket closed: its connection leaves its rooms."""
         self.sockets.discard(handler)
-        if handler.connection is not None and not self._tasks.closed:
-            self._tasks.spawn(handler.connection.close(), name=f"close {handler.connection}")
+        if handler.connection is not None and not self.tasks.closed:
+            self.tasks.spawn(handler.connection.close(), name=f"close {handler.connection}")
 
     async def stop(self) -> None:
-        """Stop listening, close every socket, flush every pending write."""
-        if self._stopped:
+        """Shut down as a rolling deploy needs: stop accepting connections and
+        reading messages, store and acknowledge what was accepted (within
+        ``shutdown_flush_timeout_s``), then close every socket with 1012 so that
+        clients reconnect at once (to another instance, or to this one restarted)
+        and send again what was not acknowledged."""
+        if self.stopping:
             return
-        self._stopped = True
+        self.stopping = True
         if self._http is not None:
             self._http.stop()
+        flushed = await self.rooms.writer.wait_idle(self.settings.shutdown_flush_timeout_s)
+        if not flushed:
+            log.error(
+                "shutdown: %d updates could not be stored in %.0fs; they were not acknowledged",
+                self.rooms.writer.queued,
+                self.settings.shutdown_flush_timeout_s,
+            )
         handlers = list(self.sockets)
         for handler in handlers:
-            handler.close(CloseCode.GOING_AWAY, "server shutting down")
+            handler.close(CloseCode.SERVICE_RESTART, "server restarting; reconnect")
         await asyncio.gather(*(h.connection.close() for h in handlers if h.connection is not None))
-        await self._tasks.close()
+        await self.tasks.close()
         await self.rooms.close()
         await self.store.close()
         log.info("stopped")

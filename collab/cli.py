@@ -15,6 +15,8 @@ from collab.config import Settings, SettingsError, add_arguments, settings_from_
 
 log = logging.getLogger("collab")
 
+SHUTDOWN_MARGIN_S = 5.0
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="collab", description="Collaborative-editing server")
@@ -85,7 +87,12 @@ async def serve(settings: Settings) -> None:
         await stop.wait()
         log.info("shutting down")
     finally:
-        await server.stop()
+        # Flushing is bounded by shutdown_flush_timeout_s; the rest takes moments.
+        bound = settings.shutdown_flush_timeout_s + SHUTDOWN_MARGIN_S
+        try:
+            await asyncio.wait_for(server.stop(), bound)
+        except TimeoutError:
+            log.error("shutdown took longer than %.0fs; exiting", bound)
 
 
 def print_token(args: argparse.Namespace) -> int:

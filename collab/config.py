@@ -74,6 +74,28 @@ class Settings:
         metadata={"help": "bytes a peer may send for a document that is still loading"},
     )
 
+    sync_chunk_bytes: int = field(
+        default=1024 * 1024,
+        metadata={
+            "help": "a sync answer larger than this is sent in parts of at most this many "
+            "bytes (fewer when the client announces a smaller frame limit)"
+        },
+    )
+    resume_ring_updates: int = field(
+        default=500,
+        metadata={"help": "recent updates each document keeps in memory for resuming peers"},
+    )
+    resume_ring_bytes: int = field(
+        default=256 * 1024,
+        metadata={"help": "bytes of recent updates each document keeps for resuming peers"},
+    )
+    resume_max_updates: int = field(
+        default=1000,
+        metadata={
+            "help": "a resuming peer that missed more updates than this gets a state-vector "
+            "diff, without reading the log"
+        },
+    )
     max_waiting_bytes: int = field(
         default=1024 * 1024,
         metadata={
@@ -175,11 +197,18 @@ class Settings:
             "write_batch_max_updates",
             "write_queue_bytes",
             "max_waiting_bytes",
+            "sync_chunk_bytes",
+            "resume_ring_updates",
+            "resume_ring_bytes",
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive")
         if self.max_frame_bytes < 1024:
             raise SettingsError("max_frame_bytes must be at least 1024")
+        if self.sync_chunk_bytes < 1024:
+            raise SettingsError("sync_chunk_bytes must be at least 1024")
+        if self.resume_max_updates < 0:
+            raise SettingsError("resume_max_updates must not be negative")
         if self.write_queue_bytes < self.max_frame_bytes:
             raise SettingsError("write_queue_bytes must be at least max_frame_bytes")
         if self.auth_secret and len(self.auth_secret.encode()) < 32:

@@ -19,7 +19,8 @@ class CloseCode(IntEnum):
     """
 
     NORMAL = 1000
-    GOING_AWAY = 1001  # server shutting down: reconnect
+    GOING_AWAY = 1001  # the server is going away: reconnect
+    SERVICE_RESTART = 1012  # the server restarts (shutdown, rolling deploy): reconnect at once
     UNSUPPORTED_DATA = 1003  # a text frame on a binary protocol
     MESSAGE_TOO_BIG = 1009  # sent by Tornado when a frame exceeds max_frame_bytes
     INTERNAL_ERROR = 1011

@@ -63,12 +63,21 @@ class RawPeer:
         self.send({"type": "hello", "version": PROTOCOL_VERSION, **fields})
         return await self.recv()
 
-    async def subscribe(self, doc: str, sv: bytes | None = None) -> dict[str, Any]:
-        message: dict[str, Any] = {"type": "subscribe", "doc": doc}
+    async def subscribe(self, doc: str, sv: bytes | None = None, **fields: Any) -> dict[str, Any]:
+        """Subscribe and return the sync answer; one sent in parts is put back
+        together (``update`` whole, the other fields of the last part)."""
+        message: dict[str, Any] = {"type": "subscribe", "doc": doc, **fields}
         if sv is not None:
             message["sv"] = sv
         self.send(message)
-        return await self.recv_type("sync")
+        sync = await self.recv_type("sync")
+        if sync.get("parts", 1) > 1:
+            parts = [sync["update"]]
+            while len(parts) < sync["parts"]:
+                sync = await self.recv_type("sync")
+                parts.append(sync["update"])
+            sync = {**sync, "update": b"".join(parts)}
+        return sync
 
     async def closed(self, timeout_s: float = TIMEOUT_S) -> tuple[int | None, str | None]:
         """Read until the server closes; return (close code, reason)."""

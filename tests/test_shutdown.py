@@ -1,7 +1,8 @@
-"""Shutdown closes sockets with 1001 and flushes every write the rooms accepted.
+"""Shutdown stops reading, stores and acknowledges every write the rooms accepted,
+then closes sockets with 1012 (service restart: reconnect at once).
 
-Updates still in flight when the close starts are not acknowledged; clients keep
-and resend those, so nothing acknowledged depends on them."""
+Updates still in flight when it starts are not acknowledged; clients keep and
+resend those, so nothing acknowledged depends on them."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ class SlowStore(SQLiteStore):
         return await super().append(updates)
 
 
-async def test_shutdown_flushes_pending_writes_and_closes_sockets_with_1001(
+async def test_shutdown_stores_and_acknowledges_pending_writes_then_closes_with_1012(
     tmp_path, settings, start_server, connect
 ):
     server = await start_server(settings, SlowStore(tmp_path / "slow.db"))
@@ -41,7 +42,8 @@ async def test_shutdown_flushes_pending_writes_and_closes_sockets_with_1001(
 
     await server.stop()
     await client.closed()
-    assert client.close_code == CloseCode.GOING_AWAY
+    assert client.close_code == CloseCode.SERVICE_RESTART
+    assert remote.seq >= applied  # their acks came before the close
 
     reopened = SQLiteStore(tmp_path / "slow.db")
     await reopened.open()

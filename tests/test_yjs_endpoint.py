@@ -261,8 +261,8 @@ async def test_peers_reconnect_after_a_server_restart_and_find_the_document_inta
     await b.synced()
 
     await server.stop()
-    assert (await a.closed())[0] == CloseCode.GOING_AWAY
-    assert (await b.closed())[0] == CloseCode.GOING_AWAY
+    assert (await a.closed())[0] == CloseCode.SERVICE_RESTART
+    assert (await b.closed())[0] == CloseCode.SERVICE_RESTART
     text(a.doc).insert(8, " a restart")  # made while the server is down
 
     restarted = await start_server(settings.replace(port=server.port))

@@ -569,7 +569,7 @@ async def test_providers_reconnect_on_their_own_after_a_server_restart(
     await node.until(
         lambda: a.status != "connected" and b.status != "connected", "the server closes both"
     )
-    assert a.close_codes[:1] == b.close_codes[:1] == [1001]  # then refused reconnects
+    assert a.close_codes[:1] == b.close_codes[:1] == [1012]  # then refused reconnects
     await a.edit(["text_insert", 6, " offline"])  # made while the server is down
 
     # Same port and same SQLite file: a restart as the providers see it.

@@ -1,5 +1,5 @@
-"""The Python client for the native protocol."""
+"""The Python client of the native protocol (``/ws``)."""
 
-from collab.client.connection import ClientError, CollabClient, RemoteDocument
+from collab.client.connection import ClientError, ClientState, CollabClient, RemoteDocument
 
-__all__ = ["ClientError", "CollabClient", "RemoteDocument"]
+__all__ = ["ClientError", "ClientState", "CollabClient", "RemoteDocument"]

@@ -1,4 +1,5 @@
-"""Python client for the native protocol: one WebSocket, many documents.
+"""Python client for the native protocol: one WebSocket, many documents, and a
+connection that heals itself.
 
     client = await CollabClient.connect("ws://127.0.0.1:8000/ws")
     remote = await client.subscribe("notes")
@@ -6,9 +7,16 @@
     await remote.flushed()          # every local edit acknowledged (durable)
     await client.close()
 
-Local edits to ``remote.doc`` are sent as they happen and kept in
-``remote.unacked`` until the server acknowledges them; remote edits are applied
-to the same doc.
+Local edits to ``remote.doc`` are sent as they happen and kept until the server
+acknowledges them; remote edits are applied to the same doc. When the connection
+drops (a network cut, a dead peer found by the heartbeat, a server restart) the
+client reconnects by itself, with exponential backoff and full jitter, and
+resubscribes every document with its epoch, seq and state vector: the server
+answers with only what it missed. Edits made meanwhile are merged into one
+pending update and sent after the resync; nothing a user does raises because the
+network is down. With ``queue_path`` the unacknowledged edits are also kept on
+disk (collab.client.queue), so a process that restarts while offline still
+delivers them. docs/CLIENT.md has the whole API.
 """
 
 from __future__ import annotations
@@ -17,15 +25,20 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import random
 import time
 from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 import pycrdt
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
-from collab.errors import InvalidUpdate
+from collab.client.queue import QueueFile
+from collab.errors import InvalidUpdate, ProtocolError
 from collab.tasks import TaskGroup
+from collab.wire import crdt
 from collab.wire.native import (
     PROTOCOL_VERSION,
     Ack,
@@ -45,39 +58,92 @@ from collab.wire.native import (
     decode_server_message,
     encode,
 )
-from collab.wire.replica import Replica
+from collab.wire.replica import EMPTY_UPDATE, Replica
 
 log = logging.getLogger("collab.client")
 
+# Close codes and errors after which reconnecting cannot help (docs/PROTOCOL.md).
+PERMANENT_CLOSE_CODES = range(4400, 4500)
+PERMANENT_ERRORS = frozenset({"unauthorized", "unsupported_version"})
+
+
+def _close_if_connected(future: asyncio.Future[WebSocketClientConnection]) -> None:
+    if future.cancelled():
+        return
+    if future.exception() is None:
+        future.result().close()
+
 
 class ClientError(Exception):
-    """The server refused something, or the connection is gone."""
+    """The server refused something, or there is no connection to ask it."""
 
     def __init__(self, message: str, error: Error | None = None) -> None:
         super().__init__(message)
         self.error = error
 
 
+class ClientState(StrEnum):
+    CONNECTING = "connecting"  # the first connection is being opened
+    ONLINE = "online"
+    OFFLINE = "offline"  # the connection was lost; reconnecting (with backoff)
+    CLOSED = "closed"  # closed by the application, or refused for good
+
+
 class RemoteDocument:
-    """A subscribed document: a pycrdt Doc kept in sync with the server."""
+    """A subscribed document: a pycrdt Doc kept in sync with the server.
+
+    ``unacked`` holds the edits sent on the current connection and not yet
+    acknowledged, ``pending`` the edits not sent yet (made offline, or before the
+    sync), merged into one update. ``flushed()`` waits until both are empty."""
 
     def __init__(self, client: CollabClient, name: str, doc: pycrdt.Doc) -> None:
         self.client = client
         self.name = name
-        self.doc = doc
-        self.awareness = pycrdt.Awareness(doc)
-        self._replica = Replica(doc, name=name)
         self.epoch: str | None = None
-        self.seq = 0  # highest seq seen (sync, broadcast or ack)
+        self.seq = 0  # every update up to this seq is in doc (sync, broadcast or ack)
         self.role: str | None = None
+        self.synced = False  # the current connection's sync is complete
         self.unacked: dict[int, bytes] = {}
-        self.sync_update_bytes = 0  # size of the last sync answer, for diagnostics
+        self.pending: bytes | None = None
+        self.error: Error | None = None  # why the server refused the subscription
+        self.sync_mode: str | None = None  # diff, log or reset
+        self.sync_update_bytes = 0  # size of the last sync answer
+        self.sync_progress: tuple[int, int] | None = None  # (bytes, total) of a sync in parts
         self.updates_received = 0
+        self.resets = 0
+        self.on_reset: list[Callable[[RemoteDocument], None]] = []
         self._refs = itertools.count(1)
         self._applying_remote = False
+        self._parts: list[bytes] = []
+        self._early: list[ServerUpdate] = []  # updates that came during a sync in parts
+        self._synced_once = asyncio.Event()
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
-        self._doc_subscription: pycrdt.Subscription | None = doc.observe(self._on_local_change)
+        self._doc_subscription: pycrdt.Subscription | None = None
+        self._attach(doc)
+
+    def _attach(self, doc: pycrdt.Doc, awareness_state: dict[str, Any] | None = None) -> None:
+        self.doc = doc
+        self._replica = Replica(doc, name=self.name)
+        self.awareness = pycrdt.Awareness(doc)
+        if awareness_state is not None:
+            self.awareness.set_local_state(awareness_state)
+        self._doc_subscription = doc.observe(self._on_local_change)
         self._awareness_subscription = self.awareness.observe(self._on_awareness_change)
+
+    def _detach(self) -> None:
+        if self._doc_subscription is not None:
+            self.doc.unobserve(self._doc_subscription)
+            self.awareness.unobserve(self._awareness_subscription)
+            self._doc_subscription = None
+
+    @property
+    def queued(self) -> int:
+        """Edits not yet acknowledged (``pending`` counts as one)."""
+        return len(self.unacked) + (self.pending is not None)
+
+    @property
+    def settled(self) -> bool:
+        return not self.unacked and self.pending is None
 
     # -- local changes ------------------------------------------------------------------
 
@@ -85,13 +151,18 @@ class RemoteDocument:
         if self._applying_remote:
             return
         self._replica.learn(event.update)
-        ref = next(self._refs)
-        self.unacked[ref] = event.update
-        self.client._send(ClientUpdate(doc=self.name, ref=ref, update=event.update))
+        sent = self.synced and self.role == "write" and self.client._send_update(self, event.update)
+        if not sent:
+            self._hold(event.update)
+        self._queue_changed()
+
+    def _hold(self, update: bytes) -> None:
+        """Keep an edit to send after the next sync, merged with the others."""
+        self.pending = update if self.pending is None else crdt.merge([self.pending, update])
 
     def _on_awareness_change(self, topic: str, args: tuple[dict[str, list[int]], Any]) -> None:
         changes, origin = args
-        if topic != "update" or origin != "local":
+        if topic != "update" or origin != "local" or not self.synced:
             return
         changed = changes["added"] + changes["updated"] + changes["removed"]
         update = self.awareness.encode_awareness_update(changed)
@@ -99,6 +170,24 @@ class RemoteDocument:
 
     def set_awareness(self, state: dict[str, Any] | None) -> None:
         self.awareness.set_local_state(state)
+
+    # -- the offline queue --------------------------------------------------------------
+
+    def _queue_changed(self) -> None:
+        if self.client._queue is not None:
+            self.client._queue.mark(self.name, self._queue_snapshot)
+
+    def _queue_snapshot(self) -> tuple[str | None, bytes | None]:
+        updates = [*self.unacked.values(), *([self.pending] if self.pending else [])]
+        if not updates:
+            return self.epoch, None
+        return self.epoch, updates[0] if len(updates) == 1 else crdt.merge(updates)
+
+    def _restore(self, epoch: str | None, updates: bytes) -> None:
+        """Edits a previous process queued and the server never acknowledged."""
+        self.epoch = epoch
+        self._apply_remote(updates)  # into the doc, without sending it now
+        self._hold(updates)
 
     # -- remote changes -----------------------------------------------------------------
 
@@ -113,33 +202,109 @@ class RemoteDocument:
         finally:
             self._applying_remote = False
 
-    def _on_sync(self, message: Sync) -> None:
+    def _subscribe_message(self) -> Subscribe:
+        resumable = self.epoch is not None and self.seq > 0
+        return Subscribe(
+            doc=self.name,
+            sv=self.doc.get_state(),
+            seq=self.seq if resumable else None,
+            epoch=self.epoch,
+        )
+
+    def _on_sync(self, message: Sync) -> bool:
+        """Handle one sync frame; True once the sync is complete."""
+        if message.parts is not None and message.parts > 1:
+            self._parts.append(message.update)
+            received = sum(map(len, self._parts))
+            self.sync_progress = (received, message.total_bytes or received)
+            if len(self._parts) < message.parts:
+                return False
+            update, self._parts = b"".join(self._parts), []
+        else:
+            update = message.update
+        self.sync_mode = message.mode
+        self.sync_update_bytes = len(update)
+        resend: bytes | None = None
+        if message.mode == "reset":
+            resend = self._reset(update)
+        else:
+            self._apply_remote(update)
         self.epoch, self.seq, self.role = message.epoch, message.seq, message.role
-        self.sync_update_bytes = len(message.update)
-        self._apply_remote(message.update)
+        self.synced = True
+        early, self._early = self._early, []
+        for later in early:
+            self._on_update(later)
         if message.role == "write":
-            # Sync step 1 from the server: send what it lacks.
-            missing = self.doc.get_update(message.sv)
-            if missing != b"\x00\x00":
-                ref = next(self._refs)
-                self.unacked[ref] = missing
-                self.client._send(ClientUpdate(doc=self.name, ref=ref, update=missing))
+            # What the server lacks: everything not acknowledged is in it, so the
+            # unacknowledged and pending edits are replaced by this one update.
+            # (After a reset, exactly the edits that were not acknowledged.)
+            if resend is None:
+                missing = self.doc.get_update(message.sv) if message.sv else EMPTY_UPDATE
+            else:
+                missing = resend
+            self.unacked.clear()
+            self.pending = None
+            if missing != EMPTY_UPDATE:
+                self.client._send_update(self, missing)
+        self._queue_changed()
         if self.awareness.get_local_state():
             mine = [self.awareness.client_id]
             update = self.awareness.encode_awareness_update(mine)
             self.client._send(Awareness(doc=self.name, update=update))
+        self._synced_once.set()
+        return True
+
+    def _reset(self, state: bytes) -> bytes | None:
+        """The server's document has another epoch than this copy (it was recreated
+        or restored): drop the copy, take the server's, keep only the edits it never
+        acknowledged. Returns those edits, to send again."""
+        kept = [*self.unacked.values(), *([self.pending] if self.pending else [])]
+        resend = None if not kept else kept[0] if len(kept) == 1 else crdt.merge(kept)
+        log.warning("%s: the server's copy has a new epoch; dropping the local copy", self.name)
+        local_state = self.awareness.get_local_state()
+        self._detach()
+        self._attach(pycrdt.Doc(), local_state)
+        self._apply_remote(state)
+        if resend is not None:
+            self._apply_remote(resend)
+        self.resets += 1
+        self.seq = 0
+        for callback in list(self.on_reset):
+            try:
+                callback(self)
+            except Exception:
+                log.exception("%s: an on_reset callback failed", self.name)
+        return resend
 
     def _on_update(self, message: ServerUpdate) -> None:
-        self.seq = max(self.seq, message.seq)
+        if not self.synced:
+            self._early.append(message)  # during a sync in parts: after it
+            return
+        if message.seq <= self.seq:
+            return
+        self.seq = message.seq
         self.updates_received += 1
         self._apply_remote(message.update)
 
     def _on_ack(self, message: Ack) -> None:
         self.seq = max(self.seq, message.seq)
-        self.unacked.pop(message.ref, None)
+        if self.unacked.pop(message.ref, None) is not None:
+            self._queue_changed()
 
     def _on_awareness(self, message: Awareness) -> None:
         self.awareness.apply_awareness_update(message.update, "remote")
+
+    def _connection_lost(self) -> None:
+        """What was sent and not acknowledged is sent again after the next sync
+        (the server recognises what it stored already: no second log entry)."""
+        self.synced = False
+        self._parts.clear()
+        self._early.clear()
+        self.sync_progress = None
+        if self.unacked:
+            for update in self.unacked.values():
+                self._hold(update)
+            self.unacked.clear()
 
     def _notify(self) -> None:
         for waiter in list(self._waiters):
@@ -149,9 +314,9 @@ class RemoteDocument:
 
     # -- waiting ------------------------------------------------------------------------
 
-    async def wait_for(self, predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    async def wait_for(self, predicate: Callable[[], bool], timeout_s: float | None = 10.0) -> None:
         """Wait until ``predicate()`` holds; it is re-checked after every message
-        for this document."""
+        for this document and every change of the connection."""
         if predicate():
             return
         waiter = (predicate, asyncio.get_running_loop().create_future())
@@ -161,99 +326,325 @@ class RemoteDocument:
         finally:
             self._waiters.remove(waiter)
 
-    async def flushed(self, timeout_s: float = 10.0) -> None:
-        """Wait until every local edit is acknowledged, i.e. durably stored."""
-        await self.wait_for(lambda: not self.unacked, timeout_s)
+    async def flushed(self, timeout_s: float | None = 10.0) -> None:
+        """Wait until every local edit so far is acknowledged, i.e. durably stored,
+        across reconnects."""
+        await self.wait_for(lambda: self.settled, timeout_s)
 
     def close(self) -> None:
         """Stop following the doc's changes. Safe to call twice."""
-        if self._doc_subscription is None:
-            return
-        self.doc.unobserve(self._doc_subscription)
-        self.awareness.unobserve(self._awareness_subscription)
-        self._doc_subscription = None
+        self._detach()
 
 
 class CollabClient:
-    def __init__(self, ws: WebSocketClientConnection, welcome: Welcome) -> None:
-        self.ws = ws
-        self.welcome = welcome
-        self.documents: dict[str, RemoteDocument] = {}
-        self.errors: asyncio.Queue[Error] = asyncio.Queue()
-        self.close_code: int | None = None
-        self.close_reason: str | None = None
-        self._pending: dict[tuple[str, str], asyncio.Future[Any]] = {}
-        self._pings = itertools.count(1)
-        self._tasks = TaskGroup(log)
-        self._closed = asyncio.Event()
-
-    @classmethod
-    async def connect(
-        cls,
+    def __init__(
+        self,
         url: str,
         *,
         token: str | None = None,
         client_id: str | None = None,
-        timeout_s: float = 10.0,
+        reconnect: bool = True,
+        backoff_min_s: float = 0.2,
+        backoff_max_s: float = 10.0,
+        heartbeat_s: float = 10.0,
+        heartbeat_timeout_s: float = 10.0,
+        connect_timeout_s: float = 10.0,
         max_message_bytes: int = 64 * 1024 * 1024,
+        queue_path: str | Path | None = None,
+    ) -> None:
+        self.url = url
+        self.token = token
+        self.client_id = client_id
+        self.reconnect = reconnect
+        self.backoff_min_s = backoff_min_s
+        self.backoff_max_s = backoff_max_s
+        self.heartbeat_s = heartbeat_s
+        self.heartbeat_timeout_s = heartbeat_timeout_s
+        self.connect_timeout_s = connect_timeout_s
+        self.max_message_bytes = max_message_bytes
+        self.state = ClientState.CONNECTING
+        self.ws: WebSocketClientConnection | None = None
+        self.welcome: Welcome | None = None
+        self.documents: dict[str, RemoteDocument] = {}
+        self.errors: asyncio.Queue[Error] = asyncio.Queue()
+        self.rtt_s: float | None = None  # of the latest heartbeat
+        self.last_error: str | None = None
+        self.close_code: int | None = None
+        self.close_reason: str | None = None
+        self.connections = 0  # connections opened so far
+        self.refusal: Error | None = None  # why the server refused this client for good
+        self.on_state_change: list[Callable[[ClientState], None]] = []
+        self._queue = QueueFile(queue_path) if queue_path is not None else None
+        self._pending: dict[tuple[str, str], asyncio.Future[Any]] = {}
+        self._pings = itertools.count(1)
+        self._tasks = TaskGroup(log)
+        self._state_changed = asyncio.Event()
+        self._disconnected = asyncio.Event()
+        self._closing = False
+
+    @classmethod
+    async def connect(
+        cls, url: str, *, wait_online: bool = True, timeout_s: float = 10.0, **options: Any
     ) -> CollabClient:
-        """Open a socket to ``url`` (``ws://host:port/ws``) and say hello."""
-        ws = await asyncio.wait_for(
-            websocket_connect(url, max_message_size=max_message_bytes), timeout_s
-        )
-        hello = Hello(version=PROTOCOL_VERSION, client=client_id, token=token)
-        ws.write_message(encode(hello), binary=True)
-        frame = await asyncio.wait_for(ws.read_message(), timeout_s)
-        if frame is None:
-            raise ClientError(f"connection closed: {ws.close_code} {ws.close_reason}")
-        message = decode_server_message(frame if isinstance(frame, bytes) else frame.encode())
-        if isinstance(message, Error):
-            ws.close()
-            raise ClientError(f"{message.code}: {message.message}", message)
-        if not isinstance(message, Welcome):
-            ws.close()
-            raise ClientError(f"expected welcome, got {message.TYPE}")
-        client = cls(ws, message)
-        client._tasks.spawn(client._read_loop(), name="client reader")
+        """A started client for ``url`` (``ws://host:port/ws``). With ``wait_online``
+        (the default) it returns once connected, and raises ClientError when it
+        cannot be within ``timeout_s`` or is refused; without, it returns at once
+        and connects in the background (edits wait in its queue meanwhile)."""
+        client = cls(url, connect_timeout_s=timeout_s, **options)
+        await client.start()
+        if wait_online:
+            try:
+                await client.wait_online(timeout_s)
+            except BaseException:
+                await client.close()
+                raise
         return client
+
+    async def start(self) -> None:
+        if self._queue is not None:
+            await self._queue.open()
+        self._tasks.spawn(self._run(), name="client connection")
+
+    @property
+    def online(self) -> bool:
+        return self.state is ClientState.ONLINE
+
+    @property
+    def queued(self) -> int:
+        """Local edits not yet acknowledged, over every document."""
+        return sum(remote.queued for remote in self.documents.values())
+
+    def _set_state(self, state: ClientState) -> None:
+        if state is self.state:
+            return
+        self.state = state
+        self._state_changed.set()
+        self._state_changed = asyncio.Event()
+        for callback in list(self.on_state_change):
+            try:
+                callback(state)
+            except Exception:
+                log.exception("an on_state_change callback failed")
+        for remote in self.documents.values():
+            remote._notify()
+
+    async def wait_online(self, timeout_s: float | None = 10.0) -> None:
+        """Wait until connected; ClientError if the client is closed, refused, or
+        not connected within ``timeout_s``."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                while self.state is not ClientState.ONLINE:
+                    if self.state is ClientState.CLOSED:
+                        reason = self.last_error or "closed"
+                        raise ClientError(f"not connected: {reason}", self.refusal)
+                    await self._state_changed.wait()
+        except TimeoutError:
+            raise ClientError(
+                f"not connected within {timeout_s}s: {self.last_error}", self.refusal
+            ) from None
+
+    # -- the connection -----------------------------------------------------------------
+
+    async def _run(self) -> None:
+        failures = 0
+        while not self._closing:
+            try:
+                ws, welcome = await self._open()
+            except ClientError as exc:
+                self.last_error = str(exc)
+                if exc.error is not None and exc.error.code in PERMANENT_ERRORS:
+                    log.error("the server refused this client: %s", exc)
+                    self.refusal = exc.error
+                    self._set_state(ClientState.CLOSED)
+                    return
+            except Exception as exc:  # refused, unreachable, timed out, bad handshake
+                self.last_error = f"could not connect: {exc!r}"
+            else:
+                failures = 0
+                await self._online(ws, welcome)
+                if self._closing:
+                    break
+                if not self.reconnect or self.close_code in PERMANENT_CLOSE_CODES:
+                    self._set_state(ClientState.CLOSED)
+                    return
+            if self.state is not ClientState.CONNECTING:
+                self._set_state(ClientState.OFFLINE)
+            if not self.reconnect and self.connections == 0:
+                self._set_state(ClientState.CLOSED)
+                return
+            # Full jitter: clients cut off together do not come back together.
+            cap = min(self.backoff_max_s, self.backoff_min_s * 2**failures)
+            failures += 1
+            await asyncio.sleep(random.uniform(0, cap))
+        self._set_state(ClientState.CLOSED)
+
+    async def _open(self) -> tuple[WebSocketClientConnection, Welcome]:
+        connecting = websocket_connect(self.url, max_message_size=self.max_message_bytes)
+        try:
+            # Shielded: cancelling Tornado's connect leaves a half-open connection
+            # behind; it is closed when it completes instead.
+            ws = await asyncio.wait_for(asyncio.shield(connecting), self.connect_timeout_s)
+        except BaseException:
+            connecting.add_done_callback(_close_if_connected)
+            raise
+        try:
+            hello = Hello(
+                version=PROTOCOL_VERSION,
+                client=self.client_id,
+                token=self.token,
+                max_frame_bytes=self.max_message_bytes,
+            )
+            ws.write_message(encode(hello), binary=True)
+            frame = await asyncio.wait_for(ws.read_message(), self.connect_timeout_s)
+            if frame is None:
+                raise ClientError(f"connection closed: {ws.close_code} {ws.close_reason}")
+            message = decode_server_message(frame if isinstance(frame, bytes) else frame.encode())
+            if isinstance(message, Error):
+                raise ClientError(f"{message.code}: {message.message}", message)
+            if not isinstance(message, Welcome):
+                raise ClientError(f"expected welcome, got {message.TYPE}")
+        except BaseException:
+            ws.close()
+            raise
+        return ws, message
+
+    async def _online(self, ws: WebSocketClientConnection, welcome: Welcome) -> None:
+        """Serve one connection until it ends."""
+        self.ws, self.welcome = ws, welcome
+        self.connections += 1
+        self.close_code = self.close_reason = None
+        self._disconnected.clear()
+        self._set_state(ClientState.ONLINE)
+        for remote in self.documents.values():
+            if remote.error is None:
+                self._send(remote._subscribe_message())
+        heartbeat = self._tasks.spawn(self._heartbeat(ws), name="client heartbeat")
+        try:
+            await self._read_loop(ws)
+        finally:
+            heartbeat.cancel()
+            ws.close()  # also when the stream died: Tornado warns of any never closed
+            self.ws = None
+            self.close_code, self.close_reason = ws.close_code, ws.close_reason
+            if self.close_code is not None:
+                self.last_error = f"connection closed: {self.close_code} {self.close_reason}"
+            gone = ClientError(f"connection closed: {self.close_code} {self.close_reason}")
+            for key, future in list(self._pending.items()):
+                if key[0] != "sync" and not future.done():
+                    future.set_exception(gone)
+                    future.exception()
+                    del self._pending[key]
+            for remote in self.documents.values():
+                remote._connection_lost()
+            self._disconnected.set()
+
+    async def _read_loop(self, ws: WebSocketClientConnection) -> None:
+        while True:
+            frame = await ws.read_message()
+            if frame is None:
+                return
+            if isinstance(frame, str):
+                log.warning("ignoring a text frame from the server")
+                continue
+            try:
+                message = decode_server_message(frame)
+            except ProtocolError as exc:
+                log.warning("ignoring a frame the server sent: %s", exc)
+                continue
+            self._dispatch(message)
+
+    async def _heartbeat(self, ws: WebSocketClientConnection) -> None:
+        """An application ping every ``heartbeat_s``; no pong within
+        ``heartbeat_timeout_s`` means the connection is dead, whatever TCP says."""
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            try:
+                self.rtt_s = await self.ping(timeout_s=self.heartbeat_timeout_s)
+            except (TimeoutError, ClientError):
+                if self.ws is not ws:
+                    return
+                self.last_error = f"no pong within {self.heartbeat_timeout_s}s"
+                log.warning("the connection seems dead (%s); reconnecting", self.last_error)
+                ws.close()
+                if ws.protocol is not None:
+                    # Do not wait for a close handshake with a peer that is gone.
+                    ws.protocol._abort()  # type: ignore[attr-defined]
+                return
 
     # -- documents ----------------------------------------------------------------------
 
     async def subscribe(
-        self, name: str, doc: pycrdt.Doc | None = None, *, timeout_s: float = 10.0
+        self,
+        name: str,
+        doc: pycrdt.Doc | None = None,
+        *,
+        wait: bool = True,
+        timeout_s: float | None = 10.0,
     ) -> RemoteDocument:
-        """Subscribe and wait for the sync answer. Pass the ``doc`` of an earlier
-        subscription to resubscribe: only what it lacks is sent."""
+        """Subscribe to a document. With ``wait`` (the default), return once it is
+        synced; ClientError if the server refuses it. Pass the ``doc`` of an earlier
+        subscription to resubscribe: only what it lacks is sent. Edits queued on
+        disk for this document by an earlier process are sent after the sync."""
         if name in self.documents:
             raise ClientError(f"already subscribed to {name!r}")
-        doc = doc if doc is not None else pycrdt.Doc()
-        remote = RemoteDocument(self, name, doc)
+        remote = RemoteDocument(self, name, doc if doc is not None else pycrdt.Doc())
+        if self._queue is not None:
+            queued = await self._queue.load(name)
+            if queued is not None:
+                remote._restore(*queued)
         self.documents[name] = remote
-        answer = self._expect("sync", name)
-        self._send(Subscribe(doc=name, sv=doc.get_state(), seq=remote.seq or None))
+        if self.online:
+            self._send(remote._subscribe_message())
+        if not wait:
+            return remote
         try:
-            await asyncio.wait_for(answer, timeout_s)
+            await remote.wait_for(
+                lambda: (
+                    remote._synced_once.is_set()
+                    or remote.error is not None
+                    or self.state is ClientState.CLOSED
+                ),
+                timeout_s,
+            )
         except BaseException:
-            self.documents.pop(name, None)
-            remote.close()
+            self._forget(name)
             raise
+        if remote.error is not None or not remote._synced_once.is_set():
+            self._forget(name)
+            error = remote.error
+            raise ClientError(
+                error.message if error else f"not connected: {self.last_error}", error
+            )
         return remote
+
+    def _forget(self, name: str) -> None:
+        remote = self.documents.pop(name, None)
+        if remote is not None:
+            remote.close()
 
     async def unsubscribe(self, name: str, *, timeout_s: float = 10.0) -> None:
         remote = self.documents[name]
-        answer = self._expect("unsubscribed", name)
-        self._send(Unsubscribe(doc=name))
-        await asyncio.wait_for(answer, timeout_s)
-        del self.documents[name]
-        remote.close()
+        if self.online:
+            answer = self._expect("unsubscribed", name)
+            self._send(Unsubscribe(doc=name))
+            with contextlib.suppress(ClientError):
+                await asyncio.wait_for(answer, timeout_s)
+        self._forget(name)
+        if self._queue is not None and remote.settled:
+            self._queue.mark(name, lambda: (remote.epoch, None))
 
     async def ping(self, *, timeout_s: float = 10.0) -> float:
-        """Round-trip time of an application PING, in seconds."""
+        """Round-trip time of an application ping, in seconds."""
+        if not self.online:
+            raise ClientError("not connected")
         ping_id = next(self._pings)
         answer = self._expect("pong", str(ping_id))
         start = time.perf_counter()
         self._send(Ping(id=ping_id))
-        await asyncio.wait_for(answer, timeout_s)
+        try:
+            await asyncio.wait_for(answer, timeout_s)
+        finally:
+            self._pending.pop(("pong", str(ping_id)), None)
         return time.perf_counter() - start
 
     async def next_error(self, timeout_s: float = 10.0) -> Error:
@@ -269,37 +660,27 @@ class CollabClient:
     def _resolve(self, kind: str, key: str, value: Any) -> None:
         future = self._pending.pop((kind, key), None)
         if future is not None and not future.done():
-            if isinstance(value, BaseException):
-                future.set_exception(value)
-            else:
-                future.set_result(value)
+            future.set_result(value)
 
-    def _send(self, message: Message) -> None:
+    def _send(self, message: Message) -> bool:
+        """Send if connected; False otherwise (never raises: what matters is kept
+        and sent again after the next sync)."""
+        ws = self.ws
+        if ws is None or ws.protocol is None or ws.protocol.is_closing():
+            return False
         try:
-            written = self.ws.write_message(encode(message), binary=True)
-        except Exception as exc:
-            raise ClientError(f"connection closed: {exc}") from None
+            written = ws.write_message(encode(message), binary=True)
+        except Exception:
+            return False
         written.add_done_callback(lambda f: f.cancelled() or f.exception())
+        return True
 
-    async def _read_loop(self) -> None:
-        try:
-            while True:
-                frame = await self.ws.read_message()
-                if frame is None:
-                    break
-                if isinstance(frame, str):
-                    log.warning("ignoring a text frame from the server")
-                    continue
-                self._dispatch(decode_server_message(frame))
-        finally:
-            self.close_code, self.close_reason = self.ws.close_code, self.ws.close_reason
-            gone = ClientError(f"connection closed: {self.close_code} {self.close_reason}")
-            for future in self._pending.values():
-                if not future.done():
-                    future.set_exception(gone)
-                    future.exception()
-            self._pending.clear()
-            self._closed.set()
+    def _send_update(self, remote: RemoteDocument, update: bytes) -> bool:
+        ref = next(remote._refs)
+        if not self._send(ClientUpdate(doc=remote.name, ref=ref, update=update)):
+            return False
+        remote.unacked[ref] = update
+        return True
 
     def _dispatch(self, message: Message) -> None:
         doc = getattr(message, "doc", None)
@@ -307,7 +688,6 @@ class CollabClient:
         match message:
             case Sync() if remote is not None:
                 remote._on_sync(message)
-                self._resolve("sync", message.doc, remote)
             case ServerUpdate() if remote is not None:
                 remote._on_update(message)
             case Ack() if remote is not None:
@@ -320,22 +700,32 @@ class CollabClient:
                 self._resolve("pong", str(message.id), message)
             case Error():
                 self.errors.put_nowait(message)
-                if message.doc is not None and message.ref is None:
-                    self._resolve("sync", message.doc, ClientError(message.message, message))
+                if remote is not None and message.ref is None:
+                    if not remote.synced:
+                        remote.error = message  # the subscription was refused
+                    elif message.code == "load_failed":
+                        # The server dropped the document (it reloads it): subscribe again.
+                        remote._connection_lost()
+                        self._send(remote._subscribe_message())
         if remote is not None:
             remote._notify()
 
     async def closed(self, timeout_s: float = 10.0) -> None:
-        """Wait until the server closes the connection."""
-        await asyncio.wait_for(self._closed.wait(), timeout_s)
+        """Wait until the current connection is closed (by the server, or lost)."""
+        await asyncio.wait_for(self._disconnected.wait(), timeout_s)
 
     async def close(self) -> None:
-        # Always close, even after the server did: Tornado warns about client
-        # connections that were never closed.
-        self.ws.close()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._closed.wait(), 5)
+        """Stop reconnecting, close the connection, save the offline queue."""
+        self._closing = True
+        ws = self.ws
+        if ws is not None:
+            ws.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._disconnected.wait(), 5)
         await self._tasks.close()
+        self._set_state(ClientState.CLOSED)
+        if self._queue is not None:
+            await self._queue.close()
         for remote in self.documents.values():
             remote.close()
         self.documents.clear()

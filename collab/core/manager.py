@@ -24,7 +24,7 @@ from collections import Counter
 
 from collab.config import Settings
 from collab.core.presence import Presence
-from collab.core.room import LOG_PAGE, JoinReply, Room, build_replica
+from collab.core.room import LOG_PAGE, JoinReply, Resume, Room, build_replica
 from collab.core.session import Session, SessionState
 from collab.core.writer import Writer
 from collab.errors import CollabError, ErrorCode, FeedLost, LoadFailed, StoreError
@@ -73,18 +73,36 @@ class RoomManager:
     # -- join and leave -------------------------------------------------------------------
 
     async def join(
-        self, name: str, session: Session, state_vector: bytes | None
+        self,
+        name: str,
+        session: Session,
+        state_vector: bytes | None,
+        resume: Resume | None = None,
     ) -> JoinReply | None:
         """Load the document if needed and join the session to its room. Returns
-        None when the session was closed (its peer left) while the document loaded."""
+        None when the session was closed (its peer left) while the document loaded.
+        A resuming session whose missed records the room no longer keeps in memory
+        gets them from the log, if there are few enough to be worth it."""
         self._joining[name] += 1
         try:
             room = self._rooms.get(name)
             if room is None:
                 room = await asyncio.shield(self._load(name))
+            if (
+                resume is not None
+                and resume.epoch == room.epoch
+                and room.needs_log_for(resume.seq)
+                and room.head_seq - resume.seq <= self._settings.resume_max_updates
+            ):
+                with contextlib.suppress(StoreError):  # the diff will do
+                    fetched = await self._store.read_updates(
+                        name, after_seq=resume.seq, until_seq=room.head_seq
+                    )
+                    resume = Resume(resume.seq, resume.epoch, tuple(fetched))
+                room = self._rooms.get(name) or await asyncio.shield(self._load(name))
             if session.state is SessionState.CLOSED:
                 return None
-            return room.join(session, state_vector)
+            return room.join(session, state_vector, resume)
         finally:
             self._joining[name] -= 1
             if not self._joining[name]:

@@ -30,8 +30,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import pycrdt
@@ -44,6 +46,7 @@ from collab.errors import CollabError, DocumentDamaged, ErrorCode, InvalidUpdate
 from collab.metrics import Metrics
 from collab.store.base import AwarenessChange, LoadedDocument, NewUpdate, UpdateRecord
 from collab.tasks import TaskGroup
+from collab.wire import crdt
 from collab.wire.replica import EMPTY_UPDATE, Replica
 from collab.wire.yformat import FormatError, decode_awareness_update, decode_state_vector
 
@@ -62,6 +65,23 @@ class RemotePresence:
 REMOTE = RemotePresence()
 
 
+class SyncMode(StrEnum):
+    """How a joining peer is brought up to date (docs/PROTOCOL.md, resume)."""
+
+    DIFF = "diff"  # what its state vector lacks
+    LOG = "log"  # the log records after the seq it holds (smaller than the diff)
+    RESET = "reset"  # its copy has another epoch: drop it; this is the whole document
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """What a resubscribing peer holds: every update up to ``seq`` of ``epoch``."""
+
+    seq: int
+    epoch: str | None
+    fetched: tuple[UpdateRecord, ...] = ()  # records after ``seq`` read from the store
+
+
 @dataclass(frozen=True, slots=True)
 class JoinReply:
     epoch: str
@@ -69,6 +89,7 @@ class JoinReply:
     missing: bytes  # what the peer lacks (sync step 2)
     state_vector: bytes  # the room's state vector (sync step 1)
     awareness: bytes | None  # every known awareness state, if any
+    mode: SyncMode = SyncMode.DIFF
 
 
 @dataclass(slots=True)
@@ -130,14 +151,30 @@ class Room:
         self._awareness.set_local_state(None)  # the server is not an editor
         self._awareness_subscription = self._awareness.observe(self._on_awareness_change)
         self._remote_awareness: dict[int, float] = {}  # client id -> expiry, other instances'
+        # The latest records sent to peers, for resuming ones that were away briefly.
+        self._recent: deque[UpdateRecord] = deque()
+        self._recent_bytes = 0
         self.pending_writes = 0
         self._flushed = asyncio.Event()
         self._flushed.set()
 
     # -- membership ---------------------------------------------------------------------
 
-    def join(self, session: Session, state_vector: bytes | None) -> JoinReply:
-        missing = self.missing_for(state_vector or b"\x00")
+    def join(
+        self, session: Session, state_vector: bytes | None, resume: Resume | None = None
+    ) -> JoinReply:
+        """Add a session; the reply brings its peer up to date (no await in here:
+        nothing reaches the peer before the reply)."""
+        mode = SyncMode.DIFF
+        if resume is not None and resume.epoch is not None and resume.epoch != self.epoch:
+            mode = SyncMode.RESET
+            missing = self._replica.diff(b"\x00")
+        else:
+            missing = self.missing_for(state_vector or b"\x00")
+            if resume is not None and state_vector is not None:
+                logged = self._records_since(resume, state_vector)
+                if logged is not None and len(logged) < len(missing):
+                    mode, missing = SyncMode.LOG, logged
         self.sessions[session] = None
         session.room = self
         session.state = SessionState.ACTIVE
@@ -147,7 +184,40 @@ class Room:
             missing=missing,
             state_vector=self._replica.doc.get_state(),
             awareness=self.awareness_snapshot(),
+            mode=mode,
         )
+
+    def needs_log_for(self, resume_seq: int) -> bool:
+        """Whether resuming from ``resume_seq`` needs records older than the ring."""
+        first = self._recent[0].seq if self._recent else self.head_seq + 1
+        return resume_seq < self.head_seq and resume_seq + 1 < first
+
+    def _records_since(self, resume: Resume, state_vector: bytes) -> bytes | None:
+        """The records after ``resume.seq`` as one update, or None when they cannot
+        bring a peer up to date: some are not at hand, some part ever waited for its
+        dependencies here (peers were then sent less than the records hold, and what
+        was released later is in earlier records), or the peer's state vector and
+        the records together lack structs this document has (its seq was wrong)."""
+        if resume.seq > self.head_seq or self._replica.ever_waited:
+            return None
+        if resume.seq == self.head_seq:
+            return EMPTY_UPDATE
+        by_seq = {r.seq: r.data for r in resume.fetched}
+        by_seq.update((r.seq, r.data) for r in self._recent)
+        wanted = range(resume.seq + 1, self.head_seq + 1)
+        if any(seq not in by_seq for seq in wanted):
+            return None
+        updates = [by_seq[seq] for seq in wanted]
+        try:
+            merged = updates[0] if len(updates) == 1 else crdt.merge(updates)
+            held = decode_state_vector(state_vector)
+            for client, _start, end in self._replica.check(merged).structs:
+                held[client] = max(held.get(client, 0), end)
+        except (InvalidUpdate, FormatError):
+            return None
+        if any(held.get(client, 0) < clock for client, clock in self._replica.state().items()):
+            return None
+        return merged
 
     def leave(self, session: Session) -> None:
         """Remove a session and, for everyone else, the awareness states it set."""
@@ -320,6 +390,7 @@ class Room:
             else:
                 if applied is not None:
                     effect = applied.effect
+        self._remember(record)
         # Peers get what was integrated, so they hold what this document holds; an
         # update that only waits for its dependencies is sent on when they arrive.
         sent = self._broadcast(
@@ -330,6 +401,16 @@ class Room:
         if delivery.session is not None:
             self._metrics.ack_seconds.observe(max(0.0, time.time() - record.time_s))
             self._acknowledged(delivery.session, delivery.on_durable, record.seq)
+
+    def _remember(self, record: UpdateRecord) -> None:
+        """Keep the latest records, bounded in number and bytes, for resumes."""
+        self._recent.append(record)
+        self._recent_bytes += len(record.data)
+        s = self._settings
+        while self._recent and (
+            len(self._recent) > s.resume_ring_updates or self._recent_bytes > s.resume_ring_bytes
+        ):
+            self._recent_bytes -= len(self._recent.popleft().data)
 
     def _acknowledged(
         self, session: Session, on_durable: Callable[[int], None] | None, seq: int

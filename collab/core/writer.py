@@ -127,6 +127,15 @@ class Writer:
             return None
         return self._drained.wait()
 
+    async def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until everything queued is stored and acknowledged; False when the
+        time ran out first."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
     async def stop(self) -> None:
         """Flush what is queued and write the snapshots that are due, within the
         shutdown timeout; then stop."""

@@ -10,6 +10,7 @@ still loading wait in its session's inbox, in order.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -20,6 +21,7 @@ from collab.auth import Authenticator, Identity, Role
 from collab.config import Settings
 from collab.core.manager import RoomManager
 from collab.core.origin import Origin
+from collab.core.room import Resume
 from collab.core.session import Session, SessionState
 from collab.errors import (
     AccessDenied,
@@ -53,6 +55,9 @@ from collab.wire.native import (
 
 log = logging.getLogger("collab.protocol")
 
+SYNC_OVERHEAD_BYTES = 256  # a sync part's fields besides its slice, its name and sv
+MIN_SYNC_PART_BYTES = 1024
+
 
 class ConnectionState(Enum):
     AWAITING_HELLO = "awaiting_hello"
@@ -83,6 +88,7 @@ class NativeConnection:
         self.identity: Identity | None = None
         self.client = f"ws:{self.id}"
         self.sessions: dict[str, Session] = {}
+        self._max_frame_bytes: int | None = None  # as the client announced it
         self._tasks = TaskGroup(log)
 
     # -- input ------------------------------------------------------------------------
@@ -149,6 +155,7 @@ class NativeConnection:
         self.identity = self._auth.authenticate(hello.token or self._query_token)
         if hello.client:
             self.client = hello.client[:128]
+        self._max_frame_bytes = hello.max_frame_bytes
         self.state = ConnectionState.OPEN
         s = self._settings
         self.send(
@@ -192,11 +199,16 @@ class NativeConnection:
         origin = Origin.peer(self.identity.user, self.client, self._settings.instance_id)
         session = Session(doc, self, NATIVE_FRAMES, role, origin)
         self.sessions[doc] = session
-        self._tasks.spawn(self._join(session, message.sv), name=f"join {doc}")
+        resume = Resume(message.seq, message.epoch) if message.seq is not None else None
+        if resume is None and message.epoch is not None:
+            resume = Resume(0, message.epoch)  # an epoch alone still detects a reset
+        self._tasks.spawn(self._join(session, message.sv, resume), name=f"join {doc}")
 
-    async def _join(self, session: Session, state_vector: bytes | None) -> None:
+    async def _join(
+        self, session: Session, state_vector: bytes | None, resume: Resume | None
+    ) -> None:
         try:
-            reply = await self._rooms.join(session.doc, session, state_vector)
+            reply = await self._rooms.join(session.doc, session, state_vector, resume)
         except CollabError as exc:
             if self.sessions.get(session.doc) is session:
                 del self.sessions[session.doc]
@@ -206,19 +218,23 @@ class NativeConnection:
             return
         if reply is None:  # unsubscribed while the document was loading
             return
-        # No await from room.join to here: nothing can reach the peer before sync.
-        self.send(
-            encode(
-                Sync(
-                    doc=session.doc,
-                    epoch=reply.epoch,
-                    seq=reply.seq,
-                    update=reply.missing,
-                    sv=reply.state_vector,
-                    role=str(session.role),
-                )
-            )
+        # No await from room.join to the first part: nothing reaches the peer before it.
+        parts = self._sync_parts(session.doc, reply.missing, reply.state_vector)
+        first = Sync(
+            doc=session.doc,
+            epoch=reply.epoch,
+            seq=reply.seq,
+            update=parts[0],
+            role=str(session.role),
+            mode=str(reply.mode),
         )
+        if len(parts) == 1:
+            self.send(encode(dataclasses.replace(first, sv=reply.state_vector)))
+        else:
+            self._tasks.spawn(
+                self._send_parts(first, parts, reply.state_vector, len(reply.missing)),
+                name=f"sync {session.doc}",
+            )
         if reply.awareness is not None:
             self.send(encode(Awareness(doc=session.doc, update=reply.awareness)))
         inbox, session.inbox, session.inbox_bytes = session.inbox, [], 0
@@ -229,6 +245,44 @@ class NativeConnection:
                 self._on_document_message(message)
             except CollabError as exc:
                 self._report(exc)
+
+    def _sync_parts(self, doc: str, update: bytes, state_vector: bytes) -> list[bytes]:
+        """``update`` cut into slices such that each sync frame fits the part size
+        and the client's frame limit; the last frame also carries the state vector
+        (an extra part with an empty slice if it would not fit beside one)."""
+        size = self._settings.sync_chunk_bytes
+        if self._max_frame_bytes is not None:
+            room = self._max_frame_bytes - SYNC_OVERHEAD_BYTES - len(doc.encode())
+            size = min(size, max(MIN_SYNC_PART_BYTES, room))
+        if len(update) + len(state_vector) <= size:
+            return [update]
+        parts = [update[start : start + size] for start in range(0, len(update), size)]
+        if len(parts[-1]) + len(state_vector) > size:
+            parts.append(b"")
+        return parts
+
+    async def _send_parts(
+        self, first: Sync, parts: list[bytes], state_vector: bytes, total: int
+    ) -> None:
+        """Send a large sync answer part by part, each once the socket has written
+        most of the one before: the outbound bound applies to what piles up, and
+        a large document must not make it close the peer."""
+        size = len(parts[0])
+        for index, part in enumerate(parts):
+            if self.state is ConnectionState.CLOSED or first.doc not in self.sessions:
+                return
+            last = index == len(parts) - 1
+            message = dataclasses.replace(
+                first,
+                update=part,
+                part=index,
+                parts=len(parts),
+                total_bytes=total,
+                sv=state_vector if last else None,
+            )
+            self.send(encode(message))
+            if not last:
+                await self._transport.drained(2 * size)
 
     def _on_document_message(self, message: ClientUpdate | Awareness) -> None:
         session = self.sessions.get(message.doc)

@@ -13,6 +13,11 @@ class Transport(Protocol):
 
     def close(self, code: int, reason: str) -> None: ...
 
+    async def drained(self, below: int) -> None:
+        """Return once fewer than ``below`` bytes wait to be written (at once if the
+        socket is closed)."""
+        ...
+
 
 def close_reason(message: str) -> str:
     """A close frame's reason holds at most 123 bytes of UTF-8."""

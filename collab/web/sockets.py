@@ -2,12 +2,19 @@
 
 A handler only translates open / message / close into calls on a connection
 object (collab.peers.native, collab.peers.yjs) and offers it a transport:
-``send`` with a bound on unsent bytes, and ``close``.
+``send`` with a bound on unsent bytes, ``drained``, and ``close``.
+
+Each handler also watches that its peer is alive: every ``ping_interval_s`` it
+sends a WebSocket ping, and when nothing at all (no pong, no message) has come
+``ping_timeout_s`` later, it aborts the socket at once. (Tornado's own ping would
+start a close handshake with a peer that is gone, and wait 5 s for the answer.)
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +41,10 @@ class SocketHandler(RedactingHandlerMixin, tornado.websocket.WebSocketHandler):
         self.server = server
         self.connection = None
         self._unsent_bytes = 0
+        self._drain_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._heard = time.monotonic()  # when the peer last sent anything
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._paused: asyncio.Future[None] | None = None  # reading stopped (shutdown)
 
     def check_origin(self, origin: str) -> bool:
         return self.server.origin_allowed(origin)
@@ -69,16 +80,82 @@ class SocketHandler(RedactingHandlerMixin, tornado.websocket.WebSocketHandler):
         self._unsent_bytes -= size
         if not future.cancelled():
             future.exception()  # a closed socket: nothing to do, but mark it seen
+        if self._drain_waiters:
+            self._wake_drained()
+
+    async def drained(self, below: int) -> None:
+        connection = self.ws_connection
+        if self._unsent_bytes < below or connection is None or connection.is_closing():
+            return
+        future = asyncio.get_running_loop().create_future()
+        self._drain_waiters.append((below, future))
+        await future
+
+    def _wake_drained(self, *, all_of_them: bool = False) -> None:
+        waiting = []
+        for below, future in self._drain_waiters:
+            if all_of_them or self._unsent_bytes < below:
+                if not future.done():
+                    future.set_result(None)
+            else:
+                waiting.append((below, future))
+        self._drain_waiters = waiting
+
+    # -- liveness -------------------------------------------------------------------------
+
+    def start_heartbeat(self) -> None:
+        s = self.server.settings
+        assert s.ping_timeout_s is not None
+        if s.ping_interval_s > 0 and not self.server.stopping:
+            self._heartbeat = self.server.tasks.spawn(
+                self._beat(s.ping_interval_s, s.ping_timeout_s), name=f"heartbeat {self.remote}"
+            )
+
+    async def _beat(self, interval: float, answer_within: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            pinged = time.monotonic()
+            try:
+                self.ping()
+            except tornado.websocket.WebSocketClosedError:
+                return
+            await asyncio.sleep(answer_within)
+            if self._heard < pinged:
+                log.info(
+                    "%s: no answer %.1fs after a ping; dropping it", self.remote, answer_within
+                )
+                self.abort()
+                return
+
+    def on_pong(self, data: bytes) -> None:
+        self._heard = time.monotonic()
+
+    def abort(self) -> None:
+        """Drop the connection at once, without a close handshake."""
+        connection = self.ws_connection
+        if connection is not None:
+            # Tornado's own abort: closes the stream, then on_close runs.
+            connection._abort()  # type: ignore[attr-defined]
 
     # -- events -------------------------------------------------------------------------
 
     def on_message(self, message: str | bytes) -> Awaitable[None] | None:
         # Tornado awaits what this returns before it reads the next frame: the
-        # connection's backpressure when the write queue is filling up.
+        # connection's backpressure when the write queue is filling up, and a
+        # stop to reading while the server shuts down (the peer sends again what
+        # was not acknowledged, after it reconnects).
+        self._heard = time.monotonic()
+        if self.server.stopping:
+            return self.pause_reading()
         self.server.metrics.bytes_in.labels(self.endpoint).inc(len(message))
         if self.connection is not None:
             return self.connection.receive(message)
         return None
+
+    def pause_reading(self) -> Awaitable[None]:
+        if self._paused is None:
+            self._paused = asyncio.get_running_loop().create_future()
+        return self._paused
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:
         connection = self.ws_connection
@@ -87,6 +164,11 @@ class SocketHandler(RedactingHandlerMixin, tornado.websocket.WebSocketHandler):
         super().close(code, reason)
 
     def on_close(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        if self._paused is not None and not self._paused.done():
+            self._paused.set_result(None)
+        self._wake_drained(all_of_them=True)
         self.server.forget(self)
 
 
@@ -97,6 +179,7 @@ class NativeSocketHandler(SocketHandler):
 
     def open(self, *args: str, **kwargs: str) -> None:
         self.set_nodelay(True)
+        self.start_heartbeat()
         self.connection = NativeConnection(
             self,
             self.server.rooms,
@@ -115,6 +198,7 @@ class YjsSocketHandler(SocketHandler):
 
     async def open(self, doc: str) -> None:
         self.set_nodelay(True)
+        self.start_heartbeat()
         try:
             validate_document_name(doc, self.server.settings.max_document_name_bytes)
             identity = self.server.auth.authenticate(self.get_query_argument("token", None))

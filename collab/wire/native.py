@@ -63,6 +63,8 @@ class Hello(Message):
     version: int = field(metadata=_meta(UINT))
     client: str | None = field(default=None, metadata=_meta(STR))
     token: str | None = field(default=None, metadata=_meta(STR), repr=False)
+    # The largest frame the client accepts: sync answers are cut to fit.
+    max_frame_bytes: int | None = field(default=None, metadata=_meta(UINT))
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,15 +121,25 @@ class Welcome(Message):
 @dataclass(frozen=True, slots=True)
 class Sync(Message):
     """Answer to subscribe: what the client lacks (step 2) and the server's state
-    vector, from which the client computes what the server lacks (step 1)."""
+    vector, from which the client computes what the server lacks (step 1).
+
+    ``mode`` says how ``update`` was made: ``diff`` (from the client's state
+    vector), ``log`` (the log records after the seq it resumed from) or ``reset``
+    (the client's copy has another epoch: drop it, ``update`` is the whole
+    document). A large answer comes in ``parts`` frames (``part`` 0, 1, ...), each
+    with a slice of ``update`` and ``total_bytes``; ``sv`` is in the last one."""
 
     TYPE: ClassVar = MessageType.SYNC
     doc: str = field(metadata=_meta(STR))
     epoch: str = field(metadata=_meta(STR))
     seq: int = field(metadata=_meta(UINT))
     update: bytes = field(metadata=_meta(BIN), repr=False)
-    sv: bytes = field(metadata=_meta(BIN), repr=False)
     role: str = field(metadata=_meta(STR))
+    sv: bytes | None = field(default=None, metadata=_meta(BIN), repr=False)
+    mode: str | None = field(default=None, metadata=_meta(STR))
+    part: int | None = field(default=None, metadata=_meta(UINT))
+    parts: int | None = field(default=None, metadata=_meta(UINT))
+    total_bytes: int | None = field(default=None, metadata=_meta(UINT))
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,6 +73,9 @@ class Replica:
         self._waiting_ranges: UpdateRanges | None = None
         self._max_waiting_bytes = max_waiting_bytes
         self.set_aside = 0  # waiting parts dropped because they would cut a character
+        # Whether any part ever waited: peers were then sent less than some records
+        # hold, and records are no longer a way to bring a peer up to date.
+        self.ever_waited = False
         self._types: dict[int, set[int]] = {}  # client -> clocks of integrated type items
         self._astral: dict[int, set[int]] = {}  # client -> clocks of surrogate pairs' first halves
         if doc is not None:
@@ -120,6 +123,7 @@ class Replica:
                 )
             else:
                 waiting = (merged, merged_ranges)
+                self.ever_waited = True
         changed = False
         integrated: list[bytes] = []
         if now is not None:
@@ -160,6 +164,7 @@ class Replica:
         self._learn(ranges)
         if waiting:
             self.waiting, self._waiting_ranges = waiting, self.check(waiting)
+            self.ever_waited = True
             self._retry_waiting()
 
     def check(self, update: bytes) -> UpdateRanges:
