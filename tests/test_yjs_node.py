@@ -18,6 +18,7 @@ import string
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pycrdt
@@ -29,6 +30,7 @@ from collab.app import CollabServer
 from collab.client import CollabClient
 from collab.config import Settings
 from tests.helpers import text_of
+from tests.proxy import Proxy
 
 pytestmark = pytest.mark.node
 
@@ -591,3 +593,31 @@ async def test_providers_reconnect_on_their_own_after_a_server_restart(
         assert fresh.content == ("b: before offline", {"a": 1, "after": "a"}, [])
     finally:
         await restarted.stop()
+
+
+async def test_providers_ride_out_a_network_cut_with_their_offline_edits_merged(
+    server: CollabServer, node: NodeHarness
+) -> None:
+    network = await Proxy(server.port).start()
+    try:
+        behind, direct = await node.spawn(2)
+        a = await behind.open(SimpleNamespace(port=network.port), "cut")  # type: ignore[arg-type]
+        b = await direct.open(server, "cut")
+        await node.until(lambda: a.synced and b.synced, "both providers sync")
+        await a.edit(["text_insert", 0, "before"])
+        await node.until(lambda: converged(a, b), "the first edit reaches b")
+
+        network.refuse()
+        network.cut()  # no close frame: the provider finds out by itself
+        await node.until(lambda: a.status != "connected", "a loses its connection")
+        await a.edit(["text_insert", 6, " offline"])  # made while cut off
+        await b.edit(["map_set", "b", 1])  # made meanwhile on the other side
+        network.accept()
+
+        await node.until(
+            lambda: converged(a, b) and a.text == "before offline" and a.map == {"b": 1},
+            "a reconnects and both sides' edits merge",
+            timeout_s=20,
+        )
+    finally:
+        await network.close()

@@ -36,6 +36,7 @@ import pycrdt
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
 from collab.client.queue import QueueFile
+from collab.client.rebase import rebase
 from collab.errors import InvalidUpdate, ProtocolError
 from collab.tasks import TaskGroup
 from collab.wire import crdt
@@ -112,6 +113,10 @@ class RemoteDocument:
         self.updates_received = 0
         self.resets = 0
         self.on_reset: list[Callable[[RemoteDocument], None]] = []
+        self.not_rebased: list[str] = []  # roots whose edits a reset could not carry over
+        # What the server acknowledged: its updates and this client's acknowledged
+        # edits. A reset carries over what the copy has beyond it.
+        self._acknowledged = Replica(pycrdt.Doc(), name=name)
         self._refs = itertools.count(1)
         self._applying_remote = False
         self._parts: list[bytes] = []
@@ -183,6 +188,12 @@ class RemoteDocument:
             return self.epoch, None
         return self.epoch, updates[0] if len(updates) == 1 else crdt.merge(updates)
 
+    def _apply_acknowledged(self, update: bytes) -> None:
+        try:
+            self._acknowledged.apply(update, bounded=False)
+        except InvalidUpdate as exc:
+            log.error("%s: an acknowledged update cannot be applied: %s", self.name, exc)
+
     def _restore(self, epoch: str | None, updates: bytes) -> None:
         """Edits a previous process queued and the server never acknowledged."""
         self.epoch = epoch
@@ -201,6 +212,11 @@ class RemoteDocument:
             log.error("%s: the server sent an update that cannot be applied: %s", self.name, exc)
         finally:
             self._applying_remote = False
+
+    def _receive(self, update: bytes) -> None:
+        """An update from the server: into the doc and the acknowledged state."""
+        self._apply_remote(update)
+        self._apply_acknowledged(update)
 
     def _subscribe_message(self) -> Subscribe:
         resumable = self.epoch is not None and self.seq > 0
@@ -224,11 +240,10 @@ class RemoteDocument:
             update = message.update
         self.sync_mode = message.mode
         self.sync_update_bytes = len(update)
-        resend: bytes | None = None
         if message.mode == "reset":
-            resend = self._reset(update)
+            self._reset(update)
         else:
-            self._apply_remote(update)
+            self._receive(update)
         self.epoch, self.seq, self.role = message.epoch, message.seq, message.role
         self.synced = True
         early, self._early = self._early, []
@@ -237,11 +252,7 @@ class RemoteDocument:
         if message.role == "write":
             # What the server lacks: everything not acknowledged is in it, so the
             # unacknowledged and pending edits are replaced by this one update.
-            # (After a reset, exactly the edits that were not acknowledged.)
-            if resend is None:
-                missing = self.doc.get_update(message.sv) if message.sv else EMPTY_UPDATE
-            else:
-                missing = resend
+            missing = self.doc.get_update(message.sv) if message.sv else EMPTY_UPDATE
             self.unacked.clear()
             self.pending = None
             if missing != EMPTY_UPDATE:
@@ -254,19 +265,29 @@ class RemoteDocument:
         self._synced_once.set()
         return True
 
-    def _reset(self, state: bytes) -> bytes | None:
+    def _reset(self, state: bytes) -> None:
         """The server's document has another epoch than this copy (it was recreated
-        or restored): drop the copy, take the server's, keep only the edits it never
-        acknowledged. Returns those edits, to send again."""
-        kept = [*self.unacked.values(), *([self.pending] if self.pending else [])]
-        resend = None if not kept else kept[0] if len(kept) == 1 else crdt.merge(kept)
+        or restored): drop the copy and take the server's, then make the edits the
+        server never acknowledged again on it (collab.client.rebase), as new edits
+        that the sync sends. Roots they could not be carried to are listed in
+        ``not_rebased``."""
         log.warning("%s: the server's copy has a new epoch; dropping the local copy", self.name)
+        old, acknowledged = self.doc, self._acknowledged.doc
         local_state = self.awareness.get_local_state()
         self._detach()
         self._attach(pycrdt.Doc(), local_state)
-        self._apply_remote(state)
-        if resend is not None:
-            self._apply_remote(resend)
+        self._acknowledged = Replica(pycrdt.Doc(), name=self.name)
+        self._receive(state)
+        unsettled = bool(self.unacked) or self.pending is not None
+        self.unacked.clear()
+        self.pending = None
+        if unsettled:
+            self.not_rebased = rebase(acknowledged, old, self.doc)  # observed: held, sent
+            if self.not_rebased:
+                log.warning(
+                    "%s: edits to %s could not be carried over", self.name, self.not_rebased
+                )
+        self.unacked.clear()
         self.resets += 1
         self.seq = 0
         for callback in list(self.on_reset):
@@ -274,7 +295,6 @@ class RemoteDocument:
                 callback(self)
             except Exception:
                 log.exception("%s: an on_reset callback failed", self.name)
-        return resend
 
     def _on_update(self, message: ServerUpdate) -> None:
         if not self.synced:
@@ -284,11 +304,13 @@ class RemoteDocument:
             return
         self.seq = message.seq
         self.updates_received += 1
-        self._apply_remote(message.update)
+        self._receive(message.update)
 
     def _on_ack(self, message: Ack) -> None:
         self.seq = max(self.seq, message.seq)
-        if self.unacked.pop(message.ref, None) is not None:
+        update = self.unacked.pop(message.ref, None)
+        if update is not None:
+            self._apply_acknowledged(update)
             self._queue_changed()
 
     def _on_awareness(self, message: Awareness) -> None:

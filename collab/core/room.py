@@ -173,7 +173,9 @@ class Room:
             missing = self.missing_for(state_vector or b"\x00")
             if resume is not None and state_vector is not None:
                 logged = self._records_since(resume, state_vector)
-                if logged is not None and len(logged) < len(missing):
+                # The diff carries the document's whole delete set; records carry
+                # only their own deletions (and need no pass over the document).
+                if logged is not None and len(logged) <= len(missing):
                     mode, missing = SyncMode.LOG, logged
         self.sessions[session] = None
         session.room = self

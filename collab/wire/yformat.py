@@ -88,6 +88,14 @@ class Reader:
             shift += 7
         raise FormatError("variable-length integer is too long")
 
+    def peek_var_uint(self) -> int:
+        """The next variable-length integer, left unread."""
+        position = self._pos
+        try:
+            return self.read_var_uint()
+        finally:
+            self._pos = position
+
     def read_var_int(self) -> int:
         byte = self.read_u8()
         value = byte & 0x3F
@@ -279,6 +287,9 @@ class Struct:
     # Clocks of the first halves of its characters outside the Basic Multilingual
     # Plane (UTF-16 surrogate pairs), for string items.
     astral: tuple[int, ...] = ()
+    root: str | None = None  # the root type's name, when the parent is named so
+    keyed: bool = False  # the item is a map entry (it has a key)
+    type_ref: int | None = None  # for a TYPE item: what type it holds
 
     @property
     def skip(self) -> bool:
@@ -580,7 +591,8 @@ def _check_item(
     reader: Reader, info: int, kind: int, client: int, clock: int, offset: int
 ) -> Struct:
     """Check one item's header and content."""
-    origin = right_origin = parent = None
+    origin = right_origin = parent = root = None
+    keyed = False
     if info & 0x80:
         origin = reader.read_id()
     if info & 0x40:
@@ -588,21 +600,25 @@ def _check_item(
     if not info & 0xC0:
         parent_info = reader.read_var_uint()
         if parent_info == 1:  # parent is a root type, named by key
-            reader.read_var_string()
+            root = reader.read_var_string()
         elif parent_info == 0:  # parent is an item id
             parent = reader.read_id()
         else:
             raise FormatError(f"unknown parent info {parent_info}")
         if info & 0x20:  # parent sub (map key)
             reader.read_var_string()
+            keyed = True
     content_at = reader.position
     astral: tuple[int, ...] = ()
+    type_ref = None
     if kind == STRING:  # clocks count UTF-16 code units
         text = reader.read_var_string()
         length = len(text.encode("utf-16-le")) // 2
         if length != len(text):
             astral = _astral_clocks(text, clock)
     else:
+        if kind == TYPE:
+            type_ref = reader.peek_var_uint()
         length = _check_content(reader, kind)
     needs = tuple(id_ for id_ in (origin, right_origin, parent) if id_ is not None)
     return Struct(
@@ -617,6 +633,9 @@ def _check_item(
         parent,
         needs,
         astral,
+        root,
+        keyed,
+        type_ref,
     )
 
 
@@ -678,3 +697,69 @@ def _check_content(reader: Reader, kind: int) -> int:
     if kind == JSON:
         raise FormatError("legacy JSON content is not accepted (Yrs and Yjs read it apart)")
     raise FormatError(f"unknown struct content kind {kind}")
+
+
+# -- root types ---------------------------------------------------------------------------
+
+TEXT, MAP, ARRAY, XML = "text", "map", "array", "xml"
+_XML_REFS = frozenset({XML_ELEMENT, 6})  # YXmlElement, YXmlText: what XML fragments hold
+
+
+def root_types(update: bytes) -> dict[str, str]:
+    """The root types of a document, by name, read from its state (an update
+    holding every struct): ``text``, ``map``, ``array`` or ``xml``. A root's kind
+    shows in what its items hold: entries with keys (a map), characters, formats
+    or embeds (a text), XML elements or text (an XML fragment), anything else (an
+    array). An item that names no parent (it names the items beside it) belongs
+    to its neighbours' root. Raises FormatError."""
+    structs = [
+        s for group in check_update(update).groups for s in group if s.kind not in (GC, SKIP)
+    ]
+    owner: dict[tuple[int, int], str] = {}  # (client, first clock) -> root name
+    starts: dict[int, list[tuple[int, int, str]]] = {}
+
+    def root_of(id_: ID | None) -> str | None:
+        if id_ is None:
+            return None
+        client, clock = id_
+        for start, end, name in starts.get(client, ()):
+            if start <= clock < end:
+                return name
+        return None
+
+    pending = list(structs)
+    changed = True
+    while pending and changed:  # neighbours first: a fixpoint over the structs
+        changed = False
+        waiting = []
+        for struct in pending:
+            name = struct.root or root_of(struct.origin) or root_of(struct.right_origin)
+            if name is None and struct.parent is None:
+                waiting.append(struct)
+                continue
+            if name is not None:
+                owner[(struct.client, struct.clock)] = name
+                starts.setdefault(struct.client, []).append((struct.clock, struct.end, name))
+                changed = True
+        pending = waiting
+    kinds: dict[str, str] = {}
+    for struct in structs:
+        name = owner.get((struct.client, struct.clock))
+        if name is None:
+            continue
+        if struct.keyed:
+            kind = MAP
+        elif struct.kind in (STRING, FORMAT, EMBED):
+            kind = TEXT
+        elif struct.kind == TYPE and struct.type_ref in _XML_REFS:
+            kind = XML
+        elif struct.kind == DELETED:
+            continue  # says nothing of the kind
+        else:
+            kind = ARRAY
+        known = kinds.get(name)
+        if known is None or (known == ARRAY and kind != ARRAY):
+            kinds[name] = kind
+    for name in owner.values():
+        kinds.setdefault(name, ARRAY)  # only deleted items: empty, of an unknown kind
+    return kinds
