@@ -61,9 +61,15 @@ async def test_an_update_refused_by_the_write_queue_is_neither_sent_nor_counted(
     await asyncio.sleep(0.1)  # nothing more is coming
     assert (room.head_seq, room.pending_writes) == (head, pending)
     assert seen.updates_received == received  # neither the queued nor the refused one
+    assert not w.refused  # refused for now: the client sends it again later
     store.failing = False
-    await seen.wait_for(lambda: "queued" in str(seen.doc.get("text", type=pycrdt.Text)))
-    assert "refused" not in str(seen.doc.get("text", type=pycrdt.Text))
+    # Once the store recovers, the client's resend lands: once, after the queued one.
+    await seen.wait_for(
+        lambda: str(seen.doc.get("text", type=pycrdt.Text)) == "refused stored queued "
+    )
+    await w.flushed()
+    assert str(w.doc.get("text", type=pycrdt.Text)) == "refused stored queued "
+    assert room.head_seq == head + 2 and not w.refused
 
 
 async def test_a_lost_seq_race_is_retried_and_leaves_nothing_hanging(

@@ -114,6 +114,7 @@ class RemoteDocument:
         self.resets = 0
         self.on_reset: list[Callable[[RemoteDocument], None]] = []
         self.not_rebased: list[str] = []  # roots whose edits a reset could not carry over
+        self.refused: list[Error] = []  # updates the server refused for good
         # What the server acknowledged: its updates and this client's acknowledged
         # edits. A reset carries over what the copy has beyond it.
         self._acknowledged = Replica(pycrdt.Doc(), name=name)
@@ -316,6 +317,27 @@ class RemoteDocument:
     def _on_awareness(self, message: Awareness) -> None:
         self.awareness.apply_awareness_update(message.update, "remote")
 
+    def _refused(self, error: Error) -> None:
+        """The server refused one of this copy's updates. ``overloaded``: it was not
+        applied; it is sent again shortly. Anything else (``invalid_update``,
+        ``read_only``): it never will be; it is dropped and kept in ``refused``."""
+        assert error.ref is not None
+        update = self.unacked.pop(error.ref, None)
+        if update is None:
+            return
+        if error.code == "overloaded":
+            self._hold(update)
+            self.client._resend_later(self)
+        else:
+            self.refused.append(error)
+        self._queue_changed()
+
+    def _send_pending(self) -> None:
+        if self.pending is not None and self.synced and self.role == "write":
+            update, self.pending = self.pending, None
+            if not self.client._send_update(self, update):
+                self._hold(update)
+
     def _connection_lost(self) -> None:
         """What was sent and not acknowledged is sent again after the next sync
         (the server recognises what it stored already: no second log entry)."""
@@ -388,7 +410,8 @@ class CollabClient:
         self.ws: WebSocketClientConnection | None = None
         self.welcome: Welcome | None = None
         self.documents: dict[str, RemoteDocument] = {}
-        self.errors: asyncio.Queue[Error] = asyncio.Queue()
+        # The latest errors, for next_error(); the oldest are dropped past the bound.
+        self.errors: asyncio.Queue[Error] = asyncio.Queue(maxsize=256)
         self.rtt_s: float | None = None  # of the latest heartbeat
         self.last_error: str | None = None
         self.close_code: int | None = None
@@ -639,6 +662,18 @@ class CollabClient:
             )
         return remote
 
+    def _resend_later(self, remote: RemoteDocument) -> None:
+        """Send a document's pending edits again after a pause (the server was
+        overloaded), unless a resync does it first."""
+
+        async def resend() -> None:
+            await asyncio.sleep(random.uniform(0.5, 1.5) * max(self.backoff_min_s, 0.2))
+            remote._send_pending()
+            remote._notify()
+
+        if not self._tasks.closed:
+            self._tasks.spawn(resend(), name=f"resend {remote.name}")
+
     def _forget(self, name: str) -> None:
         remote = self.documents.pop(name, None)
         if remote is not None:
@@ -721,7 +756,11 @@ class CollabClient:
             case Pong():
                 self._resolve("pong", str(message.id), message)
             case Error():
+                if self.errors.full():
+                    self.errors.get_nowait()
                 self.errors.put_nowait(message)
+                if remote is not None and message.ref is not None:
+                    remote._refused(message)
                 if remote is not None and message.ref is None:
                     if not remote.synced:
                         remote.error = message  # the subscription was refused
