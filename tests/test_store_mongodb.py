@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from pymongo import AsyncMongoClient
+from pymongo.errors import DuplicateKeyError
 from tornado.ioloop import IOLoop
 
 from collab.errors import FeedLost, StoreError
@@ -113,6 +114,82 @@ async def test_a_snapshot_larger_than_a_mongodb_document_is_stored_in_parts(
 
     assert loaded.snapshot == SnapshotRecord("doc", 2, state, 1.0, b"waits")
     assert await store.snapshot_seqs("doc") == [2]
+
+
+async def test_parts_of_two_encodings_of_one_version_are_never_joined(
+    store: MongoStore, monkeypatch: pytest.MonkeyPatch
+):
+    # Two instances snapshot seq 2 in different bytes; the first died after its first
+    # part. Its part must not be joined with the second's.
+    monkeypatch.setattr(mongodb_module, "SNAPSHOT_PART_BYTES", 1000)
+    await store.append(news("doc", 2))
+    first, second = b"a" * 2500, b"b" * 2500
+    await store.save_snapshot(SnapshotRecord("doc", 2, first, 1.0))
+    await store._snapshots.delete_many({"doc": "doc", "data": b"a" * 500})  # its last part
+
+    assert await store.latest_snapshot("doc") is None  # incomplete: it does not count
+    await store.save_snapshot(SnapshotRecord("doc", 2, second, 2.0))
+
+    assert (await store.load("doc")).snapshot == SnapshotRecord("doc", 2, second, 2.0)
+    assert await store.snapshot_seqs("doc") == [2]
+
+
+@pytest.mark.parametrize(
+    ("details", "index"),
+    [
+        ({"code": 11000, "keyPattern": {"_id": 1}, "errmsg": "dup"}, "_id"),
+        ({"code": 11000, "keyPattern": {"doc": 1, "seq": 1}, "errmsg": "dup"}, "doc_seq"),
+        # Without a key pattern, the index the message names; a document name that
+        # looks like an index name does not mislead it.
+        (
+            {"code": 11000, "errmsg": 'index: doc_seq dup key: { doc: "index: _id_ ", seq: 1 }'},
+            "doc_seq",
+        ),
+        ({"code": 11000, "errmsg": "index: _id_ dup key: { _id: BinData(0, 01) }"}, "_id"),
+    ],
+)
+def test_a_duplicate_key_is_told_by_its_index(details: dict[str, Any], index: str) -> None:
+    error = DuplicateKeyError(details["errmsg"], 11000, details)
+    other = "_id" if index == "doc_seq" else "doc_seq"
+    assert mongodb_module._is_duplicate(error, index)
+    assert not mongodb_module._is_duplicate(error, other)
+
+
+async def test_two_instances_racing_on_a_document_named_like_an_index_both_store(
+    store: MongoStore, mongodb_url: str
+):
+    other = MongoStore(mongodb_url)
+    await other.open()
+    try:
+        doc = 'index: _id_ dup key: { _id: "x" }'
+        results = await asyncio.gather(
+            *(s.append([new(doc, f"{s is store}-{i}")]) for i in range(10) for s in (store, other))
+        )
+    finally:
+        await other.close()
+    assert sorted(r.records[0].seq for r in results) == list(range(1, 21))
+    assert seqs(await store.read_updates(doc)) == list(range(1, 21))
+
+
+async def test_a_dropped_log_ends_the_feed_with_feed_lost(store: MongoStore):
+    await store.append([new("doc", "one")])
+    async with contextlib.aclosing(store.follow(await store.feed_position(), poll_s=0.01)) as feed:
+        await anext(feed)  # open
+        await store._log.drop()
+        with pytest.raises(FeedLost):
+            async with asyncio.timeout(TIMEOUT_S):
+                while True:
+                    await anext(feed)
+
+
+async def test_a_position_saved_long_ago_is_not_followed_from(
+    store: MongoStore, monkeypatch: pytest.MonkeyPatch
+):
+    await store.save_feed_position("instance-1", await store.feed_position())
+    assert await store.saved_feed_position("instance-1") is not None
+
+    monkeypatch.setattr(mongodb_module, "FEED_POSITION_KEPT_S", -1.0)  # saved "long ago"
+    assert await store.saved_feed_position("instance-1") is None
 
 
 async def test_an_update_too_large_for_one_mongodb_document_is_a_store_error(

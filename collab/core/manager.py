@@ -210,11 +210,13 @@ class RoomManager:
                                 room.catch_up()
                         delay = poll_s
                         now = time.time()
-                        self.feed_lag_s = max((now - r.time_s for r in records), default=0.0)
+                        lag = 0.0  # of what live rooms receive; other records cost nothing
                         for record in records:
                             room = self._rooms.get(record.doc)
                             if room is not None:
+                                lag = max(lag, now - record.time_s)
                                 room.receive(record)
+                        self.feed_lag_s = lag
                         if (
                             position != saved
                             and loop.time() >= next_save
@@ -237,8 +239,13 @@ class RoomManager:
                 if self.feed_failure is None:
                     log.error("following the feed failed, retrying: %s", exc)
                 self.feed_failure = exc
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_S)
+            except Exception as exc:  # a fault in a store's feed must not end following
+                log.exception("the feed failed unexpectedly, following it again")
+                self.feed_failure = exc
+                position = None
+            # Whatever failed (a lost position included) may fail again at once.
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_S)
 
     async def _save_position(self, position: object) -> None:
         self._saving_position = True

@@ -15,8 +15,10 @@ Collections, with their indexes created at open:
   (``NewUpdate.submission``), so that an append retried after an unknown
   outcome finds what the first try stored instead of storing it twice.
 - ``snapshots``: a document's state at a seq, in parts of at most
-  ``SNAPSHOT_PART_BYTES`` (a MongoDB document holds 16 MiB), unique on
-  ``(doc, seq, part)``; a snapshot counts once all its parts are there.
+  ``SNAPSHOT_PART_BYTES`` (a MongoDB document holds 16 MiB), each with the digest
+  of the whole, unique on ``(doc, seq, digest, part)``: two instances may encode
+  one version in different bytes, and parts of the two are never joined. A
+  snapshot counts once all its parts are there.
 - ``awareness``: the latest presence state per ``(doc, client id)``, removed by a
   TTL index some time after it expires.
 - ``feed_positions``: each instance's place in the feed (a change-stream resume
@@ -45,14 +47,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import hashlib
 import logging
 import random
+import re
 import secrets
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
+from bson.errors import InvalidDocument
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReplaceOne, ReturnDocument
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
 from pymongo.read_concern import ReadConcern
@@ -80,22 +85,33 @@ log = logging.getLogger("collab.store")
 DURABLE = WriteConcern("majority", j=True)
 PRESENCE = WriteConcern(w=1)  # presence is refreshed every few seconds: no need to wait
 MAJORITY = ReadConcern("majority")
+# What this member holds already, majority-committed or not: where a write was just
+# refused as a duplicate, the entry that caused it may not be majority-committed yet.
+LOCAL = ReadConcern("local")
 
-MAX_BATCH_BYTES = 12 * 1024 * 1024  # updates per log entry, under the 16 MiB document limit
-MAX_UPDATE_BYTES = MAX_BATCH_BYTES  # one update alone in an entry
+MAX_BATCH_BYTES = 12 * 1024 * 1024  # a log entry's BSON, under the 16 MiB document limit
+UPDATE_FIELDS_BYTES = 160  # BSON of one update's fields besides its data and names
+MAX_NAME_BYTES = 64 * 1024  # user, client and instance names in one update, at most
+MAX_UPDATE_BYTES = MAX_BATCH_BYTES - UPDATE_FIELDS_BYTES - MAX_NAME_BYTES  # alone in an entry
 SNAPSHOT_PART_BYTES = 8 * 1024 * 1024
 APPEND_ATTEMPTS = 20  # lost races retried within one append before SeqConflict
 RACE_PAUSE_S = 0.002
+HEAD_READS_AT_ONCE = 32  # index lookups in flight for head_seqs
 KNOWN_DOCUMENTS_KEPT = 10_000  # documents whose entry and next seq this instance remembers
 FEED_AWAIT_MIN_S = 0.5  # a change stream waits this long for a change before asking again
-FEED_POSITION_KEPT_S = 7 * 24 * 3600.0  # an instance gone for a week starts afresh
+# A restarted instance follows on from its saved position only if it was saved this
+# recently: it has no room open then, and an old position means replaying much of the
+# oplog for nothing (rooms load from the log anyway).
+FEED_POSITION_KEPT_S = 15 * 60.0
 AWARENESS_KEPT_S = 60.0  # expired presence is deleted (by the TTL index) after this
 SERVER_SELECTION_TIMEOUT_MS = 5000  # unless the URL says otherwise
 DUPLICATE_KEY = 11000
 
 # Errors that mean the change stream cannot continue from its token: 286
-# ChangeStreamHistoryLost, 280 ChangeStreamFatalError, 136 CappedPositionLost.
-FATAL_STREAM_ERRORS = {286, 280, 136}
+# ChangeStreamHistoryLost, 280 ChangeStreamFatalError, 260 InvalidResumeToken,
+# 136 CappedPositionLost.
+FATAL_STREAM_ERRORS = {286, 280, 260, 136}
+DUPLICATE_INDEX = re.compile(r"index: (\S+) dup key")
 
 
 def database_from_url(url: str) -> str:
@@ -119,7 +135,7 @@ def database_from_url(url: str) -> str:
 def _errors(what: str) -> Iterator[None]:
     try:
         yield
-    except PyMongoError as exc:
+    except (PyMongoError, InvalidDocument) as exc:  # InvalidDocument: also DocumentTooLarge
         raise StoreError(f"mongodb: {what}: {exc}") from exc
 
 
@@ -127,16 +143,23 @@ def _expires_at(seconds_from_epoch: float) -> datetime.datetime:
     return datetime.datetime.fromtimestamp(seconds_from_epoch, tz=datetime.UTC)
 
 
+def _entry_bytes(update: NewUpdate) -> int:
+    """A bound on what ``update`` adds to a log entry's BSON."""
+    author = update.author
+    names = len(author.user or "") + len(author.client or "") + len(author.instance or "")
+    return len(update.data) + UPDATE_FIELDS_BYTES + 4 * names  # 4: UTF-8 at most
+
+
 def _batches(updates: Sequence[NewUpdate]) -> list[list[NewUpdate]]:
     """A document's updates, in order, in log entries of at most MAX_BATCH_BYTES."""
     batches: list[list[NewUpdate]] = [[]]
     size = 0
     for update in updates:
-        if batches[-1] and size + len(update.data) > MAX_BATCH_BYTES:
+        if batches[-1] and size + _entry_bytes(update) > MAX_BATCH_BYTES:
             batches.append([])
             size = 0
         batches[-1].append(update)
-        size += len(update.data)
+        size += _entry_bytes(update)
     return batches
 
 
@@ -184,7 +207,9 @@ def _awareness(row: Mapping[str, Any]) -> AwarenessChange:
 
 
 def _is_duplicate(exc: PyMongoError, index: str) -> bool:
-    """Whether ``exc`` is a duplicate key on ``index`` ("_id" or "doc_seq")."""
+    """Whether ``exc`` is a duplicate key on ``index`` ("_id" or "doc_seq"), told by
+    the error's key pattern, or else by the index its message names (never by a
+    document name, which may contain anything)."""
     if isinstance(exc, DuplicateKeyError):
         errors = [exc.details or {}]
     elif isinstance(exc, BulkWriteError):
@@ -192,11 +217,16 @@ def _is_duplicate(exc: PyMongoError, index: str) -> bool:
     else:
         return False
     for error in errors:
-        if error.get("code") == DUPLICATE_KEY:
-            pattern = error.get("keyPattern") or {}
-            on_id = list(pattern) == ["_id"] or "_id_" in str(error.get("errmsg", ""))
-            if on_id == (index == "_id"):
-                return True
+        if error.get("code") != DUPLICATE_KEY:
+            continue
+        pattern = error.get("keyPattern")
+        if pattern:
+            on = "_id" if list(pattern) == ["_id"] else "doc_seq"
+        else:
+            named = DUPLICATE_INDEX.search(str(error.get("errmsg", "")))
+            on = "_id" if named and named.group(1) == "_id_" else "doc_seq"
+        if on == index:
+            return True
     return False
 
 
@@ -266,9 +296,14 @@ class MongoStore(Store):
             )
             await self._log.create_index([("doc", ASCENDING), ("last", ASCENDING)], name="doc_last")
             await self._snapshots.create_index(
-                [("doc", ASCENDING), ("seq", ASCENDING), ("part", ASCENDING)],
+                [
+                    ("doc", ASCENDING),
+                    ("seq", ASCENDING),
+                    ("digest", ASCENDING),
+                    ("part", ASCENDING),
+                ],
                 unique=True,
-                name="doc_seq_part",
+                name="doc_seq_digest_part",
             )
             awareness = self._collection("awareness", presence=True)
             await awareness.create_index([("doc", ASCENDING)], name="doc")
@@ -316,9 +351,11 @@ class MongoStore(Store):
                 if attempt == 3:
                     raise
 
-    async def _head_seq(self, doc: str) -> int:
-        """The seq of the document's last update, from the log."""
-        entry = await self._log.find_one({"doc": doc}, {"last": 1}, sort=[("seq", DESCENDING)])
+    async def _head_seq(self, doc: str, *, local: bool = False) -> int:
+        """The seq of the document's last update, from the log (``local``: including
+        entries not majority-committed yet, to renumber after them)."""
+        collection = self._log.with_options(read_concern=LOCAL) if local else self._log
+        entry = await collection.find_one({"doc": doc}, {"last": 1}, sort=[("seq", DESCENDING)])
         return entry["last"] if entry else 0
 
     async def load(self, doc: str) -> LoadedDocument:
@@ -353,7 +390,12 @@ class MongoStore(Store):
             return {}
         with _errors("reading heads"):
             rows = await self._documents.find({"_id": {"$in": list(docs)}}, {"_id": 1}).to_list()
-            return {row["_id"]: await self._head_seq(row["_id"]) for row in rows}
+            names = [row["_id"] for row in rows]
+            heads: list[int] = []
+            for start in range(0, len(names), HEAD_READS_AT_ONCE):
+                chunk = names[start : start + HEAD_READS_AT_ONCE]
+                heads += await asyncio.gather(*(self._head_seq(name) for name in chunk))
+            return dict(zip(names, heads, strict=True))
 
     # -- log ----------------------------------------------------------------------------
 
@@ -361,7 +403,7 @@ class MongoStore(Store):
         if not updates:
             return AppendResult([], {})
         for update in updates:
-            if len(update.data) > MAX_UPDATE_BYTES:
+            if len(update.data) > MAX_UPDATE_BYTES or _entry_bytes(update) > MAX_BATCH_BYTES:
                 raise StoreError(
                     f"an update of {len(update.data)} bytes for {update.doc!r} exceeds what "
                     f"one MongoDB document holds ({MAX_UPDATE_BYTES} bytes)"
@@ -398,7 +440,7 @@ class MongoStore(Store):
                     raise
                 # Another instance took the seq: renumber after its entry, after a
                 # pause that keeps two instances from colliding in step.
-                self._remember(doc, await self._head_seq(doc) + 1)
+                self._remember(doc, await self._head_seq(doc, local=True) + 1)
                 if attempt < APPEND_ATTEMPTS:
                     await asyncio.sleep(random.uniform(0, RACE_PAUSE_S * attempt))
                 continue
@@ -410,13 +452,18 @@ class MongoStore(Store):
     async def _stored_before(self, doc: str, batch: list[NewUpdate]) -> list[UpdateRecord]:
         """An earlier try of this append stored the entry that starts with this
         batch's first update (its outcome was unknown to the caller); the batch may
-        have grown since, and what the entry lacks is appended after it."""
-        entry = await self._log.find_one({"_id": batch[0].submission})
+        have grown since, and what the entry lacks is appended after it. (That entry
+        may not be majority-committed yet; the majority write to the document's
+        entry that follows every append waits for it too.)"""
+        entry = await self._log.with_options(read_concern=LOCAL).find_one(
+            {"_id": batch[0].submission}
+        )
         if entry is None or entry["doc"] != doc:
             raise StoreError(f"mongodb: the log entry of an earlier try for {doc!r} is gone")
         submissions = [u["submission"] for u in entry["updates"]]
         if submissions != [u.submission for u in batch[: len(submissions)]]:
             raise StoreError(f"mongodb: an earlier try for {doc!r} stored another batch")
+        self._remember(doc, max(self._next_seq.get(doc, 0), entry["last"] + 1))
         records = list(_records(entry))
         rest = batch[len(records) :]
         if rest:
@@ -424,7 +471,9 @@ class MongoStore(Store):
         return records
 
     async def _after_append(self, doc: str, mine: list[NewUpdate]) -> DocumentHead:
-        """Bring the document's entry up to date; returns its head for snapshots."""
+        """Bring the document's entry up to date; returns its head for snapshots.
+        (``bytes_since_snapshot`` only paces snapshots: an append retried after an
+        unknown outcome may count its bytes twice, which brings a snapshot forward.)"""
         head = self._next_seq[doc] - 1
         row = await self._documents.find_one_and_update(
             {"_id": doc},
@@ -534,7 +583,11 @@ class MongoStore(Store):
                 except PyMongoError as exc:
                     raise StoreError(f"mongodb: following a change stream: {exc}") from exc
                 token = stream.resume_token
-                if change is not None:
+                if change is not None and change.get("operationType") == "invalidate":
+                    raise FeedLost("mongodb: the change stream was invalidated (a drop or rename)")
+                if change is None and not stream.alive:
+                    raise FeedLost("mongodb: the server closed the change stream")
+                if change is not None and change.get("fullDocument") is not None:
                     position = token
                     yield position, [change["fullDocument"]]
                 elif token is not None and token != position:
@@ -555,14 +608,18 @@ class MongoStore(Store):
             )
 
     async def saved_feed_position(self, instance: str) -> FeedPosition | None:
+        since = time.time() - FEED_POSITION_KEPT_S  # the TTL index deletes lazily
         with _errors("reading the feed position"):
-            row = await self._collection("feed_positions").find_one({"_id": instance})
+            row = await self._collection("feed_positions").find_one(
+                {"_id": instance, "saved_s": {"$gt": since}}
+            )
         return row["position"] if row else None
 
     # -- snapshots ------------------------------------------------------------------------
 
     async def save_snapshot(self, snapshot: SnapshotRecord) -> None:
         data = snapshot.data
+        digest = hashlib.sha256(data).hexdigest()[:32]
         parts = [
             data[start : start + SNAPSHOT_PART_BYTES]
             for start in range(0, max(len(data), 1), SNAPSHOT_PART_BYTES)
@@ -573,6 +630,7 @@ class MongoStore(Store):
                 "seq": snapshot.seq,
                 "part": index,
                 "parts": len(parts),
+                "digest": digest,
                 "data": part,
                 "time_s": snapshot.time_s,
                 **({"waiting": snapshot.waiting} if index == 0 else {}),
@@ -581,15 +639,18 @@ class MongoStore(Store):
         ]
         written = True
         with _errors(f"saving a snapshot of {snapshot.doc!r}"):
-            try:
-                # Each part once: a part stored by an earlier try (or another
-                # instance) stays, the others are added.
-                await self._snapshots.insert_many(rows, ordered=False)
-            except BulkWriteError as exc:
-                errors = exc.details.get("writeErrors", [])
-                if any(error.get("code") != DUPLICATE_KEY for error in errors):
-                    raise
-                written = len(errors) < len(rows)
+            if await self._latest_snapshot(snapshot.doc, snapshot.seq, exactly=True):
+                written = False  # this version is stored whole already
+            else:
+                try:
+                    # Each part once: a part stored by an earlier try stays, the
+                    # others are added.
+                    await self._snapshots.insert_many(rows, ordered=False)
+                except BulkWriteError as exc:
+                    errors = exc.details.get("writeErrors", [])
+                    if any(error.get("code") != DUPLICATE_KEY for error in errors):
+                        raise
+                    written = len(errors) < len(rows)
             # Only once every part is stored does the snapshot count.
             row = await self._documents.find_one_and_update(
                 {"_id": snapshot.doc},
@@ -628,11 +689,11 @@ class MongoStore(Store):
             return await self._latest_snapshot(doc, at_or_before_seq)
 
     async def _latest_snapshot(
-        self, doc: str, at_or_before_seq: int | None
+        self, doc: str, at_or_before_seq: int | None, *, exactly: bool = False
     ) -> SnapshotRecord | None:
         query: dict[str, Any] = {"doc": doc, "part": 0}
         if at_or_before_seq is not None:
-            query["seq"] = {"$lte": at_or_before_seq}
+            query["seq"] = at_or_before_seq if exactly else {"$lte": at_or_before_seq}
         cursor = self._snapshots.find(query, sort=[("seq", DESCENDING)])
         async with cursor:
             async for first in cursor:
@@ -649,7 +710,12 @@ class MongoStore(Store):
         if first["parts"] == 1:
             return first["data"]
         rest = await self._snapshots.find(
-            {"doc": first["doc"], "seq": first["seq"], "part": {"$gt": 0}},
+            {
+                "doc": first["doc"],
+                "seq": first["seq"],
+                "digest": first.get("digest"),
+                "part": {"$gt": 0},
+            },
             sort=[("part", ASCENDING)],
         ).to_list()
         if len(rest) != first["parts"] - 1:
@@ -661,7 +727,7 @@ class MongoStore(Store):
             rows = await self._snapshots.find(
                 {"doc": doc, "part": 0}, {"seq": 1}, sort=[("seq", ASCENDING)]
             ).to_list()
-        return [row["seq"] for row in rows]
+        return sorted({row["seq"] for row in rows})
 
     async def lease_snapshot(self, doc: str, instance: str, lease_s: float) -> bool:
         now = time.time()
@@ -771,7 +837,8 @@ class MongoStore(Store):
                         ).to_list()
                         if not parts:
                             continue
-                        data = b"".join(part["data"] for part in parts)
+                        digest = parts[0].get("digest")  # one encoding of the version
+                        data = b"".join(p["data"] for p in parts if p.get("digest") == digest)
                         await quarantine.insert_one(
                             _quarantined(doc, "snapshot", seq, data, reason, now),
                             session=session,
@@ -834,6 +901,6 @@ def _quarantined(
 
 
 def _stream_error(exc: OperationFailure) -> StoreError:
-    if exc.code in FATAL_STREAM_ERRORS:
+    if exc.code in FATAL_STREAM_ERRORS or exc.has_error_label("NonResumableChangeStreamError"):
         return FeedLost(f"mongodb: the change stream cannot resume from its position: {exc}")
     return StoreError(f"mongodb: following a change stream: {exc}")
