@@ -24,6 +24,7 @@ from typing import Any
 
 import pycrdt
 
+from collab.wire.edits import splice_text
 from collab.wire.yformat import ARRAY, MAP, TEXT, FormatError, root_types
 
 
@@ -62,10 +63,8 @@ def _text(base: pycrdt.Doc, mine: pycrdt.Doc, theirs: pycrdt.Doc, name: str) -> 
     target = theirs.get(name, type=pycrdt.Text)
     current = str(target)
     for start, end, replacement in reversed(_changes(old, new, current)):
-        if end > start:
-            del target[start:end]
-        if replacement:
-            target.insert(start, "".join(replacement))
+        # From the end: the text before ``start`` is still ``current``'s.
+        splice_text(target, current, start, end, "".join(replacement))
 
 
 def _array(base: pycrdt.Doc, mine: pycrdt.Doc, theirs: pycrdt.Doc, name: str) -> None:

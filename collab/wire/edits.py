@@ -1,0 +1,178 @@
+"""Editing pycrdt shared types by content: make one document's roots say what
+another's say, with as few changes as the content allows.
+
+Used to restore an old version (a new edit that brings its content back) and to
+carry a client's edits over to a reset document. Positions in text are Python
+string positions (code points) here; pycrdt counts UTF-8 bytes, and a position
+inside a character makes it edit elsewhere, so every text position is converted.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from typing import Any
+
+import pycrdt
+
+from collab.wire import yformat
+
+ROOT_CLASSES: dict[str, type[Any]] = {
+    yformat.TEXT: pycrdt.Text,
+    yformat.MAP: pycrdt.Map,
+    yformat.ARRAY: pycrdt.Array,
+    yformat.XML: pycrdt.XmlFragment,
+}
+SharedType = pycrdt.Text | pycrdt.Array | pycrdt.Map | pycrdt.XmlElement | pycrdt.XmlText
+
+
+def utf8_offset(text: str, index: int) -> int:
+    """pycrdt's position of ``text[index:]``."""
+    return len(text[:index].encode("utf-8"))
+
+
+def splice_text(target: pycrdt.Text, current: str, start: int, end: int, insert: str) -> None:
+    """Replace ``current[start:end]`` (``current`` is what ``target`` says) with
+    ``insert``; positions in code points."""
+    at = utf8_offset(current, start)
+    length = len(current[start:end].encode("utf-8"))
+    if length:
+        del target[at : at + length]
+    if insert:
+        target.insert(at, insert)
+
+
+def key(value: Any) -> str:
+    """A value's content as a comparable string (shared types by their content)."""
+    return json.dumps(plain(value), sort_keys=True, default=repr)
+
+
+def plain(value: Any) -> Any:
+    """A shared type's content as plain Python values (formatting included)."""
+    if isinstance(value, (pycrdt.Text, pycrdt.XmlText)):
+        return {"text": value.diff()}
+    if isinstance(value, (pycrdt.XmlFragment, pycrdt.XmlElement)):
+        return {"xml": str(value)}
+    if isinstance(value, pycrdt.Array):
+        return [plain(item) for item in value]
+    if isinstance(value, pycrdt.Map):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, bytearray):
+        return bytes(value)
+    return value
+
+
+def shell(value: Any) -> Any:
+    """What to insert for a copy of ``value``: an empty shared type of its kind
+    (filled by :func:`fill` once it is in the document), or the plain value."""
+    if isinstance(value, pycrdt.Text):
+        return pycrdt.Text()
+    if isinstance(value, pycrdt.XmlText):
+        return pycrdt.XmlText()
+    if isinstance(value, pycrdt.XmlElement):
+        return pycrdt.XmlElement(value.tag, dict(value.attributes))
+    if isinstance(value, pycrdt.Array):
+        return pycrdt.Array()
+    if isinstance(value, pycrdt.Map):
+        return pycrdt.Map()
+    if isinstance(value, bytearray):
+        return bytes(value)
+    return value
+
+
+def fill(target: Any, source: Any) -> None:
+    """Copy ``source``'s content into ``target``, an empty shared type of its kind
+    that is part of a document."""
+    if isinstance(source, (pycrdt.Text, pycrdt.XmlText)):
+        at = 0
+        for content, attrs in source.diff():
+            if isinstance(content, str):
+                target.insert(at, content, attrs)
+                at += len(content.encode("utf-8"))
+            else:
+                target.insert_embed(at, content, attrs)
+                at += 1
+    elif isinstance(source, (pycrdt.XmlElement, pycrdt.XmlFragment)):
+        for child in source.children:
+            target.children.append(shell(child))
+            fill(target.children[len(target.children) - 1], child)
+    elif isinstance(source, pycrdt.Array):
+        for item in source:
+            target.append(shell(item))
+            fill(target[len(target) - 1], item)
+    elif isinstance(source, pycrdt.Map):
+        for k, v in source.items():
+            target[k] = shell(v)
+            fill(target[k], v)
+
+
+def make_equal(target: pycrdt.Doc, source: pycrdt.Doc, kinds: dict[str, str]) -> None:
+    """Edit ``target``'s roots named in ``kinds`` until each says what ``source``'s
+    says (a root ``source`` lacks is emptied)."""
+    for name, kind in sorted(kinds.items()):
+        cls = ROOT_CLASSES[kind]
+        edit = _EDITORS[kind]
+        edit(target.get(name, type=cls), source.get(name, type=cls))
+
+
+def _text(target: pycrdt.Text, source: pycrdt.Text) -> None:
+    wanted = source.diff()
+    if target.diff() == wanted:
+        return
+    formatted = any(attrs or not isinstance(content, str) for content, attrs in wanted)
+    formatted = formatted or any(
+        attrs or not isinstance(content, str) for content, attrs in target.diff()
+    )
+    if formatted:  # formats and embeds come back whole: replace the text
+        del target[0 : len(target)]
+        fill(target, source)
+        return
+    current, new = str(target), str(source)
+    opcodes = difflib.SequenceMatcher(None, current, new, autojunk=False).get_opcodes()
+    for tag, i1, i2, j1, j2 in reversed(opcodes):  # from the end: earlier positions hold
+        if tag != "equal":
+            splice_text(target, current, i1, i2, new[j1:j2])
+
+
+def _array(target: pycrdt.Array, source: pycrdt.Array) -> None:
+    current = [key(item) for item in target]
+    wanted = [key(item) for item in source]
+    if current == wanted:
+        return
+    items = list(source)
+    opcodes = difflib.SequenceMatcher(None, current, wanted, autojunk=False).get_opcodes()
+    for tag, i1, i2, j1, j2 in reversed(opcodes):
+        if tag == "equal":
+            continue
+        if i2 > i1:
+            del target[i1:i2]
+        for offset, item in enumerate(items[j1:j2]):
+            target.insert(i1 + offset, shell(item))
+            fill(target[i1 + offset], item)
+
+
+def _map(target: pycrdt.Map, source: pycrdt.Map) -> None:
+    wanted = dict(source.items())
+    for k in [k for k in target if k not in wanted]:
+        del target[k]
+    for k, v in wanted.items():
+        if k not in target or key(target[k]) != key(v):
+            target[k] = shell(v)
+            fill(target[k], v)
+
+
+def _xml(target: pycrdt.XmlFragment, source: pycrdt.XmlFragment) -> None:
+    if str(target) == str(source):
+        return
+    count = len(target.children)
+    if count:
+        del target.children[0:count]
+    fill(target, source)
+
+
+_EDITORS: dict[str, Any] = {
+    yformat.TEXT: _text,
+    yformat.ARRAY: _array,
+    yformat.MAP: _map,
+    yformat.XML: _xml,
+}
