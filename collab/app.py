@@ -26,13 +26,16 @@ from collab.metrics import Metrics
 from collab.store import Store, create_store
 from collab.tasks import TaskGroup
 from collab.web.access_log import log_request
-from collab.web.api import (
+from collab.web.api import HealthHandler, MetricsHandler, ReadyHandler
+from collab.web.documents import (
+    DocumentHandler,
     DocumentsHandler,
-    HealthHandler,
+    EventsHandler,
     HistoryHandler,
-    MetricsHandler,
-    ReadyHandler,
+    RestoreHandler,
     StateHandler,
+    VersionAtHandler,
+    VersionHandler,
 )
 from collab.web.sockets import NativeSocketHandler, SocketHandler, YjsSocketHandler
 
@@ -82,6 +85,11 @@ class CollabServer:
             (r"/api/documents", DocumentsHandler, context),
             (r"/api/documents/(.+)/history", HistoryHandler, context),
             (r"/api/documents/(.+)/state", StateHandler, context),
+            (r"/api/documents/(.+)/versions/([^/]+)", VersionHandler, context),
+            (r"/api/documents/(.+)/versions", VersionAtHandler, context),
+            (r"/api/documents/(.+)/restore", RestoreHandler, context),
+            (r"/api/documents/(.+)/events", EventsHandler, context),
+            (r"/api/documents/(.+)", DocumentHandler, context),
             (
                 r"/(.*)",
                 tornado.web.StaticFileHandler,

@@ -147,6 +147,25 @@ class Settings:
             "help": "/readyz answers 503 while other instances' commits arrive later than this"
         },
     )
+    events_keepalive_s: float = field(
+        default=15.0,
+        metadata={
+            "help": "seconds of quiet after which an event stream (/api/documents/DOC/events) "
+            "gets a comment, so that proxies keep it open"
+        },
+    )
+    events_buffer_bytes: int = field(
+        default=4 * 1024 * 1024,
+        metadata={
+            "help": "bytes of updates held for an event stream client that reads slower "
+            "than the document changes; past it the stream is closed (it resumes with "
+            "Last-Event-ID)"
+        },
+    )
+    restore_timeout_s: float = field(
+        default=30.0,
+        metadata={"help": "seconds a restore waits for its update to be stored"},
+    )
     awareness_flush_s: float = field(
         default=0.05, metadata={"help": "seconds between publications of presence changes"}
     )
@@ -198,6 +217,7 @@ class Settings:
             "write_queue_bytes",
             "max_waiting_bytes",
             "sync_chunk_bytes",
+            "events_buffer_bytes",
             "resume_ring_updates",
             "resume_ring_bytes",
         ):
@@ -221,6 +241,8 @@ class Settings:
             "feed_poll_s",
             "feed_audit_s",
             "feed_lag_limit_s",
+            "events_keepalive_s",
+            "restore_timeout_s",
             "awareness_flush_s",
             "awareness_ttl_s",
             "awareness_refresh_s",

@@ -9,11 +9,23 @@ the state at its seq.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
+import pycrdt
+
+from collab.core import render
 from collab.errors import InvalidUpdate, StoreError
 from collab.store.base import SnapshotRecord, Store, UpdateRecord
+from collab.wire import edits, yformat
 from collab.wire.replica import EMPTY_UPDATE, Replica
+from collab.wire.yformat import FormatError
+
+if TYPE_CHECKING:
+    from collab.core.manager import RoomManager
+    from collab.core.origin import Origin
 
 
 def restore(replica: Replica, snapshot: SnapshotRecord) -> None:
@@ -78,3 +90,251 @@ async def list_updates(
 ) -> list[UpdateRecord]:
     """One page of the update log, oldest first."""
     return await store.read_updates(doc, after_seq=after_seq, limit=limit)
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    """A document's content after update ``seq`` (accepted at ``time_s``)."""
+
+    seq: int
+    time_s: float | None
+    kinds: dict[str, str]
+    content: dict[str, Any]
+
+
+def _render(snapshot: SnapshotRecord | None, updates: Sequence[UpdateRecord]) -> Version:
+    replica = rebuild(snapshot, updates)
+    try:
+        kinds, values = render.content(replica.doc.get_update())
+    except FormatError as exc:  # the strict reader refuses what pycrdt wrote back
+        raise StoreError(f"the rebuilt document cannot be read: {exc}") from None
+    return Version(0, None, kinds, values)
+
+
+async def version_at(store: Store, doc: str, seq: int | None = None) -> Version:
+    """The document's content after update ``seq`` (default: the latest), rendered
+    as JSON (collab.core.render). ``seq`` is clamped to the document's head."""
+    snapshot = await store.latest_snapshot(doc, at_or_before_seq=seq)
+    updates = await store.read_updates(
+        doc, after_seq=snapshot.seq if snapshot else 0, until_seq=seq
+    )
+    if updates:
+        at, time_s = updates[-1].seq, updates[-1].time_s
+    elif snapshot is not None:
+        at = snapshot.seq
+        own = await store.read_updates(doc, after_seq=at - 1, until_seq=at, limit=1)
+        time_s = own[0].time_s if own else None
+    else:
+        at, time_s = 0, None
+    loop = asyncio.get_running_loop()
+    version = await loop.run_in_executor(None, _render, snapshot, updates)
+    return Version(at, time_s, version.kinds, version.content)
+
+
+async def seq_at_time(store: Store, doc: str, time_s: float, head_seq: int) -> int:
+    """The last update accepted at or before ``time_s`` (0: none was), by binary
+    search over seqs: times follow seq order (up to the clock skew between
+    instances, under which the answer is one of the updates about then)."""
+    low, high = 0, head_seq  # the answer lies in [low, high]
+    while low < high:
+        middle = (low + high + 1) // 2
+        found = await store.read_updates(doc, after_seq=middle - 1, until_seq=middle, limit=1)
+        if found and found[0].time_s <= time_s:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """Consecutive updates of one user, each within ``gap_s`` of the one before."""
+
+    first_seq: int
+    last_seq: int
+    first_time_s: float
+    last_time_s: float
+    user: str | None
+    clients: tuple[str, ...]
+    updates: int
+    bytes: int
+
+
+async def changes(
+    store: Store,
+    doc: str,
+    *,
+    after_seq: int = 0,
+    limit: int = 100,
+    gap_s: float = 60.0,
+    page: int = 5000,
+) -> tuple[list[Change], int | None]:
+    """A coarse timeline: at most ``limit`` changes after ``after_seq``, and the
+    seq to continue from (None at the end of the log). A change ends where another
+    user's update comes, or after a pause longer than ``gap_s``."""
+    found: list[Change] = []
+    current: list[UpdateRecord] = []
+    clients: dict[str, None] = {}
+
+    def close() -> None:
+        first, last = current[0], current[-1]
+        found.append(
+            Change(
+                first.seq,
+                last.seq,
+                first.time_s,
+                last.time_s,
+                first.author.user,
+                tuple(clients),
+                len(current),
+                sum(len(r.data) for r in current),
+            )
+        )
+        current.clear()
+        clients.clear()
+
+    cursor = after_seq
+    while True:
+        records = await store.read_updates(doc, after_seq=cursor, limit=page)
+        for record in records:
+            if current and (
+                record.author.user != current[-1].author.user
+                or record.time_s - current[-1].time_s > gap_s
+            ):
+                close()
+                if len(found) == limit:
+                    return found, found[-1].last_seq
+            current.append(record)
+            if record.author.client is not None:
+                clients[record.author.client] = None
+        if len(records) < page:
+            break
+        cursor = records[-1].seq
+    if current:
+        close()
+    return found, None
+
+
+async def restore_version(
+    rooms: RoomManager, doc: str, seq: int, origin: Origin, *, timeout_s: float
+) -> tuple[int, int | None]:
+    """Bring the document's content back to what it was after update ``seq``, with
+    one new update (history is never rewritten) made against the live document and
+    attributed to ``origin``. Returns ``(the seq restored, the new update's seq)``;
+    the latter is None when the content already was that. Raises StoreError,
+    InvalidUpdate, Overloaded, LoadFailed, TimeoutError."""
+    at, old = await replica_at(rooms.store, doc, seq)
+    old_state = old.doc.get_update()
+    try:
+        old_kinds = yformat.root_types(old_state)
+    except FormatError as exc:
+        raise StoreError(f"{doc!r}: the version at seq {at} cannot be read: {exc}") from None
+
+    def change(current_state: bytes) -> bytes | None:
+        try:
+            kinds = {**yformat.root_types(current_state), **old_kinds}
+        except FormatError as exc:
+            raise StoreError(f"{doc!r}: the live document cannot be read: {exc}") from None
+        work = pycrdt.Doc()
+        work.apply_update(current_state)
+        source = pycrdt.Doc()
+        source.apply_update(old_state)
+        made: list[bytes] = []  # the transaction's own update: none if it changed nothing
+        subscription = work.observe(lambda event: made.append(event.update))
+        try:
+            with work.transaction():
+                edits.make_equal(work, source, kinds)
+        finally:
+            work.unobserve(subscription)
+        return made[0] if made else None
+
+    return at, await rooms.edit(doc, origin, change, timeout_s=timeout_s)
+
+
+class StreamOverflow(Exception):
+    """An event stream's reader fell further behind than its buffer allows."""
+
+
+async def follow(
+    rooms: RoomManager,
+    doc: str,
+    after_seq: int | None,
+    *,
+    buffer_bytes: int,
+    idle_s: float,
+    on_overflow: Callable[[], None] | None = None,
+    stop: asyncio.Event | None = None,
+    page: int = 500,
+) -> AsyncIterator[list[UpdateRecord]]:
+    """The document's updates after ``after_seq`` (None: from now on), in seq order,
+    each once: first from the log, then as they are stored, with no gap and no
+    repeat at the switch. Yields batches, and an empty one after ``idle_s`` of quiet.
+    Raises StreamOverflow (after calling ``on_overflow``) when more than
+    ``buffer_bytes`` arrived while the consumer was busy. Consume it under
+    ``contextlib.aclosing()``: closing it stops watching the document, and so
+    does setting ``stop`` (the reader went away) while it waits."""
+    held: deque[UpdateRecord] = deque()
+    held_bytes = 0
+    overflowed = False
+    arrived = asyncio.Event()
+    stop = stop or asyncio.Event()
+
+    def watcher(record: UpdateRecord) -> None:
+        nonlocal held_bytes, overflowed
+        if overflowed:
+            return
+        held.append(record)
+        held_bytes += len(record.data)
+        if held_bytes > buffer_bytes:
+            overflowed = True
+            held.clear()
+            if on_overflow is not None:
+                on_overflow()
+        arrived.set()
+
+    room = await rooms.watch(doc, watcher)
+    last = room.head_seq if after_seq is None else after_seq
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        while True:
+            # What the room sent before (or while) this watched it is in the log;
+            # what it sends from now on is held. Read the first, then the second.
+            while last < room.head_seq:
+                records = await rooms.store.read_updates(
+                    doc, after_seq=last, until_seq=room.head_seq, limit=page
+                )
+                if not records:
+                    break
+                last = records[-1].seq
+                yield records
+            if overflowed:
+                raise StreamOverflow(f"{doc!r}: the event stream's reader is too slow")
+            if held:
+                batch = [record for record in held if record.seq > last]
+                held.clear()
+                held_bytes = 0
+                if batch and batch[0].seq > last + 1:  # read before this was watched
+                    batch[:0] = await rooms.store.read_updates(
+                        doc, after_seq=last, until_seq=batch[0].seq - 1
+                    )
+                if batch:
+                    last = batch[-1].seq
+                    yield batch
+                continue
+            if rooms.get(doc) is not room:  # reloaded (after a fault): watch the new one
+                rooms.unwatch(room, watcher)
+                room = await rooms.watch(doc, watcher)
+                continue
+            arrived.clear()
+            woken = asyncio.ensure_future(arrived.wait())
+            try:
+                await asyncio.wait({woken, stopped}, timeout=idle_s, return_when="FIRST_COMPLETED")
+            finally:
+                woken.cancel()
+            if stop.is_set():
+                return
+            if not arrived.is_set():
+                yield []
+    finally:
+        stopped.cancel()
+        rooms.unwatch(room, watcher)

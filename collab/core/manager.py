@@ -21,11 +21,14 @@ import contextlib
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 
+from collab.auth import Role
 from collab.config import Settings
+from collab.core.origin import Origin
 from collab.core.presence import Presence
 from collab.core.room import LOG_PAGE, JoinReply, Resume, Room, build_replica
-from collab.core.session import Session, SessionState
+from collab.core.session import NO_FRAMES, SERVER_PEER, Session, SessionState
 from collab.core.writer import Writer
 from collab.errors import CollabError, ErrorCode, FeedLost, LoadFailed, StoreError
 from collab.metrics import Metrics
@@ -62,6 +65,10 @@ class RoomManager:
         self.presence.start()
         self._tasks.spawn(self._follow(), name="follow the feed")
         self._tasks.spawn(self._audit(), name="audit the feed")
+
+    @property
+    def store(self) -> Store:
+        return self._store
 
     def get(self, name: str) -> Room | None:
         return self._rooms.get(name)
@@ -110,6 +117,62 @@ class RoomManager:
             room = self._rooms.get(name)
             if room is not None:
                 self._maybe_unload(room)
+
+    async def edit(
+        self,
+        name: str,
+        origin: Origin,
+        change: Callable[[bytes], bytes | None],
+        *,
+        timeout_s: float,
+    ) -> int | None:
+        """Apply an edit the server makes for an API call (a restore), as a peer's
+        edit is applied: validated, stored, sent to every peer. ``change`` gets the
+        document's state (one update) and returns the update to apply; nothing
+        awaits in between, so the edit is made against exactly that state. Returns
+        its seq once it is stored, None when ``change`` changed nothing. Raises
+        InvalidUpdate, Overloaded, LoadFailed, TimeoutError."""
+        session = Session(name, SERVER_PEER, NO_FRAMES, Role.WRITE, origin)
+        self._joining[name] += 1
+        try:
+            room = self._rooms.get(name) or await asyncio.shield(self._load(name))
+            update = change(room.encode_state())
+            if update is None:
+                return None
+            durable: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+            def acknowledged(seq: int) -> None:
+                if not durable.done():
+                    durable.set_result(seq)
+
+            room.attach(session)
+            room.apply_update(session, update, on_durable=acknowledged)
+            return await asyncio.wait_for(durable, timeout_s)
+        finally:
+            self.leave(session)
+            self._joining[name] -= 1
+            if not self._joining[name]:
+                del self._joining[name]
+            room = self._rooms.get(name)
+            if room is not None:
+                self._maybe_unload(room)
+
+    async def watch(self, name: str, watcher: Callable[[UpdateRecord], None]) -> Room:
+        """Load the document if needed and call ``watcher`` with every record its
+        room sends from now on, until :meth:`unwatch`."""
+        self._joining[name] += 1
+        try:
+            room = self._rooms.get(name) or await asyncio.shield(self._load(name))
+            room.watchers[watcher] = None
+            return room
+        finally:
+            self._joining[name] -= 1
+            if not self._joining[name]:
+                del self._joining[name]
+
+    def unwatch(self, room: Room, watcher: Callable[[UpdateRecord], None]) -> None:
+        room.watchers.pop(watcher, None)
+        self._maybe_unload(room)
 
     def leave(self, session: Session) -> None:
         room = session.room
@@ -288,7 +351,7 @@ class RoomManager:
     # -- unloading ---------------------------------------------------------------------------
 
     def _busy(self, room: Room) -> bool:
-        return bool(room.sessions) or self._joining[room.name] > 0
+        return bool(room.sessions) or bool(room.watchers) or self._joining[room.name] > 0
 
     def _maybe_unload(self, room: Room) -> None:
         if self._busy(room) or room.name in self._unloading or self._tasks.closed:

@@ -157,6 +157,9 @@ class Room:
         self.pending_writes = 0
         self._flushed = asyncio.Event()
         self._flushed.set()
+        # Called with every record as it is sent to the peers, in seq order (an
+        # event stream of the document follows it so).
+        self.watchers: dict[Callable[[UpdateRecord], None], None] = {}
 
     # -- membership ---------------------------------------------------------------------
 
@@ -188,6 +191,12 @@ class Room:
             awareness=self.awareness_snapshot(),
             mode=mode,
         )
+
+    def attach(self, session: Session) -> None:
+        """Add a session that needs no sync: the server's own (an API call's edit)."""
+        self.sessions[session] = None
+        session.room = self
+        session.state = SessionState.ACTIVE
 
     def needs_log_for(self, resume_seq: int) -> bool:
         """Whether resuming from ``resume_seq`` needs records older than the ring."""
@@ -234,7 +243,12 @@ class Room:
 
     @property
     def idle(self) -> bool:
-        return not self.sessions and self.pending_writes == 0 and self._reading is None
+        return (
+            not self.sessions
+            and not self.watchers
+            and self.pending_writes == 0
+            and self._reading is None
+        )
 
     async def flushed(self) -> None:
         """Wait until every update of this room's peers so far is stored and sent."""
@@ -400,6 +414,8 @@ class Room:
             exclude=delivery.session,
         )
         self._metrics.updates_out.inc(sent)
+        for watch in list(self.watchers):
+            watch(record)
         if delivery.session is not None:
             self._metrics.ack_seconds.observe(max(0.0, time.time() - record.time_s))
             self._acknowledged(delivery.session, delivery.on_durable, record.seq)

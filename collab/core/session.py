@@ -95,3 +95,28 @@ class Session:
 
     def __repr__(self) -> str:
         return f"<Session {self.doc!r} {self.origin.client} {self.state.value}>"
+
+
+class _NoFrames:
+    """The codec of the server's own sessions: they need no events."""
+
+    def update_frame(self, doc: str, seq: int, update: bytes) -> bytes | None:
+        return None
+
+    def awareness_frame(self, doc: str, update: bytes) -> bytes:
+        return b""
+
+
+class _ServerPeer:
+    """The peer behind an edit the server makes for an API call (a restore): it
+    waits for its acknowledgment, not for frames."""
+
+    def send(self, frame: bytes) -> None:
+        pass
+
+    def session_failed(self, session: Session, error: CollabError) -> None:
+        pass  # the caller sees the failure as an exception or a timeout
+
+
+NO_FRAMES = _NoFrames()
+SERVER_PEER = _ServerPeer()

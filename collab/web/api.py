@@ -1,4 +1,5 @@
-"""HTTP API: health, document list, history and the state at a version.
+"""HTTP API: the handlers' base, health, readiness and metrics. The document
+routes are in collab.web.documents.
 
 With authentication on, requests carry the same token as WebSockets, as
 ``Authorization: Bearer <token>`` or ``?token=``; a document needs at least a
@@ -13,16 +14,15 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import tornado.web
 from tornado import httputil
 
-from collab.auth import Identity
-from collab.core import history
+from collab.auth import Identity, Role
 from collab.errors import AccessDenied, StoreError
 from collab.metrics import CONTENT_TYPE_LATEST
+from collab.store.base import DocumentInfo
 from collab.web.access_log import RedactingHandlerMixin
 
 if TYPE_CHECKING:
     from collab.app import CollabServer
 
-MAX_HISTORY_PAGE = 1000
 MAX_SEQ = 2**63 - 1  # seqs are SQLite INTEGERs (and MongoDB longs): signed 64 bits
 
 
@@ -58,10 +58,21 @@ class ApiHandler(RedactingHandlerMixin, tornado.web.RequestHandler):
         if self.identity().role_for(doc) is None:
             raise tornado.web.HTTPError(403, f"access to document {doc!r} is not granted")
 
-    async def require_document(self, doc: str) -> None:
+    def require_write(self, doc: str) -> Identity:
+        identity = self.identity()
+        role = identity.role_for(doc)
+        if role is None:
+            raise tornado.web.HTTPError(403, f"access to document {doc!r} is not granted")
+        if role is not Role.WRITE:
+            raise tornado.web.HTTPError(403, f"document {doc!r} is read-only for you")
+        return identity
+
+    async def require_document(self, doc: str) -> DocumentInfo:
         self.require_read(doc)
-        if await self.server.store.get_document(doc) is None:
+        info = await self.server.store.get_document(doc)
+        if info is None:
             raise tornado.web.HTTPError(404, f"no document named {doc!r}")
+        return info
 
     def int_argument(self, name: str, default: int | None) -> int | None:
         raw = self.get_query_argument(name, None)
@@ -141,87 +152,3 @@ class MetricsHandler(tornado.web.RequestHandler):
     def get(self) -> None:
         self.set_header("Content-Type", CONTENT_TYPE_LATEST)
         self.write(self.server.metrics.exposition())
-
-
-class DocumentsHandler(ApiHandler):
-    async def get(self) -> None:
-        identity = self.identity()
-        try:
-            documents = await self.server.store.list_documents()
-        except StoreError as exc:
-            self.on_store_error(exc)
-        self.write_json(
-            {
-                "documents": [
-                    {
-                        "name": d.name,
-                        "epoch": d.epoch,
-                        "seq": d.head_seq,
-                        "created_s": d.created_s,
-                        "updated_s": d.updated_s,
-                    }
-                    for d in documents
-                    if identity.role_for(d.name) is not None
-                ]
-            }
-        )
-
-
-class HistoryHandler(ApiHandler):
-    async def get(self, doc: str) -> None:
-        after = self.int_argument("after", 0) or 0
-        limit = self.int_argument("limit", 100) or 0
-        if not 1 <= limit <= MAX_HISTORY_PAGE:
-            raise tornado.web.HTTPError(400, f"limit must be between 1 and {MAX_HISTORY_PAGE}")
-        try:
-            await self.require_document(doc)
-            page = await history.list_updates(
-                self.server.store, doc, after_seq=after, limit=limit + 1
-            )
-        except StoreError as exc:
-            self.on_store_error(exc)
-        more = len(page) > limit
-        page = page[:limit]
-        self.write_json(
-            {
-                "doc": doc,
-                "updates": [
-                    {
-                        "seq": u.seq,
-                        "time_s": u.time_s,
-                        "bytes": len(u.data),
-                        "origin": {
-                            "user": u.author.user,
-                            "client": u.author.client,
-                            "instance": u.author.instance,
-                        },
-                    }
-                    for u in page
-                ],
-                "next_after": page[-1].seq if more else None,
-            }
-        )
-
-
-class StateHandler(ApiHandler):
-    """The document's state after update ``seq`` as one Yjs update (v1): all of it
-    (what waits for its dependencies included, so that later log entries apply on
-    top), or with ``waiting=no`` only what is integrated: what its peers hold."""
-
-    async def get(self, doc: str) -> None:
-        seq = self.int_argument("seq", None)
-        waiting = self.get_query_argument("waiting", "yes")
-        if waiting not in ("yes", "no"):
-            raise tornado.web.HTTPError(400, "waiting must be yes or no")
-        try:
-            await self.require_document(doc)
-            if waiting == "yes":
-                at, state = await history.state_at(self.server.store, doc, seq)
-            else:
-                at, replica = await history.replica_at(self.server.store, doc, seq)
-                state = replica.doc.get_update()
-        except StoreError as exc:
-            self.on_store_error(exc)
-        self.set_header("Content-Type", "application/octet-stream")
-        self.set_header("X-Collab-Seq", str(at))
-        self.finish(state)

@@ -1,0 +1,425 @@
+"""HTTP API of documents: the list, a document's content now and at any version,
+its history (every update, or a coarse timeline), restoring a version, and a
+live event stream (Server-Sent Events). docs/API.md documents every route.
+
+Content is the store's: a version is rebuilt from the nearest snapshot and the
+log (collab.core.history) and rendered as JSON (collab.core.render).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import datetime
+import json
+from typing import Any
+
+import tornado.web
+from tornado.iostream import StreamClosedError
+
+from collab.core import history
+from collab.core.origin import Origin, OriginKind
+from collab.errors import CollabError, InvalidUpdate, LoadFailed, Overloaded, StoreError
+from collab.store.base import Author, UpdateRecord
+from collab.web.api import MAX_SEQ, ApiHandler
+
+MAX_PAGE = 1000
+DEFAULT_GAP_S = 300.0  # of a timeline: a pause this long starts a new change
+OCTET_STREAM = "application/octet-stream"
+
+
+def _iso(time_s: float | None) -> str | None:
+    if time_s is None:
+        return None
+    return datetime.datetime.fromtimestamp(time_s, tz=datetime.UTC).isoformat()
+
+
+def _origin(author: Author) -> dict[str, Any]:
+    return {"user": author.user, "client": author.client, "instance": author.instance}
+
+
+def _version_body(doc: str, version: history.Version) -> dict[str, Any]:
+    return {
+        "doc": doc,
+        "seq": version.seq,
+        "time_s": version.time_s,
+        "time": _iso(version.time_s),
+        "types": version.kinds,
+        "content": version.content,
+    }
+
+
+class DocumentApiHandler(ApiHandler):
+    def limit_argument(self, default: int = 100) -> int:
+        limit = self.int_argument("limit", default)
+        if limit is None or not 1 <= limit <= MAX_PAGE:
+            raise tornado.web.HTTPError(400, f"limit must be between 1 and {MAX_PAGE}")
+        return limit
+
+    async def send_version(self, doc: str, seq: int | None) -> None:
+        try:
+            version = await history.version_at(self.server.store, doc, seq)
+        except StoreError as exc:
+            self.on_store_error(exc)
+        self.write_json(_version_body(doc, version))
+
+    def wants_binary(self) -> bool:
+        return OCTET_STREAM in self.request.headers.get("Accept", "")
+
+
+class DocumentsHandler(DocumentApiHandler):
+    """``GET /api/documents?prefix=&after=&limit=``: documents by name, a page at a
+    time; each with its epoch, latest seq, times and peers on this instance."""
+
+    async def get(self) -> None:
+        identity = self.identity()
+        prefix = self.get_query_argument("prefix", "")
+        after = self.get_query_argument("after", None)
+        limit = self.limit_argument()
+        try:
+            documents = await self.server.store.list_documents()
+        except StoreError as exc:
+            self.on_store_error(exc)
+        listed = [
+            d
+            for d in documents
+            if d.name.startswith(prefix)
+            and (after is None or d.name > after)
+            and identity.role_for(d.name) is not None
+        ]
+        page = listed[:limit]
+        rooms = self.server.rooms
+        self.write_json(
+            {
+                "documents": [
+                    {
+                        "name": d.name,
+                        "epoch": d.epoch,
+                        "seq": d.head_seq,
+                        "created_s": d.created_s,
+                        "created": _iso(d.created_s),
+                        "updated_s": d.updated_s,
+                        "updated": _iso(d.updated_s),
+                        "peers": len(room.sessions) if (room := rooms.get(d.name)) else 0,
+                    }
+                    for d in page
+                ],
+                "next_after": page[-1].name if len(listed) > limit else None,
+            }
+        )
+
+
+class DocumentHandler(DocumentApiHandler):
+    """``GET /api/documents/DOC``: the content now, as JSON; with ``Accept:
+    application/octet-stream``, the state as one Yjs update."""
+
+    async def get(self, doc: str) -> None:
+        try:
+            await self.require_document(doc)
+            if self.wants_binary():
+                at, state = await history.state_at(self.server.store, doc)
+                self.set_header("Content-Type", OCTET_STREAM)
+                self.set_header("X-Collab-Seq", str(at))
+                self.finish(state)
+                return
+        except StoreError as exc:
+            self.on_store_error(exc)
+        await self.send_version(doc, None)
+
+
+class VersionHandler(DocumentApiHandler):
+    """``GET /api/documents/DOC/versions/SEQ``: the content after update SEQ."""
+
+    async def get(self, doc: str, raw_seq: str) -> None:
+        try:
+            seq = int(raw_seq)
+        except ValueError:
+            raise tornado.web.HTTPError(400, "the version must be a seq (an integer)") from None
+        if not 0 <= seq <= MAX_SEQ:
+            raise tornado.web.HTTPError(400, f"the seq must be between 0 and {MAX_SEQ}")
+        try:
+            info = await self.require_document(doc)
+        except StoreError as exc:
+            self.on_store_error(exc)
+        if seq > info.head_seq:
+            raise tornado.web.HTTPError(
+                400, f"seq {seq} is past the document's latest version ({info.head_seq})"
+            )
+        await self.send_version(doc, seq)
+
+
+class VersionAtHandler(DocumentApiHandler):
+    """``GET /api/documents/DOC/versions?at=ISO-8601``: the content at that time
+    (after the last update accepted at or before it)."""
+
+    async def get(self, doc: str) -> None:
+        raw = self.get_query_argument("at", None)
+        if raw is None:
+            raise tornado.web.HTTPError(400, "give the time as at=<ISO 8601 time>")
+        try:
+            moment = datetime.datetime.fromisoformat(raw)
+        except ValueError:
+            raise tornado.web.HTTPError(400, f"at={raw!r} is not an ISO 8601 time") from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=datetime.UTC)  # a time without a zone is UTC
+        try:
+            info = await self.require_document(doc)
+            seq = await history.seq_at_time(
+                self.server.store, doc, moment.timestamp(), info.head_seq
+            )
+        except StoreError as exc:
+            self.on_store_error(exc)
+        await self.send_version(doc, seq)
+
+
+class HistoryHandler(DocumentApiHandler):
+    """``GET /api/documents/DOC/history?after=&limit=``: every update, a page at a
+    time. ``group=session``: a timeline of changes (one user's consecutive updates
+    with no pause longer than ``gap_s``)."""
+
+    async def get(self, doc: str) -> None:
+        after = self.int_argument("after", 0) or 0
+        limit = self.limit_argument()
+        group = self.get_query_argument("group", None)
+        if group not in (None, "session"):
+            raise tornado.web.HTTPError(400, "group must be session")
+        gap_s = self._gap_argument()
+        try:
+            await self.require_document(doc)
+            if group == "session":
+                changes, next_after = await history.changes(
+                    self.server.store, doc, after_seq=after, limit=limit, gap_s=gap_s
+                )
+                self.write_json(
+                    {
+                        "doc": doc,
+                        "changes": [self._change(c) for c in changes],
+                        "next_after": next_after,
+                    }
+                )
+                return
+            page = await history.list_updates(
+                self.server.store, doc, after_seq=after, limit=limit + 1
+            )
+        except StoreError as exc:
+            self.on_store_error(exc)
+        more = len(page) > limit
+        page = page[:limit]
+        self.write_json(
+            {
+                "doc": doc,
+                "updates": [
+                    {
+                        "seq": u.seq,
+                        "time_s": u.time_s,
+                        "time": _iso(u.time_s),
+                        "bytes": len(u.data),
+                        "origin": _origin(u.author),
+                    }
+                    for u in page
+                ],
+                "next_after": page[-1].seq if more else None,
+            }
+        )
+
+    def _gap_argument(self) -> float:
+        raw = self.get_query_argument("gap_s", None)
+        if raw is None:
+            return DEFAULT_GAP_S
+        try:
+            gap_s = float(raw)
+        except ValueError:
+            raise tornado.web.HTTPError(400, "gap_s must be a number of seconds") from None
+        if not 0 <= gap_s <= 365 * 86400:
+            raise tornado.web.HTTPError(400, "gap_s must be between 0 and a year")
+        return gap_s
+
+    @staticmethod
+    def _change(change: history.Change) -> dict[str, Any]:
+        return {
+            "first_seq": change.first_seq,
+            "last_seq": change.last_seq,
+            "first_time_s": change.first_time_s,
+            "last_time_s": change.last_time_s,
+            "first_time": _iso(change.first_time_s),
+            "last_time": _iso(change.last_time_s),
+            "user": change.user,
+            "clients": list(change.clients),
+            "updates": change.updates,
+            "bytes": change.bytes,
+        }
+
+
+class StateHandler(DocumentApiHandler):
+    """The document's state after update ``seq`` as one Yjs update (v1): all of it
+    (what waits for its dependencies included, so that later log entries apply on
+    top), or with ``waiting=no`` only what is integrated: what its peers hold."""
+
+    async def get(self, doc: str) -> None:
+        seq = self.int_argument("seq", None)
+        waiting = self.get_query_argument("waiting", "yes")
+        if waiting not in ("yes", "no"):
+            raise tornado.web.HTTPError(400, "waiting must be yes or no")
+        try:
+            await self.require_document(doc)
+            if waiting == "yes":
+                at, state = await history.state_at(self.server.store, doc, seq)
+            else:
+                at, replica = await history.replica_at(self.server.store, doc, seq)
+                state = replica.doc.get_update()
+        except StoreError as exc:
+            self.on_store_error(exc)
+        self.set_header("Content-Type", OCTET_STREAM)
+        self.set_header("X-Collab-Seq", str(at))
+        self.finish(state)
+
+
+class RestoreHandler(DocumentApiHandler):
+    """``POST /api/documents/DOC/restore`` with ``{"seq": N}``: one new update that
+    brings the content back to version N, stored and sent to every peer like any
+    edit, attributed to the caller. Needs write access."""
+
+    async def post(self, doc: str) -> None:
+        identity = self.require_write(doc)
+        seq = self._seq_from_body()
+        try:
+            info = await self.require_document(doc)
+            if seq > info.head_seq:
+                raise tornado.web.HTTPError(
+                    400, f"seq {seq} is past the document's latest version ({info.head_seq})"
+                )
+            origin = Origin(
+                OriginKind.API,
+                identity.user,
+                f"api:restore:{self.request.remote_ip}",
+                self.server.settings.instance_id,
+            )
+            restored, new_seq = await history.restore_version(
+                self.server.rooms,
+                doc,
+                seq,
+                origin,
+                timeout_s=self.server.settings.restore_timeout_s,
+            )
+        except StoreError as exc:
+            self.on_store_error(exc)
+        except (Overloaded, LoadFailed) as exc:
+            raise tornado.web.HTTPError(503, exc.message) from None
+        except InvalidUpdate as exc:  # the restore's own update: a fault here, not the caller's
+            raise tornado.web.HTTPError(500, f"the restore could not be applied: {exc}") from None
+        except TimeoutError:
+            raise tornado.web.HTTPError(
+                503, "the restore was applied but not yet stored; check the history"
+            ) from None
+        self.write_json(
+            {"doc": doc, "restored_seq": restored, "seq": new_seq, "changed": new_seq is not None}
+        )
+
+    def _seq_from_body(self) -> int:
+        raw: Any = self.get_query_argument("seq", None)
+        if raw is None and self.request.body:
+            try:
+                body = json.loads(self.request.body)
+            except ValueError:
+                raise tornado.web.HTTPError(400, 'the body must be JSON: {"seq": N}') from None
+            raw = body.get("seq") if isinstance(body, dict) else None
+        if raw is None:
+            raise tornado.web.HTTPError(400, 'give the version to restore: {"seq": N}')
+        try:
+            seq = int(raw)
+        except (TypeError, ValueError):
+            raise tornado.web.HTTPError(400, "seq must be an integer") from None
+        if isinstance(raw, bool) or not 0 <= seq <= MAX_SEQ:
+            raise tornado.web.HTTPError(400, f"seq must be between 0 and {MAX_SEQ}")
+        return seq
+
+
+class EventsHandler(DocumentApiHandler):
+    """``GET /api/documents/DOC/events``: Server-Sent Events, one per stored update
+    (``id:`` its seq), from ``Last-Event-ID`` or ``?after=SEQ`` on (replayed from
+    the log, then live), or from now on. A comment line keeps a quiet stream open;
+    a reader that falls more than ``events_buffer_bytes`` behind is disconnected
+    (it resumes with Last-Event-ID)."""
+
+    _closed = False
+
+    def initialize(self, server: Any) -> None:
+        super().initialize(server)
+        self._gone = asyncio.Event()  # the client went away
+
+    async def get(self, doc: str) -> None:
+        after = self._after()
+        try:
+            info = await self.require_document(doc)
+        except StoreError as exc:
+            self.on_store_error(exc)
+        if after is not None and after > info.head_seq:
+            raise tornado.web.HTTPError(
+                400, f"seq {after} is past the document's latest version ({info.head_seq})"
+            )
+        settings = self.server.settings
+        self.set_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.set_header("X-Accel-Buffering", "no")  # nginx: pass events on at once
+        self.write("retry: 1000\n\n")
+        stream = history.follow(
+            self.server.rooms,
+            doc,
+            after,
+            buffer_bytes=settings.events_buffer_bytes,
+            idle_s=settings.events_keepalive_s,
+            on_overflow=self._abort,
+            stop=self._gone,
+        )
+        try:
+            await self.flush()
+            async with contextlib.aclosing(stream) as batches:
+                async for batch in batches:
+                    if self._closed:
+                        break
+                    self.write("".join(map(self._event, batch)) if batch else ": keep-alive\n\n")
+                    await self.flush()
+        except (StreamClosedError, history.StreamOverflow):
+            pass  # the client went away, or was sent away for not reading
+        except StoreError as exc:
+            self.write(f"event: error\ndata: {json.dumps({'error': str(exc)})}\n\n")
+        except CollabError as exc:  # the document could not be loaded
+            self.write(f"event: error\ndata: {json.dumps({'error': exc.message})}\n\n")
+        if not self._closed:
+            with contextlib.suppress(StreamClosedError):
+                self.finish()
+
+    def _after(self) -> int | None:
+        raw = self.request.headers.get("Last-Event-ID") or self.get_query_argument("after", None)
+        if raw is None:
+            return None
+        try:
+            after = int(raw)
+        except ValueError:
+            raise tornado.web.HTTPError(400, "Last-Event-ID and after must be a seq") from None
+        if not 0 <= after <= MAX_SEQ:
+            raise tornado.web.HTTPError(400, f"after must be between 0 and {MAX_SEQ}")
+        return after
+
+    @staticmethod
+    def _event(record: UpdateRecord) -> str:
+        data = {
+            "seq": record.seq,
+            "time_s": record.time_s,
+            "origin": _origin(record.author),
+            "update": base64.b64encode(record.data).decode(),
+        }
+        return (
+            f"id: {record.seq}\nevent: update\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+        )
+
+    def _abort(self) -> None:
+        """The reader fell too far behind: drop the connection (a write waiting for
+        it to read ends with StreamClosedError)."""
+        self._closed = True
+        stream = self.request.connection.stream  # type: ignore[union-attr]
+        stream.close()
+
+    def on_connection_close(self) -> None:
+        self._closed = True
+        self._gone.set()
