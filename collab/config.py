@@ -107,6 +107,13 @@ class Settings:
     snapshot_every_updates: int = field(
         default=500, metadata={"help": "write a snapshot after this many updates"}
     )
+    snapshot_keep_recent: int = field(
+        default=3,
+        metadata={
+            "help": "newest snapshots of a document kept; older ones are thinned out "
+            "exponentially (every version stays reachable through the log)"
+        },
+    )
     snapshot_every_bytes: int = field(
         default=4 * 1024 * 1024, metadata={"help": "or after this many update bytes"}
     )
@@ -212,6 +219,7 @@ class Settings:
             "outbound_queue_bytes",
             "inbound_buffer_bytes",
             "snapshot_every_updates",
+            "snapshot_keep_recent",
             "snapshot_every_bytes",
             "write_batch_max_updates",
             "write_queue_bytes",

@@ -481,6 +481,18 @@ class StoreContract:
         assert await store.snapshot_seqs("notes") == [3, 6, 9]
         assert await store.snapshot_seqs("other") == []
 
+    async def test_deleted_snapshots_are_gone_and_the_others_and_the_log_stay(self, store: Store):
+        await store.append(news("notes", 9))
+        for seq in (3, 6, 9):
+            await store.save_snapshot(SnapshotRecord("notes", seq, f"s{seq}".encode(), 1.0))
+
+        await store.delete_snapshots("notes", [3, 6, 42])
+        await store.delete_snapshots("other", [1])
+
+        assert await store.snapshot_seqs("notes") == [9]
+        assert await store.latest_snapshot("notes", at_or_before_seq=8) is None
+        assert seqs(await store.read_updates("notes")) == list(range(1, 10))
+
     async def test_a_repair_replaces_entries_in_place_and_quarantines_the_originals(
         self, store: Store
     ):

@@ -4,6 +4,7 @@ update Yrs holds as pending, and history at any seq equals replaying the log."""
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -274,3 +275,39 @@ async def test_state_at_is_clamped_to_the_head_and_latest_by_default(store: SQLi
 async def test_state_at_of_an_empty_document_is_the_empty_update(store: SQLiteStore):
     assert await state_at(store, "nothing") == (0, b"\x00\x00")
     assert await state_at(store, "nothing", 5) == (0, b"\x00\x00")
+
+
+async def test_thinned_snapshots_stay_within_a_log_bound_and_every_version_stays_reachable(
+    store: SQLiteStore, settings: Settings
+):
+    # A document that only grows, snapshotted every 10 updates: 40 snapshots
+    # unthinned, each as large as the document was then.
+    editor = pycrdt.Doc(client_id=5)
+    updates: list[bytes] = []
+    editor.observe(lambda event: updates.append(event.update))
+    text = editor.get("text", type=pycrdt.Text)
+    keep = 3
+    writer = writer_for(store, settings.replace(snapshot_keep_recent=keep))
+    for i in range(400):
+        text.insert(len(text), f"line {i:04d} " + "x" * 40)
+        await store.append(log(updates[-1]))
+        if (i + 1) % 10 == 0:
+            await writer.write_snapshot("notes", i + 1)
+
+    seqs = await store.snapshot_seqs("notes")
+    size = len(editor.get_update())
+    total = 0
+    for seq in seqs:
+        snapshot = await store.latest_snapshot("notes", at_or_before_seq=seq)
+        assert snapshot is not None and snapshot.seq == seq
+        total += len(snapshot.data)
+    bound = keep + math.log2(400) + 1
+    assert len(seqs) <= bound, seqs
+    assert total <= size * bound
+    assert seqs[-1] == 400 and seqs[0] == 10  # the newest, and the oldest is kept
+    for seq in range(0, 401, 7):  # every version: from an older snapshot plus the log
+        at, state = await state_at(store, "notes", seq)
+        assert at == seq
+        assert str(doc_of(state).get("text", type=pycrdt.Text)) == str(
+            doc_of(*updates[:seq]).get("text", type=pycrdt.Text)
+        ), f"seq {seq}"

@@ -32,6 +32,7 @@ from itertools import islice
 
 from collab.config import Settings
 from collab.core.history import replica_at
+from collab.core.thinning import snapshots_to_drop
 from collab.errors import Overloaded, SeqConflict, StoreError
 from collab.metrics import Metrics
 from collab.store.base import DocumentHead, NewUpdate, SnapshotRecord, Store, UpdateRecord
@@ -285,4 +286,6 @@ class Writer:
         snapshot = SnapshotRecord(doc, at, state, time.time(), replica.waiting or b"")
         await self._store.save_snapshot(snapshot)
         log.debug("snapshot of %r at seq %d (%d bytes)", doc, at, len(state))
+        drop = snapshots_to_drop(await self._store.snapshot_seqs(doc), s.snapshot_keep_recent)
+        await self._store.delete_snapshots(doc, drop)
         return True

@@ -285,6 +285,11 @@ class Store(abc.ABC):
         """The seqs of a document's snapshots, oldest first."""
 
     @abc.abstractmethod
+    async def delete_snapshots(self, doc: str, seqs: Sequence[int]) -> None:
+        """Delete some of a document's snapshots (thinning: the log still holds
+        every update, so every version stays reachable from an older one)."""
+
+    @abc.abstractmethod
     async def lease_snapshot(self, doc: str, instance: str, lease_s: float) -> bool:
         """Take the right to write the document's next snapshot for ``lease_s``
         seconds, unless another instance holds it: one instance at a time snapshots

@@ -192,6 +192,12 @@ class MemoryStore(Store):
         document = self._docs.get(doc)
         return sorted(document.snapshots) if document else []
 
+    async def delete_snapshots(self, doc: str, seqs: Sequence[int]) -> None:
+        document = self._docs.get(doc)
+        if document is not None:
+            for seq in seqs:
+                document.snapshots.pop(seq, None)
+
     async def lease_snapshot(self, doc: str, instance: str, lease_s: float) -> bool:
         document = self._get_or_create(doc)
         now = time.time()

@@ -729,6 +729,12 @@ class MongoStore(Store):
             ).to_list()
         return sorted({row["seq"] for row in rows})
 
+    async def delete_snapshots(self, doc: str, seqs: Sequence[int]) -> None:
+        if not seqs:
+            return
+        with _errors(f"deleting snapshots of {doc!r}"):
+            await self._snapshots.delete_many({"doc": doc, "seq": {"$in": list(seqs)}})
+
     async def lease_snapshot(self, doc: str, instance: str, lease_s: float) -> bool:
         now = time.time()
         with _errors(f"leasing the snapshot of {doc!r}"):

@@ -530,6 +530,24 @@ class SQLiteStore(Store):
 
         return await self._run(self._reader, read)
 
+    async def delete_snapshots(self, doc: str, seqs: Sequence[int]) -> None:
+        if not seqs:
+            return
+
+        def write() -> None:
+            conn = self._w
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(
+                    "DELETE FROM snapshots WHERE doc = ? AND seq = ?", [(doc, s) for s in seqs]
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                _rollback(conn)
+                raise
+
+        await self._run(self._writer, write)
+
     async def lease_snapshot(self, doc: str, instance: str, lease_s: float) -> bool:
         def write() -> bool:
             now = time.time()
