@@ -21,6 +21,7 @@ from tornado.iostream import StreamClosedError
 from collab.core import history
 from collab.core.origin import Origin, OriginKind
 from collab.errors import CollabError, InvalidUpdate, LoadFailed, Overloaded, StoreError
+from collab.peers import events
 from collab.store.base import Author, UpdateRecord
 from collab.web.api import MAX_SEQ, ApiHandler
 
@@ -362,7 +363,7 @@ class EventsHandler(DocumentApiHandler):
         self.set_header("Content-Type", "text/event-stream; charset=utf-8")
         self.set_header("X-Accel-Buffering", "no")  # nginx: pass events on at once
         self.write("retry: 1000\n\n")
-        stream = history.follow(
+        stream = events.follow(
             self.server.rooms,
             doc,
             after,
@@ -379,7 +380,7 @@ class EventsHandler(DocumentApiHandler):
                         break
                     self.write("".join(map(self._event, batch)) if batch else ": keep-alive\n\n")
                     await self.flush()
-        except (StreamClosedError, history.StreamOverflow):
+        except (StreamClosedError, events.StreamOverflow):
             pass  # the client went away, or was sent away for not reading
         except StoreError as exc:
             self.write(f"event: error\ndata: {json.dumps({'error': str(exc)})}\n\n")

@@ -1,0 +1,101 @@
+"""Following a document's updates for a reader that is not an editor (the
+Server-Sent Events route): what the log holds after a seq, then what the room
+stores from then on, each once, in seq order, with a bounded buffer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+
+from collab.core.manager import RoomManager
+from collab.store.base import UpdateRecord
+
+
+class StreamOverflow(Exception):
+    """An event stream's reader fell further behind than its buffer allows."""
+
+
+async def follow(
+    rooms: RoomManager,
+    doc: str,
+    after_seq: int | None,
+    *,
+    buffer_bytes: int,
+    idle_s: float,
+    on_overflow: Callable[[], None] | None = None,
+    stop: asyncio.Event | None = None,
+    page: int = 500,
+) -> AsyncIterator[list[UpdateRecord]]:
+    """The document's updates after ``after_seq`` (None: from now on), in seq order,
+    each once: first from the log, then as they are stored, with no gap and no
+    repeat at the switch. Yields batches, and an empty one after ``idle_s`` of quiet.
+    Raises StreamOverflow (after calling ``on_overflow``) when more than
+    ``buffer_bytes`` arrived while the consumer was busy. Consume it under
+    ``contextlib.aclosing()``: closing it stops watching the document, and so
+    does setting ``stop`` (the reader went away) while it waits."""
+    held: deque[UpdateRecord] = deque()
+    held_bytes = 0
+    overflowed = False
+    arrived = asyncio.Event()
+    stop = stop or asyncio.Event()
+
+    def watcher(record: UpdateRecord) -> None:
+        nonlocal held_bytes, overflowed
+        if overflowed:
+            return
+        held.append(record)
+        held_bytes += len(record.data)
+        if held_bytes > buffer_bytes:
+            overflowed = True
+            held.clear()
+            if on_overflow is not None:
+                on_overflow()
+        arrived.set()
+
+    room = await rooms.watch(doc, watcher)
+    last = room.head_seq if after_seq is None else after_seq
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        while True:
+            # What the room sent before (or while) this watched it is in the log;
+            # what it sends from now on is held. Read the first, then the second.
+            while last < room.head_seq:
+                records = await rooms.store.read_updates(
+                    doc, after_seq=last, until_seq=room.head_seq, limit=page
+                )
+                if not records:
+                    break
+                last = records[-1].seq
+                yield records
+            if overflowed:
+                raise StreamOverflow(f"{doc!r}: the event stream's reader is too slow")
+            if held:
+                batch = [record for record in held if record.seq > last]
+                held.clear()
+                held_bytes = 0
+                if batch and batch[0].seq > last + 1:  # read before this was watched
+                    batch[:0] = await rooms.store.read_updates(
+                        doc, after_seq=last, until_seq=batch[0].seq - 1
+                    )
+                if batch:
+                    last = batch[-1].seq
+                    yield batch
+                continue
+            if rooms.get(doc) is not room:  # reloaded (after a fault): watch the new one
+                rooms.unwatch(room, watcher)
+                room = await rooms.watch(doc, watcher)
+                continue
+            arrived.clear()
+            woken = asyncio.ensure_future(arrived.wait())
+            try:
+                await asyncio.wait({woken, stopped}, timeout=idle_s, return_when="FIRST_COMPLETED")
+            finally:
+                woken.cancel()
+            if stop.is_set():
+                return
+            if not arrived.is_set():
+                yield []
+    finally:
+        stopped.cancel()
+        rooms.unwatch(room, watcher)
