@@ -32,6 +32,7 @@ from collab.web.documents import (
     DocumentsHandler,
     EventsHandler,
     HistoryHandler,
+    ImportHandler,
     RestoreHandler,
     StateHandler,
     VersionAtHandler,
@@ -89,6 +90,7 @@ class CollabServer:
             (r"/api/documents/(.+)/versions", VersionAtHandler, context),
             (r"/api/documents/(.+)/restore", RestoreHandler, context),
             (r"/api/documents/(.+)/events", EventsHandler, context),
+            (r"/api/documents/(.+)/import", ImportHandler, context),
             (r"/api/documents/(.+)", DocumentHandler, context),
             (
                 r"/(.*)",

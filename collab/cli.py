@@ -1,4 +1,5 @@
-"""Command line: ``collab serve``, ``collab token`` and ``collab check``."""
+"""Command line: ``collab serve``, ``token``, ``check``, and the history commands
+(``history``, ``show``, ``replay``, ``export``, ``import``: collab.history_commands)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from collab import __version__, logs
+from collab import __version__, history_commands, logs
 from collab.auth import Authenticator, Role
 from collab.config import Settings, SettingsError, add_arguments, settings_from_namespace
 
 log = logging.getLogger("collab")
 
 SHUTDOWN_MARGIN_S = 5.0
+HISTORY_COMMANDS = ("history", "show", "replay", "export", "import")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--doc", action="append", default=None, help="only this document")
     check.add_argument("--quiet", action="store_true", help="print only problems")
+    history_commands.add_commands(commands)
     return parser
 
 
@@ -58,6 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "token":
             return print_token(args)
+        if args.command in HISTORY_COMMANDS:
+            return history_commands.run(args)
         if args.command == "check":
             store_url = args.store_url or Settings.from_env().store_url
             return asyncio.run(run_check(store_url, args))

@@ -18,7 +18,7 @@ from typing import Any
 import tornado.web
 from tornado.iostream import StreamClosedError
 
-from collab.core import history
+from collab.core import archive, history
 from collab.core.origin import Origin, OriginKind
 from collab.errors import CollabError, InvalidUpdate, LoadFailed, Overloaded, StoreError
 from collab.peers import events
@@ -117,16 +117,37 @@ class DocumentHandler(DocumentApiHandler):
 
     async def get(self, doc: str) -> None:
         try:
-            await self.require_document(doc)
+            info = await self.require_document(doc)
             if self.wants_binary():
                 at, state = await history.state_at(self.server.store, doc)
                 self.set_header("Content-Type", OCTET_STREAM)
                 self.set_header("X-Collab-Seq", str(at))
                 self.finish(state)
                 return
+            version = await history.version_at(self.server.store, doc)
         except StoreError as exc:
             self.on_store_error(exc)
-        await self.send_version(doc, None)
+        self.write_json({**_version_body(doc, version), "epoch": info.epoch})
+
+
+class ImportHandler(DocumentApiHandler):
+    """``POST /api/documents/DOC/import`` with an export file (docs/EXPORT.md) as
+    the body: a new document DOC with the file's whole history. Needs write
+    access; 409 when DOC exists; 400 when the file is not a whole, valid export."""
+
+    async def post(self, doc: str) -> None:
+        self.require_write(doc)
+        try:
+            name, count = await archive.import_document(
+                self.server.store, self.request.body.splitlines(), name=doc
+            )
+        except archive.DocumentExists as exc:
+            raise tornado.web.HTTPError(409, str(exc)) from None
+        except archive.ArchiveError as exc:
+            raise tornado.web.HTTPError(400, str(exc)) from None
+        except StoreError as exc:
+            self.on_store_error(exc)
+        self.write_json({"doc": name, "updates": count}, 201)
 
 
 class VersionHandler(DocumentApiHandler):
@@ -185,6 +206,9 @@ class HistoryHandler(DocumentApiHandler):
         group = self.get_query_argument("group", None)
         if group not in (None, "session"):
             raise tornado.web.HTTPError(400, "group must be session")
+        include = self.get_query_argument("include", None)
+        if include not in (None, "update"):
+            raise tornado.web.HTTPError(400, "include must be update")
         gap_s = self._gap_argument()
         try:
             await self.require_document(doc)
@@ -217,6 +241,7 @@ class HistoryHandler(DocumentApiHandler):
                         "time": _iso(u.time_s),
                         "bytes": len(u.data),
                         "origin": _origin(u.author),
+                        **({"update": base64.b64encode(u.data).decode()} if include else {}),
                     }
                     for u in page
                 ],

@@ -1,0 +1,295 @@
+"""The export file: one document's whole history, as JSON lines (docs/EXPORT.md).
+
+::
+
+    {"format": "collab-export", "version": 1, "doc": "notes", "epoch": "...",
+     "exported_s": 1764130000.0, "updates": 3}
+    {"seq": 1, "time_s": 1764120000.0, "user": "ann", "client": "c1",
+     "instance": "a", "update": "<base64>"}
+    ...
+    {"end": true, "updates": 3, "sha256": "<hex of every update's bytes, in order>"}
+
+The first line says what the file is; one line per update follows, seqs 1, 2, 3
+... without a gap; the last line counts them and carries a digest, so that a
+truncated or altered file is refused, not imported in part. Every update must
+pass the strict reader (collab.wire.yformat). Reading and writing lines is
+sans-IO; :func:`export_document` and :func:`import_document` connect it to a
+store.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from collab.store.base import Author, NewUpdate, Store, UpdateRecord
+from collab.wire.yformat import FormatError, check_update
+
+FORMAT = "collab-export"
+VERSION = 1
+MAX_LINE_BYTES = 64 * 1024 * 1024  # base64 of the largest update a store takes, and more
+
+
+class ArchiveError(ValueError):
+    """The file is not a whole, valid export; ``line`` is where it went wrong."""
+
+    def __init__(self, message: str, line: int | None = None) -> None:
+        super().__init__(f"line {line}: {message}" if line is not None else message)
+        self.line = line
+
+
+class DocumentExists(ArchiveError):
+    """An import would overwrite a document: it only creates new ones."""
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveHeader:
+    doc: str
+    epoch: str | None
+    exported_s: float
+    updates: int
+
+
+def _line(value: dict[str, Any]) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+
+
+class ArchiveWriter:
+    """Lines of an export: :meth:`header`, :meth:`update` for each, :meth:`end`."""
+
+    def __init__(self) -> None:
+        self._digest = hashlib.sha256()
+        self._count = 0
+
+    def header(self, header: ArchiveHeader) -> bytes:
+        return _line(
+            {
+                "format": FORMAT,
+                "version": VERSION,
+                "doc": header.doc,
+                "epoch": header.epoch,
+                "exported_s": header.exported_s,
+                "updates": header.updates,
+            }
+        )
+
+    def update(self, record: UpdateRecord) -> bytes:
+        self._count += 1
+        if record.seq != self._count:
+            raise ArchiveError(f"seq {record.seq} where {self._count} was expected")
+        self._digest.update(record.data)
+        return _line(
+            {
+                "seq": record.seq,
+                "time_s": record.time_s,
+                "user": record.author.user,
+                "client": record.author.client,
+                "instance": record.author.instance,
+                "update": base64.b64encode(record.data).decode(),
+            }
+        )
+
+    def end(self) -> bytes:
+        return _line({"end": True, "updates": self._count, "sha256": self._digest.hexdigest()})
+
+
+def read_archive(lines: Iterable[bytes]) -> tuple[ArchiveHeader, Iterator[UpdateRecord]]:
+    """The header, and the updates as records (named for the header's document).
+    The iterator raises ArchiveError at the first fault, including a missing or
+    wrong end line, so a caller that stores records as they come must be ready
+    to undo them (collab.core.archive imports into a new document only)."""
+    numbered = enumerate(lines, 1)
+    try:
+        number, first = next(numbered)
+    except StopIteration:
+        raise ArchiveError("the file is empty") from None
+    head = _json(first, number)
+    if head.get("format") != FORMAT:
+        raise ArchiveError(f"not a {FORMAT} file", number)
+    if head.get("version") != VERSION:
+        raise ArchiveError(
+            f"format version {head.get('version')!r}; this collab reads version {VERSION}", number
+        )
+    doc, epoch = head.get("doc"), head.get("epoch")
+    exported_s, count = head.get("exported_s"), head.get("updates")
+    if not isinstance(doc, str) or not doc:
+        raise ArchiveError("the header names no document", number)
+    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+        raise ArchiveError("the header's update count is not a count", number)
+    if not isinstance(exported_s, (int, float)) or (
+        epoch is not None and not isinstance(epoch, str)
+    ):
+        raise ArchiveError("the header's time or epoch is malformed", number)
+    header = ArchiveHeader(doc, epoch, float(exported_s), count)
+    return header, _records(header, numbered)
+
+
+def _records(
+    header: ArchiveHeader, numbered: Iterator[tuple[int, bytes]]
+) -> Iterator[UpdateRecord]:
+    digest = hashlib.sha256()
+    seq = 0
+    for number, raw in numbered:
+        entry = _json(raw, number)
+        if entry.get("end") is True:
+            if entry.get("updates") != seq or seq != header.updates:
+                raise ArchiveError(
+                    f"{seq} updates read; the file says {entry.get('updates')!r} "
+                    f"(header {header.updates})",
+                    number,
+                )
+            if entry.get("sha256") != digest.hexdigest():
+                raise ArchiveError(
+                    "the updates' digest does not match: the file was altered", number
+                )
+            for extra_number, extra in numbered:
+                if extra.strip():
+                    raise ArchiveError("content after the end line", extra_number)
+            return
+        seq += 1  # noqa: SIM113 - it counts updates, not lines
+        record = _record(header.doc, entry, seq, number)
+        digest.update(record.data)
+        yield record
+    raise ArchiveError("the file ends without its end line: it is truncated")
+
+
+def _record(doc: str, entry: dict[str, Any], seq: int, number: int) -> UpdateRecord:
+    if entry.get("seq") != seq:
+        raise ArchiveError(f"seq {entry.get('seq')!r} where {seq} was expected", number)
+    time_s = entry.get("time_s")
+    if not isinstance(time_s, (int, float)) or isinstance(time_s, bool):
+        raise ArchiveError("time_s is not a number", number)
+    names = [entry.get(key) for key in ("user", "client", "instance")]
+    if any(name is not None and not isinstance(name, str) for name in names):
+        raise ArchiveError("user, client and instance must be strings or null", number)
+    raw = entry.get("update")
+    if not isinstance(raw, str):
+        raise ArchiveError("the update is missing", number)
+    try:
+        data = base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError):
+        raise ArchiveError("the update is not base64", number) from None
+    try:
+        check_update(data)
+    except FormatError as exc:
+        raise ArchiveError(
+            f"the update at seq {seq} is not a valid Yjs update: {exc}", number
+        ) from None
+    return UpdateRecord(doc, seq, data, float(time_s), Author(*names))
+
+
+def _json(raw: bytes, number: int) -> dict[str, Any]:
+    if len(raw) > MAX_LINE_BYTES:
+        raise ArchiveError("the line is too long", number)
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise ArchiveError("not JSON", number) from None
+    if not isinstance(value, dict):
+        raise ArchiveError("not a JSON object", number)
+    return value
+
+
+# -- export and import through a store ----------------------------------------------------
+
+IMPORT_BATCH = 1000  # updates per append
+EXPORT_PAGE = 1000  # updates per read
+
+
+async def export_lines(
+    doc: str,
+    epoch: str | None,
+    head_seq: int,
+    read_page: Callable[[int], Awaitable[list[UpdateRecord]]],
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> AsyncIterator[bytes]:
+    """The lines of ``doc``'s export; ``read_page(after_seq)`` gives the next
+    updates (a store, or a server's API). Raises ArchiveError when the log does
+    not hold every seq up to ``head_seq``."""
+    writer = ArchiveWriter()
+    yield writer.header(ArchiveHeader(doc, epoch, time.time(), head_seq))
+    after = 0
+    while after < head_seq:
+        page = [record for record in await read_page(after) if record.seq <= head_seq]
+        if not page:
+            break
+        for record in page:
+            yield writer.update(record)
+        after = page[-1].seq
+        if progress is not None:
+            progress(after)
+    if after != head_seq:
+        raise ArchiveError(f"{doc!r}: the log ends at seq {after}, not {head_seq}")
+    yield writer.end()
+
+
+async def export_document(
+    store: Store, doc: str, *, progress: Callable[[int], None] | None = None
+) -> AsyncIterator[bytes]:
+    """The lines of ``doc``'s export, from a store."""
+    info = await store.get_document(doc)
+    if info is None:
+        raise ArchiveError(f"no document named {doc!r}")
+
+    async def read_page(after: int) -> list[UpdateRecord]:
+        return await store.read_updates(doc, after_seq=after, limit=EXPORT_PAGE)
+
+    async for line in export_lines(doc, info.epoch, info.head_seq, read_page, progress=progress):
+        yield line
+
+
+async def import_document(
+    store: Store,
+    lines: Iterable[bytes],
+    *,
+    name: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[str, int]:
+    """Import an export as a new document (``name``, or the one it was exported
+    from), with its updates' seqs, times and authors (the instance as
+    ``import:NAME``: no running instance takes them for its own). Every line is checked
+    before anything is stored, so a bad file stores nothing. Returns ``(name,
+    updates)``. Raises ArchiveError (the file, or a document of that name
+    exists), StoreError."""
+    header, records = read_archive(lines)
+    doc = name or header.doc
+    checked = list(records)  # every line checked first: a bad file stores nothing
+    if await store.get_document(doc) is not None:
+        raise DocumentExists(f"a document named {doc!r} exists; import under another name")
+    if not checked:
+        await store.load(doc)  # an empty document: created, as it was exported
+    stored = 0
+    for start in range(0, len(checked), IMPORT_BATCH):
+        batch = [
+            NewUpdate(
+                doc,
+                record.data,
+                record.time_s,
+                Author(record.author.user, record.author.client, _imported(record.author.instance)),
+            )
+            for record in checked[start : start + IMPORT_BATCH]
+        ]
+        result = await store.append(batch)
+        expected = list(range(start + 1, start + 1 + len(batch)))
+        if [r.seq for r in result.records] != expected:
+            raise ArchiveError(
+                f"{doc!r} was written by someone else during the import; its seqs differ "
+                "from the file's"
+            )
+        stored += len(batch)
+        if progress is not None:
+            progress(stored, len(checked))
+    return doc, stored
+
+
+def _imported(instance: str | None) -> str:
+    if instance is not None and instance.startswith("import:"):
+        return instance
+    return f"import:{instance or '-'}"
