@@ -48,6 +48,9 @@ class ErrorCode(StrEnum):
     FORBIDDEN = "forbidden"
     READ_ONLY = "read_only"
     LOAD_FAILED = "load_failed"
+    NOT_FOUND = "not_found"
+    TOO_LARGE = "too_large"
+    STORE_UNAVAILABLE = "store_unavailable"
     OVERLOADED = "overloaded"
     INTERNAL = "internal"
 

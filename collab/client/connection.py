@@ -27,7 +27,7 @@ import itertools
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,8 @@ from collab.wire.native import (
     ClientUpdate,
     Error,
     Hello,
+    History,
+    HistoryPage,
     Message,
     Ping,
     Pong,
@@ -422,6 +424,7 @@ class CollabClient:
         self._queue = QueueFile(queue_path) if queue_path is not None else None
         self._pending: dict[tuple[str, str], asyncio.Future[Any]] = {}
         self._pings = itertools.count(1)
+        self._history_ids = itertools.count(1)
         self._tasks = TaskGroup(log)
         self._state_changed = asyncio.Event()
         self._disconnected = asyncio.Event()
@@ -704,6 +707,42 @@ class CollabClient:
             self._pending.pop(("pong", str(ping_id)), None)
         return time.perf_counter() - start
 
+    async def history(
+        self,
+        doc: str,
+        *,
+        after: int = 0,
+        until: int | None = None,
+        limit: int | None = None,
+        timeout_s: float = 10.0,
+    ) -> HistoryPage:
+        """One page of ``doc``'s stored updates after seq ``after`` (no subscription
+        needed; read access is). Raises ClientError when refused."""
+        if not self.online:
+            raise ClientError("not connected")
+        request_id = next(self._history_ids)
+        answer = self._expect("history", str(request_id))
+        self._send(History(doc=doc, id=request_id, after=after, until=until, limit=limit))
+        try:
+            result = await asyncio.wait_for(answer, timeout_s)
+        finally:
+            self._pending.pop(("history", str(request_id)), None)
+        if isinstance(result, Error):
+            raise ClientError(f"{result.code}: {result.message}", result)
+        assert isinstance(result, HistoryPage)
+        return result
+
+    async def history_pages(
+        self, doc: str, *, after: int = 0, until: int | None = None
+    ) -> AsyncIterator[HistoryPage]:
+        """Every page of ``doc``'s history after ``after``, one request at a time."""
+        while True:
+            page = await self.history(doc, after=after, until=until)
+            yield page
+            if page.next_after is None:
+                return
+            after = page.next_after
+
     async def next_error(self, timeout_s: float = 10.0) -> Error:
         return await asyncio.wait_for(self.errors.get(), timeout_s)
 
@@ -755,6 +794,10 @@ class CollabClient:
                 self._resolve("unsubscribed", message.doc, None)
             case Pong():
                 self._resolve("pong", str(message.id), message)
+            case HistoryPage():
+                self._resolve("history", str(message.id), message)
+            case Error() if message.id is not None:  # about a history request
+                self._resolve("history", str(message.id), message)
             case Error():
                 if self.errors.full():
                     self.errors.get_nowait()

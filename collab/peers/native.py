@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from enum import Enum
+from typing import Any
 
 from collab import __version__
 from collab.auth import Authenticator, Identity, Role
@@ -29,6 +30,7 @@ from collab.errors import (
     CollabError,
     ErrorCode,
     ProtocolError,
+    StoreError,
 )
 from collab.peers.transport import Transport, close_reason, new_connection_id
 from collab.tasks import TaskGroup
@@ -40,6 +42,8 @@ from collab.wire.native import (
     ClientUpdate,
     Error,
     Hello,
+    History,
+    HistoryPage,
     Message,
     Ping,
     Pong,
@@ -57,6 +61,10 @@ log = logging.getLogger("collab.protocol")
 
 SYNC_OVERHEAD_BYTES = 256  # a sync part's fields besides its slice, its name and sv
 MIN_SYNC_PART_BYTES = 1024
+MAX_HISTORY_REQUESTS = 2  # per connection, in flight at once
+HISTORY_PAGE_UPDATES = 1000  # at most, per history page
+HISTORY_FRAME_OVERHEAD = 512  # a history page's fields besides its updates
+HISTORY_ENTRY_OVERHEAD = 96  # an update's fields in a page besides its bytes and names
 
 
 class ConnectionState(Enum):
@@ -89,6 +97,7 @@ class NativeConnection:
         self.client = f"ws:{self.id}"
         self.sessions: dict[str, Session] = {}
         self._max_frame_bytes: int | None = None  # as the client announced it
+        self._history_requests = 0  # in flight
         self._tasks = TaskGroup(log)
 
     # -- input ------------------------------------------------------------------------
@@ -139,6 +148,8 @@ class NativeConnection:
                 self._on_unsubscribe(message)
             case Ping():
                 self.send(encode(Pong(id=message.id, time_ms=int(time.time() * 1000))))
+            case History():
+                self._on_history(message)
             case Hello():
                 raise ProtocolError("hello was already received")
             case _:
@@ -329,6 +340,102 @@ class NativeConnection:
             self.send(encode(Ack(doc=doc, ref=ref, seq=seq)))
 
         return send_ack
+
+    def _on_history(self, message: History) -> None:
+        assert self.identity is not None
+        try:
+            validate_document_name(message.doc, self._settings.max_document_name_bytes)
+            self.identity.require(message.doc)
+            if self._history_requests >= MAX_HISTORY_REQUESTS:
+                raise CollabError(
+                    f"at most {MAX_HISTORY_REQUESTS} history requests at a time: ask for the "
+                    "next page once one is answered",
+                    code=ErrorCode.OVERLOADED,
+                )
+        except CollabError as exc:
+            self._report_request(exc, message)
+            return
+        self._history_requests += 1
+        self._tasks.spawn(self._serve_history(message), name=f"history {message.doc}")
+
+    def _report_request(self, error: CollabError, message: History) -> None:
+        log.info("%s: history of %r: %s: %s", self, message.doc, error.code, error.message)
+        self.send(
+            encode(
+                Error(code=str(error.code), message=error.message, doc=message.doc, id=message.id)
+            )
+        )
+
+    async def _serve_history(self, message: History) -> None:
+        """One page, cut to the client's frame limit (at least one update)."""
+        try:
+            store = self._rooms.store
+            info = await store.get_document(message.doc)
+            if info is None:
+                raise CollabError("no such document", code=ErrorCode.NOT_FOUND)
+            limit = min(message.limit or HISTORY_PAGE_UPDATES, HISTORY_PAGE_UPDATES)
+            until = info.head_seq if message.until is None else min(message.until, info.head_seq)
+            records = await store.read_updates(
+                message.doc, after_seq=message.after, until_seq=until, limit=limit
+            )
+            budget = (
+                min(
+                    self._max_frame_bytes or self._settings.max_frame_bytes,
+                    self._settings.max_frame_bytes,
+                )
+                - HISTORY_FRAME_OVERHEAD
+            )
+            page: list[dict[str, Any]] = []
+            size = 0
+            for record in records:
+                entry_size = (
+                    len(record.data)
+                    + HISTORY_ENTRY_OVERHEAD
+                    + len(
+                        f"{record.author.user}{record.author.client}{record.author.instance}".encode()
+                    )
+                )
+                if page and size + entry_size > budget:
+                    break
+                if entry_size > budget:
+                    raise CollabError(
+                        f"the update at seq {record.seq} ({len(record.data)} bytes) does not "
+                        "fit in a frame you accept (hello.max_frame_bytes)",
+                        code=ErrorCode.TOO_LARGE,
+                    )
+                size += entry_size
+                page.append(
+                    {
+                        "seq": record.seq,
+                        "time_s": record.time_s,
+                        "user": record.author.user,
+                        "client": record.author.client,
+                        "instance": record.author.instance,
+                        "update": record.data,
+                    }
+                )
+            last = page[-1]["seq"] if page else message.after
+            more = bool(page) and last < until
+            self.send(
+                encode(
+                    HistoryPage(
+                        doc=message.doc,
+                        id=message.id,
+                        updates=page,
+                        head=info.head_seq,
+                        next_after=last if more else None,
+                    )
+                )
+            )
+        except StoreError as exc:
+            failure = CollabError(
+                f"the history could not be read: {exc}", code=ErrorCode.STORE_UNAVAILABLE
+            )
+            self._report_request(failure, message)
+        except CollabError as exc:
+            self._report_request(exc, message)
+        finally:
+            self._history_requests -= 1
 
     def _on_unsubscribe(self, message: Unsubscribe) -> None:
         session = self.sessions.pop(message.doc, None)

@@ -32,16 +32,18 @@ class MessageType(StrEnum):
     UNSUBSCRIBED = "unsubscribed"
     PING = "ping"
     PONG = "pong"
+    HISTORY = "history"
     ERROR = "error"
 
 
 # Field kinds checked on decode. A field whose dataclass default is None is optional.
-STR, BIN, UINT, MAP, SCALAR = (
+STR, BIN, UINT, MAP, SCALAR, LIST = (
     "a string",
     "binary",
     "an unsigned integer",
     "a map",
     "an integer or a string",
+    "an array",
 )
 
 
@@ -103,6 +105,22 @@ class Unsubscribe(Message):
 class Ping(Message):
     TYPE: ClassVar = MessageType.PING
     id: int | str | None = field(default=None, metadata=_meta(SCALAR))
+
+
+@dataclass(frozen=True, slots=True)
+class History(Message):
+    """A page of a document's stored updates after ``after`` (and at most
+    ``until``): for timelines and scrubbers, without subscribing. ``id`` comes
+    back in the answer (or in an error's ``ref``); the next page is asked for once
+    this one is handled, which is the flow control. An error about it carries
+    ``id`` (never ``ref``, which names updates)."""
+
+    TYPE: ClassVar = MessageType.HISTORY
+    doc: str = field(metadata=_meta(STR))
+    id: int = field(metadata=_meta(UINT))
+    after: int = field(default=0, metadata=_meta(UINT))
+    until: int | None = field(default=None, metadata=_meta(UINT))
+    limit: int | None = field(default=None, metadata=_meta(UINT))
 
 
 # -- server to client ---------------------------------------------------------------
@@ -172,20 +190,46 @@ class Pong(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class HistoryPage(Message):
+    """Answer to ``history``: ``updates`` in seq order, each a map of ``seq``,
+    ``time_s``, ``user``, ``client``, ``instance`` and ``update`` (binary);
+    ``next_after`` is the ``after`` of the next page, absent at the end; ``head``
+    is the document's latest seq."""
+
+    TYPE: ClassVar = MessageType.HISTORY
+    doc: str = field(metadata=_meta(STR))
+    id: int = field(metadata=_meta(UINT))
+    updates: list[dict[str, Any]] = field(metadata=_meta(LIST), repr=False)
+    head: int = field(metadata=_meta(UINT))
+    next_after: int | None = field(default=None, metadata=_meta(UINT))
+
+
+@dataclass(frozen=True, slots=True)
 class Error(Message):
     TYPE: ClassVar = MessageType.ERROR
     code: str = field(metadata=_meta(STR))
     message: str = field(metadata=_meta(STR))
     doc: str | None = field(default=None, metadata=_meta(STR))
-    ref: int | None = field(default=None, metadata=_meta(UINT))
+    ref: int | None = field(default=None, metadata=_meta(UINT))  # of an update
+    id: int | None = field(default=None, metadata=_meta(UINT))  # of a history request
 
 
 CLIENT_MESSAGES: dict[str, type[Message]] = {
-    cls.TYPE: cls for cls in (Hello, Subscribe, ClientUpdate, Awareness, Unsubscribe, Ping)
+    cls.TYPE: cls for cls in (Hello, Subscribe, ClientUpdate, Awareness, Unsubscribe, Ping, History)
 }
 SERVER_MESSAGES: dict[str, type[Message]] = {
     cls.TYPE: cls
-    for cls in (Welcome, Sync, ServerUpdate, Ack, Awareness, Unsubscribed, Pong, Error)
+    for cls in (
+        Welcome,
+        Sync,
+        ServerUpdate,
+        Ack,
+        Awareness,
+        Unsubscribed,
+        Pong,
+        HistoryPage,
+        Error,
+    )
 }
 
 
@@ -252,6 +296,8 @@ def _has_kind(value: Any, kind: str) -> bool:
         return isinstance(value, dict)
     if kind == SCALAR:
         return isinstance(value, (int, str)) and not isinstance(value, bool)
+    if kind == LIST:
+        return isinstance(value, list)
     raise AssertionError(kind)
 
 
