@@ -28,6 +28,7 @@ from collab.tasks import TaskGroup
 from collab.web.access_log import log_request
 from collab.web.api import HealthHandler, MetricsHandler, ReadyHandler
 from collab.web.documents import (
+    DiffHandler,
     DocumentHandler,
     DocumentsHandler,
     EventsHandler,
@@ -91,6 +92,7 @@ class CollabServer:
             (r"/api/documents/(.+)/restore", RestoreHandler, context),
             (r"/api/documents/(.+)/events", EventsHandler, context),
             (r"/api/documents/(.+)/import", ImportHandler, context),
+            (r"/api/documents/(.+)/diff", DiffHandler, context),
             (r"/api/documents/(.+)", DocumentHandler, context),
             (
                 r"/(.*)",

@@ -505,3 +505,48 @@ async def test_events_carry_both_instances_updates_once_across_a_resume_elsewher
     second.close()
     assert seen + second.seqs == list(range(1, head + 1))
     assert {e["origin"]["instance"] for e in first.events + second.events} == {"a", "b"}
+
+
+# -- diff -----------------------------------------------------------------------------------
+
+
+async def test_a_diff_shows_inserted_and_deleted_spans_with_their_authors(
+    settings, start_server, connect
+):
+    secured = await start_server(settings.replace(auth_secret=SECRET))
+    issue = Authenticator(SECRET).issue
+    ann = await connect(secured, token=issue("ann", {"*": "write"}), client_id="ann-laptop")
+    bob = await connect(secured, token=issue("bob", {"*": "write"}), client_id="bob-phone")
+    a, b = await ann.subscribe("diffed"), await bob.subscribe("diffed")
+    a_text, b_text = (r.doc.get("text", type=pycrdt.Text) for r in (a, b))
+    a_text.insert(0, "héllo world")
+    await a.flushed()
+    await b.wait_for(lambda: str(b_text) == "héllo world")
+    b_text.insert(len("héllo ".encode()), "big 😀 ")  # pycrdt counts UTF-8 bytes
+    await b.flushed()
+    await a.wait_for(lambda: "big" in str(a_text))
+    del a_text[0 : len("héllo ".encode())]
+    a_text.insert(0, "Hi ")
+    await a.flushed()
+    reader = {"Authorization": f"Bearer {issue('r', {'*': 'read'})}"}
+
+    body = await get_json(secured, "/api/documents/diffed/diff?from=1&to=4", headers=reader)
+
+    assert body["root"] == "text" and (body["from"], body["to"]) == (1, 4)
+    spans = [(s["type"], s["text"], s.get("user")) for s in body["spans"]]
+    assert spans == [
+        ("delete", "héllo ", "ann"),
+        ("insert", "Hi ", "ann"),
+        ("insert", "big 😀 ", "bob"),
+        ("equal", "world", None),
+    ]
+    bob_span = body["spans"][2]
+    assert bob_span["client"] == "bob-phone" and bob_span["first_seq"] == 2
+    assert bob_span["yjs_clients"] == [b.doc.client_id]
+    # The newer text is what is not deleted; the older one what is not inserted.
+    assert "".join(s["text"] for s in body["spans"] if s["type"] != "delete") == str(a_text)
+    assert "".join(s["text"] for s in body["spans"] if s["type"] != "insert") == "héllo world"
+    whole = await get_json(secured, "/api/documents/diffed/diff", headers=reader)
+    assert [s["type"] for s in whole["spans"]] == ["insert", "insert", "insert"]
+    for bad in ("from=3&to=1", "to=99", "root=nope", "from=x"):
+        await fails(secured, f"/api/documents/diffed/diff?{bad}", 400, headers=reader)

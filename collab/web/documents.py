@@ -18,7 +18,7 @@ from typing import Any
 import tornado.web
 from tornado.iostream import StreamClosedError
 
-from collab.core import archive, history
+from collab.core import archive, diff, history
 from collab.core.origin import Origin, OriginKind
 from collab.errors import CollabError, InvalidUpdate, LoadFailed, Overloaded, StoreError
 from collab.peers import events
@@ -275,6 +275,39 @@ class HistoryHandler(DocumentApiHandler):
             "updates": change.updates,
             "bytes": change.bytes,
         }
+
+
+class DiffHandler(DocumentApiHandler):
+    """``GET /api/documents/DOC/diff?from=SEQ&to=SEQ[&root=NAME]``: a text root's
+    changes between two versions, as kept, inserted and deleted spans, each
+    change with who made it (collab.core.diff)."""
+
+    async def get(self, doc: str) -> None:
+        from_seq = self.int_argument("from", None)
+        to_seq = self.int_argument("to", None)
+        root = self.get_query_argument("root", None)
+        try:
+            info = await self.require_document(doc)
+            from_seq = 0 if from_seq is None else from_seq
+            to_seq = info.head_seq if to_seq is None else to_seq
+            if to_seq > info.head_seq:
+                raise tornado.web.HTTPError(
+                    400, f"seq {to_seq} is past the document's latest version ({info.head_seq})"
+                )
+            name, spans = await diff.text_diff(self.server.store, doc, from_seq, to_seq, root)
+        except diff.DiffError as exc:
+            raise tornado.web.HTTPError(400, str(exc)) from None
+        except StoreError as exc:
+            self.on_store_error(exc)
+        self.write_json(
+            {
+                "doc": doc,
+                "root": name,
+                "from": from_seq,
+                "to": to_seq,
+                "spans": [span.to_json() for span in spans],
+            }
+        )
 
 
 class StateHandler(DocumentApiHandler):
