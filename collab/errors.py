@@ -121,6 +121,17 @@ class FeedLost(StoreError):
     current end, and read each live document's log for what was missed."""
 
 
+class DocumentChanged(StoreError):
+    """An append was refused for documents that are no longer the generation its
+    updates were made for (deleted, or deleted and created again: another epoch).
+    ``stale`` maps each to the epoch that is gone. Nothing of theirs was stored;
+    the batch's other updates may be tried again without them."""
+
+    def __init__(self, stale: dict[str, str]) -> None:
+        super().__init__(f"deleted or replaced meanwhile: {sorted(stale)}")
+        self.stale = stale
+
+
 class SeqConflict(StoreError):
     """An append did not continue the document's log at head_seq + 1."""
 

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
+from collab.errors import DocumentChanged
 from collab.store.base import (
     Author,
     AwarenessChange,
@@ -480,6 +482,38 @@ class StoreContract:
 
         assert await store.snapshot_seqs("notes") == [3, 6, 9]
         assert await store.snapshot_seqs("other") == []
+
+    async def test_a_deleted_document_is_gone_and_its_name_starts_afresh(self, store: Store):
+        old = (await store.load("notes")).epoch
+        await store.append(news("notes", 4))
+        await store.save_snapshot(SnapshotRecord("notes", 2, b"s", 1.0))
+
+        assert await store.delete_document("notes") is True
+        assert await store.delete_document("notes") is False
+
+        assert await store.get_document("notes") is None
+        assert await store.read_updates("notes") == []
+        assert await store.snapshot_seqs("notes") == []
+        again = await store.load("notes")
+        assert again.epoch != old and again.updates == () and again.snapshot is None
+        appended = await store.append([new("notes", b"fresh")])
+        assert seqs(appended.records) == [1]
+
+    async def test_updates_made_for_a_deleted_generation_are_refused(self, store: Store):
+        old = (await store.load("notes")).epoch
+        await store.append([dataclasses.replace(new("notes", b"one"), epoch=old)])
+        await store.delete_document("notes")
+
+        with pytest.raises(DocumentChanged) as refused:
+            await store.append([dataclasses.replace(new("notes", b"stale"), epoch=old)])
+        assert refused.value.stale == {"notes": old}
+        assert await store.get_document("notes") is None  # not created again by it
+        current = (await store.load("notes")).epoch
+        with pytest.raises(DocumentChanged):
+            await store.append([dataclasses.replace(new("notes", b"stale"), epoch=old)])
+        assert await store.read_updates("notes") == []
+        stored = await store.append([dataclasses.replace(new("notes", b"now"), epoch=current)])
+        assert seqs(stored.records) == [1]
 
     async def test_deleted_snapshots_are_gone_and_the_others_and_the_log_stay(self, store: Store):
         await store.append(news("notes", 9))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pycrdt
 
 from collab.core.history import state_at
-from collab.store.base import SnapshotRecord, UpdateRecord
+from collab.store.base import NewUpdate, SnapshotRecord
 from collab.store.sqlite import SQLiteStore
 from collab.wire.yformat import check_update
 from tests.helpers import text_of
@@ -43,10 +43,10 @@ async def poisoned_store(path: Path) -> SQLiteStore:
         deep_value(10_000),  # finding 3: Yjs cannot read it
         edit("three", 3),
     ]
-    await store.append([UpdateRecord(DOC, seq, data, 1.0) for seq, data in enumerate(entries, 1)])
+    await store.append([NewUpdate(DOC, data, 1.0) for data in entries])
     await store.save_snapshot(SnapshotRecord(DOC, 1, entries[0], 1.0))
     await store.save_snapshot(SnapshotRecord(DOC, 4, b"\x00" + entries[3], 1.0))
-    await store.append([UpdateRecord("clean", 1, edit("fine", 9), 1.0)])
+    await store.append([NewUpdate("clean", edit("fine", 9), 1.0)])
     return store
 
 
@@ -122,7 +122,7 @@ async def test_repair_sets_entries_aside_keeps_what_is_readable_and_gives_a_new_
 async def test_a_clean_store_checks_clean(tmp_path: Path):
     store = SQLiteStore(tmp_path / "clean.db")
     await store.open()
-    await store.append([UpdateRecord("a", 1, edit("x", 1), 1.0)])
+    await store.append([NewUpdate("a", edit("x", 1), 1.0)])
     await store.close()
 
     code, out = await collab("check", "--quiet", "--store-url", f"sqlite:///{tmp_path}/clean.db")

@@ -550,3 +550,83 @@ async def test_a_diff_shows_inserted_and_deleted_spans_with_their_authors(
     assert [s["type"] for s in whole["spans"]] == ["insert", "insert", "insert"]
     for bad in ("from=3&to=1", "to=99", "root=nope", "from=x"):
         await fails(secured, f"/api/documents/diffed/diff?{bad}", 400, headers=reader)
+
+
+# -- delete ---------------------------------------------------------------------------------
+
+
+async def delete(server, path: str, **kwargs: Any) -> Any:
+    response = await AsyncHTTPClient().fetch(url(server, path), method="DELETE", **kwargs)
+    return json.loads(response.body)
+
+
+async def test_a_deleted_document_is_gone_and_its_editors_get_a_new_empty_one(server, connect):
+    _, remote = await written(connect, "doomed", append("old secret text"))
+    old_epoch = remote.epoch
+    reader = EventReader(server, "doomed", after=0)
+    await wait_until(lambda: reader.seqs == [1])
+
+    assert await delete(server, "/api/documents/doomed") == {"doc": "doomed", "deleted": True}
+
+    # The connected editor is told, resubscribes and resets to the new document.
+    await remote.wait_for(lambda: remote.epoch != old_epoch and remote.synced)
+    assert str(remote.doc.get("text", type=pycrdt.Text)) == ""
+    assert remote.resets == 1
+    append("new text")(remote.doc)
+    await remote.flushed()
+    body = await get_json(server, "/api/documents/doomed")
+    assert body["content"] == {"text": "new text"} and body["seq"] == 1
+    assert body["epoch"] == remote.epoch != old_epoch
+    history = await get_json(server, "/api/documents/doomed/history")
+    assert [u["seq"] for u in history["updates"]] == [1]
+    await wait_until(lambda: reader.done.done())  # the event stream ended: deleted
+    reader.close()
+
+
+async def test_deleting_needs_write_access_and_an_existing_document(
+    settings, start_server, connect
+):
+    secured = await start_server(settings.replace(auth_secret=SECRET))
+    issue = Authenticator(SECRET).issue
+    writer = await connect(secured, token=issue("w", {"*": "write"}))
+    remote = await writer.subscribe("kept")
+    append("x")(remote.doc)
+    await remote.flushed()
+    reader = {"Authorization": f"Bearer {issue('r', {'*': 'read'})}"}
+    editor = {"Authorization": f"Bearer {issue('e', {'*': 'write'})}"}
+
+    await fails(secured, "/api/documents/kept", 403, method="DELETE", headers=reader)
+    await fails(secured, "/api/documents/kept", 401, method="DELETE")
+    await fails(secured, "/api/documents/never", 404, method="DELETE", headers=editor)
+    assert (await get_json(secured, "/api/documents/kept", headers=reader))["seq"] == 1
+    await writer.close()  # else it resubscribes, and subscribing creates a document
+    await delete(secured, "/api/documents/kept", headers=editor)
+    for path in ("", "/versions/1", "/history", "/events"):
+        await fails(secured, f"/api/documents/kept{path}", 404, headers=reader)
+    listed = await get_json(secured, "/api/documents", headers=reader)
+    assert listed["documents"] == []
+
+
+async def test_an_instance_editing_a_document_deleted_elsewhere_never_brings_old_content_back(
+    settings, start_server, connect
+):
+    store = MemoryStore()
+    shared = settings.replace(store_url="memory://", feed_poll_s=0.01, feed_audit_s=60)
+    a = await start_server(shared.replace(instance_id="a"), store)
+    b = await start_server(shared.replace(instance_id="b"), store)
+    _, on_b = await written(connect, "shared", append("old "), append("content "), target=b)
+    old_epoch = on_b.epoch
+
+    await delete(a, "/api/documents/shared")  # b's room does not know yet (no audit soon)
+    append("typed-after")(on_b.doc)  # b accepts it; the store refuses that generation
+
+    await on_b.wait_for(lambda: on_b.epoch != old_epoch and on_b.synced and not on_b.unacked)
+    await on_b.flushed()
+    stored = await store.read_updates("shared")
+    rebuilt = pycrdt.Doc()
+    for record in stored:
+        rebuilt.apply_update(record.data)
+    text = str(rebuilt.get("text", type=pycrdt.Text))
+    assert "old" not in text and "content" not in text  # nothing of the deleted generation
+    assert text == str(on_b.doc.get("text", type=pycrdt.Text))
+    assert [r.seq for r in stored] == list(range(1, len(stored) + 1))

@@ -59,6 +59,8 @@ class RoomManager:
         self.feed_failure: Exception | None = None  # while the feed cannot be read
         self.feed_lag_s = 0.0  # from acceptance to arrival, of the latest records from the feed
         self._saving_position = False
+        self._deleting: dict[str, asyncio.Event] = {}  # loads of these wait for the deletion
+        self.writer.on_document_changed.append(self._on_document_changed)
 
     def start(self) -> None:
         self.writer.start()
@@ -157,9 +159,10 @@ class RoomManager:
             if room is not None:
                 self._maybe_unload(room)
 
-    async def watch(self, name: str, watcher: Callable[[UpdateRecord], None]) -> Room:
+    async def watch(self, name: str, watcher: Callable[[UpdateRecord | None], None]) -> Room:
         """Load the document if needed and call ``watcher`` with every record its
-        room sends from now on, until :meth:`unwatch`."""
+        room sends from now on, until :meth:`unwatch`; with None if the room is
+        dropped (watch the document again: it may have been deleted)."""
         self._joining[name] += 1
         try:
             room = self._rooms.get(name) or await asyncio.shield(self._load(name))
@@ -170,7 +173,13 @@ class RoomManager:
             if not self._joining[name]:
                 del self._joining[name]
 
-    def unwatch(self, room: Room, watcher: Callable[[UpdateRecord], None]) -> None:
+    async def deleted_yet(self, name: str) -> None:
+        """Wait for a deletion of the document in progress here, if any."""
+        deleting = self._deleting.get(name)
+        if deleting is not None:
+            await deleting.wait()
+
+    def unwatch(self, room: Room, watcher: Callable[[UpdateRecord | None], None]) -> None:
         room.watchers.pop(watcher, None)
         self._maybe_unload(room)
 
@@ -195,6 +204,9 @@ class RoomManager:
 
     async def _run_load(self, name: str, future: asyncio.Future[Room]) -> None:
         try:
+            deleting = self._deleting.get(name)
+            if deleting is not None:
+                await deleting.wait()
             draining = self._draining.get(name)
             if draining is not None:
                 await draining.flushed()
@@ -333,6 +345,10 @@ class RoomManager:
                 log.debug("auditing the feed failed: %s", exc)
                 continue
             for room in rooms:
+                if room.name not in heads or heads[room.name] < room.head_seq:
+                    # Deleted (or deleted and created again) by another instance.
+                    self._drop(room, f"document {room.name!r} was deleted; subscribe again")
+                    continue
                 missed = lagging.get(room.name)
                 if missed is not None and room.known_seq < missed:
                     log.warning(
@@ -375,15 +391,48 @@ class RoomManager:
         """pycrdt failed inside the room's doc: drop the room. Its peers are told
         and resubscribe; the next load waits until its queued writes are stored,
         so it holds every accepted update and nothing else."""
+        self._drop(room, f"document {room.name!r} had to be reloaded; subscribe again")
+
+    def _on_document_changed(self, name: str, epoch: str) -> None:
+        """The store refused this generation's updates: the document was deleted
+        (or deleted and created again) elsewhere. Its peers resubscribe and get
+        the document as it is now, with a reset."""
+        room = self._rooms.get(name)
+        if room is not None and room.epoch == epoch:
+            self._drop(room, f"document {name!r} was deleted; subscribe again")
+
+    async def delete(self, name: str) -> bool:
+        """Delete a document. Its room here is dropped first (its peers are told and
+        resubscribe, to a new, empty document: a reset), its queued writes are
+        stored or dropped, then the store deletes it; loads wait meanwhile. Other
+        instances drop their room when their next write of it is refused, or when
+        their audit finds it gone. False when there was no such document."""
+        done = asyncio.Event()
+        self._deleting[name] = done
+        try:
+            room = self._rooms.get(name)
+            if room is not None:
+                self._drop(room, f"document {name!r} was deleted; subscribe again")
+            draining = self._draining.get(name)
+            if draining is not None:
+                await draining.flushed()
+            deleted = await self._store.delete_document(name)
+        finally:
+            if self._deleting.get(name) is done:
+                del self._deleting[name]
+            done.set()
+        if deleted:
+            log.info("deleted %r", name)
+        return deleted
+
+    def _drop(self, room: Room, reason: str) -> None:
         if self._rooms.get(room.name) is not room:
             return
         del self._rooms[room.name]
         self._draining[room.name] = room
-        failure = CollabError(
-            f"document {room.name!r} had to be reloaded; subscribe again",
-            code=ErrorCode.LOAD_FAILED,
-            doc=room.name,
-        )
+        failure = CollabError(reason, code=ErrorCode.LOAD_FAILED, doc=room.name)
+        for watcher in list(room.watchers):
+            watcher(None)
         for session in list(room.sessions):
             room.leave(session)
             session.peer.session_failed(session, failure)

@@ -158,8 +158,9 @@ class Room:
         self._flushed = asyncio.Event()
         self._flushed.set()
         # Called with every record as it is sent to the peers, in seq order (an
-        # event stream of the document follows it so).
-        self.watchers: dict[Callable[[UpdateRecord], None], None] = {}
+        # event stream of the document follows it so), and with None when the room
+        # is dropped (the document was deleted or must be reloaded).
+        self.watchers: dict[Callable[[UpdateRecord | None], None], None] = {}
 
     # -- membership ---------------------------------------------------------------------
 
@@ -307,11 +308,17 @@ class Room:
         session.write_submitted()
         if applied is None:
             callback = self._replay_done(session, on_durable)
-            self._writer.submit(PendingWrite(self.name, None, callback))
+            self._writer.submit(
+                PendingWrite(self.name, None, callback, self.epoch, self._dropped(session))
+            )
             return
-        new = NewUpdate(self.name, applied.stored, time.time(), session.origin.author)
+        new = NewUpdate(
+            self.name, applied.stored, time.time(), session.origin.author, epoch=self.epoch
+        )
         committed = self._committed(session, on_durable, applied.effect)
-        self._writer.submit(PendingWrite(self.name, new, committed))
+        self._writer.submit(
+            PendingWrite(self.name, new, committed, self.epoch, self._dropped(session))
+        )
 
     def _committed(
         self, session: Session, on_durable: Callable[[int], None] | None, effect: bytes
@@ -339,6 +346,17 @@ class Room:
                 self._waiting_acks.append((target, acknowledge))
 
         return done
+
+    def _dropped(self, session: Session) -> Callable[[], None]:
+        def dropped() -> None:
+            # Never stored (the document was deleted or replaced): not acknowledged;
+            # the peer sends it again after it resubscribes.
+            self.pending_writes -= 1
+            if self.pending_writes == 0:
+                self._flushed.set()
+            session.write_durable()
+
+        return dropped
 
     def _damaged(self, exc: CollabError) -> None:
         # The doc may hold part of an update that will never be logged: it is no

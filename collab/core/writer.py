@@ -33,7 +33,7 @@ from itertools import islice
 from collab.config import Settings
 from collab.core.history import replica_at
 from collab.core.thinning import snapshots_to_drop
-from collab.errors import Overloaded, SeqConflict, StoreError
+from collab.errors import DocumentChanged, Overloaded, SeqConflict, StoreError
 from collab.metrics import Metrics
 from collab.store.base import DocumentHead, NewUpdate, SnapshotRecord, Store, UpdateRecord
 from collab.tasks import TaskGroup
@@ -47,11 +47,15 @@ MAX_IMMEDIATE_RETRIES = 10  # lost seq races retried at once before backing off
 @dataclass(slots=True)
 class PendingWrite:
     """One entry of the queue. ``update`` None: nothing to store, but
-    ``on_committed(None)`` runs only after every earlier entry is committed."""
+    ``on_committed(None)`` runs only after every earlier entry is committed.
+    ``on_dropped`` runs instead when the document was deleted or replaced (its
+    ``epoch`` is gone): the entry is not stored, and not retried."""
 
     doc: str
     update: NewUpdate | None
     on_committed: Callable[[UpdateRecord | None], None]
+    epoch: str | None = None
+    on_dropped: Callable[[], None] | None = None
 
 
 class Writer:
@@ -76,6 +80,9 @@ class Writer:
         self.failure: Exception | None = None  # the store error of the current episode
         self._failing_since = 0.0
         self.batches_committed = 0
+        # Told (doc, epoch) when a document's queued updates were dropped because
+        # that generation of it is gone.
+        self.on_document_changed: list[Callable[[str, str], None]] = []
 
     @property
     def queued(self) -> int:
@@ -176,6 +183,10 @@ class Writer:
                             f"the store returned {len(result.records)} records "
                             f"for {len(updates)} updates"
                         )
+                except DocumentChanged as exc:
+                    if self._drop(exc.stale):
+                        continue  # the rest of the batch is tried again at once
+                    self._failed(exc, delay)  # nothing to drop: a store fault
                 except SeqConflict as exc:
                     # Another instance took the seq: the store renumbers the batch
                     # on the next try, which is at once. Not a failing store, unless
@@ -227,6 +238,37 @@ class Writer:
                 "store writes recovered after %.1fs", time.monotonic() - self._failing_since
             )
             self.failure = None
+
+    def _drop(self, stale: dict[str, str]) -> int:
+        """Take the entries made for documents that are gone out of the queue;
+        returns how many."""
+        kept: deque[PendingWrite] = deque()
+        dropped: list[PendingWrite] = []
+        for entry in self._queue:
+            if entry.epoch is not None and stale.get(entry.doc) == entry.epoch:
+                dropped.append(entry)
+                if entry.update is not None:
+                    self._queued_bytes -= len(entry.update.data)
+            else:
+                kept.append(entry)
+        self._queue = kept
+        if self._queued_bytes <= self._pause_bytes:
+            self._drained.set()
+        log.warning(
+            "%d queued updates dropped: their documents were deleted or replaced (%s)",
+            sum(1 for e in dropped if e.update is not None),
+            ", ".join(sorted(stale)),
+        )
+        for entry in dropped:
+            if entry.on_dropped is not None:
+                try:
+                    entry.on_dropped()
+                except Exception:
+                    log.exception("on_dropped failed for %s", entry.doc)
+        for doc, epoch in stale.items():
+            for listener in self.on_document_changed:
+                listener(doc, epoch)
+        return len(dropped)
 
     def _complete(self, batch: list[PendingWrite], records: list[UpdateRecord]) -> None:
         self.batches_committed += 1

@@ -12,6 +12,11 @@ from collab.core.manager import RoomManager
 from collab.store.base import UpdateRecord
 
 
+class DocumentReplaced(Exception):
+    """The document was deleted (and maybe created again) while it was followed:
+    its seqs start over, under another epoch."""
+
+
 class StreamOverflow(Exception):
     """An event stream's reader fell further behind than its buffer allows."""
 
@@ -40,8 +45,11 @@ async def follow(
     arrived = asyncio.Event()
     stop = stop or asyncio.Event()
 
-    def watcher(record: UpdateRecord) -> None:
+    def watcher(record: UpdateRecord | None) -> None:
         nonlocal held_bytes, overflowed
+        if record is None:  # the room was dropped: see why
+            arrived.set()
+            return
         if overflowed:
             return
         held.append(record)
@@ -84,7 +92,14 @@ async def follow(
                 continue
             if rooms.get(doc) is not room:  # reloaded (after a fault): watch the new one
                 rooms.unwatch(room, watcher)
+                epoch = room.epoch
+                await rooms.deleted_yet(doc)
+                info = await rooms.store.get_document(doc)  # loading would create it
+                if info is None or info.epoch != epoch:
+                    raise DocumentReplaced(f"{doc!r} was deleted")
                 room = await rooms.watch(doc, watcher)
+                if room.epoch != epoch:
+                    raise DocumentReplaced(f"{doc!r} was deleted")
                 continue
             arrived.clear()
             woken = asyncio.ensure_future(arrived.wait())

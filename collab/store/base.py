@@ -73,6 +73,10 @@ class NewUpdate:
     time_s: float
     author: Author = Author()
     submission: bytes = field(default_factory=lambda: new_submission(), repr=False, compare=False)
+    # The generation of the document it was made for: an append refuses it (with
+    # DocumentChanged) once the document has another epoch or was deleted. None:
+    # no check (an import; a new document is created).
+    epoch: str | None = field(default=None, compare=False)
 
 
 _PROCESS_TOKEN = secrets.token_bytes(8)
@@ -230,6 +234,12 @@ class Store(abc.ABC):
         """Updates with ``after_seq < seq <= until_seq``, in seq order."""
 
     @abc.abstractmethod
+    async def delete_document(self, doc: str) -> bool:
+        """Delete a document: its log, snapshots and presence. False when there was
+        none. An append of updates made for it (``NewUpdate.epoch``) is refused from
+        then on; a new document of that name gets a new epoch."""
+
+    @abc.abstractmethod
     async def get_document(self, doc: str) -> DocumentInfo | None:
         """Metadata of one document, or None if it was never stored."""
 
@@ -331,6 +341,16 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def quarantined(self, doc: str) -> list[QuarantinedEntry]:
         """What repairs set aside for a document, oldest first."""
+
+
+def expected_epochs(updates: Sequence[NewUpdate]) -> dict[str, str]:
+    """The epoch each document's updates in a batch were made for (documents
+    whose updates name none are left out: they are not checked)."""
+    epochs: dict[str, str] = {}
+    for update in updates:
+        if update.epoch is not None:
+            epochs.setdefault(update.doc, update.epoch)
+    return epochs
 
 
 def next_heads(

@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from collab.errors import DocumentChanged
 from collab.store.base import (
     AppendResult,
     AwarenessChange,
@@ -26,6 +27,7 @@ from collab.store.base import (
     SnapshotRecord,
     Store,
     UpdateRecord,
+    expected_epochs,
     next_heads,
 )
 
@@ -86,6 +88,13 @@ class MemoryStore(Store):
     async def append(self, updates: Sequence[NewUpdate]) -> AppendResult:
         if not updates:
             return AppendResult([], {})
+        changed = {
+            doc: epoch
+            for doc, epoch in expected_epochs(updates).items()
+            if doc not in self._docs or self._docs[doc].epoch != epoch
+        }
+        if changed:
+            raise DocumentChanged(changed)
         heads = {
             u.doc: self._docs[u.doc].head if u.doc in self._docs else DocumentHead(0, 0, 0)
             for u in updates
@@ -107,6 +116,11 @@ class MemoryStore(Store):
         self.stats.append_batches += 1
         await self._notify()
         return AppendResult(records, after)
+
+    async def delete_document(self, doc: str) -> bool:
+        for key in [key for key in self._awareness if key[0] == doc]:
+            del self._awareness[key]
+        return self._docs.pop(doc, None) is not None
 
     async def read_updates(
         self,

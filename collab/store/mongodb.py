@@ -63,7 +63,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, 
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
-from collab.errors import FeedLost, SeqConflict, StoreError
+from collab.errors import DocumentChanged, FeedLost, SeqConflict, StoreError
 from collab.store.base import (
     AppendResult,
     Author,
@@ -78,6 +78,7 @@ from collab.store.base import (
     SnapshotRecord,
     Store,
     UpdateRecord,
+    expected_epochs,
 )
 
 log = logging.getLogger("collab.store")
@@ -242,6 +243,7 @@ class MongoStore(Store):
         # What this instance learnt of documents: that the entry exists, and the seq
         # its next batch probably gets (another instance may have taken it).
         self._next_seq: dict[str, int] = {}
+        self._known_epochs: dict[str, str] = {}  # of the documents in _next_seq
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -373,6 +375,17 @@ class MongoStore(Store):
             records = await self._read(doc, after, None, None)
         return LoadedDocument(doc, row["epoch"], snapshot, tuple(records))
 
+    async def delete_document(self, doc: str) -> bool:
+        self._next_seq.pop(doc, None)
+        self._known_epochs.pop(doc, None)
+        with _errors(f"deleting {doc!r}"):
+            # The row first: appends check it after inserting, and take back theirs.
+            deleted = await self._documents.delete_one({"_id": doc})
+            await self._log.delete_many({"doc": doc})
+            await self._snapshots.delete_many({"doc": doc})
+            await self._collection("awareness", presence=True).delete_many({"doc": doc})
+        return deleted.deleted_count > 0
+
     async def get_document(self, doc: str) -> DocumentInfo | None:
         with _errors(f"reading {doc!r}"):
             row = await self._documents.find_one({"_id": doc})
@@ -411,13 +424,30 @@ class MongoStore(Store):
         by_doc: dict[str, list[NewUpdate]] = {}
         for update in updates:
             by_doc.setdefault(update.doc, []).append(update)
+        epochs = expected_epochs(updates)
         stored: dict[bytes, UpdateRecord] = {}
         heads: dict[str, DocumentHead] = {}
         with _errors("appending"):
+            # Every document's row is read first: whether its updates were made for
+            # it, and (for all) whether what this instance remembers of it still holds.
+            changed = {
+                doc: epochs[doc] for doc in by_doc if not await self._is_epoch(doc, epochs.get(doc))
+            }
+            if changed:
+                raise DocumentChanged(changed)
             for doc, mine in by_doc.items():
-                for batch in _batches(mine):
+                batches = _batches(mine)
+                for batch in batches:
                     records = await self._append_batch(doc, batch)
                     stored.update(zip((u.submission for u in batch), records, strict=True))
+                if doc in epochs and not await self._is_epoch(doc, epochs[doc]):
+                    # Deleted while this was inserted: take it back. (A deletion
+                    # removes the row first, then the log: one of the two sees the
+                    # other, so no entry outlives its document.)
+                    await self._log.delete_many(
+                        {"_id": {"$in": [b[0].submission for b in batches]}}
+                    )
+                    raise DocumentChanged({doc: epochs[doc]})
                 heads[doc] = await self._after_append(doc, mine)
         self.stats.append_batches += 1
         return AppendResult([stored[u.submission] for u in updates], heads)
@@ -488,9 +518,27 @@ class MongoStore(Store):
             raise StoreError(f"mongodb: the entry of {doc!r} is gone")
         return DocumentHead(head, row.get("snapshot_seq", 0), row.get("bytes_since_snapshot", 0))
 
+    async def _is_epoch(self, doc: str, epoch: str | None) -> bool:
+        """Whether the document exists with this epoch (``epoch`` None: True, no
+        check; a missing document is created by the append). Learning that its epoch
+        changed (another instance deleted it and it was created again) drops what
+        this instance remembered of its log."""
+        row = await self._documents.with_options(read_concern=LOCAL).find_one(
+            {"_id": doc}, {"epoch": 1}
+        )
+        current = row["epoch"] if row else None
+        if self._known_epochs.get(doc) != current:
+            self._next_seq.pop(doc, None)
+            if current is None:
+                self._known_epochs.pop(doc, None)
+            else:
+                self._known_epochs[doc] = current
+        return epoch is None or current == epoch
+
     def _remember(self, doc: str, next_seq: int) -> None:
         if len(self._next_seq) >= KNOWN_DOCUMENTS_KEPT and doc not in self._next_seq:
             self._next_seq.clear()  # re-learnt from the log on the next append
+            self._known_epochs.clear()
         self._next_seq[doc] = next_seq
 
     async def read_updates(

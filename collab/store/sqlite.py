@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from collab.errors import StoreError
+from collab.errors import DocumentChanged, StoreError
 from collab.store.base import (
     AppendResult,
     Author,
@@ -43,6 +43,7 @@ from collab.store.base import (
     SnapshotRecord,
     Store,
     UpdateRecord,
+    expected_epochs,
     next_heads,
 )
 
@@ -298,6 +299,22 @@ class SQLiteStore(Store):
 
         return await self._run(self._reader, read)
 
+    async def delete_document(self, doc: str) -> bool:
+        def write() -> bool:
+            conn = self._w
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for table in ("updates", "snapshots", "awareness"):
+                    conn.execute(f"DELETE FROM {table} WHERE doc = ?", (doc,))
+                deleted = conn.execute("DELETE FROM documents WHERE name = ?", (doc,)).rowcount
+                conn.execute("COMMIT")
+            except BaseException:
+                _rollback(conn)
+                raise
+            return deleted > 0
+
+        return await self._run(self._writer, write)
+
     async def get_document(self, doc: str) -> DocumentInfo | None:
         def read() -> DocumentInfo | None:
             row = self._r.execute(
@@ -344,20 +361,28 @@ class SQLiteStore(Store):
             conn.execute("BEGIN IMMEDIATE")
             try:
                 heads: dict[str, DocumentHead] = {}
+                changed: dict[str, str] = {}
+                epochs = expected_epochs(updates)
                 for update in updates:
-                    if update.doc in heads:
+                    if update.doc in heads or update.doc in changed:
                         continue
                     row = conn.execute(
-                        "SELECT head_seq, snapshot_seq, bytes_since_snapshot FROM documents "
-                        "WHERE name = ?",
+                        "SELECT head_seq, snapshot_seq, bytes_since_snapshot, epoch "
+                        "FROM documents WHERE name = ?",
                         (update.doc,),
                     ).fetchone()
+                    expected = epochs.get(update.doc)
+                    if expected is not None and (row is None or row[3] != expected):
+                        changed[update.doc] = expected  # deleted, or another generation
+                        continue
                     if row is None:
                         # Created at its first update's time, so that created_s never
                         # comes after updated_s.
                         self._create_document(conn, update.doc, update.time_s)
-                        row = (0, 0, 0)
-                    heads[update.doc] = DocumentHead(*row)
+                        row = (0, 0, 0, None)
+                    heads[update.doc] = DocumentHead(*row[:3])
+                if changed:
+                    raise DocumentChanged(changed)
                 seqs, after = next_heads(heads, updates)
                 records = [
                     UpdateRecord(u.doc, seq, u.data, u.time_s, u.author)

@@ -113,7 +113,19 @@ class DocumentsHandler(DocumentApiHandler):
 
 class DocumentHandler(DocumentApiHandler):
     """``GET /api/documents/DOC``: the content now, as JSON; with ``Accept:
-    application/octet-stream``, the state as one Yjs update."""
+    application/octet-stream``, the state as one Yjs update. ``DELETE``: the
+    document and its history are gone (write access); its peers are told and
+    resubscribe to a new, empty document under a new epoch."""
+
+    async def delete(self, doc: str) -> None:
+        self.require_write(doc)
+        try:
+            deleted = await self.server.rooms.delete(doc)
+        except StoreError as exc:
+            self.on_store_error(exc)
+        if not deleted:
+            raise tornado.web.HTTPError(404, f"no document named {doc!r}")
+        self.write_json({"doc": doc, "deleted": True})
 
     async def get(self, doc: str) -> None:
         try:
@@ -440,6 +452,8 @@ class EventsHandler(DocumentApiHandler):
                     await self.flush()
         except (StreamClosedError, events.StreamOverflow):
             pass  # the client went away, or was sent away for not reading
+        except events.DocumentReplaced as exc:
+            self.write(f"event: deleted\ndata: {json.dumps({'error': str(exc)})}\n\n")
         except StoreError as exc:
             self.write(f"event: error\ndata: {json.dumps({'error': str(exc)})}\n\n")
         except CollabError as exc:  # the document could not be loaded
