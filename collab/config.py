@@ -114,6 +114,18 @@ class Settings:
             "exponentially (every version stays reachable through the log)"
         },
     )
+    history_retention_s: float = field(
+        default=0.0,
+        metadata={
+            "help": "seconds of history kept per document; older updates are dropped "
+            "down to a snapshot, and older versions answer 'not retained' "
+            "(0: keep everything)"
+        },
+    )
+    retention_check_s: float = field(
+        default=3600.0,
+        metadata={"help": "seconds between passes that drop history past the retention"},
+    )
     snapshot_every_bytes: int = field(
         default=4 * 1024 * 1024, metadata={"help": "or after this many update bytes"}
     )
@@ -249,6 +261,7 @@ class Settings:
             "feed_poll_s",
             "feed_audit_s",
             "feed_lag_limit_s",
+            "retention_check_s",
             "events_keepalive_s",
             "restore_timeout_s",
             "awareness_flush_s",
@@ -257,6 +270,8 @@ class Settings:
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive")
+        if self.history_retention_s < 0:
+            raise SettingsError("history_retention_s must not be negative (0: keep everything)")
         if self.awareness_refresh_s >= self.awareness_ttl_s:
             raise SettingsError("awareness_refresh_s must be shorter than awareness_ttl_s")
 

@@ -49,6 +49,7 @@ class ErrorCode(StrEnum):
     READ_ONLY = "read_only"
     LOAD_FAILED = "load_failed"
     NOT_FOUND = "not_found"
+    NOT_RETAINED = "not_retained"
     TOO_LARGE = "too_large"
     STORE_UNAVAILABLE = "store_unavailable"
     OVERLOADED = "overloaded"

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from collab.config import Settings
 from collab.core import archive, render
-from collab.errors import CollabError
+from collab.errors import CollabError, StoreError
 from collab.sources import PAGE, ServerSource, Source, SourceError, StoreSource
 from collab.wire import crdt, yformat
 
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     except SourceError as exc:
         print(f"collab {args.command}: {exc}", file=sys.stderr)
         return 1
-    except archive.ArchiveError as exc:
+    except (archive.ArchiveError, StoreError) as exc:
         print(f"collab {args.command}: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:

@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from collab.errors import DocumentChanged
+from collab.errors import DocumentChanged, StoreError
 from collab.store.base import (
     Author,
     AwarenessChange,
@@ -514,6 +514,29 @@ class StoreContract:
         assert await store.read_updates("notes") == []
         stored = await store.append([dataclasses.replace(new("notes", b"now"), epoch=current)])
         assert seqs(stored.records) == [1]
+
+    async def test_pruned_history_starts_at_a_kept_snapshot_and_the_log_goes_on(self, store: Store):
+        for _ in range(6):  # six appends: entries are per batch in some stores
+            await store.append(news("notes", 2))
+        for seq in (4, 8):
+            await store.save_snapshot(SnapshotRecord("notes", seq, f"s{seq}".encode(), 1.0))
+        with pytest.raises(StoreError):
+            await store.prune_history("notes", 6)  # no snapshot there
+
+        await store.prune_history("notes", 8)
+
+        assert await store.snapshot_seqs("notes") == [8]
+        assert await store.latest_snapshot("notes", at_or_before_seq=7) is None
+        kept = seqs(await store.read_updates("notes"))
+        assert kept[-4:] == [9, 10, 11, 12] and kept[0] > 4
+        loaded = await store.load("notes")
+        assert loaded.snapshot is not None and loaded.snapshot.seq == 8
+        assert seqs(loaded.updates) == [9, 10, 11, 12]
+        assert seqs((await store.append(news("notes", 1))).records) == [13]
+        await store.save_snapshot(SnapshotRecord("notes", 13, b"s13", 1.0))
+        await store.prune_history("notes", 13)  # everything, up to the head
+        assert seqs((await store.append(news("notes", 1))).records) == [14]
+        assert (await store.get_document("notes")).head_seq == 14
 
     async def test_deleted_snapshots_are_gone_and_the_others_and_the_log_stay(self, store: Store):
         await store.append(news("notes", 9))

@@ -220,6 +220,11 @@ async def export_lines(
         page = [record for record in await read_page(after) if record.seq <= head_seq]
         if not page:
             break
+        if page[0].seq != after + 1:
+            raise ArchiveError(
+                f"{doc!r}: updates {after + 1}..{page[0].seq - 1} are no longer kept "
+                "(retention): only whole histories are exported"
+            )
         for record in page:
             yield writer.update(record)
         after = page[-1].seq

@@ -27,6 +27,31 @@ if TYPE_CHECKING:
     from collab.core.origin import Origin
 
 
+class NotRetained(StoreError):
+    """The version asked for is older than the history the store keeps
+    (``history_retention_s``): it cannot be rebuilt, and no other state is given
+    in its place."""
+
+    def __init__(self, doc: str, seq: int, first_seq: int) -> None:
+        super().__init__(
+            f"{doc!r}: versions before seq {first_seq} are no longer kept (retention); "
+            f"seq {seq} cannot be shown"
+        )
+        self.first_seq = first_seq
+
+
+async def retained_from(store: Store, doc: str) -> int:
+    """The oldest seq whose version can be rebuilt: 0 while the whole log is kept,
+    else the snapshot the kept history starts from."""
+    first = await store.read_updates(doc, after_seq=0, limit=1)
+    if first and first[0].seq == 1:
+        return 0
+    seqs = await store.snapshot_seqs(doc)
+    if seqs:
+        return seqs[0]
+    return 0 if not first else first[0].seq - 1
+
+
 def restore(replica: Replica, snapshot: SnapshotRecord) -> None:
     """Load a stored snapshot into an empty replica. Raises StoreError."""
     try:
@@ -63,16 +88,30 @@ def rebuild(snapshot: SnapshotRecord | None, updates: Sequence[UpdateRecord]) ->
 async def replica_at(store: Store, doc: str, seq: int | None = None) -> tuple[int, Replica]:
     """``(seq, replica)``: the document after update ``seq`` (default: the latest).
     ``seq`` is clamped to the document's head."""
-    snapshot = await store.latest_snapshot(doc, at_or_before_seq=seq)
-    updates = await store.read_updates(
-        doc, after_seq=snapshot.seq if snapshot else 0, until_seq=seq
-    )
+    snapshot, updates = await _sources(store, doc, seq)
     if updates:
         at = updates[-1].seq
     else:
         at = snapshot.seq if snapshot else 0
     loop = asyncio.get_running_loop()
     return at, await loop.run_in_executor(None, rebuild, snapshot, updates)
+
+
+async def _sources(
+    store: Store, doc: str, seq: int | None
+) -> tuple[SnapshotRecord | None, list[UpdateRecord]]:
+    """The snapshot and the log entries that make the version after ``seq``; raises
+    NotRetained rather than build it from anything less than all of them."""
+    snapshot = await store.latest_snapshot(doc, at_or_before_seq=seq)
+    base = snapshot.seq if snapshot else 0
+    updates = await store.read_updates(doc, after_seq=base, until_seq=seq)
+    if updates and updates[0].seq != base + 1:
+        raise NotRetained(doc, seq if seq is not None else updates[-1].seq, updates[0].seq - 1)
+    if not updates and snapshot is None and seq != 0:
+        first = await retained_from(store, doc)
+        if first > 0 and (seq is None or seq < first):
+            raise NotRetained(doc, seq or 0, first)
+    return snapshot, updates
 
 
 async def state_at(store: Store, doc: str, seq: int | None = None) -> tuple[int, bytes]:
@@ -113,10 +152,7 @@ def _render(snapshot: SnapshotRecord | None, updates: Sequence[UpdateRecord]) ->
 async def version_at(store: Store, doc: str, seq: int | None = None) -> Version:
     """The document's content after update ``seq`` (default: the latest), rendered
     as JSON (collab.core.render). ``seq`` is clamped to the document's head."""
-    snapshot = await store.latest_snapshot(doc, at_or_before_seq=seq)
-    updates = await store.read_updates(
-        doc, after_seq=snapshot.seq if snapshot else 0, until_seq=seq
-    )
+    snapshot, updates = await _sources(store, doc, seq)
     if updates:
         at, time_s = updates[-1].seq, updates[-1].time_s
     elif snapshot is not None:

@@ -67,6 +67,8 @@ class RoomManager:
         self.presence.start()
         self._tasks.spawn(self._follow(), name="follow the feed")
         self._tasks.spawn(self._audit(), name="audit the feed")
+        if self._settings.history_retention_s > 0:
+            self._tasks.spawn(self._retain(), name="drop history past the retention")
 
     @property
     def store(self) -> Store:
@@ -363,6 +365,36 @@ class RoomManager:
                 for room in rooms
                 if heads.get(room.name, 0) > room.known_seq
             }
+
+    # -- retention ---------------------------------------------------------------------------
+
+    async def _retain(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.retention_check_s)
+            try:
+                await self.drop_old_history()
+            except StoreError as exc:
+                log.warning("dropping history past the retention failed: %s", exc)
+
+    async def drop_old_history(self) -> int:
+        """Drop every document's history older than ``history_retention_s``, down
+        to the newest snapshot that is older than that (the log keeps everything
+        after it). Returns the number of documents pruned (0: no retention set)."""
+        if self._settings.history_retention_s <= 0:
+            return 0
+        cutoff = time.time() - self._settings.history_retention_s
+        pruned = 0
+        for info in await self._store.list_documents():
+            for seq in reversed(await self._store.snapshot_seqs(info.name)):
+                own = await self._store.read_updates(
+                    info.name, after_seq=seq - 1, until_seq=seq, limit=1
+                )
+                if own and own[0].time_s < cutoff:
+                    await self._store.prune_history(info.name, seq)
+                    log.info("%r: history before seq %d dropped (retention)", info.name, seq)
+                    pruned += 1
+                    break
+        return pruned
 
     # -- unloading ---------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from typing import Any
 from collab import __version__
 from collab.auth import Authenticator, Identity, Role
 from collab.config import Settings
+from collab.core.history import retained_from
 from collab.core.manager import RoomManager
 from collab.core.origin import Origin
 from collab.core.room import Resume
@@ -373,6 +374,12 @@ class NativeConnection:
             info = await store.get_document(message.doc)
             if info is None:
                 raise CollabError("no such document", code=ErrorCode.NOT_FOUND)
+            first = await retained_from(store, message.doc)
+            if message.after < first:
+                raise CollabError(
+                    f"updates before seq {first + 1} are no longer kept (retention)",
+                    code=ErrorCode.NOT_RETAINED,
+                )
             limit = min(message.limit or HISTORY_PAGE_UPDATES, HISTORY_PAGE_UPDATES)
             until = info.head_seq if message.until is None else min(message.until, info.head_seq)
             records = await store.read_updates(

@@ -300,6 +300,13 @@ class Store(abc.ABC):
         every update, so every version stays reachable from an older one)."""
 
     @abc.abstractmethod
+    async def prune_history(self, doc: str, through_seq: int) -> None:
+        """Drop the history before a snapshot (retention): the updates up to and
+        including ``through_seq`` and the snapshots before it. The snapshot at
+        ``through_seq`` stays, so the document and every version from it on stay
+        whole. Raises StoreError when there is no snapshot at ``through_seq``."""
+
+    @abc.abstractmethod
     async def lease_snapshot(self, doc: str, instance: str, lease_s: float) -> bool:
         """Take the right to write the document's next snapshot for ``lease_s``
         seconds, unless another instance holds it: one instance at a time snapshots

@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from collab.errors import DocumentChanged
+from collab.errors import DocumentChanged, StoreError
 from collab.store.base import (
     AppendResult,
     AwarenessChange,
@@ -43,10 +43,11 @@ class _Document:
     snapshot_seq: int = 0
     bytes_since_snapshot: int = 0
     lease: tuple[str, float] | None = None  # (instance, until)
+    pruned: int = 0  # updates up to this seq were dropped (retention): seq n is at n-1-pruned
 
     @property
     def head_seq(self) -> int:
-        return self.updates[-1].seq if self.updates else 0
+        return self.updates[-1].seq if self.updates else self.pruned
 
     @property
     def head(self) -> DocumentHead:
@@ -80,8 +81,8 @@ class MemoryStore(Store):
         document = self._get_or_create(doc)
         snapshot = await self.latest_snapshot(doc)
         after = snapshot.seq if snapshot else 0
-        # seq n lives at index n - 1: the log has no gaps.
-        updates = tuple(document.updates[after:])
+        # seq n lives at index n - 1 - pruned: the log has no gaps.
+        updates = tuple(document.updates[max(0, after - document.pruned) :])
         self.stats.log_rows_read += len(updates)
         return LoadedDocument(doc, document.epoch, snapshot, updates)
 
@@ -133,10 +134,12 @@ class MemoryStore(Store):
         document = self._docs.get(doc)
         if document is None:
             return []
-        end = len(document.updates) if until_seq is None else min(until_seq, len(document.updates))
+        head = document.head_seq
+        end = head if until_seq is None else min(until_seq, head)
+        start = max(after_seq, document.pruned)
         if limit is not None:
-            end = min(end, after_seq + limit)
-        rows = document.updates[after_seq:end]
+            end = min(end, start + limit)
+        rows = document.updates[start - document.pruned : max(start, end) - document.pruned]
         self.stats.log_rows_read += len(rows)
         return rows
 
@@ -202,6 +205,17 @@ class MemoryStore(Store):
         seqs = [s for s in document.snapshots if at_or_before_seq is None or s <= at_or_before_seq]
         return document.snapshots[max(seqs)] if seqs else None
 
+    async def prune_history(self, doc: str, through_seq: int) -> None:
+        document = self._docs.get(doc)
+        if document is None or through_seq not in document.snapshots:
+            raise StoreError(f"{doc!r}: no snapshot at seq {through_seq} to keep history from")
+        if through_seq <= document.pruned:
+            return
+        del document.updates[: through_seq - document.pruned]
+        document.pruned = through_seq
+        for seq in [s for s in document.snapshots if s < through_seq]:
+            del document.snapshots[seq]
+
     async def snapshot_seqs(self, doc: str) -> list[int]:
         document = self._docs.get(doc)
         return sorted(document.snapshots) if document else []
@@ -254,11 +268,13 @@ class MemoryStore(Store):
         document = self._docs[doc]
         now = time.time()
         for seq, repair in sorted(updates.items()):
-            original = document.updates[seq - 1]
+            original = document.updates[seq - 1 - document.pruned]
             document.quarantine.append(
                 QuarantinedEntry(doc, "update", seq, original.data, repair.reason, now)
             )
-            document.updates[seq - 1] = dataclasses.replace(original, data=repair.data)
+            document.updates[seq - 1 - document.pruned] = dataclasses.replace(
+                original, data=repair.data
+            )
         for seq, reason in sorted(snapshots.items()):
             snapshot = document.snapshots.pop(seq)
             document.quarantine.append(

@@ -783,6 +783,16 @@ class MongoStore(Store):
         with _errors(f"deleting snapshots of {doc!r}"):
             await self._snapshots.delete_many({"doc": doc, "seq": {"$in": list(seqs)}})
 
+    async def prune_history(self, doc: str, through_seq: int) -> None:
+        with _errors(f"pruning the history of {doc!r}"):
+            if await self._latest_snapshot(doc, through_seq, exactly=True) is None:
+                raise StoreError(f"{doc!r}: no snapshot at seq {through_seq} to keep history from")
+            # Whole entries only: one that reaches past the snapshot stays, and so
+            # does the newest, from which the next append learns its seq.
+            newest = await self._head_seq(doc)
+            await self._log.delete_many({"doc": doc, "last": {"$lte": through_seq, "$lt": newest}})
+            await self._snapshots.delete_many({"doc": doc, "seq": {"$lt": through_seq}})
+
     async def lease_snapshot(self, doc: str, instance: str, lease_s: float) -> bool:
         now = time.time()
         with _errors(f"leasing the snapshot of {doc!r}"):

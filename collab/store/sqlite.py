@@ -573,6 +573,27 @@ class SQLiteStore(Store):
 
         await self._run(self._writer, write)
 
+    async def prune_history(self, doc: str, through_seq: int) -> None:
+        def write() -> None:
+            conn = self._w
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                kept = conn.execute(
+                    "SELECT 1 FROM snapshots WHERE doc = ? AND seq = ?", (doc, through_seq)
+                ).fetchone()
+                if kept is None:
+                    raise StoreError(
+                        f"{doc!r}: no snapshot at seq {through_seq} to keep history from"
+                    )
+                conn.execute("DELETE FROM updates WHERE doc = ? AND seq <= ?", (doc, through_seq))
+                conn.execute("DELETE FROM snapshots WHERE doc = ? AND seq < ?", (doc, through_seq))
+                conn.execute("COMMIT")
+            except BaseException:
+                _rollback(conn)
+                raise
+
+        await self._run(self._writer, write)
+
     async def lease_snapshot(self, doc: str, instance: str, lease_s: float) -> bool:
         def write() -> bool:
             now = time.time()

@@ -15,6 +15,7 @@ import tornado.web
 from tornado import httputil
 
 from collab.auth import Identity, Role
+from collab.core.history import NotRetained
 from collab.errors import AccessDenied, StoreError
 from collab.metrics import CONTENT_TYPE_LATEST
 from collab.store.base import DocumentInfo
@@ -87,6 +88,8 @@ class ApiHandler(RedactingHandlerMixin, tornado.web.RequestHandler):
         return value
 
     def on_store_error(self, exc: StoreError) -> NoReturn:
+        if isinstance(exc, NotRetained):  # older than the history kept: gone for good
+            raise tornado.web.HTTPError(410, str(exc))
         # A broken database is an outage, not a missing document.
         raise tornado.web.HTTPError(503, f"store unavailable: {exc}")
 

@@ -224,6 +224,8 @@ class HistoryHandler(DocumentApiHandler):
         gap_s = self._gap_argument()
         try:
             await self.require_document(doc)
+            # Versions from this seq on can be shown; the log starts after it.
+            first = await history.retained_from(self.server.store, doc)
             if group == "session":
                 changes, next_after = await history.changes(
                     self.server.store, doc, after_seq=after, limit=limit, gap_s=gap_s
@@ -231,6 +233,7 @@ class HistoryHandler(DocumentApiHandler):
                 self.write_json(
                     {
                         "doc": doc,
+                        "retained_from": first,
                         "changes": [self._change(c) for c in changes],
                         "next_after": next_after,
                     }
@@ -246,6 +249,7 @@ class HistoryHandler(DocumentApiHandler):
         self.write_json(
             {
                 "doc": doc,
+                "retained_from": first,
                 "updates": [
                     {
                         "seq": u.seq,
@@ -429,6 +433,15 @@ class EventsHandler(DocumentApiHandler):
             raise tornado.web.HTTPError(
                 400, f"seq {after} is past the document's latest version ({info.head_seq})"
             )
+        if after is not None:
+            try:
+                first = await history.retained_from(self.server.store, doc)
+            except StoreError as exc:
+                self.on_store_error(exc)
+            if after < first:
+                raise tornado.web.HTTPError(
+                    410, f"updates before seq {first + 1} are no longer kept (retention)"
+                )
         settings = self.server.settings
         self.set_header("Content-Type", "text/event-stream; charset=utf-8")
         self.set_header("X-Accel-Buffering", "no")  # nginx: pass events on at once

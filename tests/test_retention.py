@@ -1,0 +1,101 @@
+"""Retention: history older than ``history_retention_s`` is dropped down to a
+snapshot; every version from there on is still exact, and older ones answer
+"not retained" (410, ``not_retained``) on every route, never a wrong state."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pycrdt
+import pytest
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+
+from collab.client import ClientError
+from collab.core import archive
+from tests.helpers import wait_until
+from tests.test_documents_api import EventReader
+
+DOC = "kept"
+
+
+async def fetch(server, path: str) -> tuple[int, bytes]:
+    try:
+        response = await AsyncHTTPClient().fetch(f"http://127.0.0.1:{server.port}{path}")
+    except HTTPClientError as exc:
+        assert exc.response is not None
+        return exc.code, exc.response.body
+    return response.code, response.body
+
+
+@pytest.fixture
+def settings(settings):
+    return settings.replace(snapshot_every_updates=5, history_retention_s=0.2)
+
+
+async def test_history_past_the_retention_is_dropped_and_said_to_be(server, connect):
+    client = await connect()
+    remote = await client.subscribe(DOC)
+    text = remote.doc.get("text", type=pycrdt.Text)
+    for i in range(12):  # old: snapshots at 5 and 10
+        text.insert(len(text), f"{i},")
+        await remote.flushed()
+    await server.rooms.writer.wait_idle(5)
+    versions = {}
+    for seq in range(13):
+        _, body = await fetch(server, f"/api/documents/{DOC}/versions/{seq}")
+        versions[seq] = json.loads(body)["content"]
+    await asyncio.sleep(0.3)  # past the retention
+    for i in range(12, 15):
+        text.insert(len(text), f"{i},")
+        await remote.flushed()
+
+    assert await server.rooms.drop_old_history() == 1
+
+    snapshots = await server.store.snapshot_seqs(DOC)
+    first = snapshots[0]
+    assert first == 10  # the newest snapshot older than the retention
+    for seq in range(first, 13):  # kept versions: exactly what they were
+        code, body = await fetch(server, f"/api/documents/{DOC}/versions/{seq}")
+        assert code == 200 and json.loads(body)["content"] == versions[seq], seq
+    for path in (
+        f"/api/documents/{DOC}/versions/3",
+        f"/api/documents/{DOC}/state?seq=9",
+        f"/api/documents/{DOC}/diff?from=2&to=12",
+        f"/api/documents/{DOC}/events?after=0",
+    ):
+        code, body = await fetch(server, path)
+        assert code == 410, path
+        assert "no longer kept" in json.loads(body)["error"]
+    _, body = await fetch(server, f"/api/documents/{DOC}/history")
+    listed = json.loads(body)
+    assert listed["retained_from"] == 10 and listed["updates"][0]["seq"] == 11
+    with pytest.raises(ClientError) as refused:
+        await client.history(DOC, after=0)
+    assert refused.value.error is not None and refused.value.error.code == "not_retained"
+    page = await client.history(DOC, after=10)
+    assert [u["seq"] for u in page.updates] == [11, 12, 13, 14, 15]
+    with pytest.raises(archive.ArchiveError, match="no longer kept"):
+        async for _ in archive.export_document(server.store, DOC):
+            pass
+    # Live: the document, new edits and a new reader are whole.
+    reader = EventReader(server, DOC, after=12)
+    text.insert(len(text), "after")
+    await remote.flushed()
+    await wait_until(lambda: reader.seqs == [13, 14, 15, 16])
+    reader.close()
+    other = await (await connect()).subscribe(DOC)
+    assert str(other.doc.get("text", type=pycrdt.Text)) == str(text)
+
+
+async def test_without_a_retention_nothing_is_dropped(settings, start_server, connect):
+    server = await start_server(settings.replace(history_retention_s=0.0))
+    remote = await (await connect(server)).subscribe(DOC)
+    for i in range(12):
+        remote.doc.get("text", type=pycrdt.Text).insert(0, str(i))
+        await remote.flushed()
+    await asyncio.sleep(0.3)
+    assert await server.rooms.drop_old_history() == 0
+    assert [r.seq for r in await server.store.read_updates(DOC, limit=1)] == [1]
+    _, body = await fetch(server, f"/api/documents/{DOC}/versions/1")
+    assert json.loads(body)["seq"] == 1
