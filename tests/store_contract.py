@@ -152,6 +152,28 @@ class StoreContract:
             assert info == await store.get_document(info.name)
             assert before - 1 <= info.created_s <= info.updated_s <= time.time() + 1
 
+    async def test_documents_are_listed_by_prefix_a_page_at_a_time(self, store: Store):
+        for name in ("b/2", "a", "b/1", "b", "c", "bz", "b/é"):
+            await store.append([new(name)])
+
+        assert [d.name for d in await store.list_documents()] == sorted(
+            ["b/2", "a", "b/1", "b", "c", "bz", "b/é"]
+        )
+        assert [d.name for d in await store.list_documents(prefix="b/")] == ["b/1", "b/2", "b/é"]
+        page = await store.list_documents(prefix="b", limit=2)
+        assert [d.name for d in page] == ["b", "b/1"]
+        rest = await store.list_documents(prefix="b", after="b/1")
+        assert [d.name for d in rest] == ["b/2", "b/é", "bz"]
+        assert await store.list_documents(prefix="x") == []
+
+    async def test_stored_bytes_count_a_documents_log_and_snapshots(self, store: Store):
+        await store.append([new("notes", b"x" * 100), new("notes", b"y" * 50), new("other", b"z")])
+        await store.save_snapshot(SnapshotRecord("notes", 2, b"s" * 30, 1.0))
+
+        sizes = await store.stored_bytes(["notes", "other", "missing"])
+
+        assert sizes == {"notes": 180, "other": 1}
+
     async def test_an_unknown_document_has_no_info_no_updates_and_no_snapshot(self, store: Store):
         assert await store.get_document("nothing") is None
         assert await store.read_updates("nothing") == []

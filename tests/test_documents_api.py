@@ -185,6 +185,8 @@ async def test_documents_are_listed_by_prefix_a_page_at_a_time_with_their_peers(
     first = await get_json(server, "/api/documents?prefix=team/&limit=1")
     assert [d["name"] for d in first["documents"]] == ["team/a"]
     assert first["documents"][0]["peers"] == 1 and first["documents"][0]["seq"] == 1
+    stored = await server.store.read_updates("team/a")
+    assert first["documents"][0]["bytes"] == len(stored[0].data) > 0
     assert first["next_after"] == "team/a"
     rest = await get_json(server, "/api/documents?prefix=team/&limit=1&after=team/a")
     assert [d["name"] for d in rest["documents"]] == ["team/b"]

@@ -244,8 +244,15 @@ class Store(abc.ABC):
         """Metadata of one document, or None if it was never stored."""
 
     @abc.abstractmethod
-    async def list_documents(self) -> list[DocumentInfo]:
-        """Every stored document, by name."""
+    async def list_documents(
+        self, *, prefix: str = "", after: str | None = None, limit: int | None = None
+    ) -> list[DocumentInfo]:
+        """Stored documents by name: those whose name starts with ``prefix``, after
+        the name ``after``, at most ``limit`` of them."""
+
+    @abc.abstractmethod
+    async def stored_bytes(self, docs: Sequence[str]) -> dict[str, int]:
+        """The bytes each document takes in the store: its log and snapshots."""
 
     @abc.abstractmethod
     async def head_seqs(self, docs: Sequence[str]) -> dict[str, int]:

@@ -151,8 +151,23 @@ class MemoryStore(Store):
             doc, document.epoch, document.head_seq, document.created_s, document.updated_s
         )
 
-    async def list_documents(self) -> list[DocumentInfo]:
-        return [info for name in sorted(self._docs) if (info := await self.get_document(name))]
+    async def list_documents(
+        self, *, prefix: str = "", after: str | None = None, limit: int | None = None
+    ) -> list[DocumentInfo]:
+        names = [
+            name
+            for name in sorted(self._docs)
+            if name.startswith(prefix) and (after is None or name > after)
+        ]
+        return [info for name in names[:limit] if (info := await self.get_document(name))]
+
+    async def stored_bytes(self, docs: Sequence[str]) -> dict[str, int]:
+        return {
+            name: sum(len(r.data) for r in document.updates)
+            + sum(len(s.data) + len(s.waiting or b"") for s in document.snapshots.values())
+            for name in docs
+            if (document := self._docs.get(name)) is not None
+        }
 
     async def head_seqs(self, docs: Sequence[str]) -> dict[str, int]:
         return {name: self._docs[name].head_seq for name in docs if name in self._docs}

@@ -391,12 +391,43 @@ class MongoStore(Store):
             row = await self._documents.find_one({"_id": doc})
             return _info(row, await self._head_seq(doc)) if row else None
 
-    async def list_documents(self) -> list[DocumentInfo]:
+    async def list_documents(
+        self, *, prefix: str = "", after: str | None = None, limit: int | None = None
+    ) -> list[DocumentInfo]:
         # The head kept in each entry: it lags the log only when an instance died
         # between storing a batch and updating the entry, until the next append.
+        query: dict[str, Any] = {}
+        if prefix:
+            query["_id"] = {"$regex": "^" + re.escape(prefix)}
+        if after is not None:
+            query.setdefault("_id", {})["$gt"] = after
         with _errors("listing documents"):
-            rows = await self._documents.find({}, sort=[("_id", ASCENDING)]).to_list()
+            cursor = self._documents.find(query, sort=[("_id", ASCENDING)])
+            if limit is not None:
+                cursor = cursor.limit(limit)
+            rows = await cursor.to_list()
         return [_info(row, row.get("head_seq", 0)) for row in rows]
+
+    async def stored_bytes(self, docs: Sequence[str]) -> dict[str, int]:
+        names = list(docs)
+        with _errors("reading document sizes"):
+            known = await self._documents.find({"_id": {"$in": names}}, {"_id": 1}).to_list()
+            sizes = {row["_id"]: 0 for row in known}
+            for collection, size in (
+                (self._log, {"$sum": "$sizes"}),
+                (self._snapshots, {"$binarySize": "$data"}),
+            ):
+                cursor = await collection.aggregate(
+                    [
+                        {"$match": {"doc": {"$in": list(sizes)}}},
+                        {"$project": {"doc": 1, "bytes": size}},
+                        {"$group": {"_id": "$doc", "bytes": {"$sum": "$bytes"}}},
+                    ]
+                )
+                rows = await cursor.to_list()
+                for row in rows:
+                    sizes[row["_id"]] += row["bytes"]
+        return sizes
 
     async def head_seqs(self, docs: Sequence[str]) -> dict[str, int]:
         if not docs:

@@ -325,12 +325,44 @@ class SQLiteStore(Store):
 
         return await self._run(self._reader, read)
 
-    async def list_documents(self) -> list[DocumentInfo]:
+    async def list_documents(
+        self, *, prefix: str = "", after: str | None = None, limit: int | None = None
+    ) -> list[DocumentInfo]:
         def read() -> list[DocumentInfo]:
-            rows = self._r.execute(
-                "SELECT name, epoch, head_seq, created_s, updated_s FROM documents ORDER BY name"
-            ).fetchall()
-            return [DocumentInfo(*row) for row in rows]
+            # A prefix as a range of names (LIKE would need escaping, and no index).
+            query = "SELECT name, epoch, head_seq, created_s, updated_s FROM documents"
+            where, args = [], []
+            if prefix:
+                # The range keeps it to the index; substr() is the exact test.
+                where.append("name >= ? AND name < ? AND substr(name, 1, ?) = ?")
+                args += [prefix, prefix + "\U0010ffff", len(prefix), prefix]
+            if after is not None:
+                where.append("name > ?")
+                args.append(after)
+            if where:
+                query += " WHERE " + " AND ".join(where)
+            query += " ORDER BY name"
+            if limit is not None:
+                query += " LIMIT ?"
+                args.append(limit)
+            return [DocumentInfo(*row) for row in self._r.execute(query, args).fetchall()]
+
+        return await self._run(self._reader, read)
+
+    async def stored_bytes(self, docs: Sequence[str]) -> dict[str, int]:
+        def read() -> dict[str, int]:
+            sizes: dict[str, int] = {}
+            for name in docs:
+                row = self._r.execute(
+                    "SELECT (SELECT coalesce(sum(length(data)), 0) FROM updates WHERE doc = ?)"
+                    " + (SELECT coalesce(sum(length(data) + coalesce(length(waiting), 0)), 0)"
+                    " FROM snapshots WHERE doc = ?), "
+                    "EXISTS (SELECT 1 FROM documents WHERE name = ?)",
+                    (name, name, name),
+                ).fetchone()
+                if row[1]:
+                    sizes[name] = row[0]
+            return sizes
 
         return await self._run(self._reader, read)
 

@@ -22,7 +22,7 @@ from collab.core import archive, diff, history
 from collab.core.origin import Origin, OriginKind
 from collab.errors import CollabError, InvalidUpdate, LoadFailed, Overloaded, StoreError
 from collab.peers import events
-from collab.store.base import Author, UpdateRecord
+from collab.store.base import Author, DocumentInfo, UpdateRecord
 from collab.web.api import MAX_SEQ, ApiHandler
 
 MAX_PAGE = 1000
@@ -71,25 +71,32 @@ class DocumentApiHandler(ApiHandler):
 
 class DocumentsHandler(DocumentApiHandler):
     """``GET /api/documents?prefix=&after=&limit=``: documents by name, a page at a
-    time; each with its epoch, latest seq, times and peers on this instance."""
+    time; each with its epoch, latest seq, bytes stored (log and snapshots),
+    times, and peers connected to it on this instance."""
 
     async def get(self) -> None:
         identity = self.identity()
         prefix = self.get_query_argument("prefix", "")
         after = self.get_query_argument("after", None)
         limit = self.limit_argument()
+        page: list[DocumentInfo] = []
+        more = False
         try:
-            documents = await self.server.store.list_documents()
+            # Pages of the store's list until one page of granted documents is full.
+            cursor = after
+            while len(page) <= limit:
+                batch = await self.server.store.list_documents(
+                    prefix=prefix, after=cursor, limit=MAX_PAGE
+                )
+                page += [d for d in batch if identity.role_for(d.name) is not None]
+                if len(batch) < MAX_PAGE:
+                    break
+                cursor = batch[-1].name
+            more = len(page) > limit
+            page = page[:limit]
+            sizes = await self.server.store.stored_bytes([d.name for d in page])
         except StoreError as exc:
             self.on_store_error(exc)
-        listed = [
-            d
-            for d in documents
-            if d.name.startswith(prefix)
-            and (after is None or d.name > after)
-            and identity.role_for(d.name) is not None
-        ]
-        page = listed[:limit]
         rooms = self.server.rooms
         self.write_json(
             {
@@ -98,6 +105,7 @@ class DocumentsHandler(DocumentApiHandler):
                         "name": d.name,
                         "epoch": d.epoch,
                         "seq": d.head_seq,
+                        "bytes": sizes.get(d.name, 0),
                         "created_s": d.created_s,
                         "created": _iso(d.created_s),
                         "updated_s": d.updated_s,
@@ -106,7 +114,7 @@ class DocumentsHandler(DocumentApiHandler):
                     }
                     for d in page
                 ],
-                "next_after": page[-1].name if len(listed) > limit else None,
+                "next_after": page[-1].name if more else None,
             }
         )
 
