@@ -68,6 +68,7 @@ class CollabServer:
             feed_lag_s=lambda: self.rooms.feed_lag_s,
             feed_failing=lambda: self.rooms.feed_failure is not None,
             store_failing=lambda: self.rooms.writer.failure is not None,
+            log_rows_read=lambda: self.store.stats.log_rows_read,
         )
         self.port = settings.port
         self._http: tornado.httpserver.HTTPServer | None = None

@@ -87,6 +87,11 @@ class Metrics:
             "Connections closed for falling too far behind or sending too much (1013)",
             registry=r,
         )
+        self.log_rows_read = Gauge(
+            "collab_store_log_rows_read",
+            "Update log rows read from the store since the start (loads, history, catch-up)",
+            registry=r,
+        )
         self.load_seconds = Histogram(
             "collab_load_seconds",
             "Time to load a document (snapshot and log)",
@@ -108,6 +113,7 @@ class Metrics:
         feed_lag_s: Callable[[], float],
         feed_failing: Callable[[], bool],
         store_failing: Callable[[], bool],
+        log_rows_read: Callable[[], int],
     ) -> None:
         """Read these values when scraped."""
         for endpoint in ENDPOINTS:
@@ -120,6 +126,7 @@ class Metrics:
         self.feed_lag_seconds.set_function(feed_lag_s)
         self.feed_failing.set_function(lambda: float(feed_failing()))
         self.store_failing.set_function(lambda: float(store_failing()))
+        self.log_rows_read.set_function(log_rows_read)
 
     def closed(self, code: int) -> None:
         self.closes.labels(str(code)).inc()

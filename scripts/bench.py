@@ -719,7 +719,47 @@ async def scenario_coldload(p: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+async def scenario_history(p: dict[str, Any]) -> dict[str, Any]:
+    """``requests`` reads of the document's state at a random seq (collab's HTTP API,
+    one at a time): time per request, and the update-log rows the server read for
+    it (from its ``collab_store_log_rows_read`` metric)."""
+    from tornado.httpclient import AsyncHTTPClient
+
+    http = AsyncHTTPClient()
+    base = f"http://{HOST}:{p['port']}"
+    rng = random.Random(p.get("seed", 7))
+
+    async def rows_read() -> float:
+        body = (await http.fetch(f"{base}/metrics")).body.decode()
+        for line in body.splitlines():
+            if line.startswith("collab_store_log_rows_read "):
+                return float(line.split()[1])
+        raise RuntimeError("the server has no collab_store_log_rows_read metric")
+
+    times_ms: list[float] = []
+    rows: list[float] = []
+    for _ in range(p["requests"]):
+        seq = rng.randint(1, p["updates"])
+        before = await rows_read()
+        started = time.perf_counter()
+        response = await http.fetch(f"{base}/api/documents/{p['doc']}/state?seq={seq}")
+        times_ms.append(1000 * (time.perf_counter() - started))
+        assert response.headers["X-Collab-Seq"] == str(seq), (seq, response.headers)
+        rows.append(await rows_read() - before)
+    times_ms.sort()
+    rows.sort()
+    return {
+        "p50_ms": statistics.median(times_ms),
+        "p99_ms": times_ms[min(len(times_ms) - 1, int(0.99 * len(times_ms)))],
+        "max_ms": times_ms[-1],
+        "rows_p50": statistics.median(rows),
+        "rows_max": rows[-1],
+        "requests": len(times_ms),
+    }
+
+
 SCENARIOS = {
+    "history": scenario_history,
     "latency": scenario_latency,
     "throughput": scenario_throughput,
     "memory": scenario_memory,
@@ -1049,6 +1089,8 @@ class Options:
     cold_restarts: int
     crosslag_readers: int = 10
     crosslag_updates: int = 500
+    history_sizes: tuple[int, ...] = (10_000, 100_000)
+    history_requests: int = 100
     results: dict[str, dict[str, list[dict[str, Any]]]] = field(default_factory=dict)
 
     def record(self, scenario: str, server: str, result: dict[str, Any]) -> None:
@@ -1106,6 +1148,26 @@ def _bench_server(spec: ServerSpec, o: Options, workdir: Path, data: Path) -> No
             finally:
                 second.stop()
                 first.stop()
+
+    if "history" in o.scenarios:
+        if not spec.name.startswith("collab"):
+            for size in o.history_sizes:
+                o.record(f"history-{size}", spec.name, {"na": "no history API"})
+        else:
+            doc = f"history-{random.getrandbits(32):08x}"
+            server = RunningServer(spec, data, log)
+            try:
+                params = {"port": server.port, "pid": server.pid, "probe": probe, "doc": doc}
+                stored = 0
+                for size in o.history_sizes:
+                    progress(f"history: storing {size - stored} more updates")
+                    run_load("seed", {**params, "updates": size - stored})
+                    stored = size
+                    progress(f"history: state at a random seq of {size}")
+                    params |= {"updates": size, "requests": o.history_requests}
+                    o.record(f"history-{size}", spec.name, run_load("history", params))
+            finally:
+                server.stop()
 
     if "memory" in o.scenarios:
         progress("memory")
@@ -1213,6 +1275,17 @@ TABLES: dict[str, tuple[str, list[Column]]] = {
             ("fill s", "fill_s", "{:.2f}"),
         ],
     ),
+    "history": (
+        "History: the state at a random seq of a document of {updates} updates, "
+        "{requests} requests one at a time (ms per request; update-log rows read)",
+        [
+            ("p50 ms", "p50_ms", "{:.1f}"),
+            ("p99 ms", "p99_ms", "{:.1f}"),
+            ("max ms", "max_ms", "{:.1f}"),
+            ("rows p50", "rows_p50", "{:.0f}"),
+            ("rows max", "rows_max", "{:.0f}"),
+        ],
+    ),
     "coldload": (
         "Cold load: a document of {updates} stored appends, first full sync after a "
         "restart ({restarts} restarts)",
@@ -1265,6 +1338,9 @@ def print_tables(o: Options) -> None:
         }
         if family == "memory":
             context["updates"] = o.memory_updates
+        if family == "history":
+            context["updates"] = key.split("-")[-1]
+            context["requests"] = o.history_requests
         print()
         print(title.format(**context))
         headings = ["server", *(c[0] for c in columns)]
@@ -1390,7 +1466,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     run.add_argument(
         "--scenarios",
         default="latency,throughput,crosslag,memory,coldload",
-        help="comma-separated subset of latency,throughput,crosslag,memory,coldload",
+        help="comma-separated subset of latency,throughput,crosslag,memory,coldload,history",
     )
     run.add_argument("--repeat", type=int, default=1, help="rounds; tables show medians")
     run.add_argument("--long", action="store_true", help="longer, larger runs (about 4x)")

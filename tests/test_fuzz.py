@@ -119,4 +119,5 @@ async def test_the_fuzzer_finds_each_fault_when_it_is_put_back(
     report = await fuzz_server(tmp_path, seed=1, rounds=400, python_prelude=prelude)
 
     assert report.violations, f"finding {fault} was not found: {report.summary()}"
-    assert any(words in report.violations[0] for words in found), report.violations
+    # Found as itself (under load, another symptom of it may come first).
+    assert any(words in v for v in report.violations for words in found), report.violations

@@ -138,4 +138,10 @@ def test_the_state_at_every_seq_equals_replaying_the_log(
     tmp_path_factory, batch, restart, every, keep
 ):
     folder = tmp_path_factory.mktemp("property")
-    asyncio.run(scenario(folder, batch, int(len(batch) * restart), every, keep))
+    # A loop of its own, left out of the thread's current loop (asyncio.run would
+    # reset that, and drop the test runner's).
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(scenario(folder, batch, int(len(batch) * restart), every, keep))
+    finally:
+        loop.close()

@@ -17,7 +17,7 @@ import pycrdt
 
 from collab.core import render
 from collab.errors import InvalidUpdate, StoreError
-from collab.store.base import SnapshotRecord, Store, UpdateRecord
+from collab.store.base import Checkpoint, SnapshotRecord, Store, UpdateRecord
 from collab.wire import edits, yformat
 from collab.wire.replica import EMPTY_UPDATE, Replica
 from collab.wire.yformat import FormatError
@@ -74,44 +74,102 @@ def apply_stored(replica: Replica, record: UpdateRecord) -> None:
         ) from None
 
 
-def rebuild(snapshot: SnapshotRecord | None, updates: Sequence[UpdateRecord]) -> Replica:
-    """The replica a snapshot and the updates after it make. CPU-bound: run it in an
-    executor."""
+@dataclass(frozen=True, slots=True)
+class Sources:
+    """What makes a version: a snapshot (or nothing: the empty document), a chain
+    of checkpoints on top of it, then the log entries after the last of them."""
+
+    snapshot: SnapshotRecord | None
+    chain: tuple[Checkpoint, ...]
+    updates: list[UpdateRecord]
+
+    @property
+    def seq(self) -> int:
+        if self.updates:
+            return self.updates[-1].seq
+        if self.chain:
+            return self.chain[-1].seq
+        return self.snapshot.seq if self.snapshot else 0
+
+
+def rebuild(
+    snapshot: SnapshotRecord | None,
+    updates: Sequence[UpdateRecord],
+    chain: Sequence[Checkpoint] = (),
+) -> Replica:
+    """The replica a snapshot, checkpoints and the updates after them make.
+    CPU-bound: run it in an executor."""
     replica = Replica()
     if snapshot is not None:
         restore(replica, snapshot)
+    for checkpoint in chain:
+        _apply_checkpoint(replica, checkpoint, checkpoint.data)
+    if chain and chain[-1].waiting:
+        # What waited at the last checkpoint (it may have come in since the snapshot).
+        _apply_checkpoint(replica, chain[-1], chain[-1].waiting)
     for record in updates:
         apply_stored(replica, record)
     return replica
 
 
+def _apply_checkpoint(replica: Replica, checkpoint: Checkpoint, data: bytes) -> None:
+    try:
+        replica.apply(data, bounded=False)
+    except InvalidUpdate as exc:
+        raise StoreError(
+            f"{checkpoint.doc!r}: the checkpoint at seq {checkpoint.seq} cannot be applied: "
+            f"{exc.message}"
+        ) from None
+
+
 async def replica_at(store: Store, doc: str, seq: int | None = None) -> tuple[int, Replica]:
     """``(seq, replica)``: the document after update ``seq`` (default: the latest).
     ``seq`` is clamped to the document's head."""
-    snapshot, updates = await _sources(store, doc, seq)
-    if updates:
-        at = updates[-1].seq
-    else:
-        at = snapshot.seq if snapshot else 0
+    sources = await gather_sources(store, doc, seq)
     loop = asyncio.get_running_loop()
-    return at, await loop.run_in_executor(None, rebuild, snapshot, updates)
+    replica = await loop.run_in_executor(
+        None, rebuild, sources.snapshot, sources.updates, sources.chain
+    )
+    return sources.seq, replica
 
 
-async def _sources(
-    store: Store, doc: str, seq: int | None
-) -> tuple[SnapshotRecord | None, list[UpdateRecord]]:
-    """The snapshot and the log entries that make the version after ``seq``; raises
-    NotRetained rather than build it from anything less than all of them."""
+def checkpoint_chain(
+    start: int, checkpoints: Sequence[Checkpoint]
+) -> tuple[int, tuple[Checkpoint, ...]]:
+    """The longest way from version ``start`` (or from the empty document, 0)
+    through ``checkpoints`` (by seq), each based on the one before: ``(where it
+    starts, the chain)``."""
+    reached: dict[int, tuple[int, tuple[Checkpoint, ...]]] = {start: (start, ()), 0: (0, ())}
+    best = reached[start]
+    for checkpoint in checkpoints:
+        came = reached.get(checkpoint.base_seq)
+        if came is None:
+            continue
+        reached[checkpoint.seq] = (came[0], (*came[1], checkpoint))
+        best = reached[checkpoint.seq]
+    return best
+
+
+async def gather_sources(store: Store, doc: str, seq: int | None) -> Sources:
+    """What makes the version after ``seq``: the nearest snapshot, the checkpoints
+    after it, the log after them. Raises NotRetained rather than build a version
+    from anything less than all of it."""
     snapshot = await store.latest_snapshot(doc, at_or_before_seq=seq)
     base = snapshot.seq if snapshot else 0
+    checkpoints = await store.checkpoints(doc, after_seq=base, until_seq=seq)
+    begins, chain = checkpoint_chain(base, checkpoints)
+    if chain:
+        base = chain[-1].seq
+        if begins == 0:
+            snapshot = None  # the chain starts from the empty document
     updates = await store.read_updates(doc, after_seq=base, until_seq=seq)
     if updates and updates[0].seq != base + 1:
         raise NotRetained(doc, seq if seq is not None else updates[-1].seq, updates[0].seq - 1)
-    if not updates and snapshot is None and seq != 0:
+    if not updates and snapshot is None and not chain and seq != 0:
         first = await retained_from(store, doc)
         if first > 0 and (seq is None or seq < first):
             raise NotRetained(doc, seq or 0, first)
-    return snapshot, updates
+    return Sources(snapshot, chain, updates)
 
 
 async def state_at(store: Store, doc: str, seq: int | None = None) -> tuple[int, bytes]:
@@ -140,8 +198,12 @@ class Version:
     content: dict[str, Any]
 
 
-def _render(snapshot: SnapshotRecord | None, updates: Sequence[UpdateRecord]) -> Version:
-    replica = rebuild(snapshot, updates)
+def _render(
+    snapshot: SnapshotRecord | None,
+    updates: Sequence[UpdateRecord],
+    chain: Sequence[Checkpoint] = (),
+) -> Version:
+    replica = rebuild(snapshot, updates, chain)
     try:
         kinds, values = render.content(replica.doc.get_update())
     except FormatError as exc:  # the strict reader refuses what pycrdt wrote back
@@ -152,17 +214,19 @@ def _render(snapshot: SnapshotRecord | None, updates: Sequence[UpdateRecord]) ->
 async def version_at(store: Store, doc: str, seq: int | None = None) -> Version:
     """The document's content after update ``seq`` (default: the latest), rendered
     as JSON (collab.core.render). ``seq`` is clamped to the document's head."""
-    snapshot, updates = await _sources(store, doc, seq)
-    if updates:
-        at, time_s = updates[-1].seq, updates[-1].time_s
-    elif snapshot is not None:
-        at = snapshot.seq
+    sources = await gather_sources(store, doc, seq)
+    at = sources.seq
+    if sources.updates:
+        time_s: float | None = sources.updates[-1].time_s
+    elif at > 0:
         own = await store.read_updates(doc, after_seq=at - 1, until_seq=at, limit=1)
         time_s = own[0].time_s if own else None
     else:
-        at, time_s = 0, None
+        time_s = None
     loop = asyncio.get_running_loop()
-    version = await loop.run_in_executor(None, _render, snapshot, updates)
+    version = await loop.run_in_executor(
+        None, _render, sources.snapshot, sources.updates, sources.chain
+    )
     return Version(at, time_s, version.kinds, version.content)
 
 

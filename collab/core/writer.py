@@ -35,8 +35,16 @@ from collab.core.history import replica_at
 from collab.core.thinning import snapshots_to_drop
 from collab.errors import DocumentChanged, Overloaded, SeqConflict, StoreError
 from collab.metrics import Metrics
-from collab.store.base import DocumentHead, NewUpdate, SnapshotRecord, Store, UpdateRecord
+from collab.store.base import (
+    Checkpoint,
+    DocumentHead,
+    NewUpdate,
+    SnapshotRecord,
+    Store,
+    UpdateRecord,
+)
 from collab.tasks import TaskGroup
+from collab.wire.replica import Replica
 
 log = logging.getLogger("collab.store")
 
@@ -328,6 +336,27 @@ class Writer:
         snapshot = SnapshotRecord(doc, at, state, time.time(), replica.waiting or b"")
         await self._store.save_snapshot(snapshot)
         log.debug("snapshot of %r at seq %d (%d bytes)", doc, at, len(state))
+        await self._write_checkpoint(doc, at, replica)
         drop = snapshots_to_drop(await self._store.snapshot_seqs(doc), s.snapshot_keep_recent)
         await self._store.delete_snapshots(doc, drop)
         return True
+
+    async def _write_checkpoint(self, doc: str, at: int, replica: Replica) -> None:
+        """What changed since the previous checkpoint, so that versions between
+        thinned-out snapshots are rebuilt from a few checkpoints, not thousands of
+        log entries. Without a previous one near, the checkpoint holds everything."""
+        window = 4 * self._settings.snapshot_every_updates
+        recent = await self._store.checkpoints(doc, after_seq=max(0, at - window), until_seq=at - 1)
+        base_seq, base_vector = (
+            (recent[-1].seq, recent[-1].state_vector) if recent else (0, b"\x00")
+        )
+        state_vector = replica.doc.get_state()
+        checkpoint = Checkpoint(
+            doc,
+            at,
+            base_seq,
+            replica.doc.get_update(base_vector),
+            replica.waiting or b"",
+            state_vector,
+        )
+        await self._store.save_checkpoint(checkpoint)

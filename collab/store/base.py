@@ -130,6 +130,24 @@ class SnapshotRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """What changed in a document from update ``base_seq`` to ``seq``, kept beside
+    the snapshots so that any version is a few checkpoints away from one:
+    ``data`` is what was integrated by ``seq`` beyond the state vector at
+    ``base_seq`` (one Yjs update), ``waiting`` what waited for its dependencies
+    at ``seq``, ``state_vector`` the state vector at ``seq`` (the next
+    checkpoint's base). Checkpoints are not thinned: together they hold about
+    what the document holds."""
+
+    doc: str
+    seq: int
+    base_seq: int
+    data: bytes = field(repr=False)
+    waiting: bytes = field(repr=False)
+    state_vector: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class LoadedDocument:
     name: str
     epoch: str
@@ -307,9 +325,19 @@ class Store(abc.ABC):
         every update, so every version stays reachable from an older one)."""
 
     @abc.abstractmethod
+    async def save_checkpoint(self, checkpoint: Checkpoint) -> None:
+        """Store a checkpoint; one that exists at its seq is kept as it is."""
+
+    @abc.abstractmethod
+    async def checkpoints(
+        self, doc: str, *, after_seq: int = 0, until_seq: int | None = None
+    ) -> list[Checkpoint]:
+        """A document's checkpoints with ``after_seq < seq <= until_seq``, by seq."""
+
+    @abc.abstractmethod
     async def prune_history(self, doc: str, through_seq: int) -> None:
         """Drop the history before a snapshot (retention): the updates up to and
-        including ``through_seq`` and the snapshots before it. The snapshot at
+        including ``through_seq`` and the snapshots and checkpoints before it. The snapshot at
         ``through_seq`` stays, so the document and every version from it on stay
         whole. Raises StoreError when there is no snapshot at ``through_seq``."""
 

@@ -17,6 +17,7 @@ from collab.errors import DocumentChanged, StoreError
 from collab.store.base import (
     AppendResult,
     AwarenessChange,
+    Checkpoint,
     DocumentHead,
     DocumentInfo,
     FeedPosition,
@@ -39,6 +40,7 @@ class _Document:
     updated_s: float
     updates: list[UpdateRecord] = field(default_factory=list)
     snapshots: dict[int, SnapshotRecord] = field(default_factory=dict)
+    checkpoints: dict[int, Checkpoint] = field(default_factory=dict)
     quarantine: list[QuarantinedEntry] = field(default_factory=list)
     snapshot_seq: int = 0
     bytes_since_snapshot: int = 0
@@ -165,6 +167,10 @@ class MemoryStore(Store):
         return {
             name: sum(len(r.data) for r in document.updates)
             + sum(len(s.data) + len(s.waiting or b"") for s in document.snapshots.values())
+            + sum(
+                len(c.data) + len(c.waiting) + len(c.state_vector)
+                for c in document.checkpoints.values()
+            )
             for name in docs
             if (document := self._docs.get(name)) is not None
         }
@@ -220,6 +226,22 @@ class MemoryStore(Store):
         seqs = [s for s in document.snapshots if at_or_before_seq is None or s <= at_or_before_seq]
         return document.snapshots[max(seqs)] if seqs else None
 
+    async def save_checkpoint(self, checkpoint: Checkpoint) -> None:
+        document = self._get_or_create(checkpoint.doc)
+        document.checkpoints.setdefault(checkpoint.seq, checkpoint)
+
+    async def checkpoints(
+        self, doc: str, *, after_seq: int = 0, until_seq: int | None = None
+    ) -> list[Checkpoint]:
+        document = self._docs.get(doc)
+        if document is None:
+            return []
+        return [
+            document.checkpoints[seq]
+            for seq in sorted(document.checkpoints)
+            if seq > after_seq and (until_seq is None or seq <= until_seq)
+        ]
+
     async def prune_history(self, doc: str, through_seq: int) -> None:
         document = self._docs.get(doc)
         if document is None or through_seq not in document.snapshots:
@@ -230,6 +252,8 @@ class MemoryStore(Store):
         document.pruned = through_seq
         for seq in [s for s in document.snapshots if s < through_seq]:
             del document.snapshots[seq]
+        for seq in [s for s in document.checkpoints if s < through_seq]:
+            del document.checkpoints[seq]
 
     async def snapshot_seqs(self, doc: str) -> list[int]:
         document = self._docs.get(doc)

@@ -68,6 +68,7 @@ from collab.store.base import (
     AppendResult,
     Author,
     AwarenessChange,
+    Checkpoint,
     DocumentHead,
     DocumentInfo,
     FeedPosition,
@@ -308,6 +309,9 @@ class MongoStore(Store):
                 name="doc_seq_digest_part",
             )
             awareness = self._collection("awareness", presence=True)
+            await self._collection("checkpoints").create_index(
+                [("doc", ASCENDING), ("seq", ASCENDING)], unique=True, name="doc_seq"
+            )
             await awareness.create_index([("doc", ASCENDING)], name="doc")
             await awareness.create_index(
                 "expire_at", expireAfterSeconds=int(AWARENESS_KEPT_S), name="expiry"
@@ -383,6 +387,7 @@ class MongoStore(Store):
             deleted = await self._documents.delete_one({"_id": doc})
             await self._log.delete_many({"doc": doc})
             await self._snapshots.delete_many({"doc": doc})
+            await self._collection("checkpoints").delete_many({"doc": doc})
             await self._collection("awareness", presence=True).delete_many({"doc": doc})
         return deleted.deleted_count > 0
 
@@ -416,6 +421,16 @@ class MongoStore(Store):
             for collection, size in (
                 (self._log, {"$sum": "$sizes"}),
                 (self._snapshots, {"$binarySize": "$data"}),
+                (
+                    self._collection("checkpoints"),
+                    {
+                        "$add": [
+                            {"$binarySize": "$data"},
+                            {"$binarySize": "$waiting"},
+                            {"$binarySize": "$state_vector"},
+                        ]
+                    },
+                ),
             ):
                 cursor = await collection.aggregate(
                     [
@@ -814,6 +829,57 @@ class MongoStore(Store):
         with _errors(f"deleting snapshots of {doc!r}"):
             await self._snapshots.delete_many({"doc": doc, "seq": {"$in": list(seqs)}})
 
+    async def save_checkpoint(self, checkpoint: Checkpoint) -> None:
+        size = len(checkpoint.data) + len(checkpoint.waiting) + len(checkpoint.state_vector)
+        if size > MAX_BATCH_BYTES:
+            # Beyond one MongoDB document: versions after it replay the log instead.
+            log.debug(
+                "checkpoint of %r at seq %d left out: %d bytes",
+                checkpoint.doc,
+                checkpoint.seq,
+                size,
+            )
+            return
+        # One that exists is kept as it is.
+        with (
+            _errors(f"saving a checkpoint of {checkpoint.doc!r}"),
+            contextlib.suppress(DuplicateKeyError),
+        ):
+            await self._collection("checkpoints").insert_one(
+                {
+                    "doc": checkpoint.doc,
+                    "seq": checkpoint.seq,
+                    "base_seq": checkpoint.base_seq,
+                    "data": checkpoint.data,
+                    "waiting": checkpoint.waiting,
+                    "state_vector": checkpoint.state_vector,
+                }
+            )
+
+    async def checkpoints(
+        self, doc: str, *, after_seq: int = 0, until_seq: int | None = None
+    ) -> list[Checkpoint]:
+        query: dict[str, Any] = {"doc": doc, "seq": {"$gt": after_seq}}
+        if until_seq is not None:
+            query["seq"]["$lte"] = until_seq
+        with _errors(f"reading the checkpoints of {doc!r}"):
+            rows = (
+                await self._collection("checkpoints")
+                .find(query, sort=[("seq", ASCENDING)])
+                .to_list()
+            )
+        return [
+            Checkpoint(
+                row["doc"],
+                row["seq"],
+                row["base_seq"],
+                row["data"],
+                row["waiting"],
+                row["state_vector"],
+            )
+            for row in rows
+        ]
+
     async def prune_history(self, doc: str, through_seq: int) -> None:
         with _errors(f"pruning the history of {doc!r}"):
             if await self._latest_snapshot(doc, through_seq, exactly=True) is None:
@@ -823,6 +889,9 @@ class MongoStore(Store):
             newest = await self._head_seq(doc)
             await self._log.delete_many({"doc": doc, "last": {"$lte": through_seq, "$lt": newest}})
             await self._snapshots.delete_many({"doc": doc, "seq": {"$lt": through_seq}})
+            await self._collection("checkpoints").delete_many(
+                {"doc": doc, "seq": {"$lt": through_seq}}
+            )
 
     async def lease_snapshot(self, doc: str, instance: str, lease_s: float) -> bool:
         now = time.time()

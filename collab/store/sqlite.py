@@ -33,6 +33,7 @@ from collab.store.base import (
     AppendResult,
     Author,
     AwarenessChange,
+    Checkpoint,
     DocumentHead,
     DocumentInfo,
     FeedPosition,
@@ -50,7 +51,7 @@ from collab.store.base import (
 log = logging.getLogger("collab.store")
 T = TypeVar("T")
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 SCHEMA = """
 CREATE TABLE documents (
     name TEXT PRIMARY KEY,
@@ -136,6 +137,17 @@ CREATE TABLE feed_positions (
     instance TEXT PRIMARY KEY,
     position INTEGER NOT NULL,
     saved_s REAL NOT NULL
+);
+""",
+    4: """
+CREATE TABLE checkpoints (
+    doc TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    base_seq INTEGER NOT NULL,
+    waiting BLOB NOT NULL,
+    state_vector BLOB NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (doc, seq)
 );
 """,
 }
@@ -304,7 +316,7 @@ class SQLiteStore(Store):
             conn = self._w
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for table in ("updates", "snapshots", "awareness"):
+                for table in ("updates", "snapshots", "checkpoints", "awareness"):
                     conn.execute(f"DELETE FROM {table} WHERE doc = ?", (doc,))
                 deleted = conn.execute("DELETE FROM documents WHERE name = ?", (doc,)).rowcount
                 conn.execute("COMMIT")
@@ -356,9 +368,11 @@ class SQLiteStore(Store):
                 row = self._r.execute(
                     "SELECT (SELECT coalesce(sum(length(data)), 0) FROM updates WHERE doc = ?)"
                     " + (SELECT coalesce(sum(length(data) + coalesce(length(waiting), 0)), 0)"
-                    " FROM snapshots WHERE doc = ?), "
+                    " FROM snapshots WHERE doc = ?)"
+                    " + (SELECT coalesce(sum(length(data) + length(waiting)"
+                    " + length(state_vector)), 0) FROM checkpoints WHERE doc = ?), "
                     "EXISTS (SELECT 1 FROM documents WHERE name = ?)",
-                    (name, name, name),
+                    (name, name, name, name),
                 ).fetchone()
                 if row[1]:
                     sizes[name] = row[0]
@@ -605,6 +619,36 @@ class SQLiteStore(Store):
 
         await self._run(self._writer, write)
 
+    async def save_checkpoint(self, checkpoint: Checkpoint) -> None:
+        def write() -> None:
+            self._w.execute(
+                "INSERT OR IGNORE INTO checkpoints "
+                "(doc, seq, base_seq, waiting, state_vector, data) VALUES (?,?,?,?,?,?)",
+                (
+                    checkpoint.doc,
+                    checkpoint.seq,
+                    checkpoint.base_seq,
+                    checkpoint.waiting,
+                    checkpoint.state_vector,
+                    checkpoint.data,
+                ),
+            )
+
+        await self._run(self._writer, write)
+
+    async def checkpoints(
+        self, doc: str, *, after_seq: int = 0, until_seq: int | None = None
+    ) -> list[Checkpoint]:
+        def read() -> list[Checkpoint]:
+            rows = self._r.execute(
+                "SELECT doc, seq, base_seq, data, waiting, state_vector FROM checkpoints "
+                "WHERE doc = ? AND seq > ? AND seq <= ? ORDER BY seq",
+                (doc, after_seq, 2**63 - 1 if until_seq is None else until_seq),
+            ).fetchall()
+            return [Checkpoint(*row) for row in rows]
+
+        return await self._run(self._reader, read)
+
     async def prune_history(self, doc: str, through_seq: int) -> None:
         def write() -> None:
             conn = self._w
@@ -619,6 +663,9 @@ class SQLiteStore(Store):
                     )
                 conn.execute("DELETE FROM updates WHERE doc = ? AND seq <= ?", (doc, through_seq))
                 conn.execute("DELETE FROM snapshots WHERE doc = ? AND seq < ?", (doc, through_seq))
+                conn.execute(
+                    "DELETE FROM checkpoints WHERE doc = ? AND seq < ?", (doc, through_seq)
+                )
                 conn.execute("COMMIT")
             except BaseException:
                 _rollback(conn)
