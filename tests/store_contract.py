@@ -26,6 +26,7 @@ from collab.errors import DocumentChanged, StoreError
 from collab.store.base import (
     Author,
     AwarenessChange,
+    Checkpoint,
     DocumentHead,
     FeedPosition,
     NewUpdate,
@@ -559,6 +560,23 @@ class StoreContract:
         await store.prune_history("notes", 13)  # everything, up to the head
         assert seqs((await store.append(news("notes", 1))).records) == [14]
         assert (await store.get_document("notes")).head_seq == 14
+
+    async def test_checkpoints_are_kept_once_and_read_by_range(self, store: Store):
+        await store.append(news("notes", 9))
+        for seq, base in ((3, 0), (6, 3), (9, 6)):
+            await store.save_checkpoint(
+                Checkpoint("notes", seq, base, f"d{seq}".encode(), b"", f"sv{seq}".encode())
+            )
+        await store.save_checkpoint(Checkpoint("notes", 6, 0, b"other", b"w", b"x"))  # kept
+
+        assert [c.seq for c in await store.checkpoints("notes")] == [3, 6, 9]
+        middle = await store.checkpoints("notes", after_seq=3, until_seq=8)
+        assert middle == [Checkpoint("notes", 6, 3, b"d6", b"", b"sv6")]
+        await store.save_snapshot(SnapshotRecord("notes", 6, b"s6", 1.0))
+        await store.prune_history("notes", 6)
+        assert [c.seq for c in await store.checkpoints("notes")] == [6, 9]
+        await store.delete_document("notes")
+        assert await store.checkpoints("notes") == []
 
     async def test_deleted_snapshots_are_gone_and_the_others_and_the_log_stay(self, store: Store):
         await store.append(news("notes", 9))
