@@ -18,11 +18,12 @@ from tornado.ioloop import IOLoop
 from collab.app import CollabServer
 from collab.client import CollabClient
 from collab.config import Settings
-from collab.core.history import state_at
+from collab.core.history import apply_stored, rebuild, state_at
 from collab.core.room import build_replica
 from collab.core.writer import Writer
-from collab.store.base import NewUpdate, SnapshotRecord
+from collab.store.base import NewUpdate, SnapshotRecord, UpdateRecord
 from collab.store.sqlite import SQLiteStore
+from collab.wire.replica import Replica
 from collab.wire.yformat import decode_state_vector
 from tests.helpers import TIMEOUT_S, text_of
 
@@ -317,3 +318,22 @@ async def test_thinned_snapshots_stay_within_a_log_bound_and_every_version_stays
         assert str(doc_of(state).get("text", type=pycrdt.Text)) == str(
             doc_of(*updates[:seq]).get("text", type=pycrdt.Text)
         ), f"seq {seq}"
+
+
+@pytest.mark.parametrize("order", ["causal", "dependency later"])
+def test_a_run_of_logged_updates_applies_as_one_only_when_that_changes_nothing(order: str):
+    updates = random_history(60, seed=5)
+    hello, world = hello_then_world()
+    logged = [*updates, hello, world] if order == "causal" else [*updates, world, hello]
+    records = [UpdateRecord("notes", seq, data, 1.0) for seq, data in enumerate(logged, 1)]
+    one_by_one = Replica()
+    for record in records:
+        apply_stored(one_by_one, record)
+
+    rebuilt = rebuild(None, records)
+
+    assert contents(rebuilt.doc) == contents(one_by_one.doc)
+    assert rebuilt.waiting == one_by_one.waiting
+    assert decode_state_vector(rebuilt.doc.get_state()) == decode_state_vector(
+        one_by_one.doc.get_state()
+    )

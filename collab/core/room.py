@@ -39,7 +39,7 @@ from typing import Any
 import pycrdt
 
 from collab.config import Settings
-from collab.core.history import apply_stored, restore
+from collab.core.history import apply_log, restore
 from collab.core.session import FrameCodec, Session, SessionState
 from collab.core.writer import RETRY_FIRST_S, PendingWrite, Writer
 from collab.errors import CollabError, DocumentDamaged, ErrorCode, InvalidUpdate, StoreError
@@ -110,8 +110,7 @@ def build_replica(loaded: LoadedDocument, settings: Settings) -> Replica:
     replica = Replica(name=loaded.name, max_waiting_bytes=settings.max_waiting_bytes)
     if loaded.snapshot is not None:
         restore(replica, loaded.snapshot)
-    for record in loaded.updates:
-        apply_stored(replica, record)
+    apply_log(replica, loaded.updates)
     return replica
 
 
