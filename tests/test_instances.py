@@ -193,3 +193,38 @@ async def test_the_awareness_of_a_dead_instance_expires_everywhere(
     await on_b.wait_for(lambda: {"user": "ann"} not in on_b.awareness.states.values(), timeout_s=5)
     # Renewed at most awareness_refresh_s before the end, gone within the TTL after.
     assert loop.time() - started <= instance_settings.awareness_ttl_s + 1.0
+
+
+class LaggingFeedStore(MemoryStore):
+    """Instance b's feed brings each batch 0.3 s late (a change stream that lags)."""
+
+    async def follow(
+        self, after: FeedPosition, *, poll_s: float, exclude_instance: str | None = None
+    ) -> AsyncIterator[tuple[FeedPosition, list[UpdateRecord]]]:
+        feed = super().follow(after, poll_s=poll_s, exclude_instance=exclude_instance)
+        async with contextlib.aclosing(feed) as records_of:
+            async for position, records in records_of:
+                if records and exclude_instance == "b":
+                    await asyncio.sleep(0.3)
+                yield position, records
+
+
+async def test_a_deleted_generation_never_reaches_the_next_one_through_a_lagging_feed(
+    start_server, instance_settings
+):
+    store = LaggingFeedStore()
+    a = await start_server(instance_settings.replace(instance_id="a"), store)
+    b = await start_server(instance_settings.replace(instance_id="b"), store)
+    writer = await SeqWatcher.join(a.port, "w", DOC)
+    for ref, update in enumerate(edits(5, 3)):
+        writer.send(ref, update)
+    await writer.wait_for(lambda: len(writer.acks) == 3)
+    assert await a.rooms.delete(DOC)
+    await writer.close()
+
+    reader = await SeqWatcher.join(b.port, "r", DOC)  # the next, empty document
+    await asyncio.sleep(1.0)  # the lagging feed brings the deleted records now
+
+    assert reader.text() == "" and reader.seqs == [0]
+    assert await store.read_updates(DOC) == []
+    await reader.close()

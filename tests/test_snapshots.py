@@ -22,6 +22,7 @@ from collab.core.history import apply_stored, rebuild, state_at
 from collab.core.room import build_replica
 from collab.core.writer import Writer
 from collab.store.base import NewUpdate, SnapshotRecord, UpdateRecord
+from collab.store.memory import MemoryStore
 from collab.store.sqlite import SQLiteStore
 from collab.wire.replica import Replica
 from collab.wire.yformat import decode_state_vector
@@ -337,3 +338,34 @@ def test_a_run_of_logged_updates_applies_as_one_only_when_that_changes_nothing(o
     assert decode_state_vector(rebuilt.doc.get_state()) == decode_state_vector(
         one_by_one.doc.get_state()
     )
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "memory"])
+async def test_a_snapshot_of_a_document_deleted_meanwhile_is_not_kept(
+    kind: str, tmp_path: Path, settings: Settings
+):
+    store = SQLiteStore(tmp_path / "deleted.db") if kind == "sqlite" else MemoryStore()
+    await store.open()
+    try:
+        epoch = (await store.load("notes")).epoch
+        secret = pycrdt.Doc()
+        secret.get("text", type=pycrdt.Text).insert(0, "deleted content")
+        await store.append([NewUpdate("notes", secret.get_update(), 1.0, epoch=epoch)])
+        writer = writer_for(store, settings.replace(snapshot_every_updates=1))
+        read_updates = store.read_updates
+
+        async def read_then_delete(*args: Any, **kwargs: Any) -> Any:
+            rows = await read_updates(*args, **kwargs)
+            store.read_updates = read_updates  # type: ignore[method-assign]
+            await store.delete_document("notes")  # a DELETE lands while it is built
+            return rows
+
+        store.read_updates = read_then_delete  # type: ignore[method-assign]
+        await writer.write_snapshot("notes", 1)
+
+        assert await store.get_document("notes") is None  # not created again
+        loaded = await store.load("notes")  # the next document of that name
+        assert loaded.snapshot is None and loaded.updates == ()
+        assert await store.checkpoints("notes") == []
+    finally:
+        await store.close()

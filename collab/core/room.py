@@ -369,6 +369,8 @@ class Room:
     def receive(self, record: UpdateRecord) -> None:
         """A record from the store's feed. This instance's own come through the
         writer, with their senders, and are left out here."""
+        if record.epoch is not None and record.epoch != self.epoch:
+            return  # of a deleted generation of this document
         if record.author.instance != self._instance:
             self._offer(_Delivery(record))
 

@@ -331,17 +331,24 @@ class Writer:
         if not await self._store.lease_snapshot(doc, s.instance_id, s.snapshot_lease_s):
             log.debug("snapshot of %r left to the instance that holds its lease", doc)
             return False
+        # Its epoch before reading: if it is deleted meanwhile, the store keeps
+        # nothing of what was read.
+        info = await self._store.get_document(doc)
+        if info is None:
+            return False
         at, replica = await replica_at(self._store, doc, seq)
         state = replica.doc.get_update()
-        snapshot = SnapshotRecord(doc, at, state, time.time(), replica.waiting or b"")
+        snapshot = SnapshotRecord(
+            doc, at, state, time.time(), replica.waiting or b"", epoch=info.epoch
+        )
         await self._store.save_snapshot(snapshot)
         log.debug("snapshot of %r at seq %d (%d bytes)", doc, at, len(state))
-        await self._write_checkpoint(doc, at, replica)
+        await self._write_checkpoint(doc, at, replica, info.epoch)
         drop = snapshots_to_drop(await self._store.snapshot_seqs(doc), s.snapshot_keep_recent)
         await self._store.delete_snapshots(doc, drop)
         return True
 
-    async def _write_checkpoint(self, doc: str, at: int, replica: Replica) -> None:
+    async def _write_checkpoint(self, doc: str, at: int, replica: Replica, epoch: str) -> None:
         """What changed since the previous checkpoint, so that versions between
         thinned-out snapshots are rebuilt from a few checkpoints, not thousands of
         log entries. Without a previous one near, the checkpoint holds everything."""
@@ -358,5 +365,6 @@ class Writer:
             replica.doc.get_update(base_vector),
             replica.waiting or b"",
             state_vector,
+            epoch,
         )
         await self._store.save_checkpoint(checkpoint)

@@ -98,6 +98,9 @@ class UpdateRecord:
     data: bytes = field(repr=False)
     time_s: float
     author: Author = Author()
+    # The document generation it was stored in, where the store's feed may still
+    # carry records of a deleted one (None: not known, or no such feed).
+    epoch: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +130,9 @@ class SnapshotRecord:
     data: bytes = field(repr=False)
     time_s: float
     waiting: bytes | None = field(default=None, repr=False)
+    # The generation it was made from: a store saves it only while the document
+    # still has this epoch (None: no check).
+    epoch: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +151,7 @@ class Checkpoint:
     data: bytes = field(repr=False)
     waiting: bytes = field(repr=False)
     state_vector: bytes = field(repr=False)
+    epoch: str | None = field(default=None, compare=False)  # as a snapshot's
 
 
 @dataclass(frozen=True, slots=True)

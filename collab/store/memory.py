@@ -104,7 +104,7 @@ class MemoryStore(Store):
         }
         seqs, after = next_heads(heads, updates)
         records = [
-            UpdateRecord(u.doc, seq, u.data, u.time_s, u.author)
+            UpdateRecord(u.doc, seq, u.data, u.time_s, u.author, u.epoch)
             for u, seq in zip(updates, seqs, strict=True)
         ]
         for record in records:
@@ -205,8 +205,17 @@ class MemoryStore(Store):
 
     # -- snapshots ----------------------------------------------------------------------
 
+    def _generation(self, doc: str, epoch: str | None) -> _Document | None:
+        """The document, if it is still of ``epoch`` (None: any; created if missing)."""
+        if epoch is None:
+            return self._get_or_create(doc)
+        document = self._docs.get(doc)
+        return document if document is not None and document.epoch == epoch else None
+
     async def save_snapshot(self, snapshot: SnapshotRecord) -> None:
-        document = self._get_or_create(snapshot.doc)
+        document = self._generation(snapshot.doc, snapshot.epoch)
+        if document is None:
+            return  # deleted meanwhile: a snapshot of what is gone is not kept
         if snapshot.seq not in document.snapshots:
             document.snapshots[snapshot.seq] = snapshot
             self.stats.snapshots_written += 1
@@ -227,8 +236,9 @@ class MemoryStore(Store):
         return document.snapshots[max(seqs)] if seqs else None
 
     async def save_checkpoint(self, checkpoint: Checkpoint) -> None:
-        document = self._get_or_create(checkpoint.doc)
-        document.checkpoints.setdefault(checkpoint.seq, checkpoint)
+        document = self._generation(checkpoint.doc, checkpoint.epoch)
+        if document is not None:
+            document.checkpoints.setdefault(checkpoint.seq, checkpoint)
 
     async def checkpoints(
         self, doc: str, *, after_seq: int = 0, until_seq: int | None = None
@@ -266,7 +276,9 @@ class MemoryStore(Store):
                 document.snapshots.pop(seq, None)
 
     async def lease_snapshot(self, doc: str, instance: str, lease_s: float) -> bool:
-        document = self._get_or_create(doc)
+        document = self._docs.get(doc)
+        if document is None:
+            return False  # deleted (a lease never creates a document)
         now = time.time()
         if document.lease is not None and document.lease[0] != instance and document.lease[1] > now:
             return False

@@ -176,6 +176,9 @@ def _entry(batch: list[NewUpdate], seq: int) -> dict[str, Any]:
         # the batch carries several instances' updates.
         "instance": instances.pop() if len(instances) == 1 else None,
         "sizes": [len(u.data) for u in batch],
+        # Change streams replay inserts a deletion removed since: rooms of the next
+        # generation of the document tell them by this.
+        "epoch": batch[0].epoch,
         "updates": [
             {
                 "data": u.data,
@@ -194,7 +197,12 @@ def _records(entry: Mapping[str, Any]) -> Iterator[UpdateRecord]:
     doc = entry["doc"]
     for seq, u in enumerate(entry["updates"], entry["seq"]):
         yield UpdateRecord(
-            doc, seq, u["data"], u["time_s"], Author(u["user"], u["client"], u["instance"])
+            doc,
+            seq,
+            u["data"],
+            u["time_s"],
+            Author(u["user"], u["client"], u["instance"]),
+            entry.get("epoch"),
         )
 
 
@@ -733,6 +741,10 @@ class MongoStore(Store):
         ]
         written = True
         with _errors(f"saving a snapshot of {snapshot.doc!r}"):
+            if snapshot.epoch is not None and not await self._is_epoch(
+                snapshot.doc, snapshot.epoch
+            ):
+                return  # deleted meanwhile: a snapshot of what is gone is not kept
             if await self._latest_snapshot(snapshot.doc, snapshot.seq, exactly=True):
                 written = False  # this version is stored whole already
             else:
@@ -745,6 +757,14 @@ class MongoStore(Store):
                     if any(error.get("code") != DUPLICATE_KEY for error in errors):
                         raise
                     written = len(errors) < len(rows)
+            if snapshot.epoch is not None and not await self._is_epoch(
+                snapshot.doc, snapshot.epoch
+            ):
+                # Deleted while it was written (the row goes first): take it back.
+                await self._snapshots.delete_many(
+                    {"doc": snapshot.doc, "seq": snapshot.seq, "digest": digest}
+                )
+                return
             # Only once every part is stored does the snapshot count.
             row = await self._documents.find_one_and_update(
                 {"_id": snapshot.doc},
@@ -840,21 +860,26 @@ class MongoStore(Store):
                 size,
             )
             return
-        # One that exists is kept as it is.
-        with (
-            _errors(f"saving a checkpoint of {checkpoint.doc!r}"),
-            contextlib.suppress(DuplicateKeyError),
-        ):
-            await self._collection("checkpoints").insert_one(
-                {
-                    "doc": checkpoint.doc,
-                    "seq": checkpoint.seq,
-                    "base_seq": checkpoint.base_seq,
-                    "data": checkpoint.data,
-                    "waiting": checkpoint.waiting,
-                    "state_vector": checkpoint.state_vector,
-                }
-            )
+        row = {
+            "doc": checkpoint.doc,
+            "seq": checkpoint.seq,
+            "base_seq": checkpoint.base_seq,
+            "data": checkpoint.data,
+            "waiting": checkpoint.waiting,
+            "state_vector": checkpoint.state_vector,
+        }
+        collection = self._collection("checkpoints")
+        with _errors(f"saving a checkpoint of {checkpoint.doc!r}"):
+            if checkpoint.epoch is not None and not await self._is_epoch(
+                checkpoint.doc, checkpoint.epoch
+            ):
+                return  # deleted meanwhile
+            with contextlib.suppress(DuplicateKeyError):  # one that exists is kept
+                await collection.insert_one(row)
+            if checkpoint.epoch is not None and not await self._is_epoch(
+                checkpoint.doc, checkpoint.epoch
+            ):
+                await collection.delete_one(row)  # deleted while it was written
 
     async def checkpoints(
         self, doc: str, *, after_seq: int = 0, until_seq: int | None = None

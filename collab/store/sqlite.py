@@ -547,6 +547,9 @@ class SQLiteStore(Store):
             conn = self._w
             conn.execute("BEGIN IMMEDIATE")
             try:
+                if not _of_epoch(conn, snapshot.doc, snapshot.epoch):
+                    conn.execute("ROLLBACK")  # deleted meanwhile: not kept
+                    return
                 cursor = conn.execute(
                     "INSERT OR IGNORE INTO snapshots (doc, seq, data, time_s, waiting) "
                     "VALUES (?,?,?,?,?)",
@@ -621,9 +624,12 @@ class SQLiteStore(Store):
 
     async def save_checkpoint(self, checkpoint: Checkpoint) -> None:
         def write() -> None:
+            # One statement: it saves only while the document has that epoch.
             self._w.execute(
                 "INSERT OR IGNORE INTO checkpoints "
-                "(doc, seq, base_seq, waiting, state_vector, data) VALUES (?,?,?,?,?,?)",
+                "(doc, seq, base_seq, waiting, state_vector, data) "
+                "SELECT ?, ?, ?, ?, ?, ? WHERE ? IS NULL "
+                "OR EXISTS (SELECT 1 FROM documents WHERE name = ? AND epoch = ?)",
                 (
                     checkpoint.doc,
                     checkpoint.seq,
@@ -631,6 +637,9 @@ class SQLiteStore(Store):
                     checkpoint.waiting,
                     checkpoint.state_vector,
                     checkpoint.data,
+                    checkpoint.epoch,
+                    checkpoint.doc,
+                    checkpoint.epoch,
                 ),
             )
 
@@ -838,6 +847,14 @@ def _execute_script(conn: sqlite3.Connection, script: str) -> None:
     for statement in script.split(";"):
         if statement.strip():
             conn.execute(statement)
+
+
+def _of_epoch(conn: sqlite3.Connection, doc: str, epoch: str | None) -> bool:
+    """Whether the document still has ``epoch`` (None: no check)."""
+    if epoch is None:
+        return True
+    row = conn.execute("SELECT epoch FROM documents WHERE name = ?", (doc,)).fetchone()
+    return row is not None and row[0] == epoch
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
