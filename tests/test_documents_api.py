@@ -8,7 +8,9 @@ import base64
 import contextlib
 import datetime
 import json
+import random
 import socket
+import time
 from typing import Any
 
 import pycrdt
@@ -632,3 +634,33 @@ async def test_an_instance_editing_a_document_deleted_elsewhere_never_brings_old
     assert "old" not in text and "content" not in text  # nothing of the deleted generation
     assert text == str(on_b.doc.get("text", type=pycrdt.Text))
     assert [r.seq for r in stored] == list(range(1, len(stored) + 1))
+
+
+async def test_restoring_a_long_text_does_not_stall_the_server(server, connect):
+    # Two unrelated 20,000-character texts: a close comparison of them would take
+    # seconds (quadratic); the restore must neither take that nor block the loop.
+    _, remote = await written(connect, "long")
+    text = remote.doc.get("text", type=pycrdt.Text)
+    rng = random.Random(1)
+    text.insert(0, "".join(rng.choice("abcdefghij ") for _ in range(20_000)))
+    await remote.flushed()
+    del text[0 : len(text)]
+    text.insert(0, "".join(rng.choice("abcdefghij ") for _ in range(20_000)))
+    await remote.flushed()
+    old = (await get_json(server, "/api/documents/long/versions/1"))["content"]["text"]
+    stalls: list[float] = []
+
+    async def tick() -> None:
+        while True:
+            started = time.monotonic()
+            await asyncio.sleep(0.005)
+            stalls.append(time.monotonic() - started)
+
+    ticker = asyncio.ensure_future(tick())
+    try:
+        body = await post_json(server, "/api/documents/long/restore", {"seq": 1})
+    finally:
+        ticker.cancel()
+    assert body["changed"] is True
+    assert max(stalls, default=0.0) < 0.25
+    await remote.wait_for(lambda: str(text) == old)

@@ -370,7 +370,13 @@ async def changes(
 
 
 async def restore_version(
-    rooms: RoomManager, doc: str, seq: int, origin: Origin, *, timeout_s: float
+    rooms: RoomManager,
+    doc: str,
+    seq: int,
+    origin: Origin,
+    *,
+    timeout_s: float,
+    epoch: str | None = None,
 ) -> tuple[int, int | None]:
     """Bring the document's content back to what it was after update ``seq``, with
     one new update (history is never rewritten) made against the live document and
@@ -402,4 +408,4 @@ async def restore_version(
             work.unobserve(subscription)
         return made[0] if made else None
 
-    return at, await rooms.edit(doc, origin, change, timeout_s=timeout_s)
+    return at, await rooms.edit(doc, origin, change, timeout_s=timeout_s, epoch=epoch)

@@ -38,6 +38,7 @@ from collab.tasks import TaskGroup
 log = logging.getLogger("collab.rooms")
 
 RETRY_MAX_S = 5.0
+EDIT_ATTEMPTS = 3  # computations of a server-made edit while the document changes
 FEED_SAVE_S = 1.0  # the feed position is saved at most this often
 
 
@@ -129,18 +130,31 @@ class RoomManager:
         change: Callable[[bytes], bytes | None],
         *,
         timeout_s: float,
+        epoch: str | None = None,
     ) -> int | None:
         """Apply an edit the server makes for an API call (a restore), as a peer's
         edit is applied: validated, stored, sent to every peer. ``change`` gets the
-        document's state (one update) and returns the update to apply; nothing
-        awaits in between, so the edit is made against exactly that state. Returns
-        its seq once it is stored, None when ``change`` changed nothing. Raises
-        InvalidUpdate, Overloaded, LoadFailed, TimeoutError."""
+        document's state (one update) and returns the update to apply; it runs in
+        an executor (it may be long), and runs again when the document changed
+        meanwhile, so that the edit is made against the state it meets (after
+        EDIT_ATTEMPTS it is applied as it is: edits made meanwhile are kept).
+        ``epoch``: only that generation of the document is edited. Returns the
+        edit's seq once it is stored, None when ``change`` changed nothing. Raises
+        InvalidUpdate, Overloaded, LoadFailed (also: deleted meanwhile), TimeoutError."""
         session = Session(name, SERVER_PEER, NO_FRAMES, Role.WRITE, origin)
+        loop = asyncio.get_running_loop()
         self._joining[name] += 1
         try:
-            room = self._rooms.get(name) or await asyncio.shield(self._load(name))
-            update = change(room.encode_state())
+            for _ in range(EDIT_ATTEMPTS):
+                room = self._rooms.get(name) or await asyncio.shield(self._load(name))
+                if epoch is not None and room.epoch != epoch:
+                    raise LoadFailed(f"document {name!r} was deleted", doc=name)
+                seen = room.changes
+                update = await loop.run_in_executor(None, change, room.encode_state())
+                if self._rooms.get(name) is room and room.changes == seen:
+                    break
+            if self._rooms.get(name) is not room:
+                raise LoadFailed(f"document {name!r} was reloaded; try again", doc=name)
             if update is None:
                 return None
             durable: asyncio.Future[int] = asyncio.get_running_loop().create_future()

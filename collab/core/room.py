@@ -154,6 +154,7 @@ class Room:
         self._recent: deque[UpdateRecord] = deque()
         self._recent_bytes = 0
         self.pending_writes = 0
+        self.changes = 0  # updates applied to the document so far (a change counter)
         self._flushed = asyncio.Event()
         self._flushed.set()
         # Called with every record as it is sent to the peers, in seq order (an
@@ -299,6 +300,7 @@ class Room:
         self._writer.admit(len(update), doc=self.name)
         try:
             applied = self._replica.apply(update, ranges)
+            self.changes += 1
         except DocumentDamaged as exc:
             self._damaged(exc)
             raise
@@ -417,6 +419,7 @@ class Room:
             effect = EMPTY_UPDATE
             try:
                 applied = self._replica.apply(record.data, bounded=False)
+                self.changes += 1
             except DocumentDamaged as exc:
                 self._damaged(exc)
                 return

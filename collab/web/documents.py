@@ -384,6 +384,7 @@ class RestoreHandler(DocumentApiHandler):
                 seq,
                 origin,
                 timeout_s=self.server.settings.restore_timeout_s,
+                epoch=info.epoch,
             )
         except StoreError as exc:
             self.on_store_error(exc)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import pycrdt
@@ -23,6 +24,7 @@ ROOT_CLASSES: dict[str, type[Any]] = {
     yformat.ARRAY: pycrdt.Array,
     yformat.XML: pycrdt.XmlFragment,
 }
+CLOSE_COMPARISON_MAX = 4000  # characters or items compared closely (difflib) at most
 SharedType = pycrdt.Text | pycrdt.Array | pycrdt.Map | pycrdt.XmlElement | pycrdt.XmlText
 
 
@@ -128,10 +130,33 @@ def _text(target: pycrdt.Text, source: pycrdt.Text) -> None:
         fill(target, source)
         return
     current, new = str(target), str(source)
-    opcodes = difflib.SequenceMatcher(None, current, new, autojunk=False).get_opcodes()
-    for tag, i1, i2, j1, j2 in reversed(opcodes):  # from the end: earlier positions hold
-        if tag != "equal":
-            splice_text(target, current, i1, i2, new[j1:j2])
+    for i1, i2, j1, j2 in reversed(_differences(current, new)):  # from the end: earlier
+        splice_text(target, current, i1, i2, new[j1:j2])  # positions still hold
+
+
+def _differences(old: Sequence[Any], new: Sequence[Any]) -> list[tuple[int, int, int, int]]:
+    """Where ``old`` and ``new`` differ, as ``(i1, i2, j1, j2)``: ``old[i1:i2]``
+    becomes ``new[j1:j2]``, in increasing order. Linear past the common prefix and
+    suffix; what lies between is compared closely only while it is short (the
+    close comparison takes quadratic time), else replaced whole."""
+    start = 0
+    limit = min(len(old), len(new))
+    while start < limit and old[start] == new[start]:
+        start += 1
+    end_old, end_new = len(old), len(new)
+    while end_old > start and end_new > start and old[end_old - 1] == new[end_new - 1]:
+        end_old -= 1
+        end_new -= 1
+    if start == end_old and start == end_new:
+        return []
+    if max(end_old - start, end_new - start) > CLOSE_COMPARISON_MAX:
+        return [(start, end_old, start, end_new)]
+    matcher = difflib.SequenceMatcher(None, old[start:end_old], new[start:end_new], autojunk=False)
+    return [
+        (start + i1, start + i2, start + j1, start + j2)
+        for tag, i1, i2, j1, j2 in matcher.get_opcodes()
+        if tag != "equal"
+    ]
 
 
 def _array(target: pycrdt.Array, source: pycrdt.Array) -> None:
@@ -140,10 +165,7 @@ def _array(target: pycrdt.Array, source: pycrdt.Array) -> None:
     if current == wanted:
         return
     items = list(source)
-    opcodes = difflib.SequenceMatcher(None, current, wanted, autojunk=False).get_opcodes()
-    for tag, i1, i2, j1, j2 in reversed(opcodes):
-        if tag == "equal":
-            continue
+    for i1, i2, j1, j2 in reversed(_differences(current, wanted)):
         if i2 > i1:
             del target[i1:i2]
         for offset, item in enumerate(items[j1:j2]):
