@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import hashlib
 import json
 import sys
 import urllib.parse
@@ -24,6 +25,7 @@ from collab.errors import CollabError, StoreError
 from collab.sources import PAGE, ServerSource, Source, SourceError, StoreSource
 from collab.wire import crdt, yformat
 
+MAX_FILE_NAME = 200  # bytes of a file name, before its suffix (255 is the usual limit)
 MAX_PAUSE_S = 2.0  # of a replay: long pauses in the history are shortened to this
 
 
@@ -214,6 +216,16 @@ async def _replay(source: Source, args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _file_name(doc: str) -> str:
+    """A file name for a document's export: its name percent-encoded, shortened
+    with a digest where that is too long for a file system."""
+    quoted = urllib.parse.quote(doc, safe="")
+    if len(quoted) > MAX_FILE_NAME:
+        digest = hashlib.sha256(doc.encode()).hexdigest()[:16]
+        quoted = f"{quoted[: MAX_FILE_NAME - 17]}-{digest}"
+    return quoted + ".collab.jsonl"
+
+
 def _apply(doc: pycrdt.Doc, update: bytes, seq: int) -> None:
     try:
         crdt.apply_update(doc, update)
@@ -226,11 +238,17 @@ async def _export(source: Source, args: argparse.Namespace, out: TextIO) -> int:
         folder = Path(args.file)
         await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
         names = await source.names()
+        failed = 0
         for name in tqdm(names, desc="documents", unit="doc", disable=None, file=sys.stderr):
-            file = folder / (urllib.parse.quote(name, safe="") + ".collab.jsonl")
-            await _export_one(source, name, file, quiet=True)
-        out.write(f"exported {len(names)} documents to {folder}\n")
-        return 0
+            try:
+                await _export_one(source, name, folder / _file_name(name), quiet=True)
+            except (SourceError, archive.ArchiveError, StoreError) as exc:
+                failed += 1  # reported, and the others are still exported
+                print(f"collab export: {name!r}: {exc}", file=sys.stderr)
+        out.write(f"exported {len(names) - failed} documents to {folder}\n")
+        if failed:
+            out.write(f"{failed} could not be exported (see above)\n")
+        return 1 if failed else 0
     if not args.doc:
         raise SourceError("name the document to export, or give --all")
     count = await _export_one(source, args.doc, Path(args.file), quiet=False)

@@ -511,8 +511,12 @@ class StoreContract:
         await store.append(news("notes", 4))
         await store.save_snapshot(SnapshotRecord("notes", 2, b"s", 1.0))
 
+        await store.repair("notes", {2: Repair(b"\x00\x00", "test")}, {})
+        assert await store.quarantined("notes") != []
+
         assert await store.delete_document("notes") is True
         assert await store.delete_document("notes") is False
+        assert await store.quarantined("notes") == []
 
         assert await store.get_document("notes") is None
         assert await store.read_updates("notes") == []

@@ -103,3 +103,10 @@ def test_a_rebased_text_edit_lands_after_characters_outside_ascii() -> None:
     assert rebase(base, mine, theirs) == []
 
     assert str(theirs.get("text", type=pycrdt.Text)) == "😀 héllo wörld!"
+
+
+def test_numbers_json_cannot_hold_are_rendered_as_strings() -> None:
+    doc = pycrdt.Doc()
+    doc.get("values", type=pycrdt.Array).extend([float("nan"), float("inf"), 2.0, 2.5])
+    _, rendered = content(doc.get_update())
+    assert rendered["values"] == ["nan", "inf", 2, 2.5]

@@ -165,6 +165,11 @@ async def test_export_all_and_import_through_a_server(server, connect, store_url
         (lambda lines: [lines[0], lines[1], b"", *lines[2:]], "not JSON"),
         (lambda lines: [*lines, b'{"seq": 9}'], "content after the end"),
         (lambda lines: [lines[0].replace(b'"version":1', b'"version":7'), *lines[1:]], "version 7"),
+        (lambda lines: [lines[0], _with_time(lines[1], 1e20), *lines[2:]], "between 1970 and 9999"),
+        (
+            lambda lines: [lines[0], _with_time(lines[1], "NaN"), *lines[2:]],
+            "between 1970 and 9999",
+        ),
     ],
 )
 async def test_a_damaged_export_is_refused_and_stores_nothing(
@@ -213,3 +218,9 @@ async def test_an_altered_update_is_refused_by_its_digest_or_the_strict_reader(
             ok=False,
         )
         assert code == 1 and message in err, err
+
+
+def _with_time(line: bytes, time_s: object) -> bytes:
+    entry = json.loads(line)
+    entry["time_s"] = float(time_s) if isinstance(time_s, str) else time_s
+    return json.dumps(entry).encode()  # NaN is written as NaN, which JSON readers take

@@ -103,3 +103,14 @@ async def test_more_than_two_requests_at_once_are_refused(server, connect, raw):
     assert refused and all(a["code"] == "overloaded" and "id" in a for a in refused)
     assert len(served) >= 2 and all(len(a["updates"]) == 5 for a in served)
     assert {a["id"] for a in answers} == {1, 2, 3, 4, 5}
+
+
+async def test_a_seq_past_what_a_store_holds_is_refused_with_an_answer(server, connect, raw):
+    await typed(connect, "bounds", 3)
+    peer = await raw()
+    await peer.hello()
+    peer.send({"type": "history", "doc": "bounds", "id": 1, "after": 2**63})
+    answer = await peer.recv()
+    assert (answer["type"], answer["code"], answer["id"]) == ("error", "bad_message", 1)
+    peer.send({"type": "history", "doc": "bounds", "id": 2, "after": 1})
+    assert [u["seq"] for u in (await peer.recv())["updates"]] == [2, 3]

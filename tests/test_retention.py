@@ -99,3 +99,27 @@ async def test_without_a_retention_nothing_is_dropped(settings, start_server, co
     assert [r.seq for r in await server.store.read_updates(DOC, limit=1)] == [1]
     _, body = await fetch(server, f"/api/documents/{DOC}/versions/1")
     assert json.loads(body)["seq"] == 1
+
+
+async def test_times_and_diffs_before_the_history_kept_are_refused_not_guessed(server, connect):
+    client = await connect()
+    remote = await client.subscribe("old")
+    text = remote.doc.get("text", type=pycrdt.Text)
+    for i in range(12):
+        text.insert(len(text), f"{i},")
+        await remote.flushed()
+    await server.rooms.writer.wait_idle(5)
+    await asyncio.sleep(0.3)
+    text.insert(0, "new ")
+    await remote.flushed()
+    assert await server.rooms.drop_old_history() == 1
+
+    code, body = await fetch(server, "/api/documents/old/versions?at=2000-01-01T00:00:00Z")
+    assert code == 410 and "no longer kept" in json.loads(body)["error"]
+    code, body = await fetch(server, "/api/documents/old/versions?at=2999-01-01T00:00:00Z")
+    assert code == 200 and json.loads(body)["content"]["text"] == str(text)
+    code, _ = await fetch(server, "/api/documents/old/diff")  # from 0: not kept
+    assert code == 410
+    code, body = await fetch(server, "/api/documents/old/diff?from=10")
+    spans = json.loads(body)["spans"]
+    assert code == 200 and (spans[0]["type"], spans[0]["text"]) == ("insert", "new ")

@@ -19,6 +19,7 @@ store.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -28,11 +29,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from dataclasses import dataclass
 from typing import Any
 
+from collab.errors import ProtocolError
 from collab.store.base import Author, NewUpdate, Store, UpdateRecord
+from collab.wire.native import validate_document_name
 from collab.wire.yformat import FormatError, check_update
 
 FORMAT = "collab-export"
 VERSION = 1
+MAX_TIME_S = 253402300799.0  # 9999-12-31T23:59:59Z
 MAX_LINE_BYTES = 64 * 1024 * 1024  # base64 of the largest update a store takes, and more
 
 
@@ -122,8 +126,10 @@ def read_archive(lines: Iterable[bytes]) -> tuple[ArchiveHeader, Iterator[Update
         raise ArchiveError("the header names no document", number)
     if not isinstance(count, int) or isinstance(count, bool) or count < 0:
         raise ArchiveError("the header's update count is not a count", number)
-    if not isinstance(exported_s, (int, float)) or (
-        epoch is not None and not isinstance(epoch, str)
+    if (
+        not isinstance(exported_s, (int, float))
+        or not 0 <= exported_s <= MAX_TIME_S
+        or (epoch is not None and not isinstance(epoch, str))
     ):
         raise ArchiveError("the header's time or epoch is malformed", number)
     header = ArchiveHeader(doc, epoch, float(exported_s), count)
@@ -163,8 +169,12 @@ def _record(doc: str, entry: dict[str, Any], seq: int, number: int) -> UpdateRec
     if entry.get("seq") != seq:
         raise ArchiveError(f"seq {entry.get('seq')!r} where {seq} was expected", number)
     time_s = entry.get("time_s")
-    if not isinstance(time_s, (int, float)) or isinstance(time_s, bool):
-        raise ArchiveError("time_s is not a number", number)
+    if (
+        not isinstance(time_s, (int, float))
+        or isinstance(time_s, bool)
+        or not 0 <= time_s <= MAX_TIME_S  # NaN fails both
+    ):
+        raise ArchiveError(f"time_s is not a time between 1970 and 9999: {time_s!r}", number)
     names = [entry.get(key) for key in ("user", "client", "instance")]
     if any(name is not None and not isinstance(name, str) for name in names):
         raise ArchiveError("user, client and instance must be strings or null", number)
@@ -199,6 +209,7 @@ def _json(raw: bytes, number: int) -> dict[str, Any]:
 # -- export and import through a store ----------------------------------------------------
 
 IMPORT_BATCH = 1000  # updates per append
+MAX_NAME_BYTES = 512  # of an imported document's name, as the server's default
 EXPORT_PAGE = 1000  # updates per read
 
 
@@ -255,6 +266,7 @@ async def import_document(
     lines: Iterable[bytes],
     *,
     name: str | None = None,
+    max_name_bytes: int = MAX_NAME_BYTES,
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[str, int]:
     """Import an export as a new document (``name``, or the one it was exported
@@ -265,7 +277,12 @@ async def import_document(
     exists), StoreError."""
     header, records = read_archive(lines)
     doc = name or header.doc
-    checked = list(records)  # every line checked first: a bad file stores nothing
+    try:
+        validate_document_name(doc, max_name_bytes)  # as /ws would have it
+    except ProtocolError as exc:
+        raise ArchiveError(f"{doc!r}: {exc.message}") from None
+    # Every line checked first, off the event loop: a bad file stores nothing.
+    checked = await asyncio.get_running_loop().run_in_executor(None, list, records)
     if await store.get_document(doc) is not None:
         raise DocumentExists(f"a document named {doc!r} exists; import under another name")
     if not checked:

@@ -17,12 +17,15 @@ from typing import Any
 
 import pycrdt
 
-from collab.core.history import replica_at, state_at
+from collab.core.history import NotRetained, replica_at, retained_from, state_at
 from collab.errors import CollabError
 from collab.store.base import Store, UpdateRecord
 from collab.wire import crdt, yformat
 
 MAX_DIFF_UPDATES = 20_000  # between the two versions; a wider range is refused
+# Updates times characters, about the steps of attributing them (a second per 10
+# million here): a diff past it is refused, not left to hold a worker thread.
+MAX_DIFF_WORK = 5_000_000
 EMBED = "\ufffc"  # an embedded object in a text shows as the object replacement character
 
 
@@ -79,6 +82,9 @@ async def text_diff(
     ``to_seq``. Raises DiffError (no such text root, range too wide), StoreError."""
     if from_seq > to_seq:
         raise DiffError("from must not be past to")
+    first = await retained_from(store, doc)
+    if from_seq < first:
+        raise NotRetained(doc, from_seq, first)
     _, newer = await state_at(store, doc, to_seq)
     try:
         kinds = yformat.root_types(newer)
@@ -107,6 +113,11 @@ def _attribute(state: bytes, updates: Sequence[UpdateRecord], root: str) -> list
     doc.apply_update(state)
     text = doc.get(root, type=pycrdt.Text)
     chars = [_Char(c, len(c.encode()), "equal") for c in str(text)]
+    if len(updates) * max(len(chars), 1) > MAX_DIFF_WORK:
+        raise DiffError(
+            f"{len(updates)} updates over a text of {len(chars)} characters is more than one "
+            "diff does: narrow the range"
+        )
     deltas: list[list[dict[str, Any]]] = []
     subscription = text.observe(lambda event: deltas.append(event.delta))
     try:

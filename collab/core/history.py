@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 
 MERGED_BYTES = 256 * 1024  # of logged updates applied as one
+MAX_CLIENTS_LISTED = 20  # in one change of a timeline
 
 
 class NotRetained(StoreError):
@@ -288,8 +289,10 @@ async def version_at(store: Store, doc: str, seq: int | None = None) -> Version:
 async def seq_at_time(store: Store, doc: str, time_s: float, head_seq: int) -> int:
     """The last update accepted at or before ``time_s`` (0: none was), by binary
     search over seqs: times follow seq order (up to the clock skew between
-    instances, under which the answer is one of the updates about then)."""
-    low, high = 0, head_seq  # the answer lies in [low, high]
+    instances, under which the answer is one of the updates about then). Raises
+    NotRetained for a time before the history kept."""
+    first = await retained_from(store, doc)
+    low, high = first, head_seq  # the answer lies in [low, high]
     while low < high:
         middle = (low + high + 1) // 2
         found = await store.read_updates(doc, after_seq=middle - 1, until_seq=middle, limit=1)
@@ -297,6 +300,12 @@ async def seq_at_time(store: Store, doc: str, time_s: float, head_seq: int) -> i
             low = middle
         else:
             high = middle - 1
+    if low == first > 0:
+        # The update at ``first`` is gone with the history before it; its snapshot,
+        # taken after it, says whether the time is surely past it.
+        kept = await store.latest_snapshot(doc, at_or_before_seq=first)
+        if kept is None or kept.seq != first or kept.time_s > time_s:
+            raise NotRetained(doc, first, first)
     return low
 
 
@@ -327,11 +336,16 @@ async def changes(
     seq to continue from (None at the end of the log). A change ends where another
     user's update comes, or after a pause longer than ``gap_s``."""
     found: list[Change] = []
-    current: list[UpdateRecord] = []
+    # The change being gathered: its first and last update, count, bytes, clients
+    # (only these: one user's run may span the whole log).
+    first: UpdateRecord | None = None
+    last: UpdateRecord | None = None
+    count = size = 0
     clients: dict[str, None] = {}
 
     def close() -> None:
-        first, last = current[0], current[-1]
+        nonlocal first, count, size
+        assert first is not None and last is not None
         found.append(
             Change(
                 first.seq,
@@ -339,32 +353,37 @@ async def changes(
                 first.time_s,
                 last.time_s,
                 first.author.user,
-                tuple(clients),
-                len(current),
-                sum(len(r.data) for r in current),
+                tuple(clients)[:MAX_CLIENTS_LISTED],
+                count,
+                size,
             )
         )
-        current.clear()
+        first, count, size = None, 0, 0
         clients.clear()
 
     cursor = after_seq
     while True:
         records = await store.read_updates(doc, after_seq=cursor, limit=page)
         for record in records:
-            if current and (
-                record.author.user != current[-1].author.user
-                or record.time_s - current[-1].time_s > gap_s
+            if (
+                last is not None
+                and first is not None
+                and (record.author.user != last.author.user or record.time_s - last.time_s > gap_s)
             ):
                 close()
                 if len(found) == limit:
                     return found, found[-1].last_seq
-            current.append(record)
-            if record.author.client is not None:
+            if first is None:
+                first = record
+            last = record
+            count += 1
+            size += len(record.data)
+            if record.author.client is not None and len(clients) < MAX_CLIENTS_LISTED:
                 clients[record.author.client] = None
         if len(records) < page:
             break
         cursor = records[-1].seq
-    if current:
+    if first is not None:
         close()
     return found, None
 

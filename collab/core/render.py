@@ -10,6 +10,7 @@ its kind, and nobody has to say which roots a document has.
 from __future__ import annotations
 
 import base64
+import math
 from typing import Any
 
 import pycrdt
@@ -60,6 +61,9 @@ def to_json(value: Any) -> Any:
         return [to_json(item) for item in value]
     if isinstance(value, (bytes, bytearray)):
         return {"base64": base64.b64encode(bytes(value)).decode()}
-    if isinstance(value, float) and value.is_integer() and abs(value) <= MAX_SAFE_INTEGER:
-        return int(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)  # NaN and infinities: JSON has no number for them
+        if value.is_integer() and abs(value) <= MAX_SAFE_INTEGER:
+            return int(value)
     return value

@@ -65,6 +65,7 @@ MIN_SYNC_PART_BYTES = 1024
 MAX_HISTORY_REQUESTS = 2  # per connection, in flight at once
 HISTORY_PAGE_UPDATES = 1000  # at most, per history page
 HISTORY_FRAME_OVERHEAD = 512  # a history page's fields besides its updates
+MAX_SEQ = 2**63 - 1  # seqs are signed 64-bit integers in every store
 HISTORY_ENTRY_OVERHEAD = 96  # an update's fields in a page besides its bytes and names
 
 
@@ -347,6 +348,11 @@ class NativeConnection:
         try:
             validate_document_name(message.doc, self._settings.max_document_name_bytes)
             self.identity.require(message.doc)
+            if any(
+                value is not None and value > MAX_SEQ
+                for value in (message.after, message.until, message.limit)
+            ):
+                raise ProtocolError(f"history: after, until and limit are at most {MAX_SEQ}")
             if self._history_requests >= MAX_HISTORY_REQUESTS:
                 raise CollabError(
                     f"at most {MAX_HISTORY_REQUESTS} history requests at a time: ask for the "
@@ -441,6 +447,10 @@ class NativeConnection:
             self._report_request(failure, message)
         except CollabError as exc:
             self._report_request(exc, message)
+        except Exception:
+            log.exception("%s: history of %r failed", self, message.doc)
+            failure = CollabError("internal server error", code=ErrorCode.INTERNAL)
+            self._report_request(failure, message)
         finally:
             self._history_requests -= 1
 

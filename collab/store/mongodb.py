@@ -396,6 +396,7 @@ class MongoStore(Store):
             await self._log.delete_many({"doc": doc})
             await self._snapshots.delete_many({"doc": doc})
             await self._collection("checkpoints").delete_many({"doc": doc})
+            await self._collection("quarantine").delete_many({"doc": doc})
             await self._collection("awareness", presence=True).delete_many({"doc": doc})
         return deleted.deleted_count > 0
 
@@ -409,6 +410,8 @@ class MongoStore(Store):
     ) -> list[DocumentInfo]:
         # The head kept in each entry: it lags the log only when an instance died
         # between storing a batch and updating the entry, until the next append.
+        if limit == 0:
+            return []  # (a MongoDB cursor's limit 0 means none)
         query: dict[str, Any] = {}
         if prefix:
             query["_id"] = {"$regex": "^" + re.escape(prefix)}

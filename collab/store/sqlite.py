@@ -316,7 +316,7 @@ class SQLiteStore(Store):
             conn = self._w
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for table in ("updates", "snapshots", "checkpoints", "awareness"):
+                for table in ("updates", "snapshots", "checkpoints", "awareness", "quarantine"):
                     conn.execute(f"DELETE FROM {table} WHERE doc = ?", (doc,))
                 deleted = conn.execute("DELETE FROM documents WHERE name = ?", (doc,)).rowcount
                 conn.execute("COMMIT")

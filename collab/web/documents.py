@@ -33,7 +33,10 @@ OCTET_STREAM = "application/octet-stream"
 def _iso(time_s: float | None) -> str | None:
     if time_s is None:
         return None
-    return datetime.datetime.fromtimestamp(time_s, tz=datetime.UTC).isoformat()
+    try:
+        return datetime.datetime.fromtimestamp(time_s, tz=datetime.UTC).isoformat()
+    except (OverflowError, ValueError, OSError):
+        return None  # not a time a calendar holds (a store written by other means)
 
 
 def _origin(author: Author) -> dict[str, Any]:
@@ -159,7 +162,10 @@ class ImportHandler(DocumentApiHandler):
         self.require_write(doc)
         try:
             name, count = await archive.import_document(
-                self.server.store, self.request.body.splitlines(), name=doc
+                self.server.store,
+                self.request.body.splitlines(),
+                name=doc,
+                max_name_bytes=self.server.settings.max_document_name_bytes,
             )
         except archive.DocumentExists as exc:
             raise tornado.web.HTTPError(409, str(exc)) from None
@@ -470,12 +476,17 @@ class EventsHandler(DocumentApiHandler):
                 async for batch in batches:
                     if self._closed:
                         break
-                    self.write("".join(map(self._event, batch)) if batch else ": keep-alive\n\n")
+                    if batch:
+                        self.write("".join(self._event(record, info.epoch) for record in batch))
+                    else:
+                        self.write(": keep-alive\n\n")
                     await self.flush()
         except (StreamClosedError, events.StreamOverflow):
             pass  # the client went away, or was sent away for not reading
         except events.DocumentReplaced as exc:
-            self.write(f"event: deleted\ndata: {json.dumps({'error': str(exc)})}\n\n")
+            # id 0: a reader that reconnects (EventSource does) starts the next
+            # document of this name from its beginning, not from an old seq.
+            self.write(f"id: 0\nevent: deleted\ndata: {json.dumps({'error': str(exc)})}\n\n")
         except StoreError as exc:
             self.write(f"event: error\ndata: {json.dumps({'error': str(exc)})}\n\n")
         except CollabError as exc:  # the document could not be loaded
@@ -497,8 +508,9 @@ class EventsHandler(DocumentApiHandler):
         return after
 
     @staticmethod
-    def _event(record: UpdateRecord) -> str:
+    def _event(record: UpdateRecord, epoch: str) -> str:
         data = {
+            "epoch": epoch,  # a reader that resumed across a deletion sees it change
             "seq": record.seq,
             "time_s": record.time_s,
             "origin": _origin(record.author),
