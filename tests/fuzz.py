@@ -384,6 +384,12 @@ class Fuzzer:
         try:
             await self.http.fetch(f"{self.server.url}/healthz", request_timeout=TIMEOUT_S)
         except Exception as exc:
+            # A process that is dying closes its sockets before it can be reaped.
+            for _ in range(40):
+                if not self.server.alive:
+                    code = self.server.process.returncode
+                    raise Violation(f"the server process died (exit code {code})") from None
+                await asyncio.sleep(0.05)
             raise Violation(f"/healthz failed: {exc}") from None
 
     # -- invariants ---------------------------------------------------------------------------
