@@ -18,7 +18,7 @@ import pycrdt
 import pytest
 
 from collab.config import Settings
-from collab.store.base import FeedPosition, UpdateRecord
+from collab.store.base import AppendResult, FeedPosition, NewUpdate, UpdateRecord
 from collab.store.memory import MemoryStore
 from tests.helpers import SeqWatcher
 
@@ -228,3 +228,36 @@ async def test_a_deleted_generation_never_reaches_the_next_one_through_a_lagging
     assert reader.text() == "" and reader.seqs == [0]
     assert await store.read_updates(DOC) == []
     await reader.close()
+
+
+class SlowReportStore(MemoryStore):
+    """Commits at once, but reports instance a's commits back 0.3 s late: its
+    rooms see their own updates in the log (reading a gap) before the writer
+    says they are stored."""
+
+    async def append(self, updates: Sequence[NewUpdate]) -> AppendResult:
+        result = await super().append(updates)
+        if any(u.author.instance == "a" for u in updates):
+            await asyncio.sleep(0.3)
+        return result
+
+
+async def test_an_own_update_read_from_the_log_first_is_acknowledged_not_echoed(
+    start_server, instance_settings
+):
+    _, a, b = await two_instances(start_server, instance_settings, SlowReportStore())
+    sender = await SeqWatcher.join(a.port, "sender", DOC)
+    other = await SeqWatcher.join(b.port, "other", DOC)
+    first, second = edits(1, 1)[0], edits(2, 1)[0]
+
+    sender.send(0, first)  # seq 1, reported to a 0.3 s late
+    await asyncio.sleep(0.05)
+    other.send(0, second)  # seq 2 reaches a through the feed: a reads seq 1 from the log
+
+    await sender.wait_for(lambda: len(sender.acks) == 1 and sender.seqs[-1] == 2)
+    assert sender.seqs == [0, 1, 2]  # its ack (1), then the other's update (2): no echo
+    assert sender.acks == {0: 1}
+    await other.wait_for(lambda: other.seqs[-1] == 2)
+    assert sender.text() == other.text()
+    await sender.close()
+    await other.close()

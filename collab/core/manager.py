@@ -361,7 +361,7 @@ class RoomManager:
                 log.debug("auditing the feed failed: %s", exc)
                 continue
             for room in rooms:
-                if room.name not in heads or heads[room.name] < room.head_seq:
+                if heads.get(room.name, -1) < room.head_seq and await self._replaced(room):
                     # Deleted (or deleted and created again) by another instance.
                     self._drop(room, f"document {room.name!r} was deleted; subscribe again")
                     continue
@@ -379,6 +379,15 @@ class RoomManager:
                 for room in rooms
                 if heads.get(room.name, 0) > room.known_seq
             }
+
+    async def _replaced(self, room: Room) -> bool:
+        """Whether the room's document is gone or has another epoch now. (A head
+        behind the room's is only a hint: a read may lag the writes it saw.)"""
+        try:
+            info = await self._store.get_document(room.name)
+        except StoreError:
+            return False
+        return self._rooms.get(room.name) is room and (info is None or info.epoch != room.epoch)
 
     # -- retention ---------------------------------------------------------------------------
 

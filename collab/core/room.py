@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -155,6 +155,10 @@ class Room:
         self._recent_bytes = 0
         self.pending_writes = 0
         self.changes = 0  # updates applied to the document so far (a change counter)
+        # This room's updates sent to the store and not yet reported back by the
+        # writer, by their bytes: a log read or the feed may show one first, and it
+        # is delivered with its sender (acknowledged, not echoed) once reported.
+        self._in_flight: Counter[bytes] = Counter()
         self._flushed = asyncio.Event()
         self._flushed.set()
         # Called with every record as it is sent to the peers, in seq order (an
@@ -317,8 +321,9 @@ class Room:
             self.name, applied.stored, time.time(), session.origin.author, epoch=self.epoch
         )
         committed = self._committed(session, on_durable, applied.effect)
+        self._in_flight[new.data] += 1
         self._writer.submit(
-            PendingWrite(self.name, new, committed, self.epoch, self._dropped(session))
+            PendingWrite(self.name, new, committed, self.epoch, self._dropped(session, new.data))
         )
 
     def _committed(
@@ -326,6 +331,7 @@ class Room:
     ) -> Callable[[UpdateRecord | None], None]:
         def committed(record: UpdateRecord | None) -> None:
             assert record is not None  # an entry with an update gets its record
+            self._landed(record.data)
             self._offer(_Delivery(record, session, on_durable, effect))
 
         return committed
@@ -348,7 +354,7 @@ class Room:
 
         return done
 
-    def _dropped(self, session: Session) -> Callable[[], None]:
+    def _dropped(self, session: Session, data: bytes | None = None) -> Callable[[], None]:
         def dropped() -> None:
             # Never stored (the document was deleted or replaced): not acknowledged;
             # the peer sends it again after it resubscribes.
@@ -356,8 +362,18 @@ class Room:
             if self.pending_writes == 0:
                 self._flushed.set()
             session.write_durable()
+            if data is not None:
+                self._landed(data)
+                self._drain()
 
         return dropped
+
+    def _landed(self, data: bytes) -> None:
+        count = self._in_flight[data] - 1
+        if count > 0:
+            self._in_flight[data] = count
+        else:
+            self._in_flight.pop(data, None)
 
     def _damaged(self, exc: CollabError) -> None:
         # The doc may hold part of an update that will never be logged: it is no
@@ -400,7 +416,14 @@ class Room:
         self._drain()
 
     def _drain(self) -> None:
-        while (delivery := self._ahead.pop(self.head_seq + 1, None)) is not None:
+        while (delivery := self._ahead.get(self.head_seq + 1)) is not None:
+            if (
+                delivery.session is None
+                and delivery.record.author.instance == self._instance
+                and delivery.record.data in self._in_flight
+            ):
+                break  # this room's own, read before the writer reported it: wait for that
+            del self._ahead[self.head_seq + 1]
             self.head_seq += 1
             self._deliver(delivery)
         if self._waiting_acks:
@@ -408,7 +431,7 @@ class Room:
             self._waiting_acks = [(s, a) for s, a in self._waiting_acks if s > self.head_seq]
             for acknowledge in ready:
                 acknowledge()
-        if self._ahead:
+        if self._ahead and min(self._ahead) > self.head_seq + 1:  # a gap: read it
             self._read_log(until=min(self._ahead) - 1)
 
     def _deliver(self, delivery: _Delivery) -> None:
@@ -497,7 +520,7 @@ class Room:
         finally:
             self._reading = None
             if not self._tasks.closed:
-                if self._ahead:
+                if self._ahead and min(self._ahead) > self.head_seq + 1:
                     self._read_log(until=min(self._ahead) - 1)
                 elif self._read_again:
                     self._read_again = False
