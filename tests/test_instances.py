@@ -12,14 +12,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import random
 from collections.abc import AsyncIterator, Sequence
 
 import pycrdt
 import pytest
 
+from collab.client import CollabClient, RemoteDocument
 from collab.config import Settings
 from collab.store.base import AppendResult, FeedPosition, NewUpdate, UpdateRecord
 from collab.store.memory import MemoryStore
+from collab.wire.edits import splice_text
 from tests.helpers import SeqWatcher
 
 DOC = "shared"
@@ -261,3 +264,61 @@ async def test_an_own_update_read_from_the_log_first_is_acknowledged_not_echoed(
     assert sender.text() == other.text()
     await sender.close()
     await other.close()
+
+
+@pytest.mark.allow_error_logs
+async def test_rooms_dropped_and_reloaded_during_concurrent_edits_still_converge(
+    start_server, instance_settings
+):
+    # Two editors on each instance type at random places while both instances drop
+    # the document's room every few tens of milliseconds (as a fault or a deletion
+    # elsewhere would): the editors resubscribe, resend what was not acknowledged,
+    # and every copy ends equal to the log, every character stored once.
+    store, a, b = await two_instances(start_server, instance_settings)
+    clients = [
+        await CollabClient.connect(f"ws://127.0.0.1:{server.port}/ws") for server in (a, b, a, b)
+    ]
+    remotes = [await client.subscribe(DOC) for client in clients]
+    rng = random.Random(3)
+    typing = asyncio.Event()
+    drops = 0
+
+    async def drop_rooms() -> None:
+        nonlocal drops
+        while not typing.is_set():
+            await asyncio.sleep(rng.uniform(0.02, 0.08))
+            for server in (a, b):
+                room = server.rooms.get(DOC)
+                if room is not None:
+                    server.rooms._drop(room, "reload (test)")
+                    drops += 1
+
+    async def type_into(number: int, remote: RemoteDocument) -> None:
+        text = remote.doc.get("text", type=pycrdt.Text)
+        for k in range(60):
+            current = str(text)
+            at = rng.randint(0, len(current))
+            splice_text(text, current, at, at, f"<{number}.{k}>")
+            await asyncio.sleep(rng.uniform(0, 0.01))
+
+    dropping = asyncio.ensure_future(drop_rooms())
+    try:
+        await asyncio.gather(*(type_into(n, r) for n, r in enumerate(remotes)))
+    finally:
+        typing.set()
+        await dropping
+    for remote in remotes:
+        await remote.flushed(30)
+
+    replayed = pycrdt.Doc()
+    for record in await store.read_updates(DOC):
+        replayed.apply_update(record.data)
+    content = str(replayed.get("text", type=pycrdt.Text))
+    assert drops >= 5
+    assert len(content) == sum(len(f"<{n}.{k}>") for n in range(4) for k in range(60))
+    for remote in remotes:
+        await remote.wait_for(
+            lambda r=remote: str(r.doc.get("text", type=pycrdt.Text)) == content, timeout_s=20
+        )
+    for client in clients:
+        await client.close()
