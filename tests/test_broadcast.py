@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import msgpack
 import pycrdt
+import tornado.websocket
 
 from collab.wire.native import NativeFrames
 from collab.wire.yjs import YjsFrames
@@ -33,3 +35,26 @@ async def test_an_update_is_encoded_once_per_protocol_whatever_the_number_of_pee
     for peer in peers:
         await peer.wait_for(lambda peer=peer: str(peer.doc.get("text", type=pycrdt.Text)) == "once")
     assert sorted(encoded) == ["native", "yjs"]
+
+
+async def test_frames_written_past_tornado_reach_peers_whole(server, raw):
+    # collab.web.sockets writes binary frames to the stream itself, reading Tornado
+    # attributes that are not public API: this fails when Tornado changes them.
+    peers = [await raw() for _ in range(3)]
+    for peer in peers:
+        await peer.hello()
+    handlers = list(server.sockets)
+    assert handlers
+    for handler in handlers:
+        protocol = handler.ws_connection
+        assert isinstance(protocol, tornado.websocket.WebSocketProtocol13)
+        assert protocol._compressor is None
+        assert isinstance(protocol._wire_bytes_out, int)
+        assert isinstance(protocol._message_bytes_out, int)
+        assert protocol.stream is not None
+    for size in (10, 125, 126, 65535, 65536, 200_000):  # each length encoding
+        payload = msgpack.packb({"type": "pong", "id": "x" * size}, use_bin_type=True)
+        for handler in handlers:
+            handler.send(payload)
+        for peer in peers:
+            assert await peer.recv_bytes() == payload

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 import tornado.websocket
+from tornado.iostream import StreamClosedError
+from tornado.websocket import WebSocketProtocol13
 
 from collab.errors import AccessDenied, CloseCode, ProtocolError
 from collab.peers.native import NativeConnection
@@ -31,6 +34,30 @@ if TYPE_CHECKING:
     from collab.app import CollabServer
 
 log = logging.getLogger("collab.access")
+
+
+FRAME_CACHE_MAX_BYTES = 64 * 1024
+_last_payload: bytes | None = None  # the payload _frame framed last, and its frame
+_last_frame = b""
+
+
+def _frame(payload: bytes) -> bytes:
+    """A final, unmasked binary WebSocket frame (RFC 6455 5.2) holding ``payload``;
+    the same payload object twice in a row (a broadcast) is framed once."""
+    global _last_payload, _last_frame
+    if payload is _last_payload:
+        return _last_frame
+    size = len(payload)
+    if size < 126:
+        header = struct.pack("!BB", 0x82, size)
+    elif size <= 0xFFFF:
+        header = struct.pack("!BBH", 0x82, 126, size)
+    else:
+        header = struct.pack("!BBQ", 0x82, 127, size)
+    framed = header + payload
+    if size <= FRAME_CACHE_MAX_BYTES:  # a large one is not kept alive after its send
+        _last_payload, _last_frame = payload, framed
+    return framed
 
 
 class SocketHandler(RedactingHandlerMixin, tornado.websocket.WebSocketHandler):
@@ -68,13 +95,29 @@ class SocketHandler(RedactingHandlerMixin, tornado.websocket.WebSocketHandler):
             self.close(CloseCode.TRY_AGAIN_LATER, "too far behind; reconnect to resync")
             return
         try:
-            written = self.write_message(frame, binary=True)
-        except tornado.websocket.WebSocketClosedError:
+            written = self._write_binary(frame)
+        except (tornado.websocket.WebSocketClosedError, StreamClosedError):
             return
         size = len(frame)
         self._unsent_bytes += size
         self.server.metrics.bytes_out.labels(self.endpoint).inc(size)
         written.add_done_callback(lambda future: self._sent(future, size))
+
+    def _write_binary(self, payload: bytes) -> asyncio.Future[None]:
+        """Write one binary message. Tornado's ``write_message`` wraps every message
+        in a coroutine and a task (most of the send path's cost when a room fans out
+        to many peers); an uncompressed server frame is only a header and the
+        payload, written to the stream as it is, with the header and the joined bytes
+        built once per broadcast (every peer of a room gets the same payload object).
+        With compression negotiated, Tornado writes it."""
+        protocol = self.ws_connection
+        assert protocol is not None
+        if not isinstance(protocol, WebSocketProtocol13) or protocol._compressor is not None:
+            return self.write_message(payload, binary=True)
+        framed = _frame(payload)
+        protocol._wire_bytes_out += len(framed)
+        protocol._message_bytes_out += len(payload)
+        return protocol.stream.write(framed)
 
     def _sent(self, future: Any, size: int) -> None:
         self._unsent_bytes -= size
