@@ -114,6 +114,13 @@ class Settings:
             "exponentially (every version stays reachable through the log)"
         },
     )
+    room_linger_s: float = field(
+        default=5.0,
+        metadata={
+            "help": "seconds a document stays loaded after its last peer leaves (a page "
+            "reload finds it in memory); 0: unloaded at once"
+        },
+    )
     history_retention_s: float = field(
         default=0.0,
         metadata={
@@ -270,6 +277,8 @@ class Settings:
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive")
+        if self.room_linger_s < 0:
+            raise SettingsError("room_linger_s must not be negative")
         if self.history_retention_s < 0:
             raise SettingsError("history_retention_s must not be negative (0: keep everything)")
         if self.awareness_refresh_s >= self.awareness_ttl_s:

@@ -33,6 +33,7 @@ def settings(tmp_path: Path) -> Settings:
         instance_id="test",
         ping_interval_s=5.0,
         ping_timeout_s=5.0,
+        room_linger_s=0.0,  # tests watch rooms unload; tests/test_rooms.py checks lingering
     )
 
 

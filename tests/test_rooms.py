@@ -196,3 +196,34 @@ async def test_too_much_data_for_a_loading_document_closes_with_1013(
     assert error["code"] == "overloaded"
     assert (await peer.closed())[0] == CloseCode.TRY_AGAIN_LATER
     store.load_gate.set()
+
+
+async def test_a_room_lingers_after_its_last_peer_so_a_reload_does_not_load_it_again(
+    settings, start_server, connect
+):
+    server = await start_server(settings.replace(room_linger_s=0.4))
+    editor = await connect(server)
+    remote = await editor.subscribe(DOC)
+    text(remote).insert(0, "kept")
+    await remote.flushed()
+    await editor.close()
+    loads = server.rooms.loads
+
+    await asyncio.sleep(0.1)  # a page reload
+    again = await (await connect(server)).subscribe(DOC)
+
+    assert str(text(again)) == "kept"
+    assert server.rooms.loads == loads  # still in memory
+
+
+async def test_a_lingering_room_unloads_once_nobody_comes_back(settings, start_server, connect):
+    server = await start_server(settings.replace(room_linger_s=0.2))
+    editor = await connect(server)
+    remote = await editor.subscribe(DOC)
+    text(remote).insert(0, "kept")
+    await remote.flushed()
+    await editor.close()
+
+    await asyncio.sleep(0.1)
+    assert server.rooms.get(DOC) is not None  # lingering
+    await wait_until(lambda: server.rooms.get(DOC) is None)

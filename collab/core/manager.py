@@ -433,7 +433,11 @@ class RoomManager:
     async def _unload(self, room: Room) -> None:
         try:
             await room.flushed()
-            # Re-check after the await: a peer may have joined while writes finished.
+            # A document stays loaded a little after its last peer leaves: a page
+            # reload comes back at once and should not load it from the store again.
+            if self._settings.room_linger_s > 0:
+                await asyncio.sleep(self._settings.room_linger_s)
+            # Re-check after the awaits: a peer may have joined meanwhile.
             if self._busy(room) or not room.idle or self._rooms.get(room.name) is not room:
                 return
             del self._rooms[room.name]
