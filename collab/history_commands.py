@@ -80,13 +80,7 @@ def add_commands(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(_run(args))
-    except SourceError as exc:
-        print(f"collab {args.command}: {exc}", file=sys.stderr)
-        return 1
-    except (archive.ArchiveError, StoreError) as exc:
-        print(f"collab {args.command}: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
+    except (SourceError, archive.ArchiveError, StoreError, OSError) as exc:
         print(f"collab {args.command}: {exc}", file=sys.stderr)
         return 1
 
