@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import abc
 import base64
-import datetime
 import json
 import urllib.parse
 from collections.abc import Iterable
@@ -231,9 +230,6 @@ def _error_of(exc: HTTPClientError) -> str:
 
 def _timestamp(at: str) -> float:
     try:
-        moment = datetime.datetime.fromisoformat(at)
+        return history.timestamp_of(at)
     except ValueError:
         raise SourceError(f"{at!r} is not an ISO 8601 time") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.UTC)
-    return moment.timestamp()

@@ -9,6 +9,7 @@ the state at its seq.
 from __future__ import annotations
 
 import asyncio
+import datetime
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -284,6 +285,14 @@ async def version_at(store: Store, doc: str, seq: int | None = None) -> Version:
         None, _render, sources.snapshot, sources.updates, sources.chain
     )
     return Version(at, time_s, version.kinds, version.content)
+
+
+def timestamp_of(text: str) -> float:
+    """Unix seconds of an ISO 8601 time; one without a zone is UTC. Raises ValueError."""
+    moment = datetime.datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return moment.timestamp()
 
 
 async def seq_at_time(store: Store, doc: str, time_s: float, head_seq: int) -> int:

@@ -21,7 +21,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from collab.auth import Role
 from collab.config import Settings
@@ -95,8 +95,7 @@ class RoomManager:
         None when the session was closed (its peer left) while the document loaded.
         A resuming session whose missed records the room no longer keeps in memory
         gets them from the log, if there are few enough to be worth it."""
-        self._joining[name] += 1
-        try:
+        with self._holding(name):
             room = self._rooms.get(name)
             if room is None:
                 room = await asyncio.shield(self._load(name))
@@ -115,13 +114,6 @@ class RoomManager:
             if session.state is SessionState.CLOSED:
                 return None
             return room.join(session, state_vector, resume)
-        finally:
-            self._joining[name] -= 1
-            if not self._joining[name]:
-                del self._joining[name]
-            room = self._rooms.get(name)
-            if room is not None:
-                self._maybe_unload(room)
 
     async def edit(
         self,
@@ -143,51 +135,40 @@ class RoomManager:
         InvalidUpdate, Overloaded, LoadFailed (also: deleted meanwhile), TimeoutError."""
         session = Session(name, SERVER_PEER, NO_FRAMES, Role.WRITE, origin)
         loop = asyncio.get_running_loop()
-        self._joining[name] += 1
-        try:
-            for _ in range(EDIT_ATTEMPTS):
-                room = self._rooms.get(name) or await asyncio.shield(self._load(name))
-                if epoch is not None and room.epoch != epoch:
-                    raise LoadFailed(f"document {name!r} was deleted", doc=name)
-                seen = room.changes
-                update = await loop.run_in_executor(None, change, room.encode_state())
-                if self._rooms.get(name) is room and room.changes == seen:
-                    break
-            if self._rooms.get(name) is not room:
-                raise LoadFailed(f"document {name!r} was reloaded; try again", doc=name)
-            if update is None:
-                return None
-            durable: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        with self._holding(name):
+            try:
+                for _ in range(EDIT_ATTEMPTS):
+                    room = self._rooms.get(name) or await asyncio.shield(self._load(name))
+                    if epoch is not None and room.epoch != epoch:
+                        raise LoadFailed(f"document {name!r} was deleted", doc=name)
+                    seen = room.changes
+                    update = await loop.run_in_executor(None, change, room.encode_state())
+                    if self._rooms.get(name) is room and room.changes == seen:
+                        break
+                if self._rooms.get(name) is not room:
+                    raise LoadFailed(f"document {name!r} was reloaded; try again", doc=name)
+                if update is None:
+                    return None
+                durable: asyncio.Future[int] = loop.create_future()
 
-            def acknowledged(seq: int) -> None:
-                if not durable.done():
-                    durable.set_result(seq)
+                def acknowledged(seq: int) -> None:
+                    if not durable.done():
+                        durable.set_result(seq)
 
-            room.attach(session)
-            room.apply_update(session, update, on_durable=acknowledged)
-            return await asyncio.wait_for(durable, timeout_s)
-        finally:
-            self.leave(session)
-            self._joining[name] -= 1
-            if not self._joining[name]:
-                del self._joining[name]
-            room = self._rooms.get(name)
-            if room is not None:
-                self._maybe_unload(room)
+                room.attach(session)
+                room.apply_update(session, update, on_durable=acknowledged)
+                return await asyncio.wait_for(durable, timeout_s)
+            finally:
+                self.leave(session)
 
     async def watch(self, name: str, watcher: Callable[[UpdateRecord | None], None]) -> Room:
         """Load the document if needed and call ``watcher`` with every record its
         room sends from now on, until :meth:`unwatch`; with None if the room is
         dropped (watch the document again: it may have been deleted)."""
-        self._joining[name] += 1
-        try:
+        with self._holding(name):
             room = self._rooms.get(name) or await asyncio.shield(self._load(name))
             room.watchers[watcher] = None
             return room
-        finally:
-            self._joining[name] -= 1
-            if not self._joining[name]:
-                del self._joining[name]
 
     async def deleted_yet(self, name: str) -> None:
         """Wait for a deletion of the document in progress here, if any."""
@@ -198,6 +179,21 @@ class RoomManager:
     def unwatch(self, room: Room, watcher: Callable[[UpdateRecord | None], None]) -> None:
         room.watchers.pop(watcher, None)
         self._maybe_unload(room)
+
+    @contextlib.contextmanager
+    def _holding(self, name: str) -> Iterator[None]:
+        """Keep the document's room from unloading while a join, an edit or a
+        watch is under way (they await its load); after, unload it if idle."""
+        self._joining[name] += 1
+        try:
+            yield
+        finally:
+            self._joining[name] -= 1
+            if not self._joining[name]:
+                del self._joining[name]
+            room = self._rooms.get(name)
+            if room is not None:
+                self._maybe_unload(room)
 
     def leave(self, session: Session) -> None:
         room = session.room

@@ -16,13 +16,8 @@ from typing import Any
 import pycrdt
 
 from collab.wire import yformat
+from collab.wire.edits import ROOT_CLASSES
 
-ROOT_CLASSES: dict[str, type[Any]] = {
-    yformat.TEXT: pycrdt.Text,
-    yformat.MAP: pycrdt.Map,
-    yformat.ARRAY: pycrdt.Array,
-    yformat.XML: pycrdt.XmlFragment,
-}
 MAX_SAFE_INTEGER = 2**53  # beyond it a JavaScript number is no longer an exact integer
 
 

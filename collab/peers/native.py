@@ -34,6 +34,7 @@ from collab.errors import (
     StoreError,
 )
 from collab.peers.transport import Transport, close_reason, new_connection_id
+from collab.store.base import MAX_SEQ
 from collab.tasks import TaskGroup
 from collab.wire.native import (
     NATIVE_FRAMES,
@@ -65,7 +66,6 @@ MIN_SYNC_PART_BYTES = 1024
 MAX_HISTORY_REQUESTS = 2  # per connection, in flight at once
 HISTORY_PAGE_UPDATES = 1000  # at most, per history page
 HISTORY_FRAME_OVERHEAD = 512  # a history page's fields besides its updates
-MAX_SEQ = 2**63 - 1  # seqs are signed 64-bit integers in every store
 HISTORY_ENTRY_OVERHEAD = 96  # an update's fields in a page besides its bytes and names
 
 

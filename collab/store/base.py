@@ -52,6 +52,9 @@ __all__ = [
 FeedPosition = Any  # a backend's place in its feed: an int for SQLite, a token for MongoDB
 
 
+MAX_SEQ = 2**63 - 1  # seqs are SQLite INTEGERs and MongoDB longs: signed 64 bits
+
+
 @dataclass(frozen=True, slots=True)
 class Author:
     """Who made an update: the authenticated user, the client (connection or

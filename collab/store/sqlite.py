@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 from collab.errors import DocumentChanged, StoreError
 from collab.store.base import (
+    MAX_SEQ,
     AppendResult,
     Author,
     AwarenessChange,
@@ -469,7 +470,7 @@ class SQLiteStore(Store):
                 (
                     doc,
                     after_seq,
-                    until_seq if until_seq is not None else 2**63 - 1,
+                    until_seq if until_seq is not None else MAX_SEQ,
                     limit if limit is not None else -1,
                 ),
             ).fetchall()
@@ -591,7 +592,7 @@ class SQLiteStore(Store):
         row = conn.execute(
             "SELECT doc, seq, data, time_s, waiting FROM snapshots WHERE doc = ? AND seq <= ? "
             "ORDER BY seq DESC LIMIT 1",
-            (doc, at_or_before_seq if at_or_before_seq is not None else 2**63 - 1),
+            (doc, at_or_before_seq if at_or_before_seq is not None else MAX_SEQ),
         ).fetchone()
         return SnapshotRecord(*row) if row else None
 
@@ -652,7 +653,7 @@ class SQLiteStore(Store):
             rows = self._r.execute(
                 "SELECT doc, seq, base_seq, data, waiting, state_vector FROM checkpoints "
                 "WHERE doc = ? AND seq > ? AND seq <= ? ORDER BY seq",
-                (doc, after_seq, 2**63 - 1 if until_seq is None else until_seq),
+                (doc, after_seq, MAX_SEQ if until_seq is None else until_seq),
             ).fetchall()
             return [Checkpoint(*row) for row in rows]
 

@@ -18,13 +18,11 @@ from collab.auth import Identity, Role
 from collab.core.history import NotRetained
 from collab.errors import AccessDenied, StoreError
 from collab.metrics import CONTENT_TYPE_LATEST
-from collab.store.base import DocumentInfo
+from collab.store.base import MAX_SEQ, DocumentInfo
 from collab.web.access_log import RedactingHandlerMixin
 
 if TYPE_CHECKING:
     from collab.app import CollabServer
-
-MAX_SEQ = 2**63 - 1  # seqs are SQLite INTEGERs (and MongoDB longs): signed 64 bits
 
 
 class ApiHandler(RedactingHandlerMixin, tornado.web.RequestHandler):

@@ -22,8 +22,8 @@ from collab.core import archive, diff, history
 from collab.core.origin import Origin, OriginKind
 from collab.errors import CollabError, InvalidUpdate, LoadFailed, Overloaded, StoreError
 from collab.peers import events
-from collab.store.base import Author, DocumentInfo, UpdateRecord
-from collab.web.api import MAX_SEQ, ApiHandler
+from collab.store.base import MAX_SEQ, Author, DocumentInfo, UpdateRecord
+from collab.web.api import ApiHandler
 
 MAX_PAGE = 1000
 DEFAULT_GAP_S = 300.0  # of a timeline: a pause this long starts a new change
@@ -206,16 +206,12 @@ class VersionAtHandler(DocumentApiHandler):
         if raw is None:
             raise tornado.web.HTTPError(400, "give the time as at=<ISO 8601 time>")
         try:
-            moment = datetime.datetime.fromisoformat(raw)
+            moment_s = history.timestamp_of(raw)
         except ValueError:
             raise tornado.web.HTTPError(400, f"at={raw!r} is not an ISO 8601 time") from None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=datetime.UTC)  # a time without a zone is UTC
         try:
             info = await self.require_document(doc)
-            seq = await history.seq_at_time(
-                self.server.store, doc, moment.timestamp(), info.head_seq
-            )
+            seq = await history.seq_at_time(self.server.store, doc, moment_s, info.head_seq)
         except StoreError as exc:
             self.on_store_error(exc)
         await self.send_version(doc, seq)
