@@ -12,6 +12,7 @@ from typing import Any
 
 import msgpack
 import pycrdt
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
 from collab.wire.native import PROTOCOL_VERSION
@@ -219,3 +220,25 @@ class SeqWatcher:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._reader
+
+
+def appends(client_id: int, count: int, start: int = 0) -> list[bytes]:
+    """``count`` appends by one Yjs client, each after its previous one; the text
+    of append i is ``<client.i>``."""
+    doc = pycrdt.Doc(client_id=client_id)
+    updates: list[bytes] = []
+    doc.observe(lambda event: updates.append(event.update))
+    text = doc.get("text", type=pycrdt.Text)
+    for i in range(start + count):
+        text.insert(len(str(text)), f"<{client_id}.{i}>")
+    return updates[start:]
+
+
+async def http_get(server: Any, path: str) -> tuple[int, bytes]:
+    """``(status, body)`` of a GET on a server of this process, errors included."""
+    try:
+        response = await AsyncHTTPClient().fetch(f"http://127.0.0.1:{server.port}{path}")
+    except HTTPClientError as exc:
+        assert exc.response is not None
+        return exc.code, exc.response.body
+    return response.code, response.body

@@ -95,6 +95,21 @@ def append(text: str):
     return edit
 
 
+async def guarded(settings, start_server, connect, name: str) -> tuple[Any, ...]:
+    """A server with access tokens and a document ``name`` of one update: the
+    server, its writer (a client) and its copy, and the headers of a reader and of
+    an editor."""
+    secured = await start_server(settings.replace(auth_secret=SECRET))
+    issue = Authenticator(SECRET).issue
+    writer = await connect(secured, token=issue("w", {"*": "write"}))
+    remote = await writer.subscribe(name)
+    append("x")(remote.doc)
+    await remote.flushed()
+    reader = {"Authorization": f"Bearer {issue('r', {'*': 'read'})}"}
+    editor = {"Authorization": f"Bearer {issue('e', {'*': 'write'})}"}
+    return secured, writer, remote, reader, editor
+
+
 # -- content ------------------------------------------------------------------------------
 
 
@@ -322,14 +337,7 @@ async def test_restore_while_another_client_keeps_typing(server, connect):
 
 
 async def test_restore_needs_write_access_and_a_valid_seq(settings, start_server, connect):
-    secured = await start_server(settings.replace(auth_secret=SECRET))
-    issue = Authenticator(SECRET).issue
-    writer = await connect(secured, token=issue("w", {"*": "write"}))
-    remote = await writer.subscribe("guarded")
-    append("x")(remote.doc)
-    await remote.flushed()
-    reader = {"Authorization": f"Bearer {issue('r', {'*': 'read'})}"}
-    editor = {"Authorization": f"Bearer {issue('e', {'*': 'write'})}"}
+    secured, _, remote, reader, editor = await guarded(settings, start_server, connect, "guarded")
     restore = "/api/documents/guarded/restore"
     options = {"method": "POST", "body": json.dumps({"seq": 0})}
 
@@ -590,14 +598,7 @@ async def test_a_deleted_document_is_gone_and_its_editors_get_a_new_empty_one(se
 async def test_deleting_needs_write_access_and_an_existing_document(
     settings, start_server, connect
 ):
-    secured = await start_server(settings.replace(auth_secret=SECRET))
-    issue = Authenticator(SECRET).issue
-    writer = await connect(secured, token=issue("w", {"*": "write"}))
-    remote = await writer.subscribe("kept")
-    append("x")(remote.doc)
-    await remote.flushed()
-    reader = {"Authorization": f"Bearer {issue('r', {'*': 'read'})}"}
-    editor = {"Authorization": f"Bearer {issue('e', {'*': 'write'})}"}
+    secured, writer, _, reader, editor = await guarded(settings, start_server, connect, "kept")
 
     await fails(secured, "/api/documents/kept", 403, method="DELETE", headers=reader)
     await fails(secured, "/api/documents/kept", 401, method="DELETE")

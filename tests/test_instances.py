@@ -23,7 +23,7 @@ from collab.config import Settings
 from collab.store.base import AppendResult, FeedPosition, NewUpdate, UpdateRecord
 from collab.store.memory import MemoryStore
 from collab.wire.edits import splice_text
-from tests.helpers import SeqWatcher
+from tests.helpers import SeqWatcher, appends
 
 DOC = "shared"
 
@@ -47,17 +47,6 @@ async def two_instances(start_server, settings: Settings, store: MemoryStore | N
     return store, a, b
 
 
-def edits(client_id: int, count: int) -> list[bytes]:
-    """``count`` appends to the text by one Yjs client, each depending on the last."""
-    doc = pycrdt.Doc(client_id=client_id)
-    updates: list[bytes] = []
-    doc.observe(lambda event: updates.append(event.update))
-    text = doc.get("text", type=pycrdt.Text)
-    for i in range(count):
-        text.insert(len(str(text)), f"<{client_id}.{i}>")
-    return updates
-
-
 def strictly_increasing(seqs: Sequence[int]) -> bool:
     return all(b > a for a, b in itertools.pairwise(seqs))
 
@@ -72,7 +61,7 @@ async def test_concurrent_edits_on_two_instances_reach_every_peer_once_in_seq_or
         await SeqWatcher.join(b.port, "b1", DOC),
         await SeqWatcher.join(b.port, "b2", DOC),
     ]
-    writers = {peers[0]: edits(1, 40), peers[2]: edits(2, 40), peers[3]: edits(3, 40)}
+    writers = {peers[0]: appends(1, 40), peers[2]: appends(2, 40), peers[3]: appends(3, 40)}
     try:
         # Interleaved sends on both instances, without waiting for acks.
         for i in range(40):
@@ -122,7 +111,7 @@ async def test_records_the_feed_loses_are_read_from_the_log_in_order(
     writer = await SeqWatcher.join(a.port, "writer", DOC)
     reader = await SeqWatcher.join(b.port, "reader", DOC)
     try:
-        for ref, update in enumerate(edits(7, 30)):
+        for ref, update in enumerate(appends(7, 30)):
             writer.send(ref, update)
             await writer.wait_for(lambda ref=ref: ref in writer.acks)
         await reader.wait_for(lambda: reader.seqs[-1] == 30)
@@ -139,7 +128,7 @@ async def test_a_room_loaded_while_another_instance_writes_misses_and_doubles_no
 ):
     _, a, b = await two_instances(start_server, instance_settings)
     writer = await SeqWatcher.join(a.port, "writer", DOC)
-    updates = edits(9, 200)
+    updates = appends(9, 200)
     late: SeqWatcher | None = None
     try:
         for ref, update in enumerate(updates):
@@ -219,7 +208,7 @@ async def test_a_deleted_generation_never_reaches_the_next_one_through_a_lagging
     a = await start_server(instance_settings.replace(instance_id="a"), store)
     b = await start_server(instance_settings.replace(instance_id="b"), store)
     writer = await SeqWatcher.join(a.port, "w", DOC)
-    for ref, update in enumerate(edits(5, 3)):
+    for ref, update in enumerate(appends(5, 3)):
         writer.send(ref, update)
     await writer.wait_for(lambda: len(writer.acks) == 3)
     assert await a.rooms.delete(DOC)
@@ -251,7 +240,7 @@ async def test_an_own_update_read_from_the_log_first_is_acknowledged_not_echoed(
     _, a, b = await two_instances(start_server, instance_settings, SlowReportStore())
     sender = await SeqWatcher.join(a.port, "sender", DOC)
     other = await SeqWatcher.join(b.port, "other", DOC)
-    first, second = edits(1, 1)[0], edits(2, 1)[0]
+    first, second = appends(1, 1)[0], appends(2, 1)[0]
 
     sender.send(0, first)  # seq 1, reported to a 0.3 s late
     await asyncio.sleep(0.05)

@@ -12,27 +12,16 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pycrdt
 import pytest
 from pymongo import AsyncMongoClient
 
 from collab.store.mongodb import MongoStore
-from tests.helpers import SeqWatcher
+from tests.helpers import SeqWatcher, appends
 from tests.mongodb import MongoServer, collect_cancelled_connects, start_secantus
 from tests.processes import ServerProcess, server_process
 
 DOC = "team"
 pytestmark = pytest.mark.slow
-
-
-def appends(client_id: int, count: int) -> list[bytes]:
-    doc = pycrdt.Doc(client_id=client_id)
-    updates: list[bytes] = []
-    doc.observe(lambda event: updates.append(event.update))
-    text = doc.get("text", type=pycrdt.Text)
-    for i in range(count):
-        text.insert(len(str(text)), f"<{client_id}.{i}>")
-    return updates
 
 
 SMALL_OPLOG = ("--oplog-max-entries", "50", "--sync-on-commit")

@@ -11,29 +11,19 @@ from collections.abc import AsyncIterator
 import pycrdt
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 from collab.errors import StoreError
 from collab.store.base import FeedPosition, NewUpdate, UpdateRecord
 from collab.store.memory import MemoryStore
-from tests.helpers import SeqWatcher, wait_until
+from tests.helpers import SeqWatcher, http_get, wait_until
 from tests.processes import server_process
 from tests.yjs_peer import YjsPeer
 
 DOC = "a-secret-document-name"
 
 
-async def get(server, path: str) -> tuple[int, bytes]:
-    try:
-        response = await AsyncHTTPClient().fetch(f"{server.url}{path}")
-    except HTTPClientError as exc:
-        assert exc.response is not None
-        return exc.code, exc.response.body
-    return response.code, response.body
-
-
 async def metrics(server) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    status, body = await get(server, "/metrics")
+    status, body = await http_get(server, "/metrics")
     assert status == 200
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
@@ -62,7 +52,7 @@ async def test_metrics_count_connections_updates_commits_and_acks_without_docume
         await native.wait_for(lambda: "from yjs" in native.text())
 
         values = await metrics(server)
-        _, body = await get(server, "/metrics")
+        _, body = await http_get(server, "/metrics")
     finally:
         await native.close()
         await yjs.disconnect()
@@ -123,14 +113,14 @@ async def test_readyz_is_503_with_the_reason_while_the_feed_fails(settings, star
     server = await start_server(settings.replace(store_url="memory://", feed_poll_s=0.01), store)
     await wait_until(lambda: server.rooms.feed_failure is not None)
 
-    status, body = await get(server, "/readyz")
+    status, body = await http_get(server, "/readyz")
     reply = json.loads(body)
     assert status == 503
     assert reply["feed"] == "failing" and "change stream is gone" in reply["reason"]
 
     store.feed_works = True
     await wait_until(lambda: server.rooms.feed_failure is None, timeout_s=10)
-    status, body = await get(server, "/readyz")
+    status, body = await http_get(server, "/readyz")
     assert status == 200 and json.loads(body)["reason"] is None
 
 
@@ -148,14 +138,14 @@ async def test_readyz_is_503_while_other_instances_commits_arrive_late(settings,
         await store.append([NewUpdate(DOC, text_update(4, "late"), time.time() - 60)])
         await watcher.wait_for(lambda: watcher.seqs[-1] == 2)
 
-        status, body = await get(server, "/readyz")
+        status, body = await http_get(server, "/readyz")
         assert status == 503 and "late" in json.loads(body)["reason"]
         values = await metrics(server)
         assert values[("collab_feed_lag_seconds", ())] > 5
 
         await store.append([NewUpdate(DOC, text_update(5, "on time again"), time.time())])
         await watcher.wait_for(lambda: watcher.seqs[-1] == 3)
-        status, _ = await get(server, "/readyz")
+        status, _ = await http_get(server, "/readyz")
         assert status == 200
     finally:
         await watcher.close()
@@ -171,7 +161,7 @@ async def test_a_store_that_cannot_hold_the_largest_frame_refuses_to_start(setti
 
 async def test_json_logs_are_one_event_per_line(tmp_path):
     async with server_process(f"sqlite:///{tmp_path}/collab.db", "--log-format", "json") as server:
-        await get(server, "/healthz")
+        await http_get(server, "/healthz")
         await asyncio.sleep(0.2)
         lines = list(server.log)
     events = [json.loads(line) for line in lines]

@@ -22,24 +22,12 @@ import pycrdt
 import pytest
 from pymongo import AsyncMongoClient
 
-from tests.helpers import SeqWatcher
+from tests.helpers import SeqWatcher, appends
 from tests.processes import ServerProcess, server_process
 from tests.yjs_peer import YjsPeer
 
 DOC = "team"
 pytestmark = pytest.mark.slow
-
-
-def appends(client_id: int, count: int, start: int = 0) -> list[bytes]:
-    """``count`` appends by one Yjs client, each after its previous one; the text
-    of append i is ``<client.i>``."""
-    doc = pycrdt.Doc(client_id=client_id)
-    updates: list[bytes] = []
-    doc.observe(lambda event: updates.append(event.update))
-    text = doc.get("text", type=pycrdt.Text)
-    for i in range(start + count):
-        text.insert(len(str(text)), f"<{client_id}.{i}>")
-    return updates[start:]
 
 
 @dataclass

@@ -9,23 +9,13 @@ import json
 
 import pycrdt
 import pytest
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 from collab.client import ClientError
 from collab.core import archive
-from tests.helpers import wait_until
+from tests.helpers import http_get, wait_until
 from tests.test_documents_api import EventReader
 
 DOC = "kept"
-
-
-async def fetch(server, path: str) -> tuple[int, bytes]:
-    try:
-        response = await AsyncHTTPClient().fetch(f"http://127.0.0.1:{server.port}{path}")
-    except HTTPClientError as exc:
-        assert exc.response is not None
-        return exc.code, exc.response.body
-    return response.code, response.body
 
 
 @pytest.fixture
@@ -43,7 +33,7 @@ async def test_history_past_the_retention_is_dropped_and_said_to_be(server, conn
     await server.rooms.writer.wait_idle(5)
     versions = {}
     for seq in range(13):
-        _, body = await fetch(server, f"/api/documents/{DOC}/versions/{seq}")
+        _, body = await http_get(server, f"/api/documents/{DOC}/versions/{seq}")
         versions[seq] = json.loads(body)["content"]
     await asyncio.sleep(0.3)  # past the retention
     for i in range(12, 15):
@@ -56,7 +46,7 @@ async def test_history_past_the_retention_is_dropped_and_said_to_be(server, conn
     first = snapshots[0]
     assert first == 10  # the newest snapshot older than the retention
     for seq in range(first, 13):  # kept versions: exactly what they were
-        code, body = await fetch(server, f"/api/documents/{DOC}/versions/{seq}")
+        code, body = await http_get(server, f"/api/documents/{DOC}/versions/{seq}")
         assert code == 200 and json.loads(body)["content"] == versions[seq], seq
     for path in (
         f"/api/documents/{DOC}/versions/3",
@@ -64,10 +54,10 @@ async def test_history_past_the_retention_is_dropped_and_said_to_be(server, conn
         f"/api/documents/{DOC}/diff?from=2&to=12",
         f"/api/documents/{DOC}/events?after=0",
     ):
-        code, body = await fetch(server, path)
+        code, body = await http_get(server, path)
         assert code == 410, path
         assert "no longer kept" in json.loads(body)["error"]
-    _, body = await fetch(server, f"/api/documents/{DOC}/history")
+    _, body = await http_get(server, f"/api/documents/{DOC}/history")
     listed = json.loads(body)
     assert listed["retained_from"] == 10 and listed["updates"][0]["seq"] == 11
     with pytest.raises(ClientError) as refused:
@@ -97,7 +87,7 @@ async def test_without_a_retention_nothing_is_dropped(settings, start_server, co
     await asyncio.sleep(0.3)
     assert await server.rooms.drop_old_history() == 0
     assert [r.seq for r in await server.store.read_updates(DOC, limit=1)] == [1]
-    _, body = await fetch(server, f"/api/documents/{DOC}/versions/1")
+    _, body = await http_get(server, f"/api/documents/{DOC}/versions/1")
     assert json.loads(body)["seq"] == 1
 
 
@@ -114,12 +104,12 @@ async def test_times_and_diffs_before_the_history_kept_are_refused_not_guessed(s
     await remote.flushed()
     assert await server.rooms.drop_old_history() == 1
 
-    code, body = await fetch(server, "/api/documents/old/versions?at=2000-01-01T00:00:00Z")
+    code, body = await http_get(server, "/api/documents/old/versions?at=2000-01-01T00:00:00Z")
     assert code == 410 and "no longer kept" in json.loads(body)["error"]
-    code, body = await fetch(server, "/api/documents/old/versions?at=2999-01-01T00:00:00Z")
+    code, body = await http_get(server, "/api/documents/old/versions?at=2999-01-01T00:00:00Z")
     assert code == 200 and json.loads(body)["content"]["text"] == str(text)
-    code, _ = await fetch(server, "/api/documents/old/diff")  # from 0: not kept
+    code, _ = await http_get(server, "/api/documents/old/diff")  # from 0: not kept
     assert code == 410
-    code, body = await fetch(server, "/api/documents/old/diff?from=10")
+    code, body = await http_get(server, "/api/documents/old/diff?from=10")
     spans = json.loads(body)["spans"]
     assert code == 200 and (spans[0]["type"], spans[0]["text"]) == ("insert", "new ")
