@@ -13,7 +13,10 @@ from pathlib import Path
 import pycrdt
 import pytest
 
+from collab.core import archive
 from collab.core.history import state_at
+from collab.errors import StoreError
+from collab.store.memory import MemoryStore
 from collab.store.sqlite import SQLiteStore
 
 DOC = "team/notes"
@@ -224,3 +227,34 @@ def _with_time(line: bytes, time_s: object) -> bytes:
     entry = json.loads(line)
     entry["time_s"] = float(time_s) if isinstance(time_s, str) else time_s
     return json.dumps(entry).encode()  # NaN is written as NaN, which JSON readers take
+
+
+async def test_an_import_the_store_fails_part_way_leaves_no_half_document(
+    server, connect, store_url, tmp_path
+):
+    client = await connect()
+    remote = await client.subscribe(DOC)
+    text = remote.doc.get("text", type=pycrdt.Text)
+    for i in range(2500):  # three batches of the import
+        text.insert(len(text), "x")
+        if i % 500 == 499:
+            await remote.flushed()
+    await remote.flushed()
+    file = tmp_path / "notes.jsonl"
+    await collab("export", DOC, str(file), "--store-url", store_url)
+
+    class FullDisk(MemoryStore):
+        appends = 0
+
+        async def append(self, updates):
+            self.appends += 1
+            if self.appends == 2:
+                raise StoreError("sqlite: database or disk is full")
+            return await super().append(updates)
+
+    target = FullDisk()
+    await target.open()
+    with pytest.raises(StoreError, match="disk is full"):
+        await archive.import_document(target, file.read_bytes().splitlines())
+    assert await target.get_document(DOC) is None  # the first batch was taken back
+    assert await target.list_documents() == []

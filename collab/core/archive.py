@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hashlib
 import json
 import time
@@ -29,7 +30,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from dataclasses import dataclass
 from typing import Any
 
-from collab.errors import ProtocolError
+from collab.errors import ProtocolError, StoreError
 from collab.store.base import Author, NewUpdate, Store, UpdateRecord
 from collab.wire.native import validate_document_name
 from collab.wire.yformat import FormatError, check_update
@@ -288,26 +289,36 @@ async def import_document(
     if not checked:
         await store.load(doc)  # an empty document: created, as it was exported
     stored = 0
-    for start in range(0, len(checked), IMPORT_BATCH):
-        batch = [
-            NewUpdate(
-                doc,
-                record.data,
-                record.time_s,
-                Author(record.author.user, record.author.client, _imported(record.author.instance)),
-            )
-            for record in checked[start : start + IMPORT_BATCH]
-        ]
-        result = await store.append(batch)
-        expected = list(range(start + 1, start + 1 + len(batch)))
-        if [r.seq for r in result.records] != expected:
-            raise ArchiveError(
-                f"{doc!r} was written by someone else during the import; its seqs differ "
-                "from the file's"
-            )
-        stored += len(batch)
-        if progress is not None:
-            progress(stored, len(checked))
+    try:
+        for start in range(0, len(checked), IMPORT_BATCH):
+            batch = [
+                NewUpdate(
+                    doc,
+                    record.data,
+                    record.time_s,
+                    Author(
+                        record.author.user, record.author.client, _imported(record.author.instance)
+                    ),
+                )
+                for record in checked[start : start + IMPORT_BATCH]
+            ]
+            result = await store.append(batch)
+            expected = list(range(start + 1, start + 1 + len(batch)))
+            if [r.seq for r in result.records] != expected:
+                raise ArchiveError(
+                    f"{doc!r} was written by someone else during the import; its seqs differ "
+                    "from the file's"
+                )
+            stored += len(batch)
+            if progress is not None:
+                progress(stored, len(checked))
+    except StoreError:
+        # The store failed part way (a full disk): take the part back, so that a
+        # failed import leaves no half document behind. (If that fails too, the
+        # name stays taken and the error says why.)
+        with contextlib.suppress(StoreError):
+            await store.delete_document(doc)
+        raise
     return doc, stored
 
 
