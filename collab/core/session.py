@@ -36,6 +36,10 @@ class Peer(Protocol):
 
     def send(self, frame: bytes) -> None: ...
 
+    def send_many(self, frames: list[bytes]) -> None:
+        """Send frames in order (one socket write for all of them)."""
+        ...
+
     def session_failed(self, session: Session, error: CollabError) -> None: ...
 
 
@@ -80,6 +84,10 @@ class Session:
         if self.state is SessionState.ACTIVE:
             self.peer.send(frame)
 
+    def send_many(self, frames: list[bytes]) -> None:
+        if self.state is SessionState.ACTIVE:
+            self.peer.send_many(frames)
+
     def write_submitted(self) -> None:
         self.pending_writes += 1
         self._writes_done.clear()
@@ -112,6 +120,9 @@ class _ServerPeer:
     waits for its acknowledgment, not for frames."""
 
     def send(self, frame: bytes) -> None:
+        pass
+
+    def send_many(self, frames: list[bytes]) -> None:
         pass
 
     def session_failed(self, session: Session, error: CollabError) -> None:

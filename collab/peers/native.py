@@ -474,6 +474,10 @@ class NativeConnection:
         if self.state is not ConnectionState.CLOSED:
             self._transport.send(frame)
 
+    def send_many(self, frames: list[bytes]) -> None:
+        if self.state is not ConnectionState.CLOSED:
+            self._transport.send_many(frames)
+
     def session_failed(self, session: Session, error: CollabError) -> None:
         if self.sessions.get(session.doc) is session:
             del self.sessions[session.doc]

@@ -129,6 +129,10 @@ class YjsConnection:
         if not self._closing:
             self._transport.send(frame)
 
+    def send_many(self, frames: list[bytes]) -> None:
+        if not self._closing:
+            self._transport.send_many(frames)
+
     def session_failed(self, session: Session, error: CollabError) -> None:
         self._fail(CloseCode.INTERNAL_ERROR, error.message)
 
