@@ -131,7 +131,11 @@ class CollabServer:
             )
         await self.store.open()
         self.rooms.start()
-        sockets = tornado.netutil.bind_sockets(self.settings.port, self.settings.host)
+        # Workers of one `collab serve --workers N` each bind the port: the kernel
+        # spreads connections over them.
+        sockets = tornado.netutil.bind_sockets(
+            self.settings.port, self.settings.host, reuse_port=self.settings.workers > 1
+        )
         self.port = sockets[0].getsockname()[1]
         self._http = tornado.httpserver.HTTPServer(self.application)
         self._http.add_sockets(sockets)

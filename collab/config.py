@@ -18,6 +18,7 @@ from typing import Any
 ENV_PREFIX = "COLLAB_"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
+EVENT_LOOPS = ("asyncio", "uvloop")
 
 
 class SettingsError(ValueError):
@@ -43,6 +44,17 @@ class Settings:
         },
     )
     static_dir: str = field(default="", metadata={"help": "folder served at / (default: static/)"})
+    workers: int = field(
+        default=1,
+        metadata={
+            "help": "server processes sharing the port (SO_REUSEPORT) and the store, each "
+            "an instance of its own; needs a fixed port and a shared store (SQLite or MongoDB)"
+        },
+    )
+    event_loop: str = field(
+        default="asyncio",
+        metadata={"help": "asyncio, or uvloop (install collab[uvloop]; docs/PERFORMANCE.md)"},
+    )
     log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
     log_format: str = field(
         default="text",
@@ -223,6 +235,14 @@ class Settings:
             raise SettingsError(f"port must be between 0 and 65535, not {self.port}")
         if self.log_level not in LOG_LEVELS:
             raise SettingsError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+        if self.event_loop not in EVENT_LOOPS:
+            raise SettingsError(f"event_loop must be one of {', '.join(EVENT_LOOPS)}")
+        if self.workers < 1:
+            raise SettingsError("workers must be at least 1")
+        if self.workers > 1 and self.port == 0:
+            raise SettingsError("workers > 1 share one port: give a fixed port, not 0")
+        if self.workers > 1 and self.store_url.startswith("memory:"):
+            raise SettingsError("workers > 1 need a store they share: SQLite or MongoDB")
         if self.log_format not in LOG_FORMATS:
             raise SettingsError(f"log_format must be one of {', '.join(LOG_FORMATS)}")
         assert self.ping_timeout_s is not None

@@ -77,8 +77,9 @@ class Session:
         self.inbox: list[Any] = []
         self.inbox_bytes = 0
         self.pending_writes = 0
-        self._writes_done = asyncio.Event()
-        self._writes_done.set()
+        # Made when someone waits (an asyncio.Event costs ~0.7 KiB: one per
+        # connection adds up).
+        self._writes_done: asyncio.Event | None = None
 
     def send(self, frame: bytes) -> None:
         if self.state is SessionState.ACTIVE:
@@ -90,16 +91,18 @@ class Session:
 
     def write_submitted(self) -> None:
         self.pending_writes += 1
-        self._writes_done.clear()
 
     def write_durable(self) -> None:
         self.pending_writes -= 1
-        if self.pending_writes == 0:
+        if self.pending_writes == 0 and self._writes_done is not None:
             self._writes_done.set()
 
     async def writes_durable(self) -> None:
         """Wait until every update this session sent is stored."""
-        await self._writes_done.wait()
+        while self.pending_writes:
+            if self._writes_done is None or self._writes_done.is_set():
+                self._writes_done = asyncio.Event()
+            await self._writes_done.wait()
 
     def __repr__(self) -> str:
         return f"<Session {self.doc!r} {self.origin.client} {self.state.value}>"
