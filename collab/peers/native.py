@@ -89,6 +89,7 @@ class NativeConnection:
     ) -> None:
         self._transport = transport
         self._rooms = rooms
+        self._updates_in = rooms.metrics.updates_in.labels("ws")
         self._auth = authenticator
         self._settings = settings
         self._query_token = query_token
@@ -335,7 +336,7 @@ class NativeConnection:
             exc.ref = ref
             self._rooms.metrics.updates_refused.labels(exc.code).inc()
             raise
-        self._rooms.metrics.updates_in.labels("ws").inc()
+        self._updates_in.inc()
 
     def _ack_sender(self, doc: str, ref: int) -> Callable[[int], None]:
         def send_ack(seq: int) -> None:

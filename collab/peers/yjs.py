@@ -39,6 +39,7 @@ class YjsConnection:
     ) -> None:
         self._transport = transport
         self._rooms = rooms
+        self._updates_in = rooms.metrics.updates_in.labels("yjs")
         self.id = new_connection_id()
         self.remote = remote
         self.session = Session(
@@ -98,7 +99,7 @@ class YjsConnection:
                 except CollabError as exc:
                     self._rooms.metrics.updates_refused.labels(exc.code).inc()
                     raise
-                self._rooms.metrics.updates_in.labels("yjs").inc()
+                self._updates_in.inc()
             case YjsKind.AWARENESS:
                 room.apply_awareness(self.session, message.payload)
             case YjsKind.QUERY_AWARENESS:

@@ -109,6 +109,7 @@ class SocketHandler(RedactingHandlerMixin, tornado.websocket.WebSocketHandler):
         self._flushing: asyncio.Handle | None = None
         self._outbound_limit = server.settings.outbound_queue_bytes
         self._bytes_out = server.metrics.bytes_out.labels(self.endpoint)
+        self._bytes_in = server.metrics.bytes_in.labels(self.endpoint)
         self._drain_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._heard = time.monotonic()  # when the peer last sent anything
         self._heartbeat: asyncio.Task[None] | None = None
@@ -277,7 +278,7 @@ class SocketHandler(RedactingHandlerMixin, tornado.websocket.WebSocketHandler):
         self._heard = time.monotonic()
         if self.server.stopping:
             return self.pause_reading()
-        self.server.metrics.bytes_in.labels(self.endpoint).inc(len(message))
+        self._bytes_in.inc(len(message))
         if self.connection is not None:
             return self.connection.receive(message)
         return None
