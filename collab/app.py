@@ -25,6 +25,7 @@ from collab.errors import CloseCode
 from collab.metrics import Metrics
 from collab.store import Store, create_store
 from collab.tasks import TaskGroup
+from collab.web import heartbeat
 from collab.web.access_log import log_request
 from collab.web.api import HealthHandler, MetricsHandler, ReadyHandler
 from collab.web.documents import (
@@ -72,7 +73,7 @@ class CollabServer:
         )
         self.port = settings.port
         self._http: tornado.httpserver.HTTPServer | None = None
-        self.tasks = TaskGroup(log)  # per-socket work: heartbeats, connection teardown
+        self.tasks = TaskGroup(log)  # the heartbeat, connection teardown
         self.stopping = False
 
     def _make_application(self) -> tornado.web.Application:
@@ -139,6 +140,13 @@ class CollabServer:
         self.port = sockets[0].getsockname()[1]
         self._http = tornado.httpserver.HTTPServer(self.application)
         self._http.add_sockets(sockets)
+        s = self.settings
+        if s.ping_interval_s > 0:
+            assert s.ping_timeout_s is not None
+            self.tasks.spawn(
+                heartbeat.beat(lambda: self.sockets, s.ping_interval_s, s.ping_timeout_s),
+                name="heartbeat",
+            )
         log.info("listening on %s (store %s)", self.url, self.settings.store_url)
 
     def register(self, handler: SocketHandler) -> None:

@@ -4,10 +4,8 @@ A handler only translates open / message / close into calls on a connection
 object (collab.peers.native, collab.peers.yjs) and offers it a transport:
 ``send`` with a bound on unsent bytes, ``drained``, and ``close``.
 
-Each handler also watches that its peer is alive: every ``ping_interval_s`` it
-sends a WebSocket ping, and when nothing at all (no pong, no message) has come
-``ping_timeout_s`` later, it aborts the socket at once. (Tornado's own ping would
-start a close handshake with a peer that is gone, and wait 5 s for the answer.)
+Whether each peer is alive is watched by one task for all sockets
+(collab.web.heartbeat), which pings them and aborts those that stay silent.
 """
 
 from __future__ import annotations
@@ -112,7 +110,6 @@ class SocketHandler(RedactingHandlerMixin, tornado.websocket.WebSocketHandler):
         self._bytes_in = server.metrics.bytes_in.labels(self.endpoint)
         self._drain_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._heard = time.monotonic()  # when the peer last sent anything
-        self._heartbeat: asyncio.Task[None] | None = None
         self._paused: asyncio.Future[None] | None = None  # reading stopped (shutdown)
 
     def check_origin(self, origin: str) -> bool:
@@ -233,29 +230,17 @@ class SocketHandler(RedactingHandlerMixin, tornado.websocket.WebSocketHandler):
 
     # -- liveness -------------------------------------------------------------------------
 
-    def start_heartbeat(self) -> None:
-        s = self.server.settings
-        assert s.ping_timeout_s is not None
-        if s.ping_interval_s > 0 and not self.server.stopping:
-            self._heartbeat = self.server.tasks.spawn(
-                self._beat(s.ping_interval_s, s.ping_timeout_s), name=f"heartbeat {self.remote}"
-            )
+    def ping_now(self) -> bool:
+        """Send a WebSocket ping; False when the socket is closed already."""
+        try:
+            self.ping()
+        except tornado.websocket.WebSocketClosedError:
+            return False
+        return True
 
-    async def _beat(self, interval: float, answer_within: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            pinged = time.monotonic()
-            try:
-                self.ping()
-            except tornado.websocket.WebSocketClosedError:
-                return
-            await asyncio.sleep(answer_within)
-            if self._heard < pinged:
-                log.info(
-                    "%s: no answer %.1fs after a ping; dropping it", self.remote, answer_within
-                )
-                self.abort()
-                return
+    def heard_since(self, moment: float) -> bool:
+        """Whether anything (a pong, a message) came from the peer after ``moment``."""
+        return self._heard >= moment
 
     def on_pong(self, data: bytes) -> None:
         self._heard = time.monotonic()
@@ -310,8 +295,6 @@ class SocketHandler(RedactingHandlerMixin, tornado.websocket.WebSocketHandler):
         self._drop_outbox()
         if self._flushing is not None:
             self._flushing.cancel()
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
         if self._paused is not None and not self._paused.done():
             self._paused.set_result(None)
         self._wake_drained(all_of_them=True)
@@ -325,7 +308,6 @@ class NativeSocketHandler(SocketHandler):
 
     def open(self, *args: str, **kwargs: str) -> None:
         self.set_nodelay(True)
-        self.start_heartbeat()
         self.connection = NativeConnection(
             self,
             self.server.rooms,
@@ -344,7 +326,6 @@ class YjsSocketHandler(SocketHandler):
 
     async def open(self, doc: str) -> None:
         self.set_nodelay(True)
-        self.start_heartbeat()
         try:
             validate_document_name(doc, self.server.settings.max_document_name_bytes)
             identity = self.server.auth.authenticate(self.get_query_argument("token", None))
