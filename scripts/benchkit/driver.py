@@ -251,7 +251,9 @@ class ServerBench:
         self.progress(f"cold load: storing {o.cold_updates} updates")
         doc = f"cold-{random.getrandbits(32):08x}"
         with self.server() as server:
-            seed = run_load("seed", self.params(server, doc=doc, updates=o.cold_updates))
+            # pycrdt-store commits each update alone: 100,000 take it about 18 minutes.
+            params = self.params(server, doc=doc, updates=o.cold_updates)
+            seed = run_load("seed", params, timeout_s=3600)
         loads = []
         for _ in range(o.cold_restarts):
             with self.server() as server:

@@ -9,7 +9,7 @@ import random
 import time
 from typing import Any
 
-from ..loadgen.native import NativeClient
+from ..loadgen.native import NativeClient, OnAck
 from ..loadgen.updates import CHUNK, AppendRun, new_client_id
 from ..loadgen.yjs import check_document, close_all, yjs_url
 from ..sampler import Usage, latency_summary, sample_durable
@@ -43,7 +43,7 @@ class Writers:
 
         self.clients = list(await asyncio.gather(*(one(k) for k in range(self.count))))
 
-    def _on_ack(self, k: int) -> Any:
+    def _on_ack(self, k: int) -> OnAck:
         def on_ack(ref: int, seq: int, arrived: float) -> None:
             self.acked[k] += 1
             if seq in self.seqs:
