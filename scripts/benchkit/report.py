@@ -57,7 +57,11 @@ TABLES: dict[str, tuple[str, list[Column]]] = {
     "crosslag": (
         "Cross-instance lag: 1 writer on one process, {crosslag_readers} readers on another "
         "on the same store, {crosslag_updates} appends at 100/s (ms from send to arrival)",
-        [*LATENCY_COLUMNS, ("reader-side CPU %", "server_cpu_pct", "{:.0f}")],
+        [
+            *LATENCY_COLUMNS,
+            ("reader-side CPU %", "server_cpu_pct", "{:.0f}"),
+            ("loadgen CPU %", "client_cpu_pct", "{:.0f}"),
+        ],
     ),
     "throughput": (
         "Throughput: {writers} writers on {where}, {duration:g} s, window {window} "
