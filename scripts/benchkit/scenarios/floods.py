@@ -135,6 +135,12 @@ async def scenario_fastwriter(p: dict[str, Any]) -> dict[str, Any]:
             return NativeClient.update_message(doc, i, run.next_update())
         return update_message(run.next_update())
 
+    def accounted() -> int:
+        """Updates acknowledged or refused (native), or relayed to the observer (yjs)."""
+        if isinstance(client, NativeClient):
+            return len(acked) + client.errors
+        return observed.seen[run.client]
+
     await wait_quiet(p["pid"])
     durable_before, _ = await sample_durable(p["probe"])
     usage = Usage(p["pid"])
@@ -148,9 +154,8 @@ async def scenario_fastwriter(p: dict[str, Any]) -> dict[str, Any]:
         except ConnectionClosed:
             pass  # the server closed the writer: reported below
         deadline = time.perf_counter() + p["catch_up_s"]
-        while time.perf_counter() < deadline and not client.closed.is_set():
-            done = len(acked) + client.errors if isinstance(client, NativeClient) else None
-            if done == sent or (done is None and observed.seen[run.client] == sent):
+        while accounted() < sent and not client.closed.is_set():
+            if time.perf_counter() > deadline:
                 break
             await asyncio.sleep(0.02)
         finished_s = time.perf_counter() - started
