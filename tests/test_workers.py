@@ -12,6 +12,7 @@ import signal
 import socket
 import sqlite3
 import subprocess
+import sys
 from pathlib import Path
 
 import pycrdt
@@ -28,6 +29,10 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+async def all_listening(server: ServerProcess, workers: int) -> None:
+    await wait_until(lambda: b"".join(server.log).count(b"listening on") == workers, 20)
 
 
 async def instance_of(server: ServerProcess) -> str:
@@ -60,6 +65,7 @@ async def test_workers_share_the_port_and_the_documents(tmp_path):
         f"sqlite:///{db}", "--port", str(port), "--workers", "2", "--feed-poll-s", "0.01"
     ) as server:
         # The kernel spreads connections over both workers.
+        await all_listening(server, 2)
         instances = {await instance_of(server) for _ in range(40)}
         assert len(instances) == 2, instances
         assert {i.rsplit("-", 1)[1] for i in instances} == {"0", "1"}
@@ -137,3 +143,76 @@ async def test_a_server_on_uvloop_syncs_and_stores(tmp_path):
             await writer.close()
             await reader.close()
     assert stored_text(db, "fast") == "on uvloop"
+
+
+async def test_a_second_supervisor_on_the_same_address_refuses_to_start(tmp_path):
+    port = free_port()
+    async with server_process(
+        f"sqlite:///{tmp_path}/a.db", "--port", str(port), "--workers", "2"
+    ) as first:
+        second = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "collab",
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+            "--store-url",
+            f"sqlite:///{tmp_path}/b.db",
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await asyncio.wait_for(second.communicate(), 20)
+        assert second.returncode == 1
+        assert b"is served by the workers of" in err
+        # The first deployment alone still answers on the port.
+        await all_listening(first, 2)
+        prefixes = {(await instance_of(first)).rsplit("-", 1)[0] for _ in range(10)}
+        assert len(prefixes) == 1
+
+
+async def test_workers_that_cannot_start_stop_the_supervisor(tmp_path):
+    port = free_port()
+    with socket.socket() as taken:  # the port is taken by something else
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        supervisor = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "collab",
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+            "--store-url",
+            f"sqlite:///{tmp_path}/c.db",
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await asyncio.wait_for(supervisor.communicate(), 20)
+    assert supervisor.returncode == 1
+    assert b"could not start" in err
+    assert b"restarting" not in err
+
+
+async def test_workers_stop_when_their_supervisor_is_killed(tmp_path):
+    port = free_port()
+    async with server_process(
+        f"sqlite:///{tmp_path}/d.db", "--port", str(port), "--workers", "2"
+    ) as server:
+        pids = worker_pids(server.process.pid)
+        assert len(pids) == 2
+        server.process.kill()
+        await server.process.wait()
+
+        def gone(pid: int) -> bool:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+            # A zombie until reaped by init: its state is Z.
+            with open(f"/proc/{pid}/stat") as stat:
+                return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+
+        await wait_until(lambda: all(gone(pid) for pid in pids), 20)
