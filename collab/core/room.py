@@ -119,6 +119,12 @@ class _Outgoing:
     exclude: Session | None = None
     acknowledge: Callable[[], None] | None = None
     is_update: bool = False  # counted in the updates_out metric
+    acknowledged: bool = False
+
+    def run_ack(self) -> None:
+        if self.acknowledge is not None and not self.acknowledged:
+            self.acknowledged = True
+            self.acknowledge()
 
 
 def build_replica(loaded: LoadedDocument, settings: Settings) -> Replica:
@@ -690,37 +696,42 @@ class Room:
         shared: dict[FrameCodec, list[bytes]] = {}  # for sessions with no own events
         shared_updates: dict[FrameCodec, int] = {}
         sent = 0
-        for session in list(self.sessions):
-            codec = session.codec
-            if codec not in frames:
-                encoded = frames[codec] = [e.encode(codec) if e.encode else None for e in events]
-                shared[codec] = [f for f in encoded if f is not None]
-                shared_updates[codec] = sum(
-                    1 for e, f in zip(events, encoded, strict=True) if f is not None and e.is_update
-                )
-            if session not in special:
-                if shared[codec]:
-                    session.send_many(shared[codec])
-                    sent += shared_updates[codec]
-                continue
-            special.discard(session)
-            batch: list[bytes] = []
-            for event, frame in zip(events, frames[codec], strict=True):
-                if event.acknowledge is not None:
-                    if event.exclude is session:
-                        if batch:
-                            session.send_many(batch)
-                            batch = []
-                        event.acknowledge()
-                elif frame is not None and event.exclude is not session:
-                    batch.append(frame)
-                    sent += event.is_update
-            if batch:
-                session.send_many(batch)
-        if special:  # acks of sessions that left meanwhile: their bookkeeping still runs
+        try:
+            for session in list(self.sessions):
+                codec = session.codec
+                if codec not in frames:
+                    encoded = [e.encode(codec) if e.encode else None for e in events]
+                    frames[codec] = encoded
+                    shared[codec] = [f for f in encoded if f is not None]
+                    shared_updates[codec] = sum(
+                        1
+                        for e, f in zip(events, encoded, strict=True)
+                        if f is not None and e.is_update
+                    )
+                if session not in special:
+                    if shared[codec]:
+                        session.send_many(shared[codec])
+                        sent += shared_updates[codec]
+                    continue
+                batch: list[bytes] = []
+                for event, frame in zip(events, frames[codec], strict=True):
+                    if event.acknowledge is not None:
+                        if event.exclude is session:
+                            if batch:
+                                session.send_many(batch)
+                                batch = []
+                            event.run_ack()
+                    elif frame is not None and event.exclude is not session:
+                        batch.append(frame)
+                        sent += event.is_update
+                if batch:
+                    session.send_many(batch)
+        finally:
+            # Acks of sessions that left meanwhile (and, should anything above have
+            # failed, every ack not yet run): their bookkeeping must still run, or
+            # the room would wait for them forever.
             for event in events:
-                if event.acknowledge is not None and event.exclude in special:
-                    event.acknowledge()
+                event.run_ack()
         self._metrics.updates_out.inc(sent)
 
     def __repr__(self) -> str:

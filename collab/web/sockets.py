@@ -34,8 +34,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("collab.access")
 
 
-FRAME_CACHE_MAX_BYTES = 64 * 1024
-FRAME_CACHE_MAX_ENTRIES = 4096
+# Entries live for one pass of the event loop; the outboxes hold the same bytes.
+FRAME_CACHE_MAX_ENTRIES = 65_536
 
 
 def _header(size: int) -> bytes:
@@ -56,21 +56,28 @@ class _FrameCache:
     def __init__(self) -> None:
         self._frames: dict[int, tuple[object, bytes]] = {}
         self._clearing: asyncio.Handle | None = None
+        self._clearing_loop: asyncio.AbstractEventLoop | None = None
 
     def get(self, key: object) -> bytes | None:
         entry = self._frames.get(id(key))
         return entry[1] if entry is not None and entry[0] is key else None
 
     def put(self, key: object, framed: bytes) -> None:
-        if len(framed) > FRAME_CACHE_MAX_BYTES or len(self._frames) >= FRAME_CACHE_MAX_ENTRIES:
-            return  # a large one is not kept alive after its send
+        loop = asyncio.get_running_loop()
+        if self._clearing is not None and self._clearing_loop is not loop:
+            self._clear()  # scheduled on a loop that has stopped (tests, embedding)
+        if len(self._frames) >= FRAME_CACHE_MAX_ENTRIES:
+            return
         if self._clearing is None:
-            self._clearing = asyncio.get_running_loop().call_soon(self._clear)
+            self._clearing = loop.call_soon(self._clear)
+            self._clearing_loop = loop
         self._frames[id(key)] = (key, framed)
 
     def _clear(self) -> None:
+        if self._clearing is not None:
+            self._clearing.cancel()
         self._frames.clear()
-        self._clearing = None
+        self._clearing = self._clearing_loop = None
 
 
 _frames = _FrameCache()
