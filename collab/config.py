@@ -274,6 +274,11 @@ class Settings:
             raise SettingsError("max_frame_bytes must be at least 1024")
         if self.sync_chunk_bytes < 1024:
             raise SettingsError("sync_chunk_bytes must be at least 1024")
+        if self.outbound_queue_bytes < 3 * self.sync_chunk_bytes:
+            # A sync sent in parts keeps up to two parts unsent while it adds the
+            # next: a smaller bound would close every peer that loads a large
+            # document, again at every reconnect.
+            raise SettingsError("outbound_queue_bytes must be at least 3 x sync_chunk_bytes")
         if self.resume_max_updates < 0:
             raise SettingsError("resume_max_updates must not be negative")
         if self.write_queue_bytes < self.max_frame_bytes:
