@@ -36,20 +36,28 @@ bootstrap_node_clients() {
     fi
 }
 
+# _apt_install PACKAGE WHAT: installs a Debian package when it can (root, apt-get).
+_apt_install() {
+    if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+        echo "bootstrap: $1 not found and apt-get not usable; $2 will be skipped" >&2
+        return 0
+    fi
+    echo "bootstrap: installing Debian's $1 (for $2)" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    if ! apt-get install -y -q "$1" >/dev/null 2>&1; then
+        apt-get update -q >/dev/null 2>&1 || true
+        apt-get install -y -q "$1" >/dev/null 2>&1 \
+            || echo "bootstrap: could not install $1; $2 will be skipped" >&2
+    fi
+}
+
 bootstrap_debian_packages() {
     # nginx: tests/test_deployment.py checks docker/nginx.conf with `nginx -t`.
-    if command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; then
-        return 0
+    if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
+        _apt_install nginx-light "its test (nginx -t)"
     fi
-    if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
-        echo "bootstrap: nginx not found and apt-get not usable; its test will be skipped" >&2
-        return 0
-    fi
-    echo "bootstrap: installing Debian's nginx-light (for nginx -t)" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    if ! apt-get install -y -q nginx-light >/dev/null 2>&1; then
-        apt-get update -q >/dev/null 2>&1 || true
-        apt-get install -y -q nginx-light >/dev/null 2>&1 \
-            || echo "bootstrap: could not install nginx-light; its test will be skipped" >&2
+    # chromium: tests/test_browser.py drives it headless through Playwright.
+    if [ ! -x /usr/bin/chromium ]; then
+        _apt_install chromium "the browser tests"
     fi
 }
