@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pycrdt
 import pytest
 
 from collab.app import CollabServer
 from collab.auth import Authenticator
+from collab.client import CollabClient
 from collab.config import Settings
 from tests.proxy import Proxy
 
@@ -121,6 +123,23 @@ class Backend:
         )
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.load(response)
+
+    def write_text(self, doc: str, root: str, text: str) -> None:
+        """Inserts ``text`` into the Text ``root`` of ``doc`` with the Python client,
+        and returns once it is stored."""
+
+        async def write() -> None:
+            client = await CollabClient.connect(
+                f"ws://127.0.0.1:{self.server.port}/ws", token=self.admin
+            )
+            try:
+                remote = await client.subscribe(doc)
+                remote.doc.get(root, type=pycrdt.Text).insert(0, text)
+                await remote.flushed()
+            finally:
+                await client.close()
+
+        self.call(write())
 
     def stored_text(self, doc: str) -> str:
         """The document's text as the server stores it: its paragraphs, one a line."""

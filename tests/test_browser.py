@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -343,6 +344,42 @@ def test_a_read_only_grant_shows_the_document_read_only(
     time.sleep(0.2)
     assert text(reader) == "Read me."
     assert backend.stored_text(doc) == "Read me."
+    assert console.problems() == []
+
+
+def test_a_document_deleted_on_the_server_starts_afresh_in_the_open_page(
+    browser: Any, backend: Backend, console: Console, contexts: list[Any]
+) -> None:
+    doc = "browser/reset"
+    kim = User(browser, backend, console, contexts, "kim", {"browser/*": "write"})
+    page = kim.open(doc)
+    type_at_end(page, "Old life.")
+    wait_saved(page)
+    epoch = page.evaluate("() => collab.provider.epoch")
+
+    backend.api(f"/api/documents/{urllib.parse.quote(doc, safe='')}", "DELETE")
+    # A new generation: the copy is dropped, not merged into it.
+    page.wait_for_function("epoch => collab.provider.epoch !== epoch", arg=epoch)
+    wait_text(page, "text === ''", None)
+    type_at_end(page, "New life.")
+    wait_saved(page)
+    wait_stored(backend, doc, "New life.")
+    # What the browser keeps was replaced too.
+    page.reload()
+    page.wait_for_selector('#connection[data-synced="true"]')
+    assert text(page) == "New life."
+    assert console.problems() == []
+
+
+def test_a_large_document_arrives_in_parts(
+    browser: Any, backend: Backend, console: Console, contexts: list[Any]
+) -> None:
+    doc = "browser/large"
+    size = 3 * 1024 * 1024  # the server sends syncs past 1 MiB in parts
+    backend.write_text(doc, "notes", "x" * size)
+    page = User(browser, backend, console, contexts, "lea", {"browser/*": "write"}).open(doc)
+    assert page.evaluate("() => collab.provider.syncParts") >= 3
+    assert page.evaluate("() => collab.provider.doc.getText('notes').length") == size
     assert console.problems() == []
 
 

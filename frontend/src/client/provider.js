@@ -65,6 +65,7 @@ export class DocumentProvider extends ObservableV2 {
     this.error = null; // why the server refused the subscription
     this.syncProgress = null; // {received, total} while a sync arrives in parts
     this.syncMode = null;
+    this.syncParts = 0; // frames the last sync came in (more than one: a large document)
     this.refused = []; // edits the server refused for good
     this.resets = 0;
     this._pending = []; // outbox entries not sent: {owner, n, epoch, update, count}
@@ -75,6 +76,7 @@ export class DocumentProvider extends ObservableV2 {
     this._early = [];
     this._earlyBytes = 0;
     this._retry = null;
+    this._flushTimer = null;
     this._bcClients = new Set(); // awareness clients of this browser's other tabs
     this._hiddenState = null;
     this._outbox = null;
@@ -176,6 +178,7 @@ export class DocumentProvider extends ObservableV2 {
     this._destroyed = true;
     this._pageHide();
     clearTimeout(this._retry);
+    clearTimeout(this._flushTimer);
     this._writeMeta();
     this.client._unregister(this);
     globalThis.removeEventListener?.("pagehide", this._onPageHide);
@@ -350,7 +353,7 @@ export class DocumentProvider extends ObservableV2 {
           this._earlyBytes += m.update.length;
           if (this._earlyBytes > MAX_EARLY_BYTES) {
             // Too much arrives while a huge sync is read: start over from what we have.
-            this._resubscribeLater(0);
+            this._resubscribeLater(0, true);
             return;
           }
           this._early.push(m);
@@ -423,6 +426,7 @@ export class DocumentProvider extends ObservableV2 {
     this.seq = m.seq;
     this.role = m.role === "read" ? "read" : "write";
     this.syncMode = m.mode ?? null;
+    this.syncParts = typeof m.parts === "number" ? m.parts : 1;
     const early = this._early;
     this._early = [];
     this._earlyBytes = 0;
@@ -500,8 +504,8 @@ export class DocumentProvider extends ObservableV2 {
         if (entries !== undefined) {
           // Not applied: keep it and send it again after a pause.
           this._pending.unshift(...entries);
-          clearTimeout(this._retry);
-          this._retry = setTimeout(() => this._flush(), RETRY_MS);
+          clearTimeout(this._flushTimer);
+          this._flushTimer = setTimeout(() => this._flush(), RETRY_MS);
         }
         break;
       case "invalid_update":
@@ -513,10 +517,15 @@ export class DocumentProvider extends ObservableV2 {
         this.emit("error", [m]);
         break;
       case "load_failed":
-      case "not_subscribed":
+        // The subscription is dropped (the document could not be loaded, or was
+        // deleted): subscribe again after a pause; a new epoch means a reset.
         if (entries !== undefined) this._pending.unshift(...entries);
-        this.synced = false;
-        this._resubscribeLater(RETRY_MS * (0.5 + Math.random()));
+        this._resubscribeLater(RETRY_MS * (0.5 + Math.random()), false);
+        break;
+      case "not_subscribed":
+        // The server lost this subscription: an update it names was not applied.
+        if (entries !== undefined) this._pending.unshift(...entries);
+        if (this._retry === null && this.client.online) this._resubscribeLater(0, false);
         break;
       case "already_subscribed":
         break;
@@ -529,15 +538,16 @@ export class DocumentProvider extends ObservableV2 {
     this.emit("status", []);
   }
 
-  _resubscribeLater(delayMs) {
+  _resubscribeLater(delayMs, unsubscribeFirst) {
     this.synced = false;
     this._parts = null;
     this._early = [];
     this._earlyBytes = 0;
     clearTimeout(this._retry);
     this._retry = setTimeout(() => {
-      if (!this.client.online) return;
-      this.client.send({ type: "unsubscribe", doc: this.name });
+      this._retry = null;
+      if (!this.client.online) return; // the next connection subscribes anyway
+      if (unsubscribeFirst) this.client.send({ type: "unsubscribe", doc: this.name });
       this._subscribe();
     }, delayMs);
   }
