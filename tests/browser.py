@@ -93,8 +93,17 @@ class Backend:
         assert done.wait(10)
 
     def close(self) -> None:
-        self.call(self.proxy.close())
-        self.call(self.server.stop())
+        async def shut_down() -> None:
+            await self.proxy.close()
+            await self.server.stop()
+            others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in others:
+                task.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
+            await asyncio.sleep(0.05)  # aborted transports close their sockets
+            await self.loop.shutdown_asyncgens()
+
+        self.call(shut_down())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
         self.loop.close()

@@ -234,6 +234,38 @@ def test_edits_made_offline_reach_the_server_after_the_tab_was_closed_and_reopen
     assert console.problems(offline=True) == []
 
 
+def test_tabs_of_one_browser_share_edits_and_cursors_while_offline(
+    browser: Any, backend: Backend, console: Console, contexts: list[Any]
+) -> None:
+    doc = "browser/tabs-offline"
+    max_ = User(
+        browser, backend, console, contexts, "max", {"browser/*": "write"}, through_proxy=True
+    )
+    one, two = max_.open(doc), max_.open(doc)
+    backend.run(backend.proxy.refuse)
+    backend.run(backend.proxy.cut)
+    max_.context.set_offline(True)
+    for page in (one, two):
+        page.wait_for_selector('#connection[data-state="offline"]')
+
+    type_at_end(one, "Typed in tab one.")
+    wait_contains(two, "Typed in tab one.", WITHIN_S)
+    two.wait_for_function(
+        "() => [...document.querySelectorAll('#editor .collaboration-carets__label')]"
+        ".some((l) => l.textContent === 'max')",
+        timeout=WITHIN_S * 1000,
+    )
+    type_at_end(two, " And in tab two.")
+    wait_contains(one, "And in tab two.", WITHIN_S)
+
+    backend.run(backend.proxy.accept)
+    max_.context.set_offline(False)
+    for page in (one, two):
+        wait_saved(page)
+    wait_stored(backend, doc, "Typed in tab one. And in tab two.")
+    assert console.problems(offline=True) == []
+
+
 def test_one_user_in_three_tabs_is_one_person_with_three_cursors(
     browser: Any, backend: Backend, console: Console, contexts: list[Any]
 ) -> None:

@@ -589,9 +589,8 @@ export class DocumentProvider extends ObservableV2 {
     if (typeof BroadcastChannel === "undefined") return;
     this._channel = new BroadcastChannel(`collab:${this.name}`);
     this._channel.onmessage = (event) => this._fromTab(event.data);
-    // Ask the tabs open already for their copy and their presence.
-    this._post({ type: "query" });
-    this._post({ type: "update", epoch: this.epoch, update: Y.encodeStateAsUpdate(this.doc) });
+    // Ask the tabs open already for what this copy lacks, and for their presence.
+    this._post({ type: "query", from: TAB_ID, epoch: this.epoch, sv: Y.encodeStateVector(this.doc) });
   }
 
   _post(message) {
@@ -615,11 +614,24 @@ export class DocumentProvider extends ObservableV2 {
         case "awareness":
           if (m.update instanceof Uint8Array) applyAwarenessUpdate(this.awareness, m.update, this._bcOrigin);
           return;
-        case "query": {
-          this._post({ type: "update", epoch: this.epoch, update: Y.encodeStateAsUpdate(this.doc) });
+        case "query":
+          // A new tab: send what it lacks, and this copy's state vector, so that it
+          // sends back what this one lacks.
+          if (m.sv instanceof Uint8Array && (m.epoch == null || this.epoch === null || m.epoch === this.epoch)) {
+            const update = Y.encodeStateAsUpdate(this.doc, m.sv);
+            this._post({ type: "answer", to: m.from, epoch: this.epoch, update, sv: Y.encodeStateVector(this.doc) });
+          }
           if (this.awareness.getLocalState() !== null) {
             this._post({ type: "awareness", update: encodeAwarenessUpdate(this.awareness, [this.doc.clientID]) });
           }
+          return;
+        case "answer": {
+          if (m.to !== TAB_ID) return;
+          if (m.epoch != null && this.epoch !== null && m.epoch !== this.epoch) return;
+          if (!(m.update instanceof Uint8Array) || !(m.sv instanceof Uint8Array)) return;
+          if (!isEmptyUpdate(m.update)) Y.applyUpdate(this.doc, m.update, this._bcOrigin);
+          const missing = Y.encodeStateAsUpdate(this.doc, m.sv);
+          if (!isEmptyUpdate(missing)) this._post({ type: "update", epoch: this.epoch, update: missing });
           return;
         }
         default:
