@@ -415,6 +415,24 @@ def test_a_large_document_arrives_in_parts(
     assert console.problems() == []
 
 
+def test_without_a_token_the_page_asks_for_one(
+    browser: Any, backend: Backend, console: Console, contexts: list[Any]
+) -> None:
+    kai = User(browser, backend, console, contexts, "kai", {"prompt/*": "write"})
+    page = console.watch(kai.context.new_page())
+    page.goto(backend.url + "/")
+    page.wait_for_selector("#token-dialog:not([hidden])")
+    assert page.evaluate("() => document.activeElement.id") == "token-input"
+    page.keyboard.type(kai.token)
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#token-dialog", state="hidden")
+    page.wait_for_selector("#list-status:text('No documents yet')")
+    # The one refusal the browser reports is the list asked for without a token.
+    assert [text for _, text in console.problems()] == [
+        "Failed to load resource: the server responded with a status of 401 (Unauthorized)"
+    ]
+
+
 def test_the_document_list_creates_opens_and_searches_on_a_phone(
     browser: Any, backend: Backend, console: Console, contexts: list[Any]
 ) -> None:
