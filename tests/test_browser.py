@@ -355,6 +355,15 @@ def test_reload_history_and_restore(
     for page in (fay1, fay2, gus1):
         wait_text(page, "text === arg", "The first draft.")
     wait_stored(backend, doc, "The first draft.")
+
+    # The restore is the newest version; what it took away shows struck through.
+    fay1.click("#history-open")
+    fay1.wait_for_selector("#version .change-delete")
+    assert fay1.locator("#history-slider").get_attribute("max") == "3"
+    assert "A second thought." in fay1.inner_text("#version .change-delete")
+    fay1.keyboard.press("Escape")  # back to editing
+    fay1.wait_for_selector("#editor .tiptap", state="visible")
+    assert fay1.locator("#history").is_hidden()
     assert console.problems() == []
 
 

@@ -61,7 +61,12 @@ export class CollabClient extends ObservableV2 {
     this._pingId = 0;
     this._lastHeard = 0;
     this._destroyed = false;
-    this._onOnline = () => this._connectSoon(0);
+    this._onOnline = () => {
+      // The network is back: an attempt made while it was away may hang until its
+      // timeout; start afresh now.
+      if (this._ws !== null && this.state !== ConnectionState.ONLINE) this._abandon();
+      this._connectSoon(0);
+    };
     this._onOffline = () => {
       // The browser knows the network is gone: no need to wait for a heartbeat.
       if (this._ws !== null) this._drop("the browser went offline");
@@ -273,16 +278,21 @@ export class CollabClient extends ObservableV2 {
     this._heartbeat = null;
     clearTimeout(this._timer);
     this._timer = null;
-    if (this._ws !== null) {
-      const ws = this._ws;
-      this._ws = null;
-      ws.onclose = null;
-      ws.onmessage = null;
-      try {
-        ws.close(1000, "closed by the page");
-      } catch {
-        // already closing
-      }
+    this._abandon();
+  }
+
+  /** Forgets the current socket without treating it as lost. */
+  _abandon() {
+    const ws = this._ws;
+    if (ws === null) return;
+    this._ws = null;
+    ws.onopen = null;
+    ws.onclose = null;
+    ws.onmessage = null;
+    try {
+      ws.close(1000, "closed by the page");
+    } catch {
+      // already closing
     }
   }
 

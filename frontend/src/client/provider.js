@@ -24,6 +24,7 @@ const MAX_IN_FLIGHT = 64; // updates sent and not yet acknowledged; later edits 
 const MAX_PENDING_ENTRIES = 32; // unsent edits kept apart; past it they are merged into one
 const MAX_EARLY_BYTES = 32 * 1024 * 1024; // updates arriving between the parts of a sync
 const RETRY_MS = 1000; // after `overloaded` or `load_failed`
+const MAX_REFUSED = 100; // refused edits kept for the page to inspect (the latest)
 
 const isEmptyUpdate = (u) => u.length === 2 && u[0] === 0 && u[1] === 0;
 
@@ -301,6 +302,12 @@ export class DocumentProvider extends ObservableV2 {
     }
   }
 
+  _refuse(entries) {
+    this.refused.push(...entries);
+    if (this.refused.length > MAX_REFUSED) this.refused.splice(0, this.refused.length - MAX_REFUSED);
+    this._acknowledged(entries);
+  }
+
   _acknowledged(entries) {
     this._queueDisk(() => this._outbox.remove(entries));
     if (this.saved) this.emit("saved", [true]);
@@ -444,8 +451,7 @@ export class DocumentProvider extends ObservableV2 {
       else this._acknowledged(entries);
     } else if (entries.length > 0) {
       // Read-only: the server refuses edits; they stay in this browser only.
-      this.refused.push(...entries);
-      this._acknowledged(entries);
+      this._refuse(entries);
       this.emit("error", [{ code: "read_only", message: "this document is read-only for you: local edits were not sent" }]);
     }
     const local = this.awareness.getLocalState();
@@ -510,10 +516,7 @@ export class DocumentProvider extends ObservableV2 {
         break;
       case "invalid_update":
       case "read_only":
-        if (entries !== undefined) {
-          this.refused.push(...entries);
-          this._acknowledged(entries);
-        }
+        if (entries !== undefined) this._refuse(entries);
         this.emit("error", [m]);
         break;
       case "load_failed":
