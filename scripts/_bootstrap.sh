@@ -1,6 +1,7 @@
 # Sourced by scripts/*: prepares what a fresh machine lacks, once.
 # - .venv with the package installed editable, plus test tools (re-run when setup.cfg changes)
-# - tests/node/node_modules from the lock file (re-run when package-lock.json changes)
+# - tests/node/node_modules and frontend/node_modules from their lock files (re-run when
+#   a package-lock.json changes)
 # - Debian packages some tests use, where apt-get can install them (else they skip)
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,18 +23,22 @@ bootstrap_python() {
 }
 
 bootstrap_node_clients() {
-    local dir="$ROOT/tests/node"
-    [ -f "$dir/package-lock.json" ] || return 0
-    if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-        echo "bootstrap: node/npm not found; the Node.js interop tests will be skipped" >&2
-        return 0
-    fi
-    local stamp="$dir/node_modules/.collab-installed"
-    if [ ! -f "$stamp" ] || [ "$dir/package-lock.json" -nt "$stamp" ]; then
-        echo "bootstrap: installing the pinned npm packages for the interop tests" >&2
-        (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >&2)
-        touch "$stamp"
-    fi
+    # tests/node: the y-websocket clients of the interop tests; frontend: the page's
+    # npm packages (its unit tests, and scripts/build-static in the bundle test).
+    local dir
+    for dir in "$ROOT/tests/node" "$ROOT/frontend"; do
+        [ -f "$dir/package-lock.json" ] || continue
+        if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+            echo "bootstrap: node/npm not found; the Node.js tests will be skipped" >&2
+            return 0
+        fi
+        local stamp="$dir/node_modules/.collab-installed"
+        if [ ! -f "$stamp" ] || [ "$dir/package-lock.json" -nt "$stamp" ]; then
+            echo "bootstrap: installing the pinned npm packages of ${dir#"$ROOT"/}" >&2
+            (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >&2)
+            touch "$stamp"
+        fi
+    done
 }
 
 # _apt_install PACKAGE WHAT: installs a Debian package when it can (root, apt-get).
