@@ -335,15 +335,27 @@ def test_reload_history_and_restore(
     fay1.click("#history-open")
     fay1.wait_for_selector("#version .tiptap")
     slider = fay1.locator("#history-slider")
-    assert slider.get_attribute("max") == "2"  # the start, fay's change, gus's change
+    head = int(slider.get_attribute("max"))
+    assert slider.get_attribute("min") == "0"  # the empty document
+    assert slider.input_value() == str(head)
     version = fay1.locator("#version .tiptap")
+    # The newest version marks what its change (gus's sitting) did.
     fay1.wait_for_selector("#version .change-insert")
     assert "A second thought." in fay1.locator("#version .change-insert").all_inner_texts()[0]
+    timeline = fay1.locator("#history-list li")
+    assert timeline.count() == 3  # gus's change, fay's change, the start
+    assert timeline.nth(0).inner_text().startswith("gus")
+    # The slider goes through every version: one step back is one update back.
     slider.focus()
-    fay1.keyboard.press("ArrowLeft")  # keyboard: one version back
+    fay1.keyboard.press("ArrowLeft")
     fay1.wait_for_function(
-        "() => document.querySelector('#version')?.dataset.seq !== undefined && "
-        "!document.querySelector('#version .tiptap').textContent.includes('second')"
+        "seq => document.querySelector('#version')?.dataset.seq === String(seq)", arg=head - 1
+    )
+    assert version.inner_text().strip() == "The first draft. A second thought"
+    # The timeline jumps to the end of fay's change.
+    timeline.nth(1).locator("button").click()
+    fay1.wait_for_function(
+        "() => !document.querySelector('#version .tiptap').textContent.includes('second')"
     )
     assert version.inner_text().strip() == "The first draft."
     assert version.get_attribute("contenteditable") == "false"
@@ -359,7 +371,7 @@ def test_reload_history_and_restore(
     # The restore is the newest version; what it took away shows struck through.
     fay1.click("#history-open")
     fay1.wait_for_selector("#version .change-delete")
-    assert fay1.locator("#history-slider").get_attribute("max") == "3"
+    assert int(fay1.locator("#history-slider").get_attribute("max")) == head + 1
     assert "A second thought." in fay1.inner_text("#version .change-delete")
     fay1.keyboard.press("Escape")  # back to editing
     fay1.wait_for_selector("#editor .tiptap", state="visible")
