@@ -56,10 +56,10 @@ def skip_reason() -> str | None:
 
 
 class Backend:
-    """A collab server (access tokens on) and a proxy in front of it, on a loop in
-    a thread of their own."""
+    """A collab server (access tokens on, unless ``secret`` is None) and a proxy in
+    front of it, on a loop in a thread of their own."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, secret: str | None = SECRET) -> None:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="backend", daemon=True)
         self._thread.start()
@@ -68,9 +68,9 @@ class Backend:
             port=0,
             store_url=f"sqlite:///{tmp}/collab.db",
             instance_id="browser",
-            auth_secret=SECRET,
+            auth_secret=secret or "",
         )
-        self.auth = Authenticator(SECRET)
+        self.auth = Authenticator(secret) if secret else None
         self.server = CollabServer(self.settings)
         self.call(self.server.start())
         self.proxy = self.call(Proxy(self.server.port).start())
@@ -116,19 +116,23 @@ class Backend:
     def proxy_url(self) -> str:
         return f"http://127.0.0.1:{self.proxy.port}"
 
-    def token(self, user: str, docs: dict[str, str]) -> str:
-        return self.auth.issue(user, docs)
+    def token(self, user: str, docs: dict[str, str]) -> str | None:
+        return self.auth.issue(user, docs) if self.auth is not None else None
 
-    def page_url(self, doc: str, token: str, *, through_proxy: bool = False) -> str:
+    def page_url(
+        self, doc: str, token: str | None, *, through_proxy: bool = False, name: str | None = None
+    ) -> str:
         base = self.proxy_url if through_proxy else self.url
-        return f"{base}/#/d/{urllib.parse.quote(doc, safe='')}?token={token}"
+        query = {k: v for k, v in (("token", token), ("name", name)) if v}
+        suffix = f"?{urllib.parse.urlencode(query)}" if query else ""
+        return f"{base}/#/d/{urllib.parse.quote(doc, safe='')}{suffix}"
 
     def api(self, path: str, method: str = "GET", body: object = None) -> Any:
         request = urllib.request.Request(
             self.url + path,
             method=method,
             data=None if body is None else json.dumps(body).encode(),
-            headers={"Authorization": f"Bearer {self.admin}"},
+            headers={"Authorization": f"Bearer {self.admin}"} if self.admin else {},
         )
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.load(response)
@@ -139,7 +143,7 @@ class Backend:
 
         async def write() -> None:
             client = await CollabClient.connect(
-                f"ws://127.0.0.1:{self.server.port}/ws", token=self.admin
+                f"ws://127.0.0.1:{self.server.port}/ws", token=self.admin or None
             )
             try:
                 remote = await client.subscribe(doc)

@@ -36,6 +36,14 @@ def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
 
 
 @pytest.fixture(scope="module")
+def open_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
+    """A server without access tokens: everyone is a guest."""
+    backend = Backend(tmp_path_factory.mktemp("open"), secret=None)
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     yield from browser_fixture()
 
@@ -71,6 +79,7 @@ class User:
     ) -> None:
         self.backend = backend
         self.console = console
+        self.name = name
         self.token = backend.token(name, docs)
         self.through_proxy = through_proxy
         self.context = browser.new_context(viewport=viewport or {"width": 1100, "height": 700})
@@ -79,7 +88,14 @@ class User:
 
     def open(self, doc: str, *, wait_synced: bool = True) -> Any:
         page = self.console.watch(self.context.new_page())
-        page.goto(self.backend.page_url(doc, self.token, through_proxy=self.through_proxy))
+        page.goto(
+            self.backend.page_url(
+                doc,
+                self.token,
+                through_proxy=self.through_proxy,
+                name=None if self.token else self.name,  # a guest names themselves
+            )
+        )
         page.wait_for_selector("#editor .tiptap")
         if wait_synced:
             page.wait_for_selector('#connection[data-synced="true"]')
@@ -376,6 +392,41 @@ def test_reload_history_and_restore(
     fay1.keyboard.press("Escape")  # back to editing
     fay1.wait_for_selector("#editor .tiptap", state="visible")
     assert fay1.locator("#history").is_hidden()
+    assert console.problems() == []
+
+
+def test_guests_without_tokens_edit_see_each_other_and_go_back_in_history(
+    browser: Any, open_backend: Backend, console: Console, contexts: list[Any]
+) -> None:
+    doc = "guests/notes"
+    ann = User(browser, open_backend, console, contexts, "Ann", {})
+    bob = User(browser, open_backend, console, contexts, "Bob", {})
+    ann1, ann2, bob1 = ann.open(doc), ann.open(doc), bob.open(doc)
+    type_at_end(ann1, "Guest text.")
+    wait_contains(bob1, "Guest text.", WITHIN_S)
+    wait_saved(ann1)
+    type_at_end(bob1, " More.")
+    wait_contains(ann2, "More.", WITHIN_S)
+    wait_saved(bob1)
+    bob1.wait_for_function("() => document.querySelectorAll('#presence li').length === 2")
+    names = bob1.locator("#presence li").evaluate_all("items => items.map(i => i.textContent)")
+    assert sorted(names) == ["Ann \u00d72", "Bob (you)"]  # Ann, in two tabs
+    assert ann1.locator("#user-name").input_value() == "Ann"
+
+    # Every update is a version: the slider reaches the text before Bob typed.
+    ann1.click("#history-open")
+    ann1.wait_for_selector("#version .tiptap")
+    slider = ann1.locator("#history-slider")
+    slider.focus()
+    for _ in range(len(" More.")):
+        ann1.keyboard.press("ArrowLeft")
+    ann1.wait_for_function(
+        "() => document.querySelector('#version .tiptap').textContent === 'Guest text.'"
+    )
+    ann1.click("#history-restore")
+    for page in (ann1, ann2, bob1):
+        wait_text(page, "text === arg", "Guest text.")
+    wait_stored(open_backend, doc, "Guest text.")
     assert console.problems() == []
 
 

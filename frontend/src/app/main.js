@@ -4,7 +4,7 @@
 import { CollabClient } from "../client/index.js";
 import { documentView } from "./editor.js";
 import { listView } from "./list.js";
-import { getToken, getUser, setToken, subjectOf } from "./session.js";
+import { getToken, getUser, setToken, setUserName, subjectOf } from "./session.js";
 
 const root = document.getElementById("main");
 const live = document.getElementById("announce");
@@ -36,13 +36,17 @@ function theClient() {
 function parseHash() {
   const raw = location.hash.replace(/^#/, "");
   const [path, query = ""] = raw.split("?");
-  const params = new URLSearchParams(path.startsWith("token=") ? path : query);
+  const params = new URLSearchParams(path.startsWith("token=") || path.startsWith("name=") ? path : query);
   const token = params.get("token");
-  if (token) {
-    setToken(token);
-    client?.reconnect({ token });
+  const name = params.get("name");
+  if (token || name) {
+    if (token) {
+      setToken(token);
+      client?.reconnect({ token });
+    }
+    if (name) setUserName(name); // the name shown to others (without a token)
     // Keep the token out of the history and of links copied from the address bar.
-    const clean = path.startsWith("token=") ? "#/" : `#${path}`;
+    const clean = path.startsWith("token=") || path.startsWith("name=") ? "#/" : `#${path}`;
     history.replaceState(null, "", clean);
     return parseHash();
   }
