@@ -68,13 +68,17 @@ export class CollabClient extends ObservableV2 {
       this._connectSoon(0);
     };
     this._onOffline = () => {
+      if (this._destroyed || this.refusal) return;
       // The browser knows the network is gone: no need to wait for a heartbeat.
       if (this._ws !== null) this._drop("the browser went offline");
+      clearTimeout(this._timer);
+      this._timer = null;
       this._setState(ConnectionState.OFFLINE);
     };
     globalThis.addEventListener?.("online", this._onOnline);
     globalThis.addEventListener?.("offline", this._onOffline);
-    this._connect();
+    if (globalThis.navigator?.onLine === false) this._setState(ConnectionState.OFFLINE);
+    else this._connect();
   }
 
   get online() {
@@ -311,6 +315,14 @@ export class CollabClient extends ObservableV2 {
   }
 
   _scheduleReconnect() {
+    // While the browser says it has no network, wait for its `online` event instead
+    // of trying in vain (and instead of reaching a server on this machine, which an
+    // offline browser could: it is offline for the page).
+    if (globalThis.navigator?.onLine === false) {
+      clearTimeout(this._timer);
+      this._timer = null;
+      return;
+    }
     // Full jitter: a random delay up to the exponential bound, so clients cut off
     // together do not all come back at the same moment.
     const { backoffMinMs, backoffMaxMs } = this.options;
