@@ -537,6 +537,14 @@ def test_the_document_list_creates_opens_and_searches_on_a_phone(
     ) == ["list/alpha"]
     page.click('#documents a:text("list/alpha")')
     wait_contains(page, "Text of list/alpha.")
+    # Leaving a document and coming straight back subscribes it again.
+    page.go_back()
+    page.go_forward()
+    page.wait_for_selector('#connection[data-synced="true"]')
+    wait_contains(page, "Text of list/alpha.")
+    type_at_end(page, " Again.")
+    wait_saved(page)
+    wait_stored(backend, "list/alpha", "Text of list/alpha. Again.")
     # Nothing wider than the phone's screen.
     assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
     assert console.problems() == []

@@ -53,6 +53,9 @@ export class CollabClient extends ObservableV2 {
     this.lastError = null;
     this.connections = 0;
     this.providers = new Map(); // document name -> DocumentProvider
+    // Documents unsubscribed on this connection whose `unsubscribed` has not come yet:
+    // subscribing again before it would be refused (already_subscribed).
+    this._leaving = new Set();
     this._ws = null;
     this._attempt = 0;
     this._timer = null;
@@ -131,8 +134,17 @@ export class CollabClient extends ObservableV2 {
   _unregister(provider) {
     if (this.providers.get(provider.name) === provider) {
       this.providers.delete(provider.name);
-      this.send({ type: "unsubscribe", doc: provider.name });
+      this._leave(provider.name);
     }
+  }
+
+  /** Unsubscribes `name`; a provider of it subscribes again once that is done. */
+  _leave(name) {
+    if (this.send({ type: "unsubscribe", doc: name })) this._leaving.add(name);
+  }
+
+  _isLeaving(name) {
+    return this._leaving.has(name);
   }
 
   // -- connection -----------------------------------------------------------
@@ -203,7 +215,13 @@ export class CollabClient extends ObservableV2 {
 
   _receive(message) {
     switch (message.type) {
+      case "unsubscribed":
+        if (typeof message.doc === "string" && this._leaving.delete(message.doc)) {
+          this.providers.get(message.doc)?._subscribe();
+        }
+        return;
       case "welcome":
+        this._leaving.clear(); // a new connection has no subscriptions
         this.welcome = message;
         this.user = typeof message.user === "string" ? message.user : null;
         this._attempt = 0;

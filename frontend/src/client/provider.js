@@ -317,6 +317,7 @@ export class DocumentProvider extends ObservableV2 {
 
   _subscribe() {
     if (!this.loaded || this._destroyed || this.error !== null) return;
+    if (this.client._isLeaving(this.name)) return; // subscribes on `unsubscribed`
     clearTimeout(this._retry);
     this._retry = null;
     this._parts = null;
@@ -531,6 +532,9 @@ export class DocumentProvider extends ObservableV2 {
         if (this._retry === null && this.client.online) this._resubscribeLater(0, false);
         break;
       case "already_subscribed":
+        // The server still holds a subscription this provider does not know of:
+        // end it, then subscribe afresh.
+        if (!this.synced) this._resubscribeLater(RETRY_MS, true);
         break;
       default:
         // forbidden, invalid_document_name, too_many_documents, invalid_state_vector
@@ -550,7 +554,7 @@ export class DocumentProvider extends ObservableV2 {
     this._retry = setTimeout(() => {
       this._retry = null;
       if (!this.client.online) return; // the next connection subscribes anyway
-      if (unsubscribeFirst) this.client.send({ type: "unsubscribe", doc: this.name });
+      if (unsubscribeFirst) this.client._leave(this.name); // `unsubscribed` subscribes
       this._subscribe();
     }, delayMs);
   }
