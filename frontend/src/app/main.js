@@ -78,8 +78,13 @@ document.getElementById("token-form").addEventListener("submit", (event) => {
   client?.reconnect({ token });
   route(true);
 });
-document.getElementById("token-cancel").addEventListener("click", () => {
+function closeTokenDialog() {
   document.getElementById("token-dialog").hidden = true;
+  root.focus();
+}
+document.getElementById("token-cancel").addEventListener("click", closeTokenDialog);
+document.getElementById("token-dialog").addEventListener("keydown", (event) => {
+  if (event.key === "Escape") closeTokenDialog();
 });
 
 let current = null;
