@@ -456,22 +456,28 @@ def test_a_document_deleted_on_the_server_starts_afresh_in_the_open_page(
 ) -> None:
     doc = "browser/reset"
     kim = User(browser, backend, console, contexts, "kim", {"browser/*": "write"})
-    page = kim.open(doc)
+    page, other = kim.open(doc), kim.open(doc)  # two tabs: both move to the new generation
     type_at_end(page, "Old life.")
     wait_saved(page)
+    wait_contains(other, "Old life.")
     epoch = page.evaluate("() => collab.provider.epoch")
 
     backend.api(f"/api/documents/{urllib.parse.quote(doc, safe='')}", "DELETE")
     # A new generation: the copy is dropped, not merged into it.
-    page.wait_for_function("epoch => collab.provider.epoch !== epoch", arg=epoch)
-    wait_text(page, "text === ''", None)
+    for tab in (page, other):
+        tab.wait_for_function("epoch => collab.provider.epoch !== epoch", arg=epoch)
+        wait_text(tab, "text === ''", None)
     type_at_end(page, "New life.")
     wait_saved(page)
-    wait_stored(backend, doc, "New life.")
+    wait_contains(other, "New life.")
+    type_at_end(other, " Both tabs.")
+    wait_saved(other)
+    wait_stored(backend, doc, "New life. Both tabs.")
     # What the browser keeps was replaced too.
-    page.reload()
-    page.wait_for_selector('#connection[data-synced="true"]')
-    assert text(page) == "New life."
+    for tab in (page, other):
+        tab.reload()
+        tab.wait_for_selector('#connection[data-synced="true"]')
+        assert text(tab) == "New life. Both tabs."
     assert console.problems() == []
 
 

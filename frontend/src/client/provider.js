@@ -84,6 +84,7 @@ export class DocumentProvider extends ObservableV2 {
     this._disk = Promise.resolve();
     this._metaTimer = null;
     this._persistence = null;
+    this._storeEpoch = null;
     this._channel = null;
     this._bcOrigin = { broadcast: name };
     this._diskOrigin = { outbox: name };
@@ -195,14 +196,14 @@ export class DocumentProvider extends ObservableV2 {
 
   async _load() {
     if (!this.persist) return;
-    this._persistence = new IndexeddbPersistence(this._dbName(), this.doc);
-    const [db] = await Promise.all([openOutboxDatabase(), this._persistence.whenSynced, tabAlive]);
+    const [db] = await Promise.all([openOutboxDatabase(), tabAlive]);
     this._outbox = new Outbox(db, this.name, TAB_ID);
     const meta = await this._outbox.meta();
     if (meta !== null) {
       this.epoch = meta.epoch;
       this.seq = meta.seq;
     }
+    await this._openStore(this.epoch);
     // Adopt the edits of tabs that are gone (closed while offline): they are this
     // tab's to deliver now. Entries of live tabs stay theirs.
     const live = await liveOwners();
@@ -218,8 +219,43 @@ export class DocumentProvider extends ObservableV2 {
     }
   }
 
-  _dbName() {
-    return `collab:${this.name}`;
+  /** Each generation of a document has a database of its own, so that a tab that
+   * moves to a new one never deletes what another tab still writes to. */
+  _dbName(epoch) {
+    return epoch === null ? `collab:${this.name}` : `collab:${this.name}@${epoch}`;
+  }
+
+  /** Opens the y-indexeddb store of `epoch` for `doc`; resolves once loaded. */
+  _openStore(epoch) {
+    const persistence = new IndexeddbPersistence(this._dbName(epoch), this.doc);
+    this._persistence = persistence;
+    this._storeEpoch = epoch;
+    return persistence.whenSynced.then(() => {
+      // Another tab deleting this database (it moved to a new generation first)
+      // closes it: stop writing to it instead of failing on every edit.
+      persistence.db.onversionchange = () => {
+        persistence.db.close();
+        if (this._persistence === persistence) {
+          persistence.destroy();
+          this._persistence = null;
+        }
+      };
+    });
+  }
+
+  /** Moves `doc` to the store of `epoch` (the first sync tells the epoch; a reset
+   * changes it), then deletes the store it was in. */
+  _moveStore(epoch, doc) {
+    const old = this._persistence;
+    const oldName = this._dbName(this._storeEpoch);
+    this._storeEpoch = epoch;
+    if (old !== null) old.destroy();
+    this._persistence = null;
+    this._queueDisk(async () => {
+      if (this._destroyed || this.doc !== doc) return;
+      await this._openStore(epoch); // it stores the whole document on opening
+      if (oldName !== this._dbName(epoch)) await deleteDB(oldName);
+    });
   }
 
   _bind() {
@@ -432,6 +468,7 @@ export class DocumentProvider extends ObservableV2 {
     }
     this.epoch = m.epoch;
     this.seq = m.seq;
+    if (this.persist && this._storeEpoch !== m.epoch) this._moveStore(m.epoch, this.doc);
     this.role = m.role === "read" ? "read" : "write";
     this.syncMode = m.mode ?? null;
     this.syncParts = typeof m.parts === "number" ? m.parts : 1;
@@ -482,19 +519,9 @@ export class DocumentProvider extends ObservableV2 {
     this._bind();
     this.resets += 1;
     this._bcClients.clear();
-    if (this._persistence !== null) {
-      const old = this._persistence;
-      this._persistence = null;
-      const name = this._dbName();
-      this._queueDisk(async () => {
-        await old.destroy();
-        await deleteDB(name);
-        await this._outbox.clear();
-        if (this._destroyed || this.doc !== doc) return;
-        this._persistence = new IndexeddbPersistence(name, doc);
-        await this._persistence.whenSynced;
-        await this._outbox.setMeta(this.epoch, this.seq);
-      });
+    if (this.persist) {
+      this._queueDisk(() => this._outbox.clear());
+      this._moveStore(m.epoch, doc);
     }
     oldDoc.destroy();
     if (droppedEdits > 0) {
