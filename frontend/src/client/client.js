@@ -20,6 +20,7 @@ export const ConnectionState = Object.freeze({
 // Close codes and errors after which reconnecting cannot help (docs/PROTOCOL.md 1.8).
 const isPermanentClose = (code) => code >= 4400 && code < 4500;
 const PERMANENT_ERRORS = new Set(["unauthorized", "unsupported_version"]);
+const STABLE_MS = 10000; // a connection up this long resets the backoff
 
 const DEFAULTS = {
   token: null,
@@ -63,6 +64,7 @@ export class CollabClient extends ObservableV2 {
     this._pings = new Map(); // ping id -> performance.now() when sent
     this._pingId = 0;
     this._lastHeard = 0;
+    this._onlineSince = null;
     this._destroyed = false;
     this._onOnline = () => {
       // The network is back: an attempt made while it was away may hang until its
@@ -224,7 +226,7 @@ export class CollabClient extends ObservableV2 {
         this._leaving.clear(); // a new connection has no subscriptions
         this.welcome = message;
         this.user = typeof message.user === "string" ? message.user : null;
-        this._attempt = 0;
+        this._onlineSince = performance.now();
         this._setState(ConnectionState.ONLINE);
         this._startHeartbeat();
         this.emit("welcome", [message]);
@@ -319,6 +321,10 @@ export class CollabClient extends ObservableV2 {
   }
 
   _lost() {
+    // The backoff starts over only after a connection that lasted: a server that
+    // accepts and drops at once is not hammered.
+    if (this._onlineSince !== null && performance.now() - this._onlineSince > STABLE_MS) this._attempt = 0;
+    this._onlineSince = null;
     clearInterval(this._heartbeat);
     this._heartbeat = null;
     this._pings.clear();
