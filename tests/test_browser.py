@@ -215,6 +215,28 @@ def test_a_browser_cut_off_and_back_converges_with_nothing_lost_or_doubled(
     assert console.problems(offline=True) == []
 
 
+def test_a_connection_that_goes_silent_is_found_by_the_heartbeat_and_replaced(
+    browser: Any, backend: Backend, console: Console, contexts: list[Any]
+) -> None:
+    doc = "browser/silent"
+    nia = User(
+        browser, backend, console, contexts, "nia", {"browser/*": "write"}, through_proxy=True
+    )
+    page = nia.open(doc)
+    page.wait_for_selector('#connection[data-state="online"]')
+    backend.run(backend.proxy.stall)  # bytes held, sockets open: a sleeping network
+    try:
+        type_at_end(page, "Said into the void.")
+        # No pong within the heartbeat timeout (8 s): dropped, and reconnecting.
+        page.wait_for_selector('#connection[data-state="reconnecting"]', timeout=12_000)
+        assert page.get_attribute("#connection", "data-queued") != "0"
+    finally:
+        backend.run(backend.proxy.resume)
+    wait_saved(page, timeout_s=15)
+    wait_stored(backend, doc, "Said into the void.")
+    assert console.problems(offline=True) == []
+
+
 def test_edits_made_offline_reach_the_server_after_the_tab_was_closed_and_reopened(
     browser: Any, backend: Backend, console: Console, contexts: list[Any]
 ) -> None:
