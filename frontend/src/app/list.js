@@ -20,7 +20,7 @@ async function allDocuments() {
 
 export function listView(root, { open, needToken }) {
   const search = h("input", { type: "search", id: "search", placeholder: "Search by name", "aria-label": "Search documents by name", autocomplete: "off" });
-  const name = h("input", { type: "text", id: "new-name", placeholder: "notes/today", "aria-label": "New document name", required: true, maxlength: 200 });
+  const name = h("input", { type: "text", id: "new-name", placeholder: "New document name, e.g. notes/today", "aria-label": "New document name", required: true, maxlength: 200 });
   const status = h("p", { id: "list-status", role: "status" });
   const items = h("ul", { id: "documents", class: "documents" });
   const create = h(
