@@ -1,6 +1,6 @@
 // The outbox on disk: every local edit the server has not acknowledged yet, kept in
 // IndexedDB so that it survives closing the tab, together with the epoch and seq of
-// the document's copy (for resuming) . One database per origin, shared by the tabs.
+// the document's copy (for resuming). One database per origin, shared by the tabs.
 //
 // Entries are keyed [doc, owner, n]: `owner` is the tab that made the edit. A tab
 // that opens a document adopts the entries of tabs that are gone (their Web Lock is
