@@ -1,6 +1,6 @@
 # Sourced by scripts/*: prepares what a fresh machine lacks, once.
 # - .venv with the package installed editable, plus test tools (re-run when setup.cfg changes)
-# - tests/node/node_modules and frontend/node_modules from their lock files (re-run when
+# - tests/node/node_modules and scripts/frontend/node_modules from their lock files (re-run when
 #   a package-lock.json changes)
 # - Debian packages some tests use, where apt-get can install them (else they skip)
 
@@ -23,10 +23,10 @@ bootstrap_python() {
 }
 
 bootstrap_node_clients() {
-    # tests/node: the y-websocket clients of the interop tests; frontend: the page's
-    # npm packages (its unit tests, and scripts/build-static in the bundle test).
+    # tests/node: the y-websocket clients of the interop tests; scripts/frontend: the
+    # page's npm packages (its unit tests, and scripts/build-static in the bundle test).
     local dir
-    for dir in "$ROOT/tests/node" "$ROOT/frontend"; do
+    for dir in "$ROOT/tests/node" "$ROOT/scripts/frontend"; do
         [ -f "$dir/package-lock.json" ] || continue
         if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
             echo "bootstrap: node/npm not found; the Node.js tests will be skipped" >&2

@@ -1,6 +1,6 @@
 """The page's bundle (static/app.js) is committed so that the server needs no
-Node.js; it must be what scripts/build-static makes of frontend/src and the npm
-packages pinned by frontend/package-lock.json."""
+Node.js; it must be what scripts/build-static makes of static/src and the npm
+packages pinned by scripts/frontend/package-lock.json."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def test_the_committed_bundle_is_what_its_sources_build(tmp_path: Path) -> None:
     )
     built = (tmp_path / "app.js").read_bytes()
     assert built == (STATIC / "app.js").read_bytes(), (
-        "static/app.js is out of date with frontend/: run scripts/build-static and commit it"
+        "static/app.js is out of date with static/src: run scripts/build-static and commit it"
     )
 
 

@@ -1,9 +1,10 @@
 // Unit tests of the page's pure functions, under Node's test runner:
-//   node --test frontend/test/    (tests/test_frontend_units.py runs it)
+//   tests/test_frontend_units.py bundles this file with esbuild (the sources import
+//   npm packages by name, found in scripts/frontend/node_modules) and runs it.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { diffText } from "../src/app/diffmarks.js";
-import { roleFor, subjectOf } from "../src/app/session.js";
+import { diffText } from "../../static/src/app/diffmarks.js";
+import { roleFor, subjectOf } from "../../static/src/app/session.js";
 
 function apply(runs) {
   const before = runs.filter(([k]) => k !== "+").map(([, t]) => t).join("");
