@@ -503,6 +503,25 @@ def test_a_document_deleted_on_the_server_starts_afresh_in_the_open_page(
     assert console.problems() == []
 
 
+def test_a_document_named_like_another_documents_database_starts_empty(
+    browser: Any, backend: Backend, console: Console, contexts: list[Any]
+) -> None:
+    doc = "browser/notes"
+    mia = User(browser, backend, console, contexts, "mia", {"browser/*": "write"})
+    page = mia.open(doc)
+    type_at_end(page, "Private notes.")
+    wait_saved(page)
+    epoch = page.evaluate("() => collab.provider.epoch")
+    # The local copy of "notes" at its epoch is not the copy of "notes@<epoch>".
+    twin = f"{doc}@{epoch}"
+    page.goto(backend.page_url(twin, mia.token))
+    page.wait_for_selector('#connection[data-synced="true"]')
+    wait_saved(page)
+    assert text(page) == ""
+    assert backend.stored_text(twin) == ""
+    assert console.problems() == []
+
+
 def test_a_large_document_arrives_in_parts(
     browser: Any, backend: Backend, console: Console, contexts: list[Any]
 ) -> None:

@@ -220,9 +220,11 @@ export class DocumentProvider extends ObservableV2 {
   }
 
   /** Each generation of a document has a database of its own, so that a tab that
-   * moves to a new one never deletes what another tab still writes to. */
+   * moves to a new one never deletes what another tab still writes to. Both parts are
+   * escaped: no name and epoch give the database of another document ("a@b" before its
+   * first sync is not "a" at epoch "b"). */
   _dbName(epoch) {
-    return epoch === null ? `collab:${this.name}` : `collab:${this.name}@${epoch}`;
+    return `collab:${encodeURIComponent(this.name)}@${epoch === null ? "-" : encodeURIComponent(epoch)}`;
   }
 
   /** Opens the y-indexeddb store of `epoch` for `doc`; resolves once loaded. */
