@@ -237,6 +237,26 @@ def test_a_connection_that_goes_silent_is_found_by_the_heartbeat_and_replaced(
     assert console.problems(offline=True) == []
 
 
+def test_a_late_heartbeat_timer_does_not_drop_a_healthy_connection(
+    browser: Any, backend: Backend, console: Console, contexts: list[Any]
+) -> None:
+    page = User(browser, backend, console, contexts, "rex", {"browser/*": "write"}).open(
+        "browser/heartbeat"
+    )
+    # Timers firing past the timeout, as in a throttled background tab.
+    page.evaluate(
+        "() => { const options = {heartbeatMs: 1500, heartbeatTimeoutMs: 1000};"
+        " Object.assign(collab.client.options, options); collab.client._startHeartbeat(); }"
+    )
+    connections = page.evaluate("() => collab.client.connections")
+    time.sleep(4)
+    assert page.evaluate("() => [collab.client.connections, collab.client.lastError]") == [
+        connections,
+        None,
+    ]
+    assert console.problems() == []
+
+
 def test_edits_made_offline_reach_the_server_after_the_tab_was_closed_and_reopened(
     browser: Any, backend: Backend, console: Console, contexts: list[Any]
 ) -> None:

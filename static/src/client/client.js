@@ -63,6 +63,7 @@ export class CollabClient extends ObservableV2 {
     this._heartbeat = null;
     this._pings = new Map(); // ping id -> performance.now() when sent
     this._pingId = 0;
+    this._pingCheck = null; // a timer: when the oldest unanswered ping times out
     this._lastHeard = 0;
     this._onlineSince = null;
     this._destroyed = false;
@@ -101,6 +102,9 @@ export class CollabClient extends ObservableV2 {
   send(message) {
     if (this.state !== ConnectionState.ONLINE || this._ws === null) return false;
     this._ws.send(encode(message, { ignoreUndefined: true }));
+    // An edit waits for its ack: with no ping in flight, one now finds a dead
+    // connection a timeout after the edit instead of up to a heartbeat later.
+    if (message.type === "update" && this._pings.size === 0 && this._heartbeat !== null) this._ping();
     return true;
   }
 
@@ -235,7 +239,8 @@ export class CollabClient extends ObservableV2 {
       case "pong": {
         const sent = this._pings.get(message.id);
         if (sent !== undefined) {
-          this._pings.delete(message.id);
+          // Pongs come in order: the pings sent before this one are answered too.
+          for (const [id, at] of this._pings) if (at <= sent) this._pings.delete(id);
           this.rttMs = Math.round((performance.now() - sent) * 10) / 10;
           this.emit("status", []);
         }
@@ -262,25 +267,55 @@ export class CollabClient extends ObservableV2 {
   }
 
   _startHeartbeat() {
-    clearInterval(this._heartbeat);
-    this._pings.clear();
+    this._stopHeartbeat();
     this._lastHeard = performance.now();
-    const ping = () => {
-      const now = performance.now();
-      // Silent past the timeout (no pong, nothing else either): the connection is dead,
-      // whatever TCP says (a sleeping laptop, a cut that sent no reset).
-      if (now - this._lastHeard > this.options.heartbeatTimeoutMs) {
-        this._drop("no answer to heartbeats");
-        return;
-      }
-      this._pingId = (this._pingId + 1) % 0x7fffffff;
-      // At most a few pings in flight: the oldest unanswered ones are forgotten.
-      if (this._pings.size >= 8) this._pings.delete(this._pings.keys().next().value);
-      this._pings.set(this._pingId, now);
-      this.send({ type: "ping", id: this._pingId });
-    };
-    ping();
-    this._heartbeat = setInterval(ping, Math.max(250, this.options.heartbeatMs));
+    this._ping();
+    this._heartbeat = setInterval(() => {
+      if (!this._heartbeatFailed()) this._ping();
+    }, Math.max(250, this.options.heartbeatMs));
+  }
+
+  _ping() {
+    const now = performance.now();
+    this._pingId = (this._pingId + 1) % 0x7fffffff;
+    // At most a few pings in flight: the oldest unanswered ones are forgotten.
+    if (this._pings.size >= 8) this._pings.delete(this._pings.keys().next().value);
+    this._pings.set(this._pingId, now);
+    this.send({ type: "ping", id: this._pingId });
+    this._checkPingsLater();
+  }
+
+  /** Checks again when the oldest unanswered ping reaches the timeout. */
+  _checkPingsLater() {
+    if (this._pingCheck !== null) return;
+    const oldest = this._pings.values().next().value;
+    if (oldest === undefined) return;
+    const due = Math.max(0, oldest + this.options.heartbeatTimeoutMs - performance.now());
+    this._pingCheck = setTimeout(() => {
+      this._pingCheck = null;
+      if (!this._heartbeatFailed()) this._checkPingsLater();
+    }, due);
+  }
+
+  /** A ping sent at least the timeout ago still unanswered, and nothing else heard
+   * since it was sent: the connection is dead, whatever TCP says (a sleeping laptop, a
+   * cut that sent no reset); it is dropped. A timer that fires late (a throttled
+   * background tab) finds its pings answered: no false alarm. */
+  _heartbeatFailed() {
+    const oldest = this._pings.values().next().value;
+    if (oldest === undefined || performance.now() - oldest < this.options.heartbeatTimeoutMs || this._lastHeard >= oldest) {
+      return false;
+    }
+    this._drop("no answer to heartbeats");
+    return true;
+  }
+
+  _stopHeartbeat() {
+    clearInterval(this._heartbeat);
+    this._heartbeat = null;
+    clearTimeout(this._pingCheck);
+    this._pingCheck = null;
+    this._pings.clear();
   }
 
   /** Abandons the current socket at once and treats the connection as lost. */
@@ -298,8 +333,7 @@ export class CollabClient extends ObservableV2 {
   }
 
   _teardown() {
-    clearInterval(this._heartbeat);
-    this._heartbeat = null;
+    this._stopHeartbeat();
     clearTimeout(this._timer);
     this._timer = null;
     this._abandon();
@@ -325,9 +359,7 @@ export class CollabClient extends ObservableV2 {
     // accepts and drops at once is not hammered.
     if (this._onlineSince !== null && performance.now() - this._onlineSince > STABLE_MS) this._attempt = 0;
     this._onlineSince = null;
-    clearInterval(this._heartbeat);
-    this._heartbeat = null;
-    this._pings.clear();
+    this._stopHeartbeat();
     if (this.state === ConnectionState.CLOSED) return;
     if (this.refusal) {
       this._setState(ConnectionState.CLOSED);
