@@ -257,6 +257,60 @@ def test_a_late_heartbeat_timer_does_not_drop_a_healthy_connection(
     assert console.problems() == []
 
 
+def test_edits_past_the_servers_frame_limit_are_sent_apart_or_refused_without_reconnecting(
+    browser: Any, backend: Backend, console: Console, contexts: list[Any]
+) -> None:
+    doc = "browser/oversized"
+    ola = User(browser, backend, console, contexts, "ola", {"browser/*": "write"})
+    page = ola.open(doc)
+    mib = 1024 * 1024
+    # Three edits of 3 MiB made offline: together past the server's 8 MiB, each within.
+    ola.context.set_offline(True)
+    page.wait_for_selector('#connection[data-state="offline"]')
+    page.evaluate(
+        "mib => { const t = collab.provider.doc.getText('blob');"
+        " for (const c of 'abc') t.insert(t.length, c.repeat(3 * mib)); }",
+        mib,
+    )
+    ola.context.set_offline(False)
+    wait_saved(page, timeout_s=30)
+    stored = backend.api(f"/api/documents/{urllib.parse.quote(doc, safe='')}")["content"]
+    assert stored["blob"] == "a" * 3 * mib + "b" * 3 * mib + "c" * 3 * mib
+    connections = page.evaluate("() => collab.client.connections")
+
+    # One edit of 9 MiB: refused here and undone; the connection stays.
+    page.evaluate("mib => collab.provider.doc.getText('big').insert(0, 'x'.repeat(9 * mib))", mib)
+    page.wait_for_selector("#banner:not([hidden])")
+    assert "larger than the server accepts" in page.inner_text("#banner")
+    page.wait_for_function("() => collab.provider.doc.getText('big').length === 0")
+    type_at_end(page, "Still here.")
+    wait_saved(page)
+    wait_stored(backend, doc, "Still here.")
+    assert page.evaluate("() => collab.client.connections") == connections
+    assert console.problems(offline=True) == []
+
+
+def test_edits_of_a_tab_closed_while_its_connection_was_down_are_sent_by_another_tab(
+    browser: Any, backend: Backend, console: Console, contexts: list[Any]
+) -> None:
+    doc = "browser/closed-tab"
+    sam = User(browser, backend, console, contexts, "sam", {"browser/*": "write"})
+    gone, online = sam.open(doc), sam.open(doc)
+    # The tab's connection drops; its next attempt is a minute away.
+    gone.evaluate(
+        "() => { Object.assign(collab.client.options, {backoffMinMs: 60000, backoffMaxMs: 60000});"
+        " collab.client._drop('network blip'); }"
+    )
+    gone.wait_for_selector('#connection[data-state="reconnecting"]')
+    type_at_end(gone, "Typed, then closed.")
+    wait_contains(online, "Typed, then closed.", WITHIN_S)
+    gone.evaluate("() => collab.provider.whenPersisted()")
+    gone.close()
+    wait_stored(backend, doc, "Typed, then closed.", timeout_s=5)
+    wait_saved(online)
+    assert console.problems() == []
+
+
 def test_edits_made_offline_reach_the_server_after_the_tab_was_closed_and_reopened(
     browser: Any, backend: Backend, console: Console, contexts: list[Any]
 ) -> None:
@@ -273,6 +327,12 @@ def test_edits_made_offline_reach_the_server_after_the_tab_was_closed_and_reopen
     backend.run(backend.proxy.cut)
     cid.context.set_offline(True)
     type_at_end(page, " Written offline.")
+    page.wait_for_selector('#connection:not([data-queued="0"])')
+    # Left and opened again in the same tab: the edit is still counted as not saved.
+    page.click("a.back")
+    page.wait_for_selector("#list-status")
+    page.go_back()
+    wait_contains(page, "Written offline.")
     page.wait_for_selector('#connection:not([data-queued="0"])')
     page.evaluate("() => collab.provider.whenPersisted()")
     page.close()
@@ -308,6 +368,9 @@ def test_tabs_of_one_browser_share_edits_and_cursors_while_offline(
 
     type_at_end(one, "Typed in tab one.")
     wait_contains(two, "Typed in tab one.", WITHIN_S)
+    # Tab two made no edit, but the document is not saved in this browser.
+    two.wait_for_selector('#connection:not([data-queued="0"])', timeout=WITHIN_S * 1000)
+    assert "not saved yet" in two.inner_text("#connection")
     two.wait_for_function(
         "() => [...document.querySelectorAll('#editor .collaboration-carets__label')]"
         ".some((l) => l.textContent === 'max')",
@@ -368,7 +431,19 @@ def test_one_user_in_three_tabs_is_one_person_with_three_cursors(
         ".filter((l) => l.textContent === 'dee').length === 1",
         timeout=WITHIN_S * 1000,
     )
-    assert console.problems() == []
+    # Offline, only the tab itself can tell its siblings that it is gone (pagehide).
+    dee.context.set_offline(True)
+    tabs[0].wait_for_selector('#connection[data-state="offline"]')
+    tabs[0].wait_for_function(
+        "() => document.querySelectorAll('#editor .collaboration-carets__caret').length === 1"
+    )
+    tabs[2].close()
+    tabs[0].wait_for_function(
+        "() => document.querySelectorAll('#editor .collaboration-carets__caret').length === 0",
+        timeout=WITHIN_S * 1000,
+    )
+    dee.context.set_offline(False)
+    assert console.problems(offline=True) == []
 
 
 def test_reload_history_and_restore(
@@ -484,13 +559,42 @@ def test_a_read_only_grant_shows_the_document_read_only(
     editor = reader.locator("#editor .tiptap")
     assert editor.get_attribute("contenteditable") == "false"
     assert "read-only" in reader.inner_text("#connection")
-    assert reader.locator("#banner").is_visible()
+    assert reader.locator("#role-note").is_visible()
     editor.click()
     reader.keyboard.type("not allowed")
     time.sleep(0.2)
     assert text(reader) == "Read me."
     assert backend.stored_text(doc) == "Read me."
     assert console.problems() == []
+
+
+def test_edits_the_server_refuses_are_shown_refused_and_undone(
+    browser: Any, backend: Backend, console: Console, contexts: list[Any]
+) -> None:
+    doc = "browser/revoked"
+    pia = User(browser, backend, console, contexts, "pia", {doc: "write"})
+    page = pia.open(doc)
+    type_at_end(page, "Saved.")
+    wait_saved(page)
+    pia.context.set_offline(True)
+    page.wait_for_selector('#connection[data-state="offline"]')
+    type_at_end(page, " Written while I could.")
+    # Meanwhile the grant became read-only: the edit is refused, not saved.
+    page.evaluate(
+        "token => { location.hash = `#/d/browser%2Frevoked?token=${token}`; }",
+        backend.token("pia", {doc: "read"}),
+    )
+    pia.context.set_offline(False)
+    page.wait_for_selector("#banner:not([hidden])")
+    assert "not saved" in page.inner_text("#banner")
+    # The copy is taken afresh from the server: the refused edit is gone from it.
+    wait_text(page, "text === arg", "Saved.")
+    wait_saved(page)
+    page.reload()
+    page.wait_for_selector('#connection[data-synced="true"]')
+    assert text(page) == "Saved."
+    assert backend.stored_text(doc) == "Saved."
+    assert console.problems(offline=True) == []
 
 
 def test_a_document_deleted_on_the_server_starts_afresh_in_the_open_page(
@@ -503,12 +607,26 @@ def test_a_document_deleted_on_the_server_starts_afresh_in_the_open_page(
     wait_saved(page)
     wait_contains(other, "Old life.")
     epoch = page.evaluate("() => collab.provider.epoch")
+    kim.context.set_offline(True)
+    page.wait_for_selector('#connection[data-state="offline"]')
+    type_at_end(page, " Unsaved.")
 
     backend.api(f"/api/documents/{urllib.parse.quote(doc, safe='')}", "DELETE")
+    kim.context.set_offline(False)
     # A new generation: the copy is dropped, not merged into it.
     for tab in (page, other):
         tab.wait_for_function("epoch => collab.provider.epoch !== epoch", arg=epoch)
         wait_text(tab, "text === ''", None)
+    # The tab that held unsaved edits says so, and gives the old copy back.
+    page.wait_for_selector("#recover:not([hidden])")
+    assert "1 unsaved edit" in page.inner_text("#recover") or "unsaved edits" in page.inner_text(
+        "#recover"
+    )
+    with page.expect_download() as download:
+        page.click("#recover-download")
+    assert Path(download.value.path()).read_text() == "Old life. Unsaved."
+    page.click("#recover-dismiss")
+    page.wait_for_selector("#recover", state="hidden")
     type_at_end(page, "New life.")
     wait_saved(page)
     wait_contains(other, "New life.")
@@ -520,7 +638,7 @@ def test_a_document_deleted_on_the_server_starts_afresh_in_the_open_page(
         tab.reload()
         tab.wait_for_selector('#connection[data-synced="true"]')
         assert text(tab) == "New life. Both tabs."
-    assert console.problems() == []
+    assert console.problems(offline=True) == []
 
 
 def test_a_document_named_like_another_documents_database_starts_empty(

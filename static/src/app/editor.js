@@ -5,6 +5,7 @@ import { Editor } from "@tiptap/core";
 import StarterKit from "@tiptap/starter-kit";
 import Collaboration from "@tiptap/extension-collaboration";
 import CollaborationCaret from "@tiptap/extension-collaboration-caret";
+import * as Y from "yjs";
 import { DocumentProvider } from "../client/index.js";
 import { h } from "./dom.js";
 import { openHistory } from "./history.js";
@@ -16,12 +17,23 @@ function caret(user) {
   return cursor;
 }
 
+/** The text of the editor's content in `doc`: its blocks, one a line. */
+export function plainText(doc) {
+  const walk = (node) => (node instanceof Y.XmlText ? node.toString().replace(/<[^>]*>/g, "") : node.toArray().map(walk).join(""));
+  return doc
+    .getXmlFragment("default")
+    .toArray()
+    .map(walk)
+    .join("\n");
+}
+
 function connectionText(status, provider) {
   const parts = [];
   const state = status.connection === "online" && !status.synced ? "syncing" : status.connection;
   parts.push({ online: "Online", syncing: "Syncing…", connecting: "Connecting…", reconnecting: "Reconnecting…", offline: "Offline", closed: "Disconnected" }[state] ?? state);
   if (status.progress) parts.push(`${Math.floor((100 * status.progress.received) / Math.max(1, status.progress.total))} % loaded`);
-  parts.push(status.queued === 0 ? "all changes saved" : `${status.queued} ${status.queued === 1 ? "edit" : "edits"} not saved yet`);
+  if (status.refused) parts.push("an edit was refused: reloading");
+  else parts.push(status.saved ? "all changes saved" : `${status.queued} ${status.queued === 1 ? "edit" : "edits"} not saved yet`);
   if (status.connection === "online" && status.rttMs !== null) parts.push(`${Math.round(status.rttMs)} ms`);
   if (provider.readOnly) parts.push("read-only");
   return { state, text: parts.join(" · ") };
@@ -39,6 +51,8 @@ export function documentView(root, { name, client, announce, needToken, onLeave 
   const presence = h("ul", { id: "presence", class: "presence", "aria-label": "Who is here" });
   const editorBox = h("div", { id: "editor", class: "editor" });
   const banner = h("p", { id: "banner", class: "banner", role: "alert", hidden: true });
+  const recover = h("div", { id: "recover", class: "banner", role: "alert", hidden: true });
+  const roleNote = h("p", { id: "role-note", class: "banner", hidden: true }, "You can read this document but not change it.");
   const historyButton = h("button", { type: "button", id: "history-open", "aria-expanded": "false", "aria-controls": "history" }, "History");
   const nameInput = h("input", { type: "text", id: "user-name", value: user.name, "aria-label": "Your name", maxlength: 40, disabled: Boolean(subject) });
   const panel = h("aside", { id: "history", class: "history", "aria-labelledby": "history-title", hidden: true });
@@ -55,7 +69,9 @@ export function documentView(root, { name, client, announce, needToken, onLeave 
         historyButton,
       ),
       h("div", { class: "doc-bar" }, indicator, h("label", { class: "you" }, "You: ", nameInput), presence),
+      roleNote,
       banner,
+      recover,
       h("div", { class: "doc-body" }, h("div", { class: "editor-area" }, editorBox, versionView), panel),
     ),
   );
@@ -65,10 +81,7 @@ export function documentView(root, { name, client, announce, needToken, onLeave 
     editor?.setEditable(!readOnly);
     editorBox.classList.toggle("read-only", readOnly);
     editorBox.setAttribute("aria-readonly", String(readOnly));
-    if (readOnly) {
-      banner.textContent = "You can read this document but not change it.";
-      banner.hidden = false;
-    }
+    roleNote.hidden = !readOnly;
   };
 
   const makeEditor = () => {
@@ -120,17 +133,47 @@ export function documentView(root, { name, client, announce, needToken, onLeave 
     indicator.textContent = text;
   };
 
-  const onStatus = () => renderStatus();
+  const onStatus = () => {
+    renderStatus();
+    if (provider.oldCopy === null && !recover.hidden) showOldCopy();
+  };
   const onError = (error) => {
     banner.textContent = error.message ?? String(error);
     banner.hidden = false;
     if (error.code === "forbidden") needToken("Your access token does not open this document.");
   };
-  const onReset = () => {
+  const showOldCopy = () => {
+    const old = provider.oldCopy;
+    if (old === null) {
+      recover.hidden = true;
+      recover.replaceChildren();
+      return;
+    }
+    const download = () => {
+      const url = URL.createObjectURL(new Blob([plainText(old.doc)], { type: "text/plain;charset=utf-8" }));
+      const link = h("a", { href: url, download: `${name.replace(/[^\w.-]+/g, "_")}-unsaved.txt` });
+      document.body.append(link);
+      link.click();
+      link.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 1000);
+    };
+    const n = old.dropped;
+    recover.replaceChildren(
+      h("span", {}, `This document was recreated on the server. Your ${n} unsaved ${n === 1 ? "edit is" : "edits are"} not in it: the copy that held ${n === 1 ? "it" : "them"} is kept until you leave this page.`),
+      " ",
+      h("button", { type: "button", id: "recover-download", onclick: download }, "Download my unsaved copy"),
+      " ",
+      h("button", { type: "button", id: "recover-dismiss", onclick: () => provider.dismissOldCopy() }, "Dismiss"),
+    );
+    recover.hidden = false;
+  };
+  const onReset = ({ reason }) => {
     makeEditor();
     provider.awareness.on("change", renderPresence);
     renderPresence();
-    announce("This document was recreated on the server; showing its new content.");
+    showOldCopy();
+    if (reason === "resync") announce("The document was reloaded from the server.");
+    else announce("This document was recreated on the server; showing its new content.");
   };
   const onWelcome = () => {
     if (client.user && user.id !== `sub:${client.user}`) {

@@ -21,6 +21,15 @@ export const ConnectionState = Object.freeze({
 const isPermanentClose = (code) => code >= 4400 && code < 4500;
 const PERMANENT_ERRORS = new Set(["unauthorized", "unsupported_version"]);
 const STABLE_MS = 10000; // a connection up this long resets the backoff
+const DEFAULT_MAX_FRAME_BYTES = 8 * 1024 * 1024; // the server's, until its welcome tells
+const CLOSE_TOO_BIG = 1009;
+
+/** What `trySend` did with a message. */
+export const Sent = Object.freeze({
+  SENT: "sent",
+  NOT_ONLINE: "not_online", // no session: nothing was sent
+  TOO_BIG: "too_big", // larger than the server accepts: nothing was sent
+});
 
 const DEFAULTS = {
   token: null,
@@ -66,6 +75,8 @@ export class CollabClient extends ObservableV2 {
     this._pingCheck = null; // a timer: when the oldest unanswered ping times out
     this._lastHeard = 0;
     this._onlineSince = null;
+    this._largestSent = 0; // the largest frame sent on the current connection
+    this._frameCap = Infinity; // lowered when the server closed with 1009 nonetheless
     this._destroyed = false;
     this._onOnline = () => {
       // The network is back: an attempt made while it was away may hang until its
@@ -98,14 +109,33 @@ export class CollabClient extends ObservableV2 {
     return n;
   }
 
-  /** Sends one message if the session is open; returns whether it was sent. */
-  send(message) {
-    if (this.state !== ConnectionState.ONLINE || this._ws === null) return false;
-    this._ws.send(encode(message, { ignoreUndefined: true }));
+  /** The largest frame the server accepts (welcome.limits.max_frame_bytes; 8 MiB
+   * until a welcome tells, less if the server closed with 1009 below it). */
+  get maxFrameBytes() {
+    const limit = this.welcome?.limits?.max_frame_bytes;
+    return Math.min(typeof limit === "number" && limit > 0 ? limit : DEFAULT_MAX_FRAME_BYTES, this._frameCap);
+  }
+
+  /** Sends one message if the session is open and the server accepts its size;
+   * returns what it did (`Sent`). A frame past the server's limit would make it close
+   * the connection (1009), and the same frame again after every reconnection. */
+  trySend(message) {
+    if (this.state !== ConnectionState.ONLINE || this._ws === null) return Sent.NOT_ONLINE;
+    const frame = encode(message, { ignoreUndefined: true });
+    if (frame.length > this.maxFrameBytes) return Sent.TOO_BIG;
+    this._largestSent = Math.max(this._largestSent, frame.length);
+    this._ws.send(frame);
     // An edit waits for its ack: with no ping in flight, one now finds a dead
     // connection a timeout after the edit instead of up to a heartbeat later.
     if (message.type === "update" && this._pings.size === 0 && this._heartbeat !== null) this._ping();
-    return true;
+    return Sent.SENT;
+  }
+
+  /** Sends one message if the session is open; returns whether it was sent. */
+  send(message) {
+    const sent = this.trySend(message);
+    if (sent === Sent.TOO_BIG) console.warn(`collab: a ${message.type} message is larger than the server accepts; not sent`);
+    return sent === Sent.SENT;
   }
 
   /** Stops for good: closes the socket and never reconnects. */
@@ -176,6 +206,7 @@ export class CollabClient extends ObservableV2 {
     }
     ws.binaryType = "arraybuffer";
     this._ws = ws;
+    this._largestSent = 0;
     this.connections += 1;
     const opened = setTimeout(() => {
       if (this._ws === ws && this.state !== ConnectionState.ONLINE) this._drop("connect timeout");
@@ -209,6 +240,11 @@ export class CollabClient extends ObservableV2 {
       if (this._ws !== ws) return;
       this._ws = null;
       this.lastError = `closed ${event.code}${event.reason ? `: ${event.reason}` : ""}`;
+      if (event.code === CLOSE_TOO_BIG && this._largestSent > 0) {
+        // The server's limit is lower than what it announced (a proxy's, say): never
+        // send a frame that large again, or the same frame would close every connection.
+        this._frameCap = Math.min(this._frameCap, this._largestSent - 1);
+      }
       if (isPermanentClose(event.code) && !this.refusal) {
         this.refusal = { code: "closed", message: this.lastError, close: event.code };
       }

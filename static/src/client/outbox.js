@@ -60,9 +60,9 @@ export class Outbox {
     return (await request(tx.objectStore(META).get(this.doc))) ?? null;
   }
 
-  async setMeta(epoch, seq) {
+  async setMeta(epoch, seq, gen = 0) {
     const tx = this.db.transaction(META, "readwrite");
-    tx.objectStore(META).put({ doc: this.doc, epoch, seq });
+    tx.objectStore(META).put({ doc: this.doc, epoch, seq, gen });
     await done(tx);
   }
 
@@ -120,4 +120,19 @@ export async function liveOwners() {
   if (!navigator.locks) return null;
   const { held } = await navigator.locks.query();
   return new Set(held.filter((l) => l.name.startsWith(LOCK_PREFIX)).map((l) => l.name.slice(LOCK_PREFIX.length)));
+}
+
+/** Calls `onGone` (holding its lock) once the tab `owner` is gone: its lock is
+ * released when the page goes away. Nothing when `signal` aborts first. */
+export function watchTabLock(owner, signal, onGone) {
+  if (!navigator.locks) return;
+  navigator.locks.request(LOCK_PREFIX + owner, { signal }, () => onGone()).catch((error) => {
+    if (error?.name !== "AbortError") console.error("collab: watching another tab:", error);
+  });
+}
+
+/** Runs `work` holding the document's outbox lock: tabs adopt entries one at a time. */
+export function withDocumentLock(doc, work) {
+  if (!navigator.locks) return work();
+  return navigator.locks.request(`collab-outbox:${encodeURIComponent(doc)}`, () => work());
 }
