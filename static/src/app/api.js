@@ -10,7 +10,7 @@ export class ApiError extends Error {
 
 export const docPath = (name) => `/api/documents/${encodeURIComponent(name)}`;
 
-export async function api(path, { method = "GET", body, binary = false } = {}) {
+export async function api(path, { method = "GET", body, binary = false, signal } = {}) {
   const headers = {};
   const token = getToken();
   if (token) headers.Authorization = `Bearer ${token}`;
@@ -18,7 +18,7 @@ export async function api(path, { method = "GET", body, binary = false } = {}) {
   if (binary) headers.Accept = "application/octet-stream";
   let response;
   try {
-    response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), cache: "no-store" });
+    response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), cache: "no-store", signal });
   } catch {
     throw new ApiError(0, "the server cannot be reached");
   }

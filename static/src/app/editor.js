@@ -9,7 +9,7 @@ import * as Y from "yjs";
 import { DocumentProvider } from "../client/index.js";
 import { h } from "./dom.js";
 import { openHistory } from "./history.js";
-import { getToken, getUser, roleFor, setUserName, subjectOf, userForToken } from "./session.js";
+import { USER_KEY, getToken, getUser, roleFor, setUserName, subjectOf, userForToken } from "./session.js";
 
 function caret(user) {
   const cursor = h("span", { class: "collaboration-carets__caret", style: `border-color: ${user.color}`, dataset: { user: user.id ?? "" } });
@@ -29,8 +29,9 @@ export function plainText(doc) {
 
 function connectionText(status, provider) {
   const parts = [];
-  const state = status.connection === "online" && !status.synced ? "syncing" : status.connection;
-  parts.push({ online: "Online", syncing: "Syncing…", connecting: "Connecting…", reconnecting: "Reconnecting…", offline: "Offline", closed: "Disconnected" }[state] ?? state);
+  let state = status.connection === "online" && !status.synced ? "syncing" : status.connection;
+  if (status.error !== null) state = "refused";
+  parts.push({ online: "Online", syncing: "Syncing…", connecting: "Connecting…", reconnecting: "Reconnecting…", offline: "Offline", closed: "Disconnected", refused: "Not opened" }[state] ?? state);
   if (status.progress) parts.push(`${Math.floor((100 * status.progress.received) / Math.max(1, status.progress.total))} % loaded`);
   if (status.refused) parts.push("an edit was refused: reloading");
   else parts.push(status.saved ? "all changes saved" : `${status.queued} ${status.queued === 1 ? "edit" : "edits"} not saved yet`);
@@ -47,7 +48,9 @@ export function documentView(root, { name, client, announce, needToken, onLeave 
   let editor = null;
   let closeHistory = null;
 
-  const indicator = h("p", { id: "connection", class: "connection", role: "status", "aria-live": "polite" });
+  // Not a live region: its round-trip time and counts change all the time. A change of
+  // state is announced instead (`announceState`).
+  const indicator = h("p", { id: "connection", class: "connection" });
   const presence = h("ul", { id: "presence", class: "presence", "aria-label": "Who is here" });
   const editorBox = h("div", { id: "editor", class: "editor" });
   const banner = h("p", { id: "banner", class: "banner", role: "alert", hidden: true });
@@ -112,6 +115,12 @@ export function documentView(root, { name, client, announce, needToken, onLeave 
       if (clientId === provider.doc.clientID) person.me = true;
       people.set(key, person);
     }
+    // A caret's label is drawn once per client: a new name is written into it here.
+    for (const label of editorBox.querySelectorAll(".collaboration-carets__caret")) {
+      const person = people.get(label.dataset.user);
+      const text = label.querySelector(".collaboration-carets__label");
+      if (person && text && text.textContent !== person.user.name) text.textContent = person.user.name;
+    }
     presence.replaceChildren(
       ...[...people.entries()].map(([id, p]) =>
         h(
@@ -125,8 +134,25 @@ export function documentView(root, { name, client, announce, needToken, onLeave 
     );
   };
 
+  // What a screen reader is told: the connection's state when it changes (once it
+  // settles: a reconnection that succeeds at once is not announced).
+  const STATE_WORDS = { online: "Online.", offline: "Offline: your edits are kept in this browser.", reconnecting: "Connection lost: reconnecting.", closed: "Disconnected.", refused: "This document could not be opened." };
+  let announcedState = null;
+  let stateTimer = null;
+  const announceState = (state) => {
+    if (!(state in STATE_WORDS)) return;
+    clearTimeout(stateTimer);
+    stateTimer = setTimeout(() => {
+      if (announcedState === null) announcedState = state; // the first state is the page's own
+      else if (state !== announcedState) {
+        announcedState = state;
+        announce(STATE_WORDS[state]);
+      }
+    }, 1500);
+  };
   const renderStatus = () => {
     const { state, text } = connectionText(provider.status, provider);
+    if (state !== indicator.dataset.state) announceState(state);
     indicator.dataset.state = state;
     indicator.dataset.queued = String(provider.queued);
     indicator.dataset.synced = String(provider.synced);
@@ -194,6 +220,15 @@ export function documentView(root, { name, client, announce, needToken, onLeave 
   client.on("welcome", onWelcome);
   provider.awareness.on("change", renderPresence);
 
+  // A name changed in another tab of this browser (the same guest).
+  const onStorage = (event) => {
+    if (event.key !== USER_KEY || subject) return;
+    user = getUser();
+    nameInput.value = user.name;
+    editor?.commands.updateUser({ name: user.name, color: user.color, id: user.id });
+  };
+  globalThis.addEventListener("storage", onStorage);
+
   nameInput.addEventListener("change", () => {
     user = setUserName(nameInput.value);
     nameInput.value = user.name;
@@ -236,6 +271,8 @@ export function documentView(root, { name, client, announce, needToken, onLeave 
     closeHistory?.();
     client.off("status", onStatus);
     client.off("welcome", onWelcome);
+    globalThis.removeEventListener("storage", onStorage);
+    clearTimeout(stateTimer);
     editor?.destroy();
     provider.destroy();
     onLeave?.();

@@ -9,6 +9,8 @@ import { api, docPath } from "./api.js";
 import { ChangeMarks, textOf } from "./diffmarks.js";
 import { ago, h, when } from "./dom.js";
 
+const MAX_CACHED_VERSIONS = 16; // versions kept while the panel is open (the latest shown)
+const SETTLE_MS = 150; // the slider asks for the version it rests on this long
 const MAX_PAGES = 20; // of 1000 changes: the timeline lists the first 20,000 sittings (the slider reaches every version)
 const FIELD = "default"; // the XmlFragment Tiptap's Collaboration extension edits
 
@@ -26,10 +28,10 @@ async function timeline(name) {
   return { changes, retainedFrom };
 }
 
-async function versionJSON(name, seq) {
+async function versionJSON(name, seq, signal) {
   const doc = new Y.Doc();
   try {
-    if (seq > 0) Y.applyUpdate(doc, await api(`${docPath(name)}/state?seq=${seq}&waiting=no`, { binary: true }));
+    if (seq > 0) Y.applyUpdate(doc, await api(`${docPath(name)}/state?seq=${seq}&waiting=no`, { binary: true, signal }));
     const json = yXmlFragmentToProsemirrorJSON(doc.getXmlFragment(FIELD));
     // An empty document still has one (empty) paragraph, as the editor shows it.
     if (!json.content?.length) json.content = [{ type: "paragraph" }];
@@ -71,6 +73,35 @@ export function openHistory({ name, panel, view, canRestore, onClose, announce }
   let showing = -1;
   let loadToken = 0;
   let debounce = null;
+  // Versions fetched (or being fetched), the latest few: going back and forth does not
+  // download them again. Choosing another version aborts the downloads under way.
+  const versions = new Map(); // seq -> {promise, done}
+  let downloads = new AbortController();
+  const version = (seq) => {
+    let entry = versions.get(seq);
+    if (entry === undefined) {
+      entry = { done: false, promise: null };
+      const settled = entry;
+      entry.promise = versionJSON(name, seq, downloads.signal).then(
+        (json) => {
+          settled.done = true;
+          return json;
+        },
+        (error) => {
+          if (versions.get(seq) === settled) versions.delete(seq);
+          throw error;
+        },
+      );
+      versions.set(seq, entry);
+      while (versions.size > MAX_CACHED_VERSIONS) versions.delete(versions.keys().next().value);
+    }
+    return entry.promise;
+  };
+  const abortDownloads = () => {
+    downloads.abort();
+    for (const [seq, entry] of versions) if (!entry.done) versions.delete(seq);
+    downloads = new AbortController();
+  };
 
   const slider = h("input", { type: "range", id: "history-slider", min: "0", max: "0", value: "0", step: "1", "aria-label": "Version", disabled: true });
   const label = h("p", { id: "history-label", "aria-live": "polite" });
@@ -115,12 +146,10 @@ export function openHistory({ name, panel, view, canRestore, onClose, announce }
     restore.disabled = !canRestore || seq === head;
     const base = change === null ? null : Math.max(change.first_seq - 1, oldest);
     const token = ++loadToken;
+    abortDownloads();
     message.textContent = "";
     try {
-      const [json, previous] = await Promise.all([
-        versionJSON(name, seq),
-        base !== null && base < seq ? versionJSON(name, base) : Promise.resolve(null),
-      ]);
+      const [json, previous] = await Promise.all([version(seq), base !== null && base < seq ? version(base) : Promise.resolve(null)]);
       if (token !== loadToken) return; // another version was chosen meanwhile
       preview?.destroy();
       const previousText = previous === null ? null : textOf(getSchema([StarterKit]).nodeFromJSON(previous)).text;
@@ -136,14 +165,16 @@ export function openHistory({ name, panel, view, canRestore, onClose, announce }
     }
   };
 
-  // Dragging asks for the version it rests on, not for every one it passes.
-  slider.addEventListener("input", () => {
+  // Dragging, or holding an arrow key, asks for the version the slider rests on, not
+  // for every one it passes.
+  const settle = () => {
     clearTimeout(debounce);
     const seq = Number(slider.value);
     label.textContent = describe(seq, changeOf(changes, seq));
-    debounce = setTimeout(() => show(seq), 120);
-  });
-  slider.addEventListener("change", () => show(Number(slider.value)));
+    debounce = setTimeout(() => show(seq), SETTLE_MS);
+  };
+  slider.addEventListener("input", settle);
+  slider.addEventListener("change", settle);
   restore.addEventListener("click", async () => {
     const seq = showing;
     if (seq < 0) return;
@@ -161,6 +192,8 @@ export function openHistory({ name, panel, view, canRestore, onClose, announce }
   const finish = () => {
     loadToken++;
     clearTimeout(debounce);
+    abortDownloads();
+    versions.clear();
     preview?.destroy();
     preview = null;
     panel.hidden = true;

@@ -40,9 +40,16 @@ function parseHash() {
   const token = params.get("token");
   const name = params.get("name");
   if (token || name) {
-    if (token) {
-      setToken(token);
-      client?.reconnect({ token });
+    if (token && token !== getToken()) {
+      // A link may carry someone else's token: switching who this browser is (and in
+      // whose documents it writes) is asked first.
+      const was = subjectOf(getToken());
+      const now = subjectOf(token);
+      const ask = getToken() !== null && was !== now;
+      if (!ask || confirm(`This link signs you in as “${now ?? "another user"}” instead of “${was ?? "the current user"}”. Switch?`)) {
+        setToken(token);
+        client?.reconnect({ token });
+      }
     }
     if (name) setUserName(name); // the name shown to others (without a token)
     // Keep the token out of the history and of links copied from the address bar.
@@ -50,6 +57,8 @@ function parseHash() {
     history.replaceState(null, "", clean);
     return parseHash();
   }
+  // A fragment that is no route (the skip link's #main, say) leaves the page as it is.
+  if (path !== "" && !path.startsWith("/")) return null;
   const match = /^\/d\/(.+)$/.exec(path);
   if (match) {
     try {
@@ -61,11 +70,12 @@ function parseHash() {
   return { view: "list" };
 }
 
+const dialog = document.getElementById("token-dialog");
+
 function needToken(reason) {
-  const dialog = document.getElementById("token-dialog");
-  if (!dialog.hidden) return;
+  if (dialog.open) return;
   document.getElementById("token-reason").textContent = reason;
-  dialog.hidden = false;
+  dialog.showModal(); // the page behind is inert until it closes (Escape closes it)
   document.getElementById("token-input").focus();
 }
 
@@ -74,22 +84,22 @@ document.getElementById("token-form").addEventListener("submit", (event) => {
   const token = document.getElementById("token-input").value.trim();
   if (!token) return;
   setToken(token);
-  document.getElementById("token-dialog").hidden = true;
+  dialog.close();
   client?.reconnect({ token });
   route(true);
 });
-function closeTokenDialog() {
-  document.getElementById("token-dialog").hidden = true;
+document.getElementById("token-cancel").addEventListener("click", () => dialog.close());
+dialog.addEventListener("close", () => root.focus());
+// The skip link moves the focus; it is no route.
+document.querySelector("a.skip")?.addEventListener("click", (event) => {
+  event.preventDefault();
   root.focus();
-}
-document.getElementById("token-cancel").addEventListener("click", closeTokenDialog);
-document.getElementById("token-dialog").addEventListener("keydown", (event) => {
-  if (event.key === "Escape") closeTokenDialog();
 });
 
 let current = null;
 function route(force = false) {
   const target = parseHash();
+  if (target === null) return;
   const key = `${target.view}:${target.name ?? ""}`;
   if (key === current && !force) return;
   current = key;

@@ -2,7 +2,7 @@
 // user shown to others (one name and colour for every tab of this browser).
 
 const TOKEN_KEY = "collab.token";
-const USER_KEY = "collab.user";
+export const USER_KEY = "collab.user";
 
 function storage() {
   try {
