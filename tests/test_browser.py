@@ -151,15 +151,26 @@ def test_typing_shows_in_another_tab_and_another_browser_within_a_second(
     doc = "browser/typing"
     ann = User(browser, backend, console, contexts, "ann", {"browser/*": "write"})
     bob = User(browser, backend, console, contexts, "bob", {"browser/*": "write"})
+    # Counts the edits each of Ann's tabs passes on to her other tabs.
+    ann.context.add_init_script(
+        "(() => { const post = BroadcastChannel.prototype.postMessage; window.relayed = 0;"
+        " BroadcastChannel.prototype.postMessage = function (m) {"
+        " if (m && m.type === 'update') window.relayed++; return post.call(this, m); }; })();"
+    )
     ann1, ann2 = ann.open(doc), ann.open(doc)
     bob1 = bob.open(doc)
 
     type_at_end(ann1, "Hello from Ann.")
     wait_contains(ann2, "Hello from Ann.", WITHIN_S)  # another tab of the same browser
     wait_contains(bob1, "Hello from Ann.", WITHIN_S)  # another browser
+    for page in (ann1, ann2):
+        page.evaluate("() => { window.relayed = 0; }")
     type_at_end(bob1, " Bob here.")
     wait_contains(ann1, "Bob here.", WITHIN_S)
     wait_contains(ann2, "Bob here.", WITHIN_S)
+    # Bob's edits reach each of Ann's tabs from the server; one tab alone passes them
+    # on to the others (for a tab offline or behind), not every tab.
+    assert sorted(p.evaluate("() => window.relayed") for p in (ann1, ann2))[0] == 0
     type_at_end(ann2, " And Ann's second tab.")
     for page in (ann1, bob1):
         wait_contains(page, "second tab.", WITHIN_S)

@@ -131,6 +131,23 @@ export function watchTabLock(owner, signal, onGone) {
   });
 }
 
+/** Calls `onHeld` once this tab holds the lock `name`, which it then keeps until
+ * `signal` aborts (or the page goes away). Without Web Locks, at once. */
+export function holdLockUntil(name, signal, onHeld) {
+  if (!navigator.locks) {
+    onHeld();
+    return;
+  }
+  navigator.locks
+    .request(name, { signal }, () => {
+      onHeld();
+      return new Promise((resolve) => signal.addEventListener("abort", resolve, { once: true }));
+    })
+    .catch((error) => {
+      if (error?.name !== "AbortError") console.error("collab: holding a lock:", error);
+    });
+}
+
 /** Runs `work` holding the document's outbox lock: tabs adopt entries one at a time. */
 export function withDocumentLock(doc, work) {
   if (!navigator.locks) return work();

@@ -14,7 +14,7 @@ import { IndexeddbPersistence } from "y-indexeddb";
 import { deleteDB } from "lib0/indexeddb";
 import { ObservableV2 } from "lib0/observable";
 import { Sent } from "./client.js";
-import { Outbox, holdTabLock, liveOwners, openOutboxDatabase, watchTabLock, withDocumentLock } from "./outbox.js";
+import { Outbox, holdLockUntil, holdTabLock, liveOwners, openOutboxDatabase, watchTabLock, withDocumentLock } from "./outbox.js";
 
 /** This page's id: owner of the outbox entries it writes, holder of a Web Lock. */
 export const TAB_ID =
@@ -86,6 +86,7 @@ export class DocumentProvider extends ObservableV2 {
     this._others = new Map(); // owner -> unacknowledged edits of this browser's other tabs
     this._watching = new Set(); // other tabs whose end this provider waits for
     this._entryOwners = new Set(); // other tabs with outbox entries, when loading
+    this._relay = false; // this tab passes the server's updates on to the other tabs
     this._watchAbort = new AbortController();
     this._postedQueued = 0;
     this._wasSaved = true;
@@ -135,6 +136,11 @@ export class DocumentProvider extends ObservableV2 {
       this.loaded = true;
       this._openChannel();
       for (const owner of this._entryOwners) this._watch(owner);
+      // One tab of the document (a Web Lock's holder) passes the server's updates on
+      // to the tabs that are offline or behind; the others do not repeat them.
+      holdLockUntil(`collab-relay:${encodeURIComponent(name)}`, this._watchAbort.signal, () => {
+        this._relay = true;
+      });
       client._register(this);
       this._queuedChanged();
     });
@@ -376,7 +382,7 @@ export class DocumentProvider extends ObservableV2 {
     if (origin === this._bcOrigin || origin === this._persistence || origin === this._diskOrigin) return;
     if (origin === this) {
       // A remote edit from the server: other tabs may be offline or behind.
-      if (!this._applyingSync) this._post({ type: "update", epoch: this.epoch, update });
+      if (this._relay && !this._applyingSync) this._post({ type: "update", epoch: this.epoch, update });
       return;
     }
     this._post({ type: "update", epoch: this.epoch, update });
