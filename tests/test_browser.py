@@ -797,5 +797,14 @@ def test_the_document_list_creates_opens_and_searches_on_a_phone(
     wait_stored(backend, "list/alpha", "Text of list/alpha. Again.")
     # Nothing wider than the phone's screen.
     assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
+    # The history, too: the version shown takes the screen's width, the panel below it.
+    page.click("#history-open")
+    page.wait_for_selector("#version .tiptap")
+    assert page.evaluate(
+        "() => document.querySelector('.editor-area').getBoundingClientRect().width"
+        " >= 0.95 * document.querySelector('.doc-body').getBoundingClientRect().width"
+    )
+    assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
+    page.click("#history-close")
     assert console.problems() == []
     assert re.search(r"list/alpha", page.title())
