@@ -24,6 +24,20 @@ const STABLE_MS = 10000; // a connection up this long resets the backoff
 const DEFAULT_MAX_FRAME_BYTES = 8 * 1024 * 1024; // the server's, until its welcome tells
 const CLOSE_TOO_BIG = 1009;
 
+/** Closes `ws`; one still connecting is closed once open (closing it before logs a
+ * warning in the browser's console: "closed before the connection is established"). */
+function closeSocket(ws, code, reason) {
+  if (ws.readyState === 0) {
+    ws.onopen = () => ws.close(code, reason);
+    return;
+  }
+  try {
+    ws.close(code, reason);
+  } catch {
+    // already closing
+  }
+}
+
 /** What `trySend` did with a message. */
 export const Sent = Object.freeze({
   SENT: "sent",
@@ -360,11 +374,8 @@ export class CollabClient extends ObservableV2 {
     if (ws === null) return;
     this._ws = null;
     this.lastError = reason;
-    try {
-      ws.close(4000, reason.slice(0, 100));
-    } catch {
-      // already closing
-    }
+    ws.onmessage = null;
+    closeSocket(ws, 4000, reason.slice(0, 100));
     this._lost();
   }
 
@@ -383,11 +394,7 @@ export class CollabClient extends ObservableV2 {
     ws.onopen = null;
     ws.onclose = null;
     ws.onmessage = null;
-    try {
-      ws.close(1000, "closed by the page");
-    } catch {
-      // already closing
-    }
+    closeSocket(ws, 1000, "closed by the page");
   }
 
   _lost() {
