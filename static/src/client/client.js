@@ -335,12 +335,18 @@ export class CollabClient extends ObservableV2 {
     this._checkPingsLater();
   }
 
-  /** Checks again when the oldest unanswered ping reaches the timeout. */
+  /** When the first ping sent after anything was last heard was sent (undefined: none). */
+  _firstUnheardPing() {
+    for (const at of this._pings.values()) if (at > this._lastHeard) return at;
+    return undefined;
+  }
+
+  /** Checks again when the first ping sent since anything was heard reaches the timeout. */
   _checkPingsLater() {
     if (this._pingCheck !== null) return;
-    const oldest = this._pings.values().next().value;
-    if (oldest === undefined) return;
-    const due = Math.max(0, oldest + this.options.heartbeatTimeoutMs - performance.now());
+    const at = this._firstUnheardPing();
+    if (at === undefined) return;
+    const due = Math.max(0, at + this.options.heartbeatTimeoutMs - performance.now());
     this._pingCheck = setTimeout(() => {
       this._pingCheck = null;
       if (!this._heartbeatFailed()) this._checkPingsLater();
@@ -352,10 +358,8 @@ export class CollabClient extends ObservableV2 {
    * cut that sent no reset); it is dropped. A timer that fires late (a throttled
    * background tab) finds its pings answered: no false alarm. */
   _heartbeatFailed() {
-    const oldest = this._pings.values().next().value;
-    if (oldest === undefined || performance.now() - oldest < this.options.heartbeatTimeoutMs || this._lastHeard >= oldest) {
-      return false;
-    }
+    const at = this._firstUnheardPing();
+    if (at === undefined || performance.now() - at < this.options.heartbeatTimeoutMs) return false;
     this._drop("no answer to heartbeats");
     return true;
   }
