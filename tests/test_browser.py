@@ -322,6 +322,44 @@ def test_edits_of_a_tab_closed_while_its_connection_was_down_are_sent_by_another
     assert console.problems() == []
 
 
+OUTBOX_ENTRIES = """doc => new Promise((resolve, reject) => {
+  const open = indexedDB.open('collab-outbox');
+  open.onerror = () => reject(open.error);
+  open.onsuccess = () => {
+    const all = open.result.transaction('entries').objectStore('entries').getAll();
+    all.onsuccess = () => {
+      resolve(all.result.filter((e) => e.doc === doc).length);
+      open.result.close();
+    };
+  };
+})"""
+
+
+def test_edits_acknowledged_after_leaving_the_document_leave_the_outbox(
+    browser: Any, backend: Backend, console: Console, contexts: list[Any]
+) -> None:
+    doc = "browser/left"
+    tom = User(
+        browser, backend, console, contexts, "tom", {"browser/*": "write"}, through_proxy=True
+    )
+    page = tom.open(doc)
+    backend.run(backend.proxy.stall)  # the acks are held back
+    try:
+        type_at_end(page, "Typed, then left.")
+        page.evaluate("() => collab.provider.whenPersisted()")
+        page.click("a.back")  # (the list itself waits for the network)
+        page.wait_for_function("() => document.title.startsWith('Documents')")
+        assert page.evaluate(OUTBOX_ENTRIES, doc) > 0
+    finally:
+        backend.run(backend.proxy.resume)
+    wait_stored(backend, doc, "Typed, then left.")
+    deadline = time.monotonic() + 10
+    while page.evaluate(OUTBOX_ENTRIES, doc) > 0:  # the acks that came after leaving
+        assert time.monotonic() < deadline, "the outbox kept acknowledged edits"
+        time.sleep(0.05)
+    assert console.problems() == []
+
+
 def test_edits_made_offline_reach_the_server_after_the_tab_was_closed_and_reopened(
     browser: Any, backend: Backend, console: Console, contexts: list[Any]
 ) -> None:

@@ -80,6 +80,9 @@ export class CollabClient extends ObservableV2 {
     // Documents unsubscribed on this connection whose `unsubscribed` has not come yet:
     // subscribing again before it would be refused (already_subscribed).
     this._leaving = new Set();
+    // Documents left with updates unacknowledged: doc -> the acks' handler, until the
+    // `unsubscribed` that follows them.
+    this._leftovers = new Map();
     this._ws = null;
     this._attempt = 0;
     this._timer = null;
@@ -197,6 +200,12 @@ export class CollabClient extends ObservableV2 {
     return this._leaving.has(name);
   }
 
+  /** Has `onAck` receive the acks for `name` that come after its provider left, until
+   * the server confirms the unsubscription (it acknowledges every update before). */
+  _afterLeaving(name, onAck) {
+    if (this._leaving.has(name)) this._leftovers.set(name, onAck);
+  }
+
   // -- connection -----------------------------------------------------------
 
   _setState(state) {
@@ -272,12 +281,14 @@ export class CollabClient extends ObservableV2 {
   _receive(message) {
     switch (message.type) {
       case "unsubscribed":
+        if (typeof message.doc === "string") this._leftovers.delete(message.doc);
         if (typeof message.doc === "string" && this._leaving.delete(message.doc)) {
           this.providers.get(message.doc)?._subscribe();
         }
         return;
       case "welcome":
         this._leaving.clear(); // a new connection has no subscriptions
+        this._leftovers.clear(); // nor acks to come
         this.welcome = message;
         this.user = typeof message.user === "string" ? message.user : null;
         this._onlineSince = performance.now();
@@ -314,6 +325,7 @@ export class CollabClient extends ObservableV2 {
     if (typeof message.doc !== "string") return;
     const provider = this.providers.get(message.doc);
     if (provider !== undefined) provider._receive(message);
+    else if (message.type === "ack") this._leftovers.get(message.doc)?.(message);
   }
 
   _startHeartbeat() {

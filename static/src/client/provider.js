@@ -224,8 +224,20 @@ export class DocumentProvider extends ObservableV2 {
     clearTimeout(this._retry);
     clearTimeout(this._flushTimer);
     this._writeMeta();
-    if (this.persist) lastDisk.set(this.name, this._disk);
     this.client._unregister(this);
+    if (this._outbox !== null && this._inFlight.size > 0) {
+      // Acks still to come clear their entries from the outbox (else they would be
+      // sent again by whichever tab adopts them).
+      const inFlight = this._inFlight;
+      this.client._afterLeaving(this.name, (m) => {
+        const entries = inFlight.get(m.ref);
+        if (entries === undefined) return;
+        inFlight.delete(m.ref);
+        this._queueDisk(() => this._outbox.remove(entries));
+        lastDisk.set(this.name, this._disk);
+      });
+    }
+    if (this.persist) lastDisk.set(this.name, this._disk);
     globalThis.removeEventListener?.("pagehide", this._onPageHide);
     globalThis.removeEventListener?.("pageshow", this._onPageShow);
     this._unbind();
