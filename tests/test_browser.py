@@ -697,6 +697,10 @@ def test_the_skip_link_the_quiet_indicator_and_a_link_with_another_users_token(
     assert len(asked) == 1 and "mallory" in asked[0]
     assert page.evaluate("() => localStorage.getItem('collab.token')") == uma.token
     assert page.evaluate("() => collab.client.user") == "uma"
+    # A document the token does not open says so (it stayed at "Syncing…").
+    page.evaluate("() => { location.hash = '#/d/secret%2Fplans'; }")
+    page.wait_for_selector('#connection[data-state="refused"]')
+    page.wait_for_selector("#token-dialog[open]")
     assert console.problems() == []
 
 
