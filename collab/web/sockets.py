@@ -221,6 +221,8 @@ class NativeSocketHandler(SocketHandler):
     endpoint = "ws"
 
     def open(self, *args: str, **kwargs: str) -> None:
+        if not self.server.admit(self):  # past the per-address cap: closed
+            return
         self.set_nodelay(True)
         self.start_heartbeat()
         self.connection = NativeConnection(
@@ -240,10 +242,12 @@ class YjsSocketHandler(SocketHandler):
     endpoint = "yjs"
 
     async def open(self, doc: str) -> None:
+        if not self.server.admit(self):  # past the per-address cap: closed
+            return
         self.set_nodelay(True)
         self.start_heartbeat()
         try:
-            validate_document_name(doc, self.server.settings.max_document_name_bytes)
+            doc = validate_document_name(doc, self.server.settings.max_document_name_bytes)
             identity = self.server.auth.authenticate(self.get_query_argument("token", None))
             role = identity.require(doc)
         except ProtocolError as exc:
@@ -260,6 +264,7 @@ class YjsSocketHandler(SocketHandler):
             doc,
             self.server.settings.instance_id,
             remote=self.remote,
+            settings=self.server.settings,
         )
         self.server.register(self)
         await self.connection.open()
