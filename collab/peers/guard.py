@@ -1,11 +1,9 @@
 """What both WebSocket protocols do to keep one peer from costing the others:
 rate limits on what a connection sends, the identity stamped on its sessions'
-presence, a bounded budget of log lines about its bad input, and a turn for
-other sockets every few messages."""
+presence, and a bounded budget of log lines about its bad input."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable
 
@@ -13,8 +11,6 @@ from collab.auth import Identity
 from collab.config import Settings
 from collab.core.limits import LogBudget, TokenBucket
 from collab.core.session import Session
-
-YIELD_EVERY = 16  # messages handled in a row before other sockets get a turn
 
 
 class InputGuard:
@@ -24,7 +20,6 @@ class InputGuard:
         self._messages = TokenBucket(settings.rate_messages_per_s, settings.rate_messages_burst)
         self._bytes = TokenBucket(settings.rate_bytes_per_s, settings.rate_bytes_burst)
         self._settings = settings
-        self._in_a_row = 0
         self.log = LogBudget(logger, name)
 
     def admit(self, size: int) -> str | None:
@@ -41,16 +36,6 @@ class InputGuard:
                 f"(burst {self._settings.rate_bytes_burst})"
             )
         return None
-
-    def turn(self) -> Awaitable[None] | None:
-        """Every YIELD_EVERY messages, an awaitable that lets the event loop run
-        other callbacks: Tornado reads a socket's buffered frames one after another
-        without yielding, so one busy peer would otherwise delay every other."""
-        self._in_a_row += 1
-        if self._in_a_row < YIELD_EVERY:
-            return None
-        self._in_a_row = 0
-        return asyncio.sleep(0)
 
 
 def stamp(session: Session, identity: Identity, settings: Settings) -> Session:

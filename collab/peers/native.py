@@ -152,7 +152,7 @@ class NativeConnection:
             self._report(CollabError("internal server error", code=ErrorCode.INTERNAL))
         if self.state is ConnectionState.CLOSING:
             return None
-        backpressure = self._rooms.writer.backpressure() or self._guard.turn()
+        backpressure = self._rooms.writer.backpressure()
         if pending is None:
             return backpressure
         return both(pending, backpressure)

@@ -113,7 +113,7 @@ class YjsConnection:
         except Exception:
             log.exception("%s: unexpected error handling a message", self)
             self._fail(CloseCode.INTERNAL_ERROR, "internal server error")
-        backpressure = self._rooms.writer.backpressure() or self._guard.turn()
+        backpressure = self._rooms.writer.backpressure()
         return backpressure if pending is None else both(pending, backpressure)
 
     def _expired(self) -> None:
