@@ -259,8 +259,8 @@ class Settings:
     max_update_structs: int = field(
         default=20_000,
         metadata={
-            "help": "most structs (items, deletions) one update may carry: applying "
-            "one costs the event loop about 1.5 us each"
+            "help": "most structs (items) one update may carry: applying one costs the "
+            "event loop about 1.5 us each"
         },
     )
     max_documents_created_per_minute: int = field(

@@ -344,7 +344,7 @@ class Room:
             raise InvalidUpdate("the update is empty", doc=self.name)
         if ranges is None:
             ranges = self._replica.check(update)  # the one gate: collab.wire.yformat
-        structs = sum(map(len, ranges.groups)) + len(ranges.deletes)
+        structs = sum(map(len, ranges.groups))  # (deletions are cheap to apply)
         if structs > self._settings.max_update_structs:
             # Applying costs the event loop about 1.5 us a struct: refused before
             # it is applied, so that one update cannot stall every other peer.
