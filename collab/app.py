@@ -27,6 +27,7 @@ from collab.errors import CloseCode
 from collab.metrics import Metrics
 from collab.store import Store, create_store
 from collab.tasks import TaskGroup
+from collab.web import heartbeat
 from collab.web.access_log import log_request
 from collab.web.api import HealthHandler, MetricsHandler, ReadyHandler, RevokeHandler
 from collab.web.documents import (
@@ -81,7 +82,7 @@ class CollabServer:
         )
         self.port = settings.port
         self._http: tornado.httpserver.HTTPServer | None = None
-        self.tasks = TaskGroup(log)  # per-socket work: heartbeats, connection teardown
+        self.tasks = TaskGroup(log)  # the heartbeat, connection teardown
         # Event streams end when their user is revoked: they listen here.
         self.revocation_listeners: set[Callable[[str], None]] = set()
         self.stopping = False
@@ -143,10 +144,21 @@ class CollabServer:
             )
         await self.store.open()
         self.rooms.start()
-        sockets = tornado.netutil.bind_sockets(self.settings.port, self.settings.host)
+        # Workers of one `collab serve --workers N` each bind the port: the kernel
+        # spreads connections over them.
+        sockets = tornado.netutil.bind_sockets(
+            self.settings.port, self.settings.host, reuse_port=self.settings.workers > 1
+        )
         self.port = sockets[0].getsockname()[1]
         self._http = tornado.httpserver.HTTPServer(self.application)
         self._http.add_sockets(sockets)
+        s = self.settings
+        if s.ping_interval_s > 0:
+            assert s.ping_timeout_s is not None
+            self.tasks.spawn(
+                heartbeat.beat(lambda: self.sockets, s.ping_interval_s, s.ping_timeout_s),
+                name="heartbeat",
+            )
         log.info("listening on %s (store %s)", self.url, self.settings.store_url)
 
     def register(self, handler: SocketHandler) -> None:

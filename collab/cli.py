@@ -8,9 +8,9 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from collab import __version__, history_commands, logs
+from collab import __version__, history_commands, logs, workers
 from collab.auth import Authenticator, Role
 from collab.config import Settings, SettingsError, add_arguments, settings_from_namespace
 
@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
         if args.command == "token":
@@ -71,12 +72,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"collab: {exc}", file=sys.stderr)
         return 2
     logs.configure(settings.log_level, settings.log_format)
+    index = workers.worker_index()
+    if settings.workers > 1 and index is None:
+        return workers.supervise(settings, argv)
+    if index is not None:
+        settings = workers.as_worker(settings, index)
     try:
-        asyncio.run(serve(settings))
+        loop_factory = event_loop_factory(settings.event_loop)
+    except ImportError:
+        print(
+            "collab: event_loop uvloop needs the uvloop package: pip install 'collab[uvloop]'",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(serve(settings))
     except (OSError, ValueError) as exc:
         log.error("could not start: %s", exc)
         return 1
     return 0
+
+
+def event_loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """None: asyncio's default loop. uvloop is an optional dependency."""
+    if name == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop
+    return None
 
 
 async def serve(settings: Settings) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 ENV_PREFIX = "COLLAB_"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
+EVENT_LOOPS = ("asyncio", "uvloop")
 
 
 class SettingsError(ValueError):
@@ -43,6 +44,17 @@ class Settings:
         },
     )
     static_dir: str = field(default="", metadata={"help": "folder served at / (default: static/)"})
+    workers: int = field(
+        default=1,
+        metadata={
+            "help": "server processes sharing the port (SO_REUSEPORT) and the store, each "
+            "an instance of its own; needs a fixed port and a shared store (SQLite or MongoDB)"
+        },
+    )
+    event_loop: str = field(
+        default="asyncio",
+        metadata={"help": "asyncio, or uvloop (install collab[uvloop]; docs/PERFORMANCE.md)"},
+    )
     log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
     log_format: str = field(
         default="text",
@@ -292,6 +304,14 @@ class Settings:
             raise SettingsError(f"port must be between 0 and 65535, not {self.port}")
         if self.log_level not in LOG_LEVELS:
             raise SettingsError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+        if self.event_loop not in EVENT_LOOPS:
+            raise SettingsError(f"event_loop must be one of {', '.join(EVENT_LOOPS)}")
+        if self.workers < 1:
+            raise SettingsError("workers must be at least 1")
+        if self.workers > 1 and self.port == 0:
+            raise SettingsError("workers > 1 share one port: give a fixed port, not 0")
+        if self.workers > 1 and self.store_url.startswith("memory:"):
+            raise SettingsError("workers > 1 need a store they share: SQLite or MongoDB")
         if self.log_format not in LOG_FORMATS:
             raise SettingsError(f"log_format must be one of {', '.join(LOG_FORMATS)}")
         assert self.ping_timeout_s is not None
@@ -332,6 +352,11 @@ class Settings:
             raise SettingsError("max_frame_bytes must be at least 1024")
         if self.sync_chunk_bytes < 1024:
             raise SettingsError("sync_chunk_bytes must be at least 1024")
+        if self.outbound_queue_bytes < 3 * self.sync_chunk_bytes:
+            # A sync sent in parts keeps up to two parts unsent while it adds the
+            # next: a smaller bound would close every peer that loads a large
+            # document, again at every reconnect.
+            raise SettingsError("outbound_queue_bytes must be at least 3 x sync_chunk_bytes")
         if self.resume_max_updates < 0:
             raise SettingsError("resume_max_updates must not be negative")
         if self.write_queue_bytes < self.max_frame_bytes:

@@ -404,6 +404,9 @@ class Fuzzer:
             raise Violation(f"an honest peer's edits were not all stored: {exc!r}") from None
         except InvalidUpdate as exc:
             raise Violation(f"an honest peer was sent an update it cannot apply: {exc}") from None
+        # The y-websocket peer's edits are applied (its sync answered) but have no
+        # acks: they may still be on their way to the store.
+        await self._writes_stored()
         live = await self._live_state()
         stored = await self._stored_state()
         try:
@@ -439,6 +442,18 @@ class Fuzzer:
                 ) from None
             except InvalidUpdate as exc:
                 raise Violation(f"{name} was sent an update it cannot apply: {exc}") from None
+
+    async def _writes_stored(self) -> None:
+        deadline = asyncio.get_running_loop().time() + TIMEOUT_S
+        while True:
+            response = await self.http.fetch(
+                f"{self.server.url}/healthz", request_timeout=TIMEOUT_S
+            )
+            if json.loads(response.body)["write_queue"] == 0:
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                raise Violation("the server's write queue did not drain")
+            await asyncio.sleep(0.01)
 
     async def _live_state(self) -> bytes:
         peer = await RawPeer.connect(f"{self.server.ws_url}/ws")

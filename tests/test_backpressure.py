@@ -11,7 +11,9 @@ from tests.helpers import SilentPeer, wait_until
 
 
 async def test_a_peer_that_stops_reading_is_closed_with_1013(start_server, settings, connect):
-    server = await start_server(settings.replace(outbound_queue_bytes=512 * 1024))
+    server = await start_server(
+        settings.replace(outbound_queue_bytes=512 * 1024, sync_chunk_bytes=128 * 1024)
+    )
     writer, reader = await connect(server), await connect(server)
     w, r = await writer.subscribe("flood"), await reader.subscribe("flood")
 
@@ -43,14 +45,20 @@ async def test_a_peer_that_stops_reading_is_closed_with_1013(start_server, setti
 
 
 async def test_a_document_larger_than_the_bound_can_still_be_opened(
-    start_server, settings, connect
+    start_server, settings, connect, yjs
 ):
-    server = await start_server(settings.replace(outbound_queue_bytes=64 * 1024))
+    server = await start_server(
+        settings.replace(outbound_queue_bytes=64 * 1024, sync_chunk_bytes=16 * 1024)
+    )
     writer = await connect(server)
     w = await writer.subscribe("big")
     w.doc.get("text", type=pycrdt.Text).insert(0, "y" * 300_000)
     await w.flushed()
-    # The sync answer alone is ~300 KB, over the bound, with nothing queued before it.
+    # The sync answer is ~300 KB, over the bound: on /ws it comes in parts, each sent
+    # once most of the one before is written.
     reader = await connect(server)
     r = await reader.subscribe("big")
     assert len(str(r.doc.get("text", type=pycrdt.Text))) == 300_000
+    # On /yjs it is one message, sent since nothing is queued before it.
+    peer = await yjs.connect(server, "big")
+    await peer.wait_for(lambda: len(str(peer.doc.get("text", type=pycrdt.Text))) == 300_000)

@@ -8,6 +8,7 @@ import tornado.websocket
 
 from collab.wire.native import NativeFrames
 from collab.wire.yjs import YjsFrames
+from tests.helpers import SeqWatcher, appends
 
 
 async def test_an_update_is_encoded_once_per_protocol_whatever_the_number_of_peers(
@@ -58,3 +59,69 @@ async def test_frames_written_past_tornado_reach_peers_whole(server, raw):
             handler.send(payload)
         for peer in peers:
             assert await peer.recv_bytes() == payload
+
+
+def count_stream_writes(handler, monkeypatch) -> list[int]:
+    """Record the size of every write the handler makes to its stream."""
+    stream = handler.ws_connection.stream
+    sizes: list[int] = []
+    original = stream.write
+
+    def write(data):
+        sizes.append(len(data))
+        return original(data)
+
+    monkeypatch.setattr(stream, "write", write)
+    return sizes
+
+
+async def test_a_commit_of_many_updates_reaches_each_peer_in_a_few_writes_in_seq_order(
+    server, monkeypatch
+):
+    # 200 updates sent at once are stored in a few commits; each commit's updates
+    # (and acks) go to a peer as one socket write, not one write per update.
+    writer = await SeqWatcher.join(server.port, "writer", "batched")
+    reader = await SeqWatcher.join(server.port, "reader", "batched")
+    other = await SeqWatcher.join(server.port, "other", "batched")
+    try:
+        reader_handler = next(h for h in server.sockets if h.connection.client == "reader")
+        writer_handler = next(h for h in server.sockets if h.connection.client == "writer")
+        reader_writes = count_stream_writes(reader_handler, monkeypatch)
+        writer_writes = count_stream_writes(writer_handler, monkeypatch)
+        for i, update in enumerate(appends(1, 200)):
+            writer.send(i, update)
+        for i, update in enumerate(appends(2, 20)):
+            other.send(i, update)
+        for peer in (writer, reader, other):
+            await peer.wait_for(lambda p=peer: p.seqs[-1] == 220)
+        # Every seq once, in order, acks and updates alike.
+        for peer in (writer, reader, other):
+            assert peer.seqs == list(range(221)), peer.seqs
+        assert reader.text() == writer.text() == other.text()
+        assert len(reader_writes) < 220 / 4, reader_writes
+        assert len(writer_writes) < 220 / 4, writer_writes  # its 200 acks, the other's 20
+    finally:
+        for peer in (writer, reader, other):
+            await peer.close()
+
+
+async def test_messages_for_a_peer_that_reads_slowly_gather_into_few_writes(
+    server, raw, monkeypatch
+):
+    peer = await raw()
+    await peer.hello()
+    (handler,) = server.sockets
+    writes = count_stream_writes(handler, monkeypatch)
+    payloads = [
+        msgpack.packb({"type": "pong", "id": f"{i}:" + "x" * 40_000}, use_bin_type=True)
+        for i in range(300)
+    ]
+    for payload in payloads:  # 12 MB, far more than the socket buffers take at once
+        handler.send(payload)
+    received = [await peer.recv_bytes() for _ in payloads]
+    assert received == payloads  # whole, in order
+    # Once the socket was full, later messages waited in the outbox and went out
+    # together when the write before them completed.
+    assert len(writes) < len(payloads) / 2, len(writes)
+    assert sum(writes) == sum(len(p) + 4 for p in payloads)  # 4-byte headers (126..65535)
+    assert handler._unsent_bytes == 0

@@ -95,3 +95,9 @@ async def test_any_origin_may_connect_by_default(server):
     url = f"ws://127.0.0.1:{server.port}/yjs/doc"
     ws = await websocket_connect(HTTPRequest(url, headers={"Origin": "https://elsewhere.example"}))
     ws.close()
+
+
+def test_an_outbound_bound_that_a_sync_in_parts_would_trip_is_refused():
+    with pytest.raises(SettingsError, match="outbound_queue_bytes"):
+        Settings(outbound_queue_bytes=256 * 1024, sync_chunk_bytes=1024 * 1024)
+    Settings(outbound_queue_bytes=3 * 1024 * 1024, sync_chunk_bytes=1024 * 1024)

@@ -16,11 +16,15 @@ from tests.helpers import http_get, wait_until
 from tests.test_documents_api import EventReader
 
 DOC = "kept"
+RETENTION_S = 1.0
+PAST_RETENTION_S = RETENTION_S + 0.1
 
 
 @pytest.fixture
 def settings(settings):
-    return settings.replace(snapshot_every_updates=5, history_retention_s=0.2)
+    # Long enough that what a test writes after its pause stays young on a loaded
+    # machine (a snapshot written then must not fall past the retention too).
+    return settings.replace(snapshot_every_updates=5, history_retention_s=RETENTION_S)
 
 
 async def test_history_past_the_retention_is_dropped_and_said_to_be(server, connect):
@@ -35,7 +39,7 @@ async def test_history_past_the_retention_is_dropped_and_said_to_be(server, conn
     for seq in range(13):
         _, body = await http_get(server, f"/api/documents/{DOC}/versions/{seq}")
         versions[seq] = json.loads(body)["content"]
-    await asyncio.sleep(0.3)  # past the retention
+    await asyncio.sleep(PAST_RETENTION_S)
     for i in range(12, 15):
         text.insert(len(text), f"{i},")
         await remote.flushed()
@@ -99,7 +103,7 @@ async def test_times_and_diffs_before_the_history_kept_are_refused_not_guessed(s
         text.insert(len(text), f"{i},")
         await remote.flushed()
     await server.rooms.writer.wait_idle(5)
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(PAST_RETENTION_S)
     text.insert(0, "new ")
     await remote.flushed()
     assert await server.rooms.drop_old_history() == 1

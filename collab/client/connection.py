@@ -508,6 +508,11 @@ class CollabClient:
             except Exception as exc:  # refused, unreachable, timed out, bad handshake
                 self.last_error = f"could not connect: {exc!r}"
             else:
+                if self._closing:
+                    # close() ran while this connected (on Python 3.11, wait_for can
+                    # return a result although its caller was cancelled meanwhile).
+                    ws.close()
+                    break
                 failures = 0
                 await self._online(ws, welcome)
                 if self._closing:

@@ -20,6 +20,12 @@ The path of an update, and why seqs come out right:
   is sent on; this instance's own are in it already.
 - A seq shown to a peer (sync, update, ack) is therefore always a stored one.
 
+Fan-out is batched: what a room sends in one pass of the event loop (every
+record of a commit, the acks among them, awareness changes) is queued in order and
+sent at the end of the pass as one list of frames per peer, so a busy document costs
+one socket write per peer per commit rather than one per update. Acks ride in the
+same queue, so a peer still sees every seq in order.
+
 Awareness changes of local peers go to the other instances through the store
 (:class:`~collab.core.presence.Presence`); theirs come back and are sent to the
 local peers, and expire unless their instance keeps renewing them.
@@ -121,6 +127,24 @@ class _Delivery:
     effect: bytes | None = None  # what its apply integrated (a local update's)
 
 
+@dataclass(slots=True)
+class _Outgoing:
+    """One event queued for the room's peers: a frame to encode per protocol, sent to
+    everyone but ``exclude``; or, with ``acknowledge``, an ack for one session, run
+    in its place in the queue."""
+
+    encode: Callable[[FrameCodec], bytes | None] | None
+    exclude: Session | None = None
+    acknowledge: Callable[[], None] | None = None
+    is_update: bool = False  # counted in the updates_out metric
+    acknowledged: bool = False
+
+    def run_ack(self) -> None:
+        if self.acknowledge is not None and not self.acknowledged:
+            self.acknowledged = True
+            self.acknowledge()
+
+
 def build_replica(loaded: LoadedDocument, settings: Settings) -> Replica:
     """The document a load describes: its snapshot, then the log after it. CPU-bound:
     run it in an executor. Raises StoreError when a stored entry cannot be applied
@@ -185,6 +209,12 @@ class Room:
         self._reading: asyncio.Task[None] | None = None
         self._read_again = False
         self._waiting_acks: list[tuple[int, Callable[[], None]]] = []
+        # Fan-out queued in this pass of the event loop, and the sessions that get
+        # a list of their own (the senders, whose updates are left out, and those
+        # with acks): every other session of a protocol gets the same list.
+        self._outgoing: list[_Outgoing] = []
+        self._outgoing_special: set[Session] = set()
+        self._flush_handle: asyncio.Handle | None = None
         self._tasks = TaskGroup(log)
         self._awareness = pycrdt.Awareness(replica.doc)
         self._awareness.set_local_state(None)  # the server is not an editor
@@ -225,6 +255,7 @@ class Room:
                 # only their own deletions (and need no pass over the document).
                 if logged is not None and len(logged) <= len(missing):
                     mode, missing = SyncMode.LOG, logged
+        self.flush_outgoing()  # what is queued is in the reply: not for the new peer
         self.sessions[session] = None
         session.room = self
         session.state = SessionState.ACTIVE
@@ -239,6 +270,7 @@ class Room:
 
     def attach(self, session: Session) -> None:
         """Add a session that needs no sync: the server's own (an API call's edit)."""
+        self.flush_outgoing()
         self.sessions[session] = None
         session.room = self
         session.state = SessionState.ACTIVE
@@ -300,6 +332,7 @@ class Room:
         await self._flushed.wait()
 
     async def close(self) -> None:
+        self.flush_outgoing()  # acks waited for (a restore's among them) still run
         self._awareness.unobserve(self._awareness_subscription)
         await self._tasks.close()
 
@@ -533,11 +566,11 @@ class Room:
         self._remember(record)
         # Peers get what was integrated, so they hold what this document holds; an
         # update that only waits for its dependencies is sent on when they arrive.
-        sent = self._broadcast(
+        self._broadcast(
             lambda codec: codec.update_frame(self.name, record.seq, effect),
             exclude=delivery.session,
+            is_update=True,
         )
-        self._metrics.updates_out.inc(sent)
         for watch in list(self.watchers):
             watch(record)
         if delivery.session is not None:
@@ -555,6 +588,18 @@ class Room:
             self._recent_bytes -= len(self._recent.popleft().data)
 
     def _acknowledged(
+        self, session: Session, on_durable: Callable[[int], None] | None, seq: int
+    ) -> None:
+        """Queue the ack of a session's update behind the frames queued before it
+        (the peer must see every lower seq first)."""
+
+        def acknowledge() -> None:
+            self._acknowledge_now(session, on_durable, seq)
+
+        self._outgoing_special.add(session)
+        self._queue(_Outgoing(None, session, acknowledge))
+
+    def _acknowledge_now(
         self, session: Session, on_durable: Callable[[int], None] | None, seq: int
     ) -> None:
         self.pending_writes -= 1
@@ -789,22 +834,75 @@ class Room:
     # -- fan-out --------------------------------------------------------------------------
 
     def _broadcast(
-        self, encode: Callable[[FrameCodec], bytes | None], *, exclude: Session | None
-    ) -> int:
-        """Send an event to every session but ``exclude``; returns how many got it."""
-        frames: dict[FrameCodec, bytes | None] = {}
+        self,
+        encode: Callable[[FrameCodec], bytes | None],
+        *,
+        exclude: Session | None,
+        is_update: bool = False,
+    ) -> None:
+        """Queue an event for every session but ``exclude``; sent at the end of this
+        pass of the event loop."""
+        if exclude is not None:
+            self._outgoing_special.add(exclude)
+        self._queue(_Outgoing(encode, exclude, is_update=is_update))
+
+    def _queue(self, event: _Outgoing) -> None:
+        self._outgoing.append(event)
+        if self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_soon(self.flush_outgoing)
+
+    def flush_outgoing(self) -> None:
+        """Send what is queued: to each session, its frames of the queued events in
+        order as one list, its acks in their places."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        if not self._outgoing:
+            return
+        events, special = self._outgoing, self._outgoing_special
+        self._outgoing, self._outgoing_special = [], set()
+        # Each event encoded once per protocol: frames[codec][i] is event i's frame.
+        frames: dict[FrameCodec, list[bytes | None]] = {}
+        shared: dict[FrameCodec, list[bytes]] = {}  # for sessions with no own events
+        shared_updates: dict[FrameCodec, int] = {}
         sent = 0
-        for session in self.sessions:
-            if session is exclude:
-                continue
-            if session.codec in frames:
-                frame = frames[session.codec]
-            else:
-                frame = frames[session.codec] = encode(session.codec)
-            if frame is not None:
-                session.send(frame)
-                sent += 1
-        return sent
+        try:
+            for session in list(self.sessions):
+                codec = session.codec
+                if codec not in frames:
+                    encoded = [e.encode(codec) if e.encode else None for e in events]
+                    frames[codec] = encoded
+                    shared[codec] = [f for f in encoded if f is not None]
+                    shared_updates[codec] = sum(
+                        1
+                        for e, f in zip(events, encoded, strict=True)
+                        if f is not None and e.is_update
+                    )
+                if session not in special:
+                    if shared[codec]:
+                        session.send_many(shared[codec])
+                        sent += shared_updates[codec]
+                    continue
+                batch: list[bytes] = []
+                for event, frame in zip(events, frames[codec], strict=True):
+                    if event.acknowledge is not None:
+                        if event.exclude is session:
+                            if batch:
+                                session.send_many(batch)
+                                batch = []
+                            event.run_ack()
+                    elif frame is not None and event.exclude is not session:
+                        batch.append(frame)
+                        sent += event.is_update
+                if batch:
+                    session.send_many(batch)
+        finally:
+            # Acks of sessions that left meanwhile (and, should anything above have
+            # failed, every ack not yet run): their bookkeeping must still run, or
+            # the room would wait for them forever.
+            for event in events:
+                event.run_ack()
+        self._metrics.updates_out.inc(sent)
 
     def __repr__(self) -> str:
         return f"<Room {self.name!r} seq={self.head_seq} sessions={len(self.sessions)}>"

@@ -96,6 +96,7 @@ class NativeConnection:
     ) -> None:
         self._transport = transport
         self._rooms = rooms
+        self._updates_in = rooms.metrics.updates_in.labels("ws")
         self._auth = authenticator
         self._settings = settings
         self._query_token = query_token
@@ -494,7 +495,7 @@ class NativeConnection:
             exc.ref = message.ref
             self._rooms.metrics.updates_refused.labels(exc.code).inc()
             raise
-        self._rooms.metrics.updates_in.labels("ws").inc()
+        self._updates_in.inc()
 
     async def _apply_large(self, session: Session, message: ClientUpdate) -> None:
         """A large update is checked on a thread; the socket is not read meanwhile,
@@ -644,6 +645,10 @@ class NativeConnection:
     def send(self, frame: bytes) -> None:
         if self.state is not ConnectionState.CLOSED:
             self._transport.send(frame)
+
+    def send_many(self, frames: list[bytes]) -> None:
+        if self.state is not ConnectionState.CLOSED:
+            self._transport.send_many(frames)
 
     def session_failed(self, session: Session, error: CollabError) -> None:
         if self.sessions.get(session.doc) is session:

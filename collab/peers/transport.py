@@ -11,6 +11,11 @@ class Transport(Protocol):
 
     def send(self, frame: bytes) -> None: ...
 
+    def send_many(self, frames: list[bytes]) -> None:
+        """Send messages in order; the same list object given to many transports in
+        one pass of the event loop (a broadcast) is framed once."""
+        ...
+
     def close(self, code: int, reason: str) -> None: ...
 
     async def drained(self, below: int) -> None:

@@ -46,6 +46,7 @@ class YjsConnection:
     ) -> None:
         self._transport = transport
         self._rooms = rooms
+        self._updates_in = rooms.metrics.updates_in.labels("yjs")
         self.id = new_connection_id()
         self.remote = remote
         self.identity = identity
@@ -168,7 +169,7 @@ class YjsConnection:
         except CollabError as exc:
             self._rooms.metrics.updates_refused.labels(exc.code).inc()
             raise
-        self._rooms.metrics.updates_in.labels("yjs").inc()
+        self._updates_in.inc()
 
     async def _apply_large(self, update: bytes) -> None:
         """Checked on a thread; the socket is not read meanwhile (order is kept)."""
@@ -203,6 +204,10 @@ class YjsConnection:
     def send(self, frame: bytes) -> None:
         if not self._closing:
             self._transport.send(frame)
+
+    def send_many(self, frames: list[bytes]) -> None:
+        if not self._closing:
+            self._transport.send_many(frames)
 
     def session_failed(self, session: Session, error: CollabError) -> None:
         self._fail(CloseCode.INTERNAL_ERROR, error.message)

@@ -157,6 +157,7 @@ CREATE TABLE checkpoints (
 _UPDATE_COLUMNS = "doc, seq, data, time_s, origin_user, origin_client, origin_instance"
 _AWARENESS_COLUMNS = "doc, client_id, instance, data, expires_s"
 INSERT_ROWS_PER_STATEMENT = 500  # 3,500 parameters, well under SQLite's 32,766
+WAL_SWITCH_TIMEOUT_S = 10.0
 FEED_PAGE = 1000
 AWARENESS_KEPT_S = 60.0  # expired awareness rows are deleted this long after expiry
 
@@ -201,6 +202,19 @@ class SQLiteStore(Store):
         return conn
 
     async def open(self) -> None:
+        def switch_to_wal(conn: sqlite3.Connection) -> str:
+            # Switching needs the file to itself and SQLite does not wait for it
+            # (no busy handler): two processes opening a new file at once (the
+            # workers of `collab serve --workers N`) take turns.
+            deadline = time.monotonic() + WAL_SWITCH_TIMEOUT_S
+            while True:
+                try:
+                    return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+
         def check_version(version: int) -> None:
             if not 0 <= version <= SCHEMA_VERSION:
                 raise StoreError(
@@ -213,7 +227,7 @@ class SQLiteStore(Store):
             try:
                 # Refuse a foreign file before switching it to WAL, which would stick.
                 check_version(conn.execute("PRAGMA user_version").fetchone()[0])
-                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                mode = switch_to_wal(conn)
                 if mode.lower() != "wal":
                     raise StoreError(f"{self.path}: could not switch to WAL mode (got {mode})")
                 # Checked again under the write lock so that two processes opening a

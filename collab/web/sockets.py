@@ -4,10 +4,8 @@ A handler only translates open / message / close into calls on a connection
 object (collab.peers.native, collab.peers.yjs) and offers it a transport:
 ``send`` with a bound on unsent bytes, ``drained``, and ``close``.
 
-Each handler also watches that its peer is alive: every ``ping_interval_s`` it
-sends a WebSocket ping, and when nothing at all (no pong, no message) has come
-``ping_timeout_s`` later, it aborts the socket at once. (Tornado's own ping would
-start a close handshake with a peer that is gone, and wait 5 s for the answer.)
+Whether each peer is alive is watched by one task for all sockets
+(collab.web.heartbeat), which pings them and aborts those that stay silent.
 """
 
 from __future__ import annotations
@@ -36,27 +34,70 @@ if TYPE_CHECKING:
 log = logging.getLogger("collab.access")
 
 
-FRAME_CACHE_MAX_BYTES = 64 * 1024
-_last_payload: bytes | None = None  # the payload _frame framed last, and its frame
-_last_frame = b""
+# Entries live for one pass of the event loop; the outboxes hold the same bytes.
+FRAME_CACHE_MAX_ENTRIES = 65_536
+
+
+def _header(size: int) -> bytes:
+    """The header of a final, unmasked binary WebSocket frame (RFC 6455 5.2)."""
+    if size < 126:
+        return struct.pack("!BB", 0x82, size)
+    if size <= 0xFFFF:
+        return struct.pack("!BBH", 0x82, 126, size)
+    return struct.pack("!BBQ", 0x82, 127, size)
+
+
+class _FrameCache:
+    """Frames built in this pass of the event loop, by the identity of what they
+    frame: a broadcast hands the same payload (or list of payloads) to every peer,
+    and its frames are built once. Entries live until the pass ends, so an id is
+    never reused while it is a key (the entry also keeps its object alive)."""
+
+    def __init__(self) -> None:
+        self._frames: dict[int, tuple[object, bytes]] = {}
+        self._clearing: asyncio.Handle | None = None
+        self._clearing_loop: asyncio.AbstractEventLoop | None = None
+
+    def get(self, key: object) -> bytes | None:
+        entry = self._frames.get(id(key))
+        return entry[1] if entry is not None and entry[0] is key else None
+
+    def put(self, key: object, framed: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        if self._clearing is not None and self._clearing_loop is not loop:
+            self._clear()  # scheduled on a loop that has stopped (tests, embedding)
+        if len(self._frames) >= FRAME_CACHE_MAX_ENTRIES:
+            return
+        if self._clearing is None:
+            self._clearing = loop.call_soon(self._clear)
+            self._clearing_loop = loop
+        self._frames[id(key)] = (key, framed)
+
+    def _clear(self) -> None:
+        if self._clearing is not None:
+            self._clearing.cancel()
+        self._frames.clear()
+        self._clearing = self._clearing_loop = None
+
+
+_frames = _FrameCache()
 
 
 def _frame(payload: bytes) -> bytes:
-    """A final, unmasked binary WebSocket frame (RFC 6455 5.2) holding ``payload``;
-    the same payload object twice in a row (a broadcast) is framed once."""
-    global _last_payload, _last_frame
-    if payload is _last_payload:
-        return _last_frame
-    size = len(payload)
-    if size < 126:
-        header = struct.pack("!BB", 0x82, size)
-    elif size <= 0xFFFF:
-        header = struct.pack("!BBH", 0x82, 126, size)
-    else:
-        header = struct.pack("!BBQ", 0x82, 127, size)
-    framed = header + payload
-    if size <= FRAME_CACHE_MAX_BYTES:  # a large one is not kept alive after its send
-        _last_payload, _last_frame = payload, framed
+    """One binary message as a WebSocket frame, header included."""
+    framed = _frames.get(payload)
+    if framed is None:
+        framed = _header(len(payload)) + payload
+        _frames.put(payload, framed)
+    return framed
+
+
+def _frame_all(payloads: list[bytes]) -> bytes:
+    """Several binary messages, one frame each, as one string of bytes."""
+    framed = _frames.get(payloads)
+    if framed is None:
+        framed = b"".join([_frame(payload) for payload in payloads])
+        _frames.put(payloads, framed)
     return framed
 
 
@@ -67,10 +108,15 @@ class SocketHandler(RedactingHandlerMixin, tornado.websocket.WebSocketHandler):
     def initialize(self, server: CollabServer) -> None:
         self.server = server
         self.connection = None
-        self._unsent_bytes = 0
+        self._unsent_bytes = 0  # in the outbox or written to the stream and not yet sent
+        self._outbox: list[bytes] = []  # framed messages not yet handed to the stream
+        self._writing = False  # a write to the stream is under way
+        self._flushing: asyncio.Handle | None = None
+        self._outbound_limit = server.settings.outbound_queue_bytes
+        self._bytes_out = server.metrics.bytes_out.labels(self.endpoint)
+        self._bytes_in = server.metrics.bytes_in.labels(self.endpoint)
         self._drain_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._heard = time.monotonic()  # when the peer last sent anything
-        self._heartbeat: asyncio.Task[None] | None = None
         self._paused: asyncio.Future[None] | None = None  # reading stopped (shutdown)
 
     def check_origin(self, origin: str) -> bool:
@@ -83,46 +129,91 @@ class SocketHandler(RedactingHandlerMixin, tornado.websocket.WebSocketHandler):
     # -- transport ----------------------------------------------------------------------
 
     def send(self, frame: bytes) -> None:
-        if self.ws_connection is None or self.ws_connection.is_closing():
+        self.send_many([frame])
+
+    def send_many(self, frames: list[bytes]) -> None:
+        protocol = self.ws_connection
+        if protocol is None or protocol.is_closing():
             return
+        if not isinstance(protocol, WebSocketProtocol13) or protocol._compressor is not None:
+            self._send_compressed(frames)
+            return
+        framed = _frame_all(frames) if len(frames) > 1 else _frame(frames[0])
+        size = len(framed)
         # The bound applies to a backlog, not to one message: a document's sync
         # answer may alone be larger than the bound and must still get through.
-        limit = self.server.settings.outbound_queue_bytes
-        if self._unsent_bytes and self._unsent_bytes + len(frame) > limit:
-            # A peer this far behind gets no more memory: it reconnects and
-            # resyncs by state vector, which loses nothing.
-            log.warning("%s fell %d bytes behind; closing", self.remote, self._unsent_bytes)
-            self.close(CloseCode.TRY_AGAIN_LATER, "too far behind; reconnect to resync")
+        if self._unsent_bytes and self._unsent_bytes + size > self._outbound_limit:
+            self._too_far_behind()
             return
-        try:
-            written = self._write_binary(frame)
-        except (tornado.websocket.WebSocketClosedError, StreamClosedError):
-            return
-        size = len(frame)
+        self._outbox.append(framed)
         self._unsent_bytes += size
-        self.server.metrics.bytes_out.labels(self.endpoint).inc(size)
+        self._bytes_out.inc(size)
+        protocol._wire_bytes_out += size
+        protocol._message_bytes_out += sum(map(len, frames))
+        if not self._writing and self._flushing is None:
+            self._flushing = asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Hand what the outbox holds to the stream as one write. Tornado's
+        ``write_message`` would wrap every message in a coroutine and a task, and
+        write each on its own: with many peers and busy documents, most of the
+        server's time. While a write is still under way (a slow peer), messages
+        gather in the outbox and go out together when it completes."""
+        self._flushing = None
+        protocol = self.ws_connection
+        if not self._outbox or protocol is None:
+            return
+        data = self._outbox[0] if len(self._outbox) == 1 else b"".join(self._outbox)
+        self._outbox.clear()
+        size = len(data)
+        try:
+            written = protocol.stream.write(data)  # type: ignore[attr-defined]
+        except StreamClosedError:
+            self._sent(None, size)
+            return
+        self._writing = True
         written.add_done_callback(lambda future: self._sent(future, size))
 
-    def _write_binary(self, payload: bytes) -> asyncio.Future[None]:
-        """Write one binary message. Tornado's ``write_message`` wraps every message
-        in a coroutine and a task (most of the send path's cost when a room fans out
-        to many peers); an uncompressed server frame is only a header and the
-        payload, written to the stream as it is, with the header and the joined bytes
-        built once per broadcast (every peer of a room gets the same payload object).
-        With compression negotiated, Tornado writes it."""
-        protocol = self.ws_connection
-        assert protocol is not None
-        if not isinstance(protocol, WebSocketProtocol13) or protocol._compressor is not None:
-            return self.write_message(payload, binary=True)
-        framed = _frame(payload)
-        protocol._wire_bytes_out += len(framed)
-        protocol._message_bytes_out += len(payload)
-        return protocol.stream.write(framed)
-
     def _sent(self, future: Any, size: int) -> None:
+        self._writing = False
+        self._unsent_bytes -= size
+        if future is not None and not future.cancelled():
+            future.exception()  # a closed socket: nothing to do, but mark it seen
+        if self._outbox:
+            self._flush()
+        if self._drain_waiters:
+            self._wake_drained()
+
+    def _too_far_behind(self) -> None:
+        # A peer this far behind gets no more memory: what waits in its outbox is
+        # dropped, and it reconnects and resyncs by state vector, which loses nothing.
+        log.warning("%s fell %d bytes behind; closing", self.remote, self._unsent_bytes)
+        self._drop_outbox()
+        self.close(CloseCode.TRY_AGAIN_LATER, "too far behind; reconnect to resync")
+
+    def _drop_outbox(self) -> None:
+        self._unsent_bytes -= sum(map(len, self._outbox))
+        self._outbox.clear()
+
+    def _send_compressed(self, frames: list[bytes]) -> None:
+        """With compression negotiated, Tornado frames and writes each message."""
+        for frame in frames:
+            if self._unsent_bytes and self._unsent_bytes + len(frame) > self._outbound_limit:
+                self._too_far_behind()
+                return
+            try:
+                written = self.write_message(frame, binary=True)
+            except tornado.websocket.WebSocketClosedError:
+                return
+            size = len(frame)
+            self._unsent_bytes += size
+            self._bytes_out.inc(size)
+            written.add_done_callback(lambda future, size=size: self._sent_compressed(future, size))
+
+    def _sent_compressed(self, future: Any, size: int) -> None:
         self._unsent_bytes -= size
         if not future.cancelled():
-            future.exception()  # a closed socket: nothing to do, but mark it seen
+            future.exception()
         if self._drain_waiters:
             self._wake_drained()
 
@@ -146,35 +237,24 @@ class SocketHandler(RedactingHandlerMixin, tornado.websocket.WebSocketHandler):
 
     # -- liveness -------------------------------------------------------------------------
 
-    def start_heartbeat(self) -> None:
-        s = self.server.settings
-        assert s.ping_timeout_s is not None
-        if s.ping_interval_s > 0 and not self.server.stopping:
-            self._heartbeat = self.server.tasks.spawn(
-                self._beat(s.ping_interval_s, s.ping_timeout_s), name=f"heartbeat {self.remote}"
-            )
+    def ping_now(self) -> bool:
+        """Send a WebSocket ping; False when the socket is closed already."""
+        try:
+            self.ping()
+        except tornado.websocket.WebSocketClosedError:
+            return False
+        return True
 
-    async def _beat(self, interval: float, answer_within: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            pinged = time.monotonic()
-            try:
-                self.ping()
-            except tornado.websocket.WebSocketClosedError:
-                return
-            await asyncio.sleep(answer_within)
-            if self._heard < pinged:
-                log.info(
-                    "%s: no answer %.1fs after a ping; dropping it", self.remote, answer_within
-                )
-                self.abort()
-                return
+    def heard_since(self, moment: float) -> bool:
+        """Whether anything (a pong, a message) came from the peer after ``moment``."""
+        return self._heard >= moment
 
     def on_pong(self, data: bytes) -> None:
         self._heard = time.monotonic()
 
     def abort(self) -> None:
         """Drop the connection at once, without a close handshake."""
+        self._drop_outbox()
         connection = self.ws_connection
         if connection is not None:
             # Tornado's own abort: closes the stream, then on_close runs.
@@ -190,7 +270,7 @@ class SocketHandler(RedactingHandlerMixin, tornado.websocket.WebSocketHandler):
         self._heard = time.monotonic()
         if self.server.stopping:
             return self.pause_reading()
-        self.server.metrics.bytes_in.labels(self.endpoint).inc(len(message))
+        self._bytes_in.inc(len(message))
         if self.connection is not None:
             return self.connection.receive(message)
         return None
@@ -202,13 +282,26 @@ class SocketHandler(RedactingHandlerMixin, tornado.websocket.WebSocketHandler):
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:
         connection = self.ws_connection
-        if code is not None and connection is not None and not connection.is_closing():
-            self.server.metrics.closed(code)
+        if connection is not None and not connection.is_closing():
+            if code is not None:
+                self.server.metrics.closed(code)
+            if self._outbox:
+                self._flush_before_close()
         super().close(code, reason)
 
+    def _flush_before_close(self) -> None:
+        """What was sent before the close (an error saying why) goes out before
+        the close frame, even while a write is under way."""
+        if self._flushing is not None:
+            self._flushing.cancel()
+            self._flushing = None
+        self._writing = False
+        self._flush()
+
     def on_close(self) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
+        self._drop_outbox()
+        if self._flushing is not None:
+            self._flushing.cancel()
         if self._paused is not None and not self._paused.done():
             self._paused.set_result(None)
         self._wake_drained(all_of_them=True)
@@ -224,7 +317,6 @@ class NativeSocketHandler(SocketHandler):
         if not self.server.admit(self):  # past the per-address cap: closed
             return
         self.set_nodelay(True)
-        self.start_heartbeat()
         self.connection = NativeConnection(
             self,
             self.server.rooms,
@@ -245,7 +337,6 @@ class YjsSocketHandler(SocketHandler):
         if not self.server.admit(self):  # past the per-address cap: closed
             return
         self.set_nodelay(True)
-        self.start_heartbeat()
         try:
             doc = validate_document_name(doc, self.server.settings.max_document_name_bytes)
             identity = self.server.auth.authenticate(self.get_query_argument("token", None))

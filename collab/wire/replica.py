@@ -82,12 +82,42 @@ class Replica:
         self.ever_waited = False
         self._types: dict[int, set[int]] = {}  # client -> clocks of integrated type items
         self._astral: dict[int, set[int]] = {}  # client -> clocks of surrogate pairs' first halves
+        # The state vector, read again only after the doc changed. Kept only for a
+        # doc of the replica's own, which changes through _apply_to_doc alone (a
+        # doc given to it, a client's, is also edited by its user).
+        # (Reading it costs a transaction and a decode.)
+        self._state: dict[int, int] | None = None
+        self._keeps_state = doc is None
         if doc is not None:
             self.learn(doc.get_update())
 
     def state(self) -> dict[int, int]:
-        """The state vector of what is integrated: ``{client: next clock}``."""
-        return decode_state_vector(self.doc.get_state())
+        """The state vector of what is integrated: ``{client: next clock}``. Do not
+        change the dict: it is kept until the document changes."""
+        if self._state is not None:
+            return self._state
+        state = decode_state_vector(self.doc.get_state())
+        if self._keeps_state:
+            self._state = state
+        return state
+
+    def _apply_to_doc(
+        self,
+        update: bytes,
+        ranges: UpdateRanges | None = None,
+        before: dict[int, int] | None = None,
+    ) -> None:
+        """Apply to the doc. Given the update's ranges and the state before, the new
+        state follows without reading it: every dependency of what reaches pycrdt is
+        in the doc, so each of its structs is integrated."""
+        self._state = None
+        crdt.apply_update(self.doc, update, doc_name=self.name)
+        if self._keeps_state and ranges is not None and before is not None:
+            after = dict(before)
+            for client, _start, end in ranges.structs:
+                if end > after.get(client, 0):
+                    after[client] = end
+            self._state = after
 
     def apply(
         self, update: bytes, ranges: UpdateRanges | None = None, *, bounded: bool = True
@@ -180,7 +210,7 @@ class Replica:
             self.apply(state, bounded=False)
             return
         ranges = self.check(state)
-        crdt.apply_update(self.doc, state, doc_name=self.name)
+        self._apply_to_doc(state)
         self._learn(ranges)
         if waiting:
             self.waiting, self._waiting_ranges = waiting, self.check(waiting)
@@ -198,7 +228,7 @@ class Replica:
     def _integrate(self, update: bytes, ranges: UpdateRanges, state: dict[int, int]) -> bool:
         """Apply an update whose every dependency is here; True if it changed the doc."""
         if not ranges.integrated_in(state):
-            crdt.apply_update(self.doc, update, doc_name=self.name)
+            self._apply_to_doc(update, ranges, state)
             return True
         # Only deletions of items the doc has: whether one is new shows only in a
         # change event, so this one apply is observed. (A permanent observer would
@@ -211,7 +241,7 @@ class Replica:
 
         subscription = self.doc.observe(on_change)
         try:
-            crdt.apply_update(self.doc, update, doc_name=self.name)
+            self._apply_to_doc(update)
         finally:
             self.doc.unobserve(subscription)
         return changed

@@ -1,0 +1,145 @@
+// Marks what changed between two versions of a rich-text document: inserted text
+// highlighted, deleted text shown struck through where it was. A character diff of
+// the two texts (blocks separated by newlines), computed once per version shown.
+import { Extension } from "@tiptap/core";
+import { Plugin, PluginKey } from "@tiptap/pm/state";
+import { Decoration, DecorationSet } from "@tiptap/pm/view";
+
+const MAX_CELLS = 4_000_000; // of the LCS table; past it the changed middle is one replacement
+
+/** The text of a ProseMirror doc, and the doc position of each of its characters. */
+export function textOf(doc) {
+  let text = "";
+  const positions = [];
+  doc.descendants((node, pos) => {
+    if (node.isTextblock && text.length > 0) {
+      text += "\n";
+      positions.push(pos);
+    }
+    if (node.isText) {
+      for (let i = 0; i < node.text.length; i++) positions.push(pos + i);
+      text += node.text;
+    }
+    return true;
+  });
+  return { text, positions };
+}
+
+/** [kind, text] runs turning `a` into `b`: kind "=", "+" or "-". */
+export function diffText(a, b) {
+  let start = 0;
+  while (start < a.length && start < b.length && a[start] === b[start]) start++;
+  let endA = a.length;
+  let endB = b.length;
+  while (endA > start && endB > start && a[endA - 1] === b[endB - 1]) {
+    endA--;
+    endB--;
+  }
+  const runs = [];
+  const push = (kind, text) => {
+    if (!text) return;
+    const last = runs[runs.length - 1];
+    if (last && last[0] === kind) last[1] += text;
+    else runs.push([kind, text]);
+  };
+  push("=", a.slice(0, start));
+  const midA = a.slice(start, endA);
+  const midB = b.slice(start, endB);
+  const n = midA.length;
+  const m = midB.length;
+  if ((n + 1) * (m + 1) > MAX_CELLS) {
+    push("-", midA);
+    push("+", midB);
+  } else {
+    // LCS lengths from the end, then one walk from the start.
+    const width = m + 1;
+    const table = new Uint32Array((n + 1) * width);
+    for (let i = n - 1; i >= 0; i--) {
+      for (let j = m - 1; j >= 0; j--) {
+        table[i * width + j] =
+          midA[i] === midB[j] ? table[(i + 1) * width + j + 1] + 1 : Math.max(table[(i + 1) * width + j], table[i * width + j + 1]);
+      }
+    }
+    let i = 0;
+    let j = 0;
+    while (i < n && j < m) {
+      if (midA[i] === midB[j]) {
+        push("=", midA[i]);
+        i++;
+        j++;
+      } else if (table[(i + 1) * width + j] >= table[i * width + j + 1]) {
+        push("-", midA[i++]);
+      } else {
+        push("+", midB[j++]);
+      }
+    }
+    push("-", midA.slice(i));
+    push("+", midB.slice(j));
+  }
+  push("=", a.slice(endA));
+  return runs;
+}
+
+function decorations(doc, previousText) {
+  const { text, positions } = textOf(doc);
+  const decos = [];
+  let at = 0; // index in the new text
+  const posAt = (index) => (index < positions.length ? positions[index] : doc.content.size - 1);
+  for (const [kind, run] of diffText(previousText, text)) {
+    if (kind === "=") {
+      at += run.length;
+    } else if (kind === "+") {
+      // One inline decoration per stretch of contiguous positions (blocks break them).
+      let from = null;
+      let last = null;
+      for (let k = at; k < at + run.length; k++) {
+        if (text[k] === "\n") continue;
+        const pos = positions[k];
+        if (from !== null && pos === last + 1) {
+          last = pos;
+          continue;
+        }
+        if (from !== null) decos.push(Decoration.inline(from, last + 1, { class: "change-insert" }));
+        from = pos;
+        last = pos;
+      }
+      if (from !== null) decos.push(Decoration.inline(from, last + 1, { class: "change-insert" }));
+      at += run.length;
+    } else {
+      const shown = run.replace(/\n/g, " ¶ ");
+      decos.push(
+        Decoration.widget(Math.max(1, posAt(at)), () => {
+          const del = document.createElement("del");
+          del.className = "change-delete";
+          del.textContent = shown;
+          return del;
+        }, { side: -1, key: `del-${at}-${run.length}` }),
+      );
+    }
+  }
+  return DecorationSet.create(doc, decos);
+}
+
+/** Tiptap extension: options.previousText is the text of the version before. */
+export const ChangeMarks = Extension.create({
+  name: "changeMarks",
+  addOptions() {
+    return { previousText: null };
+  },
+  addProseMirrorPlugins() {
+    const previousText = this.options.previousText;
+    let cached = null;
+    return [
+      new Plugin({
+        key: new PluginKey("changeMarks"),
+        props: {
+          decorations(state) {
+            if (previousText === null) return null;
+            if (cached === null || cached.doc !== state.doc) cached = { doc: state.doc, set: decorations(state.doc, previousText) };
+            return cached.set;
+          },
+        },
+      }),
+    ];
+  },
+});

@@ -1,0 +1,579 @@
+"""The page and its browser client in a real browser (Debian's Chromium, headless,
+driven by Playwright): several tabs and users editing one document, a cut network,
+edits made offline in a tab that is then closed, presence across tabs, reload,
+history and restore. Screenshots go to test-artifacts/screenshots/."""
+
+from __future__ import annotations
+
+import re
+import time
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.browser import (
+    EDITOR_TEXT,
+    SCREENSHOTS,
+    Backend,
+    Console,
+    browser_fixture,
+    skip_unless_browser,
+)
+
+pytestmark = skip_unless_browser()
+
+WITHIN_S = 1.0  # what a user in another tab or browser waits for an edit
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
+    backend = Backend(tmp_path_factory.mktemp("browser"))
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(scope="module")
+def open_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
+    """A server without access tokens: everyone is a guest."""
+    backend = Backend(tmp_path_factory.mktemp("open"), secret=None)
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    yield from browser_fixture()
+
+
+@pytest.fixture
+def console() -> Console:
+    return Console()
+
+
+@pytest.fixture
+def contexts(browser: Any) -> Iterator[list[Any]]:
+    """Browser contexts (one each per user: storage of their own), closed after."""
+    opened: list[Any] = []
+    yield opened
+    for context in opened:
+        context.close()
+
+
+class User:
+    """One person's browser: a context with a token, and its tabs."""
+
+    def __init__(
+        self,
+        browser: Any,
+        backend: Backend,
+        console: Console,
+        contexts: list[Any],
+        name: str,
+        docs: dict[str, str],
+        *,
+        through_proxy: bool = False,
+        viewport: dict[str, int] | None = None,
+    ) -> None:
+        self.backend = backend
+        self.console = console
+        self.name = name
+        self.token = backend.token(name, docs)
+        self.through_proxy = through_proxy
+        self.context = browser.new_context(viewport=viewport or {"width": 1100, "height": 700})
+        self.context.set_default_timeout(10_000)
+        contexts.append(self.context)
+
+    def open(self, doc: str, *, wait_synced: bool = True) -> Any:
+        page = self.console.watch(self.context.new_page())
+        page.goto(
+            self.backend.page_url(
+                doc,
+                self.token,
+                through_proxy=self.through_proxy,
+                name=None if self.token else self.name,  # a guest names themselves
+            )
+        )
+        page.wait_for_selector("#editor .tiptap")
+        if wait_synced:
+            page.wait_for_selector('#connection[data-synced="true"]')
+        return page
+
+
+def text(page: Any) -> str:
+    return page.evaluate(EDITOR_TEXT)
+
+
+def wait_text(page: Any, predicate_js: str, arg: object, timeout_s: float = 10) -> None:
+    page.wait_for_function(
+        f"(arg) => {{ const text = ({EDITOR_TEXT})(); return text !== null && ({predicate_js}); }}",
+        arg=arg,
+        timeout=timeout_s * 1000,
+    )
+
+
+def wait_contains(page: Any, needle: str, timeout_s: float = 10) -> None:
+    wait_text(page, "text.includes(arg)", needle, timeout_s)
+
+
+def type_at_end(page: Any, words: str) -> None:
+    editor = page.locator("#editor .tiptap")
+    editor.focus()
+    page.keyboard.press("Control+End")
+    page.keyboard.type(words)
+
+
+def wait_saved(page: Any, timeout_s: float = 10) -> None:
+    page.wait_for_selector(
+        '#connection[data-queued="0"][data-synced="true"]', timeout=timeout_s * 1000
+    )
+
+
+def wait_stored(backend: Backend, doc: str, expected: str, timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while (stored := backend.stored_text(doc)) != expected:
+        assert time.monotonic() < deadline, f"stored {stored!r}, expected {expected!r}"
+        time.sleep(0.05)
+
+
+def screenshot(page: Any, name: str) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / name
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def test_typing_shows_in_another_tab_and_another_browser_within_a_second(
+    browser: Any, backend: Backend, console: Console, contexts: list[Any]
+) -> None:
+    doc = "browser/typing"
+    ann = User(browser, backend, console, contexts, "ann", {"browser/*": "write"})
+    bob = User(browser, backend, console, contexts, "bob", {"browser/*": "write"})
+    ann1, ann2 = ann.open(doc), ann.open(doc)
+    bob1 = bob.open(doc)
+
+    type_at_end(ann1, "Hello from Ann.")
+    wait_contains(ann2, "Hello from Ann.", WITHIN_S)  # another tab of the same browser
+    wait_contains(bob1, "Hello from Ann.", WITHIN_S)  # another browser
+    type_at_end(bob1, " Bob here.")
+    wait_contains(ann1, "Bob here.", WITHIN_S)
+    wait_contains(ann2, "Bob here.", WITHIN_S)
+    type_at_end(ann2, " And Ann's second tab.")
+    for page in (ann1, bob1):
+        wait_contains(page, "second tab.", WITHIN_S)
+
+    for page in (ann1, ann2, bob1):
+        wait_saved(page)
+    expected = "Hello from Ann. Bob here. And Ann's second tab."
+    assert [text(p) for p in (ann1, ann2, bob1)] == [expected] * 3
+    wait_stored(backend, doc, expected)
+    # The indicator shows the round trip of the heartbeat.
+    ann1.wait_for_function(
+        "() => /\\d+ ms/.test(document.querySelector('#connection').textContent)"
+    )
+    bob1.locator("#editor .tiptap").focus()
+    ann1.wait_for_selector("#editor .collaboration-carets__caret")
+    screenshot(ann1, "editor-two-users.png")
+    assert console.problems() == []
+
+
+def test_a_browser_cut_off_and_back_converges_with_nothing_lost_or_doubled(
+    browser: Any, backend: Backend, console: Console, contexts: list[Any]
+) -> None:
+    doc = "browser/cut"
+    ann = User(browser, backend, console, contexts, "ann", {"browser/*": "write"})
+    bob = User(
+        browser, backend, console, contexts, "bob", {"browser/*": "write"}, through_proxy=True
+    )
+    ann1, bob1 = ann.open(doc), bob.open(doc)
+    type_at_end(ann1, "Start.")
+    wait_contains(bob1, "Start.")
+
+    backend.run(backend.proxy.refuse)
+    backend.run(backend.proxy.cut)
+    bob.context.set_offline(True)
+    bob1.wait_for_selector('#connection:not([data-state="online"]):not([data-state="syncing"])')
+    type_at_end(ann1, " Ann online.")
+    type_at_end(bob1, " Bob offline.")
+    bob1.wait_for_selector('#connection:not([data-queued="0"])')
+    time.sleep(0.3)  # Ann's edit must not reach Bob while he is cut off
+    assert "Ann online." not in text(bob1)
+    assert "Bob offline." not in text(ann1)
+
+    backend.run(backend.proxy.accept)
+    bob.context.set_offline(False)
+    for page in (ann1, bob1):
+        wait_text(page, "text.includes('Ann online.') && text.includes('Bob offline.')", None)
+        wait_saved(page)
+    final = text(ann1)
+    assert text(bob1) == final
+    assert final.count("Ann online.") == 1 and final.count("Bob offline.") == 1
+    assert final.count("Start.") == 1
+    wait_stored(backend, doc, final)
+    assert console.problems(offline=True) == []
+
+
+def test_a_connection_that_goes_silent_is_found_by_the_heartbeat_and_replaced(
+    browser: Any, backend: Backend, console: Console, contexts: list[Any]
+) -> None:
+    doc = "browser/silent"
+    nia = User(
+        browser, backend, console, contexts, "nia", {"browser/*": "write"}, through_proxy=True
+    )
+    page = nia.open(doc)
+    page.wait_for_selector('#connection[data-state="online"]')
+    backend.run(backend.proxy.stall)  # bytes held, sockets open: a sleeping network
+    try:
+        type_at_end(page, "Said into the void.")
+        # No pong within the heartbeat timeout (8 s): dropped, and reconnecting.
+        page.wait_for_selector('#connection[data-state="reconnecting"]', timeout=12_000)
+        assert page.get_attribute("#connection", "data-queued") != "0"
+    finally:
+        backend.run(backend.proxy.resume)
+    wait_saved(page, timeout_s=15)
+    wait_stored(backend, doc, "Said into the void.")
+    assert console.problems(offline=True) == []
+
+
+def test_edits_made_offline_reach_the_server_after_the_tab_was_closed_and_reopened(
+    browser: Any, backend: Backend, console: Console, contexts: list[Any]
+) -> None:
+    doc = "browser/offline"
+    cid = User(
+        browser, backend, console, contexts, "cid", {"browser/*": "write"}, through_proxy=True
+    )
+    page = cid.open(doc)
+    type_at_end(page, "Online first.")
+    wait_saved(page)
+    page.evaluate("() => navigator.serviceWorker.ready.then(() => true)")
+
+    backend.run(backend.proxy.refuse)
+    backend.run(backend.proxy.cut)
+    cid.context.set_offline(True)
+    type_at_end(page, " Written offline.")
+    page.wait_for_selector('#connection:not([data-queued="0"])')
+    page.evaluate("() => collab.provider.whenPersisted()")
+    page.close()
+
+    # Reopened without a network: the page comes from the service worker, the
+    # document and the edit not yet saved from IndexedDB.
+    page = cid.open(doc, wait_synced=False)
+    wait_contains(page, "Online first. Written offline.")
+    page.wait_for_selector('#connection:not([data-queued="0"])')
+    assert page.get_attribute("#connection", "data-state") in {"offline", "reconnecting"}
+    assert backend.stored_text(doc) == "Online first."
+
+    backend.run(backend.proxy.accept)
+    cid.context.set_offline(False)
+    wait_saved(page)
+    wait_stored(backend, doc, "Online first. Written offline.")
+    assert console.problems(offline=True) == []
+
+
+def test_tabs_of_one_browser_share_edits_and_cursors_while_offline(
+    browser: Any, backend: Backend, console: Console, contexts: list[Any]
+) -> None:
+    doc = "browser/tabs-offline"
+    max_ = User(
+        browser, backend, console, contexts, "max", {"browser/*": "write"}, through_proxy=True
+    )
+    one, two = max_.open(doc), max_.open(doc)
+    backend.run(backend.proxy.refuse)
+    backend.run(backend.proxy.cut)
+    max_.context.set_offline(True)
+    for page in (one, two):
+        page.wait_for_selector('#connection[data-state="offline"]')
+
+    type_at_end(one, "Typed in tab one.")
+    wait_contains(two, "Typed in tab one.", WITHIN_S)
+    two.wait_for_function(
+        "() => [...document.querySelectorAll('#editor .collaboration-carets__label')]"
+        ".some((l) => l.textContent === 'max')",
+        timeout=WITHIN_S * 1000,
+    )
+    type_at_end(two, " And in tab two.")
+    wait_contains(one, "And in tab two.", WITHIN_S)
+
+    backend.run(backend.proxy.accept)
+    max_.context.set_offline(False)
+    for page in (one, two):
+        wait_saved(page)
+    wait_stored(backend, doc, "Typed in tab one. And in tab two.")
+    assert console.problems(offline=True) == []
+
+
+def test_one_user_in_three_tabs_is_one_person_with_three_cursors(
+    browser: Any, backend: Backend, console: Console, contexts: list[Any]
+) -> None:
+    doc = "browser/presence"
+    dee = User(browser, backend, console, contexts, "dee", {"browser/*": "write"})
+    eve = User(browser, backend, console, contexts, "eve", {"browser/*": "write"})
+    viewer = eve.open(doc)
+    type_at_end(viewer, "One two three four five six seven eight nine ten.")
+    tabs = [dee.open(doc) for _ in range(3)]
+    for i, tab in enumerate(tabs):
+        wait_contains(tab, "ten.")
+        tab.locator("#editor .tiptap").focus()
+        tab.keyboard.press("Control+Home")
+        for _ in range(4 + 8 * i):
+            tab.keyboard.press("ArrowRight")
+
+    people = viewer.locator("#presence li")
+    dee_entry = viewer.locator('#presence li[data-user-id="sub:dee"]')
+    carets = viewer.locator("#editor .collaboration-carets__caret")
+    viewer.wait_for_function(
+        "() => document.querySelectorAll('#editor .collaboration-carets__caret').length === 3"
+    )
+    assert people.count() == 2  # eve and dee
+    assert dee_entry.get_attribute("data-tabs") == "3"
+    labels = carets.locator(".collaboration-carets__label").all_inner_texts()
+    assert labels == ["dee"] * 3
+    colours = {carets.nth(i).evaluate("c => c.style.borderColor") for i in range(3)}
+    assert len(colours) == 1
+
+    tabs[1].close()
+    viewer.wait_for_function(
+        "() => document.querySelectorAll('#editor .collaboration-carets__caret').length === 2",
+        timeout=WITHIN_S * 1000,
+    )
+    viewer.wait_for_selector(
+        '#presence li[data-user-id="sub:dee"][data-tabs="2"]', timeout=WITHIN_S * 1000
+    )
+    # The other tabs of the same browser see their sibling's cursor go too: one of
+    # dee's cursors is left there (and eve's).
+    tabs[0].wait_for_function(
+        "() => [...document.querySelectorAll('#editor .collaboration-carets__label')]"
+        ".filter((l) => l.textContent === 'dee').length === 1",
+        timeout=WITHIN_S * 1000,
+    )
+    assert console.problems() == []
+
+
+def test_reload_history_and_restore(
+    browser: Any, backend: Backend, console: Console, contexts: list[Any]
+) -> None:
+    doc = "browser/history"
+    fay = User(browser, backend, console, contexts, "fay", {"browser/*": "write"})
+    gus = User(browser, backend, console, contexts, "gus", {"browser/*": "write"})
+    fay1, fay2 = fay.open(doc), fay.open(doc)
+    gus1 = gus.open(doc)
+    type_at_end(fay1, "The first draft.")
+    wait_saved(fay1)
+    wait_contains(gus1, "The first draft.")
+    type_at_end(gus1, " A second thought.")
+    wait_saved(gus1)
+    wait_contains(fay1, "second thought.")
+
+    fay1.reload()
+    fay1.wait_for_selector('#connection[data-synced="true"]')
+    assert text(fay1) == "The first draft. A second thought."
+
+    fay1.click("#history-open")
+    fay1.wait_for_selector("#version .tiptap")
+    slider = fay1.locator("#history-slider")
+    head = int(slider.get_attribute("max"))
+    assert slider.get_attribute("min") == "0"  # the empty document
+    assert slider.input_value() == str(head)
+    version = fay1.locator("#version .tiptap")
+    # The newest version marks what its change (gus's sitting) did.
+    fay1.wait_for_selector("#version .change-insert")
+    assert "A second thought." in fay1.locator("#version .change-insert").all_inner_texts()[0]
+    timeline = fay1.locator("#history-list li")
+    assert timeline.count() == 3  # gus's change, fay's change, the start
+    assert timeline.nth(0).inner_text().startswith("gus")
+    # The slider goes through every version: one step back is one update back.
+    slider.focus()
+    fay1.keyboard.press("ArrowLeft")
+    fay1.wait_for_function(
+        "seq => document.querySelector('#version')?.dataset.seq === String(seq)", arg=head - 1
+    )
+    assert version.inner_text().strip() == "The first draft. A second thought"
+    # The timeline jumps to the end of fay's change.
+    timeline.nth(1).locator("button").click()
+    fay1.wait_for_function(
+        "() => !document.querySelector('#version .tiptap').textContent.includes('second')"
+    )
+    assert version.inner_text().strip() == "The first draft."
+    assert version.get_attribute("contenteditable") == "false"
+    assert "fay" in fay1.inner_text("#history-label")
+    screenshot(fay1, "history-panel.png")
+
+    fay1.click("#history-restore")
+    fay1.wait_for_selector("#editor .tiptap", state="visible")
+    for page in (fay1, fay2, gus1):
+        wait_text(page, "text === arg", "The first draft.")
+    wait_stored(backend, doc, "The first draft.")
+
+    # The restore is the newest version; what it took away shows struck through.
+    fay1.click("#history-open")
+    fay1.wait_for_selector("#version .change-delete")
+    assert int(fay1.locator("#history-slider").get_attribute("max")) == head + 1
+    assert "A second thought." in fay1.inner_text("#version .change-delete")
+    fay1.keyboard.press("Escape")  # back to editing
+    fay1.wait_for_selector("#editor .tiptap", state="visible")
+    assert fay1.locator("#history").is_hidden()
+    assert console.problems() == []
+
+
+def test_guests_without_tokens_edit_see_each_other_and_go_back_in_history(
+    browser: Any, open_backend: Backend, console: Console, contexts: list[Any]
+) -> None:
+    doc = "guests/notes"
+    ann = User(browser, open_backend, console, contexts, "Ann", {})
+    bob = User(browser, open_backend, console, contexts, "Bob", {})
+    ann1, ann2, bob1 = ann.open(doc), ann.open(doc), bob.open(doc)
+    type_at_end(ann1, "Guest text.")
+    wait_contains(bob1, "Guest text.", WITHIN_S)
+    wait_saved(ann1)
+    type_at_end(bob1, " More.")
+    wait_contains(ann2, "More.", WITHIN_S)
+    wait_saved(bob1)
+    bob1.wait_for_function("() => document.querySelectorAll('#presence li').length === 2")
+    names = bob1.locator("#presence li").evaluate_all("items => items.map(i => i.textContent)")
+    assert sorted(names) == ["Ann \u00d72", "Bob (you)"]  # Ann, in two tabs
+    assert ann1.locator("#user-name").input_value() == "Ann"
+
+    # Every update is a version: the slider reaches the text before Bob typed.
+    ann1.click("#history-open")
+    ann1.wait_for_selector("#version .tiptap")
+    slider = ann1.locator("#history-slider")
+    slider.focus()
+    for _ in range(len(" More.")):
+        ann1.keyboard.press("ArrowLeft")
+    ann1.wait_for_function(
+        "() => document.querySelector('#version .tiptap').textContent === 'Guest text.'"
+    )
+    ann1.click("#history-restore")
+    for page in (ann1, ann2, bob1):
+        wait_text(page, "text === arg", "Guest text.")
+    wait_stored(open_backend, doc, "Guest text.")
+    assert console.problems() == []
+
+
+def test_a_read_only_grant_shows_the_document_read_only(
+    browser: Any, backend: Backend, console: Console, contexts: list[Any]
+) -> None:
+    doc = "browser/handbook"
+    writer = User(browser, backend, console, contexts, "hal", {doc: "write"}).open(doc)
+    type_at_end(writer, "Read me.")
+    wait_saved(writer)
+    reader = User(browser, backend, console, contexts, "ida", {doc: "read"}).open(doc)
+    wait_contains(reader, "Read me.")
+    editor = reader.locator("#editor .tiptap")
+    assert editor.get_attribute("contenteditable") == "false"
+    assert "read-only" in reader.inner_text("#connection")
+    assert reader.locator("#banner").is_visible()
+    editor.click()
+    reader.keyboard.type("not allowed")
+    time.sleep(0.2)
+    assert text(reader) == "Read me."
+    assert backend.stored_text(doc) == "Read me."
+    assert console.problems() == []
+
+
+def test_a_document_deleted_on_the_server_starts_afresh_in_the_open_page(
+    browser: Any, backend: Backend, console: Console, contexts: list[Any]
+) -> None:
+    doc = "browser/reset"
+    kim = User(browser, backend, console, contexts, "kim", {"browser/*": "write"})
+    page, other = kim.open(doc), kim.open(doc)  # two tabs: both move to the new generation
+    type_at_end(page, "Old life.")
+    wait_saved(page)
+    wait_contains(other, "Old life.")
+    epoch = page.evaluate("() => collab.provider.epoch")
+
+    backend.api(f"/api/documents/{urllib.parse.quote(doc, safe='')}", "DELETE")
+    # A new generation: the copy is dropped, not merged into it.
+    for tab in (page, other):
+        tab.wait_for_function("epoch => collab.provider.epoch !== epoch", arg=epoch)
+        wait_text(tab, "text === ''", None)
+    type_at_end(page, "New life.")
+    wait_saved(page)
+    wait_contains(other, "New life.")
+    type_at_end(other, " Both tabs.")
+    wait_saved(other)
+    wait_stored(backend, doc, "New life. Both tabs.")
+    # What the browser keeps was replaced too.
+    for tab in (page, other):
+        tab.reload()
+        tab.wait_for_selector('#connection[data-synced="true"]')
+        assert text(tab) == "New life. Both tabs."
+    assert console.problems() == []
+
+
+def test_a_large_document_arrives_in_parts(
+    browser: Any, backend: Backend, console: Console, contexts: list[Any]
+) -> None:
+    doc = "browser/large"
+    size = 3 * 1024 * 1024  # the server sends syncs past 1 MiB in parts
+    backend.write_text(doc, "notes", "x" * size)
+    page = User(browser, backend, console, contexts, "lea", {"browser/*": "write"}).open(doc)
+    assert page.evaluate("() => collab.provider.syncParts") >= 3
+    assert page.evaluate("() => collab.provider.doc.getText('notes').length") == size
+    assert console.problems() == []
+
+
+def test_without_a_token_the_page_asks_for_one(
+    browser: Any, backend: Backend, console: Console, contexts: list[Any]
+) -> None:
+    kai = User(browser, backend, console, contexts, "kai", {"prompt/*": "write"})
+    page = console.watch(kai.context.new_page())
+    page.goto(backend.url + "/")
+    page.wait_for_selector("#token-dialog:not([hidden])")
+    assert page.evaluate("() => document.activeElement.id") == "token-input"
+    page.keyboard.type(kai.token)
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#token-dialog", state="hidden")
+    page.wait_for_selector("#list-status:text('No documents yet')")
+    # The one refusal the browser reports is the list asked for without a token.
+    assert [text for _, text in console.problems()] == [
+        "Failed to load resource: the server responded with a status of 401 (Unauthorized)"
+    ]
+
+
+def test_the_document_list_creates_opens_and_searches_on_a_phone(
+    browser: Any, backend: Backend, console: Console, contexts: list[Any]
+) -> None:
+    jo = User(
+        browser,
+        backend,
+        console,
+        contexts,
+        "jo",
+        {"list/*": "write"},
+        viewport={"width": 390, "height": 740},
+    )
+    page = console.watch(jo.context.new_page())
+    page.goto(f"{backend.url}/#token={jo.token}")
+    assert "token=" not in page.url  # taken out of the address bar
+    page.wait_for_selector("#list-status")
+    for name in ("list/alpha", "list/beta"):
+        page.fill("#new-name", name)
+        page.keyboard.press("Enter")  # keyboard only
+        page.wait_for_selector('#connection[data-synced="true"]')
+        type_at_end(page, f"Text of {name}.")
+        wait_saved(page)
+        page.click("a.back")
+        page.wait_for_selector(f'#documents li[data-name="{name}"]')
+    names = page.locator("#documents li").evaluate_all("items => items.map(i => i.dataset.name)")
+    assert names == ["list/beta", "list/alpha"]  # recently changed first
+    page.fill("#search", "alp")
+    assert page.locator("#documents li").evaluate_all(
+        "items => items.map(i => i.dataset.name)"
+    ) == ["list/alpha"]
+    page.click('#documents a:text("list/alpha")')
+    wait_contains(page, "Text of list/alpha.")
+    # Leaving a document and coming straight back subscribes it again.
+    page.go_back()
+    page.go_forward()
+    page.wait_for_selector('#connection[data-synced="true"]')
+    wait_contains(page, "Text of list/alpha.")
+    type_at_end(page, " Again.")
+    wait_saved(page)
+    wait_stored(backend, "list/alpha", "Text of list/alpha. Again.")
+    # Nothing wider than the phone's screen.
+    assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
+    assert console.problems() == []
+    assert re.search(r"list/alpha", page.title())
