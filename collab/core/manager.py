@@ -103,23 +103,26 @@ class RoomManager:
         A resuming session whose missed records the room no longer keeps in memory
         gets them from the log, if there are few enough to be worth it."""
         with self._holding(name):
-            room = self._rooms.get(name)
-            if room is None:
-                room = await asyncio.shield(self._load(name))
-            if (
-                resume is not None
-                and resume.epoch == room.epoch
-                and room.needs_log_for(resume.seq)
-                and room.head_seq - resume.seq <= self._settings.resume_max_updates
-            ):
-                with contextlib.suppress(StoreError):  # the diff will do
-                    fetched = await self._store.read_updates(
-                        name, after_seq=resume.seq, until_seq=room.head_seq
-                    )
-                    resume = Resume(resume.seq, resume.epoch, tuple(fetched))
+            while True:
                 room = self._rooms.get(name) or await asyncio.shield(self._load(name))
-            if session.state is SessionState.CLOSED:
-                return None
+                if (
+                    resume is not None
+                    and resume.epoch == room.epoch
+                    and room.needs_log_for(resume.seq)
+                    and room.head_seq - resume.seq <= self._settings.resume_max_updates
+                ):
+                    with contextlib.suppress(StoreError):  # the diff will do
+                        fetched = await self._store.read_updates(
+                            name, after_seq=resume.seq, until_seq=room.head_seq
+                        )
+                        resume = Resume(resume.seq, resume.epoch, tuple(fetched))
+                    room = self._rooms.get(name) or await asyncio.shield(self._load(name))
+                if session.state is SessionState.CLOSED:
+                    return None
+                if self._rooms.get(name) is room:
+                    break
+                # Dropped (deleted, damaged, replaced) after it loaded and before
+                # this joined: its peers were told, this one would never be.
             if (
                 resume is not None
                 and resume.epoch is not None
@@ -185,6 +188,8 @@ class RoomManager:
         dropped (watch the document again: it may have been deleted)."""
         with self._holding(name):
             room = self._rooms.get(name) or await asyncio.shield(self._load(name))
+            while self._rooms.get(name) is not room:  # dropped before this could watch it
+                room = self._rooms.get(name) or await asyncio.shield(self._load(name))
             room.watchers[watcher] = None
             return room
 
