@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
-from collab.auth import Authenticator
+from collab.auth import Authenticator, Identity
 from collab.config import Settings
 from collab.core.manager import RoomManager
 from collab.errors import CloseCode
@@ -27,7 +29,7 @@ from collab.store import Store, create_store
 from collab.tasks import TaskGroup
 from collab.web import heartbeat
 from collab.web.access_log import log_request
-from collab.web.api import HealthHandler, MetricsHandler, ReadyHandler
+from collab.web.api import HealthHandler, MetricsHandler, ReadyHandler, RevokeHandler
 from collab.web.documents import (
     DiffHandler,
     DocumentHandler,
@@ -55,8 +57,15 @@ class CollabServer:
         self.store = store if store is not None else create_store(settings.store_url)
         self.metrics = Metrics()
         self.rooms = RoomManager(self.store, settings, self.metrics)
-        self.auth = Authenticator(settings.auth_secret)
+        self.auth = Authenticator(
+            settings.auth_secret,
+            public_key_file=settings.auth_public_key_file,
+            jwks_file=settings.auth_jwks_file,
+        )
         self.sockets: set[SocketHandler] = set()
+        self._per_address: Counter[str] = Counter()  # open WebSockets and event streams
+        self._admitted: set[object] = set()
+        self.auth.on_revoke(self._revoked)
         self._allowed_origins = {
             o.strip().rstrip("/").lower() for o in settings.allowed_origins.split(",") if o.strip()
         }
@@ -74,6 +83,8 @@ class CollabServer:
         self.port = settings.port
         self._http: tornado.httpserver.HTTPServer | None = None
         self.tasks = TaskGroup(log)  # the heartbeat, connection teardown
+        # Event streams end when their user is revoked: they listen here.
+        self.revocation_listeners: set[Callable[[str], None]] = set()
         self.stopping = False
 
     def _make_application(self) -> tornado.web.Application:
@@ -86,6 +97,7 @@ class CollabServer:
             (r"/healthz", HealthHandler, context),
             (r"/readyz", ReadyHandler, context),
             (r"/metrics", MetricsHandler, context),
+            (r"/api/admin/revoke", RevokeHandler, context),
             (r"/api/documents", DocumentsHandler, context),
             (r"/api/documents/(.+)/history", HistoryHandler, context),
             (r"/api/documents/(.+)/state", StateHandler, context),
@@ -152,8 +164,47 @@ class CollabServer:
     def register(self, handler: SocketHandler) -> None:
         self.sockets.add(handler)
 
+    def admit(self, handler: SocketHandler) -> bool:
+        """Count a WebSocket against its address's cap (``max_connections_per_ip``);
+        past it, it is closed with 1013 (try again later) and False returned."""
+        if not self.admit_address(handler, handler.remote):
+            handler.close(
+                CloseCode.TRY_AGAIN_LATER, "too many connections from this address; try later"
+            )
+            return False
+        return True
+
+    def admit_address(self, holder: object, address: str) -> bool:
+        """Count ``holder`` (a socket, an event stream) against ``address``'s cap;
+        False when it is full. :meth:`release` ends the count."""
+        cap = self.settings.max_connections_per_ip
+        if cap and self._per_address[address] >= cap:
+            log.warning("%s: refused a connection: %d are open from it", address, cap)
+            return False
+        if holder not in self._admitted:
+            self._admitted.add(holder)
+            self._per_address[address] += 1
+        return True
+
+    def release(self, holder: object, address: str) -> None:
+        if holder in self._admitted:
+            self._admitted.discard(holder)
+            self._per_address[address] -= 1
+            if self._per_address[address] <= 0:
+                del self._per_address[address]
+
+    def _revoked(self, identity: Identity) -> None:
+        """A user's grants were revoked: their open connections end now."""
+        assert identity.user is not None
+        for handler in list(self.sockets):
+            if handler.connection is not None:
+                handler.connection.revoked(identity.user)
+        for listener in list(self.revocation_listeners):
+            listener(identity.user)
+
     def forget(self, handler: SocketHandler) -> None:
         """A socket closed: its connection leaves its rooms."""
+        self.release(handler, handler.remote)
         self.sockets.discard(handler)
         if handler.connection is not None and not self.tasks.closed:
             self.tasks.spawn(handler.connection.close(), name=f"close {handler.connection}")

@@ -109,10 +109,11 @@ class Settings:
         },
     )
     max_waiting_bytes: int = field(
-        default=1024 * 1024,
+        default=64 * 1024,
         metadata={
             "help": "bytes of updates a document keeps while they wait for updates they "
-            "depend on; past it, such updates are refused"
+            "depend on; past it (or past 32 such updates), such updates are refused "
+            "(each one that waits costs a read of all that waits)"
         },
     )
 
@@ -223,6 +224,74 @@ class Settings:
         metadata={"help": "HS256 secret for JWT access tokens; empty means open access"},
         repr=False,
     )
+    # -- security and fair use (docs/SECURITY.md) --------------------------------------
+    auth_public_key_file: str = field(
+        default="",
+        metadata={
+            "help": "PEM file of the public key (RSA: RS256, EC P-256: ES256) that signs "
+            "access tokens, for an identity provider's tokens"
+        },
+    )
+    auth_jwks_file: str = field(
+        default="",
+        metadata={
+            "help": "JSON Web Key Set file of the keys (RS256, ES256) that sign access "
+            "tokens; a token names its key by 'kid'"
+        },
+    )
+    reauth_timeout_s: float = field(
+        default=60.0,
+        metadata={
+            "help": "seconds a native connection whose token expired may take to present "
+            "a fresh one (reauth) before it is closed"
+        },
+    )
+    max_connections_per_ip: int = field(
+        default=256,
+        metadata={"help": "WebSockets and event streams open at once from one address (0: any)"},
+    )
+    rate_messages_per_s: float = field(
+        default=100.0,
+        metadata={"help": "messages a second one WebSocket may send, on average"},
+    )
+    rate_messages_burst: int = field(
+        default=300, metadata={"help": "messages one WebSocket may send at once"}
+    )
+    rate_bytes_per_s: int = field(
+        default=4 * 1024 * 1024,
+        metadata={"help": "bytes a second one WebSocket may send, on average"},
+    )
+    rate_bytes_burst: int = field(
+        default=32 * 1024 * 1024,
+        metadata={
+            "help": "bytes one WebSocket may send at once (at least max_frame_bytes: "
+            "a resyncing client sends its whole document)"
+        },
+    )
+    max_update_structs: int = field(
+        default=20_000,
+        metadata={
+            "help": "most structs (items) one update may carry: applying one costs the "
+            "event loop about 1.5 us each"
+        },
+    )
+    max_documents_created_per_minute: int = field(
+        default=60,
+        metadata={"help": "new documents one authenticated user may create a minute (0: any)"},
+    )
+    awareness_max_clients: int = field(
+        default=16,
+        metadata={"help": "awareness client ids one session may set"},
+    )
+    awareness_max_state_bytes: int = field(
+        default=32 * 1024,
+        metadata={"help": "largest awareness state of one client, as JSON"},
+    )
+    awareness_updates_per_s: float = field(
+        default=30.0,
+        metadata={"help": "awareness updates a second one session may send (burst: 3 s of it)"},
+    )
+
     instance_id: str = field(
         default_factory=lambda: secrets.token_hex(6),
         metadata={"help": "name of this server instance in update origins"},
@@ -267,6 +336,15 @@ class Settings:
             "events_buffer_bytes",
             "resume_ring_updates",
             "resume_ring_bytes",
+            "rate_messages_per_s",
+            "rate_messages_burst",
+            "rate_bytes_per_s",
+            "rate_bytes_burst",
+            "max_update_structs",
+            "awareness_max_clients",
+            "awareness_max_state_bytes",
+            "awareness_updates_per_s",
+            "reauth_timeout_s",
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive")
@@ -302,6 +380,15 @@ class Settings:
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive")
+        if self.rate_bytes_burst < self.max_frame_bytes:
+            raise SettingsError("rate_bytes_burst must be at least max_frame_bytes")
+        if self.max_connections_per_ip < 0 or self.max_documents_created_per_minute < 0:
+            raise SettingsError(
+                "max_connections_per_ip and max_documents_created_per_minute must not be "
+                "negative (0: no cap)"
+            )
+        if sum(map(bool, (self.auth_secret, self.auth_public_key_file, self.auth_jwks_file))) > 1:
+            raise SettingsError("give one of auth_secret, auth_public_key_file and auth_jwks_file")
         if self.room_linger_s < 0:
             raise SettingsError("room_linger_s must not be negative")
         if self.history_retention_s < 0:

@@ -22,12 +22,15 @@ class CloseCode(IntEnum):
     GOING_AWAY = 1001  # the server is going away: reconnect
     SERVICE_RESTART = 1012  # the server restarts (shutdown, rolling deploy): reconnect at once
     UNSUPPORTED_DATA = 1003  # a text frame on a binary protocol
+    POLICY_VIOLATION = 1008  # past a fair-use limit (rates, sizes): reconnect later
     MESSAGE_TOO_BIG = 1009  # sent by Tornado when a frame exceeds max_frame_bytes
     INTERNAL_ERROR = 1011
     TRY_AGAIN_LATER = 1013  # peer fell too far behind: reconnect and resync
+    TOKEN_EXPIRED = 4001  # the access token expired: reconnect with a fresh one
     PROTOCOL_ERROR = 4400  # malformed handshake or stream; retrying cannot help
     UNAUTHORIZED = 4401  # missing, invalid or expired token
     FORBIDDEN = 4403  # token valid, document not granted
+    NOT_FOUND = 4404  # no such document, and the token may only read it
 
 
 class ErrorCode(StrEnum):
@@ -45,6 +48,8 @@ class ErrorCode(StrEnum):
     ALREADY_SUBSCRIBED = "already_subscribed"
     TOO_MANY_DOCUMENTS = "too_many_documents"
     UNAUTHORIZED = "unauthorized"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
     FORBIDDEN = "forbidden"
     READ_ONLY = "read_only"
     LOAD_FAILED = "load_failed"
@@ -53,6 +58,9 @@ class ErrorCode(StrEnum):
     TOO_LARGE = "too_large"
     STORE_UNAVAILABLE = "store_unavailable"
     OVERLOADED = "overloaded"
+    RATE_LIMITED = "rate_limited"
+    AWARENESS_DENIED = "awareness_denied"
+    AWARENESS_LIMIT = "awareness_limit"
     INTERNAL = "internal"
 
 
@@ -110,6 +118,13 @@ class AccessDenied(CollabError):
     """The peer's identity does not allow what it asked for."""
 
     code = ErrorCode.FORBIDDEN
+
+
+class RateLimited(CollabError):
+    """A fair-use limit was passed (docs/SECURITY.md): messages or bytes per
+    second, documents created per minute, awareness updates."""
+
+    code = ErrorCode.RATE_LIMITED
 
 
 class StoreError(Exception):

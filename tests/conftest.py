@@ -34,6 +34,12 @@ def settings(tmp_path: Path) -> Settings:
         ping_interval_s=5.0,
         ping_timeout_s=5.0,
         room_linger_s=0.0,  # tests watch rooms unload; tests/test_rooms.py checks lingering
+        # Many tests are bulk writers (thousands of updates a second on one socket);
+        # tests/test_security_fair_use.py runs the default rate limits.
+        rate_messages_per_s=1e6,
+        rate_messages_burst=10**6,
+        rate_bytes_per_s=2**40,
+        rate_bytes_burst=2**40,
     )
 
 

@@ -55,6 +55,16 @@ async def server_process(
         store_url,
         "--log-level",
         "info",
+        # Bulk writers, as in tests/conftest.py: the defaults are tested in
+        # tests/test_security_fair_use.py.
+        "--rate-messages-per-s",
+        "1e6",
+        "--rate-messages-burst",
+        "1000000",
+        "--rate-bytes-per-s",
+        str(2**40),
+        "--rate-bytes-burst",
+        str(2**40),
         *args,
     )
     if python_prelude is None:

@@ -83,10 +83,33 @@ class StoreContract:
 
     # -- documents and epochs ---------------------------------------------------------------
 
-    async def test_loading_a_new_document_creates_it_empty_with_an_epoch(self, store: Store):
+    async def test_loading_a_missing_document_stores_nothing(self, store: Store):
+        loaded = await store.load("notes")
+
+        assert (loaded.stored, loaded.updates, loaded.head_seq) == (False, (), 0)
+        assert isinstance(loaded.epoch, str) and loaded.epoch
+        assert await store.get_document("notes") is None
+        assert await store.list_documents() == []
+        assert (await store.load("notes")).epoch != loaded.epoch  # nothing kept
+
+    async def test_a_creating_append_stores_the_document_under_its_epoch(self, store: Store):
+        loaded = await store.load("notes")
+        first = NewUpdate("notes", b"a", time.time(), epoch=loaded.epoch, create=True)
+        await store.append([first])
+
+        info = await store.get_document("notes")
+        assert info is not None and (info.epoch, info.head_seq) == (loaded.epoch, 1)
+        assert (await store.load("notes")).stored
+        # Another writer's first write, made before it knew: it joins the document.
+        other = NewUpdate("notes", b"b", time.time(), epoch="f" * 16, create=True)
+        (record,) = (await store.append([other])).records
+        assert (record.seq, record.epoch) == (2, loaded.epoch)
+        assert (await store.get_document("notes")).epoch == loaded.epoch
+
+    async def test_loading_a_new_document_with_create_creates_it_empty(self, store: Store):
         assert await store.get_document("notes") is None
 
-        loaded = await store.load("notes")
+        loaded = await store.load("notes", create=True)
 
         assert loaded.name == "notes"
         assert isinstance(loaded.epoch, str) and loaded.epoch
@@ -98,7 +121,7 @@ class StoreContract:
         assert (info.name, info.epoch, info.head_seq) == ("notes", loaded.epoch, 0)
 
     async def test_the_epoch_stays_the_same_across_loads_and_appends(self, store: Store):
-        first = await store.load("notes")
+        first = await store.load("notes", create=True)
         await store.append(news("notes", 3))
         second = await store.load("notes")
 
@@ -106,18 +129,18 @@ class StoreContract:
         assert (await store.get_document("notes")).epoch == first.epoch
 
     async def test_every_document_gets_its_own_epoch(self, store: Store):
-        epochs = {(await store.load(name)).epoch for name in ("a", "b", "c")}
+        epochs = {(await store.load(name, create=True)).epoch for name in ("a", "b", "c")}
 
         assert len(epochs) == 3
 
     async def test_concurrent_first_loads_agree_on_one_epoch(self, store: Store, second: Store):
-        loads = await asyncio.gather(*(s.load("notes") for s in (store, second) * 3))
+        loads = await asyncio.gather(*(s.load("notes", create=True) for s in (store, second) * 3))
 
         assert len({loaded.epoch for loaded in loads}) == 1
         assert [d.name for d in await store.list_documents()] == ["notes"]
 
     async def test_the_epoch_and_the_log_survive_reopening(self, store: Store, reopen: Reopen):
-        epoch = (await store.load("notes")).epoch
+        epoch = (await store.load("notes", create=True)).epoch
         written = (await store.append(news("notes", 3))).records
         await store.save_snapshot(SnapshotRecord("notes", 2, b"snap", 1.0))
 
@@ -139,8 +162,8 @@ class StoreContract:
 
     async def test_documents_are_listed_by_name_with_their_head_seq(self, store: Store):
         before = time.time()
-        await store.load("b")
-        await store.load("a")
+        await store.load("b", create=True)
+        await store.load("a", create=True)
         await store.append(
             [NewUpdate("a", b"x", time.time()) for _ in range(3)]
             + [NewUpdate("c", b"y", time.time())]
@@ -252,7 +275,7 @@ class StoreContract:
 
     async def test_head_seqs_gives_the_latest_seq_of_the_documents_asked_for(self, store: Store):
         await store.append(news("a", 3) + news("b", 1))
-        await store.load("empty")
+        await store.load("empty", create=True)
 
         assert await store.head_seqs(["a", "b", "empty", "missing"]) == {
             "a": 3,
@@ -410,7 +433,7 @@ class StoreContract:
         assert store.stats.snapshots_written == written
 
     async def test_load_reads_the_latest_snapshot_and_only_the_updates_after_it(self, store: Store):
-        await store.load("notes")
+        await store.load("notes", create=True)
         written = (await store.append(news("notes", 10))).records
         await store.save_snapshot(SnapshotRecord("notes", 4, b"old", 1.0))
         await store.save_snapshot(SnapshotRecord("notes", 7, b"new", 2.0))
@@ -507,7 +530,7 @@ class StoreContract:
         assert await store.snapshot_seqs("other") == []
 
     async def test_a_deleted_document_is_gone_and_its_name_starts_afresh(self, store: Store):
-        old = (await store.load("notes")).epoch
+        old = (await store.load("notes", create=True)).epoch
         await store.append(news("notes", 4))
         await store.save_snapshot(SnapshotRecord("notes", 2, b"s", 1.0))
 
@@ -527,7 +550,7 @@ class StoreContract:
         assert seqs(appended.records) == [1]
 
     async def test_updates_made_for_a_deleted_generation_are_refused(self, store: Store):
-        old = (await store.load("notes")).epoch
+        old = (await store.load("notes", create=True)).epoch
         await store.append([dataclasses.replace(new("notes", b"one"), epoch=old)])
         await store.delete_document("notes")
 
@@ -535,7 +558,7 @@ class StoreContract:
             await store.append([dataclasses.replace(new("notes", b"stale"), epoch=old)])
         assert refused.value.stale == {"notes": old}
         assert await store.get_document("notes") is None  # not created again by it
-        current = (await store.load("notes")).epoch
+        current = (await store.load("notes", create=True)).epoch
         with pytest.raises(DocumentChanged):
             await store.append([dataclasses.replace(new("notes", b"stale"), epoch=old)])
         assert await store.read_updates("notes") == []
@@ -597,7 +620,7 @@ class StoreContract:
     async def test_a_repair_replaces_entries_in_place_and_quarantines_the_originals(
         self, store: Store
     ):
-        epoch = (await store.load("notes")).epoch
+        epoch = (await store.load("notes", create=True)).epoch
         await store.append(news("notes", 5))
         for seq in (2, 4):
             await store.save_snapshot(SnapshotRecord("notes", seq, f"s{seq}".encode(), 1.0))
@@ -651,7 +674,7 @@ class StoreContract:
     # -- lifecycle --------------------------------------------------------------------------
 
     async def test_close_can_be_called_twice(self, store: Store):
-        await store.load("notes")
+        await store.load("notes", create=True)
 
         await store.close()
         await store.close()

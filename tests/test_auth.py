@@ -87,6 +87,10 @@ async def test_a_read_only_peer_reads_and_shares_awareness_but_cannot_edit(secur
 
 
 async def test_the_strongest_matching_grant_wins(secured, connect):
+    owner = await connect(secured, token=token("o", {"*": "write"}))
+    theirs = await owner.subscribe("theirs")
+    theirs.doc.get("text", type=pycrdt.Text).insert(0, "exists")
+    await theirs.flushed()  # a document that does not exist has nothing to read
     client = await connect(secured, token=token("c", {"*": "read", "mine/*": "write"}))
     assert (await client.subscribe("mine/a")).role == "write"
     assert (await client.subscribe("theirs")).role == "read"

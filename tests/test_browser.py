@@ -453,7 +453,7 @@ def test_one_user_in_three_tabs_is_one_person_with_three_cursors(
             tab.keyboard.press("ArrowRight")
 
     people = viewer.locator("#presence li")
-    dee_entry = viewer.locator('#presence li[data-user-id="sub:dee"]')
+    dee_entry = viewer.locator('#presence li[data-user-id="dee"]')
     carets = viewer.locator("#editor .collaboration-carets__caret")
     viewer.wait_for_function(
         "() => document.querySelectorAll('#editor .collaboration-carets__caret').length === 3"
@@ -471,7 +471,7 @@ def test_one_user_in_three_tabs_is_one_person_with_three_cursors(
         timeout=WITHIN_S * 1000,
     )
     viewer.wait_for_selector(
-        '#presence li[data-user-id="sub:dee"][data-tabs="2"]', timeout=WITHIN_S * 1000
+        '#presence li[data-user-id="dee"][data-tabs="2"]', timeout=WITHIN_S * 1000
     )
     # The other tabs of the same browser see their sibling's cursor go too: one of
     # dee's cursors is left there (and eve's).

@@ -423,7 +423,7 @@ async def test_events_replay_after_a_seq_then_follow_live(server, connect):
 
 
 async def test_a_reader_that_resumes_with_last_event_id_gets_every_update_once(server, connect):
-    _, remote = await written(connect, "resumed")
+    _, remote = await written(connect, "resumed", append("start,"))  # it exists
     text = remote.doc.get("text", type=pycrdt.Text)
     first = EventReader(server, "resumed", after=0)
     for i in range(30):

@@ -227,3 +227,39 @@ async def test_a_lingering_room_unloads_once_nobody_comes_back(settings, start_s
     await asyncio.sleep(0.1)
     assert server.rooms.get(DOC) is not None  # lingering
     await wait_until(lambda: server.rooms.get(DOC) is None)
+
+
+async def test_a_room_dropped_before_a_waiting_subscriber_joins_it_is_not_joined(
+    server, connect, monkeypatch
+):
+    # The room is dropped (a reload, a deletion elsewhere) between its load and the
+    # moment the subscriber that waited for it resumes: its peers were told, the
+    # subscriber would never be. It joins the document as it is loaded again.
+    writer = await connect()
+    w = await writer.subscribe("dropped")
+    w.doc.get("text", type=pycrdt.Text).insert(0, "before")
+    await w.flushed()
+    await writer.close()
+    await wait_until(lambda: server.rooms.get("dropped") is None)
+
+    manager = server.rooms
+    load = manager._load
+    dropped = []
+
+    async def load_then_drop(name: str):
+        room = await load(name)
+        if not dropped:
+            dropped.append(room)
+            manager._drop(room, "reload (test)")
+        return room
+
+    monkeypatch.setattr(manager, "_load", load_then_drop)
+    reader = await connect()
+    r = await reader.subscribe("dropped")
+    assert dropped and manager.get("dropped") is not dropped[0]
+    assert str(r.doc.get("text", type=pycrdt.Text)) == "before"
+
+    writer = await connect()
+    w = await writer.subscribe("dropped")
+    w.doc.get("text", type=pycrdt.Text).insert(6, " and after")
+    await r.wait_for(lambda: str(r.doc.get("text", type=pycrdt.Text)) == "before and after")

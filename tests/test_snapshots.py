@@ -347,7 +347,7 @@ async def test_a_snapshot_of_a_document_deleted_meanwhile_is_not_kept(
     store = SQLiteStore(tmp_path / "deleted.db") if kind == "sqlite" else MemoryStore()
     await store.open()
     try:
-        epoch = (await store.load("notes")).epoch
+        epoch = (await store.load("notes", create=True)).epoch
         secret = pycrdt.Doc()
         secret.get("text", type=pycrdt.Text).insert(0, "deleted content")
         await store.append([NewUpdate("notes", secret.get_update(), 1.0, epoch=epoch)])

@@ -154,7 +154,7 @@ async def test_a_file_that_is_not_a_database_is_refused(not_a_db: Path):
 async def test_reopening_the_file_keeps_documents_updates_and_snapshots(db_path: Path):
     store = SQLiteStore(db_path)
     await store.open()
-    epoch = (await store.load("notes")).epoch
+    epoch = (await store.load("notes", create=True)).epoch
     written = (
         await store.append(
             [

@@ -22,7 +22,7 @@ from collab.config import Settings
 from collab.core.history import list_updates, state_at
 from collab.errors import CloseCode
 from collab.wire.yformat import decode_awareness_update
-from tests.helpers import text_of
+from tests.helpers import text_of, wait_until
 from tests.yjs_peer import YjsPeer, converge
 
 SECRET = "yjs-endpoint-secret-of-at-least-32-bytes"
@@ -367,17 +367,18 @@ async def test_a_read_only_peer_with_nothing_to_send_is_not_told_off(auth_server
 
 
 async def test_a_read_only_peer_receives_edits_and_its_awareness_reaches_others(auth_server, yjs):
-    reader = await yjs.connect(auth_server, f"notes?token={token_for('r', {'notes': 'read'})}")
     writer = await yjs.connect(auth_server, f"notes?token={token_for('w', {'*': 'write'})}")
+    text(writer.doc).insert(0, "draft ")
+    await wait_until(lambda: (room := auth_server.rooms.get("notes")) is not None and room.stored)
+    reader = await yjs.connect(auth_server, f"notes?token={token_for('r', {'notes': 'read'})}")
 
-    text(writer.doc).insert(0, "news")
-    await reader.wait_for(lambda: str(text(reader.doc)) == "news")
+    text(writer.doc).insert(6, "news")
+    await reader.wait_for(lambda: str(text(reader.doc)) == "draft news")
 
     reader.awareness.set_local_state({"user": "reader", "cursor": 2})
     reader_id = reader.awareness.client_id
-    await writer.wait_for(
-        lambda: writer.awareness.states.get(reader_id) == {"user": "reader", "cursor": 2}
-    )
+    stamped = {"user": {"id": "r", "name": "r"}, "cursor": 2}  # the token's user
+    await writer.wait_for(lambda: writer.awareness.states.get(reader_id) == stamped)
 
 
 @pytest.mark.parametrize(

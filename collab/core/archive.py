@@ -279,7 +279,7 @@ async def import_document(
     header, records = read_archive(lines)
     doc = name or header.doc
     try:
-        validate_document_name(doc, max_name_bytes)  # as /ws would have it
+        doc = validate_document_name(doc, max_name_bytes)  # as /ws would have it
     except ProtocolError as exc:
         raise ArchiveError(f"{doc!r}: {exc.message}") from None
     # Every line checked first, off the event loop: a bad file stores nothing.
@@ -287,7 +287,7 @@ async def import_document(
     if await store.get_document(doc) is not None:
         raise DocumentExists(f"a document named {doc!r} exists; import under another name")
     if not checked:
-        await store.load(doc)  # an empty document: created, as it was exported
+        await store.load(doc, create=True)  # an empty document, as it was exported
     stored = 0
     try:
         for start in range(0, len(checked), IMPORT_BATCH):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import Counter
@@ -25,6 +26,7 @@ from collections.abc import Callable, Iterator
 
 from collab.auth import Role
 from collab.config import Settings
+from collab.core.limits import CreationLimiter
 from collab.core.origin import Origin
 from collab.core.presence import Presence
 from collab.core.room import LOG_PAGE, JoinReply, Resume, Room, build_replica
@@ -40,6 +42,7 @@ log = logging.getLogger("collab.rooms")
 RETRY_MAX_S = 5.0
 EDIT_ATTEMPTS = 3  # computations of a server-made edit while the document changes
 FEED_SAVE_S = 1.0  # the feed position is saved at most this often
+MAX_ALIASES = 10_000  # provisional epochs of documents created elsewhere first, remembered
 
 
 class RoomManager:
@@ -49,6 +52,10 @@ class RoomManager:
         self.metrics = metrics or Metrics()
         self.writer = Writer(store, settings, self.metrics)
         self.presence = Presence(store, settings, lambda: self._rooms.values())
+        self.creations = CreationLimiter(settings.max_documents_created_per_minute)
+        # (document, epoch its peers were given) -> the epoch it was created with by
+        # another writer first; the newest MAX_ALIASES.
+        self._aliases: dict[tuple[str, str], str] = {}
         self._rooms: dict[str, Room] = {}
         self._loading: dict[str, asyncio.Future[Room]] = {}
         self._joining: Counter[str] = Counter()
@@ -96,23 +103,37 @@ class RoomManager:
         A resuming session whose missed records the room no longer keeps in memory
         gets them from the log, if there are few enough to be worth it."""
         with self._holding(name):
-            room = self._rooms.get(name)
-            if room is None:
-                room = await asyncio.shield(self._load(name))
+            while True:
+                room = self._rooms.get(name) or await asyncio.shield(self._load(name))
+                if (
+                    resume is not None
+                    and resume.epoch == room.epoch
+                    and room.needs_log_for(resume.seq)
+                    and room.head_seq - resume.seq <= self._settings.resume_max_updates
+                ):
+                    with contextlib.suppress(StoreError):  # the diff will do
+                        fetched = await self._store.read_updates(
+                            name, after_seq=resume.seq, until_seq=room.head_seq
+                        )
+                        resume = Resume(resume.seq, resume.epoch, tuple(fetched))
+                    room = self._rooms.get(name) or await asyncio.shield(self._load(name))
+                if session.state is SessionState.CLOSED:
+                    return None
+                if self._rooms.get(name) is room:
+                    break
+                # Dropped (deleted, damaged, replaced) after it loaded and before
+                # this joined: its peers were told, this one would never be.
             if (
                 resume is not None
-                and resume.epoch == room.epoch
-                and room.needs_log_for(resume.seq)
-                and room.head_seq - resume.seq <= self._settings.resume_max_updates
+                and resume.epoch is not None
+                and self._aliases.get((name, resume.epoch)) == room.epoch
             ):
-                with contextlib.suppress(StoreError):  # the diff will do
-                    fetched = await self._store.read_updates(
-                        name, after_seq=resume.seq, until_seq=room.head_seq
-                    )
-                    resume = Resume(resume.seq, resume.epoch, tuple(fetched))
-                room = self._rooms.get(name) or await asyncio.shield(self._load(name))
-            if session.state is SessionState.CLOSED:
-                return None
+                # The peer was given the epoch this instance meant the document to
+                # have; another writer created it first (Room._adopt): the same one.
+                resume = dataclasses.replace(resume, epoch=room.epoch)
+            if not room.stored and session.role is not Role.WRITE:
+                # Only a write creates a document: a reader finds nothing to read.
+                raise CollabError(f"no document named {name!r}", code=ErrorCode.NOT_FOUND, doc=name)
             return room.join(session, state_vector, resume)
 
     async def edit(
@@ -167,6 +188,8 @@ class RoomManager:
         dropped (watch the document again: it may have been deleted)."""
         with self._holding(name):
             room = self._rooms.get(name) or await asyncio.shield(self._load(name))
+            while self._rooms.get(name) is not room:  # dropped before this could watch it
+                room = self._rooms.get(name) or await asyncio.shield(self._load(name))
             room.watchers[watcher] = None
             return room
 
@@ -235,6 +258,8 @@ class RoomManager:
                 publish_awareness=self.presence.publish,
                 on_damaged=self._on_room_damaged,
                 metrics=self.metrics,
+                admit_creation=self.creations.admit,
+                on_adopt=self._adopted,
             )
             self.metrics.load_seconds.observe(time.monotonic() - started)
         except asyncio.CancelledError:
@@ -378,12 +403,16 @@ class RoomManager:
 
     async def _replaced(self, room: Room) -> bool:
         """Whether the room's document is gone or has another epoch now. (A head
-        behind the room's is only a hint: a read may lag the writes it saw.)"""
+        behind the room's is only a hint: a read may lag the writes it saw.) A room
+        whose document is not stored yet is replaced only by another epoch."""
+        stored = room.stored
         try:
             info = await self._store.get_document(room.name)
         except StoreError:
             return False
-        return self._rooms.get(room.name) is room and (info is None or info.epoch != room.epoch)
+        if info is None:
+            return self._rooms.get(room.name) is room and stored and room.stored
+        return self._rooms.get(room.name) is room and info.epoch != room.epoch
 
     # -- retention ---------------------------------------------------------------------------
 
@@ -441,6 +470,11 @@ class RoomManager:
             log.info("unloaded %r at seq %d", room.name, room.head_seq)
         finally:
             self._unloading.discard(room.name)
+
+    def _adopted(self, room: Room, provisional: str) -> None:
+        if len(self._aliases) >= MAX_ALIASES:
+            del self._aliases[next(iter(self._aliases))]
+        self._aliases[(room.name, provisional)] = room.epoch
 
     def _on_room_damaged(self, room: Room, error: CollabError) -> None:
         """pycrdt failed inside the room's doc: drop the room. Its peers are told

@@ -34,6 +34,7 @@ local peers, and expire unless their instance keeps renewing them.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections import Counter, deque
@@ -48,13 +49,30 @@ from collab.config import Settings
 from collab.core.history import apply_log, restore
 from collab.core.session import FrameCodec, Session, SessionState
 from collab.core.writer import RETRY_FIRST_S, PendingWrite, Writer
-from collab.errors import CollabError, DocumentDamaged, ErrorCode, InvalidUpdate, StoreError
+from collab.errors import (
+    AccessDenied,
+    CollabError,
+    DocumentDamaged,
+    ErrorCode,
+    InvalidUpdate,
+    RateLimited,
+    StoreError,
+)
 from collab.metrics import Metrics
 from collab.store.base import AwarenessChange, LoadedDocument, NewUpdate, UpdateRecord
 from collab.tasks import TaskGroup
 from collab.wire import crdt
 from collab.wire.replica import EMPTY_UPDATE, Replica
-from collab.wire.yformat import FormatError, decode_awareness_update, decode_state_vector
+from collab.wire.yformat import (
+    AwarenessEntry,
+    FormatError,
+    UpdateRanges,
+    awareness_entry_count,
+    check_update,
+    decode_awareness_update,
+    decode_state_vector,
+    encode_awareness_update,
+)
 
 log = logging.getLogger("collab.rooms")
 
@@ -138,6 +156,20 @@ def build_replica(loaded: LoadedDocument, settings: Settings) -> Replica:
     return replica
 
 
+OFF_LOOP_CHECK_BYTES = 64 * 1024  # updates this large are checked on a thread
+
+
+async def check_off_loop(update: bytes, doc: str) -> UpdateRanges:
+    """Check an update (as Room.apply_update would) on a thread: reading a large one
+    takes tens of milliseconds that the event loop owes every other peer. Raises
+    InvalidUpdate."""
+    loop = asyncio.get_running_loop()
+    try:
+        return await loop.run_in_executor(None, check_update, update)
+    except FormatError as exc:
+        raise InvalidUpdate(f"the update is not a valid Yjs v1 update: {exc}", doc=doc) from None
+
+
 class Room:
     def __init__(
         self,
@@ -150,9 +182,17 @@ class Room:
         publish_awareness: PublishAwareness,
         on_damaged: Callable[[Room, CollabError], None],
         metrics: Metrics | None = None,
+        admit_creation: Callable[[Session], None] | None = None,
+        on_adopt: Callable[[Room, str], None] | None = None,
     ) -> None:
         self.name = loaded.name
         self.epoch = loaded.epoch
+        # False until its first update is stored: a document is created by a
+        # write, never by subscribing to it (its epoch is stored with that write).
+        self.stored = loaded.stored
+        self._creating = False  # a creating write was admitted
+        self._admit_creation = admit_creation
+        self._on_adopt = on_adopt
         self.head_seq = loaded.head_seq  # the last seq sent to this room's peers
         self.sessions: dict[Session, None] = {}  # insertion-ordered set
         self._replica = replica
@@ -325,15 +365,33 @@ class Room:
         session: Session,
         update: bytes,
         on_durable: Callable[[int], None] | None = None,
+        ranges: UpdateRanges | None = None,
     ) -> None:
-        """Check and apply a peer's update and queue it for the store. Once it is
+        """Check and apply a peer's update and queue it for the store (``ranges``:
+        its check, made beforehand off the event loop, see check_off_loop). Once it is
         stored it is sent to the other peers, and ``on_durable(seq)`` runs, in seq
         order; an update that changes nothing is not stored, and ``on_durable`` runs
         with the seq that covers it. Raises InvalidUpdate or Overloaded; the
         document is then unchanged."""
         if not update:
             raise InvalidUpdate("the update is empty", doc=self.name)
-        ranges = self._replica.check(update)  # the one gate: collab.wire.yformat
+        if ranges is None:
+            ranges = self._replica.check(update)  # the one gate: collab.wire.yformat
+        structs = sum(map(len, ranges.groups))  # (deletions are cheap to apply)
+        if structs > self._settings.max_update_structs:
+            # Applying costs the event loop about 1.5 us a struct: refused before
+            # it is applied, so that one update cannot stall every other peer.
+            raise InvalidUpdate(
+                f"the update carries {structs} structs, more than "
+                f"{self._settings.max_update_structs}: send it in smaller parts",
+                code=ErrorCode.TOO_LARGE,
+                doc=self.name,
+            )
+        if not self.stored and not self._creating and self._admit_creation is not None:
+            state = self._replica.state()
+            if not ranges.integrated_in(state) or ranges.deletes:
+                self._admit_creation(session)  # may raise: the per-user creation cap
+                self._creating = True
         self._writer.admit(len(update), doc=self.name)
         try:
             applied = self._replica.apply(update, ranges)
@@ -351,7 +409,12 @@ class Room:
             )
             return
         new = NewUpdate(
-            self.name, applied.stored, time.time(), session.origin.author, epoch=self.epoch
+            self.name,
+            applied.stored,
+            time.time(),
+            session.origin.author,
+            epoch=self.epoch,
+            create=not self.stored,
         )
         committed = self._committed(session, on_durable, applied.effect)
         self._in_flight[new.data] += 1
@@ -364,6 +427,9 @@ class Room:
     ) -> Callable[[UpdateRecord | None], None]:
         def committed(record: UpdateRecord | None) -> None:
             assert record is not None  # an entry with an update gets its record
+            if not self.stored and record.epoch is not None and record.epoch != self.epoch:
+                self._adopt(record.epoch)
+            self.stored = True
             self._landed(record.data)
             self._offer(_Delivery(record, session, on_durable, effect))
 
@@ -421,9 +487,22 @@ class Room:
         """A record from the store's feed. This instance's own come through the
         writer, with their senders, and are left out here."""
         if record.epoch is not None and record.epoch != self.epoch:
-            return  # of a deleted generation of this document
+            # Of a deleted generation of this document (or, while this room has not
+            # stored its document yet, of one created elsewhere: its first write
+            # joins that one, and reads the log for what it lacks).
+            return
         if record.author.instance != self._instance:
             self._offer(_Delivery(record))
+
+    def _adopt(self, epoch: str) -> None:
+        """The document this room had not stored yet was created by another writer
+        (another instance's first write): the room is that document's from now on.
+        It reads what it lacks of it from the log, as after any gap."""
+        log.info("%r: created elsewhere meanwhile, epoch %s is this room's now", self.name, epoch)
+        provisional, self.epoch = self.epoch, epoch
+        self.stored = True
+        if self._on_adopt is not None:
+            self._on_adopt(self, provisional)
 
     @property
     def known_seq(self) -> int:
@@ -574,22 +653,113 @@ class Room:
     # -- awareness ------------------------------------------------------------------------
 
     def apply_awareness(self, session: Session, update: bytes) -> None:
+        """Apply a peer's awareness update, as the server vouches for it: a client id
+        belongs to the session that first set it (another session of the same user
+        may take it over: a reconnect), the user's id and name from its token are
+        stamped on each state, and a session sets at most ``awareness_max_clients``
+        ids, of at most ``awareness_max_state_bytes`` each, at most
+        ``awareness_updates_per_s``. What passes is applied; raises InvalidUpdate
+        for an update that cannot be read, AccessDenied (awareness_denied) or
+        RateLimited (awareness_limit) for entries that were left out."""
+        s = self._settings
         try:
-            decode_awareness_update(update)
+            if awareness_entry_count(update) > s.awareness_max_clients:
+                raise RateLimited(
+                    f"an awareness update may hold at most {s.awareness_max_clients} "
+                    "clients: it was dropped",
+                    code=ErrorCode.AWARENESS_LIMIT,
+                    doc=self.name,
+                )
+            entries = decode_awareness_update(update)
         except FormatError as exc:
             raise InvalidUpdate(
                 f"the awareness update could not be decoded: {exc}",
                 code=ErrorCode.INVALID_AWARENESS,
                 doc=self.name,
             ) from None
-        try:
-            self._awareness.apply_awareness_update(update, session)
-        except Exception as exc:  # pycrdt's awareness is Python: no panics, but guard it
-            raise InvalidUpdate(
-                f"the awareness update could not be applied: {exc}",
-                code=ErrorCode.INVALID_AWARENESS,
+        if session.awareness_bucket is not None and not session.awareness_bucket.take():
+            raise RateLimited(
+                f"at most {s.awareness_updates_per_s:g} awareness updates a second: "
+                "this one was dropped",
+                code=ErrorCode.AWARENESS_LIMIT,
                 doc=self.name,
-            ) from None
+            )
+        kept: list[AwarenessEntry] = []
+        denied: CollabError | None = None
+        owned = len(session.awareness_clients)
+        for entry in entries:
+            problem = self._awareness_problem(session, entry, owned)
+            if problem is not None:
+                denied = denied or problem
+                continue
+            if entry.client_id not in session.awareness_clients and entry.state is not None:
+                owned += 1
+            kept.append(self._stamped(session, entry))
+        if kept:
+            try:
+                self._awareness.apply_awareness_update(encode_awareness_update(kept), session)
+            except Exception as exc:  # pycrdt's awareness is Python: no panics, but guard it
+                raise InvalidUpdate(
+                    f"the awareness update could not be applied: {exc}",
+                    code=ErrorCode.INVALID_AWARENESS,
+                    doc=self.name,
+                ) from None
+        if denied is not None:
+            raise denied
+
+    def _awareness_problem(
+        self, session: Session, entry: AwarenessEntry, owned: int
+    ) -> CollabError | None:
+        """Why ``session`` may not set this entry, or None."""
+        s = self._settings
+        client_id = entry.client_id
+        if client_id not in session.awareness_clients:
+            held, owner = self._awareness_owner(client_id)
+            if held and owner != session.origin.user:
+                return AccessDenied(
+                    f"awareness client {client_id} belongs to another user",
+                    code=ErrorCode.AWARENESS_DENIED,
+                    doc=self.name,
+                )
+            if entry.state is not None and owned >= s.awareness_max_clients:
+                return RateLimited(
+                    f"a session may set at most {s.awareness_max_clients} awareness clients",
+                    code=ErrorCode.AWARENESS_LIMIT,
+                    doc=self.name,
+                )
+        if entry.state is not None:
+            size = len(json.dumps(entry.state, separators=(",", ":")).encode())
+            if size > s.awareness_max_state_bytes:
+                return RateLimited(
+                    f"an awareness state may hold at most {s.awareness_max_state_bytes} "
+                    f"bytes, not {size}",
+                    code=ErrorCode.AWARENESS_LIMIT,
+                    doc=self.name,
+                )
+        return None
+
+    def _awareness_owner(self, client_id: int) -> tuple[bool, str | None]:
+        """Whether anyone holds ``client_id``'s state, and whose user: its session's
+        here, else the user stamped on the state (another instance's client)."""
+        for other in self.sessions:
+            if client_id in other.awareness_clients:
+                return True, other.origin.user
+        state = self._awareness.states.get(client_id)
+        if state is None:
+            return False, None
+        stamp = state.get("user")
+        return True, (stamp.get("id") if isinstance(stamp, dict) else None)
+
+    @staticmethod
+    def _stamped(session: Session, entry: AwarenessEntry) -> AwarenessEntry:
+        """``entry`` with the session's user on it (nothing in open mode, where
+        there are no users)."""
+        if session.presence is None or entry.state is None:
+            return entry
+        given = entry.state.get("user")
+        user = dict(given) if isinstance(given, dict) else {}
+        user.update(session.presence)
+        return AwarenessEntry(entry.client_id, entry.clock, {**entry.state, "user": user})
 
     def apply_remote_awareness(self, change: AwarenessChange) -> None:
         """A state another instance published (checked there, and again here)."""

@@ -14,6 +14,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
 from collab.auth import Role
+from collab.core.limits import TokenBucket
 from collab.core.origin import Origin
 from collab.errors import CollabError
 
@@ -52,6 +53,7 @@ class SessionState(Enum):
 class Session:
     __slots__ = (
         "_writes_done",
+        "awareness_bucket",
         "awareness_clients",
         "codec",
         "doc",
@@ -60,6 +62,7 @@ class Session:
         "origin",
         "peer",
         "pending_writes",
+        "presence",
         "role",
         "room",
         "state",
@@ -74,6 +77,10 @@ class Session:
         self.state = SessionState.JOINING
         self.room: Room | None = None
         self.awareness_clients: set[int] = set()
+        # What the server stamps on its awareness states ({"id", "name", "color"}
+        # of the token; None: open access, no users) and the rate it may send them.
+        self.presence: dict[str, str] | None = None
+        self.awareness_bucket: TokenBucket | None = None
         self.inbox: list[Any] = []
         self.inbox_bytes = 0
         self.pending_writes = 0

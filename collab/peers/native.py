@@ -10,9 +10,11 @@ still loading wait in its session's inbox, in order.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
+import unicodedata
 from collections.abc import Awaitable, Callable
 from enum import Enum
 from typing import Any
@@ -23,7 +25,7 @@ from collab.config import Settings
 from collab.core.history import retained_from
 from collab.core.manager import RoomManager
 from collab.core.origin import Origin
-from collab.core.room import Resume
+from collab.core.room import OFF_LOOP_CHECK_BYTES, Resume, check_off_loop
 from collab.core.session import Session, SessionState
 from collab.errors import (
     AccessDenied,
@@ -31,8 +33,10 @@ from collab.errors import (
     CollabError,
     ErrorCode,
     ProtocolError,
+    RateLimited,
     StoreError,
 )
+from collab.peers.guard import InputGuard, both, stamp
 from collab.peers.transport import Transport, close_reason, new_connection_id
 from collab.store.base import MAX_SEQ
 from collab.tasks import TaskGroup
@@ -49,6 +53,8 @@ from collab.wire.native import (
     Message,
     Ping,
     Pong,
+    Reauth,
+    Reauthed,
     Subscribe,
     Sync,
     Unsubscribe,
@@ -72,6 +78,7 @@ HISTORY_ENTRY_OVERHEAD = 96  # an update's fields in a page besides its bytes an
 class ConnectionState(Enum):
     AWAITING_HELLO = "awaiting_hello"
     OPEN = "open"
+    EXPIRED = "expired"  # the token expired: only reauth (and ping) are accepted
     CLOSING = "closing"  # a fatal error was reported; further frames are ignored
     CLOSED = "closed"
 
@@ -102,6 +109,9 @@ class NativeConnection:
         self._max_frame_bytes: int | None = None  # as the client announced it
         self._history_requests = 0  # in flight
         self._tasks = TaskGroup(log)
+        self._guard = InputGuard(settings, log, self)
+        self._expiry: asyncio.TimerHandle | None = None  # the token's, or reauth's deadline
+        self._stopped: asyncio.Future[None] | None = None  # reading stopped for good
 
     # -- input ------------------------------------------------------------------------
 
@@ -111,6 +121,17 @@ class NativeConnection:
         is not read again until it is done (backpressure on a fast writer)."""
         if self.state in (ConnectionState.CLOSING, ConnectionState.CLOSED):
             return None
+        refused = self._guard.admit(len(frame))
+        if refused is not None:
+            self._rooms.metrics.updates_refused.labels(ErrorCode.RATE_LIMITED).inc()
+            self._report(
+                RateLimited(
+                    f"rate limit: {refused}; closing",
+                    close_code=CloseCode.POLICY_VIOLATION,
+                )
+            )
+            return self._stop_reading()
+        pending: Awaitable[None] | None = None
         try:
             if isinstance(frame, str):
                 raise ProtocolError(
@@ -124,15 +145,27 @@ class NativeConnection:
                 if self.state is ConnectionState.AWAITING_HELLO:
                     exc.close_code = CloseCode.PROTOCOL_ERROR
                 raise
-            self._dispatch(message)
+            pending = self._dispatch(message)
         except CollabError as exc:
             self._report(exc)
         except Exception:
             log.exception("%s: unexpected error handling a message", self)
             self._report(CollabError("internal server error", code=ErrorCode.INTERNAL))
-        return self._rooms.writer.backpressure()
+        if self.state is ConnectionState.CLOSING:
+            return None
+        backpressure = self._rooms.writer.backpressure()
+        if pending is None:
+            return backpressure
+        return both(pending, backpressure)
 
-    def _dispatch(self, message: Message) -> None:
+    def _stop_reading(self) -> Awaitable[None]:
+        """Closed for flooding: read nothing more from the socket (the flood is not
+        even parsed) until it is gone (Tornado drops it 5 s after its close frame)."""
+        if self._stopped is None:
+            self._stopped = asyncio.get_running_loop().create_future()
+        return self._stopped
+
+    def _dispatch(self, message: Message) -> Awaitable[None] | None:
         if self.state is ConnectionState.AWAITING_HELLO:
             if not isinstance(message, Hello):
                 raise ProtocolError(
@@ -141,12 +174,23 @@ class NativeConnection:
                     close_code=CloseCode.PROTOCOL_ERROR,
                 )
             self._on_hello(message)
-            return
+            return None
+        if self.identity is not None and self.identity.expired():
+            self._expire()  # its timer may not have run yet
+        if self.state is ConnectionState.EXPIRED and not isinstance(message, Reauth | Ping):
+            raise AccessDenied(
+                "the access token has expired: send reauth with a fresh one",
+                code=ErrorCode.EXPIRED,
+                doc=getattr(message, "doc", None),
+                ref=getattr(message, "ref", None),
+            )
         match message:
             case Subscribe():
                 self._on_subscribe(message)
             case ClientUpdate() | Awareness():
-                self._on_document_message(message)
+                return self._on_document_message(message)
+            case Reauth():
+                self._on_reauth(message)
             case Unsubscribe():
                 self._on_unsubscribe(message)
             case Ping():
@@ -157,6 +201,7 @@ class NativeConnection:
                 raise ProtocolError("hello was already received")
             case _:
                 raise ProtocolError(f"unexpected message type {message.TYPE}")
+        return None
 
     def _on_hello(self, hello: Hello) -> None:
         if hello.version != PROTOCOL_VERSION:
@@ -167,6 +212,7 @@ class NativeConnection:
                 close_code=CloseCode.PROTOCOL_ERROR,
             )
         self.identity = self._auth.authenticate(hello.token or self._query_token)
+        self._watch_expiry()
         if hello.client:
             self.client = hello.client[:128]
         self._max_frame_bytes = hello.max_frame_bytes
@@ -179,25 +225,123 @@ class NativeConnection:
                     server=f"collab/{__version__}",
                     instance=s.instance_id,
                     user=self.identity.user,
+                    expires_s=_whole_seconds(self.identity.expires_s),
                     limits={
                         "max_frame_bytes": s.max_frame_bytes,
                         "max_documents": s.max_documents_per_connection,
                         "max_document_name_bytes": s.max_document_name_bytes,
                         "ping_interval_s": s.ping_interval_s,
                         "ping_timeout_s": s.ping_timeout_s,
+                        "rate_messages_per_s": s.rate_messages_per_s,
+                        "rate_messages_burst": s.rate_messages_burst,
+                        "rate_bytes_per_s": s.rate_bytes_per_s,
+                        "rate_bytes_burst": s.rate_bytes_burst,
                     },
                 )
             )
         )
         log.info("%s: hello from client %s (user %s)", self, self.client, self.identity.user)
 
+    # -- token lifetime -------------------------------------------------------------------
+
+    def _watch_expiry(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        assert self.identity is not None
+        if self.identity.expires_s is not None:
+            delay = max(0.0, self.identity.expires_s - time.time())
+            self._expiry = asyncio.get_running_loop().call_later(delay, self._expire)
+
+    def _expire(self) -> None:
+        """The token expired: every subscription ends and nothing is accepted but a
+        reauth, which must come within ``reauth_timeout_s``."""
+        if self.state is not ConnectionState.OPEN:
+            return
+        self.state = ConnectionState.EXPIRED
+        self._end_sessions()
+        timeout = self._settings.reauth_timeout_s
+        self.send(
+            encode(
+                Error(
+                    code=str(ErrorCode.EXPIRED),
+                    message=f"the access token has expired: every subscription ended; send "
+                    f"reauth with a fresh token within {timeout:g} s, then subscribe again",
+                )
+            )
+        )
+        log.info("%s: the token of user %s expired", self, self.user)
+        self._expiry = asyncio.get_running_loop().call_later(timeout, self._reauth_too_late)
+
+    def _reauth_too_late(self) -> None:
+        self._expiry = None
+        if self.state is ConnectionState.EXPIRED:
+            self._report(
+                AccessDenied(
+                    "the access token has expired and no fresh one came",
+                    code=ErrorCode.EXPIRED,
+                    close_code=CloseCode.UNAUTHORIZED,
+                )
+            )
+
+    def _on_reauth(self, message: Reauth) -> None:
+        assert self.identity is not None
+        identity = self._auth.authenticate(message.token)
+        if identity.user != self.identity.user:
+            raise AccessDenied(
+                "reauth must carry a token of the connection's user",
+                code=ErrorCode.UNAUTHORIZED,
+            )
+        self.identity = identity
+        self.state = ConnectionState.OPEN
+        self._watch_expiry()
+        # The new grants apply to the subscriptions there are.
+        for doc, session in list(self.sessions.items()):
+            role = identity.role_for(doc)
+            if role is None:
+                self._end_session(session)
+                self._report(
+                    AccessDenied(f"access to document {doc!r} is not granted any more", doc=doc)
+                )
+            else:
+                session.role = role
+        self.send(
+            encode(Reauthed(user=identity.user, expires_s=_whole_seconds(identity.expires_s)))
+        )
+        log.info("%s: fresh token for user %s", self, identity.user)
+
+    def revoked(self, user: str) -> None:
+        """``user``'s grants were revoked: if they are this connection's, it ends."""
+        if self.identity is None or self.identity.user != user:
+            return
+        self._end_sessions()
+        self._report(
+            AccessDenied(
+                "the access token was revoked",
+                code=ErrorCode.REVOKED,
+                close_code=CloseCode.UNAUTHORIZED,
+            )
+        )
+
+    @property
+    def user(self) -> str | None:
+        return self.identity.user if self.identity is not None else None
+
+    def _end_sessions(self) -> None:
+        for session in list(self.sessions.values()):
+            self._end_session(session)
+
+    def _end_session(self, session: Session) -> None:
+        if self.sessions.get(session.doc) is session:
+            del self.sessions[session.doc]
+        self._rooms.leave(session)
+
     def _on_subscribe(self, message: Subscribe) -> None:
         assert self.identity is not None
-        doc = message.doc
         try:
-            validate_document_name(doc, self._settings.max_document_name_bytes)
+            doc = validate_document_name(message.doc, self._settings.max_document_name_bytes)
         except ProtocolError as exc:
-            exc.doc = doc
+            exc.doc = message.doc
             raise
         if doc in self.sessions:
             raise ProtocolError(
@@ -211,7 +355,9 @@ class NativeConnection:
             )
         role = self.identity.require(doc)
         origin = Origin.peer(self.identity.user, self.client, self._settings.instance_id)
-        session = Session(doc, self, NATIVE_FRAMES, role, origin)
+        session = stamp(
+            Session(doc, self, NATIVE_FRAMES, role, origin), self.identity, self._settings
+        )
         self.sessions[doc] = session
         resume = Resume(message.seq, message.epoch) if message.seq is not None else None
         if resume is None and message.epoch is not None:
@@ -256,7 +402,8 @@ class NativeConnection:
             if session.state is not SessionState.ACTIVE:
                 break
             try:
-                self._on_document_message(message)
+                # In order with what arrives meanwhile: checked here, on the loop.
+                self._on_document_message(message, off_loop=False)
             except CollabError as exc:
                 self._report(exc)
 
@@ -298,8 +445,10 @@ class NativeConnection:
             if not last:
                 await self._transport.drained(2 * size)
 
-    def _on_document_message(self, message: ClientUpdate | Awareness) -> None:
-        session = self.sessions.get(message.doc)
+    def _on_document_message(
+        self, message: ClientUpdate | Awareness, *, off_loop: bool = True
+    ) -> Awaitable[None] | None:
+        session = self.sessions.get(unicodedata.normalize("NFC", message.doc))
         ref = message.ref if isinstance(message, ClientUpdate) else None
         if session is None:
             raise ProtocolError(
@@ -317,12 +466,12 @@ class NativeConnection:
                     close_code=CloseCode.TRY_AGAIN_LATER,
                 )
             session.inbox.append(message)
-            return
+            return None
         room = session.room
         assert room is not None
         if isinstance(message, Awareness):
             room.apply_awareness(session, message.update)
-            return
+            return None
         if session.role is not Role.WRITE:
             raise AccessDenied(
                 "this document is read-only for you",
@@ -330,13 +479,34 @@ class NativeConnection:
                 doc=message.doc,
                 ref=ref,
             )
+        if off_loop and len(message.update) >= OFF_LOOP_CHECK_BYTES:
+            return self._apply_large(session, message)
+        self._apply(session, message)
+        return None
+
+    def _apply(self, session: Session, message: ClientUpdate, ranges: Any = None) -> None:
+        room = session.room
+        assert room is not None
         try:
-            room.apply_update(session, message.update, self._ack_sender(message.doc, message.ref))
+            room.apply_update(
+                session, message.update, self._ack_sender(session.doc, message.ref), ranges
+            )
         except CollabError as exc:
-            exc.ref = ref
+            exc.ref = message.ref
             self._rooms.metrics.updates_refused.labels(exc.code).inc()
             raise
         self._updates_in.inc()
+
+    async def _apply_large(self, session: Session, message: ClientUpdate) -> None:
+        """A large update is checked on a thread; the socket is not read meanwhile,
+        so this connection's messages still apply in order."""
+        try:
+            ranges = await check_off_loop(message.update, session.doc)
+            if session.state is SessionState.ACTIVE and self.state is ConnectionState.OPEN:
+                self._apply(session, message, ranges)
+        except CollabError as exc:
+            exc.ref = message.ref
+            self._report(exc)
 
     def _ack_sender(self, doc: str, ref: int) -> Callable[[int], None]:
         def send_ack(seq: int) -> None:
@@ -347,8 +517,9 @@ class NativeConnection:
     def _on_history(self, message: History) -> None:
         assert self.identity is not None
         try:
-            validate_document_name(message.doc, self._settings.max_document_name_bytes)
-            self.identity.require(message.doc)
+            doc = validate_document_name(message.doc, self._settings.max_document_name_bytes)
+            message = dataclasses.replace(message, doc=doc)
+            self.identity.require(doc)
             if any(
                 value is not None and value > MAX_SEQ
                 for value in (message.after, message.until, message.limit)
@@ -456,7 +627,7 @@ class NativeConnection:
             self._history_requests -= 1
 
     def _on_unsubscribe(self, message: Unsubscribe) -> None:
-        session = self.sessions.pop(message.doc, None)
+        session = self.sessions.pop(unicodedata.normalize("NFC", message.doc), None)
         if session is None:
             raise ProtocolError(
                 "not subscribed to this document", code=ErrorCode.NOT_SUBSCRIBED, doc=message.doc
@@ -493,7 +664,7 @@ class NativeConnection:
             self.state = ConnectionState.CLOSING
             self._transport.close(int(error.close_code), close_reason(error.message))
             return
-        log.info("%s: %s: %s", self, error.code, error.message)
+        self._guard.log.log(logging.INFO, "%s: %s", error.code, error.message)
         self.send(
             encode(Error(code=str(error.code), message=error.message, doc=error.doc, ref=error.ref))
         )
@@ -505,6 +676,11 @@ class NativeConnection:
         if self.state is ConnectionState.CLOSED:
             return
         self.state = ConnectionState.CLOSED
+        if self._expiry is not None:
+            self._expiry.cancel()
+        if self._stopped is not None and not self._stopped.done():
+            self._stopped.set_result(None)
+        self._guard.log.flush()
         for session in self.sessions.values():
             self._rooms.leave(session)
         self.sessions.clear()
@@ -512,3 +688,7 @@ class NativeConnection:
 
     def __str__(self) -> str:
         return f"ws {self.id} {self.remote}"
+
+
+def _whole_seconds(time_s: float | None) -> int | None:
+    return None if time_s is None else max(0, int(time_s))

@@ -10,14 +10,20 @@ read-only peer's updates are ignored with a logged reason.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Awaitable
+from typing import Any
 
 from collab.auth import Identity, Role
+from collab.config import Settings
 from collab.core.manager import RoomManager
 from collab.core.origin import Origin
+from collab.core.room import OFF_LOOP_CHECK_BYTES, check_off_loop
 from collab.core.session import Session, SessionState
-from collab.errors import CloseCode, CollabError, Overloaded
+from collab.errors import AccessDenied, CloseCode, CollabError, ErrorCode, Overloaded, RateLimited
+from collab.peers.guard import InputGuard, both, stamp
 from collab.peers.transport import Transport, close_reason, new_connection_id
 from collab.wire import yjs as yjs_protocol
 from collab.wire.yjs import YJS_FRAMES, YjsKind
@@ -36,24 +42,42 @@ class YjsConnection:
         instance_id: str,
         *,
         remote: str = "",
+        settings: Settings | None = None,
     ) -> None:
         self._transport = transport
         self._rooms = rooms
         self._updates_in = rooms.metrics.updates_in.labels("yjs")
         self.id = new_connection_id()
         self.remote = remote
-        self.session = Session(
-            doc, self, YJS_FRAMES, role, Origin.peer(identity.user, f"yjs:{self.id}", instance_id)
+        self.identity = identity
+        settings = settings or Settings()
+        self.session = stamp(
+            Session(
+                doc,
+                self,
+                YJS_FRAMES,
+                role,
+                Origin.peer(identity.user, f"yjs:{self.id}", instance_id),
+            ),
+            identity,
+            settings,
         )
         self._closing = False
         self._told_read_only = False
+        self._guard = InputGuard(settings, log, self)
+        self._expiry: asyncio.TimerHandle | None = None
+        self._stopped: asyncio.Future[None] | None = None
 
     async def open(self) -> None:
         """Join the document's room, then greet the peer as y-websocket does."""
+        if self.identity.expires_s is not None:
+            delay = max(0.0, self.identity.expires_s - time.time())
+            self._expiry = asyncio.get_running_loop().call_later(delay, self._expired)
         try:
             reply = await self._rooms.join(self.session.doc, self.session, None)
         except CollabError as exc:
-            self._fail(CloseCode.INTERNAL_ERROR, exc.message)
+            code = CloseCode.NOT_FOUND if exc.code is ErrorCode.NOT_FOUND else None
+            self._fail(code or CloseCode.INTERNAL_ERROR, exc.message)
             return
         if reply is None:  # the socket closed while the document was loading
             return
@@ -66,11 +90,22 @@ class YjsConnection:
         awaitable to apply backpressure, as NativeConnection.receive does."""
         if self._closing or self.session.state is not SessionState.ACTIVE:
             return None
+        refused = self._guard.admit(len(frame))
+        if refused is not None:
+            self._rooms.metrics.updates_refused.labels(ErrorCode.RATE_LIMITED).inc()
+            self._fail(CloseCode.POLICY_VIOLATION, f"rate limit: {refused}")
+            if self._stopped is None:
+                self._stopped = asyncio.get_running_loop().create_future()
+            return self._stopped  # nothing more is read (or parsed) from a flood
+        if self.identity.expired():
+            self._expired()
+            return None
         if isinstance(frame, str):
             self._fail(CloseCode.UNSUPPORTED_DATA, "y-websocket messages are binary frames")
             return None
+        pending: Awaitable[None] | None = None
         try:
-            self._dispatch(yjs_protocol.decode(frame))
+            pending = self._dispatch(yjs_protocol.decode(frame))
         except Overloaded as exc:
             # Reconnecting later resends everything unacknowledged (sync step 2).
             self._fail(CloseCode.TRY_AGAIN_LATER, exc.message)
@@ -79,9 +114,22 @@ class YjsConnection:
         except Exception:
             log.exception("%s: unexpected error handling a message", self)
             self._fail(CloseCode.INTERNAL_ERROR, "internal server error")
-        return self._rooms.writer.backpressure()
+        backpressure = self._rooms.writer.backpressure()
+        return backpressure if pending is None else both(pending, backpressure)
 
-    def _dispatch(self, message: yjs_protocol.YjsMessage) -> None:
+    def _expired(self) -> None:
+        """The token expired: the provider reconnects (4001 is not a 44xx code),
+        with the fresh token its params hold by then."""
+        self._expiry = None
+        self._fail(
+            CloseCode.TOKEN_EXPIRED, "the access token has expired; reconnect with a fresh one"
+        )
+
+    def revoked(self, user: str) -> None:
+        if self.identity.user == user:
+            self._fail(CloseCode.UNAUTHORIZED, "the access token was revoked")
+
+    def _dispatch(self, message: yjs_protocol.YjsMessage) -> Awaitable[None] | None:
         room = self.session.room
         assert room is not None
         match message.kind:
@@ -93,21 +141,46 @@ class YjsConnection:
                     # lacks (an empty update, or only deletions it already has).
                     if not self._room_covers(message.payload):
                         self._refuse_write()
-                    return
-                try:
-                    room.apply_update(self.session, message.payload)
-                except CollabError as exc:
-                    self._rooms.metrics.updates_refused.labels(exc.code).inc()
-                    raise
-                self._updates_in.inc()
+                    return None
+                if len(message.payload) >= OFF_LOOP_CHECK_BYTES:
+                    return self._apply_large(message.payload)
+                self._apply(message.payload)
             case YjsKind.AWARENESS:
-                room.apply_awareness(self.session, message.payload)
+                try:
+                    room.apply_awareness(self.session, message.payload)
+                except (AccessDenied, RateLimited) as exc:
+                    # y-websocket has no error message: the entries are left out.
+                    self._guard.log.log(logging.INFO, "awareness: %s", exc.message)
             case YjsKind.QUERY_AWARENESS:
                 snapshot = room.awareness_snapshot()
                 if snapshot is not None:
                     self.send(yjs_protocol.awareness(snapshot))
             case YjsKind.UNKNOWN:
-                log.info("%s: ignoring unknown message type %d", self, message.message_type)
+                self._guard.log.log(
+                    logging.INFO, "ignoring unknown message type %d", message.message_type
+                )
+        return None
+
+    def _apply(self, update: bytes, ranges: Any = None) -> None:
+        room = self.session.room
+        assert room is not None
+        try:
+            room.apply_update(self.session, update, None, ranges)
+        except CollabError as exc:
+            self._rooms.metrics.updates_refused.labels(exc.code).inc()
+            raise
+        self._updates_in.inc()
+
+    async def _apply_large(self, update: bytes) -> None:
+        """Checked on a thread; the socket is not read meanwhile (order is kept)."""
+        try:
+            ranges = await check_off_loop(update, self.session.doc)
+            if not self._closing and self.session.state is SessionState.ACTIVE:
+                self._apply(update, ranges)
+        except Overloaded as exc:
+            self._fail(CloseCode.TRY_AGAIN_LATER, exc.message)
+        except CollabError as exc:
+            self._fail(exc.close_code or CloseCode.PROTOCOL_ERROR, exc.message)
 
     def _room_covers(self, update: bytes) -> bool:
         room = self.session.room
@@ -118,7 +191,9 @@ class YjsConnection:
             return False
 
     def _refuse_write(self) -> None:
-        log.info("%s: ignoring an update: %r is read-only for this peer", self, self.session.doc)
+        self._guard.log.log(
+            logging.INFO, "ignoring an update: %r is read-only for this peer", self.session.doc
+        )
         if not self._told_read_only:
             # y-websocket's provider logs this as "Permission denied".
             self._told_read_only = True
@@ -147,6 +222,12 @@ class YjsConnection:
     async def close(self) -> None:
         """Leave the room. Safe to call twice."""
         self._closing = True
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        if self._stopped is not None and not self._stopped.done():
+            self._stopped.set_result(None)
+        self._guard.log.flush()
         self._rooms.leave(self.session)
 
     def __str__(self) -> str:

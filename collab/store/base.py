@@ -80,6 +80,13 @@ class NewUpdate:
     # DocumentChanged) once the document has another epoch or was deleted. None:
     # no check (an import; a new document is created).
     epoch: str | None = field(default=None, compare=False)
+    # Made for a document that was not stored when it was loaded: if there is still
+    # none of that name, the append creates it with ``epoch`` (a document is created
+    # by its first write, never by a read); if one was created meanwhile (another
+    # writer's first write), the update joins it (what it holds was made on an empty
+    # document, so nothing of an older generation comes back) and its record carries
+    # that document's epoch.
+    create: bool = field(default=False, compare=False)
 
 
 _PROCESS_TOKEN = secrets.token_bytes(8)
@@ -163,6 +170,9 @@ class LoadedDocument:
     epoch: str
     snapshot: SnapshotRecord | None
     updates: tuple[UpdateRecord, ...]
+    # False: no such document is stored; ``epoch`` is a new one, which its first
+    # append stores (NewUpdate.create).
+    stored: bool = True
 
     @property
     def head_seq(self) -> int:
@@ -241,9 +251,10 @@ class Store(abc.ABC):
     # -- documents and the log ----------------------------------------------------------
 
     @abc.abstractmethod
-    async def load(self, doc: str) -> LoadedDocument:
+    async def load(self, doc: str, *, create: bool = False) -> LoadedDocument:
         """Latest snapshot plus the updates after it, read consistently. A document
-        that does not exist yet is created, with a new epoch."""
+        that does not exist is not created (``stored`` False, a new epoch, nothing
+        in it), unless ``create``: then it is, empty, with a new epoch."""
 
     @abc.abstractmethod
     async def append(self, updates: Sequence[NewUpdate]) -> AppendResult:
@@ -393,6 +404,11 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def quarantined(self, doc: str) -> list[QuarantinedEntry]:
         """What repairs set aside for a document, oldest first."""
+
+
+def creating(updates: Sequence[NewUpdate]) -> set[str]:
+    """The documents of a batch that its updates may create (NewUpdate.create)."""
+    return {u.doc for u in updates if u.create and u.epoch is not None}
 
 
 def expected_epochs(updates: Sequence[NewUpdate]) -> dict[str, str]:

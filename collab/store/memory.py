@@ -28,6 +28,7 @@ from collab.store.base import (
     SnapshotRecord,
     Store,
     UpdateRecord,
+    creating,
     expected_epochs,
     next_heads,
 )
@@ -66,11 +67,13 @@ class MemoryStore(Store):
         self._feed_positions: dict[str, FeedPosition] = {}
         self._changed = asyncio.Condition()
 
-    def _get_or_create(self, name: str, now: float | None = None) -> _Document:
+    def _get_or_create(
+        self, name: str, now: float | None = None, epoch: str | None = None
+    ) -> _Document:
         document = self._docs.get(name)
         if document is None:
             now = time.time() if now is None else now
-            document = self._docs[name] = _Document(secrets.token_hex(8), now, now)
+            document = self._docs[name] = _Document(epoch or secrets.token_hex(8), now, now)
         return document
 
     async def _notify(self) -> None:
@@ -79,7 +82,9 @@ class MemoryStore(Store):
 
     # -- documents and the log ----------------------------------------------------------
 
-    async def load(self, doc: str) -> LoadedDocument:
+    async def load(self, doc: str, *, create: bool = False) -> LoadedDocument:
+        if not create and doc not in self._docs:
+            return LoadedDocument(doc, secrets.token_hex(8), None, (), stored=False)
         document = self._get_or_create(doc)
         snapshot = await self.latest_snapshot(doc)
         after = snapshot.seq if snapshot else 0
@@ -91,10 +96,16 @@ class MemoryStore(Store):
     async def append(self, updates: Sequence[NewUpdate]) -> AppendResult:
         if not updates:
             return AppendResult([], {})
+        epochs = expected_epochs(updates)
+        # Created by these, or found created meanwhile (by then, by another writer).
+        adopted = {
+            doc: self._docs[doc].epoch if doc in self._docs else epochs[doc]
+            for doc in creating(updates)
+        }
         changed = {
             doc: epoch
-            for doc, epoch in expected_epochs(updates).items()
-            if doc not in self._docs or self._docs[doc].epoch != epoch
+            for doc, epoch in epochs.items()
+            if doc not in adopted and (doc not in self._docs or self._docs[doc].epoch != epoch)
         }
         if changed:
             raise DocumentChanged(changed)
@@ -104,13 +115,13 @@ class MemoryStore(Store):
         }
         seqs, after = next_heads(heads, updates)
         records = [
-            UpdateRecord(u.doc, seq, u.data, u.time_s, u.author, u.epoch)
+            UpdateRecord(u.doc, seq, u.data, u.time_s, u.author, adopted.get(u.doc, u.epoch))
             for u, seq in zip(updates, seqs, strict=True)
         ]
         for record in records:
             # Created at its first update's time, as the SQLite store does, so that
             # created_s never comes after updated_s.
-            document = self._get_or_create(record.doc, record.time_s)
+            document = self._get_or_create(record.doc, record.time_s, record.epoch)
             document.updates.append(record)
             document.updated_s = record.time_s
             document.bytes_since_snapshot += len(record.data)

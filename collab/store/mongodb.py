@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import hashlib
 import logging
@@ -79,6 +80,7 @@ from collab.store.base import (
     SnapshotRecord,
     Store,
     UpdateRecord,
+    creating,
     expected_epochs,
 )
 
@@ -341,7 +343,7 @@ class MongoStore(Store):
 
     # -- documents ----------------------------------------------------------------------
 
-    async def _ensure_document(self, doc: str, now: float) -> None:
+    async def _ensure_document(self, doc: str, now: float, epoch: str | None = None) -> None:
         """Create the document's entry unless it exists. Upserts of one ``_id`` may
         race; MongoDB's documentation advises trying again, which then matches."""
         for attempt in range(1, 4):
@@ -350,7 +352,7 @@ class MongoStore(Store):
                     {"_id": doc},
                     {
                         "$setOnInsert": {
-                            "epoch": secrets.token_hex(8),
+                            "epoch": epoch or secrets.token_hex(8),
                             "created_s": now,
                             "updated_s": now,
                             "head_seq": 0,
@@ -372,9 +374,11 @@ class MongoStore(Store):
         entry = await collection.find_one({"doc": doc}, {"last": 1}, sort=[("seq", DESCENDING)])
         return entry["last"] if entry else 0
 
-    async def load(self, doc: str) -> LoadedDocument:
+    async def load(self, doc: str, *, create: bool = False) -> LoadedDocument:
         with _errors(f"loading {doc!r}"):
             row = await self._documents.find_one({"_id": doc}, {"epoch": 1})
+            if row is None and not create:
+                return LoadedDocument(doc, secrets.token_hex(8), None, (), stored=False)
             if row is None:
                 await self._ensure_document(doc, time.time())
                 row = await self._documents.find_one({"_id": doc}, {"epoch": 1})
@@ -485,6 +489,17 @@ class MongoStore(Store):
         stored: dict[bytes, UpdateRecord] = {}
         heads: dict[str, DocumentHead] = {}
         with _errors("appending"):
+            for doc in creating(updates):
+                # Created by its first write, with the epoch its room was given; or
+                # created meanwhile by another writer: then its updates join that.
+                await self._ensure_document(doc, by_doc[doc][0].time_s, epochs[doc])
+                row = await self._documents.with_options(read_concern=LOCAL).find_one(
+                    {"_id": doc}, {"epoch": 1}
+                )
+                if row is None:  # deleted at once
+                    raise DocumentChanged({doc: epochs[doc]})
+                epochs[doc] = row["epoch"]
+                by_doc[doc] = [dataclasses.replace(u, epoch=row["epoch"]) for u in by_doc[doc]]
             # Every document's row is read first: whether its updates were made for
             # it, and (for all) whether what this instance remembers of it still holds.
             changed = {

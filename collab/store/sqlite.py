@@ -45,6 +45,7 @@ from collab.store.base import (
     SnapshotRecord,
     Store,
     UpdateRecord,
+    creating,
     expected_epochs,
     next_heads,
 )
@@ -294,26 +295,29 @@ class SQLiteStore(Store):
 
     # -- documents ----------------------------------------------------------------------
 
-    def _create_document(self, conn: sqlite3.Connection, name: str, now: float) -> None:
+    def _create_document(
+        self, conn: sqlite3.Connection, name: str, now: float, epoch: str | None = None
+    ) -> None:
         conn.execute(
             "INSERT OR IGNORE INTO documents (name, epoch, created_s, updated_s) VALUES (?,?,?,?)",
-            (name, secrets.token_hex(8), now, now),
+            (name, epoch or secrets.token_hex(8), now, now),
         )
 
-    async def load(self, doc: str) -> LoadedDocument:
+    async def load(self, doc: str, *, create: bool = False) -> LoadedDocument:
         def ensure_exists() -> None:
             self._create_document(self._w, doc, time.time())
 
-        if await self.get_document(doc) is None:
+        if create and await self.get_document(doc) is None:
             await self._run(self._writer, ensure_exists)
 
         def read() -> LoadedDocument:
             conn = self._r
             conn.execute("BEGIN")  # one consistent read snapshot of the WAL
             try:
-                (epoch,) = conn.execute(
-                    "SELECT epoch FROM documents WHERE name = ?", (doc,)
-                ).fetchone()
+                row = conn.execute("SELECT epoch FROM documents WHERE name = ?", (doc,)).fetchone()
+                if row is None:
+                    return LoadedDocument(doc, secrets.token_hex(8), None, (), stored=False)
+                (epoch,) = row
                 snapshot = self._latest_snapshot(conn, doc, None)
                 rows = conn.execute(
                     f"SELECT {_UPDATE_COLUMNS} FROM updates WHERE doc = ? AND seq > ? ORDER BY seq",
@@ -424,6 +428,8 @@ class SQLiteStore(Store):
                 heads: dict[str, DocumentHead] = {}
                 changed: dict[str, str] = {}
                 epochs = expected_epochs(updates)
+                new = creating(updates)
+                adopted: dict[str, str] = {}  # created, or found created meanwhile
                 for update in updates:
                     if update.doc in heads or update.doc in changed:
                         continue
@@ -433,7 +439,12 @@ class SQLiteStore(Store):
                         (update.doc,),
                     ).fetchone()
                     expected = epochs.get(update.doc)
-                    if expected is not None and (row is None or row[3] != expected):
+                    if update.doc in new:
+                        if row is None:
+                            self._create_document(conn, update.doc, update.time_s, expected)
+                            row = (0, 0, 0, expected)
+                        adopted[update.doc] = row[3]
+                    elif expected is not None and (row is None or row[3] != expected):
                         changed[update.doc] = expected  # deleted, or another generation
                         continue
                     if row is None:
@@ -446,7 +457,7 @@ class SQLiteStore(Store):
                     raise DocumentChanged(changed)
                 seqs, after = next_heads(heads, updates)
                 records = [
-                    UpdateRecord(u.doc, seq, u.data, u.time_s, u.author)
+                    UpdateRecord(u.doc, seq, u.data, u.time_s, u.author, adopted.get(u.doc))
                     for u, seq in zip(updates, seqs, strict=True)
                 ]
                 _insert_updates(conn, records)

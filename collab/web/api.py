@@ -16,10 +16,11 @@ from tornado import httputil
 
 from collab.auth import Identity, Role
 from collab.core.history import NotRetained
-from collab.errors import AccessDenied, StoreError
+from collab.errors import AccessDenied, ProtocolError, StoreError
 from collab.metrics import CONTENT_TYPE_LATEST
 from collab.store.base import MAX_SEQ, DocumentInfo
 from collab.web.access_log import RedactingHandlerMixin
+from collab.wire.native import validate_document_name
 
 if TYPE_CHECKING:
     from collab.app import CollabServer
@@ -31,6 +32,17 @@ class ApiHandler(RedactingHandlerMixin, tornado.web.RequestHandler):
 
     def set_default_headers(self) -> None:
         self.set_header("Cache-Control", "no-store")
+
+    def decode_argument(self, value: bytes, name: str | None = None) -> str:
+        """Path arguments (``name`` None) are document names: normalised as every
+        entry point has them (collab.wire.native.validate_document_name), or 400."""
+        decoded = super().decode_argument(value, name)
+        if name is not None:
+            return decoded
+        try:
+            return validate_document_name(decoded, self.server.settings.max_document_name_bytes)
+        except ProtocolError as exc:
+            raise tornado.web.HTTPError(400, exc.message) from None
 
     def write_json(self, body: Any, status: int = 200) -> None:
         self.set_status(status)
@@ -142,6 +154,26 @@ class ReadyHandler(ApiHandler):
             {"status": "ready" if reason is None else "unavailable", "reason": reason, **status},
             200 if reason is None else 503,
         )
+
+
+class RevokeHandler(ApiHandler):
+    """``POST /api/admin/revoke`` with ``{"user": "alice"}`` (an admin token:
+    ``"admin": true``): every token of the user issued until now is refused, on
+    this instance, and their open WebSockets and event streams end at once."""
+
+    def post(self) -> None:
+        identity = self.identity()
+        if not identity.admin:
+            raise tornado.web.HTTPError(403, "revoking needs an admin token")
+        try:
+            body = json.loads(self.request.body or b"null")
+        except ValueError:
+            raise tornado.web.HTTPError(400, 'the body must be JSON: {"user": "..."}') from None
+        user = body.get("user") if isinstance(body, dict) else None
+        if not isinstance(user, str) or not user:
+            raise tornado.web.HTTPError(400, 'give the user to revoke: {"user": "..."}')
+        self.server.auth.revoke(user)
+        self.write_json({"user": user, "revoked": True})
 
 
 class MetricsHandler(tornado.web.RequestHandler):

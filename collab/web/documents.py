@@ -13,6 +13,7 @@ import base64
 import contextlib
 import datetime
 import json
+import time
 from typing import Any
 
 import tornado.web
@@ -432,14 +433,46 @@ class EventsHandler(DocumentApiHandler):
 
     def initialize(self, server: Any) -> None:
         super().initialize(server)
-        self._gone = asyncio.Event()  # the client went away
+        self._gone = asyncio.Event()  # the client went away, or may not read any more
+        self._ended: str | None = None  # why the stream was ended: expired, revoked
 
     async def get(self, doc: str) -> None:
         after = self._after()
+        identity = self.identity()
         try:
             info = await self.require_document(doc)
         except StoreError as exc:
             self.on_store_error(exc)
+        address = self.request.remote_ip or ""
+        if not self.server.admit_address(self, address):
+            raise tornado.web.HTTPError(429, "too many connections from this address")
+        loop = asyncio.get_running_loop()
+        expiry = None
+        if identity.expires_s is not None:
+            expiry = loop.call_later(
+                max(0.0, identity.expires_s - time.time()), self._end, "expired"
+            )
+
+        def revoked(user: str) -> None:
+            if user == identity.user:
+                self._end("revoked")
+
+        self.server.revocation_listeners.add(revoked)
+        try:
+            await self._stream(doc, info, after)
+        finally:
+            self.server.revocation_listeners.discard(revoked)
+            if expiry is not None:
+                expiry.cancel()
+            self.server.release(self, address)
+
+    def _end(self, why: str) -> None:
+        """The token expired or was revoked: the stream ends (an EventSource
+        reconnects, with whatever token its URL holds)."""
+        self._ended = why
+        self._gone.set()
+
+    async def _stream(self, doc: str, info: DocumentInfo, after: int | None) -> None:
         if after is not None and after > info.head_seq:
             raise tornado.web.HTTPError(
                 400, f"seq {after} is past the document's latest version ({info.head_seq})"
@@ -487,6 +520,13 @@ class EventsHandler(DocumentApiHandler):
             self.write(f"event: error\ndata: {json.dumps({'error': str(exc)})}\n\n")
         except CollabError as exc:  # the document could not be loaded
             self.write(f"event: error\ndata: {json.dumps({'error': exc.message})}\n\n")
+        if self._ended is not None and not self._closed:
+            message = (
+                f"the access token was {self._ended}"
+                if self._ended == "revoked"
+                else ("the access token has expired")
+            )
+            self.write(f"event: {self._ended}\ndata: {json.dumps({'error': message})}\n\n")
         if not self._closed:
             with contextlib.suppress(StreamClosedError):
                 self.finish()

@@ -314,6 +314,8 @@ class NativeSocketHandler(SocketHandler):
     endpoint = "ws"
 
     def open(self, *args: str, **kwargs: str) -> None:
+        if not self.server.admit(self):  # past the per-address cap: closed
+            return
         self.set_nodelay(True)
         self.connection = NativeConnection(
             self,
@@ -332,9 +334,11 @@ class YjsSocketHandler(SocketHandler):
     endpoint = "yjs"
 
     async def open(self, doc: str) -> None:
+        if not self.server.admit(self):  # past the per-address cap: closed
+            return
         self.set_nodelay(True)
         try:
-            validate_document_name(doc, self.server.settings.max_document_name_bytes)
+            doc = validate_document_name(doc, self.server.settings.max_document_name_bytes)
             identity = self.server.auth.authenticate(self.get_query_argument("token", None))
             role = identity.require(doc)
         except ProtocolError as exc:
@@ -351,6 +355,7 @@ class YjsSocketHandler(SocketHandler):
             doc,
             self.server.settings.instance_id,
             remote=self.remote,
+            settings=self.server.settings,
         )
         self.server.register(self)
         await self.connection.open()

@@ -9,6 +9,7 @@ docs/PROTOCOL.md is the reference for client authors.
 from __future__ import annotations
 
 import dataclasses
+import unicodedata
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar
@@ -33,6 +34,8 @@ class MessageType(StrEnum):
     PING = "ping"
     PONG = "pong"
     HISTORY = "history"
+    REAUTH = "reauth"
+    REAUTHED = "reauthed"
     ERROR = "error"
 
 
@@ -123,6 +126,16 @@ class History(Message):
     limit: int | None = field(default=None, metadata=_meta(UINT))
 
 
+@dataclass(frozen=True, slots=True)
+class Reauth(Message):
+    """A fresh access token for this connection, before or after the one it has
+    expires (the same user's): the connection goes on, subscriptions and all,
+    with the new token's grants."""
+
+    TYPE: ClassVar = MessageType.REAUTH
+    token: str = field(metadata=_meta(STR), repr=False)
+
+
 # -- server to client ---------------------------------------------------------------
 
 
@@ -134,6 +147,17 @@ class Welcome(Message):
     instance: str = field(metadata=_meta(STR))
     limits: dict[str, Any] = field(metadata=_meta(MAP))
     user: str | None = field(default=None, metadata=_meta(STR))
+    # When the token expires (Unix seconds): send reauth before then.
+    expires_s: int | None = field(default=None, metadata=_meta(UINT))
+
+
+@dataclass(frozen=True, slots=True)
+class Reauthed(Message):
+    """Answer to reauth: the fresh token is the connection's now."""
+
+    TYPE: ClassVar = MessageType.REAUTHED
+    user: str | None = field(default=None, metadata=_meta(STR))
+    expires_s: int | None = field(default=None, metadata=_meta(UINT))
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,7 +239,8 @@ class Error(Message):
 
 
 CLIENT_MESSAGES: dict[str, type[Message]] = {
-    cls.TYPE: cls for cls in (Hello, Subscribe, ClientUpdate, Awareness, Unsubscribe, Ping, History)
+    cls.TYPE: cls
+    for cls in (Hello, Subscribe, ClientUpdate, Awareness, Unsubscribe, Ping, History, Reauth)
 }
 SERVER_MESSAGES: dict[str, type[Message]] = {
     cls.TYPE: cls
@@ -228,6 +253,7 @@ SERVER_MESSAGES: dict[str, type[Message]] = {
         Unsubscribed,
         Pong,
         HistoryPage,
+        Reauthed,
         Error,
     )
 }
@@ -308,20 +334,34 @@ def _kind_of(value: Any) -> str:
     return names.get(type(value), type(value).__name__)
 
 
-def validate_document_name(name: str, max_bytes: int) -> None:
-    """Document names are non-empty UTF-8 strings without control characters."""
-    if not name:
+# Characters that change how a name looks without being seen: bidirectional
+# embeddings, overrides and isolates, zero-width spaces and joiners, the word
+# joiner and the byte order mark. (Unicode category Cf holds them all, and the
+# soft hyphen, and nothing a document name needs.)
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+def validate_document_name(name: str, max_bytes: int) -> str:
+    """The name a document is known by: ``name`` in Unicode NFC, so that two names
+    that look the same are the same. Refused (ProtocolError, invalid_document_name):
+    an empty name, one longer than ``max_bytes`` of UTF-8, and one with control,
+    bidirectional-override, zero-width or line-separator characters."""
+    normal = unicodedata.normalize("NFC", name)
+    if not normal:
         raise ProtocolError("document name must not be empty", code=ErrorCode.INVALID_DOCUMENT_NAME)
-    if len(name.encode()) > max_bytes:
+    if len(normal.encode("utf-8", "surrogatepass")) > max_bytes:
         raise ProtocolError(
             f"document name is longer than {max_bytes} bytes",
             code=ErrorCode.INVALID_DOCUMENT_NAME,
         )
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in name):
-        raise ProtocolError(
-            "document name must not contain control characters",
-            code=ErrorCode.INVALID_DOCUMENT_NAME,
-        )
+    for ch in normal:
+        if unicodedata.category(ch) in _INVISIBLE_CATEGORIES:
+            raise ProtocolError(
+                "document name must not contain control, bidirectional-override, "
+                f"zero-width or line-separator characters (U+{ord(ch):04X})",
+                code=ErrorCode.INVALID_DOCUMENT_NAME,
+            )
+    return normal
 
 
 class NativeFrames:

@@ -54,6 +54,9 @@ class Applied:
     effect: bytes
 
 
+MAX_WAITING_PARTS = 32  # peers' updates merged into what waits, at most (when bounded)
+
+
 class Replica:
     """A document and the update parts that wait for their dependencies."""
 
@@ -72,6 +75,7 @@ class Replica:
         self.waiting: bytes | None = None
         self._waiting_ranges: UpdateRanges | None = None
         self._max_waiting_bytes = max_waiting_bytes
+        self._waiting_parts = 0  # updates merged into what waits since it last was empty
         self.set_aside = 0  # waiting parts dropped because they would cut a character
         # Whether any part ever waited: peers were then sent less than some records
         # hold, and records are no longer a way to bring a peer up to date.
@@ -135,6 +139,21 @@ class Replica:
         now, later = split.now, split.later
         waiting: tuple[bytes, UpdateRanges] | None = None
         if later is not None:
+            if (
+                bounded
+                and self._max_waiting_bytes is not None
+                and (
+                    len(later) > self._max_waiting_bytes or self._waiting_parts >= MAX_WAITING_PARTS
+                )
+            ):
+                # Refused before merging: each part that joins what waits costs a
+                # read of all of it (and every later update a pass over it).
+                raise InvalidUpdate(
+                    "the update waits for items this document does not have, and "
+                    f"{self._waiting_parts} parts ({self.waiting_bytes} bytes) wait already; "
+                    "send what it depends on first",
+                    doc=self.name,
+                )
             # The waiting update first: of two claims on one clock, Yjs keeps the
             # one it held already.
             merged = later if self.waiting is None else crdt.merge([self.waiting, later])
@@ -154,6 +173,7 @@ class Replica:
             else:
                 waiting = (merged, merged_ranges)
                 self.ever_waited = True
+                self._waiting_parts += 1
         changed = False
         integrated: list[bytes] = []
         if now is not None:
@@ -252,6 +272,7 @@ class Replica:
                 self._learn(now_ranges)
             if split.later is None:
                 self.waiting = self._waiting_ranges = None
+                self._waiting_parts = 0
             else:
                 self.waiting, self._waiting_ranges = split.later, self.check(split.later)
         return released

@@ -256,6 +256,22 @@ def decode_awareness_update(data: bytes) -> list[AwarenessEntry]:
     return entries
 
 
+def awareness_entry_count(data: bytes) -> int:
+    """How many entries an awareness update says it holds (its first number), read
+    before the update is: a huge one can be refused without parsing it."""
+    return Reader(data).read_var_uint()
+
+
+def encode_awareness_update(entries: list[AwarenessEntry]) -> bytes:
+    """A y-protocols awareness update of ``entries`` (the inverse of the decoder)."""
+    parts = [var_uint(len(entries))]
+    for entry in entries:
+        text = "null" if entry.state is None else json.dumps(entry.state, separators=(",", ":"))
+        data = text.encode()
+        parts += [var_uint(entry.client_id), var_uint(entry.clock), var_uint(len(data)), data]
+    return b"".join(parts)
+
+
 # -- updates ------------------------------------------------------------------------------
 
 # Struct kinds (the low five bits of a struct's info byte).

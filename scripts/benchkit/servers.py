@@ -102,6 +102,12 @@ def _collab(store: str) -> Start:
             url = "memory://"
         argv = [sys.executable, "-m", "collab", "serve", "--host", HOST, "--port", str(port)]
         argv += ["--store-url", url, "--log-level", "warning"]
+        # The load generator is one address sending thousands of updates a second
+        # per socket: collab's fair-use limits (docs/SECURITY.md) are lifted, as the
+        # other servers have none.
+        argv += ["--max-connections-per-ip", "0", "--max-documents-created-per-minute", "0"]
+        argv += ["--rate-messages-per-s", "1e9", "--rate-messages-burst", "1000000000"]
+        argv += ["--rate-bytes-per-s", str(2**40), "--rate-bytes-burst", str(2**40)]
         return argv, {}
 
     return start

@@ -202,7 +202,7 @@ export function documentView(root, { name, client, announce, needToken, onLeave 
     else announce("This document was recreated on the server; showing its new content.");
   };
   const onWelcome = () => {
-    if (client.user && user.id !== `sub:${client.user}`) {
+    if (client.user && user.id !== client.user) {
       user = userForToken(client.user);
       nameInput.value = user.name;
       nameInput.disabled = true;

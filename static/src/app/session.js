@@ -66,8 +66,9 @@ export function setUserName(name) {
 /** With a token, the user is its subject: the same person in every browser. */
 export function userForToken(subject) {
   const user = getUser();
-  if (!subject || user.id === `sub:${subject}`) return user;
-  const named = { id: `sub:${subject}`, name: subject.slice(0, 40), color: colourOf(subject) };
+  if (!subject || user.id === subject) return user;
+  // The id the server stamps on this user's presence (docs/SECURITY.md): the subject.
+  const named = { id: subject, name: subject.slice(0, 40), color: colourOf(subject) };
   storage()?.setItem(USER_KEY, JSON.stringify(named));
   return named;
 }

@@ -1,0 +1,57 @@
+"""What both WebSocket protocols do to keep one peer from costing the others:
+rate limits on what a connection sends, the identity stamped on its sessions'
+presence, and a bounded budget of log lines about its bad input."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable
+
+from collab.auth import Identity
+from collab.config import Settings
+from collab.core.limits import LogBudget, TokenBucket
+from collab.core.session import Session
+
+
+class InputGuard:
+    """Token buckets for one connection's messages and bytes, and its log budget."""
+
+    def __init__(self, settings: Settings, logger: logging.Logger, name: object) -> None:
+        self._messages = TokenBucket(settings.rate_messages_per_s, settings.rate_messages_burst)
+        self._bytes = TokenBucket(settings.rate_bytes_per_s, settings.rate_bytes_burst)
+        self._settings = settings
+        self.log = LogBudget(logger, name)
+
+    def admit(self, size: int) -> str | None:
+        """Count one message of ``size`` bytes: None if it is within the limits, else
+        why not (the connection is then told and closed: docs/SECURITY.md)."""
+        if not self._messages.take():
+            return (
+                f"more than {self._settings.rate_messages_per_s:g} messages a second "
+                f"(burst {self._settings.rate_messages_burst})"
+            )
+        if not self._bytes.take(size):
+            return (
+                f"more than {self._settings.rate_bytes_per_s} bytes a second "
+                f"(burst {self._settings.rate_bytes_burst})"
+            )
+        return None
+
+
+def stamp(session: Session, identity: Identity, settings: Settings) -> Session:
+    """Give a session its presence stamp (the token's user) and awareness rate."""
+    if identity.user is not None:
+        presence = {"id": identity.user, "name": identity.name or identity.user}
+        if identity.color:
+            presence["color"] = identity.color
+        session.presence = presence
+    rate = settings.awareness_updates_per_s
+    session.awareness_bucket = TokenBucket(rate, max(1.0, 3 * rate))
+    return session
+
+
+async def both(first: Awaitable[None] | None, second: Awaitable[None] | None) -> None:
+    if first is not None:
+        await first
+    if second is not None:
+        await second
