@@ -9,6 +9,7 @@ import json
 import re
 import shutil
 import threading
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Coroutine, Iterator
@@ -155,8 +156,14 @@ class Backend:
         self.call(write())
 
     def stored_text(self, doc: str) -> str:
-        """The document's text as the server stores it: its paragraphs, one a line."""
-        content = self.api(f"/api/documents/{urllib.parse.quote(doc, safe='')}")["content"]
+        """The document's text as the server stores it: its paragraphs, one a line
+        ("" when nothing was ever written to it: reading does not create it)."""
+        try:
+            content = self.api(f"/api/documents/{urllib.parse.quote(doc, safe='')}")["content"]
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return ""
+            raise
         xml = content.get("default", "")
         if not isinstance(xml, str):
             return ""
