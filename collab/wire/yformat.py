@@ -33,6 +33,7 @@ Limits (docs/PROTOCOL.md, "What an update may contain"):
 
 from __future__ import annotations
 
+import heapq
 import json
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -47,6 +48,11 @@ MAX_VALUE_DEPTH = 64  # nesting of arrays and maps inside one value
 
 class FormatError(ValueError):
     """The bytes do not follow the Yjs/lib0 encoding, or go past a limit."""
+
+
+class TooManyStructs(FormatError):
+    """An update carries more structs, or more deleted ranges, than the reader was
+    asked to accept. Raised as soon as the count is passed, before the rest is read."""
 
 
 class Reader:
@@ -336,34 +342,61 @@ class UpdateRanges:
 
         This follows Yjs's ``integrateStructs`` and ``Item.getMissing``: a struct
         waits while an earlier clock of its own client is missing, or while an item
-        it names is; it is checked even when the document holds it already."""
+        it names is; it is checked even when the document holds it already.
+
+        A worklist, in O(n log n): a group that stops at a struct waits on the one
+        clock it lacks, and is looked at again only once that clock arrives (a pass
+        over every group per struct released would make a chain of dependencies
+        across groups cost n squared)."""
         known = dict(state_vector)
-        counts = [0] * len(self.groups)
-        progress = True
-        while progress:
-            progress = False
-            for index, group in enumerate(self.groups):
-                position = counts[index]
-                while position < len(group):
-                    struct = group[position]
-                    if not struct.skip:
-                        if struct.clock > known.get(struct.client, 0):
-                            break  # a gap: the same client's earlier structs are missing
-                        if any(known.get(client, 0) <= clock for client, clock in struct.needs):
-                            break  # it names an item nobody has yet
-                        known[struct.client] = max(known.get(struct.client, 0), struct.end)
-                    position += 1
-                    progress = True
-                counts[index] = position
+        groups = self.groups
+        counts = [0] * len(groups)
+        # client -> heap of (the clock `known[client]` must reach, group index)
+        blocked: dict[int, list[tuple[int, int]]] = {}
+        ready = list(range(len(groups) - 1, -1, -1))  # a stack, first group on top
+        while ready:
+            index = ready.pop()
+            group = groups[index]
+            position = counts[index]
+            while position < len(group):
+                struct = group[position]
+                if not struct.skip:
+                    wait = _missing(struct, known)
+                    if wait is not None:
+                        heapq.heappush(blocked.setdefault(wait[0], []), (wait[1], index))
+                        break
+                    client = struct.client
+                    if struct.end > known.get(client, 0):
+                        known[client] = struct.end
+                        waiting = blocked.get(client)
+                        while waiting and waiting[0][0] <= struct.end:
+                            ready.append(heapq.heappop(waiting)[1])
+                position += 1
+            counts[index] = position
         return counts, known
 
 
-def check_update(update: bytes) -> UpdateRanges:
+def _missing(struct: Struct, known: dict[int, int]) -> tuple[int, int] | None:
+    """What ``struct`` waits for, as (client, the clock that client must reach), or
+    None when it can be integrated."""
+    have = known.get(struct.client, 0)
+    if struct.clock > have:
+        return struct.client, struct.clock  # a gap: the same client's earlier structs
+    for client, clock in struct.needs:
+        if known.get(client, 0) <= clock:
+            return client, clock + 1  # it names an item nobody has yet
+    return None
+
+
+def check_update(update: bytes, max_structs: int | None = None) -> UpdateRanges:
     """Read a v1 update (the format y-websocket and collab use) from its first byte
     to its last and return what it carries. Raises FormatError for anything Yrs
-    and Yjs would not both read, and read alike (see the module)."""
+    and Yjs would not both read, and read alike (see the module), and
+    TooManyStructs as soon as it has read more than ``max_structs`` structs, or
+    more than ``max_structs`` deleted ranges (so that a huge update of tiny structs
+    costs neither the memory nor the time of reading it all)."""
     reader = Reader(update)
-    ranges = _read_update(reader)
+    ranges = _read_update(reader, max_structs)
     if not reader.at_end:
         raise FormatError("trailing bytes after the update (not a v1 update?)")
     return ranges
@@ -380,8 +413,9 @@ def readable_prefix(data: bytes) -> bytes | None:
     return data[: reader.position]
 
 
-def _read_update(reader: Reader) -> UpdateRanges:
+def _read_update(reader: Reader, max_structs: int | None = None) -> UpdateRanges:
     structs: list[tuple[int, int, int]] = []
+    budget = max_structs if max_structs is not None else -1  # structs still allowed
     groups: list[tuple[Struct, ...]] = []
     clients: set[int] = set()
     empty = False
@@ -395,6 +429,9 @@ def _read_update(reader: Reader) -> UpdateRanges:
         start = clock
         group: list[Struct] = []
         for _ in range(count):
+            if budget == 0:
+                raise TooManyStructs(f"the update carries more than {max_structs} structs")
+            budget -= 1
             offset = reader.position
             info = reader.read_u8()
             kind = info & 0x1F
@@ -431,6 +468,7 @@ def _read_update(reader: Reader) -> UpdateRanges:
         groups.append(tuple(group))
     deletes: list[tuple[int, int, int]] = []
     deleting: set[int] = set()
+    budget = max_structs if max_structs is not None else -1  # deleted ranges still allowed
     for _ in range(reader.read_var_uint()):
         client = reader.read_client()
         if client in deleting:
@@ -438,6 +476,9 @@ def _read_update(reader: Reader) -> UpdateRanges:
         deleting.add(client)
         previous_end = 0
         for _ in range(reader.read_var_uint()):
+            if budget == 0:
+                raise TooManyStructs(f"the update deletes more than {max_structs} ranges")
+            budget -= 1
             clock = reader.read_clock()
             length = reader.read_var_uint()
             if length == 0:
