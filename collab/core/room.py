@@ -62,10 +62,11 @@ from collab.metrics import Metrics
 from collab.store.base import AwarenessChange, LoadedDocument, NewUpdate, UpdateRecord
 from collab.tasks import TaskGroup
 from collab.wire import crdt
-from collab.wire.replica import EMPTY_UPDATE, Replica
+from collab.wire.replica import EMPTY_UPDATE, Prepared, Replica
 from collab.wire.yformat import (
     AwarenessEntry,
     FormatError,
+    TooManyStructs,
     UpdateRanges,
     awareness_entry_count,
     check_update,
@@ -157,15 +158,21 @@ def build_replica(loaded: LoadedDocument, settings: Settings) -> Replica:
 
 
 OFF_LOOP_CHECK_BYTES = 64 * 1024  # updates this large are checked on a thread
+PREPARE_ATTEMPTS = 3  # tries at preparing an update on a thread while the document changes
 
 
-async def check_off_loop(update: bytes, doc: str) -> UpdateRanges:
+async def check_off_loop(update: bytes, doc: str, max_structs: int) -> UpdateRanges:
     """Check an update (as Room.apply_update would) on a thread: reading a large one
-    takes tens of milliseconds that the event loop owes every other peer. Raises
-    InvalidUpdate."""
+    takes tens of milliseconds that the event loop owes every other peer. Reading
+    stops past ``max_structs`` structs or deleted ranges. Raises InvalidUpdate
+    (code ``too_large`` past the count)."""
     loop = asyncio.get_running_loop()
     try:
-        return await loop.run_in_executor(None, check_update, update)
+        return await loop.run_in_executor(None, check_update, update, max_structs)
+    except TooManyStructs as exc:
+        raise InvalidUpdate(
+            f"{exc}: send it in smaller parts", code=ErrorCode.TOO_LARGE, doc=doc
+        ) from None
     except FormatError as exc:
         raise InvalidUpdate(f"the update is not a valid Yjs v1 update: {exc}", doc=doc) from None
 
@@ -354,11 +361,27 @@ class Room:
         """The whole document as one update (what waits for dependencies included)."""
         return self._replica.encode()
 
-    def covers(self, update: bytes) -> bool:
+    def covers(self, update: bytes, ranges: UpdateRanges | None = None) -> bool:
         """True when the room holds every struct ``update`` carries and every item
-        its deletions refer to. Raises InvalidUpdate for bytes the strict reader
-        refuses."""
-        return self._replica.check(update).integrated_in(self._replica.state())
+        its deletions refer to (``ranges``: its check, made beforehand off the
+        event loop, see check_off_loop). Raises InvalidUpdate for bytes the strict
+        reader refuses, or past max_update_structs."""
+        if ranges is None:
+            ranges = self._replica.check(update, self._settings.max_update_structs)
+        return ranges.integrated_in(self._replica.state())
+
+    async def prepare(self, update: bytes, ranges: UpdateRanges) -> Prepared | None:
+        """Make on a thread what applying ``update`` reads of the document before
+        changing it (Replica.prepare): cutting a large update, say one whose items
+        wait for one another, costs the event loop too much. Done again (a few times
+        at most, then apply_update does it) if the document changed meanwhile."""
+        loop = asyncio.get_running_loop()
+        prepared = None
+        for _ in range(PREPARE_ATTEMPTS):
+            prepared = await loop.run_in_executor(None, self._replica.prepare(update, ranges))
+            if prepared is None or prepared.version == self._replica.version:  # current
+                break
+        return prepared
 
     def apply_update(
         self,
@@ -366,9 +389,11 @@ class Room:
         update: bytes,
         on_durable: Callable[[int], None] | None = None,
         ranges: UpdateRanges | None = None,
+        prepared: Prepared | None = None,
     ) -> None:
         """Check and apply a peer's update and queue it for the store (``ranges``:
-        its check, made beforehand off the event loop, see check_off_loop). Once it is
+        its check, ``prepared`` what applying it reads, both made beforehand off the
+        event loop, see check_off_loop and prepare). Once it is
         stored it is sent to the other peers, and ``on_durable(seq)`` runs, in seq
         order; an update that changes nothing is not stored, and ``on_durable`` runs
         with the seq that covers it. Raises InvalidUpdate or Overloaded; the
@@ -376,7 +401,8 @@ class Room:
         if not update:
             raise InvalidUpdate("the update is empty", doc=self.name)
         if ranges is None:
-            ranges = self._replica.check(update)  # the one gate: collab.wire.yformat
+            # The one gate (collab.wire.yformat); it stops reading past the count.
+            ranges = self._replica.check(update, self._settings.max_update_structs)
         structs = sum(map(len, ranges.groups))  # (deletions are cheap to apply)
         if structs > self._settings.max_update_structs:
             # Applying costs the event loop about 1.5 us a struct: refused before
@@ -394,7 +420,7 @@ class Room:
                 self._creating = True
         self._writer.admit(len(update), doc=self.name)
         try:
-            applied = self._replica.apply(update, ranges)
+            applied = self._replica.apply(update, ranges, prepared=prepared)
             self.changes += 1
         except DocumentDamaged as exc:
             self._damaged(exc)

@@ -484,12 +484,18 @@ class NativeConnection:
         self._apply(session, message)
         return None
 
-    def _apply(self, session: Session, message: ClientUpdate, ranges: Any = None) -> None:
+    def _apply(
+        self, session: Session, message: ClientUpdate, ranges: Any = None, prepared: Any = None
+    ) -> None:
         room = session.room
         assert room is not None
         try:
             room.apply_update(
-                session, message.update, self._ack_sender(session.doc, message.ref), ranges
+                session,
+                message.update,
+                self._ack_sender(session.doc, message.ref),
+                ranges,
+                prepared,
             )
         except CollabError as exc:
             exc.ref = message.ref
@@ -501,12 +507,21 @@ class NativeConnection:
         """A large update is checked on a thread; the socket is not read meanwhile,
         so this connection's messages still apply in order."""
         try:
-            ranges = await check_off_loop(message.update, session.doc)
+            ranges = await check_off_loop(
+                message.update, session.doc, self._settings.max_update_structs
+            )
+            room, prepared = session.room, None
+            if room is not None and session.state is SessionState.ACTIVE:
+                prepared = await room.prepare(message.update, ranges)
             if session.state is SessionState.ACTIVE and self.state is ConnectionState.OPEN:
-                self._apply(session, message, ranges)
+                self._apply(session, message, ranges, prepared)
         except CollabError as exc:
             exc.ref = message.ref
             self._report(exc)
+        except Exception:
+            # As in on_message: this runs as the task Tornado awaits, outside it.
+            log.exception("%s: unexpected error applying an update", self)
+            self._report(CollabError("internal server error", code=ErrorCode.INTERNAL))
 
     def _ack_sender(self, doc: str, ref: int) -> Callable[[int], None]:
         def send_ack(seq: int) -> None:

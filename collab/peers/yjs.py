@@ -65,6 +65,7 @@ class YjsConnection:
         self._closing = False
         self._told_read_only = False
         self._guard = InputGuard(settings, log, self)
+        self._max_update_structs = settings.max_update_structs
         self._expiry: asyncio.TimerHandle | None = None
         self._stopped: asyncio.Future[None] | None = None
 
@@ -139,6 +140,8 @@ class YjsConnection:
                 if self.session.role is not Role.WRITE:
                     # Providers always answer step 1, often with nothing the room
                     # lacks (an empty update, or only deletions it already has).
+                    if len(message.payload) >= OFF_LOOP_CHECK_BYTES:
+                        return self._covers_large(message.payload)
                     if not self._room_covers(message.payload):
                         self._refuse_write()
                     return None
@@ -161,11 +164,11 @@ class YjsConnection:
                 )
         return None
 
-    def _apply(self, update: bytes, ranges: Any = None) -> None:
+    def _apply(self, update: bytes, ranges: Any = None, prepared: Any = None) -> None:
         room = self.session.room
         assert room is not None
         try:
-            room.apply_update(self.session, update, None, ranges)
+            room.apply_update(self.session, update, None, ranges, prepared)
         except CollabError as exc:
             self._rooms.metrics.updates_refused.labels(exc.code).inc()
             raise
@@ -174,13 +177,34 @@ class YjsConnection:
     async def _apply_large(self, update: bytes) -> None:
         """Checked on a thread; the socket is not read meanwhile (order is kept)."""
         try:
-            ranges = await check_off_loop(update, self.session.doc)
+            ranges = await check_off_loop(update, self.session.doc, self._max_update_structs)
+            room = self.session.room
+            if room is None or self._closing or self.session.state is not SessionState.ACTIVE:
+                return
+            prepared = await room.prepare(update, ranges)
             if not self._closing and self.session.state is SessionState.ACTIVE:
-                self._apply(update, ranges)
+                self._apply(update, ranges, prepared)
         except Overloaded as exc:
             self._fail(CloseCode.TRY_AGAIN_LATER, exc.message)
         except CollabError as exc:
             self._fail(exc.close_code or CloseCode.PROTOCOL_ERROR, exc.message)
+        except Exception:
+            # As in on_message: this runs as the task Tornado awaits, outside it.
+            log.exception("%s: unexpected error applying an update", self)
+            self._fail(CloseCode.INTERNAL_ERROR, "internal server error")
+
+    async def _covers_large(self, update: bytes) -> None:
+        """A read-only peer's large update, checked on a thread like a writer's:
+        ignored if the room holds it already, else refused."""
+        try:
+            ranges = await check_off_loop(update, self.session.doc, self._max_update_structs)
+        except CollabError:
+            ranges = None
+        room = self.session.room
+        if self._closing or room is None or self.session.state is not SessionState.ACTIVE:
+            return
+        if ranges is None or not room.covers(update, ranges):
+            self._refuse_write()
 
     def _room_covers(self, update: bytes) -> bool:
         room = self.session.room

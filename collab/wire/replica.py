@@ -26,17 +26,20 @@ Every update given to a replica has passed the strict reader first
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pycrdt
 
-from collab.errors import InvalidUpdate
+from collab.errors import ErrorCode, InvalidUpdate
 from collab.wire import crdt
 from collab.wire.yformat import (
     ID,
     TYPE,
     FormatError,
+    Split,
+    TooManyStructs,
     UpdateRanges,
     check_update,
     decode_state_vector,
@@ -53,6 +56,19 @@ class Applied:
 
     stored: bytes
     effect: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """The part of :meth:`Replica.apply` that only reads the replica, made
+    beforehand (on a thread, see :meth:`Replica.prepare`): good for as long as
+    the replica's ``version`` stays the same."""
+
+    replica: Replica
+    version: int
+    split: Split | None = None
+    now_ranges: UpdateRanges | None = None  # the check of ``split.now``
+    refused: InvalidUpdate | None = None  # what apply raises (when still current)
 
 
 MAX_WAITING_PARTS = 32  # peers' updates merged into what waits, at most (when bounded)
@@ -89,6 +105,8 @@ class Replica:
         # (Reading it costs a transaction and a decode.)
         self._state: dict[int, int] | None = None
         self._keeps_state = doc is None
+        # Bumped whenever what apply() reads changes: the state, types, characters.
+        self.version = 0
         if doc is not None:
             self.learn(doc.get_update())
 
@@ -112,6 +130,7 @@ class Replica:
         state follows without reading it: every dependency of what reaches pycrdt is
         in the doc, so each of its structs is integrated."""
         self._state = None
+        self.version += 1
         crdt.apply_update(self.doc, update, doc_name=self.name)
         if self._keeps_state and ranges is not None and before is not None:
             after = dict(before)
@@ -120,8 +139,44 @@ class Replica:
                     after[client] = end
             self._state = after
 
+    def prepare(self, update: bytes, ranges: UpdateRanges) -> Callable[[], Prepared | None]:
+        """What :meth:`apply` reads before it changes anything, as a function to run
+        on a thread (called on the event loop, it takes the state it needs first):
+        cutting a large update costs tens of milliseconds. Running it raises
+        InvalidUpdate as apply would. Its result is stale (and apply does the work
+        again) if the replica changed in the meantime; None when apply has no cut
+        to make."""
+        version, state = self.version, self.state()
+        if not self._keeps_state or (ranges.integrated_in(state) and not ranges.deletes):
+            return lambda: None
+
+        def run() -> Prepared:
+            # Reads only the replica's sets of type items and characters, besides
+            # the state taken above; pycrdt's document is never touched here.
+            try:
+                split, now_ranges = self._split(update, ranges, state)
+            except InvalidUpdate as exc:
+                return Prepared(self, version, refused=exc)
+            return Prepared(self, version, split, now_ranges)
+
+        return run
+
+    def _split(
+        self, update: bytes, ranges: UpdateRanges, state: dict[int, int]
+    ) -> tuple[Split, UpdateRanges | None]:
+        self._refuse_cut_characters(ranges, state)
+        split = split_update(update, ranges, state, self._untyped_parents(ranges, state))
+        if split.now is None:
+            return split, None
+        return split, ranges if split.now is update else self.check(split.now)
+
     def apply(
-        self, update: bytes, ranges: UpdateRanges | None = None, *, bounded: bool = True
+        self,
+        update: bytes,
+        ranges: UpdateRanges | None = None,
+        *,
+        bounded: bool = True,
+        prepared: Prepared | None = None,
     ) -> Applied | None:
         """Integrate what can be integrated now, keep the rest. Returns None when the
         update brings nothing new (a replay); else what to store (the update, or an
@@ -129,14 +184,19 @@ class Replica:
         was integrated because of it (its own part and what it released of what
         waited), which is what the document's other peers are sent. Raises
         InvalidUpdate (nothing was changed) or DocumentDamaged (pycrdt failed while
-        integrating)."""
+        integrating). ``prepared``: see :meth:`prepare`."""
         if ranges is None:
             ranges = self.check(update)
         state = self.state()
         if ranges.integrated_in(state) and not ranges.deletes:
             return None  # every struct is here and nothing is deleted
-        self._refuse_cut_characters(ranges, state)
-        split = split_update(update, ranges, state, self._untyped_parents(ranges, state))
+        if prepared is not None and prepared.replica is self and prepared.version == self.version:
+            if prepared.refused is not None:
+                raise prepared.refused
+            assert prepared.split is not None
+            split, now_ranges = prepared.split, prepared.now_ranges
+        else:
+            split, now_ranges = self._split(update, ranges, state)
         now, later = split.now, split.later
         waiting: tuple[bytes, UpdateRanges] | None = None
         if later is not None:
@@ -177,8 +237,7 @@ class Replica:
                 self._waiting_parts += 1
         changed = False
         integrated: list[bytes] = []
-        if now is not None:
-            now_ranges = ranges if now is update else self.check(now)
+        if now is not None and now_ranges is not None:
             changed = self._integrate(now, now_ranges, state)
             self._learn(now_ranges)
             if changed:
@@ -218,9 +277,15 @@ class Replica:
             self.ever_waited = True
             self._retry_waiting()
 
-    def check(self, update: bytes) -> UpdateRanges:
+    def check(self, update: bytes, max_structs: int | None = None) -> UpdateRanges:
+        """Read an update strictly (``check_update``). Raises InvalidUpdate, with
+        the code ``too_large`` past ``max_structs`` structs or deleted ranges."""
         try:
-            return check_update(update)
+            return check_update(update, max_structs)
+        except TooManyStructs as exc:
+            raise InvalidUpdate(
+                f"{exc}: send it in smaller parts", code=ErrorCode.TOO_LARGE, doc=self.name
+            ) from None
         except FormatError as exc:
             raise InvalidUpdate(
                 f"the update is not a valid Yjs v1 update: {exc}", doc=self.name
@@ -371,6 +436,7 @@ class Replica:
 
     def _learn(self, ranges: UpdateRanges) -> None:
         """Remember the type items and surrogate pairs an integrated update brought."""
+        self.version += 1
         for group in ranges.groups:
             for struct in group:
                 if struct.kind == TYPE:

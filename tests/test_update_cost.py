@@ -1,0 +1,166 @@
+"""No update, however crafted, stalls the event loop or fills memory: dependency
+chains are integrated in n log n, the struct cap holds inside the reader (before
+objects pile up), and what may still take long runs on a thread, for writers and
+read-only peers alike (review 19)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import tracemalloc
+
+import pytest
+
+from collab.auth import Authenticator
+from collab.wire import yjs as yjs_protocol
+from collab.wire.replica import Replica
+from collab.wire.yformat import TooManyStructs, check_update, var_uint
+from tests.helpers import RawPeer, text_of, text_update
+
+SECRET = "update-cost-test-secret-of-32-bytes!"
+STRING = 4
+
+
+def _string(text: str) -> bytes:
+    data = text.encode()
+    return var_uint(len(data)) + data
+
+
+def chain_update(count: int, first_client: int = 1000) -> bytes:
+    """``count`` one-character items, each in a group of its own client; item i's
+    parent is item i + 1 (named by id), the last one's the root ``t``: every item
+    waits for the next, across groups."""
+    out = bytearray(var_uint(count))
+    for i in range(count):
+        client = first_client + i
+        out += var_uint(1) + var_uint(client) + var_uint(0)
+        if i == count - 1:
+            out += bytes([STRING]) + var_uint(1) + _string("t") + _string("a")
+        else:
+            out += bytes([STRING]) + var_uint(0) + var_uint(client + 1) + var_uint(0)
+            out += _string("a")
+    return bytes(out + var_uint(0))
+
+
+def tiny_structs_update(count: int) -> bytes:
+    """One group of ``count`` two-byte GC structs: about 2 bytes a struct."""
+    return var_uint(1) + var_uint(count) + var_uint(7) + var_uint(0) + b"\x00\x01" * count + b"\x00"
+
+
+def tiny_deletions_update(count: int) -> bytes:
+    """No structs, ``count`` one-clock deletions of one client."""
+    ranges = b"".join(var_uint(2 * i) + var_uint(1) for i in range(count))
+    return b"\x00" + var_uint(1) + var_uint(7) + var_uint(count) + ranges
+
+
+def test_a_chain_of_parents_across_clients_is_integrated_in_near_linear_time():
+    update = chain_update(8000)  # 88 KB, under the struct cap: 17 s on the loop before
+    replica = Replica()
+    started = time.perf_counter()
+    applied = replica.apply(update)
+    elapsed = time.perf_counter() - started
+    print(f"\n8,000-struct chain ({len(update)} bytes) applied in {elapsed * 1000:.0f} ms")
+    assert applied is not None
+    # Each item's parent is a string item, not a type: Yjs makes every one GC.
+    assert replica.state() == {1000 + i: 1 for i in range(8000)}
+    assert elapsed < 0.5
+
+
+@pytest.mark.parametrize("crafted", [tiny_structs_update, tiny_deletions_update])
+def test_an_update_of_millions_of_tiny_parts_is_refused_without_reading_it_all(crafted):
+    update = crafted(4_000_000 if crafted is tiny_structs_update else 1_500_000)
+    assert len(update) > 6_000_000
+    tracemalloc.start()
+    started = time.perf_counter()
+    try:
+        with pytest.raises(TooManyStructs):
+            check_update(update, max_structs=20_000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    elapsed = time.perf_counter() - started
+    print(f"\n{len(update)} bytes refused in {elapsed * 1000:.0f} ms, peak {peak / 1e6:.1f} MB")
+    assert peak < 20_000_000  # millions of objects would be gigabytes
+
+
+def test_a_prepared_update_is_used_only_while_the_replica_is_as_it_was():
+    replica = Replica()
+    update = chain_update(50)
+    ranges = check_update(update)
+    prepared = replica.prepare(update, ranges)()
+    assert prepared is not None
+    replica.apply(text_update("other", client_id=5))  # the replica changed meanwhile
+    stale = replica.apply(update, ranges, prepared=prepared)
+    fresh = Replica()
+    fresh.apply(text_update("other", client_id=5))
+    assert stale == fresh.apply(update)
+    assert replica.encode() == fresh.encode()
+
+
+def _token(user: str, docs: dict[str, str]) -> str:
+    return Authenticator(SECRET).issue(user, docs)
+
+
+async def test_crafted_and_huge_updates_do_not_stall_another_peer(settings, start_server):
+    """While a writer sends the crafted chain and an 8 MB update of tiny structs on
+    /ws and /yjs, and a read-only /yjs peer sends 8 MB as its sync step 2, a peer of
+    another document keeps getting its pongs."""
+    server = await start_server(settings.replace(auth_secret=SECRET))
+    base = f"ws://127.0.0.1:{server.port}"
+    victim = await RawPeer.connect(f"{base}/ws")
+    await victim.hello(token=_token("victim", {"*": "write"}))
+    writer = await RawPeer.connect(f"{base}/ws")
+    await writer.hello(token=_token("mallory", {"*": "write"}))
+    await writer.subscribe("doc")
+    yjs_writer = await RawPeer.connect(f"{base}/yjs/yjs-doc?token={_token('m', {'*': 'write'})}")
+    await yjs_writer.recv_bytes()  # the server's sync step 1
+
+    peers = [victim, writer, yjs_writer]
+    try:
+        worst = 0.0
+        stop = asyncio.Event()
+
+        async def ping() -> None:
+            nonlocal worst
+            ping_id = 0
+            while not stop.is_set():
+                sent = time.perf_counter()
+                victim.send({"type": "ping", "id": ping_id})
+                await victim.recv_type("pong")
+                worst = max(worst, time.perf_counter() - sent)
+                ping_id += 1
+                await asyncio.sleep(0.01)
+
+        pinging = asyncio.create_task(ping())
+        huge = tiny_structs_update(4_000_000)  # 8 MB
+        writer.send({"type": "update", "doc": "doc", "ref": 1, "update": chain_update(8000)})
+        assert (await writer.recv_type("ack"))["ref"] == 1
+        yjs_reader = await RawPeer.connect(f"{base}/yjs/doc?token={_token('r', {'*': 'read'})}")
+        peers.append(yjs_reader)
+        await yjs_reader.recv_bytes()  # (the document exists now)
+        writer.send({"type": "update", "doc": "doc", "ref": 2, "update": huge})
+        refused = await writer.recv_type("error")
+        assert (refused["ref"], refused["code"]) == (2, "too_large")
+        yjs_reader.send_bytes(yjs_protocol.sync_step2(huge))
+        yjs_reader.send_bytes(yjs_protocol.sync_step2(chain_update(8000, first_client=90_000)))
+        yjs_reader.send_bytes(yjs_protocol.sync_step1(b"\x00"))  # answered after both
+        denied = yjs_protocol.permission_denied("read-only access: updates are ignored")
+        frames = [await yjs_reader.recv_bytes(), await yjs_reader.recv_bytes()]
+        assert frames[0] == denied and frames[1][:2] == b"\x00\x01"  # then sync step 2
+        yjs_writer.send_bytes(yjs_protocol.sync_update(chain_update(8000, first_client=50_000)))
+        yjs_writer.send_bytes(yjs_protocol.sync_update(huge))
+        assert (await yjs_writer.closed())[1] is not None  # too large: closed
+        writer.send({"type": "update", "doc": "doc", "ref": 3, "update": text_update("ok")})
+        assert (await writer.recv_type("ack"))["ref"] == 3
+        stop.set()
+        await pinging
+        print(f"\nworst victim ping round trip: {worst * 1000:.0f} ms")
+        assert worst < 0.2
+    finally:
+        for peer in peers:
+            peer.close()
+    # The refused updates left the document as it was: the chain (all GC) and "ok".
+    state = server.rooms.get("doc").encode_state()
+    assert text_of(state) == "ok"
+    clients = {client for client, _, _ in check_update(state).structs}
+    assert set(range(1000, 9000)) <= clients and not clients & set(range(90_000, 98_000))
