@@ -57,6 +57,7 @@ class Session:
         "awareness_clients",
         "codec",
         "doc",
+        "draining",
         "inbox",
         "inbox_bytes",
         "origin",
@@ -83,6 +84,9 @@ class Session:
         self.awareness_bucket: TokenBucket | None = None
         self.inbox: list[Any] = []
         self.inbox_bytes = 0
+        # The inbox is being applied (large updates on a thread): what arrives
+        # meanwhile still queues behind it, so that order is kept.
+        self.draining = False
         self.pending_writes = 0
         # Made when someone waits (an asyncio.Event costs ~0.7 KiB: one per
         # connection adds up).

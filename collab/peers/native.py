@@ -397,15 +397,28 @@ class NativeConnection:
             )
         if reply.awareness is not None:
             self.send(encode(Awareness(doc=session.doc, update=reply.awareness)))
-        inbox, session.inbox, session.inbox_bytes = session.inbox, [], 0
-        for message in inbox:
-            if session.state is not SessionState.ACTIVE:
-                break
-            try:
-                # In order with what arrives meanwhile: checked here, on the loop.
-                self._on_document_message(message, off_loop=False)
-            except CollabError as exc:
-                self._report(exc)
+        await self._drain_inbox(session)
+
+    async def _drain_inbox(self, session: Session) -> None:
+        """Apply what was sent while the document loaded, in order; large updates
+        are checked on a thread as ever, and what arrives meanwhile queues behind."""
+        session.draining = True
+        try:
+            while session.inbox and session.state is SessionState.ACTIVE:
+                inbox, session.inbox = session.inbox, []
+                for message in inbox:
+                    if session.state is not SessionState.ACTIVE:
+                        return
+                    session.inbox_bytes -= len(message.update)
+                    try:
+                        pending = self._on_document_message(message, queued=True)
+                        if pending is not None:
+                            await pending
+                    except CollabError as exc:
+                        self._report(exc)
+        finally:
+            session.draining = False
+            session.inbox, session.inbox_bytes = [], 0
 
     def _sync_parts(self, doc: str, update: bytes, state_vector: bytes) -> list[bytes]:
         """``update`` cut into slices such that each sync frame fits the part size
@@ -446,7 +459,7 @@ class NativeConnection:
                 await self._transport.drained(2 * size)
 
     def _on_document_message(
-        self, message: ClientUpdate | Awareness, *, off_loop: bool = True
+        self, message: ClientUpdate | Awareness, *, queued: bool = False
     ) -> Awaitable[None] | None:
         session = self.sessions.get(unicodedata.normalize("NFC", message.doc))
         ref = message.ref if isinstance(message, ClientUpdate) else None
@@ -457,7 +470,7 @@ class NativeConnection:
                 doc=message.doc,
                 ref=ref,
             )
-        if session.state is SessionState.JOINING:
+        if session.state is SessionState.JOINING or (session.draining and not queued):
             session.inbox_bytes += len(message.update)
             if session.inbox_bytes > self._settings.inbound_buffer_bytes:
                 raise CollabError(
@@ -479,7 +492,7 @@ class NativeConnection:
                 doc=message.doc,
                 ref=ref,
             )
-        if off_loop and len(message.update) >= OFF_LOOP_CHECK_BYTES:
+        if len(message.update) >= OFF_LOOP_CHECK_BYTES:
             return self._apply_large(session, message)
         self._apply(session, message)
         return None
