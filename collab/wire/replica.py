@@ -327,7 +327,7 @@ class Replica:
             split = split_update(self.waiting, ranges, state, self._untyped_parents(ranges, state))
             if split.now is None:
                 break
-            now_ranges = self.check(split.now)
+            now_ranges = ranges if split.now is self.waiting else self.check(split.now)
             try:
                 self._refuse_cut_characters(now_ranges, state)
             except InvalidUpdate:
