@@ -137,6 +137,7 @@ BAD_TOKENS = {
     "bad signature": "SIGNED-WRONG",
     "wrong key": "WRONG-KEY",
     "expired at connect": "EXPIRED",
+    "expiry as a string": "STRING-EXP",  # PyJWT takes it; the session could not end
     "garbage": "not-a-jwt",
 }
 
@@ -151,6 +152,9 @@ def bad_token(kind: str | None) -> str | None:
         return token("mallory", {"*": "write"}, secret=OTHER_SECRET)
     if kind == "EXPIRED":
         return token("mallory", {"*": "write"}, expires_in_s=-5)
+    if kind == "STRING-EXP":
+        claims = {"sub": "mallory", "docs": {"*": "write"}, "exp": str(int(time.time()) + 3600)}
+        return jwt.encode(claims, SECRET, algorithm="HS256")
     return kind
 
 
@@ -301,8 +305,32 @@ async def test_names_that_look_the_same_are_the_same_document(sockets, secured):
 
 @pytest.mark.parametrize(
     "name",
-    ["evil\u202eexe.txt", "zero\u200bwidth", "join\u200dme", "bom\ufeff", "tab\tname"],
-    ids=["bidi-override", "zero-width-space", "zero-width-joiner", "bom", "control"],
+    [
+        "evil\u202eexe.txt",
+        "zero\u200bwidth",
+        "join\u200dme",
+        "bom\ufeff",
+        "tab\tname",
+        "plan\u034f",
+        "plan\ufe0f",
+        "plan\u3164",
+        "plan\u2800",
+        "plan\u00a0b",
+        "plan\U000e0100",
+    ],
+    ids=[
+        "bidi-override",
+        "zero-width-space",
+        "zero-width-joiner",
+        "bom",
+        "control",
+        "grapheme-joiner",
+        "variation-selector",
+        "hangul-filler",
+        "braille-blank",
+        "no-break-space",
+        "tag-selector",
+    ],
 )
 async def test_names_with_invisible_characters_are_refused_everywhere(sockets, secured, name):
     everyone = token("e", {"*": "write"})
