@@ -24,6 +24,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
 from collab.auth import Authenticator
+from collab.core import archive
 from collab.errors import CloseCode
 from tests.helpers import RawPeer, text_update
 
@@ -475,3 +476,23 @@ async def test_tokens_signed_by_an_identity_provider_s_key(
         peer = await sockets.native(server, bad)
         assert (await peer.recv())["code"] == "unauthorized"
         assert (await peer.closed())[0] == CloseCode.UNAUTHORIZED
+
+
+async def test_an_import_counts_as_a_creation_and_says_who_imported_it(
+    sockets, settings, start_server
+):
+    server = await start_server(
+        settings.replace(auth_secret=SECRET, max_documents_created_per_minute=2)
+    )
+    await write_text(sockets, server, "original", "by owner")
+    export = b"".join([line async for line in archive.export_document(server.store, "original")])
+    mallory = token("mallory", {"copy-*": "write"})
+    statuses = [
+        (await http(server, "POST", f"/api/documents/copy-{i}/import", mallory, export))[0]
+        for i in range(3)
+    ]
+    assert statuses == [201, 201, 429]  # the per-user creation cap
+    assert await server.store.get_document("copy-2") is None
+    (record,) = await server.store.read_updates("copy-0")
+    # The file's author is kept, and so is who put it there.
+    assert (record.author.user, record.author.instance) == ("owner", "import:by:mallory")
