@@ -45,7 +45,7 @@ async def states_seen(peer: RawPeer, client_id: int) -> dict | None:
 async def test_the_server_stamps_the_token_s_user_on_presence(raw, secured):
     alice = await peer_on(raw, secured, "alice", name="Alice", color="#e91e63")
     bob = await peer_on(raw, secured, "bob", name="Bob")
-    forged = {"user": {"id": "bob", "name": "Bob", "color": "#000"}, "cursor": 4}
+    forged = {"user": {"id": "bob", "name": "Bob", "color": "#000", "role": "admin"}, "cursor": 4}
     alice.send({"type": "awareness", "doc": "room", "update": awareness((11, 1, forged))})
     seen = await states_seen(bob, 11)
     assert seen == {"user": {"id": "alice", "name": "Alice", "color": "#e91e63"}, "cursor": 4}

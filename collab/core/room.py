@@ -79,6 +79,7 @@ log = logging.getLogger("collab.rooms")
 FetchLog = Callable[[str, int, int | None], Awaitable[list[UpdateRecord]]]
 PublishAwareness = Callable[[str, list[tuple[int, bytes]]], None]
 LOG_PAGE = 1000
+CLIENT_USER_FIELDS = ("color", "colorLight")  # a presence user's, set by the client
 AWARENESS_ENTRY_BYTES = 32  # an awareness entry's client id, clock and length, at most
 RETRY_MAX_S = 5.0
 
@@ -766,7 +767,9 @@ class Room:
         if session.presence is None or entry.state is None:
             return entry
         given = entry.state.get("user")
-        user = dict(given) if isinstance(given, dict) else {}
+        # Only display fields the token does not decide are the client's own: a
+        # field such as "role" next to a stamped id would read as the server's word.
+        user = {k: given[k] for k in CLIENT_USER_FIELDS if isinstance(given, dict) and k in given}
         user.update(session.presence)
         return AwarenessEntry(entry.client_id, entry.clock, {**entry.state, "user": user})
 
