@@ -22,6 +22,7 @@ import tornado.web
 
 from collab.auth import Authenticator, Identity
 from collab.config import Settings
+from collab.core.limits import LogBudget
 from collab.core.manager import RoomManager
 from collab.errors import CloseCode
 from collab.metrics import Metrics
@@ -45,6 +46,7 @@ from collab.web.documents import (
 from collab.web.sockets import NativeSocketHandler, SocketHandler, YjsSocketHandler
 
 log = logging.getLogger("collab")
+MAX_REFUSAL_LOGS = 10_000  # addresses whose refusals are being counted, at most
 
 # Inside the package (collab/static links to the repository's static/ folder, and the
 # wheel carries the files), so an installed server finds its page wherever it runs.
@@ -64,6 +66,7 @@ class CollabServer:
         )
         self.sockets: set[SocketHandler] = set()
         self._per_address: Counter[str] = Counter()  # open WebSockets and event streams
+        self._refusal_logs: dict[str, LogBudget] = {}  # per address refused, its log budget
         self._admitted: set[object] = set()
         self.auth.on_revoke(self._revoked)
         self._allowed_origins = {
@@ -179,7 +182,13 @@ class CollabServer:
         False when it is full. :meth:`release` ends the count."""
         cap = self.settings.max_connections_per_ip
         if cap and self._per_address[address] >= cap:
-            log.warning("%s: refused a connection: %d are open from it", address, cap)
+            # One line per address per budget: refusals can come thousands a second.
+            budget = self._refusal_logs.get(address)
+            if budget is None:
+                if len(self._refusal_logs) >= MAX_REFUSAL_LOGS:
+                    self._refusal_logs.clear()
+                budget = self._refusal_logs[address] = LogBudget(log, address)
+            budget.log(logging.WARNING, "refused a connection: %d are open from it", cap)
             return False
         if holder not in self._admitted:
             self._admitted.add(holder)

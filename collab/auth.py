@@ -194,6 +194,10 @@ def _identity_of(claims: dict[str, Any]) -> Identity:
     if color is not None and not isinstance(color, str):
         raise _unauthorized("the access token's 'color' claim must be a string")
     exp, iat = claims.get("exp"), claims.get("iat")
+    for claim, value in (("exp", exp), ("iat", iat)):
+        # PyJWT also takes a numeric string; a session must know when it ends.
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise _unauthorized(f"the access token's '{claim}' claim must be a number")
     return Identity(
         user=str(claims["sub"]),
         grants=tuple((pattern, Role(role)) for pattern, role in docs.items()),

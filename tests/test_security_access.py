@@ -24,6 +24,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
 from collab.auth import Authenticator
+from collab.core import archive
 from collab.errors import CloseCode
 from tests.helpers import RawPeer, text_update
 
@@ -137,6 +138,7 @@ BAD_TOKENS = {
     "bad signature": "SIGNED-WRONG",
     "wrong key": "WRONG-KEY",
     "expired at connect": "EXPIRED",
+    "expiry as a string": "STRING-EXP",  # PyJWT takes it; the session could not end
     "garbage": "not-a-jwt",
 }
 
@@ -151,6 +153,9 @@ def bad_token(kind: str | None) -> str | None:
         return token("mallory", {"*": "write"}, secret=OTHER_SECRET)
     if kind == "EXPIRED":
         return token("mallory", {"*": "write"}, expires_in_s=-5)
+    if kind == "STRING-EXP":
+        claims = {"sub": "mallory", "docs": {"*": "write"}, "exp": str(int(time.time()) + 3600)}
+        return jwt.encode(claims, SECRET, algorithm="HS256")
     return kind
 
 
@@ -301,8 +306,32 @@ async def test_names_that_look_the_same_are_the_same_document(sockets, secured):
 
 @pytest.mark.parametrize(
     "name",
-    ["evil\u202eexe.txt", "zero\u200bwidth", "join\u200dme", "bom\ufeff", "tab\tname"],
-    ids=["bidi-override", "zero-width-space", "zero-width-joiner", "bom", "control"],
+    [
+        "evil\u202eexe.txt",
+        "zero\u200bwidth",
+        "join\u200dme",
+        "bom\ufeff",
+        "tab\tname",
+        "plan\u034f",
+        "plan\ufe0f",
+        "plan\u3164",
+        "plan\u2800",
+        "plan\u00a0b",
+        "plan\U000e0100",
+    ],
+    ids=[
+        "bidi-override",
+        "zero-width-space",
+        "zero-width-joiner",
+        "bom",
+        "control",
+        "grapheme-joiner",
+        "variation-selector",
+        "hangul-filler",
+        "braille-blank",
+        "no-break-space",
+        "tag-selector",
+    ],
 )
 async def test_names_with_invisible_characters_are_refused_everywhere(sockets, secured, name):
     everyone = token("e", {"*": "write"})
@@ -447,3 +476,23 @@ async def test_tokens_signed_by_an_identity_provider_s_key(
         peer = await sockets.native(server, bad)
         assert (await peer.recv())["code"] == "unauthorized"
         assert (await peer.closed())[0] == CloseCode.UNAUTHORIZED
+
+
+async def test_an_import_counts_as_a_creation_and_says_who_imported_it(
+    sockets, settings, start_server
+):
+    server = await start_server(
+        settings.replace(auth_secret=SECRET, max_documents_created_per_minute=2)
+    )
+    await write_text(sockets, server, "original", "by owner")
+    export = b"".join([line async for line in archive.export_document(server.store, "original")])
+    mallory = token("mallory", {"copy-*": "write"})
+    statuses = [
+        (await http(server, "POST", f"/api/documents/copy-{i}/import", mallory, export))[0]
+        for i in range(3)
+    ]
+    assert statuses == [201, 201, 429]  # the per-user creation cap
+    assert await server.store.get_document("copy-2") is None
+    (record,) = await server.store.read_updates("copy-0")
+    # The file's author is kept, and so is who put it there.
+    assert (record.author.user, record.author.instance) == ("owner", "import:by:mallory")

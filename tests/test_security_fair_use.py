@@ -146,6 +146,24 @@ async def test_bad_input_log_lines_are_rate_limited_with_a_count(raw, server, ca
     assert flushed and int(flushed[0].split(": ")[1].split()[0]) >= 180
 
 
+async def test_refused_history_requests_and_refused_connections_are_logged_on_a_budget(
+    raw, settings, start_server, caplog
+):
+    server = await start_server(settings.replace(max_connections_per_ip=2))
+    peer = await native_peer(raw, server)
+    for i in range(200):  # no such document (or more than 2 at a time): each refused
+        peer.send({"type": "history", "doc": "nothing-here", "id": i})
+    for _ in range(200):
+        assert (await peer.recv())["code"] in ("not_found", "overloaded")
+    await native_peer(raw, server)
+    for _ in range(100):  # past the per-address cap
+        extra = await raw("/yjs/doc", target=server)
+        assert (await extra.closed())[0] == CloseCode.TRY_AGAIN_LATER
+    messages = [r.getMessage() for r in caplog.records]
+    assert 1 <= sum("history of 'nothing-here'" in m for m in messages) <= 12
+    assert 1 <= sum("refused a connection" in m for m in messages) <= 12
+
+
 @pytest.mark.slow
 async def test_a_flooding_client_does_not_slow_another_peer_s_acks(
     raw, settings, start_server, caplog

@@ -45,7 +45,7 @@ async def states_seen(peer: RawPeer, client_id: int) -> dict | None:
 async def test_the_server_stamps_the_token_s_user_on_presence(raw, secured):
     alice = await peer_on(raw, secured, "alice", name="Alice", color="#e91e63")
     bob = await peer_on(raw, secured, "bob", name="Bob")
-    forged = {"user": {"id": "bob", "name": "Bob", "color": "#000"}, "cursor": 4}
+    forged = {"user": {"id": "bob", "name": "Bob", "color": "#000", "role": "admin"}, "cursor": 4}
     alice.send({"type": "awareness", "doc": "room", "update": awareness((11, 1, forged))})
     seen = await states_seen(bob, 11)
     assert seen == {"user": {"id": "alice", "name": "Alice", "color": "#e91e63"}, "cursor": 4}
@@ -118,3 +118,22 @@ async def test_awareness_updates_past_the_rate_are_dropped(raw, io_loop, setting
         peer.send({"type": "awareness", "doc": "room", "update": awareness((7, clock, {}))})
     error = await peer.recv_type("error")
     assert error["code"] == "awareness_limit"
+
+
+async def test_an_awareness_update_too_large_for_its_caps_is_refused_before_it_is_parsed(
+    raw, secured, monkeypatch
+):
+    from collab.core import room as room_module
+
+    parsed = []
+    decode = room_module.decode_awareness_update
+    monkeypatch.setattr(
+        room_module, "decode_awareness_update", lambda u: parsed.append(len(u)) or decode(u)
+    )
+    alice = await peer_on(raw, secured, "alice")
+    huge = awareness((11, 1, {"note": "x" * 4_000_000}))  # one state, 4 MB of JSON
+    alice.send({"type": "awareness", "doc": "room", "update": huge})
+    assert (await alice.recv_type("error"))["code"] == "awareness_limit"
+    assert parsed == []  # refused by its size alone
+    alice.send({"type": "awareness", "doc": "room", "update": awareness((11, 2, {"ok": 1}))})
+    assert (await states_seen(alice, 11)) is not None

@@ -269,10 +269,13 @@ async def import_document(
     name: str | None = None,
     max_name_bytes: int = MAX_NAME_BYTES,
     progress: Callable[[int, int], None] | None = None,
+    importer: str | None = None,
 ) -> tuple[str, int]:
     """Import an export as a new document (``name``, or the one it was exported
     from), with its updates' seqs, times and authors (the instance as
-    ``import:NAME``: no running instance takes them for its own). Every line is checked
+    ``import:INSTANCE``: no running instance takes them for its own; with
+    ``importer``, the user who imported them, as ``import:by:USER``: the file's
+    authors are its word, not the server's). Every line is checked
     before anything is stored, so a bad file stores nothing. Returns ``(name,
     updates)``. Raises ArchiveError (the file, or a document of that name
     exists), StoreError."""
@@ -297,7 +300,11 @@ async def import_document(
                     record.data,
                     record.time_s,
                     Author(
-                        record.author.user, record.author.client, _imported(record.author.instance)
+                        record.author.user,
+                        record.author.client,
+                        f"import:by:{importer}"
+                        if importer is not None
+                        else _imported(record.author.instance),
                     ),
                 )
                 for record in checked[start : start + IMPORT_BATCH]

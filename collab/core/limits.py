@@ -54,7 +54,10 @@ class CreationLimiter:
 
     def admit(self, session: Session, now: float | None = None) -> None:
         """Count a document ``session``'s user is creating; raises RateLimited past the cap."""
-        user = session.origin.user
+        self.admit_user(session.origin.user, session.doc, now)
+
+    def admit_user(self, user: str | None, doc: str, now: float | None = None) -> None:
+        """Count a document ``user`` is creating (an import); RateLimited past the cap."""
         if not self._per_minute or user is None:
             return
         now = time.monotonic() if now is None else now
@@ -68,7 +71,7 @@ class CreationLimiter:
         if len(times) >= self._per_minute:
             raise RateLimited(
                 f"at most {self._per_minute} new documents a minute per user: try again later",
-                doc=session.doc,
+                doc=doc,
             )
         times.append(now)
 

@@ -80,6 +80,8 @@ log = logging.getLogger("collab.rooms")
 FetchLog = Callable[[str, int, int | None], Awaitable[list[UpdateRecord]]]
 PublishAwareness = Callable[[str, list[tuple[int, bytes]]], None]
 LOG_PAGE = 1000
+CLIENT_USER_FIELDS = ("color", "colorLight")  # a presence user's, set by the client
+AWARENESS_ENTRY_BYTES = 32  # an awareness entry's client id, clock and length, at most
 RETRY_MAX_S = 5.0
 
 
@@ -690,6 +692,21 @@ class Room:
         for an update that cannot be read, AccessDenied (awareness_denied) or
         RateLimited (awareness_limit) for entries that were left out."""
         s = self._settings
+        # Refused before anything is parsed: decoding reads every state's JSON.
+        largest = s.awareness_max_clients * (s.awareness_max_state_bytes + AWARENESS_ENTRY_BYTES)
+        if len(update) > largest:
+            raise RateLimited(
+                f"an awareness update may hold at most {largest} bytes: it was dropped",
+                code=ErrorCode.AWARENESS_LIMIT,
+                doc=self.name,
+            )
+        if session.awareness_bucket is not None and not session.awareness_bucket.take():
+            raise RateLimited(
+                f"at most {s.awareness_updates_per_s:g} awareness updates a second: "
+                "this one was dropped",
+                code=ErrorCode.AWARENESS_LIMIT,
+                doc=self.name,
+            )
         try:
             if awareness_entry_count(update) > s.awareness_max_clients:
                 raise RateLimited(
@@ -705,13 +722,6 @@ class Room:
                 code=ErrorCode.INVALID_AWARENESS,
                 doc=self.name,
             ) from None
-        if session.awareness_bucket is not None and not session.awareness_bucket.take():
-            raise RateLimited(
-                f"at most {s.awareness_updates_per_s:g} awareness updates a second: "
-                "this one was dropped",
-                code=ErrorCode.AWARENESS_LIMIT,
-                doc=self.name,
-            )
         kept: list[AwarenessEntry] = []
         denied: CollabError | None = None
         owned = len(session.awareness_clients)
@@ -785,7 +795,9 @@ class Room:
         if session.presence is None or entry.state is None:
             return entry
         given = entry.state.get("user")
-        user = dict(given) if isinstance(given, dict) else {}
+        # Only display fields the token does not decide are the client's own: a
+        # field such as "role" next to a stamped id would read as the server's word.
+        user = {k: given[k] for k in CLIENT_USER_FIELDS if isinstance(given, dict) and k in given}
         user.update(session.presence)
         return AwarenessEntry(entry.client_id, entry.clock, {**entry.state, "user": user})
 

@@ -566,7 +566,9 @@ class NativeConnection:
         self._tasks.spawn(self._serve_history(message), name=f"history {message.doc}")
 
     def _report_request(self, error: CollabError, message: History) -> None:
-        log.info("%s: history of %r: %s: %s", self, message.doc, error.code, error.message)
+        self._guard.log.log(
+            logging.INFO, "history of %r: %s: %s", message.doc, error.code, error.message
+        )
         self.send(
             encode(
                 Error(code=str(error.code), message=error.message, doc=message.doc, id=message.id)

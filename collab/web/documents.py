@@ -21,7 +21,14 @@ from tornado.iostream import StreamClosedError
 
 from collab.core import archive, diff, history
 from collab.core.origin import Origin, OriginKind
-from collab.errors import CollabError, InvalidUpdate, LoadFailed, Overloaded, StoreError
+from collab.errors import (
+    CollabError,
+    InvalidUpdate,
+    LoadFailed,
+    Overloaded,
+    RateLimited,
+    StoreError,
+)
 from collab.peers import events
 from collab.store.base import MAX_SEQ, Author, DocumentInfo, UpdateRecord
 from collab.web.api import ApiHandler
@@ -160,14 +167,20 @@ class ImportHandler(DocumentApiHandler):
     access; 409 when DOC exists; 400 when the file is not a whole, valid export."""
 
     async def post(self, doc: str) -> None:
-        self.require_write(doc)
+        identity = self.require_write(doc)
         try:
+            # A new document: counted against its user's creation cap, and its
+            # updates say who imported them (the file's authors are its own word).
+            self.server.rooms.creations.admit_user(identity.user, doc)
             name, count = await archive.import_document(
                 self.server.store,
                 self.request.body.splitlines(),
                 name=doc,
                 max_name_bytes=self.server.settings.max_document_name_bytes,
+                importer=identity.user,
             )
+        except RateLimited as exc:
+            raise tornado.web.HTTPError(429, exc.message) from None
         except archive.DocumentExists as exc:
             raise tornado.web.HTTPError(409, str(exc)) from None
         except archive.ArchiveError as exc:
