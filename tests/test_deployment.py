@@ -76,6 +76,9 @@ def test_every_collab_variable_is_a_setting_the_server_reads(compose):
         assert parsed.instance_id == name
         assert parsed.log_format == "json"
         assert parsed.host == "0.0.0.0"
+        # Behind the balancer every client has its address: the cap per client
+        # address is nginx's (limit_conn), not the instances'.
+        assert parsed.max_connections_per_ip == 0
         store = create_store(parsed.store_url)
         assert isinstance(store, MongoStore) and store.url.endswith("/collab?replicaSet=rs0")
 
@@ -98,6 +101,7 @@ def test_the_balancer_config_passes_nginx_t(tmp_path: Path):
     # The upstream names resolve only inside compose's network: point them at
     # loopback for the check, and keep everything else as it is.
     config = (DOCKER / "nginx.conf").read_text()
+    assert "limit_conn per_address" in config  # the per-client cap (the instances' is off)
     for name in INSTANCES:
         config = config.replace(f"{name}:8000", "127.0.0.1:8000")
     path = tmp_path / "nginx.conf"
