@@ -19,16 +19,11 @@ import pycrdt
 import pytest
 
 from collab.client import CollabClient
-from tests.helpers import wait_until
+from tests.helpers import http_get, wait_until
+from tests.mongodb import free_port
 from tests.processes import ServerProcess, server_process
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def all_listening(server: ServerProcess, workers: int) -> None:
@@ -36,11 +31,18 @@ async def all_listening(server: ServerProcess, workers: int) -> None:
 
 
 async def instance_of(server: ServerProcess) -> str:
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    writer.write(b"GET /healthz HTTP/1.0\r\n\r\n")
-    response = await reader.read()
-    writer.close()
-    return json.loads(response.split(b"\r\n\r\n", 1)[1])["instance"]
+    """The instance that answered (a new connection each time: simple_httpclient)."""
+    _, body = await http_get(server, "/healthz")
+    return json.loads(body)["instance"]
+
+
+async def serve_until_exit(*args: str) -> tuple[int | None, bytes]:
+    """Run ``collab serve ARGS`` to its end; its exit status and stderr."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "collab", "serve", *args, stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await asyncio.wait_for(process.communicate(), 20)
+    return process.returncode, err
 
 
 def worker_pids(supervisor: int) -> list[int]:
@@ -150,21 +152,10 @@ async def test_a_second_supervisor_on_the_same_address_refuses_to_start(tmp_path
     async with server_process(
         f"sqlite:///{tmp_path}/a.db", "--port", str(port), "--workers", "2"
     ) as first:
-        second = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "collab",
-            "serve",
-            "--port",
-            str(port),
-            "--workers",
-            "2",
-            "--store-url",
-            f"sqlite:///{tmp_path}/b.db",
-            stderr=asyncio.subprocess.PIPE,
+        code, err = await serve_until_exit(
+            "--port", str(port), "--workers", "2", "--store-url", f"sqlite:///{tmp_path}/b.db"
         )
-        _, err = await asyncio.wait_for(second.communicate(), 20)
-        assert second.returncode == 1
+        assert code == 1
         assert b"is served by the workers of" in err
         # The first deployment alone still answers on the port.
         await all_listening(first, 2)
@@ -177,21 +168,10 @@ async def test_workers_that_cannot_start_stop_the_supervisor(tmp_path):
     with socket.socket() as taken:  # the port is taken by something else
         taken.bind(("127.0.0.1", port))
         taken.listen()
-        supervisor = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "collab",
-            "serve",
-            "--port",
-            str(port),
-            "--workers",
-            "2",
-            "--store-url",
-            f"sqlite:///{tmp_path}/c.db",
-            stderr=asyncio.subprocess.PIPE,
+        code, err = await serve_until_exit(
+            "--port", str(port), "--workers", "2", "--store-url", f"sqlite:///{tmp_path}/c.db"
         )
-        _, err = await asyncio.wait_for(supervisor.communicate(), 20)
-    assert supervisor.returncode == 1
+    assert code == 1
     assert b"could not start" in err
     assert b"restarting" not in err
 
