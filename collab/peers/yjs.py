@@ -107,14 +107,8 @@ class YjsConnection:
         pending: Awaitable[None] | None = None
         try:
             pending = self._dispatch(yjs_protocol.decode(frame))
-        except Overloaded as exc:
-            # Reconnecting later resends everything unacknowledged (sync step 2).
-            self._fail(CloseCode.TRY_AGAIN_LATER, exc.message)
-        except CollabError as exc:
-            self._fail(exc.close_code or CloseCode.PROTOCOL_ERROR, exc.message)
-        except Exception:
-            log.exception("%s: unexpected error handling a message", self)
-            self._fail(CloseCode.INTERNAL_ERROR, "internal server error")
+        except Exception as exc:
+            self._refuse(exc, "handling a message")
         backpressure = self._rooms.writer.backpressure()
         return backpressure if pending is None else both(pending, backpressure)
 
@@ -184,13 +178,19 @@ class YjsConnection:
             prepared = await room.prepare(update, ranges)
             if not self._closing and self.session.state is SessionState.ACTIVE:
                 self._apply(update, ranges, prepared)
-        except Overloaded as exc:
+        except Exception as exc:  # this runs as the task Tornado awaits, outside on_message
+            self._refuse(exc, "applying an update")
+
+    def _refuse(self, exc: Exception, doing: str) -> None:
+        """Close for what went wrong with a peer's message (call it in the except
+        block: an unexpected error is logged with its traceback)."""
+        if isinstance(exc, Overloaded):
+            # Reconnecting later resends everything unacknowledged (sync step 2).
             self._fail(CloseCode.TRY_AGAIN_LATER, exc.message)
-        except CollabError as exc:
+        elif isinstance(exc, CollabError):
             self._fail(exc.close_code or CloseCode.PROTOCOL_ERROR, exc.message)
-        except Exception:
-            # As in on_message: this runs as the task Tornado awaits, outside it.
-            log.exception("%s: unexpected error applying an update", self)
+        else:
+            log.exception("%s: unexpected error %s", self, doing)
             self._fail(CloseCode.INTERNAL_ERROR, "internal server error")
 
     async def _covers_large(self, update: bytes) -> None:
