@@ -39,6 +39,10 @@ ASYMMETRIC = ("RS256", "ES256")
 MAX_NAME_CHARS = 128  # of the display name stamped on presence
 MAX_COLOR_CHARS = 32
 LEEWAY_S = 0.0
+# The last second of the year 9999: no issuer signs a time past it, and every
+# time before it is a number msgpack, JSON and the event loop's timers carry.
+MAX_CLAIM_TIME_S = 253_402_300_799
+TIME_CLAIMS = ("exp", "iat", "nbf")
 
 
 class Role(StrEnum):
@@ -193,11 +197,9 @@ def _identity_of(claims: dict[str, Any]) -> Identity:
         raise _unauthorized("the access token's 'name' claim must be a string")
     if color is not None and not isinstance(color, str):
         raise _unauthorized("the access token's 'color' claim must be a string")
+    for claim in TIME_CLAIMS:
+        _check_time(claim, claims.get(claim))
     exp, iat = claims.get("exp"), claims.get("iat")
-    for claim, value in (("exp", exp), ("iat", iat)):
-        # PyJWT also takes a numeric string; a session must know when it ends.
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-            raise _unauthorized(f"the access token's '{claim}' claim must be a number")
     return Identity(
         user=str(claims["sub"]),
         grants=tuple((pattern, Role(role)) for pattern, role in docs.items()),
@@ -207,6 +209,22 @@ def _identity_of(claims: dict[str, Any]) -> Identity:
         issued_s=float(iat) if isinstance(iat, int | float) else None,
         admin=claims.get("admin") is True,
     )
+
+
+def _check_time(claim: str, value: Any) -> None:
+    """A time claim, if present, is a number of seconds between 1970 and the end
+    of 9999. PyJWT also takes a numeric string (a session must know when it
+    ends), and any finite number: an ``exp`` of 1e300 would pass its check and
+    then be a time no timer or encoder holds."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _unauthorized(f"the access token's '{claim}' claim must be a number")
+    # Compared as they are: float() of a 400-digit integer would overflow.
+    if not (0 <= value <= MAX_CLAIM_TIME_S):  # NaN fails both comparisons
+        raise _unauthorized(
+            f"the access token's '{claim}' claim must be a time between 1970 and the year 9999"
+        )
 
 
 def _jwk_of_pem(pem: bytes) -> dict[str, Any]:
