@@ -33,6 +33,8 @@ Limits (docs/PROTOCOL.md, "What an update may contain"):
 
 from __future__ import annotations
 
+import bisect
+import collections
 import heapq
 import json
 from collections.abc import Collection
@@ -772,36 +774,50 @@ def root_types(update: bytes) -> dict[str, str]:
     structs = [
         s for group in check_update(update).groups for s in group if s.kind not in (GC, SKIP)
     ]
-    owner: dict[tuple[int, int], str] = {}  # (client, first clock) -> root name
-    starts: dict[int, list[tuple[int, int, str]]] = {}
+    # Each client's structs by first clock, to find the one holding an id by
+    # bisection (a document of n structs costs n log n, not n squared).
+    by_client: dict[int, tuple[list[int], list[int]]] = {}  # client -> (starts, indexes)
+    for index in sorted(range(len(structs)), key=lambda i: (structs[i].client, structs[i].clock)):
+        starts, indexes = by_client.setdefault(structs[index].client, ([], []))
+        starts.append(structs[index].clock)
+        indexes.append(index)
 
-    def root_of(id_: ID | None) -> str | None:
-        if id_ is None:
+    def holder(id_: ID | None) -> int | None:
+        if id_ is None or id_[0] not in by_client:
             return None
-        client, clock = id_
-        for start, end, name in starts.get(client, ()):
-            if start <= clock < end:
-                return name
-        return None
+        starts, indexes = by_client[id_[0]]
+        at = bisect.bisect_right(starts, id_[1]) - 1
+        if at < 0 or id_[1] >= structs[indexes[at]].end:
+            return None
+        return indexes[at]
 
-    pending = list(structs)
-    changed = True
-    while pending and changed:  # neighbours first: a fixpoint over the structs
-        changed = False
-        waiting = []
-        for struct in pending:
-            name = struct.root or root_of(struct.origin) or root_of(struct.right_origin)
-            if name is None and struct.parent is None:
-                waiting.append(struct)
-                continue
-            if name is not None:
-                owner[(struct.client, struct.clock)] = name
-                starts.setdefault(struct.client, []).append((struct.clock, struct.end, name))
-                changed = True
-        pending = waiting
+    owner: list[str | None] = [None] * len(structs)  # each struct's root, once known
+    waiters: dict[int, list[int]] = {}  # a struct -> those named after it, waiting
+
+    def name_of(id_: ID | None) -> str | None:
+        index = holder(id_)
+        return None if index is None else owner[index]
+
+    # Neighbours first: a struct that names no parent takes the root of the item
+    # beside it, once that one's is known (a worklist: each struct is looked at
+    # once, and again when an item it names gets its root).
+    work = collections.deque(range(len(structs)))
+    while work:
+        index = work.popleft()
+        struct = structs[index]
+        if owner[index] is not None:
+            continue
+        name = struct.root or name_of(struct.origin) or name_of(struct.right_origin)
+        if name is not None:
+            owner[index] = name
+            work.extend(waiters.pop(index, ()))
+        elif struct.parent is None:
+            for neighbour in {holder(struct.origin), holder(struct.right_origin)}:
+                if neighbour is not None:
+                    waiters.setdefault(neighbour, []).append(index)
     kinds: dict[str, str] = {}
-    for struct in structs:
-        name = owner.get((struct.client, struct.clock))
+    for index, struct in enumerate(structs):
+        name = owner[index]
         if name is None:
             continue
         if struct.keyed:
@@ -817,6 +833,7 @@ def root_types(update: bytes) -> dict[str, str]:
         known = kinds.get(name)
         if known is None or (known == ARRAY and kind != ARRAY):
             kinds[name] = kind
-    for name in owner.values():
-        kinds.setdefault(name, ARRAY)  # only deleted items: empty, of an unknown kind
+    for name in owner:
+        if name is not None:
+            kinds.setdefault(name, ARRAY)  # only deleted items: empty, of an unknown kind
     return kinds
