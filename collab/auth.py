@@ -66,6 +66,24 @@ class Identity:
             return Role.WRITE
         return Role.READ if roles else None
 
+    def name_prefixes(self, within: str = "") -> list[str]:
+        """The fewest prefixes, in name order, that every granted name starting
+        with ``within`` starts with (none: nothing there is granted), for listing
+        by the store's index instead of testing every name. No prefix is a
+        prefix of another, so their ranges of names follow each other in order."""
+        found = set()
+        for pattern, _ in self.grants:
+            literal = literal_prefix(pattern)
+            if literal.startswith(within):
+                found.add(literal)
+            elif within.startswith(literal):
+                found.add(within)
+        prefixes: list[str] = []
+        for prefix in sorted(found):  # a prefix sorts before every name that extends it
+            if not prefixes or not prefix.startswith(prefixes[-1]):
+                prefixes.append(prefix)
+        return prefixes
+
     def require(self, doc: str) -> Role:
         role = self.role_for(doc)
         if role is None:
@@ -79,6 +97,15 @@ class Identity:
     def expired(self, now: float | None = None) -> bool:
         now = time.time() if now is None else now
         return self.expires_s is not None and now >= self.expires_s
+
+
+def literal_prefix(pattern: str) -> str:
+    """What every name an ``fnmatch`` pattern matches starts with: the pattern up
+    to its first wildcard (``*``, ``?``, ``[``)."""
+    for index, char in enumerate(pattern):
+        if char in "*?[":
+            return pattern[:index]
+    return pattern
 
 
 OPEN_ACCESS = Identity(user=None, grants=(("*", Role.WRITE),))

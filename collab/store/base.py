@@ -232,6 +232,7 @@ class StoreStats:
     log_rows_written: int = 0
     append_batches: int = 0
     snapshots_written: int = 0
+    document_rows_read: int = 0  # by list_documents
 
 
 class Store(abc.ABC):
@@ -287,7 +288,8 @@ class Store(abc.ABC):
         self, *, prefix: str = "", after: str | None = None, limit: int | None = None
     ) -> list[DocumentInfo]:
         """Stored documents by name: those whose name starts with ``prefix``, after
-        the name ``after``, at most ``limit`` of them."""
+        the name ``after``, at most ``limit`` of them. A range of the index of
+        names (:func:`prefix_end`): the rows read are the rows returned."""
 
     @abc.abstractmethod
     async def stored_bytes(self, docs: Sequence[str]) -> dict[str, int]:
@@ -404,6 +406,19 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def quarantined(self, doc: str) -> list[QuarantinedEntry]:
         """What repairs set aside for a document, oldest first."""
+
+
+def prefix_end(prefix: str) -> str | None:
+    """The first name past every name that starts with ``prefix`` (None: no name
+    is), so that those names are the range ``prefix <= name < end``: in code point
+    order, which is the order of their UTF-8 bytes (SQLite's and MongoDB's)."""
+    stem = prefix.rstrip("\U0010ffff")
+    if not stem:
+        return None
+    after = ord(stem[-1]) + 1
+    if 0xD800 <= after <= 0xDFFF:  # surrogates are no characters of a name
+        after = 0xE000
+    return stem[:-1] + chr(after)
 
 
 def creating(updates: Sequence[NewUpdate]) -> set[str]:

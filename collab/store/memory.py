@@ -172,7 +172,9 @@ class MemoryStore(Store):
             for name in sorted(self._docs)
             if name.startswith(prefix) and (after is None or name > after)
         ]
-        return [info for name in names[:limit] if (info := await self.get_document(name))]
+        names = names[:limit]
+        self.stats.document_rows_read += len(names)
+        return [info for name in names if (info := await self.get_document(name))]
 
     async def stored_bytes(self, docs: Sequence[str]) -> dict[str, int]:
         return {
