@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +24,7 @@ import tornado.web
 from collab.auth import Authenticator, Identity
 from collab.config import Settings
 from collab.core.limits import LogBudget
+from collab.core.listing import Cursors
 from collab.core.manager import RoomManager
 from collab.errors import CloseCode
 from collab.metrics import Metrics
@@ -31,6 +33,7 @@ from collab.tasks import TaskGroup
 from collab.web import heartbeat
 from collab.web.access_log import log_request
 from collab.web.api import HealthHandler, MetricsHandler, ReadyHandler, RevokeHandler
+from collab.web.budget import ExpensiveReads
 from collab.web.documents import (
     DiffHandler,
     DocumentHandler,
@@ -65,6 +68,11 @@ class CollabServer:
             jwks_file=settings.auth_jwks_file,
         )
         self.sockets: set[SocketHandler] = set()
+        self.reads = ExpensiveReads(settings)  # versions, states, diffs: caps and threads
+        # Cursors of document lists cut short: sealed, and opened by every instance
+        # that shares the key.
+        cursor_key = settings.list_cursor_secret or settings.auth_secret
+        self.list_cursors = Cursors(cursor_key.encode() if cursor_key else os.urandom(32))
         self._per_address: Counter[str] = Counter()  # open WebSockets and event streams
         self._refusal_logs: dict[str, LogBudget] = {}  # per address refused, its log budget
         self._admitted: set[object] = set()
@@ -242,6 +250,7 @@ class CollabServer:
         await asyncio.gather(*(h.connection.close() for h in handlers if h.connection is not None))
         await self.tasks.close()
         await self.rooms.close()
+        self.reads.close()
         await self.store.close()
         log.info("stopped")
 

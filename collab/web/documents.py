@@ -14,12 +14,15 @@ import contextlib
 import datetime
 import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import tornado.web
 from tornado.iostream import StreamClosedError
 
-from collab.core import archive, diff, history
+from collab.auth import Identity
+from collab.core import archive, diff, history, listing
+from collab.core.limits import BudgetExceeded, ReadBudget
 from collab.core.origin import Origin, OriginKind
 from collab.errors import (
     CollabError,
@@ -32,6 +35,7 @@ from collab.errors import (
 from collab.peers import events
 from collab.store.base import MAX_SEQ, Author, DocumentInfo, UpdateRecord
 from collab.web.api import ApiHandler
+from collab.web.budget import Busy, WorkerLost
 
 MAX_PAGE = 1000
 DEFAULT_GAP_S = 300.0  # of a timeline: a pause this long starts a new change
@@ -69,9 +73,40 @@ class DocumentApiHandler(ApiHandler):
             raise tornado.web.HTTPError(400, f"limit must be between 1 and {MAX_PAGE}")
         return limit
 
+    def caller(self, identity: Identity) -> str:
+        """Whose expensive reads these are: the user, or without access tokens the
+        client's address."""
+        if identity.user is not None:
+            return f"user:{identity.user}"
+        return f"address:{self.request.remote_ip}"
+
+    @contextlib.contextmanager
+    def expensive(self, hint: str = "") -> Iterator[ReadBudget]:
+        """Run a read that rebuilds versions: one of the places for such reads
+        (429 past the caps), and the budget it may spend (422 past it, with
+        ``hint``: what to ask instead). Its work goes to ``self.server.reads.executor``
+        (worker processes: what it is given must pickle)."""
+        reads = self.server.reads
+        try:
+            with reads.admit(self.caller(self.identity())):
+                yield reads.budget(hint)
+        except Busy as exc:
+            raise tornado.web.HTTPError(429, str(exc)) from None
+        except WorkerLost as exc:
+            raise tornado.web.HTTPError(503, str(exc)) from None
+        except BudgetExceeded as exc:
+            raise tornado.web.HTTPError(422, exc.message) from None
+
     async def send_version(self, doc: str, seq: int | None) -> None:
         try:
-            version = await history.version_at(self.server.store, doc, seq)
+            with self.expensive() as budget:
+                version = await history.version_at(
+                    self.server.store,
+                    doc,
+                    seq,
+                    budget=budget,
+                    executor=self.server.reads.executor,
+                )
         except StoreError as exc:
             self.on_store_error(exc)
         self.write_json(_version_body(doc, version))
@@ -83,29 +118,28 @@ class DocumentApiHandler(ApiHandler):
 class DocumentsHandler(DocumentApiHandler):
     """``GET /api/documents?prefix=&after=&limit=``: documents by name, a page at a
     time; each with its epoch, latest seq, bytes stored (log and snapshots),
-    times, and peers connected to it on this instance."""
+    times, and peers connected to it on this instance. Only the names the token's
+    grants can match are read (collab.core.listing), at most ``max_list_rows``."""
 
     async def get(self) -> None:
         identity = self.identity()
         prefix = self.get_query_argument("prefix", "")
         after = self.get_query_argument("after", None)
         limit = self.limit_argument()
-        page: list[DocumentInfo] = []
-        more = False
         try:
-            # Pages of the store's list until one page of granted documents is full.
-            cursor = after
-            while len(page) <= limit:
-                batch = await self.server.store.list_documents(
-                    prefix=prefix, after=cursor, limit=MAX_PAGE
-                )
-                page += [d for d in batch if identity.role_for(d.name) is not None]
-                if len(batch) < MAX_PAGE:
-                    break
-                cursor = batch[-1].name
-            more = len(page) > limit
-            page = page[:limit]
+            found = await listing.granted_documents(
+                self.server.store,
+                identity,
+                self.server.list_cursors,
+                prefix=prefix,
+                after=after,
+                limit=limit,
+                max_rows=self.server.settings.max_list_rows,
+            )
+            page = found.documents
             sizes = await self.server.store.stored_bytes([d.name for d in page])
+        except listing.CursorError as exc:
+            raise tornado.web.HTTPError(400, str(exc)) from None
         except StoreError as exc:
             self.on_store_error(exc)
         rooms = self.server.rooms
@@ -125,7 +159,7 @@ class DocumentsHandler(DocumentApiHandler):
                     }
                     for d in page
                 ],
-                "next_after": page[-1].name if more else None,
+                "next_after": found.next_after,
             }
         )
 
@@ -149,13 +183,21 @@ class DocumentHandler(DocumentApiHandler):
     async def get(self, doc: str) -> None:
         try:
             info = await self.require_document(doc)
+            executor = self.server.reads.executor
+            with self.expensive() as budget:
+                if self.wants_binary():
+                    at, state = await history.state_at(
+                        self.server.store, doc, budget=budget, executor=executor
+                    )
+                else:
+                    version = await history.version_at(
+                        self.server.store, doc, budget=budget, executor=executor
+                    )
             if self.wants_binary():
-                at, state = await history.state_at(self.server.store, doc)
                 self.set_header("Content-Type", OCTET_STREAM)
                 self.set_header("X-Collab-Seq", str(at))
                 self.finish(state)
                 return
-            version = await history.version_at(self.server.store, doc)
         except StoreError as exc:
             self.on_store_error(exc)
         self.write_json({**_version_body(doc, version), "epoch": info.epoch})
@@ -250,9 +292,15 @@ class HistoryHandler(DocumentApiHandler):
             await self.require_document(doc)
             # Versions from this seq on can be shown; the log starts after it.
             first = await history.retained_from(self.server.store, doc)
+            settings = self.server.settings
             if group == "session":
                 changes, next_after = await history.changes(
-                    self.server.store, doc, after_seq=after, limit=limit, gap_s=gap_s
+                    self.server.store,
+                    doc,
+                    after_seq=after,
+                    limit=limit,
+                    gap_s=gap_s,
+                    max_rows=settings.max_read_updates,
                 )
                 self.write_json(
                     {
@@ -263,13 +311,16 @@ class HistoryHandler(DocumentApiHandler):
                     }
                 )
                 return
-            page = await history.list_updates(
-                self.server.store, doc, after_seq=after, limit=limit + 1
+            # The page ends early past max_read_bytes of updates (at least one).
+            page, more = await history.page_of_updates(
+                self.server.store,
+                doc,
+                after_seq=after,
+                limit=limit,
+                max_bytes=settings.max_read_bytes,
             )
         except StoreError as exc:
             self.on_store_error(exc)
-        more = len(page) > limit
-        page = page[:limit]
         self.write_json(
             {
                 "doc": doc,
@@ -334,7 +385,16 @@ class DiffHandler(DocumentApiHandler):
                 raise tornado.web.HTTPError(
                     400, f"seq {to_seq} is past the document's latest version ({info.head_seq})"
                 )
-            name, spans = await diff.text_diff(self.server.store, doc, from_seq, to_seq, root)
+            with self.expensive(hint="narrow the range (from, to)") as budget:
+                name, spans = await diff.text_diff(
+                    self.server.store,
+                    doc,
+                    from_seq,
+                    to_seq,
+                    root,
+                    budget=budget,
+                    executor=self.server.reads.executor,
+                )
         except diff.DiffError as exc:
             raise tornado.web.HTTPError(400, str(exc)) from None
         except StoreError as exc:
@@ -362,11 +422,16 @@ class StateHandler(DocumentApiHandler):
             raise tornado.web.HTTPError(400, "waiting must be yes or no")
         try:
             await self.require_document(doc)
-            if waiting == "yes":
-                at, state = await history.state_at(self.server.store, doc, seq)
-            else:
-                at, replica = await history.replica_at(self.server.store, doc, seq)
-                state = replica.doc.get_update()
+            executor = self.server.reads.executor
+            with self.expensive() as budget:
+                at, state = await history.state_at(
+                    self.server.store,
+                    doc,
+                    seq,
+                    waiting=waiting == "yes",
+                    budget=budget,
+                    executor=executor,
+                )
         except StoreError as exc:
             self.on_store_error(exc)
         self.set_header("Content-Type", OCTET_STREAM)
