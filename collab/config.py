@@ -330,8 +330,9 @@ class Settings:
     max_list_rows: int = field(
         default=10_000,
         metadata={
-            "help": "names of the store's list one GET /api/documents may read; past it "
-            "the page ends early with a cursor (next_after) to go on from"
+            "help": "names of the store's list one GET /api/documents may read (each "
+            "counted once per grant pattern it is tested against); past it the page ends "
+            "early with a cursor (next_after) to go on from"
         },
     )
     list_cursor_secret: str = field(

@@ -19,17 +19,19 @@ import binascii
 import hashlib
 import os
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from collab.auth import Identity
+from collab.auth import Identity, literal_prefix
 from collab.store.base import DocumentInfo, Store
 
 BATCH = 1000  # names read from the store at once
 # More prefixes than this are listed under the one they all start with: one
-# store query per prefix is the cost of a request with nothing to show.
-MAX_PREFIXES = 64
+# store query per prefix is the cost of a request with nothing to show (a token
+# granting many documents by name has as many).
+MAX_PREFIXES = 256
 # What a sealed cursor starts with: a character no document name has (it is
 # invisible: collab.wire.native.validate_document_name refuses it).
 SEALED = "\u2063"
@@ -91,9 +93,10 @@ async def granted_documents(
     max_rows: int,
 ) -> Page:
     """At most ``limit`` documents ``identity`` may read whose names start with
-    ``prefix``, after ``after`` (a name, or a cursor of an earlier page), by name,
-    reading at most ``max_rows`` rows of the store's list (at least one). Raises
-    CursorError, StoreError."""
+    ``prefix``, after ``after`` (a name, or a cursor of an earlier page), by name.
+    Reads at most ``max_rows`` names of the store's list (at least one), each
+    counted once for every grant pattern it is tested against: a token of many
+    patterns that all could match reads fewer. Raises CursorError, StoreError."""
     cursor = cursors.open(after) if after is not None else None  # the last name read
     prefixes = identity.name_prefixes(prefix)
     if len(prefixes) > MAX_PREFIXES:
@@ -104,26 +107,36 @@ async def granted_documents(
         )
         prefixes = [low[:common]]
     found: list[DocumentInfo] = []
-    rows = 0
+    rows = checks = 0
     for start in prefixes:
         if cursor is not None and cursor > start and not cursor.startswith(start):
             continue  # every name under this prefix comes before the cursor
+        # The patterns that can match a name under this prefix.
+        patterns = [p for p, _ in identity.grants if _may_match_under(p, start)]
+        weight = max(1, len(patterns))
         while True:
-            if rows >= max_rows:
-                # Out of rows to read (so the cursor moved): what was found, and
+            room = (max_rows - checks) // weight
+            if room <= 0 and checks:
+                # Out of names to read (so the cursor moved): what was found, and
                 # where to go on from, sealed: it may be a name the token does
                 # not see.
                 assert cursor is not None
                 return Page(found, cursors.seal(cursor), rows, cut=True)
-            want = min(BATCH, max_rows - rows, limit + 1 - len(found))
+            want = min(BATCH, max(1, room), limit + 1 - len(found))
             batch = await store.list_documents(prefix=start, after=cursor, limit=want)
             rows += len(batch)
+            checks += len(batch) * weight
             for info in batch:
                 cursor = info.name
-                if identity.role_for(info.name) is not None:
+                if any(fnmatchcase(info.name, pattern) for pattern in patterns):
                     found.append(info)
                     if len(found) > limit:
                         return Page(found[:limit], found[limit - 1].name, rows)
             if len(batch) < want:
                 break  # nothing more under this prefix
     return Page(found, None, rows)
+
+
+def _may_match_under(pattern: str, prefix: str) -> bool:
+    literal = literal_prefix(pattern)
+    return literal.startswith(prefix) or prefix.startswith(literal)
