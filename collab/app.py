@@ -250,7 +250,7 @@ class CollabServer:
         await asyncio.gather(*(h.connection.close() for h in handlers if h.connection is not None))
         await self.tasks.close()
         await self.rooms.close()
-        self.reads.close()
+        await self.reads.close()
         await self.store.close()
         log.info("stopped")
 

@@ -267,14 +267,15 @@ async def test_six_worst_case_reads_at_once_answer_in_seconds_and_leave_acks_fas
         f"{statistics.median(beside) * 1000:.1f} ms, p99 {p99_beside * 1000:.1f} ms "
         f"({len(beside)} acks); reads {[(s, round(t, 2)) for s, _, t in answers]}"
     )
-    # Safety bounds, with room for a loaded machine: the reads took 1 to 2.5 s on
-    # a quiet one (a diff refused past 2 s of CPU), up to 13 s while other tests
-    # shared its two cores (the budget is CPU time, and the workers yield the CPU);
-    # on the old code one diff took 45 s of CPU and an ack 381 ms; with the reads
-    # on threads beside the loop, acks were 12 ms at the median and 130 ms at p99.
-    assert max(seconds for _, _, seconds in answers) < 30.0, answers
+    # Safety bounds, with room for a loaded machine. On a quiet one the reads took
+    # 1 to 2.5 s (a diff refused past 2 s of CPU) and the acks' p99 was 20 to 45 ms
+    # beside them; while other tests shared its two cores, up to 20 s (the budget
+    # is CPU time, and the workers yield the CPU) and 80 ms. On the old code one
+    # diff took 45 s of CPU and an ack 381 ms; with the reads on threads beside the
+    # loop, acks took 12 ms at the median (1.3 ms alone) and 130 ms at p99.
+    assert max(seconds for _, _, seconds in answers) < 60.0, answers
     assert statistics.median(beside) < statistics.median(alone) + 0.005
-    assert p99_beside < p99_alone + 0.05
+    assert p99_beside < p99_alone + 0.1
 
 
 def percentile(values: list[float], fraction: float) -> float:

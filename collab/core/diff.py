@@ -27,6 +27,7 @@ from typing import Any
 import pycrdt
 
 from collab.core.history import (
+    Log,
     NotRetained,
     Sources,
     gather_sources,
@@ -97,10 +98,11 @@ async def text_diff(
     *,
     budget: ReadBudget | None = None,
     executor: Executor | None = None,
-) -> tuple[str, list[Span]]:
+) -> tuple[str, list[dict[str, Any]]]:
     """``(root, spans)`` of a text root between versions ``from_seq`` and
-    ``to_seq``. What it reads and does is charged to ``budget``; the work runs on
-    ``executor`` (default: the loop's). Raises DiffError (no such text root),
+    ``to_seq``, the spans as JSON (:meth:`Span.to_json`). What it reads and does
+    is charged to ``budget``; the work runs on ``executor`` (default: the loop's;
+    a process pool will do). Raises DiffError (no such text root),
     BudgetExceeded, StoreError."""
     if from_seq > to_seq:
         raise DiffError("from must not be past to")
@@ -109,7 +111,7 @@ async def text_diff(
         raise NotRetained(doc, from_seq, first)
     sources = await gather_sources(store, doc, from_seq, budget=budget)
     doing = f"a diff of the updates {from_seq + 1}..{to_seq}"
-    updates = await read_log(store, doc, from_seq, to_seq, budget, doing)
+    updates = Log(await read_log(store, doc, from_seq, to_seq, budget, doing))
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(executor, _diff, sources, updates, root, budget, doing)
 
@@ -120,7 +122,9 @@ def _diff(
     root: str | None,
     budget: ReadBudget | None,
     doing: str,
-) -> tuple[str, list[Span]]:
+) -> tuple[str, list[dict[str, Any]]]:
+    """The diff's work, in one call (on a worker process): the spans as JSON
+    (pickled in C on the way back, where Span dataclasses would be in Python)."""
     meter = cpu_meter(budget, doing)
     state = rebuild(sources.snapshot, sources.updates, sources.chain, meter).doc.get_update()
     # The newer version's text roots: the older one with the updates applied.
@@ -142,7 +146,7 @@ def _diff(
         root = texts[0]
     elif root not in texts:
         raise DiffError(f"{root!r} is not a text root of this document (text roots: {texts})")
-    return root, _attribute(state, updates, root, meter)
+    return root, [span.to_json() for span in _attribute(state, updates, root, meter)]
 
 
 def _apply(doc: pycrdt.Doc, record: UpdateRecord) -> None:

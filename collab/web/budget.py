@@ -16,6 +16,7 @@ spends a ReadBudget (collab.core.limits): past it, 422.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import multiprocessing
 import os
@@ -96,12 +97,15 @@ class ExpensiveReads:
             updates=s.max_read_updates, bytes_=s.max_read_bytes, cpu_s=s.max_read_cpu_s, hint=hint
         )
 
-    def _drop_pool(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+    def _drop_pool(self) -> ProcessPoolExecutor | None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+        return pool
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """Nothing new starts; work under way ends by itself (its budget bounds it),
-        and then its process."""
-        self._drop_pool()
+        and then its process, which this waits for."""
+        pool = self._drop_pool()
+        if pool is not None:
+            await asyncio.get_running_loop().run_in_executor(None, pool.shutdown)

@@ -183,8 +183,8 @@ class DocumentHandler(DocumentApiHandler):
     async def get(self, doc: str) -> None:
         try:
             info = await self.require_document(doc)
-            executor = self.server.reads.executor
             with self.expensive() as budget:
+                executor = self.server.reads.executor
                 if self.wants_binary():
                     at, state = await history.state_at(
                         self.server.store, doc, budget=budget, executor=executor
@@ -405,7 +405,7 @@ class DiffHandler(DocumentApiHandler):
                 "root": name,
                 "from": from_seq,
                 "to": to_seq,
-                "spans": [span.to_json() for span in spans],
+                "spans": spans,
             }
         )
 
@@ -422,7 +422,6 @@ class StateHandler(DocumentApiHandler):
             raise tornado.web.HTTPError(400, "waiting must be yes or no")
         try:
             await self.require_document(doc)
-            executor = self.server.reads.executor
             with self.expensive() as budget:
                 at, state = await history.state_at(
                     self.server.store,
@@ -430,7 +429,7 @@ class StateHandler(DocumentApiHandler):
                     seq,
                     waiting=waiting == "yes",
                     budget=budget,
-                    executor=executor,
+                    executor=self.server.reads.executor,
                 )
         except StoreError as exc:
             self.on_store_error(exc)
