@@ -137,7 +137,7 @@ def _diff(
     try:
         kinds = yformat.root_types(newer.get_update())
     except yformat.FormatError as exc:
-        to_seq = updates[-1].seq if updates else "from"
+        to_seq = updates[-1].seq if updates else sources.seq
         raise DiffError(f"the version at seq {to_seq} cannot be read: {exc}") from None
     texts = sorted(name for name, kind in kinds.items() if kind == yformat.TEXT)
     if root is None:

@@ -153,16 +153,17 @@ class ReadBudget:
         self.updates_left -= updates
         self.bytes_left -= bytes_
         if self.updates_left < 0:
-            self._refuse(doing, f"{self.max_updates} log updates (max_read_updates)")
+            self.refuse(doing, f"{self.max_updates} log updates (max_read_updates)")
         if self.bytes_left < 0:
-            self._refuse(doing, f"{self.max_bytes} bytes (max_read_bytes)")
+            self.refuse(doing, f"{self.max_bytes} bytes (max_read_bytes)")
 
     def cpu(self, doing: str) -> CpuMeter:
         """A meter of the CPU time the calling thread spends from now on, charged
         to this budget at each :meth:`CpuMeter.check`."""
         return CpuMeter(self, doing)
 
-    def _refuse(self, doing: str, limit: str) -> NoReturn:
+    def refuse(self, doing: str, limit: str) -> NoReturn:
+        """Raise BudgetExceeded: ``doing`` went past ``limit``."""
         hint = f": {self.hint}" if self.hint else ""
         raise BudgetExceeded(f"{doing} takes more than one request may do ({limit}){hint}")
 
@@ -183,7 +184,7 @@ class CpuMeter:
         self._budget.cpu_left_s -= now - self._mark
         self._mark = now
         if self._budget.cpu_left_s < 0:
-            self._budget._refuse(
+            self._budget.refuse(
                 self._doing, f"{self._budget.max_cpu_s:g} s of CPU time (max_read_cpu_s)"
             )
 

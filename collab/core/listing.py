@@ -15,7 +15,6 @@ nothing it could not list.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import os
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ MAX_PREFIXES = 256
 # invisible: collab.wire.native.validate_document_name refuses it).
 SEALED = "\u2063"
 NONCE_BYTES = 12
+PAD_BYTES = 256  # a sealed name is padded to a multiple of this
 
 
 class CursorError(ValueError):
@@ -50,8 +50,11 @@ class Cursors:
         self._aead = AESGCM(hashlib.sha256(b"collab list cursor\0" + secret).digest())
 
     def seal(self, name: str) -> str:
+        data = name.encode()
+        # Padded (names have no NULs), so that its length says little of the name's.
+        data += b"\0" * (-len(data) % PAD_BYTES)
         nonce = os.urandom(NONCE_BYTES)
-        sealed = nonce + self._aead.encrypt(nonce, name.encode(), None)
+        sealed = nonce + self._aead.encrypt(nonce, data, None)
         return SEALED + base64.urlsafe_b64encode(sealed).decode().rstrip("=")
 
     def open(self, cursor: str) -> str:
@@ -63,8 +66,8 @@ class Cursors:
         try:
             sealed = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
             name = self._aead.decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], None)
-            return name.decode()
-        except (binascii.Error, ValueError, InvalidTag):
+            return name.rstrip(b"\0").decode()
+        except (ValueError, InvalidTag):  # binascii.Error is a ValueError
             raise CursorError(
                 "after is not a cursor of this server (another server's, or from before a "
                 "restart that changed its key): list again from a name you have seen"
