@@ -314,17 +314,18 @@ class Settings:
         },
     )
     max_expensive_requests: int = field(
-        default=2,
+        default=3,
         metadata={
             "help": "read requests that rebuild versions (content, versions, state, diff) "
             "running at once on this instance, on threads of their own; past it 429"
         },
     )
     max_expensive_requests_per_user: int = field(
-        default=1,
+        default=2,
         metadata={
             "help": "of those, running at once for one user (the client address when "
-            "access is open); past it 429"
+            "access is open; the page's history view asks for two versions at once); "
+            "past it 429"
         },
     )
     max_list_rows: int = field(

@@ -120,7 +120,9 @@ async def test_expensive_reads_past_the_per_user_and_the_global_caps_are_refused
 
 async def test_without_tokens_the_per_user_cap_is_per_client_address(settings, start_server):
     store = HeldStore()
-    server = await start_server(settings.replace(store_url="memory://"), store)
+    server = await start_server(
+        settings.replace(store_url="memory://", max_expensive_requests_per_user=1), store
+    )
     await store_typed(store, "held", typed_updates(2))
     base = f"http://127.0.0.1:{server.port}"
     first = asyncio.ensure_future(get(base, "/api/documents/held"))
@@ -251,9 +253,9 @@ async def test_six_worst_case_reads_at_once_answer_in_seconds_and_leave_acks_fas
         server_log = server.log_text()
 
     statuses = [status for status, _, _ in answers]
-    # Two run (max_expensive_requests), the others are told to come back at once;
-    # each that ran answered, or was refused past its budget.
-    assert statuses.count(429) >= len(worst) - 2, statuses
+    # Three run (max_expensive_requests), the others are told to come back at
+    # once; each that ran answered, or was refused past its budget.
+    assert statuses.count(429) >= len(worst) - 3, statuses
     assert all(status in (200, 422, 429) for status in statuses), statuses
     assert any(status in (200, 422) for status in statuses), statuses
     for status, body, _ in answers:
@@ -267,12 +269,13 @@ async def test_six_worst_case_reads_at_once_answer_in_seconds_and_leave_acks_fas
         f"{statistics.median(beside) * 1000:.1f} ms, p99 {p99_beside * 1000:.1f} ms "
         f"({len(beside)} acks); reads {[(s, round(t, 2)) for s, _, t in answers]}"
     )
-    # Safety bounds, with room for a loaded machine. On a quiet one the reads took
-    # 1 to 2.5 s (a diff refused past 2 s of CPU) and the acks' p99 was 20 to 45 ms
-    # beside them; while other tests shared its two cores, up to 20 s (the budget
-    # is CPU time, and the workers yield the CPU) and 80 ms. On the old code one
-    # diff took 45 s of CPU and an ack 381 ms; with the reads on threads beside the
-    # loop, acks took 12 ms at the median (1.3 ms alone) and 130 ms at p99.
+    # Safety bounds, with room for a loaded machine. On a fairly quiet one the
+    # reads took at most 3.4 to 4 s (a diff refused past 2 s of CPU, three sharing
+    # two cores) and the acks' p99 was 32 to 38 ms beside them (3 to 8 ms alone);
+    # while other tests shared its cores, up to 20 s (the budget is CPU time, and
+    # the workers yield the CPU) and 80 ms. On the old code one diff took 45 s of
+    # CPU and an ack 381 ms; with the reads on threads beside the loop, acks took
+    # 12 ms at the median (1.3 ms alone) and 130 ms at p99.
     assert max(seconds for _, _, seconds in answers) < 60.0, answers
     assert statistics.median(beside) < statistics.median(alone) + 0.005
     assert p99_beside < p99_alone + 0.1
