@@ -295,7 +295,8 @@ class Settings:
         default=100_000,
         metadata={
             "help": "log updates one read request (a version, a state, a diff) may read and "
-            "apply; past it the request is refused (422), before the log is read"
+            "apply; past it the request is refused (422), before the log is read; also the "
+            "most log entries one timeline request reads"
         },
     )
     max_read_bytes: int = field(
