@@ -248,7 +248,27 @@ class Settings:
     )
     max_connections_per_ip: int = field(
         default=256,
-        metadata={"help": "WebSockets and event streams open at once from one address (0: any)"},
+        metadata={
+            "help": "connections open at once from one address (HTTP, WebSockets, event "
+            "streams; 0: any)"
+        },
+    )
+    max_import_bytes: int = field(
+        default=64 * 1024 * 1024,
+        metadata={"help": "largest export file POST /api/documents/DOC/import takes"},
+    )
+    max_header_bytes: int = field(
+        default=64 * 1024, metadata={"help": "largest request head (request line and headers)"}
+    )
+    header_timeout_s: float = field(
+        default=60.0,
+        metadata={
+            "help": "seconds a connection may take to send a request's head, and may stay "
+            "idle between requests"
+        },
+    )
+    body_timeout_s: float = field(
+        default=120.0, metadata={"help": "seconds a request may take to send its body"}
     )
     rate_messages_per_s: float = field(
         default=100.0,
@@ -345,6 +365,8 @@ class Settings:
             "awareness_max_state_bytes",
             "awareness_updates_per_s",
             "reauth_timeout_s",
+            "max_import_bytes",
+            "max_header_bytes",
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive")
@@ -377,6 +399,8 @@ class Settings:
             "awareness_flush_s",
             "awareness_ttl_s",
             "awareness_refresh_s",
+            "header_timeout_s",
+            "body_timeout_s",
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive")

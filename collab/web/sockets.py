@@ -314,8 +314,6 @@ class NativeSocketHandler(SocketHandler):
     endpoint = "ws"
 
     def open(self, *args: str, **kwargs: str) -> None:
-        if not self.server.admit(self):  # past the per-address cap: closed
-            return
         self.set_nodelay(True)
         self.connection = NativeConnection(
             self,
@@ -334,8 +332,6 @@ class YjsSocketHandler(SocketHandler):
     endpoint = "yjs"
 
     async def open(self, doc: str) -> None:
-        if not self.server.admit(self):  # past the per-address cap: closed
-            return
         self.set_nodelay(True)
         try:
             doc = validate_document_name(doc, self.server.settings.max_document_name_bytes)
