@@ -41,6 +41,7 @@ from collab.web.documents import (
     VersionHandler,
 )
 from collab.web.gate import ConnectionCounts, Gate, Listener, connection_of
+from collab.web.sites import Sites
 from collab.web.sockets import NativeSocketHandler, SocketHandler, YjsSocketHandler
 
 log = logging.getLogger("collab")
@@ -64,9 +65,12 @@ class CollabServer:
         self.sockets: set[SocketHandler] = set()
         self.connections = ConnectionCounts(settings.max_connections_per_ip)
         self.auth.on_revoke(self._revoked)
-        self._allowed_origins = {
-            o.strip().rstrip("/").lower() for o in settings.allowed_origins.split(",") if o.strip()
-        }
+        self.sites = Sites.of(
+            host=settings.host,
+            allowed_hosts=settings.allowed_hosts,
+            allowed_origins=settings.allowed_origins,
+            tokens_required=self.auth.enabled,
+        )
         self.application = self._make_application()
         self.metrics.observe(
             connections=lambda endpoint: sum(1 for h in self.sockets if h.endpoint == endpoint),
@@ -119,19 +123,14 @@ class CollabServer:
             websocket_ping_interval=0,
             websocket_max_message_size=s.max_frame_bytes,
             log_function=log_request,
+            # POST and DELETE from other sites' pages: Origin and Sec-Fetch-Site are
+            # checked (ApiHandler.check_trusted_origin); WebSockets always are.
+            cross_origin_protection=True,
         )
 
     @property
     def url(self) -> str:
         return f"http://{self.settings.host}:{self.port}"
-
-    def origin_allowed(self, origin: str) -> bool:
-        """Whether a browser page from ``origin`` may open a WebSocket. Editor apps
-        are usually served from another origin than the server, so by default any
-        origin may (tokens control access); ``allowed_origins`` narrows it."""
-        if not self._allowed_origins:
-            return True
-        return origin.rstrip("/").lower() in self._allowed_origins
 
     async def start(self) -> None:
         largest = self.store.max_update_bytes

@@ -39,8 +39,19 @@ class Settings:
     allowed_origins: str = field(
         default="",
         metadata={
-            "help": "comma-separated Origin values allowed to open WebSockets, e.g. "
-            "https://app.example.com; empty allows any (access is controlled by tokens)"
+            "help": "comma-separated origins (https://app.example.com) whose pages may, "
+            "besides the server's own, open WebSockets and send requests that change "
+            "documents; * allows any. Empty: any while access tokens are required (tokens "
+            "are the access control), only the server's own pages in open mode"
+        },
+    )
+    allowed_hosts: str = field(
+        default="",
+        metadata={
+            "help": "comma-separated host names (collab.example.com) the server answers to "
+            "besides IP addresses, localhost and --host; * answers to any. Empty: any while "
+            "access tokens are required; in open mode other names are refused (403), so "
+            "that a DNS-rebinding page cannot reach the server"
         },
     )
     static_dir: str = field(default="", metadata={"help": "folder served at / (default: static/)"})

@@ -91,8 +91,12 @@ async def test_allowed_origins_limit_which_pages_may_open_websockets(start_serve
     assert refused.value.code == 403
 
 
-async def test_any_origin_may_connect_by_default(server):
-    url = f"ws://127.0.0.1:{server.port}/yjs/doc"
+async def test_with_access_tokens_any_origin_may_connect_by_default(start_server, settings):
+    # Editor apps are served from other origins than the server; the token is
+    # the access control. (Open mode refuses other origins: test_security_origins.)
+    server = await start_server(settings.replace(auth_secret="s" * 32))
+    token = Authenticator("s" * 32).issue("ann", {"*": "write"})
+    url = f"ws://127.0.0.1:{server.port}/yjs/doc?token={token}"
     ws = await websocket_connect(HTTPRequest(url, headers={"Origin": "https://elsewhere.example"}))
     ws.close()
 

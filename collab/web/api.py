@@ -54,6 +54,12 @@ class ApiHandler(RedactingHandlerMixin, tornado.web.RequestHandler):
     def set_default_headers(self) -> None:
         self.set_header("Cache-Control", "no-store")
 
+    def check_trusted_origin(self, origin: str) -> bool:
+        """A page of another origin may change something (POST, DELETE) only when
+        the server trusts it (collab.web.sites); Tornado's cross-origin protection
+        asks, before :meth:`prepare`, about requests that come from such pages."""
+        return self.server.sites.origin_trusted(origin)
+
     def prepare(self) -> None:
         if self.authenticated:
             self.identity()

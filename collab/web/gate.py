@@ -8,8 +8,9 @@
   its route allows one for the request after checking who sends it
   (collab.web.api.ApiHandler).
 - :class:`Gate` (a Tornado router in front of the application) looks at each
-  request's head, its body not read: a request on a connection past its address's
-  cap is refused (429; a WebSocket handshake is accepted and closed with 1013, on
+  request's head, its body not read: a ``Host`` the server does not answer to is
+  refused (403, collab.web.sites), and so is a request on a connection past its
+  address's cap (429; a WebSocket handshake is accepted and closed with 1013, on
   which clients retry later). Everything else goes on to its route.
 """
 
@@ -166,6 +167,14 @@ class Gate(tornado.routing.Router):
     def find_handler(
         self, request: httputil.HTTPServerRequest, **kwargs: Any
     ) -> httputil.HTTPMessageDelegate | None:
+        host = request.headers.get("Host")
+        if not self.server.sites.host_allowed(host):
+            return self._refuse(
+                request,
+                403,
+                f"this server does not answer to {host!r}: add its name to "
+                "--allowed-hosts (or use an address, or localhost)",
+            )
         if not self.server.connections.admitted(connection_of(request)):
             if request.headers.get("Upgrade", "").lower() == "websocket":
                 return self.application.get_handler_delegate(

@@ -120,7 +120,8 @@ class SocketHandler(RedactingHandlerMixin, tornado.websocket.WebSocketHandler):
         self._paused: asyncio.Future[None] | None = None  # reading stopped (shutdown)
 
     def check_origin(self, origin: str) -> bool:
-        return self.server.origin_allowed(origin)
+        """Asked by Tornado about a page of another origin (collab.web.sites)."""
+        return self.server.sites.origin_trusted(origin)
 
     @property
     def remote(self) -> str:
