@@ -15,9 +15,9 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from collab.auth import Authenticator
 from collab.core import archive
-from collab.store.base import Author, UpdateRecord
+from collab.store.base import Author, NewUpdate, UpdateRecord
 from tests.flooder import DECLARED_BODY_BYTES, BodyFlood
-from tests.helpers import wait_until
+from tests.helpers import text_update, wait_until
 from tests.processes import server_process
 
 SECRET = "requests-test-secret-of-32-bytes-or-more"
@@ -196,6 +196,29 @@ async def test_plain_http_connections_count_against_the_per_address_cap(
     await wait_until(lambda: server.connections.open_from("127.0.0.1") == 2)
     peer = await raw(target=server)
     assert (await peer.hello())["type"] == "welcome"
+
+
+async def test_every_connection_stops_counting_when_it_ends(
+    settings, start_server, connections, raw
+):
+    """HTTP kept alive, an event stream, WebSockets (which take their connection over
+    from HTTP), one refused past the cap: once all have ended, nothing is counted."""
+    server = await start_server(settings.replace(max_connections_per_ip=4))
+    await server.store.append([NewUpdate("d", text_update("x"), time.time())])
+    kept = await connections(server)
+    kept.send(head("GET", "/healthz"))
+    assert await kept.status() == 200
+    stream = await connections(server)
+    stream.send(head("GET", "/api/documents/d/events"))
+    assert await stream.status() == 200
+    native, yjs = await raw(target=server), await raw("/yjs/d", target=server)
+    assert (await native.hello())["type"] == "welcome"
+    refused = await raw("/ws", target=server)
+    assert (await refused.closed())[0] == 1013
+    await wait_until(lambda: server.connections.open_from("127.0.0.1") == 4)  # it ended
+    for ending in (kept, stream, native, yjs):
+        ending.close()
+    await wait_until(lambda: server.connections.open_from("127.0.0.1") == 0)
 
 
 def export_file(doc: str, updates: int, update_bytes: int) -> bytes:
