@@ -89,7 +89,6 @@ def peak_rss_mib(pid: int) -> float:
     raise AssertionError(f"no VmHWM for {pid}")
 
 
-@pytest.mark.slow
 async def test_large_bodies_without_a_token_are_refused_before_they_are_read(tmp_path):
     """16 connections, each declaring a 95 MiB import and sending 8 MiB of it, cost
     the server less than 64 MiB in all (buffered, they took 128 MiB and more), and
