@@ -255,6 +255,7 @@ class RoomManager:
                 self.writer,
                 self._settings,
                 fetch_log=self._fetch_log,
+                stored_epoch=self._stored_epoch,
                 publish_awareness=self.presence.publish,
                 on_damaged=self._on_room_damaged,
                 metrics=self.metrics,
@@ -289,6 +290,10 @@ class RoomManager:
 
     async def _fetch_log(self, doc: str, after: int, until: int | None) -> list[UpdateRecord]:
         return await self._store.read_updates(doc, after_seq=after, until_seq=until, limit=LOG_PAGE)
+
+    async def _stored_epoch(self, doc: str) -> str | None:
+        info = await self._store.get_document(doc)
+        return None if info is None else info.epoch
 
     # -- the feed --------------------------------------------------------------------------------
 

@@ -78,6 +78,7 @@ from collab.wire.yformat import (
 log = logging.getLogger("collab.rooms")
 
 FetchLog = Callable[[str, int, int | None], Awaitable[list[UpdateRecord]]]
+StoredEpoch = Callable[[str], Awaitable[str | None]]
 PublishAwareness = Callable[[str, list[tuple[int, bytes]]], None]
 LOG_PAGE = 1000
 CLIENT_USER_FIELDS = ("color", "colorLight")  # a presence user's, set by the client
@@ -190,6 +191,7 @@ class Room:
         settings: Settings,
         *,
         fetch_log: FetchLog,
+        stored_epoch: StoredEpoch,
         publish_awareness: PublishAwareness,
         on_damaged: Callable[[Room, CollabError], None],
         metrics: Metrics | None = None,
@@ -211,6 +213,8 @@ class Room:
         self._settings = settings
         self._instance = settings.instance_id
         self._fetch_log = fetch_log
+        self._stored_epoch = stored_epoch
+        self._epochs_checked: set[str] = set()  # created elsewhere? asked the store once each
         self._publish_awareness = publish_awareness
         self._on_damaged = on_damaged
         self._metrics = metrics or Metrics()
@@ -517,12 +521,36 @@ class Room:
         """A record from the store's feed. This instance's own come through the
         writer, with their senders, and are left out here."""
         if record.epoch is not None and record.epoch != self.epoch:
-            # Of a deleted generation of this document (or, while this room has not
-            # stored its document yet, of one created elsewhere: its first write
-            # joins that one, and reads the log for what it lacks).
+            # Of a deleted generation of this document, or, while this room has not
+            # stored its document yet, of the one another instance just created:
+            # the store says which (a lagging feed may still carry a deleted one's).
+            if not self.stored and record.epoch not in self._epochs_checked:
+                self._epochs_checked.add(record.epoch)
+                if not self._tasks.closed:
+                    self._tasks.spawn(
+                        self._adopt_if_stored(record.epoch), name=f"epoch of {self.name}"
+                    )
             return
         if record.author.instance != self._instance:
             self._offer(_Delivery(record))
+
+    async def _adopt_if_stored(self, epoch: str) -> None:
+        """Another instance's record of an epoch this room does not know, while it has
+        not stored its document: if that is the document's stored epoch now, the
+        document was created elsewhere, and this room is that one's (it reads the
+        log for what it lacks, this record included)."""
+        delay = RETRY_FIRST_S
+        while True:
+            try:
+                stored = await self._stored_epoch(self.name)
+                break
+            except StoreError as exc:
+                log.warning("reading the epoch of %r failed, retrying: %s", self.name, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+        if stored == epoch and not self.stored:
+            self._adopt(epoch)
+            self.catch_up()
 
     def _adopt(self, epoch: str) -> None:
         """The document this room had not stored yet was created by another writer
