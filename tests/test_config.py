@@ -74,6 +74,21 @@ def test_the_token_command_signs_a_token_for_the_configured_secret(capsys):
     assert identity.user == "ann" and identity.role_for("notes/x") == "write"
 
 
+def test_the_token_command_signs_an_admin_token_that_may_revoke(capsys):
+    secret = "a-secret-that-is-long-enough-for-hs256"
+    code = main(["token", "--user", "ops", "--admin", "--auth-secret", secret])
+    assert code == 0
+    identity = Authenticator(secret).authenticate(capsys.readouterr().out.strip())
+    assert identity.user == "ops" and identity.admin
+    assert identity.role_for("notes/x") is None  # admin grants no document by itself
+
+
+def test_the_token_command_wants_a_grant_or_admin(capsys):
+    secret = "a-secret-that-is-long-enough-for-hs256"
+    assert main(["token", "--user", "ops", "--auth-secret", secret]) == 2
+    assert "--grant" in capsys.readouterr().err
+
+
 def test_an_unsupported_store_url_is_refused():
     with pytest.raises(ValueError, match="unsupported store URL scheme 'postgres'"):
         create_store("postgres://localhost/db")
