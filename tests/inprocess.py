@@ -323,3 +323,22 @@ def inprocess(
 ) -> InProcessServer:
     """An in-process server on the test's settings (its store: memory)."""
     return io_loop.run_sync(lambda: start_inprocess(settings))
+
+
+@pytest.fixture
+def inprocess_raw(
+    inprocess: InProcessServer,
+) -> Callable[..., Awaitable[InProcessPeer]]:
+    """``await raw(path="/ws", target=None)`` as conftest's ``raw``, in-process:
+    ``/ws[?token=T]`` or ``/yjs/DOC[?token=T]`` on ``target`` (default: ``inprocess``)."""
+
+    async def open_peer(path: str = "/ws", target: InProcessServer | None = None) -> InProcessPeer:
+        server = target or inprocess
+        route, _, query = path.partition("?")
+        if route.startswith("/yjs/"):
+            return await server.yjs_path(path[len("/yjs/") :])
+        assert route == "/ws", f"no such route in-process: {path}"
+        token = urllib.parse.parse_qs(query).get("token", [None])[-1]
+        return server.native(token=token)
+
+    return open_peer

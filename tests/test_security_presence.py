@@ -1,14 +1,16 @@
 """Trusted presence: an awareness client id belongs to the session that set it, the
-server stamps each state with the token's user, and one socket cannot flood it."""
+server stamps each state with the token's user, and one socket cannot flood it.
+In-process (tests/inprocess.py): the rules of the protocols, no socket."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import pytest
 from pycrdt import create_awareness_message
 
 from collab.auth import Authenticator
 from collab.wire.yformat import AwarenessEntry, decode_awareness_update, encode_awareness_update
-from tests.helpers import RawPeer
 
 SECRET = "presence-test-secret-of-32-bytes-or-more"
 
@@ -18,22 +20,27 @@ def token(user: str, **kwargs) -> str:
 
 
 @pytest.fixture
-def secured(io_loop, settings, start_server):
-    return io_loop.run_sync(lambda: start_server(settings.replace(auth_secret=SECRET)))
+def raw(inprocess_raw):
+    return inprocess_raw
+
+
+@pytest.fixture
+def secured(io_loop, settings, start_inprocess):
+    return io_loop.run_sync(lambda: start_inprocess(settings.replace(auth_secret=SECRET)))
 
 
 def awareness(*entries: tuple[int, int, dict | None]) -> bytes:
     return encode_awareness_update([AwarenessEntry(c, clock, state) for c, clock, state in entries])
 
 
-async def peer_on(raw, server, user: str, doc: str = "room", **kwargs) -> RawPeer:
+async def peer_on(raw, server, user: str, doc: str = "room", **kwargs) -> Any:
     peer = await raw(target=server)
     assert (await peer.hello(token=token(user, **kwargs)))["type"] == "welcome"
     await peer.subscribe(doc)
     return peer
 
 
-async def states_seen(peer: RawPeer, client_id: int) -> dict | None:
+async def states_seen(peer: Any, client_id: int) -> dict | None:
     """The state of ``client_id`` in the next awareness message that names it."""
     while True:
         message = await peer.recv_type("awareness")
@@ -111,8 +118,8 @@ async def test_twenty_thousand_client_ids_from_one_socket_are_capped(raw, secure
     assert 5000 not in room._awareness.states
 
 
-async def test_awareness_updates_past_the_rate_are_dropped(raw, io_loop, settings, start_server):
-    server = await start_server(settings.replace(auth_secret=SECRET, awareness_updates_per_s=5))
+async def test_awareness_updates_past_the_rate_are_dropped(raw, settings, start_inprocess):
+    server = await start_inprocess(settings.replace(auth_secret=SECRET, awareness_updates_per_s=5))
     peer = await peer_on(raw, server, "fast")
     for clock in range(1, 31):
         peer.send({"type": "awareness", "doc": "room", "update": awareness((7, clock, {}))})
