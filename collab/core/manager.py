@@ -524,7 +524,7 @@ class RoomManager:
             return
         del self._rooms[room.name]
         self._draining[room.name] = room
-        room.flush_outgoing()  # what its peers were sent so far reaches them before the error
+        room.fanout.flush()  # what its peers were sent so far reaches them before the error
         failure = CollabError(reason, code=ErrorCode.LOAD_FAILED, doc=room.name)
         for watcher in list(room.watchers):
             watcher(None)

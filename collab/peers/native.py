@@ -483,7 +483,7 @@ class NativeConnection:
         room = session.room
         assert room is not None
         if isinstance(message, Awareness):
-            room.apply_awareness(session, message.update)
+            room.awareness.apply(session, message.update)
             return None
         if session.role is not Role.WRITE:
             raise AccessDenied(

@@ -144,12 +144,12 @@ class YjsConnection:
                 self._apply(message.payload)
             case YjsKind.AWARENESS:
                 try:
-                    room.apply_awareness(self.session, message.payload)
+                    room.awareness.apply(self.session, message.payload)
                 except (AccessDenied, RateLimited) as exc:
                     # y-websocket has no error message: the entries are left out.
                     self._guard.log.log(logging.INFO, "awareness: %s", exc.message)
             case YjsKind.QUERY_AWARENESS:
-                snapshot = room.awareness_snapshot()
+                snapshot = room.awareness.snapshot()
                 if snapshot is not None:
                     self.send(yjs_protocol.awareness(snapshot))
             case YjsKind.UNKNOWN:
