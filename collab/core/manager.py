@@ -177,7 +177,9 @@ class RoomManager:
                         durable.set_result(seq)
 
                 room.attach(session)
-                room.apply_update(session, update, on_durable=acknowledged)
+                pending = room.submit(session, update, on_durable=acknowledged)
+                if pending is not None:
+                    await pending
                 return await asyncio.wait_for(durable, timeout_s)
             finally:
                 self.leave(session)

@@ -1,15 +1,19 @@
 """A room: one document's live state and everyone editing it on this instance.
 
 The room owns the document (a :class:`Replica`: a ``pycrdt.Doc`` and the update
-parts waiting for their dependencies), the awareness states, the sessions joined
-to it, and ``head_seq``: the last seq its peers were sent. Nothing else mutates
-the doc.
+parts waiting for their dependencies), the sessions joined to it, and
+``head_seq``: the last seq its peers were sent. Nothing else mutates the doc. Its
+awareness states are :class:`~collab.core.awareness.RoomAwareness`'s, and what it
+sends goes through its :class:`~collab.core.fanout.Fanout` (batched per pass of
+the event loop).
 
 The path of an update, and why seqs come out right:
 
-- A peer's update is checked and applied to the doc at once (so that a bad one is
-  refused before anything changes, and the sender's next edit builds on it), then
-  queued for the writer. The store gives it its seq when it commits the batch.
+- A peer's update is checked and applied to the doc at once (:meth:`Room.submit`:
+  a bad one is refused before anything changes, and the sender's next edit builds
+  on it; a large one is checked on a thread first), then queued for the writer as
+  a :class:`~collab.core.writer.Submission`. The store gives it its seq when it
+  commits the batch, and the writer reports it back (:meth:`Room.committed`).
 - Updates are sent to peers only once they are committed, in seq order: a
   committed record, this instance's or another's (from the store's feed), waits
   in ``_ahead`` until every earlier seq has been sent. When a seq is missing (it
@@ -19,16 +23,6 @@ The path of an update, and why seqs come out right:
   order too. A record from another instance is integrated into the doc when it
   is sent on; this instance's own are in it already.
 - A seq shown to a peer (sync, update, ack) is therefore always a stored one.
-
-Fan-out is batched: what a room sends in one pass of the event loop (every
-record of a commit, the acks among them, awareness changes) is queued in order and
-sent at the end of the pass as one list of frames per peer, so a busy document costs
-one socket write per peer per commit rather than one per update. Acks ride in the
-same queue, so a peer still sees every seq in order.
-
-Awareness changes of local peers go to the other instances through the store
-(:class:`~collab.core.presence.Presence`); theirs come back and are sent to the
-local peers, and expire unless their instance keeps renewing them.
 """
 
 from __future__ import annotations
@@ -46,7 +40,7 @@ from collab.core.awareness import PublishAwareness, RoomAwareness
 from collab.core.fanout import Fanout
 from collab.core.history import apply_log, restore
 from collab.core.session import Session, SessionState
-from collab.core.writer import RETRY_FIRST_S, PendingWrite, Writer
+from collab.core.writer import RETRY_FIRST_S, Submission, Writer
 from collab.errors import (
     CollabError,
     DocumentDamaged,
@@ -104,13 +98,12 @@ class JoinReply:
 
 @dataclass(slots=True)
 class _Delivery:
-    """A committed record on its way to the room's peers; ``session`` is its
-    sender when a peer of this instance wrote it."""
+    """A committed record on its way to the room's peers; ``submission`` is how it
+    came, when a peer of this instance wrote it (its sender, what to tell it, and
+    what its apply integrated)."""
 
     record: UpdateRecord
-    session: Session | None = None
-    on_durable: Callable[[int], None] | None = None
-    effect: bytes | None = None  # what its apply integrated (a local update's)
+    submission: Submission | None = None
 
 
 def build_replica(loaded: LoadedDocument, settings: Settings) -> Replica:
@@ -323,20 +316,53 @@ class Room:
         """The whole document as one update (what waits for dependencies included)."""
         return self._replica.encode()
 
-    def covers(self, update: bytes, ranges: UpdateRanges | None = None) -> bool:
+    async def covers(self, update: bytes) -> bool:
         """True when the room holds every struct ``update`` carries and every item
-        its deletions refer to (``ranges``: its check, made beforehand off the
-        event loop, see check_off_loop). Raises InvalidUpdate for bytes the strict
+        its deletions refer to (a read-only peer's update: nothing to refuse).
+        Checked on a thread when large. Raises InvalidUpdate for bytes the strict
         reader refuses, or past max_update_structs."""
-        if ranges is None:
+        if len(update) >= OFF_LOOP_CHECK_BYTES:
+            ranges = await check_off_loop(update, self.name, self._settings.max_update_structs)
+        else:
             ranges = self._replica.check(update, self._settings.max_update_structs)
         return ranges.integrated_in(self._replica.state())
 
-    async def prepare(self, update: bytes, ranges: UpdateRanges) -> Prepared | None:
+    def submit(
+        self,
+        session: Session,
+        update: bytes,
+        on_durable: Callable[[int], None] | None = None,
+    ) -> Awaitable[None] | None:
+        """Check and apply a peer's update and queue it for the store. Once it is
+        stored it is sent to the other peers, and ``on_durable(seq)`` runs, in seq
+        order; an update that changes nothing is not stored, and ``on_durable`` runs
+        with the seq that covers it. Raises InvalidUpdate, Overloaded or RateLimited;
+        the document is then unchanged.
+
+        A large update is checked, and what applying it reads is prepared, on a
+        thread: then this returns an awaitable, done once it is applied (or raising
+        as above), and its sender must send nothing more before (a socket is not
+        read meanwhile), so that a peer's updates still apply in order."""
+        if len(update) >= OFF_LOOP_CHECK_BYTES:
+            return self._submit_large(session, update, on_durable)
+        self._apply(session, update, on_durable)
+        return None
+
+    async def _submit_large(
+        self, session: Session, update: bytes, on_durable: Callable[[int], None] | None
+    ) -> None:
+        ranges = await check_off_loop(update, self.name, self._settings.max_update_structs)
+        if session.state is not SessionState.ACTIVE:
+            return  # its peer left meanwhile: it sends it again if it comes back
+        prepared = await self._prepare(update, ranges)
+        if session.state is SessionState.ACTIVE:
+            self._apply(session, update, on_durable, ranges, prepared)
+
+    async def _prepare(self, update: bytes, ranges: UpdateRanges) -> Prepared | None:
         """Make on a thread what applying ``update`` reads of the document before
         changing it (Replica.prepare): cutting a large update, say one whose items
         wait for one another, costs the event loop too much. Done again (a few times
-        at most, then apply_update does it) if the document changed meanwhile."""
+        at most, then _apply does it) if the document changed meanwhile."""
         loop = asyncio.get_running_loop()
         prepared = None
         for _ in range(PREPARE_ATTEMPTS):
@@ -345,21 +371,16 @@ class Room:
                 break
         return prepared
 
-    def apply_update(
+    def _apply(
         self,
         session: Session,
         update: bytes,
-        on_durable: Callable[[int], None] | None = None,
+        on_durable: Callable[[int], None] | None,
         ranges: UpdateRanges | None = None,
         prepared: Prepared | None = None,
     ) -> None:
-        """Check and apply a peer's update and queue it for the store (``ranges``:
-        its check, ``prepared`` what applying it reads, both made beforehand off the
-        event loop, see check_off_loop and prepare). Once it is
-        stored it is sent to the other peers, and ``on_durable(seq)`` runs, in seq
-        order; an update that changes nothing is not stored, and ``on_durable`` runs
-        with the seq that covers it. Raises InvalidUpdate or Overloaded; the
-        document is then unchanged."""
+        """``submit`` on the event loop (``ranges``: the update's check, ``prepared``
+        what applying it reads, when made beforehand on a thread)."""
         if not update:
             raise InvalidUpdate("the update is empty", doc=self.name)
         if ranges is None:
@@ -391,10 +412,8 @@ class Room:
         self._flushed.clear()
         session.write_submitted()
         if applied is None:
-            callback = self._replay_done(session, on_durable)
-            self._writer.submit(
-                PendingWrite(self.name, None, callback, self.epoch, self._dropped(session))
-            )
+            submission = Submission(self.name, self.epoch, None, self, session, on_durable)
+            self._writer.submit(submission)
             return
         new = NewUpdate(
             self.name,
@@ -404,56 +423,44 @@ class Room:
             epoch=self.epoch,
             create=not self.stored,
         )
-        committed = self._committed(session, on_durable, applied.effect)
         self._in_flight[new.data] += 1
         self._writer.submit(
-            PendingWrite(self.name, new, committed, self.epoch, self._dropped(session, new.data))
+            Submission(self.name, self.epoch, new, self, session, on_durable, applied.effect)
         )
 
-    def _committed(
-        self, session: Session, on_durable: Callable[[int], None] | None, effect: bytes
-    ) -> Callable[[UpdateRecord | None], None]:
-        def committed(record: UpdateRecord | None) -> None:
-            assert record is not None  # an entry with an update gets its record
-            if not self.stored and record.epoch is not None and record.epoch != self.epoch:
-                self._adopt(record.epoch)
-            self.stored = True
-            self._landed(record.data)
-            self._offer(_Delivery(record, session, on_durable, effect))
+    # -- what the writer reports (collab.core.writer.WriteReport) ---------------------------
 
-        return committed
-
-    def _replay_done(
-        self, session: Session, on_durable: Callable[[int], None] | None
-    ) -> Callable[[UpdateRecord | None], None]:
-        def done(_: UpdateRecord | None) -> None:
-            # Everything queued before it is stored: acknowledge it once what is
-            # known to be stored has been sent, with the seq that covers it.
+    def committed(self, submission: Submission, record: UpdateRecord | None) -> None:
+        if record is None:
+            # A replay: everything queued before it is stored. It is acknowledged
+            # once what is known to be stored has been sent, with the seq covering it.
             target = self._known_seq
 
             def acknowledge() -> None:
-                self._acknowledged(session, on_durable, self.head_seq)
+                self._acknowledged(submission, self.head_seq)
 
             if self.head_seq >= target:
                 acknowledge()
             else:
                 self._waiting_acks.append((target, acknowledge))
+            return
+        if not self.stored and record.epoch is not None and record.epoch != self.epoch:
+            self._adopt(record.epoch)
+        self.stored = True
+        self._landed(record.data)
+        self._offer(_Delivery(record, submission))
 
-        return done
-
-    def _dropped(self, session: Session, data: bytes | None = None) -> Callable[[], None]:
-        def dropped() -> None:
-            # Never stored (the document was deleted or replaced): not acknowledged;
-            # the peer sends it again after it resubscribes.
-            self.pending_writes -= 1
-            if self.pending_writes == 0:
-                self._flushed.set()
-            session.write_durable()
-            if data is not None:
-                self._landed(data)
-                self._drain()
-
-        return dropped
+    def dropped(self, submission: Submission) -> None:
+        # Never stored (the document was deleted or replaced): not acknowledged;
+        # the peer sends it again after it resubscribes.
+        self.pending_writes -= 1
+        if self.pending_writes == 0:
+            self._flushed.set()
+        if submission.session is not None:
+            submission.session.write_durable()
+        if submission.update is not None:
+            self._landed(submission.update.data)
+            self._drain()
 
     def _landed(self, data: bytes) -> None:
         count = self._in_flight[data] - 1
@@ -530,19 +537,19 @@ class Room:
         seq = delivery.record.seq
         if seq <= self.head_seq:
             # Sent on already, read from the log before its writer reported it.
-            if delivery.session is not None:
-                self._acknowledged(delivery.session, delivery.on_durable, seq)
+            if delivery.submission is not None:
+                self._acknowledged(delivery.submission, seq)
             return
         self._known_seq = max(self._known_seq, seq)
         held = self._ahead.get(seq)
-        if held is None or (held.session is None and delivery.session is not None):
+        if held is None or (held.submission is None and delivery.submission is not None):
             self._ahead[seq] = delivery
         self._drain()
 
     def _drain(self) -> None:
         while (delivery := self._ahead.get(self.head_seq + 1)) is not None:
             if (
-                delivery.session is None
+                delivery.submission is None
                 and delivery.record.author.instance == self._instance
                 and delivery.record.data in self._in_flight
             ):
@@ -559,9 +566,10 @@ class Room:
             self._read_log(until=min(self._ahead) - 1)
 
     def _deliver(self, delivery: _Delivery) -> None:
-        record = delivery.record
-        effect = delivery.effect
-        if effect is None:
+        record, submission = delivery.record, delivery.submission
+        if submission is not None:
+            effect = submission.effect
+        else:
             # Another instance's (or read from the log): integrate it here too.
             effect = EMPTY_UPDATE
             try:
@@ -580,14 +588,14 @@ class Room:
         # update that only waits for its dependencies is sent on when they arrive.
         self.fanout.frame(
             lambda codec: codec.update_frame(self.name, record.seq, effect),
-            exclude=delivery.session,
+            exclude=submission.session if submission is not None else None,
             is_update=True,
         )
         for watch in list(self.watchers):
             watch(record)
-        if delivery.session is not None:
+        if submission is not None:
             self._metrics.ack_seconds.observe(max(0.0, time.time() - record.time_s))
-            self._acknowledged(delivery.session, delivery.on_durable, record.seq)
+            self._acknowledged(submission, record.seq)
 
     def _remember(self, record: UpdateRecord) -> None:
         """Keep the latest records, bounded in number and bytes, for resumes."""
@@ -599,14 +607,14 @@ class Room:
         ):
             self._recent_bytes -= len(self._recent.popleft().data)
 
-    def _acknowledged(
-        self, session: Session, on_durable: Callable[[int], None] | None, seq: int
-    ) -> None:
-        """Queue the ack of a session's update behind the frames queued before it
-        (the peer must see every lower seq first)."""
+    def _acknowledged(self, submission: Submission, seq: int) -> None:
+        """Queue the ack of a peer's update behind the frames queued before it (the
+        peer must see every lower seq first)."""
+        session = submission.session
+        assert session is not None  # a room's submissions have their sender
 
         def acknowledge() -> None:
-            self._acknowledge_now(session, on_durable, seq)
+            self._acknowledge_now(session, submission.on_durable, seq)
 
         self.fanout.ack(session, acknowledge)
 

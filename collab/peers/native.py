@@ -25,7 +25,7 @@ from collab.config import Settings
 from collab.core.history import retained_from
 from collab.core.manager import RoomManager
 from collab.core.origin import Origin
-from collab.core.room import OFF_LOOP_CHECK_BYTES, Resume, check_off_loop
+from collab.core.room import Resume
 from collab.core.session import Session, SessionState
 from collab.errors import (
     AccessDenied,
@@ -492,49 +492,36 @@ class NativeConnection:
                 doc=message.doc,
                 ref=ref,
             )
-        if len(message.update) >= OFF_LOOP_CHECK_BYTES:
-            return self._apply_large(session, message)
-        self._apply(session, message)
+        try:
+            pending = room.submit(
+                session, message.update, self._ack_sender(session.doc, message.ref)
+            )
+        except CollabError as exc:
+            self._refused(exc, message)
+            raise
+        if pending is not None:
+            return self._applied_later(pending, message)
+        self._updates_in.inc()
         return None
 
-    def _apply(
-        self, session: Session, message: ClientUpdate, ranges: Any = None, prepared: Any = None
-    ) -> None:
-        room = session.room
-        assert room is not None
-        try:
-            room.apply_update(
-                session,
-                message.update,
-                self._ack_sender(session.doc, message.ref),
-                ranges,
-                prepared,
-            )
-        except CollabError as exc:
-            exc.ref = message.ref
-            self._rooms.metrics.updates_refused.labels(exc.code).inc()
-            raise
-        self._updates_in.inc()
+    def _refused(self, error: CollabError, message: ClientUpdate) -> None:
+        error.ref = message.ref
+        self._rooms.metrics.updates_refused.labels(error.code).inc()
 
-    async def _apply_large(self, session: Session, message: ClientUpdate) -> None:
-        """A large update is checked on a thread; the socket is not read meanwhile,
-        so this connection's messages still apply in order."""
+    async def _applied_later(self, pending: Awaitable[None], message: ClientUpdate) -> None:
+        """A large update, checked on a thread; the socket is not read meanwhile, so
+        this connection's messages still apply in order."""
         try:
-            ranges = await check_off_loop(
-                message.update, session.doc, self._settings.max_update_structs
-            )
-            room, prepared = session.room, None
-            if room is not None and session.state is SessionState.ACTIVE:
-                prepared = await room.prepare(message.update, ranges)
-            if session.state is SessionState.ACTIVE and self.state is ConnectionState.OPEN:
-                self._apply(session, message, ranges, prepared)
+            await pending
         except CollabError as exc:
-            exc.ref = message.ref
+            self._refused(exc, message)
             self._report(exc)
         except Exception:
-            # As in on_message: this runs as the task Tornado awaits, outside it.
+            # As in receive: this runs as the task Tornado awaits, outside it.
             log.exception("%s: unexpected error applying an update", self)
             self._report(CollabError("internal server error", code=ErrorCode.INTERNAL))
+        else:
+            self._updates_in.inc()
 
     def _ack_sender(self, doc: str, ref: int) -> Callable[[int], None]:
         def send_ack(seq: int) -> None:
