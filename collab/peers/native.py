@@ -36,7 +36,7 @@ from collab.errors import (
     RateLimited,
     StoreError,
 )
-from collab.peers.guard import InputGuard, both, stamp
+from collab.peers.guard import InputGuard, both, expiry_timer, stamp
 from collab.peers.transport import Transport, close_reason, new_connection_id
 from collab.store.base import MAX_SEQ
 from collab.tasks import TaskGroup
@@ -62,13 +62,12 @@ from collab.wire.native import (
     Welcome,
     decode_client_message,
     encode,
+    sync_parts,
     validate_document_name,
 )
 
 log = logging.getLogger("collab.protocol")
 
-SYNC_OVERHEAD_BYTES = 256  # a sync part's fields besides its slice, its name and sv
-MIN_SYNC_PART_BYTES = 1024
 MAX_HISTORY_REQUESTS = 2  # per connection, in flight at once
 HISTORY_PAGE_UPDATES = 1000  # at most, per history page
 HISTORY_FRAME_OVERHEAD = 512  # a history page's fields besides its updates
@@ -247,11 +246,8 @@ class NativeConnection:
     def _watch_expiry(self) -> None:
         if self._expiry is not None:
             self._expiry.cancel()
-            self._expiry = None
         assert self.identity is not None
-        if self.identity.expires_s is not None:
-            delay = max(0.0, self.identity.expires_s - time.time())
-            self._expiry = asyncio.get_running_loop().call_later(delay, self._expire)
+        self._expiry = expiry_timer(self.identity, self._expire)
 
     def _expire(self) -> None:
         """The token expired: every subscription ends and nothing is accepted but a
@@ -379,7 +375,13 @@ class NativeConnection:
         if reply is None:  # unsubscribed while the document was loading
             return
         # No await from room.join to the first part: nothing reaches the peer before it.
-        parts = self._sync_parts(session.doc, reply.missing, reply.state_vector)
+        parts = sync_parts(
+            session.doc,
+            reply.missing,
+            reply.state_vector,
+            part_bytes=self._settings.sync_chunk_bytes,
+            max_frame_bytes=self._max_frame_bytes,
+        )
         first = Sync(
             doc=session.doc,
             epoch=reply.epoch,
@@ -419,21 +421,6 @@ class NativeConnection:
         finally:
             session.draining = False
             session.inbox, session.inbox_bytes = [], 0
-
-    def _sync_parts(self, doc: str, update: bytes, state_vector: bytes) -> list[bytes]:
-        """``update`` cut into slices such that each sync frame fits the part size
-        and the client's frame limit; the last frame also carries the state vector
-        (an extra part with an empty slice if it would not fit beside one)."""
-        size = self._settings.sync_chunk_bytes
-        if self._max_frame_bytes is not None:
-            room = self._max_frame_bytes - SYNC_OVERHEAD_BYTES - len(doc.encode())
-            size = min(size, max(MIN_SYNC_PART_BYTES, room))
-        if len(update) + len(state_vector) <= size:
-            return [update]
-        parts = [update[start : start + size] for start in range(0, len(update), size)]
-        if len(parts[-1]) + len(state_vector) > size:
-            parts.append(b"")
-        return parts
 
     async def _send_parts(
         self, first: Sync, parts: list[bytes], state_vector: bytes, total: int

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable
 
 from collab.auth import Identity, Role
@@ -21,7 +20,7 @@ from collab.core.manager import RoomManager
 from collab.core.origin import Origin
 from collab.core.session import Session, SessionState
 from collab.errors import AccessDenied, CloseCode, CollabError, ErrorCode, Overloaded, RateLimited
-from collab.peers.guard import InputGuard, both, stamp
+from collab.peers.guard import InputGuard, both, expiry_timer, stamp
 from collab.peers.transport import Transport, close_reason, new_connection_id
 from collab.wire import yjs as yjs_protocol
 from collab.wire.yjs import YJS_FRAMES, YjsKind
@@ -68,9 +67,7 @@ class YjsConnection:
 
     async def open(self) -> None:
         """Join the document's room, then greet the peer as y-websocket does."""
-        if self.identity.expires_s is not None:
-            delay = max(0.0, self.identity.expires_s - time.time())
-            self._expiry = asyncio.get_running_loop().call_later(delay, self._expired)
+        self._expiry = expiry_timer(self.identity, self._expired)
         try:
             reply = await self._rooms.join(self.session.doc, self.session, None)
         except CollabError as exc:
