@@ -11,7 +11,7 @@ import argparse
 import dataclasses
 import os
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -445,15 +445,6 @@ class Settings:
                 values[f.name] = _parse(f, raw)
         values.update(overrides)
         return cls(**values)
-
-    @classmethod
-    def from_args(
-        cls, argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
-    ) -> Settings:
-        parser = argparse.ArgumentParser(add_help=False)
-        add_arguments(parser)
-        namespace = parser.parse_args(argv)
-        return settings_from_namespace(namespace, environ)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
