@@ -19,7 +19,7 @@ from typing import Any
 from . import ROOT
 from .loadgen.updates import check_update_encoding
 from .report import machine_info, median_of, print_failures, print_tables, write_json
-from .sampler import CpuWindow, rss_kib, wait_quiet
+from .sampler import CpuWindow, listen_drops, rss_kib, wait_quiet
 from .scenarios.shard import LATENCY_BUCKET_MS
 from .servers import (
     SERVERS,
@@ -442,8 +442,10 @@ class ServerBench:
                 go = shards.go()
                 sleep_until(go)
                 cpu = CpuWindow(server.pid, shards.pids[:-1])
+                drops = listen_drops()
                 shards.barrier("synced")
                 usage = cpu.report()
+                drops = listen_drops() - drops
                 rss_after = rss_kib(server.pid)
                 shards.go(0)
                 *storms, pings = shards.results()
@@ -461,6 +463,7 @@ class ServerBench:
                 "ping_p99_ms": pings["storm"]["p99_ms"],
                 "ping_max_ms": pings["storm"]["max_ms"],
                 "pings": pings["pings"],
+                "listen_drops": drops,
                 "rss_after_mib": rss_after / 1024,
                 **usage,
                 "problems": [f"{failed} connections failed, e.g. {storms[0]['failures'][:1]}"]

@@ -93,6 +93,7 @@ TABLES: dict[str, tuple[str, list[Column]]] = {
             ("ping p50 ms", "ping_p50_ms", "{:.1f}"),
             ("ping p99 ms", "ping_p99_ms", "{:.1f}"),
             ("ping max ms", "ping_max_ms", "{:.1f}"),
+            ("SYNs dropped", "listen_drops", "{:.0f}"),
             ("server CPU %", "server_cpu_pct", "{:.0f}"),
             ("loadgen CPU %", "client_cpu_pct", "{:.0f}"),
             ("RSS after MiB", "rss_after_mib", "{:.1f}"),

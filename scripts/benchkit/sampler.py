@@ -44,6 +44,18 @@ def machine_busy_ticks() -> int:
     return sum(fields[:8]) - idle - iowait  # user nice system idle iowait irq softirq steal
 
 
+def listen_drops() -> int:
+    """Connection attempts the kernel dropped because a listening socket's accept
+    queue (its backlog) was full: TcpExt ListenDrops from ``/proc/net/netstat``, for
+    the whole machine. A dropped SYN is sent again by the client after 1 s."""
+    with open("/proc/net/netstat") as f:
+        lines = f.read().splitlines()
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            return int(dict(zip(names.split(), values.split(), strict=True))["ListenDrops"])
+    return 0
+
+
 class CpuWindow:
     """The CPU that the server, each load-generator process and everything else on
     the machine used between construction and ``report()``, in % of one core, read

@@ -30,9 +30,10 @@ async def barrier(name: str) -> float:
     print(f"barrier {name}", flush=True)
     line = await asyncio.to_thread(sys.stdin.readline)
     words = line.split()
-    if len(words) != 2 or words[0] != "go":
+    if not 1 <= len(words) <= 2 or words[0] != "go":
         raise SystemExit(f"benchkit shard: expected 'go T' after barrier {name}, got {line!r}")
-    at = float(words[1])
+    # A bare "go" (a person driving one shard, e.g. `yes go | ... load rooms ...`): now.
+    at = float(words[1]) if len(words) == 2 else time.perf_counter()
     delay = at - time.perf_counter()
     if delay > 0:
         await asyncio.sleep(delay)
