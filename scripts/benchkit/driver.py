@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -51,6 +52,8 @@ SCENARIO_NAMES = (
 # What a bare `scripts/bench` runs: the scenarios it always ran. The document shapes,
 # the 10,000 connections and compression are chosen by name (--scenarios).
 DEFAULT_SCENARIOS = SCENARIO_NAMES[: SCENARIO_NAMES.index("history")]
+# Descriptors a process needs beside its connections (files, pipes, the store).
+FD_SLACK = 256
 # What the bound on a stalled reader's cost may exceed collab's outbound bound by.
 STALLED_SLACK_MIB = 16
 
@@ -377,6 +380,14 @@ class ServerBench:
     def conn_jobs(self, server: RunningServer, scenario: str, **more: Any) -> list[Any]:
         """The connection scenarios' shards: connection i on document i % docs."""
         o = self.o
+        # The server holds every connection, each load generator its share; both
+        # inherited the driver's limit (raised to the hard limit in __main__).
+        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if limit != resource.RLIM_INFINITY and limit < o.conns + FD_SLACK:
+            raise SystemExit(
+                f"bench: {o.conns} connections need more than {limit} file descriptors "
+                "(RLIMIT_NOFILE); raise the hard limit (ulimit -Hn, as root) or pass --conns"
+            )
         prefix = f"{scenario}-{random.getrandbits(32):08x}"
         return [
             (

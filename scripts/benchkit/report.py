@@ -59,6 +59,7 @@ SHAPE_COLUMNS: list[Column] = [
     ("procs", "loadgen_procs", "{:.0f}"),
     ("busiest %", "client_cpu_max_pct", "{:.0f}"),
     ("other CPU %", "other_cpu_pct", "{:.0f}"),
+    ("server waited %", "server_waited_pct", "{:.0f}"),
     ("converged", "converged", "{}"),
 ]
 SHAPE_TITLE = (
@@ -96,6 +97,8 @@ TABLES: dict[str, tuple[str, list[Column]]] = {
             ("SYNs dropped", "listen_drops", "{:.0f}"),
             ("server CPU %", "server_cpu_pct", "{:.0f}"),
             ("loadgen CPU %", "client_cpu_pct", "{:.0f}"),
+            ("other CPU %", "other_cpu_pct", "{:.0f}"),
+            ("server waited %", "server_waited_pct", "{:.0f}"),
             ("RSS after MiB", "rss_after_mib", "{:.1f}"),
             ("converged", "converged", "{}"),
         ],

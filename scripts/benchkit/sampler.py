@@ -44,6 +44,14 @@ def machine_busy_ticks() -> int:
     return sum(fields[:8]) - idle - iowait  # user nice system idle iowait irq softirq steal
 
 
+def run_delay_s(pid: int) -> float:
+    """How long the process's main thread (the event loop of every server here) has
+    been ready to run but waiting for a core, in seconds, from ``/proc/PID/schedstat``:
+    time the machine's other work took from it."""
+    with open(f"/proc/{pid}/schedstat") as f:
+        return int(f.read().split()[1]) / 1e9
+
+
 def listen_drops() -> int:
     """Connection attempts the kernel dropped because a listening socket's accept
     queue (its backlog) was full: TcpExt ListenDrops from ``/proc/net/netstat``, for
@@ -58,8 +66,9 @@ def listen_drops() -> int:
 
 class CpuWindow:
     """The CPU that the server, each load-generator process and everything else on
-    the machine used between construction and ``report()``, in % of one core, read
-    from ``/proc`` by a process that itself sleeps meanwhile (the driver)."""
+    the machine used between construction and ``report()``, in % of one core, and
+    how long the server's main thread waited for a core meanwhile (% of the time),
+    read from ``/proc`` by a process that itself sleeps meanwhile (the driver)."""
 
     def __init__(self, server_pid: int, loadgen_pids: Sequence[int]) -> None:
         self.server_pid = server_pid
@@ -68,9 +77,11 @@ class CpuWindow:
         self.server = cpu_ticks(server_pid)
         self.loadgen = [cpu_ticks(pid) for pid in self.loadgen_pids]
         self.machine = machine_busy_ticks()
+        self.waited = run_delay_s(server_pid)
 
     def report(self) -> dict[str, float]:
         elapsed = time.perf_counter() - self.t
+        waited = run_delay_s(self.server_pid) - self.waited
         server = cpu_ticks(self.server_pid) - self.server
         loadgen = [
             cpu_ticks(pid) - t0 for pid, t0 in zip(self.loadgen_pids, self.loadgen, strict=True)
@@ -87,6 +98,7 @@ class CpuWindow:
             "client_cpu_pct": pct(sum(loadgen)),
             "client_cpu_max_pct": pct(max(loadgen, default=0)),
             "other_cpu_pct": pct(max(0, others)),
+            "server_waited_pct": 100 * waited / elapsed,
         }
 
 
