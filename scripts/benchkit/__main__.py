@@ -4,7 +4,7 @@ Every server runs as its own subprocess on loopback and is driven by a separate
 load-generator process (``load``), over the y-websocket protocol that all of them
 speak, and over collab's native protocol where a scenario needs its acks. Run it
 through ``scripts/bench``, which installs the pinned baselines first;
-docs/PERFORMANCE.md says what each scenario measures and how to read the tables.
+scripts/benchkit/README.md says what each scenario measures and how to read the tables.
 
 Commands (the first is the default):
 

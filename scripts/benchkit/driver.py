@@ -52,6 +52,8 @@ SCENARIO_NAMES = (
 # What a bare `scripts/bench` runs: the scenarios it always ran. The document shapes,
 # the 10,000 connections and compression are chosen by name (--scenarios).
 DEFAULT_SCENARIOS = SCENARIO_NAMES[: SCENARIO_NAMES.index("history")]
+# A load-generator process past this much of a core may be what limits a run.
+LOADGEN_SATURATED_PCT = 90
 # Descriptors a process needs beside its connections (files, pipes, the store).
 FD_SLACK = 256
 # What the bound on a stalled reader's cost may exceed collab's outbound bound by.
@@ -359,6 +361,11 @@ class ServerBench:
             sleep_until(go + o.warmup + o.duration)
             usage = cpu.report()
             results = shards.results()
+        if usage["client_cpu_max_pct"] > LOADGEN_SATURATED_PCT:
+            self.progress(
+                f"a load generator used {usage['client_cpu_max_pct']:.0f} % of a core: it, "
+                "not the server, may be the limit (--loadgen-procs splits it by document)"
+            )
         delivered = sum(r["delivered"] for r in results)
         hist = merge_histograms([r["latency_hist"] for r in results])
         return {
