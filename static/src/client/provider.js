@@ -285,7 +285,9 @@ export class DocumentProvider extends ObservableV2 {
   // -- local edits ------------------------------------------------------------
 
   _docUpdate(update, origin) {
-    if (origin === this._tabs.origin || origin === this._local.store || origin === this._diskOrigin) return;
+    // (Without a store, `store` is null: so is the origin of a plain `doc.transact`.)
+    const store = this._local.store;
+    if (origin === this._tabs.origin || (store !== null && origin === store) || origin === this._diskOrigin) return;
     if (origin === this) {
       // A remote edit from the server: other tabs may be offline or behind.
       if (this._tabs.relay && !this._applyingSync) this._tabs.sendUpdate(update);
