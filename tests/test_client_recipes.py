@@ -28,6 +28,7 @@ DOCS = ROOT / "docs" / "CLIENT.md"
 NODE_MODULES = ROOT / "scripts" / "frontend" / "node_modules"
 
 pytestmark = [
+    pytest.mark.slow,
     skip_unless_browser(),
     pytest.mark.skipif(
         not (NODE_MODULES / "y-codemirror.next").exists(),
