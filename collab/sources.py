@@ -71,8 +71,9 @@ class Source(abc.ABC):
 
 
 class StoreSource(Source):
-    def __init__(self, url: str) -> None:
-        self.store: Store = create_store(url)
+    def __init__(self, url: str, *, create: bool = False) -> None:
+        # Only an import may make a new store; reading one that is not there is an error.
+        self.store: Store = create_store(url, create=create)
 
     async def open(self) -> None:
         await self.store.open()

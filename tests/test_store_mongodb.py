@@ -302,3 +302,20 @@ async def test_the_feed_fails_with_its_server_and_resumes_after_it_without_loss(
     assert seen == before
     assert rest == after
     assert seqs(rest) == [3]
+
+
+async def test_opening_without_create_refuses_a_database_with_no_store_and_makes_none(
+    mongodb_url: str,
+) -> None:
+    reader = MongoStore(mongodb_url, create=False)
+    with pytest.raises(StoreError, match="no store in MongoDB database"):
+        await reader.open()
+    made = MongoStore(mongodb_url)
+    await made.open()
+    try:
+        assert await made.list_documents() == []  # nothing was created by the refused open
+    finally:
+        await made.close()
+    reader = MongoStore(mongodb_url, create=False)
+    await reader.open()  # now there is a store to read
+    await reader.close()

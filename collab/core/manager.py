@@ -177,7 +177,9 @@ class RoomManager:
                         durable.set_result(seq)
 
                 room.attach(session)
-                room.apply_update(session, update, on_durable=acknowledged)
+                pending = room.submit(session, update, on_durable=acknowledged)
+                if pending is not None:
+                    await pending
                 return await asyncio.wait_for(durable, timeout_s)
             finally:
                 self.leave(session)
@@ -255,6 +257,7 @@ class RoomManager:
                 self.writer,
                 self._settings,
                 fetch_log=self._fetch_log,
+                stored_epoch=self._stored_epoch,
                 publish_awareness=self.presence.publish,
                 on_damaged=self._on_room_damaged,
                 metrics=self.metrics,
@@ -289,6 +292,10 @@ class RoomManager:
 
     async def _fetch_log(self, doc: str, after: int, until: int | None) -> list[UpdateRecord]:
         return await self._store.read_updates(doc, after_seq=after, until_seq=until, limit=LOG_PAGE)
+
+    async def _stored_epoch(self, doc: str) -> str | None:
+        info = await self._store.get_document(doc)
+        return None if info is None else info.epoch
 
     # -- the feed --------------------------------------------------------------------------------
 
@@ -519,7 +526,7 @@ class RoomManager:
             return
         del self._rooms[room.name]
         self._draining[room.name] = room
-        room.flush_outgoing()  # what its peers were sent so far reaches them before the error
+        room.fanout.flush()  # what its peers were sent so far reaches them before the error
         failure = CollabError(reason, code=ErrorCode.LOAD_FAILED, doc=room.name)
         for watcher in list(room.watchers):
             watcher(None)

@@ -30,17 +30,19 @@ __all__ = [
 ]
 
 
-def create_store(url: str) -> Store:
+def create_store(url: str, *, create: bool = True) -> Store:
     """A store for ``url``: ``sqlite:///path.db``, ``mongodb://host:port/database``
-    (or ``mongodb+srv://``) or ``memory://``. Call ``open()`` next."""
+    (or ``mongodb+srv://``) or ``memory://``. Call ``open()`` next. ``create``
+    False: ``open()`` raises StoreError when there is no store there yet, instead of
+    making one (a command that only reads must not leave an empty store behind)."""
     if url.startswith(("mongodb:", "mongodb+srv:")):
         from collab.store.mongodb import MongoStore
 
-        return MongoStore(url)
+        return MongoStore(url, create=create)
     if url.startswith("sqlite:"):
         from collab.store.sqlite import SQLiteStore, path_from_url
 
-        return SQLiteStore(path_from_url(url))
+        return SQLiteStore(path_from_url(url), create=create)
     if url.startswith("memory:"):
         from collab.store.memory import MemoryStore
 

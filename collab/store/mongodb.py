@@ -246,9 +246,10 @@ def _is_duplicate(exc: PyMongoError, index: str) -> bool:
 class MongoStore(Store):
     max_update_bytes = MAX_UPDATE_BYTES
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, create: bool = True) -> None:
         super().__init__()
         self.url = url
+        self._create = create  # False: open() refuses a database with no collab store
         self._database_name = database_from_url(url)
         self._client: AsyncMongoClient[dict[str, Any]] | None = None
         self._closed = False
@@ -296,6 +297,11 @@ class MongoStore(Store):
                     "set (one member will do) for change streams; start mongod with "
                     "--replSet NAME and run rs.initiate()"
                 )
+            if not self._create:
+                with _errors("reading the collections"):
+                    names = await self._client[self._database_name].list_collection_names()
+                if "updates" not in names:  # made with its indexes when a store is created
+                    raise StoreError(f"no store in MongoDB database {self._database_name!r}")
             await self._create_indexes()
         except BaseException:
             await self._client.close()

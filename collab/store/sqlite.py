@@ -172,9 +172,10 @@ def path_from_url(url: str) -> Path:
 
 
 class SQLiteStore(Store):
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, create: bool = True) -> None:
         super().__init__()
         self.path = Path(path)
+        self._create = create  # False: open() refuses a file that is missing or empty
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="collab-sqlite-writer")
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="collab-sqlite-reader")
         self._feeder = ThreadPoolExecutor(1, thread_name_prefix="collab-sqlite-feed")
@@ -223,11 +224,16 @@ class SQLiteStore(Store):
                 )
 
         def setup() -> None:
+            if not self._create and not self.path.is_file():
+                raise StoreError(f"no store at {self.path.resolve()}")
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = self._connect()
             try:
                 # Refuse a foreign file before switching it to WAL, which would stick.
-                check_version(conn.execute("PRAGMA user_version").fetchone()[0])
+                found = conn.execute("PRAGMA user_version").fetchone()[0]
+                check_version(found)
+                if found == 0 and not self._create:
+                    raise StoreError(f"{self.path.resolve()} is not a collab store")
                 mode = switch_to_wal(conn)
                 if mode.lower() != "wal":
                     raise StoreError(f"{self.path}: could not switch to WAL mode (got {mode})")
