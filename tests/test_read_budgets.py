@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pycrdt
+import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 from collab.auth import Authenticator
@@ -199,6 +200,7 @@ async def test_a_page_of_history_ends_early_past_max_read_bytes(settings, start_
     assert seqs == [1, 2, 3, 4, 5, 6]
 
 
+@pytest.mark.slow
 async def test_six_worst_case_reads_at_once_answer_in_seconds_and_leave_acks_fast(
     tmp_path: Path,
 ) -> None:
