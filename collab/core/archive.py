@@ -94,9 +94,7 @@ class ArchiveWriter:
             {
                 "seq": record.seq,
                 "time_s": record.time_s,
-                "user": record.author.user,
-                "client": record.author.client,
-                "instance": record.author.instance,
+                **record.author.as_dict(),
                 "update": base64.b64encode(record.data).decode(),
             }
         )

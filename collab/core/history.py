@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -337,11 +337,8 @@ def _encoded(sources: Sources, waiting: bool, budget: ReadBudget | None) -> byte
 LOG_CHUNK = 100  # log entries read at once for a page bounded in bytes
 
 
-async def list_updates(
-    store: Store, doc: str, *, after_seq: int = 0, limit: int = 100
-) -> list[UpdateRecord]:
-    """One page of the update log, oldest first."""
-    return await store.read_updates(doc, after_seq=after_seq, limit=limit)
+def update_bytes(record: UpdateRecord) -> int:
+    return len(record.data)
 
 
 async def page_of_updates(
@@ -349,26 +346,29 @@ async def page_of_updates(
     doc: str,
     *,
     after_seq: int = 0,
+    until_seq: int | None = None,
     limit: int = 100,
     max_bytes: int | None = None,
+    size_of: Callable[[UpdateRecord], int] = update_bytes,
 ) -> tuple[list[UpdateRecord], bool]:
-    """One page of the update log, oldest first: at most ``limit`` entries, ending
-    early once the next would take it past ``max_bytes`` (at least one is in it,
-    so that paging goes on); and whether more follow."""
+    """One page of the update log after ``after_seq`` (up to ``until_seq``), oldest
+    first: at most ``limit`` entries, ending early once the next would take it past
+    ``max_bytes`` as ``size_of`` counts them (at least one is in it, so that paging
+    goes on; the caller checks that one fits where it goes); and whether more
+    follow. The HTTP history route and the native protocol's history pages."""
     page: list[UpdateRecord] = []
     size = 0
     while True:
         want = limit + 1 - len(page)
         if max_bytes is not None:
             want = min(LOG_CHUNK, want)  # read no further ahead than a chunk
-        chunk = await store.read_updates(doc, after_seq=after_seq, limit=want)
+        chunk = await store.read_updates(doc, after_seq=after_seq, until_seq=until_seq, limit=want)
         for record in chunk:
-            if len(page) == limit or (
-                max_bytes is not None and page and size + len(record.data) > max_bytes
-            ):
+            cost = size_of(record)
+            if len(page) == limit or (max_bytes is not None and page and size + cost > max_bytes):
                 return page, True
             page.append(record)
-            size += len(record.data)
+            size += cost
         if len(chunk) < want:
             return page, False
         after_seq = chunk[-1].seq

@@ -64,6 +64,10 @@ class Author:
     client: str | None = None
     instance: str | None = None
 
+    def as_dict(self) -> dict[str, str | None]:
+        """As every answer that shows an author names its fields."""
+        return {"user": self.user, "client": self.client, "instance": self.instance}
+
 
 @dataclass(frozen=True, slots=True)
 class NewUpdate:

@@ -34,8 +34,8 @@ from collab.errors import (
     StoreError,
 )
 from collab.peers import events
-from collab.store.base import MAX_SEQ, Author, DocumentInfo, UpdateRecord
-from collab.web.api import SMALL_JSON_BYTES, ApiHandler
+from collab.store.base import DocumentInfo, UpdateRecord
+from collab.web.api import SMALL_JSON_BYTES, ApiHandler, seq_value
 from collab.web.budget import Busy, WorkerLost
 
 MAX_PAGE = 1000
@@ -50,10 +50,6 @@ def _iso(time_s: float | None) -> str | None:
         return datetime.datetime.fromtimestamp(time_s, tz=datetime.UTC).isoformat()
     except (OverflowError, ValueError, OSError):
         return None  # not a time a calendar holds (a store written by other means)
-
-
-def _origin(author: Author) -> dict[str, Any]:
-    return {"user": author.user, "client": author.client, "instance": author.instance}
 
 
 def _version_body(doc: str, version: history.Version) -> dict[str, Any]:
@@ -253,12 +249,7 @@ class VersionHandler(DocumentApiHandler):
     """``GET /api/documents/DOC/versions/SEQ``: the content after update SEQ."""
 
     async def get(self, doc: str, raw_seq: str) -> None:
-        try:
-            seq = int(raw_seq)
-        except ValueError:
-            raise tornado.web.HTTPError(400, "the version must be a seq (an integer)") from None
-        if not 0 <= seq <= MAX_SEQ:
-            raise tornado.web.HTTPError(400, f"the seq must be between 0 and {MAX_SEQ}")
+        seq = seq_value(raw_seq, "the version (a seq)")
         try:
             info = await self.require_document(doc)
         except StoreError as exc:
@@ -348,7 +339,7 @@ class HistoryHandler(DocumentApiHandler):
                         "time_s": u.time_s,
                         "time": _iso(u.time_s),
                         "bytes": len(u.data),
-                        "origin": _origin(u.author),
+                        "origin": u.author.as_dict(),
                         **({"update": base64.b64encode(u.data).decode()} if include else {}),
                     }
                     for u in page
@@ -511,13 +502,7 @@ class RestoreHandler(DocumentApiHandler):
             raw = body.get("seq") if isinstance(body, dict) else None
         if raw is None:
             raise tornado.web.HTTPError(400, 'give the version to restore: {"seq": N}')
-        try:
-            seq = int(raw)
-        except (TypeError, ValueError):
-            raise tornado.web.HTTPError(400, "seq must be an integer") from None
-        if isinstance(raw, bool) or not 0 <= seq <= MAX_SEQ:
-            raise tornado.web.HTTPError(400, f"seq must be between 0 and {MAX_SEQ}")
-        return seq
+        return seq_value(raw, "seq")
 
 
 class EventsHandler(DocumentApiHandler):
@@ -627,15 +612,7 @@ class EventsHandler(DocumentApiHandler):
 
     def _after(self) -> int | None:
         raw = self.request.headers.get("Last-Event-ID") or self.get_query_argument("after", None)
-        if raw is None:
-            return None
-        try:
-            after = int(raw)
-        except ValueError:
-            raise tornado.web.HTTPError(400, "Last-Event-ID and after must be a seq") from None
-        if not 0 <= after <= MAX_SEQ:
-            raise tornado.web.HTTPError(400, f"after must be between 0 and {MAX_SEQ}")
-        return after
+        return None if raw is None else seq_value(raw, "Last-Event-ID or after")
 
     @staticmethod
     def _event(record: UpdateRecord, epoch: str) -> str:
@@ -643,7 +620,7 @@ class EventsHandler(DocumentApiHandler):
             "epoch": epoch,  # a reader that resumed across a deletion sees it change
             "seq": record.seq,
             "time_s": record.time_s,
-            "origin": _origin(record.author),
+            "origin": record.author.as_dict(),
             "update": base64.b64encode(record.data).decode(),
         }
         return (
