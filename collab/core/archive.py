@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from collab.errors import ProtocolError, StoreError
+from collab.names import validate_document_name
 from collab.store.base import Author, NewUpdate, Store, UpdateRecord
-from collab.wire.native import validate_document_name
 from collab.wire.yformat import FormatError, check_update
 
 FORMAT = "collab-export"

@@ -35,6 +35,7 @@ from collab.errors import (
     RateLimited,
     StoreError,
 )
+from collab.names import validate_document_name
 from collab.peers.guard import InputGuard, both, expiry_timer, stamp
 from collab.peers.transport import Transport, close_reason, new_connection_id
 from collab.store.base import MAX_SEQ, UpdateRecord
@@ -62,7 +63,6 @@ from collab.wire.native import (
     decode_client_message,
     encode,
     sync_parts,
-    validate_document_name,
 )
 
 log = logging.getLogger("collab.protocol")

@@ -26,9 +26,9 @@ from collab.config import Settings
 from collab.core.history import NotRetained
 from collab.errors import AccessDenied, ProtocolError, StoreError
 from collab.metrics import CONTENT_TYPE_LATEST
+from collab.names import validate_document_name
 from collab.store.base import MAX_SEQ, DocumentInfo
 from collab.web.access_log import RedactingHandlerMixin
-from collab.wire.native import validate_document_name
 
 if TYPE_CHECKING:
     from collab.app import CollabServer
