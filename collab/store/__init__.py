@@ -3,6 +3,15 @@
 from __future__ import annotations
 
 from collab.store.base import (
+    DocumentStore,
+    FeedStore,
+    LogStore,
+    PresenceStore,
+    RepairStore,
+    SnapshotStore,
+    Store,
+)
+from collab.store.records import (
     AppendResult,
     Author,
     AwarenessChange,
@@ -11,7 +20,6 @@ from collab.store.base import (
     LoadedDocument,
     NewUpdate,
     SnapshotRecord,
-    Store,
     UpdateRecord,
 )
 
@@ -21,9 +29,15 @@ __all__ = [
     "AwarenessChange",
     "DocumentHead",
     "DocumentInfo",
+    "DocumentStore",
+    "FeedStore",
     "LoadedDocument",
+    "LogStore",
     "NewUpdate",
+    "PresenceStore",
+    "RepairStore",
     "SnapshotRecord",
+    "SnapshotStore",
     "Store",
     "UpdateRecord",
     "create_store",
