@@ -23,7 +23,7 @@ import logging
 import secrets
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -50,115 +50,14 @@ from collab.store.base import (
     next_heads,
     prefix_end,
 )
+from collab.store.sqlite_schema import SCHEMA_VERSION, prepare
 
 log = logging.getLogger("collab.store")
 T = TypeVar("T")
 
-SCHEMA_VERSION = 5
-SCHEMA = """
-CREATE TABLE documents (
-    name TEXT PRIMARY KEY,
-    epoch TEXT NOT NULL,
-    head_seq INTEGER NOT NULL DEFAULT 0,
-    created_s REAL NOT NULL,
-    updated_s REAL NOT NULL
-);
-CREATE TABLE updates (
-    doc TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    data BLOB NOT NULL,
-    time_s REAL NOT NULL,
-    origin_user TEXT,
-    origin_client TEXT,
-    origin_instance TEXT,
-    PRIMARY KEY (doc, seq)
-);
-CREATE TABLE snapshots (
-    doc TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    data BLOB NOT NULL,
-    time_s REAL NOT NULL,
-    PRIMARY KEY (doc, seq)
-);
-"""
-# MIGRATIONS[v] takes a file from schema version v to v + 1; a new file is created
-# at version 1 and migrated like any other.
-MIGRATIONS: dict[int, str] = {
-    1: """
-CREATE TABLE quarantine (
-    doc TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    data BLOB NOT NULL,
-    reason TEXT NOT NULL,
-    quarantined_s REAL NOT NULL
-);
-CREATE INDEX quarantine_by_doc ON quarantine (doc, quarantined_s);
-""",
-    2: """
-CREATE TABLE updates_v3 (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    doc TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    time_s REAL NOT NULL,
-    origin_user TEXT,
-    origin_client TEXT,
-    origin_instance TEXT,
-    data BLOB NOT NULL,  -- last: a large one spills to overflow pages, read only if asked
-    UNIQUE (doc, seq)
-);
-INSERT INTO updates_v3 (doc, seq, data, time_s, origin_user, origin_client, origin_instance)
-    SELECT doc, seq, data, time_s, origin_user, origin_client, origin_instance
-    FROM updates ORDER BY rowid;
-DROP TABLE updates;
-ALTER TABLE updates_v3 RENAME TO updates;
-ALTER TABLE documents ADD COLUMN snapshot_seq INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE documents ADD COLUMN bytes_since_snapshot INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE documents ADD COLUMN lease_instance TEXT;
-ALTER TABLE documents ADD COLUMN lease_until_s REAL;
-UPDATE documents SET snapshot_seq =
-    coalesce((SELECT max(seq) FROM snapshots WHERE snapshots.doc = documents.name), 0);
-UPDATE documents SET bytes_since_snapshot = coalesce((
-    SELECT sum(length(data)) FROM updates
-    WHERE updates.doc = documents.name AND updates.seq > documents.snapshot_seq), 0);
-CREATE TABLE awareness (
-    doc TEXT NOT NULL,
-    client_id INTEGER NOT NULL,
-    instance TEXT NOT NULL,
-    data BLOB NOT NULL,
-    expires_s REAL NOT NULL,
-    change_id INTEGER NOT NULL,
-    PRIMARY KEY (doc, client_id)
-);
-CREATE INDEX awareness_by_change ON awareness (change_id);
-ALTER TABLE snapshots ADD COLUMN waiting BLOB;
-CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-INSERT INTO counters VALUES ('awareness_change', 0);
-""",
-    3: """
-CREATE TABLE feed_positions (
-    instance TEXT PRIMARY KEY,
-    position INTEGER NOT NULL,
-    saved_s REAL NOT NULL
-);
-""",
-    4: """
-CREATE TABLE checkpoints (
-    doc TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    base_seq INTEGER NOT NULL,
-    waiting BLOB NOT NULL,
-    state_vector BLOB NOT NULL,
-    data BLOB NOT NULL,
-    PRIMARY KEY (doc, seq)
-);
-""",
-}
-
 _UPDATE_COLUMNS = "doc, seq, data, time_s, origin_user, origin_client, origin_instance"
 _AWARENESS_COLUMNS = "doc, client_id, instance, data, expires_s"
 INSERT_ROWS_PER_STATEMENT = 500  # 3,500 parameters, well under SQLite's 32,766
-WAL_SWITCH_TIMEOUT_S = 10.0
 FEED_PAGE = 1000
 AWARENESS_KEPT_S = 60.0  # expired awareness rows are deleted this long after expiry
 
@@ -204,52 +103,13 @@ class SQLiteStore(Store):
         return conn
 
     async def open(self) -> None:
-        def switch_to_wal(conn: sqlite3.Connection) -> str:
-            # Switching needs the file to itself and SQLite does not wait for it
-            # (no busy handler): two processes opening a new file at once (the
-            # workers of `collab serve --workers N`) take turns.
-            deadline = time.monotonic() + WAL_SWITCH_TIMEOUT_S
-            while True:
-                try:
-                    return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
-                except sqlite3.OperationalError as exc:
-                    if "locked" not in str(exc) or time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.05)
-
-        def check_version(version: int) -> None:
-            if not 0 <= version <= SCHEMA_VERSION:
-                raise StoreError(
-                    f"{self.path}: schema version {version}, this server knows {SCHEMA_VERSION}"
-                )
-
         def setup() -> None:
             if not self._create and not self.path.is_file():
                 raise StoreError(f"no store at {self.path.resolve()}")
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = self._connect()
             try:
-                # Refuse a foreign file before switching it to WAL, which would stick.
-                found = conn.execute("PRAGMA user_version").fetchone()[0]
-                check_version(found)
-                if found == 0 and not self._create:
-                    raise StoreError(f"{self.path.resolve()} is not a collab store")
-                mode = switch_to_wal(conn)
-                if mode.lower() != "wal":
-                    raise StoreError(f"{self.path}: could not switch to WAL mode (got {mode})")
-                # Checked again under the write lock so that two processes opening a
-                # new file cannot both create the schema.
-                conn.execute("BEGIN IMMEDIATE")
-                version = conn.execute("PRAGMA user_version").fetchone()[0]
-                check_version(version)
-                if version == 0:
-                    _execute_script(conn, SCHEMA)
-                    version = 1
-                while version < SCHEMA_VERSION:
-                    _execute_script(conn, MIGRATIONS[version])
-                    version += 1
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                conn.execute("COMMIT")
+                prepare(conn, self.path, create=self._create)
             except BaseException:
                 conn.close()  # also rolls back a half-created schema
                 raise
@@ -340,15 +200,10 @@ class SQLiteStore(Store):
     async def delete_document(self, doc: str) -> bool:
         def write() -> bool:
             conn = self._w
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with write_transaction(conn):
                 for table in ("updates", "snapshots", "checkpoints", "awareness", "quarantine"):
                     conn.execute(f"DELETE FROM {table} WHERE doc = ?", (doc,))
                 deleted = conn.execute("DELETE FROM documents WHERE name = ?", (doc,)).rowcount
-                conn.execute("COMMIT")
-            except BaseException:
-                _rollback(conn)
-                raise
             return deleted > 0
 
         return await self._run(self._writer, write)
@@ -437,8 +292,7 @@ class SQLiteStore(Store):
 
         def write() -> AppendResult:
             conn = self._w
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with write_transaction(conn):
                 heads: dict[str, DocumentHead] = {}
                 changed: dict[str, str] = {}
                 epochs = expected_epochs(updates)
@@ -484,10 +338,6 @@ class SQLiteStore(Store):
                         for doc, head in after.items()
                     ],
                 )
-                conn.execute("COMMIT")
-            except BaseException:
-                _rollback(conn)
-                raise
             self.stats.log_rows_written += len(records)
             self.stats.append_batches += 1
             return AppendResult(records, after)
@@ -585,11 +435,9 @@ class SQLiteStore(Store):
     async def save_snapshot(self, snapshot: SnapshotRecord) -> None:
         def write() -> None:
             conn = self._w
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with write_transaction(conn):
                 if not _of_epoch(conn, snapshot.doc, snapshot.epoch):
-                    conn.execute("ROLLBACK")  # deleted meanwhile: not kept
-                    return
+                    return  # deleted meanwhile: not kept (the transaction writes nothing)
                 cursor = conn.execute(
                     "INSERT OR IGNORE INTO snapshots (doc, seq, data, time_s, waiting) "
                     "VALUES (?,?,?,?,?)",
@@ -608,10 +456,6 @@ class SQLiteStore(Store):
                     "WHERE name = ?",
                     (snapshot.doc,),
                 )
-                conn.execute("COMMIT")
-            except BaseException:
-                _rollback(conn)
-                raise
             if written:
                 self.stats.snapshots_written += 1
 
@@ -650,15 +494,10 @@ class SQLiteStore(Store):
 
         def write() -> None:
             conn = self._w
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with write_transaction(conn):
                 conn.executemany(
                     "DELETE FROM snapshots WHERE doc = ? AND seq = ?", [(doc, s) for s in seqs]
                 )
-                conn.execute("COMMIT")
-            except BaseException:
-                _rollback(conn)
-                raise
 
         await self._run(self._writer, write)
 
@@ -701,8 +540,7 @@ class SQLiteStore(Store):
     async def prune_history(self, doc: str, through_seq: int) -> None:
         def write() -> None:
             conn = self._w
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with write_transaction(conn):
                 kept = conn.execute(
                     "SELECT 1 FROM snapshots WHERE doc = ? AND seq = ?", (doc, through_seq)
                 ).fetchone()
@@ -715,10 +553,6 @@ class SQLiteStore(Store):
                 conn.execute(
                     "DELETE FROM checkpoints WHERE doc = ? AND seq < ?", (doc, through_seq)
                 )
-                conn.execute("COMMIT")
-            except BaseException:
-                _rollback(conn)
-                raise
 
         await self._run(self._writer, write)
 
@@ -742,8 +576,7 @@ class SQLiteStore(Store):
 
         def write() -> None:
             conn = self._conn("presence")
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with write_transaction(conn):
                 (last,) = conn.execute(
                     "SELECT value FROM counters WHERE name = 'awareness_change'"
                 ).fetchone()
@@ -764,10 +597,6 @@ class SQLiteStore(Store):
                 conn.execute(
                     "DELETE FROM awareness WHERE expires_s < ?", (time.time() - AWARENESS_KEPT_S,)
                 )
-                conn.execute("COMMIT")
-            except BaseException:
-                _rollback(conn)
-                raise
 
         await self._run(self._presence, write)
 
@@ -827,8 +656,7 @@ class SQLiteStore(Store):
         def write() -> None:
             conn = self._w
             now = time.time()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with write_transaction(conn):
                 for seq, repair in sorted(updates.items()):
                     moved = conn.execute(
                         "INSERT INTO quarantine (doc, kind, seq, data, reason, quarantined_s) "
@@ -862,10 +690,6 @@ class SQLiteStore(Store):
                     "WHERE name = ?",
                     (doc,),
                 )
-                conn.execute("COMMIT")
-            except BaseException:
-                _rollback(conn)
-                raise
 
         await self._run(self._writer, write)
         return epoch
@@ -882,19 +706,26 @@ class SQLiteStore(Store):
         return await self._run(self._reader, read)
 
 
-def _execute_script(conn: sqlite3.Connection, script: str) -> None:
-    # Statement by statement: executescript() would commit the open transaction.
-    for statement in script.split(";"):
-        if statement.strip():
-            conn.execute(statement)
-
-
 def _of_epoch(conn: sqlite3.Connection, doc: str, epoch: str | None) -> bool:
     """Whether the document still has ``epoch`` (None: no check)."""
     if epoch is None:
         return True
     row = conn.execute("SELECT epoch FROM documents WHERE name = ?", (doc,)).fetchone()
     return row is not None and row[0] == epoch
+
+
+@contextlib.contextmanager
+def write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """``BEGIN IMMEDIATE`` (the file's write lock, which every process sharing the
+    file waits for) then ``COMMIT``; on any exception, rolled back and raised as it
+    was."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        _rollback(conn)
+        raise
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
