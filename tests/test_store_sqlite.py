@@ -16,7 +16,7 @@ from collab.store import create_store
 from collab.store.base import Author, NewUpdate, SnapshotRecord, Store
 from collab.store.memory import MemoryStore
 from collab.store.sqlite import SQLiteStore
-from collab.store.sqlite_schema import SCHEMA, SCHEMA_VERSION
+from collab.store.sqlite.schema import SCHEMA, SCHEMA_VERSION
 from tests.store_contract import Reopen, StoreContract, news
 
 
