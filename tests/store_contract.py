@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from collab.errors import DocumentChanged, StoreError
-from collab.store.base import (
+from collab.store import (
     Author,
     AwarenessChange,
     Checkpoint,

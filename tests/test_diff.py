@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from collab.core import diff
 from collab.core.diff import EMBED, Attribution, Span
 from collab.core.limits import BudgetExceeded, ReadBudget
-from collab.store.base import Author, UpdateRecord
+from collab.store import Author, UpdateRecord
 
 CLIENTS = 3
 

@@ -14,7 +14,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 from collab.auth import Authenticator, Identity, Role, literal_prefix
 from collab.core.listing import SEALED
-from collab.store.base import NewUpdate
+from collab.store import NewUpdate
 
 SECRET = "listing-test-secret-of-32-bytes-or-more"
 BULK = 20_000

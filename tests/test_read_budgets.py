@@ -21,7 +21,7 @@ import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 from collab.auth import Authenticator
-from collab.store.base import Author, NewUpdate
+from collab.store import Author, NewUpdate
 from collab.store.memory import MemoryStore
 from collab.store.sqlite import SQLiteStore
 from tests.helpers import RawPeer, text_update, wait_until

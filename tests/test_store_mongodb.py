@@ -16,9 +16,8 @@ from pymongo.errors import DuplicateKeyError
 from tornado.ioloop import IOLoop
 
 from collab.errors import FeedLost, StoreError
-from collab.store import create_store
+from collab.store import NewUpdate, SnapshotRecord, Store, create_store
 from collab.store import mongodb as mongodb_module
-from collab.store.base import NewUpdate, SnapshotRecord, Store
 from collab.store.mongodb import MongoStore, database_from_url
 from tests.mongodb import MongoServer, collect_cancelled_connects, start_secantus
 from tests.store_contract import TIMEOUT_S, Reopen, StoreContract, new, news, next_batches, seqs

@@ -12,8 +12,7 @@ import pytest
 from tornado.ioloop import IOLoop
 
 from collab.errors import StoreError
-from collab.store import create_store
-from collab.store.base import Author, NewUpdate, SnapshotRecord, Store
+from collab.store import Author, NewUpdate, SnapshotRecord, Store, create_store
 from collab.store.memory import MemoryStore
 from collab.store.sqlite import SQLiteStore
 from collab.store.sqlite.schema import SCHEMA, SCHEMA_VERSION

@@ -33,7 +33,7 @@ from typing import Any
 
 from collab.errors import ProtocolError, StoreError
 from collab.names import validate_document_name
-from collab.store.base import Author, NewUpdate, Store, UpdateRecord
+from collab.store import Author, NewUpdate, Store, UpdateRecord
 from collab.wire.yformat import FormatError, check_update
 
 FORMAT = "collab-export"

@@ -37,7 +37,7 @@ from collab.core.history import (
 )
 from collab.core.limits import CpuMeter, ReadBudget, cpu_meter
 from collab.errors import CollabError
-from collab.store.base import Store, UpdateRecord
+from collab.store import Store, UpdateRecord
 from collab.wire import crdt, yformat
 
 EMBED = "\ufffc"  # an embedded object in a text shows as the object replacement character

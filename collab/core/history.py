@@ -20,7 +20,7 @@ import pycrdt
 from collab.core import render
 from collab.core.limits import CpuMeter, ReadBudget, cpu_meter
 from collab.errors import InvalidUpdate, StoreError
-from collab.store.base import Author, Checkpoint, SnapshotRecord, Store, UpdateRecord
+from collab.store import Author, Checkpoint, SnapshotRecord, Store, UpdateRecord
 from collab.wire import crdt, edits, yformat
 from collab.wire.replica import EMPTY_UPDATE, Replica
 from collab.wire.yformat import FormatError

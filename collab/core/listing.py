@@ -24,7 +24,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from collab.auth import Identity, literal_prefix
-from collab.store.base import DocumentInfo, Store
+from collab.store import DocumentInfo, Store
 
 BATCH = 1000  # names read from the store at once
 # More prefixes than this are listed under the one they all start with: one

@@ -38,7 +38,7 @@ from collab.errors import (
 from collab.names import validate_document_name
 from collab.peers.guard import InputGuard, both, expiry_timer, stamp
 from collab.peers.transport import Transport, close_reason, new_connection_id
-from collab.store.base import MAX_SEQ, UpdateRecord
+from collab.store import MAX_SEQ, UpdateRecord
 from collab.tasks import TaskGroup
 from collab.wire.native import (
     NATIVE_FRAMES,

@@ -13,8 +13,9 @@ six areas, each an abstract class below whose docstring states its contract
 - :class:`RepairStore`: setting damaged entries aside (``collab check --repair``).
 
 :class:`Store` is all six, with ``open`` and ``close``. The records they take and
-give are collab.store.records' (named here too); after the interface come the
-rules every backend applies alike (seqs of a batch, ranges of names).
+give are collab.store.records'; the package (``collab.store``) names both. After
+the interface come the rules every backend applies alike (seqs of a batch, ranges
+of names).
 """
 
 from __future__ import annotations
@@ -22,11 +23,8 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncIterator, Mapping, Sequence
 
-from collab.errors import FeedLost, SeqConflict
 from collab.store.records import (
-    MAX_SEQ,
     AppendResult,
-    Author,
     AwarenessChange,
     Checkpoint,
     DocumentHead,
@@ -40,33 +38,6 @@ from collab.store.records import (
     StoreStats,
     UpdateRecord,
 )
-
-__all__ = [
-    "MAX_SEQ",
-    "AppendResult",
-    "Author",
-    "AwarenessChange",
-    "Checkpoint",
-    "DocumentHead",
-    "DocumentInfo",
-    "DocumentStore",
-    "FeedLost",
-    "FeedPosition",
-    "FeedStore",
-    "LoadedDocument",
-    "LogStore",
-    "NewUpdate",
-    "PresenceStore",
-    "QuarantinedEntry",
-    "Repair",
-    "RepairStore",
-    "SeqConflict",
-    "SnapshotRecord",
-    "SnapshotStore",
-    "Store",
-    "StoreStats",
-    "UpdateRecord",
-]
 
 
 class DocumentStore(abc.ABC):

@@ -65,7 +65,8 @@ from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
 from collab.errors import DocumentChanged, FeedLost, SeqConflict, StoreError
-from collab.store.base import (
+from collab.store.base import Store, creating, expected_epochs, prefix_end
+from collab.store.records import (
     AppendResult,
     Author,
     AwarenessChange,
@@ -78,11 +79,7 @@ from collab.store.base import (
     QuarantinedEntry,
     Repair,
     SnapshotRecord,
-    Store,
     UpdateRecord,
-    creating,
-    expected_epochs,
-    prefix_end,
 )
 
 log = logging.getLogger("collab.store")

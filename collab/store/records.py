@@ -10,25 +10,6 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = [
-    "MAX_SEQ",
-    "AppendResult",
-    "Author",
-    "AwarenessChange",
-    "Checkpoint",
-    "DocumentHead",
-    "DocumentInfo",
-    "FeedPosition",
-    "LoadedDocument",
-    "NewUpdate",
-    "QuarantinedEntry",
-    "Repair",
-    "SnapshotRecord",
-    "StoreStats",
-    "UpdateRecord",
-    "new_submission",
-]
-
 FeedPosition = Any  # a backend's place in its feed: an int for SQLite, a token for MongoDB
 
 

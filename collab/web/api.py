@@ -27,7 +27,7 @@ from collab.core.history import NotRetained
 from collab.errors import AccessDenied, ProtocolError, StoreError
 from collab.metrics import CONTENT_TYPE_LATEST
 from collab.names import validate_document_name
-from collab.store.base import MAX_SEQ, DocumentInfo
+from collab.store import MAX_SEQ, DocumentInfo
 from collab.web.access_log import RedactingHandlerMixin
 
 if TYPE_CHECKING:

@@ -34,7 +34,7 @@ from collab.errors import (
     StoreError,
 )
 from collab.peers import events
-from collab.store.base import DocumentInfo, UpdateRecord
+from collab.store import DocumentInfo, UpdateRecord
 from collab.web.api import SMALL_JSON_BYTES, ApiHandler, seq_value
 from collab.web.budget import Busy, WorkerLost
 
