@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import itertools
 import os
 import struct
 from collections.abc import Callable
@@ -80,6 +81,14 @@ class RawPeer:
             sync = {**sync, "update": b"".join(parts)}
         return sync
 
+    async def barrier(self, timeout_s: float = TIMEOUT_S) -> list[dict[str, Any]]:
+        """Send a ping and read up to its pong; return the messages read before it.
+        The server handles a peer's messages in order and answers a ping at once,
+        so by then it has answered (or refused) everything sent before that it
+        answers without waiting for the store: ``assert await peer.barrier() == []``
+        says that nothing more is coming, without waiting for it."""
+        return await barrier(self, timeout_s)
+
     async def closed(self, timeout_s: float = TIMEOUT_S) -> tuple[int | None, str | None]:
         """Read until the server closes; return (close code, reason)."""
         while await self.recv_bytes(timeout_s) is not None:
@@ -88,6 +97,21 @@ class RawPeer:
 
     def close(self) -> None:
         self.ws.close()
+
+
+_barriers = itertools.count(1)
+
+
+async def barrier(peer: Any, timeout_s: float = TIMEOUT_S) -> list[dict[str, Any]]:
+    """A native peer's barrier (RawPeer.barrier): the messages before the pong."""
+    ping_id = f"barrier-{next(_barriers)}"
+    peer.send({"type": "ping", "id": ping_id})
+    before: list[dict[str, Any]] = []
+    while True:
+        message = await peer.recv(timeout_s)
+        if message["type"] == "pong" and message.get("id") == ping_id:
+            return before
+        before.append(message)
 
 
 def text_update(content: str, client_id: int | None = None, name: str = "text") -> bytes:
