@@ -83,10 +83,11 @@ class RawPeer:
 
     async def barrier(self, timeout_s: float = TIMEOUT_S) -> list[dict[str, Any]]:
         """Send a ping and read up to its pong; return the messages read before it.
-        The server handles a peer's messages in order and answers a ping at once,
-        so by then it has answered (or refused) everything sent before that it
-        answers without waiting for the store: ``assert await peer.barrier() == []``
-        says that nothing more is coming, without waiting for it."""
+        The server handles a peer's messages in order and answers a ping as it
+        reads it, so by then it has sent whatever it sends as it handles what was
+        sent before (not what a task sends later, nor what waits for the store):
+        ``assert await peer.barrier() == []`` says that nothing more came, without
+        a sleep. For state that tasks change, wait for the state first."""
         return await barrier(self, timeout_s)
 
     async def closed(self, timeout_s: float = TIMEOUT_S) -> tuple[int | None, str | None]:

@@ -166,11 +166,7 @@ class InProcessPeer:
         return sync
 
     async def barrier(self, timeout_s: float = TIMEOUT_S) -> list[dict[str, Any]]:
-        """Send a ping and read up to its pong; return the messages read before it.
-        The server handles a peer's messages in order and answers a ping at once,
-        so by then it has answered (or refused) everything sent before that it
-        answers without waiting for the store: ``assert await peer.barrier() == []``
-        says that nothing more is coming, without waiting for it."""
+        """As RawPeer.barrier: the messages read before the pong of a ping."""
         return await barrier(self, timeout_s)
 
     def pending(self) -> list[bytes]:
