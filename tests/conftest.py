@@ -95,7 +95,7 @@ def in_process(request: pytest.FixtureRequest) -> bool:
 def start_server(
     request: pytest.FixtureRequest, io_loop: IOLoop
 ) -> Iterator[Callable[..., Awaitable[Any]]]:
-    """``await start_server(settings, store=None)`` inside a test; every server
+    """``await start_server(settings, store=None, clock=...)`` inside a test; every server
     started this way is stopped after the test (stopping twice is harmless).
     In-process servers for tests marked ``inprocess`` (above)."""
     if in_process(request):
@@ -103,8 +103,8 @@ def start_server(
         return
     servers: list[CollabServer] = []
 
-    async def start(settings: Settings, store: Store | None = None) -> CollabServer:
-        server = CollabServer(settings, store)
+    async def start(settings: Settings, store: Store | None = None, **options: Any) -> CollabServer:
+        server = CollabServer(settings, store, **options)
         await server.start()
         servers.append(server)
         return server

@@ -8,6 +8,7 @@ import contextlib
 import itertools
 import os
 import struct
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -136,6 +137,20 @@ async def wait_until(predicate: Callable[[], bool], timeout_s: float = TIMEOUT_S
         if asyncio.get_running_loop().time() > deadline:
             raise TimeoutError("condition not reached")
         await asyncio.sleep(0.01)
+
+
+class Clock:
+    """Unix seconds that move only when a test moves them: a server's ``clock``
+    (CollabServer), so that a test of time passing does not wait for it."""
+
+    def __init__(self, now_s: float | None = None) -> None:
+        self.now_s = time.time() if now_s is None else now_s
+
+    def __call__(self) -> float:
+        return self.now_s
+
+    def advance(self, seconds: float) -> None:
+        self.now_s += seconds
 
 
 class SilentPeer:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -256,11 +257,17 @@ class InProcessServer:
     manager over a store (a memory store unless one is given), and the
     authenticator."""
 
-    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.settings = settings
         self.store = store if store is not None else MemoryStore()
         self.metrics = Metrics()
-        self.rooms = RoomManager(self.store, settings, self.metrics)
+        self.rooms = RoomManager(self.store, settings, self.metrics, clock=clock)
         self.auth = Authenticator(
             settings.auth_secret,
             public_key_file=settings.auth_public_key_file,
@@ -354,12 +361,14 @@ class InProcessServer:
 
 @pytest.fixture
 def start_inprocess(io_loop: IOLoop) -> Iterator[Callable[[Settings], Awaitable[InProcessServer]]]:
-    """``await start_inprocess(settings, store=None)`` inside a test (as
+    """``await start_inprocess(settings, store=None, clock=...)`` inside a test (as
     ``start_server``; the store: a memory store unless given); stopped after it."""
     servers: list[InProcessServer] = []
 
-    async def start(settings: Settings, store: Store | None = None) -> InProcessServer:
-        server = InProcessServer(settings.replace(store_url="memory://"), store)
+    async def start(
+        settings: Settings, store: Store | None = None, **options: Any
+    ) -> InProcessServer:
+        server = InProcessServer(settings.replace(store_url="memory://"), store, **options)
         await server.start()
         servers.append(server)
         return server
