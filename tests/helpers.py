@@ -216,6 +216,7 @@ class SeqWatcher:
         self.seqs: list[int] = []
         self.doc = pycrdt.Doc()
         self.acks: dict[int, int] = {}
+        self.pongs: set[Any] = set()  # ids of the pongs read
         self._reader: asyncio.Task[None] | None = None
         self.changed = asyncio.Event()
 
@@ -243,6 +244,8 @@ class SeqWatcher:
             elif message["type"] == "ack":
                 self.seqs.append(message["seq"])
                 self.acks[message["ref"]] = message["seq"]
+            elif message["type"] == "pong":
+                self.pongs.add(message.get("id"))
             self.changed.set()
 
     def send(self, ref: int, update: bytes) -> None:
@@ -264,6 +267,13 @@ class SeqWatcher:
             while not predicate():
                 self.changed.clear()
                 await self.changed.wait()
+
+    async def barrier(self, timeout_s: float = TIMEOUT_S) -> None:
+        """Ping and wait for the pong: what the server sent before it is read (as
+        RawPeer.barrier, whose contract this has)."""
+        ping_id = f"barrier-{next(_barriers)}"
+        self.peer.send({"type": "ping", "id": ping_id})
+        await self.wait_for(lambda: ping_id in self.pongs, timeout_s)
 
     def text(self) -> str:
         return str(self.doc.get("text", type=pycrdt.Text))
