@@ -202,6 +202,7 @@ async def test_an_update_too_large_for_one_mongodb_document_is_a_store_error(
     assert await store.get_document("doc") is None
 
 
+@pytest.mark.slow  # a SecantusDB of its own, started (and killed) for it
 async def test_a_standalone_server_is_refused_with_what_to_do(tmp_path: Path):
     server = start_secantus("--standalone", storage=tmp_path / "standalone")
     try:
@@ -241,6 +242,7 @@ async def opened(server: MongoServer, *options: str) -> MongoStore:
     return store
 
 
+@pytest.mark.slow  # a SecantusDB of its own, started (and killed) for it
 async def test_a_position_the_oplog_no_longer_reaches_raises_feed_lost(tmp_path: Path):
     # An oplog of 50 entries (pruned after every 1,000 writes): mongod prunes by size.
     async with own_server(tmp_path, "--oplog-max-entries", "50") as server:
@@ -272,6 +274,7 @@ async def test_a_position_the_oplog_no_longer_reaches_raises_feed_lost(tmp_path:
             await store.close()
 
 
+@pytest.mark.slow  # a SecantusDB of its own, started (and killed) for it
 async def test_the_feed_fails_with_its_server_and_resumes_after_it_without_loss(tmp_path: Path):
     # --sync-on-commit: SecantusDB honours j:true only so (docs/MONGODB.md), and this
     # test kills it.
