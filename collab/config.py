@@ -11,7 +11,7 @@ import argparse
 import dataclasses
 import os
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -39,8 +39,19 @@ class Settings:
     allowed_origins: str = field(
         default="",
         metadata={
-            "help": "comma-separated Origin values allowed to open WebSockets, e.g. "
-            "https://app.example.com; empty allows any (access is controlled by tokens)"
+            "help": "comma-separated origins (https://app.example.com) whose pages may, "
+            "besides the server's own, open WebSockets and send requests that change "
+            "documents; * allows any. Empty: any while access tokens are required (tokens "
+            "are the access control), only the server's own pages in open mode"
+        },
+    )
+    allowed_hosts: str = field(
+        default="",
+        metadata={
+            "help": "comma-separated host names (collab.example.com) the server answers to "
+            "besides IP addresses, localhost and --host; * answers to any. Empty: any while "
+            "access tokens are required; in open mode other names are refused (403), so "
+            "that a DNS-rebinding page cannot reach the server"
         },
     )
     static_dir: str = field(default="", metadata={"help": "folder served at / (default: static/)"})
@@ -248,7 +259,27 @@ class Settings:
     )
     max_connections_per_ip: int = field(
         default=256,
-        metadata={"help": "WebSockets and event streams open at once from one address (0: any)"},
+        metadata={
+            "help": "connections open at once from one address (HTTP, WebSockets, event "
+            "streams; 0: any)"
+        },
+    )
+    max_import_bytes: int = field(
+        default=64 * 1024 * 1024,
+        metadata={"help": "largest export file POST /api/documents/DOC/import takes"},
+    )
+    max_header_bytes: int = field(
+        default=64 * 1024, metadata={"help": "largest request head (request line and headers)"}
+    )
+    header_timeout_s: float = field(
+        default=60.0,
+        metadata={
+            "help": "seconds a connection may take to send a request's head, and may stay "
+            "idle between requests"
+        },
+    )
+    body_timeout_s: float = field(
+        default=120.0, metadata={"help": "seconds a request may take to send its body"}
     )
     rate_messages_per_s: float = field(
         default=100.0,
@@ -345,6 +376,8 @@ class Settings:
             "awareness_max_state_bytes",
             "awareness_updates_per_s",
             "reauth_timeout_s",
+            "max_import_bytes",
+            "max_header_bytes",
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive")
@@ -377,6 +410,8 @@ class Settings:
             "awareness_flush_s",
             "awareness_ttl_s",
             "awareness_refresh_s",
+            "header_timeout_s",
+            "body_timeout_s",
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive")
@@ -410,15 +445,6 @@ class Settings:
                 values[f.name] = _parse(f, raw)
         values.update(overrides)
         return cls(**values)
-
-    @classmethod
-    def from_args(
-        cls, argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
-    ) -> Settings:
-        parser = argparse.ArgumentParser(add_help=False)
-        add_arguments(parser)
-        namespace = parser.parse_args(argv)
-        return settings_from_namespace(namespace, environ)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

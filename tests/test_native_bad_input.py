@@ -193,7 +193,7 @@ async def test_an_invalid_awareness_update_gets_an_error(raw, server, witnesses)
         peer.send({"type": "awareness", "doc": DOC, "update": bad})
         error = await peer.recv_type("error")
         assert (error["code"], error["doc"]) == ("invalid_awareness", DOC)
-    assert server.rooms.get(DOC).awareness_snapshot() is None  # no state was set
+    assert server.rooms.get(DOC).awareness.snapshot() is None  # no state was set
     await assert_unharmed(server, a, b)
 
 

@@ -57,7 +57,7 @@ async def test_the_server_stamps_the_token_s_user_on_presence(raw, secured):
     seen = await states_seen(bob, 11)
     assert seen == {"user": {"id": "alice", "name": "Alice", "color": "#e91e63"}, "cursor": 4}
     room = secured.rooms.get("room")
-    assert room._awareness.states[11]["user"]["id"] == "alice"
+    assert room.awareness.states[11]["user"]["id"] == "alice"
 
 
 async def test_another_session_cannot_overwrite_or_remove_a_client_s_state(raw, secured):
@@ -71,7 +71,7 @@ async def test_another_session_cannot_overwrite_or_remove_a_client_s_state(raw, 
         error = await mallory.recv_type("error")
         assert error["code"] == "awareness_denied"
     room = secured.rooms.get("room")
-    assert room._awareness.states[11] == {"c": 1, "user": {"id": "alice", "name": "alice"}}
+    assert room.awareness.states[11] == {"c": 1, "user": {"id": "alice", "name": "alice"}}
 
     # The same user on a new socket (a reconnect) takes it over.
     again = await peer_on(raw, secured, "alice")
@@ -91,7 +91,7 @@ async def test_a_y_websocket_peer_cannot_overwrite_another_s_state(raw, secured)
     mallory.send_bytes(create_awareness_message(awareness((11, 9, {"c": "hijacked"}))))
     mallory.send_bytes(create_awareness_message(awareness((12, 1, {"me": True}))))
     assert (await states_seen(alice, 12))["user"]["id"] == "mallory"
-    assert secured.rooms.get("room")._awareness.states[11]["c"] == 1
+    assert secured.rooms.get("room").awareness.states[11]["c"] == 1
 
 
 async def test_twenty_thousand_client_ids_from_one_socket_are_capped(raw, secured):
@@ -111,11 +111,11 @@ async def test_twenty_thousand_client_ids_from_one_socket_are_capped(raw, secure
     errors = [await flood.recv_type("error") for _ in range(5)]
     assert {e["code"] for e in errors} == {"awareness_limit"}
     room = secured.rooms.get("room")
-    assert len(room._awareness.states) == cap
+    assert len(room.awareness.states) == cap
     big = {"blob": "x" * (secured.settings.awareness_max_state_bytes + 1)}
     watcher.send({"type": "awareness", "doc": "room", "update": awareness((5000, 1, big))})
     assert (await watcher.recv_type("error"))["code"] == "awareness_limit"
-    assert 5000 not in room._awareness.states
+    assert 5000 not in room.awareness.states
 
 
 async def test_awareness_updates_past_the_rate_are_dropped(raw, settings, start_inprocess):
@@ -130,12 +130,12 @@ async def test_awareness_updates_past_the_rate_are_dropped(raw, settings, start_
 async def test_an_awareness_update_too_large_for_its_caps_is_refused_before_it_is_parsed(
     raw, secured, monkeypatch
 ):
-    from collab.core import room as room_module
+    from collab.core import awareness as awareness_module
 
     parsed = []
-    decode = room_module.decode_awareness_update
+    decode = awareness_module.decode_awareness_update
     monkeypatch.setattr(
-        room_module, "decode_awareness_update", lambda u: parsed.append(len(u)) or decode(u)
+        awareness_module, "decode_awareness_update", lambda u: parsed.append(len(u)) or decode(u)
     )
     alice = await peer_on(raw, secured, "alice")
     huge = awareness((11, 1, {"note": "x" * 4_000_000}))  # one state, 4 MB of JSON

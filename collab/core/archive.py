@@ -26,6 +26,7 @@ import contextlib
 import hashlib
 import json
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -102,6 +103,34 @@ class ArchiveWriter:
 
     def end(self) -> bytes:
         return _line({"end": True, "updates": self._count, "sha256": self._digest.hexdigest()})
+
+
+class LineSplitter:
+    """An export's lines from its bytes as they arrive (an HTTP body, read in
+    chunks), so that the file is held once, as lines, and never whole besides:
+    :meth:`feed` each chunk, then :meth:`lines` gives every line in order, each
+    let go once it has been read."""
+
+    def __init__(self) -> None:
+        self._lines: deque[bytes] = deque()
+        self._partial = bytearray()  # the line under way
+
+    def feed(self, chunk: bytes) -> None:
+        end = chunk.rfind(b"\n")
+        if end < 0:
+            self._partial += chunk
+            return
+        self._partial += memoryview(chunk)[:end]
+        self._lines.extend(bytes(self._partial).split(b"\n"))
+        self._partial = bytearray(memoryview(chunk)[end + 1 :])
+
+    def lines(self) -> Iterator[bytes]:
+        """Every line, the last one too if the file does not end with a newline."""
+        if self._partial:
+            self._lines.append(bytes(self._partial))
+            self._partial = bytearray()
+        while self._lines:
+            yield self._lines.popleft()
 
 
 def read_archive(lines: Iterable[bytes]) -> tuple[ArchiveHeader, Iterator[UpdateRecord]]:

@@ -187,7 +187,9 @@ class RoomManager:
                         durable.set_result(seq)
 
                 room.attach(session)
-                room.apply_update(session, update, on_durable=acknowledged)
+                pending = room.submit(session, update, on_durable=acknowledged)
+                if pending is not None:
+                    await pending
                 return await asyncio.wait_for(durable, timeout_s)
             finally:
                 self.leave(session)
@@ -535,7 +537,7 @@ class RoomManager:
             return
         del self._rooms[room.name]
         self._draining[room.name] = room
-        room.flush_outgoing()  # what its peers were sent so far reaches them before the error
+        room.fanout.flush()  # what its peers were sent so far reaches them before the error
         failure = CollabError(reason, code=ErrorCode.LOAD_FAILED, doc=room.name)
         for watcher in list(room.watchers):
             watcher(None)

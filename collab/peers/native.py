@@ -25,7 +25,7 @@ from collab.config import Settings
 from collab.core.history import retained_from
 from collab.core.manager import RoomManager
 from collab.core.origin import Origin
-from collab.core.room import OFF_LOOP_CHECK_BYTES, Resume, check_off_loop
+from collab.core.room import Resume
 from collab.core.session import Session, SessionState
 from collab.errors import (
     AccessDenied,
@@ -36,7 +36,7 @@ from collab.errors import (
     RateLimited,
     StoreError,
 )
-from collab.peers.guard import InputGuard, both, stamp
+from collab.peers.guard import InputGuard, both, expiry_timer, stamp
 from collab.peers.transport import Transport, close_reason, new_connection_id
 from collab.store.base import MAX_SEQ
 from collab.tasks import TaskGroup
@@ -62,13 +62,12 @@ from collab.wire.native import (
     Welcome,
     decode_client_message,
     encode,
+    sync_parts,
     validate_document_name,
 )
 
 log = logging.getLogger("collab.protocol")
 
-SYNC_OVERHEAD_BYTES = 256  # a sync part's fields besides its slice, its name and sv
-MIN_SYNC_PART_BYTES = 1024
 MAX_HISTORY_REQUESTS = 2  # per connection, in flight at once
 HISTORY_PAGE_UPDATES = 1000  # at most, per history page
 HISTORY_FRAME_OVERHEAD = 512  # a history page's fields besides its updates
@@ -247,11 +246,8 @@ class NativeConnection:
     def _watch_expiry(self) -> None:
         if self._expiry is not None:
             self._expiry.cancel()
-            self._expiry = None
         assert self.identity is not None
-        if self.identity.expires_s is not None:
-            delay = max(0.0, self.identity.expires_s - time.time())
-            self._expiry = asyncio.get_running_loop().call_later(delay, self._expire)
+        self._expiry = expiry_timer(self.identity, self._expire)
 
     def _expire(self) -> None:
         """The token expired: every subscription ends and nothing is accepted but a
@@ -379,7 +375,13 @@ class NativeConnection:
         if reply is None:  # unsubscribed while the document was loading
             return
         # No await from room.join to the first part: nothing reaches the peer before it.
-        parts = self._sync_parts(session.doc, reply.missing, reply.state_vector)
+        parts = sync_parts(
+            session.doc,
+            reply.missing,
+            reply.state_vector,
+            part_bytes=self._settings.sync_chunk_bytes,
+            max_frame_bytes=self._max_frame_bytes,
+        )
         first = Sync(
             doc=session.doc,
             epoch=reply.epoch,
@@ -419,21 +421,6 @@ class NativeConnection:
         finally:
             session.draining = False
             session.inbox, session.inbox_bytes = [], 0
-
-    def _sync_parts(self, doc: str, update: bytes, state_vector: bytes) -> list[bytes]:
-        """``update`` cut into slices such that each sync frame fits the part size
-        and the client's frame limit; the last frame also carries the state vector
-        (an extra part with an empty slice if it would not fit beside one)."""
-        size = self._settings.sync_chunk_bytes
-        if self._max_frame_bytes is not None:
-            room = self._max_frame_bytes - SYNC_OVERHEAD_BYTES - len(doc.encode())
-            size = min(size, max(MIN_SYNC_PART_BYTES, room))
-        if len(update) + len(state_vector) <= size:
-            return [update]
-        parts = [update[start : start + size] for start in range(0, len(update), size)]
-        if len(parts[-1]) + len(state_vector) > size:
-            parts.append(b"")
-        return parts
 
     async def _send_parts(
         self, first: Sync, parts: list[bytes], state_vector: bytes, total: int
@@ -483,7 +470,7 @@ class NativeConnection:
         room = session.room
         assert room is not None
         if isinstance(message, Awareness):
-            room.apply_awareness(session, message.update)
+            room.awareness.apply(session, message.update)
             return None
         if session.role is not Role.WRITE:
             raise AccessDenied(
@@ -492,49 +479,36 @@ class NativeConnection:
                 doc=message.doc,
                 ref=ref,
             )
-        if len(message.update) >= OFF_LOOP_CHECK_BYTES:
-            return self._apply_large(session, message)
-        self._apply(session, message)
+        try:
+            pending = room.submit(
+                session, message.update, self._ack_sender(session.doc, message.ref)
+            )
+        except CollabError as exc:
+            self._refused(exc, message)
+            raise
+        if pending is not None:
+            return self._applied_later(pending, message)
+        self._updates_in.inc()
         return None
 
-    def _apply(
-        self, session: Session, message: ClientUpdate, ranges: Any = None, prepared: Any = None
-    ) -> None:
-        room = session.room
-        assert room is not None
-        try:
-            room.apply_update(
-                session,
-                message.update,
-                self._ack_sender(session.doc, message.ref),
-                ranges,
-                prepared,
-            )
-        except CollabError as exc:
-            exc.ref = message.ref
-            self._rooms.metrics.updates_refused.labels(exc.code).inc()
-            raise
-        self._updates_in.inc()
+    def _refused(self, error: CollabError, message: ClientUpdate) -> None:
+        error.ref = message.ref
+        self._rooms.metrics.updates_refused.labels(error.code).inc()
 
-    async def _apply_large(self, session: Session, message: ClientUpdate) -> None:
-        """A large update is checked on a thread; the socket is not read meanwhile,
-        so this connection's messages still apply in order."""
+    async def _applied_later(self, pending: Awaitable[None], message: ClientUpdate) -> None:
+        """A large update, checked on a thread; the socket is not read meanwhile, so
+        this connection's messages still apply in order."""
         try:
-            ranges = await check_off_loop(
-                message.update, session.doc, self._settings.max_update_structs
-            )
-            room, prepared = session.room, None
-            if room is not None and session.state is SessionState.ACTIVE:
-                prepared = await room.prepare(message.update, ranges)
-            if session.state is SessionState.ACTIVE and self.state is ConnectionState.OPEN:
-                self._apply(session, message, ranges, prepared)
+            await pending
         except CollabError as exc:
-            exc.ref = message.ref
+            self._refused(exc, message)
             self._report(exc)
         except Exception:
-            # As in on_message: this runs as the task Tornado awaits, outside it.
+            # As in receive: this runs as the task Tornado awaits, outside it.
             log.exception("%s: unexpected error applying an update", self)
             self._report(CollabError("internal server error", code=ErrorCode.INTERNAL))
+        else:
+            self._updates_in.inc()
 
     def _ack_sender(self, doc: str, ref: int) -> Callable[[int], None]:
         def send_ack(seq: int) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import tornado.web
 from tornado.iostream import StreamClosedError
 
+from collab.config import Settings
 from collab.core import archive, diff, history
 from collab.core.origin import Origin, OriginKind
 from collab.errors import (
@@ -31,7 +32,7 @@ from collab.errors import (
 )
 from collab.peers import events
 from collab.store.base import MAX_SEQ, Author, DocumentInfo, UpdateRecord
-from collab.web.api import ApiHandler
+from collab.web.api import SMALL_JSON_BYTES, ApiHandler
 
 MAX_PAGE = 1000
 DEFAULT_GAP_S = 300.0  # of a timeline: a pause this long starts a new change
@@ -163,24 +164,40 @@ class DocumentHandler(DocumentApiHandler):
 
 class ImportHandler(DocumentApiHandler):
     """``POST /api/documents/DOC/import`` with an export file (docs/EXPORT.md) as
-    the body: a new document DOC with the file's whole history. Needs write
-    access; 409 when DOC exists; 400 when the file is not a whole, valid export."""
+    the body, of at most ``max_import_bytes``: a new document DOC with the file's
+    whole history. Needs write access; 409 when DOC exists; 400 when the file is
+    not a whole, valid export."""
 
-    async def post(self, doc: str) -> None:
+    @classmethod
+    def max_body_bytes(cls, settings: Settings) -> int:
+        return settings.max_import_bytes
+
+    def prepare(self) -> None:
+        super().prepare()  # the token and the declared size, before the body is read
+        # So are the grant and the creation cap: a refused import is not read.
+        doc = self.path_args[0]
         identity = self.require_write(doc)
         try:
-            # A new document: counted against its user's creation cap, and its
-            # updates say who imported them (the file's authors are its own word).
+            # A new document: counted against its user's creation cap.
             self.server.rooms.creations.admit_user(identity.user, doc)
+        except RateLimited as exc:
+            raise tornado.web.HTTPError(429, exc.message) from None
+        self._lines = archive.LineSplitter()
+
+    def data_received(self, chunk: bytes) -> None:
+        self._lines.feed(chunk)  # held once, as lines
+
+    async def post(self, doc: str) -> None:
+        identity = self.identity()
+        try:
+            # Its updates say who imported them (the file's authors are its own word).
             name, count = await archive.import_document(
                 self.server.store,
-                self.request.body.splitlines(),
+                self._lines.lines(),
                 name=doc,
                 max_name_bytes=self.server.settings.max_document_name_bytes,
                 importer=identity.user,
             )
-        except RateLimited as exc:
-            raise tornado.web.HTTPError(429, exc.message) from None
         except archive.DocumentExists as exc:
             raise tornado.web.HTTPError(409, str(exc)) from None
         except archive.ArchiveError as exc:
@@ -379,6 +396,10 @@ class RestoreHandler(DocumentApiHandler):
     brings the content back to version N, stored and sent to every peer like any
     edit, attributed to the caller. Needs write access."""
 
+    @classmethod
+    def max_body_bytes(cls, settings: Settings) -> int:
+        return SMALL_JSON_BYTES
+
     async def post(self, doc: str) -> None:
         identity = self.require_write(doc)
         seq = self._seq_from_body()
@@ -418,9 +439,9 @@ class RestoreHandler(DocumentApiHandler):
 
     def _seq_from_body(self) -> int:
         raw: Any = self.get_query_argument("seq", None)
-        if raw is None and self.request.body:
+        if raw is None and self.body:
             try:
-                body = json.loads(self.request.body)
+                body = json.loads(self.body)
             except ValueError:
                 raise tornado.web.HTTPError(400, 'the body must be JSON: {"seq": N}') from None
             raw = body.get("seq") if isinstance(body, dict) else None
@@ -456,9 +477,6 @@ class EventsHandler(DocumentApiHandler):
             info = await self.require_document(doc)
         except StoreError as exc:
             self.on_store_error(exc)
-        address = self.request.remote_ip or ""
-        if not self.server.admit_address(self, address):
-            raise tornado.web.HTTPError(429, "too many connections from this address")
         loop = asyncio.get_running_loop()
         expiry = None
         if identity.expires_s is not None:
@@ -477,7 +495,6 @@ class EventsHandler(DocumentApiHandler):
             self.server.revocation_listeners.discard(revoked)
             if expiry is not None:
                 expiry.cancel()
-            self.server.release(self, address)
 
     def _end(self, why: str) -> None:
         """The token expired or was revoked: the stream ends (an EventSource

@@ -398,6 +398,35 @@ def validate_document_name(name: str, max_bytes: int) -> str:
     return normal
 
 
+SYNC_OVERHEAD_BYTES = 256  # a sync part's fields besides its slice, its name and sv
+MIN_SYNC_PART_BYTES = 1024
+
+
+def sync_parts(
+    doc: str,
+    update: bytes,
+    state_vector: bytes,
+    *,
+    part_bytes: int,
+    max_frame_bytes: int | None = None,
+) -> list[bytes]:
+    """``update`` cut into the slices of a sync answer sent in parts: each part's
+    frame holds at most ``part_bytes`` of it and fits the client's frame limit
+    (``max_frame_bytes``, as its hello announced); the last part also carries the
+    state vector (an extra part with an empty slice if it would not fit beside
+    one). One slice: the answer fits one frame."""
+    size = part_bytes
+    if max_frame_bytes is not None:
+        room = max_frame_bytes - SYNC_OVERHEAD_BYTES - len(doc.encode())
+        size = min(size, max(MIN_SYNC_PART_BYTES, room))
+    if len(update) + len(state_vector) <= size:
+        return [update]
+    parts = [update[start : start + size] for start in range(0, len(update), size)]
+    if len(parts[-1]) + len(state_vector) > size:
+        parts.append(b"")
+    return parts
+
+
 class NativeFrames:
     """FrameCodec for ``/ws`` peers."""
 

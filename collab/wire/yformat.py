@@ -41,7 +41,6 @@ from typing import Any
 
 MAX_VARUINT_BYTES = 10  # 64 bits
 MAX_SAFE_INTEGER = 2**53 - 1  # JavaScript's Number.MAX_SAFE_INTEGER: lib0's integer limit
-MAX_CLIENT_ID = MAX_SAFE_INTEGER
 CLOCK_LIMIT = 2**32 - 1  # a struct must end at or below it: Yrs clocks are u32
 MAX_VALUE_DEPTH = 64  # nesting of arrays and maps inside one value
 
