@@ -24,7 +24,20 @@ PAST_RETENTION_S = RETENTION_S + 1.0
 
 @pytest.fixture
 def settings(settings):
-    return settings.replace(snapshot_every_updates=5, history_retention_s=RETENTION_S)
+    # Snapshots are written by the tests, at the seqs they name: in the background,
+    # every few updates, where they fall depends on how fast the last one was written.
+    return settings.replace(snapshot_every_updates=10**6, history_retention_s=RETENTION_S)
+
+
+async def old_history(server, remote, count: int) -> None:
+    """``count`` edits, each stored before the next, and snapshots at 5 and 10."""
+    text = remote.doc.get("text", type=pycrdt.Text)
+    for i in range(count):
+        text.insert(len(text), f"{i},")
+        await remote.flushed()
+    await server.rooms.writer.wait_idle(5)
+    for seq in (5, 10):
+        assert await server.rooms.writer.write_snapshot(remote.name, seq)
 
 
 @pytest.fixture
@@ -41,10 +54,7 @@ async def test_history_past_the_retention_is_dropped_and_said_to_be(server, conn
     client = await connect()
     remote = await client.subscribe(DOC)
     text = remote.doc.get("text", type=pycrdt.Text)
-    for i in range(12):  # old: snapshots at 5 and 10
-        text.insert(len(text), f"{i},")
-        await remote.flushed()
-    await server.rooms.writer.wait_idle(5)
+    await old_history(server, remote, 12)
     versions = {}
     for seq in range(13):
         _, body = await http_get(server, f"/api/documents/{DOC}/versions/{seq}")
@@ -111,10 +121,7 @@ async def test_times_and_diffs_before_the_history_kept_are_refused_not_guessed(
     client = await connect()
     remote = await client.subscribe("old")
     text = remote.doc.get("text", type=pycrdt.Text)
-    for i in range(12):
-        text.insert(len(text), f"{i},")
-        await remote.flushed()
-    await server.rooms.writer.wait_idle(5)
+    await old_history(server, remote, 12)
     clock.advance(PAST_RETENTION_S)
     text.insert(0, "new ")
     await remote.flushed()

@@ -15,7 +15,7 @@ import pytest
 from collab.errors import CloseCode, StoreError
 from collab.store.base import AppendResult, LoadedDocument, NewUpdate
 from collab.store.sqlite import SQLiteStore
-from tests.helpers import wait_until
+from tests.helpers import caught_up, wait_until
 
 DOC = "lifecycle"
 
@@ -69,6 +69,7 @@ async def seed(connect, server, content: str) -> None:
     remote = await writer.subscribe(DOC)
     text(remote).insert(0, content)
     await remote.flushed()
+    await caught_up(server.rooms.get(DOC))
     await writer.unsubscribe(DOC)
     await wait_until(lambda: server.rooms.get(DOC) is None)
 
@@ -146,6 +147,7 @@ async def test_a_room_unloads_after_the_last_peer_leaves_and_reloads_from_the_st
     remote = await editor.subscribe(DOC)
     text(remote).insert(0, "kept")
     room = server.rooms.get(DOC)
+    await caught_up(room)
     await wait_until(lambda: room.pending_writes == 1)
     await editor.close()
     await wait_until(lambda: not room.sessions)
@@ -239,6 +241,7 @@ async def test_a_lingering_room_unloads_once_nobody_comes_back(settings, start_s
     remote = await editor.subscribe(DOC)
     text(remote).insert(0, "kept")
     await remote.flushed()
+    await caught_up(server.rooms.get(DOC))
     await editor.close()
 
     # Lingering is a matter of real time: a room that did not linger would have
@@ -258,6 +261,7 @@ async def test_a_room_dropped_before_a_waiting_subscriber_joins_it_is_not_joined
     w = await writer.subscribe("dropped")
     w.doc.get("text", type=pycrdt.Text).insert(0, "before")
     await w.flushed()
+    await caught_up(server.rooms.get("dropped"))
     await writer.close()
     await wait_until(lambda: server.rooms.get("dropped") is None)
 
