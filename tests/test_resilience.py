@@ -353,6 +353,7 @@ async def test_sigterm_with_writes_in_flight_loses_nothing_acknowledged(tmp_path
             first.process.send_signal(signal.SIGTERM)
             assert await first.process.wait() == 0
         for client in clients:
+            await client.closed()  # it read the close (the process may exit first)
             assert client.close_code == CloseCode.SERVICE_RESTART
         async with server_process(url, "--port", str(port)):
             await writing
