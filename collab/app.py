@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +22,7 @@ import tornado.web
 
 from collab.auth import Authenticator, Identity
 from collab.config import Settings
+from collab.core.listing import Cursors
 from collab.core.manager import RoomManager
 from collab.errors import CloseCode
 from collab.metrics import Metrics
@@ -29,6 +31,7 @@ from collab.tasks import TaskGroup
 from collab.web import heartbeat
 from collab.web.access_log import log_request
 from collab.web.api import HealthHandler, MetricsHandler, ReadyHandler, RevokeHandler
+from collab.web.budget import ExpensiveReads
 from collab.web.documents import (
     DiffHandler,
     DocumentHandler,
@@ -73,6 +76,11 @@ class CollabServer:
         )
         self.sockets: set[SocketHandler] = set()
         self.connections = ConnectionCounts(settings.max_connections_per_ip)
+        self.reads = ExpensiveReads(settings)  # versions, states, diffs: caps and workers
+        # Cursors of document lists cut short: sealed, and opened by every instance
+        # that shares the key.
+        cursor_key = settings.list_cursor_secret or settings.auth_secret
+        self.list_cursors = Cursors(cursor_key.encode() if cursor_key else os.urandom(32))
         self.auth.on_revoke(self._revoked)
         self.sites = Sites.of(
             host=settings.host,
@@ -218,6 +226,7 @@ class CollabServer:
         await asyncio.gather(*(h.connection.close() for h in handlers if h.connection is not None))
         await self.tasks.close()
         await self.rooms.close()
+        await self.reads.close()
         await self.store.close()
         log.info("stopped")
 

@@ -322,6 +322,61 @@ class Settings:
         default=30.0,
         metadata={"help": "awareness updates a second one session may send (burst: 3 s of it)"},
     )
+    max_read_updates: int = field(
+        default=100_000,
+        metadata={
+            "help": "log updates one read request (a version, a state, a diff) may read and "
+            "apply; past it the request is refused (422), before the log is read; also the "
+            "most log entries one timeline request reads"
+        },
+    )
+    max_read_bytes: int = field(
+        default=64 * 1024 * 1024,
+        metadata={
+            "help": "bytes of snapshots, checkpoints and updates one read request may read "
+            "and rebuild from; past it the request is refused (422); also the most bytes "
+            "of updates one page of history reads"
+        },
+    )
+    max_read_cpu_s: float = field(
+        default=2.0,
+        metadata={
+            "help": "CPU seconds one read request may spend rebuilding, rendering and "
+            "diffing, counted as it goes; past it the request is refused (422)"
+        },
+    )
+    max_expensive_requests: int = field(
+        default=3,
+        metadata={
+            "help": "read requests that rebuild versions (content, versions, state, diff) "
+            "running at once on this instance, on threads of their own; past it 429"
+        },
+    )
+    max_expensive_requests_per_user: int = field(
+        default=2,
+        metadata={
+            "help": "of those, running at once for one user (the client address when "
+            "access is open; the page's history view asks for two versions at once); "
+            "past it 429"
+        },
+    )
+    max_list_rows: int = field(
+        default=10_000,
+        metadata={
+            "help": "names of the store's list one GET /api/documents may read (each "
+            "counted once per grant pattern it is tested against); past it the page ends "
+            "early with a cursor (next_after) to go on from"
+        },
+    )
+    list_cursor_secret: str = field(
+        default="",
+        metadata={
+            "help": "key that seals list cursors standing at documents the token does not "
+            "see; default: derived from auth_secret, else random per process (give every "
+            "instance the same one when tokens are signed by public keys)"
+        },
+        repr=False,
+    )
 
     instance_id: str = field(
         default_factory=lambda: secrets.token_hex(6),
@@ -378,6 +433,12 @@ class Settings:
             "reauth_timeout_s",
             "max_import_bytes",
             "max_header_bytes",
+            "max_read_updates",
+            "max_read_bytes",
+            "max_read_cpu_s",
+            "max_expensive_requests",
+            "max_expensive_requests_per_user",
+            "max_list_rows",
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive")

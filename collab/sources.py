@@ -17,8 +17,7 @@ from typing import Any
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 from collab.core import archive, history
-from collab.store import create_store
-from collab.store.base import Author, Store, UpdateRecord
+from collab.store import Author, Store, UpdateRecord, create_store
 
 PAGE = 1000
 

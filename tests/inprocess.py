@@ -34,12 +34,13 @@ from collab.config import Settings
 from collab.core.manager import RoomManager
 from collab.errors import AccessDenied, CloseCode, ProtocolError
 from collab.metrics import Metrics
+from collab.names import validate_document_name
 from collab.peers.native import NativeConnection
 from collab.peers.transport import close_reason
 from collab.peers.yjs import YjsConnection
-from collab.store.base import Store
+from collab.store import Store
 from collab.store.memory import MemoryStore
-from collab.wire.native import PROTOCOL_VERSION, validate_document_name
+from collab.wire.native import PROTOCOL_VERSION
 from tests.helpers import TIMEOUT_S, barrier
 
 CLOSED = object()  # in a peer's queue of frames from the server: the close

@@ -7,6 +7,7 @@ import msgpack
 import pytest
 
 from collab.errors import ErrorCode, ProtocolError
+from collab.names import validate_document_name
 from collab.wire import native as p
 
 CLIENT_EXAMPLES = [
@@ -83,13 +84,13 @@ def test_deeply_nested_frames_are_refused_not_crashing():
 
 @pytest.mark.parametrize("name", ["notes", "team/notes", "ünïcode ✓", "a" * 512])
 def test_valid_document_names(name):
-    p.validate_document_name(name, 512)
+    validate_document_name(name, 512)
 
 
 @pytest.mark.parametrize("name", ["", "tab\there", "nul\x00", "a" * 513, "é" * 257])
 def test_invalid_document_names(name):
     with pytest.raises(ProtocolError) as raised:
-        p.validate_document_name(name, 512)
+        validate_document_name(name, 512)
     assert raised.value.code == ErrorCode.INVALID_DOCUMENT_NAME
 
 

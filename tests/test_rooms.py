@@ -13,7 +13,7 @@ import pycrdt
 import pytest
 
 from collab.errors import CloseCode, StoreError
-from collab.store.base import AppendResult, LoadedDocument, NewUpdate
+from collab.store import AppendResult, LoadedDocument, NewUpdate
 from collab.store.sqlite import SQLiteStore
 from tests.helpers import caught_up, wait_until
 

@@ -16,7 +16,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
 from collab.auth import Authenticator
-from collab.store.base import NewUpdate
+from collab.store import NewUpdate
 from collab.web.sites import Sites, host_name
 from tests.browser import Backend, launch, skip_reason
 from tests.helpers import text_update

@@ -15,7 +15,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from collab.auth import Authenticator
 from collab.core import archive
-from collab.store.base import Author, NewUpdate, UpdateRecord
+from collab.store import Author, NewUpdate, UpdateRecord
 from tests.flooder import DECLARED_BODY_BYTES, BodyFlood
 from tests.helpers import text_update, wait_until
 from tests.processes import server_process

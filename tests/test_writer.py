@@ -16,7 +16,7 @@ import pytest
 from collab.config import Settings
 from collab.core.writer import Submission, Writer
 from collab.errors import Overloaded, SeqConflict, StoreError
-from collab.store.base import AppendResult, NewUpdate, SnapshotRecord, Store, UpdateRecord
+from collab.store import AppendResult, NewUpdate, SnapshotRecord, Store, UpdateRecord
 from collab.store.memory import MemoryStore
 from collab.store.sqlite import SQLiteStore
 from tests.helpers import TIMEOUT_S, text_of, text_update

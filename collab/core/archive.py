@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from collab.errors import ProtocolError, StoreError
-from collab.store.base import Author, NewUpdate, Store, UpdateRecord
-from collab.wire.native import validate_document_name
+from collab.names import validate_document_name
+from collab.store import Author, NewUpdate, Store, UpdateRecord
 from collab.wire.yformat import FormatError, check_update
 
 FORMAT = "collab-export"
@@ -94,9 +94,7 @@ class ArchiveWriter:
             {
                 "seq": record.seq,
                 "time_s": record.time_s,
-                "user": record.author.user,
-                "client": record.author.client,
-                "instance": record.author.instance,
+                **record.author.as_dict(),
                 "update": base64.b64encode(record.data).decode(),
             }
         )

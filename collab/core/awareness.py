@@ -22,7 +22,7 @@ from collab.config import Settings
 from collab.core.fanout import Fanout
 from collab.core.session import Session
 from collab.errors import AccessDenied, CollabError, ErrorCode, InvalidUpdate, RateLimited
-from collab.store.base import AwarenessChange
+from collab.store import AwarenessChange
 from collab.wire.yformat import (
     AwarenessEntry,
     FormatError,

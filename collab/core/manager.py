@@ -34,7 +34,7 @@ from collab.core.session import NO_FRAMES, SERVER_PEER, Session, SessionState
 from collab.core.writer import Writer
 from collab.errors import CollabError, ErrorCode, FeedLost, LoadFailed, StoreError
 from collab.metrics import Metrics
-from collab.store.base import Store, UpdateRecord
+from collab.store import Store, UpdateRecord
 from collab.tasks import TaskGroup
 
 log = logging.getLogger("collab.rooms")

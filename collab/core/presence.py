@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from collab.config import Settings
 from collab.core.room import Room
 from collab.errors import FeedLost, StoreError
-from collab.store.base import AwarenessChange, Store
+from collab.store import AwarenessChange, Store
 from collab.tasks import TaskGroup
 
 log = logging.getLogger("collab.presence")

@@ -49,7 +49,7 @@ from collab.errors import (
     StoreError,
 )
 from collab.metrics import Metrics
-from collab.store.base import LoadedDocument, NewUpdate, UpdateRecord
+from collab.store import LoadedDocument, NewUpdate, UpdateRecord
 from collab.tasks import TaskGroup
 from collab.wire import crdt
 from collab.wire.replica import EMPTY_UPDATE, Prepared, Replica

@@ -38,7 +38,7 @@ from collab.core.session import Session
 from collab.core.thinning import snapshots_to_drop
 from collab.errors import DocumentChanged, Overloaded, SeqConflict, StoreError
 from collab.metrics import Metrics
-from collab.store.base import (
+from collab.store import (
     Checkpoint,
     DocumentHead,
     NewUpdate,

@@ -17,12 +17,11 @@ import time
 import unicodedata
 from collections.abc import Awaitable, Callable
 from enum import Enum
-from typing import Any
 
 from collab import __version__
 from collab.auth import Authenticator, Identity, Role
 from collab.config import Settings
-from collab.core.history import retained_from
+from collab.core.history import page_of_updates, retained_from
 from collab.core.manager import RoomManager
 from collab.core.origin import Origin
 from collab.core.room import Resume
@@ -36,9 +35,10 @@ from collab.errors import (
     RateLimited,
     StoreError,
 )
+from collab.names import validate_document_name
 from collab.peers.guard import InputGuard, both, expiry_timer, stamp
 from collab.peers.transport import Transport, close_reason, new_connection_id
-from collab.store.base import MAX_SEQ
+from collab.store import MAX_SEQ, UpdateRecord
 from collab.tasks import TaskGroup
 from collab.wire.native import (
     NATIVE_FRAMES,
@@ -63,7 +63,6 @@ from collab.wire.native import (
     decode_client_message,
     encode,
     sync_parts,
-    validate_document_name,
 )
 
 log = logging.getLogger("collab.protocol")
@@ -564,47 +563,32 @@ class NativeConnection:
                 )
             limit = min(message.limit or HISTORY_PAGE_UPDATES, HISTORY_PAGE_UPDATES)
             until = info.head_seq if message.until is None else min(message.until, info.head_seq)
-            records = await store.read_updates(
-                message.doc, after_seq=message.after, until_seq=until, limit=limit
+            accepted = self._max_frame_bytes or self._settings.max_frame_bytes
+            budget = min(accepted, self._settings.max_frame_bytes) - HISTORY_FRAME_OVERHEAD
+            records, more = await page_of_updates(
+                store,
+                message.doc,
+                after_seq=message.after,
+                until_seq=until,
+                limit=limit,
+                max_bytes=budget,
+                size_of=_history_entry_bytes,
             )
-            budget = (
-                min(
-                    self._max_frame_bytes or self._settings.max_frame_bytes,
-                    self._settings.max_frame_bytes,
+            if records and _history_entry_bytes(records[0]) > budget:
+                raise CollabError(
+                    f"the update at seq {records[0].seq} ({len(records[0].data)} bytes) does "
+                    "not fit in a frame you accept (hello.max_frame_bytes)",
+                    code=ErrorCode.TOO_LARGE,
                 )
-                - HISTORY_FRAME_OVERHEAD
-            )
-            page: list[dict[str, Any]] = []
-            size = 0
-            for record in records:
-                entry_size = (
-                    len(record.data)
-                    + HISTORY_ENTRY_OVERHEAD
-                    + len(
-                        f"{record.author.user}{record.author.client}{record.author.instance}".encode()
-                    )
-                )
-                if page and size + entry_size > budget:
-                    break
-                if entry_size > budget:
-                    raise CollabError(
-                        f"the update at seq {record.seq} ({len(record.data)} bytes) does not "
-                        "fit in a frame you accept (hello.max_frame_bytes)",
-                        code=ErrorCode.TOO_LARGE,
-                    )
-                size += entry_size
-                page.append(
-                    {
-                        "seq": record.seq,
-                        "time_s": record.time_s,
-                        "user": record.author.user,
-                        "client": record.author.client,
-                        "instance": record.author.instance,
-                        "update": record.data,
-                    }
-                )
-            last = page[-1]["seq"] if page else message.after
-            more = bool(page) and last < until
+            page = [
+                {
+                    "seq": r.seq,
+                    "time_s": r.time_s,
+                    **r.author.as_dict(),
+                    "update": r.data,
+                }
+                for r in records
+            ]
             self.send(
                 encode(
                     HistoryPage(
@@ -612,7 +596,7 @@ class NativeConnection:
                         id=message.id,
                         updates=page,
                         head=info.head_seq,
-                        next_after=last if more else None,
+                        next_after=records[-1].seq if more else None,
                     )
                 )
             )
@@ -692,6 +676,13 @@ class NativeConnection:
 
     def __str__(self) -> str:
         return f"ws {self.id} {self.remote}"
+
+
+def _history_entry_bytes(record: UpdateRecord) -> int:
+    """What an update takes in a history page's frame, at most."""
+    author = record.author
+    names = f"{author.user}{author.client}{author.instance}".encode()
+    return len(record.data) + HISTORY_ENTRY_OVERHEAD + len(names)
 
 
 def _whole_seconds(time_s: float | None) -> int | None:

@@ -1,29 +1,56 @@
-"""Stores: where documents live. ``create_store`` picks a backend from a URL."""
+"""Stores: where documents live. ``create_store`` picks a backend from a URL.
+
+The interface, by area, is collab.store.base; the records it takes and gives are
+collab.store.records. Both are named here: import them from ``collab.store``."""
 
 from __future__ import annotations
 
 from collab.store.base import (
+    DocumentStore,
+    FeedStore,
+    LogStore,
+    PresenceStore,
+    RepairStore,
+    SnapshotStore,
+    Store,
+)
+from collab.store.records import (
+    MAX_SEQ,
     AppendResult,
     Author,
     AwarenessChange,
+    Checkpoint,
     DocumentHead,
     DocumentInfo,
+    FeedPosition,
     LoadedDocument,
     NewUpdate,
+    QuarantinedEntry,
+    Repair,
     SnapshotRecord,
-    Store,
     UpdateRecord,
 )
 
 __all__ = [
+    "MAX_SEQ",
     "AppendResult",
     "Author",
     "AwarenessChange",
+    "Checkpoint",
     "DocumentHead",
     "DocumentInfo",
+    "DocumentStore",
+    "FeedPosition",
+    "FeedStore",
     "LoadedDocument",
+    "LogStore",
     "NewUpdate",
+    "PresenceStore",
+    "QuarantinedEntry",
+    "Repair",
+    "RepairStore",
     "SnapshotRecord",
+    "SnapshotStore",
     "Store",
     "UpdateRecord",
     "create_store",

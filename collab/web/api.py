@@ -26,9 +26,9 @@ from collab.config import Settings
 from collab.core.history import NotRetained
 from collab.errors import AccessDenied, ProtocolError, StoreError
 from collab.metrics import CONTENT_TYPE_LATEST
-from collab.store.base import MAX_SEQ, DocumentInfo
+from collab.names import validate_document_name
+from collab.store import MAX_SEQ, DocumentInfo
 from collab.web.access_log import RedactingHandlerMixin
-from collab.wire.native import validate_document_name
 
 if TYPE_CHECKING:
     from collab.app import CollabServer
@@ -139,21 +139,28 @@ class ApiHandler(RedactingHandlerMixin, tornado.web.RequestHandler):
 
     def int_argument(self, name: str, default: int | None) -> int | None:
         raw = self.get_query_argument(name, None)
-        if raw is None:
-            return default
-        try:
-            value = int(raw)
-        except ValueError:
-            raise tornado.web.HTTPError(400, f"{name} must be an integer") from None
-        if not 0 <= value <= MAX_SEQ:
-            raise tornado.web.HTTPError(400, f"{name} must be between 0 and {MAX_SEQ}")
-        return value
+        return default if raw is None else seq_value(raw, name)
 
     def on_store_error(self, exc: StoreError) -> NoReturn:
         if isinstance(exc, NotRetained):  # older than the history kept: gone for good
             raise tornado.web.HTTPError(410, str(exc))
         # A broken database is an outage, not a missing document.
         raise tornado.web.HTTPError(503, f"store unavailable: {exc}")
+
+
+def seq_value(raw: object, name: str) -> int:
+    """A seq (or a count as large), as a request gives it (a path, a query argument,
+    a header, a JSON field), named ``name`` in the error: 400 unless it is a whole
+    number from 0 to MAX_SEQ."""
+    if isinstance(raw, bool):
+        raise tornado.web.HTTPError(400, f"{name} must be an integer")
+    try:
+        value = int(raw)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        raise tornado.web.HTTPError(400, f"{name} must be an integer") from None
+    if not 0 <= value <= MAX_SEQ:
+        raise tornado.web.HTTPError(400, f"{name} must be between 0 and {MAX_SEQ}")
+    return value
 
 
 def status_of(server: CollabServer) -> dict[str, Any]:

@@ -22,11 +22,11 @@ from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketProtocol13
 
 from collab.errors import AccessDenied, CloseCode, ProtocolError
+from collab.names import validate_document_name
 from collab.peers.native import NativeConnection
 from collab.peers.transport import close_reason
 from collab.peers.yjs import YjsConnection
 from collab.web.access_log import RedactingHandlerMixin
-from collab.wire.native import validate_document_name
 
 if TYPE_CHECKING:
     from collab.app import CollabServer
