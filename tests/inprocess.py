@@ -8,6 +8,10 @@ one message at a time, awaiting what ``receive`` returns before the next (the
 connection's backpressure), refusing messages past ``max_frame_bytes`` with
 1009, and leaving the rooms when either side closes. Its API is
 :class:`tests.helpers.RawPeer`'s, so a test reads the same either way.
+:meth:`InProcessServer.dial` opens one as a client's socket
+(:class:`InProcessWebSocket`, shaped as Tornado's): collab.client.CollabClient
+takes it as its ``dial``, tests/yjs_peer.py as its opener. Modules marked
+``inprocess`` get all this from the usual fixtures (tests/conftest.py).
 
 Real servers stay where they are what is tested (sockets, kills, restarts,
 instances, browsers, interop); the rules of the protocols are tables of frames
@@ -18,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterator
@@ -81,7 +84,6 @@ class InProcessPeer:
         self.is_closed = False
         self.close_code: int | None = None  # None once closed: dropped, no close frame
         self.close_reason: str | None = None
-        self._pings = itertools.count(1)
         self.received: asyncio.Queue[Any] = asyncio.Queue()  # frames to the client
         self._sent: asyncio.Queue[bytes | str] = asyncio.Queue()  # frames from the client
         self._reading: asyncio.Task[None] | None = None
