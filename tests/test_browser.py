@@ -262,7 +262,7 @@ def test_a_late_heartbeat_timer_does_not_drop_a_healthy_connection(
         " Object.assign(collab.client.options, options); collab.client._startHeartbeat(); }"
     )
     connections = page.evaluate("() => collab.client.connections")
-    time.sleep(4)
+    time.sleep(4)  # real time: heartbeats fire, each past the timeout, and none drops it
     assert page.evaluate("() => [collab.client.connections, collab.client.lastError]") == [
         connections,
         None,
@@ -628,7 +628,7 @@ def test_a_read_only_grant_shows_the_document_read_only(
     assert reader.locator("#role-note").is_visible()
     editor.click()
     reader.keyboard.type("not allowed")
-    time.sleep(0.2)
+    time.sleep(0.2)  # no ping to wait on in the page: time for a wrongly sent edit to land
     assert text(reader) == "Read me."
     assert backend.stored_text(doc) == "Read me."
     assert console.problems() == []
