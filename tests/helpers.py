@@ -139,13 +139,6 @@ async def wait_until(predicate: Callable[[], bool], timeout_s: float = TIMEOUT_S
         await asyncio.sleep(0.01)
 
 
-async def caught_up(room: Any, timeout_s: float = TIMEOUT_S) -> None:
-    """Wait until ``room`` read the log after its load. A room whose last peer
-    leaves during that read stays loaded (a fault of the room manager, open): a
-    test that waits for a room to unload lets its peers leave after the read."""
-    await wait_until(lambda: room._reading is None, timeout_s)
-
-
 class Clock:
     """Unix seconds that move only when a test moves them: a server's ``clock``
     (CollabServer), so that a test of time passing does not wait for it."""

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Any
 
 import pycrdt
 import pytest
 
 from collab.errors import CloseCode, StoreError
-from collab.store import AppendResult, LoadedDocument, NewUpdate
+from collab.store import AppendResult, LoadedDocument, NewUpdate, UpdateRecord
 from collab.store.sqlite import SQLiteStore
-from tests.helpers import caught_up, wait_until
+from tests.helpers import wait_until
 
 DOC = "lifecycle"
 
@@ -31,6 +32,8 @@ class GatedStore(SQLiteStore):
         self.load_gate.set()
         self.append_gate = asyncio.Event()
         self.append_gate.set()
+        self.read_gate = asyncio.Event()
+        self.read_gate.set()
         self.load_calls = 0
         self.load_started = asyncio.Event()
         self.fail_loads = False
@@ -46,6 +49,10 @@ class GatedStore(SQLiteStore):
     async def append(self, updates: Sequence[NewUpdate]) -> AppendResult:
         await self.append_gate.wait()
         return await super().append(updates)
+
+    async def read_updates(self, doc: str, **kwargs: Any) -> list[UpdateRecord]:
+        await self.read_gate.wait()
+        return await super().read_updates(doc, **kwargs)
 
 
 @pytest.fixture
@@ -69,7 +76,6 @@ async def seed(connect, server, content: str) -> None:
     remote = await writer.subscribe(DOC)
     text(remote).insert(0, content)
     await remote.flushed()
-    await caught_up(server.rooms.get(DOC))
     await writer.unsubscribe(DOC)
     await wait_until(lambda: server.rooms.get(DOC) is None)
 
@@ -147,7 +153,6 @@ async def test_a_room_unloads_after_the_last_peer_leaves_and_reloads_from_the_st
     remote = await editor.subscribe(DOC)
     text(remote).insert(0, "kept")
     room = server.rooms.get(DOC)
-    await caught_up(room)
     await wait_until(lambda: room.pending_writes == 1)
     await editor.close()
     await wait_until(lambda: not room.sessions)
@@ -241,7 +246,6 @@ async def test_a_lingering_room_unloads_once_nobody_comes_back(settings, start_s
     remote = await editor.subscribe(DOC)
     text(remote).insert(0, "kept")
     await remote.flushed()
-    await caught_up(server.rooms.get(DOC))
     await editor.close()
 
     # Lingering is a matter of real time: a room that did not linger would have
@@ -261,7 +265,6 @@ async def test_a_room_dropped_before_a_waiting_subscriber_joins_it_is_not_joined
     w = await writer.subscribe("dropped")
     w.doc.get("text", type=pycrdt.Text).insert(0, "before")
     await w.flushed()
-    await caught_up(server.rooms.get("dropped"))
     await writer.close()
     await wait_until(lambda: server.rooms.get("dropped") is None)
 
@@ -286,3 +289,19 @@ async def test_a_room_dropped_before_a_waiting_subscriber_joins_it_is_not_joined
     w = await writer.subscribe("dropped")
     w.doc.get("text", type=pycrdt.Text).insert(6, " and after")
     await r.wait_for(lambda: str(r.doc.get("text", type=pycrdt.Text)) == "before and after")
+
+
+async def test_a_room_whose_last_peer_leaves_while_it_reads_the_log_is_still_unloaded(
+    gated, connect
+):
+    server, store = gated
+    store.read_gate.clear()  # the read of the log that follows every load waits
+    editor = await connect(server)
+    remote = await editor.subscribe(DOC)
+    text(remote).insert(0, "written while the room reads its log")
+    await remote.flushed()
+    await editor.close()
+    room = server.rooms.get(DOC)
+    assert room is not None and room._reading is not None  # still reading
+    store.read_gate.set()
+    await wait_until(lambda: server.rooms.get(DOC) is None)

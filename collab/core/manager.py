@@ -475,13 +475,19 @@ class RoomManager:
 
     async def _unload(self, room: Room) -> None:
         try:
-            await room.flushed()
+            await room.settled()
             # A document stays loaded a little after its last peer leaves: a page
             # reload comes back at once and should not load it from the store again.
             if self._settings.room_linger_s > 0:
                 await asyncio.sleep(self._settings.room_linger_s)
-            # Re-check after the awaits: a peer may have joined meanwhile.
-            if self._busy(room) or not room.idle or self._rooms.get(room.name) is not room:
+            # Re-check after every await: a peer may have joined meanwhile, and a
+            # log read (the one after a load, a gap) or a write may have begun:
+            # nothing else would look at this room again once they end.
+            while not room.idle:
+                if self._busy(room) or self._rooms.get(room.name) is not room:
+                    return
+                await room.settled()
+            if self._busy(room) or self._rooms.get(room.name) is not room:
                 return
             del self._rooms[room.name]
             await room.close()

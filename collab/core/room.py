@@ -295,6 +295,16 @@ class Room:
         """Wait until every update of this room's peers so far is stored and sent."""
         await self._flushed.wait()
 
+    async def settled(self) -> None:
+        """Wait until every update of this room's peers so far is stored and sent and
+        no read of the log is under way (the room may be unloaded, if idle)."""
+        while True:
+            await self._flushed.wait()
+            reading = self._reading
+            if reading is None:
+                return
+            await asyncio.wait([reading])  # its outcome is the room's own
+
     async def close(self) -> None:
         self.fanout.flush()  # acks waited for (a restore's among them) still run
         self.awareness.close()
