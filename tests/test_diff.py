@@ -128,21 +128,27 @@ def history(initial: str, ops: list[tuple[str, int, int, Any]]) -> tuple[bytes, 
         other.apply_update(docs[0].get_update())
     state = docs[0].get_update()
     records = []
+    # What every client sees, one entry per character or embed (None), for the
+    # offsets pycrdt counts: a character's UTF-8 bytes, an embed's one.
+    units: list[str | None] = list(initial)
     for kind, who, position, value in ops:
         text = texts[who]
-        now = str(text)
-        at = min(position, len(now))
+        at = min(position, len(units))
 
-        def offset(index: int, now: str = now) -> int:  # pycrdt counts UTF-8 bytes
-            return len(now[:index].encode())
+        def offset(index: int) -> int:
+            return sum(1 if unit is None else len(unit.encode()) for unit in units[:index])
 
         before = docs[who].get_state()
         if kind == "insert":
             text.insert(offset(at), value)
+            units[at:at] = list(value)
         elif kind == "embed":
             text.insert_embed(offset(at), {"image": "x.png"})
-        elif at < len(now):
-            del text[offset(at) : offset(min(len(now), at + value))]
+            units.insert(at, None)
+        elif at < len(units):
+            end = min(len(units), at + value)
+            del text[offset(at) : offset(end)]
+            del units[at:end]
         else:
             continue  # nothing to delete there
         update = docs[who].get_update(before)
