@@ -104,7 +104,8 @@ async def _run(args: argparse.Namespace) -> int:
 def _source(args: argparse.Namespace) -> Source:
     if args.server:
         return ServerSource(args.server, args.token)
-    return StoreSource(args.store_url or Settings.from_env().store_url)
+    settings = Settings.from_env()
+    return StoreSource(args.store_url or settings.store_url, settings)
 
 
 def _time(time_s: float | None) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -22,7 +23,9 @@ from collab.store.sqlite import SQLiteStore
 DOC = "team/notes"
 
 
-async def collab(*args: str, ok: bool = True) -> tuple[int, str, str]:
+async def collab(
+    *args: str, ok: bool = True, env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -30,6 +33,7 @@ async def collab(*args: str, ok: bool = True) -> tuple[int, str, str]:
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
     )
     out, err = await asyncio.wait_for(process.communicate(), 60)
     code = process.returncode
@@ -117,7 +121,14 @@ async def test_export_then_import_into_an_empty_store_keeps_every_version(
     assert "80 updates" in out or "updates" in out
     target = tmp_path / "restored.db"
 
-    _, out, _ = await collab("import", str(file), "--store-url", f"sqlite:///{target}")
+    # Snapshots every 10 updates (thinned) and checkpoints, written by the import.
+    _, out, _ = await collab(
+        "import",
+        str(file),
+        "--store-url",
+        f"sqlite:///{target}",
+        env={"COLLAB_SNAPSHOT_EVERY_UPDATES": "10"},
+    )
 
     assert f"imported {DOC}" in out
     source, copy = SQLiteStore(Path(store_url.removeprefix("sqlite:///"))), SQLiteStore(target)
@@ -126,6 +137,8 @@ async def test_export_then_import_into_an_empty_store_keeps_every_version(
     try:
         head = (await source.get_document(DOC)).head_seq
         assert (await copy.get_document(DOC)).head_seq == head
+        assert [c.seq for c in await copy.checkpoints(DOC)] == list(range(10, head + 1, 10))
+        assert len(await copy.snapshot_seqs(DOC)) > 3  # the newest three and older ones
         for seq in range(head + 1):
             assert (await state_at(copy, DOC, seq))[1] == (await state_at(source, DOC, seq))[1]
         originals = await source.read_updates(DOC)

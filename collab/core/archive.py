@@ -26,14 +26,25 @@ import contextlib
 import hashlib
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+)
 from dataclasses import dataclass
 from typing import Any
 
+from collab.config import Settings
+from collab.core.history import LogOrder, apply_in_order, apply_log
+from collab.core.snapshots import EMPTY_STATE_VECTOR, Cadence, Encoded, encode
 from collab.errors import ProtocolError, StoreError
 from collab.store.base import Author, NewUpdate, Store, UpdateRecord
 from collab.wire.native import validate_document_name
-from collab.wire.yformat import FormatError, check_update
+from collab.wire.replica import Replica
+from collab.wire.yformat import FormatError, UpdateRanges, check_update
 
 FORMAT = "collab-export"
 VERSION = 1
@@ -104,11 +115,14 @@ class ArchiveWriter:
         return _line({"end": True, "updates": self._count, "sha256": self._digest.hexdigest()})
 
 
-def read_archive(lines: Iterable[bytes]) -> tuple[ArchiveHeader, Iterator[UpdateRecord]]:
+def read_archive(
+    lines: Iterable[bytes], *, order: LogOrder | None = None
+) -> tuple[ArchiveHeader, Iterator[UpdateRecord]]:
     """The header, and the updates as records (named for the header's document).
     The iterator raises ArchiveError at the first fault, including a missing or
     wrong end line, so a caller that stores records as they come must be ready
-    to undo them (collab.core.archive imports into a new document only)."""
+    to undo them (collab.core.archive imports into a new document only).
+    ``order`` is told each update's check, as it is read."""
     numbered = enumerate(lines, 1)
     try:
         number, first = next(numbered)
@@ -134,11 +148,11 @@ def read_archive(lines: Iterable[bytes]) -> tuple[ArchiveHeader, Iterator[Update
     ):
         raise ArchiveError("the header's time or epoch is malformed", number)
     header = ArchiveHeader(doc, epoch, float(exported_s), count)
-    return header, _records(header, numbered)
+    return header, _records(header, numbered, order)
 
 
 def _records(
-    header: ArchiveHeader, numbered: Iterator[tuple[int, bytes]]
+    header: ArchiveHeader, numbered: Iterator[tuple[int, bytes]], order: LogOrder | None
 ) -> Iterator[UpdateRecord]:
     digest = hashlib.sha256()
     seq = 0
@@ -160,13 +174,17 @@ def _records(
                     raise ArchiveError("content after the end line", extra_number)
             return
         seq += 1  # noqa: SIM113 - it counts updates, not lines
-        record = _record(header.doc, entry, seq, number)
+        record, ranges = _record(header.doc, entry, seq, number)
+        if order is not None:
+            order.take(ranges)
         digest.update(record.data)
         yield record
     raise ArchiveError("the file ends without its end line: it is truncated")
 
 
-def _record(doc: str, entry: dict[str, Any], seq: int, number: int) -> UpdateRecord:
+def _record(
+    doc: str, entry: dict[str, Any], seq: int, number: int
+) -> tuple[UpdateRecord, UpdateRanges]:
     if entry.get("seq") != seq:
         raise ArchiveError(f"seq {entry.get('seq')!r} where {seq} was expected", number)
     time_s = entry.get("time_s")
@@ -187,12 +205,12 @@ def _record(doc: str, entry: dict[str, Any], seq: int, number: int) -> UpdateRec
     except (binascii.Error, ValueError):
         raise ArchiveError("the update is not base64", number) from None
     try:
-        check_update(data)
+        ranges = check_update(data)
     except FormatError as exc:
         raise ArchiveError(
             f"the update at seq {seq} is not a valid Yjs update: {exc}", number
         ) from None
-    return UpdateRecord(doc, seq, data, float(time_s), Author(*names))
+    return UpdateRecord(doc, seq, data, float(time_s), Author(*names)), ranges
 
 
 def _json(raw: bytes, number: int) -> dict[str, Any]:
@@ -264,36 +282,46 @@ async def export_document(
 
 async def import_document(
     store: Store,
-    lines: Iterable[bytes],
+    lines: Iterable[bytes] | AsyncIterable[bytes],
     *,
     name: str | None = None,
     max_name_bytes: int = MAX_NAME_BYTES,
     progress: Callable[[int, int], None] | None = None,
     importer: str | None = None,
+    cadence: Cadence | None = None,
 ) -> tuple[str, int]:
     """Import an export as a new document (``name``, or the one it was exported
     from), with its updates' seqs, times and authors (the instance as
     ``import:INSTANCE``: no running instance takes them for its own; with
     ``importer``, the user who imported them, as ``import:by:USER``: the file's
     authors are its word, not the server's). Every line is checked
-    before anything is stored, so a bad file stores nothing. Returns ``(name,
-    updates)``. Raises ArchiveError (the file, or a document of that name
-    exists), StoreError."""
-    header, records = read_archive(lines)
+    before anything is stored, so a bad file stores nothing. Snapshots and
+    checkpoints are written as the updates are stored, where and as the writer
+    would have written them (``cadence``: the server's default settings), so an
+    imported document loads as fast as any other. Returns ``(name, updates)``.
+    Raises ArchiveError (the file, or a document of that name exists; or an
+    update that cannot be applied, the import then taken back), StoreError."""
+    if isinstance(lines, AsyncIterable):
+        lines = [line async for line in lines]
+    order = LogOrder()  # whether the history applies as merged runs, needing no more checks
+    header, records = read_archive(lines, order=order)
     doc = name or header.doc
     try:
         doc = validate_document_name(doc, max_name_bytes)  # as /ws would have it
     except ProtocolError as exc:
         raise ArchiveError(f"{doc!r}: {exc.message}") from None
+    loop = asyncio.get_running_loop()
     # Every line checked first, off the event loop: a bad file stores nothing.
-    checked = await asyncio.get_running_loop().run_in_executor(None, list, records)
+    checked = await loop.run_in_executor(None, list, records)
     if await store.get_document(doc) is not None:
         raise DocumentExists(f"a document named {doc!r} exists; import under another name")
     if not checked:
         await store.load(doc, create=True)  # an empty document, as it was exported
+    history = _ImportedHistory(doc, checked, cadence or Cadence.of(Settings()), order.in_order)
     stored = 0
     try:
         for start in range(0, len(checked), IMPORT_BATCH):
+            records = checked[start : start + IMPORT_BATCH]
             batch = [
                 NewUpdate(
                     doc,
@@ -307,7 +335,7 @@ async def import_document(
                         else _imported(record.author.instance),
                     ),
                 )
-                for record in checked[start : start + IMPORT_BATCH]
+                for record in records
             ]
             result = await store.append(batch)
             expected = list(range(start + 1, start + 1 + len(batch)))
@@ -316,6 +344,23 @@ async def import_document(
                     f"{doc!r} was written by someone else during the import; its seqs differ "
                     "from the file's"
                 )
+            if history.epoch is None:
+                info = await store.get_document(doc)
+                if info is None:
+                    raise ArchiveError(f"{doc!r} was deleted during the import")
+                history.epoch = info.epoch
+            # Applied and encoded on a thread: a pass over the document per snapshot.
+            try:
+                made = await loop.run_in_executor(None, history.advance, records)
+            except ArchiveError:
+                with contextlib.suppress(StoreError):
+                    await store.delete_document(doc)  # what was stored of it
+                raise
+            for encoded in made:
+                if encoded.snapshot is not None:
+                    await store.save_snapshot(encoded.snapshot)
+                if encoded.checkpoint is not None:
+                    await store.save_checkpoint(encoded.checkpoint)
             stored += len(batch)
             if progress is not None:
                 progress(stored, len(checked))
@@ -327,6 +372,54 @@ async def import_document(
             await store.delete_document(doc)
         raise
     return doc, stored
+
+
+class _ImportedHistory:
+    """The document an import builds, update by update, as the store's log will
+    hold it: at each point where the writer would have snapshotted (by the
+    cadence), a checkpoint, and a snapshot where thinning would have kept one
+    (all the points are known beforehand: the others are not written at all)."""
+
+    def __init__(
+        self, doc: str, records: list[UpdateRecord], cadence: Cadence, in_order: bool
+    ) -> None:
+        self.doc = doc
+        # Every update needs only what came before it (LogOrder): applied as merged
+        # runs without checking each again (the reader checked every one).
+        self._apply = apply_in_order if in_order else apply_log
+        self.epoch: str | None = None  # known once the first batch is stored
+        self._replica = Replica(name=doc)
+        self._points = set(cadence.points(len(record.data) for record in records))
+        self._kept = cadence.kept(sorted(self._points))
+        self._base: tuple[int, bytes] = (0, EMPTY_STATE_VECTOR)  # the last checkpoint's
+
+    def advance(self, records: list[UpdateRecord]) -> list[Encoded]:
+        """Apply the next records (in seq order) and encode what falls among them.
+        CPU-bound: run it in an executor. Raises ArchiveError for an update that
+        cannot be applied (the store's own log would fail to load)."""
+        made: list[Encoded] = []
+        start = 0
+        try:
+            for end, record in enumerate(records, 1):
+                if record.seq not in self._points:
+                    continue
+                self._apply(self._replica, records[start:end])
+                start = end
+                encoded = encode(
+                    self._replica,
+                    self.doc,
+                    record.seq,
+                    self.epoch,
+                    snapshot=record.seq in self._kept,
+                    checkpoint_base=self._base,
+                )
+                assert encoded.checkpoint is not None
+                self._base = (record.seq, encoded.checkpoint.state_vector)
+                made.append(encoded)
+            self._apply(self._replica, records[start:])
+        except StoreError as exc:
+            raise ArchiveError(f"{exc}: the history cannot be loaded") from None
+        return made
 
 
 def _imported(instance: str | None) -> str:

@@ -21,6 +21,7 @@ from tornado.iostream import StreamClosedError
 
 from collab.core import archive, diff, history
 from collab.core.origin import Origin, OriginKind
+from collab.core.snapshots import Cadence
 from collab.errors import (
     CollabError,
     InvalidUpdate,
@@ -178,6 +179,7 @@ class ImportHandler(DocumentApiHandler):
                 name=doc,
                 max_name_bytes=self.server.settings.max_document_name_bytes,
                 importer=identity.user,
+                cadence=Cadence.of(self.server.settings),
             )
         except RateLimited as exc:
             raise tornado.web.HTTPError(429, exc.message) from None
