@@ -101,13 +101,9 @@ def encode(
     made = None
     if checkpoint_base is not None:
         base_seq, base_vector = checkpoint_base
-        made = Checkpoint(
-            doc,
-            seq,
-            base_seq,
-            replica.doc.get_update(base_vector),
-            waiting,
-            replica.doc.get_state(),
-            epoch,
-        )
+        if base_vector == EMPTY_STATE_VECTOR and record is not None:
+            data = record.data  # the same bytes: not a second copy of the document
+        else:
+            data = replica.doc.get_update(base_vector)
+        made = Checkpoint(doc, seq, base_seq, data, waiting, replica.doc.get_state(), epoch)
     return Encoded(record, made)

@@ -384,7 +384,7 @@ class NativeConnection:
             doc=session.doc,
             epoch=reply.epoch,
             seq=reply.seq,
-            update=parts[0],
+            update=reply.missing[parts[0]],
             role=str(session.role),
             mode=str(reply.mode),
         )
@@ -392,7 +392,7 @@ class NativeConnection:
             self.send(encode(dataclasses.replace(first, sv=reply.state_vector)))
         else:
             self._tasks.spawn(
-                self._send_parts(first, parts, reply.state_vector, len(reply.missing)),
+                self._send_parts(first, reply.missing, parts, reply.state_vector),
                 name=f"sync {session.doc}",
             )
         if reply.awareness is not None:
@@ -420,38 +420,40 @@ class NativeConnection:
             session.draining = False
             session.inbox, session.inbox_bytes = [], 0
 
-    def _sync_parts(self, doc: str, update: bytes, state_vector: bytes) -> list[bytes]:
-        """``update`` cut into slices such that each sync frame fits the part size
-        and the client's frame limit; the last frame also carries the state vector
-        (an extra part with an empty slice if it would not fit beside one)."""
+    def _sync_parts(self, doc: str, update: bytes, state_vector: bytes) -> list[slice]:
+        """Where to cut ``update`` so that each sync frame fits the part size and
+        the client's frame limit; the last frame also carries the state vector
+        (an extra part with an empty slice if it would not fit beside one). Each
+        part is sliced as it is sent: slicing them all at once would copy the
+        whole answer (a large document's size) once more for the whole send."""
         size = self._settings.sync_chunk_bytes
         if self._max_frame_bytes is not None:
             room = self._max_frame_bytes - SYNC_OVERHEAD_BYTES - len(doc.encode())
             size = min(size, max(MIN_SYNC_PART_BYTES, room))
         if len(update) + len(state_vector) <= size:
-            return [update]
-        parts = [update[start : start + size] for start in range(0, len(update), size)]
-        if len(parts[-1]) + len(state_vector) > size:
-            parts.append(b"")
+            return [slice(0, len(update))]
+        parts = [slice(start, start + size) for start in range(0, len(update), size)]
+        if len(update) - parts[-1].start + len(state_vector) > size:
+            parts.append(slice(len(update), len(update)))
         return parts
 
     async def _send_parts(
-        self, first: Sync, parts: list[bytes], state_vector: bytes, total: int
+        self, first: Sync, update: bytes, parts: list[slice], state_vector: bytes
     ) -> None:
         """Send a large sync answer part by part, each once the socket has written
         most of the one before: the outbound bound applies to what piles up, and
         a large document must not make it close the peer."""
-        size = len(parts[0])
+        size = parts[0].stop - parts[0].start
         for index, part in enumerate(parts):
             if self.state is ConnectionState.CLOSED or first.doc not in self.sessions:
                 return
             last = index == len(parts) - 1
             message = dataclasses.replace(
                 first,
-                update=part,
+                update=update[part],
                 part=index,
                 parts=len(parts),
-                total_bytes=total,
+                total_bytes=len(update),
                 sv=state_vector if last else None,
             )
             self.send(encode(message))
