@@ -317,7 +317,10 @@ async def import_document(
         raise DocumentExists(f"a document named {doc!r} exists; import under another name")
     if not checked:
         await store.load(doc, create=True)  # an empty document, as it was exported
-    history = _ImportedHistory(doc, checked, cadence or Cadence.of(Settings()), order.in_order)
+    # (Where the snapshots fall is a pass over every record: on a thread too.)
+    history = await loop.run_in_executor(
+        None, _ImportedHistory, doc, checked, cadence or Cadence.of(Settings()), order.in_order
+    )
     stored = 0
     try:
         for start in range(0, len(checked), IMPORT_BATCH):
