@@ -11,19 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
 from collab import memory
 from collab.auth import Authenticator, Identity
 from collab.config import Settings
-from collab.core.limits import LogBudget
+from collab.core.listing import Cursors
 from collab.core.manager import RoomManager
 from collab.errors import CloseCode
 from collab.metrics import Metrics
@@ -32,6 +31,7 @@ from collab.tasks import TaskGroup
 from collab.web import heartbeat
 from collab.web.access_log import log_request
 from collab.web.api import HealthHandler, MetricsHandler, ReadyHandler, RevokeHandler
+from collab.web.budget import ExpensiveReads
 from collab.web.documents import (
     DiffHandler,
     DocumentHandler,
@@ -44,10 +44,11 @@ from collab.web.documents import (
     VersionAtHandler,
     VersionHandler,
 )
+from collab.web.gate import ConnectionCounts, Gate, Listener, connection_of
+from collab.web.sites import Sites
 from collab.web.sockets import NativeSocketHandler, SocketHandler, YjsSocketHandler
 
 log = logging.getLogger("collab")
-MAX_REFUSAL_LOGS = 10_000  # addresses whose refusals are being counted, at most
 
 # Inside the package (collab/static links to the repository's static/ folder, and the
 # wheel carries the files), so an installed server finds its page wherever it runs.
@@ -66,13 +67,19 @@ class CollabServer:
             jwks_file=settings.auth_jwks_file,
         )
         self.sockets: set[SocketHandler] = set()
-        self._per_address: Counter[str] = Counter()  # open WebSockets and event streams
-        self._refusal_logs: dict[str, LogBudget] = {}  # per address refused, its log budget
-        self._admitted: set[object] = set()
+        self.connections = ConnectionCounts(settings.max_connections_per_ip)
+        self.reads = ExpensiveReads(settings)  # versions, states, diffs: caps and workers
+        # Cursors of document lists cut short: sealed, and opened by every instance
+        # that shares the key.
+        cursor_key = settings.list_cursor_secret or settings.auth_secret
+        self.list_cursors = Cursors(cursor_key.encode() if cursor_key else os.urandom(32))
         self.auth.on_revoke(self._revoked)
-        self._allowed_origins = {
-            o.strip().rstrip("/").lower() for o in settings.allowed_origins.split(",") if o.strip()
-        }
+        self.sites = Sites.of(
+            host=settings.host,
+            allowed_hosts=settings.allowed_hosts,
+            allowed_origins=settings.allowed_origins,
+            tokens_required=self.auth.enabled,
+        )
         self.application = self._make_application()
         self.metrics.observe(
             connections=lambda endpoint: sum(1 for h in self.sockets if h.endpoint == endpoint),
@@ -85,7 +92,7 @@ class CollabServer:
             log_rows_read=lambda: self.store.stats.log_rows_read,
         )
         self.port = settings.port
-        self._http: tornado.httpserver.HTTPServer | None = None
+        self._http: Listener | None = None
         self.tasks = TaskGroup(log)  # the heartbeat, connection teardown
         # Event streams end when their user is revoked: they listen here.
         self.revocation_listeners: set[Callable[[str], None]] = set()
@@ -125,19 +132,14 @@ class CollabServer:
             websocket_ping_interval=0,
             websocket_max_message_size=s.max_frame_bytes,
             log_function=log_request,
+            # POST and DELETE from other sites' pages: Origin and Sec-Fetch-Site are
+            # checked (ApiHandler.check_trusted_origin); WebSockets always are.
+            cross_origin_protection=True,
         )
 
     @property
     def url(self) -> str:
         return f"http://{self.settings.host}:{self.port}"
-
-    def origin_allowed(self, origin: str) -> bool:
-        """Whether a browser page from ``origin`` may open a WebSocket. Editor apps
-        are usually served from another origin than the server, so by default any
-        origin may (tokens control access); ``allowed_origins`` narrows it."""
-        if not self._allowed_origins:
-            return True
-        return origin.rstrip("/").lower() in self._allowed_origins
 
     async def start(self) -> None:
         largest = self.store.max_update_bytes
@@ -154,9 +156,16 @@ class CollabServer:
             self.settings.port, self.settings.host, reuse_port=self.settings.workers > 1
         )
         self.port = sockets[0].getsockname()[1]
-        self._http = tornado.httpserver.HTTPServer(self.application)
-        self._http.add_sockets(sockets)
         s = self.settings
+        self._http = Listener(
+            Gate(self, self.application),
+            counts=self.connections,
+            max_header_size=s.max_header_bytes,
+            idle_connection_timeout=s.header_timeout_s,  # Tornado's time limit on a head
+            body_timeout=s.body_timeout_s,
+            max_body_size=0,  # a route raises it once it has checked who sends the body
+        )
+        self._http.add_sockets(sockets)
         if s.ping_interval_s > 0:
             assert s.ping_timeout_s is not None
             self.tasks.spawn(
@@ -170,41 +179,6 @@ class CollabServer:
     def register(self, handler: SocketHandler) -> None:
         self.sockets.add(handler)
 
-    def admit(self, handler: SocketHandler) -> bool:
-        """Count a WebSocket against its address's cap (``max_connections_per_ip``);
-        past it, it is closed with 1013 (try again later) and False returned."""
-        if not self.admit_address(handler, handler.remote):
-            handler.close(
-                CloseCode.TRY_AGAIN_LATER, "too many connections from this address; try later"
-            )
-            return False
-        return True
-
-    def admit_address(self, holder: object, address: str) -> bool:
-        """Count ``holder`` (a socket, an event stream) against ``address``'s cap;
-        False when it is full. :meth:`release` ends the count."""
-        cap = self.settings.max_connections_per_ip
-        if cap and self._per_address[address] >= cap:
-            # One line per address per budget: refusals can come thousands a second.
-            budget = self._refusal_logs.get(address)
-            if budget is None:
-                if len(self._refusal_logs) >= MAX_REFUSAL_LOGS:
-                    self._refusal_logs.clear()
-                budget = self._refusal_logs[address] = LogBudget(log, address)
-            budget.log(logging.WARNING, "refused a connection: %d are open from it", cap)
-            return False
-        if holder not in self._admitted:
-            self._admitted.add(holder)
-            self._per_address[address] += 1
-        return True
-
-    def release(self, holder: object, address: str) -> None:
-        if holder in self._admitted:
-            self._admitted.discard(holder)
-            self._per_address[address] -= 1
-            if self._per_address[address] <= 0:
-                del self._per_address[address]
-
     def _revoked(self, identity: Identity) -> None:
         """A user's grants were revoked: their open connections end now."""
         assert identity.user is not None
@@ -215,8 +189,9 @@ class CollabServer:
             listener(identity.user)
 
     def forget(self, handler: SocketHandler) -> None:
-        """A socket closed: its connection leaves its rooms."""
-        self.release(handler, handler.remote)
+        """A socket closed: its connection leaves its rooms, and no longer counts
+        against its address's cap (the socket took the connection over from HTTP)."""
+        self.connections.close(connection_of(handler.request))
         self.sockets.discard(handler)
         if handler.connection is not None and not self.tasks.closed:
             self.tasks.spawn(handler.connection.close(), name=f"close {handler.connection}")
@@ -245,6 +220,7 @@ class CollabServer:
         await asyncio.gather(*(h.connection.close() for h in handlers if h.connection is not None))
         await self.tasks.close()
         await self.rooms.close()
+        await self.reads.close()
         await self.store.close()
         log.info("stopped")
 

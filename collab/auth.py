@@ -39,6 +39,10 @@ ASYMMETRIC = ("RS256", "ES256")
 MAX_NAME_CHARS = 128  # of the display name stamped on presence
 MAX_COLOR_CHARS = 32
 LEEWAY_S = 0.0
+# The last second of the year 9999: no issuer signs a time past it, and every
+# time before it is a number msgpack, JSON and the event loop's timers carry.
+MAX_CLAIM_TIME_S = 253_402_300_799
+TIME_CLAIMS = ("exp", "iat", "nbf")
 
 
 class Role(StrEnum):
@@ -62,6 +66,24 @@ class Identity:
             return Role.WRITE
         return Role.READ if roles else None
 
+    def name_prefixes(self, within: str = "") -> list[str]:
+        """The fewest prefixes, in name order, that every granted name starting
+        with ``within`` starts with (none: nothing there is granted), for listing
+        by the store's index instead of testing every name. No prefix is a
+        prefix of another, so their ranges of names follow each other in order."""
+        found = set()
+        for pattern, _ in self.grants:
+            literal = literal_prefix(pattern)
+            if literal.startswith(within):
+                found.add(literal)
+            elif within.startswith(literal):
+                found.add(within)
+        prefixes: list[str] = []
+        for prefix in sorted(found):  # a prefix sorts before every name that extends it
+            if not prefixes or not prefix.startswith(prefixes[-1]):
+                prefixes.append(prefix)
+        return prefixes
+
     def require(self, doc: str) -> Role:
         role = self.role_for(doc)
         if role is None:
@@ -75,6 +97,15 @@ class Identity:
     def expired(self, now: float | None = None) -> bool:
         now = time.time() if now is None else now
         return self.expires_s is not None and now >= self.expires_s
+
+
+def literal_prefix(pattern: str) -> str:
+    """What every name an ``fnmatch`` pattern matches starts with: the pattern up
+    to its first wildcard (``*``, ``?``, ``[``)."""
+    for index, char in enumerate(pattern):
+        if char in "*?[":
+            return pattern[:index]
+    return pattern
 
 
 OPEN_ACCESS = Identity(user=None, grants=(("*", Role.WRITE),))
@@ -193,11 +224,9 @@ def _identity_of(claims: dict[str, Any]) -> Identity:
         raise _unauthorized("the access token's 'name' claim must be a string")
     if color is not None and not isinstance(color, str):
         raise _unauthorized("the access token's 'color' claim must be a string")
+    for claim in TIME_CLAIMS:
+        _check_time(claim, claims.get(claim))
     exp, iat = claims.get("exp"), claims.get("iat")
-    for claim, value in (("exp", exp), ("iat", iat)):
-        # PyJWT also takes a numeric string; a session must know when it ends.
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-            raise _unauthorized(f"the access token's '{claim}' claim must be a number")
     return Identity(
         user=str(claims["sub"]),
         grants=tuple((pattern, Role(role)) for pattern, role in docs.items()),
@@ -207,6 +236,22 @@ def _identity_of(claims: dict[str, Any]) -> Identity:
         issued_s=float(iat) if isinstance(iat, int | float) else None,
         admin=claims.get("admin") is True,
     )
+
+
+def _check_time(claim: str, value: Any) -> None:
+    """A time claim, if present, is a number of seconds between 1970 and the end
+    of 9999. PyJWT also takes a numeric string (a session must know when it
+    ends), and any finite number: an ``exp`` of 1e300 would pass its check and
+    then be a time no timer or encoder holds."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _unauthorized(f"the access token's '{claim}' claim must be a number")
+    # Compared as they are: float() of a 400-digit integer would overflow.
+    if not (0 <= value <= MAX_CLAIM_TIME_S):  # NaN fails both comparisons
+        raise _unauthorized(
+            f"the access token's '{claim}' claim must be a time between 1970 and the year 9999"
+        )
 
 
 def _jwk_of_pem(pem: bytes) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from collab import __version__, history_commands, logs, memory, workers
 from collab.auth import Authenticator, Role
 from collab.config import Settings, SettingsError, add_arguments, settings_from_namespace
+from collab.errors import StoreError
 
 log = logging.getLogger("collab")
 
@@ -31,10 +32,17 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument(
         "--grant",
         action="append",
-        required=True,
+        default=[],
         metavar="PATTERN=ROLE",
         help="document pattern and role (read or write); repeatable",
     )
+    token.add_argument(
+        "--admin",
+        action="store_true",
+        help="allow the admin routes (POST /api/admin/revoke); grants no document by itself",
+    )
+    token.add_argument("--name", default=None, help="display name on presence (default: user)")
+    token.add_argument("--color", default=None, help="presence colour, e.g. '#e91e63'")
     token.add_argument("--expires-in-s", type=float, default=None, help="lifetime in seconds")
     token.add_argument("--auth-secret", default=None, help="(env COLLAB_AUTH_SECRET)")
     check = commands.add_parser(
@@ -66,7 +74,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return history_commands.run(args)
         if args.command == "check":
             store_url = args.store_url or Settings.from_env().store_url
-            return asyncio.run(run_check(store_url, args))
+            try:
+                return asyncio.run(run_check(store_url, args))
+            except StoreError as exc:
+                print(f"collab check: {exc}", file=sys.stderr)
+                return 1
         settings = settings_from_namespace(args)
     except SettingsError as exc:
         print(f"collab: {exc}", file=sys.stderr)
@@ -130,13 +142,23 @@ def print_token(args: argparse.Namespace) -> int:
     secret = args.auth_secret or Settings.from_env().auth_secret
     if not secret:
         raise SettingsError("set --auth-secret or COLLAB_AUTH_SECRET to sign tokens")
+    if not args.grant and not args.admin:
+        raise SettingsError("give at least one --grant PATTERN=ROLE, or --admin")
     grants: dict[str, str] = {}
     for grant in args.grant:
         pattern, _, role = grant.rpartition("=")
         if not pattern or role not in (Role.READ, Role.WRITE):
             raise SettingsError(f"--grant {grant!r}: expected PATTERN=read or PATTERN=write")
         grants[pattern] = role
-    print(Authenticator(secret).issue(args.user, grants, expires_in_s=args.expires_in_s))
+    token = Authenticator(secret).issue(
+        args.user,
+        grants,
+        expires_in_s=args.expires_in_s,
+        name=args.name,
+        color=args.color,
+        admin=args.admin,
+    )
+    print(token)
     return 0
 
 
@@ -144,7 +166,7 @@ async def run_check(store_url: str, args: argparse.Namespace) -> int:
     from collab.core.check import DocumentReport, check_store
     from collab.store import create_store
 
-    store = create_store(store_url)
+    store = create_store(store_url, create=False)
     await store.open()
 
     def show(report: DocumentReport) -> None:

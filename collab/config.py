@@ -11,7 +11,7 @@ import argparse
 import dataclasses
 import os
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -39,8 +39,19 @@ class Settings:
     allowed_origins: str = field(
         default="",
         metadata={
-            "help": "comma-separated Origin values allowed to open WebSockets, e.g. "
-            "https://app.example.com; empty allows any (access is controlled by tokens)"
+            "help": "comma-separated origins (https://app.example.com) whose pages may, "
+            "besides the server's own, open WebSockets and send requests that change "
+            "documents; * allows any. Empty: any while access tokens are required (tokens "
+            "are the access control), only the server's own pages in open mode"
+        },
+    )
+    allowed_hosts: str = field(
+        default="",
+        metadata={
+            "help": "comma-separated host names (collab.example.com) the server answers to "
+            "besides IP addresses, localhost and --host; * answers to any. Empty: any while "
+            "access tokens are required; in open mode other names are refused (403), so "
+            "that a DNS-rebinding page cannot reach the server"
         },
     )
     static_dir: str = field(default="", metadata={"help": "folder served at / (default: static/)"})
@@ -229,7 +240,8 @@ class Settings:
         default=10.0,
         metadata={
             "help": "seconds between returns of memory freed inside the process to the "
-            "system (glibc malloc_trim; 0: never)"
+            "system (glibc malloc_trim), which also follow each snapshot of 1 MiB or "
+            "more; 0: never"
         },
     )
 
@@ -262,7 +274,27 @@ class Settings:
     )
     max_connections_per_ip: int = field(
         default=256,
-        metadata={"help": "WebSockets and event streams open at once from one address (0: any)"},
+        metadata={
+            "help": "connections open at once from one address (HTTP, WebSockets, event "
+            "streams; 0: any)"
+        },
+    )
+    max_import_bytes: int = field(
+        default=64 * 1024 * 1024,
+        metadata={"help": "largest export file POST /api/documents/DOC/import takes"},
+    )
+    max_header_bytes: int = field(
+        default=64 * 1024, metadata={"help": "largest request head (request line and headers)"}
+    )
+    header_timeout_s: float = field(
+        default=60.0,
+        metadata={
+            "help": "seconds a connection may take to send a request's head, and may stay "
+            "idle between requests"
+        },
+    )
+    body_timeout_s: float = field(
+        default=120.0, metadata={"help": "seconds a request may take to send its body"}
     )
     rate_messages_per_s: float = field(
         default=100.0,
@@ -304,6 +336,61 @@ class Settings:
     awareness_updates_per_s: float = field(
         default=30.0,
         metadata={"help": "awareness updates a second one session may send (burst: 3 s of it)"},
+    )
+    max_read_updates: int = field(
+        default=100_000,
+        metadata={
+            "help": "log updates one read request (a version, a state, a diff) may read and "
+            "apply; past it the request is refused (422), before the log is read; also the "
+            "most log entries one timeline request reads"
+        },
+    )
+    max_read_bytes: int = field(
+        default=64 * 1024 * 1024,
+        metadata={
+            "help": "bytes of snapshots, checkpoints and updates one read request may read "
+            "and rebuild from; past it the request is refused (422); also the most bytes "
+            "of updates one page of history reads"
+        },
+    )
+    max_read_cpu_s: float = field(
+        default=2.0,
+        metadata={
+            "help": "CPU seconds one read request may spend rebuilding, rendering and "
+            "diffing, counted as it goes; past it the request is refused (422)"
+        },
+    )
+    max_expensive_requests: int = field(
+        default=3,
+        metadata={
+            "help": "read requests that rebuild versions (content, versions, state, diff) "
+            "running at once on this instance, on threads of their own; past it 429"
+        },
+    )
+    max_expensive_requests_per_user: int = field(
+        default=2,
+        metadata={
+            "help": "of those, running at once for one user (the client address when "
+            "access is open; the page's history view asks for two versions at once); "
+            "past it 429"
+        },
+    )
+    max_list_rows: int = field(
+        default=10_000,
+        metadata={
+            "help": "names of the store's list one GET /api/documents may read (each "
+            "counted once per grant pattern it is tested against); past it the page ends "
+            "early with a cursor (next_after) to go on from"
+        },
+    )
+    list_cursor_secret: str = field(
+        default="",
+        metadata={
+            "help": "key that seals list cursors standing at documents the token does not "
+            "see; default: derived from auth_secret, else random per process (give every "
+            "instance the same one when tokens are signed by public keys)"
+        },
+        repr=False,
     )
 
     instance_id: str = field(
@@ -359,6 +446,14 @@ class Settings:
             "awareness_max_state_bytes",
             "awareness_updates_per_s",
             "reauth_timeout_s",
+            "max_import_bytes",
+            "max_header_bytes",
+            "max_read_updates",
+            "max_read_bytes",
+            "max_read_cpu_s",
+            "max_expensive_requests",
+            "max_expensive_requests_per_user",
+            "max_list_rows",
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive")
@@ -391,6 +486,8 @@ class Settings:
             "awareness_flush_s",
             "awareness_ttl_s",
             "awareness_refresh_s",
+            "header_timeout_s",
+            "body_timeout_s",
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive")
@@ -426,15 +523,6 @@ class Settings:
                 values[f.name] = _parse(f, raw)
         values.update(overrides)
         return cls(**values)
-
-    @classmethod
-    def from_args(
-        cls, argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
-    ) -> Settings:
-        parser = argparse.ArgumentParser(add_help=False)
-        add_arguments(parser)
-        namespace = parser.parse_args(argv)
-        return settings_from_namespace(namespace, environ)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

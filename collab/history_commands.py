@@ -105,7 +105,8 @@ def _source(args: argparse.Namespace) -> Source:
     if args.server:
         return ServerSource(args.server, args.token)
     settings = Settings.from_env()
-    return StoreSource(args.store_url or settings.store_url, settings)
+    url = args.store_url or settings.store_url
+    return StoreSource(url, settings, create=args.command == "import")
 
 
 def _time(time_s: float | None) -> str:

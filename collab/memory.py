@@ -22,6 +22,11 @@ import logging
 log = logging.getLogger("collab")
 
 M_ARENA_MAX = -8  # mallopt's parameter number, from glibc's malloc.h
+# A snapshot this large leaves several copies of its document freed at once (its
+# encoding twice, the store's copy, the document it was built from): they are
+# handed back at once, not at the next trim period, so that the next snapshot
+# (larger) does not come on top of them.
+TRIM_AFTER_BYTES = 1024 * 1024
 
 
 @functools.cache

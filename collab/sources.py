@@ -19,8 +19,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from collab.config import Settings
 from collab.core import archive, history
 from collab.core.snapshots import Cadence
-from collab.store import create_store
-from collab.store.base import Author, Store, UpdateRecord
+from collab.store import Author, Store, UpdateRecord, create_store
 
 PAGE = 1000
 
@@ -73,8 +72,9 @@ class Source(abc.ABC):
 
 
 class StoreSource(Source):
-    def __init__(self, url: str, settings: Settings | None = None) -> None:
-        self.store: Store = create_store(url)
+    def __init__(self, url: str, settings: Settings | None = None, *, create: bool = False) -> None:
+        # Only an import may make a new store; reading one that is not there is an error.
+        self.store: Store = create_store(url, create=create)
         # Imports write snapshots as the server would, by its settings.
         self._cadence = Cadence.of(settings or Settings())
 

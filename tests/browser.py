@@ -205,10 +205,11 @@ class Console:
         return bad
 
 
-def launch(playwright: Any) -> Any:
+def launch(playwright: Any, *args: str) -> Any:
+    """Chromium, with ``args`` besides the usual ones."""
     return playwright.chromium.launch(
         executable_path=str(CHROMIUM if CHROMIUM.exists() else shutil.which("chromium")),
-        args=CHROMIUM_ARGS,
+        args=[*CHROMIUM_ARGS, *args],
         headless=True,
     )
 

@@ -19,6 +19,7 @@ from collab.client import CollabClient
 from collab.config import Settings
 from collab.store import Store
 from tests.helpers import RawPeer
+from tests.inprocess import inprocess, inprocess_raw, start_inprocess  # noqa: F401 - fixtures
 from tests.mongodb import MongoServer, session_server
 from tests.yjs_peer import YjsPeers
 

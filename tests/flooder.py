@@ -7,16 +7,29 @@ every close. Prints what happened as one JSON line.
     python -m tests.flooder ws://127.0.0.1:PORT DOC SECONDS
 
 ``FLOOD_KINDS=garbage,awareness`` (say) floods with those kinds only.
+
+Against HTTP it floods what a request may cost before it is refused (used by
+tests/test_security_requests.py): ``bodies`` opens ``FLOOD_CONNECTIONS`` requests
+at once, without a token, each declaring a 95 MiB body (Tornado's default
+``max_body_size``) and sending up to ``FLOOD_BODY_MIB`` of it; ``heads`` opens as
+many connections that send half a request head and then nothing; ``idle`` as many
+that send nothing at all. Each kind runs once and the outcome is printed.
+
+    python -m tests.flooder http://127.0.0.1:PORT/api/documents/DOC/import
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
+import socket
 import sys
 import time
+import urllib.parse
+from dataclasses import asdict, dataclass
 
 import msgpack
 import pycrdt
@@ -116,7 +129,164 @@ async def flood(url: str, doc: str, seconds: float) -> dict[str, object]:
     return {"sent": sent, "closes": closes}
 
 
+# -- HTTP: what a request costs before it is refused ------------------------------------
+
+DECLARED_BODY_BYTES = 95 * 1024 * 1024  # Tornado's default max_body_size, nearly
+CHUNK = b"x" * (1024 * 1024)  # one object, sent again and again: the flood costs no memory
+
+
+@dataclass
+class Outcome:
+    """How one flooding connection ended: the status line the server answered
+    with (None: no answer), the bytes it sent before the server stopped taking
+    them, how long the answer took, and whether the server closed the connection."""
+
+    status: int | None = None
+    sent_bytes: int = 0
+    answered_s: float | None = None
+    closed: bool = False
+
+
+def _target(url: str) -> tuple[str, int, str]:
+    parts = urllib.parse.urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None, url
+    return parts.hostname, parts.port, parts.path or "/"
+
+
+async def _status(reader: asyncio.StreamReader) -> int | None:
+    line = await reader.readline()
+    fields = line.split()
+    return int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else None
+
+
+async def _answer(sock: socket.socket, outcome: Outcome, started: float) -> None:
+    """Read the server's answer on ``sock`` into ``outcome``: its status as soon as
+    it comes, then whether the server closes the connection. Read from the socket
+    itself: an answer the server sent before it stopped reading stays readable
+    after the reset that followed, where a stream transport drops it with the error."""
+    loop = asyncio.get_running_loop()
+    received = b""
+    try:
+        while b"\r\n" not in received:
+            data = await loop.sock_recv(sock, 4096)
+            if not data:
+                break
+            received += data
+        fields = received.split(b"\r\n", 1)[0].split()
+        if len(fields) > 1 and fields[1].isdigit():
+            outcome.status = int(fields[1])
+            outcome.answered_s = time.monotonic() - started
+        while await loop.sock_recv(sock, 65536):
+            pass  # the rest of the answer, then the end
+    except (ConnectionError, OSError):
+        pass  # reset: the server closed without reading what was sent
+    outcome.closed = True
+
+
+class BodyFlood:
+    """``connections`` POSTs to ``url`` at once, without a token, each declaring
+    a ``declared_bytes`` body and sending up to ``send_bytes`` of it while
+    waiting for an answer. The connections stay open until :meth:`close`, so
+    that what the server holds for them can be measured while they are."""
+
+    def __init__(self, url: str, connections: int, send_bytes: int, declared_bytes: int) -> None:
+        self.url = url
+        self.connections = connections
+        self.send_bytes = send_bytes
+        self.declared_bytes = declared_bytes
+        self.outcomes = [Outcome() for _ in range(connections)]
+        self._sockets: list[socket.socket] = []
+
+    async def run(self, answer_timeout_s: float) -> list[Outcome]:
+        """Open every connection, send, and wait (at most ``answer_timeout_s``
+        after the last byte sent) for the answers."""
+        await asyncio.gather(*(self._one(o, answer_timeout_s) for o in self.outcomes))
+        return self.outcomes
+
+    async def _one(self, outcome: Outcome, answer_timeout_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        host, port, path = _target(self.url)
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        sock.setblocking(False)
+        self._sockets.append(sock)
+        await loop.sock_connect(sock, (host, port))
+        started = time.monotonic()
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            f"Content-Type: application/octet-stream\r\n"
+            f"Content-Length: {self.declared_bytes}\r\n\r\n"
+        ).encode()
+        answer = asyncio.ensure_future(_answer(sock, outcome, started))
+        try:
+            await loop.sock_sendall(sock, head)
+            while outcome.sent_bytes < self.send_bytes and not answer.done():
+                sending = asyncio.ensure_future(loop.sock_sendall(sock, CHUNK))
+                await asyncio.wait(
+                    [answer, sending], timeout=5.0, return_when=asyncio.FIRST_COMPLETED
+                )
+                if not sending.done():  # the server stopped reading (or answered)
+                    sending.cancel()
+                    break
+                sending.result()
+                outcome.sent_bytes += len(CHUNK)
+        except (ConnectionError, OSError):
+            pass  # the server closed the connection
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(answer, answer_timeout_s)  # else left open, as the server has it
+
+    def close(self) -> None:
+        for sock in self._sockets:
+            sock.close()
+
+
+async def idle_flood(url: str, connections: int, head: bytes, wait_s: float) -> list[Outcome]:
+    """``connections`` connections that send ``head`` (part of a request head, or
+    nothing) and then wait, at most ``wait_s``, for the server to answer or close."""
+    host, port, _ = _target(url)
+
+    async def one() -> Outcome:
+        outcome = Outcome()
+        started = time.monotonic()
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            writer.write(head)
+            outcome.sent_bytes = len(head)
+            with contextlib.suppress(TimeoutError, ConnectionError, OSError):
+                outcome.status = await asyncio.wait_for(_status(reader), wait_s)
+                outcome.closed = True  # an answer or an end: the server let it go
+                outcome.answered_s = time.monotonic() - started
+        finally:
+            writer.close()
+        return outcome
+
+    return list(await asyncio.gather(*(one() for _ in range(connections))))
+
+
+async def http_flood(url: str) -> dict[str, object]:
+    connections = int(os.environ.get("FLOOD_CONNECTIONS", "16"))
+    body_bytes = int(os.environ.get("FLOOD_BODY_MIB", "8")) * 1024 * 1024
+    kinds = os.environ.get("FLOOD_KINDS", "bodies,heads,idle").split(",")
+    host, port, path = _target(url)
+    report: dict[str, object] = {}
+    if "bodies" in kinds:
+        bodies = BodyFlood(url, connections, body_bytes, DECLARED_BODY_BYTES)
+        try:
+            report["bodies"] = [asdict(o) for o in await bodies.run(answer_timeout_s=10.0)]
+        finally:
+            bodies.close()
+    half_head = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n".encode()
+    for kind, head in (("heads", half_head), ("idle", b"")):
+        if kind in kinds:
+            outcomes = await idle_flood(url, connections, head, wait_s=120.0)
+            report[kind] = [asdict(o) for o in outcomes]
+    return report
+
+
 def main() -> None:
+    if sys.argv[1].startswith("http"):
+        print("ready", flush=True)
+        print(json.dumps(asyncio.run(http_flood(sys.argv[1]))), flush=True)
+        return
     url, doc, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
     print("ready", flush=True)  # (after the imports; the frames are made next)
     print(json.dumps(asyncio.run(flood(url, doc, seconds))), flush=True)

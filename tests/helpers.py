@@ -181,7 +181,11 @@ class SeqWatcher:
 
     @classmethod
     async def join(cls, port: int, name: str, doc: str) -> SeqWatcher:
-        peer = await RawPeer.connect(f"ws://127.0.0.1:{port}/ws")
+        return await cls.over(await RawPeer.connect(f"ws://127.0.0.1:{port}/ws"), name, doc)
+
+    @classmethod
+    async def over(cls, peer: Any, name: str, doc: str) -> SeqWatcher:
+        """Say hello and subscribe on ``peer`` (a RawPeer, or an in-process one)."""
         await peer.hello(client=name)
         watcher = cls(peer, doc)
         sync = await peer.subscribe(doc)
@@ -204,6 +208,16 @@ class SeqWatcher:
     def send(self, ref: int, update: bytes) -> None:
         self.doc.apply_update(update)  # a client's own edits are in its doc
         self.peer.send({"type": "update", "doc": self.name, "ref": ref, "update": update})
+
+    async def insert(self, ref: int, index: int, text: str) -> int:
+        """Insert into the doc's text, send it and return its seq once acknowledged."""
+        before = self.doc.get_state()
+        self.doc.get("text", type=pycrdt.Text).insert(index, text)
+        self.peer.send(
+            {"type": "update", "doc": self.name, "ref": ref, "update": self.doc.get_update(before)}
+        )
+        await self.wait_for(lambda: ref in self.acks)
+        return self.acks[ref]
 
     async def wait_for(self, predicate: Callable[[], bool], timeout_s: float = TIMEOUT_S) -> None:
         async with asyncio.timeout(timeout_s):

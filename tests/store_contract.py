@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from collab.errors import DocumentChanged, StoreError
-from collab.store.base import (
+from collab.store import (
     Author,
     AwarenessChange,
     Checkpoint,
@@ -189,6 +189,28 @@ class StoreContract:
         rest = await store.list_documents(prefix="b", after="b/1")
         assert [d.name for d in rest] == ["b/2", "b/é", "bz"]
         assert await store.list_documents(prefix="x") == []
+
+    async def test_a_prefix_lists_names_with_the_highest_characters_and_reads_only_them(
+        self, store: Store
+    ):
+        top = "\U0010ffff"
+        names = ["a", "a" + top, "a" + top + "z", "a\ud7ff", "a\ue000", "a\uffff", "ab", "b", top]
+        for name in names:
+            await store.append([new(name)])
+        before = store.stats.document_rows_read
+
+        assert [d.name for d in await store.list_documents(prefix="a" + top)] == [
+            "a" + top,
+            "a" + top + "z",
+        ]
+        assert [d.name for d in await store.list_documents(prefix="a\ud7ff")] == ["a\ud7ff"]
+        assert [d.name for d in await store.list_documents(prefix=top)] == [top]
+        assert [d.name for d in await store.list_documents(prefix="a", after="a\ue000")] == [
+            "a\uffff",
+            "a" + top,
+            "a" + top + "z",
+        ]
+        assert store.stats.document_rows_read - before == 2 + 1 + 1 + 3  # what was listed
 
     async def test_stored_bytes_count_a_documents_log_and_snapshots(self, store: Store):
         await store.append([new("notes", b"x" * 100), new("notes", b"y" * 50), new("other", b"z")])

@@ -11,7 +11,7 @@ from pathlib import Path
 import pycrdt
 
 from collab.core.history import state_at
-from collab.store.base import NewUpdate, SnapshotRecord
+from collab.store import NewUpdate, SnapshotRecord
 from collab.store.sqlite import SQLiteStore
 from collab.wire.yformat import check_update
 from tests.helpers import text_of

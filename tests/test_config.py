@@ -10,8 +10,8 @@ from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
 from collab.auth import Authenticator
-from collab.cli import main
-from collab.config import Settings, SettingsError
+from collab.cli import build_parser, main
+from collab.config import Settings, SettingsError, settings_from_namespace
 from collab.store import create_store
 
 
@@ -25,7 +25,8 @@ def test_environment_variables_override_defaults_and_flags_override_both():
     env = {"COLLAB_PORT": "9100", "COLLAB_PING_INTERVAL_S": "7.5", "COLLAB_LOG_LEVEL": "debug"}
     from_env = Settings.from_env(env)
     assert (from_env.port, from_env.ping_interval_s, from_env.log_level) == (9100, 7.5, "debug")
-    from_flags = Settings.from_args(["--port", "9200", "--ping-timeout-s", "3"], env)
+    flags = build_parser().parse_args(["serve", "--port", "9200", "--ping-timeout-s", "3"])
+    from_flags = settings_from_namespace(flags, env)
     assert (from_flags.port, from_flags.ping_interval_s, from_flags.ping_timeout_s) == (
         9200,
         7.5,
@@ -76,6 +77,21 @@ def test_the_token_command_signs_a_token_for_the_configured_secret(capsys):
     assert identity.user == "ann" and identity.role_for("notes/x") == "write"
 
 
+def test_the_token_command_signs_an_admin_token_that_may_revoke(capsys):
+    secret = "a-secret-that-is-long-enough-for-hs256"
+    code = main(["token", "--user", "ops", "--admin", "--auth-secret", secret])
+    assert code == 0
+    identity = Authenticator(secret).authenticate(capsys.readouterr().out.strip())
+    assert identity.user == "ops" and identity.admin
+    assert identity.role_for("notes/x") is None  # admin grants no document by itself
+
+
+def test_the_token_command_wants_a_grant_or_admin(capsys):
+    secret = "a-secret-that-is-long-enough-for-hs256"
+    assert main(["token", "--user", "ops", "--auth-secret", secret]) == 2
+    assert "--grant" in capsys.readouterr().err
+
+
 def test_an_unsupported_store_url_is_refused():
     with pytest.raises(ValueError, match="unsupported store URL scheme 'postgres'"):
         create_store("postgres://localhost/db")
@@ -93,8 +109,12 @@ async def test_allowed_origins_limit_which_pages_may_open_websockets(start_serve
     assert refused.value.code == 403
 
 
-async def test_any_origin_may_connect_by_default(server):
-    url = f"ws://127.0.0.1:{server.port}/yjs/doc"
+async def test_with_access_tokens_any_origin_may_connect_by_default(start_server, settings):
+    # Editor apps are served from other origins than the server; the token is
+    # the access control. (Open mode refuses other origins: test_security_origins.)
+    server = await start_server(settings.replace(auth_secret="s" * 32))
+    token = Authenticator("s" * 32).issue("ann", {"*": "write"})
+    url = f"ws://127.0.0.1:{server.port}/yjs/doc?token={token}"
     ws = await websocket_connect(HTTPRequest(url, headers={"Origin": "https://elsewhere.example"}))
     ws.close()
 

@@ -468,7 +468,7 @@ async def test_a_reader_that_does_not_read_is_disconnected_not_buffered(
     stalled = socket.socket()
     stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     stalled.connect(("127.0.0.1", small.port))
-    stalled.sendall(b"GET /api/documents/flood/events?after=0 HTTP/1.1\r\nHost: x\r\n\r\n")
+    stalled.sendall(b"GET /api/documents/flood/events?after=0 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     await wait_until(lambda: (room := small.rooms.get("flood")) is not None and room.watchers)
     text = remote.doc.get("text", type=pycrdt.Text)
     chunk = "y" * 4000

@@ -1,7 +1,9 @@
 """The page's pure functions (tests/frontend/*.test.js: the version diff, the roles a
-token grants) under Node's test runner. The sources import npm packages by name, so
-each test file is bundled with esbuild first, as scripts/build-static bundles the
-page."""
+token grants) and the browser client package's unit tests (static/src/client/test/:
+the connection, the provider's protocol with a fake server, the outbox and the copy
+kept in IndexedDB with fake-indexeddb) under Node's test runner. The sources import npm
+packages by name, so each test file is bundled with esbuild first, as
+scripts/build-static bundles the page."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE_MODULES = ROOT / "scripts" / "frontend" / "node_modules"
-TESTS = Path(__file__).resolve().parent / "frontend"
+TESTS = [Path(__file__).resolve().parent / "frontend", ROOT / "static" / "src" / "client" / "test"]
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node not found")
@@ -22,8 +24,8 @@ def test_the_frontend_unit_tests_pass(tmp_path: Path) -> None:
     if not (NODE_MODULES / "@tiptap" / "core").exists():
         pytest.skip("scripts/frontend/node_modules is not installed (scripts/test installs it)")
     bundles = []
-    for source in sorted(TESTS.glob("*.test.js")):
-        bundle = tmp_path / f"{source.stem}.mjs"
+    for source in sorted(p for folder in TESTS for p in folder.glob("*.test.js")):
+        bundle = tmp_path / f"{source.parent.name}-{source.stem}.mjs"
         subprocess.run(
             [
                 str(NODE_MODULES / ".bin" / "esbuild"),

@@ -24,7 +24,7 @@ DOC = "team/notes"
 
 
 async def collab(
-    *args: str, ok: bool = True, env: dict[str, str] | None = None
+    *args: str, ok: bool = True, cwd: Path | None = None, env: dict[str, str] | None = None
 ) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -33,7 +33,8 @@ async def collab(
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **(env or {})},
+        cwd=cwd,
+        env=env,
     )
     out, err = await asyncio.wait_for(process.communicate(), 60)
     code = process.returncode
@@ -127,7 +128,7 @@ async def test_export_then_import_into_an_empty_store_keeps_every_version(
         str(file),
         "--store-url",
         f"sqlite:///{target}",
-        env={"COLLAB_SNAPSHOT_EVERY_UPDATES": "10"},
+        env={**os.environ, "COLLAB_SNAPSHOT_EVERY_UPDATES": "10"},
     )
 
     assert f"imported {DOC}" in out
@@ -271,3 +272,33 @@ async def test_an_import_the_store_fails_part_way_leaves_no_half_document(
         await archive.import_document(target, file.read_bytes().splitlines())
     assert await target.get_document(DOC) is None  # the first batch was taken back
     assert await target.list_documents() == []
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["history", DOC],
+        ["show", DOC],
+        ["replay", DOC],
+        ["export", DOC, "out.jsonl"],
+        ["check"],
+    ],
+    ids=lambda command: command[0],
+)
+async def test_a_read_command_run_where_there_is_no_store_says_so_and_creates_none(
+    tmp_path, command
+):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COLLAB_")}
+    code, _, err = await collab(*command, ok=False, cwd=tmp_path, env=env)
+    assert code == 1
+    assert f"no store at {tmp_path / 'data' / 'collab.db'}" in err
+    assert "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []  # no ./data/collab.db, no export file
+
+
+async def test_a_read_command_refuses_a_file_that_is_not_a_store(tmp_path):
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    code, _, err = await collab("history", DOC, "--store-url", f"sqlite:///{empty}", ok=False)
+    assert code == 1 and "is not a collab store" in err
+    assert empty.stat().st_size == 0

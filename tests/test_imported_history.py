@@ -24,7 +24,7 @@ from collab.core import archive
 from collab.core.history import version_at
 from collab.core.room import build_replica
 from collab.core.snapshots import Cadence
-from collab.store.base import Author, NewUpdate, SnapshotRecord, UpdateRecord
+from collab.store import Author, NewUpdate, SnapshotRecord, UpdateRecord
 from collab.store.memory import MemoryStore
 from collab.store.sqlite import SQLiteStore
 from tests.helpers import TIMEOUT_S, http_get, typed_text, typing_updates

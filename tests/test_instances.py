@@ -20,7 +20,7 @@ import pytest
 
 from collab.client import CollabClient, RemoteDocument
 from collab.config import Settings
-from collab.store.base import AppendResult, FeedPosition, NewUpdate, UpdateRecord
+from collab.store import AppendResult, FeedPosition, NewUpdate, UpdateRecord
 from collab.store.memory import MemoryStore
 from collab.wire.edits import splice_text
 from tests.helpers import SeqWatcher, appends

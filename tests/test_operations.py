@@ -13,7 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from collab.errors import StoreError
-from collab.store.base import FeedPosition, NewUpdate, UpdateRecord
+from collab.store import FeedPosition, NewUpdate, UpdateRecord
 from collab.store.memory import MemoryStore
 from tests.helpers import SeqWatcher, http_get, wait_until
 from tests.processes import server_process

@@ -59,7 +59,7 @@ async def mongodb_log(url: str) -> list[tuple[int, bytes, str]]:
         )
     finally:
         await client.close()
-    # One MongoDB document per appended batch (collab/store/mongodb.py).
+    # One MongoDB document per appended batch (collab/store/mongodb/log.py).
     return [
         (seq, update["data"], update["instance"])
         for row in rows

@@ -7,6 +7,7 @@ import msgpack
 import pytest
 
 from collab.errors import ErrorCode, ProtocolError
+from collab.names import validate_document_name
 from collab.wire import native as p
 
 CLIENT_EXAMPLES = [
@@ -83,11 +84,37 @@ def test_deeply_nested_frames_are_refused_not_crashing():
 
 @pytest.mark.parametrize("name", ["notes", "team/notes", "ünïcode ✓", "a" * 512])
 def test_valid_document_names(name):
-    p.validate_document_name(name, 512)
+    validate_document_name(name, 512)
 
 
 @pytest.mark.parametrize("name", ["", "tab\there", "nul\x00", "a" * 513, "é" * 257])
 def test_invalid_document_names(name):
     with pytest.raises(ProtocolError) as raised:
-        p.validate_document_name(name, 512)
+        validate_document_name(name, 512)
     assert raised.value.code == ErrorCode.INVALID_DOCUMENT_NAME
+
+
+@pytest.mark.parametrize(
+    ("size", "sv", "part_bytes", "max_frame"),
+    [
+        (100, 10, 1024, None),  # fits one frame
+        (10_000, 10, 1024, None),
+        (10_000, 1020, 1024, None),  # the sv does not fit beside the last slice
+        (50_000, 30, 8192, 4096),  # the client's frame limit is smaller than a part
+        (50_000, 30, 8192, 100),  # never below the smallest part
+    ],
+)
+def test_a_sync_answer_in_parts_fits_each_frame_and_puts_the_update_back_whole(
+    size, sv, part_bytes, max_frame
+):
+    update, vector = bytes(range(256)) * (size // 256) + b"x" * (size % 256), b"v" * sv
+    parts = p.sync_parts("doc", update, vector, part_bytes=part_bytes, max_frame_bytes=max_frame)
+    assert b"".join(parts) == update
+    limit = part_bytes
+    if max_frame is not None:
+        limit = min(limit, max(p.MIN_SYNC_PART_BYTES, max_frame - p.SYNC_OVERHEAD_BYTES - 3))
+    if len(parts) == 1:
+        assert size + sv <= limit
+    else:
+        assert all(len(part) <= limit for part in parts)
+        assert len(parts[-1]) + sv <= limit  # the last part carries the state vector

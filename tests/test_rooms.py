@@ -10,7 +10,7 @@ import pycrdt
 import pytest
 
 from collab.errors import CloseCode, StoreError
-from collab.store.base import AppendResult, LoadedDocument, NewUpdate
+from collab.store import AppendResult, LoadedDocument, NewUpdate
 from collab.store.sqlite import SQLiteStore
 from tests.helpers import wait_until
 

@@ -139,6 +139,13 @@ BAD_TOKENS = {
     "wrong key": "WRONG-KEY",
     "expired at connect": "EXPIRED",
     "expiry as a string": "STRING-EXP",  # PyJWT takes it; the session could not end
+    # Validly signed times no issuer would sign: PyJWT takes them, and an exp of
+    # 1e300 made a welcome msgpack cannot encode (the client got 'internal').
+    "expiry in the year 1e292": "EXP-1E300",
+    "expiry as a 400-digit integer": "EXP-HUGE-INT",
+    "issued before 1970": "IAT-NEGATIVE",
+    "not valid before the year 1e292": "NBF-1E300",
+    "not yet valid": "NBF-FUTURE",
     "garbage": "not-a-jwt",
 }
 
@@ -156,7 +163,19 @@ def bad_token(kind: str | None) -> str | None:
     if kind == "STRING-EXP":
         claims = {"sub": "mallory", "docs": {"*": "write"}, "exp": str(int(time.time()) + 3600)}
         return jwt.encode(claims, SECRET, algorithm="HS256")
+    if kind in TIME_CLAIMS:
+        claims = {"sub": "mallory", "docs": {"*": "write"}, **TIME_CLAIMS[kind]}
+        return jwt.encode(claims, SECRET, algorithm="HS256")
     return kind
+
+
+TIME_CLAIMS = {
+    "EXP-1E300": {"exp": 1e300},
+    "EXP-HUGE-INT": {"exp": 10**400},
+    "IAT-NEGATIVE": {"iat": -1},
+    "NBF-1E300": {"nbf": 1e300},
+    "NBF-FUTURE": {"nbf": int(time.time()) + 3600},
+}
 
 
 @pytest.mark.parametrize("kind", list(BAD_TOKENS.values()), ids=list(BAD_TOKENS))
@@ -176,6 +195,10 @@ async def test_a_bad_token_is_refused_everywhere_and_nothing_is_stored(sockets, 
     for path in ("/api/documents/secret", "/api/documents/secret/events?after=0"):
         status, body = await http(secured, "GET", path, bad)
         assert status == 401 and b"classified" not in body
+        if bad is not None:  # the token in the query string, as an EventSource sends it
+            query = ("&" if "?" in path else "?") + urllib.parse.urlencode({"token": bad})
+            status, body = await http(secured, "GET", path + query)
+            assert status == 401 and b"classified" not in body
     status, _ = await http(secured, "POST", "/api/documents/secret/restore?seq=0", bad, b"")
     assert status == 401
     assert not await stored(secured, "new-by-yjs")
@@ -374,6 +397,17 @@ async def test_an_expired_native_session_accepts_nothing_until_reauth(sockets, s
     sync = await peer.subscribe("notes")
     peer.send({"type": "update", "doc": "notes", "ref": 6, "update": text_update("fresh")})
     assert (await peer.recv_type("ack"))["seq"] == sync["seq"] + 1
+
+
+@pytest.mark.parametrize("kind", list(TIME_CLAIMS))
+async def test_a_reauth_whose_token_claims_an_impossible_time_closes_with_4401(
+    sockets, secured, kind
+):
+    peer = await sockets.native(secured, token("mallory", {"*": "write"}))
+    assert (await peer.recv())["type"] == "welcome"
+    peer.send({"type": "reauth", "token": bad_token(kind)})
+    assert (await peer.recv())["code"] == "unauthorized"
+    assert (await peer.closed())[0] == CloseCode.UNAUTHORIZED
 
 
 async def test_an_expired_native_session_without_reauth_is_closed(

@@ -21,7 +21,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from collab.auth import Authenticator
 from collab.config import Settings
 from collab.errors import CloseCode
-from collab.store.base import NewUpdate
+from collab.store import NewUpdate
 from tests.helpers import RawPeer, appends, text_of, text_update
 
 SECRET = "fair-use-test-secret-of-32-bytes-or-more"

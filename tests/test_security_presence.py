@@ -1,14 +1,16 @@
 """Trusted presence: an awareness client id belongs to the session that set it, the
-server stamps each state with the token's user, and one socket cannot flood it."""
+server stamps each state with the token's user, and one socket cannot flood it.
+In-process (tests/inprocess.py): the rules of the protocols, no socket."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import pytest
 from pycrdt import create_awareness_message
 
 from collab.auth import Authenticator
 from collab.wire.yformat import AwarenessEntry, decode_awareness_update, encode_awareness_update
-from tests.helpers import RawPeer
 
 SECRET = "presence-test-secret-of-32-bytes-or-more"
 
@@ -18,22 +20,27 @@ def token(user: str, **kwargs) -> str:
 
 
 @pytest.fixture
-def secured(io_loop, settings, start_server):
-    return io_loop.run_sync(lambda: start_server(settings.replace(auth_secret=SECRET)))
+def raw(inprocess_raw):
+    return inprocess_raw
+
+
+@pytest.fixture
+def secured(io_loop, settings, start_inprocess):
+    return io_loop.run_sync(lambda: start_inprocess(settings.replace(auth_secret=SECRET)))
 
 
 def awareness(*entries: tuple[int, int, dict | None]) -> bytes:
     return encode_awareness_update([AwarenessEntry(c, clock, state) for c, clock, state in entries])
 
 
-async def peer_on(raw, server, user: str, doc: str = "room", **kwargs) -> RawPeer:
+async def peer_on(raw, server, user: str, doc: str = "room", **kwargs) -> Any:
     peer = await raw(target=server)
     assert (await peer.hello(token=token(user, **kwargs)))["type"] == "welcome"
     await peer.subscribe(doc)
     return peer
 
 
-async def states_seen(peer: RawPeer, client_id: int) -> dict | None:
+async def states_seen(peer: Any, client_id: int) -> dict | None:
     """The state of ``client_id`` in the next awareness message that names it."""
     while True:
         message = await peer.recv_type("awareness")
@@ -50,7 +57,7 @@ async def test_the_server_stamps_the_token_s_user_on_presence(raw, secured):
     seen = await states_seen(bob, 11)
     assert seen == {"user": {"id": "alice", "name": "Alice", "color": "#e91e63"}, "cursor": 4}
     room = secured.rooms.get("room")
-    assert room._awareness.states[11]["user"]["id"] == "alice"
+    assert room.awareness.states[11]["user"]["id"] == "alice"
 
 
 async def test_another_session_cannot_overwrite_or_remove_a_client_s_state(raw, secured):
@@ -64,7 +71,7 @@ async def test_another_session_cannot_overwrite_or_remove_a_client_s_state(raw, 
         error = await mallory.recv_type("error")
         assert error["code"] == "awareness_denied"
     room = secured.rooms.get("room")
-    assert room._awareness.states[11] == {"c": 1, "user": {"id": "alice", "name": "alice"}}
+    assert room.awareness.states[11] == {"c": 1, "user": {"id": "alice", "name": "alice"}}
 
     # The same user on a new socket (a reconnect) takes it over.
     again = await peer_on(raw, secured, "alice")
@@ -84,7 +91,7 @@ async def test_a_y_websocket_peer_cannot_overwrite_another_s_state(raw, secured)
     mallory.send_bytes(create_awareness_message(awareness((11, 9, {"c": "hijacked"}))))
     mallory.send_bytes(create_awareness_message(awareness((12, 1, {"me": True}))))
     assert (await states_seen(alice, 12))["user"]["id"] == "mallory"
-    assert secured.rooms.get("room")._awareness.states[11]["c"] == 1
+    assert secured.rooms.get("room").awareness.states[11]["c"] == 1
 
 
 async def test_twenty_thousand_client_ids_from_one_socket_are_capped(raw, secured):
@@ -104,15 +111,15 @@ async def test_twenty_thousand_client_ids_from_one_socket_are_capped(raw, secure
     errors = [await flood.recv_type("error") for _ in range(5)]
     assert {e["code"] for e in errors} == {"awareness_limit"}
     room = secured.rooms.get("room")
-    assert len(room._awareness.states) == cap
+    assert len(room.awareness.states) == cap
     big = {"blob": "x" * (secured.settings.awareness_max_state_bytes + 1)}
     watcher.send({"type": "awareness", "doc": "room", "update": awareness((5000, 1, big))})
     assert (await watcher.recv_type("error"))["code"] == "awareness_limit"
-    assert 5000 not in room._awareness.states
+    assert 5000 not in room.awareness.states
 
 
-async def test_awareness_updates_past_the_rate_are_dropped(raw, io_loop, settings, start_server):
-    server = await start_server(settings.replace(auth_secret=SECRET, awareness_updates_per_s=5))
+async def test_awareness_updates_past_the_rate_are_dropped(raw, settings, start_inprocess):
+    server = await start_inprocess(settings.replace(auth_secret=SECRET, awareness_updates_per_s=5))
     peer = await peer_on(raw, server, "fast")
     for clock in range(1, 31):
         peer.send({"type": "awareness", "doc": "room", "update": awareness((7, clock, {}))})
@@ -123,12 +130,12 @@ async def test_awareness_updates_past_the_rate_are_dropped(raw, io_loop, setting
 async def test_an_awareness_update_too_large_for_its_caps_is_refused_before_it_is_parsed(
     raw, secured, monkeypatch
 ):
-    from collab.core import room as room_module
+    from collab.core import awareness as awareness_module
 
     parsed = []
-    decode = room_module.decode_awareness_update
+    decode = awareness_module.decode_awareness_update
     monkeypatch.setattr(
-        room_module, "decode_awareness_update", lambda u: parsed.append(len(u)) or decode(u)
+        awareness_module, "decode_awareness_update", lambda u: parsed.append(len(u)) or decode(u)
     )
     alice = await peer_on(raw, secured, "alice")
     huge = awareness((11, 1, {"note": "x" * 4_000_000}))  # one state, 4 MB of JSON

@@ -12,7 +12,7 @@ import pycrdt
 import pytest
 
 from collab.errors import SeqConflict, StoreError
-from collab.store.base import AppendResult, NewUpdate
+from collab.store import AppendResult, NewUpdate
 from collab.store.sqlite import SQLiteStore
 from tests.helpers import wait_until
 

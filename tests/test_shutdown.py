@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import pycrdt
 
 from collab.errors import CloseCode
-from collab.store.base import AppendResult, NewUpdate
+from collab.store import AppendResult, NewUpdate
 from collab.store.sqlite import SQLiteStore
 from tests.helpers import wait_until
 

@@ -21,7 +21,7 @@ from collab.config import Settings
 from collab.core.history import apply_stored, rebuild, state_at
 from collab.core.room import build_replica
 from collab.core.writer import Writer
-from collab.store.base import NewUpdate, SnapshotRecord, UpdateRecord
+from collab.store import NewUpdate, SnapshotRecord, UpdateRecord
 from collab.store.memory import MemoryStore
 from collab.store.sqlite import SQLiteStore
 from collab.wire.replica import Replica

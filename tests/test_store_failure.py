@@ -19,7 +19,7 @@ import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 from collab.errors import StoreError
-from collab.store.base import AppendResult, NewUpdate
+from collab.store import AppendResult, NewUpdate
 from collab.store.sqlite import SQLiteStore
 from tests.helpers import RawPeer, wait_until
 

@@ -16,10 +16,11 @@ from pymongo.errors import DuplicateKeyError
 from tornado.ioloop import IOLoop
 
 from collab.errors import FeedLost, StoreError
-from collab.store import create_store
-from collab.store import mongodb as mongodb_module
-from collab.store.base import NewUpdate, SnapshotRecord, Store
+from collab.store import NewUpdate, SnapshotRecord, Store, create_store
 from collab.store.mongodb import MongoStore, database_from_url
+from collab.store.mongodb import feed as mongodb_feed
+from collab.store.mongodb import log as mongodb_log
+from collab.store.mongodb import snapshots as mongodb_snapshots
 from tests.mongodb import MongoServer, collect_cancelled_connects, start_secantus
 from tests.store_contract import TIMEOUT_S, Reopen, StoreContract, new, news, next_batches, seqs
 
@@ -105,7 +106,7 @@ async def test_equal_bytes_from_two_submissions_are_two_updates(store: MongoStor
 async def test_a_snapshot_larger_than_a_mongodb_document_is_stored_in_parts(
     store: MongoStore, monkeypatch: pytest.MonkeyPatch
 ):
-    monkeypatch.setattr(mongodb_module, "SNAPSHOT_PART_BYTES", 1000)
+    monkeypatch.setattr(mongodb_snapshots, "SNAPSHOT_PART_BYTES", 1000)
     await store.append(news("doc", 2))
     state = bytes(range(256)) * 20  # 5,120 bytes: six parts
     await store.save_snapshot(SnapshotRecord("doc", 2, state, 1.0, b"waits"))
@@ -121,7 +122,7 @@ async def test_parts_of_two_encodings_of_one_version_are_never_joined(
 ):
     # Two instances snapshot seq 2 in different bytes; the first died after its first
     # part. Its part must not be joined with the second's.
-    monkeypatch.setattr(mongodb_module, "SNAPSHOT_PART_BYTES", 1000)
+    monkeypatch.setattr(mongodb_snapshots, "SNAPSHOT_PART_BYTES", 1000)
     await store.append(news("doc", 2))
     first, second = b"a" * 2500, b"b" * 2500
     await store.save_snapshot(SnapshotRecord("doc", 2, first, 1.0))
@@ -151,8 +152,8 @@ async def test_parts_of_two_encodings_of_one_version_are_never_joined(
 def test_a_duplicate_key_is_told_by_its_index(details: dict[str, Any], index: str) -> None:
     error = DuplicateKeyError(details["errmsg"], 11000, details)
     other = "_id" if index == "doc_seq" else "doc_seq"
-    assert mongodb_module._is_duplicate(error, index)
-    assert not mongodb_module._is_duplicate(error, other)
+    assert mongodb_log._is_duplicate(error, index)
+    assert not mongodb_log._is_duplicate(error, other)
 
 
 async def test_two_instances_racing_on_a_document_named_like_an_index_both_store(
@@ -188,14 +189,14 @@ async def test_a_position_saved_long_ago_is_not_followed_from(
     await store.save_feed_position("instance-1", await store.feed_position())
     assert await store.saved_feed_position("instance-1") is not None
 
-    monkeypatch.setattr(mongodb_module, "FEED_POSITION_KEPT_S", -1.0)  # saved "long ago"
+    monkeypatch.setattr(mongodb_feed, "FEED_POSITION_KEPT_S", -1.0)  # saved "long ago"
     assert await store.saved_feed_position("instance-1") is None
 
 
 async def test_an_update_too_large_for_one_mongodb_document_is_a_store_error(
     store: MongoStore, monkeypatch: pytest.MonkeyPatch
 ):
-    monkeypatch.setattr(mongodb_module, "MAX_UPDATE_BYTES", 100)
+    monkeypatch.setattr(mongodb_log, "MAX_UPDATE_BYTES", 100)
 
     with pytest.raises(StoreError, match="exceeds what one MongoDB document holds"):
         await store.append([new("doc", b"x" * 101)])
@@ -302,3 +303,20 @@ async def test_the_feed_fails_with_its_server_and_resumes_after_it_without_loss(
     assert seen == before
     assert rest == after
     assert seqs(rest) == [3]
+
+
+async def test_opening_without_create_refuses_a_database_with_no_store_and_makes_none(
+    mongodb_url: str,
+) -> None:
+    reader = MongoStore(mongodb_url, create=False)
+    with pytest.raises(StoreError, match="no store in MongoDB database"):
+        await reader.open()
+    made = MongoStore(mongodb_url)
+    await made.open()
+    try:
+        assert await made.list_documents() == []  # nothing was created by the refused open
+    finally:
+        await made.close()
+    reader = MongoStore(mongodb_url, create=False)
+    await reader.open()  # now there is a store to read
+    await reader.close()

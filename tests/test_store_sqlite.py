@@ -12,10 +12,10 @@ import pytest
 from tornado.ioloop import IOLoop
 
 from collab.errors import StoreError
-from collab.store import create_store
-from collab.store.base import Author, NewUpdate, SnapshotRecord, Store
+from collab.store import Author, NewUpdate, SnapshotRecord, Store, create_store
 from collab.store.memory import MemoryStore
-from collab.store.sqlite import SCHEMA, SCHEMA_VERSION, SQLiteStore
+from collab.store.sqlite import SQLiteStore
+from collab.store.sqlite.schema import SCHEMA, SCHEMA_VERSION
 from tests.store_contract import Reopen, StoreContract, news
 
 
@@ -217,6 +217,37 @@ async def test_every_statement_runs_off_the_event_loop_thread(
     loop_thread = threading.get_ident()
     on_loop = [text for thread, text in statements if thread == loop_thread]
     assert on_loop == []
+
+
+async def test_listing_by_prefix_is_a_search_of_the_names_index_not_a_scan(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    statements: list[str] = []
+    real_connect = sqlite3.connect
+
+    def connect(*args: object, **kwargs: object) -> sqlite3.Connection:
+        conn = real_connect(*args, **kwargs)
+        conn.set_trace_callback(statements.append)  # with the values bound in
+        return conn
+
+    monkeypatch.setattr(sqlite3, "connect", connect)
+    store = SQLiteStore(db_path)
+    await store.open()
+    try:
+        await store.append([NewUpdate(f"team/{i}", b"x", 0.0) for i in range(50)])
+        statements.clear()
+        await store.list_documents(prefix="team/", after="team/1", limit=10)
+    finally:
+        await store.close()
+
+    (listing,) = [sql for sql in statements if "FROM documents" in sql]
+    conn = sqlite3.connect(db_path)
+    try:
+        plan = " ".join(row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + listing))
+    finally:
+        conn.close()
+    assert "SEARCH documents USING" in plan and "INDEX" in plan and "SCAN" not in plan, plan
+    assert "name>?" in plan.replace(" ", "") or "name<?" in plan.replace(" ", ""), plan
 
 
 async def test_a_closed_store_refuses_work_with_a_store_error(db_path: Path):

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from collab.auth import Authenticator
-from collab.store.base import LoadedDocument
+from collab.store import LoadedDocument
 from collab.store.sqlite import SQLiteStore
 from collab.wire import yjs as yjs_protocol
 from collab.wire.replica import Replica

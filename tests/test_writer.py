@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from collab.config import Settings
-from collab.core.writer import PendingWrite, Writer
+from collab.core.writer import Submission, Writer
 from collab.errors import Overloaded, SeqConflict, StoreError
-from collab.store.base import AppendResult, NewUpdate, SnapshotRecord, Store, UpdateRecord
+from collab.store import AppendResult, NewUpdate, SnapshotRecord, Store, UpdateRecord
 from collab.store.memory import MemoryStore
 from collab.store.sqlite import SQLiteStore
 from tests.helpers import TIMEOUT_S, text_of, text_update
@@ -66,6 +66,25 @@ class RecordingStore(MemoryStore):
         return result
 
 
+class Report:
+    """What the writer reports, to one callback: committed(record)."""
+
+    def __init__(self, on_committed: Callable[[UpdateRecord | None], None]) -> None:
+        self.on_committed = on_committed
+
+    def committed(self, submission: Submission, record: UpdateRecord | None) -> None:
+        self.on_committed(record)
+
+    def dropped(self, submission: Submission) -> None:
+        raise AssertionError(f"{submission} was dropped")
+
+
+def entry(
+    doc: str, new: NewUpdate | None, on_committed: Callable[[UpdateRecord | None], None]
+) -> Submission:
+    return Submission(doc, None, new, Report(on_committed))
+
+
 class Acks:
     """on_committed callbacks that note the records they got and what the store
     held when they ran."""
@@ -98,7 +117,7 @@ class Acks:
 
 def submit(writer: Writer, acks: Acks, doc: str, n: int) -> None:
     name = f"{doc}{n}"
-    writer.submit(PendingWrite(doc, update(doc, n), acks.callback(name, [name])))
+    writer.submit(entry(doc, update(doc, n), acks.callback(name, [name])))
 
 
 @contextlib.asynccontextmanager
@@ -159,7 +178,7 @@ async def test_concurrent_writers_share_commits_on_a_real_sqlite_file(tmp_path: 
             async def edit(doc: str) -> None:
                 for n in range(1, rounds + 1):
                     durable = asyncio.Event()
-                    writer.submit(PendingWrite(doc, update(doc, n), lambda _, d=durable: d.set()))
+                    writer.submit(entry(doc, update(doc, n), lambda _, d=durable: d.set()))
                     await asyncio.wait_for(durable.wait(), TIMEOUT_S)
 
             await asyncio.gather(*(edit(f"doc{i}") for i in range(editors)))
@@ -264,7 +283,7 @@ async def test_an_entry_without_an_update_runs_after_earlier_entries_are_durable
         await asyncio.wait_for(store.append_started.wait(), TIMEOUT_S)
         # A replay of what the room has: nothing to store, but the ACK must not
         # overtake the update still being committed.
-        writer.submit(PendingWrite("notes", None, acks.callback("replay", ["notes1"])))
+        writer.submit(entry("notes", None, acks.callback("replay", ["notes1"])))
         for _ in range(20):
             await asyncio.sleep(0)
         assert acks.order == []
@@ -282,7 +301,7 @@ async def test_an_entry_without_an_update_on_an_idle_writer_runs_promptly():
     store = RecordingStore()
     acks = Acks(store)
     async with running(store) as writer:
-        writer.submit(PendingWrite("notes", None, acks.callback("replay")))
+        writer.submit(entry("notes", None, acks.callback("replay")))
         await acks.wait("replay")
 
     assert await store.read_updates("notes") == []

@@ -1,15 +1,19 @@
 """Bad input on /yjs/{document} gets its documented close code (or is ignored, for
 unknown message types); the server stays up, the other peers on the document keep
-working, and the document is unchanged."""
+working, and the document is unchanged.
+
+The rules run in-process (tests/inprocess.py); the frame size limit, Tornado's, on
+a real socket."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import pycrdt
 import pytest
 from pycrdt import YSyncMessageType, create_awareness_message, create_update_message
 from pycrdt import write_message as var_bytes
 
-from collab.app import CollabServer
 from collab.core.history import state_at
 from collab.errors import CloseCode
 from tests.helpers import text_of, text_update
@@ -18,19 +22,22 @@ from tests.yjs_peer import YjsPeer, YjsPeers
 DOC = "target"
 
 
+@pytest.fixture
+def server(inprocess):
+    return inprocess
+
+
 def text(doc: pycrdt.Doc) -> pycrdt.Text:
     return doc.get("text", type=pycrdt.Text)
 
 
-def room_text(server: CollabServer) -> str:
+def room_text(server: Any) -> str:
     room = server.rooms.get(DOC)
     assert room is not None
     return text_of(room.missing_for(b"\x00"))
 
 
-async def bystanders_and_offender(
-    server: CollabServer, yjs: YjsPeers
-) -> tuple[YjsPeer, YjsPeer, YjsPeer]:
+async def bystanders_and_offender(server: Any, yjs: YjsPeers) -> tuple[YjsPeer, YjsPeer, YjsPeer]:
     """Two peers who agree on the text 'before', and a synced third peer that is
     about to misbehave."""
     b, c = await yjs.connect(server, DOC), await yjs.connect(server, DOC)
@@ -42,7 +49,7 @@ async def bystanders_and_offender(
     return b, c, offender
 
 
-async def assert_unharmed(server: CollabServer, yjs: YjsPeers, b: YjsPeer, c: YjsPeer) -> None:
+async def assert_unharmed(server: Any, yjs: YjsPeers, b: YjsPeer, c: YjsPeer) -> None:
     """Nothing the offender sent reached the document, edits still flow between the
     other peers, and the server still accepts new ones."""
     assert room_text(server) == "before"

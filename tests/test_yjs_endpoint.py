@@ -19,7 +19,7 @@ from tornado.ioloop import IOLoop
 from collab.app import CollabServer
 from collab.auth import Authenticator
 from collab.config import Settings
-from collab.core.history import list_updates, state_at
+from collab.core.history import state_at
 from collab.errors import CloseCode
 from collab.wire.yformat import decode_awareness_update
 from tests.helpers import text_of, wait_until
@@ -341,7 +341,7 @@ async def test_a_read_only_peer_s_edits_are_ignored_and_it_is_told_once(auth_ser
     await writer.synced()  # anything relayed from the reader would have arrived by now
     assert room_text(auth_server, "notes") == "by writer"
     assert await stored_text(auth_server, "notes") == "by writer"
-    history = await list_updates(auth_server.store, "notes")
+    history = await auth_server.store.read_updates("notes")
     assert {u.author.user for u in history} == {"w"}
     assert str(text(writer.doc)) == "by writer"
 

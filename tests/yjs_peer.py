@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pycrdt
@@ -32,6 +32,7 @@ from collab.wire.replica import Replica
 from collab.wire.yformat import decode_state_vector
 
 TIMEOUT_S = 10.0
+Opener = Callable[[], Awaitable[Any]]  # a WebSocketClientConnection, or what reads as one
 MESSAGE_AUTH = 2  # y-protocols auth: server to client, "permission denied"
 MESSAGE_QUERY_AWARENESS = 3
 
@@ -39,8 +40,14 @@ MESSAGE_QUERY_AWARENESS = 3
 class YjsPeer:
     """One y-websocket connection to ``url``, with a doc that outlives reconnects."""
 
-    def __init__(self, url: str, doc: pycrdt.Doc | None = None) -> None:
+    def __init__(
+        self, url: str, doc: pycrdt.Doc | None = None, opener: Opener | None = None
+    ) -> None:
         self.url = url
+        # How a socket is opened: a real one to ``url``, or another (in-process) one.
+        self._open_socket = opener or (
+            lambda: websocket_connect(url, max_message_size=64 * 1024 * 1024)
+        )
         self.doc = doc if doc is not None else pycrdt.Doc()
         # Remote updates go through a replica, as in the server and collab.client, so
         # that what waits for dependencies is held as Yjs holds it.
@@ -77,9 +84,7 @@ class YjsPeer:
         self.close_code = self.close_reason = None
         self._step1_sent = self._step2_received = 0
         self._answered_server = False
-        ws = await asyncio.wait_for(
-            websocket_connect(self.url, max_message_size=64 * 1024 * 1024), TIMEOUT_S
-        )
+        ws = await asyncio.wait_for(self._open_socket(), TIMEOUT_S)
         self._ws = ws
         self._send_step1()
         if self.awareness.get_local_state() is not None:
@@ -219,11 +224,13 @@ class YjsPeers:
     def __init__(self) -> None:
         self.peers: list[YjsPeer] = []
 
-    async def connect(
-        self, server: CollabServer, path: str, doc: pycrdt.Doc | None = None
-    ) -> YjsPeer:
-        """A peer on ``/yjs/<path>``; ``path`` is sent as given (encoding, query)."""
-        peer = YjsPeer(f"ws://127.0.0.1:{server.port}/yjs/{path}", doc)
+    async def connect(self, server: Any, path: str, doc: pycrdt.Doc | None = None) -> YjsPeer:
+        """A peer on ``/yjs/<path>``; ``path`` is sent as given (encoding, query).
+        ``server``: a CollabServer, or an in-process one (tests/inprocess.py)."""
+        if isinstance(server, CollabServer):
+            peer = YjsPeer(f"ws://127.0.0.1:{server.port}/yjs/{path}", doc)
+        else:
+            peer = YjsPeer(f"inprocess:/yjs/{path}", doc, opener=lambda: server.websocket(path))
         await peer.reconnect()
         self.peers.append(peer)
         return peer

@@ -26,6 +26,7 @@ import contextlib
 import hashlib
 import json
 import time
+from collections import deque
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
@@ -37,12 +38,13 @@ from collections.abc import (
 from dataclasses import dataclass
 from typing import Any
 
+from collab import memory
 from collab.config import Settings
 from collab.core.history import LogOrder, apply_in_order, apply_log
 from collab.core.snapshots import EMPTY_STATE_VECTOR, Cadence, Encoded, encode
 from collab.errors import ProtocolError, StoreError
-from collab.store.base import Author, NewUpdate, Store, UpdateRecord
-from collab.wire.native import validate_document_name
+from collab.names import validate_document_name
+from collab.store import Author, NewUpdate, Store, UpdateRecord
 from collab.wire.replica import Replica
 from collab.wire.yformat import FormatError, UpdateRanges, check_update
 
@@ -104,15 +106,41 @@ class ArchiveWriter:
             {
                 "seq": record.seq,
                 "time_s": record.time_s,
-                "user": record.author.user,
-                "client": record.author.client,
-                "instance": record.author.instance,
+                **record.author.as_dict(),
                 "update": base64.b64encode(record.data).decode(),
             }
         )
 
     def end(self) -> bytes:
         return _line({"end": True, "updates": self._count, "sha256": self._digest.hexdigest()})
+
+
+class LineSplitter:
+    """An export's lines from its bytes as they arrive (an HTTP body, read in
+    chunks), so that the file is held once, as lines, and never whole besides:
+    :meth:`feed` each chunk, then :meth:`lines` gives every line in order, each
+    let go once it has been read."""
+
+    def __init__(self) -> None:
+        self._lines: deque[bytes] = deque()
+        self._partial = bytearray()  # the line under way
+
+    def feed(self, chunk: bytes) -> None:
+        end = chunk.rfind(b"\n")
+        if end < 0:
+            self._partial += chunk
+            return
+        self._partial += memoryview(chunk)[:end]
+        self._lines.extend(bytes(self._partial).split(b"\n"))
+        self._partial = bytearray(memoryview(chunk)[end + 1 :])
+
+    def lines(self) -> Iterator[bytes]:
+        """Every line, the last one too if the file does not end with a newline."""
+        if self._partial:
+            self._lines.append(bytes(self._partial))
+            self._partial = bytearray()
+        while self._lines:
+            yield self._lines.popleft()
 
 
 def read_archive(
@@ -289,6 +317,7 @@ async def import_document(
     progress: Callable[[int, int], None] | None = None,
     importer: str | None = None,
     cadence: Cadence | None = None,
+    trim_memory: bool = True,
 ) -> tuple[str, int]:
     """Import an export as a new document (``name``, or the one it was exported
     from), with its updates' seqs, times and authors (the instance as
@@ -298,9 +327,11 @@ async def import_document(
     before anything is stored, so a bad file stores nothing. Snapshots and
     checkpoints are written as the updates are stored, where and as the writer
     would have written them (``cadence``: the server's default settings), so an
-    imported document loads as fast as any other. Returns ``(name, updates)``.
-    Raises ArchiveError (the file, or a document of that name exists; or an
-    update that cannot be applied, the import then taken back), StoreError."""
+    imported document loads as fast as any other; with ``trim_memory``, the memory
+    a large snapshot's copies took is handed back to the system after each.
+    Returns ``(name, updates)``. Raises ArchiveError (the file, or a document of
+    that name exists; or an update that cannot be applied, the import then taken
+    back), StoreError."""
     if isinstance(lines, AsyncIterable):
         lines = [line async for line in lines]
     order = LogOrder()  # whether the history applies as merged runs, needing no more checks
@@ -319,12 +350,22 @@ async def import_document(
         await store.load(doc, create=True)  # an empty document, as it was exported
     # (Where the snapshots fall is a pass over every record: on a thread too.)
     history = await loop.run_in_executor(
-        None, _ImportedHistory, doc, checked, cadence or Cadence.of(Settings()), order.in_order
+        None,
+        _ImportedHistory,
+        doc,
+        checked,
+        cadence or Cadence.of(Settings()),
+        order.in_order,
+        trim_memory,
     )
+    total = len(checked)
+    # Each batch let go of once stored: the file's updates are not all held to the end.
+    batches = deque(checked[at : at + IMPORT_BATCH] for at in range(0, total, IMPORT_BATCH))
+    del checked
     stored = 0
     try:
-        for start in range(0, len(checked), IMPORT_BATCH):
-            records = checked[start : start + IMPORT_BATCH]
+        while batches:
+            records = batches.popleft()
             batch = [
                 NewUpdate(
                     doc,
@@ -341,32 +382,26 @@ async def import_document(
                 for record in records
             ]
             result = await store.append(batch)
-            expected = list(range(start + 1, start + 1 + len(batch)))
+            expected = list(range(stored + 1, stored + 1 + len(batch)))
             if [r.seq for r in result.records] != expected:
                 raise ArchiveError(
                     f"{doc!r} was written by someone else during the import; its seqs differ "
                     "from the file's"
                 )
+            del batch, result
             if history.epoch is None:
                 info = await store.get_document(doc)
                 if info is None:
                     raise ArchiveError(f"{doc!r} was deleted during the import")
                 history.epoch = info.epoch
-            # Applied and encoded on a thread: a pass over the document per snapshot.
-            try:
-                made = await loop.run_in_executor(None, history.advance, records)
-            except ArchiveError:
-                with contextlib.suppress(StoreError):
-                    await store.delete_document(doc)  # what was stored of it
-                raise
-            for encoded in made:
-                if encoded.snapshot is not None:
-                    await store.save_snapshot(encoded.snapshot)
-                if encoded.checkpoint is not None:
-                    await store.save_checkpoint(encoded.checkpoint)
-            stored += len(batch)
+            count = len(records)
+            runs = deque(history.runs(records))
+            del records  # each run let go of once applied
+            while runs:
+                await _advance(store, doc, history, runs.popleft())
+            stored += count
             if progress is not None:
-                progress(stored, len(checked))
+                progress(stored, total)
     except StoreError:
         # The store failed part way (a full disk): take the part back, so that a
         # failed import leaves no half document behind. (If that fails too, the
@@ -384,9 +419,15 @@ class _ImportedHistory:
     (all the points are known beforehand: the others are not written at all)."""
 
     def __init__(
-        self, doc: str, records: list[UpdateRecord], cadence: Cadence, in_order: bool
+        self,
+        doc: str,
+        records: list[UpdateRecord],
+        cadence: Cadence,
+        in_order: bool,
+        trim_memory: bool,
     ) -> None:
         self.doc = doc
+        self.trim_memory = trim_memory
         # Every update needs only what came before it (LogOrder): applied as merged
         # runs without checking each again (the reader checked every one).
         self._apply = apply_in_order if in_order else apply_log
@@ -396,33 +437,73 @@ class _ImportedHistory:
         self._kept = cadence.kept(sorted(self._points))
         self._base: tuple[int, bytes] = (0, EMPTY_STATE_VECTOR)  # the last checkpoint's
 
-    def advance(self, records: list[UpdateRecord]) -> list[Encoded]:
-        """Apply the next records (in seq order) and encode what falls among them.
-        CPU-bound: run it in an executor. Raises ArchiveError for an update that
-        cannot be applied (the store's own log would fail to load)."""
-        made: list[Encoded] = []
+    def runs(self, records: list[UpdateRecord]) -> list[list[UpdateRecord]]:
+        """``records`` cut after each snapshot point among them."""
+        found: list[list[UpdateRecord]] = []
         start = 0
-        try:
-            for end, record in enumerate(records, 1):
-                if record.seq not in self._points:
-                    continue
-                self._apply(self._replica, records[start:end])
+        for end, record in enumerate(records, 1):
+            if record.seq in self._points:
+                found.append(records[start:end])
                 start = end
-                encoded = encode(
-                    self._replica,
-                    self.doc,
-                    record.seq,
-                    self.epoch,
-                    snapshot=record.seq in self._kept,
-                    checkpoint_base=self._base,
-                )
-                assert encoded.checkpoint is not None
-                self._base = (record.seq, encoded.checkpoint.state_vector)
-                made.append(encoded)
-            self._apply(self._replica, records[start:])
+        if start < len(records):
+            found.append(records[start:])
+        return found
+
+    def advance(self, run: list[UpdateRecord]) -> Encoded | None:
+        """Apply the next run of records (in seq order: see :meth:`runs`) and encode
+        the snapshot point it ends at, if it does. CPU-bound: run it in an
+        executor. Raises ArchiveError for an update that cannot be applied (the
+        store's own log would fail to load)."""
+        try:
+            self._apply(self._replica, run)
         except StoreError as exc:
             raise ArchiveError(f"{exc}: the history cannot be loaded") from None
-        return made
+        seq = run[-1].seq
+        if seq not in self._points:
+            return None
+        encoded = encode(
+            self._replica,
+            self.doc,
+            seq,
+            self.epoch,
+            snapshot=seq in self._kept,
+            checkpoint_base=self._base,
+        )
+        assert encoded.checkpoint is not None
+        self._base = (seq, encoded.checkpoint.state_vector)
+        snapshot = encoded.snapshot
+        if self.trim_memory and snapshot and len(snapshot.data) >= memory.TRIM_AFTER_BYTES:
+            memory.trim()  # pycrdt's buffer of the encoding, copied and freed
+        return encoded
+
+
+async def _advance(
+    store: Store, doc: str, history: _ImportedHistory, run: list[UpdateRecord]
+) -> None:
+    """Apply a run of stored records to the imported document and store the
+    snapshot and checkpoint it ends at, if any, before the next is made: each is
+    the document's size, and a batch of records may hold several."""
+    loop = asyncio.get_running_loop()
+    # Applied and encoded on a thread: a pass over the document per snapshot.
+    try:
+        encoded = await loop.run_in_executor(None, history.advance, run)
+    except ArchiveError:
+        with contextlib.suppress(StoreError):
+            await store.delete_document(doc)  # what was stored of it
+        raise
+    if encoded is None:
+        return
+    snapshot, checkpoint = encoded.snapshot, encoded.checkpoint
+    del encoded
+    if snapshot is not None:
+        await store.save_snapshot(snapshot)
+        large = len(snapshot.data) >= memory.TRIM_AFTER_BYTES
+        del snapshot
+        if large and history.trim_memory:
+            # The store's copy of it, freed now: handed back before the next is made.
+            await loop.run_in_executor(None, memory.trim)
+    if checkpoint is not None:
+        await store.save_checkpoint(checkpoint)
 
 
 def _imported(instance: str | None) -> str:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from collab.core.history import restore
 from collab.errors import InvalidUpdate, StoreError
-from collab.store.base import Repair, Store
+from collab.store import Repair, Store
 from collab.wire.replica import EMPTY_UPDATE, Replica
 from collab.wire.yformat import readable_prefix
 

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pycrdt
 
 from collab.core import render
+from collab.core.limits import CpuMeter, ReadBudget, cpu_meter
 from collab.errors import InvalidUpdate, StoreError
-from collab.store.base import Checkpoint, SnapshotRecord, Store, UpdateRecord
+from collab.store import Author, Checkpoint, SnapshotRecord, Store, UpdateRecord
 from collab.wire import crdt, edits, yformat
 from collab.wire.replica import EMPTY_UPDATE, Replica
 from collab.wire.yformat import FormatError
@@ -29,6 +31,10 @@ if TYPE_CHECKING:
 
 
 MERGED_BYTES = 256 * 1024  # of logged updates applied as one
+# And at most this many: pycrdt's merge costs the square of the updates merged
+# (500 one-character updates: 1 ms, 2,000: 18 ms, 20,000: 2 s), all of it
+# holding the GIL, so the event loop waits for it even on another thread.
+MERGED_UPDATES = 500
 MAX_CLIENTS_LISTED = 20  # in one change of a timeline
 
 
@@ -96,32 +102,64 @@ class Sources:
             return self.chain[-1].seq
         return self.snapshot.seq if self.snapshot else 0
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # To a worker process, the log goes as tuples: pickle writes those in C,
+        # dataclasses in Python, holding the GIL the event loop needs (20,000
+        # records: 33 ms against 230).
+        return (Sources, (self.snapshot, self.chain, Log(self.updates)))
+
+
+class Log(list[UpdateRecord]):
+    """Log entries that pickle as tuples (a worker process's arguments)."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        rows = [
+            (r.doc, r.seq, r.data, r.time_s, r.author.user, r.author.client, r.author.instance)
+            for r in self
+        ]
+        return (_log_of, (rows,))
+
+
+def _log_of(rows: list[tuple[Any, ...]]) -> Log:
+    return Log(
+        UpdateRecord(doc, seq, data, time_s, Author(user, client, instance))
+        for doc, seq, data, time_s, user, client, instance in rows
+    )
+
 
 def rebuild(
     snapshot: SnapshotRecord | None,
     updates: Sequence[UpdateRecord],
     chain: Sequence[Checkpoint] = (),
+    meter: CpuMeter | None = None,
 ) -> Replica:
     """The replica a snapshot, checkpoints and the updates after them make.
-    CPU-bound: run it in an executor."""
+    CPU-bound: run it in an executor. ``meter``: the CPU time it takes is charged
+    to a request's budget as it goes (BudgetExceeded past it)."""
     replica = Replica()
     if snapshot is not None:
         restore(replica, snapshot)
     for checkpoint in chain:
         _apply_checkpoint(replica, checkpoint, checkpoint.data)
+        if meter is not None:
+            meter.check()
     if chain and chain[-1].waiting:
         # What waited at the last checkpoint (it may have come in since the snapshot).
         _apply_checkpoint(replica, chain[-1], chain[-1].waiting)
-    apply_log(replica, updates)
+    apply_log(replica, updates, meter)
     return replica
 
 
-def apply_log(replica: Replica, updates: Sequence[UpdateRecord]) -> None:
+def apply_log(
+    replica: Replica, updates: Sequence[UpdateRecord], meter: CpuMeter | None = None
+) -> None:
     """Apply logged updates in seq order as the live document did: as one merged
     update where that gives the same, else one by one. Raises StoreError."""
-    if not _apply_merged(replica, updates):
+    if not _apply_merged(replica, updates, meter):
         for record in updates:
             apply_stored(replica, record)
+            if meter is not None:
+                meter.check()
 
 
 class LogOrder:
@@ -152,7 +190,9 @@ class LogOrder:
         return self.in_order
 
 
-def _apply_merged(replica: Replica, updates: Sequence[UpdateRecord]) -> bool:
+def _apply_merged(
+    replica: Replica, updates: Sequence[UpdateRecord], meter: CpuMeter | None = None
+) -> bool:
     """Apply a run of logged updates as one, when that is sure to give what
     applying them in turn gives: nothing waits, and the updates are in order
     (LogOrder), so no update would have waited on its way in. (pycrdt's cost per
@@ -161,18 +201,22 @@ def _apply_merged(replica: Replica, updates: Sequence[UpdateRecord]) -> bool:
     if len(updates) < 2 or replica.waiting is not None:
         return False
     order = LogOrder(replica.state())
-    for record in updates:
+    for index, record in enumerate(updates):
         try:
             ranges = yformat.check_update(record.data)
         except yformat.FormatError:
             return False  # applied in turn, it gets its own error
+        if meter is not None and index % 100 == 99:
+            meter.check()
         if not order.take(ranges):
             return False
-    apply_in_order(replica, updates)
+    apply_in_order(replica, updates, meter)
     return True
 
 
-def apply_in_order(replica: Replica, updates: Sequence[UpdateRecord]) -> None:
+def apply_in_order(
+    replica: Replica, updates: Sequence[UpdateRecord], meter: CpuMeter | None = None
+) -> None:
     """Apply logged updates known to be in order from the replica's state, with
     nothing waiting (LogOrder, from its state vector), as merged runs. Raises
     StoreError."""
@@ -181,7 +225,9 @@ def apply_in_order(replica: Replica, updates: Sequence[UpdateRecord]) -> None:
     chunks: list[list[UpdateRecord]] = [[]]
     size = 0
     for record in updates:
-        if chunks[-1] and size + len(record.data) > MERGED_BYTES:
+        if chunks[-1] and (
+            size + len(record.data) > MERGED_BYTES or len(chunks[-1]) >= MERGED_UPDATES
+        ):
             chunks.append([])
             size = 0
         chunks[-1].append(record)
@@ -197,6 +243,8 @@ def apply_in_order(replica: Replica, updates: Sequence[UpdateRecord]) -> None:
             for record in (r for rest in chunks[index:] for r in rest):
                 apply_stored(replica, record)
             return
+        if meter is not None:
+            meter.check()
 
 
 def _apply_checkpoint(replica: Replica, checkpoint: Checkpoint, data: bytes) -> None:
@@ -237,19 +285,28 @@ def checkpoint_chain(
     return best
 
 
-async def gather_sources(store: Store, doc: str, seq: int | None) -> Sources:
+async def gather_sources(
+    store: Store, doc: str, seq: int | None, *, budget: ReadBudget | None = None
+) -> Sources:
     """What makes the version after ``seq``: the nearest snapshot, the checkpoints
     after it, the log after them. Raises NotRetained rather than build a version
-    from anything less than all of it."""
+    from anything less than all of it; BudgetExceeded when what it reads (and the
+    rebuild would apply) is more than ``budget`` allows, before the log is read
+    past it."""
+    doing = f"rebuilding the version at seq {seq}" if seq is not None else "rebuilding the document"
     snapshot = await store.latest_snapshot(doc, at_or_before_seq=seq)
+    if budget is not None and snapshot is not None:
+        budget.charge(doing, bytes_=len(snapshot.data) + len(snapshot.waiting or b""))
     base = snapshot.seq if snapshot else 0
     checkpoints = await store.checkpoints(doc, after_seq=base, until_seq=seq)
+    if budget is not None:
+        budget.charge(doing, bytes_=sum(len(c.data) + len(c.waiting) for c in checkpoints))
     begins, chain = checkpoint_chain(base, checkpoints)
     if chain:
         base = chain[-1].seq
         if begins == 0:
             snapshot = None  # the chain starts from the empty document
-    updates = await store.read_updates(doc, after_seq=base, until_seq=seq)
+    updates = await read_log(store, doc, base, seq, budget, doing)
     if updates and updates[0].seq != base + 1:
         raise NotRetained(doc, seq if seq is not None else updates[-1].seq, updates[0].seq - 1)
     if not updates and snapshot is None and not chain and seq != 0:
@@ -259,20 +316,94 @@ async def gather_sources(store: Store, doc: str, seq: int | None) -> Sources:
     return Sources(snapshot, chain, updates)
 
 
-async def state_at(store: Store, doc: str, seq: int | None = None) -> tuple[int, bytes]:
-    """``(seq, state)``: the document's state after update ``seq`` (default: the
-    latest) as one Yjs update, what waits for dependencies included."""
-    at, replica = await replica_at(store, doc, seq)
-    if at == 0:
-        return at, EMPTY_UPDATE
-    return at, replica.encode()
-
-
-async def list_updates(
-    store: Store, doc: str, *, after_seq: int = 0, limit: int = 100
+async def read_log(
+    store: Store,
+    doc: str,
+    after_seq: int,
+    until_seq: int | None,
+    budget: ReadBudget | None,
+    doing: str,
 ) -> list[UpdateRecord]:
-    """One page of the update log, oldest first."""
-    return await store.read_updates(doc, after_seq=after_seq, limit=limit)
+    """The log entries ``after_seq < seq <= until_seq``, charged to ``budget``:
+    read no further than it allows (BudgetExceeded past it)."""
+    if budget is None:
+        return await store.read_updates(doc, after_seq=after_seq, until_seq=until_seq)
+    # One more than the budget allows: a range that holds more is refused unread.
+    updates = await store.read_updates(
+        doc, after_seq=after_seq, until_seq=until_seq, limit=max(0, budget.updates_left) + 1
+    )
+    budget.charge(doing, updates=len(updates), bytes_=sum(len(u.data) for u in updates))
+    return updates
+
+
+async def state_at(
+    store: Store,
+    doc: str,
+    seq: int | None = None,
+    *,
+    waiting: bool = True,
+    budget: ReadBudget | None = None,
+    executor: Executor | None = None,
+) -> tuple[int, bytes]:
+    """``(seq, state)``: the document's state after update ``seq`` (default: the
+    latest) as one Yjs update, what waits for dependencies included (``waiting``
+    False: only what is integrated, what its peers hold). Rebuilt and encoded on
+    ``executor`` (default: the loop's; a process pool will do: what it runs and
+    is given can be pickled), charging ``budget``."""
+    sources = await gather_sources(store, doc, seq, budget=budget)
+    if sources.seq == 0:
+        return 0, EMPTY_UPDATE
+    loop = asyncio.get_running_loop()
+    return sources.seq, await loop.run_in_executor(executor, _encoded, sources, waiting, budget)
+
+
+def _encoded(sources: Sources, waiting: bool, budget: ReadBudget | None) -> bytes:
+    meter = cpu_meter(budget, f"rebuilding the version at seq {sources.seq}")
+    replica = rebuild(sources.snapshot, sources.updates, sources.chain, meter)
+    state = replica.encode() if waiting else replica.doc.get_update()
+    if meter is not None:
+        meter.check()
+    return state
+
+
+LOG_CHUNK = 100  # log entries read at once for a page bounded in bytes
+
+
+def update_bytes(record: UpdateRecord) -> int:
+    return len(record.data)
+
+
+async def page_of_updates(
+    store: Store,
+    doc: str,
+    *,
+    after_seq: int = 0,
+    until_seq: int | None = None,
+    limit: int = 100,
+    max_bytes: int | None = None,
+    size_of: Callable[[UpdateRecord], int] = update_bytes,
+) -> tuple[list[UpdateRecord], bool]:
+    """One page of the update log after ``after_seq`` (up to ``until_seq``), oldest
+    first: at most ``limit`` entries, ending early once the next would take it past
+    ``max_bytes`` as ``size_of`` counts them (at least one is in it, so that paging
+    goes on; the caller checks that one fits where it goes); and whether more
+    follow. The HTTP history route and the native protocol's history pages."""
+    page: list[UpdateRecord] = []
+    size = 0
+    while True:
+        want = limit + 1 - len(page)
+        if max_bytes is not None:
+            want = min(LOG_CHUNK, want)  # read no further ahead than a chunk
+        chunk = await store.read_updates(doc, after_seq=after_seq, until_seq=until_seq, limit=want)
+        for record in chunk:
+            cost = size_of(record)
+            if len(page) == limit or (max_bytes is not None and page and size + cost > max_bytes):
+                return page, True
+            page.append(record)
+            size += cost
+        if len(chunk) < want:
+            return page, False
+        after_seq = chunk[-1].seq
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,23 +416,30 @@ class Version:
     content: dict[str, Any]
 
 
-def _render(
-    snapshot: SnapshotRecord | None,
-    updates: Sequence[UpdateRecord],
-    chain: Sequence[Checkpoint] = (),
-) -> Version:
-    replica = rebuild(snapshot, updates, chain)
+def _render(sources: Sources, budget: ReadBudget | None = None) -> Version:
+    meter = cpu_meter(budget, f"rendering the version at seq {sources.seq}")
+    replica = rebuild(sources.snapshot, sources.updates, sources.chain, meter)
     try:
         kinds, values = render.content(replica.doc.get_update())
     except FormatError as exc:  # the strict reader refuses what pycrdt wrote back
         raise StoreError(f"the rebuilt document cannot be read: {exc}") from None
+    if meter is not None:
+        meter.check()
     return Version(0, None, kinds, values)
 
 
-async def version_at(store: Store, doc: str, seq: int | None = None) -> Version:
+async def version_at(
+    store: Store,
+    doc: str,
+    seq: int | None = None,
+    *,
+    budget: ReadBudget | None = None,
+    executor: Executor | None = None,
+) -> Version:
     """The document's content after update ``seq`` (default: the latest), rendered
-    as JSON (collab.core.render). ``seq`` is clamped to the document's head."""
-    sources = await gather_sources(store, doc, seq)
+    as JSON (collab.core.render). ``seq`` is clamped to the document's head.
+    ``budget`` and ``executor`` as for :func:`state_at`."""
+    sources = await gather_sources(store, doc, seq, budget=budget)
     at = sources.seq
     if sources.updates:
         time_s: float | None = sources.updates[-1].time_s
@@ -311,9 +449,7 @@ async def version_at(store: Store, doc: str, seq: int | None = None) -> Version:
     else:
         time_s = None
     loop = asyncio.get_running_loop()
-    version = await loop.run_in_executor(
-        None, _render, sources.snapshot, sources.updates, sources.chain
-    )
+    version = await loop.run_in_executor(executor, _render, sources, budget)
     return Version(at, time_s, version.kinds, version.content)
 
 
@@ -370,10 +506,13 @@ async def changes(
     limit: int = 100,
     gap_s: float = 60.0,
     page: int = 5000,
+    max_rows: int | None = None,
 ) -> tuple[list[Change], int | None]:
     """A coarse timeline: at most ``limit`` changes after ``after_seq``, and the
     seq to continue from (None at the end of the log). A change ends where another
-    user's update comes, or after a pause longer than ``gap_s``."""
+    user's update comes, or after a pause longer than ``gap_s``; and where the
+    ``max_rows`` log entries one call may read run out: the timeline goes on from
+    there (one user's long run then shows as consecutive changes)."""
     found: list[Change] = []
     # The change being gathered: its first and last update, count, bytes, clients
     # (only these: one user's run may span the whole log).
@@ -401,8 +540,16 @@ async def changes(
         clients.clear()
 
     cursor = after_seq
+    rows_left = max_rows
     while True:
-        records = await store.read_updates(doc, after_seq=cursor, limit=page)
+        want = page if rows_left is None else min(page, rows_left)
+        if want <= 0:
+            if first is not None:
+                close()  # cut where the reading stops: the next call goes on after it
+            return found, cursor
+        records = await store.read_updates(doc, after_seq=cursor, limit=want)
+        if rows_left is not None:
+            rows_left -= len(records)
         for record in records:
             if (
                 last is not None
@@ -419,7 +566,7 @@ async def changes(
             size += len(record.data)
             if record.author.client is not None and len(clients) < MAX_CLIENTS_LISTED:
                 clients[record.author.client] = None
-        if len(records) < page:
+        if len(records) < want:
             break
         cursor = records[-1].seq
     if first is not None:

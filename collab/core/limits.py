@@ -1,5 +1,6 @@
 """Fair-use limits, without I/O: token buckets, the per-user cap on documents
-created, and the per-connection budget of bad-input log lines.
+created, the per-connection budget of bad-input log lines, and the budget of
+work one read request may do.
 
 Every limit is a setting (collab.config) with a default; docs/SECURITY.md lists
 them. Times are ``time.monotonic()`` seconds, passed in where a test needs to.
@@ -10,9 +11,9 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from collab.errors import RateLimited
+from collab.errors import CollabError, ErrorCode, RateLimited
 
 if TYPE_CHECKING:
     from collab.core.session import Session
@@ -113,3 +114,81 @@ class LogBudget:
                 "%s: %d bad-input lines were suppressed", self._prefix, self.suppressed
             )
             self.suppressed = 0
+
+
+class BudgetExceeded(CollabError):
+    """A read request would cost more than one request may: it is refused with
+    what to narrow, before or while the work is done, never after."""
+
+    code = ErrorCode.TOO_LARGE
+
+
+class ReadBudget:
+    """What one read request (a version, a state, a diff) may cost, charged as
+    the work is done: log updates read and applied, bytes read and rebuilt from
+    (snapshots, checkpoints, updates), and CPU seconds spent on them (rebuilding,
+    rendering, attributing: measured on the thread doing it, which covers what
+    pycrdt does out of sight too). A charge past any of them raises
+    BudgetExceeded; what was charged before stays spent."""
+
+    __slots__ = (
+        "bytes_left",
+        "cpu_left_s",
+        "hint",
+        "max_bytes",
+        "max_cpu_s",
+        "max_updates",
+        "updates_left",
+    )
+
+    def __init__(self, *, updates: int, bytes_: int, cpu_s: float, hint: str = "") -> None:
+        self.max_updates = self.updates_left = updates
+        self.max_bytes = self.bytes_left = bytes_
+        self.max_cpu_s = self.cpu_left_s = cpu_s
+        self.hint = hint  # what the caller may do instead, for the error
+
+    def charge(self, doing: str, *, updates: int = 0, bytes_: int = 0) -> None:
+        """Spend what ``doing`` (said in the error, e.g. "rebuilding the version at
+        seq 12") reads. Raises BudgetExceeded."""
+        self.updates_left -= updates
+        self.bytes_left -= bytes_
+        if self.updates_left < 0:
+            self.refuse(doing, f"{self.max_updates} log updates (max_read_updates)")
+        if self.bytes_left < 0:
+            self.refuse(doing, f"{self.max_bytes} bytes (max_read_bytes)")
+
+    def cpu(self, doing: str) -> CpuMeter:
+        """A meter of the CPU time the calling thread spends from now on, charged
+        to this budget at each :meth:`CpuMeter.check`."""
+        return CpuMeter(self, doing)
+
+    def refuse(self, doing: str, limit: str) -> NoReturn:
+        """Raise BudgetExceeded: ``doing`` went past ``limit``."""
+        hint = f": {self.hint}" if self.hint else ""
+        raise BudgetExceeded(f"{doing} takes more than one request may do ({limit}){hint}")
+
+
+class CpuMeter:
+    """CPU seconds of one thread, charged to a ReadBudget as they are spent."""
+
+    __slots__ = ("_budget", "_doing", "_mark")
+
+    def __init__(self, budget: ReadBudget, doing: str) -> None:
+        self._budget = budget
+        self._doing = doing
+        self._mark = time.thread_time()
+
+    def check(self) -> None:
+        """Charge the time spent since the last check. Raises BudgetExceeded."""
+        now = time.thread_time()
+        self._budget.cpu_left_s -= now - self._mark
+        self._mark = now
+        if self._budget.cpu_left_s < 0:
+            self._budget.refuse(
+                self._doing, f"{self._budget.max_cpu_s:g} s of CPU time (max_read_cpu_s)"
+            )
+
+
+def cpu_meter(budget: ReadBudget | None, doing: str) -> CpuMeter | None:
+    """A meter on ``budget``, or None when there is none to charge."""
+    return None if budget is None else budget.cpu(doing)

@@ -35,7 +35,7 @@ from collab.core.snapshots import Cadence, encode
 from collab.core.writer import Writer
 from collab.errors import CollabError, ErrorCode, FeedLost, LoadFailed, StoreError
 from collab.metrics import Metrics
-from collab.store.base import LoadedDocument, SnapshotRecord, Store, UpdateRecord
+from collab.store import LoadedDocument, SnapshotRecord, Store, UpdateRecord
 from collab.tasks import TaskGroup
 from collab.wire.replica import Replica
 
@@ -196,7 +196,9 @@ class RoomManager:
                         durable.set_result(seq)
 
                 room.attach(session)
-                room.apply_update(session, update, on_durable=acknowledged)
+                pending = room.submit(session, update, on_durable=acknowledged)
+                if pending is not None:
+                    await pending
                 return await asyncio.wait_for(durable, timeout_s)
             finally:
                 self.leave(session)
@@ -276,6 +278,7 @@ class RoomManager:
                 self.writer,
                 self._settings,
                 fetch_log=self._fetch_log,
+                stored_epoch=self._stored_epoch,
                 publish_awareness=self.presence.publish,
                 on_damaged=self._on_room_damaged,
                 metrics=self.metrics,
@@ -312,6 +315,10 @@ class RoomManager:
 
     async def _fetch_log(self, doc: str, after: int, until: int | None) -> list[UpdateRecord]:
         return await self._store.read_updates(doc, after_seq=after, until_seq=until, limit=LOG_PAGE)
+
+    async def _stored_epoch(self, doc: str) -> str | None:
+        info = await self._store.get_document(doc)
+        return None if info is None else info.epoch
 
     # -- the feed --------------------------------------------------------------------------------
 
@@ -542,7 +549,7 @@ class RoomManager:
             return
         del self._rooms[room.name]
         self._draining[room.name] = room
-        room.flush_outgoing()  # what its peers were sent so far reaches them before the error
+        room.fanout.flush()  # what its peers were sent so far reaches them before the error
         failure = CollabError(reason, code=ErrorCode.LOAD_FAILED, doc=room.name)
         for watcher in list(room.watchers):
             watcher(None)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from collab.store.base import Author
+from collab.store import Author
 
 
 class OriginKind(StrEnum):

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from collab.config import Settings
 from collab.core.room import Room
 from collab.errors import FeedLost, StoreError
-from collab.store.base import AwarenessChange, Store
+from collab.store import AwarenessChange, Store
 from collab.tasks import TaskGroup
 
 log = logging.getLogger("collab.presence")
@@ -67,7 +67,7 @@ class Presence:
             log.warning("reading the awareness of %r failed: %s", room.name, exc)
             return
         for change in changes:
-            room.apply_remote_awareness(change)
+            room.awareness.apply_remote(change)
 
     # -- out ------------------------------------------------------------------------------
 
@@ -98,7 +98,7 @@ class Presence:
         while True:
             await asyncio.sleep(self._settings.awareness_refresh_s)
             for room in list(self._rooms()):
-                self.publish(room.name, room.local_awareness())
+                self.publish(room.name, room.awareness.local())
 
     # -- in -------------------------------------------------------------------------------
 
@@ -131,7 +131,7 @@ class Presence:
         for change in changes:
             room = rooms.get(change.doc)
             if room is not None and change.expires_s > now:
-                room.apply_remote_awareness(change)
+                room.awareness.apply_remote(change)
 
     async def _expire_loop(self) -> None:
         interval = min(1.0, self._settings.awareness_ttl_s / 4)
@@ -139,4 +139,4 @@ class Presence:
             await asyncio.sleep(interval)
             now = time.time()
             for room in list(self._rooms()):
-                room.expire_remote_awareness(now)
+                room.awareness.expire_remote(now)

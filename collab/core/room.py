@@ -1,15 +1,19 @@
 """A room: one document's live state and everyone editing it on this instance.
 
 The room owns the document (a :class:`Replica`: a ``pycrdt.Doc`` and the update
-parts waiting for their dependencies), the awareness states, the sessions joined
-to it, and ``head_seq``: the last seq its peers were sent. Nothing else mutates
-the doc.
+parts waiting for their dependencies), the sessions joined to it, and
+``head_seq``: the last seq its peers were sent. Nothing else mutates the doc. Its
+awareness states are :class:`~collab.core.awareness.RoomAwareness`'s, and what it
+sends goes through its :class:`~collab.core.fanout.Fanout` (batched per pass of
+the event loop).
 
 The path of an update, and why seqs come out right:
 
-- A peer's update is checked and applied to the doc at once (so that a bad one is
-  refused before anything changes, and the sender's next edit builds on it), then
-  queued for the writer. The store gives it its seq when it commits the batch.
+- A peer's update is checked and applied to the doc at once (:meth:`Room.submit`:
+  a bad one is refused before anything changes, and the sender's next edit builds
+  on it; a large one is checked on a thread first), then queued for the writer as
+  a :class:`~collab.core.writer.Submission`. The store gives it its seq when it
+  commits the batch, and the writer reports it back (:meth:`Room.committed`).
 - Updates are sent to peers only once they are committed, in seq order: a
   committed record, this instance's or another's (from the store's feed), waits
   in ``_ahead`` until every earlier seq has been sent. When a seq is missing (it
@@ -19,79 +23,52 @@ The path of an update, and why seqs come out right:
   order too. A record from another instance is integrated into the doc when it
   is sent on; this instance's own are in it already.
 - A seq shown to a peer (sync, update, ack) is therefore always a stored one.
-
-Fan-out is batched: what a room sends in one pass of the event loop (every
-record of a commit, the acks among them, awareness changes) is queued in order and
-sent at the end of the pass as one list of frames per peer, so a busy document costs
-one socket write per peer per commit rather than one per update. Acks ride in the
-same queue, so a peer still sees every seq in order.
-
-Awareness changes of local peers go to the other instances through the store
-(:class:`~collab.core.presence.Presence`); theirs come back and are sent to the
-local peers, and expire unless their instance keeps renewing them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
-
-import pycrdt
 
 from collab.config import Settings
+from collab.core.awareness import PublishAwareness, RoomAwareness
+from collab.core.fanout import Fanout
 from collab.core.history import apply_log, restore
-from collab.core.session import FrameCodec, Session, SessionState
-from collab.core.writer import RETRY_FIRST_S, PendingWrite, Writer
+from collab.core.session import Session, SessionState
+from collab.core.writer import RETRY_FIRST_S, Submission, Writer
 from collab.errors import (
-    AccessDenied,
     CollabError,
     DocumentDamaged,
     ErrorCode,
     InvalidUpdate,
-    RateLimited,
     StoreError,
 )
 from collab.metrics import Metrics
-from collab.store.base import AwarenessChange, LoadedDocument, NewUpdate, UpdateRecord
+from collab.store import LoadedDocument, NewUpdate, UpdateRecord
 from collab.tasks import TaskGroup
 from collab.wire import crdt
 from collab.wire.replica import EMPTY_UPDATE, Prepared, Replica
 from collab.wire.yformat import (
-    AwarenessEntry,
     FormatError,
     TooManyStructs,
     UpdateRanges,
-    awareness_entry_count,
     check_update,
-    decode_awareness_update,
     decode_state_vector,
-    encode_awareness_update,
 )
 
 log = logging.getLogger("collab.rooms")
 
 FetchLog = Callable[[str, int, int | None], Awaitable[list[UpdateRecord]]]
-PublishAwareness = Callable[[str, list[tuple[int, bytes]]], None]
+StoredEpoch = Callable[[str], Awaitable[str | None]]
 LOG_PAGE = 1000
-CLIENT_USER_FIELDS = ("color", "colorLight")  # a presence user's, set by the client
-AWARENESS_ENTRY_BYTES = 32  # an awareness entry's client id, clock and length, at most
 RETRY_MAX_S = 5.0
 SHARED_ANSWER_BYTES = 1024 * 1024  # sync answers this large are shared by peers joining together
 SHARED_ANSWER_S = 2.0  # for this long after one is made
-
-
-class RemotePresence:
-    """The origin of awareness changes that came from other instances."""
-
-
-REMOTE = RemotePresence()
 
 
 class SyncMode(StrEnum):
@@ -123,31 +100,12 @@ class JoinReply:
 
 @dataclass(slots=True)
 class _Delivery:
-    """A committed record on its way to the room's peers; ``session`` is its
-    sender when a peer of this instance wrote it."""
+    """A committed record on its way to the room's peers; ``submission`` is how it
+    came, when a peer of this instance wrote it (its sender, what to tell it, and
+    what its apply integrated)."""
 
     record: UpdateRecord
-    session: Session | None = None
-    on_durable: Callable[[int], None] | None = None
-    effect: bytes | None = None  # what its apply integrated (a local update's)
-
-
-@dataclass(slots=True)
-class _Outgoing:
-    """One event queued for the room's peers: a frame to encode per protocol, sent to
-    everyone but ``exclude``; or, with ``acknowledge``, an ack for one session, run
-    in its place in the queue."""
-
-    encode: Callable[[FrameCodec], bytes | None] | None
-    exclude: Session | None = None
-    acknowledge: Callable[[], None] | None = None
-    is_update: bool = False  # counted in the updates_out metric
-    acknowledged: bool = False
-
-    def run_ack(self) -> None:
-        if self.acknowledge is not None and not self.acknowledged:
-            self.acknowledged = True
-            self.acknowledge()
+    submission: Submission | None = None
 
 
 def build_replica(loaded: LoadedDocument, settings: Settings) -> Replica:
@@ -192,6 +150,7 @@ class Room:
         settings: Settings,
         *,
         fetch_log: FetchLog,
+        stored_epoch: StoredEpoch,
         publish_awareness: PublishAwareness,
         on_damaged: Callable[[Room, CollabError], None],
         metrics: Metrics | None = None,
@@ -213,7 +172,8 @@ class Room:
         self._settings = settings
         self._instance = settings.instance_id
         self._fetch_log = fetch_log
-        self._publish_awareness = publish_awareness
+        self._stored_epoch = stored_epoch
+        self._epochs_checked: set[str] = set()  # created elsewhere? asked the store once each
         self._on_damaged = on_damaged
         self._metrics = metrics or Metrics()
         self.damaged = False
@@ -222,17 +182,11 @@ class Room:
         self._reading: asyncio.Task[None] | None = None
         self._read_again = False
         self._waiting_acks: list[tuple[int, Callable[[], None]]] = []
-        # Fan-out queued in this pass of the event loop, and the sessions that get
-        # a list of their own (the senders, whose updates are left out, and those
-        # with acks): every other session of a protocol gets the same list.
-        self._outgoing: list[_Outgoing] = []
-        self._outgoing_special: set[Session] = set()
-        self._flush_handle: asyncio.Handle | None = None
         self._tasks = TaskGroup(log)
-        self._awareness = pycrdt.Awareness(replica.doc)
-        self._awareness.set_local_state(None)  # the server is not an editor
-        self._awareness_subscription = self._awareness.observe(self._on_awareness_change)
-        self._remote_awareness: dict[int, float] = {}  # client id -> expiry, other instances'
+        self.fanout = Fanout(self.sessions, self._metrics.updates_out)
+        self.awareness = RoomAwareness(
+            self.name, replica.doc, self.sessions, self.fanout, settings, publish_awareness
+        )
         # A large sync answer, for peers joining with the same state vector while
         # the document is at the same version: (version, state vector, answer).
         self._shared_answer: tuple[int, bytes, bytes] | None = None
@@ -272,7 +226,7 @@ class Room:
                 # only their own deletions (and need no pass over the document).
                 if logged is not None and len(logged) <= len(missing):
                     mode, missing = SyncMode.LOG, logged
-        self.flush_outgoing()  # what is queued is in the reply: not for the new peer
+        self.fanout.flush()  # what is queued is in the reply: not for the new peer
         self.sessions[session] = None
         session.room = self
         session.state = SessionState.ACTIVE
@@ -281,13 +235,13 @@ class Room:
             seq=self.head_seq,
             missing=missing,
             state_vector=self._replica.doc.get_state(),
-            awareness=self.awareness_snapshot(),
+            awareness=self.awareness.snapshot(),
             mode=mode,
         )
 
     def attach(self, session: Session) -> None:
         """Add a session that needs no sync: the server's own (an API call's edit)."""
-        self.flush_outgoing()
+        self.fanout.flush()
         self.sessions[session] = None
         session.room = self
         session.state = SessionState.ACTIVE
@@ -330,10 +284,7 @@ class Room:
             return
         del self.sessions[session]
         session.state = SessionState.CLOSED
-        if session.awareness_clients:
-            self._awareness.remove_awareness_states(
-                sorted(session.awareness_clients), origin=session
-            )
+        self.awareness.leave(session)
 
     @property
     def idle(self) -> bool:
@@ -350,8 +301,8 @@ class Room:
 
     async def close(self) -> None:
         self._drop_shared_answer()
-        self.flush_outgoing()  # acks waited for (a restore's among them) still run
-        self._awareness.unobserve(self._awareness_subscription)
+        self.fanout.flush()  # acks waited for (a restore's among them) still run
+        self.awareness.close()
         await self._tasks.close()
 
     # -- document -----------------------------------------------------------------------
@@ -398,20 +349,53 @@ class Room:
         """The whole document as one update (what waits for dependencies included)."""
         return self._replica.encode()
 
-    def covers(self, update: bytes, ranges: UpdateRanges | None = None) -> bool:
+    async def covers(self, update: bytes) -> bool:
         """True when the room holds every struct ``update`` carries and every item
-        its deletions refer to (``ranges``: its check, made beforehand off the
-        event loop, see check_off_loop). Raises InvalidUpdate for bytes the strict
+        its deletions refer to (a read-only peer's update: nothing to refuse).
+        Checked on a thread when large. Raises InvalidUpdate for bytes the strict
         reader refuses, or past max_update_structs."""
-        if ranges is None:
+        if len(update) >= OFF_LOOP_CHECK_BYTES:
+            ranges = await check_off_loop(update, self.name, self._settings.max_update_structs)
+        else:
             ranges = self._replica.check(update, self._settings.max_update_structs)
         return ranges.integrated_in(self._replica.state())
 
-    async def prepare(self, update: bytes, ranges: UpdateRanges) -> Prepared | None:
+    def submit(
+        self,
+        session: Session,
+        update: bytes,
+        on_durable: Callable[[int], None] | None = None,
+    ) -> Awaitable[None] | None:
+        """Check and apply a peer's update and queue it for the store. Once it is
+        stored it is sent to the other peers, and ``on_durable(seq)`` runs, in seq
+        order; an update that changes nothing is not stored, and ``on_durable`` runs
+        with the seq that covers it. Raises InvalidUpdate, Overloaded or RateLimited;
+        the document is then unchanged.
+
+        A large update is checked, and what applying it reads is prepared, on a
+        thread: then this returns an awaitable, done once it is applied (or raising
+        as above), and its sender must send nothing more before (a socket is not
+        read meanwhile), so that a peer's updates still apply in order."""
+        if len(update) >= OFF_LOOP_CHECK_BYTES:
+            return self._submit_large(session, update, on_durable)
+        self._apply(session, update, on_durable)
+        return None
+
+    async def _submit_large(
+        self, session: Session, update: bytes, on_durable: Callable[[int], None] | None
+    ) -> None:
+        ranges = await check_off_loop(update, self.name, self._settings.max_update_structs)
+        if session.state is not SessionState.ACTIVE:
+            return  # its peer left meanwhile: it sends it again if it comes back
+        prepared = await self._prepare(update, ranges)
+        if session.state is SessionState.ACTIVE:
+            self._apply(session, update, on_durable, ranges, prepared)
+
+    async def _prepare(self, update: bytes, ranges: UpdateRanges) -> Prepared | None:
         """Make on a thread what applying ``update`` reads of the document before
         changing it (Replica.prepare): cutting a large update, say one whose items
         wait for one another, costs the event loop too much. Done again (a few times
-        at most, then apply_update does it) if the document changed meanwhile."""
+        at most, then _apply does it) if the document changed meanwhile."""
         loop = asyncio.get_running_loop()
         prepared = None
         for _ in range(PREPARE_ATTEMPTS):
@@ -420,21 +404,16 @@ class Room:
                 break
         return prepared
 
-    def apply_update(
+    def _apply(
         self,
         session: Session,
         update: bytes,
-        on_durable: Callable[[int], None] | None = None,
+        on_durable: Callable[[int], None] | None,
         ranges: UpdateRanges | None = None,
         prepared: Prepared | None = None,
     ) -> None:
-        """Check and apply a peer's update and queue it for the store (``ranges``:
-        its check, ``prepared`` what applying it reads, both made beforehand off the
-        event loop, see check_off_loop and prepare). Once it is
-        stored it is sent to the other peers, and ``on_durable(seq)`` runs, in seq
-        order; an update that changes nothing is not stored, and ``on_durable`` runs
-        with the seq that covers it. Raises InvalidUpdate or Overloaded; the
-        document is then unchanged."""
+        """``submit`` on the event loop (``ranges``: the update's check, ``prepared``
+        what applying it reads, when made beforehand on a thread)."""
         if not update:
             raise InvalidUpdate("the update is empty", doc=self.name)
         if ranges is None:
@@ -466,10 +445,8 @@ class Room:
         self._flushed.clear()
         session.write_submitted()
         if applied is None:
-            callback = self._replay_done(session, on_durable)
-            self._writer.submit(
-                PendingWrite(self.name, None, callback, self.epoch, self._dropped(session))
-            )
+            submission = Submission(self.name, self.epoch, None, self, session, on_durable)
+            self._writer.submit(submission)
             return
         new = NewUpdate(
             self.name,
@@ -479,56 +456,44 @@ class Room:
             epoch=self.epoch,
             create=not self.stored,
         )
-        committed = self._committed(session, on_durable, applied.effect)
         self._in_flight[new.data] += 1
         self._writer.submit(
-            PendingWrite(self.name, new, committed, self.epoch, self._dropped(session, new.data))
+            Submission(self.name, self.epoch, new, self, session, on_durable, applied.effect)
         )
 
-    def _committed(
-        self, session: Session, on_durable: Callable[[int], None] | None, effect: bytes
-    ) -> Callable[[UpdateRecord | None], None]:
-        def committed(record: UpdateRecord | None) -> None:
-            assert record is not None  # an entry with an update gets its record
-            if not self.stored and record.epoch is not None and record.epoch != self.epoch:
-                self._adopt(record.epoch)
-            self.stored = True
-            self._landed(record.data)
-            self._offer(_Delivery(record, session, on_durable, effect))
+    # -- what the writer reports (collab.core.writer.WriteReport) ---------------------------
 
-        return committed
-
-    def _replay_done(
-        self, session: Session, on_durable: Callable[[int], None] | None
-    ) -> Callable[[UpdateRecord | None], None]:
-        def done(_: UpdateRecord | None) -> None:
-            # Everything queued before it is stored: acknowledge it once what is
-            # known to be stored has been sent, with the seq that covers it.
+    def committed(self, submission: Submission, record: UpdateRecord | None) -> None:
+        if record is None:
+            # A replay: everything queued before it is stored. It is acknowledged
+            # once what is known to be stored has been sent, with the seq covering it.
             target = self._known_seq
 
             def acknowledge() -> None:
-                self._acknowledged(session, on_durable, self.head_seq)
+                self._acknowledged(submission, self.head_seq)
 
             if self.head_seq >= target:
                 acknowledge()
             else:
                 self._waiting_acks.append((target, acknowledge))
+            return
+        if not self.stored and record.epoch is not None and record.epoch != self.epoch:
+            self._adopt(record.epoch)
+        self.stored = True
+        self._landed(record.data)
+        self._offer(_Delivery(record, submission))
 
-        return done
-
-    def _dropped(self, session: Session, data: bytes | None = None) -> Callable[[], None]:
-        def dropped() -> None:
-            # Never stored (the document was deleted or replaced): not acknowledged;
-            # the peer sends it again after it resubscribes.
-            self.pending_writes -= 1
-            if self.pending_writes == 0:
-                self._flushed.set()
-            session.write_durable()
-            if data is not None:
-                self._landed(data)
-                self._drain()
-
-        return dropped
+    def dropped(self, submission: Submission) -> None:
+        # Never stored (the document was deleted or replaced): not acknowledged;
+        # the peer sends it again after it resubscribes.
+        self.pending_writes -= 1
+        if self.pending_writes == 0:
+            self._flushed.set()
+        if submission.session is not None:
+            submission.session.write_durable()
+        if submission.update is not None:
+            self._landed(submission.update.data)
+            self._drain()
 
     def _landed(self, data: bytes) -> None:
         count = self._in_flight[data] - 1
@@ -550,12 +515,36 @@ class Room:
         """A record from the store's feed. This instance's own come through the
         writer, with their senders, and are left out here."""
         if record.epoch is not None and record.epoch != self.epoch:
-            # Of a deleted generation of this document (or, while this room has not
-            # stored its document yet, of one created elsewhere: its first write
-            # joins that one, and reads the log for what it lacks).
+            # Of a deleted generation of this document, or, while this room has not
+            # stored its document yet, of the one another instance just created:
+            # the store says which (a lagging feed may still carry a deleted one's).
+            if not self.stored and record.epoch not in self._epochs_checked:
+                self._epochs_checked.add(record.epoch)
+                if not self._tasks.closed:
+                    self._tasks.spawn(
+                        self._adopt_if_stored(record.epoch), name=f"epoch of {self.name}"
+                    )
             return
         if record.author.instance != self._instance:
             self._offer(_Delivery(record))
+
+    async def _adopt_if_stored(self, epoch: str) -> None:
+        """Another instance's record of an epoch this room does not know, while it has
+        not stored its document: if that is the document's stored epoch now, the
+        document was created elsewhere, and this room is that one's (it reads the
+        log for what it lacks, this record included)."""
+        delay = RETRY_FIRST_S
+        while True:
+            try:
+                stored = await self._stored_epoch(self.name)
+                break
+            except StoreError as exc:
+                log.warning("reading the epoch of %r failed, retrying: %s", self.name, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+        if stored == epoch and not self.stored:
+            self._adopt(epoch)
+            self.catch_up()
 
     def _adopt(self, epoch: str) -> None:
         """The document this room had not stored yet was created by another writer
@@ -581,19 +570,19 @@ class Room:
         seq = delivery.record.seq
         if seq <= self.head_seq:
             # Sent on already, read from the log before its writer reported it.
-            if delivery.session is not None:
-                self._acknowledged(delivery.session, delivery.on_durable, seq)
+            if delivery.submission is not None:
+                self._acknowledged(delivery.submission, seq)
             return
         self._known_seq = max(self._known_seq, seq)
         held = self._ahead.get(seq)
-        if held is None or (held.session is None and delivery.session is not None):
+        if held is None or (held.submission is None and delivery.submission is not None):
             self._ahead[seq] = delivery
         self._drain()
 
     def _drain(self) -> None:
         while (delivery := self._ahead.get(self.head_seq + 1)) is not None:
             if (
-                delivery.session is None
+                delivery.submission is None
                 and delivery.record.author.instance == self._instance
                 and delivery.record.data in self._in_flight
             ):
@@ -610,9 +599,10 @@ class Room:
             self._read_log(until=min(self._ahead) - 1)
 
     def _deliver(self, delivery: _Delivery) -> None:
-        record = delivery.record
-        effect = delivery.effect
-        if effect is None:
+        record, submission = delivery.record, delivery.submission
+        if submission is not None:
+            effect = submission.effect
+        else:
             # Another instance's (or read from the log): integrate it here too.
             effect = EMPTY_UPDATE
             try:
@@ -629,16 +619,16 @@ class Room:
         self._remember(record)
         # Peers get what was integrated, so they hold what this document holds; an
         # update that only waits for its dependencies is sent on when they arrive.
-        self._broadcast(
+        self.fanout.frame(
             lambda codec: codec.update_frame(self.name, record.seq, effect),
-            exclude=delivery.session,
+            exclude=submission.session if submission is not None else None,
             is_update=True,
         )
         for watch in list(self.watchers):
             watch(record)
-        if delivery.session is not None:
+        if submission is not None:
             self._metrics.ack_seconds.observe(max(0.0, time.time() - record.time_s))
-            self._acknowledged(delivery.session, delivery.on_durable, record.seq)
+            self._acknowledged(submission, record.seq)
 
     def _remember(self, record: UpdateRecord) -> None:
         """Keep the latest records, bounded in number and bytes, for resumes."""
@@ -650,17 +640,16 @@ class Room:
         ):
             self._recent_bytes -= len(self._recent.popleft().data)
 
-    def _acknowledged(
-        self, session: Session, on_durable: Callable[[int], None] | None, seq: int
-    ) -> None:
-        """Queue the ack of a session's update behind the frames queued before it
-        (the peer must see every lower seq first)."""
+    def _acknowledged(self, submission: Submission, seq: int) -> None:
+        """Queue the ack of a peer's update behind the frames queued before it (the
+        peer must see every lower seq first)."""
+        session = submission.session
+        assert session is not None  # a room's submissions have their sender
 
         def acknowledge() -> None:
-            self._acknowledge_now(session, on_durable, seq)
+            self._acknowledge_now(session, submission.on_durable, seq)
 
-        self._outgoing_special.add(session)
-        self._queue(_Outgoing(None, session, acknowledge))
+        self.fanout.ack(session, acknowledge)
 
     def _acknowledge_now(
         self, session: Session, on_durable: Callable[[int], None] | None, seq: int
@@ -712,270 +701,6 @@ class Room:
                 elif self._read_again:
                     self._read_again = False
                     self._read_log(until=None)
-
-    # -- awareness ------------------------------------------------------------------------
-
-    def apply_awareness(self, session: Session, update: bytes) -> None:
-        """Apply a peer's awareness update, as the server vouches for it: a client id
-        belongs to the session that first set it (another session of the same user
-        may take it over: a reconnect), the user's id and name from its token are
-        stamped on each state, and a session sets at most ``awareness_max_clients``
-        ids, of at most ``awareness_max_state_bytes`` each, at most
-        ``awareness_updates_per_s``. What passes is applied; raises InvalidUpdate
-        for an update that cannot be read, AccessDenied (awareness_denied) or
-        RateLimited (awareness_limit) for entries that were left out."""
-        s = self._settings
-        # Refused before anything is parsed: decoding reads every state's JSON.
-        largest = s.awareness_max_clients * (s.awareness_max_state_bytes + AWARENESS_ENTRY_BYTES)
-        if len(update) > largest:
-            raise RateLimited(
-                f"an awareness update may hold at most {largest} bytes: it was dropped",
-                code=ErrorCode.AWARENESS_LIMIT,
-                doc=self.name,
-            )
-        if session.awareness_bucket is not None and not session.awareness_bucket.take():
-            raise RateLimited(
-                f"at most {s.awareness_updates_per_s:g} awareness updates a second: "
-                "this one was dropped",
-                code=ErrorCode.AWARENESS_LIMIT,
-                doc=self.name,
-            )
-        try:
-            if awareness_entry_count(update) > s.awareness_max_clients:
-                raise RateLimited(
-                    f"an awareness update may hold at most {s.awareness_max_clients} "
-                    "clients: it was dropped",
-                    code=ErrorCode.AWARENESS_LIMIT,
-                    doc=self.name,
-                )
-            entries = decode_awareness_update(update)
-        except FormatError as exc:
-            raise InvalidUpdate(
-                f"the awareness update could not be decoded: {exc}",
-                code=ErrorCode.INVALID_AWARENESS,
-                doc=self.name,
-            ) from None
-        kept: list[AwarenessEntry] = []
-        denied: CollabError | None = None
-        owned = len(session.awareness_clients)
-        for entry in entries:
-            problem = self._awareness_problem(session, entry, owned)
-            if problem is not None:
-                denied = denied or problem
-                continue
-            if entry.client_id not in session.awareness_clients and entry.state is not None:
-                owned += 1
-            kept.append(self._stamped(session, entry))
-        if kept:
-            try:
-                self._awareness.apply_awareness_update(encode_awareness_update(kept), session)
-            except Exception as exc:  # pycrdt's awareness is Python: no panics, but guard it
-                raise InvalidUpdate(
-                    f"the awareness update could not be applied: {exc}",
-                    code=ErrorCode.INVALID_AWARENESS,
-                    doc=self.name,
-                ) from None
-        if denied is not None:
-            raise denied
-
-    def _awareness_problem(
-        self, session: Session, entry: AwarenessEntry, owned: int
-    ) -> CollabError | None:
-        """Why ``session`` may not set this entry, or None."""
-        s = self._settings
-        client_id = entry.client_id
-        if client_id not in session.awareness_clients:
-            held, owner = self._awareness_owner(client_id)
-            if held and owner != session.origin.user:
-                return AccessDenied(
-                    f"awareness client {client_id} belongs to another user",
-                    code=ErrorCode.AWARENESS_DENIED,
-                    doc=self.name,
-                )
-            if entry.state is not None and owned >= s.awareness_max_clients:
-                return RateLimited(
-                    f"a session may set at most {s.awareness_max_clients} awareness clients",
-                    code=ErrorCode.AWARENESS_LIMIT,
-                    doc=self.name,
-                )
-        if entry.state is not None:
-            size = len(json.dumps(entry.state, separators=(",", ":")).encode())
-            if size > s.awareness_max_state_bytes:
-                return RateLimited(
-                    f"an awareness state may hold at most {s.awareness_max_state_bytes} "
-                    f"bytes, not {size}",
-                    code=ErrorCode.AWARENESS_LIMIT,
-                    doc=self.name,
-                )
-        return None
-
-    def _awareness_owner(self, client_id: int) -> tuple[bool, str | None]:
-        """Whether anyone holds ``client_id``'s state, and whose user: its session's
-        here, else the user stamped on the state (another instance's client)."""
-        for other in self.sessions:
-            if client_id in other.awareness_clients:
-                return True, other.origin.user
-        state = self._awareness.states.get(client_id)
-        if state is None:
-            return False, None
-        stamp = state.get("user")
-        return True, (stamp.get("id") if isinstance(stamp, dict) else None)
-
-    @staticmethod
-    def _stamped(session: Session, entry: AwarenessEntry) -> AwarenessEntry:
-        """``entry`` with the session's user on it (nothing in open mode, where
-        there are no users)."""
-        if session.presence is None or entry.state is None:
-            return entry
-        given = entry.state.get("user")
-        # Only display fields the token does not decide are the client's own: a
-        # field such as "role" next to a stamped id would read as the server's word.
-        user = {k: given[k] for k in CLIENT_USER_FIELDS if isinstance(given, dict) and k in given}
-        user.update(session.presence)
-        return AwarenessEntry(entry.client_id, entry.clock, {**entry.state, "user": user})
-
-    def apply_remote_awareness(self, change: AwarenessChange) -> None:
-        """A state another instance published (checked there, and again here)."""
-        if change.instance == self._instance:
-            return
-        try:
-            entries = decode_awareness_update(change.update)
-        except FormatError as exc:
-            log.warning(
-                "%r: awareness from instance %s refused: %s", self.name, change.instance, exc
-            )
-            return
-        for entry in entries:
-            if entry.state is None:
-                self._remote_awareness.pop(entry.client_id, None)
-            else:
-                self._remote_awareness[entry.client_id] = change.expires_s
-        self._awareness.apply_awareness_update(change.update, REMOTE)
-
-    def expire_remote_awareness(self, now: float) -> None:
-        """Remove the states of other instances' clients that were not renewed: their
-        instance is gone, or they left and the news was lost."""
-        expired = [c for c, until in self._remote_awareness.items() if until <= now]
-        for client_id in expired:
-            del self._remote_awareness[client_id]
-        present = [c for c in expired if c in self._awareness.states]
-        if present:
-            self._awareness.remove_awareness_states(present, origin=REMOTE)
-
-    def local_awareness(self) -> list[tuple[int, bytes]]:
-        """The states this instance's peers own, one encoded update each."""
-        clients = sorted({c for s in self.sessions for c in s.awareness_clients})
-        return [
-            (c, self._awareness.encode_awareness_update([c]))
-            for c in clients
-            if c in self._awareness.states
-        ]
-
-    def awareness_snapshot(self) -> bytes | None:
-        clients = list(self._awareness.states)
-        return self._awareness.encode_awareness_update(clients) if clients else None
-
-    def _on_awareness_change(self, topic: str, args: tuple[dict[str, list[int]], Any]) -> None:
-        if topic != "update":
-            return
-        changes, origin = args
-        changed = changes["added"] + changes["updated"] + changes["removed"]
-        if isinstance(origin, Session):
-            self._track_awareness_owner(origin, changes)
-            self._publish_awareness(
-                self.name, [(c, self._awareness.encode_awareness_update([c])) for c in changed]
-            )
-        payload = self._awareness.encode_awareness_update(changed)
-        # Sent to the origin too, as y-websocket servers do: a y-websocket client
-        # that hears nothing for 30 s reconnects, and its own awareness renewal
-        # (every 15 s) is what it hears when it is alone.
-        self._broadcast(lambda codec: codec.awareness_frame(self.name, payload), exclude=None)
-
-    def _track_awareness_owner(self, session: Session, changes: dict[str, list[int]]) -> None:
-        # The session that last set a client's state owns it and removes it when it
-        # leaves. A client that reconnected before its old socket was found dead
-        # takes its state over, so the old socket's close does not remove it.
-        session.awareness_clients.difference_update(changes["removed"])
-        for client_id in changes["added"] + changes["updated"]:
-            self._remote_awareness.pop(client_id, None)
-            if client_id in session.awareness_clients:
-                continue
-            for other in self.sessions:
-                other.awareness_clients.discard(client_id)
-            session.awareness_clients.add(client_id)
-
-    # -- fan-out --------------------------------------------------------------------------
-
-    def _broadcast(
-        self,
-        encode: Callable[[FrameCodec], bytes | None],
-        *,
-        exclude: Session | None,
-        is_update: bool = False,
-    ) -> None:
-        """Queue an event for every session but ``exclude``; sent at the end of this
-        pass of the event loop."""
-        if exclude is not None:
-            self._outgoing_special.add(exclude)
-        self._queue(_Outgoing(encode, exclude, is_update=is_update))
-
-    def _queue(self, event: _Outgoing) -> None:
-        self._outgoing.append(event)
-        if self._flush_handle is None:
-            self._flush_handle = asyncio.get_running_loop().call_soon(self.flush_outgoing)
-
-    def flush_outgoing(self) -> None:
-        """Send what is queued: to each session, its frames of the queued events in
-        order as one list, its acks in their places."""
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-            self._flush_handle = None
-        if not self._outgoing:
-            return
-        events, special = self._outgoing, self._outgoing_special
-        self._outgoing, self._outgoing_special = [], set()
-        # Each event encoded once per protocol: frames[codec][i] is event i's frame.
-        frames: dict[FrameCodec, list[bytes | None]] = {}
-        shared: dict[FrameCodec, list[bytes]] = {}  # for sessions with no own events
-        shared_updates: dict[FrameCodec, int] = {}
-        sent = 0
-        try:
-            for session in list(self.sessions):
-                codec = session.codec
-                if codec not in frames:
-                    encoded = [e.encode(codec) if e.encode else None for e in events]
-                    frames[codec] = encoded
-                    shared[codec] = [f for f in encoded if f is not None]
-                    shared_updates[codec] = sum(
-                        1
-                        for e, f in zip(events, encoded, strict=True)
-                        if f is not None and e.is_update
-                    )
-                if session not in special:
-                    if shared[codec]:
-                        session.send_many(shared[codec])
-                        sent += shared_updates[codec]
-                    continue
-                batch: list[bytes] = []
-                for event, frame in zip(events, frames[codec], strict=True):
-                    if event.acknowledge is not None:
-                        if event.exclude is session:
-                            if batch:
-                                session.send_many(batch)
-                                batch = []
-                            event.run_ack()
-                    elif frame is not None and event.exclude is not session:
-                        batch.append(frame)
-                        sent += event.is_update
-                if batch:
-                    session.send_many(batch)
-        finally:
-            # Acks of sessions that left meanwhile (and, should anything above have
-            # failed, every ack not yet run): their bookkeeping must still run, or
-            # the room would wait for them forever.
-            for event in events:
-                event.run_ack()
-        self._metrics.updates_out.inc(sent)
 
     def __repr__(self) -> str:
         return f"<Room {self.name!r} seq={self.head_seq} sessions={len(self.sessions)}>"

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from collab.config import Settings
 from collab.core.thinning import snapshots_to_drop
-from collab.store.base import Checkpoint, SnapshotRecord
+from collab.store import Checkpoint, SnapshotRecord
 from collab.wire.replica import Replica
 
 EMPTY_STATE_VECTOR = b"\x00"

@@ -1,11 +1,12 @@
 """Group-commit writer: persistence off the message path.
 
-Rooms check and apply a peer's update at once and hand it to the writer. One task
-drains the queue in batches (everything queued while the previous batch was being
-committed goes into the next one), commits each batch in one store transaction,
-where the store gives every update its seq, and then runs each entry's
-``on_committed`` with the stored record: the room broadcasts it in seq order and
-acknowledges it. A failed write keeps its batch queued and is retried with backoff,
+Rooms check and apply a peer's update at once and hand it to the writer as a
+:class:`Submission`. One task drains the queue in batches (everything queued while
+the previous batch was being committed goes into the next one), commits each batch
+in one store transaction, where the store gives every update its seq, and then
+reports each submission committed, with its stored record, to its
+:class:`WriteReport` (its room), which broadcasts it in seq order and acknowledges
+it. A failed write keeps its batch queued and is retried with backoff,
 so nothing is acknowledged that is not stored and nothing queued is dropped.
 
 The queue is bounded in bytes (``write_queue_bytes``). Rooms ask :meth:`Writer.admit`
@@ -29,14 +30,17 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from itertools import islice
+from typing import Protocol
 
+from collab import memory
 from collab.config import Settings
 from collab.core.history import Sources, gather_sources, rebuild
+from collab.core.session import Session
 from collab.core.snapshots import EMPTY_STATE_VECTOR, Cadence, Encoded, encode
 from collab.core.thinning import snapshots_to_drop
 from collab.errors import DocumentChanged, Overloaded, SeqConflict, StoreError
 from collab.metrics import Metrics
-from collab.store.base import (
+from collab.store import (
     DocumentHead,
     NewUpdate,
     SnapshotRecord,
@@ -51,18 +55,30 @@ RETRY_FIRST_S = 0.05
 MAX_IMMEDIATE_RETRIES = 10  # lost seq races retried at once before backing off
 
 
-@dataclass(slots=True)
-class PendingWrite:
-    """One entry of the queue. ``update`` None: nothing to store, but
-    ``on_committed(None)`` runs only after every earlier entry is committed.
-    ``on_dropped`` runs instead when the document was deleted or replaced (its
-    ``epoch`` is gone): the entry is not stored, and not retried."""
+class WriteReport(Protocol):
+    """What the writer tells whoever queued a submission (a room), in queue order."""
+
+    def committed(self, submission: Submission, record: UpdateRecord | None) -> None:
+        """Stored, as ``record`` (None for a submission with nothing to store: every
+        entry queued before it is stored)."""
+
+    def dropped(self, submission: Submission) -> None:
+        """Not stored, and not retried: the document (that ``epoch`` of it) is gone."""
+
+
+@dataclass(slots=True, eq=False)
+class Submission:
+    """One entry of the queue: an update of a peer on its way to the store, and what
+    to do once it is durable. The writer reads ``doc``, ``epoch`` and ``update``
+    and reports to ``report``; the rest is the reporter's."""
 
     doc: str
-    update: NewUpdate | None
-    on_committed: Callable[[UpdateRecord | None], None]
-    epoch: str | None = None
-    on_dropped: Callable[[], None] | None = None
+    epoch: str | None  # the generation it was made for (None: no check)
+    update: NewUpdate | None  # None: it changed nothing (a replay): nothing to store
+    report: WriteReport
+    session: Session | None = None  # its sender
+    on_durable: Callable[[int], None] | None = None  # told the seq that covers it
+    effect: bytes = b""  # what applying it integrated: what the other peers are sent
 
 
 class Writer:
@@ -70,7 +86,7 @@ class Writer:
         self._store = store
         self._settings = settings
         self._metrics = metrics or Metrics()
-        self._queue: deque[PendingWrite] = deque()
+        self._queue: deque[Submission] = deque()
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -121,7 +137,7 @@ class Writer:
                 doc=doc,
             )
 
-    def submit(self, entry: PendingWrite) -> None:
+    def submit(self, entry: Submission) -> None:
         """Queue an entry; call :meth:`admit` first. Never raises."""
         self._queue.append(entry)
         if entry.update is not None:
@@ -251,8 +267,8 @@ class Writer:
     def _drop(self, stale: dict[str, str]) -> int:
         """Take the entries made for documents that are gone out of the queue;
         returns how many."""
-        kept: deque[PendingWrite] = deque()
-        dropped: list[PendingWrite] = []
+        kept: deque[Submission] = deque()
+        dropped: list[Submission] = []
         for entry in self._queue:
             if entry.epoch is not None and stale.get(entry.doc) == entry.epoch:
                 dropped.append(entry)
@@ -269,17 +285,16 @@ class Writer:
             ", ".join(sorted(stale)),
         )
         for entry in dropped:
-            if entry.on_dropped is not None:
-                try:
-                    entry.on_dropped()
-                except Exception:
-                    log.exception("on_dropped failed for %s", entry.doc)
+            try:
+                entry.report.dropped(entry)
+            except Exception:
+                log.exception("reporting a dropped update of %s failed", entry.doc)
         for doc, epoch in stale.items():
             for listener in self.on_document_changed:
                 listener(doc, epoch)
         return len(dropped)
 
-    def _complete(self, batch: list[PendingWrite], records: list[UpdateRecord]) -> None:
+    def _complete(self, batch: list[Submission], records: list[UpdateRecord]) -> None:
         self.batches_committed += 1
         stored = iter(records)
         for entry in batch:
@@ -291,9 +306,9 @@ class Writer:
         for entry in batch:
             record = next(stored) if entry.update is not None else None
             try:
-                entry.on_committed(record)
+                entry.report.committed(entry, record)
             except Exception:
-                log.exception("on_committed failed for %s", entry.doc)
+                log.exception("reporting a committed update of %s failed", entry.doc)
 
     # -- snapshots ----------------------------------------------------------------------
 
@@ -377,9 +392,13 @@ class Writer:
         )
         assert encoded.snapshot is not None and encoded.checkpoint is not None
         await self._store.save_snapshot(encoded.snapshot)
-        log.debug("snapshot of %r at seq %d (%d bytes)", doc, at, len(encoded.snapshot.data))
+        size = len(encoded.snapshot.data)
+        log.debug("snapshot of %r at seq %d (%d bytes)", doc, at, size)
         await self._store.save_checkpoint(encoded.checkpoint)
+        del encoded, sources
         await self._thin(doc)
+        if size >= memory.TRIM_AFTER_BYTES and s.memory_trim_s > 0:
+            await loop.run_in_executor(None, memory.trim)
         return True
 
     @staticmethod

@@ -9,7 +9,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 
 from collab.core.manager import RoomManager
-from collab.store.base import UpdateRecord
+from collab.store import UpdateRecord
 
 
 class DocumentReplaced(Exception):

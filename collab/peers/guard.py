@@ -4,8 +4,10 @@ presence, and a bounded budget of log lines about its bad input."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable
+import time
+from collections.abc import Awaitable, Callable
 
 from collab.auth import Identity
 from collab.config import Settings
@@ -48,6 +50,15 @@ def stamp(session: Session, identity: Identity, settings: Settings) -> Session:
     rate = settings.awareness_updates_per_s
     session.awareness_bucket = TokenBucket(rate, max(1.0, 3 * rate))
     return session
+
+
+def expiry_timer(identity: Identity, expired: Callable[[], None]) -> asyncio.TimerHandle | None:
+    """A timer that calls ``expired`` once the identity's token expires (None: its
+    token does not). Cancel it when the connection ends or the token is renewed."""
+    if identity.expires_s is None:
+        return None
+    delay = max(0.0, identity.expires_s - time.time())
+    return asyncio.get_running_loop().call_later(delay, expired)
 
 
 async def both(first: Awaitable[None] | None, second: Awaitable[None] | None) -> None:

@@ -17,15 +17,14 @@ import time
 import unicodedata
 from collections.abc import Awaitable, Callable
 from enum import Enum
-from typing import Any
 
 from collab import __version__
 from collab.auth import Authenticator, Identity, Role
 from collab.config import Settings
-from collab.core.history import retained_from
+from collab.core.history import page_of_updates, retained_from
 from collab.core.manager import RoomManager
 from collab.core.origin import Origin
-from collab.core.room import OFF_LOOP_CHECK_BYTES, Resume, check_off_loop
+from collab.core.room import Resume
 from collab.core.session import Session, SessionState
 from collab.errors import (
     AccessDenied,
@@ -36,9 +35,10 @@ from collab.errors import (
     RateLimited,
     StoreError,
 )
-from collab.peers.guard import InputGuard, both, stamp
+from collab.names import validate_document_name
+from collab.peers.guard import InputGuard, both, expiry_timer, stamp
 from collab.peers.transport import Transport, close_reason, new_connection_id
-from collab.store.base import MAX_SEQ
+from collab.store import MAX_SEQ, UpdateRecord
 from collab.tasks import TaskGroup
 from collab.wire.native import (
     NATIVE_FRAMES,
@@ -62,13 +62,11 @@ from collab.wire.native import (
     Welcome,
     decode_client_message,
     encode,
-    validate_document_name,
+    sync_parts,
 )
 
 log = logging.getLogger("collab.protocol")
 
-SYNC_OVERHEAD_BYTES = 256  # a sync part's fields besides its slice, its name and sv
-MIN_SYNC_PART_BYTES = 1024
 MAX_HISTORY_REQUESTS = 2  # per connection, in flight at once
 HISTORY_PAGE_UPDATES = 1000  # at most, per history page
 HISTORY_FRAME_OVERHEAD = 512  # a history page's fields besides its updates
@@ -247,11 +245,8 @@ class NativeConnection:
     def _watch_expiry(self) -> None:
         if self._expiry is not None:
             self._expiry.cancel()
-            self._expiry = None
         assert self.identity is not None
-        if self.identity.expires_s is not None:
-            delay = max(0.0, self.identity.expires_s - time.time())
-            self._expiry = asyncio.get_running_loop().call_later(delay, self._expire)
+        self._expiry = expiry_timer(self.identity, self._expire)
 
     def _expire(self) -> None:
         """The token expired: every subscription ends and nothing is accepted but a
@@ -379,12 +374,18 @@ class NativeConnection:
         if reply is None:  # unsubscribed while the document was loading
             return
         # No await from room.join to the first part: nothing reaches the peer before it.
-        parts = self._sync_parts(session.doc, reply.missing, reply.state_vector)
+        parts = sync_parts(
+            session.doc,
+            reply.missing,
+            reply.state_vector,
+            part_bytes=self._settings.sync_chunk_bytes,
+            max_frame_bytes=self._max_frame_bytes,
+        )
         first = Sync(
             doc=session.doc,
             epoch=reply.epoch,
             seq=reply.seq,
-            update=reply.missing[parts[0]],
+            update=bytes(parts[0]),
             role=str(session.role),
             mode=str(reply.mode),
         )
@@ -392,7 +393,7 @@ class NativeConnection:
             self.send(encode(dataclasses.replace(first, sv=reply.state_vector)))
         else:
             self._tasks.spawn(
-                self._send_parts(first, reply.missing, parts, reply.state_vector),
+                self._send_parts(first, parts, reply.state_vector, len(reply.missing)),
                 name=f"sync {session.doc}",
             )
         if reply.awareness is not None:
@@ -420,40 +421,23 @@ class NativeConnection:
             session.draining = False
             session.inbox, session.inbox_bytes = [], 0
 
-    def _sync_parts(self, doc: str, update: bytes, state_vector: bytes) -> list[slice]:
-        """Where to cut ``update`` so that each sync frame fits the part size and
-        the client's frame limit; the last frame also carries the state vector
-        (an extra part with an empty slice if it would not fit beside one). Each
-        part is sliced as it is sent: slicing them all at once would copy the
-        whole answer (a large document's size) once more for the whole send."""
-        size = self._settings.sync_chunk_bytes
-        if self._max_frame_bytes is not None:
-            room = self._max_frame_bytes - SYNC_OVERHEAD_BYTES - len(doc.encode())
-            size = min(size, max(MIN_SYNC_PART_BYTES, room))
-        if len(update) + len(state_vector) <= size:
-            return [slice(0, len(update))]
-        parts = [slice(start, start + size) for start in range(0, len(update), size)]
-        if len(update) - parts[-1].start + len(state_vector) > size:
-            parts.append(slice(len(update), len(update)))
-        return parts
-
     async def _send_parts(
-        self, first: Sync, update: bytes, parts: list[slice], state_vector: bytes
+        self, first: Sync, parts: list[memoryview], state_vector: bytes, total: int
     ) -> None:
         """Send a large sync answer part by part, each once the socket has written
         most of the one before: the outbound bound applies to what piles up, and
         a large document must not make it close the peer."""
-        size = parts[0].stop - parts[0].start
+        size = len(parts[0])
         for index, part in enumerate(parts):
             if self.state is ConnectionState.CLOSED or first.doc not in self.sessions:
                 return
             last = index == len(parts) - 1
             message = dataclasses.replace(
                 first,
-                update=update[part],
+                update=bytes(part),  # one part copied at a time
                 part=index,
                 parts=len(parts),
-                total_bytes=len(update),
+                total_bytes=total,
                 sv=state_vector if last else None,
             )
             self.send(encode(message))
@@ -485,7 +469,7 @@ class NativeConnection:
         room = session.room
         assert room is not None
         if isinstance(message, Awareness):
-            room.apply_awareness(session, message.update)
+            room.awareness.apply(session, message.update)
             return None
         if session.role is not Role.WRITE:
             raise AccessDenied(
@@ -494,49 +478,36 @@ class NativeConnection:
                 doc=message.doc,
                 ref=ref,
             )
-        if len(message.update) >= OFF_LOOP_CHECK_BYTES:
-            return self._apply_large(session, message)
-        self._apply(session, message)
+        try:
+            pending = room.submit(
+                session, message.update, self._ack_sender(session.doc, message.ref)
+            )
+        except CollabError as exc:
+            self._refused(exc, message)
+            raise
+        if pending is not None:
+            return self._applied_later(pending, message)
+        self._updates_in.inc()
         return None
 
-    def _apply(
-        self, session: Session, message: ClientUpdate, ranges: Any = None, prepared: Any = None
-    ) -> None:
-        room = session.room
-        assert room is not None
-        try:
-            room.apply_update(
-                session,
-                message.update,
-                self._ack_sender(session.doc, message.ref),
-                ranges,
-                prepared,
-            )
-        except CollabError as exc:
-            exc.ref = message.ref
-            self._rooms.metrics.updates_refused.labels(exc.code).inc()
-            raise
-        self._updates_in.inc()
+    def _refused(self, error: CollabError, message: ClientUpdate) -> None:
+        error.ref = message.ref
+        self._rooms.metrics.updates_refused.labels(error.code).inc()
 
-    async def _apply_large(self, session: Session, message: ClientUpdate) -> None:
-        """A large update is checked on a thread; the socket is not read meanwhile,
-        so this connection's messages still apply in order."""
+    async def _applied_later(self, pending: Awaitable[None], message: ClientUpdate) -> None:
+        """A large update, checked on a thread; the socket is not read meanwhile, so
+        this connection's messages still apply in order."""
         try:
-            ranges = await check_off_loop(
-                message.update, session.doc, self._settings.max_update_structs
-            )
-            room, prepared = session.room, None
-            if room is not None and session.state is SessionState.ACTIVE:
-                prepared = await room.prepare(message.update, ranges)
-            if session.state is SessionState.ACTIVE and self.state is ConnectionState.OPEN:
-                self._apply(session, message, ranges, prepared)
+            await pending
         except CollabError as exc:
-            exc.ref = message.ref
+            self._refused(exc, message)
             self._report(exc)
         except Exception:
-            # As in on_message: this runs as the task Tornado awaits, outside it.
+            # As in receive: this runs as the task Tornado awaits, outside it.
             log.exception("%s: unexpected error applying an update", self)
             self._report(CollabError("internal server error", code=ErrorCode.INTERNAL))
+        else:
+            self._updates_in.inc()
 
     def _ack_sender(self, doc: str, ref: int) -> Callable[[int], None]:
         def send_ack(seq: int) -> None:
@@ -592,47 +563,32 @@ class NativeConnection:
                 )
             limit = min(message.limit or HISTORY_PAGE_UPDATES, HISTORY_PAGE_UPDATES)
             until = info.head_seq if message.until is None else min(message.until, info.head_seq)
-            records = await store.read_updates(
-                message.doc, after_seq=message.after, until_seq=until, limit=limit
+            accepted = self._max_frame_bytes or self._settings.max_frame_bytes
+            budget = min(accepted, self._settings.max_frame_bytes) - HISTORY_FRAME_OVERHEAD
+            records, more = await page_of_updates(
+                store,
+                message.doc,
+                after_seq=message.after,
+                until_seq=until,
+                limit=limit,
+                max_bytes=budget,
+                size_of=_history_entry_bytes,
             )
-            budget = (
-                min(
-                    self._max_frame_bytes or self._settings.max_frame_bytes,
-                    self._settings.max_frame_bytes,
+            if records and _history_entry_bytes(records[0]) > budget:
+                raise CollabError(
+                    f"the update at seq {records[0].seq} ({len(records[0].data)} bytes) does "
+                    "not fit in a frame you accept (hello.max_frame_bytes)",
+                    code=ErrorCode.TOO_LARGE,
                 )
-                - HISTORY_FRAME_OVERHEAD
-            )
-            page: list[dict[str, Any]] = []
-            size = 0
-            for record in records:
-                entry_size = (
-                    len(record.data)
-                    + HISTORY_ENTRY_OVERHEAD
-                    + len(
-                        f"{record.author.user}{record.author.client}{record.author.instance}".encode()
-                    )
-                )
-                if page and size + entry_size > budget:
-                    break
-                if entry_size > budget:
-                    raise CollabError(
-                        f"the update at seq {record.seq} ({len(record.data)} bytes) does not "
-                        "fit in a frame you accept (hello.max_frame_bytes)",
-                        code=ErrorCode.TOO_LARGE,
-                    )
-                size += entry_size
-                page.append(
-                    {
-                        "seq": record.seq,
-                        "time_s": record.time_s,
-                        "user": record.author.user,
-                        "client": record.author.client,
-                        "instance": record.author.instance,
-                        "update": record.data,
-                    }
-                )
-            last = page[-1]["seq"] if page else message.after
-            more = bool(page) and last < until
+            page = [
+                {
+                    "seq": r.seq,
+                    "time_s": r.time_s,
+                    **r.author.as_dict(),
+                    "update": r.data,
+                }
+                for r in records
+            ]
             self.send(
                 encode(
                     HistoryPage(
@@ -640,7 +596,7 @@ class NativeConnection:
                         id=message.id,
                         updates=page,
                         head=info.head_seq,
-                        next_after=last if more else None,
+                        next_after=records[-1].seq if more else None,
                     )
                 )
             )
@@ -720,6 +676,13 @@ class NativeConnection:
 
     def __str__(self) -> str:
         return f"ws {self.id} {self.remote}"
+
+
+def _history_entry_bytes(record: UpdateRecord) -> int:
+    """What an update takes in a history page's frame, at most."""
+    author = record.author
+    names = f"{author.user}{author.client}{author.instance}".encode()
+    return len(record.data) + HISTORY_ENTRY_OVERHEAD + len(names)
 
 
 def _whole_seconds(time_s: float | None) -> int | None:

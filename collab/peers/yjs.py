@@ -12,18 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable
-from typing import Any
 
 from collab.auth import Identity, Role
 from collab.config import Settings
 from collab.core.manager import RoomManager
 from collab.core.origin import Origin
-from collab.core.room import OFF_LOOP_CHECK_BYTES, check_off_loop
 from collab.core.session import Session, SessionState
 from collab.errors import AccessDenied, CloseCode, CollabError, ErrorCode, Overloaded, RateLimited
-from collab.peers.guard import InputGuard, both, stamp
+from collab.peers.guard import InputGuard, both, expiry_timer, stamp
 from collab.peers.transport import Transport, close_reason, new_connection_id
 from collab.wire import yjs as yjs_protocol
 from collab.wire.yjs import YJS_FRAMES, YjsKind
@@ -65,15 +62,12 @@ class YjsConnection:
         self._closing = False
         self._told_read_only = False
         self._guard = InputGuard(settings, log, self)
-        self._max_update_structs = settings.max_update_structs
         self._expiry: asyncio.TimerHandle | None = None
         self._stopped: asyncio.Future[None] | None = None
 
     async def open(self) -> None:
         """Join the document's room, then greet the peer as y-websocket does."""
-        if self.identity.expires_s is not None:
-            delay = max(0.0, self.identity.expires_s - time.time())
-            self._expiry = asyncio.get_running_loop().call_later(delay, self._expired)
+        self._expiry = expiry_timer(self.identity, self._expired)
         try:
             reply = await self._rooms.join(self.session.doc, self.session, None)
         except CollabError as exc:
@@ -134,22 +128,16 @@ class YjsConnection:
                 if self.session.role is not Role.WRITE:
                     # Providers always answer step 1, often with nothing the room
                     # lacks (an empty update, or only deletions it already has).
-                    if len(message.payload) >= OFF_LOOP_CHECK_BYTES:
-                        return self._covers_large(message.payload)
-                    if not self._room_covers(message.payload):
-                        self._refuse_write()
-                    return None
-                if len(message.payload) >= OFF_LOOP_CHECK_BYTES:
-                    return self._apply_large(message.payload)
-                self._apply(message.payload)
+                    return self._ignore_if_held(message.payload)
+                return self._submit(message.payload)
             case YjsKind.AWARENESS:
                 try:
-                    room.apply_awareness(self.session, message.payload)
+                    room.awareness.apply(self.session, message.payload)
                 except (AccessDenied, RateLimited) as exc:
                     # y-websocket has no error message: the entries are left out.
                     self._guard.log.log(logging.INFO, "awareness: %s", exc.message)
             case YjsKind.QUERY_AWARENESS:
-                snapshot = room.awareness_snapshot()
+                snapshot = room.awareness.snapshot()
                 if snapshot is not None:
                     self.send(yjs_protocol.awareness(snapshot))
             case YjsKind.UNKNOWN:
@@ -158,28 +146,29 @@ class YjsConnection:
                 )
         return None
 
-    def _apply(self, update: bytes, ranges: Any = None, prepared: Any = None) -> None:
+    def _submit(self, update: bytes) -> Awaitable[None] | None:
         room = self.session.room
         assert room is not None
         try:
-            room.apply_update(self.session, update, None, ranges, prepared)
+            pending = room.submit(self.session, update)
         except CollabError as exc:
             self._rooms.metrics.updates_refused.labels(exc.code).inc()
             raise
+        if pending is not None:
+            return self._applied_later(pending)
         self._updates_in.inc()
+        return None
 
-    async def _apply_large(self, update: bytes) -> None:
-        """Checked on a thread; the socket is not read meanwhile (order is kept)."""
+    async def _applied_later(self, pending: Awaitable[None]) -> None:
+        """A large update, checked on a thread; the socket is not read meanwhile."""
         try:
-            ranges = await check_off_loop(update, self.session.doc, self._max_update_structs)
-            room = self.session.room
-            if room is None or self._closing or self.session.state is not SessionState.ACTIVE:
-                return
-            prepared = await room.prepare(update, ranges)
-            if not self._closing and self.session.state is SessionState.ACTIVE:
-                self._apply(update, ranges, prepared)
+            await pending
         except Exception as exc:  # this runs as the task Tornado awaits, outside on_message
+            if isinstance(exc, CollabError):
+                self._rooms.metrics.updates_refused.labels(exc.code).inc()
             self._refuse(exc, "applying an update")
+        else:
+            self._updates_in.inc()
 
     def _refuse(self, exc: Exception, doing: str) -> None:
         """Close for what went wrong with a peer's message (call it in the except
@@ -193,26 +182,17 @@ class YjsConnection:
             log.exception("%s: unexpected error %s", self, doing)
             self._fail(CloseCode.INTERNAL_ERROR, "internal server error")
 
-    async def _covers_large(self, update: bytes) -> None:
-        """A read-only peer's large update, checked on a thread like a writer's:
-        ignored if the room holds it already, else refused."""
-        try:
-            ranges = await check_off_loop(update, self.session.doc, self._max_update_structs)
-        except CollabError:
-            ranges = None
-        room = self.session.room
-        if self._closing or room is None or self.session.state is not SessionState.ACTIVE:
-            return
-        if ranges is None or not room.covers(update, ranges):
-            self._refuse_write()
-
-    def _room_covers(self, update: bytes) -> bool:
+    async def _ignore_if_held(self, update: bytes) -> None:
+        """A read-only peer's update: ignored if the room holds it already, else
+        refused (checked on a thread when large, like a writer's)."""
         room = self.session.room
         assert room is not None
         try:
-            return room.covers(update)
+            held = await room.covers(update)
         except CollabError:
-            return False
+            held = False
+        if not held and not self._closing and self.session.state is SessionState.ACTIVE:
+            self._refuse_write()
 
     def _refuse_write(self) -> None:
         self._guard.log.log(

@@ -1,46 +1,75 @@
-"""Stores: where documents live. ``create_store`` picks a backend from a URL."""
+"""Stores: where documents live. ``create_store`` picks a backend from a URL.
+
+The interface, by area, is collab.store.base; the records it takes and gives are
+collab.store.records. Both are named here: import them from ``collab.store``."""
 
 from __future__ import annotations
 
 from collab.store.base import (
+    DocumentStore,
+    FeedStore,
+    LogStore,
+    PresenceStore,
+    RepairStore,
+    SnapshotStore,
+    Store,
+)
+from collab.store.records import (
+    MAX_SEQ,
     AppendResult,
     Author,
     AwarenessChange,
+    Checkpoint,
     DocumentHead,
     DocumentInfo,
+    FeedPosition,
     LoadedDocument,
     NewUpdate,
+    QuarantinedEntry,
+    Repair,
     SnapshotRecord,
-    Store,
     UpdateRecord,
 )
 
 __all__ = [
+    "MAX_SEQ",
     "AppendResult",
     "Author",
     "AwarenessChange",
+    "Checkpoint",
     "DocumentHead",
     "DocumentInfo",
+    "DocumentStore",
+    "FeedPosition",
+    "FeedStore",
     "LoadedDocument",
+    "LogStore",
     "NewUpdate",
+    "PresenceStore",
+    "QuarantinedEntry",
+    "Repair",
+    "RepairStore",
     "SnapshotRecord",
+    "SnapshotStore",
     "Store",
     "UpdateRecord",
     "create_store",
 ]
 
 
-def create_store(url: str) -> Store:
+def create_store(url: str, *, create: bool = True) -> Store:
     """A store for ``url``: ``sqlite:///path.db``, ``mongodb://host:port/database``
-    (or ``mongodb+srv://``) or ``memory://``. Call ``open()`` next."""
+    (or ``mongodb+srv://``) or ``memory://``. Call ``open()`` next. ``create``
+    False: ``open()`` raises StoreError when there is no store there yet, instead of
+    making one (a command that only reads must not leave an empty store behind)."""
     if url.startswith(("mongodb:", "mongodb+srv:")):
         from collab.store.mongodb import MongoStore
 
-        return MongoStore(url)
+        return MongoStore(url, create=create)
     if url.startswith("sqlite:"):
         from collab.store.sqlite import SQLiteStore, path_from_url
 
-        return SQLiteStore(path_from_url(url))
+        return SQLiteStore(path_from_url(url), create=create)
     if url.startswith("memory:"):
         from collab.store.memory import MemoryStore
 

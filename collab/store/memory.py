@@ -14,7 +14,8 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from collab.errors import DocumentChanged, StoreError
-from collab.store.base import (
+from collab.store.base import Store, creating, expected_epochs, next_heads
+from collab.store.records import (
     AppendResult,
     AwarenessChange,
     Checkpoint,
@@ -26,11 +27,7 @@ from collab.store.base import (
     QuarantinedEntry,
     Repair,
     SnapshotRecord,
-    Store,
     UpdateRecord,
-    creating,
-    expected_epochs,
-    next_heads,
 )
 
 
@@ -80,7 +77,7 @@ class MemoryStore(Store):
         async with self._changed:
             self._changed.notify_all()
 
-    # -- documents and the log ----------------------------------------------------------
+    # -- documents ----------------------------------------------------------------------
 
     async def load(self, doc: str, *, create: bool = False) -> LoadedDocument:
         if not create and doc not in self._docs:
@@ -92,6 +89,48 @@ class MemoryStore(Store):
         updates = tuple(document.updates[max(0, after - document.pruned) :])
         self.stats.log_rows_read += len(updates)
         return LoadedDocument(doc, document.epoch, snapshot, updates)
+
+    async def delete_document(self, doc: str) -> bool:
+        for key in [key for key in self._awareness if key[0] == doc]:
+            del self._awareness[key]
+        return self._docs.pop(doc, None) is not None
+
+    async def get_document(self, doc: str) -> DocumentInfo | None:
+        document = self._docs.get(doc)
+        if document is None:
+            return None
+        return DocumentInfo(
+            doc, document.epoch, document.head_seq, document.created_s, document.updated_s
+        )
+
+    async def list_documents(
+        self, *, prefix: str = "", after: str | None = None, limit: int | None = None
+    ) -> list[DocumentInfo]:
+        names = [
+            name
+            for name in sorted(self._docs)
+            if name.startswith(prefix) and (after is None or name > after)
+        ]
+        names = names[:limit]
+        self.stats.document_rows_read += len(names)
+        return [info for name in names if (info := await self.get_document(name))]
+
+    async def stored_bytes(self, docs: Sequence[str]) -> dict[str, int]:
+        return {
+            name: sum(len(r.data) for r in document.updates)
+            + sum(len(s.data) + len(s.waiting or b"") for s in document.snapshots.values())
+            + sum(
+                len(c.data) + len(c.waiting) + len(c.state_vector)
+                for c in document.checkpoints.values()
+            )
+            for name in docs
+            if (document := self._docs.get(name)) is not None
+        }
+
+    async def head_seqs(self, docs: Sequence[str]) -> dict[str, int]:
+        return {name: self._docs[name].head_seq for name in docs if name in self._docs}
+
+    # -- the log ------------------------------------------------------------------------
 
     async def append(self, updates: Sequence[NewUpdate]) -> AppendResult:
         if not updates:
@@ -131,11 +170,6 @@ class MemoryStore(Store):
         await self._notify()
         return AppendResult(records, after)
 
-    async def delete_document(self, doc: str) -> bool:
-        for key in [key for key in self._awareness if key[0] == doc]:
-            del self._awareness[key]
-        return self._docs.pop(doc, None) is not None
-
     async def read_updates(
         self,
         doc: str,
@@ -155,39 +189,6 @@ class MemoryStore(Store):
         rows = document.updates[start - document.pruned : max(start, end) - document.pruned]
         self.stats.log_rows_read += len(rows)
         return rows
-
-    async def get_document(self, doc: str) -> DocumentInfo | None:
-        document = self._docs.get(doc)
-        if document is None:
-            return None
-        return DocumentInfo(
-            doc, document.epoch, document.head_seq, document.created_s, document.updated_s
-        )
-
-    async def list_documents(
-        self, *, prefix: str = "", after: str | None = None, limit: int | None = None
-    ) -> list[DocumentInfo]:
-        names = [
-            name
-            for name in sorted(self._docs)
-            if name.startswith(prefix) and (after is None or name > after)
-        ]
-        return [info for name in names[:limit] if (info := await self.get_document(name))]
-
-    async def stored_bytes(self, docs: Sequence[str]) -> dict[str, int]:
-        return {
-            name: sum(len(r.data) for r in document.updates)
-            + sum(len(s.data) + len(s.waiting or b"") for s in document.snapshots.values())
-            + sum(
-                len(c.data) + len(c.waiting) + len(c.state_vector)
-                for c in document.checkpoints.values()
-            )
-            for name in docs
-            if (document := self._docs.get(name)) is not None
-        }
-
-    async def head_seqs(self, docs: Sequence[str]) -> dict[str, int]:
-        return {name: self._docs[name].head_seq for name in docs if name in self._docs}
 
     # -- the feed -----------------------------------------------------------------------
 

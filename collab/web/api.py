@@ -4,6 +4,13 @@ routes are in collab.web.documents.
 With authentication on, requests carry the same token as WebSockets, as
 ``Authorization: Bearer <token>`` or ``?token=``; a document needs at least a
 read grant.
+
+A request pays before it is read: every route streams its body
+(``stream_request_body``), so that :meth:`ApiHandler.prepare` sees the request's
+head alone. It checks the token (401) and the size the request declares against
+what the route takes (413, :meth:`ApiHandler.max_body_bytes`) before a byte of
+the body is read; a request refused there is answered and its connection closed,
+its body never read.
 """
 
 from __future__ import annotations
@@ -15,23 +22,64 @@ import tornado.web
 from tornado import httputil
 
 from collab.auth import Identity, Role
+from collab.config import Settings
 from collab.core.history import NotRetained
 from collab.errors import AccessDenied, ProtocolError, StoreError
 from collab.metrics import CONTENT_TYPE_LATEST
-from collab.store.base import MAX_SEQ, DocumentInfo
+from collab.names import validate_document_name
+from collab.store import MAX_SEQ, DocumentInfo
 from collab.web.access_log import RedactingHandlerMixin
-from collab.wire.native import validate_document_name
 
 if TYPE_CHECKING:
     from collab.app import CollabServer
 
+SMALL_JSON_BYTES = 4096  # the body of a route that takes a few fields: {"seq": N}
 
+
+@tornado.web.stream_request_body
 class ApiHandler(RedactingHandlerMixin, tornado.web.RequestHandler):
+    #: whether requests need a token (when the server requires tokens at all)
+    authenticated = True
+
     def initialize(self, server: CollabServer) -> None:
         self.server = server
+        self._identity: Identity | None = None
+        self._body = bytearray()
+
+    @classmethod
+    def max_body_bytes(cls, settings: Settings) -> int:
+        """The largest body this route reads; larger ones are refused unread (413)."""
+        return 0
 
     def set_default_headers(self) -> None:
         self.set_header("Cache-Control", "no-store")
+
+    def check_trusted_origin(self, origin: str) -> bool:
+        """A page of another origin may change something (POST, DELETE) only when
+        the server trusts it (collab.web.sites); Tornado's cross-origin protection
+        asks, before :meth:`prepare`, about requests that come from such pages."""
+        return self.server.sites.origin_trusted(origin)
+
+    def prepare(self) -> None:
+        if self.authenticated:
+            self.identity()
+        limit = self.max_body_bytes(self.server.settings)
+        declared = self.request.headers.get("Content-Length", "0").strip()
+        if declared.isdigit() and int(declared) > limit:
+            raise tornado.web.HTTPError(
+                413, f"this request takes a body of at most {limit} bytes, not {declared}"
+            )
+        # Tornado reads no body past this (any other Content-Length, a chunked body),
+        # closing the connection instead: the Listener's limit (0) raised for this
+        # request, now that it has shown who sends it.
+        self.request.connection.set_max_body_size(limit)  # type: ignore[attr-defined]
+
+    def data_received(self, chunk: bytes) -> None:
+        self._body += chunk  # at most max_body_bytes: Tornado stops reading past it
+
+    @property
+    def body(self) -> bytes:
+        return bytes(self._body)
 
     def decode_argument(self, value: bytes, name: str | None = None) -> str:
         """Path arguments (``name`` None) are document names: normalised as every
@@ -58,12 +106,16 @@ class ApiHandler(RedactingHandlerMixin, tornado.web.RequestHandler):
         self.write_json({"error": message}, status_code)
 
     def identity(self) -> Identity:
-        header = self.request.headers.get("Authorization", "")
-        token = header[7:] if header.lower().startswith("bearer ") else None
-        try:
-            return self.server.auth.authenticate(token or self.get_query_argument("token", None))
-        except AccessDenied as exc:
-            raise tornado.web.HTTPError(401, exc.message) from None
+        if self._identity is None:
+            header = self.request.headers.get("Authorization", "")
+            token = header[7:] if header.lower().startswith("bearer ") else None
+            try:
+                self._identity = self.server.auth.authenticate(
+                    token or self.get_query_argument("token", None)
+                )
+            except AccessDenied as exc:
+                raise tornado.web.HTTPError(401, exc.message) from None
+        return self._identity
 
     def require_read(self, doc: str) -> None:
         if self.identity().role_for(doc) is None:
@@ -87,21 +139,28 @@ class ApiHandler(RedactingHandlerMixin, tornado.web.RequestHandler):
 
     def int_argument(self, name: str, default: int | None) -> int | None:
         raw = self.get_query_argument(name, None)
-        if raw is None:
-            return default
-        try:
-            value = int(raw)
-        except ValueError:
-            raise tornado.web.HTTPError(400, f"{name} must be an integer") from None
-        if not 0 <= value <= MAX_SEQ:
-            raise tornado.web.HTTPError(400, f"{name} must be between 0 and {MAX_SEQ}")
-        return value
+        return default if raw is None else seq_value(raw, name)
 
     def on_store_error(self, exc: StoreError) -> NoReturn:
         if isinstance(exc, NotRetained):  # older than the history kept: gone for good
             raise tornado.web.HTTPError(410, str(exc))
         # A broken database is an outage, not a missing document.
         raise tornado.web.HTTPError(503, f"store unavailable: {exc}")
+
+
+def seq_value(raw: object, name: str) -> int:
+    """A seq (or a count as large), as a request gives it (a path, a query argument,
+    a header, a JSON field), named ``name`` in the error: 400 unless it is a whole
+    number from 0 to MAX_SEQ."""
+    if isinstance(raw, bool):
+        raise tornado.web.HTTPError(400, f"{name} must be an integer")
+    try:
+        value = int(raw)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        raise tornado.web.HTTPError(400, f"{name} must be an integer") from None
+    if not 0 <= value <= MAX_SEQ:
+        raise tornado.web.HTTPError(400, f"{name} must be between 0 and {MAX_SEQ}")
+    return value
 
 
 def status_of(server: CollabServer) -> dict[str, Any]:
@@ -138,6 +197,8 @@ class HealthHandler(ApiHandler):
     """``/healthz``: the process lives and answers (200 even while the store fails:
     restarting the process would not help)."""
 
+    authenticated = False
+
     def get(self) -> None:
         self.write_json({"status": "ok", **status_of(self.server)})
 
@@ -146,6 +207,8 @@ class ReadyHandler(ApiHandler):
     """``/readyz``: whether this instance can take edits now: 503 with the reason
     while the store is failing, the feed cannot be followed or lags past
     ``feed_lag_limit_s``, so that a load balancer sends peers elsewhere."""
+
+    authenticated = False
 
     def get(self) -> None:
         status = status_of(self.server)
@@ -161,12 +224,16 @@ class RevokeHandler(ApiHandler):
     ``"admin": true``): every token of the user issued until now is refused, on
     this instance, and their open WebSockets and event streams end at once."""
 
+    @classmethod
+    def max_body_bytes(cls, settings: Settings) -> int:
+        return SMALL_JSON_BYTES
+
     def post(self) -> None:
         identity = self.identity()
         if not identity.admin:
             raise tornado.web.HTTPError(403, "revoking needs an admin token")
         try:
-            body = json.loads(self.request.body or b"null")
+            body = json.loads(self.body or b"null")
         except ValueError:
             raise tornado.web.HTTPError(400, 'the body must be JSON: {"user": "..."}') from None
         user = body.get("user") if isinstance(body, dict) else None

@@ -14,12 +14,16 @@ import contextlib
 import datetime
 import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import tornado.web
 from tornado.iostream import StreamClosedError
 
-from collab.core import archive, diff, history
+from collab.auth import Identity
+from collab.config import Settings
+from collab.core import archive, diff, history, listing
+from collab.core.limits import BudgetExceeded, ReadBudget
 from collab.core.origin import Origin, OriginKind
 from collab.core.snapshots import Cadence
 from collab.errors import (
@@ -31,8 +35,9 @@ from collab.errors import (
     StoreError,
 )
 from collab.peers import events
-from collab.store.base import MAX_SEQ, Author, DocumentInfo, UpdateRecord
-from collab.web.api import ApiHandler
+from collab.store import DocumentInfo, UpdateRecord
+from collab.web.api import SMALL_JSON_BYTES, ApiHandler, seq_value
+from collab.web.budget import Busy, WorkerLost
 
 MAX_PAGE = 1000
 DEFAULT_GAP_S = 300.0  # of a timeline: a pause this long starts a new change
@@ -46,10 +51,6 @@ def _iso(time_s: float | None) -> str | None:
         return datetime.datetime.fromtimestamp(time_s, tz=datetime.UTC).isoformat()
     except (OverflowError, ValueError, OSError):
         return None  # not a time a calendar holds (a store written by other means)
-
-
-def _origin(author: Author) -> dict[str, Any]:
-    return {"user": author.user, "client": author.client, "instance": author.instance}
 
 
 def _version_body(doc: str, version: history.Version) -> dict[str, Any]:
@@ -70,9 +71,40 @@ class DocumentApiHandler(ApiHandler):
             raise tornado.web.HTTPError(400, f"limit must be between 1 and {MAX_PAGE}")
         return limit
 
+    def caller(self, identity: Identity) -> str:
+        """Whose expensive reads these are: the user, or without access tokens the
+        client's address."""
+        if identity.user is not None:
+            return f"user:{identity.user}"
+        return f"address:{self.request.remote_ip}"
+
+    @contextlib.contextmanager
+    def expensive(self, hint: str = "") -> Iterator[ReadBudget]:
+        """Run a read that rebuilds versions: one of the places for such reads
+        (429 past the caps), and the budget it may spend (422 past it, with
+        ``hint``: what to ask instead). Its work goes to ``self.server.reads.executor``
+        (worker processes: what it is given must pickle)."""
+        reads = self.server.reads
+        try:
+            with reads.admit(self.caller(self.identity())):
+                yield reads.budget(hint)
+        except Busy as exc:
+            raise tornado.web.HTTPError(429, str(exc)) from None
+        except WorkerLost as exc:
+            raise tornado.web.HTTPError(503, str(exc)) from None
+        except BudgetExceeded as exc:
+            raise tornado.web.HTTPError(422, exc.message) from None
+
     async def send_version(self, doc: str, seq: int | None) -> None:
         try:
-            version = await history.version_at(self.server.store, doc, seq)
+            with self.expensive() as budget:
+                version = await history.version_at(
+                    self.server.store,
+                    doc,
+                    seq,
+                    budget=budget,
+                    executor=self.server.reads.executor,
+                )
         except StoreError as exc:
             self.on_store_error(exc)
         self.write_json(_version_body(doc, version))
@@ -84,29 +116,28 @@ class DocumentApiHandler(ApiHandler):
 class DocumentsHandler(DocumentApiHandler):
     """``GET /api/documents?prefix=&after=&limit=``: documents by name, a page at a
     time; each with its epoch, latest seq, bytes stored (log and snapshots),
-    times, and peers connected to it on this instance."""
+    times, and peers connected to it on this instance. Only the names the token's
+    grants can match are read (collab.core.listing), at most ``max_list_rows``."""
 
     async def get(self) -> None:
         identity = self.identity()
         prefix = self.get_query_argument("prefix", "")
         after = self.get_query_argument("after", None)
         limit = self.limit_argument()
-        page: list[DocumentInfo] = []
-        more = False
         try:
-            # Pages of the store's list until one page of granted documents is full.
-            cursor = after
-            while len(page) <= limit:
-                batch = await self.server.store.list_documents(
-                    prefix=prefix, after=cursor, limit=MAX_PAGE
-                )
-                page += [d for d in batch if identity.role_for(d.name) is not None]
-                if len(batch) < MAX_PAGE:
-                    break
-                cursor = batch[-1].name
-            more = len(page) > limit
-            page = page[:limit]
+            found = await listing.granted_documents(
+                self.server.store,
+                identity,
+                self.server.list_cursors,
+                prefix=prefix,
+                after=after,
+                limit=limit,
+                max_rows=self.server.settings.max_list_rows,
+            )
+            page = found.documents
             sizes = await self.server.store.stored_bytes([d.name for d in page])
+        except listing.CursorError as exc:
+            raise tornado.web.HTTPError(400, str(exc)) from None
         except StoreError as exc:
             self.on_store_error(exc)
         rooms = self.server.rooms
@@ -126,7 +157,7 @@ class DocumentsHandler(DocumentApiHandler):
                     }
                     for d in page
                 ],
-                "next_after": page[-1].name if more else None,
+                "next_after": found.next_after,
             }
         )
 
@@ -150,13 +181,21 @@ class DocumentHandler(DocumentApiHandler):
     async def get(self, doc: str) -> None:
         try:
             info = await self.require_document(doc)
+            with self.expensive() as budget:
+                executor = self.server.reads.executor
+                if self.wants_binary():
+                    at, state = await history.state_at(
+                        self.server.store, doc, budget=budget, executor=executor
+                    )
+                else:
+                    version = await history.version_at(
+                        self.server.store, doc, budget=budget, executor=executor
+                    )
             if self.wants_binary():
-                at, state = await history.state_at(self.server.store, doc)
                 self.set_header("Content-Type", OCTET_STREAM)
                 self.set_header("X-Collab-Seq", str(at))
                 self.finish(state)
                 return
-            version = await history.version_at(self.server.store, doc)
         except StoreError as exc:
             self.on_store_error(exc)
         self.write_json({**_version_body(doc, version), "epoch": info.epoch})
@@ -164,25 +203,42 @@ class DocumentHandler(DocumentApiHandler):
 
 class ImportHandler(DocumentApiHandler):
     """``POST /api/documents/DOC/import`` with an export file (docs/EXPORT.md) as
-    the body: a new document DOC with the file's whole history. Needs write
-    access; 409 when DOC exists; 400 when the file is not a whole, valid export."""
+    the body, of at most ``max_import_bytes``: a new document DOC with the file's
+    whole history. Needs write access; 409 when DOC exists; 400 when the file is
+    not a whole, valid export."""
 
-    async def post(self, doc: str) -> None:
+    @classmethod
+    def max_body_bytes(cls, settings: Settings) -> int:
+        return settings.max_import_bytes
+
+    def prepare(self) -> None:
+        super().prepare()  # the token and the declared size, before the body is read
+        # So are the grant and the creation cap: a refused import is not read.
+        doc = self.path_args[0]
         identity = self.require_write(doc)
         try:
-            # A new document: counted against its user's creation cap, and its
-            # updates say who imported them (the file's authors are its own word).
+            # A new document: counted against its user's creation cap.
             self.server.rooms.creations.admit_user(identity.user, doc)
+        except RateLimited as exc:
+            raise tornado.web.HTTPError(429, exc.message) from None
+        self._lines = archive.LineSplitter()
+
+    def data_received(self, chunk: bytes) -> None:
+        self._lines.feed(chunk)  # held once, as lines
+
+    async def post(self, doc: str) -> None:
+        identity = self.identity()
+        try:
+            # Its updates say who imported them (the file's authors are its own word).
             name, count = await archive.import_document(
                 self.server.store,
-                self.request.body.splitlines(),
+                self._lines.lines(),
                 name=doc,
                 max_name_bytes=self.server.settings.max_document_name_bytes,
                 importer=identity.user,
                 cadence=Cadence.of(self.server.settings),
+                trim_memory=self.server.settings.memory_trim_s > 0,
             )
-        except RateLimited as exc:
-            raise tornado.web.HTTPError(429, exc.message) from None
         except archive.DocumentExists as exc:
             raise tornado.web.HTTPError(409, str(exc)) from None
         except archive.ArchiveError as exc:
@@ -196,12 +252,7 @@ class VersionHandler(DocumentApiHandler):
     """``GET /api/documents/DOC/versions/SEQ``: the content after update SEQ."""
 
     async def get(self, doc: str, raw_seq: str) -> None:
-        try:
-            seq = int(raw_seq)
-        except ValueError:
-            raise tornado.web.HTTPError(400, "the version must be a seq (an integer)") from None
-        if not 0 <= seq <= MAX_SEQ:
-            raise tornado.web.HTTPError(400, f"the seq must be between 0 and {MAX_SEQ}")
+        seq = seq_value(raw_seq, "the version (a seq)")
         try:
             info = await self.require_document(doc)
         except StoreError as exc:
@@ -252,9 +303,15 @@ class HistoryHandler(DocumentApiHandler):
             await self.require_document(doc)
             # Versions from this seq on can be shown; the log starts after it.
             first = await history.retained_from(self.server.store, doc)
+            settings = self.server.settings
             if group == "session":
                 changes, next_after = await history.changes(
-                    self.server.store, doc, after_seq=after, limit=limit, gap_s=gap_s
+                    self.server.store,
+                    doc,
+                    after_seq=after,
+                    limit=limit,
+                    gap_s=gap_s,
+                    max_rows=settings.max_read_updates,
                 )
                 self.write_json(
                     {
@@ -265,13 +322,16 @@ class HistoryHandler(DocumentApiHandler):
                     }
                 )
                 return
-            page = await history.list_updates(
-                self.server.store, doc, after_seq=after, limit=limit + 1
+            # The page ends early past max_read_bytes of updates (at least one).
+            page, more = await history.page_of_updates(
+                self.server.store,
+                doc,
+                after_seq=after,
+                limit=limit,
+                max_bytes=settings.max_read_bytes,
             )
         except StoreError as exc:
             self.on_store_error(exc)
-        more = len(page) > limit
-        page = page[:limit]
         self.write_json(
             {
                 "doc": doc,
@@ -282,7 +342,7 @@ class HistoryHandler(DocumentApiHandler):
                         "time_s": u.time_s,
                         "time": _iso(u.time_s),
                         "bytes": len(u.data),
-                        "origin": _origin(u.author),
+                        "origin": u.author.as_dict(),
                         **({"update": base64.b64encode(u.data).decode()} if include else {}),
                     }
                     for u in page
@@ -336,7 +396,16 @@ class DiffHandler(DocumentApiHandler):
                 raise tornado.web.HTTPError(
                     400, f"seq {to_seq} is past the document's latest version ({info.head_seq})"
                 )
-            name, spans = await diff.text_diff(self.server.store, doc, from_seq, to_seq, root)
+            with self.expensive(hint="narrow the range (from, to)") as budget:
+                name, spans = await diff.text_diff(
+                    self.server.store,
+                    doc,
+                    from_seq,
+                    to_seq,
+                    root,
+                    budget=budget,
+                    executor=self.server.reads.executor,
+                )
         except diff.DiffError as exc:
             raise tornado.web.HTTPError(400, str(exc)) from None
         except StoreError as exc:
@@ -347,7 +416,7 @@ class DiffHandler(DocumentApiHandler):
                 "root": name,
                 "from": from_seq,
                 "to": to_seq,
-                "spans": [span.to_json() for span in spans],
+                "spans": spans,
             }
         )
 
@@ -364,11 +433,15 @@ class StateHandler(DocumentApiHandler):
             raise tornado.web.HTTPError(400, "waiting must be yes or no")
         try:
             await self.require_document(doc)
-            if waiting == "yes":
-                at, state = await history.state_at(self.server.store, doc, seq)
-            else:
-                at, replica = await history.replica_at(self.server.store, doc, seq)
-                state = replica.doc.get_update()
+            with self.expensive() as budget:
+                at, state = await history.state_at(
+                    self.server.store,
+                    doc,
+                    seq,
+                    waiting=waiting == "yes",
+                    budget=budget,
+                    executor=self.server.reads.executor,
+                )
         except StoreError as exc:
             self.on_store_error(exc)
         self.set_header("Content-Type", OCTET_STREAM)
@@ -380,6 +453,10 @@ class RestoreHandler(DocumentApiHandler):
     """``POST /api/documents/DOC/restore`` with ``{"seq": N}``: one new update that
     brings the content back to version N, stored and sent to every peer like any
     edit, attributed to the caller. Needs write access."""
+
+    @classmethod
+    def max_body_bytes(cls, settings: Settings) -> int:
+        return SMALL_JSON_BYTES
 
     async def post(self, doc: str) -> None:
         identity = self.require_write(doc)
@@ -420,21 +497,15 @@ class RestoreHandler(DocumentApiHandler):
 
     def _seq_from_body(self) -> int:
         raw: Any = self.get_query_argument("seq", None)
-        if raw is None and self.request.body:
+        if raw is None and self.body:
             try:
-                body = json.loads(self.request.body)
+                body = json.loads(self.body)
             except ValueError:
                 raise tornado.web.HTTPError(400, 'the body must be JSON: {"seq": N}') from None
             raw = body.get("seq") if isinstance(body, dict) else None
         if raw is None:
             raise tornado.web.HTTPError(400, 'give the version to restore: {"seq": N}')
-        try:
-            seq = int(raw)
-        except (TypeError, ValueError):
-            raise tornado.web.HTTPError(400, "seq must be an integer") from None
-        if isinstance(raw, bool) or not 0 <= seq <= MAX_SEQ:
-            raise tornado.web.HTTPError(400, f"seq must be between 0 and {MAX_SEQ}")
-        return seq
+        return seq_value(raw, "seq")
 
 
 class EventsHandler(DocumentApiHandler):
@@ -458,9 +529,6 @@ class EventsHandler(DocumentApiHandler):
             info = await self.require_document(doc)
         except StoreError as exc:
             self.on_store_error(exc)
-        address = self.request.remote_ip or ""
-        if not self.server.admit_address(self, address):
-            raise tornado.web.HTTPError(429, "too many connections from this address")
         loop = asyncio.get_running_loop()
         expiry = None
         if identity.expires_s is not None:
@@ -479,7 +547,6 @@ class EventsHandler(DocumentApiHandler):
             self.server.revocation_listeners.discard(revoked)
             if expiry is not None:
                 expiry.cancel()
-            self.server.release(self, address)
 
     def _end(self, why: str) -> None:
         """The token expired or was revoked: the stream ends (an EventSource
@@ -548,15 +615,7 @@ class EventsHandler(DocumentApiHandler):
 
     def _after(self) -> int | None:
         raw = self.request.headers.get("Last-Event-ID") or self.get_query_argument("after", None)
-        if raw is None:
-            return None
-        try:
-            after = int(raw)
-        except ValueError:
-            raise tornado.web.HTTPError(400, "Last-Event-ID and after must be a seq") from None
-        if not 0 <= after <= MAX_SEQ:
-            raise tornado.web.HTTPError(400, f"after must be between 0 and {MAX_SEQ}")
-        return after
+        return None if raw is None else seq_value(raw, "Last-Event-ID or after")
 
     @staticmethod
     def _event(record: UpdateRecord, epoch: str) -> str:
@@ -564,7 +623,7 @@ class EventsHandler(DocumentApiHandler):
             "epoch": epoch,  # a reader that resumed across a deletion sees it change
             "seq": record.seq,
             "time_s": record.time_s,
-            "origin": _origin(record.author),
+            "origin": record.author.as_dict(),
             "update": base64.b64encode(record.data).decode(),
         }
         return (

@@ -22,11 +22,11 @@ from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketProtocol13
 
 from collab.errors import AccessDenied, CloseCode, ProtocolError
+from collab.names import validate_document_name
 from collab.peers.native import NativeConnection
 from collab.peers.transport import close_reason
 from collab.peers.yjs import YjsConnection
 from collab.web.access_log import RedactingHandlerMixin
-from collab.wire.native import validate_document_name
 
 if TYPE_CHECKING:
     from collab.app import CollabServer
@@ -120,7 +120,8 @@ class SocketHandler(RedactingHandlerMixin, tornado.websocket.WebSocketHandler):
         self._paused: asyncio.Future[None] | None = None  # reading stopped (shutdown)
 
     def check_origin(self, origin: str) -> bool:
-        return self.server.origin_allowed(origin)
+        """Asked by Tornado about a page of another origin (collab.web.sites)."""
+        return self.server.sites.origin_trusted(origin)
 
     @property
     def remote(self) -> str:
@@ -314,8 +315,6 @@ class NativeSocketHandler(SocketHandler):
     endpoint = "ws"
 
     def open(self, *args: str, **kwargs: str) -> None:
-        if not self.server.admit(self):  # past the per-address cap: closed
-            return
         self.set_nodelay(True)
         self.connection = NativeConnection(
             self,
@@ -334,8 +333,6 @@ class YjsSocketHandler(SocketHandler):
     endpoint = "yjs"
 
     async def open(self, doc: str) -> None:
-        if not self.server.admit(self):  # past the per-address cap: closed
-            return
         self.set_nodelay(True)
         try:
             doc = validate_document_name(doc, self.server.settings.max_document_name_bytes)

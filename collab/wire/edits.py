@@ -25,7 +25,6 @@ ROOT_CLASSES: dict[str, type[Any]] = {
     yformat.XML: pycrdt.XmlFragment,
 }
 CLOSE_COMPARISON_MAX = 4000  # characters or items compared closely (difflib) at most
-SharedType = pycrdt.Text | pycrdt.Array | pycrdt.Map | pycrdt.XmlElement | pycrdt.XmlText
 
 
 def utf8_offset(text: str, index: int) -> int:

@@ -5,7 +5,7 @@ and integrating around them can leave its document different from what Yjs makes
 of the same bytes (a struct waiting behind a clock gap may already have replaced
 a map entry, for one). So no update with a missing dependency ever reaches pycrdt:
 the replica splits each update into what can be integrated now, which it applies,
-and what must wait (collab.wire.yformat.split_update), which it keeps and retries
+and what must wait (collab.wire.ysplit.split_update), which it keeps and retries
 whenever something new was integrated. Peers are sent what was integrated, when it
 is (the effect of each update), so they hold what the replica holds.
 
@@ -38,14 +38,13 @@ from collab.wire.yformat import (
     ID,
     TYPE,
     FormatError,
-    Split,
     Struct,
     TooManyStructs,
     UpdateRanges,
     check_update,
     decode_state_vector,
-    split_update,
 )
+from collab.wire.ysplit import Split, split_update
 
 EMPTY_UPDATE = b"\x00\x00"
 

@@ -11,7 +11,8 @@ accepts an update only when both would read exactly the same thing from its
 first byte to its last, within the limits below, and it also answers the
 question pycrdt cannot: which clock ranges the update carries, so that the server
 can tell a replay from an update still waiting for its dependencies (which Yrs
-holds as "pending" and leaves out of ``get_update()``).
+holds as "pending" and leaves out of ``get_update()``). Cutting an update by
+that answer and writing the parts is :mod:`collab.wire.ysplit`'s.
 
 Limits (docs/PROTOCOL.md, "What an update may contain"):
 
@@ -33,15 +34,16 @@ Limits (docs/PROTOCOL.md, "What an update may contain"):
 
 from __future__ import annotations
 
+import bisect
+import collections
 import heapq
 import json
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 MAX_VARUINT_BYTES = 10  # 64 bits
 MAX_SAFE_INTEGER = 2**53 - 1  # JavaScript's Number.MAX_SAFE_INTEGER: lib0's integer limit
-MAX_CLIENT_ID = MAX_SAFE_INTEGER
 CLOCK_LIMIT = 2**32 - 1  # a struct must end at or below it: Yrs clocks are u32
 MAX_VALUE_DEPTH = 64  # nesting of arrays and maps inside one value
 
@@ -509,145 +511,6 @@ def _read_update(
     return UpdateRanges(tuple(structs), tuple(deletes), tuple(groups), empty)
 
 
-@dataclass(frozen=True, slots=True)
-class Split:
-    """An update cut by what a document can integrate now (see split_update)."""
-
-    now: bytes | None  # what can be integrated now, without what the document has
-    later: bytes | None  # what waits for missing dependencies
-    whole: bytes  # both, as one update: the update as it is to be stored and relayed
-
-
-def split_update(
-    update: bytes,
-    ranges: UpdateRanges,
-    state_vector: dict[int, int],
-    as_gc: Collection[ID] = (),
-) -> Split:
-    """Cut a checked update by what a document with ``state_vector`` can integrate
-    now and what must wait for missing dependencies, as Yjs does with its pending
-    structs. Structs the document holds already are left out of ``now``, and one
-    it holds in part is cut where the document's clock is (with the item before
-    the cut as its origin, as Yjs writes such a struct), so that pycrdt never
-    integrates an item over one it has. The structs named in ``as_gc`` (by their
-    first id) are written as GC structs of the same length."""
-    counts, known = ranges.integrable_counts(state_vector)
-    overlaps = any(
-        group and group[0].clock < state_vector.get(group[0].client, 0) for group in ranges.groups
-    )
-    if (
-        not as_gc
-        and not ranges.has_empty
-        and not overlaps
-        and all(count == len(group) for count, group in zip(counts, ranges.groups, strict=True))
-        and all(known.get(client, 0) >= end for client, _, end in ranges.deletes)
-    ):
-        return Split(update, None, update)
-    now_groups: list[bytes] = []
-    later_groups: list[bytes] = []
-    whole_groups: list[bytes] = []
-    for count, group in zip(counts, ranges.groups, strict=True):
-        if not group:
-            continue
-        have = state_vector.get(group[0].client, 0)
-        ready = _trim([s for s in group[:count] if s.end > have])
-        ready_bytes = [_struct_bytes(update, s, have, as_gc) for s in ready]
-        if ready_bytes:
-            now_groups.append(_group(ready[0].client, max(ready[0].clock, have), ready_bytes))
-        waiting = list(group[count:])
-        waiting_bytes = [_struct_bytes(update, s, 0, as_gc) for s in _trim(waiting)]
-        if waiting_bytes:
-            first = _trim(waiting)[0]
-            later_groups.append(_group(first.client, first.clock, waiting_bytes))
-        # The whole: what is new now, then everything from where it stops (skips
-        # between the two included, so the group stays contiguous).
-        if ready_bytes:
-            rest = [_struct_bytes(update, s, 0, as_gc) for s in waiting]
-            if rest and waiting[-1].skip:
-                rest = [_struct_bytes(update, s, 0, as_gc) for s in _trim(waiting)]
-            whole_groups.append(
-                _group(ready[0].client, max(ready[0].clock, have), ready_bytes + rest)
-            )
-        elif waiting_bytes:
-            whole_groups.append(later_groups[-1])
-    now_deletes: dict[int, list[tuple[int, int]]] = {}
-    later_deletes: dict[int, list[tuple[int, int]]] = {}
-    for client, start, end in ranges.deletes:
-        # Yjs deletes what it has at once and keeps the rest for later.
-        have = known.get(client, 0)
-        if start < have:
-            now_deletes.setdefault(client, []).append((start, min(end, have)))
-        if end > have:
-            later_deletes.setdefault(client, []).append((max(start, have), end))
-    all_deletes: dict[int, list[tuple[int, int]]] = {}
-    for client, start, end in ranges.deletes:
-        all_deletes.setdefault(client, []).append((start, end))
-    return Split(
-        _encode(now_groups, now_deletes) if now_groups or now_deletes else None,
-        _encode(later_groups, later_deletes) if later_groups or later_deletes else None,
-        _encode(whole_groups, all_deletes),
-    )
-
-
-def _trim(structs: list[Struct]) -> list[Struct]:
-    """Leading and trailing skip structs carry nothing: leave them out."""
-    first, last = 0, len(structs)
-    while first < last and structs[first].skip:
-        first += 1
-    while last > first and structs[last - 1].skip:
-        last -= 1
-    return structs[first:last]
-
-
-def _group(client: int, clock: int, structs: list[bytes]) -> bytes:
-    return var_uint(len(structs)) + var_uint(client) + var_uint(clock) + b"".join(structs)
-
-
-def _struct_bytes(update: bytes, struct: Struct, have: int, as_gc: Collection[ID]) -> bytes:
-    """One struct's bytes, as a GC struct if asked, cut at clock ``have`` if the
-    document holds its start already."""
-    gc = (struct.client, struct.clock) in as_gc
-    if struct.clock >= have:
-        if gc:
-            return bytes([GC]) + var_uint(struct.end - struct.clock)
-        return update[struct.span[0] : struct.span[1]]
-    # The document has [clock, have): keep [have, end), after the item at have - 1.
-    offset = have - struct.clock
-    if gc or struct.kind == GC:
-        return bytes([GC]) + var_uint(struct.end - have)
-    right = struct.right_origin
-    head = bytes([struct.kind | 0x80 | (0x40 if right else 0)])
-    head += var_uint(struct.client) + var_uint(have - 1)
-    if right is not None:
-        head += var_uint(right[0]) + var_uint(right[1])
-    reader = Reader(update[struct.content_at : struct.span[1]])
-    if struct.kind == DELETED:
-        return head + var_uint(struct.end - have)
-    if struct.kind == STRING:
-        # Never between the halves of a surrogate pair: the replica refuses that.
-        units = reader.read_var_string().encode("utf-16-le")[2 * offset :]
-        return head + _var_string(units.decode("utf-16-le"))
-    if struct.kind == ANY:
-        count = reader.read_var_uint()
-        for _ in range(offset):
-            reader.read_any()
-        return head + var_uint(count - offset) + reader.read_bytes(reader.remaining)
-    raise AssertionError(f"a struct of kind {struct.kind} has one clock: it cannot be cut")
-
-
-def _var_string(text: str) -> bytes:
-    data = text.encode()
-    return var_uint(len(data)) + data
-
-
-def _encode(groups: list[bytes], deletes: dict[int, list[tuple[int, int]]]) -> bytes:
-    parts = [var_uint(len(groups)), *groups, var_uint(len(deletes))]
-    for client, spans in deletes.items():
-        parts.append(var_uint(client) + var_uint(len(spans)))
-        parts.extend(var_uint(start) + var_uint(end - start) for start, end in spans)
-    return b"".join(parts)
-
-
 def var_uint(value: int) -> bytes:
     """lib0 ``writeVarUint``."""
     out = bytearray()
@@ -786,36 +649,50 @@ def root_types(update: bytes) -> dict[str, str]:
     structs = [
         s for group in check_update(update).groups for s in group if s.kind not in (GC, SKIP)
     ]
-    owner: dict[tuple[int, int], str] = {}  # (client, first clock) -> root name
-    starts: dict[int, list[tuple[int, int, str]]] = {}
+    # Each client's structs by first clock, to find the one holding an id by
+    # bisection (a document of n structs costs n log n, not n squared).
+    by_client: dict[int, tuple[list[int], list[int]]] = {}  # client -> (starts, indexes)
+    for index in sorted(range(len(structs)), key=lambda i: (structs[i].client, structs[i].clock)):
+        starts, indexes = by_client.setdefault(structs[index].client, ([], []))
+        starts.append(structs[index].clock)
+        indexes.append(index)
 
-    def root_of(id_: ID | None) -> str | None:
-        if id_ is None:
+    def holder(id_: ID | None) -> int | None:
+        if id_ is None or id_[0] not in by_client:
             return None
-        client, clock = id_
-        for start, end, name in starts.get(client, ()):
-            if start <= clock < end:
-                return name
-        return None
+        starts, indexes = by_client[id_[0]]
+        at = bisect.bisect_right(starts, id_[1]) - 1
+        if at < 0 or id_[1] >= structs[indexes[at]].end:
+            return None
+        return indexes[at]
 
-    pending = list(structs)
-    changed = True
-    while pending and changed:  # neighbours first: a fixpoint over the structs
-        changed = False
-        waiting = []
-        for struct in pending:
-            name = struct.root or root_of(struct.origin) or root_of(struct.right_origin)
-            if name is None and struct.parent is None:
-                waiting.append(struct)
-                continue
-            if name is not None:
-                owner[(struct.client, struct.clock)] = name
-                starts.setdefault(struct.client, []).append((struct.clock, struct.end, name))
-                changed = True
-        pending = waiting
+    owner: list[str | None] = [None] * len(structs)  # each struct's root, once known
+    waiters: dict[int, list[int]] = {}  # a struct -> those named after it, waiting
+
+    def name_of(id_: ID | None) -> str | None:
+        index = holder(id_)
+        return None if index is None else owner[index]
+
+    # Neighbours first: a struct that names no parent takes the root of the item
+    # beside it, once that one's is known (a worklist: each struct is looked at
+    # once, and again when an item it names gets its root).
+    work = collections.deque(range(len(structs)))
+    while work:
+        index = work.popleft()
+        struct = structs[index]
+        if owner[index] is not None:
+            continue
+        name = struct.root or name_of(struct.origin) or name_of(struct.right_origin)
+        if name is not None:
+            owner[index] = name
+            work.extend(waiters.pop(index, ()))
+        elif struct.parent is None:
+            for neighbour in {holder(struct.origin), holder(struct.right_origin)}:
+                if neighbour is not None:
+                    waiters.setdefault(neighbour, []).append(index)
     kinds: dict[str, str] = {}
-    for struct in structs:
-        name = owner.get((struct.client, struct.clock))
+    for index, struct in enumerate(structs):
+        name = owner[index]
         if name is None:
             continue
         if struct.keyed:
@@ -831,6 +708,7 @@ def root_types(update: bytes) -> dict[str, str]:
         known = kinds.get(name)
         if known is None or (known == ARRAY and kind != ARRAY):
             kinds[name] = kind
-    for name in owner.values():
-        kinds.setdefault(name, ARRAY)  # only deleted items: empty, of an unknown kind
+    for name in owner:
+        if name is not None:
+            kinds.setdefault(name, ARRAY)  # only deleted items: empty, of an unknown kind
     return kinds

@@ -4,14 +4,15 @@ Every server runs as its own subprocess on loopback and is driven by a separate
 load-generator process (``load``), over the y-websocket protocol that all of them
 speak, and over collab's native protocol where a scenario needs its acks. Run it
 through ``scripts/bench``, which installs the pinned baselines first;
-docs/PERFORMANCE.md says what each scenario measures and how to read the tables.
+scripts/benchkit/README.md says what each scenario measures and how to read the tables.
 
 Commands (the first is the default):
 
     run [options]                   drive every scenario against every server
     load SCENARIO PARAMS            one scenario of the load generator (JSON out)
-    serve-pycrdt --port N [--sqlite PATH]
+    serve-pycrdt --port N [--sqlite PATH] [--deflate]
                                     the pycrdt-websocket baseline server
+    serve-bare --port N [--deflate] the bare Tornado + pycrdt relay (a floor)
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     run.add_argument(
         "--scenarios",
         default=",".join(DEFAULT_SCENARIOS),
-        help=f"comma-separated subset of {','.join(SCENARIO_NAMES)} (default: all but history)",
+        help=f"comma-separated subset of {','.join(SCENARIO_NAMES)} "
+        f"(default: {','.join(DEFAULT_SCENARIOS)})",
     )
     run.add_argument("--repeat", type=int, default=1, help="rounds; tables show medians")
     run.add_argument("--long", action="store_true", help="longer, larger runs (about 4x)")
@@ -79,6 +81,39 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="stored appends (100000: the 100k cold load)",
     )
     run.add_argument("--cold-restarts", type=int, default=3)
+    run.add_argument(
+        "--shape-windows",
+        default="1,16",
+        help="rooms10x10, rooms100x3, crowd50: updates in flight per writer, one run each",
+    )
+    run.add_argument(
+        "--shape-scale",
+        type=float,
+        default=1.0,
+        help="rooms10x10, rooms100x3: documents x this (e.g. 0.1 for a short trial)",
+    )
+    run.add_argument(
+        "--loadgen-procs",
+        type=int,
+        default=1,
+        help="load-generator processes for the shapes (split by document), idle10k, storm",
+    )
+    run.add_argument("--conns", type=int, default=10_000, help="idle10k, storm: connections")
+    run.add_argument("--conn-docs", type=int, default=1_000, help="idle10k, storm: documents")
+    run.add_argument("--storm-wave", type=int, default=1_000, help="storm: opened at once")
+    run.add_argument(
+        "--compress-doc-mib", type=float, default=10.0, help="compression: document to sync"
+    )
+    run.add_argument(
+        "--compress-chunk-kib", type=int, default=256, help="compression: KiB per seeded update"
+    )
+    run.add_argument("--compress-sync-peers", type=int, default=3, help="compression: new peers")
+    run.add_argument(
+        "--compress-readers", type=int, default=10, help="compression: readers of the typing"
+    )
+    run.add_argument(
+        "--compress-updates", type=int, default=2_000, help="compression: typed updates"
+    )
     run.add_argument("--json", default=None, help="also write every result to this file")
     run.add_argument("--keep", action="store_true", help="keep the data and server logs")
 
@@ -89,6 +124,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     serve = commands.add_parser("serve-pycrdt", help="(internal) the pycrdt-websocket baseline")
     serve.add_argument("--port", type=int, required=True)
     serve.add_argument("--sqlite", default=None, help="persist to pycrdt-store's SQLiteYStore")
+    serve.add_argument("--deflate", action="store_true", help="accept permessage-deflate")
+
+    bare = commands.add_parser("serve-bare", help="(internal) the bare Tornado + pycrdt relay")
+    bare.add_argument("--port", type=int, required=True)
+    bare.add_argument("--deflate", action="store_true", help="accept permessage-deflate")
 
     return parser.parse_args(argv if argv and argv[0] in commands.choices else ["run", *argv])
 
@@ -104,7 +144,11 @@ def main(argv: Sequence[str]) -> int:
     if args.command == "serve-pycrdt":
         from .pycrdt_server import serve_pycrdt_main
 
-        return serve_pycrdt_main(args.port, args.sqlite)
+        return serve_pycrdt_main(args.port, args.sqlite, args.deflate)
+    if args.command == "serve-bare":
+        from .bare_server import serve_bare_main
+
+        return serve_bare_main(args.port, args.deflate)
     scale = 4 if args.long else 1
     servers = [s for s in args.servers.split(",") if s]
     unknown = [s for s in servers if s not in SERVERS]
@@ -138,6 +182,17 @@ def main(argv: Sequence[str]) -> int:
         flood_mb=args.flood_mb,
         flood_value_kib=args.flood_value_kib,
         flood_window=args.flood_window,
+        shape_windows=tuple(int(n) for n in args.shape_windows.split(",") if n),
+        shape_scale=args.shape_scale,
+        loadgen_procs=max(1, args.loadgen_procs),
+        conns=args.conns,
+        conn_docs=args.conn_docs,
+        storm_wave=args.storm_wave,
+        compress_doc_mib=args.compress_doc_mib,
+        compress_chunk_kib=args.compress_chunk_kib,
+        compress_sync_peers=args.compress_sync_peers,
+        compress_readers=args.compress_readers,
+        compress_updates=args.compress_updates,
     )
     resource.setrlimit(resource.RLIMIT_NOFILE, _nofile_limit())
     return run_main(options, args.json, args.keep)

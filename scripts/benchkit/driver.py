@@ -3,9 +3,11 @@ scenario's load generator against it as a separate process, record the results."
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -17,15 +19,20 @@ from typing import Any
 
 from . import ROOT
 from .loadgen.updates import check_update_encoding
-from .report import machine_info, median_of, print_tables, write_json
+from .report import machine_info, median_of, print_failures, print_tables, write_json
+from .sampler import CpuWindow, listen_drops, rss_kib, wait_quiet
+from .scenarios.shard import LATENCY_BUCKET_MS
 from .servers import (
     SERVERS,
     RunningServer,
     ServerSpec,
+    Start,
     benchkit_command,
     collab_outbound_bound_mib,
     stop_mongodb,
 )
+from .shapes import SHAPES, Shape
+from .shards import Shards, histogram_percentile, merge_histograms, sleep_until
 
 SCENARIO_NAMES = (
     "latency",
@@ -37,8 +44,18 @@ SCENARIO_NAMES = (
     "fastwriter",
     "coldload",
     "history",
+    *SHAPES,
+    "idle10k",
+    "storm",
+    "compression",
 )
-DEFAULT_SCENARIOS = tuple(s for s in SCENARIO_NAMES if s != "history")
+# What a bare `scripts/bench` runs: the scenarios it always ran. The document shapes,
+# the 10,000 connections and compression are chosen by name (--scenarios).
+DEFAULT_SCENARIOS = SCENARIO_NAMES[: SCENARIO_NAMES.index("history")]
+# A load-generator process past this much of a core may be what limits a run.
+LOADGEN_SATURATED_PCT = 90
+# Descriptors a process needs beside its connections (files, pipes, the store).
+FD_SLACK = 256
 # What the bound on a stalled reader's cost may exceed collab's outbound bound by.
 STALLED_SLACK_MIB = 16
 
@@ -70,9 +87,31 @@ class Options:
     crosslag_updates: int = 500
     history_sizes: tuple[int, ...] = (10_000, 100_000)
     history_requests: int = 100
+    # The document shapes (rooms10x10, rooms100x3, crowd50).
+    shape_windows: tuple[int, ...] = (1, 16)
+    shape_scale: float = 1.0  # documents x this (at least 1), for short trial runs
+    loadgen_procs: int = 1
+    # idle10k and storm
+    conns: int = 10_000
+    conn_docs: int = 1_000
+    storm_wave: int = 1_000
+    # compression
+    compress_doc_mib: float = 10.0
+    compress_chunk_kib: int = 256
+    compress_sync_peers: int = 3
+    compress_readers: int = 10
+    compress_updates: int = 2_000
     results: dict[str, dict[str, list[dict[str, Any]]]] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
 
     def record(self, scenario: str, server: str, result: dict[str, Any]) -> None:
+        problems = result.pop("problems", None)
+        if problems is not None:
+            result["converged"] = "yes" if not problems else "NO"
+            for problem in problems:
+                failure = f"{scenario} on {server}: {problem}"
+                self.failures.append(failure)
+                print(f"  FAILED: {failure}", file=sys.stderr, flush=True)
         self.results.setdefault(scenario, {}).setdefault(server, []).append(result)
 
 
@@ -96,12 +135,12 @@ class ServerBench:
     (restarted between groups so one group's leftovers do not weigh on the next)."""
 
     def __init__(self, spec: ServerSpec, o: Options, workdir: Path, data: Path) -> None:
-        self.spec, self.o, self.data = spec, o, data
+        self.spec, self.o, self.data, self.workdir = spec, o, data, workdir
         self.log = workdir / f"{spec.name}.log"
         self.probe = spec.probe(data)
 
-    def server(self) -> RunningServer:
-        return RunningServer(self.spec, self.data, self.log)
+    def server(self, start: Start | None = None) -> RunningServer:
+        return RunningServer(self.spec, self.data, self.log, start)
 
     def params(self, server: RunningServer, **more: Any) -> dict[str, Any]:
         return {"port": server.port, "pid": server.pid, "probe": self.probe, **more}
@@ -123,6 +162,10 @@ class ServerBench:
             ({"stalled"}, self.stalled),
             ({"fastwriter"}, self.fastwriter),
             ({"coldload"}, self.coldload),
+            (set(SHAPES), self.shapes),
+            ({"idle10k"}, self.idle10k),
+            ({"storm"}, self.storm),
+            ({"compression"}, self.compression),
         ]
         for names, group in groups:
             if names & set(self.o.scenarios):
@@ -274,6 +317,204 @@ class ServerBench:
         }
         self.record("coldload", summary)
 
+    def shapes(self) -> None:
+        """Each chosen shape on a fresh server, once per window (new documents each)."""
+        for name in SHAPES:
+            if name not in self.o.scenarios:
+                continue
+            with self.server() as server:
+                for window in self.o.shape_windows:
+                    self.record(f"{name}-{window}", self.shape_run(server, SHAPES[name], window))
+
+    def shape_run(self, server: RunningServer, shape: Shape, window: int) -> dict[str, Any]:
+        """One shape, one window: the documents split over the load-generator
+        processes; the driver measures every process's CPU over the window."""
+        o = self.o
+        docs = max(1, round(shape.docs * o.shape_scale))
+        procs = max(1, min(o.loadgen_procs, docs))
+        self.progress(
+            f"{shape.name}: {docs} documents x {shape.peers} peers, {shape.writers} writing, "
+            f"window {window}, {procs} load generator(s)"
+        )
+        tag = f"{random.getrandbits(32):08x}"
+        names = [f"{shape.name}-w{window}-{tag}-{d}" for d in range(docs)]
+        jobs = [
+            (
+                "rooms",
+                self.params(
+                    server,
+                    docs=names[k::procs],
+                    peers=shape.peers,
+                    writers=shape.writers,
+                    window=window,
+                    warmup=o.warmup,
+                    duration=o.duration,
+                ),
+            )
+            for k in range(procs)
+        ]
+        with Shards(jobs, self.workdir) as shards:
+            shards.barrier("ready")
+            go = shards.go()
+            sleep_until(go + o.warmup)
+            cpu = CpuWindow(server.pid, shards.pids)
+            sleep_until(go + o.warmup + o.duration)
+            usage = cpu.report()
+            results = shards.results()
+        if usage["client_cpu_max_pct"] > LOADGEN_SATURATED_PCT:
+            self.progress(
+                f"a load generator used {usage['client_cpu_max_pct']:.0f} % of a core: it, "
+                "not the server, may be the limit (--loadgen-procs splits it by document)"
+            )
+        delivered = sum(r["delivered"] for r in results)
+        hist = merge_histograms([r["latency_hist"] for r in results])
+        return {
+            "docs": docs,
+            "window": window,
+            "loadgen_procs": procs,
+            "delivered": delivered,
+            "deliveries_per_s": delivered / o.duration,
+            "updates_per_s": delivered / o.duration / shape.deliveries_per_update,
+            "cpu_us_per_delivery": (
+                1e6 * usage["server_cpu_s"] / delivered if delivered else float("nan")
+            ),
+            "p50_ms": histogram_percentile(hist, 0.50, LATENCY_BUCKET_MS),
+            "p99_ms": histogram_percentile(hist, 0.99, LATENCY_BUCKET_MS),
+            **usage,
+            "problems": [p for r in results for p in r["problems"]],
+        }
+
+    def conn_jobs(self, server: RunningServer, scenario: str, **more: Any) -> list[Any]:
+        """The connection scenarios' shards: connection i on document i % docs."""
+        o = self.o
+        # The server holds every connection, each load generator its share; both
+        # inherited the driver's limit (raised to the hard limit in __main__).
+        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if limit != resource.RLIM_INFINITY and limit < o.conns + FD_SLACK:
+            raise SystemExit(
+                f"bench: {o.conns} connections need more than {limit} file descriptors "
+                "(RLIMIT_NOFILE); raise the hard limit (ulimit -Hn, as root) or pass --conns"
+            )
+        prefix = f"{scenario}-{random.getrandbits(32):08x}"
+        return [
+            (
+                scenario,
+                self.params(
+                    server,
+                    conns=o.conns,
+                    docs=o.conn_docs,
+                    prefix=prefix,
+                    shard=k,
+                    shards=o.loadgen_procs,
+                    **more,
+                ),
+            )
+            for k in range(o.loadgen_procs)
+        ]
+
+    def idle10k(self) -> None:
+        o = self.o
+        self.progress(f"idle: {o.conns} connections on {o.conn_docs} documents")
+        with (
+            self.server() as server,
+            Shards(
+                self.conn_jobs(server, "idle", concurrency=max(1, 256 // o.loadgen_procs)),
+                self.workdir,
+            ) as shards,
+        ):
+            shards.barrier("start")
+            asyncio.run(wait_quiet(server.pid))
+            before = rss_kib(server.pid)
+            shards.go()
+            shards.barrier("connected")
+            asyncio.run(wait_quiet(server.pid))
+            after = rss_kib(server.pid)
+            peak = rss_kib(server.pid, "VmHWM")
+            shards.go(0)
+            results = shards.results()
+        conns = sum(r["conns"] for r in results)
+        failed = sum(r["failed"] for r in results)
+        self.record(
+            "idle10k",
+            {
+                "conns": conns,
+                "rss_before_mib": before / 1024,
+                "rss_after_mib": after / 1024,
+                "rss_peak_mib": peak / 1024,
+                "kib_per_conn": (after - before) / conns if conns else float("nan"),
+                "connect_s": max(r["connect_s"] for r in results),
+                "problems": [f"{failed} connections failed, e.g. {results[0]['failures'][:1]}"]
+                if failed
+                else [],
+            },
+        )
+
+    def storm(self) -> None:
+        o = self.o
+        self.progress(f"storm: {o.conns} connections, {o.storm_wave} at a time")
+        with self.server() as server:
+            prefix_jobs = self.conn_jobs(server, "storm", wave=o.storm_wave)
+            probe = self.params(server, prefix=prefix_jobs[0][1]["prefix"], baseline_s=1.0)
+            with Shards([*prefix_jobs, ("probe", probe)], self.workdir) as shards:
+                shards.barrier("ready")
+                go = shards.go()
+                sleep_until(go)
+                cpu = CpuWindow(server.pid, shards.pids[:-1])
+                drops = listen_drops()
+                shards.barrier("synced")
+                usage = cpu.report()
+                drops = listen_drops() - drops
+                rss_after = rss_kib(server.pid)
+                shards.go(0)
+                *storms, pings = shards.results()
+        waves = sorted(w for r in storms for w in r["waves_s"])
+        failed = sum(r["failed"] for r in storms)
+        self.record(
+            "storm",
+            {
+                "conns": sum(r["conns"] for r in storms),
+                "synced_s": max(r["synced_s"] for r in storms),
+                "wave_p50_s": median_of(waves),
+                "wave_max_s": max(waves),
+                "ping_idle_p99_ms": pings["idle"]["p99_ms"],
+                "ping_p50_ms": pings["storm"]["p50_ms"],
+                "ping_p99_ms": pings["storm"]["p99_ms"],
+                "ping_max_ms": pings["storm"]["max_ms"],
+                "pings": pings["pings"],
+                "listen_drops": drops,
+                "rss_after_mib": rss_after / 1024,
+                **usage,
+                "problems": [f"{failed} connections failed, e.g. {storms[0]['failures'][:1]}"]
+                if failed
+                else [],
+            },
+        )
+
+    def compression(self) -> None:
+        """The compression scenario twice: no client offering permessage-deflate, then
+        every measured client offering it to the server started with its setting for
+        it (where it has one); one row with both."""
+        o = self.o
+        row: dict[str, Any] = {"setting": "yes" if self.spec.deflate else "none"}
+        problems: list[str] = []
+        for mode, start in (("off", None), ("deflate", self.spec.deflate)):
+            self.progress(f"compression, {mode}")
+            with self.server(start) as server:
+                params = self.params(
+                    server,
+                    deflate=mode == "deflate",
+                    doc_bytes=int(o.compress_doc_mib * 2**20),
+                    chunk_bytes=o.compress_chunk_kib * 1024,
+                    sync_peers=o.compress_sync_peers,
+                    typing_readers=o.compress_readers,
+                    typing_updates=o.compress_updates,
+                )
+                result = run_load("compression", params)
+            problems += [f"{mode}: {p}" for p in result.pop("problems")]
+            row |= {f"{key}_{mode}": value for key, value in result.items()}
+        self.record("compression-sync", {**row, "problems": problems})  # reports them
+        self.record("compression-typing", {**row, "converged": "NO" if problems else "yes"})
+
 
 def bench_server(spec: ServerSpec, o: Options, workdir: Path) -> None:
     data = workdir / f"{spec.name}-{time.time_ns()}"
@@ -318,4 +559,7 @@ def run_main(o: Options, json_path: str | None, keep: bool) -> int:
     print_tables(o)
     if json_path:
         write_json(Path(json_path), info, o)
+    if o.failures:
+        print_failures(o.failures)
+        return 1
     return 0

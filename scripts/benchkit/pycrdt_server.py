@@ -9,10 +9,11 @@ from typing import Any
 from . import HOST
 
 
-def serve_pycrdt_main(port: int, sqlite_path: str | None) -> int:
+def serve_pycrdt_main(port: int, sqlite_path: str | None, deflate: bool = False) -> int:
     """pycrdt-websocket's WebsocketServer behind its ASGIServer on uvicorn (plain
     asyncio loop, no uvloop, as collab runs). With ``sqlite_path``, rooms persist
-    to pycrdt-store's SQLiteYStore and load from it, as Jupyter wires them."""
+    to pycrdt-store's SQLiteYStore and load from it, as Jupyter wires them. With
+    ``deflate``, uvicorn accepts permessage-deflate from a client that offers it."""
     import uvicorn
     from pycrdt.websocket import ASGIServer, WebsocketServer, YRoom, exception_logger
 
@@ -82,7 +83,7 @@ def serve_pycrdt_main(port: int, sqlite_path: str | None) -> int:
             loop="asyncio",
             http="h11",
             ws="websockets-sansio",
-            ws_per_message_deflate=False,
+            ws_per_message_deflate=deflate,
             lifespan="off",
         )
         async with websocket_server:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .servers import NODE_SERVER, SERVERS
+from .shapes import SHAPES
 
 if TYPE_CHECKING:
     from .driver import Options
@@ -47,8 +48,95 @@ RSS_COLUMNS: list[Column] = [
     ("growth MiB", "rss_growth_mib", "{:.1f}"),
 ]
 
-# Per scenario family (a result key up to its first "-"): title and columns.
+SHAPE_COLUMNS: list[Column] = [
+    ("deliveries/s", "deliveries_per_s", "{:.0f}"),
+    ("updates/s", "updates_per_s", "{:.0f}"),
+    ("CPU us / delivery", "cpu_us_per_delivery", "{:.1f}"),
+    ("server CPU %", "server_cpu_pct", "{:.0f}"),
+    ("p50 ms", "p50_ms", "{:.2f}"),
+    ("p99 ms", "p99_ms", "{:.2f}"),
+    ("loadgen CPU %", "client_cpu_pct", "{:.0f}"),
+    ("procs", "loadgen_procs", "{:.0f}"),
+    ("busiest %", "client_cpu_max_pct", "{:.0f}"),
+    ("other CPU %", "other_cpu_pct", "{:.0f}"),
+    ("server waited %", "server_waited_pct", "{:.0f}"),
+    ("converged", "converged", "{}"),
+]
+SHAPE_TITLE = (
+    "{shape}: {docs} document(s) x {peers} peers, {writers} writing each, {mode}, "
+    "{duration:g} s (deliveries: an update reaching one other peer of its document)"
+)
+
+# Per result key, or per scenario family (a key up to its first "-"): title, columns.
 TABLES: dict[str, tuple[str, list[Column]]] = {
+    **{name: (SHAPE_TITLE, SHAPE_COLUMNS) for name in SHAPES},
+    "idle10k": (
+        "Idle connections: {conns} synced y-websocket connections on {conn_docs} "
+        "documents, opened 256 at a time (server VmRSS once it is quiet)",
+        [
+            ("RSS before MiB", "rss_before_mib", "{:.1f}"),
+            ("after MiB", "rss_after_mib", "{:.1f}"),
+            ("peak MiB", "rss_peak_mib", "{:.1f}"),
+            ("KiB / conn", "kib_per_conn", "{:.1f}"),
+            ("connect s", "connect_s", "{:.1f}"),
+            ("converged", "converged", "{}"),
+        ],
+    ),
+    "storm": (
+        "Connection storm: {conns} connections on {conn_docs} documents, {storm_wave} "
+        "opened at once, the next {storm_wave} when those synced; WebSocket ping round "
+        "trips from a probe connection in its own process (idle: the second before)",
+        [
+            ("all synced s", "synced_s", "{:.1f}"),
+            ("wave p50 s", "wave_p50_s", "{:.2f}"),
+            ("wave max s", "wave_max_s", "{:.2f}"),
+            ("ping idle p99 ms", "ping_idle_p99_ms", "{:.1f}"),
+            ("ping p50 ms", "ping_p50_ms", "{:.1f}"),
+            ("ping p99 ms", "ping_p99_ms", "{:.1f}"),
+            ("ping max ms", "ping_max_ms", "{:.1f}"),
+            ("SYNs dropped", "listen_drops", "{:.0f}"),
+            ("server CPU %", "server_cpu_pct", "{:.0f}"),
+            ("loadgen CPU %", "client_cpu_pct", "{:.0f}"),
+            ("other CPU %", "other_cpu_pct", "{:.0f}"),
+            ("server waited %", "server_waited_pct", "{:.0f}"),
+            ("RSS after MiB", "rss_after_mib", "{:.1f}"),
+            ("converged", "converged", "{}"),
+        ],
+    ),
+    "compression-sync": (
+        "Compression, first sync of a {compress_doc_mib:g} MiB document to a new peer "
+        "(mean of {compress_sync_peers}): TCP bytes it received, without and with "
+        "permessage-deflate offered",
+        [
+            ("setting", "setting", "{}"),
+            ("negotiated", "sync_negotiated_deflate", "{}"),
+            ("wire MiB off", "sync_wire_mib_off", "{:.2f}"),
+            ("wire MiB deflate", "sync_wire_mib_deflate", "{:.2f}"),
+            ("ms off", "sync_ms_off", "{:.0f}"),
+            ("ms deflate", "sync_ms_deflate", "{:.0f}"),
+            ("CPU ms off", "sync_cpu_ms_off", "{:.0f}"),
+            ("CPU ms deflate", "sync_cpu_ms_deflate", "{:.0f}"),
+            ("converged", "converged", "{}"),
+        ],
+    ),
+    "compression-typing": (
+        "Compression, typing: 1 writer, {compress_readers} readers, {compress_updates} "
+        "8-character updates, each sent once the previous reached every reader "
+        "(TCP bytes per delivery; server CPU per delivery)",
+        [
+            ("setting", "setting", "{}"),
+            ("negotiated", "typing_negotiated_deflate", "{}"),
+            ("message B", "typing_message_b_off", "{:.1f}"),
+            ("wire B off", "typing_wire_b_off", "{:.1f}"),
+            ("wire B deflate", "typing_wire_b_deflate", "{:.1f}"),
+            ("writer in B off", "typing_writer_in_b_off", "{:.1f}"),
+            ("CPU us off", "typing_cpu_us_off", "{:.1f}"),
+            ("CPU us deflate", "typing_cpu_us_deflate", "{:.1f}"),
+            ("p50 ms off", "typing_p50_ms_off", "{:.2f}"),
+            ("p50 ms deflate", "typing_p50_ms_deflate", "{:.2f}"),
+            ("converged", "converged", "{}"),
+        ],
+    ),
     "latency": (
         "Fan-out latency: 1 writer, {readers} readers, {latency_updates} appends at "
         "{latency_rate:g}/s (ms from send to arrival at each reader)",
@@ -182,9 +270,22 @@ def median_result(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def table_context(key: str, o: Options) -> dict[str, Any]:
     """What a table's title names, from the options and the result key."""
-    suffix = key.split("-", 1)[-1]
+    family, _, suffix = key.partition("-")
+    shape = SHAPES.get(family)
+    shaped = {}
+    if shape is not None:
+        shaped = {
+            "shape": shape.name,
+            "docs": max(1, round(shape.docs * o.shape_scale)),
+            "peers": shape.peers,
+            "writers": shape.writers,
+            "mode": "one update in flight per writer"
+            if suffix == "1"
+            else f"saturation: {suffix} updates in flight per writer",
+        }
     return {
-        **{k: v for k, v in vars(o).items() if k != "results"},
+        **{k: v for k, v in vars(o).items() if k not in ("results", "failures")},
+        **shaped,
         "readers": suffix,
         "size": suffix,
         "where": "1 shared document" if key.endswith("shared") else f"{o.writers} documents",
@@ -201,7 +302,7 @@ def print_tables(o: Options) -> None:
     for name in o.servers:
         print(f"  {name.ljust(width)}  persistence: {SERVERS[name].persists}")
     for key, per_server in o.results.items():
-        title, columns = TABLES[key.split("-")[0]]
+        title, columns = TABLES.get(key) or TABLES[key.split("-")[0]]
         print()
         print(title.format(**table_context(key, o)))
         headings = ["server", *(c[0] for c in columns)]
@@ -216,6 +317,15 @@ def print_tables(o: Options) -> None:
             merged = median_result(runs)
             rows.append([name, *(_fmt(merged.get(k), f) for _, k, f in columns)])
         print_rows([headings, *rows])
+
+
+def print_failures(failures: list[str]) -> None:
+    """What did not converge, after the tables, so that nobody reads a figure of a
+    run that lost or doubled an update without seeing it."""
+    print()
+    print(f"FAILED: {len(failures)} check(s) did not pass; the rows marked NO are not valid")
+    for failure in failures:
+        print(f"  {failure}")
 
 
 def print_rows(rows: list[list[str]]) -> None:
@@ -274,7 +384,10 @@ def machine_info() -> dict[str, str]:
 
 
 def write_json(path: Path, info: dict[str, str], o: Options) -> None:
-    options = vars(o) | {"results": None}  # the results have their own key
+    options = vars(o) | {"results": None, "failures": None}  # they have their own keys
     path.write_text(
-        json.dumps({"machine": info, "options": options, "results": o.results}, indent=2)
+        json.dumps(
+            {"machine": info, "options": options, "results": o.results, "failures": o.failures},
+            indent=2,
+        )
     )

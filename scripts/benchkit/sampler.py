@@ -35,6 +35,73 @@ def rss_kib(pid: int, field: str = "VmRSS") -> int:
     raise RuntimeError(f"no {field} for {pid}")
 
 
+def machine_busy_ticks() -> int:
+    """CPU time every core of the machine spent busy (not idle, not waiting for I/O)
+    since boot, in clock ticks, from ``/proc/stat``."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle, iowait = fields[3], fields[4]
+    return sum(fields[:8]) - idle - iowait  # user nice system idle iowait irq softirq steal
+
+
+def run_delay_s(pid: int) -> float:
+    """How long the process's main thread (the event loop of every server here) has
+    been ready to run but waiting for a core, in seconds, from ``/proc/PID/schedstat``:
+    time the machine's other work took from it."""
+    with open(f"/proc/{pid}/schedstat") as f:
+        return int(f.read().split()[1]) / 1e9
+
+
+def listen_drops() -> int:
+    """Connection attempts the kernel dropped because a listening socket's accept
+    queue (its backlog) was full: TcpExt ListenDrops from ``/proc/net/netstat``, for
+    the whole machine. A dropped SYN is sent again by the client after 1 s."""
+    with open("/proc/net/netstat") as f:
+        lines = f.read().splitlines()
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            return int(dict(zip(names.split(), values.split(), strict=True))["ListenDrops"])
+    return 0
+
+
+class CpuWindow:
+    """The CPU that the server, each load-generator process and everything else on
+    the machine used between construction and ``report()``, in % of one core, and
+    how long the server's main thread waited for a core meanwhile (% of the time),
+    read from ``/proc`` by a process that itself sleeps meanwhile (the driver)."""
+
+    def __init__(self, server_pid: int, loadgen_pids: Sequence[int]) -> None:
+        self.server_pid = server_pid
+        self.loadgen_pids = list(loadgen_pids)
+        self.t = time.perf_counter()
+        self.server = cpu_ticks(server_pid)
+        self.loadgen = [cpu_ticks(pid) for pid in self.loadgen_pids]
+        self.machine = machine_busy_ticks()
+        self.waited = run_delay_s(server_pid)
+
+    def report(self) -> dict[str, float]:
+        elapsed = time.perf_counter() - self.t
+        waited = run_delay_s(self.server_pid) - self.waited
+        server = cpu_ticks(self.server_pid) - self.server
+        loadgen = [
+            cpu_ticks(pid) - t0 for pid, t0 in zip(self.loadgen_pids, self.loadgen, strict=True)
+        ]
+        others = machine_busy_ticks() - self.machine - server - sum(loadgen)
+
+        def pct(ticks: float) -> float:
+            return 100 * ticks / CLK_TCK / elapsed
+
+        return {
+            "window_s": elapsed,
+            "server_cpu_s": server / CLK_TCK,
+            "server_cpu_pct": pct(server),
+            "client_cpu_pct": pct(sum(loadgen)),
+            "client_cpu_max_pct": pct(max(loadgen, default=0)),
+            "other_cpu_pct": pct(max(0, others)),
+            "server_waited_pct": 100 * waited / elapsed,
+        }
+
+
 class Usage:
     """Server and load-generator CPU over an interval, in % of one core: when the
     load generator's is near 100 %, it, not the server, is the limit."""

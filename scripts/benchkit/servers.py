@@ -4,13 +4,14 @@ generator reads its database, and the process that runs it."""
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -20,6 +21,17 @@ from .sampler import Probe
 
 NODE_DIR = ROOT / ".bench" / "node"
 NODE_SERVER = NODE_DIR / "node_modules" / "@y" / "websocket-server" / "src" / "server.js"
+# The same server with permessage-deflate on (ws leaves it off by default); copied
+# into NODE_DIR before it starts, where its imports resolve.
+NODE_DEFLATE_SERVER = SCRIPTS / "bench-node" / "deflate-server.js"
+
+# The arguments that switch permessage-deflate on in collab, for the compression
+# scenario. collab has no such setting yet (an issue asks for one, e.g.
+# --websocket-compression): until it lands this is empty, and the scenario's deflate
+# rows run collab as it is (the client offers deflate, collab declines). Once it
+# lands, put its flag here, or pass it without editing:
+#   BENCH_COLLAB_DEFLATE_ARGS="--websocket-compression deflate" scripts/bench ...
+COLLAB_DEFLATE_ARGS = tuple(shlex.split(os.environ.get("BENCH_COLLAB_DEFLATE_ARGS", "")))
 
 # (argv, extra environment) of a server, given its data folder and port.
 Start = Callable[[Path, int], tuple[list[str], dict[str, str]]]
@@ -40,6 +52,9 @@ class ServerSpec:
     available: Callable[[], str | None] = lambda: None  # why not, or None
     # Several processes on one store (a second one started on the same data dir).
     instances: bool = False
+    # How to start it accepting permessage-deflate from a client that offers it;
+    # None: it has no setting for that (the compression scenario says so).
+    deflate: Start | None = None
 
     @property
     def is_collab(self) -> bool:
@@ -92,7 +107,7 @@ def _needs_secantus() -> str | None:
     return "secantusd-py is not installed (pip install -e '.[test]')"
 
 
-def _collab(store: str) -> Start:
+def _collab(store: str, extra: Sequence[str] = ()) -> Start:
     def start(data: Path, port: int) -> tuple[list[str], dict[str, str]]:
         if store == "sqlite":
             url = f"sqlite:///{data / 'collab.db'}"
@@ -108,27 +123,44 @@ def _collab(store: str) -> Start:
         argv += ["--max-connections-per-ip", "0", "--max-documents-created-per-minute", "0"]
         argv += ["--rate-messages-per-s", "1e9", "--rate-messages-burst", "1000000000"]
         argv += ["--rate-bytes-per-s", str(2**40), "--rate-bytes-burst", str(2**40)]
-        return argv, {}
+        return [*argv, *extra], {}
 
     return start
 
 
-def _yws(persist: bool) -> Start:
+def _collab_deflate(store: str) -> Start | None:
+    return _collab(store, COLLAB_DEFLATE_ARGS) if COLLAB_DEFLATE_ARGS else None
+
+
+def _yws(persist: bool, deflate: bool = False) -> Start:
     def start(data: Path, port: int) -> tuple[list[str], dict[str, str]]:
         env = {"HOST": HOST, "PORT": str(port)}
         if persist:
             env["YPERSISTENCE"] = str(data / "leveldb")
-        return ["node", str(NODE_SERVER)], env
+        server = NODE_SERVER
+        if deflate:
+            server = NODE_DIR / NODE_DEFLATE_SERVER.name
+            shutil.copyfile(NODE_DEFLATE_SERVER, server)
+        return ["node", str(server)], env
 
     return start
 
 
-def _pycrdt(persist: bool) -> Start:
+def _pycrdt(persist: bool, deflate: bool = False) -> Start:
     def start(data: Path, port: int) -> tuple[list[str], dict[str, str]]:
         args = ["serve-pycrdt", "--port", str(port)]
         if persist:
             args += ["--sqlite", str(data / "ystore.db")]
+        if deflate:
+            args.append("--deflate")
         return benchkit_command(*args)
+
+    return start
+
+
+def _bare(deflate: bool = False) -> Start:
+    def start(_data: Path, port: int) -> tuple[list[str], dict[str, str]]:
+        return benchkit_command("serve-bare", "--port", str(port), *(["--deflate"] * deflate))
 
     return start
 
@@ -159,6 +191,7 @@ SERVERS = {
             instances=True,
             start=_collab("sqlite"),
             probe=lambda data: {"kind": "collab", "path": str(data / "collab.db")},
+            deflate=_collab_deflate("sqlite"),
         ),
         ServerSpec(
             "collab-mongodb",
@@ -168,17 +201,44 @@ SERVERS = {
             start=_collab("mongodb"),
             probe=lambda data: {"kind": "collab-mongodb", "url": mongodb_url(data)},
             available=_needs_secantus,
+            deflate=_collab_deflate("mongodb"),
         ),
-        ServerSpec("collab-memory", "none (memory://)", _collab("memory")),
-        ServerSpec("y-websocket", "none", _yws(False), available=_needs_node),
-        ServerSpec("y-websocket-leveldb", "LevelDB, no fsync", _yws(True), available=_needs_node),
-        ServerSpec("pycrdt-websocket", "none", _pycrdt(False), available=_needs_pycrdt_websocket),
+        ServerSpec(
+            "collab-memory",
+            "none (memory://)",
+            _collab("memory"),
+            deflate=_collab_deflate("memory"),
+        ),
+        ServerSpec(
+            "y-websocket", "none", _yws(False), available=_needs_node, deflate=_yws(False, True)
+        ),
+        ServerSpec(
+            "y-websocket-leveldb",
+            "LevelDB, no fsync",
+            _yws(True),
+            available=_needs_node,
+            deflate=_yws(True, True),
+        ),
+        ServerSpec(
+            "pycrdt-websocket",
+            "none",
+            _pycrdt(False),
+            available=_needs_pycrdt_websocket,
+            deflate=_pycrdt(False, True),
+        ),
         ServerSpec(
             "pycrdt-websocket-sqlite",
             "SQLite, commit per update",
             _pycrdt(True),
             lambda data: {"kind": "ystore", "path": str(data / "ystore.db")},
             available=_needs_pycrdt_websocket,
+            deflate=_pycrdt(True, True),
+        ),
+        ServerSpec(
+            "bare-tornado",
+            "none (a floor: Tornado + pycrdt, apply and relay, nothing else)",
+            _bare(),
+            deflate=_bare(deflate=True),
         ),
     )
 }
@@ -202,11 +262,13 @@ class RunningServer:
     """One server process on a free loopback port, its output in ``log_path``;
     listening when the constructor returns. A context manager that stops it."""
 
-    def __init__(self, spec: ServerSpec, data: Path, log_path: Path) -> None:
+    def __init__(
+        self, spec: ServerSpec, data: Path, log_path: Path, start: Start | None = None
+    ) -> None:
         self.spec = spec
         self.data = data
         self.port = free_port()
-        argv, env = spec.start(data, self.port)
+        argv, env = (start or spec.start)(data, self.port)
         self.log_path = log_path
         self._log: IO[bytes] = open(log_path, "ab")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(

@@ -5,19 +5,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import struct
 import time
 from typing import Any
 
+# struct tcp_info (linux/tcp.h): tcpi_bytes_acked and tcpi_bytes_received, u64 each
+# at these offsets since Linux 4.1 (RFC 4898's HCThruOctetsAcked and ...Received).
+TCP_INFO_BYTES_ACKED = 120
+TCP_INFO_BYTES_RECEIVED = 128
+TCP_INFO_SIZE = 136
 
-async def connect(url: str) -> Any:
-    """A WebSocket as every client here opens it: no compression (no server here
-    compresses by default; keep it equal), no size limit (a sync may be larger than
-    any update), no pings of its own (the servers ping; the library answers)."""
+
+async def connect(url: str, *, deflate: bool = False) -> Any:
+    """A WebSocket as every client here opens it: no compression unless ``deflate``
+    (no server here compresses by default; keep it equal; with ``deflate`` the client
+    offers permessage-deflate with the library's defaults and the server decides),
+    no size limit (a sync may be larger than any update), no pings of its own (the
+    servers ping; the library answers)."""
     from websockets.asyncio.client import connect as ws_connect
 
     return await ws_connect(
         url,
-        compression=None,
+        compression="deflate" if deflate else None,
         max_size=None,
         ping_interval=None,
         open_timeout=60,
@@ -50,6 +60,20 @@ class Connection:
             pass
         finally:
             self.closed.set()
+
+    @property
+    def deflated(self) -> bool:
+        """Whether permessage-deflate was negotiated on this connection."""
+        return bool(self.ws.protocol.extensions)
+
+    def tcp_bytes(self) -> tuple[int, int]:
+        """(bytes received, bytes sent and acknowledged) on this connection's TCP
+        socket since it opened, from the kernel (TCP_INFO): what crossed the wire as
+        TCP payload, WebSocket framing and the HTTP upgrade included."""
+        sock = self.ws.transport.get_extra_info("socket")
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_SIZE)
+        acked, received = struct.unpack_from("=QQ", info, TCP_INFO_BYTES_ACKED)
+        return received, acked
 
     @property
     def close_code(self) -> int | None:

@@ -51,15 +51,58 @@ class AppendRun:
         self._content = write_var_uint(len(chunk)) + chunk.encode()
         self.step = len(chunk)  # clock units per update (one per ASCII character)
 
+    def content(self, _i: int) -> bytes:
+        """The string content of update ``i``: its length, then its bytes."""
+        return self._content
+
     def update(self, i: int) -> bytes:
         c = self._client
+        content = self.content(i)
         if i == 0:
             # No left origin: the item names its parent, the root type TEXT_NAME.
             parent = b"\x01" + write_var_uint(len(TEXT_NAME)) + TEXT_NAME.encode()
-            return b"\x01\x01" + c + b"\x00\x04" + parent + self._content + b"\x00"
+            return b"\x01\x01" + c + b"\x00\x04" + parent + content + b"\x00"
         clock = i * self.step
         origin = c + write_var_uint(clock - 1)
-        return b"\x01\x01" + c + write_var_uint(clock) + b"\x84" + origin + self._content + b"\x00"
+        return b"\x01\x01" + c + write_var_uint(clock) + b"\x84" + origin + content + b"\x00"
+
+
+# Words to make prose of: as compressible as typed text is, unlike "abcdefgh" * n
+# (which deflate shrinks to nothing) or random bytes (which it cannot shrink).
+_WORDS = (
+    "the of and to in is that it for on with as was at by an be this from or are we "
+    "can which have not but all they one had their there were been has more when will "
+    "would who so if no out up what about into than them only other new some could "
+    "time these two may then first any like now my such make over our even most me "
+    "document editor server update peer change text paragraph review draft comment "
+    "shared version history cursor selection offline online sync merge conflict"
+)
+WORDS = _WORDS.split()
+
+
+def prose(length: int, seed: int = 1) -> str:
+    """``length`` ASCII characters of words drawn at random (a fixed seed: the same
+    text every run), separated by spaces."""
+    rng = random.Random(seed)
+    words = rng.choices(WORDS, k=length // 4 + 16)
+    text = " ".join(words)
+    while len(text) < length:
+        text += " " + " ".join(rng.choices(WORDS, k=length // 4 + 16))
+    return text[:length]
+
+
+class ProseRun(AppendRun):
+    """The updates of one client typing a prose text ``step`` characters per update:
+    update ``i`` appends characters ``i * step`` to ``(i + 1) * step`` of it (at most
+    ``count`` updates)."""
+
+    def __init__(self, client_id: int, step: int, count: int, seed: int = 1) -> None:
+        super().__init__(client_id, "x" * step)
+        self.text = prose(step * count, seed)
+        self._prefix = write_var_uint(step)
+
+    def content(self, i: int) -> bytes:
+        return self._prefix + self.text[i * self.step : (i + 1) * self.step].encode()
 
 
 class ReplaceRun:
@@ -115,6 +158,15 @@ def check_update_encoding() -> None:
             check.apply_update(update)
         if str(check.get(TEXT_NAME, type=Text)) != chunk * 20:
             raise SystemExit("bench: AppendRun updates do not apply to the expected text")
+    typed = ProseRun(client_id, 8, 20)
+    doc = Doc(client_id=client_id)
+    text = doc.get(TEXT_NAME, type=Text)
+    produced = []
+    doc.observe(lambda event, out=produced: out.append(event.update))
+    for i in range(20):
+        text += typed.text[i * 8 : (i + 1) * 8]
+    if produced != [typed.update(i) for i in range(20)]:
+        raise SystemExit("bench: ProseRun does not match pycrdt's update encoding")
     replace = ReplaceRun(client_id, 1000)
     for i in range(5):
         if update_ranges(replace.next_update()) != [(client_id, i * 1000, (i + 1) * 1000)]:

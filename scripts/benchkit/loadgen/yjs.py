@@ -51,8 +51,10 @@ class YClient(Connection):
         self.synced = asyncio.Event()  # the server answered our step 1
 
     @classmethod
-    async def open(cls, url: str, on_update: OnUpdate | None = None) -> YClient:
-        client = cls(await connect(url), on_update)
+    async def open(
+        cls, url: str, on_update: OnUpdate | None = None, *, deflate: bool = False
+    ) -> YClient:
+        client = cls(await connect(url, deflate=deflate), on_update)
         client.start_reading()
         await client.send(STEP1_EMPTY)
         return client
@@ -76,13 +78,15 @@ async def open_many(
     on_update_for: Callable[[int], OnUpdate | None] | None = None,
     *,
     concurrency: int = 32,
+    deflate: bool = False,
 ) -> list[YClient]:
     """Open ``count`` synced clients, ``concurrency`` handshakes at a time."""
     gate = asyncio.Semaphore(concurrency)
 
     async def one(i: int) -> YClient:
         async with gate:
-            client = await YClient.open(url_for(i), on_update_for(i) if on_update_for else None)
+            on_update = on_update_for(i) if on_update_for else None
+            client = await YClient.open(url_for(i), on_update, deflate=deflate)
             await asyncio.wait_for(client.synced.wait(), 60)
             return client
 

@@ -11,10 +11,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..loadgen.updates import check_update_encoding
+from .compression import scenario_compression
+from .connections import scenario_idle, scenario_probe, scenario_storm
 from .durable import scenario_durable
 from .fanout import scenario_latency
 from .floods import scenario_fastwriter, scenario_stalled
 from .memory import scenario_memory
+from .rooms import scenario_rooms
 from .stored import scenario_coldload, scenario_history, scenario_seed
 from .throughput import scenario_throughput
 
@@ -30,6 +33,11 @@ SCENARIOS: dict[str, Scenario] = {
     "seed": scenario_seed,
     "coldload": scenario_coldload,
     "history": scenario_history,
+    "rooms": scenario_rooms,
+    "idle": scenario_idle,
+    "storm": scenario_storm,
+    "probe": scenario_probe,
+    "compression": scenario_compression,
 }
 
 

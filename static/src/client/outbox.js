@@ -4,8 +4,8 @@
 //
 // Entries are keyed [doc, owner, n]: `owner` is the tab that made the edit. A tab
 // that opens a document adopts the entries of tabs that are gone (their Web Lock is
-// no longer held), so edits made offline in a tab that was then closed are counted,
-// sent and cleared by the next tab of that document.
+// no longer held: tabs.js), so edits made offline in a tab that was then closed are
+// counted, sent and cleared by the next tab of that document (persistence.js).
 
 const DB_NAME = "collab-outbox";
 const DB_VERSION = 1;
@@ -99,57 +99,4 @@ export class Outbox {
     tx.objectStore(META).delete(this.doc);
     await done(tx);
   }
-}
-
-// Web Locks tell which tabs are alive: each holds one named after itself for its life.
-const LOCK_PREFIX = "collab-tab:";
-
-/** Holds this tab's lock for the life of the page; returns once it is held. */
-export function holdTabLock(owner) {
-  if (!navigator.locks) return Promise.resolve();
-  return new Promise((resolve) => {
-    navigator.locks.request(LOCK_PREFIX + owner, () => {
-      resolve();
-      return new Promise(() => {}); // released when the page goes away
-    });
-  });
-}
-
-/** The owners whose tabs are alive (all of them when Web Locks are unavailable). */
-export async function liveOwners() {
-  if (!navigator.locks) return null;
-  const { held } = await navigator.locks.query();
-  return new Set(held.filter((l) => l.name.startsWith(LOCK_PREFIX)).map((l) => l.name.slice(LOCK_PREFIX.length)));
-}
-
-/** Calls `onGone` (holding its lock) once the tab `owner` is gone: its lock is
- * released when the page goes away. Nothing when `signal` aborts first. */
-export function watchTabLock(owner, signal, onGone) {
-  if (!navigator.locks) return;
-  navigator.locks.request(LOCK_PREFIX + owner, { signal }, () => onGone()).catch((error) => {
-    if (error?.name !== "AbortError") console.error("collab: watching another tab:", error);
-  });
-}
-
-/** Calls `onHeld` once this tab holds the lock `name`, which it then keeps until
- * `signal` aborts (or the page goes away). Without Web Locks, at once. */
-export function holdLockUntil(name, signal, onHeld) {
-  if (!navigator.locks) {
-    onHeld();
-    return;
-  }
-  navigator.locks
-    .request(name, { signal }, () => {
-      onHeld();
-      return new Promise((resolve) => signal.addEventListener("abort", resolve, { once: true }));
-    })
-    .catch((error) => {
-      if (error?.name !== "AbortError") console.error("collab: holding a lock:", error);
-    });
-}
-
-/** Runs `work` holding the document's outbox lock: tabs adopt entries one at a time. */
-export function withDocumentLock(doc, work) {
-  if (!navigator.locks) return work();
-  return navigator.locks.request(`collab-outbox:${encodeURIComponent(doc)}`, () => work());
 }

@@ -1,28 +1,14 @@
 // A Yjs provider for one document over a CollabClient: the native protocol's sync,
-// resume and reset (docs/PROTOCOL.md 1.4-1.5), acknowledged edits, awareness, the
-// document and its outbox kept in IndexedDB, and the tabs of one browser kept in step
-// through a BroadcastChannel, also while offline. docs/CLIENT.md has the API.
+// resume and reset (docs/PROTOCOL.md 1.4-1.5), acknowledged edits and awareness. The
+// copy kept in IndexedDB with its outbox is persistence.js's; the tabs of one browser
+// kept in step are tabs.js's. docs/CLIENT.md has the API.
 
 import * as Y from "yjs";
-import {
-  Awareness,
-  applyAwarenessUpdate,
-  encodeAwarenessUpdate,
-  removeAwarenessStates,
-} from "y-protocols/awareness";
-import { IndexeddbPersistence } from "y-indexeddb";
-import { deleteDB } from "lib0/indexeddb";
+import { Awareness, applyAwarenessUpdate, encodeAwarenessUpdate, removeAwarenessStates } from "y-protocols/awareness";
 import { ObservableV2 } from "lib0/observable";
 import { Sent } from "./client.js";
-import { Outbox, holdLockUntil, holdTabLock, liveOwners, openOutboxDatabase, watchTabLock, withDocumentLock } from "./outbox.js";
-
-/** This page's id: owner of the outbox entries it writes, holder of a Web Lock. */
-export const TAB_ID =
-  globalThis.crypto?.randomUUID?.() ?? `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
-const tabAlive = holdTabLock(TAB_ID);
-// Per document, the outbox writes of this tab's last provider of it: a provider opened
-// again in the same tab waits for them before it reads the outbox.
-const lastDisk = new Map();
+import { LocalCopy } from "./persistence.js";
+import { DocumentTabs, TAB_ID, isEmptyUpdate, liveOwners } from "./tabs.js";
 
 const MAX_IN_FLIGHT = 64; // updates sent and not yet acknowledged; later edits wait, merged
 const MAX_PENDING_ENTRIES = 32; // unsent edits kept apart; past it they are merged into one
@@ -30,8 +16,6 @@ const MAX_EARLY_BYTES = 32 * 1024 * 1024; // updates arriving between the parts 
 const RETRY_MS = 1000; // after `overloaded` or `load_failed`
 const MAX_REFUSED = 100; // refused edits kept for the page to inspect (the latest)
 const FRAME_OVERHEAD_BYTES = 256; // an update message's fields besides the update and name
-
-const isEmptyUpdate = (u) => u.length === 2 && u[0] === 0 && u[1] === 0;
 
 function concat(chunks, total) {
   const out = new Uint8Array(total);
@@ -67,7 +51,6 @@ export class DocumentProvider extends ObservableV2 {
     this.name = name;
     this.doc = options.doc ?? new Y.Doc();
     this.awareness = new Awareness(this.doc);
-    this.persist = options.persist ?? typeof indexedDB !== "undefined";
     this.epoch = null;
     this.seq = 0; // every update of the document up to this seq is in `doc`
     this.role = null; // "write" or "read", from the latest sync
@@ -80,35 +63,23 @@ export class DocumentProvider extends ObservableV2 {
     this.refused = []; // edits the server refused for good
     this.resets = 0;
     this.oldCopy = null; // after a reset that dropped edits: {doc, dropped}
-    this._gen = 0; // the local copy's generation within the epoch (a resync starts one)
     this._diverged = false; // the copy holds a refused edit until a resync replaces it
     this._fresh = false; // the next subscription takes the whole document (resync)
-    this._others = new Map(); // owner -> unacknowledged edits of this browser's other tabs
-    this._watching = new Set(); // other tabs whose end this provider waits for
     this._entryOwners = new Set(); // other tabs with outbox entries, when loading
-    this._relay = false; // this tab passes the server's updates on to the other tabs
-    this._watchAbort = new AbortController();
-    this._postedQueued = 0;
     this._wasSaved = true;
     this._nameBytes = new TextEncoder().encode(name).length;
     this._pending = []; // outbox entries not sent: {owner, n, epoch, update, count}
     this._inFlight = new Map(); // ref -> entries covered by that update
     this._ref = 0;
-    this._n = 0;
     this._parts = null;
     this._early = [];
     this._earlyBytes = 0;
     this._retry = null;
     this._flushTimer = null;
-    this._bcClients = new Set(); // awareness clients of this browser's other tabs
     this._hiddenState = null;
-    this._outbox = null;
-    this._disk = Promise.resolve();
     this._metaTimer = null;
-    this._persistence = null;
-    this._storeEpoch = null;
-    this._channel = null;
-    this._bcOrigin = { broadcast: name };
+    this._local = new LocalCopy(name, options.persist ?? typeof indexedDB !== "undefined");
+    this._tabs = new DocumentTabs(this);
     this._diskOrigin = { outbox: name };
     this._destroyed = false;
 
@@ -124,23 +95,14 @@ export class DocumentProvider extends ObservableV2 {
     // only nothing outlives the page.
     this.whenLoaded = this._load().catch((error) => {
       console.warn(`collab: ${name} is not kept in this browser:`, error);
-      this.persist = false;
-      this._persistence?.destroy();
-      this._persistence = null;
-      this._outbox = null;
+      this._local.disable();
     });
     // Outbox writes wait for the outbox to be open, and run one after another.
-    this._disk = this.whenLoaded;
+    this._local.disk = this.whenLoaded;
     this.whenLoaded.then(() => {
       if (this._destroyed) return;
       this.loaded = true;
-      this._openChannel();
-      for (const owner of this._entryOwners) this._watch(owner);
-      // One tab of the document (a Web Lock's holder) passes the server's updates on
-      // to the tabs that are offline or behind; the others do not repeat them.
-      holdLockUntil(`collab-relay:${encodeURIComponent(name)}`, this._watchAbort.signal, () => {
-        this._relay = true;
-      });
+      this._tabs.open(this._entryOwners);
       client._register(this);
       this._queuedChanged();
     });
@@ -151,9 +113,7 @@ export class DocumentProvider extends ObservableV2 {
   /** Edits of this document made in this browser (this tab and the others) not yet
    * acknowledged; merged edits count one each. */
   get queued() {
-    let n = this.ownQueued;
-    for (const count of this._others.values()) n += count;
-    return n;
+    return this.ownQueued + this._tabs.queued;
   }
 
   /** This tab's edits not yet acknowledged (this tab sends them). */
@@ -172,6 +132,12 @@ export class DocumentProvider extends ObservableV2 {
 
   get destroyed() {
     return this._destroyed;
+  }
+
+  /** The document and its outbox are kept in IndexedDB (the `persist` option, unless
+   * IndexedDB failed). */
+  get persist() {
+    return this._local.enabled;
   }
 
   get readOnly() {
@@ -196,7 +162,7 @@ export class DocumentProvider extends ObservableV2 {
   /** Resolves once the outbox writes asked for so far are done (the edits made so far
    * survive closing the tab). */
   whenPersisted() {
-    return this._disk.then(() => undefined);
+    return this._local.disk.then(() => undefined);
   }
 
   /** Resolves once every local edit made so far is acknowledged. */
@@ -217,15 +183,14 @@ export class DocumentProvider extends ObservableV2 {
     if (this._destroyed) return;
     this._destroyed = true;
     this._pageHide();
-    this._watchAbort.abort();
     // This tab's unacknowledged edits stay in the outbox: another tab of the document
     // (or this one, opening it again) sends them.
-    if (this.ownQueued > 0) this._post({ type: "released", from: TAB_ID });
+    this._tabs.close(this.ownQueued);
     clearTimeout(this._retry);
     clearTimeout(this._flushTimer);
     this._writeMeta();
     this.client._unregister(this);
-    if (this._outbox !== null && this._inFlight.size > 0) {
+    if (this._canAdopt() && this._inFlight.size > 0) {
       // Acks still to come clear their entries from the outbox (else they would be
       // sent again by whichever tab adopts them).
       const inFlight = this._inFlight;
@@ -233,16 +198,15 @@ export class DocumentProvider extends ObservableV2 {
         const entries = inFlight.get(m.ref);
         if (entries === undefined) return;
         inFlight.delete(m.ref);
-        this._queueDisk(() => this._outbox.remove(entries));
-        lastDisk.set(this.name, this._disk);
+        this._local.queue((outbox) => outbox.remove(entries));
+        this._local.handOver();
       });
     }
-    if (this.persist) lastDisk.set(this.name, this._disk);
+    if (this.persist) this._local.handOver();
     globalThis.removeEventListener?.("pagehide", this._onPageHide);
     globalThis.removeEventListener?.("pageshow", this._onPageShow);
     this._unbind();
-    this._channel?.close();
-    this._persistence?.destroy();
+    this._local.close();
     this.awareness.destroy();
     this.oldCopy?.doc.destroy();
     super.destroy();
@@ -259,15 +223,12 @@ export class DocumentProvider extends ObservableV2 {
 
   async _load() {
     if (!this.persist) return;
-    const [db] = await Promise.all([openOutboxDatabase(), tabAlive, lastDisk.get(this.name)]);
-    this._outbox = new Outbox(db, this.name, TAB_ID);
-    const meta = await this._outbox.meta();
+    const meta = await this._local.open();
     if (meta !== null) {
       this.epoch = meta.epoch;
       this.seq = meta.seq;
-      this._gen = meta.gen ?? 0;
     }
-    await this._openStore(this.epoch);
+    await this._local.openStore(this.epoch, this.doc);
     // Adopt the edits of tabs that are gone (closed while offline), and those this tab
     // left unacknowledged when it last had the document open: they are this
     // provider's to deliver now. Entries of other live tabs stay theirs.
@@ -275,22 +236,19 @@ export class DocumentProvider extends ObservableV2 {
     await this._adopt((e) => e.owner === TAB_ID || (live !== null && !live.has(e.owner)));
     // Tabs alive with edits of this document unsent: when one is closed, its edits
     // are this tab's to send.
-    for (const e of await this._outbox.entries()) if (e.owner !== TAB_ID) this._entryOwners.add(e.owner);
+    this._entryOwners = await this._local.otherOwners();
+  }
+
+  /** There is an outbox to adopt other tabs' entries from. */
+  _canAdopt() {
+    return this._local.outbox !== null;
   }
 
   /** Takes over the outbox entries `pick` selects: counted, sent and cleared by this
-   * provider from now on. Tabs adopt one at a time (a Web Lock per document). */
+   * provider from now on. */
   async _adopt(pick) {
-    if (this._outbox === null) return;
-    const adopted = await withDocumentLock(this.name, async () => {
-      const all = await this._outbox.entries();
-      for (const e of all) if (e.owner === TAB_ID) this._n = Math.max(this._n, e.n);
-      const orphans = all.filter(pick);
-      if (orphans.length === 0) return [];
-      const mine = orphans.map((e) => ({ owner: TAB_ID, n: ++this._n, epoch: e.epoch, update: e.update, count: e.count ?? 1 }));
-      await this._outbox.replace(orphans, mine);
-      return mine;
-    });
+    if (!this._canAdopt()) return;
+    const adopted = await this._local.adopt(pick);
     if (adopted.length === 0 || this._destroyed) return;
     this._pending.unshift(...adopted);
     // The outbox is a second copy of the unsaved edits: should the document's own
@@ -303,62 +261,6 @@ export class DocumentProvider extends ObservableV2 {
     }
   }
 
-  /** Waits for the end of another tab of this document (its Web Lock released: the
-   * tab was closed), then adopts what it left unsent. */
-  _watch(owner) {
-    if (typeof owner !== "string" || owner === TAB_ID || this._watching.has(owner) || this._outbox === null) return;
-    this._watching.add(owner);
-    watchTabLock(owner, this._watchAbort.signal, async () => {
-      this._watching.delete(owner);
-      this._others.delete(owner);
-      if (!this._destroyed) await this._adopt((e) => e.owner === owner);
-      this._queuedChanged();
-    });
-  }
-
-  /** Each generation of a document has a database of its own, so that a tab that
-   * moves to a new one never deletes what another tab still writes to. Both parts are
-   * escaped: no name and epoch give the database of another document ("a@b" before its
-   * first sync is not "a" at epoch "b"). */
-  _dbName(epoch, gen = this._gen) {
-    const name = `collab:${encodeURIComponent(this.name)}@${epoch === null ? "-" : encodeURIComponent(epoch)}`;
-    return gen > 0 ? `${name}#${gen}` : name;
-  }
-
-  /** Opens the y-indexeddb store of `epoch` for `doc`; resolves once loaded. */
-  _openStore(epoch) {
-    const persistence = new IndexeddbPersistence(this._dbName(epoch, this._gen), this.doc);
-    this._persistence = persistence;
-    this._storeEpoch = epoch;
-    return persistence.whenSynced.then(() => {
-      // Another tab deleting this database (it moved to a new generation first)
-      // closes it: stop writing to it instead of failing on every edit.
-      persistence.db.onversionchange = () => {
-        persistence.db.close();
-        if (this._persistence === persistence) {
-          persistence.destroy();
-          this._persistence = null;
-        }
-      };
-    });
-  }
-
-  /** Moves `doc` to the store of `epoch` and generation `gen` (the first sync tells the
-   * epoch; a reset changes it, a resync the generation), then deletes the store it was in. */
-  _moveStore(epoch, doc, gen = 0) {
-    const old = this._persistence;
-    const oldName = this._dbName(this._storeEpoch);
-    this._storeEpoch = epoch;
-    this._gen = gen;
-    if (old !== null) old.destroy();
-    this._persistence = null;
-    this._queueDisk(async () => {
-      if (this._destroyed || this.doc !== doc) return;
-      await this._openStore(epoch); // it stores the whole document on opening
-      if (oldName !== this._dbName(epoch)) await deleteDB(oldName);
-    });
-  }
-
   _bind() {
     this.doc.on("update", this._onDocUpdate);
     this.awareness.on("update", this._onAwarenessUpdate);
@@ -369,19 +271,11 @@ export class DocumentProvider extends ObservableV2 {
     this.awareness.off("update", this._onAwarenessUpdate);
   }
 
-  _queueDisk(work) {
-    if (!this.persist) return;
-    // (`_outbox` is read when the work runs: after loading, or never if loading failed.)
-    this._disk = this._disk.then(() => (this._outbox === null ? undefined : work())).catch((error) => console.error("collab: outbox:", error));
-  }
-
   _writeMeta() {
     clearTimeout(this._metaTimer);
     this._metaTimer = null;
     if (this.epoch === null) return;
-    const { epoch, seq } = this;
-    const gen = this._gen;
-    this._queueDisk(() => this._outbox.setMeta(epoch, seq, gen));
+    this._local.writeMeta(this.epoch, this.seq);
   }
 
   _metaSoon() {
@@ -391,16 +285,18 @@ export class DocumentProvider extends ObservableV2 {
   // -- local edits ------------------------------------------------------------
 
   _docUpdate(update, origin) {
-    if (origin === this._bcOrigin || origin === this._persistence || origin === this._diskOrigin) return;
+    // (Without a store, `store` is null: so is the origin of a plain `doc.transact`.)
+    const store = this._local.store;
+    if (origin === this._tabs.origin || (store !== null && origin === store) || origin === this._diskOrigin) return;
     if (origin === this) {
       // A remote edit from the server: other tabs may be offline or behind.
-      if (this._relay && !this._applyingSync) this._post({ type: "update", epoch: this.epoch, update });
+      if (this._tabs.relay && !this._applyingSync) this._tabs.sendUpdate(update);
       return;
     }
-    this._post({ type: "update", epoch: this.epoch, update });
-    const entry = { owner: TAB_ID, n: ++this._n, epoch: this.epoch, update, count: 1 };
+    this._tabs.sendUpdate(update);
+    const entry = this._local.entry(this.epoch, update);
     this._pending.push(entry);
-    this._queueDisk(() => this._outbox.put(entry));
+    this._local.queue((outbox) => outbox.put(entry));
     if (this._pending.length > MAX_PENDING_ENTRIES) this._mergePending();
     this._flush();
     this._queuedChanged();
@@ -409,11 +305,7 @@ export class DocumentProvider extends ObservableV2 {
   /** Tells this browser's other tabs how many of this tab's edits are unacknowledged,
    * and the page whether everything is saved. */
   _queuedChanged() {
-    const own = this.ownQueued;
-    if (own !== this._postedQueued) {
-      this._postedQueued = own;
-      this._post({ type: "queued", from: TAB_ID, count: own });
-    }
+    this._tabs.announceQueued(this.ownQueued);
     const saved = this.saved;
     if (saved !== this._wasSaved) {
       this._wasSaved = saved;
@@ -453,19 +345,19 @@ export class DocumentProvider extends ObservableV2 {
         merged.push(group[0]);
         continue;
       }
-      merged.push({
-        owner: TAB_ID,
-        n: ++this._n,
-        epoch: group[0].epoch,
-        update: Y.mergeUpdates(group.map((e) => e.update)),
-        count: group.reduce((c, e) => c + e.count, 0),
-      });
+      merged.push(
+        this._local.entry(
+          group[0].epoch,
+          Y.mergeUpdates(group.map((e) => e.update)),
+          group.reduce((c, e) => c + e.count, 0),
+        ),
+      );
     }
     if (merged.length === old.length) return;
     this._pending = merged;
     const removed = old.filter((e) => !merged.includes(e));
     const added = merged.filter((e) => !old.includes(e));
-    this._queueDisk(() => this._outbox.replace(removed, added));
+    this._local.queue((outbox) => outbox.replace(removed, added));
   }
 
   _flush() {
@@ -516,11 +408,11 @@ export class DocumentProvider extends ObservableV2 {
   _refuse(entries, error) {
     this.refused.push(...entries);
     if (this.refused.length > MAX_REFUSED) this.refused.splice(0, this.refused.length - MAX_REFUSED);
-    this._queueDisk(() => this._outbox.remove(entries));
+    this._local.queue((outbox) => outbox.remove(entries));
     this._diverged = true;
     this._queuedChanged();
     this.emit("error", [error]);
-    this._post({ type: "resync", from: TAB_ID });
+    this._tabs.askResync();
     this._resync();
   }
 
@@ -534,7 +426,7 @@ export class DocumentProvider extends ObservableV2 {
   }
 
   _acknowledged(entries) {
-    this._queueDisk(() => this._outbox.remove(entries));
+    this._local.queue((outbox) => outbox.remove(entries));
     this._queuedChanged();
   }
 
@@ -569,7 +461,7 @@ export class DocumentProvider extends ObservableV2 {
     // Peers seen through the server are no longer known to be there; the tabs of
     // this browser still are.
     const gone = [...this.awareness.getStates().keys()].filter(
-      (id) => id !== this.doc.clientID && !this._bcClients.has(id),
+      (id) => id !== this.doc.clientID && !this._tabs.clients.has(id),
     );
     if (gone.length > 0) removeAwarenessStates(this.awareness, gone, this);
     this.emit("synced", [false]);
@@ -659,7 +551,7 @@ export class DocumentProvider extends ObservableV2 {
     }
     this.epoch = m.epoch;
     this.seq = m.seq;
-    if (this.persist && this._storeEpoch !== m.epoch) this._moveStore(m.epoch, this.doc, 0);
+    if (this.persist && this._local.storeEpoch !== m.epoch) this._local.moveStore(m.epoch, this.doc, 0);
     this.role = m.role === "read" ? "read" : "write";
     this.syncMode = m.mode ?? null;
     this.syncParts = typeof m.parts === "number" ? m.parts : 1;
@@ -709,7 +601,7 @@ export class DocumentProvider extends ObservableV2 {
     this.awareness = new Awareness(doc);
     if (local !== null) this.awareness.setLocalState(local);
     this._bind();
-    this._bcClients.clear();
+    this._tabs.clients.clear();
     return oldDoc;
   }
 
@@ -723,12 +615,12 @@ export class DocumentProvider extends ObservableV2 {
     this._pending = [];
     this._fresh = false;
     this._diverged = false;
-    this._others.clear(); // the other tabs' entries go with the old generation
+    this._tabs.forgetQueued(); // the other tabs' entries go with the old generation
     const oldDoc = this._replaceDoc(update);
     this.resets += 1;
     if (this.persist) {
-      this._queueDisk(() => this._outbox.clear());
-      this._moveStore(m.epoch, this.doc, 0);
+      this._local.queue((outbox) => outbox.clear());
+      this._local.moveStore(m.epoch, this.doc, 0);
     }
     this.oldCopy?.doc.destroy();
     this.oldCopy = null;
@@ -748,7 +640,7 @@ export class DocumentProvider extends ObservableV2 {
     const keep = [...this._inFlight.values()].flat().concat(this._pending);
     const same = keep.filter((e) => e.epoch === m.epoch || e.epoch === null);
     if (same.length > 0) Y.applyUpdate(this.doc, Y.mergeUpdates(same.map((e) => e.update)), this._diskOrigin);
-    if (this.persist) this._moveStore(m.epoch, this.doc, this._gen + 1);
+    if (this.persist) this._local.moveStore(m.epoch, this.doc, this._local.gen + 1);
     oldDoc.destroy();
     this.resets += 1;
     this.emit("reset", [{ doc: this.doc, awareness: this.awareness, dropped: 0, oldDoc: null, reason: "resync" }]);
@@ -815,16 +707,15 @@ export class DocumentProvider extends ObservableV2 {
   // -- awareness --------------------------------------------------------------
 
   _awarenessUpdate({ added, updated, removed }, origin) {
-    if (origin === this._bcOrigin) {
-      for (const id of added.concat(updated)) this._bcClients.add(id);
-      for (const id of removed) this._bcClients.delete(id);
+    if (origin === this._tabs.origin) {
+      this._tabs.noteAwareness({ added, updated, removed });
       return;
     }
     if (origin !== "local") return;
     const changed = added.concat(updated, removed);
     const update = encodeAwarenessUpdate(this.awareness, changed);
     if (this.synced) this.client.send({ type: "awareness", doc: this.name, update });
-    this._post({ type: "awareness", update });
+    this._tabs.sendAwareness(update);
   }
 
   _pageHide() {
@@ -840,89 +731,6 @@ export class DocumentProvider extends ObservableV2 {
     if (event.persisted && this._hiddenState !== null && !this._destroyed) {
       this.awareness.setLocalState(this._hiddenState);
       this._hiddenState = null;
-    }
-  }
-
-  // -- other tabs -------------------------------------------------------------
-
-  _openChannel() {
-    if (typeof BroadcastChannel === "undefined") return;
-    this._channel = new BroadcastChannel(`collab:${this.name}`);
-    this._channel.onmessage = (event) => this._fromTab(event.data);
-    // Ask the tabs open already for what this copy lacks, and for their presence.
-    this._post({ type: "query", from: TAB_ID, epoch: this.epoch, sv: Y.encodeStateVector(this.doc), queued: this.ownQueued });
-  }
-
-  _post(message) {
-    if (this._channel === null) return;
-    try {
-      this._channel.postMessage(message);
-    } catch (error) {
-      console.info("collab: cannot post to the other tabs:", error);
-    }
-  }
-
-  _fromTab(m) {
-    if (m === null || typeof m !== "object") return;
-    try {
-      if (typeof m.from === "string" && m.from !== TAB_ID) this._watch(m.from);
-      switch (m.type) {
-        case "queued":
-          if (typeof m.from === "string" && typeof m.count === "number") {
-            if (m.count > 0) this._others.set(m.from, m.count);
-            else this._others.delete(m.from);
-            this._queuedChanged();
-          }
-          return;
-        case "released":
-          // The tab left the document with edits unsent: they are this tab's now.
-          this._others.delete(m.from);
-          this._adopt((e) => e.owner === m.from).catch((error) => console.error("collab: outbox:", error));
-          this._queuedChanged();
-          return;
-        case "resync":
-          // Another tab's edit was refused; this copy holds it too.
-          this._resync();
-          return;
-        case "update":
-          // A copy of another generation must not be merged in (see `reset`).
-          if (m.epoch != null && this.epoch !== null && m.epoch !== this.epoch) return;
-          if (m.update instanceof Uint8Array) Y.applyUpdate(this.doc, m.update, this._bcOrigin);
-          return;
-        case "awareness":
-          if (m.update instanceof Uint8Array) applyAwarenessUpdate(this.awareness, m.update, this._bcOrigin);
-          return;
-        case "query":
-          // A new tab: send what it lacks, and this copy's state vector, so that it
-          // sends back what this one lacks.
-          if (typeof m.queued === "number" && m.queued > 0) this._others.set(m.from, m.queued);
-          if (m.sv instanceof Uint8Array && (m.epoch == null || this.epoch === null || m.epoch === this.epoch)) {
-            const update = Y.encodeStateAsUpdate(this.doc, m.sv);
-            this._post({ type: "answer", to: m.from, from: TAB_ID, epoch: this.epoch, update, sv: Y.encodeStateVector(this.doc), queued: this.ownQueued });
-          }
-          this._queuedChanged();
-          if (this.awareness.getLocalState() !== null) {
-            this._post({ type: "awareness", update: encodeAwarenessUpdate(this.awareness, [this.doc.clientID]) });
-          }
-          return;
-        case "answer": {
-          if (m.to !== TAB_ID) return;
-          if (typeof m.queued === "number" && m.queued > 0) {
-            this._others.set(m.from, m.queued);
-            this._queuedChanged();
-          }
-          if (m.epoch != null && this.epoch !== null && m.epoch !== this.epoch) return;
-          if (!(m.update instanceof Uint8Array) || !(m.sv instanceof Uint8Array)) return;
-          if (!isEmptyUpdate(m.update)) Y.applyUpdate(this.doc, m.update, this._bcOrigin);
-          const missing = Y.encodeStateAsUpdate(this.doc, m.sv);
-          if (!isEmptyUpdate(missing)) this._post({ type: "update", epoch: this.epoch, update: missing });
-          return;
-        }
-        default:
-          return;
-      }
-    } catch (error) {
-      console.info("collab: ignoring a message from another tab:", error);
     }
   }
 }

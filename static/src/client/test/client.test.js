@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, mock, test } from "node:test";
 import { decode, encode } from "@msgpack/msgpack";
-import { CollabClient, Sent } from "../../static/src/client/client.js";
+import { CollabClient, Sent } from "../client.js";
 
 let clock = 0;
 const realNow = performance.now;

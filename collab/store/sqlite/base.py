@@ -1,0 +1,155 @@
+"""What every area of the SQLite store runs on: its threads and their
+connections, opening and closing the file, the write transaction, and the
+``documents`` row each area reads or writes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import sqlite3
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from collab.errors import StoreError
+from collab.store.base import Store
+from collab.store.sqlite.schema import SCHEMA_VERSION, prepare
+
+log = logging.getLogger("collab.store")
+T = TypeVar("T")
+
+
+class SQLiteBase(Store):
+    """The connections: one writer, one reader, one that polls the feeds and one
+    that writes presence, each on a thread of its own (``_run``)."""
+
+    def __init__(self, path: str | Path, *, create: bool = True) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self._create = create  # False: open() refuses a file that is missing or empty
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="collab-sqlite-writer")
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="collab-sqlite-reader")
+        self._feeder = ThreadPoolExecutor(1, thread_name_prefix="collab-sqlite-feed")
+        self._presence = ThreadPoolExecutor(1, thread_name_prefix="collab-sqlite-presence")
+        self._conns: dict[str, sqlite3.Connection] = {}
+        self._closed = False
+
+    async def _run(self, executor: ThreadPoolExecutor, fn: Callable[[], T]) -> T:
+        if self._closed:
+            raise StoreError("store is closed")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(executor, fn)
+        except sqlite3.Error as exc:
+            raise StoreError(f"sqlite: {exc}") from exc
+
+    def _connect(self, *, durable: bool = True) -> sqlite3.Connection:
+        # isolation_level=None: transactions are explicit (BEGIN ... COMMIT).
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, cached_statements=0
+        )
+        conn.execute("PRAGMA busy_timeout = 10000")
+        conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'OFF'}")
+        return conn
+
+    async def open(self) -> None:
+        def setup() -> None:
+            if not self._create and not self.path.is_file():
+                raise StoreError(f"no store at {self.path.resolve()}")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = self._connect()
+            try:
+                prepare(conn, self.path, create=self._create)
+            except BaseException:
+                conn.close()  # also rolls back a half-created schema
+                raise
+            self._conns["writer"] = conn
+
+        await self._run(self._writer, setup)
+
+        def read_only() -> sqlite3.Connection:
+            conn = self._connect()
+            conn.execute("PRAGMA query_only = ON")
+            return conn
+
+        self._conns["reader"] = await self._run(self._reader, read_only)
+        self._conns["feed"] = await self._run(self._feeder, read_only)
+        self._conns["presence"] = await self._run(
+            self._presence, lambda: self._connect(durable=False)
+        )
+        log.info("sqlite store at %s (WAL, schema v%d)", self.path, SCHEMA_VERSION)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        loop = asyncio.get_running_loop()
+        executors = {
+            "writer": self._writer,
+            "reader": self._reader,
+            "feed": self._feeder,
+            "presence": self._presence,
+        }
+        for name, executor in executors.items():
+            conn = self._conns.pop(name, None)
+            if conn is not None:
+                await loop.run_in_executor(executor, conn.close)
+            executor.shutdown(wait=False)
+        self._closed = True
+
+    def _conn(self, name: str) -> sqlite3.Connection:
+        conn = self._conns.get(name)
+        if conn is None:
+            raise StoreError("store is not open")
+        return conn
+
+    @property
+    def _w(self) -> sqlite3.Connection:
+        return self._conn("writer")
+
+    @property
+    def _r(self) -> sqlite3.Connection:
+        return self._conn("reader")
+
+
+def create_document(
+    conn: sqlite3.Connection, name: str, now: float, epoch: str | None = None
+) -> None:
+    """Add the document's row unless there is one (with a new epoch, unless given)."""
+    conn.execute(
+        "INSERT OR IGNORE INTO documents (name, epoch, created_s, updated_s) VALUES (?,?,?,?)",
+        (name, epoch or secrets.token_hex(8), now, now),
+    )
+
+
+def of_epoch(conn: sqlite3.Connection, doc: str, epoch: str | None) -> bool:
+    """Whether the document still has ``epoch`` (None: no check)."""
+    if epoch is None:
+        return True
+    row = conn.execute("SELECT epoch FROM documents WHERE name = ?", (doc,)).fetchone()
+    return row is not None and row[0] == epoch
+
+
+@contextlib.contextmanager
+def write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """``BEGIN IMMEDIATE`` (the file's write lock, which every process sharing the
+    file waits for) then ``COMMIT``; on any exception, rolled back and raised as it
+    was."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        _rollback(conn)
+        raise
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back after a failure without hiding it: SQLite may have rolled the
+    transaction back already (a full disk does), and ROLLBACK would then fail
+    with "no transaction is active" in place of the real error."""
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")

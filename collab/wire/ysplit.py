@@ -1,0 +1,166 @@
+"""Yjs updates cut and written again: the writing half of the v1 update format,
+for the replica (collab.wire.replica).
+
+:func:`split_update` cuts an update that passed the strict reader
+(:func:`collab.wire.yformat.check_update`) by what a document can integrate now
+and what must wait for missing dependencies, as Yjs does with its pending
+structs, and writes each part as a v1 update from the bytes of the structs it
+keeps. Reading and every check stay in :mod:`collab.wire.yformat`: nothing here
+reads bytes that were not checked there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from collab.wire.yformat import (
+    ANY,
+    DELETED,
+    GC,
+    ID,
+    STRING,
+    Reader,
+    Struct,
+    UpdateRanges,
+    var_uint,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    """An update cut by what a document can integrate now (see split_update)."""
+
+    now: bytes | None  # what can be integrated now, without what the document has
+    later: bytes | None  # what waits for missing dependencies
+    whole: bytes  # both, as one update: the update as it is to be stored and relayed
+
+
+def split_update(
+    update: bytes,
+    ranges: UpdateRanges,
+    state_vector: dict[int, int],
+    as_gc: Collection[ID] = (),
+) -> Split:
+    """Cut a checked update by what a document with ``state_vector`` can integrate
+    now and what must wait for missing dependencies, as Yjs does with its pending
+    structs. Structs the document holds already are left out of ``now``, and one
+    it holds in part is cut where the document's clock is (with the item before
+    the cut as its origin, as Yjs writes such a struct), so that pycrdt never
+    integrates an item over one it has. The structs named in ``as_gc`` (by their
+    first id) are written as GC structs of the same length."""
+    counts, known = ranges.integrable_counts(state_vector)
+    overlaps = any(
+        group and group[0].clock < state_vector.get(group[0].client, 0) for group in ranges.groups
+    )
+    if (
+        not as_gc
+        and not ranges.has_empty
+        and not overlaps
+        and all(count == len(group) for count, group in zip(counts, ranges.groups, strict=True))
+        and all(known.get(client, 0) >= end for client, _, end in ranges.deletes)
+    ):
+        return Split(update, None, update)
+    now_groups: list[bytes] = []
+    later_groups: list[bytes] = []
+    whole_groups: list[bytes] = []
+    for count, group in zip(counts, ranges.groups, strict=True):
+        if not group:
+            continue
+        have = state_vector.get(group[0].client, 0)
+        ready = _trim([s for s in group[:count] if s.end > have])
+        ready_bytes = [_struct_bytes(update, s, have, as_gc) for s in ready]
+        if ready_bytes:
+            now_groups.append(_group(ready[0].client, max(ready[0].clock, have), ready_bytes))
+        waiting = list(group[count:])
+        waiting_bytes = [_struct_bytes(update, s, 0, as_gc) for s in _trim(waiting)]
+        if waiting_bytes:
+            first = _trim(waiting)[0]
+            later_groups.append(_group(first.client, first.clock, waiting_bytes))
+        # The whole: what is new now, then everything from where it stops (skips
+        # between the two included, so the group stays contiguous).
+        if ready_bytes:
+            rest = [_struct_bytes(update, s, 0, as_gc) for s in waiting]
+            if rest and waiting[-1].skip:
+                rest = [_struct_bytes(update, s, 0, as_gc) for s in _trim(waiting)]
+            whole_groups.append(
+                _group(ready[0].client, max(ready[0].clock, have), ready_bytes + rest)
+            )
+        elif waiting_bytes:
+            whole_groups.append(later_groups[-1])
+    now_deletes: dict[int, list[tuple[int, int]]] = {}
+    later_deletes: dict[int, list[tuple[int, int]]] = {}
+    for client, start, end in ranges.deletes:
+        # Yjs deletes what it has at once and keeps the rest for later.
+        have = known.get(client, 0)
+        if start < have:
+            now_deletes.setdefault(client, []).append((start, min(end, have)))
+        if end > have:
+            later_deletes.setdefault(client, []).append((max(start, have), end))
+    all_deletes: dict[int, list[tuple[int, int]]] = {}
+    for client, start, end in ranges.deletes:
+        all_deletes.setdefault(client, []).append((start, end))
+    return Split(
+        _encode(now_groups, now_deletes) if now_groups or now_deletes else None,
+        _encode(later_groups, later_deletes) if later_groups or later_deletes else None,
+        _encode(whole_groups, all_deletes),
+    )
+
+
+def _trim(structs: list[Struct]) -> list[Struct]:
+    """Leading and trailing skip structs carry nothing: leave them out."""
+    first, last = 0, len(structs)
+    while first < last and structs[first].skip:
+        first += 1
+    while last > first and structs[last - 1].skip:
+        last -= 1
+    return structs[first:last]
+
+
+def _group(client: int, clock: int, structs: list[bytes]) -> bytes:
+    return var_uint(len(structs)) + var_uint(client) + var_uint(clock) + b"".join(structs)
+
+
+def _struct_bytes(update: bytes, struct: Struct, have: int, as_gc: Collection[ID]) -> bytes:
+    """One struct's bytes, as a GC struct if asked, cut at clock ``have`` if the
+    document holds its start already."""
+    gc = (struct.client, struct.clock) in as_gc
+    if struct.clock >= have:
+        if gc:
+            return bytes([GC]) + var_uint(struct.end - struct.clock)
+        return update[struct.span[0] : struct.span[1]]
+    # The document has [clock, have): keep [have, end), after the item at have - 1.
+    offset = have - struct.clock
+    if gc or struct.kind == GC:
+        return bytes([GC]) + var_uint(struct.end - have)
+    right = struct.right_origin
+    head = bytes([struct.kind | 0x80 | (0x40 if right else 0)])
+    head += var_uint(struct.client) + var_uint(have - 1)
+    if right is not None:
+        head += var_uint(right[0]) + var_uint(right[1])
+    reader = Reader(update[struct.content_at : struct.span[1]])
+    if struct.kind == DELETED:
+        return head + var_uint(struct.end - have)
+    if struct.kind == STRING:
+        # Never between the halves of a surrogate pair: the replica refuses that.
+        units = reader.read_var_string().encode("utf-16-le")[2 * offset :]
+        return head + _var_string(units.decode("utf-16-le"))
+    if struct.kind == ANY:
+        count = reader.read_var_uint()
+        for _ in range(offset):
+            reader.read_any()
+        return head + var_uint(count - offset) + reader.read_bytes(reader.remaining)
+    raise AssertionError(f"a struct of kind {struct.kind} has one clock: it cannot be cut")
+
+
+def _var_string(text: str) -> bytes:
+    data = text.encode()
+    return var_uint(len(data)) + data
+
+
+def _encode(groups: list[bytes], deletes: dict[int, list[tuple[int, int]]]) -> bytes:
+    parts = [var_uint(len(groups)), *groups, var_uint(len(deletes))]
+    for client, spans in deletes.items():
+        parts.append(var_uint(client) + var_uint(len(spans)))
+        parts.extend(var_uint(start) + var_uint(end - start) for start, end in spans)
+    return b"".join(parts)

@@ -1,0 +1,345 @@
+"""Protocol rules without sockets: the peer state machines (collab.peers.native,
+collab.peers.yjs) driven in-process, on a room manager over the memory store.
+
+An :class:`InProcessPeer` is both ends of a WebSocket at once: the test writes
+frames into it as a client would, and the connection it drives sends its frames
+back through it as through its transport. It reads as Tornado's handler does:
+one message at a time, awaiting what ``receive`` returns before the next (the
+connection's backpressure), refusing messages past ``max_frame_bytes`` with
+1009, and leaving the rooms when either side closes. Its API is
+:class:`tests.helpers.RawPeer`'s, so a test reads the same either way.
+
+Real servers stay where they are what is tested (sockets, kills, restarts,
+instances, browsers, interop); the rules of the protocols are tables of frames
+and answers, and run here in milliseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import urllib.parse
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import msgpack
+import pytest
+from tornado.ioloop import IOLoop
+from tornado.websocket import WebSocketClosedError
+
+from collab.auth import Authenticator
+from collab.config import Settings
+from collab.core.manager import RoomManager
+from collab.errors import AccessDenied, CloseCode, ProtocolError
+from collab.metrics import Metrics
+from collab.names import validate_document_name
+from collab.peers.native import NativeConnection
+from collab.peers.transport import close_reason
+from collab.peers.yjs import YjsConnection
+from collab.store.memory import MemoryStore
+from collab.wire.native import PROTOCOL_VERSION
+from tests.helpers import TIMEOUT_S
+
+CLOSED = object()  # in a peer's queue of frames from the server: the close
+
+
+class _Transport:
+    """The socket as the connection sees it: what it sends goes to the client's
+    queue; closing ends the reading and makes the connection leave its rooms."""
+
+    def __init__(self, peer: InProcessPeer) -> None:
+        self._peer = peer
+
+    def send(self, frame: bytes) -> None:
+        if self._peer.close_code is None:
+            self._peer.received.put_nowait(frame)
+
+    def send_many(self, frames: list[bytes]) -> None:
+        for frame in frames:
+            self.send(frame)
+
+    async def drained(self, below: int) -> None:
+        return  # nothing waits to be written: the client's queue takes it all
+
+    def close(self, code: int, reason: str) -> None:
+        self._peer.closed_with(code, reason)
+
+
+class InProcessPeer:
+    """A connection driven as a WebSocket handler drives it, and its client."""
+
+    def __init__(self, server: InProcessServer, remote: str = "127.0.0.1") -> None:
+        self.server = server
+        self.remote = remote
+        self.transport = _Transport(self)
+        self.connection: NativeConnection | YjsConnection | None = None
+        self.close_code: int | None = None
+        self.close_reason: str | None = None
+        self.received: asyncio.Queue[Any] = asyncio.Queue()  # frames to the client
+        self._sent: asyncio.Queue[bytes | str] = asyncio.Queue()  # frames from the client
+        self._reading: asyncio.Task[None] | None = None
+        self._leaving: asyncio.Task[None] | None = None
+
+    def start(self, connection: NativeConnection | YjsConnection) -> None:
+        self.connection = connection
+        if self.close_code is None:
+            self._reading = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
+        """As Tornado reads a socket: a message at a time, each one's returned
+        awaitable awaited before the next is read."""
+        limit = self.server.settings.max_frame_bytes
+        while self.close_code is None:
+            frame = await self._sent.get()
+            if len(frame) > limit:
+                self.closed_with(CloseCode.MESSAGE_TOO_BIG, "message too big")
+                return
+            assert self.connection is not None
+            pending = self.connection.receive(frame)
+            if pending is not None:
+                await pending
+
+    def closed_with(self, code: int, reason: str) -> None:
+        """The socket closed (either side): reading stops, the connection leaves."""
+        if self.close_code is not None:
+            return
+        self.close_code, self.close_reason = code, reason
+        self.received.put_nowait(CLOSED)
+        if self._reading is not None and self._reading is not asyncio.current_task():
+            self._reading.cancel()
+        if self.connection is not None:
+            self._leaving = asyncio.ensure_future(self.connection.close())
+
+    # -- the client --------------------------------------------------------------------
+
+    def send_bytes(self, data: bytes) -> None:
+        self._sent.put_nowait(data)
+
+    def send_text(self, text: str) -> None:
+        self._sent.put_nowait(text)
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.send_bytes(msgpack.packb(message, use_bin_type=True))
+
+    async def recv_bytes(self, timeout_s: float = TIMEOUT_S) -> bytes | None:
+        """The next frame, or None once the connection was closed."""
+        frame = await asyncio.wait_for(self.received.get(), timeout_s)
+        if frame is CLOSED:
+            self.received.put_nowait(CLOSED)  # closed stays closed
+            return None
+        return frame
+
+    async def recv(self, timeout_s: float = TIMEOUT_S) -> dict[str, Any]:
+        frame = await self.recv_bytes(timeout_s)
+        assert frame is not None, f"connection closed: {self.close_code} {self.close_reason}"
+        return msgpack.unpackb(frame, raw=False)
+
+    async def recv_type(self, kind: str, timeout_s: float = TIMEOUT_S) -> dict[str, Any]:
+        while True:
+            message = await self.recv(timeout_s)
+            if message["type"] == kind:
+                return message
+
+    async def hello(self, **fields: Any) -> dict[str, Any]:
+        self.send({"type": "hello", "version": PROTOCOL_VERSION, **fields})
+        return await self.recv()
+
+    async def subscribe(self, doc: str, sv: bytes | None = None, **fields: Any) -> dict[str, Any]:
+        message: dict[str, Any] = {"type": "subscribe", "doc": doc, **fields}
+        if sv is not None:
+            message["sv"] = sv
+        self.send(message)
+        sync = await self.recv_type("sync")
+        if sync.get("parts", 1) > 1:
+            parts = [sync["update"]]
+            while len(parts) < sync["parts"]:
+                sync = await self.recv_type("sync")
+                parts.append(sync["update"])
+            sync = {**sync, "update": b"".join(parts)}
+        return sync
+
+    def pending(self) -> list[bytes]:
+        """The frames the server sent that were not read yet (none wait for I/O)."""
+        frames = []
+        while not self.received.empty():
+            frame = self.received.get_nowait()
+            if frame is CLOSED:
+                self.received.put_nowait(CLOSED)
+                break
+            frames.append(frame)
+        return frames
+
+    async def closed(self, timeout_s: float = TIMEOUT_S) -> tuple[int | None, str | None]:
+        while await self.recv_bytes(timeout_s) is not None:
+            pass
+        return self.close_code, self.close_reason
+
+    def close(self) -> None:
+        self.closed_with(CloseCode.NORMAL, "the client closed")
+
+    async def wait_closed(self) -> None:
+        for task in (self._leaving, self._reading):
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+
+class InProcessWebSocket:
+    """A client's view of an in-process peer shaped as Tornado's
+    WebSocketClientConnection, for clients written against it (tests/yjs_peer.py)."""
+
+    def __init__(self, peer: InProcessPeer) -> None:
+        self._peer = peer
+
+    @property
+    def close_code(self) -> int | None:
+        return self._peer.close_code
+
+    @property
+    def close_reason(self) -> str | None:
+        return self._peer.close_reason
+
+    def write_message(self, message: bytes | str, binary: bool = False) -> asyncio.Future[None]:
+        if self._peer.close_code is not None:
+            raise WebSocketClosedError()
+        if isinstance(message, bytes):
+            self._peer.send_bytes(message)
+        else:
+            self._peer.send_text(message)
+        written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        written.set_result(None)
+        return written
+
+    async def read_message(self) -> bytes | None:
+        return await self._peer.recv_bytes(timeout_s=3600)
+
+    def close(self) -> None:
+        self._peer.close()
+
+
+class InProcessServer:
+    """What CollabServer composes for the protocols, without its sockets: a room
+    manager over a memory store, and the authenticator."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = MemoryStore()
+        self.metrics = Metrics()
+        self.rooms = RoomManager(self.store, settings, self.metrics)
+        self.auth = Authenticator(
+            settings.auth_secret,
+            public_key_file=settings.auth_public_key_file,
+            jwks_file=settings.auth_jwks_file,
+        )
+        self.peers: list[InProcessPeer] = []
+
+    async def start(self) -> None:
+        await self.store.open()
+        self.rooms.start()
+
+    def native(self, *, token: str | None = None, remote: str = "127.0.0.1") -> InProcessPeer:
+        """A peer on ``/ws`` (``token``: as ``?token=``)."""
+        peer = InProcessPeer(self, remote)
+        peer.start(
+            NativeConnection(
+                peer.transport,
+                self.rooms,
+                self.auth,
+                self.settings,
+                query_token=token,
+                remote=remote,
+            )
+        )
+        self.peers.append(peer)
+        return peer
+
+    async def yjs(self, doc: str, *, token: str | None = None) -> InProcessPeer:
+        """A peer on ``/yjs/DOC`` (``token``: as ``?token=``), opened as the handler
+        opens it: refused with the close code a socket would get."""
+        peer = InProcessPeer(self)
+        self.peers.append(peer)
+        try:
+            doc = validate_document_name(doc, self.settings.max_document_name_bytes)
+            identity = self.auth.authenticate(token)
+            role = identity.require(doc)
+        except ProtocolError as exc:
+            peer.closed_with(CloseCode.PROTOCOL_ERROR, close_reason(exc.message))
+            return peer
+        except AccessDenied as exc:
+            peer.closed_with(exc.close_code or CloseCode.FORBIDDEN, close_reason(exc.message))
+            return peer
+        connection = YjsConnection(
+            peer.transport,
+            self.rooms,
+            identity,
+            role,
+            doc,
+            self.settings.instance_id,
+            remote=peer.remote,
+            settings=self.settings,
+        )
+        peer.connection = connection
+        await connection.open()  # Tornado reads nothing before open() is done
+        peer.start(connection)
+        return peer
+
+    async def websocket(self, path: str) -> InProcessWebSocket:
+        """A client's socket on ``/yjs/PATH`` (as yjs_path)."""
+        return InProcessWebSocket(await self.yjs_path(path))
+
+    async def yjs_path(self, path: str) -> InProcessPeer:
+        """A peer on ``/yjs/PATH``, ``path`` as a URL holds it (escapes, ``?token=``)."""
+        doc, _, query = path.partition("?")
+        token = urllib.parse.parse_qs(query).get("token", [None])[-1]
+        return await self.yjs(urllib.parse.unquote(doc), token=token)
+
+    async def stop(self) -> None:
+        for peer in self.peers:
+            peer.close()
+        for peer in self.peers:
+            await peer.wait_closed()
+        await self.rooms.close()
+        await self.store.close()
+
+
+@pytest.fixture
+def start_inprocess(io_loop: IOLoop) -> Iterator[Callable[[Settings], Awaitable[InProcessServer]]]:
+    """``await start_inprocess(settings)`` inside a test; stopped after it."""
+    servers: list[InProcessServer] = []
+
+    async def start(settings: Settings) -> InProcessServer:
+        server = InProcessServer(settings.replace(store_url="memory://"))
+        await server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in reversed(servers):
+        io_loop.run_sync(server.stop)
+
+
+@pytest.fixture
+def inprocess(
+    io_loop: IOLoop, settings: Settings, start_inprocess: Callable[..., Awaitable[InProcessServer]]
+) -> InProcessServer:
+    """An in-process server on the test's settings (its store: memory)."""
+    return io_loop.run_sync(lambda: start_inprocess(settings))
+
+
+@pytest.fixture
+def inprocess_raw(
+    inprocess: InProcessServer,
+) -> Callable[..., Awaitable[InProcessPeer]]:
+    """``await raw(path="/ws", target=None)`` as conftest's ``raw``, in-process:
+    ``/ws[?token=T]`` or ``/yjs/DOC[?token=T]`` on ``target`` (default: ``inprocess``)."""
+
+    async def open_peer(path: str = "/ws", target: InProcessServer | None = None) -> InProcessPeer:
+        server = target or inprocess
+        route, _, query = path.partition("?")
+        if route.startswith("/yjs/"):
+            return await server.yjs_path(path[len("/yjs/") :])
+        assert route == "/ws", f"no such route in-process: {path}"
+        token = urllib.parse.parse_qs(query).get("token", [None])[-1]
+        return server.native(token=token)
+
+    return open_peer
