@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -56,11 +57,19 @@ DEFAULT_STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 
 class CollabServer:
-    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """``clock``: Unix seconds, for the time of updates and the retention's
+        cutoff (tests move it forward instead of waiting)."""
         self.settings = settings
         self.store = store if store is not None else create_store(settings.store_url)
         self.metrics = Metrics()
-        self.rooms = RoomManager(self.store, settings, self.metrics)
+        self.rooms = RoomManager(self.store, settings, self.metrics, clock=clock)
         self.auth = Authenticator(
             settings.auth_secret,
             public_key_file=settings.auth_public_key_file,

@@ -2,6 +2,12 @@
 
 pytest-tornasync runs each ``async def test_...`` on a fresh IOLoop (``io_loop``);
 fixtures that need the loop start and stop things with ``io_loop.run_sync``.
+
+A module (or class) marked ``inprocess`` tests protocol rules, not sockets: there
+``server`` and ``start_server`` give in-process servers (tests/inprocess.py: the
+peers' state machines on a room manager, no socket), and ``connect``, ``raw`` and
+``yjs`` reach them without one. Its tests marked ``socket`` get real servers, so
+that each feature still runs end to end over a real socket.
 """
 
 from __future__ import annotations
@@ -19,7 +25,12 @@ from collab.client import CollabClient
 from collab.config import Settings
 from collab.store import Store
 from tests.helpers import RawPeer
-from tests.inprocess import inprocess, inprocess_raw, start_inprocess  # noqa: F401 - fixtures
+from tests.inprocess import (  # noqa: F401 - fixtures
+    InProcessServer,
+    inprocess,
+    inprocess_raw,
+    start_inprocess,
+)
 from tests.mongodb import MongoServer, session_server
 from tests.yjs_peer import YjsPeers
 
@@ -72,14 +83,28 @@ def mongodb_url(io_loop: IOLoop, mongo_server: MongoServer) -> Iterator[str]:
     io_loop.run_sync(drop)
 
 
+def in_process(request: pytest.FixtureRequest) -> bool:
+    """The test is marked ``inprocess`` (its module, usually) and not ``socket``."""
+    node = request.node
+    return node.get_closest_marker("inprocess") is not None and (
+        node.get_closest_marker("socket") is None
+    )
+
+
 @pytest.fixture
-def start_server(io_loop: IOLoop) -> Iterator[Callable[..., Awaitable[CollabServer]]]:
-    """``await start_server(settings, store=None)`` inside a test; every server
-    started this way is stopped after the test (stopping twice is harmless)."""
+def start_server(
+    request: pytest.FixtureRequest, io_loop: IOLoop
+) -> Iterator[Callable[..., Awaitable[Any]]]:
+    """``await start_server(settings, store=None, clock=...)`` inside a test; every server
+    started this way is stopped after the test (stopping twice is harmless).
+    In-process servers for tests marked ``inprocess`` (above)."""
+    if in_process(request):
+        yield request.getfixturevalue("start_inprocess")
+        return
     servers: list[CollabServer] = []
 
-    async def start(settings: Settings, store: Store | None = None) -> CollabServer:
-        server = CollabServer(settings, store)
+    async def start(settings: Settings, store: Store | None = None, **options: Any) -> CollabServer:
+        server = CollabServer(settings, store, **options)
         await server.start()
         servers.append(server)
         return server
@@ -90,9 +115,9 @@ def start_server(io_loop: IOLoop) -> Iterator[Callable[..., Awaitable[CollabServ
 
 
 @pytest.fixture
-def server(
-    io_loop: IOLoop, start_server: Callable[..., Awaitable[CollabServer]], settings: Settings
-) -> CollabServer:
+def server(io_loop: IOLoop, start_server: Callable[..., Awaitable[Any]], settings: Settings) -> Any:
+    """A server on the test's settings: a CollabServer, or an InProcessServer for
+    tests marked ``inprocess``."""
     return io_loop.run_sync(lambda: start_server(settings))
 
 
@@ -101,14 +126,18 @@ def ws_url(server: CollabServer, path: str = "/ws") -> str:
 
 
 @pytest.fixture
-def connect(
-    io_loop: IOLoop, server: CollabServer
-) -> Iterator[Callable[..., Awaitable[CollabClient]]]:
-    """``await connect()``: a native client on ``server``, closed after the test."""
+def connect(io_loop: IOLoop, server: Any) -> Iterator[Callable[..., Awaitable[CollabClient]]]:
+    """``await connect(target=server, **options)``: a native client on ``target``
+    (over a socket, or in-process through the client's ``dial`` when ``target`` is
+    an InProcessServer), closed after the test."""
     clients: list[CollabClient] = []
 
-    async def open_client(target: CollabServer | None = None, **kwargs: Any) -> CollabClient:
-        client = await CollabClient.connect(ws_url(target or server), **kwargs)
+    async def open_client(target: Any = None, **kwargs: Any) -> CollabClient:
+        target = target or server
+        if isinstance(target, InProcessServer):
+            client = await CollabClient.connect("ws://in-process/ws", dial=target.dial, **kwargs)
+        else:
+            client = await CollabClient.connect(ws_url(target), **kwargs)
         clients.append(client)
         return client
 
@@ -118,12 +147,17 @@ def connect(
 
 
 @pytest.fixture
-def raw(io_loop: IOLoop, server: CollabServer) -> Iterator[Callable[..., Awaitable[RawPeer]]]:
-    """``await raw()``: a bare WebSocket for sending hand-made frames."""
-    peers: list[RawPeer] = []
+def raw(io_loop: IOLoop, server: Any) -> Iterator[Callable[..., Awaitable[Any]]]:
+    """``await raw(path="/ws", target=server)``: a bare WebSocket for sending
+    hand-made frames (an InProcessPeer, with RawPeer's API, on an InProcessServer)."""
+    peers: list[Any] = []
 
-    async def open_peer(path: str = "/ws", target: CollabServer | None = None) -> RawPeer:
-        peer = await RawPeer.connect(ws_url(target or server, path))
+    async def open_peer(path: str = "/ws", target: Any = None) -> Any:
+        target = target or server
+        if isinstance(target, InProcessServer):
+            peer: Any = (await target.dial(path)).peer
+        else:
+            peer = await RawPeer.connect(ws_url(target, path))
         peers.append(peer)
         return peer
 

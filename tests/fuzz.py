@@ -305,7 +305,11 @@ class Fuzzer:
         self.log(
             f"{round_:5d} {endpoint:3s} {kind:15s} {len(data):7d} B  {outcome}  {data[:24].hex()}"
         )
-        await self._alive()
+        # The attack's answer says the server lives; a process that dies after
+        # answering is found by the next round (its attack then fails and asks
+        # /healthz, as every invariant check does).
+        if not self.server.alive:
+            raise Violation(f"the server process died (exit code {self.server.process.returncode})")
         if self.rng.random() < 0.6:
             self._honest_edit()
 
@@ -397,6 +401,7 @@ class Fuzzer:
     async def check(self) -> None:
         """Live document = rebuilt from the store = what honest peers hold."""
         self.report.checks += 1
+        await self._alive()
         try:
             await self.remote.flushed(TIMEOUT_S)
             await self.bob.synced(TIMEOUT_S)

@@ -8,6 +8,10 @@ one message at a time, awaiting what ``receive`` returns before the next (the
 connection's backpressure), refusing messages past ``max_frame_bytes`` with
 1009, and leaving the rooms when either side closes. Its API is
 :class:`tests.helpers.RawPeer`'s, so a test reads the same either way.
+:meth:`InProcessServer.dial` opens one as a client's socket
+(:class:`InProcessWebSocket`, shaped as Tornado's): collab.client.CollabClient
+takes it as its ``dial``, tests/yjs_peer.py as its opener. Modules marked
+``inprocess`` get all this from the usual fixtures (tests/conftest.py).
 
 Real servers stay where they are what is tested (sockets, kills, restarts,
 instances, browsers, interop); the rules of the protocols are tables of frames
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -36,9 +41,10 @@ from collab.names import validate_document_name
 from collab.peers.native import NativeConnection
 from collab.peers.transport import close_reason
 from collab.peers.yjs import YjsConnection
+from collab.store import Store
 from collab.store.memory import MemoryStore
 from collab.wire.native import PROTOCOL_VERSION
-from tests.helpers import TIMEOUT_S
+from tests.helpers import TIMEOUT_S, barrier
 
 CLOSED = object()  # in a peer's queue of frames from the server: the close
 
@@ -51,7 +57,7 @@ class _Transport:
         self._peer = peer
 
     def send(self, frame: bytes) -> None:
-        if self._peer.close_code is None:
+        if not self._peer.is_closed:
             self._peer.received.put_nowait(frame)
 
     def send_many(self, frames: list[bytes]) -> None:
@@ -71,9 +77,12 @@ class InProcessPeer:
     def __init__(self, server: InProcessServer, remote: str = "127.0.0.1") -> None:
         self.server = server
         self.remote = remote
+        # Made in a test; closed by it, or after it by a fixture (the loop not running).
+        self._loop = asyncio.get_running_loop()
         self.transport = _Transport(self)
         self.connection: NativeConnection | YjsConnection | None = None
-        self.close_code: int | None = None
+        self.is_closed = False
+        self.close_code: int | None = None  # None once closed: dropped, no close frame
         self.close_reason: str | None = None
         self.received: asyncio.Queue[Any] = asyncio.Queue()  # frames to the client
         self._sent: asyncio.Queue[bytes | str] = asyncio.Queue()  # frames from the client
@@ -82,14 +91,14 @@ class InProcessPeer:
 
     def start(self, connection: NativeConnection | YjsConnection) -> None:
         self.connection = connection
-        if self.close_code is None:
-            self._reading = asyncio.ensure_future(self._read())
+        if not self.is_closed:
+            self._reading = self._loop.create_task(self._read())
 
     async def _read(self) -> None:
         """As Tornado reads a socket: a message at a time, each one's returned
         awaitable awaited before the next is read."""
         limit = self.server.settings.max_frame_bytes
-        while self.close_code is None:
+        while not self.is_closed:
             frame = await self._sent.get()
             if len(frame) > limit:
                 self.closed_with(CloseCode.MESSAGE_TOO_BIG, "message too big")
@@ -99,16 +108,18 @@ class InProcessPeer:
             if pending is not None:
                 await pending
 
-    def closed_with(self, code: int, reason: str) -> None:
-        """The socket closed (either side): reading stops, the connection leaves."""
-        if self.close_code is not None:
+    def closed_with(self, code: int | None, reason: str | None) -> None:
+        """The socket closed (either side; ``code`` None: dropped without a close
+        frame): reading stops, the connection leaves."""
+        if self.is_closed:
             return
+        self.is_closed = True
         self.close_code, self.close_reason = code, reason
         self.received.put_nowait(CLOSED)
-        if self._reading is not None and self._reading is not asyncio.current_task():
+        if self._reading is not None and self._reading is not asyncio.current_task(self._loop):
             self._reading.cancel()
         if self.connection is not None:
-            self._leaving = asyncio.ensure_future(self.connection.close())
+            self._leaving = self._loop.create_task(self.connection.close())
 
     # -- the client --------------------------------------------------------------------
 
@@ -158,6 +169,10 @@ class InProcessPeer:
             sync = {**sync, "update": b"".join(parts)}
         return sync
 
+    async def barrier(self, timeout_s: float = TIMEOUT_S) -> list[dict[str, Any]]:
+        """As RawPeer.barrier: the messages read before the pong of a ping."""
+        return await barrier(self, timeout_s)
+
     def pending(self) -> list[bytes]:
         """The frames the server sent that were not read yet (none wait for I/O)."""
         frames = []
@@ -177,6 +192,10 @@ class InProcessPeer:
     def close(self) -> None:
         self.closed_with(CloseCode.NORMAL, "the client closed")
 
+    def abort(self) -> None:
+        """The connection drops without a close frame (a dead network)."""
+        self.closed_with(None, None)
+
     async def wait_closed(self) -> None:
         for task in (self._leaving, self._reading):
             if task is not None:
@@ -184,12 +203,31 @@ class InProcessPeer:
                     await task
 
 
-class InProcessWebSocket:
-    """A client's view of an in-process peer shaped as Tornado's
-    WebSocketClientConnection, for clients written against it (tests/yjs_peer.py)."""
+class _Protocol:
+    """What clients read of Tornado's ``WebSocketClientConnection.protocol``."""
 
     def __init__(self, peer: InProcessPeer) -> None:
         self._peer = peer
+
+    def is_closing(self) -> bool:
+        return self._peer.is_closed
+
+    def _abort(self) -> None:
+        self._peer.abort()
+
+
+class InProcessWebSocket:
+    """A client's view of an in-process peer shaped as Tornado's
+    WebSocketClientConnection, for clients written against it (tests/yjs_peer.py,
+    collab.client.CollabClient through its ``dial``)."""
+
+    def __init__(self, peer: InProcessPeer) -> None:
+        self._peer = peer
+        self.protocol = _Protocol(peer)
+
+    @property
+    def peer(self) -> InProcessPeer:
+        return self._peer
 
     @property
     def close_code(self) -> int | None:
@@ -200,7 +238,7 @@ class InProcessWebSocket:
         return self._peer.close_reason
 
     def write_message(self, message: bytes | str, binary: bool = False) -> asyncio.Future[None]:
-        if self._peer.close_code is not None:
+        if self._peer.is_closed:
             raise WebSocketClosedError()
         if isinstance(message, bytes):
             self._peer.send_bytes(message)
@@ -213,29 +251,50 @@ class InProcessWebSocket:
     async def read_message(self) -> bytes | None:
         return await self._peer.recv_bytes(timeout_s=3600)
 
-    def close(self) -> None:
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
         self._peer.close()
 
 
 class InProcessServer:
     """What CollabServer composes for the protocols, without its sockets: a room
-    manager over a memory store, and the authenticator."""
+    manager over a store (a memory store unless one is given), and the
+    authenticator."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.settings = settings
-        self.store = MemoryStore()
+        self.store = store if store is not None else MemoryStore()
         self.metrics = Metrics()
-        self.rooms = RoomManager(self.store, settings, self.metrics)
+        self.rooms = RoomManager(self.store, settings, self.metrics, clock=clock)
         self.auth = Authenticator(
             settings.auth_secret,
             public_key_file=settings.auth_public_key_file,
             jwks_file=settings.auth_jwks_file,
         )
         self.peers: list[InProcessPeer] = []
+        self.stopped = False
 
     async def start(self) -> None:
         await self.store.open()
         self.rooms.start()
+
+    async def dial(self, url: str, max_message_bytes: int = 0) -> InProcessWebSocket:
+        """Open a client's socket on ``url``'s path (``/ws[?token=T]`` or
+        ``/yjs/DOC[?token=T]``; scheme and host are ignored): a CollabClient's
+        ``dial``. Refused, as a closed port is, once the server stopped."""
+        if self.stopped:
+            raise ConnectionRefusedError(f"{url}: the in-process server stopped")
+        path = urllib.parse.urlsplit(url)
+        if path.path.startswith("/yjs/"):
+            return await self.websocket(url[url.index("/yjs/") + len("/yjs/") :])
+        assert path.path == "/ws", f"no such route in-process: {url}"
+        token = urllib.parse.parse_qs(path.query).get("token", [None])[-1]
+        return InProcessWebSocket(self.native(token=token))
 
     def native(self, *, token: str | None = None, remote: str = "127.0.0.1") -> InProcessPeer:
         """A peer on ``/ws`` (``token``: as ``?token=``)."""
@@ -294,6 +353,7 @@ class InProcessServer:
         return await self.yjs(urllib.parse.unquote(doc), token=token)
 
     async def stop(self) -> None:
+        self.stopped = True
         for peer in self.peers:
             peer.close()
         for peer in self.peers:
@@ -304,11 +364,14 @@ class InProcessServer:
 
 @pytest.fixture
 def start_inprocess(io_loop: IOLoop) -> Iterator[Callable[[Settings], Awaitable[InProcessServer]]]:
-    """``await start_inprocess(settings)`` inside a test; stopped after it."""
+    """``await start_inprocess(settings, store=None, clock=...)`` inside a test (as
+    ``start_server``; the store: a memory store unless given); stopped after it."""
     servers: list[InProcessServer] = []
 
-    async def start(settings: Settings) -> InProcessServer:
-        server = InProcessServer(settings.replace(store_url="memory://"))
+    async def start(
+        settings: Settings, store: Store | None = None, **options: Any
+    ) -> InProcessServer:
+        server = InProcessServer(settings.replace(store_url="memory://"), store, **options)
         await server.start()
         servers.append(server)
         return server
@@ -334,12 +397,6 @@ def inprocess_raw(
     ``/ws[?token=T]`` or ``/yjs/DOC[?token=T]`` on ``target`` (default: ``inprocess``)."""
 
     async def open_peer(path: str = "/ws", target: InProcessServer | None = None) -> InProcessPeer:
-        server = target or inprocess
-        route, _, query = path.partition("?")
-        if route.startswith("/yjs/"):
-            return await server.yjs_path(path[len("/yjs/") :])
-        assert route == "/ws", f"no such route in-process: {path}"
-        token = urllib.parse.parse_qs(query).get("token", [None])[-1]
-        return server.native(token=token)
+        return (await (target or inprocess).dial(path)).peer
 
     return open_peer

@@ -1,4 +1,7 @@
-"""Access tokens on /ws: who may connect, which documents, read or write."""
+"""Access tokens on /ws: who may connect, which documents, read or write.
+
+In-process (tests/conftest.py, ``inprocess``): the rules of access, no socket; the
+token in a URL's query string over a real socket."""
 
 from __future__ import annotations
 
@@ -10,6 +13,8 @@ from collab.client import ClientError
 from collab.errors import CloseCode
 
 SECRET = "test-secret-with-at-least-32-bytes!"
+
+pytestmark = pytest.mark.inprocess
 
 
 @pytest.fixture
@@ -45,6 +50,7 @@ async def test_an_invalid_or_expired_token_is_closed_with_4401(secured, raw, bad
     assert (await peer.closed())[0] == CloseCode.UNAUTHORIZED
 
 
+@pytest.mark.socket
 async def test_the_token_can_travel_in_the_query_string(secured, raw):
     peer = await raw(path=f"/ws?token={token('ann', {'*': 'write'})}", target=secured)
     welcome = await peer.hello()

@@ -1,17 +1,24 @@
 """Awareness (cursors, names) is relayed between peers and removed for everyone
-when the peer that set it goes away."""
+when the peer that set it goes away.
+
+In-process (tests/conftest.py, ``inprocess``): the rules of the protocol, no
+socket; a connection that dies without a close frame, and one test of the relay,
+over real sockets."""
 
 from __future__ import annotations
 
-import asyncio
+import pytest
 
 from tests.helpers import wait_until
+
+pytestmark = pytest.mark.inprocess
 
 
 def others(remote) -> dict[int, dict]:
     return {c: s for c, s in remote.awareness.states.items() if c != remote.awareness.client_id}
 
 
+@pytest.mark.socket
 async def test_awareness_set_by_one_peer_reaches_the_others(connect):
     alice, bob = await connect(), await connect()
     a, b = await alice.subscribe("aw"), await bob.subscribe("aw")
@@ -42,6 +49,7 @@ async def test_awareness_is_removed_for_everyone_when_the_socket_closes(connect)
     await c.wait_for(lambda: a.awareness.client_id not in c.awareness.states)
 
 
+@pytest.mark.socket
 async def test_awareness_is_removed_when_the_connection_drops_without_a_close_frame(
     connect, server
 ):
@@ -63,7 +71,7 @@ async def test_awareness_is_removed_when_the_peer_unsubscribes(connect):
     await b.wait_for(lambda: a.awareness.client_id not in b.awareness.states)
 
 
-async def test_a_reconnected_client_keeps_its_awareness_when_the_old_socket_closes(connect):
+async def test_a_reconnected_client_keeps_its_awareness_when_the_old_socket_closes(connect, server):
     old, bob = await connect(), await connect()
     a_old, b = await old.subscribe("aw-re"), await bob.subscribe("aw-re")
     a_old.set_awareness({"user": "alice", "tab": "old"})
@@ -81,5 +89,7 @@ async def test_a_reconnected_client_keeps_its_awareness_when_the_old_socket_clos
     await b.wait_for(lambda: others(b).get(client_id, {}).get("tab") == "new")
 
     await old.close()
-    await asyncio.sleep(0.1)
+    room = server.rooms.get("aw-re")
+    await wait_until(lambda: len(room.sessions) == 2)  # the old socket's session left
+    await bob.ping()  # whatever its leaving sent bob, he has now
     assert others(b).get(client_id) == {"user": "alice", "tab": "new"}

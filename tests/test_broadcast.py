@@ -1,9 +1,11 @@
-"""A room encodes each broadcast once per protocol, not once per peer."""
+"""A room encodes each broadcast once per protocol, not once per peer, and the
+socket handler writes what it is given whole and in few writes (real sockets)."""
 
 from __future__ import annotations
 
 import msgpack
 import pycrdt
+import pytest
 import tornado.websocket
 
 from collab.wire.native import NativeFrames
@@ -11,6 +13,7 @@ from collab.wire.yjs import YjsFrames
 from tests.helpers import SeqWatcher, appends
 
 
+@pytest.mark.inprocess  # the room's rule: no socket needed
 async def test_an_update_is_encoded_once_per_protocol_whatever_the_number_of_peers(
     server, connect, yjs, monkeypatch
 ):

@@ -23,7 +23,7 @@ from tests.browser import (
     skip_unless_browser,
 )
 
-pytestmark = skip_unless_browser()
+pytestmark = [skip_unless_browser(), pytest.mark.slow]  # a real browser: seconds a test
 
 WITHIN_S = 1.0  # what a user in another tab or browser waits for an edit
 
@@ -235,10 +235,12 @@ def test_a_connection_that_goes_silent_is_found_by_the_heartbeat_and_replaced(
     )
     page = nia.open(doc)
     page.wait_for_selector('#connection[data-state="online"]')
+    # A timeout of 2 s, not the page's 8: the same heartbeat, found out sooner.
+    page.evaluate("() => { collab.client.options.heartbeatTimeoutMs = 2000; }")
     backend.run(backend.proxy.stall)  # bytes held, sockets open: a sleeping network
     try:
         type_at_end(page, "Said into the void.")
-        # No pong within the heartbeat timeout (8 s): dropped, and reconnecting.
+        # No pong within the heartbeat timeout: dropped, and reconnecting.
         page.wait_for_selector('#connection[data-state="reconnecting"]', timeout=12_000)
         assert page.get_attribute("#connection", "data-queued") != "0"
     finally:
@@ -260,7 +262,7 @@ def test_a_late_heartbeat_timer_does_not_drop_a_healthy_connection(
         " Object.assign(collab.client.options, options); collab.client._startHeartbeat(); }"
     )
     connections = page.evaluate("() => collab.client.connections")
-    time.sleep(4)
+    time.sleep(4)  # real time: heartbeats fire, each past the timeout, and none drops it
     assert page.evaluate("() => [collab.client.connections, collab.client.lastError]") == [
         connections,
         None,
@@ -626,7 +628,7 @@ def test_a_read_only_grant_shows_the_document_read_only(
     assert reader.locator("#role-note").is_visible()
     editor.click()
     reader.keyboard.type("not allowed")
-    time.sleep(0.2)
+    time.sleep(0.2)  # no ping to wait on in the page: time for a wrongly sent edit to land
     assert text(reader) == "Read me."
     assert backend.stored_text(doc) == "Read me."
     assert console.problems() == []

@@ -58,7 +58,7 @@ async def test_a_writer_faster_than_the_store_is_slowed_down_and_every_update_ac
             nonlocal peak
             while True:
                 peak = max(peak, rss_kib(pid))
-                await asyncio.sleep(0.02)
+                await asyncio.sleep(0.02)  # a sampling period: RSS is read, not awaited
 
         sampler = asyncio.ensure_future(sample())
         for ref in range(1, count):  # as fast as the socket takes them

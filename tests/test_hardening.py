@@ -1,6 +1,9 @@
 """Crafted, nearly valid input cannot lose an acknowledged edit, crash the server or
 poison a document: one test per finding of the attack on open access, each of
-which failed before the strict reader and the replica were in place."""
+which failed before the strict reader and the replica were in place.
+
+In-process (tests/conftest.py, ``inprocess``): the rules of the protocols, no
+socket; what reads HTTP or the access log runs on a real server."""
 
 from __future__ import annotations
 
@@ -18,10 +21,12 @@ from collab.errors import CloseCode, DocumentDamaged
 from collab.wire import crdt
 from collab.wire.yformat import check_update
 from tests.fuzz import fingerprint
-from tests.helpers import RawPeer, text_of, wait_until
+from tests.helpers import RawPeer, caught_up, text_of, wait_until
 from tests.yjs_peer import YjsPeers
 
 DOC = "target"
+
+pytestmark = pytest.mark.inprocess
 
 
 def var_uint(value: int) -> bytes:
@@ -79,6 +84,7 @@ async def test_a_waiting_update_with_trailing_bytes_is_refused_before_it_touches
     attacker = await native_peer(raw)
     honest = await connect(client_id="honest")
     remote = await honest.subscribe(DOC)
+    await caught_up(server.rooms.get(DOC))  # its post-load read: see tests.helpers
 
     refused = await send_update(attacker, second + b"\x00", ref=1)
     assert refused["type"] == "error" and refused["code"] == "invalid_update"
@@ -151,6 +157,7 @@ async def test_a_deeply_nested_value_closes_a_yjs_peer_and_the_server_lives(serv
 # -- finding 3: a value Yjs cannot read was stored ---------------------------------------------
 
 
+@pytest.mark.socket
 async def test_nothing_deeper_than_yjs_reads_is_stored(server, raw):
     attacker = await native_peer(raw)
     await send_update(attacker, deep_value_update(10_000), ref=1)
@@ -230,6 +237,7 @@ async def test_the_update_that_made_pycrdt_panic_is_harmless_on_both_endpoints(s
 # -- finding 7: tokens in URLs reached the access log ------------------------------------------
 
 
+@pytest.mark.socket
 async def test_tokens_in_urls_are_redacted_in_every_log_line(
     settings, start_server, yjs, caplog: pytest.LogCaptureFixture
 ):
@@ -258,6 +266,7 @@ async def test_tokens_in_urls_are_redacted_in_every_log_line(
 @pytest.mark.parametrize(
     "query", ["state?seq=9223372036854775808", "history?after=99999999999999999999"]
 )
+@pytest.mark.socket
 async def test_numbers_past_the_seq_range_get_400(server, connect, query):
     client = await connect()
     remote = await client.subscribe(DOC)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pycrdt
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tornado.httpclient import AsyncHTTPClient
@@ -126,6 +127,7 @@ async def scenario(folder: Path, batch: list[Any], restart_at: int, every: int, 
         await server.stop()
 
 
+@pytest.mark.slow  # 40 examples, each on two servers started in turn
 @settings(
     max_examples=40,
     deadline=None,

@@ -1,5 +1,8 @@
 """History over /ws: pages of a document's stored updates with seq and time,
-cut to the client's frame limit, asked for one at a time, without subscribing."""
+cut to the client's frame limit, asked for one at a time, without subscribing.
+
+In-process (tests/conftest.py, ``inprocess``): the rules of the protocol, no
+socket; the first test runs over real sockets end to end."""
 
 from __future__ import annotations
 
@@ -10,6 +13,8 @@ from collab.auth import Authenticator
 from collab.client import ClientError
 
 SECRET = "s3cret-s3cret-s3cret-s3cret-s3cret"
+
+pytestmark = pytest.mark.inprocess
 
 
 async def typed(connect, doc: str, count: int, *, size: int = 1) -> pycrdt.Doc:
@@ -24,6 +29,7 @@ async def typed(connect, doc: str, count: int, *, size: int = 1) -> pycrdt.Doc:
     return remote.doc
 
 
+@pytest.mark.socket
 async def test_pages_of_history_rebuild_the_document_seq_by_seq(server, connect):
     written = await typed(connect, "scrub", 120)
     reader = await connect()

@@ -20,10 +20,10 @@ import pytest
 
 from collab.client import CollabClient, RemoteDocument
 from collab.config import Settings
-from collab.store import AppendResult, FeedPosition, NewUpdate, UpdateRecord
+from collab.store import AppendResult, DocumentInfo, FeedPosition, NewUpdate, UpdateRecord
 from collab.store.memory import MemoryStore
 from collab.wire.edits import splice_text
-from tests.helpers import SeqWatcher, appends
+from tests.helpers import SeqWatcher, appends, wait_until
 
 DOC = "shared"
 
@@ -190,15 +190,29 @@ async def test_the_awareness_of_a_dead_instance_expires_everywhere(
 class LaggingFeedStore(MemoryStore):
     """Instance b's feed brings each batch 0.3 s late (a change stream that lags)."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.lagged = 0  # records b's feed brought late, and b handled
+        self.epochs_read = 0  # documents' epochs read after that (a room checking one)
+
     async def follow(
         self, after: FeedPosition, *, poll_s: float, exclude_instance: str | None = None
     ) -> AsyncIterator[tuple[FeedPosition, list[UpdateRecord]]]:
         feed = super().follow(after, poll_s=poll_s, exclude_instance=exclude_instance)
         async with contextlib.aclosing(feed) as records_of:
             async for position, records in records_of:
-                if records and exclude_instance == "b":
-                    await asyncio.sleep(0.3)
+                lagging = bool(records) and exclude_instance == "b"
+                if lagging:
+                    await asyncio.sleep(0.3)  # the lag: a deliberate delay
                 yield position, records
+                if lagging:  # asked for the next batch: b handled this one
+                    self.lagged += len(records)
+
+    async def get_document(self, doc: str) -> DocumentInfo | None:
+        info = await super().get_document(doc)
+        if self.lagged:
+            self.epochs_read += 1
+        return info
 
 
 async def test_a_deleted_generation_never_reaches_the_next_one_through_a_lagging_feed(
@@ -215,7 +229,11 @@ async def test_a_deleted_generation_never_reaches_the_next_one_through_a_lagging
     await writer.close()
 
     reader = await SeqWatcher.join(b.port, "r", DOC)  # the next, empty document
-    await asyncio.sleep(1.0)  # the lagging feed brings the deleted records now
+    # The lagging feed brings the deleted records; b's room asks the store whose
+    # they are (the document's epoch), and whatever it sent the reader then, the
+    # reader has after a ping.
+    await wait_until(lambda: store.lagged == 3 and store.epochs_read > 0)
+    await reader.barrier()
 
     assert reader.text() == "" and reader.seqs == [0]
     assert await store.read_updates(DOC) == []
@@ -227,23 +245,28 @@ class SlowReportStore(MemoryStore):
     rooms see their own updates in the log (reading a gap) before the writer
     says they are stored."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.committed_for_a = asyncio.Event()
+
     async def append(self, updates: Sequence[NewUpdate]) -> AppendResult:
         result = await super().append(updates)
         if any(u.author.instance == "a" for u in updates):
-            await asyncio.sleep(0.3)
+            self.committed_for_a.set()
+            await asyncio.sleep(0.3)  # the late report: a deliberate delay
         return result
 
 
 async def test_an_own_update_read_from_the_log_first_is_acknowledged_not_echoed(
     start_server, instance_settings
 ):
-    _, a, b = await two_instances(start_server, instance_settings, SlowReportStore())
+    store, a, b = await two_instances(start_server, instance_settings, SlowReportStore())
     sender = await SeqWatcher.join(a.port, "sender", DOC)
     other = await SeqWatcher.join(b.port, "other", DOC)
     first, second = appends(1, 1)[0], appends(2, 1)[0]
 
     sender.send(0, first)  # seq 1, reported to a 0.3 s late
-    await asyncio.sleep(0.05)
+    await asyncio.wait_for(store.committed_for_a.wait(), 10)
     other.send(0, second)  # seq 2 reaches a through the feed: a reads seq 1 from the log
 
     await sender.wait_for(lambda: len(sender.acks) == 1 and sender.seqs[-1] == 2)
@@ -272,7 +295,7 @@ async def test_rooms_dropped_and_reloaded_during_concurrent_edits_still_converge
     typing = asyncio.Event()
     drops = 0
 
-    async def drop_rooms() -> None:
+    async def drop_rooms() -> None:  # at random moments of real time, as faults come
         nonlocal drops
         while not typing.is_set():
             await asyncio.sleep(rng.uniform(0.02, 0.08))
@@ -288,7 +311,7 @@ async def test_rooms_dropped_and_reloaded_during_concurrent_edits_still_converge
             current = str(text)
             at = rng.randint(0, len(current))
             splice_text(text, current, at, at, f"<{number}.{k}>")
-            await asyncio.sleep(rng.uniform(0, 0.01))
+            await asyncio.sleep(rng.uniform(0, 0.01))  # a typist's pace
 
     dropping = asyncio.ensure_future(drop_rooms())
     try:

@@ -16,7 +16,7 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from collab.store.mongodb import MongoStore
-from tests.helpers import SeqWatcher, appends
+from tests.helpers import SeqWatcher, appends, wait_until
 from tests.mongodb import MongoServer, collect_cancelled_connects, start_secantus
 from tests.processes import ServerProcess, server_process
 
@@ -41,9 +41,8 @@ async def small_oplog(tmp_path: Path) -> AsyncIterator[MongoServer]:
 async def push_the_oplog_past(server: MongoServer) -> None:
     """Enough writes elsewhere for the server to prune its oplog."""
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(server.base_url)
-    try:
-        for i in range(1100):
-            await client.scratch.filler.insert_one({"i": i})
+    try:  # one command: SecantusDB writes an oplog entry per document all the same
+        await client.scratch.filler.insert_many([{"i": i} for i in range(1100)])
     finally:
         await client.close()
 
@@ -87,8 +86,7 @@ async def test_an_instance_behind_the_oplog_reads_what_it_missed_from_the_log(tm
                 await reader.wait_for(lambda: reader.seqs[-1] == 60, timeout_s=20)
                 assert reader.seqs == list(range(0, 61))
                 assert reader.text() == writer.text()
-                await asyncio.sleep(0.2)
-                assert "cannot continue from its position" in b.log_text()
+                await wait_until(lambda: "cannot continue from its position" in b.log_text())
             finally:
                 await writer.close()
                 await reader.close()
@@ -108,15 +106,18 @@ async def test_a_restarted_instance_follows_on_from_its_saved_position(tmp_path:
                 writer.send(0, appends(2, 1)[0])
                 await reader.wait_for(lambda: reader.seqs[-1] == 1)
                 await reader.close()
-                await asyncio.sleep(1.5)  # b saves its position at most once a second
-            store = MongoStore(url)
-            await store.open()
-            try:
-                saved = await store.saved_feed_position("b")
-            finally:
-                await store.close()
+                store = MongoStore(url)
+                await store.open()
+                try:  # b saves its position at most once a second: the first at once
+                    for _ in range(200):  # 10 s at most
+                        if await store.saved_feed_position("b") is not None:
+                            break
+                        await asyncio.sleep(0.05)
+                    else:
+                        raise AssertionError("b saved no feed position")
+                finally:
+                    await store.close()
             await writer.close()
-            assert saved is not None
 
             async with instance(url, "b") as again:
                 reader = await SeqWatcher.join(again.port, "reader", DOC)

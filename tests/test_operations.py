@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -162,7 +161,7 @@ async def test_a_store_that_cannot_hold_the_largest_frame_refuses_to_start(setti
 async def test_json_logs_are_one_event_per_line(tmp_path):
     async with server_process(f"sqlite:///{tmp_path}/collab.db", "--log-format", "json") as server:
         await http_get(server, "/healthz")
-        await asyncio.sleep(0.2)
+        await wait_until(lambda: "/healthz" in server.log_text())  # its access log line
         lines = list(server.log)
     events = [json.loads(line) for line in lines]
     assert all(set(event) >= {"time", "level", "logger", "message"} for event in events)

@@ -94,6 +94,7 @@ async def test_two_clients_converge_through_20_random_cuts_with_every_edit_store
     ra, rb = await a.subscribe("cuts"), await b.subscribe("cuts")
     rng = random.Random(20)
 
+    # Typing and cutting at random moments of real time: cuts land mid-stream.
     async def type_into(remote: RemoteDocument, name: str) -> None:
         for i in range(150):
             items = remote.doc.get("items", type=pycrdt.Array)
@@ -144,14 +145,19 @@ async def test_edits_made_offline_are_merged_into_one_pending_update(server, pro
 
 
 async def test_a_resume_after_a_short_outage_gets_log_records_after_a_long_one_the_diff(
-    server, proxy: Proxy, clients
+    settings, start_server, clients
 ):
+    # A ring of 50 records and a resume from the log of at most 100 (defaults: 500
+    # and 1000), so that a long outage is 150 edits, not 1500.
+    server = await start_server(settings.replace(resume_ring_updates=50, resume_max_updates=100))
+    proxy = await Proxy(server.port).start()
     writer = await clients.open(f"ws://127.0.0.1:{server.port}/ws")
     w = await writer.subscribe("resume")
     body = w.doc.get("text", type=pycrdt.Text)
     body.insert(0, "x" * 200_000)
-    for start in range(0, 100_000, 10):  # a document that was edited: many deletions
-        del body[start // 2 : start // 2 + 5]
+    with w.doc.transaction():  # a document that was edited: many deletions (one update)
+        for start in range(0, 100_000, 10):
+            del body[start // 2 : start // 2 + 5]
     await w.flushed(timeout_s=30)
     reader = await clients.open(f"{proxy.url}/ws")
     r = await reader.subscribe("resume")
@@ -173,9 +179,10 @@ async def test_a_resume_after_a_short_outage_gets_log_records_after_a_long_one_t
     assert r.sync_update_bytes < 200  # three records; the diff has every deletion of it
     assert text(r) == text(w)
 
-    await outage(1500)  # more than resume_max_updates and than the ring holds
+    await outage(150)  # more than resume_max_updates and than the ring holds
     assert r.sync_mode == "diff"
     assert text(r) == text(w)
+    await proxy.close()
 
 
 async def test_a_document_recreated_under_a_new_epoch_resets_the_client_without_duplicates(
@@ -280,15 +287,20 @@ async def test_edits_made_while_the_server_is_down_reach_it_after_a_restart(
 
 
 OFFLINE_WRITER = """
-import asyncio, os, signal, sys
+import asyncio, os, signal, sqlite3, sys
 import pycrdt
 from collab.client import CollabClient
+
+def saved():
+    with sqlite3.connect(sys.argv[2]) as queue:
+        return queue.execute("SELECT 1 FROM queue WHERE doc = 'queued'").fetchone() is not None
 
 async def main():
     client = await CollabClient.connect(sys.argv[1], wait_online=False, queue_path=sys.argv[2])
     remote = await client.subscribe("queued", wait=False)
     remote.doc.get("text", type=pycrdt.Text).insert(0, "typed offline, then the process died")
-    await asyncio.sleep(0.5)  # the queue is saved within 50 ms
+    while not saved():  # the queue is saved within 50 ms
+        await asyncio.sleep(0.01)
     os.kill(os.getpid(), signal.SIGKILL)
 
 asyncio.run(main())
@@ -334,13 +346,14 @@ async def test_sigterm_with_writes_in_flight_loses_nothing_acknowledged(tmp_path
                 for i in range(200):
                     body = remote.doc.get("text", type=pycrdt.Text)
                     body.insert(len(body), f"<{k}.{i}>")
-                    await asyncio.sleep(0.002)
+                    await asyncio.sleep(0.002)  # a steady stream, still going at SIGTERM
 
             writing = asyncio.gather(*(write(r, k) for k, r in enumerate(remotes)))
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.2)  # SIGTERM lands mid-stream: writes are in flight
             first.process.send_signal(signal.SIGTERM)
             assert await first.process.wait() == 0
         for client in clients:
+            await client.closed()  # it read the close (the process may exit first)
             assert client.close_code == CloseCode.SERVICE_RESTART
         async with server_process(url, "--port", str(port)):
             await writing

@@ -1,10 +1,12 @@
 """Retention: history older than ``history_retention_s`` is dropped down to a
 snapshot; every version from there on is still exact, and older ones answer
-"not retained" (410, ``not_retained``) on every route, never a wrong state."""
+"not retained" (410, ``not_retained``) on every route, never a wrong state.
+
+The server's clock is the test's (tests.helpers.Clock): time passes when a test
+moves it, not by waiting."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pycrdt
@@ -12,34 +14,52 @@ import pytest
 
 from collab.client import ClientError
 from collab.core import archive
-from tests.helpers import http_get, wait_until
+from tests.helpers import Clock, http_get, wait_until
 from tests.test_documents_api import EventReader
 
 DOC = "kept"
-RETENTION_S = 1.0
-PAST_RETENTION_S = RETENTION_S + 0.1
+RETENTION_S = 30 * 24 * 3600.0
+PAST_RETENTION_S = RETENTION_S + 1.0
 
 
 @pytest.fixture
 def settings(settings):
-    # Long enough that what a test writes after its pause stays young on a loaded
-    # machine (a snapshot written then must not fall past the retention too).
-    return settings.replace(snapshot_every_updates=5, history_retention_s=RETENTION_S)
+    # Snapshots are written by the tests, at the seqs they name: in the background,
+    # every few updates, where they fall depends on how fast the last one was written.
+    return settings.replace(snapshot_every_updates=10**6, history_retention_s=RETENTION_S)
 
 
-async def test_history_past_the_retention_is_dropped_and_said_to_be(server, connect):
-    client = await connect()
-    remote = await client.subscribe(DOC)
+async def old_history(server, remote, count: int) -> None:
+    """``count`` edits, each stored before the next, and snapshots at 5 and 10."""
     text = remote.doc.get("text", type=pycrdt.Text)
-    for i in range(12):  # old: snapshots at 5 and 10
+    for i in range(count):
         text.insert(len(text), f"{i},")
         await remote.flushed()
     await server.rooms.writer.wait_idle(5)
+    for seq in (5, 10):
+        assert await server.rooms.writer.write_snapshot(remote.name, seq)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def server(io_loop, start_server, settings, clock):
+    return io_loop.run_sync(lambda: start_server(settings, clock=clock))
+
+
+async def test_history_past_the_retention_is_dropped_and_said_to_be(server, connect, clock):
+    client = await connect()
+    remote = await client.subscribe(DOC)
+    text = remote.doc.get("text", type=pycrdt.Text)
+    await old_history(server, remote, 12)
     versions = {}
     for seq in range(13):
         _, body = await http_get(server, f"/api/documents/{DOC}/versions/{seq}")
         versions[seq] = json.loads(body)["content"]
-    await asyncio.sleep(PAST_RETENTION_S)
+    clock.advance(PAST_RETENTION_S)
     for i in range(12, 15):
         text.insert(len(text), f"{i},")
         await remote.flushed()
@@ -82,28 +102,27 @@ async def test_history_past_the_retention_is_dropped_and_said_to_be(server, conn
     assert str(other.doc.get("text", type=pycrdt.Text)) == str(text)
 
 
-async def test_without_a_retention_nothing_is_dropped(settings, start_server, connect):
-    server = await start_server(settings.replace(history_retention_s=0.0))
+async def test_without_a_retention_nothing_is_dropped(settings, start_server, connect, clock):
+    server = await start_server(settings.replace(history_retention_s=0.0), clock=clock)
     remote = await (await connect(server)).subscribe(DOC)
     for i in range(12):
         remote.doc.get("text", type=pycrdt.Text).insert(0, str(i))
         await remote.flushed()
-    await asyncio.sleep(0.3)
+    clock.advance(10 * 365 * 24 * 3600.0)
     assert await server.rooms.drop_old_history() == 0
     assert [r.seq for r in await server.store.read_updates(DOC, limit=1)] == [1]
     _, body = await http_get(server, f"/api/documents/{DOC}/versions/1")
     assert json.loads(body)["seq"] == 1
 
 
-async def test_times_and_diffs_before_the_history_kept_are_refused_not_guessed(server, connect):
+async def test_times_and_diffs_before_the_history_kept_are_refused_not_guessed(
+    server, connect, clock
+):
     client = await connect()
     remote = await client.subscribe("old")
     text = remote.doc.get("text", type=pycrdt.Text)
-    for i in range(12):
-        text.insert(len(text), f"{i},")
-        await remote.flushed()
-    await server.rooms.writer.wait_idle(5)
-    await asyncio.sleep(PAST_RETENTION_S)
+    await old_history(server, remote, 12)
+    clock.advance(PAST_RETENTION_S)
     text.insert(0, "new ")
     await remote.flushed()
     assert await server.rooms.drop_old_history() == 1

@@ -1,5 +1,8 @@
 """Room lifecycle: single-flight load, fail-closed load, unload only after the
-last peer left and every write is durable."""
+last peer left and every write is durable.
+
+In-process (tests/conftest.py, ``inprocess``): the rooms' rules, on a real SQLite
+store, no socket; the room that lingers for a page reload over real sockets."""
 
 from __future__ import annotations
 
@@ -12,9 +15,11 @@ import pytest
 from collab.errors import CloseCode, StoreError
 from collab.store import AppendResult, LoadedDocument, NewUpdate
 from collab.store.sqlite import SQLiteStore
-from tests.helpers import wait_until
+from tests.helpers import caught_up, wait_until
 
 DOC = "lifecycle"
+
+pytestmark = pytest.mark.inprocess
 
 
 class GatedStore(SQLiteStore):
@@ -50,6 +55,11 @@ def gated(io_loop, tmp_path, settings, start_server):
     return server, store
 
 
+def unloading(server) -> bool:
+    """The manager began unloading DOC's room (it waits for its writes first)."""
+    return DOC in server.rooms._unloading
+
+
 def text(remote) -> pycrdt.Text:
     return remote.doc.get("text", type=pycrdt.Text)
 
@@ -59,6 +69,7 @@ async def seed(connect, server, content: str) -> None:
     remote = await writer.subscribe(DOC)
     text(remote).insert(0, content)
     await remote.flushed()
+    await caught_up(server.rooms.get(DOC))
     await writer.unsubscribe(DOC)
     await wait_until(lambda: server.rooms.get(DOC) is None)
 
@@ -73,7 +84,8 @@ async def test_subscribers_arriving_during_a_load_share_it_and_see_the_content(g
     clients = [await connect(server) for _ in range(3)]
     pending = [asyncio.ensure_future(c.subscribe(DOC)) for c in clients]
     await asyncio.wait_for(store.load_started.wait(), 5)
-    await asyncio.sleep(0)  # let every subscribe reach the server while the load waits
+    for client in clients:  # the server read each one's subscribe (sent before the ping)
+        await client.ping()
     store.load_gate.set()
     remotes = await asyncio.gather(*pending)
 
@@ -134,9 +146,13 @@ async def test_a_room_unloads_after_the_last_peer_leaves_and_reloads_from_the_st
     editor = await connect(server)
     remote = await editor.subscribe(DOC)
     text(remote).insert(0, "kept")
+    room = server.rooms.get(DOC)
+    await caught_up(room)
+    await wait_until(lambda: room.pending_writes == 1)
     await editor.close()
-    await asyncio.sleep(0.05)
-    assert server.rooms.get(DOC) is not None, "unloaded while a write was pending"
+    await wait_until(lambda: not room.sessions)
+    await wait_until(lambda: unloading(server))  # its unload began, and waits for the write
+    assert server.rooms.get(DOC) is room, "unloaded while a write was pending"
 
     store.append_gate.set()
     await wait_until(lambda: server.rooms.get(DOC) is None)
@@ -152,8 +168,10 @@ async def test_unsubscribed_is_sent_after_the_sessions_updates_are_acknowledged(
     client = await connect(server)
     remote = await client.subscribe(DOC)
     text(remote).insert(0, "in flight")
+    room = server.rooms.get(DOC)
     leaving = asyncio.ensure_future(client.unsubscribe(DOC))
-    await asyncio.sleep(0.05)
+    await wait_until(lambda: not room.sessions)  # the server read the unsubscribe
+    await client.ping()  # and whatever it answered at once has reached the client
     assert not leaving.done(), "unsubscribed before the update was durable"
     store.append_gate.set()
     await asyncio.wait_for(leaving, 5)
@@ -198,6 +216,7 @@ async def test_too_much_data_for_a_loading_document_closes_with_1013(
     store.load_gate.set()
 
 
+@pytest.mark.socket
 async def test_a_room_lingers_after_its_last_peer_so_a_reload_does_not_load_it_again(
     settings, start_server, connect
 ):
@@ -209,7 +228,7 @@ async def test_a_room_lingers_after_its_last_peer_so_a_reload_does_not_load_it_a
     await editor.close()
     loads = server.rooms.loads
 
-    await asyncio.sleep(0.1)  # a page reload
+    await asyncio.sleep(0.1)  # a page reload: lingering is a matter of real time
     again = await (await connect(server)).subscribe(DOC)
 
     assert str(text(again)) == "kept"
@@ -222,8 +241,11 @@ async def test_a_lingering_room_unloads_once_nobody_comes_back(settings, start_s
     remote = await editor.subscribe(DOC)
     text(remote).insert(0, "kept")
     await remote.flushed()
+    await caught_up(server.rooms.get(DOC))
     await editor.close()
 
+    # Lingering is a matter of real time: a room that did not linger would have
+    # unloaded by now (its write is flushed), this one stays the 0.2 s.
     await asyncio.sleep(0.1)
     assert server.rooms.get(DOC) is not None  # lingering
     await wait_until(lambda: server.rooms.get(DOC) is None)
@@ -239,6 +261,7 @@ async def test_a_room_dropped_before_a_waiting_subscriber_joins_it_is_not_joined
     w = await writer.subscribe("dropped")
     w.doc.get("text", type=pycrdt.Text).insert(0, "before")
     await w.flushed()
+    await caught_up(server.rooms.get("dropped"))
     await writer.close()
     await wait_until(lambda: server.rooms.get("dropped") is None)
 

@@ -1,11 +1,13 @@
 """Faults of the old provisional seqs, each checked: nothing is sent or counted
 before the write queue admitted it, and a lost seq race (another instance took the
 seq) is retried with new numbers: no waiter hangs, the room unloads, unsubscribe
-answers."""
+answers.
+
+In-process (tests/conftest.py, ``inprocess``): the write queue's rules, on a real
+SQLite store, no socket."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 
 import pycrdt
@@ -14,9 +16,11 @@ import pytest
 from collab.errors import SeqConflict, StoreError
 from collab.store import AppendResult, NewUpdate
 from collab.store.sqlite import SQLiteStore
-from tests.helpers import wait_until
+from tests.helpers import caught_up, wait_until
 
 DOC = "faults"
+
+pytestmark = pytest.mark.inprocess
 
 
 class FlakyStore(SQLiteStore):
@@ -58,7 +62,7 @@ async def test_an_update_refused_by_the_write_queue_is_neither_sent_nor_counted(
 
     error = await writer.next_error()
     assert error.code == "overloaded" and error.ref is not None
-    await asyncio.sleep(0.1)  # nothing more is coming
+    await witness.ping()  # what the server sent it on reading the refused update, it has
     assert (room.head_seq, room.pending_writes) == (head, pending)
     assert seen.updates_received == received  # neither the queued nor the refused one
     assert not w.refused  # refused for now: the client sends it again later
@@ -79,6 +83,7 @@ async def test_a_lost_seq_race_is_retried_and_leaves_nothing_hanging(
     server = await start_server(settings.replace(write_retry_max_s=0.05), store)
     client = await connect(server)
     remote = await client.subscribe(DOC)
+    await caught_up(server.rooms.get(DOC))  # its post-load read: see tests.helpers
     store.fail_next = 3  # three lost races in a row, then the store wins
     text = remote.doc.get("text", type=pycrdt.Text)
     for word in ("one ", "two ", "three"):

@@ -21,7 +21,7 @@ class SlowStore(SQLiteStore):
     """Appends take a while, so that writes are pending when shutdown starts."""
 
     async def append(self, updates: Sequence[NewUpdate]) -> AppendResult:
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # a slow disk: a deliberate delay, nothing awaited
         return await super().append(updates)
 
 

@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 STATIC = ROOT / "static"
 
 
+@pytest.mark.slow  # a build of the page's bundle with its npm packages
 @pytest.mark.skipif(
     shutil.which("node") is None or shutil.which("npm") is None,
     reason="node/npm not found: the bundle cannot be rebuilt here",

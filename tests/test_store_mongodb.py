@@ -203,6 +203,7 @@ async def test_an_update_too_large_for_one_mongodb_document_is_a_store_error(
     assert await store.get_document("doc") is None
 
 
+@pytest.mark.slow  # a SecantusDB of its own, started (and killed) for it
 async def test_a_standalone_server_is_refused_with_what_to_do(tmp_path: Path):
     server = start_secantus("--standalone", storage=tmp_path / "standalone")
     try:
@@ -235,12 +236,14 @@ async def own_server(tmp_path: Path, *extra: str) -> Any:
         server.stop()
 
 
-async def opened(server: MongoServer) -> MongoStore:
-    store = MongoStore(server.url("collab"))
+async def opened(server: MongoServer, *options: str) -> MongoStore:
+    """A store on ``server``; ``options``: more of the URL's query (``key=value``)."""
+    store = MongoStore("&".join([server.url("collab"), *options]))
     await store.open()
     return store
 
 
+@pytest.mark.slow  # a SecantusDB of its own, started (and killed) for it
 async def test_a_position_the_oplog_no_longer_reaches_raises_feed_lost(tmp_path: Path):
     # An oplog of 50 entries (pruned after every 1,000 writes): mongod prunes by size.
     async with own_server(tmp_path, "--oplog-max-entries", "50") as server:
@@ -251,9 +254,9 @@ async def test_a_position_the_oplog_no_longer_reaches_raises_feed_lost(tmp_path:
                 await store.append([new("doc", f"{i}") for i in range(start, start + 100)])
             client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(server.base_url)
             try:
-                # Enough single writes for the server to prune its oplog.
-                for i in range(1100):
-                    await client.scratch.filler.insert_one({"i": i})
+                # Enough writes for the server to prune its oplog (one command: an
+                # oplog entry per document all the same).
+                await client.scratch.filler.insert_many([{"i": i} for i in range(1100)])
             finally:
                 await client.close()
 
@@ -272,11 +275,13 @@ async def test_a_position_the_oplog_no_longer_reaches_raises_feed_lost(tmp_path:
             await store.close()
 
 
+@pytest.mark.slow  # a SecantusDB of its own, started (and killed) for it
 async def test_the_feed_fails_with_its_server_and_resumes_after_it_without_loss(tmp_path: Path):
     # --sync-on-commit: SecantusDB honours j:true only so (docs/MONGODB.md), and this
     # test kills it.
     async with own_server(tmp_path, "--sync-on-commit") as server:
-        store = await opened(server)
+        # Found gone within 2 s, not the default 5: the feed fails sooner.
+        store = await opened(server, "serverSelectionTimeoutMS=2000")
         try:
             position = await store.feed_position()
             async with contextlib.aclosing(store.follow(position, poll_s=0.01)) as feed:

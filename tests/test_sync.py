@@ -1,18 +1,25 @@
 """Two or more native clients editing one document converge, and subscribers get
-exactly what they lack."""
+exactly what they lack.
+
+In-process (tests/conftest.py, ``inprocess``): the rules of the protocol, no
+socket; the first test runs them over real sockets end to end."""
 
 from __future__ import annotations
 
 import pycrdt
+import pytest
 
 from collab.core.history import state_at
 from tests.helpers import text_of, text_update
+
+pytestmark = pytest.mark.inprocess
 
 
 def text(remote, name: str = "text") -> pycrdt.Text:
     return remote.doc.get(name, type=pycrdt.Text)
 
 
+@pytest.mark.socket
 async def test_two_clients_converge_on_concurrent_text_map_and_array_edits(connect):
     alice, bob = await connect(client_id="alice"), await connect(client_id="bob")
     a, b = await alice.subscribe("shared"), await bob.subscribe("shared")

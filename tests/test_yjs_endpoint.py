@@ -2,6 +2,10 @@
 sync, share awareness, meet native clients in the same rooms, and respect grants.
 
 The same scenarios run against the real Node.js y-websocket client in test_yjs_node.py.
+
+In-process (tests/conftest.py, ``inprocess``): the rules of the protocol, no
+socket; over real sockets: one sync end to end, what reads HTTP, a restart, and
+the document names a URL carries.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from tests.helpers import text_of, wait_until
 from tests.yjs_peer import YjsPeer, converge
 
 SECRET = "yjs-endpoint-secret-of-at-least-32-bytes"
+
+pytestmark = pytest.mark.inprocess
 
 
 def text(doc: pycrdt.Doc) -> Text:
@@ -66,6 +72,7 @@ async def get_json(url: str) -> Any:
 # -- sync -------------------------------------------------------------------------------
 
 
+@pytest.mark.socket
 async def test_two_peers_converge_on_concurrent_text_map_and_array_edits(server, yjs):
     a = await yjs.connect(server, "shared")
     b = await yjs.connect(server, "shared")
@@ -170,6 +177,7 @@ async def test_query_awareness_is_answered_with_every_known_state(server, yjs):
 # -- with the native protocol -------------------------------------------------------------
 
 
+@pytest.mark.socket
 async def test_a_yjs_peer_and_a_native_client_edit_together_and_both_are_in_history(
     server, yjs, connect
 ):
@@ -249,6 +257,7 @@ async def test_twenty_documents_with_two_peers_each_all_converge(server, yjs):
 # -- restart ---------------------------------------------------------------------------------
 
 
+@pytest.mark.socket
 async def test_peers_reconnect_after_a_server_restart_and_find_the_document_intact(
     settings, server, start_server, yjs
 ):
@@ -280,6 +289,7 @@ async def test_peers_reconnect_after_a_server_restart_and_find_the_document_inta
 # -- document names --------------------------------------------------------------------------
 
 
+@pytest.mark.socket
 async def test_query_parameters_are_never_part_of_the_document_name(server, yjs, connect):
     peer = await yjs.connect(server, "notes?token=x&foo=bar")
     text(peer.doc).insert(0, "from yjs")
@@ -292,6 +302,7 @@ async def test_query_parameters_are_never_part_of_the_document_name(server, yjs,
     assert [d.name for d in await server.store.list_documents()] == ["notes"]
 
 
+@pytest.mark.socket
 async def test_a_percent_encoded_slash_names_the_same_room_as_the_native_client(
     server, yjs, connect
 ):

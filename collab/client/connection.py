@@ -27,7 +27,7 @@ import itertools
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,13 @@ log = logging.getLogger("collab.client")
 # Close codes and errors after which reconnecting cannot help (docs/PROTOCOL.md).
 PERMANENT_CLOSE_CODES = range(4400, 4500)
 PERMANENT_ERRORS = frozenset({"unauthorized", "unsupported_version"})
+
+# Opens a connection: ``dial(url, max_message_bytes)``. The default is Tornado's
+# websocket_connect; another may return any object that reads as Tornado's
+# WebSocketClientConnection to this client (write_message, read_message, close,
+# close_code, close_reason, protocol.is_closing() and protocol._abort()), e.g. a
+# connection to a server in the same process, for tests.
+Dial = Callable[[str, int], Awaitable[WebSocketClientConnection]]
 
 
 def _close_if_connected(future: asyncio.Future[WebSocketClientConnection]) -> None:
@@ -383,6 +390,12 @@ class RemoteDocument:
 
 
 class CollabClient:
+    """A native-protocol client of one server (options: docs/CLIENT.md).
+
+    ``dial`` replaces how a connection is opened (default: Tornado's
+    ``websocket_connect(url)``); everything else behaves the same whatever opened
+    it. Tests use it to reach a server in the same process without a socket."""
+
     def __init__(
         self,
         url: str,
@@ -397,8 +410,10 @@ class CollabClient:
         connect_timeout_s: float = 10.0,
         max_message_bytes: int = 64 * 1024 * 1024,
         queue_path: str | Path | None = None,
+        dial: Dial | None = None,
     ) -> None:
         self.url = url
+        self._dial = dial
         self.token = token
         self.client_id = client_id
         self.reconnect = reconnect
@@ -532,7 +547,10 @@ class CollabClient:
         self._set_state(ClientState.CLOSED)
 
     async def _open(self) -> tuple[WebSocketClientConnection, Welcome]:
-        connecting = websocket_connect(self.url, max_message_size=self.max_message_bytes)
+        if self._dial is None:
+            connecting = websocket_connect(self.url, max_message_size=self.max_message_bytes)
+        else:
+            connecting = asyncio.ensure_future(self._dial(self.url, self.max_message_bytes))
         try:
             # Shielded: cancelling Tornado's connect leaves a half-open connection
             # behind; it is closed when it completes instead.

@@ -65,9 +65,19 @@ def _build_and_snapshot(
 
 
 class RoomManager:
-    def __init__(self, store: Store, settings: Settings, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        metrics: Metrics | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._store = store
         self._settings = settings
+        # Unix seconds: the time its rooms give updates, and the retention's "now"
+        # (tests move it forward instead of waiting).
+        self._clock = clock
         self.metrics = metrics or Metrics()
         self.writer = Writer(store, settings, self.metrics)
         self.presence = Presence(store, settings, lambda: self._rooms.values())
@@ -284,6 +294,7 @@ class RoomManager:
                 metrics=self.metrics,
                 admit_creation=self.creations.admit,
                 on_adopt=self._adopted,
+                clock=self._clock,
             )
             self.metrics.load_seconds.observe(time.monotonic() - started)
         except asyncio.CancelledError:
@@ -351,7 +362,7 @@ class RoomManager:
                             for room in list(self._rooms.values()):
                                 room.catch_up()
                         delay = poll_s
-                        now = time.time()
+                        now = self._clock()
                         lag = 0.0  # of what live rooms receive; other records cost nothing
                         for record in records:
                             room = self._rooms.get(record.doc)
@@ -460,7 +471,7 @@ class RoomManager:
         after it). Returns the number of documents pruned (0: no retention set)."""
         if self._settings.history_retention_s <= 0:
             return 0
-        cutoff = time.time() - self._settings.history_retention_s
+        cutoff = self._clock() - self._settings.history_retention_s
         pruned = 0
         for info in await self._store.list_documents():
             for seq in reversed(await self._store.snapshot_seqs(info.name)):

@@ -156,8 +156,10 @@ class Room:
         metrics: Metrics | None = None,
         admit_creation: Callable[[Session], None] | None = None,
         on_adopt: Callable[[Room, str], None] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.name = loaded.name
+        self._clock = clock  # Unix seconds, for the time of each update
         self.epoch = loaded.epoch
         # False until its first update is stored: a document is created by a
         # write, never by subscribing to it (its epoch is stored with that write).
@@ -451,7 +453,7 @@ class Room:
         new = NewUpdate(
             self.name,
             applied.stored,
-            time.time(),
+            self._clock(),
             session.origin.author,
             epoch=self.epoch,
             create=not self.stored,
@@ -627,7 +629,7 @@ class Room:
         for watch in list(self.watchers):
             watch(record)
         if submission is not None:
-            self._metrics.ack_seconds.observe(max(0.0, time.time() - record.time_s))
+            self._metrics.ack_seconds.observe(max(0.0, self._clock() - record.time_s))
             self._acknowledged(submission, record.seq)
 
     def _remember(self, record: UpdateRecord) -> None:
