@@ -20,6 +20,7 @@ from typing import Any
 import tornado.netutil
 import tornado.web
 
+from collab import memory
 from collab.auth import Authenticator, Identity
 from collab.config import Settings
 from collab.core.listing import Cursors
@@ -180,6 +181,8 @@ class CollabServer:
                 heartbeat.beat(lambda: self.sockets, s.ping_interval_s, s.ping_timeout_s),
                 name="heartbeat",
             )
+        if s.memory_trim_s > 0:
+            self.tasks.spawn(memory.trim_every(s.memory_trim_s), name="return freed memory")
         log.info("listening on %s (store %s)", self.url, self.settings.store_url)
 
     def register(self, handler: SocketHandler) -> None:

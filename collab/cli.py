@@ -10,7 +10,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 
-from collab import __version__, history_commands, logs, workers
+from collab import __version__, history_commands, logs, memory, workers
 from collab.auth import Authenticator, Role
 from collab.config import Settings, SettingsError, add_arguments, settings_from_namespace
 from collab.errors import StoreError
@@ -97,6 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    # Before any thread starts: arenas are made as threads first allocate.
+    memory.limit_arenas(settings.malloc_arena_max)
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             runner.run(serve(settings))

@@ -229,6 +229,21 @@ class Settings:
     shutdown_flush_timeout_s: float = field(
         default=30.0, metadata={"help": "how long shutdown waits for pending writes"}
     )
+    malloc_arena_max: int = field(
+        default=2,
+        metadata={
+            "help": "malloc arenas the server's threads share (glibc; 0: glibc's default, 8 "
+            "per core): each keeps the memory freed in it, so more arenas keep more"
+        },
+    )
+    memory_trim_s: float = field(
+        default=10.0,
+        metadata={
+            "help": "seconds between returns of memory freed inside the process to the "
+            "system (glibc malloc_trim), which also follow each snapshot of 1 MiB or "
+            "more; 0: never"
+        },
+    )
 
     auth_secret: str = field(
         default="",
@@ -485,6 +500,8 @@ class Settings:
             )
         if sum(map(bool, (self.auth_secret, self.auth_public_key_file, self.auth_jwks_file))) > 1:
             raise SettingsError("give one of auth_secret, auth_public_key_file and auth_jwks_file")
+        if self.malloc_arena_max < 0 or self.memory_trim_s < 0:
+            raise SettingsError("malloc_arena_max and memory_trim_s must not be negative (0: off)")
         if self.room_linger_s < 0:
             raise SettingsError("room_linger_s must not be negative")
         if self.history_retention_s < 0:

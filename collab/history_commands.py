@@ -104,8 +104,9 @@ async def _run(args: argparse.Namespace) -> int:
 def _source(args: argparse.Namespace) -> Source:
     if args.server:
         return ServerSource(args.server, args.token)
-    url = args.store_url or Settings.from_env().store_url
-    return StoreSource(url, create=args.command == "import")
+    settings = Settings.from_env()
+    url = args.store_url or settings.store_url
+    return StoreSource(url, settings, create=args.command == "import")
 
 
 def _time(time_s: float | None) -> str:

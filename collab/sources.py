@@ -16,7 +16,9 @@ from typing import Any
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
+from collab.config import Settings
 from collab.core import archive, history
+from collab.core.snapshots import Cadence
 from collab.store import Author, Store, UpdateRecord, create_store
 
 PAGE = 1000
@@ -70,9 +72,11 @@ class Source(abc.ABC):
 
 
 class StoreSource(Source):
-    def __init__(self, url: str, *, create: bool = False) -> None:
+    def __init__(self, url: str, settings: Settings | None = None, *, create: bool = False) -> None:
         # Only an import may make a new store; reading one that is not there is an error.
         self.store: Store = create_store(url, create=create)
+        # Imports write snapshots as the server would, by its settings.
+        self._cadence = Cadence.of(settings or Settings())
 
     async def open(self) -> None:
         await self.store.open()
@@ -127,7 +131,7 @@ class StoreSource(Source):
 
     async def import_file(self, doc: str | None, lines: Iterable[bytes]) -> tuple[str, int]:
         try:
-            return await archive.import_document(self.store, lines, name=doc)
+            return await archive.import_document(self.store, lines, name=doc, cadence=self._cadence)
         except archive.ArchiveError as exc:
             raise SourceError(str(exc)) from None
 

@@ -43,6 +43,8 @@ def test_environment_variables_override_defaults_and_flags_override_both():
         ({"COLLAB_PING_INTERVAL_S": "5", "COLLAB_PING_TIMEOUT_S": "9"}, "ping_timeout_s"),
         ({"COLLAB_MAX_FRAME_BYTES": "0"}, "max_frame_bytes"),
         ({"COLLAB_AUTH_SECRET": "short"}, "32 bytes"),
+        ({"COLLAB_MEMORY_TRIM_S": "-1"}, "memory_trim_s"),
+        ({"COLLAB_MALLOC_ARENA_MAX": "-2"}, "malloc_arena_max"),
     ],
 )
 def test_invalid_settings_are_refused_with_a_clear_message(env, message):

@@ -122,7 +122,14 @@ async def test_export_then_import_into_an_empty_store_keeps_every_version(
     assert "80 updates" in out or "updates" in out
     target = tmp_path / "restored.db"
 
-    _, out, _ = await collab("import", str(file), "--store-url", f"sqlite:///{target}")
+    # Snapshots every 10 updates (thinned) and checkpoints, written by the import.
+    _, out, _ = await collab(
+        "import",
+        str(file),
+        "--store-url",
+        f"sqlite:///{target}",
+        env={**os.environ, "COLLAB_SNAPSHOT_EVERY_UPDATES": "10"},
+    )
 
     assert f"imported {DOC}" in out
     source, copy = SQLiteStore(Path(store_url.removeprefix("sqlite:///"))), SQLiteStore(target)
@@ -131,6 +138,8 @@ async def test_export_then_import_into_an_empty_store_keeps_every_version(
     try:
         head = (await source.get_document(DOC)).head_seq
         assert (await copy.get_document(DOC)).head_seq == head
+        assert [c.seq for c in await copy.checkpoints(DOC)] == list(range(10, head + 1, 10))
+        assert len(await copy.snapshot_seqs(DOC)) > 3  # the newest three and older ones
         for seq in range(head + 1):
             assert (await state_at(copy, DOC, seq))[1] == (await state_at(source, DOC, seq))[1]
         originals = await source.read_updates(DOC)

@@ -9,6 +9,7 @@ import pycrdt
 import pytest
 
 from collab.errors import InvalidUpdate
+from collab.wire import crdt
 from collab.wire.replica import Replica
 from collab.wire.yformat import check_update, decode_state_vector
 from tests.test_yformat import any_item, hand_update, root_item, var_string, var_uint
@@ -266,6 +267,27 @@ def test_a_snapshot_restores_what_was_integrated_and_what_waited():
     assert text(restored) == "abc"
 
 
+def test_a_replica_restored_from_a_snapshot_knows_its_types_and_astral_characters():
+    author, updates = edits(client_id=2)
+    author.get("arr", type=pycrdt.Array).append(pycrdt.Array([1]))  # 2:0 a type, 2:1 a value
+    author.get("text", type=pycrdt.Text).insert(0, "a😀b")  # 2:2 a, 2:3-4 the emoji, 2:5 b
+    live = Replica()
+    for update in updates:
+        live.apply(update)
+
+    # (Restoring keeps only the structs it learns from of the snapshot's check.)
+    restored = Replica()
+    restored.restore(live.doc.get_update(), b"")
+
+    child = bytes([8]) + var_uint(0) + var_uint(2) + var_uint(0) + var_uint(1) + b"\x7e"
+    assert restored.apply(hand_update(3, 0, child)) is not None
+    # A child of the inner array (2:0), not a GC struct: it is known to be a type.
+    assert restored.doc.get("arr", type=pycrdt.Array).to_py() == [[1.0, None]]
+    cut = var_uint(0) + var_uint(1) + var_uint(2) + var_uint(1) + var_uint(3) + var_uint(1)
+    with pytest.raises(InvalidUpdate, match="surrogate pair"):
+        restored.apply(cut)
+
+
 def test_a_map_entry_with_several_values_keeps_the_last():
     replica = Replica()
     replica.apply(hand_update(5, 0, any_item(b"\x7d\x01", b"\x7d\x02", key="k")))
@@ -308,3 +330,32 @@ def test_of_two_waiting_claims_on_one_clock_the_first_is_kept_as_in_yjs():
 
     assert text(replica) == "ab"
     assert replica.waiting is None
+
+
+def test_a_long_run_of_updates_merges_into_what_applying_them_in_turn_makes():
+    # Past crdt.MERGE_FANOUT updates, merged as merges of merges.
+    docs = [pycrdt.Doc(client_id=client) for client in (1, 2, 3)]
+    made: list[bytes] = []
+    for doc in docs:
+        doc.observe(lambda event: made.append(event.update))
+    for step in range(500):
+        doc = docs[step % 3]
+        body = doc.get("text", type=pycrdt.Text)
+        if step % 7 == 6 and len(body) > 2:
+            del body[0:1]
+        else:
+            body.insert(len(body) // 2, f"{step} ")
+        doc.get("map", type=pycrdt.Map)[str(step % 5)] = step
+        if step % 10 == 9:  # every author sees the others now and then
+            for other in docs:
+                if other is not doc:
+                    other.apply_update(doc.get_update(other.get_state()))
+    assert len(made) > 4 * crdt.MERGE_FANOUT
+    in_turn = pycrdt.Doc()
+    for update in made:
+        in_turn.apply_update(update)
+
+    merged = pycrdt.Doc()
+    merged.apply_update(crdt.merge(made))
+
+    assert merged.get_update() == in_turn.get_update()

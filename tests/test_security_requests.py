@@ -244,9 +244,11 @@ def test_an_export_arriving_in_pieces_of_any_size_splits_into_the_same_lines():
 
 @pytest.mark.slow
 async def test_a_large_import_with_a_token_is_read_as_it_comes_not_held_whole(tmp_path):
-    """A 24 MiB export file grows the server's memory by less than 3.5 times its
-    size (measured: 2.2): held once, as lines, each let go once read; read whole,
-    then split, it took 6 times."""
+    """A 24 MiB export file grows the server's memory by less than 5 times its
+    size (measured: 4.0): held once, as lines, each let go once read; read whole,
+    then split, it took 6 times (before imports wrote snapshots, which costs the
+    document the import builds and, at each snapshot, its encoding twice at once,
+    by pycrdt then Python: about 1.8 times more here; it measured 2.2 before)."""
     body = export_file("big", 750, 24 * 1024)
     editor = token("ed", {"*": "write"})
     async with server_process(f"sqlite:///{tmp_path}/c.db", "--auth-secret", SECRET) as server:
@@ -265,4 +267,4 @@ async def test_a_large_import_with_a_token_is_read_as_it_comes_not_held_whole(tm
     size = len(body) / MIB
     print(f"\nan import of {size:.1f} MiB grew the peak RSS by {grown:.1f} MiB")
     assert (response.code, response.body) == (201, b'{"doc":"big","updates":750}')
-    assert grown < 3.5 * size
+    assert grown < 5 * size

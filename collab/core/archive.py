@@ -27,14 +27,26 @@ import hashlib
 import json
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+)
 from dataclasses import dataclass
 from typing import Any
 
+from collab import memory
+from collab.config import Settings
+from collab.core.history import LogOrder, apply_in_order, apply_log
+from collab.core.snapshots import EMPTY_STATE_VECTOR, Cadence, Encoded, encode
 from collab.errors import ProtocolError, StoreError
 from collab.names import validate_document_name
 from collab.store import Author, NewUpdate, Store, UpdateRecord
-from collab.wire.yformat import FormatError, check_update
+from collab.wire.replica import Replica
+from collab.wire.yformat import FormatError, UpdateRanges, check_update
 
 FORMAT = "collab-export"
 VERSION = 1
@@ -131,11 +143,14 @@ class LineSplitter:
             yield self._lines.popleft()
 
 
-def read_archive(lines: Iterable[bytes]) -> tuple[ArchiveHeader, Iterator[UpdateRecord]]:
+def read_archive(
+    lines: Iterable[bytes], *, order: LogOrder | None = None
+) -> tuple[ArchiveHeader, Iterator[UpdateRecord]]:
     """The header, and the updates as records (named for the header's document).
     The iterator raises ArchiveError at the first fault, including a missing or
     wrong end line, so a caller that stores records as they come must be ready
-    to undo them (collab.core.archive imports into a new document only)."""
+    to undo them (collab.core.archive imports into a new document only).
+    ``order`` is told each update's check, as it is read."""
     numbered = enumerate(lines, 1)
     try:
         number, first = next(numbered)
@@ -161,11 +176,11 @@ def read_archive(lines: Iterable[bytes]) -> tuple[ArchiveHeader, Iterator[Update
     ):
         raise ArchiveError("the header's time or epoch is malformed", number)
     header = ArchiveHeader(doc, epoch, float(exported_s), count)
-    return header, _records(header, numbered)
+    return header, _records(header, numbered, order)
 
 
 def _records(
-    header: ArchiveHeader, numbered: Iterator[tuple[int, bytes]]
+    header: ArchiveHeader, numbered: Iterator[tuple[int, bytes]], order: LogOrder | None
 ) -> Iterator[UpdateRecord]:
     digest = hashlib.sha256()
     seq = 0
@@ -187,13 +202,17 @@ def _records(
                     raise ArchiveError("content after the end line", extra_number)
             return
         seq += 1  # noqa: SIM113 - it counts updates, not lines
-        record = _record(header.doc, entry, seq, number)
+        record, ranges = _record(header.doc, entry, seq, number)
+        if order is not None:
+            order.take(ranges)
         digest.update(record.data)
         yield record
     raise ArchiveError("the file ends without its end line: it is truncated")
 
 
-def _record(doc: str, entry: dict[str, Any], seq: int, number: int) -> UpdateRecord:
+def _record(
+    doc: str, entry: dict[str, Any], seq: int, number: int
+) -> tuple[UpdateRecord, UpdateRanges]:
     if entry.get("seq") != seq:
         raise ArchiveError(f"seq {entry.get('seq')!r} where {seq} was expected", number)
     time_s = entry.get("time_s")
@@ -214,12 +233,12 @@ def _record(doc: str, entry: dict[str, Any], seq: int, number: int) -> UpdateRec
     except (binascii.Error, ValueError):
         raise ArchiveError("the update is not base64", number) from None
     try:
-        check_update(data)
+        ranges = check_update(data)
     except FormatError as exc:
         raise ArchiveError(
             f"the update at seq {seq} is not a valid Yjs update: {exc}", number
         ) from None
-    return UpdateRecord(doc, seq, data, float(time_s), Author(*names))
+    return UpdateRecord(doc, seq, data, float(time_s), Author(*names)), ranges
 
 
 def _json(raw: bytes, number: int) -> dict[str, Any]:
@@ -291,36 +310,62 @@ async def export_document(
 
 async def import_document(
     store: Store,
-    lines: Iterable[bytes],
+    lines: Iterable[bytes] | AsyncIterable[bytes],
     *,
     name: str | None = None,
     max_name_bytes: int = MAX_NAME_BYTES,
     progress: Callable[[int, int], None] | None = None,
     importer: str | None = None,
+    cadence: Cadence | None = None,
+    trim_memory: bool = True,
 ) -> tuple[str, int]:
     """Import an export as a new document (``name``, or the one it was exported
     from), with its updates' seqs, times and authors (the instance as
     ``import:INSTANCE``: no running instance takes them for its own; with
     ``importer``, the user who imported them, as ``import:by:USER``: the file's
     authors are its word, not the server's). Every line is checked
-    before anything is stored, so a bad file stores nothing. Returns ``(name,
-    updates)``. Raises ArchiveError (the file, or a document of that name
-    exists), StoreError."""
-    header, records = read_archive(lines)
+    before anything is stored, so a bad file stores nothing. Snapshots and
+    checkpoints are written as the updates are stored, where and as the writer
+    would have written them (``cadence``: the server's default settings), so an
+    imported document loads as fast as any other; with ``trim_memory``, the memory
+    a large snapshot's copies took is handed back to the system after each.
+    Returns ``(name, updates)``. Raises ArchiveError (the file, or a document of
+    that name exists; or an update that cannot be applied, the import then taken
+    back), StoreError."""
+    if isinstance(lines, AsyncIterable):
+        lines = [line async for line in lines]
+    order = LogOrder()  # whether the history applies as merged runs, needing no more checks
+    header, records = read_archive(lines, order=order)
     doc = name or header.doc
     try:
         doc = validate_document_name(doc, max_name_bytes)  # as /ws would have it
     except ProtocolError as exc:
         raise ArchiveError(f"{doc!r}: {exc.message}") from None
+    loop = asyncio.get_running_loop()
     # Every line checked first, off the event loop: a bad file stores nothing.
-    checked = await asyncio.get_running_loop().run_in_executor(None, list, records)
+    checked = await loop.run_in_executor(None, list, records)
     if await store.get_document(doc) is not None:
         raise DocumentExists(f"a document named {doc!r} exists; import under another name")
     if not checked:
         await store.load(doc, create=True)  # an empty document, as it was exported
+    # (Where the snapshots fall is a pass over every record: on a thread too.)
+    history = await loop.run_in_executor(
+        None,
+        _ImportedHistory,
+        doc,
+        checked,
+        cadence or Cadence.of(Settings()),
+        order.in_order,
+        trim_memory,
+    )
+    total = len(checked)
+    # Each batch let go of once stored: the file's updates are not all held to the end.
+    batches = deque(checked[at : at + IMPORT_BATCH] for at in range(0, total, IMPORT_BATCH))
+    del checked
     stored = 0
     try:
-        for start in range(0, len(checked), IMPORT_BATCH):
+        while batches:
+            records = batches.popleft()
             batch = [
                 NewUpdate(
                     doc,
@@ -334,18 +379,29 @@ async def import_document(
                         else _imported(record.author.instance),
                     ),
                 )
-                for record in checked[start : start + IMPORT_BATCH]
+                for record in records
             ]
             result = await store.append(batch)
-            expected = list(range(start + 1, start + 1 + len(batch)))
+            expected = list(range(stored + 1, stored + 1 + len(batch)))
             if [r.seq for r in result.records] != expected:
                 raise ArchiveError(
                     f"{doc!r} was written by someone else during the import; its seqs differ "
                     "from the file's"
                 )
-            stored += len(batch)
+            del batch, result
+            if history.epoch is None:
+                info = await store.get_document(doc)
+                if info is None:
+                    raise ArchiveError(f"{doc!r} was deleted during the import")
+                history.epoch = info.epoch
+            count = len(records)
+            runs = deque(history.runs(records))
+            del records  # each run let go of once applied
+            while runs:
+                await _advance(store, doc, history, runs.popleft())
+            stored += count
             if progress is not None:
-                progress(stored, len(checked))
+                progress(stored, total)
     except StoreError:
         # The store failed part way (a full disk): take the part back, so that a
         # failed import leaves no half document behind. (If that fails too, the
@@ -354,6 +410,100 @@ async def import_document(
             await store.delete_document(doc)
         raise
     return doc, stored
+
+
+class _ImportedHistory:
+    """The document an import builds, update by update, as the store's log will
+    hold it: at each point where the writer would have snapshotted (by the
+    cadence), a checkpoint, and a snapshot where thinning would have kept one
+    (all the points are known beforehand: the others are not written at all)."""
+
+    def __init__(
+        self,
+        doc: str,
+        records: list[UpdateRecord],
+        cadence: Cadence,
+        in_order: bool,
+        trim_memory: bool,
+    ) -> None:
+        self.doc = doc
+        self.trim_memory = trim_memory
+        # Every update needs only what came before it (LogOrder): applied as merged
+        # runs without checking each again (the reader checked every one).
+        self._apply = apply_in_order if in_order else apply_log
+        self.epoch: str | None = None  # known once the first batch is stored
+        self._replica = Replica(name=doc)
+        self._points = set(cadence.points(len(record.data) for record in records))
+        self._kept = cadence.kept(sorted(self._points))
+        self._base: tuple[int, bytes] = (0, EMPTY_STATE_VECTOR)  # the last checkpoint's
+
+    def runs(self, records: list[UpdateRecord]) -> list[list[UpdateRecord]]:
+        """``records`` cut after each snapshot point among them."""
+        found: list[list[UpdateRecord]] = []
+        start = 0
+        for end, record in enumerate(records, 1):
+            if record.seq in self._points:
+                found.append(records[start:end])
+                start = end
+        if start < len(records):
+            found.append(records[start:])
+        return found
+
+    def advance(self, run: list[UpdateRecord]) -> Encoded | None:
+        """Apply the next run of records (in seq order: see :meth:`runs`) and encode
+        the snapshot point it ends at, if it does. CPU-bound: run it in an
+        executor. Raises ArchiveError for an update that cannot be applied (the
+        store's own log would fail to load)."""
+        try:
+            self._apply(self._replica, run)
+        except StoreError as exc:
+            raise ArchiveError(f"{exc}: the history cannot be loaded") from None
+        seq = run[-1].seq
+        if seq not in self._points:
+            return None
+        encoded = encode(
+            self._replica,
+            self.doc,
+            seq,
+            self.epoch,
+            snapshot=seq in self._kept,
+            checkpoint_base=self._base,
+        )
+        assert encoded.checkpoint is not None
+        self._base = (seq, encoded.checkpoint.state_vector)
+        snapshot = encoded.snapshot
+        if self.trim_memory and snapshot and len(snapshot.data) >= memory.TRIM_AFTER_BYTES:
+            memory.trim()  # pycrdt's buffer of the encoding, copied and freed
+        return encoded
+
+
+async def _advance(
+    store: Store, doc: str, history: _ImportedHistory, run: list[UpdateRecord]
+) -> None:
+    """Apply a run of stored records to the imported document and store the
+    snapshot and checkpoint it ends at, if any, before the next is made: each is
+    the document's size, and a batch of records may hold several."""
+    loop = asyncio.get_running_loop()
+    # Applied and encoded on a thread: a pass over the document per snapshot.
+    try:
+        encoded = await loop.run_in_executor(None, history.advance, run)
+    except ArchiveError:
+        with contextlib.suppress(StoreError):
+            await store.delete_document(doc)  # what was stored of it
+        raise
+    if encoded is None:
+        return
+    snapshot, checkpoint = encoded.snapshot, encoded.checkpoint
+    del encoded
+    if snapshot is not None:
+        await store.save_snapshot(snapshot)
+        large = len(snapshot.data) >= memory.TRIM_AFTER_BYTES
+        del snapshot
+        if large and history.trim_memory:
+            # The store's copy of it, freed now: handed back before the next is made.
+            await loop.run_in_executor(None, memory.trim)
+    if checkpoint is not None:
+        await store.save_checkpoint(checkpoint)
 
 
 def _imported(instance: str | None) -> str:

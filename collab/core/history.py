@@ -162,17 +162,45 @@ def apply_log(
                 meter.check()
 
 
+class LogOrder:
+    """Whether the updates of a log, taken in turn, each need only what the
+    document (its state vector at the start) and the updates before hold: every
+    struct's dependencies and every deleted item come earlier, so none would wait
+    on its way in. Sans-IO: it is told each update's check (``check_update``)."""
+
+    def __init__(self, state: dict[int, int] | None = None) -> None:
+        self._known = dict(state or {})
+        self.in_order = True  # every update taken so far was
+
+    def take(self, ranges: yformat.UpdateRanges) -> bool:
+        """Take the next update; False (from then on) once one is out of order."""
+        if not self.in_order:
+            return False
+        known = self._known
+        for group in ranges.groups:
+            for struct in group:
+                if struct.clock > known.get(struct.client, 0) or any(
+                    clock >= known.get(client, 0) for client, clock in struct.needs
+                ):
+                    self.in_order = False
+                    return False
+                known[struct.client] = max(known.get(struct.client, 0), struct.end)
+        if any(end > known.get(client, 0) for client, _, end in ranges.deletes):
+            self.in_order = False
+        return self.in_order
+
+
 def _apply_merged(
     replica: Replica, updates: Sequence[UpdateRecord], meter: CpuMeter | None = None
 ) -> bool:
     """Apply a run of logged updates as one, when that is sure to give what
-    applying them in turn gives: nothing waits, and every struct's dependencies
-    come before it (in the document or an earlier update), so no update would
-    have waited on its way in. (pycrdt's cost per applied update grows with the
-    document; one merged update costs about one.) False: nothing was applied."""
+    applying them in turn gives: nothing waits, and the updates are in order
+    (LogOrder), so no update would have waited on its way in. (pycrdt's cost per
+    applied update grows with the document; one merged update costs about one.)
+    False: nothing was applied."""
     if len(updates) < 2 or replica.waiting is not None:
         return False
-    known = dict(replica.state())
+    order = LogOrder(replica.state())
     for index, record in enumerate(updates):
         try:
             ranges = yformat.check_update(record.data)
@@ -180,15 +208,18 @@ def _apply_merged(
             return False  # applied in turn, it gets its own error
         if meter is not None and index % 100 == 99:
             meter.check()
-        for group in ranges.groups:
-            for struct in group:
-                if struct.clock > known.get(struct.client, 0):
-                    return False
-                if any(clock >= known.get(client, 0) for client, clock in struct.needs):
-                    return False
-                known[struct.client] = max(known.get(struct.client, 0), struct.end)
-        if any(end > known.get(client, 0) for client, _, end in ranges.deletes):
+        if not order.take(ranges):
             return False
+    apply_in_order(replica, updates, meter)
+    return True
+
+
+def apply_in_order(
+    replica: Replica, updates: Sequence[UpdateRecord], meter: CpuMeter | None = None
+) -> None:
+    """Apply logged updates known to be in order from the replica's state, with
+    nothing waiting (LogOrder, from its state vector), as merged runs. Raises
+    StoreError."""
     # In runs of at most MERGED_BYTES: a merged update keeps the content of what
     # later updates of the run delete, which applying them in turn would let go.
     chunks: list[list[UpdateRecord]] = [[]]
@@ -202,6 +233,8 @@ def _apply_merged(
         chunks[-1].append(record)
         size += len(record.data)
     for index, chunk in enumerate(chunks):
+        if not chunk:
+            continue
         try:
             data = [record.data for record in chunk]
             replica.apply(crdt.merge(data) if len(data) > 1 else data[0], bounded=False)
@@ -209,10 +242,9 @@ def _apply_merged(
             # Refused before anything changed: the rest in turn (each with its error).
             for record in (r for rest in chunks[index:] for r in rest):
                 apply_stored(replica, record)
-            return True
+            return
         if meter is not None:
             meter.check()
-    return True
 
 
 def _apply_checkpoint(replica: Replica, checkpoint: Checkpoint, data: bytes) -> None:

@@ -31,11 +31,13 @@ from collab.core.origin import Origin
 from collab.core.presence import Presence
 from collab.core.room import LOG_PAGE, JoinReply, Resume, Room, build_replica
 from collab.core.session import NO_FRAMES, SERVER_PEER, Session, SessionState
+from collab.core.snapshots import Cadence, encode
 from collab.core.writer import Writer
 from collab.errors import CollabError, ErrorCode, FeedLost, LoadFailed, StoreError
 from collab.metrics import Metrics
-from collab.store import Store, UpdateRecord
+from collab.store import LoadedDocument, SnapshotRecord, Store, UpdateRecord
 from collab.tasks import TaskGroup
+from collab.wire.replica import Replica
 
 log = logging.getLogger("collab.rooms")
 
@@ -43,6 +45,23 @@ RETRY_MAX_S = 5.0
 EDIT_ATTEMPTS = 3  # computations of a server-made edit while the document changes
 FEED_SAVE_S = 1.0  # the feed position is saved at most this often
 MAX_ALIASES = 10_000  # provisional epochs of documents created elsewhere first, remembered
+
+
+def _build_and_snapshot(
+    loaded: LoadedDocument, settings: Settings
+) -> tuple[Replica, SnapshotRecord | None]:
+    """The replica a load describes (build_replica) and, when building it replayed
+    a log long enough that a snapshot was due (a document imported or written
+    without snapshots), a snapshot of it, so that the next load does not replay
+    the same log. CPU-bound: run it in an executor."""
+    replica = build_replica(loaded, settings)
+    replayed = loaded.updates
+    if not loaded.stored or not Cadence.of(settings).due(
+        len(replayed), sum(len(record.data) for record in replayed)
+    ):
+        return replica, None
+    made = encode(replica, loaded.name, loaded.head_seq, loaded.epoch)
+    return replica, made.snapshot
 
 
 class RoomManager:
@@ -260,7 +279,9 @@ class RoomManager:
             started = time.monotonic()
             loaded = await self._store.load(name)
             loop = asyncio.get_running_loop()
-            replica = await loop.run_in_executor(None, build_replica, loaded, self._settings)
+            replica, snapshot = await loop.run_in_executor(
+                None, _build_and_snapshot, loaded, self._settings
+            )
             room = Room(
                 loaded,
                 replica,
@@ -297,6 +318,8 @@ class RoomManager:
             loaded.snapshot.seq if loaded.snapshot else "-",
             len(loaded.updates),
         )
+        if snapshot is not None:
+            self.writer.offer_snapshot(snapshot)
         room.catch_up()  # what other instances committed while it loaded
         future.set_result(room)
         await self.presence.load(room)

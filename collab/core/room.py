@@ -67,6 +67,8 @@ FetchLog = Callable[[str, int, int | None], Awaitable[list[UpdateRecord]]]
 StoredEpoch = Callable[[str], Awaitable[str | None]]
 LOG_PAGE = 1000
 RETRY_MAX_S = 5.0
+SHARED_ANSWER_BYTES = 1024 * 1024  # sync answers this large are shared by peers joining together
+SHARED_ANSWER_S = 2.0  # for this long after one is made
 
 
 class SyncMode(StrEnum):
@@ -187,6 +189,10 @@ class Room:
         self.awareness = RoomAwareness(
             self.name, replica.doc, self.sessions, self.fanout, settings, publish_awareness
         )
+        # A large sync answer, for peers joining with the same state vector while
+        # the document is at the same version: (version, state vector, answer).
+        self._shared_answer: tuple[int, bytes, bytes] | None = None
+        self._forget_answer: asyncio.TimerHandle | None = None
         # The latest records sent to peers, for resuming ones that were away briefly.
         self._recent: deque[UpdateRecord] = deque()
         self._recent_bytes = 0
@@ -213,7 +219,7 @@ class Room:
         mode = SyncMode.DIFF
         if resume is not None and resume.epoch is not None and resume.epoch != self.epoch:
             mode = SyncMode.RESET
-            missing = self._replica.diff(b"\x00")
+            missing = self.missing_for(b"\x00")
         else:
             missing = self.missing_for(state_vector or b"\x00")
             if resume is not None and state_vector is not None:
@@ -306,6 +312,7 @@ class Room:
             await asyncio.wait([reading])  # its outcome is the room's own
 
     async def close(self) -> None:
+        self._drop_shared_answer()
         self.fanout.flush()  # acks waited for (a restore's among them) still run
         self.awareness.close()
         await self._tasks.close()
@@ -313,16 +320,42 @@ class Room:
     # -- document -----------------------------------------------------------------------
 
     def missing_for(self, state_vector: bytes) -> bytes:
-        """What a peer with ``state_vector`` lacks (sync step 2)."""
+        """What a peer with ``state_vector`` lacks (sync step 2). A large answer is
+        shared for a moment with the peers that join with the same state vector
+        before the document changes (peers opening a large document together)."""
+        shared = self._shared_answer
+        if shared is not None and shared[:2] == (self._replica.version, state_vector):
+            return shared[2]
         try:
             decode_state_vector(state_vector)  # stricter than Yrs: trailing bytes, ranges
-            return self._replica.diff(state_vector)
+            answer = self._replica.diff(state_vector)
         except (FormatError, InvalidUpdate) as exc:
             raise InvalidUpdate(
                 f"the state vector could not be used: {exc}",
                 code=ErrorCode.INVALID_STATE_VECTOR,
                 doc=self.name,
             ) from None
+        if len(answer) >= SHARED_ANSWER_BYTES:
+            self._share(state_vector, answer)
+        return answer
+
+    def _share(self, state_vector: bytes, answer: bytes) -> None:
+        # Each joining peer's copy of a large document is the document's size
+        # again (and its encoding costs the event loop ~5 ms a MiB): peers that
+        # join together get one. Kept only a moment: an idle document does not
+        # hold a copy of itself.
+        self._shared_answer = (self._replica.version, state_vector, answer)
+        if self._forget_answer is not None:
+            self._forget_answer.cancel()
+        self._forget_answer = asyncio.get_running_loop().call_later(
+            SHARED_ANSWER_S, self._drop_shared_answer
+        )
+
+    def _drop_shared_answer(self) -> None:
+        self._shared_answer = None
+        if self._forget_answer is not None:
+            self._forget_answer.cancel()
+            self._forget_answer = None
 
     def encode_state(self) -> bytes:
         """The whole document as one update (what waits for dependencies included)."""

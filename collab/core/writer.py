@@ -32,14 +32,15 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Protocol
 
+from collab import memory
 from collab.config import Settings
-from collab.core.history import replica_at
+from collab.core.history import Sources, gather_sources, rebuild
 from collab.core.session import Session
+from collab.core.snapshots import EMPTY_STATE_VECTOR, Cadence, Encoded, encode
 from collab.core.thinning import snapshots_to_drop
 from collab.errors import DocumentChanged, Overloaded, SeqConflict, StoreError
 from collab.metrics import Metrics
 from collab.store import (
-    Checkpoint,
     DocumentHead,
     NewUpdate,
     SnapshotRecord,
@@ -47,7 +48,6 @@ from collab.store import (
     UpdateRecord,
 )
 from collab.tasks import TaskGroup
-from collab.wire.replica import Replica
 
 log = logging.getLogger("collab.store")
 
@@ -92,7 +92,9 @@ class Writer:
         self._idle.set()
         self._drained = asyncio.Event()  # the queue is at most half full
         self._drained.set()
-        self._snapshots_due: dict[str, int] = {}
+        # Per document, the seq to snapshot from the log, or a snapshot made
+        # already (by a load that replayed a long log) to be stored.
+        self._snapshots_due: dict[str, int | SnapshotRecord] = {}
         self._snapshotting: set[str] = set()
         self._snapshot_wakeup = asyncio.Event()
         self._snapshots_idle = asyncio.Event()
@@ -311,32 +313,62 @@ class Writer:
     # -- snapshots ----------------------------------------------------------------------
 
     def _consider_snapshots(self, heads: dict[str, DocumentHead]) -> None:
-        s = self._settings
+        cadence = Cadence.of(self._settings)
         for doc, head in heads.items():
-            due = (
-                head.head_seq - head.snapshot_seq >= s.snapshot_every_updates
-                or head.bytes_since_snapshot >= s.snapshot_every_bytes
-            )
+            due = cadence.due(head.head_seq - head.snapshot_seq, head.bytes_since_snapshot)
             if due and doc not in self._snapshotting:
                 self._snapshots_due[doc] = head.head_seq
                 self._snapshots_idle.clear()
                 self._snapshot_wakeup.set()
+
+    def offer_snapshot(self, snapshot: SnapshotRecord) -> None:
+        """Store a snapshot made elsewhere (a load that replayed a long log made it
+        from the replica it built: a document imported by an older server, or
+        written while snapshots failed, is not replayed whole at every load),
+        unless one of that document is due or being written already."""
+        if self._stopping or snapshot.doc in self._snapshotting:
+            return
+        if snapshot.doc not in self._snapshots_due:
+            self._snapshots_due[snapshot.doc] = snapshot
+            self._snapshots_idle.clear()
+            self._snapshot_wakeup.set()
 
     async def _snapshot_loop(self) -> None:
         while True:
             await self._snapshot_wakeup.wait()
             self._snapshot_wakeup.clear()
             while self._snapshots_due:
-                doc, seq = self._snapshots_due.popitem()
+                doc, due = self._snapshots_due.popitem()
+                seq = due if isinstance(due, int) else due.seq
                 self._snapshotting.add(doc)
                 try:
-                    await self.write_snapshot(doc, seq)
+                    if isinstance(due, int):
+                        await self.write_snapshot(doc, due)
+                    else:
+                        await self._store_snapshot(due)
                 except Exception as exc:
                     # A missed snapshot costs load time, not data: the log has it all.
                     log.warning("snapshot of %r at seq %d failed: %s", doc, seq, exc)
                 finally:
                     self._snapshotting.discard(doc)
             self._snapshots_idle.set()
+
+    async def _store_snapshot(self, snapshot: SnapshotRecord) -> None:
+        """Store a snapshot made elsewhere (see :meth:`offer_snapshot`), as
+        write_snapshot stores its own: under the lease, thinned after. (No
+        checkpoint: the next one written starts a new chain from the empty
+        document, as after any gap.)"""
+        s = self._settings
+        if not await self._store.lease_snapshot(snapshot.doc, s.instance_id, s.snapshot_lease_s):
+            return
+        await self._store.save_snapshot(snapshot)
+        log.info(
+            "snapshot of %r at seq %d (%d bytes), made by its load",
+            snapshot.doc,
+            snapshot.seq,
+            len(snapshot.data),
+        )
+        await self._thin(snapshot.doc)
 
     async def write_snapshot(self, doc: str, seq: int) -> bool:
         """Snapshot ``doc`` at ``seq`` from the store's log, unless another instance
@@ -350,35 +382,42 @@ class Writer:
         info = await self._store.get_document(doc)
         if info is None:
             return False
-        at, replica = await replica_at(self._store, doc, seq)
-        state = replica.doc.get_update()
-        snapshot = SnapshotRecord(
-            doc, at, state, time.time(), replica.waiting or b"", epoch=info.epoch
+        sources = await gather_sources(self._store, doc, seq)
+        at = sources.seq
+        base = await self._checkpoint_base(doc, at)
+        loop = asyncio.get_running_loop()
+        # Rebuilt and encoded on a thread: both are passes over the whole document.
+        encoded = await loop.run_in_executor(
+            None, self._rebuild_and_encode, sources, doc, at, info.epoch, base
         )
-        await self._store.save_snapshot(snapshot)
-        log.debug("snapshot of %r at seq %d (%d bytes)", doc, at, len(state))
-        await self._write_checkpoint(doc, at, replica, info.epoch)
-        drop = snapshots_to_drop(await self._store.snapshot_seqs(doc), s.snapshot_keep_recent)
-        await self._store.delete_snapshots(doc, drop)
+        assert encoded.snapshot is not None and encoded.checkpoint is not None
+        await self._store.save_snapshot(encoded.snapshot)
+        size = len(encoded.snapshot.data)
+        log.debug("snapshot of %r at seq %d (%d bytes)", doc, at, size)
+        await self._store.save_checkpoint(encoded.checkpoint)
+        del encoded, sources
+        await self._thin(doc)
+        if size >= memory.TRIM_AFTER_BYTES and s.memory_trim_s > 0:
+            await loop.run_in_executor(None, memory.trim)
         return True
 
-    async def _write_checkpoint(self, doc: str, at: int, replica: Replica, epoch: str) -> None:
-        """What changed since the previous checkpoint, so that versions between
-        thinned-out snapshots are rebuilt from a few checkpoints, not thousands of
-        log entries. Without a previous one near, the checkpoint holds everything."""
-        window = 4 * self._settings.snapshot_every_updates
+    @staticmethod
+    def _rebuild_and_encode(
+        sources: Sources, doc: str, at: int, epoch: str, base: tuple[int, bytes]
+    ) -> Encoded:
+        replica = rebuild(sources.snapshot, sources.updates, sources.chain)
+        return encode(replica, doc, at, epoch, checkpoint_base=base)
+
+    async def _checkpoint_base(self, doc: str, at: int) -> tuple[int, bytes]:
+        """What the checkpoint at ``at`` builds on: the previous checkpoint, so that
+        versions between thinned-out snapshots are rebuilt from a few checkpoints,
+        not thousands of log entries. Without a previous one near, the checkpoint
+        holds everything."""
+        window = Cadence.of(self._settings).checkpoint_window
         recent = await self._store.checkpoints(doc, after_seq=max(0, at - window), until_seq=at - 1)
-        base_seq, base_vector = (
-            (recent[-1].seq, recent[-1].state_vector) if recent else (0, b"\x00")
-        )
-        state_vector = replica.doc.get_state()
-        checkpoint = Checkpoint(
-            doc,
-            at,
-            base_seq,
-            replica.doc.get_update(base_vector),
-            replica.waiting or b"",
-            state_vector,
-            epoch,
-        )
-        await self._store.save_checkpoint(checkpoint)
+        return (recent[-1].seq, recent[-1].state_vector) if recent else (0, EMPTY_STATE_VECTOR)
+
+    async def _thin(self, doc: str) -> None:
+        keep = self._settings.snapshot_keep_recent
+        drop = snapshots_to_drop(await self._store.snapshot_seqs(doc), keep)
+        await self._store.delete_snapshots(doc, drop)

@@ -385,7 +385,7 @@ class NativeConnection:
             doc=session.doc,
             epoch=reply.epoch,
             seq=reply.seq,
-            update=parts[0],
+            update=bytes(parts[0]),
             role=str(session.role),
             mode=str(reply.mode),
         )
@@ -422,7 +422,7 @@ class NativeConnection:
             session.inbox, session.inbox_bytes = [], 0
 
     async def _send_parts(
-        self, first: Sync, parts: list[bytes], state_vector: bytes, total: int
+        self, first: Sync, parts: list[memoryview], state_vector: bytes, total: int
     ) -> None:
         """Send a large sync answer part by part, each once the socket has written
         most of the one before: the outbound bound applies to what piles up, and
@@ -434,7 +434,7 @@ class NativeConnection:
             last = index == len(parts) - 1
             message = dataclasses.replace(
                 first,
-                update=part,
+                update=bytes(part),  # one part copied at a time
                 part=index,
                 parts=len(parts),
                 total_bytes=total,

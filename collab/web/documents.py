@@ -25,6 +25,7 @@ from collab.config import Settings
 from collab.core import archive, diff, history, listing
 from collab.core.limits import BudgetExceeded, ReadBudget
 from collab.core.origin import Origin, OriginKind
+from collab.core.snapshots import Cadence
 from collab.errors import (
     CollabError,
     InvalidUpdate,
@@ -235,6 +236,8 @@ class ImportHandler(DocumentApiHandler):
                 name=doc,
                 max_name_bytes=self.server.settings.max_document_name_bytes,
                 importer=identity.user,
+                cadence=Cadence.of(self.server.settings),
+                trim_memory=self.server.settings.memory_trim_s > 0,
             )
         except archive.DocumentExists as exc:
             raise tornado.web.HTTPError(409, str(exc)) from None

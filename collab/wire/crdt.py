@@ -47,9 +47,23 @@ def diff(doc: pycrdt.Doc, state_vector: bytes, *, doc_name: str | None = None) -
         raise
 
 
+# Updates merged in one call. pycrdt's merge costs more than linearly in their
+# number (26,000 one-character updates: 3.4 s at once, 25 ms as merges of merges
+# of 64), so longer runs are merged in a tree.
+MERGE_FANOUT = 64
+
+
 def merge(updates: list[bytes]) -> bytes:
     """Merge checked updates into one (an encoding step: nothing is integrated)."""
     try:
+        while len(updates) > MERGE_FANOUT:
+            updates = [
+                pycrdt.merge_updates(*group) if len(group) > 1 else group[0]
+                for group in (
+                    updates[start : start + MERGE_FANOUT]
+                    for start in range(0, len(updates), MERGE_FANOUT)
+                )
+            ]
         return pycrdt.merge_updates(*updates)
     except BaseException as exc:
         if isinstance(exc, (ValueError, RuntimeError)) or is_panic(exc):

@@ -344,21 +344,24 @@ def sync_parts(
     *,
     part_bytes: int,
     max_frame_bytes: int | None = None,
-) -> list[bytes]:
+) -> list[memoryview]:
     """``update`` cut into the slices of a sync answer sent in parts: each part's
     frame holds at most ``part_bytes`` of it and fits the client's frame limit
     (``max_frame_bytes``, as its hello announced); the last part also carries the
     state vector (an extra part with an empty slice if it would not fit beside
-    one). One slice: the answer fits one frame."""
+    one). One slice: the answer fits one frame. The slices are views of
+    ``update``: copied all at once, a large document's answer would be held twice
+    while it is sent (``bytes(part)`` as each is sent)."""
     size = part_bytes
     if max_frame_bytes is not None:
         room = max_frame_bytes - SYNC_OVERHEAD_BYTES - len(doc.encode())
         size = min(size, max(MIN_SYNC_PART_BYTES, room))
+    whole = memoryview(update)
     if len(update) + len(state_vector) <= size:
-        return [update]
-    parts = [update[start : start + size] for start in range(0, len(update), size)]
+        return [whole]
+    parts = [whole[start : start + size] for start in range(0, len(update), size)]
     if len(parts[-1]) + len(state_vector) > size:
-        parts.append(b"")
+        parts.append(whole[len(update) :])
     return parts
 
 

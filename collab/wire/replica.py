@@ -38,6 +38,7 @@ from collab.wire.yformat import (
     ID,
     TYPE,
     FormatError,
+    Struct,
     TooManyStructs,
     UpdateRanges,
     check_update,
@@ -268,7 +269,9 @@ class Replica:
         if waiting is None:
             self.apply(state, bounded=False)
             return
-        ranges = self.check(state)
+        # Only what _learn reads is kept of the check: a whole document's structs
+        # would cost a few hundred bytes each (10 MiB of paragraphs: 10 MiB more).
+        ranges = self.check(state, keep=_learned)
         self._apply_to_doc(state)
         self._learn(ranges)
         if waiting:
@@ -276,11 +279,18 @@ class Replica:
             self.ever_waited = True
             self._retry_waiting()
 
-    def check(self, update: bytes, max_structs: int | None = None) -> UpdateRanges:
-        """Read an update strictly (``check_update``). Raises InvalidUpdate, with
-        the code ``too_large`` past ``max_structs`` structs or deleted ranges."""
+    def check(
+        self,
+        update: bytes,
+        max_structs: int | None = None,
+        *,
+        keep: Callable[[Struct], bool] | None = None,
+    ) -> UpdateRanges:
+        """Read an update strictly (``check_update``, ``keep`` as there). Raises
+        InvalidUpdate, with the code ``too_large`` past ``max_structs`` structs or
+        deleted ranges."""
         try:
-            return check_update(update, max_structs)
+            return check_update(update, max_structs, keep=keep)
         except TooManyStructs as exc:
             raise InvalidUpdate(
                 f"{exc}: send it in smaller parts", code=ErrorCode.TOO_LARGE, doc=self.name
@@ -434,7 +444,8 @@ class Replica:
         self._learn(ranges)
 
     def _learn(self, ranges: UpdateRanges) -> None:
-        """Remember the type items and surrogate pairs an integrated update brought."""
+        """Remember the type items and surrogate pairs an integrated update brought
+        (its structs that are ``_learned``)."""
         self.version += 1
         for group in ranges.groups:
             for struct in group:
@@ -460,3 +471,8 @@ class Replica:
 
     def __repr__(self) -> str:
         return f"<Replica {self.name!r} waiting={self.waiting_bytes} bytes>"
+
+
+def _learned(struct: Struct) -> bool:
+    """Whether :meth:`Replica._learn` takes note of a struct."""
+    return struct.kind == TYPE or bool(struct.astral)

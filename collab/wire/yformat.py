@@ -38,6 +38,7 @@ import bisect
 import collections
 import heapq
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -389,15 +390,24 @@ def _missing(struct: Struct, known: dict[int, int]) -> tuple[int, int] | None:
     return None
 
 
-def check_update(update: bytes, max_structs: int | None = None) -> UpdateRanges:
+def check_update(
+    update: bytes,
+    max_structs: int | None = None,
+    *,
+    keep: Callable[[Struct], bool] | None = None,
+) -> UpdateRanges:
     """Read a v1 update (the format y-websocket and collab use) from its first byte
     to its last and return what it carries. Raises FormatError for anything Yrs
     and Yjs would not both read, and read alike (see the module), and
     TooManyStructs as soon as it has read more than ``max_structs`` structs, or
     more than ``max_structs`` deleted ranges (so that a huge update of tiny structs
-    costs neither the memory nor the time of reading it all)."""
+    costs neither the memory nor the time of reading it all).
+
+    ``keep``: which structs the result's ``groups`` hold (all by default). Each
+    costs a few hundred bytes: a caller reading a whole document (a snapshot)
+    that needs a few kinds of struct keeps only those; the ranges are whole."""
     reader = Reader(update)
-    ranges = _read_update(reader, max_structs)
+    ranges = _read_update(reader, max_structs, keep)
     if not reader.at_end:
         raise FormatError("trailing bytes after the update (not a v1 update?)")
     return ranges
@@ -414,7 +424,11 @@ def readable_prefix(data: bytes) -> bytes | None:
     return data[: reader.position]
 
 
-def _read_update(reader: Reader, max_structs: int | None = None) -> UpdateRanges:
+def _read_update(
+    reader: Reader,
+    max_structs: int | None = None,
+    keep: Callable[[Struct], bool] | None = None,
+) -> UpdateRanges:
     structs: list[tuple[int, int, int]] = []
     budget = max_structs if max_structs is not None else -1  # structs still allowed
     groups: list[tuple[Struct, ...]] = []
@@ -460,7 +474,8 @@ def _read_update(reader: Reader, max_structs: int | None = None) -> UpdateRanges
                 if clock > start:
                     structs.append((client, start, clock))
                 start = clock + length
-            group.append(struct)
+            if keep is None or keep(struct):
+                group.append(struct)
             clock += length
             if clock >= CLOCK_LIMIT:
                 raise FormatError(f"client {client}'s structs run past clock 2**32")
