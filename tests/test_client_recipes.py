@@ -36,7 +36,7 @@ pytestmark = [
     ),
 ]
 
-WITHIN_S = 5.0  # what the other browser waits for an edit (a loaded machine)
+WITHIN_S = 15.0  # what the other browser waits for an edit (two test workers share 2 cores)
 
 # The recipe's heading in docs/CLIENT.md, the editor's editable element, and where the
 # document keeps its content (the root's name in the server's JSON of it).
@@ -143,7 +143,7 @@ def browser() -> Iterator[Any]:
 def open_recipe(browser: Any, backend: Backend, recipe: str, console: Console) -> Any:
     """The recipe's page in a browser of its own (its own IndexedDB)."""
     context = browser.new_context()
-    context.set_default_timeout(10_000)
+    context.set_default_timeout(30_000)  # two test workers share 2 cores
     page = console.watch(context.new_page())
     page.goto(f"{backend.url}/recipe/{recipe}/")
     return page

@@ -189,7 +189,8 @@ async def test_a_changing_update_with_trailing_bytes_is_refused_and_snapshots_ke
     for word in ("a", "b", "c", "d"):
         remote.doc.get("text", type=pycrdt.Text).insert(0, word)
     await remote.flushed()
-    await server.rooms.writer.stop()  # flushes the snapshot that is due
+    await server.rooms.writer.stop()
+    await server.rooms.snapshots.stop(10)  # writes the snapshot that is due
     snapshot = await server.store.latest_snapshot(DOC)
     assert snapshot is not None and snapshot.seq >= 3
     assert text_of(snapshot.data) == "dcba"[4 - snapshot.seq :]  # the state at its seq

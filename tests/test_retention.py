@@ -37,7 +37,7 @@ async def old_history(server, remote, count: int) -> None:
         await remote.flushed()
     await server.rooms.writer.wait_idle(5)
     for seq in (5, 10):
-        assert await server.rooms.writer.write_snapshot(remote.name, seq)
+        assert await server.rooms.snapshots.write(remote.name, seq)
 
 
 @pytest.fixture

@@ -20,8 +20,8 @@ from collab.client import CollabClient
 from collab.config import Settings
 from collab.core.history import apply_stored, rebuild, state_at
 from collab.core.room import build_replica
-from collab.core.writer import Writer
-from collab.store import NewUpdate, SnapshotRecord, UpdateRecord
+from collab.core.snapshots import Snapshotter
+from collab.store import NewUpdate, SnapshotRecord, Store, UpdateRecord
 from collab.store.memory import MemoryStore
 from collab.store.sqlite import SQLiteStore
 from collab.wire.replica import Replica
@@ -49,8 +49,8 @@ def log(*updates: bytes, doc: str = "notes") -> list[NewUpdate]:
     return [NewUpdate(doc, data, time.time()) for data in updates]
 
 
-def writer_for(store: SQLiteStore, settings: Settings) -> Writer:
-    return Writer(store, settings)
+def snapshots_of(store: Store, settings: Settings) -> Snapshotter:
+    return Snapshotter(store, settings)
 
 
 # -- loading a long document ---------------------------------------------------------------
@@ -139,7 +139,7 @@ async def test_a_snapshot_keeps_an_update_waiting_for_its_dependency(
 ):
     hello, world = hello_then_world()
     await store.append(log(world))
-    await writer_for(store, settings).write_snapshot("notes", 1)
+    await snapshots_of(store, settings).write("notes", 1)
     await store.append(log(hello))
 
     loaded = await store.load("notes")
@@ -163,7 +163,7 @@ async def test_a_snapshot_keeps_a_deletion_of_items_not_received_yet(
     deletion = editor.get_update(before)
 
     await store.append(log(deletion))
-    await writer_for(store, settings).write_snapshot("notes", 1)
+    await snapshots_of(store, settings).write("notes", 1)
     await store.append(log(insert))
 
     assert text_of(build_replica(await store.load("notes"), Settings()).doc) == "keep"
@@ -175,11 +175,11 @@ async def test_a_snapshot_built_on_a_snapshot_still_carries_the_pending_update(
     hello, world = hello_then_world()
     other = pycrdt.Doc(client_id=2)
     other.get("title", type=pycrdt.Text).insert(0, "Title")
-    writer = writer_for(store, settings)
+    snapshots = snapshots_of(store, settings)
 
     await store.append(log(world, other.get_update()))
-    await writer.write_snapshot("notes", 1)
-    await writer.write_snapshot("notes", 2)  # squashes snapshot 1 with update 2
+    await snapshots.write("notes", 1)
+    await snapshots.write("notes", 2)  # squashes snapshot 1 with update 2
     await store.append(log(hello))
 
     loaded = await store.load("notes")
@@ -246,10 +246,10 @@ async def test_state_at_any_seq_equals_replaying_the_log_up_to_it(
 ):
     updates = random_history(30)
     await store.append(log(*updates))
-    writer = writer_for(store, settings)
-    snapshots = (10, 20)
-    for seq in snapshots:
-        await writer.write_snapshot("notes", seq)
+    written = (10, 20)
+    snapshots = snapshots_of(store, settings)
+    for seq in written:
+        await snapshots.write("notes", seq)
 
     for seq in (0, 1, 5, 9, 10, 11, 15, 20, 21, 29, 30):
         rows_before = store.stats.log_rows_read
@@ -258,7 +258,7 @@ async def test_state_at_any_seq_equals_replaying_the_log_up_to_it(
         assert at == seq
         assert contents(doc_of(state)) == contents(doc_of(*updates[:seq])), f"seq {seq}"
         # Read from the nearest snapshot on, not from the start of the log.
-        nearest = max([s for s in snapshots if s <= seq], default=0)
+        nearest = max([s for s in written if s <= seq], default=0)
         assert store.stats.log_rows_read - rows_before == seq - nearest
 
     assert contents(doc_of(*updates)) != contents(doc_of(*updates[:29]))
@@ -291,12 +291,12 @@ async def test_thinned_snapshots_stay_within_a_log_bound_and_every_version_stays
     editor.observe(lambda event: updates.append(event.update))
     text = editor.get("text", type=pycrdt.Text)
     keep = 3
-    writer = writer_for(store, settings.replace(snapshot_keep_recent=keep))
+    snapshots = snapshots_of(store, settings.replace(snapshot_keep_recent=keep))
     for i in range(400):
         text.insert(len(text), f"line {i:04d} " + "x" * 40)
         await store.append(log(updates[-1]))
         if (i + 1) % 10 == 0:
-            await writer.write_snapshot("notes", i + 1)
+            await snapshots.write("notes", i + 1)
 
     seqs = await store.snapshot_seqs("notes")
     size = len(editor.get_update())
@@ -351,7 +351,7 @@ async def test_a_snapshot_of_a_document_deleted_meanwhile_is_not_kept(
         secret = pycrdt.Doc()
         secret.get("text", type=pycrdt.Text).insert(0, "deleted content")
         await store.append([NewUpdate("notes", secret.get_update(), 1.0, epoch=epoch)])
-        writer = writer_for(store, settings.replace(snapshot_every_updates=1))
+        snapshots = snapshots_of(store, settings.replace(snapshot_every_updates=1))
         read_updates = store.read_updates
 
         async def read_then_delete(*args: Any, **kwargs: Any) -> Any:
@@ -361,7 +361,7 @@ async def test_a_snapshot_of_a_document_deleted_meanwhile_is_not_kept(
             return rows
 
         store.read_updates = read_then_delete  # type: ignore[method-assign]
-        await writer.write_snapshot("notes", 1)
+        await snapshots.write("notes", 1)
 
         assert await store.get_document("notes") is None  # not created again
         loaded = await store.load("notes")  # the next document of that name

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from collab.config import Settings
+from collab.core.snapshots import Snapshotter
 from collab.core.writer import Submission, Writer
 from collab.errors import Overloaded, SeqConflict, StoreError
 from collab.store import AppendResult, NewUpdate, SnapshotRecord, Store, UpdateRecord
@@ -383,13 +384,21 @@ async def test_a_document_past_its_snapshot_interval_gets_a_snapshot_from_the_lo
 
     store = SnapshotStore()
     acks = Acks(store)
-    async with running(store, SETTINGS.replace(snapshot_every_updates=3)) as writer:
+    settings = SETTINGS.replace(snapshot_every_updates=3)
+    snapshots = Snapshotter(store, settings)
+    snapshots.start()
+    writer = Writer(store, settings, on_heads=snapshots.committed)  # as the rooms have it
+    writer.start()
+    try:
         for n in range(1, 3):
             submit(writer, acks, "notes", n)
         await acks.wait("notes1", "notes2")
         assert await store.snapshot_seqs("notes") == []
         submit(writer, acks, "notes", 3)
         await asyncio.wait_for(written.wait(), TIMEOUT_S)
+    finally:
+        await writer.stop()
+        await snapshots.stop(TIMEOUT_S)
 
     snapshot = await store.latest_snapshot("notes")
     assert snapshot is not None and snapshot.seq == 3
@@ -401,7 +410,7 @@ async def test_a_snapshot_is_left_to_the_instance_that_holds_the_lease():
     await store.append([update("notes", 1)])
     assert await store.lease_snapshot("notes", "other-instance", 60.0)
 
-    writer = Writer(store, SETTINGS.replace(instance_id="this-one"))
+    snapshots = Snapshotter(store, SETTINGS.replace(instance_id="this-one"))
 
-    assert not await writer.write_snapshot("notes", 1)
+    assert not await snapshots.write("notes", 1)
     assert await store.snapshot_seqs("notes") == []

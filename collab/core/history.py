@@ -13,22 +13,15 @@ import datetime
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-import pycrdt
+from typing import Any
 
 from collab.core import render
 from collab.core.limits import CpuMeter, ReadBudget, cpu_meter
 from collab.errors import InvalidUpdate, StoreError
 from collab.store import Author, Checkpoint, SnapshotRecord, Store, UpdateRecord
-from collab.wire import crdt, edits, yformat
+from collab.wire import crdt, yformat
 from collab.wire.replica import EMPTY_UPDATE, Replica
 from collab.wire.yformat import FormatError
-
-if TYPE_CHECKING:
-    from collab.core.manager import RoomManager
-    from collab.core.origin import Origin
-
 
 MERGED_BYTES = 256 * 1024  # of logged updates applied as one
 # And at most this many: pycrdt's merge costs the square of the updates merged
@@ -572,45 +565,3 @@ async def changes(
     if first is not None:
         close()
     return found, None
-
-
-async def restore_version(
-    rooms: RoomManager,
-    doc: str,
-    seq: int,
-    origin: Origin,
-    *,
-    timeout_s: float,
-    epoch: str | None = None,
-) -> tuple[int, int | None]:
-    """Bring the document's content back to what it was after update ``seq``, with
-    one new update (history is never rewritten) made against the live document and
-    attributed to ``origin``. Returns ``(the seq restored, the new update's seq)``;
-    the latter is None when the content already was that. Raises StoreError,
-    InvalidUpdate, Overloaded, LoadFailed, TimeoutError."""
-    at, old = await replica_at(rooms.store, doc, seq)
-    old_state = old.doc.get_update()
-    try:
-        old_kinds = yformat.root_types(old_state)
-    except FormatError as exc:
-        raise StoreError(f"{doc!r}: the version at seq {at} cannot be read: {exc}") from None
-
-    def change(current_state: bytes) -> bytes | None:
-        try:
-            kinds = {**yformat.root_types(current_state), **old_kinds}
-        except FormatError as exc:
-            raise StoreError(f"{doc!r}: the live document cannot be read: {exc}") from None
-        work = pycrdt.Doc()
-        work.apply_update(current_state)
-        source = pycrdt.Doc()
-        source.apply_update(old_state)
-        made: list[bytes] = []  # the transaction's own update: none if it changed nothing
-        subscription = work.observe(lambda event: made.append(event.update))
-        try:
-            with work.transaction():
-                edits.make_equal(work, source, kinds)
-        finally:
-            work.unobserve(subscription)
-        return made[0] if made else None
-
-    return at, await rooms.edit(doc, origin, change, timeout_s=timeout_s, epoch=epoch)

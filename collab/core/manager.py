@@ -26,14 +26,14 @@ from collections.abc import Callable, Iterator
 
 from collab.auth import Role
 from collab.config import Settings
+from collab.core.feed import FeedFollower
 from collab.core.limits import CreationLimiter
-from collab.core.origin import Origin
 from collab.core.presence import Presence
 from collab.core.room import LOG_PAGE, JoinReply, Resume, Room, build_replica
-from collab.core.session import NO_FRAMES, SERVER_PEER, Session, SessionState
-from collab.core.snapshots import Cadence, encode
+from collab.core.session import Session, SessionState
+from collab.core.snapshots import Cadence, Snapshotter, encode
 from collab.core.writer import Writer
-from collab.errors import CollabError, ErrorCode, FeedLost, LoadFailed, StoreError
+from collab.errors import CollabError, ErrorCode, LoadFailed, StoreError
 from collab.metrics import Metrics
 from collab.store import LoadedDocument, SnapshotRecord, Store, UpdateRecord
 from collab.tasks import TaskGroup
@@ -41,8 +41,6 @@ from collab.wire.replica import Replica
 
 log = logging.getLogger("collab.rooms")
 
-RETRY_MAX_S = 5.0
-EDIT_ATTEMPTS = 3  # computations of a server-made edit while the document changes
 FEED_SAVE_S = 1.0  # the feed position is saved at most this often
 MAX_ALIASES = 10_000  # provisional epochs of documents created elsewhere first, remembered
 
@@ -79,7 +77,8 @@ class RoomManager:
         # (tests move it forward instead of waiting).
         self._clock = clock
         self.metrics = metrics or Metrics()
-        self.writer = Writer(store, settings, self.metrics)
+        self.snapshots = Snapshotter(store, settings)
+        self.writer = Writer(store, settings, self.metrics, on_heads=self.snapshots.committed)
         self.presence = Presence(store, settings, lambda: self._rooms.values())
         self.creations = CreationLimiter(settings.max_documents_created_per_minute)
         # (document, epoch its peers were given) -> the epoch it was created with by
@@ -93,7 +92,16 @@ class RoomManager:
         self._draining: dict[str, Room] = {}
         self._tasks = TaskGroup(log)
         self.loads = 0  # completed loads, for tests and metrics
-        self.feed_failure: Exception | None = None  # while the feed cannot be read
+        own = settings.instance_id
+        self._feed: FeedFollower[UpdateRecord] = FeedFollower(
+            "the feed",
+            end=store.feed_position,
+            # This instance's commits reach its rooms from the writer.
+            follow=lambda at: store.follow(at, poll_s=settings.feed_poll_s, exclude_instance=own),
+            poll_s=settings.feed_poll_s,
+            log=log,
+            on_recovered=self._feed_recovered,
+        )
         self.feed_lag_s = 0.0  # from acceptance to arrival, of the latest records from the feed
         self._saving_position = False
         self._deleting: dict[str, asyncio.Event] = {}  # loads of these wait for the deletion
@@ -101,6 +109,7 @@ class RoomManager:
 
     def start(self) -> None:
         self.writer.start()
+        self.snapshots.start()
         self.presence.start()
         self._tasks.spawn(self._follow(), name="follow the feed")
         self._tasks.spawn(self._audit(), name="audit the feed")
@@ -131,9 +140,9 @@ class RoomManager:
         None when the session was closed (its peer left) while the document loaded.
         A resuming session whose missed records the room no longer keeps in memory
         gets them from the log, if there are few enough to be worth it."""
-        with self._holding(name):
+        with self.holding(name):
             while True:
-                room = self._rooms.get(name) or await asyncio.shield(self._load(name))
+                room = await self.live(name)
                 if (
                     resume is not None
                     and resume.epoch == room.epoch
@@ -145,7 +154,7 @@ class RoomManager:
                             name, after_seq=resume.seq, until_seq=room.head_seq
                         )
                         resume = Resume(resume.seq, resume.epoch, tuple(fetched))
-                    room = self._rooms.get(name) or await asyncio.shield(self._load(name))
+                    room = await self.live(name)
                 if session.state is SessionState.CLOSED:
                     return None
                 if self._rooms.get(name) is room:
@@ -165,62 +174,14 @@ class RoomManager:
                 raise CollabError(f"no document named {name!r}", code=ErrorCode.NOT_FOUND, doc=name)
             return room.join(session, state_vector, resume)
 
-    async def edit(
-        self,
-        name: str,
-        origin: Origin,
-        change: Callable[[bytes], bytes | None],
-        *,
-        timeout_s: float,
-        epoch: str | None = None,
-    ) -> int | None:
-        """Apply an edit the server makes for an API call (a restore), as a peer's
-        edit is applied: validated, stored, sent to every peer. ``change`` gets the
-        document's state (one update) and returns the update to apply; it runs in
-        an executor (it may be long), and runs again when the document changed
-        meanwhile, so that the edit is made against the state it meets (after
-        EDIT_ATTEMPTS it is applied as it is: edits made meanwhile are kept).
-        ``epoch``: only that generation of the document is edited. Returns the
-        edit's seq once it is stored, None when ``change`` changed nothing. Raises
-        InvalidUpdate, Overloaded, LoadFailed (also: deleted meanwhile), TimeoutError."""
-        session = Session(name, SERVER_PEER, NO_FRAMES, Role.WRITE, origin)
-        loop = asyncio.get_running_loop()
-        with self._holding(name):
-            try:
-                for _ in range(EDIT_ATTEMPTS):
-                    room = self._rooms.get(name) or await asyncio.shield(self._load(name))
-                    if epoch is not None and room.epoch != epoch:
-                        raise LoadFailed(f"document {name!r} was deleted", doc=name)
-                    seen = room.changes
-                    update = await loop.run_in_executor(None, change, room.encode_state())
-                    if self._rooms.get(name) is room and room.changes == seen:
-                        break
-                if self._rooms.get(name) is not room:
-                    raise LoadFailed(f"document {name!r} was reloaded; try again", doc=name)
-                if update is None:
-                    return None
-                durable: asyncio.Future[int] = loop.create_future()
-
-                def acknowledged(seq: int) -> None:
-                    if not durable.done():
-                        durable.set_result(seq)
-
-                room.attach(session)
-                pending = room.submit(session, update, on_durable=acknowledged)
-                if pending is not None:
-                    await pending
-                return await asyncio.wait_for(durable, timeout_s)
-            finally:
-                self.leave(session)
-
     async def watch(self, name: str, watcher: Callable[[UpdateRecord | None], None]) -> Room:
         """Load the document if needed and call ``watcher`` with every record its
         room sends from now on, until :meth:`unwatch`; with None if the room is
         dropped (watch the document again: it may have been deleted)."""
-        with self._holding(name):
-            room = self._rooms.get(name) or await asyncio.shield(self._load(name))
+        with self.holding(name):
+            room = await self.live(name)
             while self._rooms.get(name) is not room:  # dropped before this could watch it
-                room = self._rooms.get(name) or await asyncio.shield(self._load(name))
+                room = await self.live(name)
             room.watchers[watcher] = None
             return room
 
@@ -235,7 +196,7 @@ class RoomManager:
         self._maybe_unload(room)
 
     @contextlib.contextmanager
-    def _holding(self, name: str) -> Iterator[None]:
+    def holding(self, name: str) -> Iterator[None]:
         """Keep the document's room from unloading while a join, an edit or a
         watch is under way (they await its load); after, unload it if idle."""
         self._joining[name] += 1
@@ -258,6 +219,11 @@ class RoomManager:
         self._maybe_unload(room)
 
     # -- loading ----------------------------------------------------------------------------
+
+    async def live(self, name: str) -> Room:
+        """The document's live room, loaded if it is not (one load for everyone who
+        asks meanwhile; a caller that goes away does not cancel it)."""
+        return self._rooms.get(name) or await asyncio.shield(self._load(name))
 
     def _load(self, name: str) -> asyncio.Future[Room]:
         future = self._loading.get(name)
@@ -319,7 +285,7 @@ class RoomManager:
             len(loaded.updates),
         )
         if snapshot is not None:
-            self.writer.offer_snapshot(snapshot)
+            self.snapshots.offer(snapshot)
         room.catch_up()  # what other instances committed while it loaded
         future.set_result(room)
         await self.presence.load(room)
@@ -337,68 +303,38 @@ class RoomManager:
         """Hand every record the store's feed brings to its live room. After the feed
         was interrupted, every live room reads the log for what it missed. The
         position is saved now and then, so that a restart follows on from it."""
-        poll_s = self._settings.feed_poll_s
         own = self._settings.instance_id  # its commits reach the rooms from the writer
-        delay = poll_s
-        position = None
-        saved = None
-        next_save = 0.0
-        loop = asyncio.get_running_loop()
         try:
-            position = await self._store.saved_feed_position(own)
+            self._feed.position = await self._store.saved_feed_position(own)
         except StoreError as exc:
             log.warning("could not read the saved feed position: %s", exc)
-        while True:
-            try:
-                if position is None:
-                    position = await self._store.feed_position()
-                follow = self._store.follow(position, poll_s=poll_s, exclude_instance=own)
-                async with contextlib.aclosing(follow) as feed:
-                    async for reached, records in feed:
-                        position = reached  # where to follow from after a failure
-                        if self.feed_failure is not None:
-                            log.warning("the feed recovered: live rooms read what they missed")
-                            self.feed_failure = None
-                            for room in list(self._rooms.values()):
-                                room.catch_up()
-                        delay = poll_s
-                        now = self._clock()
-                        lag = 0.0  # of what live rooms receive; other records cost nothing
-                        for record in records:
-                            room = self._rooms.get(record.doc)
-                            if room is not None:
-                                lag = max(lag, now - record.time_s)
-                                room.receive(record)
-                        self.feed_lag_s = lag
-                        if (
-                            position != saved
-                            and loop.time() >= next_save
-                            and not self._saving_position
-                        ):
-                            next_save = loop.time() + FEED_SAVE_S
-                            saved = position
-                            self._tasks.spawn(
-                                self._save_position(position), name="save the feed position"
-                            )
-            except FeedLost as exc:
-                log.warning(
-                    "the feed cannot continue from its position (%s): following from its "
-                    "end, live rooms read the log for what they missed",
-                    exc,
-                )
-                self.feed_failure = exc
-                position = None
-            except StoreError as exc:
-                if self.feed_failure is None:
-                    log.error("following the feed failed, retrying: %s", exc)
-                self.feed_failure = exc
-            except Exception as exc:  # a fault in a store's feed must not end following
-                log.exception("the feed failed unexpectedly, following it again")
-                self.feed_failure = exc
-                position = None
-            # Whatever failed (a lost position included) may fail again at once.
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX_S)
+        saved = self._feed.position
+        next_save = 0.0
+        loop = asyncio.get_running_loop()
+        async with contextlib.aclosing(self._feed.batches()) as batches:
+            async for position, records in batches:
+                now = self._clock()
+                lag = 0.0  # of what live rooms receive; other records cost nothing
+                for record in records:
+                    room = self._rooms.get(record.doc)
+                    if room is not None:
+                        lag = max(lag, now - record.time_s)
+                        room.receive(record)
+                self.feed_lag_s = lag
+                if position != saved and loop.time() >= next_save and not self._saving_position:
+                    next_save = loop.time() + FEED_SAVE_S
+                    saved = position
+                    self._tasks.spawn(self._save_position(position), name="save the feed position")
+
+    @property
+    def feed_failure(self) -> Exception | None:
+        """Why other instances' commits cannot be followed now (None: they can)."""
+        return self._feed.failure
+
+    def _feed_recovered(self) -> None:
+        """The feed was interrupted: live rooms read the log for what they missed."""
+        for room in list(self._rooms.values()):
+            room.catch_up()
 
     async def _save_position(self, position: object) -> None:
         self._saving_position = True
@@ -586,9 +522,13 @@ class RoomManager:
     # -- shutdown ------------------------------------------------------------------------------
 
     async def close(self) -> None:
-        """Flush every room's writes, stop the writer, drop the rooms."""
+        """Flush every room's writes and write the snapshots due (within
+        ``shutdown_flush_timeout_s`` for both), stop the writer, drop the rooms."""
         await self._tasks.close()
-        await self.writer.stop()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settings.shutdown_flush_timeout_s
+        await self.writer.stop(deadline - loop.time())
+        await self.snapshots.stop(deadline - loop.time())
         await self.presence.close()
         for room in self._rooms.values():
             await room.close()

@@ -18,14 +18,13 @@ import time
 from collections.abc import Callable, Iterable
 
 from collab.config import Settings
+from collab.core.feed import FeedFollower
 from collab.core.room import Room
-from collab.errors import FeedLost, StoreError
+from collab.errors import StoreError
 from collab.store import AwarenessChange, Store
 from collab.tasks import TaskGroup
 
 log = logging.getLogger("collab.presence")
-
-RETRY_MAX_S = 5.0
 
 
 class Presence:
@@ -38,6 +37,13 @@ class Presence:
         self._outbox: dict[tuple[str, int], bytes] = {}  # latest state per (doc, client)
         self._outbox_ready = asyncio.Event()
         self._tasks = TaskGroup(log)
+        self._feed: FeedFollower[AwarenessChange] = FeedFollower(
+            "the awareness feed",
+            end=store.awareness_position,
+            follow=lambda at: store.follow_awareness(at, poll_s=settings.feed_poll_s),
+            poll_s=settings.feed_poll_s,
+            log=log,
+        )
 
     def start(self) -> None:
         self._tasks.spawn(self._flush_loop(), name="presence-flush")
@@ -103,27 +109,9 @@ class Presence:
     # -- in -------------------------------------------------------------------------------
 
     async def _follow_loop(self) -> None:
-        poll_s = self._settings.feed_poll_s
-        delay = poll_s
-        position = None
-        while True:
-            try:
-                if position is None:
-                    position = await self._store.awareness_position()
-                async with contextlib.aclosing(
-                    self._store.follow_awareness(position, poll_s=poll_s)
-                ) as batches:
-                    async for reached, changes in batches:
-                        position = reached  # where to follow from after a failure
-                        delay = poll_s
-                        self._deliver(changes)
-            except FeedLost as exc:
-                log.warning("awareness feed lost its position, following from its end: %s", exc)
-                position = None
-            except StoreError as exc:
-                log.warning("following awareness failed, retrying in %.2fs: %s", delay, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_S)
+        async with contextlib.aclosing(self._feed.batches()) as batches:
+            async for _, changes in batches:
+                self._deliver(changes)
 
     def _deliver(self, changes: list[AwarenessChange]) -> None:
         rooms = {room.name: room for room in self._rooms()}

@@ -1,6 +1,11 @@
-"""What a snapshot is made of, when one is due, and which are kept: one place for
-the writer (live documents), imports and loads, so that a document's snapshots
-and checkpoints do not depend on how it got its history.
+"""Snapshots: what one is made of, when one is due, which are kept, and the task
+that writes them (:class:`Snapshotter`). One place for live documents (the writer
+feeds it the heads of what it commits), imports and loads, so that a document's
+snapshots and checkpoints do not depend on how it got its history.
+
+Snapshots are written after the updates they cover are durable, by one instance at
+a time per document (a lease in the store), from the store's log, so they never
+miss an update committed by another instance.
 
 A snapshot at ``seq`` is the replica's state after update ``seq`` (pycrdt's
 encoding of what was integrated, and what waits); its checkpoint is what changed
@@ -11,14 +16,21 @@ document: :func:`encode` runs in an executor, never on the event loop.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
+from collab import memory
 from collab.config import Settings
+from collab.core.history import Sources, gather_sources, rebuild
 from collab.core.thinning import snapshots_to_drop
-from collab.store import Checkpoint, SnapshotRecord
+from collab.store import Checkpoint, DocumentHead, SnapshotRecord, Store
+from collab.tasks import TaskGroup
 from collab.wire.replica import Replica
+
+log = logging.getLogger("collab.store")
 
 EMPTY_STATE_VECTOR = b"\x00"
 
@@ -107,3 +119,142 @@ def encode(
             data = replica.doc.get_update(base_vector)
         made = Checkpoint(doc, seq, base_seq, data, waiting, replica.doc.get_state(), epoch)
     return Encoded(record, made)
+
+
+class Snapshotter:
+    """Writes the snapshots that fall due, one document at a time, in the background:
+    :meth:`committed` is told where each document's log stands after a commit, and
+    :meth:`offer` takes a snapshot made elsewhere (by a load that replayed a long
+    log). A failed snapshot costs load time, not data: the log holds it all."""
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self._store = store
+        self._settings = settings
+        self._cadence = Cadence.of(settings)
+        # Per document, the seq to snapshot from the log, or a snapshot made already.
+        self._due: dict[str, int | SnapshotRecord] = {}
+        self._writing: set[str] = set()
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._stopping = False
+        self._tasks = TaskGroup(log)
+
+    def start(self) -> None:
+        self._tasks.spawn(self._loop(), name="snapshots")
+
+    async def stop(self, timeout_s: float) -> None:
+        """Write the snapshots that are due, within ``timeout_s``; then stop."""
+        self._stopping = True
+        try:
+            await asyncio.wait_for(self._idle.wait(), max(0.0, timeout_s))
+        except TimeoutError:
+            log.warning("shutdown: snapshots left unwritten; the next load replays more log")
+        await self._tasks.close()
+
+    def committed(self, heads: Mapping[str, DocumentHead]) -> None:
+        """Where documents' logs stand after a commit: snapshot those that are due."""
+        for doc, head in heads.items():
+            if doc in self._writing:
+                continue
+            if self._cadence.due(head.head_seq - head.snapshot_seq, head.bytes_since_snapshot):
+                self._due[doc] = head.head_seq
+                self._idle.clear()
+                self._wakeup.set()
+
+    def offer(self, snapshot: SnapshotRecord) -> None:
+        """Store a snapshot made elsewhere (a load that replayed a long log made it
+        from the replica it built: a document imported by an older server, or
+        written while snapshots failed, is not replayed whole at every load),
+        unless one of that document is due or being written already."""
+        if self._stopping or snapshot.doc in self._writing or snapshot.doc in self._due:
+            return
+        self._due[snapshot.doc] = snapshot
+        self._idle.clear()
+        self._wakeup.set()
+
+    async def _loop(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._due:
+                doc, due = self._due.popitem()
+                seq = due if isinstance(due, int) else due.seq
+                self._writing.add(doc)
+                try:
+                    if isinstance(due, int):
+                        await self.write(doc, due)
+                    else:
+                        await self._store_made(due)
+                except Exception as exc:
+                    log.warning("snapshot of %r at seq %d failed: %s", doc, seq, exc)
+                finally:
+                    self._writing.discard(doc)
+            self._idle.set()
+
+    async def _store_made(self, snapshot: SnapshotRecord) -> None:
+        """Store a snapshot made elsewhere (see :meth:`offer`) as :meth:`write`
+        stores its own: under the lease, thinned after. (No checkpoint: the next one
+        written starts a new chain from the empty document, as after any gap.)"""
+        s = self._settings
+        if not await self._store.lease_snapshot(snapshot.doc, s.instance_id, s.snapshot_lease_s):
+            return
+        await self._store.save_snapshot(snapshot)
+        log.info(
+            "snapshot of %r at seq %d (%d bytes), made by its load",
+            snapshot.doc,
+            snapshot.seq,
+            len(snapshot.data),
+        )
+        await self._thin(snapshot.doc)
+
+    async def write(self, doc: str, seq: int) -> bool:
+        """Snapshot ``doc`` at ``seq`` from the store's log, unless another instance
+        holds the document's snapshot lease. True when written."""
+        s = self._settings
+        if not await self._store.lease_snapshot(doc, s.instance_id, s.snapshot_lease_s):
+            log.debug("snapshot of %r left to the instance that holds its lease", doc)
+            return False
+        # Its epoch before reading: if it is deleted meanwhile, the store keeps
+        # nothing of what was read.
+        info = await self._store.get_document(doc)
+        if info is None:
+            return False
+        sources = await gather_sources(self._store, doc, seq)
+        at = sources.seq
+        base = await self._checkpoint_base(doc, at)
+        loop = asyncio.get_running_loop()
+        # Rebuilt and encoded on a thread: both are passes over the whole document.
+        encoded = await loop.run_in_executor(
+            None, _rebuild_and_encode, sources, doc, at, info.epoch, base
+        )
+        assert encoded.snapshot is not None and encoded.checkpoint is not None
+        await self._store.save_snapshot(encoded.snapshot)
+        size = len(encoded.snapshot.data)
+        log.debug("snapshot of %r at seq %d (%d bytes)", doc, at, size)
+        await self._store.save_checkpoint(encoded.checkpoint)
+        del encoded, sources
+        await self._thin(doc)
+        if size >= memory.TRIM_AFTER_BYTES and s.memory_trim_s > 0:
+            await loop.run_in_executor(None, memory.trim)
+        return True
+
+    async def _checkpoint_base(self, doc: str, at: int) -> tuple[int, bytes]:
+        """What the checkpoint at ``at`` builds on: the previous checkpoint, so that
+        versions between thinned-out snapshots are rebuilt from a few checkpoints,
+        not thousands of log entries. Without a previous one near, the checkpoint
+        holds everything."""
+        window = self._cadence.checkpoint_window
+        recent = await self._store.checkpoints(doc, after_seq=max(0, at - window), until_seq=at - 1)
+        return (recent[-1].seq, recent[-1].state_vector) if recent else (0, EMPTY_STATE_VECTOR)
+
+    async def _thin(self, doc: str) -> None:
+        drop = snapshots_to_drop(await self._store.snapshot_seqs(doc), self._cadence.keep_recent)
+        await self._store.delete_snapshots(doc, drop)
+
+
+def _rebuild_and_encode(
+    sources: Sources, doc: str, at: int, epoch: str, base: tuple[int, bytes]
+) -> Encoded:
+    replica = rebuild(sources.snapshot, sources.updates, sources.chain)
+    return encode(replica, doc, at, epoch, checkpoint_base=base)

@@ -16,9 +16,8 @@ writing (a full disk) costs no memory and loses nothing acknowledged. Below that
 a queue more than half full slows the writers down instead: a connection stops
 reading its socket until the queue drains (:meth:`Writer.backpressure`).
 
-Snapshots are written by a second task, after the updates they cover are durable,
-by one instance at a time (a lease in the store), from the store's log, so they
-never miss an update committed by another instance.
+After each commit the writer tells ``on_heads`` where each document's log stands
+(collab.core.snapshots writes the snapshots that fall due).
 """
 
 from __future__ import annotations
@@ -32,18 +31,14 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Protocol
 
-from collab import memory
+from collab.backoff import RETRY_FIRST_S, Backoff
 from collab.config import Settings
-from collab.core.history import Sources, gather_sources, rebuild
 from collab.core.session import Session
-from collab.core.snapshots import EMPTY_STATE_VECTOR, Cadence, Encoded, encode
-from collab.core.thinning import snapshots_to_drop
 from collab.errors import DocumentChanged, Overloaded, SeqConflict, StoreError
 from collab.metrics import Metrics
 from collab.store import (
     DocumentHead,
     NewUpdate,
-    SnapshotRecord,
     Store,
     UpdateRecord,
 )
@@ -51,7 +46,6 @@ from collab.tasks import TaskGroup
 
 log = logging.getLogger("collab.store")
 
-RETRY_FIRST_S = 0.05
 MAX_IMMEDIATE_RETRIES = 10  # lost seq races retried at once before backing off
 
 
@@ -82,23 +76,24 @@ class Submission:
 
 
 class Writer:
-    def __init__(self, store: Store, settings: Settings, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        metrics: Metrics | None = None,
+        *,
+        on_heads: Callable[[dict[str, DocumentHead]], None] | None = None,
+    ) -> None:
         self._store = store
         self._settings = settings
         self._metrics = metrics or Metrics()
+        self._on_heads = on_heads  # where documents' logs stand after each commit
         self._queue: deque[Submission] = deque()
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self._drained = asyncio.Event()  # the queue is at most half full
         self._drained.set()
-        # Per document, the seq to snapshot from the log, or a snapshot made
-        # already (by a load that replayed a long log) to be stored.
-        self._snapshots_due: dict[str, int | SnapshotRecord] = {}
-        self._snapshotting: set[str] = set()
-        self._snapshot_wakeup = asyncio.Event()
-        self._snapshots_idle = asyncio.Event()
-        self._snapshots_idle.set()
         self._tasks = TaskGroup(log)
         self._stopping = False
         self._queued_bytes = 0
@@ -119,7 +114,6 @@ class Writer:
 
     def start(self) -> None:
         self._tasks.spawn(self._commit_loop(), name="writer-commit")
-        self._tasks.spawn(self._snapshot_loop(), name="writer-snapshots")
 
     def admit(self, size: int, *, doc: str | None = None) -> None:
         """Raise Overloaded unless an update of ``size`` bytes may be queued now."""
@@ -169,30 +163,25 @@ class Writer:
             return False
         return True
 
-    async def stop(self) -> None:
-        """Flush what is queued and write the snapshots that are due, within the
-        shutdown timeout; then stop."""
+    async def stop(self, timeout_s: float | None = None) -> None:
+        """Flush what is queued, within ``timeout_s`` (default: the shutdown flush
+        timeout); then stop."""
         self._stopping = True
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._settings.shutdown_flush_timeout_s
+        if timeout_s is None:
+            timeout_s = self._settings.shutdown_flush_timeout_s
         try:
-            await asyncio.wait_for(self._idle.wait(), deadline - loop.time())
-            await asyncio.wait_for(self._snapshots_idle.wait(), max(0.0, deadline - loop.time()))
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
         except TimeoutError:
-            if self._queue:
-                log.error(
-                    "shutdown: %d updates could not be stored and were not acknowledged",
-                    len(self._queue),
-                )
-            else:
-                log.warning("shutdown: snapshots left unwritten; the next load replays more log")
+            log.error(
+                "shutdown: %d updates could not be stored and were not acknowledged",
+                len(self._queue),
+            )
         await self._tasks.close()
 
     # -- commits ----------------------------------------------------------------------
 
     async def _commit_loop(self) -> None:
-        first_delay = min(RETRY_FIRST_S, self._settings.write_retry_max_s)
-        delay = first_delay
+        backoff = Backoff(RETRY_FIRST_S, self._settings.write_retry_max_s)
         races = 0
         while True:
             await self._wakeup.wait()
@@ -211,7 +200,7 @@ class Writer:
                 except DocumentChanged as exc:
                     if self._drop(exc.stale):
                         continue  # the rest of the batch is tried again at once
-                    self._failed(exc, delay)  # nothing to drop: a store fault
+                    self._failed(exc, backoff)  # nothing to drop: a store fault
                 except SeqConflict as exc:
                     # Another instance took the seq: the store renumbers the batch
                     # on the next try, which is at once. Not a failing store, unless
@@ -220,25 +209,24 @@ class Writer:
                     if races <= MAX_IMMEDIATE_RETRIES:
                         log.debug("lost a seq race, retrying: %s", exc)
                         continue
-                    self._failed(exc, delay)
+                    self._failed(exc, backoff)
                 except Exception as exc:
-                    self._failed(exc, delay)
+                    self._failed(exc, backoff)
                 else:
                     if updates:
                         self._metrics.commit_seconds.observe(time.monotonic() - started)
                         self._metrics.commit_batch_updates.observe(len(updates))
-                    delay = first_delay
+                    backoff.reset()
                     races = 0
                     self._recovered()
                     self._complete(batch, result.records if result else [])
-                    if result is not None:
-                        self._consider_snapshots(result.heads)
+                    if result is not None and self._on_heads is not None:
+                        self._on_heads(result.heads)
                     continue
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._settings.write_retry_max_s)
+                await backoff.wait()
             self._idle.set()
 
-    def _failed(self, exc: Exception, delay: float) -> None:
+    def _failed(self, exc: Exception, backoff: Backoff) -> None:
         """A commit failed: logged once per episode, with the store's own error."""
         if self.failure is None:
             self._failing_since = time.monotonic()
@@ -247,13 +235,13 @@ class Writer:
                 "refused until it recovers; retrying every %.2f-%.1fs): %s",
                 len(self._queue),
                 self._queued_bytes,
-                delay,
-                self._settings.write_retry_max_s,
+                backoff.next_s,
+                backoff.max_s,
                 exc,
                 exc_info=None if isinstance(exc, StoreError) else exc,
             )
         else:
-            log.debug("store write failed again, retrying in %.2fs: %s", delay, exc)
+            log.debug("store write failed again, retrying in %.2fs: %s", backoff.next_s, exc)
         self.failure = exc
         self._drained.set()  # paused connections read on, and hear the refusals
 
@@ -309,115 +297,3 @@ class Writer:
                 entry.report.committed(entry, record)
             except Exception:
                 log.exception("reporting a committed update of %s failed", entry.doc)
-
-    # -- snapshots ----------------------------------------------------------------------
-
-    def _consider_snapshots(self, heads: dict[str, DocumentHead]) -> None:
-        cadence = Cadence.of(self._settings)
-        for doc, head in heads.items():
-            due = cadence.due(head.head_seq - head.snapshot_seq, head.bytes_since_snapshot)
-            if due and doc not in self._snapshotting:
-                self._snapshots_due[doc] = head.head_seq
-                self._snapshots_idle.clear()
-                self._snapshot_wakeup.set()
-
-    def offer_snapshot(self, snapshot: SnapshotRecord) -> None:
-        """Store a snapshot made elsewhere (a load that replayed a long log made it
-        from the replica it built: a document imported by an older server, or
-        written while snapshots failed, is not replayed whole at every load),
-        unless one of that document is due or being written already."""
-        if self._stopping or snapshot.doc in self._snapshotting:
-            return
-        if snapshot.doc not in self._snapshots_due:
-            self._snapshots_due[snapshot.doc] = snapshot
-            self._snapshots_idle.clear()
-            self._snapshot_wakeup.set()
-
-    async def _snapshot_loop(self) -> None:
-        while True:
-            await self._snapshot_wakeup.wait()
-            self._snapshot_wakeup.clear()
-            while self._snapshots_due:
-                doc, due = self._snapshots_due.popitem()
-                seq = due if isinstance(due, int) else due.seq
-                self._snapshotting.add(doc)
-                try:
-                    if isinstance(due, int):
-                        await self.write_snapshot(doc, due)
-                    else:
-                        await self._store_snapshot(due)
-                except Exception as exc:
-                    # A missed snapshot costs load time, not data: the log has it all.
-                    log.warning("snapshot of %r at seq %d failed: %s", doc, seq, exc)
-                finally:
-                    self._snapshotting.discard(doc)
-            self._snapshots_idle.set()
-
-    async def _store_snapshot(self, snapshot: SnapshotRecord) -> None:
-        """Store a snapshot made elsewhere (see :meth:`offer_snapshot`), as
-        write_snapshot stores its own: under the lease, thinned after. (No
-        checkpoint: the next one written starts a new chain from the empty
-        document, as after any gap.)"""
-        s = self._settings
-        if not await self._store.lease_snapshot(snapshot.doc, s.instance_id, s.snapshot_lease_s):
-            return
-        await self._store.save_snapshot(snapshot)
-        log.info(
-            "snapshot of %r at seq %d (%d bytes), made by its load",
-            snapshot.doc,
-            snapshot.seq,
-            len(snapshot.data),
-        )
-        await self._thin(snapshot.doc)
-
-    async def write_snapshot(self, doc: str, seq: int) -> bool:
-        """Snapshot ``doc`` at ``seq`` from the store's log, unless another instance
-        holds the document's snapshot lease. True when written."""
-        s = self._settings
-        if not await self._store.lease_snapshot(doc, s.instance_id, s.snapshot_lease_s):
-            log.debug("snapshot of %r left to the instance that holds its lease", doc)
-            return False
-        # Its epoch before reading: if it is deleted meanwhile, the store keeps
-        # nothing of what was read.
-        info = await self._store.get_document(doc)
-        if info is None:
-            return False
-        sources = await gather_sources(self._store, doc, seq)
-        at = sources.seq
-        base = await self._checkpoint_base(doc, at)
-        loop = asyncio.get_running_loop()
-        # Rebuilt and encoded on a thread: both are passes over the whole document.
-        encoded = await loop.run_in_executor(
-            None, self._rebuild_and_encode, sources, doc, at, info.epoch, base
-        )
-        assert encoded.snapshot is not None and encoded.checkpoint is not None
-        await self._store.save_snapshot(encoded.snapshot)
-        size = len(encoded.snapshot.data)
-        log.debug("snapshot of %r at seq %d (%d bytes)", doc, at, size)
-        await self._store.save_checkpoint(encoded.checkpoint)
-        del encoded, sources
-        await self._thin(doc)
-        if size >= memory.TRIM_AFTER_BYTES and s.memory_trim_s > 0:
-            await loop.run_in_executor(None, memory.trim)
-        return True
-
-    @staticmethod
-    def _rebuild_and_encode(
-        sources: Sources, doc: str, at: int, epoch: str, base: tuple[int, bytes]
-    ) -> Encoded:
-        replica = rebuild(sources.snapshot, sources.updates, sources.chain)
-        return encode(replica, doc, at, epoch, checkpoint_base=base)
-
-    async def _checkpoint_base(self, doc: str, at: int) -> tuple[int, bytes]:
-        """What the checkpoint at ``at`` builds on: the previous checkpoint, so that
-        versions between thinned-out snapshots are rebuilt from a few checkpoints,
-        not thousands of log entries. Without a previous one near, the checkpoint
-        holds everything."""
-        window = Cadence.of(self._settings).checkpoint_window
-        recent = await self._store.checkpoints(doc, after_seq=max(0, at - window), until_seq=at - 1)
-        return (recent[-1].seq, recent[-1].state_vector) if recent else (0, EMPTY_STATE_VECTOR)
-
-    async def _thin(self, doc: str) -> None:
-        keep = self._settings.snapshot_keep_recent
-        drop = snapshots_to_drop(await self._store.snapshot_seqs(doc), keep)
-        await self._store.delete_snapshots(doc, drop)

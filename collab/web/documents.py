@@ -22,7 +22,7 @@ from tornado.iostream import StreamClosedError
 
 from collab.auth import Identity
 from collab.config import Settings
-from collab.core import archive, diff, history, listing
+from collab.core import api_edits, archive, diff, history, listing
 from collab.core.limits import BudgetExceeded, ReadBudget
 from collab.core.origin import Origin, OriginKind
 from collab.core.snapshots import Cadence
@@ -473,7 +473,7 @@ class RestoreHandler(DocumentApiHandler):
                 f"api:restore:{self.request.remote_ip}",
                 self.server.settings.instance_id,
             )
-            restored, new_seq = await history.restore_version(
+            restored, new_seq = await api_edits.restore_version(
                 self.server.rooms,
                 doc,
                 seq,

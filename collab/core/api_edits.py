@@ -1,0 +1,113 @@
+"""Edits the server makes for API calls, on the live document, through the same
+room and validation as a peer's (there is one path of an edit, whatever carried
+it): restoring a version, as one new update that brings the content back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pycrdt
+
+from collab.auth import Role
+from collab.core.history import replica_at
+from collab.core.manager import RoomManager
+from collab.core.origin import Origin
+from collab.core.session import NO_FRAMES, SERVER_PEER, Session
+from collab.errors import LoadFailed, StoreError
+from collab.wire import edits, yformat
+from collab.wire.yformat import FormatError
+
+EDIT_ATTEMPTS = 3  # computations of a server-made edit while the document changes
+
+
+async def server_edit(
+    rooms: RoomManager,
+    name: str,
+    origin: Origin,
+    change: Callable[[bytes], bytes | None],
+    *,
+    timeout_s: float,
+    epoch: str | None = None,
+) -> int | None:
+    """Apply an edit the server makes for an API call (a restore), as a peer's
+    edit is applied: validated, stored, sent to every peer. ``change`` gets the
+    document's state (one update) and returns the update to apply; it runs in
+    an executor (it may be long), and runs again when the document changed
+    meanwhile, so that the edit is made against the state it meets (after
+    EDIT_ATTEMPTS it is applied as it is: edits made meanwhile are kept).
+    ``epoch``: only that generation of the document is edited. Returns the
+    edit's seq once it is stored, None when ``change`` changed nothing. Raises
+    InvalidUpdate, Overloaded, LoadFailed (also: deleted meanwhile), TimeoutError."""
+    session = Session(name, SERVER_PEER, NO_FRAMES, Role.WRITE, origin)
+    loop = asyncio.get_running_loop()
+    with rooms.holding(name):
+        try:
+            for _ in range(EDIT_ATTEMPTS):
+                room = await rooms.live(name)
+                if epoch is not None and room.epoch != epoch:
+                    raise LoadFailed(f"document {name!r} was deleted", doc=name)
+                seen = room.changes
+                update = await loop.run_in_executor(None, change, room.encode_state())
+                if rooms.get(name) is room and room.changes == seen:
+                    break
+            if rooms.get(name) is not room:
+                raise LoadFailed(f"document {name!r} was reloaded; try again", doc=name)
+            if update is None:
+                return None
+            durable: asyncio.Future[int] = loop.create_future()
+
+            def acknowledged(seq: int) -> None:
+                if not durable.done():
+                    durable.set_result(seq)
+
+            room.attach(session)
+            pending = room.submit(session, update, on_durable=acknowledged)
+            if pending is not None:
+                await pending
+            return await asyncio.wait_for(durable, timeout_s)
+        finally:
+            rooms.leave(session)
+
+
+async def restore_version(
+    rooms: RoomManager,
+    doc: str,
+    seq: int,
+    origin: Origin,
+    *,
+    timeout_s: float,
+    epoch: str | None = None,
+) -> tuple[int, int | None]:
+    """Bring the document's content back to what it was after update ``seq``, with
+    one new update (history is never rewritten) made against the live document and
+    attributed to ``origin``. Returns ``(the seq restored, the new update's seq)``;
+    the latter is None when the content already was that. Raises StoreError,
+    InvalidUpdate, Overloaded, LoadFailed, TimeoutError."""
+    at, old = await replica_at(rooms.store, doc, seq)
+    old_state = old.doc.get_update()
+    try:
+        old_kinds = yformat.root_types(old_state)
+    except FormatError as exc:
+        raise StoreError(f"{doc!r}: the version at seq {at} cannot be read: {exc}") from None
+
+    def change(current_state: bytes) -> bytes | None:
+        try:
+            kinds = {**yformat.root_types(current_state), **old_kinds}
+        except FormatError as exc:
+            raise StoreError(f"{doc!r}: the live document cannot be read: {exc}") from None
+        work = pycrdt.Doc()
+        work.apply_update(current_state)
+        source = pycrdt.Doc()
+        source.apply_update(old_state)
+        made: list[bytes] = []  # the transaction's own update: none if it changed nothing
+        subscription = work.observe(lambda event: made.append(event.update))
+        try:
+            with work.transaction():
+                edits.make_equal(work, source, kinds)
+        finally:
+            work.unobserve(subscription)
+        return made[0] if made else None
+
+    return at, await server_edit(rooms, doc, origin, change, timeout_s=timeout_s, epoch=epoch)
