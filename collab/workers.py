@@ -29,6 +29,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO
 
+from collab.backoff import Backoff
 from collab.config import Settings
 
 log = logging.getLogger("collab.workers")
@@ -109,7 +110,7 @@ def supervise(settings: Settings, serve_argv: Sequence[str]) -> int:
             if not stop:
                 workers.append(_Worker(index, serve_argv, settings.instance_id))
         log.info("started %d workers on port %d", len(workers), settings.port)
-        delay = RESTART_DELAY_S
+        backoff = Backoff(RESTART_DELAY_S, RESTART_DELAY_MAX_S)
         while any(w.running for w in workers):
             if stop:
                 for worker in workers:
@@ -130,12 +131,11 @@ def supervise(settings: Settings, serve_argv: Sequence[str]) -> int:
                     stop.append(signal.SIGTERM)
                     break
                 log.error("worker %d exited with status %s; restarting it", worker.index, code)
-                time.sleep(delay)
-                delay = min(delay * 2, RESTART_DELAY_MAX_S)
+                time.sleep(backoff.pause())
                 if not stop:
                     workers[position] = _Worker(worker.index, serve_argv, settings.instance_id)
             if all(time.monotonic() - w.started > 10 * STARTUP_GRACE_S for w in workers):
-                delay = RESTART_DELAY_S  # running steadily again
+                backoff.reset()  # running steadily again
         failed = any(w.process.returncode is not None and not w.stopped_cleanly for w in workers)
         return 1 if failed else 0
     finally:

@@ -35,6 +35,7 @@ from typing import Any
 import pycrdt
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
+from collab.backoff import Backoff
 from collab.client.queue import QueueFile
 from collab.client.rebase import rebase
 from collab.errors import InvalidUpdate, ProtocolError
@@ -509,7 +510,8 @@ class CollabClient:
     # -- the connection -----------------------------------------------------------------
 
     async def _run(self) -> None:
-        failures = 0
+        # Full jitter: clients cut off together do not come back together.
+        backoff = Backoff(self.backoff_min_s, self.backoff_max_s, jitter=True)
         while not self._closing:
             try:
                 ws, welcome = await self._open()
@@ -528,7 +530,7 @@ class CollabClient:
                     # return a result although its caller was cancelled meanwhile).
                     ws.close()
                     break
-                failures = 0
+                backoff.reset()
                 await self._online(ws, welcome)
                 if self._closing:
                     break
@@ -540,10 +542,7 @@ class CollabClient:
             if not self.reconnect and self.connections == 0:
                 self._set_state(ClientState.CLOSED)
                 return
-            # Full jitter: clients cut off together do not come back together.
-            cap = min(self.backoff_max_s, self.backoff_min_s * 2**failures)
-            failures += 1
-            await asyncio.sleep(random.uniform(0, cap))
+            await backoff.wait()
         self._set_state(ClientState.CLOSED)
 
     async def _open(self) -> tuple[WebSocketClientConnection, Welcome]:

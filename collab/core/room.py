@@ -35,12 +35,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from collab.backoff import Backoff
 from collab.config import Settings
 from collab.core.awareness import PublishAwareness, RoomAwareness
 from collab.core.fanout import Fanout
 from collab.core.history import apply_log, restore
 from collab.core.session import Session, SessionState
-from collab.core.writer import RETRY_FIRST_S, Submission, Writer
+from collab.core.writer import Submission, Writer
 from collab.errors import (
     CollabError,
     DocumentDamaged,
@@ -66,7 +67,6 @@ log = logging.getLogger("collab.rooms")
 FetchLog = Callable[[str, int, int | None], Awaitable[list[UpdateRecord]]]
 StoredEpoch = Callable[[str], Awaitable[str | None]]
 LOG_PAGE = 1000
-RETRY_MAX_S = 5.0
 SHARED_ANSWER_BYTES = 1024 * 1024  # sync answers this large are shared by peers joining together
 SHARED_ANSWER_S = 2.0  # for this long after one is made
 
@@ -545,15 +545,14 @@ class Room:
         not stored its document: if that is the document's stored epoch now, the
         document was created elsewhere, and this room is that one's (it reads the
         log for what it lacks, this record included)."""
-        delay = RETRY_FIRST_S
+        backoff = Backoff()
         while True:
             try:
                 stored = await self._stored_epoch(self.name)
                 break
             except StoreError as exc:
                 log.warning("reading the epoch of %r failed, retrying: %s", self.name, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_S)
+                await backoff.wait()
         if stored == epoch and not self.stored:
             self._adopt(epoch)
             self.catch_up()
@@ -687,7 +686,7 @@ class Room:
             self._reading = self._tasks.spawn(self._read(until), name=f"read log {self.name}")
 
     async def _read(self, until: int | None) -> None:
-        delay = RETRY_FIRST_S
+        backoff = Backoff()
         try:
             while True:
                 try:
@@ -703,8 +702,7 @@ class Room:
                         return
                     # Committed (a later seq exists) but not visible yet, as with a
                     # store's lagging replica: try again shortly.
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_S)
+                await backoff.wait()
         finally:
             self._reading = None
             if not self._tasks.closed:
