@@ -70,11 +70,7 @@ class CollabServer:
         self.store = store if store is not None else create_store(settings.store_url)
         self.metrics = Metrics()
         self.rooms = RoomManager(self.store, settings, self.metrics, clock=clock)
-        self.auth = Authenticator(
-            settings.auth_secret,
-            public_key_file=settings.auth_public_key_file,
-            jwks_file=settings.auth_jwks_file,
-        )
+        self.auth = Authenticator.from_settings(settings)
         self.sockets: set[SocketHandler] = set()
         self.connections = ConnectionCounts(settings.max_connections_per_ip)
         self.reads = ExpensiveReads(settings)  # versions, states, diffs: caps and workers

@@ -32,6 +32,7 @@ from typing import Any
 
 import jwt
 
+from collab.config import Settings
 from collab.errors import AccessDenied, CloseCode, ErrorCode
 
 HS256 = "HS256"
@@ -124,6 +125,16 @@ class Authenticator:
                 self._keys[key.key_id] = (key.key, _algorithm_of(key))
         self._revoked: dict[str, float] = {}  # user -> tokens issued at or before are refused
         self._listeners: list[Revoked] = []
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Authenticator:
+        """The authenticator the settings configure (auth_secret, or a public key
+        file, or a JWKS file; none: open access)."""
+        return cls(
+            settings.auth_secret,
+            public_key_file=settings.auth_public_key_file,
+            jwks_file=settings.auth_jwks_file,
+        )
 
     @property
     def enabled(self) -> bool:

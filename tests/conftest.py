@@ -23,8 +23,7 @@ from tornado.ioloop import IOLoop
 from collab.app import CollabServer
 from collab.client import CollabClient
 from collab.config import Settings
-from collab.store import Store
-from tests.helpers import RawPeer
+from tests.helpers import RawPeer, started_servers
 from tests.inprocess import (  # noqa: F401 - fixtures
     InProcessServer,
     inprocess,
@@ -101,17 +100,7 @@ def start_server(
     if in_process(request):
         yield request.getfixturevalue("start_inprocess")
         return
-    servers: list[CollabServer] = []
-
-    async def start(settings: Settings, store: Store | None = None, **options: Any) -> CollabServer:
-        server = CollabServer(settings, store, **options)
-        await server.start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in reversed(servers):
-        io_loop.run_sync(server.stop)
+    yield from started_servers(io_loop, CollabServer)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import itertools
 import os
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import msgpack
@@ -22,37 +22,31 @@ from collab.wire.native import PROTOCOL_VERSION
 TIMEOUT_S = 10.0
 
 
-class RawPeer:
-    """A WebSocket that sends exactly the bytes a test gives it."""
-
-    def __init__(self, ws: WebSocketClientConnection) -> None:
-        self.ws = ws
-
-    @classmethod
-    async def connect(cls, url: str) -> RawPeer:
-        ws = await asyncio.wait_for(
-            websocket_connect(url, max_message_size=64 * 1024 * 1024), TIMEOUT_S
-        )
-        return cls(ws)
+class NativePeer:
+    """A native-protocol client that sends exactly the frames a test gives it; its
+    transport (a socket, or in-process: tests/inprocess.py) is the subclass's."""
 
     def send_bytes(self, data: bytes) -> None:
-        self.ws.write_message(data, binary=True)
+        raise NotImplementedError
 
     def send_text(self, text: str) -> None:
-        self.ws.write_message(text)
+        raise NotImplementedError
+
+    async def recv_bytes(self, timeout_s: float = TIMEOUT_S) -> bytes | None:
+        """The next frame, or None once the server closed the connection."""
+        raise NotImplementedError
+
+    @property
+    def close_state(self) -> tuple[int | None, str | None]:
+        """The close code and reason (None, None while open)."""
+        raise NotImplementedError
 
     def send(self, message: dict[str, Any]) -> None:
         self.send_bytes(msgpack.packb(message, use_bin_type=True))
 
-    async def recv_bytes(self, timeout_s: float = TIMEOUT_S) -> bytes | None:
-        """The next frame, or None once the server closed the connection."""
-        frame = await asyncio.wait_for(self.ws.read_message(), timeout_s)
-        assert frame is None or isinstance(frame, bytes), f"unexpected text frame {frame!r}"
-        return frame
-
     async def recv(self, timeout_s: float = TIMEOUT_S) -> dict[str, Any]:
         frame = await self.recv_bytes(timeout_s)
-        assert frame is not None, f"connection closed: {self.ws.close_code} {self.ws.close_reason}"
+        assert frame is not None, "connection closed: {} {}".format(*self.close_state)
         return msgpack.unpackb(frame, raw=False)
 
     async def recv_type(self, kind: str, timeout_s: float = TIMEOUT_S) -> dict[str, Any]:
@@ -95,10 +89,56 @@ class RawPeer:
         """Read until the server closes; return (close code, reason)."""
         while await self.recv_bytes(timeout_s) is not None:
             pass
+        return self.close_state
+
+
+class RawPeer(NativePeer):
+    """A native peer on a real WebSocket."""
+
+    def __init__(self, ws: WebSocketClientConnection) -> None:
+        self.ws = ws
+
+    @classmethod
+    async def connect(cls, url: str) -> RawPeer:
+        ws = await asyncio.wait_for(
+            websocket_connect(url, max_message_size=64 * 1024 * 1024), TIMEOUT_S
+        )
+        return cls(ws)
+
+    def send_bytes(self, data: bytes) -> None:
+        self.ws.write_message(data, binary=True)
+
+    def send_text(self, text: str) -> None:
+        self.ws.write_message(text)
+
+    async def recv_bytes(self, timeout_s: float = TIMEOUT_S) -> bytes | None:
+        frame = await asyncio.wait_for(self.ws.read_message(), timeout_s)
+        assert frame is None or isinstance(frame, bytes), f"unexpected text frame {frame!r}"
+        return frame
+
+    @property
+    def close_state(self) -> tuple[int | None, str | None]:
         return self.ws.close_code, self.ws.close_reason
 
     def close(self) -> None:
         self.ws.close()
+
+
+def started_servers(io_loop: Any, make: Callable[..., Any]) -> Iterator[Callable[..., Any]]:
+    """For a fixture: ``yield from started_servers(io_loop, make)`` gives the test
+    ``await start(settings, store=None, **options)``, a started ``make(...)``; every
+    server started so is stopped after the test, the last first."""
+    servers: list[Any] = []
+
+    async def start(settings: Any, store: Any = None, **options: Any) -> Any:
+        server = make(settings, store, **options)
+        await server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in reversed(servers):
+        io_loop.run_sync(server.stop)
 
 
 _barriers = itertools.count(1)

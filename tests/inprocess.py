@@ -27,7 +27,6 @@ import urllib.parse
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
-import msgpack
 import pytest
 from tornado.ioloop import IOLoop
 from tornado.websocket import WebSocketClosedError
@@ -43,8 +42,7 @@ from collab.peers.transport import close_reason
 from collab.peers.yjs import YjsConnection
 from collab.store import Store
 from collab.store.memory import MemoryStore
-from collab.wire.native import PROTOCOL_VERSION
-from tests.helpers import TIMEOUT_S, barrier
+from tests.helpers import TIMEOUT_S, NativePeer, started_servers
 
 CLOSED = object()  # in a peer's queue of frames from the server: the close
 
@@ -71,7 +69,7 @@ class _Transport:
         self._peer.closed_with(code, reason)
 
 
-class InProcessPeer:
+class InProcessPeer(NativePeer):
     """A connection driven as a WebSocket handler drives it, and its client."""
 
     def __init__(self, server: InProcessServer, remote: str = "127.0.0.1") -> None:
@@ -129,9 +127,6 @@ class InProcessPeer:
     def send_text(self, text: str) -> None:
         self._sent.put_nowait(text)
 
-    def send(self, message: dict[str, Any]) -> None:
-        self.send_bytes(msgpack.packb(message, use_bin_type=True))
-
     async def recv_bytes(self, timeout_s: float = TIMEOUT_S) -> bytes | None:
         """The next frame, or None once the connection was closed."""
         frame = await asyncio.wait_for(self.received.get(), timeout_s)
@@ -140,38 +135,9 @@ class InProcessPeer:
             return None
         return frame
 
-    async def recv(self, timeout_s: float = TIMEOUT_S) -> dict[str, Any]:
-        frame = await self.recv_bytes(timeout_s)
-        assert frame is not None, f"connection closed: {self.close_code} {self.close_reason}"
-        return msgpack.unpackb(frame, raw=False)
-
-    async def recv_type(self, kind: str, timeout_s: float = TIMEOUT_S) -> dict[str, Any]:
-        while True:
-            message = await self.recv(timeout_s)
-            if message["type"] == kind:
-                return message
-
-    async def hello(self, **fields: Any) -> dict[str, Any]:
-        self.send({"type": "hello", "version": PROTOCOL_VERSION, **fields})
-        return await self.recv()
-
-    async def subscribe(self, doc: str, sv: bytes | None = None, **fields: Any) -> dict[str, Any]:
-        message: dict[str, Any] = {"type": "subscribe", "doc": doc, **fields}
-        if sv is not None:
-            message["sv"] = sv
-        self.send(message)
-        sync = await self.recv_type("sync")
-        if sync.get("parts", 1) > 1:
-            parts = [sync["update"]]
-            while len(parts) < sync["parts"]:
-                sync = await self.recv_type("sync")
-                parts.append(sync["update"])
-            sync = {**sync, "update": b"".join(parts)}
-        return sync
-
-    async def barrier(self, timeout_s: float = TIMEOUT_S) -> list[dict[str, Any]]:
-        """As RawPeer.barrier: the messages read before the pong of a ping."""
-        return await barrier(self, timeout_s)
+    @property
+    def close_state(self) -> tuple[int | None, str | None]:
+        return self.close_code, self.close_reason
 
     def pending(self) -> list[bytes]:
         """The frames the server sent that were not read yet (none wait for I/O)."""
@@ -183,11 +149,6 @@ class InProcessPeer:
                 break
             frames.append(frame)
         return frames
-
-    async def closed(self, timeout_s: float = TIMEOUT_S) -> tuple[int | None, str | None]:
-        while await self.recv_bytes(timeout_s) is not None:
-            pass
-        return self.close_code, self.close_reason
 
     def close(self) -> None:
         self.closed_with(CloseCode.NORMAL, "the client closed")
@@ -271,11 +232,7 @@ class InProcessServer:
         self.store = store if store is not None else MemoryStore()
         self.metrics = Metrics()
         self.rooms = RoomManager(self.store, settings, self.metrics, clock=clock)
-        self.auth = Authenticator(
-            settings.auth_secret,
-            public_key_file=settings.auth_public_key_file,
-            jwks_file=settings.auth_jwks_file,
-        )
+        self.auth = Authenticator.from_settings(settings)
         self.peers: list[InProcessPeer] = []
         self.stopped = False
 
@@ -366,19 +323,11 @@ class InProcessServer:
 def start_inprocess(io_loop: IOLoop) -> Iterator[Callable[[Settings], Awaitable[InProcessServer]]]:
     """``await start_inprocess(settings, store=None, clock=...)`` inside a test (as
     ``start_server``; the store: a memory store unless given); stopped after it."""
-    servers: list[InProcessServer] = []
 
-    async def start(
-        settings: Settings, store: Store | None = None, **options: Any
-    ) -> InProcessServer:
-        server = InProcessServer(settings.replace(store_url="memory://"), store, **options)
-        await server.start()
-        servers.append(server)
-        return server
+    def make(settings: Settings, store: Store | None, **options: Any) -> InProcessServer:
+        return InProcessServer(settings.replace(store_url="memory://"), store, **options)
 
-    yield start
-    for server in reversed(servers):
-        io_loop.run_sync(server.stop)
+    yield from started_servers(io_loop, make)
 
 
 @pytest.fixture

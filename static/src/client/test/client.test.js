@@ -4,36 +4,14 @@
 // since, and no frame larger than the server accepts is sent.
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, mock, test } from "node:test";
-import { decode, encode } from "@msgpack/msgpack";
 import { CollabClient, Sent } from "../client.js";
+import { FakeSocket as SharedFakeSocket } from "./fakes.js";
 
 let clock = 0;
 const realNow = performance.now;
 
-class FakeSocket {
-  static last = null;
-  constructor(url) {
-    this.url = url;
-    this.readyState = 0;
-    this.sent = [];
-    this.closed = null;
-    FakeSocket.last = this;
-  }
-  send(frame) {
-    this.sent.push(decode(frame));
-  }
-  close(code, reason) {
-    this.readyState = 3;
-    this.closed = { code, reason };
-  }
-  // What the server does:
-  open() {
-    this.readyState = 1;
-    this.onopen();
-  }
-  receive(message) {
-    this.onmessage({ data: encode(message).slice().buffer });
-  }
+// The shared fake socket, answering the pings sent so far as the server would.
+class FakeSocket extends SharedFakeSocket {
   pongs() {
     for (const m of this.sent.splice(0)) if (m.type === "ping") this.receive({ type: "pong", id: m.id });
   }
