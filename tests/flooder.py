@@ -16,6 +16,13 @@ many connections that send half a request head and then nothing; ``idle`` as man
 that send nothing at all. Each kind runs once and the outcome is printed.
 
     python -m tests.flooder http://127.0.0.1:PORT/api/documents/DOC/import
+
+``reads`` floods with the costliest reads a read-only token can make (a diff from
+seq 0, the latest version, the whole state), ``FLOOD_CONNECTIONS`` at once, for
+``seconds``; each is bounded by the read budgets and the caps on expensive reads
+(docs/SECURITY.md).
+
+    python -m tests.flooder reads http://127.0.0.1:PORT/api/documents/DOC SECONDS [TOKEN]
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from dataclasses import asdict, dataclass
 
 import msgpack
 import pycrdt
-from tornado.httpclient import HTTPClientError
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from tornado.iostream import StreamClosedError
 from tornado.websocket import websocket_connect
 
@@ -282,7 +289,58 @@ async def http_flood(url: str) -> dict[str, object]:
     return report
 
 
+async def read_flood(urls: list[str], seconds: float, token: str | None) -> dict[str, object]:
+    """The costliest reads there are (a diff from seq 0, the latest version, the
+    whole state), ``FLOOD_CONNECTIONS`` at once and again for ``seconds``: how
+    many were answered, refused for their cost (422) or their number (429), and
+    how long answers took."""
+    connections = int(os.environ.get("FLOOD_CONNECTIONS", "6"))
+    client = AsyncHTTPClient(force_instance=True, max_clients=connections)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    statuses: dict[str, int] = {}
+    answered_s: list[float] = []
+    deadline = time.monotonic() + seconds
+
+    async def one(index: int) -> None:
+        while time.monotonic() < deadline:
+            started = time.monotonic()
+            url = urls[index % len(urls)]
+            try:
+                response = await client.fetch(url, headers=headers, request_timeout=120)
+                code = response.code
+            except HTTPClientError as exc:
+                code = exc.code
+            except OSError:
+                code = 0
+            statuses[str(code)] = statuses.get(str(code), 0) + 1
+            answered_s.append(time.monotonic() - started)
+            index += 1
+
+    try:
+        await asyncio.gather(*(one(i) for i in range(connections)))
+    finally:
+        client.close()
+    answered_s.sort()
+    return {
+        "statuses": statuses,
+        "requests": len(answered_s),
+        "slowest_s": round(answered_s[-1], 3) if answered_s else None,
+        "median_s": round(answered_s[len(answered_s) // 2], 3) if answered_s else None,
+    }
+
+
+READ_ROUTES = ("/diff?from=0", "", "/state")  # the diff of all, the latest version, the state
+
+
 def main() -> None:
+    if sys.argv[1] == "reads":
+        # python -m tests.flooder reads http://HOST:PORT/api/documents/DOC SECONDS [TOKEN]
+        base, seconds = sys.argv[2].rstrip("/"), float(sys.argv[3])
+        token = sys.argv[4] if len(sys.argv) > 4 else None
+        urls = [base + route for route in READ_ROUTES]
+        print("ready", flush=True)
+        print(json.dumps(asyncio.run(read_flood(urls, seconds, token))), flush=True)
+        return
     if sys.argv[1].startswith("http"):
         print("ready", flush=True)
         print(json.dumps(asyncio.run(http_flood(sys.argv[1]))), flush=True)

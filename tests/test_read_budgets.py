@@ -12,6 +12,7 @@ import asyncio
 import json
 import random
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from tests.processes import server_process
 
 SECRET = "read-budget-test-secret-of-32-bytes!"
 TYPED = 20_000
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def token(user: str, docs: dict[str, str]) -> str:
@@ -286,3 +288,37 @@ async def test_six_worst_case_reads_at_once_answer_in_seconds_and_leave_acks_fas
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
+
+
+@pytest.mark.slow
+async def test_the_read_flood_of_scripts_flood_is_only_answered_or_refused(tmp_path: Path) -> None:
+    """scripts/flood's reads mode (tests/flooder.py), the DoS case kept in the
+    flood tooling: the costliest reads, six at once and again, get answers, or
+    422 past their budget, or 429 past the caps; never an error, and the server
+    lives."""
+    path = tmp_path / "typed.db"
+    store = SQLiteStore(path)
+    await store.open()
+    await store_typed(store, "typed", typed_updates(2_000))
+    await store.close()
+    async with server_process(f"sqlite:///{path}", "--auth-secret", SECRET) as server:
+        flooder = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tests.flooder",
+            "reads",
+            f"{server.url}/api/documents/typed",
+            "2",
+            token("reader", {"*": "read"}),
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await asyncio.wait_for(flooder.communicate(), 60)
+        report = json.loads(out.decode().splitlines()[-1])
+        status, _, _ = await get(server.url, "/healthz")
+        server_log = server.log_text()
+    assert report["requests"] > 0, report
+    assert set(report["statuses"]) <= {"200", "422", "429"}, report
+    assert "200" in report["statuses"], report
+    assert status == 200
+    assert "Traceback" not in server_log
