@@ -25,7 +25,10 @@ from tests.browser import (
 
 pytestmark = [skip_unless_browser(), pytest.mark.slow]  # a real browser: seconds a test
 
-WITHIN_S = 1.0  # what a user in another tab or browser waits for an edit
+WITHIN_S = 1.0  # what a user in another tab or browser waits for an edit (page clocks)
+# What a test waits for something that must arrive: generous, since two test workers
+# share 2 cores; how fast an edit crosses is measured by the pages themselves.
+ARRIVES_S = 15.0
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +128,43 @@ def type_at_end(page: Any, words: str) -> None:
     page.keyboard.type(words)
 
 
+def crossing_times(typist: Any, words: str, readers: list[Any]) -> list[float]:
+    """Types `words` at the end of the typist's editor; for each reader, the seconds from
+    the last keystroke to the words showing there, as the pages' clocks tell it (what
+    the user sees, without the test's own round trips to a loaded browser)."""
+    needle = words.strip()
+    for reader in readers:
+        reader.evaluate(
+            f"""(needle) => {{
+              window.arrivedAt = null;
+              window.awaited = needle;
+              if (window.watchingArrivals) return;
+              window.watchingArrivals = true;
+              const text = {EDITOR_TEXT};
+              const seen = () => {{
+                if (window.arrivedAt === null && (text() ?? '').includes(window.awaited)) {{
+                  window.arrivedAt = Date.now();
+                }}
+              }};
+              new MutationObserver(seen).observe(document.querySelector('#editor'),
+                {{ subtree: true, childList: true, characterData: true }});
+            }}""",
+            needle,
+        )
+    typist.evaluate(
+        "() => document.addEventListener('keydown', () => { window.keyAt = Date.now(); },"
+        " { capture: true })"
+    )
+    type_at_end(typist, words)
+    key_at = typist.evaluate("() => window.keyAt")
+    times = []
+    for reader in readers:
+        wait_contains(reader, needle, ARRIVES_S)
+        reader.wait_for_function("() => window.arrivedAt !== null")
+        times.append((reader.evaluate("() => window.arrivedAt") - key_at) / 1000)
+    return times
+
+
 def wait_saved(page: Any, timeout_s: float = 10) -> None:
     page.wait_for_selector(
         '#connection[data-queued="0"][data-synced="true"]', timeout=timeout_s * 1000
@@ -160,20 +200,18 @@ def test_typing_shows_in_another_tab_and_another_browser_within_a_second(
     ann1, ann2 = ann.open(doc), ann.open(doc)
     bob1 = bob.open(doc)
 
-    type_at_end(ann1, "Hello from Ann.")
-    wait_contains(ann2, "Hello from Ann.", WITHIN_S)  # another tab of the same browser
-    wait_contains(bob1, "Hello from Ann.", WITHIN_S)  # another browser
+    # another tab of the same browser, and another browser
+    times = crossing_times(ann1, "Hello from Ann.", [ann2, bob1])
+    assert max(times) < WITHIN_S, times
     for page in (ann1, ann2):
         page.evaluate("() => { window.relayed = 0; }")
-    type_at_end(bob1, " Bob here.")
-    wait_contains(ann1, "Bob here.", WITHIN_S)
-    wait_contains(ann2, "Bob here.", WITHIN_S)
+    times = crossing_times(bob1, " Bob here.", [ann1, ann2])
+    assert max(times) < WITHIN_S, times
     # Bob's edits reach each of Ann's tabs from the server; one tab alone passes them
     # on to the others (for a tab offline or behind), not every tab.
     assert sorted(p.evaluate("() => window.relayed") for p in (ann1, ann2))[0] == 0
-    type_at_end(ann2, " And Ann's second tab.")
-    for page in (ann1, bob1):
-        wait_contains(page, "second tab.", WITHIN_S)
+    times = crossing_times(ann2, " And Ann's second tab.", [ann1, bob1])
+    assert max(times) < WITHIN_S, times
 
     for page in (ann1, ann2, bob1):
         wait_saved(page)
@@ -316,7 +354,7 @@ def test_edits_of_a_tab_closed_while_its_connection_was_down_are_sent_by_another
     )
     gone.wait_for_selector('#connection[data-state="reconnecting"]')
     type_at_end(gone, "Typed, then closed.")
-    wait_contains(online, "Typed, then closed.", WITHIN_S)
+    wait_contains(online, "Typed, then closed.", ARRIVES_S)
     gone.evaluate("() => collab.provider.whenPersisted()")
     gone.close()
     wait_stored(backend, doc, "Typed, then closed.", timeout_s=5)
@@ -418,17 +456,17 @@ def test_tabs_of_one_browser_share_edits_and_cursors_while_offline(
         page.wait_for_selector('#connection[data-state="offline"]')
 
     type_at_end(one, "Typed in tab one.")
-    wait_contains(two, "Typed in tab one.", WITHIN_S)
+    wait_contains(two, "Typed in tab one.", ARRIVES_S)
     # Tab two made no edit, but the document is not saved in this browser.
-    two.wait_for_selector('#connection:not([data-queued="0"])', timeout=WITHIN_S * 1000)
+    two.wait_for_selector('#connection:not([data-queued="0"])', timeout=ARRIVES_S * 1000)
     assert "not saved yet" in two.inner_text("#connection")
     two.wait_for_function(
         "() => [...document.querySelectorAll('#editor .collaboration-carets__label')]"
         ".some((l) => l.textContent === 'max')",
-        timeout=WITHIN_S * 1000,
+        timeout=ARRIVES_S * 1000,
     )
     type_at_end(two, " And in tab two.")
-    wait_contains(one, "And in tab two.", WITHIN_S)
+    wait_contains(one, "And in tab two.", ARRIVES_S)
 
     backend.run(backend.proxy.accept)
     max_.context.set_offline(False)
@@ -470,17 +508,17 @@ def test_one_user_in_three_tabs_is_one_person_with_three_cursors(
     tabs[1].close()
     viewer.wait_for_function(
         "() => document.querySelectorAll('#editor .collaboration-carets__caret').length === 2",
-        timeout=WITHIN_S * 1000,
+        timeout=ARRIVES_S * 1000,
     )
     viewer.wait_for_selector(
-        '#presence li[data-user-id="dee"][data-tabs="2"]', timeout=WITHIN_S * 1000
+        '#presence li[data-user-id="dee"][data-tabs="2"]', timeout=ARRIVES_S * 1000
     )
     # The other tabs of the same browser see their sibling's cursor go too: one of
     # dee's cursors is left there (and eve's).
     tabs[0].wait_for_function(
         "() => [...document.querySelectorAll('#editor .collaboration-carets__label')]"
         ".filter((l) => l.textContent === 'dee').length === 1",
-        timeout=WITHIN_S * 1000,
+        timeout=ARRIVES_S * 1000,
     )
     # Offline, only the tab itself can tell its siblings that it is gone (pagehide).
     dee.context.set_offline(True)
@@ -491,7 +529,7 @@ def test_one_user_in_three_tabs_is_one_person_with_three_cursors(
     tabs[2].close()
     tabs[0].wait_for_function(
         "() => document.querySelectorAll('#editor .collaboration-carets__caret').length === 0",
-        timeout=WITHIN_S * 1000,
+        timeout=ARRIVES_S * 1000,
     )
     dee.context.set_offline(False)
     assert console.problems(offline=True) == []
@@ -571,10 +609,10 @@ def test_guests_without_tokens_edit_see_each_other_and_go_back_in_history(
     bob = User(browser, open_backend, console, contexts, "Bob", {})
     ann1, ann2, bob1 = ann.open(doc), ann.open(doc), bob.open(doc)
     type_at_end(ann1, "Guest text.")
-    wait_contains(bob1, "Guest text.", WITHIN_S)
+    wait_contains(bob1, "Guest text.", ARRIVES_S)
     wait_saved(ann1)
     type_at_end(bob1, " More.")
-    wait_contains(ann2, "More.", WITHIN_S)
+    wait_contains(ann2, "More.", ARRIVES_S)
     wait_saved(bob1)
     bob1.wait_for_function("() => document.querySelectorAll('#presence li').length === 2")
     names = bob1.locator("#presence li").evaluate_all("items => items.map(i => i.textContent)")

@@ -172,13 +172,25 @@ def test_two_browsers_edit_one_document_live_through_the_recipe(
         for n, (typist, reader) in enumerate((pages, pages[::-1])):
             words = f"typed in browser {n + 1} with {recipe}"
             typist.click(f"#editor {editable}")
+            typist.wait_for_function(
+                "(sel) => document.activeElement?.closest(sel) !== null", arg=editable
+            )
             typist.keyboard.press("End")
             typist.keyboard.type(f" {words}")
-            reader.wait_for_function(
-                "(words) => document.querySelector('#editor').innerText.includes(words)",
-                arg=words,
-                timeout=WITHIN_S * 1000,
-            )
+            try:
+                reader.wait_for_function(
+                    "(words) => document.querySelector('#editor').innerText.includes(words)",
+                    arg=words,
+                    timeout=WITHIN_S * 1000,
+                )
+            except Exception as error:
+                texts = [
+                    p.evaluate("() => document.querySelector('#editor').innerText") for p in pages
+                ]
+                raise AssertionError(
+                    f"{words!r} did not cross: pages {texts!r}, stored"
+                    f" {stored(backend, doc.group(1), root)}, console {console.problems()}"
+                ) from error
         deadline = time.monotonic() + 10
         while not all(
             f"browser {n} with {recipe}" in stored(backend, doc.group(1), root) for n in (1, 2)
