@@ -55,7 +55,9 @@ function changeOf(changes, seq) {
   return null;
 }
 
-const whoOf = (c) => c.user ?? (c.clients?.length ? c.clients.join(", ") : "someone");
+// A change is one author's (the server splits the timeline per user, or per guest by
+// the client label the page sends, "web:NAME"): its name, without the page's prefix.
+const whoOf = (c) => c.user ?? (c.clients?.length ? c.clients[0].replace(/^web:/, "") : "someone");
 const updatesOf = (n) => `${n} ${n === 1 ? "update" : "updates"}`;
 
 /**
@@ -65,7 +67,7 @@ const updatesOf = (n) => `${n} ${n === 1 ? "update" : "updates"}`;
  * up to it (since the version before that change). `canRestore` says whether the user
  * may write; `onClose` is called when the user goes back to editing.
  */
-export function openHistory({ name, panel, view, canRestore, onClose, announce }) {
+export function openHistory({ name, panel, view, canRestore, onClose, onRestored, announce }) {
   let changes = [];
   let head = 0;
   let oldest = 0;
@@ -109,15 +111,23 @@ export function openHistory({ name, panel, view, canRestore, onClose, announce }
   const restore = h("button", { type: "button", id: "history-restore", disabled: true }, "Restore this version");
   const close = h("button", { type: "button", id: "history-close" }, "Back to editing");
   const message = h("p", { class: "history-message", role: "status" });
+  // Restoring changes the text for everyone: it is asked first, in the panel.
+  const confirmText = h("p", { id: "history-confirm-text" });
+  const confirmYes = h("button", { type: "button", id: "history-restore-confirm", class: "danger" }, "Restore for everyone");
+  const confirmNo = h("button", { type: "button", id: "history-restore-cancel" }, "Cancel");
+  const confirmBox = h("div", { id: "history-confirm", class: "history-confirm", role: "alertdialog", "aria-labelledby": "history-confirm-text", hidden: true }, confirmText, h("div", { class: "history-actions" }, confirmYes, confirmNo));
   panel.replaceChildren(
     h("h2", { id: "history-title" }, "History"),
     slider,
     label,
     h("div", { class: "history-actions" }, restore, close),
+    confirmBox,
     message,
     list,
   );
   panel.hidden = false;
+  // On a narrow screen the panel comes first (app.css): bring it into view.
+  panel.scrollIntoView?.({ block: "start" });
   const versionBox = h("div", { id: "version", class: "version", "aria-label": "The chosen version (read-only)" });
   view.replaceChildren(versionBox);
   view.hidden = false;
@@ -143,6 +153,7 @@ export function openHistory({ name, panel, view, canRestore, onClose, announce }
     label.textContent = text;
     slider.setAttribute("aria-valuetext", text);
     for (const li of list.children) li.setAttribute("aria-current", String(change !== null && li.dataset.lastSeq === String(change.last_seq)));
+    if (confirming >= 0) cancelConfirm(); // another version: ask again
     restore.disabled = !canRestore || seq === head;
     const base = change === null ? null : Math.max(change.first_seq - 1, oldest);
     const token = ++loadToken;
@@ -175,18 +186,38 @@ export function openHistory({ name, panel, view, canRestore, onClose, announce }
   };
   slider.addEventListener("input", settle);
   slider.addEventListener("change", settle);
-  restore.addEventListener("click", async () => {
-    const seq = showing;
-    if (seq < 0) return;
+  let confirming = -1;
+  const cancelConfirm = () => {
+    confirming = -1;
+    confirmBox.hidden = true;
+    restore.disabled = !canRestore || showing === head;
+  };
+  restore.addEventListener("click", () => {
+    if (showing < 0) return;
+    confirming = showing;
+    confirmText.textContent = `Restore version ${confirming} of ${head}? Everyone editing sees the text go back to it; the text now stays in the history.`;
+    confirmBox.hidden = false;
     restore.disabled = true;
+    confirmNo.focus();
+  });
+  confirmNo.addEventListener("click", () => {
+    cancelConfirm();
+    restore.focus();
+  });
+  confirmYes.addEventListener("click", async () => {
+    const seq = confirming;
+    if (seq < 0) return;
+    confirmYes.disabled = confirmNo.disabled = true;
     message.textContent = `Restoring version ${seq}…`;
     try {
       const result = await api(`${docPath(name)}/restore`, { method: "POST", body: { seq } });
       announce(result.changed ? `Restored version ${seq}.` : `The document already was version ${seq}.`);
+      onRestored?.({ seq, changed: result.changed });
       finish();
     } catch (error) {
       message.textContent = `Restore failed: ${error.message}`;
-      restore.disabled = false;
+      confirmYes.disabled = confirmNo.disabled = false;
+      cancelConfirm();
     }
   });
   const finish = () => {
@@ -204,7 +235,9 @@ export function openHistory({ name, panel, view, canRestore, onClose, announce }
   };
   close.addEventListener("click", finish);
   panel.addEventListener("keydown", (event) => {
-    if (event.key === "Escape") finish();
+    if (event.key !== "Escape") return;
+    if (confirming >= 0) cancelConfirm();
+    else finish();
   });
 
   (async () => {
