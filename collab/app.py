@@ -48,6 +48,7 @@ from collab.web.documents import (
 from collab.web.gate import ConnectionCounts, Gate, Listener, connection_of
 from collab.web.sites import Sites
 from collab.web.sockets import NativeSocketHandler, SocketHandler, YjsSocketHandler
+from collab.web.version_names import NamesHandler, VersionNameHandler
 
 log = logging.getLogger("collab")
 
@@ -117,6 +118,8 @@ class CollabServer:
             (r"/api/documents", DocumentsHandler, context),
             (r"/api/documents/(.+)/history", HistoryHandler, context),
             (r"/api/documents/(.+)/state", StateHandler, context),
+            (r"/api/documents/(.+)/versions/([^/]+)/name", VersionNameHandler, context),
+            (r"/api/documents/(.+)/names", NamesHandler, context),
             (r"/api/documents/(.+)/versions/([^/]+)", VersionHandler, context),
             (r"/api/documents/(.+)/versions", VersionAtHandler, context),
             (r"/api/documents/(.+)/restore", RestoreHandler, context),

@@ -1,5 +1,6 @@
 """Command line: ``collab serve``, ``token``, ``check``, and the history commands
-(``history``, ``show``, ``replay``, ``export``, ``import``: collab.history_commands)."""
+(``history``, ``show``, ``replay``, ``export``, ``import``, ``name``:
+collab.history_commands)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from collab.errors import StoreError
 log = logging.getLogger("collab")
 
 SHUTDOWN_MARGIN_S = 5.0
-HISTORY_COMMANDS = ("history", "show", "replay", "export", "import")
+HISTORY_COMMANDS = ("history", "show", "replay", "export", "import", "name")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -157,6 +157,13 @@ class Settings:
         default=3600.0,
         metadata={"help": "seconds between passes that drop history past the retention"},
     )
+    max_version_names: int = field(
+        default=1000,
+        metadata={
+            "help": "named versions a document may have (each keeps its history from "
+            "retention); naming one more is refused until a name is taken away"
+        },
+    )
     snapshot_every_bytes: int = field(
         default=4 * 1024 * 1024, metadata={"help": "or after this many update bytes"}
     )
@@ -502,6 +509,8 @@ class Settings:
             raise SettingsError("give one of auth_secret, auth_public_key_file and auth_jwks_file")
         if self.malloc_arena_max < 0 or self.memory_trim_s < 0:
             raise SettingsError("malloc_arena_max and memory_trim_s must not be negative (0: off)")
+        if self.max_version_names < 0:
+            raise SettingsError("max_version_names must not be negative (0: no names)")
         if self.room_linger_s < 0:
             raise SettingsError("room_linger_s must not be negative")
         if self.history_retention_s < 0:

@@ -34,6 +34,7 @@ from collab.store import (
     SnapshotRecord,
     Store,
     UpdateRecord,
+    VersionName,
 )
 
 Reopen = Callable[[Store], Awaitable[Store]]
@@ -694,6 +695,31 @@ class StoreContract:
             assert snapshot.data == blob
 
     # -- lifecycle --------------------------------------------------------------------------
+
+    async def test_version_names_are_one_per_seq_listed_by_seq_and_gone_with_the_document(
+        self, store: Store, second: Store
+    ):
+        await store.append(news("named", 5))
+        await store.name_version(VersionName("named", 4, "Sent to legal", "ann", 10.5))
+        await store.name_version(VersionName("named", 2, "Draft", None, 9.0))
+        await store.name_version(VersionName("other", 1, "Elsewhere", None, 9.0))
+        assert await second.version_names("named") == [
+            VersionName("named", 2, "Draft", None, 9.0),
+            VersionName("named", 4, "Sent to legal", "ann", 10.5),
+        ]
+        # A new name replaces the old one; a name goes away alone.
+        await store.name_version(VersionName("named", 4, "Signed", "bob", 11.0))
+        assert [(n.seq, n.name, n.user) for n in await store.version_names("named")] == [
+            (2, "Draft", None),
+            (4, "Signed", "bob"),
+        ]
+        assert await store.unname_version("named", 2) is True
+        assert await store.unname_version("named", 2) is False
+        assert [n.name for n in await store.version_names("named")] == ["Signed"]
+        assert await store.version_names("unknown") == []
+        await store.delete_document("named")
+        assert await store.version_names("named") == []
+        assert [n.name for n in await store.version_names("other")] == ["Elsewhere"]
 
     async def test_close_can_be_called_twice(self, store: Store):
         await store.load("notes", create=True)

@@ -1209,3 +1209,46 @@ def test_a_tab_reloaded_offline_says_offline_like_the_other(
     for page in (one, two):
         page.wait_for_selector('#connection[data-state="online"]', timeout=ARRIVES_S * 1000)
     assert console.problems(offline=True) == []
+
+
+def test_a_named_version_is_listed_first_and_restored_by_another_user(
+    browser: Any, backend: Backend, console: Console, contexts: list[Any]
+) -> None:
+    doc = "browser/named"
+    kim = User(browser, backend, console, contexts, "kim", {"browser/*": "write"})
+    lou = User(browser, backend, console, contexts, "lou", {"browser/*": "write"})
+    kim1 = kim.open(doc)
+    type_at_end(kim1, "The version sent.")
+    wait_saved(kim1)
+    kim1.click("#history-open")
+    kim1.wait_for_selector("#version .tiptap")
+    head = int(kim1.locator("#history-slider").get_attribute("max"))
+    kim1.click("#history-name")
+    kim1.fill("#history-name-input", "Sent to legal")
+    kim1.keyboard.press("Enter")
+    kim1.wait_for_selector("#history-list li.named")
+    assert timeline_entries(kim1)[0] == "\u2605 Sent to legal"
+    assert "Sent to legal" in kim1.inner_text("#history-label")
+    kim1.wait_for_selector("#history-name-form", state="hidden")
+    screenshot(kim1, "named-version.png")
+    kim1.click("#history-close")
+    type_at_end(kim1, " Later edits.")
+    wait_saved(kim1)
+
+    lou1 = lou.open(doc)
+    lou1.click("#history-open")
+    lou1.wait_for_selector("#history-list li.named")
+    assert timeline_entries(lou1)[0] == "\u2605 Sent to legal"
+    lou1.locator("#history-list li.named button").click()
+    lou1.wait_for_function(
+        "() => document.querySelector('#version .tiptap')?.textContent === 'The version sent.'"
+    )
+    assert lou1.locator("#history-slider").input_value() == str(head)
+    lou1.click("#history-restore")
+    lou1.click("#history-restore-confirm")
+    for page in (kim1, lou1):
+        wait_text(page, "text === arg", "The version sent.")
+    wait_stored(backend, doc, "The version sent.")
+    names = backend.api(f"/api/documents/{urllib.parse.quote(doc, safe='')}/names")["names"]
+    assert [(n["seq"], n["name"], n["user"]) for n in names] == [(head, "Sent to legal", "kim")]
+    assert console.problems() == []

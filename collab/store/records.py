@@ -189,6 +189,17 @@ class QuarantinedEntry:
     quarantined_s: float
 
 
+@dataclass(frozen=True, slots=True)
+class VersionName:
+    """A name someone gave a version ("Sent to legal"): the document after ``seq``."""
+
+    doc: str
+    seq: int
+    name: str
+    user: str | None  # who named it (None without access tokens)
+    time_s: float  # when
+
+
 @dataclass(slots=True)
 class StoreStats:
     """Counters for tests and metrics."""

@@ -450,9 +450,10 @@ class StateHandler(DocumentApiHandler):
 
 
 class RestoreHandler(DocumentApiHandler):
-    """``POST /api/documents/DOC/restore`` with ``{"seq": N}``: one new update that
-    brings the content back to version N, stored and sent to every peer like any
-    edit, attributed to the caller. Needs write access."""
+    """``POST /api/documents/DOC/restore`` with ``{"seq": N}`` (or ``{"name":
+    "Sent to legal"}``, a named version): one new update that brings the content
+    back to version N, stored and sent to every peer like any edit, attributed to
+    the caller. Needs write access."""
 
     @classmethod
     def max_body_bytes(cls, settings: Settings) -> int:
@@ -460,9 +461,15 @@ class RestoreHandler(DocumentApiHandler):
 
     async def post(self, doc: str) -> None:
         identity = self.require_write(doc)
-        seq = self._seq_from_body()
+        named = self._name_from_body()
+        seq = self._seq_from_body() if named is None else -1
         try:
             info = await self.require_document(doc)
+            if named is not None:
+                found = [n for n in await self.server.store.version_names(doc) if n.name == named]
+                if not found:
+                    raise tornado.web.HTTPError(404, f"no version of {doc!r} is named {named!r}")
+                seq = found[-1].seq  # the newest of that name
             if seq > info.head_seq:
                 raise tornado.web.HTTPError(
                     400, f"seq {seq} is past the document's latest version ({info.head_seq})"
@@ -494,6 +501,16 @@ class RestoreHandler(DocumentApiHandler):
         self.write_json(
             {"doc": doc, "restored_seq": restored, "seq": new_seq, "changed": new_seq is not None}
         )
+
+    def _name_from_body(self) -> str | None:
+        try:
+            body = json.loads(self.body) if self.body else None
+        except ValueError:
+            return None  # _seq_from_body says what is wrong
+        name = body.get("name") if isinstance(body, dict) else None
+        if name is not None and not isinstance(name, str):
+            raise tornado.web.HTTPError(400, "name must be a string")
+        return name
 
     def _seq_from_body(self) -> int:
         raw: Any = self.get_query_argument("seq", None)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from collab.errors import StoreError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 SCHEMA = """
 CREATE TABLE documents (
     name TEXT PRIMARY KEY,
@@ -107,6 +107,16 @@ CREATE TABLE checkpoints (
     waiting BLOB NOT NULL,
     state_vector BLOB NOT NULL,
     data BLOB NOT NULL,
+    PRIMARY KEY (doc, seq)
+);
+""",
+    5: """
+CREATE TABLE version_names (
+    doc TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    user TEXT,
+    time_s REAL NOT NULL,
     PRIMARY KEY (doc, seq)
 );
 """,
