@@ -45,6 +45,7 @@ from collab.web.documents import (
     VersionAtHandler,
     VersionHandler,
 )
+from collab.web.encoding import GzipAnswers
 from collab.web.gate import ConnectionCounts, Gate, Listener, connection_of
 from collab.web.sites import Sites
 from collab.web.sockets import NativeSocketHandler, SocketHandler, YjsSocketHandler
@@ -132,6 +133,7 @@ class CollabServer:
         ]
         return tornado.web.Application(
             routes,
+            transforms=[GzipAnswers] if s.http_compression == "gzip" else [],
             # Heartbeats are the handlers' own (collab.web.sockets): Tornado's wait
             # 5 s for a close handshake with a peer that is gone.
             websocket_ping_interval=0,
@@ -158,7 +160,10 @@ class CollabServer:
         # Workers of one `collab serve --workers N` each bind the port: the kernel
         # spreads connections over them.
         sockets = tornado.netutil.bind_sockets(
-            self.settings.port, self.settings.host, reuse_port=self.settings.workers > 1
+            self.settings.port,
+            self.settings.host,
+            reuse_port=self.settings.workers > 1,
+            backlog=self.settings.listen_backlog,
         )
         self.port = sockets[0].getsockname()[1]
         s = self.settings

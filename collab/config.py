@@ -18,6 +18,8 @@ from typing import Any
 ENV_PREFIX = "COLLAB_"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
+HTTP_COMPRESSIONS = ("gzip", "off")
+WEBSOCKET_COMPRESSIONS = ("off", "deflate")
 EVENT_LOOPS = ("asyncio", "uvloop")
 
 
@@ -52,6 +54,28 @@ class Settings:
             "besides IP addresses, localhost and --host; * answers to any. Empty: any while "
             "access tokens are required; in open mode other names are refused (403), so "
             "that a DNS-rebinding page cannot reach the server"
+        },
+    )
+    listen_backlog: int = field(
+        default=4096,
+        metadata={
+            "help": "connections the kernel holds for the server to accept (listen backlog; "
+            "Linux caps it at net.core.somaxconn). Past it, new connections' SYNs are dropped "
+            "and retried a second later: thousands of clients reconnecting at once need it large"
+        },
+    )
+    http_compression: str = field(
+        default="gzip",
+        metadata={
+            "help": "gzip: compress HTTP answers (JSON, states, the page and its bundle) for "
+            "clients that accept it; off: never"
+        },
+    )
+    websocket_compression: str = field(
+        default="off",
+        metadata={
+            "help": "off, or deflate: offer permessage-deflate on /ws and /yjs "
+            "(docs/PERFORMANCE.md has what it saves and costs)"
         },
     )
     static_dir: str = field(default="", metadata={"help": "folder served at / (default: static/)"})
@@ -415,6 +439,14 @@ class Settings:
             raise SettingsError("workers > 1 need a store they share: SQLite or MongoDB")
         if self.log_format not in LOG_FORMATS:
             raise SettingsError(f"log_format must be one of {', '.join(LOG_FORMATS)}")
+        if self.http_compression not in HTTP_COMPRESSIONS:
+            raise SettingsError(f"http_compression must be one of {', '.join(HTTP_COMPRESSIONS)}")
+        if self.websocket_compression not in WEBSOCKET_COMPRESSIONS:
+            raise SettingsError(
+                f"websocket_compression must be one of {', '.join(WEBSOCKET_COMPRESSIONS)}"
+            )
+        if self.listen_backlog < 1:
+            raise SettingsError("listen_backlog must be at least 1")
         assert self.ping_timeout_s is not None
         if self.ping_interval_s < 0 or self.ping_timeout_s < 0:
             raise SettingsError("ping_interval_s and ping_timeout_s must not be negative")

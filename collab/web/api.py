@@ -29,6 +29,7 @@ from collab.metrics import CONTENT_TYPE_LATEST
 from collab.names import validate_document_name
 from collab.store import MAX_SEQ, DocumentInfo
 from collab.web.access_log import RedactingHandlerMixin
+from collab.web.encoding import OFF_LOOP_BYTES, accepts_gzip, gzip_off_loop
 
 if TYPE_CHECKING:
     from collab.app import CollabServer
@@ -96,6 +97,23 @@ class ApiHandler(RedactingHandlerMixin, tornado.web.RequestHandler):
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(body, separators=(",", ":")))
+
+    async def answer(self, body: bytes, content_type: str) -> None:
+        """Finishes with a body that may be large (a version, a state, a page of
+        history): compressed on a thread when the client takes gzip and it is large
+        enough to stall the loop; smaller ones go through the gzip transform."""
+        self.set_header("Content-Type", content_type)
+        if (
+            len(body) >= OFF_LOOP_BYTES
+            and self.server.settings.http_compression == "gzip"
+            and accepts_gzip(self.request)
+        ):
+            body = await gzip_off_loop(body)
+            self.set_header("Content-Encoding", "gzip")  # the transform adds Vary
+        self.finish(body)
+
+    async def answer_json(self, body: Any) -> None:
+        await self.answer(json.dumps(body, separators=(",", ":")).encode(), "application/json")
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         error = kwargs.get("exc_info", (None, None))[1]

@@ -107,7 +107,7 @@ class DocumentApiHandler(ApiHandler):
                 )
         except StoreError as exc:
             self.on_store_error(exc)
-        self.write_json(_version_body(doc, version))
+        await self.answer_json(_version_body(doc, version))
 
     def wants_binary(self) -> bool:
         return OCTET_STREAM in self.request.headers.get("Accept", "")
@@ -192,13 +192,12 @@ class DocumentHandler(DocumentApiHandler):
                         self.server.store, doc, budget=budget, executor=executor
                     )
             if self.wants_binary():
-                self.set_header("Content-Type", OCTET_STREAM)
                 self.set_header("X-Collab-Seq", str(at))
-                self.finish(state)
+                await self.answer(state, OCTET_STREAM)
                 return
         except StoreError as exc:
             self.on_store_error(exc)
-        self.write_json({**_version_body(doc, version), "epoch": info.epoch})
+        await self.answer_json({**_version_body(doc, version), "epoch": info.epoch})
 
 
 class ImportHandler(DocumentApiHandler):
@@ -313,7 +312,7 @@ class HistoryHandler(DocumentApiHandler):
                     gap_s=gap_s,
                     max_rows=settings.max_read_updates,
                 )
-                self.write_json(
+                await self.answer_json(
                     {
                         "doc": doc,
                         "retained_from": first,
@@ -332,7 +331,7 @@ class HistoryHandler(DocumentApiHandler):
             )
         except StoreError as exc:
             self.on_store_error(exc)
-        self.write_json(
+        await self.answer_json(
             {
                 "doc": doc,
                 "retained_from": first,
@@ -410,7 +409,7 @@ class DiffHandler(DocumentApiHandler):
             raise tornado.web.HTTPError(400, str(exc)) from None
         except StoreError as exc:
             self.on_store_error(exc)
-        self.write_json(
+        await self.answer_json(
             {
                 "doc": doc,
                 "root": name,
@@ -444,9 +443,8 @@ class StateHandler(DocumentApiHandler):
                 )
         except StoreError as exc:
             self.on_store_error(exc)
-        self.set_header("Content-Type", OCTET_STREAM)
         self.set_header("X-Collab-Seq", str(at))
-        self.finish(state)
+        await self.answer(state, OCTET_STREAM)
 
 
 class RestoreHandler(DocumentApiHandler):

@@ -119,6 +119,12 @@ class SocketHandler(RedactingHandlerMixin, tornado.websocket.WebSocketHandler):
         self._heard = time.monotonic()  # when the peer last sent anything
         self._paused: asyncio.Future[None] | None = None  # reading stopped (shutdown)
 
+    def get_compression_options(self) -> dict[str, Any] | None:
+        """permessage-deflate when the setting offers it (Tornado's zlib level 6); the
+        cost is a compressor per connection and a compression per peer and frame
+        (docs/PERFORMANCE.md has the measurement)."""
+        return {} if self.server.settings.websocket_compression == "deflate" else None
+
     def check_origin(self, origin: str) -> bool:
         """Asked by Tornado about a page of another origin (collab.web.sites)."""
         return self.server.sites.origin_trusted(origin)
