@@ -24,18 +24,21 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 
+import pycrdt
+
 from collab.auth import Role
 from collab.config import Settings
 from collab.core.feed import FeedFollower
+from collab.core.hooks import HookFailed, Hooks
 from collab.core.limits import CreationLimiter
 from collab.core.presence import Presence
 from collab.core.room import LOG_PAGE, JoinReply, Resume, Room, build_replica
 from collab.core.session import Session, SessionState
 from collab.core.snapshots import Cadence, Snapshotter, encode
 from collab.core.writer import Writer
-from collab.errors import CollabError, ErrorCode, LoadFailed, StoreError
+from collab.errors import CollabError, DocumentChanged, ErrorCode, LoadFailed, StoreError
 from collab.metrics import Metrics
-from collab.store import LoadedDocument, SnapshotRecord, Store, UpdateRecord
+from collab.store import Author, LoadedDocument, NewUpdate, SnapshotRecord, Store, UpdateRecord
 from collab.tasks import TaskGroup
 from collab.wire.replica import Replica
 
@@ -62,6 +65,15 @@ def _build_and_snapshot(
     return replica, made.snapshot
 
 
+def _valid_update(update: bytes) -> bool:
+    """Whether ``update`` is a Yjs update pycrdt applies (to an empty document)."""
+    try:
+        pycrdt.Doc().apply_update(update)
+    except Exception:
+        return False
+    return True
+
+
 class RoomManager:
     def __init__(
         self,
@@ -70,9 +82,12 @@ class RoomManager:
         metrics: Metrics | None = None,
         *,
         clock: Callable[[], float] = time.time,
+        hooks: Hooks | None = None,
     ) -> None:
         self._store = store
         self._settings = settings
+        # The extensions' hooks (collab.extensions); started and closed with the rooms.
+        self.hooks = hooks if hooks is not None else Hooks((), settings, store)
         # Unix seconds: the time its rooms give updates, and the retention's "now"
         # (tests move it forward instead of waiting).
         self._clock = clock
@@ -106,11 +121,14 @@ class RoomManager:
         self._saving_position = False
         self._deleting: dict[str, asyncio.Event] = {}  # loads of these wait for the deletion
         self.writer.on_document_changed.append(self._on_document_changed)
+        if self.hooks.has("on_store") or self.hooks.has("on_change"):
+            self.writer.on_commit.append(self.hooks.committed)
 
     def start(self) -> None:
         self.writer.start()
         self.snapshots.start()
         self.presence.start()
+        self.hooks.start()
         self._tasks.spawn(self._follow(), name="follow the feed")
         self._tasks.spawn(self._audit(), name="audit the feed")
         if self._settings.history_retention_s > 0:
@@ -244,6 +262,8 @@ class RoomManager:
                 await draining.flushed()
             started = time.monotonic()
             loaded = await self._store.load(name)
+            if not loaded.stored and self.hooks.has("on_load_document"):
+                loaded = await self._seed(loaded)
             loop = asyncio.get_running_loop()
             replica, snapshot = await loop.run_in_executor(
                 None, _build_and_snapshot, loaded, self._settings
@@ -266,6 +286,10 @@ class RoomManager:
         except asyncio.CancelledError:
             future.cancel()
             raise
+        except HookFailed as exc:
+            exc.doc = name
+            future.set_exception(exc)  # the hook's own words reach the peer
+            return
         except Exception as exc:
             if isinstance(exc, StoreError):
                 log.warning("loading %r failed: %s", name, exc)
@@ -289,6 +313,41 @@ class RoomManager:
         room.catch_up()  # what other instances committed while it loaded
         future.set_result(room)
         await self.presence.load(room)
+
+    async def _seed(self, loaded: LoadedDocument) -> LoadedDocument:
+        """A document that does not exist yet, given its first content by the
+        extensions (on_load_document): stored as its first update by the append
+        that creates it, then loaded again. When another load (here, or on another
+        instance) created it first, the append is refused and the load takes
+        what is stored: one seed, whoever asks at once."""
+        name = loaded.name
+        seed = await self.hooks.load_document(name)
+        if seed is None:
+            return loaded
+        loop = asyncio.get_running_loop()
+        if not await loop.run_in_executor(None, _valid_update, seed):
+            raise HookFailed(
+                f"the application's on_load_document hook gave {name!r} a first content "
+                "that is not a Yjs update",
+                doc=name,
+            )
+        first = NewUpdate(
+            name,
+            seed,
+            self._clock(),
+            Author(None, "extension", self._settings.instance_id),
+            epoch=loaded.epoch,
+            create=True,
+            first=True,
+        )
+        try:
+            result = await self._store.append([first])
+        except DocumentChanged:
+            log.info("%r was created meanwhile: its first content is what is stored", name)
+        else:
+            log.info("%r created with its first content from an extension", name)
+            self.hooks.committed(result.records)
+        return await self._store.load(name)
 
     async def _fetch_log(self, doc: str, after: int, until: int | None) -> list[UpdateRecord]:
         return await self._store.read_updates(doc, after_seq=after, until_seq=until, limit=LOG_PAGE)
@@ -495,6 +554,7 @@ class RoomManager:
             done.set()
         if deleted:
             log.info("deleted %r", name)
+            self.hooks.deleted(name)
         return deleted
 
     def _drop(self, room: Room, reason: str) -> None:
@@ -530,6 +590,7 @@ class RoomManager:
         await self.writer.stop(deadline - loop.time())
         await self.snapshots.stop(deadline - loop.time())
         await self.presence.close()
+        await self.hooks.close()
         for room in self._rooms.values():
             await room.close()
         self._rooms.clear()
