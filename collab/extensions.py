@@ -20,9 +20,12 @@ clear error to the peer concerned (``hook_failed``) and nothing else changed:
   then ``request.token`` only if sent as ``?token=``; a connection the hook
   accepted does not need a hello token), on ``/yjs/{doc}`` likewise.
 - ``on_load_document(doc) -> bytes | None``: the first content of a document
-  that does not exist yet, as a Yjs update. It is stored as the document's first
-  update (seq 1, author ``extension``), once: a second load meanwhile, here or on
-  another instance, finds the document stored and takes what is there.
+  that does not exist yet, as a Yjs update, asked when a peer that may write it
+  opens it (a reader finds no document, as ever; the creation counts against the
+  writer's ``max_documents_created_per_minute``). It is stored as the document's
+  first update (seq 1, author client ``extension``), once: peers opening it at
+  the same moment share one seeding here, and on another instance the store
+  refuses the second seed and its load takes what is stored.
 - ``before_update(update: IncomingUpdate) -> None``: raise :class:`Refuse` to
   refuse a peer's update before it is applied. The document stays exactly as it
   was; the peer gets an ``error`` message (``update_refused`` with the reason, on

@@ -341,6 +341,20 @@ async def test_two_instances_opening_a_new_document_at_once_store_one_seed(
     assert [r.seq for r in records] == [1]
 
 
+async def test_a_reader_opening_a_new_document_neither_seeds_nor_creates_it(
+    settings, start_server, open_peer
+):
+    seeder = Seeder()
+    seeder.release.set()
+    server = await start_server(hook_settings(settings, auth_secret=SECRET), extensions=[seeder])
+    peer = await open_peer(server)
+    await peer.hello(token=Authenticator(SECRET).issue("reader", {"*": "read"}))
+    peer.send({"type": "subscribe", "doc": "new"})
+    assert (await peer.recv_type("error"))["code"] == "not_found"
+    assert seeder.calls == []
+    assert await server.store.get_document("new") is None
+
+
 @pytest.mark.allow_error_logs
 async def test_a_failing_load_hook_refuses_the_subscription_and_stores_nothing(
     settings, start_server, open_peer

@@ -120,6 +120,7 @@ class RoomManager:
         self.feed_lag_s = 0.0  # from acceptance to arrival, of the latest records from the feed
         self._saving_position = False
         self._deleting: dict[str, asyncio.Event] = {}  # loads of these wait for the deletion
+        self._seeding: dict[str, asyncio.Future[None]] = {}  # loads of these wait for the seed
         self.writer.on_document_changed.append(self._on_document_changed)
         if self.hooks.has("on_store") or self.hooks.has("on_change"):
             self.writer.on_commit.append(self.hooks.committed)
@@ -159,6 +160,8 @@ class RoomManager:
         A resuming session whose missed records the room no longer keeps in memory
         gets them from the log, if there are few enough to be worth it."""
         with self.holding(name):
+            if session.role is Role.WRITE and self.hooks.has("on_load_document"):
+                await self._seed_if_new(name, session)
             while True:
                 room = await self.live(name)
                 if (
@@ -261,9 +264,10 @@ class RoomManager:
             if draining is not None:
                 await draining.flushed()
             started = time.monotonic()
+            seeding = self._seeding.get(name)
+            if seeding is not None:  # a writer's first content is being stored: load it
+                await asyncio.wait([seeding])
             loaded = await self._store.load(name)
-            if not loaded.stored and self.hooks.has("on_load_document"):
-                loaded = await self._seed(loaded)
             loop = asyncio.get_running_loop()
             replica, snapshot = await loop.run_in_executor(
                 None, _build_and_snapshot, loaded, self._settings
@@ -286,10 +290,6 @@ class RoomManager:
         except asyncio.CancelledError:
             future.cancel()
             raise
-        except HookFailed as exc:
-            exc.doc = name
-            future.set_exception(exc)  # the hook's own words reach the peer
-            return
         except Exception as exc:
             if isinstance(exc, StoreError):
                 log.warning("loading %r failed: %s", name, exc)
@@ -314,16 +314,47 @@ class RoomManager:
         future.set_result(room)
         await self.presence.load(room)
 
-    async def _seed(self, loaded: LoadedDocument) -> LoadedDocument:
-        """A document that does not exist yet, given its first content by the
-        extensions (on_load_document): stored as its first update by the append
-        that creates it, then loaded again. When another load (here, or on another
-        instance) created it first, the append is refused and the load takes
-        what is stored: one seed, whoever asks at once."""
-        name = loaded.name
+    async def _seed_if_new(self, name: str, session: Session) -> None:
+        """Before a writer joins a document that does not exist yet: its first
+        content from the extensions (on_load_document), stored as its first update
+        by the append that creates it (counted against the writer's creation cap),
+        so that the load that follows finds it. One seed for everyone who asks at
+        once: here one seeding is shared, and on another instance the second
+        append is refused by the store (NewUpdate.first) and its load takes what
+        is stored. A document open or opening here is loaded as it is."""
+        if name in self._rooms or name in self._loading:
+            return
+        future = self._seeding.get(name)
+        if future is None:
+            future = self._seeding[name] = asyncio.get_running_loop().create_future()
+            future.add_done_callback(lambda f: f.cancelled() or f.exception())
+            self._tasks.spawn(self._run_seed(name, session, future), name=f"seed {name}")
+        await asyncio.shield(future)
+
+    async def _run_seed(self, name: str, session: Session, future: asyncio.Future[None]) -> None:
+        try:
+            await self._seed(name, session)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except CollabError as exc:  # the hook's failure, the creation cap: to the peer
+            exc.doc = name
+            future.set_exception(exc)
+        except StoreError as exc:
+            log.warning("seeding %r failed: %s", name, exc)
+            future.set_exception(LoadFailed(f"document {name!r} could not be loaded", doc=name))
+        else:
+            future.set_result(None)
+        finally:
+            self._seeding.pop(name, None)
+
+    async def _seed(self, name: str, session: Session) -> None:
+        loaded = await self._store.load(name)
+        if loaded.stored:
+            return
         seed = await self.hooks.load_document(name)
         if seed is None:
-            return loaded
+            return
         loop = asyncio.get_running_loop()
         if not await loop.run_in_executor(None, _valid_update, seed):
             raise HookFailed(
@@ -340,6 +371,7 @@ class RoomManager:
             create=True,
             first=True,
         )
+        self.creations.admit(session)  # may raise RateLimited: the per-user creation cap
         try:
             result = await self._store.append([first])
         except DocumentChanged:
@@ -347,7 +379,6 @@ class RoomManager:
         else:
             log.info("%r created with its first content from an extension", name)
             self.hooks.committed(result.records)
-        return await self._store.load(name)
 
     async def _fetch_log(self, doc: str, after: int, until: int | None) -> list[UpdateRecord]:
         return await self._store.read_updates(doc, after_seq=after, until_seq=until, limit=LOG_PAGE)
