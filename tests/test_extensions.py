@@ -410,6 +410,17 @@ async def test_observers_hear_connect_change_store_delete_and_disconnect(
     assert recorder.disconnects[0].id == recorder.connects[0].id
 
 
+async def test_a_yjs_peer_is_told_with_its_document(settings, start_server, yjs):
+    recorder = Recorder()
+    server = await start_server(hook_settings(settings), extensions=[recorder])
+    peer = await yjs.connect(server, "notes/today")
+    await peer.synced()
+    await wait_until(lambda: len(recorder.connects) == 1)
+    assert (recorder.connects[0].endpoint, recorder.connects[0].doc) == ("yjs", "notes/today")
+    await peer.disconnect()
+    await wait_until(lambda: [c.id for c in recorder.disconnects] == [recorder.connects[0].id])
+
+
 async def test_changes_are_debounced_per_document(settings, start_server, open_peer):
     recorder = Recorder()
     server = await start_server(
