@@ -29,6 +29,7 @@ from collab.config import Settings
 from collab.core.history import state_at
 from collab.errors import AccessDenied, CloseCode, CollabError, ErrorCode, StoreError
 from collab.extensions import (
+    HOOKS,
     Change,
     Connection,
     IncomingUpdate,
@@ -75,16 +76,7 @@ class Hooks:
         self.dropped = 0  # events dropped past the queue's bound
         self._hooks: dict[str, list[tuple[object, Callable[..., Awaitable[Any]]]]] = {}
         for extension in self.extensions:
-            for name in (
-                "on_authenticate",
-                "on_connect",
-                "on_disconnect",
-                "on_load_document",
-                "on_change",
-                "on_store",
-                "on_delete",
-                "before_update",
-            ):
+            for name in HOOKS:
                 method = hook_of(extension, name)
                 if method is not None:
                     self._hooks.setdefault(name, []).append((extension, method))
