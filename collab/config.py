@@ -250,6 +250,25 @@ class Settings:
     awareness_refresh_s: float = field(
         default=10.0, metadata={"help": "seconds between renewals of published presence states"}
     )
+    hook_timeout_s: float = field(
+        default=5.0,
+        metadata={
+            "help": "seconds an extension's hook may take (collab.extensions); a deciding "
+            "hook past it fails closed, an observing one is skipped"
+        },
+    )
+    hook_queue_events: int = field(
+        default=10_000,
+        metadata={"help": "events waiting for the extensions' observing hooks, at most"},
+    )
+    hook_change_debounce_s: float = field(
+        default=1.0,
+        metadata={"help": "quiet seconds after a document's last commit before on_change"},
+    )
+    hook_change_max_wait_s: float = field(
+        default=10.0,
+        metadata={"help": "seconds at most from a document's first change to its on_change"},
+    )
     shutdown_flush_timeout_s: float = field(
         default=30.0, metadata={"help": "how long shutdown waits for pending writes"}
     )
@@ -520,9 +539,15 @@ class Settings:
             "awareness_refresh_s",
             "header_timeout_s",
             "body_timeout_s",
+            "hook_timeout_s",
+            "hook_queue_events",
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive")
+        if self.hook_change_debounce_s < 0 or self.hook_change_max_wait_s < 0:
+            raise SettingsError(
+                "hook_change_debounce_s and hook_change_max_wait_s must not be negative"
+            )
         if self.rate_bytes_burst < self.max_frame_bytes:
             raise SettingsError("rate_bytes_burst must be at least max_frame_bytes")
         if self.max_connections_per_ip < 0 or self.max_documents_created_per_minute < 0:

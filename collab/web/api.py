@@ -24,7 +24,8 @@ from tornado import httputil
 from collab.auth import Identity, Role
 from collab.config import Settings
 from collab.core.history import NotRetained
-from collab.errors import AccessDenied, ProtocolError, StoreError
+from collab.errors import AccessDenied, CollabError, ErrorCode, ProtocolError, StoreError
+from collab.extensions import Request
 from collab.metrics import CONTENT_TYPE_LATEST
 from collab.names import validate_document_name
 from collab.store import MAX_SEQ, DocumentInfo
@@ -61,9 +62,9 @@ class ApiHandler(RedactingHandlerMixin, tornado.web.RequestHandler):
         asks, before :meth:`prepare`, about requests that come from such pages."""
         return self.server.sites.origin_trusted(origin)
 
-    def prepare(self) -> None:
+    async def prepare(self) -> None:
         if self.authenticated:
-            self.identity()
+            await self.authenticate()
         limit = self.max_body_bytes(self.server.settings)
         declared = self.request.headers.get("Content-Length", "0").strip()
         if declared.isdigit() and int(declared) > limit:
@@ -122,6 +123,22 @@ class ApiHandler(RedactingHandlerMixin, tornado.web.RequestHandler):
         else:
             message = httputil.responses.get(status_code, "error")
         self.write_json({"error": message}, status_code)
+
+    async def authenticate(self) -> Identity:
+        """Who sends the request: the extensions' on_authenticate first (when there
+        are any), then the token (collab.auth)."""
+        hooks = self.server.rooms.hooks
+        if self._identity is None and hooks.has("on_authenticate"):
+            try:
+                self._identity = await hooks.authenticate(
+                    Request.of(self.request, self.get_query_argument("token", None))
+                )
+            except AccessDenied as exc:
+                status = 403 if exc.code == ErrorCode.FORBIDDEN else 401
+                raise tornado.web.HTTPError(status, exc.message) from None
+            except CollabError as exc:  # the hook failed: not the client's fault
+                raise tornado.web.HTTPError(503, exc.message) from None
+        return self.identity()
 
     def identity(self) -> Identity:
         if self._identity is None:

@@ -210,8 +210,8 @@ class ImportHandler(DocumentApiHandler):
     def max_body_bytes(cls, settings: Settings) -> int:
         return settings.max_import_bytes
 
-    def prepare(self) -> None:
-        super().prepare()  # the token and the declared size, before the body is read
+    async def prepare(self) -> None:
+        await super().prepare()  # the token and the declared size, before the body is read
         # So are the grant and the creation cap: a refused import is not read.
         doc = self.path_args[0]
         identity = self.require_write(doc)
