@@ -4,8 +4,9 @@ first answer again and its write is not made twice.
 
 A key is scoped to its caller and document. The same key with another body is
 refused (422). A second request with a key whose first is still under way
-waits for the first's answer. Only successful answers are kept: a refused
-write changed nothing, so sending it again is safe, and is made again. Keys
+waits for the first's answer. Only the answers of writes that were made are
+kept (or may have been: applied, but not stored in time): a refused write
+changed nothing, so sending it again is safe, and is made again. Keys
 live in this process's memory, at most ``idempotency_keys`` of them for at most
 ``idempotency_key_ttl_s``: they do not survive a restart and are not shared
 between instances (docs/API.md says so).
@@ -71,11 +72,14 @@ class IdempotencyKeys:
             self._entries.popitem(last=False)
         return entry.answer, True
 
-    def finish(self, scope: Scope, future: asyncio.Future[Answer], answer: Answer) -> None:
+    def finish(
+        self, scope: Scope, future: asyncio.Future[Answer], answer: Answer, *, keep: bool
+    ) -> None:
         """The key's first request was answered (``future``, from :meth:`begin`):
-        kept when it succeeded, and told to the requests waiting for it either way."""
+        kept if ``keep`` (it made its write, or may have), and told to the requests
+        waiting for it either way."""
         entry = self._entries.get(scope)
-        if entry is not None and entry.answer is future and not 200 <= answer[0] < 300:
+        if entry is not None and entry.answer is future and not keep:
             del self._entries[scope]
         if not future.done():
             future.set_result(answer)

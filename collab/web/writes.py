@@ -64,6 +64,11 @@ class Refused(tornado.web.HTTPError):
         self.retry_after_s = retry_after_s
 
 
+class Applied(tornado.web.HTTPError):
+    """The write was applied but is not stored yet: its key's answer is kept, so
+    that a retry cannot make it twice."""
+
+
 class UpdatesHandler(DocumentApiHandler):
     """``POST /api/documents/DOC/updates``: one write, answered ``{"doc", "seq"}``."""
 
@@ -144,12 +149,13 @@ class UpdatesHandler(DocumentApiHandler):
         try:
             result = await self._write(doc)
         except tornado.web.HTTPError as exc:
-            keys.finish(scope, answer, (exc.status_code, {"error": exc.log_message}))
+            failed = (exc.status_code, {"error": exc.log_message})
+            keys.finish(scope, answer, failed, keep=isinstance(exc, Applied))
             raise
         except BaseException:
-            keys.finish(scope, answer, (500, {"error": "the write failed: try again"}))
+            keys.finish(scope, answer, (500, {"error": "the write failed"}), keep=False)
             raise
-        keys.finish(scope, answer, (200, result))
+        keys.finish(scope, answer, (200, result), keep=True)
         self.write_json(result)
 
     async def _write(self, doc: str) -> dict[str, Any]:
@@ -174,7 +180,7 @@ class UpdatesHandler(DocumentApiHandler):
         except (Overloaded, LoadFailed) as exc:
             raise Refused(503, exc.message, OVERLOADED_RETRY_S) from None
         except TimeoutError:
-            raise tornado.web.HTTPError(
+            raise Applied(
                 503, "the write was applied but not yet stored; check the history"
             ) from None
         except StoreError as exc:
