@@ -85,3 +85,47 @@ def test_prosemirror_json_written_over_http_shows_in_the_open_tiptap_editor(
         assert console.problems() == []
     finally:
         context.close()
+
+
+def test_a_bot_writing_over_http_while_a_person_types_loses_neither(
+    browser: Any, backend: Backend
+) -> None:
+    doc = "browser/together"
+    path = f"/api/documents/{doc.replace('/', '%2F')}"
+    console = Console()
+    context = browser.new_context(viewport={"width": 1100, "height": 700})
+    context.set_default_timeout(15_000)
+    try:
+        page = console.watch(context.new_page())
+        page.goto(backend.page_url(doc, backend.token("writer", {doc: "write"})))
+        page.wait_for_selector('#connection[data-synced="true"]')
+        editor = page.locator("#editor .tiptap")
+        editor.focus()
+        page.keyboard.type("Typed by a person.")
+        for n in range(3):  # each appended after the person's paragraph, while typing goes on
+            line = {"type": "paragraph", "content": [{"type": "text", "text": f"Bot line {n}."}]}
+            request(
+                backend,
+                f"{path}/updates",
+                {
+                    "edits": [
+                        {"op": "prosemirror.replace", "doc": [line], "from": n + 1, "to": n + 1}
+                    ]
+                },
+            )
+            page.keyboard.type(f" More {n}.")
+
+        page.wait_for_selector("#editor .tiptap p >> text=Bot line 2.")
+        page.wait_for_selector('#connection[data-queued="0"][data-synced="true"]')
+        shown = editor.locator("p").all_inner_texts()
+        assert shown == [
+            "Typed by a person. More 0. More 1. More 2.",
+            "Bot line 0.",
+            "Bot line 1.",
+            "Bot line 2.",
+        ]
+        stored = request(backend, f"{path}?format=prosemirror")["content"]
+        assert [p["content"][0]["text"] for p in stored] == shown
+        assert console.problems() == []
+    finally:
+        context.close()
