@@ -399,3 +399,27 @@ async def test_collab_write_sends_a_file_of_prosemirror_json_edits_or_an_update(
     assert bad.returncode == 1 and b"422" in bad.stderr
     async with HttpWriter(url(secured, ""), token) as reader:
         assert await reader.read_prosemirror("cli-doc") == ARTICLE
+
+
+async def test_bytes_past_the_rate_are_refused_declared_or_chunked(settings, start_server):
+    limited = await start_server(
+        settings.replace(
+            max_frame_bytes=1024, rate_bytes_per_s=1, rate_bytes_burst=1024, write_queue_bytes=4096
+        )
+    )
+    large = text_update("x" * 1500)
+    await refused(429, post(limited, "bytes", large))  # declared: refused unread
+
+    async def chunks(write: Any) -> None:
+        for start in range(0, len(large), 500):
+            await write(large[start : start + 500])
+
+    with pytest.raises(HTTPClientError) as failed:
+        await AsyncHTTPClient().fetch(
+            url(limited, "/api/documents/bytes/updates"),
+            method="POST",
+            body_producer=chunks,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+    assert failed.value.code == 429
+    assert await limited.store.get_document("bytes") is None

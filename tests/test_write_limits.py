@@ -55,3 +55,11 @@ def test_writes_past_a_caller_s_rate_are_refused_with_the_wait_and_cost_nothing(
     assert too_big.value.retry_after_s == 60  # never fits: the longest wait said
     assert too_many.value.retry_after_s == pytest.approx(1.0)
     limiter.admit("a", 10, now=1.0)
+
+
+def test_the_bytes_of_a_write_counted_already_are_counted_alone():
+    limiter = WriteLimiter(per_s=1.0, burst=1, bytes_per_s=100, bytes_burst=1000)
+    limiter.admit("a", 0, now=0)
+    limiter.admit("a", 900, now=0, request=False)  # its chunked body, once read
+    with pytest.raises(RateLimited):
+        limiter.admit("a", 200, now=0, request=False)

@@ -103,9 +103,12 @@ class WriteLimiter:
         self._limits = (per_s, burst, bytes_per_s, bytes_burst)
         self._buckets: dict[str, tuple[TokenBucket, TokenBucket]] = {}
 
-    def admit(self, caller: str, size: int, now: float | None = None) -> None:
-        """Count one write of ``size`` bytes; raises RateLimited (with
-        ``retry_after_s``) past either limit, and then nothing is counted."""
+    def admit(
+        self, caller: str, size: int, now: float | None = None, *, request: bool = True
+    ) -> None:
+        """Count one write of ``size`` bytes (``request`` False: only bytes, of a
+        write counted already); raises RateLimited (with ``retry_after_s``) past
+        either limit, and then nothing is counted."""
         now = time.monotonic() if now is None else now
         buckets = self._buckets.get(caller)
         if buckets is None:
@@ -117,13 +120,13 @@ class WriteLimiter:
                 TokenBucket(bytes_per_s, bytes_burst, now),
             )
         requests, sizes = buckets
-        if not requests.take(1.0, now):
+        if not requests.take(1.0 if request else 0.0, now):
             raise _write_limited(
                 f"more than {requests.rate:g} writes a second (burst {requests.burst:g})",
                 requests.wait_s(),
             )
         if not sizes.take(size, now):
-            requests.give()  # this one is not made: give its token back
+            requests.give(1.0 if request else 0.0)  # not made: its token goes back
             raise _write_limited(
                 f"more than {sizes.rate:g} bytes a second (burst {sizes.burst:g})",
                 sizes.wait_s(size),

@@ -82,10 +82,11 @@ class UpdatesHandler(DocumentApiHandler):
         identity = self.require_write(doc)
         self._binary = self._content_type() == OCTET_STREAM
         self._origin = self._origin_of(identity)
-        declared = self.request.headers.get("Content-Length", "0").strip()
+        declared = self.request.headers.get("Content-Length", "").strip()
+        self._declared = declared.isdigit()
         try:
             self.server.writes.limiter.admit(
-                self.caller(identity), int(declared) if declared.isdigit() else 0
+                self.caller(identity), int(declared) if self._declared else 0
             )
         except RateLimited as exc:
             raise self._limited(exc) from None
@@ -120,6 +121,13 @@ class UpdatesHandler(DocumentApiHandler):
         )
 
     async def post(self, doc: str) -> None:
+        if not self._declared:  # a chunked body: its bytes are counted once read
+            try:
+                self.server.writes.limiter.admit(
+                    self.caller(self.identity()), len(self.body), request=False
+                )
+            except RateLimited as exc:
+                raise self._limited(exc) from None
         key = self.request.headers.get("Idempotency-Key")
         if key is None:
             self.write_json(await self._write(doc))
