@@ -13,6 +13,7 @@ is the token's user (without tokens: ``?author=``, or nobody).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 from dataclasses import dataclass
@@ -174,8 +175,10 @@ class UpdatesHandler(DocumentApiHandler):
                     rooms, doc, self._origin, self.body, timeout_s=settings.write_timeout_s
                 )
             else:
+                # Up to max_write_bytes of JSON: parsed and checked off the event loop.
+                edits = await asyncio.get_running_loop().run_in_executor(None, self._edits)
                 seq = await api_edits.write_edits(
-                    rooms, doc, self._origin, self._edits(), timeout_s=settings.write_timeout_s
+                    rooms, doc, self._origin, edits, timeout_s=settings.write_timeout_s
                 )
         except edit_ops.EditError as exc:
             raise tornado.web.HTTPError(422, f"the edits were refused: {exc}") from None
