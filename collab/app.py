@@ -50,6 +50,7 @@ from collab.web.encoding import GzipAnswers
 from collab.web.gate import ConnectionCounts, Gate, Listener, connection_of
 from collab.web.sites import Sites
 from collab.web.sockets import NativeSocketHandler, SocketHandler, YjsSocketHandler
+from collab.web.writes import HttpWrites, UpdatesHandler
 
 log = logging.getLogger("collab")
 
@@ -84,6 +85,7 @@ class CollabServer:
         self.sockets: set[SocketHandler] = set()
         self.connections = ConnectionCounts(settings.max_connections_per_ip)
         self.reads = ExpensiveReads(settings)  # versions, states, diffs: caps and workers
+        self.writes = HttpWrites.of(settings)  # HTTP writes: rates, idempotency keys
         # Cursors of document lists cut short: sealed, and opened by every instance
         # that shares the key.
         cursor_key = settings.list_cursor_secret or settings.auth_secret
@@ -136,6 +138,7 @@ class CollabServer:
             (r"/api/documents/(.+)/events", EventsHandler, context),
             (r"/api/documents/(.+)/import", ImportHandler, context),
             (r"/api/documents/(.+)/diff", DiffHandler, context),
+            (r"/api/documents/(.+)/updates", UpdatesHandler, context),
             (r"/api/documents/(.+)", DocumentHandler, context),
         ]
         if page:

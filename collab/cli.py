@@ -1,5 +1,6 @@
 """Command line: ``collab serve``, ``token``, ``check``, and the history commands
-(``history``, ``show``, ``replay``, ``export``, ``import``: collab.history_commands)."""
+(``history``, ``show``, ``replay``, ``export``, ``import``: collab.history_commands), and
+``write`` (collab.write_command)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 
-from collab import __version__, history_commands, logs, memory, workers
+from collab import __version__, history_commands, logs, memory, workers, write_command
 from collab.auth import Authenticator, Role
 from collab.config import Settings, SettingsError, add_arguments, settings_from_namespace
 from collab.errors import StoreError
@@ -70,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--doc", action="append", default=None, help="only this document")
     check.add_argument("--quiet", action="store_true", help="print only problems")
     history_commands.add_commands(commands)
+    write_command.add_command(commands)
     return parser
 
 
@@ -81,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return print_token(args)
         if args.command in HISTORY_COMMANDS:
             return history_commands.run(args)
+        if args.command == "write":
+            return write_command.run(args)
         if args.command == "check":
             store_url = args.store_url or Settings.from_env().store_url
             try:

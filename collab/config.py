@@ -326,6 +326,32 @@ class Settings:
         default=64 * 1024 * 1024,
         metadata={"help": "largest export file POST /api/documents/DOC/import takes"},
     )
+    max_write_bytes: int = field(
+        default=8 * 1024 * 1024,
+        metadata={"help": "largest body POST /api/documents/DOC/updates takes (an HTTP write)"},
+    )
+    write_timeout_s: float = field(
+        default=30.0,
+        metadata={"help": "seconds an HTTP write waits for its update to be stored"},
+    )
+    rate_writes_per_s: float = field(
+        default=10.0,
+        metadata={
+            "help": "HTTP writes a second one user (the address, without tokens) may make, "
+            "on average; their bytes count against rate_bytes_per_s"
+        },
+    )
+    rate_writes_burst: int = field(
+        default=50, metadata={"help": "HTTP writes one user may make at once"}
+    )
+    idempotency_keys: int = field(
+        default=10_000,
+        metadata={"help": "answers to HTTP writes kept by Idempotency-Key, at most (this process)"},
+    )
+    idempotency_key_ttl_s: float = field(
+        default=24 * 3600.0,
+        metadata={"help": "seconds an HTTP write's answer is kept by its Idempotency-Key"},
+    )
     max_header_bytes: int = field(
         default=64 * 1024, metadata={"help": "largest request head (request line and headers)"}
     )
@@ -498,6 +524,10 @@ class Settings:
             "awareness_updates_per_s",
             "reauth_timeout_s",
             "max_import_bytes",
+            "max_write_bytes",
+            "rate_writes_per_s",
+            "rate_writes_burst",
+            "idempotency_keys",
             "max_header_bytes",
             "max_read_updates",
             "max_read_bytes",
@@ -534,6 +564,8 @@ class Settings:
             "retention_check_s",
             "events_keepalive_s",
             "restore_timeout_s",
+            "write_timeout_s",
+            "idempotency_key_ttl_s",
             "awareness_flush_s",
             "awareness_ttl_s",
             "awareness_refresh_s",

@@ -127,6 +127,7 @@ class RateLimited(CollabError):
     second, documents created per minute, awareness updates."""
 
     code = ErrorCode.RATE_LIMITED
+    retry_after_s: float | None = None  # when known: how long until it would be admitted
 
 
 class StoreError(Exception):

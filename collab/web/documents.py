@@ -38,6 +38,8 @@ from collab.peers import events
 from collab.store import DocumentInfo, UpdateRecord
 from collab.web.api import SMALL_JSON_BYTES, ApiHandler, seq_value
 from collab.web.budget import Busy, WorkerLost
+from collab.wire import prosemirror
+from collab.wire.yformat import FormatError
 
 MAX_PAGE = 1000
 DEFAULT_GAP_S = 300.0  # of a timeline: a pause this long starts a new change
@@ -164,7 +166,8 @@ class DocumentsHandler(DocumentApiHandler):
 
 class DocumentHandler(DocumentApiHandler):
     """``GET /api/documents/DOC``: the content now, as JSON; with ``Accept:
-    application/octet-stream``, the state as one Yjs update. ``DELETE``: the
+    application/octet-stream``, the state as one Yjs update; with
+    ``format=prosemirror``, a rich-text root as ProseMirror JSON. ``DELETE``: the
     document and its history are gone (write access); its peers are told and
     resubscribe to a new, empty document under a new epoch."""
 
@@ -179,10 +182,16 @@ class DocumentHandler(DocumentApiHandler):
         self.write_json({"doc": doc, "deleted": True})
 
     async def get(self, doc: str) -> None:
+        fmt = self.get_query_argument("format", None)
+        if fmt not in (None, "json", "prosemirror"):
+            raise tornado.web.HTTPError(400, "format must be json or prosemirror")
         try:
             info = await self.require_document(doc)
             with self.expensive() as budget:
                 executor = self.server.reads.executor
+                if fmt == "prosemirror":
+                    await self._send_prosemirror(doc, budget)
+                    return
                 if self.wants_binary():
                     at, state = await history.state_at(
                         self.server.store, doc, budget=budget, executor=executor
@@ -198,6 +207,21 @@ class DocumentHandler(DocumentApiHandler):
         except StoreError as exc:
             self.on_store_error(exc)
         await self.answer_json({**_version_body(doc, version), "epoch": info.epoch})
+
+    async def _send_prosemirror(self, doc: str, budget: ReadBudget) -> None:
+        """``?format=prosemirror[&root=default]``: the ProseMirror JSON an editor
+        bound to that root (y-prosemirror, Tiptap) shows, with ``X-Collab-Seq``."""
+        root = self.get_query_argument("root", "default")
+        executor = self.server.reads.executor
+        at, state = await history.state_at(self.server.store, doc, budget=budget, executor=executor)
+        try:
+            content = await asyncio.get_running_loop().run_in_executor(
+                executor, prosemirror.from_state, state, root
+            )
+        except (prosemirror.ProseMirrorError, FormatError) as exc:
+            raise tornado.web.HTTPError(422, str(exc)) from None
+        self.set_header("X-Collab-Seq", str(at))
+        self.write_json(content)
 
 
 class ImportHandler(DocumentApiHandler):
