@@ -107,6 +107,19 @@ class StoreContract:
         assert (record.seq, record.epoch) == (2, loaded.epoch)
         assert (await store.get_document("notes")).epoch == loaded.epoch
 
+    async def test_a_first_content_is_stored_only_by_the_append_that_creates_the_document(
+        self, store: Store, second: Store
+    ):
+        mine, theirs = await store.load("notes"), await second.load("notes")
+        seed = NewUpdate("notes", b"a", time.time(), epoch=mine.epoch, create=True, first=True)
+        (record,) = (await store.append([seed])).records
+        assert (record.seq, record.epoch) == (1, mine.epoch)
+        # Another writer's first content, made before it knew: refused, not joined.
+        other = NewUpdate("notes", b"b", time.time(), epoch=theirs.epoch, create=True, first=True)
+        with pytest.raises(DocumentChanged):
+            await second.append([other])
+        assert [r.data for r in await store.read_updates("notes")] == [b"a"]
+
     async def test_loading_a_new_document_with_create_creates_it_empty(self, store: Store):
         assert await store.get_document("notes") is None
 

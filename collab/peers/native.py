@@ -36,6 +36,7 @@ from collab.errors import (
     RateLimited,
     StoreError,
 )
+from collab.extensions import Connection, IncomingUpdate
 from collab.names import validate_document_name
 from collab.peers.guard import InputGuard, both, expiry_timer, stamp
 from collab.peers.transport import Transport, close_reason, new_connection_id
@@ -92,7 +93,10 @@ class NativeConnection:
         *,
         query_token: str | None = None,
         remote: str = "",
+        identity: Identity | None = None,
     ) -> None:
+        """``identity``: who the connection is, decided at its handshake by an
+        extension's on_authenticate (then hello needs no token)."""
         self._transport = transport
         self._rooms = rooms
         self._updates_in = rooms.metrics.updates_in.labels("ws")
@@ -103,6 +107,7 @@ class NativeConnection:
         self.remote = remote
         self.state = ConnectionState.AWAITING_HELLO
         self.identity: Identity | None = None
+        self._handshake_identity = identity
         self.client = f"ws:{self.id}"
         self.sessions: dict[str, Session] = {}
         self._max_frame_bytes: int | None = None  # as the client announced it
@@ -210,7 +215,9 @@ class NativeConnection:
                 code=ErrorCode.UNSUPPORTED_VERSION,
                 close_code=CloseCode.PROTOCOL_ERROR,
             )
-        self.identity = self._auth.authenticate(hello.token or self._query_token)
+        self.identity = self._handshake_identity or self._auth.authenticate(
+            hello.token or self._query_token
+        )
         self._watch_expiry()
         if hello.client:
             self.client = hello.client[:128]
@@ -240,6 +247,16 @@ class NativeConnection:
             )
         )
         log.info("%s: hello from client %s (user %s)", self, self.client, self.identity.user)
+        self._rooms.hooks.connected(self.described())
+
+    def described(self) -> Connection:
+        """The connection as the extensions' on_connect / on_disconnect see it."""
+        return Connection(self.id, "ws", self.user, self.remote)
+
+    def refuse(self, error: CollabError) -> None:
+        """Refused at its handshake (an extension's on_authenticate): the error is
+        sent, and the socket closed with its code."""
+        self._report(error)
 
     # -- token lifetime -------------------------------------------------------------------
 
@@ -479,6 +496,8 @@ class NativeConnection:
                 doc=message.doc,
                 ref=ref,
             )
+        if self._rooms.hooks.has("before_update"):
+            return self._applied_later(self._checked_then_submitted(session, message), message)
         try:
             pending = room.submit(
                 session, message.update, self._ack_sender(session.doc, message.ref)
@@ -490,6 +509,21 @@ class NativeConnection:
             return self._applied_later(pending, message)
         self._updates_in.inc()
         return None
+
+    async def _checked_then_submitted(self, session: Session, message: ClientUpdate) -> None:
+        """An update the extensions' before_update may refuse, submitted once they
+        allowed it. The socket is not read meanwhile (the caller returns this to
+        Tornado), so this connection's updates still apply in order; a refusal
+        raises before anything is applied: the document is unchanged."""
+        await self._rooms.hooks.before_update(
+            IncomingUpdate(session.doc, message.update, session.origin.user, self.client)
+        )
+        room = session.room
+        if session.state is not SessionState.ACTIVE or room is None:
+            return  # unsubscribed meanwhile: its client sends it again if it comes back
+        pending = room.submit(session, message.update, self._ack_sender(session.doc, message.ref))
+        if pending is not None:
+            await pending
 
     def _refused(self, error: CollabError, message: ClientUpdate) -> None:
         error.ref = message.ref
@@ -681,6 +715,8 @@ class NativeConnection:
         if self._stopped is not None and not self._stopped.done():
             self._stopped.set_result(None)
         self._guard.log.flush()
+        if self.identity is not None:  # it said hello: it was connected
+            self._rooms.hooks.disconnected(self.described())
         for session in self.sessions.values():
             self._rooms.leave(session)
         self.sessions.clear()

@@ -144,6 +144,10 @@ class MemoryStore(Store):
             doc: self._docs[doc].epoch if doc in self._docs else epochs[doc]
             for doc in creating(updates)
         }
+        # A first content finds its document created by another writer first.
+        seeded = {u.doc: epochs[u.doc] for u in updates if u.first and u.doc in self._docs}
+        if seeded:
+            raise DocumentChanged(seeded)
         changed = {
             doc: epoch
             for doc, epoch in epochs.items()

@@ -38,6 +38,8 @@ from collab.peers import events
 from collab.store import DocumentInfo, UpdateRecord
 from collab.web.api import SMALL_JSON_BYTES, ApiHandler, seq_value
 from collab.web.budget import Busy, WorkerLost
+from collab.wire import prosemirror
+from collab.wire.yformat import FormatError
 
 MAX_PAGE = 1000
 DEFAULT_GAP_S = 300.0  # of a timeline: a pause this long starts a new change
@@ -107,7 +109,7 @@ class DocumentApiHandler(ApiHandler):
                 )
         except StoreError as exc:
             self.on_store_error(exc)
-        self.write_json(_version_body(doc, version))
+        await self.answer_json(_version_body(doc, version))
 
     def wants_binary(self) -> bool:
         return OCTET_STREAM in self.request.headers.get("Accept", "")
@@ -164,7 +166,8 @@ class DocumentsHandler(DocumentApiHandler):
 
 class DocumentHandler(DocumentApiHandler):
     """``GET /api/documents/DOC``: the content now, as JSON; with ``Accept:
-    application/octet-stream``, the state as one Yjs update. ``DELETE``: the
+    application/octet-stream``, the state as one Yjs update; with
+    ``format=prosemirror``, a rich-text root as ProseMirror JSON. ``DELETE``: the
     document and its history are gone (write access); its peers are told and
     resubscribe to a new, empty document under a new epoch."""
 
@@ -179,10 +182,16 @@ class DocumentHandler(DocumentApiHandler):
         self.write_json({"doc": doc, "deleted": True})
 
     async def get(self, doc: str) -> None:
+        fmt = self.get_query_argument("format", None)
+        if fmt not in (None, "json", "prosemirror"):
+            raise tornado.web.HTTPError(400, "format must be json or prosemirror")
         try:
             info = await self.require_document(doc)
             with self.expensive() as budget:
                 executor = self.server.reads.executor
+                if fmt == "prosemirror":
+                    await self._send_prosemirror(doc, budget)
+                    return
                 if self.wants_binary():
                     at, state = await history.state_at(
                         self.server.store, doc, budget=budget, executor=executor
@@ -192,13 +201,27 @@ class DocumentHandler(DocumentApiHandler):
                         self.server.store, doc, budget=budget, executor=executor
                     )
             if self.wants_binary():
-                self.set_header("Content-Type", OCTET_STREAM)
                 self.set_header("X-Collab-Seq", str(at))
-                self.finish(state)
+                await self.answer(state, OCTET_STREAM)
                 return
         except StoreError as exc:
             self.on_store_error(exc)
-        self.write_json({**_version_body(doc, version), "epoch": info.epoch})
+        await self.answer_json({**_version_body(doc, version), "epoch": info.epoch})
+
+    async def _send_prosemirror(self, doc: str, budget: ReadBudget) -> None:
+        """``?format=prosemirror[&root=default]``: the ProseMirror JSON an editor
+        bound to that root (y-prosemirror, Tiptap) shows, with ``X-Collab-Seq``."""
+        root = self.get_query_argument("root", "default")
+        executor = self.server.reads.executor
+        at, state = await history.state_at(self.server.store, doc, budget=budget, executor=executor)
+        try:
+            content = await asyncio.get_running_loop().run_in_executor(
+                executor, prosemirror.from_state, state, root
+            )
+        except (prosemirror.ProseMirrorError, FormatError) as exc:
+            raise tornado.web.HTTPError(422, str(exc)) from None
+        self.set_header("X-Collab-Seq", str(at))
+        self.write_json(content)
 
 
 class ImportHandler(DocumentApiHandler):
@@ -211,8 +234,8 @@ class ImportHandler(DocumentApiHandler):
     def max_body_bytes(cls, settings: Settings) -> int:
         return settings.max_import_bytes
 
-    def prepare(self) -> None:
-        super().prepare()  # the token and the declared size, before the body is read
+    async def prepare(self) -> None:
+        await super().prepare()  # the token and the declared size, before the body is read
         # So are the grant and the creation cap: a refused import is not read.
         doc = self.path_args[0]
         identity = self.require_write(doc)
@@ -313,7 +336,7 @@ class HistoryHandler(DocumentApiHandler):
                     gap_s=gap_s,
                     max_rows=settings.max_read_updates,
                 )
-                self.write_json(
+                await self.answer_json(
                     {
                         "doc": doc,
                         "retained_from": first,
@@ -332,7 +355,7 @@ class HistoryHandler(DocumentApiHandler):
             )
         except StoreError as exc:
             self.on_store_error(exc)
-        self.write_json(
+        await self.answer_json(
             {
                 "doc": doc,
                 "retained_from": first,
@@ -410,7 +433,7 @@ class DiffHandler(DocumentApiHandler):
             raise tornado.web.HTTPError(400, str(exc)) from None
         except StoreError as exc:
             self.on_store_error(exc)
-        self.write_json(
+        await self.answer_json(
             {
                 "doc": doc,
                 "root": name,
@@ -444,9 +467,8 @@ class StateHandler(DocumentApiHandler):
                 )
         except StoreError as exc:
             self.on_store_error(exc)
-        self.set_header("Content-Type", OCTET_STREAM)
         self.set_header("X-Collab-Seq", str(at))
-        self.finish(state)
+        await self.answer(state, OCTET_STREAM)
 
 
 class RestoreHandler(DocumentApiHandler):
