@@ -28,6 +28,7 @@ from collab.core.origin import Origin, OriginKind
 from collab.core.snapshots import Cadence
 from collab.errors import (
     CollabError,
+    ErrorCode,
     InvalidUpdate,
     LoadFailed,
     Overloaded,
@@ -520,6 +521,9 @@ class RestoreHandler(DocumentApiHandler):
             raise tornado.web.HTTPError(
                 503, "the restore was applied but not yet stored; check the history"
             ) from None
+        except CollabError as exc:  # an extension's before_update: refused, or failed
+            status = 403 if exc.code is ErrorCode.UPDATE_REFUSED else 503
+            raise tornado.web.HTTPError(status, f"the restore was refused: {exc.message}") from None
         self.write_json(
             {"doc": doc, "restored_seq": restored, "seq": new_seq, "changed": new_seq is not None}
         )
