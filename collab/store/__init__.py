@@ -13,6 +13,7 @@ from collab.store.base import (
     RepairStore,
     SnapshotStore,
     Store,
+    WebhookStore,
 )
 from collab.store.records import (
     MAX_SEQ,
@@ -29,6 +30,7 @@ from collab.store.records import (
     Repair,
     SnapshotRecord,
     UpdateRecord,
+    WebhookState,
 )
 
 __all__ = [
@@ -53,6 +55,8 @@ __all__ = [
     "SnapshotStore",
     "Store",
     "UpdateRecord",
+    "WebhookState",
+    "WebhookStore",
     "create_store",
 ]
 
