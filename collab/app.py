@@ -48,6 +48,8 @@ from collab.web.documents import (
 from collab.web.gate import ConnectionCounts, Gate, Listener, connection_of
 from collab.web.sites import Sites
 from collab.web.sockets import NativeSocketHandler, SocketHandler, YjsSocketHandler
+from collab.webhooks import parse_specs
+from collab.webhooks.delivery import Webhooks
 
 log = logging.getLogger("collab")
 
@@ -86,6 +88,8 @@ class CollabServer:
             tokens_required=self.auth.enabled,
         )
         self.application = self._make_application()
+        # Durable webhooks: from the log, off the path of every edit.
+        self.webhooks = Webhooks(parse_specs(settings.webhook), self.store, settings, self.metrics)
         self.metrics.observe(
             connections=lambda endpoint: sum(1 for h in self.sockets if h.endpoint == endpoint),
             rooms=lambda: len(self.rooms.rooms),
@@ -155,6 +159,7 @@ class CollabServer:
             )
         await self.store.open()
         self.rooms.start()
+        self.webhooks.start()
         # Workers of one `collab serve --workers N` each bind the port: the kernel
         # spreads connections over them.
         sockets = tornado.netutil.bind_sockets(
@@ -224,6 +229,7 @@ class CollabServer:
             handler.close(CloseCode.SERVICE_RESTART, "server restarting; reconnect")
         await asyncio.gather(*(h.connection.close() for h in handlers if h.connection is not None))
         await self.tasks.close()
+        await self.webhooks.stop()
         await self.rooms.close()
         await self.reads.close()
         await self.store.close()

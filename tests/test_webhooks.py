@@ -1,0 +1,191 @@
+"""Durable webhooks (collab.webhooks): document events POSTed to an endpoint,
+signed with every secret, debounced per document, at least once and in seq
+order per document, from each webhook's stored position in the log; one
+instance at a time delivers each endpoint; a failing endpoint shows in
+/metrics and in ``collab webhooks status``, and is retried until it takes them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from tornado.ioloop import IOLoop
+
+from collab.config import Settings, SettingsError
+from collab.webhooks import WebhookSpec, parse_specs, sign, verify
+from collab.webhooks.signing import WebhookSpecError
+from tests.helpers import SeqWatcher, appends, http_get
+from tests.webhook_receiver import Receiver
+
+SECRETS = ["new-secret-0123456789", "old-secret-9876543210"]
+
+
+@pytest.fixture
+def receiver(io_loop: IOLoop) -> Iterator[Receiver]:
+    receiver = Receiver(list(SECRETS))
+    io_loop.run_sync(receiver.start)
+    yield receiver
+    io_loop.run_sync(receiver.stop)
+
+
+def webhook_settings(settings: Settings, receiver: Receiver, **changes: Any) -> Settings:
+    return settings.replace(
+        webhook=receiver.url,
+        webhook_secret=",".join(SECRETS),
+        webhook_quiet_s=0.2,
+        webhook_max_wait_s=1.0,
+        webhook_timeout_s=0.5,
+        webhook_retry_max_s=0.5,
+        webhook_lease_s=3.0,
+        **changes,
+    )
+
+
+def in_order(receiver: Receiver, doc: str) -> list[tuple[int, int]]:
+    """The seq ranges of a document's ``changed`` deliveries, in arrival order,
+    checked: each starts at most one past the highest seq before it (no gap) and
+    ends past it (nothing goes back), save a repeat of a range seen before."""
+    ranges = [
+        (r.payload["first_seq"], r.payload["last_seq"])
+        for r in receiver.taken
+        if r.event == "changed" and r.payload["doc"] == doc
+    ]
+    highest = 0
+    for first, last in ranges:
+        assert first <= highest + 1, f"{doc}: a gap before {first}: {ranges}"
+        assert (
+            last > highest
+            or (first, last) in ranges[: ranges.index((first, last))]
+            or (last <= highest)
+        ), ranges
+        highest = max(highest, last)
+    return ranges
+
+
+# -- signatures and the setting, without I/O ----------------------------------------------------
+
+
+def test_a_signature_verifies_with_either_secret_while_they_rotate():
+    body = b'{"event":"changed"}'
+    header = sign(body, SECRETS, timestamp=1_700_000_000)
+
+    assert header.startswith("t=1700000000,v1=") and header.count("v1=") == 2
+    assert verify(body, header, SECRETS[0], now=1_700_000_010)
+    assert verify(body, header, SECRETS[1], now=1_700_000_010)
+    assert not verify(body, header, "another-secret", now=1_700_000_010)
+    assert not verify(body + b" ", header, SECRETS[0], now=1_700_000_010)
+    assert not verify(body, header, SECRETS[0], now=1_700_000_000 + 3600)  # replayed late
+    assert not verify(body, "v1=abc", SECRETS[0])
+
+
+def test_a_webhook_names_its_events_after_a_hash():
+    assert WebhookSpec.parse("https://app.example/hook").events == {
+        "created",
+        "changed",
+        "deleted",
+        "restored",
+    }
+    spec = WebhookSpec.parse("https://app.example/hook#events=created,deleted")
+    assert (spec.url, spec.events) == ("https://app.example/hook", {"created", "deleted"})
+    for bad in ("ftp://x/hook", "https://x/h#events=opened", "https://x/h#secret=1", "nothing"):
+        with pytest.raises(WebhookSpecError):
+            WebhookSpec.parse(bad)
+    assert len(parse_specs("https://a.example/1 https://b.example/2#events=changed")) == 2
+
+
+def test_webhooks_need_a_secret_and_the_flag_may_be_repeated():
+    from collab.cli import build_parser
+    from collab.config import settings_from_namespace
+
+    with pytest.raises(SettingsError, match="webhook_secret"):
+        Settings(webhook="https://a.example/hook")
+    with pytest.raises(SettingsError, match="3 x webhook_timeout_s"):
+        Settings(webhook_lease_s=5.0, webhook_timeout_s=5.0)
+    args = build_parser().parse_args(
+        [
+            "serve",
+            "--webhook",
+            "https://a.example/1",
+            "--webhook",
+            "https://b.example/2#events=changed",
+        ]
+    )
+    settings = settings_from_namespace(args, {"COLLAB_WEBHOOK_SECRET": "s" * 20})
+    assert [spec.url for spec in parse_specs(settings.webhook)] == [
+        "https://a.example/1",
+        "https://b.example/2",
+    ]
+
+
+# -- delivery ------------------------------------------------------------------------------------
+
+
+async def test_edits_are_posted_once_quiet_signed_with_both_secrets_and_keyed(
+    settings: Settings, start_server, receiver: Receiver
+):
+    server = await start_server(webhook_settings(settings, receiver))
+    writers = [await SeqWatcher.join(server.port, "w", doc) for doc in ("notes", "plans")]
+    try:
+        for writer, client in zip(writers, (1, 2), strict=True):
+            for ref, update in enumerate(appends(client, 5)):
+                writer.send(ref, update)
+        for writer in writers:
+            await writer.wait_for(lambda w=writer: len(w.acks) == 5)
+        await receiver.wait_for(lambda: receiver.last_seqs() == {"notes": 5, "plans": 5})
+    finally:
+        for writer in writers:
+            await writer.close()
+
+    events = [(r.event, r.payload["doc"]) for r in receiver.taken]
+    for doc in ("notes", "plans"):
+        # Created first, then the burst as one change (debounced), unless the burst
+        # was cut by the maximum wait.
+        assert events.index(("created", doc)) < events.index(("changed", doc))
+        assert in_order(receiver, doc)[0][0] == 1
+    for item in receiver.taken:
+        assert item.valid == {SECRETS[0]: True, SECRETS[1]: True}
+        assert item.key == item.payload["idempotency_key"]
+        info = await server.store.get_document(item.payload["doc"])
+        assert item.payload["epoch"] == info.epoch
+        assert item.key.startswith(f"{item.event}/{info.epoch}/")
+
+
+@pytest.mark.allow_error_logs
+async def test_a_failing_endpoint_shows_in_metrics_and_status_and_gets_everything_back(
+    settings: Settings, start_server, receiver: Receiver, capsys
+):
+    from collab.cli import main
+
+    server = await start_server(webhook_settings(settings, receiver))
+    receiver.mode = "fail"
+    writer = await SeqWatcher.join(server.port, "w", "notes")
+    try:
+        for ref, update in enumerate(appends(1, 3)):
+            writer.send(ref, update)
+        await receiver.wait_for(lambda: receiver.refused >= 2)
+        _, metrics = await http_get(server, "/metrics")
+        line = f'collab_webhook_failing{{webhook="{receiver.url}"}} 1.0'
+        assert line in metrics.decode()
+        await asyncio.sleep(0)  # the failure was saved before the retry's pause
+        states = await server.store.webhook_states()
+        assert states[0].failures >= 1 and states[0].last_error == "HTTP 500"
+        assert (
+            await asyncio.to_thread(main, ["webhooks", "status", "--store-url", settings.store_url])
+            == 1
+        )
+        assert "FAILING" in capsys.readouterr().out
+
+        receiver.mode = "hang"  # past the sender's timeout
+        refused = receiver.refused
+        await receiver.wait_for(lambda: receiver.refused >= refused + 2)
+        receiver.mode = "ok"
+        for ref, update in enumerate(appends(1, 6)[3:], 3):
+            writer.send(ref, update)
+        await receiver.wait_for(lambda: receiver.last_seqs() == {"notes": 6})
+    finally:
+        await writer.close()
+    in_order(receiver, "notes")
+    _, metrics = await http_get(server, "/metrics")
+    assert f'collab_webhook_failing{{webhook="{receiver.url}"}} 0.0' in metrics.decode()
