@@ -33,6 +33,7 @@ from collab.web import heartbeat
 from collab.web.access_log import log_request
 from collab.web.api import HealthHandler, MetricsHandler, ReadyHandler, RevokeHandler
 from collab.web.budget import ExpensiveReads
+from collab.web.changes import ChangesHandler
 from collab.web.documents import (
     DiffHandler,
     DocumentHandler,
@@ -118,6 +119,7 @@ class CollabServer:
             (r"/readyz", ReadyHandler, context),
             (r"/metrics", MetricsHandler, context),
             (r"/api/admin/revoke", RevokeHandler, context),
+            (r"/api/events", ChangesHandler, context),
             (r"/api/documents", DocumentsHandler, context),
             (r"/api/documents/(.+)/history", HistoryHandler, context),
             (r"/api/documents/(.+)/state", StateHandler, context),
