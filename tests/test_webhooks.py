@@ -9,19 +9,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tornado.httpclient import AsyncHTTPClient
 from tornado.ioloop import IOLoop
 
 from collab.config import Settings, SettingsError
 from collab.store import create_store
 from collab.webhooks import WebhookSpec, parse_specs, sign, verify
 from collab.webhooks.signing import WebhookSpecError
-from tests.helpers import SeqWatcher, appends, http_get
+from tests.helpers import SeqWatcher, appends, http_get, wait_until
 from tests.processes import ServerProcess, server_process
 from tests.webhook_receiver import Receiver
 
@@ -37,16 +39,16 @@ def receiver(io_loop: IOLoop) -> Iterator[Receiver]:
 
 
 def webhook_settings(settings: Settings, receiver: Receiver, **changes: Any) -> Settings:
-    return settings.replace(
-        webhook=receiver.url,
-        webhook_secret=",".join(SECRETS),
-        webhook_quiet_s=0.2,
-        webhook_max_wait_s=1.0,
-        webhook_timeout_s=0.5,
-        webhook_retry_max_s=0.5,
-        webhook_lease_s=3.0,
-        **changes,
-    )
+    quick = {
+        "webhook": receiver.url,
+        "webhook_secret": ",".join(SECRETS),
+        "webhook_quiet_s": 0.2,
+        "webhook_max_wait_s": 1.0,
+        "webhook_timeout_s": 0.5,
+        "webhook_retry_max_s": 0.5,
+        "webhook_lease_s": 3.0,
+    }
+    return settings.replace(**{**quick, **changes})
 
 
 def in_order(receiver: Receiver, doc: str) -> list[tuple[int, int]]:
@@ -299,3 +301,99 @@ async def test_two_instances_deliver_every_change_in_order_across_a_failing_endp
         assert covered == set(range(1, 61)), doc
     assert all(all(item.valid.values()) for item in receiver.taken)
     assert {item.payload["doc"] for item in receiver.taken if item.event == "created"} == set(docs)
+
+
+async def test_a_restore_and_a_deletion_are_posted_as_their_events(
+    settings: Settings, start_server, receiver: Receiver
+):
+    server = await start_server(webhook_settings(settings, receiver))
+    client = AsyncHTTPClient()
+    base = f"http://127.0.0.1:{server.port}/api/documents"
+    await write_text(server.port, "notes", ["one", "two"])
+    await receiver.wait_for(lambda: receiver.last_seqs() == {"notes": 2})
+
+    await client.fetch(f"{base}/notes/restore", method="POST", body=json.dumps({"seq": 1}))
+    await receiver.wait_for(lambda: any(r.event == "restored" for r in receiver.taken))
+    restored = next(r for r in receiver.taken if r.event == "restored")
+    assert (restored.payload["first_seq"], restored.payload["last_seq"]) == (3, 3)
+    assert receiver.last_seqs() == {"notes": 3}  # the restore is a change too, before it
+
+    # Changes still waiting for a quiet moment when their document is deleted: a
+    # deletion is what the endpoint hears of them.
+    slow = await start_server(
+        webhook_settings(settings, receiver, webhook_quiet_s=2.0, webhook_max_wait_s=5.0).replace(
+            store_url=f"{settings.store_url}-second", instance_id="slow"
+        )
+    )
+    await write_text(slow.port, "drafts", ["gone soon"])
+    runner = slow.webhooks.runners[0]
+    await wait_until(lambda: "drafts" in runner._pending)
+    await client.fetch(f"http://127.0.0.1:{slow.port}/api/documents/drafts", method="DELETE")
+    await receiver.wait_for(lambda: any(r.event == "deleted" for r in receiver.taken))
+    deleted = next(r for r in receiver.taken if r.event == "deleted")
+    assert deleted.payload["doc"] == "drafts" and deleted.payload["epoch"] is None
+    assert not any(r.payload["doc"] == "drafts" and r.event != "deleted" for r in receiver.taken)
+
+
+async def test_a_restarted_server_sends_what_it_had_not_sent_before_it_stopped(
+    settings: Settings, start_server, receiver: Receiver
+):
+    first = await start_server(webhook_settings(settings, receiver))
+    receiver.mode = "fail"
+    await write_text(first.port, "notes", ["a", "b", "c"])
+    await receiver.wait_for(lambda: receiver.refused >= 1)
+    await first.stop()
+
+    receiver.mode = "ok"
+    await start_server(webhook_settings(settings, receiver))
+    await receiver.wait_for(lambda: receiver.last_seqs() == {"notes": 3})
+    assert [r.event for r in receiver.taken] == ["created", "changed"]
+    assert in_order(receiver, "notes") == [(1, 3)]
+
+
+async def write_text(port: int, doc: str, words: list[str]) -> None:
+    writer = await SeqWatcher.join(port, "writer", doc)
+    try:
+        for ref, word in enumerate(words):
+            await writer.insert(ref, 0, word)
+    finally:
+        await writer.close()
+
+
+def test_a_document_is_due_once_quiet_or_once_it_waited_the_longest():
+    from collab.metrics import Metrics
+    from collab.store import Author, UpdateRecord
+    from collab.store.memory import MemoryStore
+    from collab.webhooks.delivery import Pending, WebhookRunner
+
+    now = [100.0]
+    settings = Settings(
+        webhook="http://127.0.0.1:9/hook",
+        webhook_secret="s" * 20,
+        webhook_quiet_s=2.0,
+        webhook_max_wait_s=5.0,
+    )
+    runner = WebhookRunner(
+        WebhookSpec.parse(settings.webhook),
+        MemoryStore(),
+        settings,
+        Metrics(),
+        None,  # type: ignore[arg-type] - nothing is sent here
+        clock=lambda: now[0],
+    )
+    pending = Pending("notes", 1, 1, (0, 0), now[0], now[0], 0.0)
+    runner._pending["notes"] = pending
+    for second in range(7):  # an update every second: never quiet for 2 s
+        now[0] = 100.0 + second
+        pending.add(UpdateRecord("notes", second + 1, b"", 0.0, Author("ann")), now[0])
+        due, wait = runner._next_due(now[0])
+        if second < 5:
+            assert due is None and wait == pytest.approx(min(2.0, 5.0 - second))
+        else:
+            assert due is pending  # waited 5 s: sent however busy the document is
+    pending.first_at = now[0]
+    now[0] += 1.9
+    assert runner._next_due(now[0])[0] is None
+    now[0] += 0.1
+    assert runner._next_due(now[0])[0] is pending  # 2 s quiet
+    assert (pending.first_seq, pending.last_seq, pending.authors) == (1, 7, ["ann"])

@@ -72,11 +72,21 @@ class ChangesHandler(EventStreamHandler):
         except StreamClosedError:
             pass  # the client went away
         except FeedLost as exc:
-            end = events.feed_id(await self.server.store.feed_position())
-            self.write(f"id: {end}\nevent: lost\ndata: {json.dumps({'error': str(exc)})}\n\n")
+            await self._lost(exc)
         except StoreError as exc:
             self.write(f"event: error\ndata: {json.dumps({'error': str(exc)})}\n\n")
         self.end_stream()
+
+    async def _lost(self, exc: FeedLost) -> None:
+        """Its place is gone from the feed: tell the reader, with the feed's end to
+        follow on from once it has read the documents again."""
+        data = json.dumps({"error": str(exc)})
+        try:
+            end = events.feed_id(await self.server.store.feed_position())
+        except StoreError as error:
+            self.write(f"event: error\ndata: {json.dumps({'error': str(error)})}\n\n")
+            return
+        self.write(f"id: {end}\nevent: lost\ndata: {data}\n\n")
 
     @staticmethod
     def _event(event_id: str, record: UpdateRecord) -> str:
