@@ -89,7 +89,8 @@ class CollabServer:
             tokens_required=self.auth.enabled,
         )
         self.application = self._make_application()
-        # Durable webhooks: from the log, off the path of every edit.
+        # Durable webhooks: from the log, off the path of every edit. A bad --webhook
+        # is a ValueError (WebhookSpecError): the server does not start.
         self.webhooks = Webhooks(parse_specs(settings.webhook), self.store, settings, self.metrics)
         self.metrics.observe(
             connections=lambda endpoint: sum(1 for h in self.sockets if h.endpoint == endpoint),

@@ -19,6 +19,7 @@ import pytest
 from tornado.httpclient import AsyncHTTPClient
 from tornado.ioloop import IOLoop
 
+from collab.app import CollabServer
 from collab.config import Settings, SettingsError
 from collab.store import create_store
 from collab.webhooks import WebhookSpec, parse_specs, sign, verify
@@ -106,6 +107,8 @@ def test_webhooks_need_a_secret_and_the_flag_may_be_repeated():
 
     with pytest.raises(SettingsError, match="webhook_secret"):
         Settings(webhook="https://a.example/hook")
+    with pytest.raises(ValueError, match="expected an http"):
+        CollabServer(Settings(webhook="ftp://a.example/hook", webhook_secret="s" * 20))
     with pytest.raises(SettingsError, match="3 x webhook_timeout_s"):
         Settings(webhook_lease_s=5.0, webhook_timeout_s=5.0)
     args = build_parser().parse_args(
@@ -173,7 +176,6 @@ async def test_a_failing_endpoint_shows_in_metrics_and_status_and_gets_everythin
         _, metrics = await http_get(server, "/metrics")
         line = f'collab_webhook_failing{{webhook="{receiver.url}"}} 1.0'
         assert line in metrics.decode()
-        await asyncio.sleep(0)  # the failure was saved before the retry's pause
         states = await server.store.webhook_states()
         assert states[0].failures >= 1 and states[0].last_error == "HTTP 500"
         assert (
@@ -181,6 +183,10 @@ async def test_a_failing_endpoint_shows_in_metrics_and_status_and_gets_everythin
             == 1
         )
         assert "FAILING" in capsys.readouterr().out
+        missing = settings.store_url + "-missing"
+        assert await asyncio.to_thread(main, ["webhooks", "status", "--store-url", missing]) == 1
+        made = await asyncio.to_thread(Path(missing.removeprefix("sqlite:///")).exists)
+        assert not made  # read, never made
 
         receiver.mode = "hang"  # past the sender's timeout
         refused = receiver.refused

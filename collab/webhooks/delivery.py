@@ -57,7 +57,7 @@ from collab.webhooks.signing import (
 log = logging.getLogger("collab.webhooks")
 
 RESTORE_CLIENT_PREFIX = "api:restore:"  # the client a restore's update is made by
-MAX_AUTHORS = 20  # authors named in one delivery, at most
+MAX_LISTED = 20  # authors, or restores, named in one delivery, at most
 SAVE_EVERY_S = 1.0  # a position that moved without a delivery is saved this often
 RETRY_FIRST_S = 0.5
 
@@ -87,10 +87,10 @@ class Pending:
         self.time_s = record.time_s
         self.updates += 1
         user = record.author.user
-        if user is not None and user not in self.authors and len(self.authors) < MAX_AUTHORS:
+        if user is not None and user not in self.authors and len(self.authors) < MAX_LISTED:
             self.authors.append(user)
         restore = (record.author.client or "").startswith(RESTORE_CLIENT_PREFIX)
-        if restore and len(self.restored) < MAX_AUTHORS:
+        if restore and len(self.restored) < MAX_LISTED:
             self.restored.append(record.seq)
 
 
@@ -145,6 +145,8 @@ class WebhookRunner:
         s = self._settings
         backoff = Backoff(RETRY_FIRST_S, s.webhook_lease_s, jitter=True)
         while True:
+            # The lease runs from before it was asked for: never past the store's.
+            asked = self._clock()
             try:
                 state = await self._store.lease_webhook(
                     self.spec.name, self._instance, s.webhook_lease_s
@@ -157,7 +159,7 @@ class WebhookRunner:
             if state is None:  # another instance delivers it: see again later
                 await asyncio.sleep(s.webhook_lease_s / 3 * random.uniform(0.5, 1.0))
                 continue
-            self._lease_until = self._clock() + s.webhook_lease_s
+            self._lease_until = asked + s.webhook_lease_s
             log.info("webhook %s: delivering from this instance", self.spec.name)
             self.leased = True
             try:
@@ -383,6 +385,7 @@ class WebhookRunner:
         s = self._settings
         while True:
             await asyncio.sleep(s.webhook_lease_s / 3)
+            asked = self._clock()
             try:
                 state = await self._store.lease_webhook(
                     self.spec.name, self._instance, s.webhook_lease_s
@@ -392,7 +395,7 @@ class WebhookRunner:
                 continue  # sending stops by itself once the lease runs out
             if state is None:
                 raise LeaseLost("another instance took its lease")
-            self._lease_until = self._clock() + s.webhook_lease_s
+            self._lease_until = asked + s.webhook_lease_s
 
     async def _retrying(self, read: Callable[[], Any]) -> Any:
         backoff = Backoff()
