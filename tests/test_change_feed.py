@@ -133,9 +133,12 @@ async def test_follow_resumes_across_cut_connections_without_a_gap_or_a_repeat(
     assert proxy.connections >= 3
 
 
-async def test_two_instances_on_one_file_each_stream_the_others_commits(
-    settings: Settings, start_server
+@pytest.mark.parametrize("backend", ["sqlite", "mongodb"])
+async def test_two_instances_on_one_store_each_stream_the_others_commits(
+    request: pytest.FixtureRequest, settings: Settings, start_server, backend: str
 ):
+    if backend == "mongodb":
+        settings = settings.replace(store_url=request.getfixturevalue("mongodb_url"))
     one = await start_server(settings.replace(instance_id="one"))
     two = await start_server(settings.replace(instance_id="two"))
     now = feed_id(await one.store.feed_position())

@@ -403,3 +403,24 @@ def test_a_document_is_due_once_quiet_or_once_it_waited_the_longest():
     now[0] += 0.1
     assert runner._next_due(now[0])[0] is pending  # 2 s quiet
     assert (pending.first_seq, pending.last_seq, pending.authors) == (1, 7, ["ann"])
+
+
+async def test_one_of_two_instances_delivers_and_the_other_takes_over_when_it_stops(
+    settings: Settings, start_server, receiver: Receiver
+):
+    one = await start_server(webhook_settings(settings, receiver, instance_id="one"))
+    two = await start_server(webhook_settings(settings, receiver, instance_id="two"))
+    runners = {"one": one.webhooks.runners[0], "two": two.webhooks.runners[0]}
+    await write_text(two.port, "notes", ["a", "b"])
+    await receiver.wait_for(lambda: receiver.last_seqs() == {"notes": 2})
+    (holder,) = [name for name, runner in runners.items() if runner.leased]
+    states = await one.store.webhook_states()
+    assert [s.lease_instance for s in states] == [holder]
+
+    other = "two" if holder == "one" else "one"
+    await {"one": one, "two": two}[holder].stop()  # hands the lease on
+    survivor = {"one": one, "two": two}[other]
+    await write_text(survivor.port, "notes", ["c"])
+    await receiver.wait_for(lambda: receiver.last_seqs() == {"notes": 3})
+    assert runners[other].leased
+    assert in_order(receiver, "notes")[-1][1] == 3
