@@ -99,6 +99,10 @@ def test_a_webhook_names_its_events_after_a_hash():
         with pytest.raises(WebhookSpecError):
             WebhookSpec.parse(bad)
     assert len(parse_specs("https://a.example/1 https://b.example/2#events=changed")) == 2
+    secret = WebhookSpec.parse("https://user:pass@a.example:8443/hook?token=abc#events=changed")
+    assert secret.name == "https://a.example:8443/hook"  # shown in metrics and status
+    with pytest.raises(WebhookSpecError, match="one URL"):
+        parse_specs("https://a.example/1?k=1 https://a.example/1?k=2")
 
 
 def test_webhooks_need_a_secret_and_the_flag_may_be_repeated():

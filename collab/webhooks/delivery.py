@@ -60,6 +60,9 @@ RESTORE_CLIENT_PREFIX = "api:restore:"  # the client a restore's update is made 
 MAX_LISTED = 20  # authors, or restores, named in one delivery, at most
 SAVE_EVERY_S = 1.0  # a position that moved without a delivery is saved this often
 RETRY_FIRST_S = 0.5
+# Webhooks wait seconds for a quiet moment anyway: polling the store (SQLite) more
+# often than this would cost every instance queries for no earlier delivery.
+POLL_MIN_S = 0.1
 
 
 class LeaseLost(Exception):
@@ -202,11 +205,12 @@ class WebhookRunner:
 
     async def _read(self, position: FeedPosition) -> None:
         s = self._settings
+        poll_s = max(s.feed_poll_s, POLL_MIN_S)
         follower: FeedFollower[UpdateRecord] = FeedFollower(
             f"the feed of webhook {self.spec.name}",
             end=self._store.feed_position,
-            follow=lambda after: self._store.follow(after, poll_s=s.feed_poll_s),
-            poll_s=s.feed_poll_s,
+            follow=lambda after: self._store.follow(after, poll_s=poll_s),
+            poll_s=poll_s,
             log=log,
         )
         follower.position = position
@@ -349,6 +353,7 @@ class WebhookRunner:
             connect_timeout=s.webhook_timeout_s,
             request_timeout=s.webhook_timeout_s,
             follow_redirects=False,
+            streaming_callback=_discard,  # what the endpoint answers is not kept
         )
         try:
             response = await self._client.fetch(request, raise_error=False)
@@ -405,6 +410,10 @@ class WebhookRunner:
             except StoreError as exc:
                 log.warning("webhook %s: reading the store failed: %s", self.spec.name, exc)
                 await backoff.wait()
+
+
+def _discard(chunk: bytes) -> None:
+    pass
 
 
 class Webhooks:

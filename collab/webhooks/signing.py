@@ -34,15 +34,21 @@ class WebhookSpecError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class WebhookSpec:
-    """One endpoint and the events it gets. ``name`` (the URL without its
-    fragment) is what the store keeps its position under."""
+    """One endpoint and the events it gets. ``name`` is the URL without what may
+    be a credential (a user and password, the query): what the store keeps its
+    position under, and what /metrics, logs and ``collab webhooks status`` show."""
 
     url: str
     events: frozenset[str]
 
     @property
     def name(self) -> str:
-        return self.url
+        parts = urllib.parse.urlsplit(self.url)
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"  # an IPv6 address
+        netloc = host if parts.port is None else f"{host}:{parts.port}"
+        return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
     @classmethod
     def parse(cls, text: str) -> WebhookSpec:
@@ -73,7 +79,7 @@ def parse_specs(text: str) -> list[WebhookSpec]:
     specs = [WebhookSpec.parse(part) for part in text.split()]
     names = [spec.name for spec in specs]
     if len(set(names)) != len(names):
-        raise WebhookSpecError("a webhook URL is given twice")
+        raise WebhookSpecError("two webhooks have one URL (queries and passwords left out)")
     return specs
 
 
