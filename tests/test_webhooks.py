@@ -303,7 +303,11 @@ async def test_two_instances_deliver_every_change_in_order_across_a_failing_endp
             await write(restarted, "wr", 10)
             expected = await heads(shared_url, docs)
             assert expected == dict.fromkeys(docs, 60)
-            await receiver.wait_for(lambda: receiver.last_seqs() == expected, timeout_s=60)
+            try:
+                await receiver.wait_for(lambda: receiver.last_seqs() == expected, timeout_s=60)
+            except TimeoutError:
+                logs = "\n".join(s.log_text() for s in (*servers.values(), restarted))
+                raise AssertionError(f"got {receiver.last_seqs()}; the servers said:\n{logs}")
 
     for doc in docs:
         ranges = in_order(receiver, doc)

@@ -129,7 +129,6 @@ class WebhookRunner:
         self._pending: dict[str, Pending] = {}
         self._inflight: Pending | None = None
         self._reached: tuple[int, FeedPosition] | None = None
-        self._saved_ordinal = -1
         self._arrived = asyncio.Event()  # the reader added something
         self._room = asyncio.Event()  # the sender made room for another document
         self._lease_until = 0.0  # monotonic: send nothing past it
@@ -194,7 +193,6 @@ class WebhookRunner:
             if not await self._store.save_webhook(state, self._instance):
                 raise LeaseLost("its lease was taken before it started")
         self.state = state
-        self._saved_ordinal = 0
         self._reached = (0, state.position)
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self._read(state.position), name=f"webhook {self.spec.name} reader")
