@@ -226,7 +226,7 @@ async def instance(url: str, name: str, receiver: Receiver) -> AsyncIterator[Ser
         "--webhook-max-wait-s": "1",
         "--webhook-timeout-s": "0.5",
         "--webhook-retry-max-s": "0.5",
-        "--webhook-lease-s": "2",
+        "--webhook-lease-s": "3",
     }
     async with server_process(url, *itertools.chain(*options.items())) as server:
         yield server
@@ -307,7 +307,9 @@ async def test_two_instances_deliver_every_change_in_order_across_a_failing_endp
                 await receiver.wait_for(lambda: receiver.last_seqs() == expected, timeout_s=60)
             except TimeoutError:
                 logs = "\n".join(s.log_text() for s in (*servers.values(), restarted))
-                raise AssertionError(f"got {receiver.last_seqs()}; the servers said:\n{logs}")
+                raise AssertionError(
+                    f"got {receiver.last_seqs()}; the servers said:\n{logs}"
+                ) from None
 
     for doc in docs:
         ranges = in_order(receiver, doc)
