@@ -212,6 +212,13 @@ class Settings:
             "Last-Event-ID)"
         },
     )
+    changes_poll_s: float = field(
+        default=0.1,
+        metadata={
+            "help": "seconds between each GET /api/events reader's polls of the store for "
+            "new commits (SQLite; MongoDB's change streams push them)"
+        },
+    )
     webhook: str = field(
         default="",
         metadata={
@@ -537,6 +544,7 @@ class Settings:
             "awareness_refresh_s",
             "header_timeout_s",
             "body_timeout_s",
+            "changes_poll_s",
             "webhook_quiet_s",
             "webhook_max_wait_s",
             "webhook_timeout_s",

@@ -48,7 +48,7 @@ class ChangesHandler(EventStreamHandler):
             self.server.store,
             after,
             readable=lambda doc: identity.role_for(doc) is not None,
-            poll_s=settings.feed_poll_s,
+            poll_s=settings.changes_poll_s,
             idle_s=settings.events_keepalive_s,
             stop=self._gone,
         )
