@@ -175,6 +175,8 @@ async def follow_feed(
     pumping = asyncio.ensure_future(pump())
     stopped = asyncio.ensure_future(stop.wait())
     start = position
+    loop = asyncio.get_running_loop()
+    last_yield = loop.time()
     try:
         while True:
             got = asyncio.ensure_future(batches.get())
@@ -189,6 +191,7 @@ async def follow_feed(
                 if pumping.done():
                     pumping.result()  # raises what ended the feed
                     return
+                last_yield = loop.time()
                 yield []
                 continue
             reached, records = got.result()
@@ -201,7 +204,10 @@ async def follow_feed(
                     out.append((feed_id(reached) if last else feed_id(start, index + 1), record))
             skip = max(0, skip - len(records))
             start = reached
-            if out or records:
+            # Batches of documents the reader may not see are not news to it, but
+            # they must not keep the keep-alive from being sent either.
+            if out or loop.time() - last_yield >= idle_s:
+                last_yield = loop.time()
                 yield out
     finally:
         stopped.cancel()
