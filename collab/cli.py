@@ -1,6 +1,6 @@
-"""Command line: ``collab serve``, ``token``, ``check``, ``webhooks status``, and the
-history commands (``history``, ``show``, ``replay``, ``export``, ``import``:
-collab.history_commands)."""
+"""Command line: ``collab serve``, ``token``, ``check``, ``webhooks status``, the history
+commands (``history``, ``show``, ``replay``, ``export``, ``import``, ``name``:
+collab.history_commands), and ``write`` (collab.write_command)."""
 
 from __future__ import annotations
 
@@ -11,15 +11,16 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 
-from collab import __version__, history_commands, logs, memory, workers
+from collab import __version__, history_commands, logs, memory, workers, write_command
 from collab.auth import Authenticator, Role
 from collab.config import Settings, SettingsError, add_arguments, settings_from_namespace
 from collab.errors import StoreError
+from collab.extensions import load_extension
 
 log = logging.getLogger("collab")
 
 SHUTDOWN_MARGIN_S = 5.0
-HISTORY_COMMANDS = ("history", "show", "replay", "export", "import")
+HISTORY_COMMANDS = ("history", "show", "replay", "export", "import", "name")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +29,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the server")
     add_arguments(serve)
+    serve.add_argument(
+        "--extension",
+        action="append",
+        default=[],
+        metavar="MODULE:ATTRIBUTE",
+        help="an extension's hooks (collab.extensions), imported from the module; "
+        "repeatable: they chain in the order given",
+    )
     token = commands.add_parser("token", help="print an access token signed with the auth secret")
     token.add_argument("--user", required=True, help="the token's subject")
     token.add_argument(
@@ -74,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--store-url", default=None, help="(env COLLAB_STORE_URL)")
     status.add_argument("--json", action="store_true", help="one JSON object per webhook")
     history_commands.add_commands(commands)
+    write_command.add_command(commands)
     return parser
 
 
@@ -92,6 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             except StoreError as exc:
                 print(f"collab webhooks: {exc}", file=sys.stderr)
                 return 1
+        if args.command == "write":
+            return write_command.run(args)
         if args.command == "check":
             store_url = args.store_url or Settings.from_env().store_url
             try:
@@ -100,7 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"collab check: {exc}", file=sys.stderr)
                 return 1
         settings = settings_from_namespace(args)
-    except SettingsError as exc:
+        extensions = [load_extension(spec) for spec in args.extension]
+    except (SettingsError, ImportError, ValueError) as exc:
         print(f"collab: {exc}", file=sys.stderr)
         return 2
     logs.configure(settings.log_level, settings.log_format)
@@ -121,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     memory.limit_arenas(settings.malloc_arena_max)
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
-            runner.run(serve(settings))
+            runner.run(serve(settings, extensions))
     except (OSError, ValueError) as exc:
         log.error("could not start: %s", exc)
         return 1
@@ -137,14 +150,14 @@ def event_loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | N
     return None
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, extensions: Sequence[object] = ()) -> None:
     from collab.app import CollabServer
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    server = CollabServer(settings)
+    server = CollabServer(settings, extensions=extensions)
     await server.start()
     try:
         await stop.wait()

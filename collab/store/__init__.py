@@ -13,6 +13,7 @@ from collab.store.base import (
     RepairStore,
     SnapshotStore,
     Store,
+    VersionNameStore,
     WebhookStore,
 )
 from collab.store.records import (
@@ -30,6 +31,7 @@ from collab.store.records import (
     Repair,
     SnapshotRecord,
     UpdateRecord,
+    VersionName,
     WebhookState,
 )
 
@@ -55,6 +57,8 @@ __all__ = [
     "SnapshotStore",
     "Store",
     "UpdateRecord",
+    "VersionName",
+    "VersionNameStore",
     "WebhookState",
     "WebhookStore",
     "create_store",
