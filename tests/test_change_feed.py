@@ -176,3 +176,15 @@ async def test_a_quiet_stream_gets_keep_alives_and_a_bad_id_or_token_is_refused(
     with pytest.raises(FollowError):
         async with contextlib.aclosing(follow(f"http://127.0.0.1:{server.port}")) as changes:
             await anext(changes)
+
+
+async def test_the_stream_ends_when_its_token_expires_and_follow_stops_there(
+    settings: Settings, start_server
+):
+    server = await start_server(settings.replace(auth_secret=SECRET))
+    brief = Authenticator(SECRET).issue("ann", {"*": "read"}, expires_in_s=1.0)
+    base = f"http://127.0.0.1:{server.port}"
+    with pytest.raises(FollowError, match="expired"):
+        async with contextlib.aclosing(follow(base, token=brief)) as changes:
+            async with asyncio.timeout(TIMEOUT_S):
+                await anext(changes)
