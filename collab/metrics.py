@@ -117,6 +117,13 @@ class Metrics:
             ["webhook"],
             registry=r,
         )
+        self.webhook_lost = Counter(
+            "collab_webhook_lost",
+            "Times the endpoint's place in the log left the store's feed (MongoDB's oplog "
+            "moved past it): changes committed meanwhile were not sent",
+            ["webhook"],
+            registry=r,
+        )
         self.webhook_pending = Gauge(
             "collab_webhook_pending_documents",
             "Documents with changes not yet delivered to the endpoint (on its delivering instance)",

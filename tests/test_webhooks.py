@@ -21,7 +21,9 @@ from tornado.ioloop import IOLoop
 
 from collab.app import CollabServer
 from collab.config import Settings, SettingsError
-from collab.store import create_store
+from collab.errors import FeedLost, StoreError
+from collab.store import FeedPosition, UpdateRecord, create_store
+from collab.store.memory import MemoryStore
 from collab.webhooks import WebhookSpec, parse_specs, sign, verify
 from collab.webhooks.signing import WebhookSpecError
 from tests.helpers import SeqWatcher, appends, http_get, wait_until
@@ -434,3 +436,45 @@ async def test_one_of_two_instances_delivers_and_the_other_takes_over_when_it_st
     await receiver.wait_for(lambda: receiver.last_seqs() == {"notes": 3})
     assert runners[other].leased
     assert in_order(receiver, "notes")[-1][1] == 3
+
+
+class ForgetfulStore(MemoryStore):
+    """A store whose feed, once ``forget`` is set, fails at its next commit and
+    then cannot follow on from where it was (as a MongoDB oplog that moved past a
+    resume token while the connection was down)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.forget = False
+
+    async def follow(
+        self, after: FeedPosition, *, poll_s: float, exclude_instance: str | None = None
+    ) -> AsyncIterator[tuple[FeedPosition, list[UpdateRecord]]]:
+        if self.forget:
+            self.forget = False
+            raise FeedLost("the oplog moved past it")
+        async for batch in super().follow(after, poll_s=poll_s, exclude_instance=exclude_instance):
+            if self.forget and batch[1]:
+                raise StoreError("the connection dropped")
+            yield batch
+
+
+@pytest.mark.allow_error_logs
+async def test_a_place_lost_from_the_feed_is_counted_and_shown_and_delivery_goes_on(
+    settings: Settings, start_server, receiver: Receiver
+):
+    store = ForgetfulStore()
+    server = await start_server(webhook_settings(settings, receiver, store_url="memory://"), store)
+    await write_text(server.port, "notes", ["before"])
+    await receiver.wait_for(lambda: receiver.last_seqs() == {"notes": 1})
+    runner = server.webhooks.runners[0]
+
+    store.forget = True
+    await write_text(server.port, "notes", ["lost"])  # seq 2: never read by the webhook
+    await wait_until(lambda: runner.state.last_error is not None)
+    await write_text(server.port, "notes", ["after"])
+    await receiver.wait_for(lambda: receiver.last_seqs() == {"notes": 3})
+
+    assert runner.state.last_error.startswith("changes lost")
+    _, metrics = await http_get(server, "/metrics")
+    assert f'collab_webhook_lost_total{{webhook="{receiver.url}"}} 1.0' in metrics.decode()

@@ -141,6 +141,7 @@ class WebhookRunner:
         )
         for outcome in ("ok", "failed"):
             metrics.webhook_deliveries.labels(spec.name, outcome)
+        metrics.webhook_lost.labels(spec.name)
 
     async def run(self) -> None:
         """Deliver while this instance holds the lease; wait for it otherwise. For ever."""
@@ -204,9 +205,22 @@ class WebhookRunner:
     async def _read(self, position: FeedPosition) -> None:
         s = self._settings
         poll_s = max(s.feed_poll_s, POLL_MIN_S)
+
+        async def lost() -> FeedPosition:
+            # Asked only once the position is gone from the feed (a MongoDB oplog
+            # that moved past it): what was committed meanwhile cannot be sent.
+            log.error(
+                "webhook %s: its place in the log is no longer in the store's feed; "
+                "changes committed meanwhile are not sent",
+                self.spec.name,
+            )
+            self._metrics.webhook_lost.labels(self.spec.name).inc()
+            self.state = replace(self.state, last_error="changes lost: the feed moved past")
+            return await self._store.feed_position()
+
         follower: FeedFollower[UpdateRecord] = FeedFollower(
             f"the feed of webhook {self.spec.name}",
-            end=self._store.feed_position,
+            end=lost,
             follow=lambda after: self._store.follow(after, poll_s=poll_s),
             poll_s=poll_s,
             log=log,
