@@ -287,17 +287,17 @@ class WebhookRunner:
         document is gone (or is another generation) by the time it is sent."""
         info = await self._retrying(lambda: self._store.get_document(pending.doc))
         if info is None or info.head_seq < pending.last_seq:
-            made = [("deleted", pending.first_seq, pending.last_seq, None)]
+            made = [("deleted", pending.first_seq, pending.last_seq)]
             epoch = None
         else:
             epoch = info.epoch
             made = []
             if pending.first_seq == 1:
-                made.append(("created", 1, 1, None))
-            made.append(("changed", pending.first_seq, pending.last_seq, None))
-            made.extend(("restored", seq, seq, seq) for seq in pending.restored)
+                made.append(("created", 1, 1))
+            made.append(("changed", pending.first_seq, pending.last_seq))
+            made.extend(("restored", seq, seq) for seq in pending.restored)
         deliveries = []
-        for event, first, last, _ in made:
+        for event, first, last in made:
             if event not in self.spec.events:
                 continue
             key = idempotency_key(event, pending.doc, epoch, first, last)
