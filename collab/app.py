@@ -34,6 +34,7 @@ from collab.web.access_log import log_request
 from collab.web.api import HealthHandler, MetricsHandler, ReadyHandler, RevokeHandler
 from collab.web.budget import ExpensiveReads
 from collab.web.documents import (
+    AuthorsHandler,
     DiffHandler,
     DocumentHandler,
     DocumentsHandler,
@@ -117,6 +118,7 @@ class CollabServer:
             (r"/api/documents", DocumentsHandler, context),
             (r"/api/documents/(.+)/history", HistoryHandler, context),
             (r"/api/documents/(.+)/state", StateHandler, context),
+            (r"/api/documents/(.+)/authors", AuthorsHandler, context),
             (r"/api/documents/(.+)/versions/([^/]+)", VersionHandler, context),
             (r"/api/documents/(.+)/versions", VersionAtHandler, context),
             (r"/api/documents/(.+)/restore", RestoreHandler, context),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from collab.errors import StoreError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 SCHEMA = """
 CREATE TABLE documents (
     name TEXT PRIMARY KEY,
@@ -109,6 +109,9 @@ CREATE TABLE checkpoints (
     data BLOB NOT NULL,
     PRIMARY KEY (doc, seq)
 );
+""",
+    5: """
+ALTER TABLE snapshots ADD COLUMN authors BLOB;
 """,
 }
 WAL_SWITCH_TIMEOUT_S = 10.0

@@ -1,0 +1,131 @@
+"""Who wrote what: GET /api/documents/DOC/authors cuts each text and rich-text
+root into runs, each with the author of the update that inserted it, for the
+latest version or any other, after a restore (the restorer's), and after
+retention dropped the log the text was typed in (the index kept with the
+snapshot)."""
+
+from __future__ import annotations
+
+import json
+
+import pycrdt
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+
+from collab.core.authors import Index
+from collab.store import Author, NewUpdate
+
+
+async def get_json(server, path: str) -> dict:
+    response = await AsyncHTTPClient().fetch(f"http://127.0.0.1:{server.port}{path}")
+    return json.loads(response.body)
+
+
+def who_wrote(body: dict, root: str = "text") -> list[tuple[str, str | None]]:
+    names = [a["name"] for a in body["authors"]]
+    return [
+        (run["text"], None if run["author"] is None else names[run["author"]])
+        for run in body["roots"][root]["runs"]
+    ]
+
+
+async def type_as(connect, doc: str, client_id: str, at: int, words: str) -> None:
+    client = await connect(client_id=client_id)
+    remote = await client.subscribe(doc)
+    text = remote.doc.get("text", type=pycrdt.Text)
+    text.insert(at, words)
+    await remote.flushed()
+    await client.close()
+
+
+async def test_each_part_of_a_text_is_attributed_to_whoever_typed_it(server, connect):
+    await type_as(connect, "two", "ann", 0, "Hello world")
+    await type_as(connect, "two", "bob", 5, ", dear")
+    body = await get_json(server, "/api/documents/two/authors")
+    assert body["seq"] == 2
+    assert who_wrote(body) == [("Hello", "ann"), (", dear", "bob"), (" world", "ann")]
+    assert body["roots"]["text"]["kind"] == "text"
+    first = await get_json(server, "/api/documents/two/authors?seq=1")
+    assert who_wrote(first) == [("Hello world", "ann")]
+
+
+async def test_rich_text_is_attributed_block_by_block(server, connect):
+    client = await connect(client_id="ann")
+    remote = await client.subscribe("rich")
+    fragment = remote.doc.get("default", type=pycrdt.XmlFragment)
+    paragraph = fragment.children.append(pycrdt.XmlElement("paragraph"))
+    paragraph.children.append(pycrdt.XmlText("first"))
+    await remote.flushed()
+    second = await connect(client_id="bob")
+    theirs = await second.subscribe("rich")
+    await theirs.wait_for(lambda: theirs.seq >= remote.seq)
+    other = theirs.doc.get("default", type=pycrdt.XmlFragment)
+    added = other.children.append(pycrdt.XmlElement("paragraph"))
+    added.children.append(pycrdt.XmlText("second"))
+    await theirs.flushed()
+    body = await get_json(server, "/api/documents/rich/authors")
+    assert body["roots"]["default"]["kind"] == "xml"
+    assert who_wrote(body, "default") == [("first", "ann"), ("\n", None), ("second", "bob")]
+
+
+async def test_restored_text_is_the_restorers(server, connect):
+    await type_as(connect, "restored", "ann", 0, "old text")
+    client = await connect(client_id="bob")
+    remote = await client.subscribe("restored")
+    text = remote.doc.get("text", type=pycrdt.Text)
+    del text[0 : len(text)]
+    await remote.flushed()
+    await AsyncHTTPClient().fetch(
+        f"http://127.0.0.1:{server.port}/api/documents/restored/restore",
+        method="POST",
+        body=json.dumps({"seq": 1}),
+    )
+    body = await get_json(server, "/api/documents/restored/authors")
+    [(words, author)] = who_wrote(body)
+    assert words == "old text" and author != "ann"
+    assert body["authors"][0]["client"] is not None or body["authors"][0]["user"] is not None
+
+
+async def test_authors_survive_retention_dropping_the_log(server):
+    store = server.store
+    updates = []
+    doc = pycrdt.Doc(client_id=11)
+    text = doc.get("text", type=pycrdt.Text)
+    doc.observe(lambda event: updates.append(event.update))
+    for at, word in [(0, "kept "), (5, "history")]:
+        text.insert(at, word)
+    authors = [Author(None, "ann", "x"), Author(None, "bob", "x")]
+    await store.append(
+        [
+            NewUpdate("pruned", data, 1.0, who, create=i == 0)
+            for i, (data, who) in enumerate(zip(updates, authors, strict=True))
+        ]
+    )
+    assert await server.rooms.snapshots.write("pruned", 2)
+    await store.prune_history("pruned", 2)
+    assert await store.read_updates("pruned") == []
+    body = await get_json(server, "/api/documents/pruned/authors")
+    assert who_wrote(body) == [("kept ", "ann"), ("history", "bob")]
+
+
+async def test_a_seq_past_the_latest_version_is_refused(server, connect):
+    await type_as(connect, "short", "ann", 0, "x")
+    try:
+        await get_json(server, "/api/documents/short/authors?seq=5")
+    except HTTPClientError as exc:
+        assert exc.code == 400
+    else:
+        raise AssertionError("seq 5 was answered")
+
+
+def test_the_index_keeps_the_first_author_of_a_range():
+    index = Index()
+    doc = pycrdt.Doc(client_id=3)
+    updates = []
+    doc.observe(lambda event: updates.append(event.update))
+    doc.get("text", type=pycrdt.Text).insert(0, "abc")
+    from collab.store import UpdateRecord
+
+    index.add(UpdateRecord("d", 1, updates[0], 1.0, Author("ann", None, None)))
+    index.add(UpdateRecord("d", 2, updates[0], 2.0, Author("bob", None, None)))  # sent again
+    again = Index(index.encode())
+    assert again.runs(3, 0, 3) == [(3, '["ann",null]')]
