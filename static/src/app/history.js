@@ -6,8 +6,10 @@ import StarterKit from "@tiptap/starter-kit";
 import { yXmlFragmentToProsemirrorJSON } from "@tiptap/y-tiptap";
 import * as Y from "yjs";
 import { api, docPath } from "./api.js";
+import { authorOfEachChar, fetchAuthors } from "./authors.js";
 import { ChangeMarks, textOf } from "./diffmarks.js";
 import { ago, h, when } from "./dom.js";
+import { createReplay } from "./replay.js";
 
 const MAX_CACHED_VERSIONS = 16; // versions kept while the panel is open (the latest shown)
 const SETTLE_MS = 150; // the slider asks for the version it rests on this long
@@ -28,7 +30,7 @@ async function timeline(name) {
   return { changes, retainedFrom };
 }
 
-async function versionJSON(name, seq, signal) {
+export async function versionJSON(name, seq, signal) {
   const doc = new Y.Doc();
   try {
     if (seq > 0) Y.applyUpdate(doc, await api(`${docPath(name)}/state?seq=${seq}&waiting=no`, { binary: true, signal }));
@@ -108,12 +110,20 @@ export function openHistory({ name, panel, view, canRestore, onClose, announce }
   const list = h("ol", { id: "history-list", class: "timeline", "aria-label": "Changes, newest first" });
   const restore = h("button", { type: "button", id: "history-restore", disabled: true }, "Restore this version");
   const close = h("button", { type: "button", id: "history-close" }, "Back to editing");
+  const play = h("button", { type: "button", id: "history-play", disabled: true, "aria-pressed": "false" }, "Play");
+  const speed = h(
+    "select",
+    { id: "history-speed", "aria-label": "Replay speed" },
+    ...[1, 4, 16, 64].map((n) => h("option", { value: String(n), selected: n === 4 }, `${n}×`)),
+  );
+  let replay = null; // the player while the history is being replayed
   const message = h("p", { class: "history-message", role: "status" });
   panel.replaceChildren(
     h("h2", { id: "history-title" }, "History"),
     slider,
     label,
     h("div", { class: "history-actions" }, restore, close),
+    h("div", { class: "history-actions replay" }, play, speed),
     message,
     list,
   );
@@ -133,9 +143,17 @@ export function openHistory({ name, panel, view, canRestore, onClose, announce }
     return `${at}: ${whoOf(change)}, ${when(change.last_time_s)}${of}`;
   };
 
+  const stopReplay = () => {
+    replay?.destroy();
+    replay = null;
+    play.textContent = "Play";
+    play.setAttribute("aria-pressed", "false");
+  };
+
   const show = async (seq) => {
     if (!(seq >= oldest && seq <= head)) return;
     clearTimeout(debounce);
+    stopReplay();
     showing = seq;
     slider.value = String(seq);
     const change = changeOf(changes, seq);
@@ -149,13 +167,21 @@ export function openHistory({ name, panel, view, canRestore, onClose, announce }
     abortDownloads();
     message.textContent = "";
     try {
-      const [json, previous] = await Promise.all([version(seq), base !== null && base < seq ? version(base) : Promise.resolve(null)]);
+      // Who wrote each character (the marks' titles): not needed to show the version.
+      const written = base !== null && base < seq ? fetchAuthors(name, seq, downloads.signal).catch(() => null) : Promise.resolve(null);
+      const [json, previous, authorship] = await Promise.all([version(seq), base !== null && base < seq ? version(base) : Promise.resolve(null), written]);
       if (token !== loadToken) return; // another version was chosen meanwhile
       preview?.destroy();
-      const previousText = previous === null ? null : textOf(getSchema([StarterKit]).nodeFromJSON(previous)).text;
+      const schema = getSchema([StarterKit]);
+      const previousText = previous === null ? null : textOf(schema.nodeFromJSON(previous)).text;
+      let authorOf = null;
+      if (authorship !== null && authorship.runs.map((r) => r.text).join("") === textOf(schema.nodeFromJSON(json)).text) {
+        const each = authorOfEachChar(authorship.runs);
+        authorOf = (k) => (each[k] === null || each[k] === undefined ? null : authorship.authors[each[k]]);
+      }
       preview = new Editor({
         element: versionBox,
-        extensions: [StarterKit, ChangeMarks.configure({ previousText })],
+        extensions: [StarterKit, ChangeMarks.configure({ previousText, authorOf, deletedBy: change === null ? null : whoOf(change) })],
         content: json,
         editable: false,
       });
@@ -173,6 +199,49 @@ export function openHistory({ name, panel, view, canRestore, onClose, announce }
     label.textContent = describe(seq, changeOf(changes, seq));
     debounce = setTimeout(() => show(seq), SETTLE_MS);
   };
+  play.addEventListener("click", () => {
+    if (replay?.playing) {
+      replay.pause();
+      return;
+    }
+    loadToken++; // a version being fetched for the slider is not shown over the replay
+    clearTimeout(debounce);
+    abortDownloads();
+    preview?.destroy();
+    preview = null;
+    replay?.destroy();
+    const from = showing >= head || showing < oldest ? oldest : showing;
+    versionBox.replaceChildren();
+    message.textContent = "";
+    play.textContent = "Pause";
+    play.setAttribute("aria-pressed", "true");
+    versionBox.dataset.playing = "true";
+    const stepTo = (seq) => {
+      showing = seq;
+      slider.value = String(seq);
+      label.textContent = describe(seq, changeOf(changes, seq));
+      versionBox.dataset.seq = String(seq);
+      restore.disabled = !canRestore || seq === head;
+    };
+    stepTo(from);
+    replay = createReplay({
+      name,
+      box: versionBox,
+      from,
+      head,
+      speed: Number(speed.value),
+      onStep: stepTo,
+      onEnd: (seq, error) => {
+        play.textContent = "Play";
+        play.setAttribute("aria-pressed", "false");
+        versionBox.dataset.playing = "false";
+        if (error) message.textContent = `The replay stopped: ${error.message}`;
+        else message.textContent = seq >= head ? "Played to the latest version." : `Paused at version ${seq}.`;
+      },
+    });
+    replay.play();
+  });
+  speed.addEventListener("change", () => replay?.setSpeed(Number(speed.value)));
   slider.addEventListener("input", settle);
   slider.addEventListener("change", settle);
   restore.addEventListener("click", async () => {
@@ -194,6 +263,7 @@ export function openHistory({ name, panel, view, canRestore, onClose, announce }
     clearTimeout(debounce);
     abortDownloads();
     versions.clear();
+    stopReplay();
     preview?.destroy();
     preview = null;
     panel.hidden = true;
@@ -225,6 +295,7 @@ export function openHistory({ name, panel, view, canRestore, onClose, announce }
       slider.min = String(oldest);
       slider.max = String(head);
       slider.disabled = false;
+      play.disabled = false;
       list.replaceChildren(
         ...changes
           .map((c) =>
