@@ -61,6 +61,21 @@ def test_authors_mode_colours_each_users_text_and_names_them_on_hover(
     screenshot(ann, "authors-mode.png")
     ann.click("#authors-open")  # back to editing
     ann.wait_for_selector("#editor .tiptap", state="visible")
+
+    # The history slider's marks of Bob's change name him.
+    ann.click("#history-open")
+    ann.wait_for_selector("#version[data-authors='true'] .change-insert", timeout=ARRIVES_S * 1000)
+    marked = ann.locator("#version .change-insert").evaluate_all(
+        "spans => spans.map(s => [s.textContent, s.title])"
+    )
+    written: dict[str, str] = {}
+    for text, title in marked:
+        written[title] = written.get(title, "") + text
+    # (Without tokens both guests' sittings may be one change: each part still
+    # names its own writer.)
+    assert written.get("Added by web:Bob") == " Bob added that.", marked
+    assert set(written) <= {"Added by web:Ann", "Added by web:Bob"}, marked
+    screenshot(ann, "history-marks-authors.png")
     assert console.problems() == []
 
 

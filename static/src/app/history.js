@@ -167,25 +167,34 @@ export function openHistory({ name, panel, view, canRestore, onClose, announce }
     abortDownloads();
     message.textContent = "";
     try {
-      // Who wrote each character (the marks' titles): not needed to show the version.
-      const written = base !== null && base < seq ? fetchAuthors(name, seq, downloads.signal).catch(() => null) : Promise.resolve(null);
-      const [json, previous, authorship] = await Promise.all([version(seq), base !== null && base < seq ? version(base) : Promise.resolve(null), written]);
+      const [json, previous] = await Promise.all([version(seq), base !== null && base < seq ? version(base) : Promise.resolve(null)]);
       if (token !== loadToken) return; // another version was chosen meanwhile
-      preview?.destroy();
       const schema = getSchema([StarterKit]);
       const previousText = previous === null ? null : textOf(schema.nodeFromJSON(previous)).text;
-      let authorOf = null;
-      if (authorship !== null && authorship.runs.map((r) => r.text).join("") === textOf(schema.nodeFromJSON(json)).text) {
-        const each = authorOfEachChar(authorship.runs);
-        authorOf = (k) => (each[k] === null || each[k] === undefined ? null : authorship.authors[each[k]]);
-      }
-      preview = new Editor({
-        element: versionBox,
-        extensions: [StarterKit, ChangeMarks.configure({ previousText, authorOf, deletedBy: change === null ? null : whoOf(change) })],
-        content: json,
-        editable: false,
-      });
+      const deletedBy = change === null ? null : whoOf(change);
+      const render = (authorOf) => {
+        preview?.destroy();
+        preview = new Editor({
+          element: versionBox,
+          extensions: [StarterKit, ChangeMarks.configure({ previousText, authorOf, deletedBy })],
+          content: json,
+          editable: false,
+        });
+      };
+      render(null);
       versionBox.dataset.seq = String(seq);
+      delete versionBox.dataset.authors;
+      if (previousText !== null) {
+        // Who wrote each character (the marks' titles), asked once the version shows:
+        // the server allows each user only a few such reads at once.
+        const authorship = await fetchAuthors(name, seq, downloads.signal).catch(() => null);
+        if (token !== loadToken) return;
+        if (authorship !== null && authorship.runs.map((r) => r.text).join("") === textOf(schema.nodeFromJSON(json)).text) {
+          const each = authorOfEachChar(authorship.runs);
+          render((k) => (each[k] === null || each[k] === undefined ? null : authorship.authors[each[k]]));
+          versionBox.dataset.authors = "true";
+        }
+      }
     } catch (error) {
       if (token === loadToken) message.textContent = `This version cannot be shown: ${error.message}`;
     }
