@@ -12,6 +12,10 @@ import sys
 import tempfile
 import time
 
+from tornado.httpclient import AsyncHTTPClient
+
+from collab.app import CollabServer
+from collab.config import Settings
 from collab.core import archive, authors
 from collab.store import Author, UpdateRecord
 from collab.store.sqlite import SQLiteStore
@@ -50,6 +54,28 @@ async def main(count: int) -> None:
                 )
         finally:
             await store.close()
+        # The same through HTTP: a server on that file, the read in its worker
+        # processes (the first request starts them: left out of the figures).
+        server = CollabServer(
+            Settings(host="127.0.0.1", port=0, store_url=f"sqlite:///{folder}/collab.db")
+        )
+        await server.start()
+        try:
+            http = AsyncHTTPClient()
+            url = f"http://127.0.0.1:{server.port}/api/documents/typed/authors"
+            for label, query in (("latest", ""), ("seq 50,123", "?seq=50123")):
+                await http.fetch(url + query, request_timeout=60)
+                times = []
+                for _ in range(7):
+                    started = time.perf_counter()
+                    await http.fetch(url + query, request_timeout=60)
+                    times.append(time.perf_counter() - started)
+                print(
+                    f"GET .../authors{query or ''} ({label}) over HTTP: median "
+                    f"{statistics.median(times) * 1000:.0f} ms, max {max(times) * 1000:.0f} ms"
+                )
+        finally:
+            await server.stop()
 
 
 if __name__ == "__main__":
