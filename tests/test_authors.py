@@ -11,8 +11,9 @@ import json
 import pycrdt
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
-from collab.core.authors import Index
-from collab.store import Author, NewUpdate
+from collab.core.authors import Index, authorship
+from collab.core.history import Sources
+from collab.store import Author, NewUpdate, UpdateRecord
 from collab.store.memory import MemoryStore
 
 
@@ -142,14 +143,34 @@ async def test_a_seq_past_the_latest_version_is_refused(server, connect):
         raise AssertionError("seq 5 was answered")
 
 
+def test_rich_text_reads_as_the_editor_reads_it_blocks_apart_line_breaks_not():
+    doc = pycrdt.Doc()
+    fragment = doc.get("default", type=pycrdt.XmlFragment)
+    items = fragment.children.append(pycrdt.XmlElement("bulletList"))
+    item = items.children.append(pycrdt.XmlElement("listItem"))
+    first = item.children.append(pycrdt.XmlElement("paragraph"))
+    first.children.append(pycrdt.XmlText("one"))
+    first.children.append(pycrdt.XmlElement("hardBreak"))
+    first.children.append(pycrdt.XmlText("two"))
+    fragment.children.append(pycrdt.XmlElement("paragraph"))  # empty
+    fragment.children.append(pycrdt.XmlElement("horizontalRule"))
+    last = fragment.children.append(pycrdt.XmlElement("heading"))
+    last.children.append(pycrdt.XmlText("end"))
+    record = UpdateRecord("d", 1, doc.get_update(), 1.0, Author(None, "ann", None))
+    found = authorship(Sources(None, (), [record]), None, [record])
+    assert [(r["text"], r["author"]) for r in found.roots["default"]["runs"]] == [
+        ("onetwo", 0),
+        ("\n\n", None),
+        ("end", 0),
+    ]
+
+
 def test_the_index_keeps_the_first_author_of_a_range():
     index = Index()
     doc = pycrdt.Doc(client_id=3)
     updates = []
     doc.observe(lambda event: updates.append(event.update))
     doc.get("text", type=pycrdt.Text).insert(0, "abc")
-    from collab.store import UpdateRecord
-
     index.add(UpdateRecord("d", 1, updates[0], 1.0, Author("ann", None, None)))
     index.add(UpdateRecord("d", 2, updates[0], 2.0, Author("bob", None, None)))  # sent again
     again = Index(index.encode())

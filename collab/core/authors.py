@@ -33,7 +33,7 @@ import pycrdt
 from collab.core.history import Sources, gather_sources, read_log, rebuild
 from collab.core.limits import CpuMeter, ReadBudget, cpu_meter
 from collab.errors import StoreError
-from collab.store import Author, Store, UpdateRecord
+from collab.store import Author, SnapshotRecord, Store, UpdateRecord
 from collab.wire import yformat
 from collab.wire.edits import ROOT_CLASSES
 
@@ -41,6 +41,9 @@ ATTRIBUTE = "author"  # the IdMap attribute naming an author
 FIRST_MARK = 0xE000  # private-use characters: one per author, the first for "unknown"
 MAX_MARKS = 0xF8FF - FIRST_MARK  # authors named in one answer; later ones show as unknown
 SHOWN_KINDS = (yformat.TEXT, yformat.XML)  # roots answered: text and rich text
+# Tiptap's nodes that hold no text and are no text block (the page's editor gives
+# them no newline of their own).
+LEAF_NODES = frozenset({"hardBreak", "horizontalRule", "image"})
 
 
 def author_key(author: Author) -> str:
@@ -182,7 +185,11 @@ class _XmlWalk:
         children = list(real.children)
         marked_children = list(marks.children)
         texts = [c for c in children if isinstance(c, pycrdt.XmlText)]
-        is_block = isinstance(real, pycrdt.XmlElement) and (texts or not children)
+        # A text block holds text, or is empty (an empty paragraph); a leaf node
+        # that holds no text (a line break, a rule, an image) is none.
+        is_block = isinstance(real, pycrdt.XmlElement) and (
+            texts or (not children and real.tag not in LEAF_NODES)
+        )
         if is_block and self.length > 0:
             self.add([["\n", None]])
         for child, twin in zip(children, marked_children, strict=False):
@@ -246,14 +253,23 @@ def authorship(
 
 
 async def index_sources(
-    store: Store, doc: str, seq: int, budget: ReadBudget | None = None
+    store: Store,
+    doc: str,
+    seq: int,
+    budget: ReadBudget | None = None,
+    *,
+    nearest: SnapshotRecord | None = None,
 ) -> tuple[bytes | None, list[UpdateRecord]]:
     """The newest authors index kept at or before ``seq`` and the log entries after
     it up to ``seq``. Snapshots written before indexes were kept have none: an
-    older one's is taken (or the whole log's)."""
+    older one's is taken (or the whole log's). ``nearest``: the newest snapshot at
+    or before ``seq``, when the caller read it already (it is not read again)."""
     base: bytes | None = None
     base_seq = 0
-    snapshot = await store.latest_snapshot(doc, at_or_before_seq=seq)
+    if nearest is not None and nearest.seq <= seq:
+        snapshot: SnapshotRecord | None = nearest
+    else:
+        snapshot = await store.latest_snapshot(doc, at_or_before_seq=seq)
     while snapshot is not None:
         if snapshot.authors is not None:
             base, base_seq = snapshot.authors, snapshot.seq
@@ -274,7 +290,7 @@ async def authors_at(
     """Who wrote what in the version after update ``seq`` (default: the latest).
     ``budget`` and ``executor`` as for collab.core.history.state_at."""
     sources = await gather_sources(store, doc, seq, budget=budget)
-    base, records = await index_sources(store, doc, sources.seq, budget)
+    base, records = await index_sources(store, doc, sources.seq, budget, nearest=sources.snapshot)
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(executor, authorship, sources, base, records, budget)
 

@@ -22,10 +22,11 @@ export async function fetchAuthors(name, seq, signal) {
   return { seq: body.seq, authors: body.authors, runs: body.roots[FIELD]?.runs ?? [] };
 }
 
-/** For each character of the doc's text (textOf), the author's index, or null. */
+/** For each UTF-16 unit of the doc's text (textOf indexes it so), the author's
+ * index, or null. */
 export function authorOfEachChar(runs) {
   const each = [];
-  for (const run of runs) for (const _ of run.text) each.push(run.author);
+  for (const run of runs) for (let i = 0; i < run.text.length; i++) each.push(run.author);
   return each;
 }
 
