@@ -22,6 +22,7 @@ character. No ordering of items is computed here.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections.abc import Sequence
 from concurrent.futures import Executor
@@ -70,11 +71,13 @@ class Index:
         if not ranges.structs:
             return
         attribute = [pycrdt.ContentAttribute(ATTRIBUTE, author_key(record.author))]
-        new = pycrdt.IdMap()
+        index = self._map
         for client, start, end in ranges.structs:
-            new.insert(client, start, end - start, attribute)
-        new.diff_with(self._map)
-        self._map.merge_with(new)
+            # Only the stretches no earlier update carried (IdMap's own difference
+            # and union cost the whole map each: 20,000 updates took 49 s).
+            for stretch in index.attributions(client, start, end - start):
+                if not stretch.attributes:
+                    index.insert(client, stretch.start, stretch.end - stretch.start, attribute)
 
     def extend(self, records: Sequence[UpdateRecord], meter: CpuMeter | None = None) -> None:
         for index, record in enumerate(records):
@@ -123,15 +126,17 @@ class _Marks:
         return chr(FIRST_MARK + number)
 
 
-def marked(state: bytes, index: Index, marks: _Marks) -> bytes:
-    """``state`` (one v1 update) with each UTF-16 unit of each string item replaced
-    by its author's mark: the same structs, ids, origins and deletions, so pycrdt
-    puts every character where it puts the real one. Raises FormatError."""
-    ranges = yformat.check_update(state, keep=lambda struct: struct.kind == yformat.STRING)
+def marked(state: bytes, ranges: yformat.UpdateRanges, index: Index, marks: _Marks) -> bytes:
+    """``state`` (one v1 update, read by check_update as ``ranges``) with each UTF-16
+    unit of each string item replaced by its author's mark: the same structs, ids,
+    origins and deletions, so pycrdt puts every character where it puts the real
+    one."""
     out: list[bytes] = []
     at = 0
     for group in ranges.groups:
         for struct in group:
+            if struct.kind != yformat.STRING:
+                continue
             text = "".join(
                 marks.mark(key) * length
                 for length, key in index.runs(
@@ -149,6 +154,14 @@ def marked(state: bytes, index: Index, marks: _Marks) -> bytes:
 def _text_runs(real: str, marks: str) -> list[list[Any]]:
     """``[text, mark number]`` runs of ``real`` read beside its marked copy (a
     character outside the BMP is two UTF-16 units: two marks)."""
+    if len(real) == len(marks):  # all in the BMP: cut where the marks change
+        found: list[list[Any]] = []
+        start = 0
+        for mark, same in itertools.groupby(marks):
+            length = sum(1 for _ in same)
+            found.append([real[start : start + length], ord(mark) - FIRST_MARK])
+            start += length
+        return found
     runs: list[list[Any]] = []
     position = 0
     for char in real:
@@ -215,14 +228,15 @@ def authorship(
     state = replica.doc.get_update()
     marks = _Marks()
     try:
-        kinds = yformat.root_types(state)
-        marked_state = marked(state, index, marks)
+        ranges = yformat.check_update(state)  # read once: the kinds and the marks
+        kinds = yformat.root_types(state, ranges)
+        marked_state = marked(state, ranges, index, marks)
     except yformat.FormatError as exc:
         raise StoreError(f"the rebuilt document cannot be read: {exc}") from None
+    del ranges
     if meter is not None:
         meter.check()
-    real = pycrdt.Doc()
-    real.apply_update(state)
+    real = replica.doc
     copy = pycrdt.Doc()
     copy.apply_update(marked_state)
     roots: dict[str, dict[str, Any]] = {}
