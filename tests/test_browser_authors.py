@@ -75,6 +75,12 @@ def test_authors_mode_colours_each_users_text_and_names_them_on_hover(
     # names its own writer.)
     assert written.get("Added by web:Bob") == " Bob added that.", marked
     assert set(written) <= {"Added by web:Ann", "Added by web:Bob"}, marked
+    # Each writer's additions in a colour of their own, named in the panel.
+    assert "added by web:Bob" in ann.locator("#history-authors li").all_text_contents()
+    colours = ann.locator("#version .change-insert").evaluate_all(
+        "spans => spans.map(s => [s.title, s.style.background])"
+    )
+    assert len({c for _, c in colours}) == len({t for t, _ in colours}), colours
     screenshot(ann, "history-marks-authors.png")
     assert console.problems() == []
 

@@ -251,17 +251,23 @@ def authorship(
             walk = _XmlWalk()
             walk.walk(mine, twin)
             runs = walk.runs
-        roots[name] = {
-            "kind": kind,
-            "runs": [
-                {"text": text, "author": None if not mark else mark - 1} for text, mark in runs
-            ],
-        }
+        roots[name] = {"kind": kind, "runs": runs}
         if meter is not None:
             meter.check()
+    # Authors numbered as they first appear in the text (roots by name): the same
+    # version always lists them alike, and those of nothing visible are left out.
+    numbers: dict[int, int] = {}
+    for root in roots.values():
+        root["runs"] = [
+            {
+                "text": text,
+                "author": None if not mark else numbers.setdefault(mark, len(numbers)),
+            }
+            for text, mark in root["runs"]
+        ]
     authors = []
-    for key in marks.keys:
-        user, client = json.loads(key)
+    for mark in numbers:  # in the order numbered
+        user, client = json.loads(marks.keys[mark - 1])
         authors.append({"user": user, "client": client, "name": user or client})
     return Authorship(sources.seq, authors, roots)
 

@@ -80,7 +80,8 @@ export function diffText(a, b) {
   return runs;
 }
 
-// authorOf(k): who wrote character k of the new text ({name}, or null: not known);
+// authorOf(k): who wrote character k of the new text ({name, colour}, or null: not
+// known);
 // deletedBy: who made the change (the deletions' author).
 function decorations(doc, previousText, authorOf, deletedBy) {
   const { text, positions } = textOf(doc);
@@ -101,6 +102,7 @@ function decorations(doc, previousText, authorOf, deletedBy) {
         if (who) {
           attrs.title = `Added by ${who.name}`;
           attrs["data-author"] = who.name;
+          if (who.colour) attrs.style = `background: ${who.colour}`;
         }
         decos.push(Decoration.inline(from, last + 1, attrs));
       };

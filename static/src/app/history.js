@@ -6,7 +6,7 @@ import StarterKit from "@tiptap/starter-kit";
 import { yXmlFragmentToProsemirrorJSON } from "@tiptap/y-tiptap";
 import * as Y from "yjs";
 import { api, docPath } from "./api.js";
-import { authorOfEachChar, fetchAuthors } from "./authors.js";
+import { authorOfEachChar, colourOf, fetchAuthors } from "./authors.js";
 import { ChangeMarks, textOf } from "./diffmarks.js";
 import { ago, h, when } from "./dom.js";
 import { createReplay } from "./replay.js";
@@ -118,10 +118,12 @@ export function openHistory({ name, panel, view, canRestore, onClose, announce }
   );
   let replay = null; // the player while the history is being replayed
   const message = h("p", { class: "history-message", role: "status" });
+  const legend = h("ul", { id: "history-authors", class: "legend", "aria-label": "Who added the marked parts", hidden: true });
   panel.replaceChildren(
     h("h2", { id: "history-title" }, "History"),
     slider,
     label,
+    legend,
     h("div", { class: "history-actions" }, restore, close),
     h("div", { class: "history-actions replay" }, play, speed),
     message,
@@ -184,6 +186,7 @@ export function openHistory({ name, panel, view, canRestore, onClose, announce }
       render(null);
       versionBox.dataset.seq = String(seq);
       delete versionBox.dataset.authors;
+      legend.hidden = true;
       if (previousText !== null) {
         // Who wrote each character (the marks' titles), asked once the version shows:
         // the server allows each user only a few such reads at once.
@@ -191,8 +194,14 @@ export function openHistory({ name, panel, view, canRestore, onClose, announce }
         if (token !== loadToken) return;
         if (authorship !== null && authorship.runs.map((r) => r.text).join("") === textOf(schema.nodeFromJSON(json)).text) {
           const each = authorOfEachChar(authorship.runs);
-          render((k) => (each[k] === null || each[k] === undefined ? null : authorship.authors[each[k]]));
+          const who = authorship.authors.map((a, i) => ({ name: a.name ?? "someone", colour: colourOf(i) }));
+          render((k) => (each[k] === null || each[k] === undefined ? null : who[each[k]]));
           versionBox.dataset.authors = "true";
+          // The colours of what this change added, by who added it.
+          const marked = new Set([...versionBox.querySelectorAll(".change-insert[data-author]")].map((e) => e.dataset.author));
+          const shown = who.filter((w) => marked.has(w.name));
+          legend.replaceChildren(...shown.map((w) => h("li", {}, h("span", { class: "swatch", style: `background: ${w.colour}`, "aria-hidden": "true" }), `added by ${w.name}`)));
+          legend.hidden = shown.length === 0;
         }
       }
     } catch (error) {
@@ -222,6 +231,7 @@ export function openHistory({ name, panel, view, canRestore, onClose, announce }
     const from = showing >= head || showing < oldest ? oldest : showing;
     versionBox.replaceChildren();
     message.textContent = "";
+    legend.hidden = true;
     play.textContent = "Pause";
     play.setAttribute("aria-pressed", "true");
     versionBox.dataset.playing = "true";
