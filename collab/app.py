@@ -13,7 +13,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import tornado.web
 from collab import memory
 from collab.auth import Authenticator, Identity
 from collab.config import Settings
+from collab.core.hooks import Hooks
 from collab.core.listing import Cursors
 from collab.core.manager import RoomManager
 from collab.errors import CloseCode
@@ -46,9 +47,12 @@ from collab.web.documents import (
     VersionAtHandler,
     VersionHandler,
 )
+from collab.web.encoding import GzipAnswers
 from collab.web.gate import ConnectionCounts, Gate, Listener, connection_of
 from collab.web.sites import Sites
 from collab.web.sockets import NativeSocketHandler, SocketHandler, YjsSocketHandler
+from collab.web.version_names import NamesHandler, VersionNameHandler
+from collab.web.writes import HttpWrites, UpdatesHandler
 
 log = logging.getLogger("collab")
 
@@ -64,17 +68,26 @@ class CollabServer:
         store: Store | None = None,
         *,
         clock: Callable[[], float] = time.time,
+        extensions: Sequence[object] = (),
     ) -> None:
         """``clock``: Unix seconds, for the time of updates and the retention's
-        cutoff (tests move it forward instead of waiting)."""
+        cutoff (tests move it forward instead of waiting). ``extensions``: the
+        application's hooks, chained in order (collab.extensions)."""
         self.settings = settings
         self.store = store if store is not None else create_store(settings.store_url)
         self.metrics = Metrics()
-        self.rooms = RoomManager(self.store, settings, self.metrics, clock=clock)
+        self.rooms = RoomManager(
+            self.store,
+            settings,
+            self.metrics,
+            clock=clock,
+            hooks=Hooks(extensions, settings, self.store),
+        )
         self.auth = Authenticator.from_settings(settings)
         self.sockets: set[SocketHandler] = set()
         self.connections = ConnectionCounts(settings.max_connections_per_ip)
         self.reads = ExpensiveReads(settings)  # versions, states, diffs: caps and workers
+        self.writes = HttpWrites.of(settings)  # HTTP writes: rates, idempotency keys
         # Cursors of document lists cut short: sealed, and opened by every instance
         # that shares the key.
         cursor_key = settings.list_cursor_secret or settings.auth_secret
@@ -104,7 +117,10 @@ class CollabServer:
         self.revocation_listeners: set[Callable[[str], None]] = set()
         self.stopping = False
 
-    def _make_application(self) -> tornado.web.Application:
+    def routes(self, prefix: str = "", *, page: bool = True) -> list[Any]:
+        """The server's Tornado routes, each path under ``prefix`` (``"/collab"``:
+        ``/collab/ws``...); ``page``: the static page and its files too, last (it
+        matches every path under the prefix)."""
         s = self.settings
         context: dict[str, Any] = {"server": self}
         static_dir = Path(s.static_dir) if s.static_dir else DEFAULT_STATIC_DIR
@@ -119,21 +135,33 @@ class CollabServer:
             (r"/api/documents/(.+)/history", HistoryHandler, context),
             (r"/api/documents/(.+)/state", StateHandler, context),
             (r"/api/documents/(.+)/authors", AuthorsHandler, context),
+            (r"/api/documents/(.+)/versions/([^/]+)/name", VersionNameHandler, context),
+            (r"/api/documents/(.+)/names", NamesHandler, context),
             (r"/api/documents/(.+)/versions/([^/]+)", VersionHandler, context),
             (r"/api/documents/(.+)/versions", VersionAtHandler, context),
             (r"/api/documents/(.+)/restore", RestoreHandler, context),
             (r"/api/documents/(.+)/events", EventsHandler, context),
             (r"/api/documents/(.+)/import", ImportHandler, context),
             (r"/api/documents/(.+)/diff", DiffHandler, context),
+            (r"/api/documents/(.+)/updates", UpdatesHandler, context),
             (r"/api/documents/(.+)", DocumentHandler, context),
-            (
-                r"/(.*)",
-                tornado.web.StaticFileHandler,
-                {"path": str(static_dir), "default_filename": "index.html"},
-            ),
         ]
+        if page:
+            routes.append(
+                (
+                    r"/(.*)",
+                    tornado.web.StaticFileHandler,
+                    {"path": str(static_dir), "default_filename": "index.html"},
+                )
+            )
+        prefix = prefix.rstrip("/")
+        return [(prefix + path, *rest) for path, *rest in routes]
+
+    def _make_application(self) -> tornado.web.Application:
+        s = self.settings
         return tornado.web.Application(
-            routes,
+            self.routes(),
+            transforms=[GzipAnswers] if s.http_compression == "gzip" else [],
             # Heartbeats are the handlers' own (collab.web.sockets): Tornado's wait
             # 5 s for a close handshake with a peer that is gone.
             websocket_ping_interval=0,
@@ -149,18 +177,14 @@ class CollabServer:
         return f"http://{self.settings.host}:{self.port}"
 
     async def start(self) -> None:
-        largest = self.store.max_update_bytes
-        if largest is not None and self.settings.max_frame_bytes > largest:
-            raise ValueError(
-                f"max_frame_bytes ({self.settings.max_frame_bytes}) exceeds the largest "
-                f"update this store can hold ({largest} bytes)"
-            )
-        await self.store.open()
-        self.rooms.start()
+        await self.open()
         # Workers of one `collab serve --workers N` each bind the port: the kernel
         # spreads connections over them.
         sockets = tornado.netutil.bind_sockets(
-            self.settings.port, self.settings.host, reuse_port=self.settings.workers > 1
+            self.settings.port,
+            self.settings.host,
+            reuse_port=self.settings.workers > 1,
+            backlog=self.settings.listen_backlog,
         )
         self.port = sockets[0].getsockname()[1]
         s = self.settings
@@ -173,6 +197,21 @@ class CollabServer:
             max_body_size=0,  # a route raises it once it has checked who sends the body
         )
         self._http.add_sockets(sockets)
+        log.info("listening on %s (store %s)", self.url, self.settings.store_url)
+
+    async def open(self) -> None:
+        """Everything but listening: open the store, start the rooms, the writer,
+        the hooks and the heartbeat (an application that embeds collab serves its
+        :meth:`routes` itself: collab.embed)."""
+        largest = self.store.max_update_bytes
+        if largest is not None and self.settings.max_frame_bytes > largest:
+            raise ValueError(
+                f"max_frame_bytes ({self.settings.max_frame_bytes}) exceeds the largest "
+                f"update this store can hold ({largest} bytes)"
+            )
+        await self.store.open()
+        self.rooms.start()
+        s = self.settings
         if s.ping_interval_s > 0:
             assert s.ping_timeout_s is not None
             self.tasks.spawn(
@@ -181,7 +220,6 @@ class CollabServer:
             )
         if s.memory_trim_s > 0:
             self.tasks.spawn(memory.trim_every(s.memory_trim_s), name="return freed memory")
-        log.info("listening on %s (store %s)", self.url, self.settings.store_url)
 
     def register(self, handler: SocketHandler) -> None:
         self.sockets.add(handler)

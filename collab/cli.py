@@ -1,5 +1,6 @@
 """Command line: ``collab serve``, ``token``, ``check``, and the history commands
-(``history``, ``show``, ``replay``, ``export``, ``import``: collab.history_commands)."""
+(``history``, ``show``, ``replay``, ``export``, ``import``, ``name``:
+collab.history_commands), and ``write`` (collab.write_command)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,16 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 
-from collab import __version__, history_commands, logs, memory, workers
+from collab import __version__, history_commands, logs, memory, workers, write_command
 from collab.auth import Authenticator, Role
 from collab.config import Settings, SettingsError, add_arguments, settings_from_namespace
 from collab.errors import StoreError
+from collab.extensions import load_extension
 
 log = logging.getLogger("collab")
 
 SHUTDOWN_MARGIN_S = 5.0
-HISTORY_COMMANDS = ("history", "show", "replay", "export", "import")
+HISTORY_COMMANDS = ("history", "show", "replay", "export", "import", "name")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +29,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the server")
     add_arguments(serve)
+    serve.add_argument(
+        "--extension",
+        action="append",
+        default=[],
+        metavar="MODULE:ATTRIBUTE",
+        help="an extension's hooks (collab.extensions), imported from the module; "
+        "repeatable: they chain in the order given",
+    )
     token = commands.add_parser("token", help="print an access token signed with the auth secret")
     token.add_argument("--user", required=True, help="the token's subject")
     token.add_argument(
@@ -61,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--doc", action="append", default=None, help="only this document")
     check.add_argument("--quiet", action="store_true", help="print only problems")
     history_commands.add_commands(commands)
+    write_command.add_command(commands)
     return parser
 
 
@@ -72,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return print_token(args)
         if args.command in HISTORY_COMMANDS:
             return history_commands.run(args)
+        if args.command == "write":
+            return write_command.run(args)
         if args.command == "check":
             store_url = args.store_url or Settings.from_env().store_url
             try:
@@ -80,7 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"collab check: {exc}", file=sys.stderr)
                 return 1
         settings = settings_from_namespace(args)
-    except SettingsError as exc:
+        extensions = [load_extension(spec) for spec in args.extension]
+    except (SettingsError, ImportError, ValueError) as exc:
         print(f"collab: {exc}", file=sys.stderr)
         return 2
     logs.configure(settings.log_level, settings.log_format)
@@ -101,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     memory.limit_arenas(settings.malloc_arena_max)
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
-            runner.run(serve(settings))
+            runner.run(serve(settings, extensions))
     except (OSError, ValueError) as exc:
         log.error("could not start: %s", exc)
         return 1
@@ -117,14 +131,14 @@ def event_loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | N
     return None
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, extensions: Sequence[object] = ()) -> None:
     from collab.app import CollabServer
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    server = CollabServer(settings)
+    server = CollabServer(settings, extensions=extensions)
     await server.start()
     try:
         await stop.wait()

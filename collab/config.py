@@ -18,6 +18,8 @@ from typing import Any
 ENV_PREFIX = "COLLAB_"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
+HTTP_COMPRESSIONS = ("gzip", "off")
+WEBSOCKET_COMPRESSIONS = ("off", "deflate")
 EVENT_LOOPS = ("asyncio", "uvloop")
 
 
@@ -52,6 +54,28 @@ class Settings:
             "besides IP addresses, localhost and --host; * answers to any. Empty: any while "
             "access tokens are required; in open mode other names are refused (403), so "
             "that a DNS-rebinding page cannot reach the server"
+        },
+    )
+    listen_backlog: int = field(
+        default=4096,
+        metadata={
+            "help": "connections the kernel holds for the server to accept (listen backlog; "
+            "Linux caps it at net.core.somaxconn). Past it, new connections' SYNs are dropped "
+            "and retried a second later: thousands of clients reconnecting at once need it large"
+        },
+    )
+    http_compression: str = field(
+        default="gzip",
+        metadata={
+            "help": "gzip: compress HTTP answers (JSON, states, the page and its bundle) for "
+            "clients that accept it; off: never"
+        },
+    )
+    websocket_compression: str = field(
+        default="off",
+        metadata={
+            "help": "off, or deflate: offer permessage-deflate on /ws and /yjs "
+            "(docs/PERFORMANCE.md has what it saves and costs)"
         },
     )
     static_dir: str = field(default="", metadata={"help": "folder served at / (default: static/)"})
@@ -157,6 +181,13 @@ class Settings:
         default=3600.0,
         metadata={"help": "seconds between passes that drop history past the retention"},
     )
+    max_version_names: int = field(
+        default=1000,
+        metadata={
+            "help": "named versions a document may have (each keeps its history from "
+            "retention); naming one more is refused until a name is taken away"
+        },
+    )
     snapshot_every_bytes: int = field(
         default=4 * 1024 * 1024, metadata={"help": "or after this many update bytes"}
     )
@@ -226,6 +257,25 @@ class Settings:
     awareness_refresh_s: float = field(
         default=10.0, metadata={"help": "seconds between renewals of published presence states"}
     )
+    hook_timeout_s: float = field(
+        default=5.0,
+        metadata={
+            "help": "seconds an extension's hook may take (collab.extensions); a deciding "
+            "hook past it fails closed, an observing one is skipped"
+        },
+    )
+    hook_queue_events: int = field(
+        default=10_000,
+        metadata={"help": "events waiting for the extensions' observing hooks, at most"},
+    )
+    hook_change_debounce_s: float = field(
+        default=1.0,
+        metadata={"help": "quiet seconds after a document's last commit before on_change"},
+    )
+    hook_change_max_wait_s: float = field(
+        default=10.0,
+        metadata={"help": "seconds at most from a document's first change to its on_change"},
+    )
     shutdown_flush_timeout_s: float = field(
         default=30.0, metadata={"help": "how long shutdown waits for pending writes"}
     )
@@ -282,6 +332,32 @@ class Settings:
     max_import_bytes: int = field(
         default=64 * 1024 * 1024,
         metadata={"help": "largest export file POST /api/documents/DOC/import takes"},
+    )
+    max_write_bytes: int = field(
+        default=8 * 1024 * 1024,
+        metadata={"help": "largest body POST /api/documents/DOC/updates takes (an HTTP write)"},
+    )
+    write_timeout_s: float = field(
+        default=30.0,
+        metadata={"help": "seconds an HTTP write waits for its update to be stored"},
+    )
+    rate_writes_per_s: float = field(
+        default=10.0,
+        metadata={
+            "help": "HTTP writes a second one user (the address, without tokens) may make, "
+            "on average; their bytes count against rate_bytes_per_s"
+        },
+    )
+    rate_writes_burst: int = field(
+        default=50, metadata={"help": "HTTP writes one user may make at once"}
+    )
+    idempotency_keys: int = field(
+        default=10_000,
+        metadata={"help": "answers to HTTP writes kept by Idempotency-Key, at most (this process)"},
+    )
+    idempotency_key_ttl_s: float = field(
+        default=24 * 3600.0,
+        metadata={"help": "seconds an HTTP write's answer is kept by its Idempotency-Key"},
     )
     max_header_bytes: int = field(
         default=64 * 1024, metadata={"help": "largest request head (request line and headers)"}
@@ -415,6 +491,14 @@ class Settings:
             raise SettingsError("workers > 1 need a store they share: SQLite or MongoDB")
         if self.log_format not in LOG_FORMATS:
             raise SettingsError(f"log_format must be one of {', '.join(LOG_FORMATS)}")
+        if self.http_compression not in HTTP_COMPRESSIONS:
+            raise SettingsError(f"http_compression must be one of {', '.join(HTTP_COMPRESSIONS)}")
+        if self.websocket_compression not in WEBSOCKET_COMPRESSIONS:
+            raise SettingsError(
+                f"websocket_compression must be one of {', '.join(WEBSOCKET_COMPRESSIONS)}"
+            )
+        if self.listen_backlog < 1:
+            raise SettingsError("listen_backlog must be at least 1")
         assert self.ping_timeout_s is not None
         if self.ping_interval_s < 0 or self.ping_timeout_s < 0:
             raise SettingsError("ping_interval_s and ping_timeout_s must not be negative")
@@ -447,6 +531,10 @@ class Settings:
             "awareness_updates_per_s",
             "reauth_timeout_s",
             "max_import_bytes",
+            "max_write_bytes",
+            "rate_writes_per_s",
+            "rate_writes_burst",
+            "idempotency_keys",
             "max_header_bytes",
             "max_read_updates",
             "max_read_bytes",
@@ -483,14 +571,22 @@ class Settings:
             "retention_check_s",
             "events_keepalive_s",
             "restore_timeout_s",
+            "write_timeout_s",
+            "idempotency_key_ttl_s",
             "awareness_flush_s",
             "awareness_ttl_s",
             "awareness_refresh_s",
             "header_timeout_s",
             "body_timeout_s",
+            "hook_timeout_s",
+            "hook_queue_events",
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive")
+        if self.hook_change_debounce_s < 0 or self.hook_change_max_wait_s < 0:
+            raise SettingsError(
+                "hook_change_debounce_s and hook_change_max_wait_s must not be negative"
+            )
         if self.rate_bytes_burst < self.max_frame_bytes:
             raise SettingsError("rate_bytes_burst must be at least max_frame_bytes")
         if self.max_connections_per_ip < 0 or self.max_documents_created_per_minute < 0:
@@ -502,6 +598,8 @@ class Settings:
             raise SettingsError("give one of auth_secret, auth_public_key_file and auth_jwks_file")
         if self.malloc_arena_max < 0 or self.memory_trim_s < 0:
             raise SettingsError("malloc_arena_max and memory_trim_s must not be negative (0: off)")
+        if self.max_version_names < 0:
+            raise SettingsError("max_version_names must not be negative (0: no names)")
         if self.room_linger_s < 0:
             raise SettingsError("room_linger_s must not be negative")
         if self.history_retention_s < 0:

@@ -61,6 +61,8 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"
     AWARENESS_DENIED = "awareness_denied"
     AWARENESS_LIMIT = "awareness_limit"
+    UPDATE_REFUSED = "update_refused"  # an extension's before_update refused it
+    HOOK_FAILED = "hook_failed"  # an extension's deciding hook raised or ran out of time
     INTERNAL = "internal"
 
 
@@ -125,6 +127,7 @@ class RateLimited(CollabError):
     second, documents created per minute, awareness updates."""
 
     code = ErrorCode.RATE_LIMITED
+    retry_after_s: float | None = None  # when known: how long until it would be admitted
 
 
 class StoreError(Exception):

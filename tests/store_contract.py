@@ -34,6 +34,7 @@ from collab.store import (
     SnapshotRecord,
     Store,
     UpdateRecord,
+    VersionName,
 )
 
 Reopen = Callable[[Store], Awaitable[Store]]
@@ -105,6 +106,19 @@ class StoreContract:
         (record,) = (await store.append([other])).records
         assert (record.seq, record.epoch) == (2, loaded.epoch)
         assert (await store.get_document("notes")).epoch == loaded.epoch
+
+    async def test_a_first_content_is_stored_only_by_the_append_that_creates_the_document(
+        self, store: Store, second: Store
+    ):
+        mine, theirs = await store.load("notes"), await second.load("notes")
+        seed = NewUpdate("notes", b"a", time.time(), epoch=mine.epoch, create=True, first=True)
+        (record,) = (await store.append([seed])).records
+        assert (record.seq, record.epoch) == (1, mine.epoch)
+        # Another writer's first content, made before it knew: refused, not joined.
+        other = NewUpdate("notes", b"b", time.time(), epoch=theirs.epoch, create=True, first=True)
+        with pytest.raises(DocumentChanged):
+            await second.append([other])
+        assert [r.data for r in await store.read_updates("notes")] == [b"a"]
 
     async def test_loading_a_new_document_with_create_creates_it_empty(self, store: Store):
         assert await store.get_document("notes") is None
@@ -485,9 +499,7 @@ class StoreContract:
 
         assert await store.read_updates("notes") == written
 
-    async def test_a_snapshot_keeps_its_authors_index_and_one_without_has_none(
-        self, store: Store
-    ):
+    async def test_a_snapshot_keeps_its_authors_index_and_one_without_has_none(self, store: Store):
         await store.append(news("notes", 4))
         await store.save_snapshot(SnapshotRecord("notes", 2, b"two", 1.0))
         await store.save_snapshot(SnapshotRecord("notes", 4, b"four", 1.0, authors=b"index"))
@@ -704,6 +716,31 @@ class StoreContract:
             assert snapshot.data == blob
 
     # -- lifecycle --------------------------------------------------------------------------
+
+    async def test_version_names_are_one_per_seq_listed_by_seq_and_gone_with_the_document(
+        self, store: Store, second: Store
+    ):
+        await store.append(news("named", 5))
+        await store.name_version(VersionName("named", 4, "Sent to legal", "ann", 10.5))
+        await store.name_version(VersionName("named", 2, "Draft", None, 9.0))
+        await store.name_version(VersionName("other", 1, "Elsewhere", None, 9.0))
+        assert await second.version_names("named") == [
+            VersionName("named", 2, "Draft", None, 9.0),
+            VersionName("named", 4, "Sent to legal", "ann", 10.5),
+        ]
+        # A new name replaces the old one; a name goes away alone.
+        await store.name_version(VersionName("named", 4, "Signed", "bob", 11.0))
+        assert [(n.seq, n.name, n.user) for n in await store.version_names("named")] == [
+            (2, "Draft", None),
+            (4, "Signed", "bob"),
+        ]
+        assert await store.unname_version("named", 2) is True
+        assert await store.unname_version("named", 2) is False
+        assert [n.name for n in await store.version_names("named")] == ["Signed"]
+        assert await store.version_names("unknown") == []
+        await store.delete_document("named")
+        assert await store.version_names("named") == []
+        assert [n.name for n in await store.version_names("other")] == ["Elsewhere"]
 
     async def test_close_can_be_called_twice(self, store: Store):
         await store.load("notes", create=True)

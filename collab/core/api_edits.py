@@ -1,6 +1,7 @@
 """Edits the server makes for API calls, on the live document, through the same
 room and validation as a peer's (there is one path of an edit, whatever carried
-it): restoring a version, as one new update that brings the content back.
+it): restoring a version, as one new update that brings the content back, and
+writes over HTTP (a Yjs update, or edits described as JSON).
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from collab.auth import Role
 from collab.core.history import replica_at
 from collab.core.manager import RoomManager
 from collab.core.origin import Origin
+from collab.core.room import Room
 from collab.core.session import NO_FRAMES, SERVER_PEER, Session
 from collab.errors import LoadFailed, StoreError
-from collab.wire import edits, yformat
+from collab.extensions import IncomingUpdate
+from collab.wire import edit_ops, edits, yformat
 from collab.wire.yformat import FormatError
 
 EDIT_ATTEMPTS = 3  # computations of a server-made edit while the document changes
@@ -56,19 +59,84 @@ async def server_edit(
                 raise LoadFailed(f"document {name!r} was reloaded; try again", doc=name)
             if update is None:
                 return None
-            durable: asyncio.Future[int] = loop.create_future()
-
-            def acknowledged(seq: int) -> None:
-                if not durable.done():
-                    durable.set_result(seq)
-
-            room.attach(session)
-            pending = room.submit(session, update, on_durable=acknowledged)
-            if pending is not None:
-                await pending
-            return await asyncio.wait_for(durable, timeout_s)
+            return await _submit(rooms, room, session, update, timeout_s)
         finally:
             rooms.leave(session)
+
+
+async def _submit(
+    rooms: RoomManager, room: Room, session: Session, update: bytes, timeout_s: float
+) -> int:
+    """Apply ``update`` as ``session``'s (it joins the room), and wait until it is
+    stored: its seq, or the seq covering it when it changed nothing. The
+    extensions' before_update decides first, as for a peer's update (CollabError
+    ``update_refused`` or ``hook_failed``: nothing applied)."""
+    origin = session.origin
+    await rooms.hooks.before_update(IncomingUpdate(session.doc, update, origin.user, origin.client))
+    loop = asyncio.get_running_loop()
+    durable: asyncio.Future[int] = loop.create_future()
+
+    def acknowledged(seq: int) -> None:
+        if not durable.done():
+            durable.set_result(seq)
+
+    room.attach(session)
+    pending = room.submit(session, update, on_durable=acknowledged)
+    if pending is not None:
+        await pending
+    return await asyncio.wait_for(durable, timeout_s)
+
+
+async def write_update(
+    rooms: RoomManager, name: str, origin: Origin, update: bytes, *, timeout_s: float
+) -> int:
+    """Apply a Yjs update a writer sent over HTTP, as a peer's update is applied
+    (the same room, checks and limits; a refused one leaves the document as it
+    was), creating the document if it does not exist. Returns its seq once it is
+    stored (the seq covering it when it changed nothing). Raises InvalidUpdate,
+    Overloaded, RateLimited, LoadFailed, TimeoutError."""
+    session = Session(name, SERVER_PEER, NO_FRAMES, Role.WRITE, origin)
+    with rooms.holding(name):
+        try:
+            room = await rooms.live(name)
+            return await _submit(rooms, room, session, update, timeout_s)
+        finally:
+            rooms.leave(session)
+
+
+async def write_edits(
+    rooms: RoomManager,
+    name: str,
+    origin: Origin,
+    changes: list[edit_ops.Edit],
+    *,
+    timeout_s: float,
+) -> int:
+    """Make JSON-described edits (collab.wire.edit_ops) on the live document as
+    one update, made against the state it meets. Returns its seq once stored (the
+    document's latest seq when the edits changed nothing). Raises EditError (the
+    document unchanged), and what :func:`write_update` raises."""
+
+    def change(state: bytes) -> bytes | None:
+        try:
+            kinds = yformat.root_types(state)
+        except FormatError as exc:
+            raise StoreError(f"{name!r}: the live document cannot be read: {exc}") from None
+        work = pycrdt.Doc()
+        work.apply_update(state)
+        made: list[bytes] = []  # the transaction's own update: none if it changed nothing
+        subscription = work.observe(lambda event: made.append(event.update))
+        try:
+            edit_ops.apply(work, changes, kinds)
+        finally:
+            work.unobserve(subscription)
+        return made[0] if made else None
+
+    seq = await server_edit(rooms, name, origin, change, timeout_s=timeout_s)
+    if seq is None:
+        info = await rooms.store.get_document(name)
+        return 0 if info is None else info.head_seq
+    return seq
 
 
 async def restore_version(

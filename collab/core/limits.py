@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 CREATION_WINDOW_S = 60.0
 MAX_TRACKED_CREATORS = 100_000  # users with a creation in the last minute, at most
+MAX_TRACKED_WRITERS = 100_000  # callers of HTTP writes followed, at most
 
 
 class TokenBucket:
@@ -42,6 +43,16 @@ class TokenBucket:
             return False
         self._level -= amount
         return True
+
+    def give(self, amount: float = 1.0) -> None:
+        """Put back ``amount`` tokens taken for something that was then not done."""
+        self._level = min(self.burst, self._level + amount)
+
+    def wait_s(self, amount: float = 1.0) -> float:
+        """Seconds until ``amount`` tokens are there (as of the last take)."""
+        if amount > self.burst:
+            return float("inf")
+        return max(0.0, (amount - self._level) / self.rate) if self.rate > 0 else float("inf")
 
 
 class CreationLimiter:
@@ -79,6 +90,62 @@ class CreationLimiter:
     def _forget_before(self, cutoff: float) -> None:
         for user in [u for u, times in self._recent.items() if not times or times[-1] <= cutoff]:
             del self._recent[user]
+
+
+class WriteLimiter:
+    """HTTP writes of each caller (a user, or an address when access is open):
+    ``per_s`` requests a second (``burst`` at once) and ``bytes_per_s`` of bodies
+    (``bytes_burst`` at once), as a WebSocket's messages are limited. At most
+    MAX_TRACKED_WRITERS callers are followed; past it the idle ones (full
+    buckets) are forgotten, and if none is idle the oldest."""
+
+    def __init__(self, per_s: float, burst: int, bytes_per_s: float, bytes_burst: int) -> None:
+        self._limits = (per_s, burst, bytes_per_s, bytes_burst)
+        self._buckets: dict[str, tuple[TokenBucket, TokenBucket]] = {}
+
+    def admit(
+        self, caller: str, size: int, now: float | None = None, *, request: bool = True
+    ) -> None:
+        """Count one write of ``size`` bytes (``request`` False: only bytes, of a
+        write counted already); raises RateLimited (with ``retry_after_s``) past
+        either limit, and then nothing is counted."""
+        now = time.monotonic() if now is None else now
+        buckets = self._buckets.get(caller)
+        if buckets is None:
+            if len(self._buckets) >= MAX_TRACKED_WRITERS:
+                self._forget(now)
+            per_s, burst, bytes_per_s, bytes_burst = self._limits
+            buckets = self._buckets[caller] = (
+                TokenBucket(per_s, burst, now),
+                TokenBucket(bytes_per_s, bytes_burst, now),
+            )
+        requests, sizes = buckets
+        if not requests.take(1.0 if request else 0.0, now):
+            raise _write_limited(
+                f"more than {requests.rate:g} writes a second (burst {requests.burst:g})",
+                requests.wait_s(),
+            )
+        if not sizes.take(size, now):
+            requests.give(1.0 if request else 0.0)  # not made: its token goes back
+            raise _write_limited(
+                f"more than {sizes.rate:g} bytes a second (burst {sizes.burst:g})",
+                sizes.wait_s(size),
+            )
+
+    def _forget(self, now: float) -> None:
+        idle = [
+            caller
+            for caller, (requests, sizes) in self._buckets.items()
+            if requests.take(0.0, now) and requests.wait_s(requests.burst) == 0
+        ]
+        for caller in idle or list(self._buckets)[: max(1, len(self._buckets) // 10)]:
+            del self._buckets[caller]
+
+
+def _write_limited(reason: str, wait_s: float) -> RateLimited:
+    error = RateLimited(f"rate limit: {reason}; try again later")
+    error.retry_after_s = min(wait_s, CREATION_WINDOW_S)
+    return error
 
 
 class LogBudget:

@@ -24,18 +24,21 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 
+import pycrdt
+
 from collab.auth import Role
 from collab.config import Settings
 from collab.core.feed import FeedFollower
+from collab.core.hooks import HookFailed, Hooks
 from collab.core.limits import CreationLimiter
 from collab.core.presence import Presence
 from collab.core.room import LOG_PAGE, JoinReply, Resume, Room, build_replica
 from collab.core.session import Session, SessionState
 from collab.core.snapshots import Cadence, Snapshotter, encode
 from collab.core.writer import Writer
-from collab.errors import CollabError, ErrorCode, LoadFailed, StoreError
+from collab.errors import CollabError, DocumentChanged, ErrorCode, LoadFailed, StoreError
 from collab.metrics import Metrics
-from collab.store import LoadedDocument, SnapshotRecord, Store, UpdateRecord
+from collab.store import Author, LoadedDocument, NewUpdate, SnapshotRecord, Store, UpdateRecord
 from collab.tasks import TaskGroup
 from collab.wire.replica import Replica
 
@@ -62,6 +65,15 @@ def _build_and_snapshot(
     return replica, made.snapshot
 
 
+def _valid_update(update: bytes) -> bool:
+    """Whether ``update`` is a Yjs update pycrdt applies (to an empty document)."""
+    try:
+        pycrdt.Doc().apply_update(update)
+    except Exception:
+        return False
+    return True
+
+
 class RoomManager:
     def __init__(
         self,
@@ -70,9 +82,12 @@ class RoomManager:
         metrics: Metrics | None = None,
         *,
         clock: Callable[[], float] = time.time,
+        hooks: Hooks | None = None,
     ) -> None:
         self._store = store
         self._settings = settings
+        # The extensions' hooks (collab.extensions); started and closed with the rooms.
+        self.hooks = hooks if hooks is not None else Hooks((), settings, store)
         # Unix seconds: the time its rooms give updates, and the retention's "now"
         # (tests move it forward instead of waiting).
         self._clock = clock
@@ -105,12 +120,16 @@ class RoomManager:
         self.feed_lag_s = 0.0  # from acceptance to arrival, of the latest records from the feed
         self._saving_position = False
         self._deleting: dict[str, asyncio.Event] = {}  # loads of these wait for the deletion
+        self._seeding: dict[str, asyncio.Future[None]] = {}  # loads of these wait for the seed
         self.writer.on_document_changed.append(self._on_document_changed)
+        if self.hooks.has("on_store") or self.hooks.has("on_change"):
+            self.writer.on_commit.append(self.hooks.committed)
 
     def start(self) -> None:
         self.writer.start()
         self.snapshots.start()
         self.presence.start()
+        self.hooks.start()
         self._tasks.spawn(self._follow(), name="follow the feed")
         self._tasks.spawn(self._audit(), name="audit the feed")
         if self._settings.history_retention_s > 0:
@@ -141,6 +160,8 @@ class RoomManager:
         A resuming session whose missed records the room no longer keeps in memory
         gets them from the log, if there are few enough to be worth it."""
         with self.holding(name):
+            if session.role is Role.WRITE and self.hooks.has("on_load_document"):
+                await self._seed_if_new(name, session)
             while True:
                 room = await self.live(name)
                 if (
@@ -243,6 +264,9 @@ class RoomManager:
             if draining is not None:
                 await draining.flushed()
             started = time.monotonic()
+            seeding = self._seeding.get(name)
+            if seeding is not None:  # a writer's first content is being stored: load it
+                await asyncio.wait([seeding])
             loaded = await self._store.load(name)
             loop = asyncio.get_running_loop()
             replica, snapshot = await loop.run_in_executor(
@@ -289,6 +313,72 @@ class RoomManager:
         room.catch_up()  # what other instances committed while it loaded
         future.set_result(room)
         await self.presence.load(room)
+
+    async def _seed_if_new(self, name: str, session: Session) -> None:
+        """Before a writer joins a document that does not exist yet: its first
+        content from the extensions (on_load_document), stored as its first update
+        by the append that creates it (counted against the writer's creation cap),
+        so that the load that follows finds it. One seed for everyone who asks at
+        once: here one seeding is shared, and on another instance the second
+        append is refused by the store (NewUpdate.first) and its load takes what
+        is stored. A document open or opening here is loaded as it is."""
+        if name in self._rooms or name in self._loading:
+            return
+        future = self._seeding.get(name)
+        if future is None:
+            future = self._seeding[name] = asyncio.get_running_loop().create_future()
+            future.add_done_callback(lambda f: f.cancelled() or f.exception())
+            self._tasks.spawn(self._run_seed(name, session, future), name=f"seed {name}")
+        await asyncio.shield(future)
+
+    async def _run_seed(self, name: str, session: Session, future: asyncio.Future[None]) -> None:
+        try:
+            await self._seed(name, session)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except CollabError as exc:  # the hook's failure, the creation cap: to the peer
+            exc.doc = name
+            future.set_exception(exc)
+        except StoreError as exc:
+            log.warning("seeding %r failed: %s", name, exc)
+            future.set_exception(LoadFailed(f"document {name!r} could not be loaded", doc=name))
+        else:
+            future.set_result(None)
+        finally:
+            self._seeding.pop(name, None)
+
+    async def _seed(self, name: str, session: Session) -> None:
+        loaded = await self._store.load(name)
+        if loaded.stored:
+            return
+        seed = await self.hooks.load_document(name)
+        if seed is None:
+            return
+        loop = asyncio.get_running_loop()
+        if not await loop.run_in_executor(None, _valid_update, seed):
+            raise HookFailed(
+                f"the application's on_load_document hook gave {name!r} a first content "
+                "that is not a Yjs update",
+                doc=name,
+            )
+        first = NewUpdate(
+            name,
+            seed,
+            self._clock(),
+            Author(None, "extension", self._settings.instance_id),
+            epoch=loaded.epoch,
+            create=True,
+            first=True,
+        )
+        self.creations.admit(session)  # may raise RateLimited: the per-user creation cap
+        try:
+            result = await self._store.append([first])
+        except DocumentChanged:
+            log.info("%r was created meanwhile: its first content is what is stored", name)
+        else:
+            log.info("%r created with its first content from an extension", name)
+            self.hooks.committed(result.records)
 
     async def _fetch_log(self, doc: str, after: int, until: int | None) -> list[UpdateRecord]:
         return await self._store.read_updates(doc, after_seq=after, until_seq=until, limit=LOG_PAGE)
@@ -404,13 +494,18 @@ class RoomManager:
     async def drop_old_history(self) -> int:
         """Drop every document's history older than ``history_retention_s``, down
         to the newest snapshot that is older than that (the log keeps everything
-        after it). Returns the number of documents pruned (0: no retention set)."""
+        after it), and not past a named version: those stay restorable. Returns
+        the number of documents pruned (0: no retention set)."""
         if self._settings.history_retention_s <= 0:
             return 0
         cutoff = self._clock() - self._settings.history_retention_s
         pruned = 0
         for info in await self._store.list_documents():
+            named = [n.seq for n in await self._store.version_names(info.name)]
+            floor = min(named, default=info.head_seq)
             for seq in reversed(await self._store.snapshot_seqs(info.name)):
+                if seq > floor:
+                    continue
                 own = await self._store.read_updates(
                     info.name, after_seq=seq - 1, until_seq=seq, limit=1
                 )
@@ -495,6 +590,7 @@ class RoomManager:
             done.set()
         if deleted:
             log.info("deleted %r", name)
+            self.hooks.deleted(name)
         return deleted
 
     def _drop(self, room: Room, reason: str) -> None:
@@ -530,6 +626,7 @@ class RoomManager:
         await self.writer.stop(deadline - loop.time())
         await self.snapshots.stop(deadline - loop.time())
         await self.presence.close()
+        await self.hooks.close()
         for room in self._rooms.values():
             await room.close()
         self._rooms.clear()

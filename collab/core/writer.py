@@ -103,6 +103,8 @@ class Writer:
         # Told (doc, epoch) when a document's queued updates were dropped because
         # that generation of it is gone.
         self.on_document_changed: list[Callable[[str, str], None]] = []
+        # Told the records of each commit, after the rooms (extensions' observers).
+        self.on_commit: list[Callable[[list[UpdateRecord]], None]] = []
 
     @property
     def queued(self) -> int:
@@ -222,6 +224,9 @@ class Writer:
                     self._complete(batch, result.records if result else [])
                     if result is not None and self._on_heads is not None:
                         self._on_heads(result.heads)
+                    if result is not None:
+                        for listener in self.on_commit:
+                            listener(result.records)
                     continue
                 await backoff.wait()
             self._idle.set()

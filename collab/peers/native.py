@@ -21,6 +21,7 @@ from enum import Enum
 from collab import __version__
 from collab.auth import Authenticator, Identity, Role
 from collab.config import Settings
+from collab.core import version_names
 from collab.core.history import page_of_updates, retained_from
 from collab.core.manager import RoomManager
 from collab.core.origin import Origin
@@ -35,6 +36,7 @@ from collab.errors import (
     RateLimited,
     StoreError,
 )
+from collab.extensions import Connection, IncomingUpdate
 from collab.names import validate_document_name
 from collab.peers.guard import InputGuard, both, expiry_timer, stamp
 from collab.peers.transport import Transport, close_reason, new_connection_id
@@ -91,7 +93,10 @@ class NativeConnection:
         *,
         query_token: str | None = None,
         remote: str = "",
+        identity: Identity | None = None,
     ) -> None:
+        """``identity``: who the connection is, decided at its handshake by an
+        extension's on_authenticate (then hello needs no token)."""
         self._transport = transport
         self._rooms = rooms
         self._updates_in = rooms.metrics.updates_in.labels("ws")
@@ -102,6 +107,7 @@ class NativeConnection:
         self.remote = remote
         self.state = ConnectionState.AWAITING_HELLO
         self.identity: Identity | None = None
+        self._handshake_identity = identity
         self.client = f"ws:{self.id}"
         self.sessions: dict[str, Session] = {}
         self._max_frame_bytes: int | None = None  # as the client announced it
@@ -209,7 +215,9 @@ class NativeConnection:
                 code=ErrorCode.UNSUPPORTED_VERSION,
                 close_code=CloseCode.PROTOCOL_ERROR,
             )
-        self.identity = self._auth.authenticate(hello.token or self._query_token)
+        self.identity = self._handshake_identity or self._auth.authenticate(
+            hello.token or self._query_token
+        )
         self._watch_expiry()
         if hello.client:
             self.client = hello.client[:128]
@@ -239,6 +247,16 @@ class NativeConnection:
             )
         )
         log.info("%s: hello from client %s (user %s)", self, self.client, self.identity.user)
+        self._rooms.hooks.connected(self.described())
+
+    def described(self) -> Connection:
+        """The connection as the extensions' on_connect / on_disconnect see it."""
+        return Connection(self.id, "ws", self.user, self.remote)
+
+    def refuse(self, error: CollabError) -> None:
+        """Refused at its handshake (an extension's on_authenticate): the error is
+        sent, and the socket closed with its code."""
+        self._report(error)
 
     # -- token lifetime -------------------------------------------------------------------
 
@@ -478,6 +496,8 @@ class NativeConnection:
                 doc=message.doc,
                 ref=ref,
             )
+        if self._rooms.hooks.has("before_update"):
+            return self._applied_later(self._checked_then_submitted(session, message), message)
         try:
             pending = room.submit(
                 session, message.update, self._ack_sender(session.doc, message.ref)
@@ -489,6 +509,21 @@ class NativeConnection:
             return self._applied_later(pending, message)
         self._updates_in.inc()
         return None
+
+    async def _checked_then_submitted(self, session: Session, message: ClientUpdate) -> None:
+        """An update the extensions' before_update may refuse, submitted once they
+        allowed it. The socket is not read meanwhile (the caller returns this to
+        Tornado), so this connection's updates still apply in order; a refusal
+        raises before anything is applied: the document is unchanged."""
+        await self._rooms.hooks.before_update(
+            IncomingUpdate(session.doc, message.update, session.origin.user, self.client)
+        )
+        room = session.room
+        if session.state is not SessionState.ACTIVE or room is None:
+            return  # unsubscribed meanwhile: its client sends it again if it comes back
+        pending = room.submit(session, message.update, self._ack_sender(session.doc, message.ref))
+        if pending is not None:
+            await pending
 
     def _refused(self, error: CollabError, message: ClientUpdate) -> None:
         error.ref = message.ref
@@ -565,6 +600,14 @@ class NativeConnection:
             until = info.head_seq if message.until is None else min(message.until, info.head_seq)
             accepted = self._max_frame_bytes or self._settings.max_frame_bytes
             budget = min(accepted, self._settings.max_frame_bytes) - HISTORY_FRAME_OVERHEAD
+            # The named versions of the range go with its page (their room is taken
+            # from the updates').
+            named = [
+                version_names.as_dict(n)
+                for n in await store.version_names(message.doc)
+                if message.after < n.seq <= until
+            ]
+            budget -= sum(HISTORY_ENTRY_OVERHEAD + len(n["name"].encode()) for n in named)
             records, more = await page_of_updates(
                 store,
                 message.doc,
@@ -580,6 +623,8 @@ class NativeConnection:
                     "not fit in a frame you accept (hello.max_frame_bytes)",
                     code=ErrorCode.TOO_LARGE,
                 )
+            last = records[-1].seq if more else until
+            named = [n for n in named if n["seq"] <= last]
             page = [
                 {
                     "seq": r.seq,
@@ -597,6 +642,7 @@ class NativeConnection:
                         updates=page,
                         head=info.head_seq,
                         next_after=records[-1].seq if more else None,
+                        names=named or None,
                     )
                 )
             )
@@ -669,6 +715,8 @@ class NativeConnection:
         if self._stopped is not None and not self._stopped.done():
             self._stopped.set_result(None)
         self._guard.log.flush()
+        if self.identity is not None:  # it said hello: it was connected
+            self._rooms.hooks.disconnected(self.described())
         for session in self.sessions.values():
             self._rooms.leave(session)
         self.sessions.clear()

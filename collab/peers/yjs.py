@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
+from typing import Any
 
 from collab.auth import Identity, Role
 from collab.config import Settings
@@ -20,6 +21,7 @@ from collab.core.manager import RoomManager
 from collab.core.origin import Origin
 from collab.core.session import Session, SessionState
 from collab.errors import AccessDenied, CloseCode, CollabError, ErrorCode, Overloaded, RateLimited
+from collab.extensions import Connection, IncomingUpdate
 from collab.peers.guard import InputGuard, both, expiry_timer, stamp
 from collab.peers.transport import Transport, close_reason, new_connection_id
 from collab.wire import yjs as yjs_protocol
@@ -61,6 +63,7 @@ class YjsConnection:
         )
         self._closing = False
         self._told_read_only = False
+        self._left = False  # on_disconnect was told
         self._guard = InputGuard(settings, log, self)
         self._expiry: asyncio.TimerHandle | None = None
         self._stopped: asyncio.Future[None] | None = None
@@ -68,6 +71,7 @@ class YjsConnection:
     async def open(self) -> None:
         """Join the document's room, then greet the peer as y-websocket does."""
         self._expiry = expiry_timer(self.identity, self._expired)
+        self._rooms.hooks.connected(self.described())
         try:
             reply = await self._rooms.join(self.session.doc, self.session, None)
         except CollabError as exc:
@@ -149,11 +153,47 @@ class YjsConnection:
     def _submit(self, update: bytes) -> Awaitable[None] | None:
         room = self.session.room
         assert room is not None
+        if self._rooms.hooks.has("before_update"):
+            return self._checked_then_submitted(update)
         try:
             pending = room.submit(self.session, update)
         except CollabError as exc:
             self._rooms.metrics.updates_refused.labels(exc.code).inc()
             raise
+        if pending is not None:
+            return self._applied_later(pending)
+        self._updates_in.inc()
+        return None
+
+    async def _checked_then_submitted(self, update: bytes) -> None:
+        """An update the extensions' before_update may refuse (the socket is not
+        read meanwhile, so updates still apply in order). Refused: it is not
+        applied, and the peer is told with y-websocket's permission-denied
+        message, as a read-only peer is; the connection stays open."""
+        session = self.session
+        try:
+            await self._rooms.hooks.before_update(
+                IncomingUpdate(session.doc, update, session.origin.user, session.origin.client)
+            )
+        except CollabError as exc:
+            self._rooms.metrics.updates_refused.labels(exc.code).inc()
+            self._guard.log.log(logging.INFO, "update refused: %s", exc.message)
+            self.send(yjs_protocol.permission_denied(exc.message))
+            return
+        room = session.room
+        if self._closing or session.state is not SessionState.ACTIVE or room is None:
+            return
+        pending = self._submit_checked(room, update)
+        if pending is not None:
+            await pending
+
+    def _submit_checked(self, room: Any, update: bytes) -> Awaitable[None] | None:
+        try:
+            pending = room.submit(self.session, update)
+        except CollabError as exc:
+            self._rooms.metrics.updates_refused.labels(exc.code).inc()
+            self._refuse(exc, "applying an update")
+            return None
         if pending is not None:
             return self._applied_later(pending)
         self._updates_in.inc()
@@ -232,7 +272,14 @@ class YjsConnection:
         if self._stopped is not None and not self._stopped.done():
             self._stopped.set_result(None)
         self._guard.log.flush()
+        if not self._left:
+            self._left = True
+            self._rooms.hooks.disconnected(self.described())
         self._rooms.leave(self.session)
+
+    def described(self) -> Connection:
+        """The connection as the extensions' on_connect / on_disconnect see it."""
+        return Connection(self.id, "yjs", self.identity.user, self.remote, self.session.doc)
 
     def __str__(self) -> str:
         return f"yjs {self.id} {self.session.doc!r} {self.remote}"

@@ -13,6 +13,7 @@ from collab.store.base import (
     RepairStore,
     SnapshotStore,
     Store,
+    VersionNameStore,
 )
 from collab.store.records import (
     MAX_SEQ,
@@ -29,6 +30,7 @@ from collab.store.records import (
     Repair,
     SnapshotRecord,
     UpdateRecord,
+    VersionName,
 )
 
 __all__ = [
@@ -53,6 +55,8 @@ __all__ = [
     "SnapshotStore",
     "Store",
     "UpdateRecord",
+    "VersionName",
+    "VersionNameStore",
     "create_store",
 ]
 

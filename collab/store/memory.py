@@ -28,6 +28,7 @@ from collab.store.records import (
     Repair,
     SnapshotRecord,
     UpdateRecord,
+    VersionName,
 )
 
 
@@ -58,6 +59,7 @@ class MemoryStore(Store):
     def __init__(self) -> None:
         super().__init__()
         self._docs: dict[str, _Document] = {}
+        self._names: dict[str, dict[int, VersionName]] = {}  # doc -> seq -> its name
         self._feed: list[UpdateRecord] = []  # every record, in commit order
         self._awareness: dict[tuple[str, int], AwarenessChange] = {}
         self._awareness_feed: list[AwarenessChange] = []
@@ -93,6 +95,7 @@ class MemoryStore(Store):
     async def delete_document(self, doc: str) -> bool:
         for key in [key for key in self._awareness if key[0] == doc]:
             del self._awareness[key]
+        self._names.pop(doc, None)
         return self._docs.pop(doc, None) is not None
 
     async def get_document(self, doc: str) -> DocumentInfo | None:
@@ -141,6 +144,10 @@ class MemoryStore(Store):
             doc: self._docs[doc].epoch if doc in self._docs else epochs[doc]
             for doc in creating(updates)
         }
+        # A first content finds its document created by another writer first.
+        seeded = {u.doc: epochs[u.doc] for u in updates if u.first and u.doc in self._docs}
+        if seeded:
+            raise DocumentChanged(seeded)
         changed = {
             doc: epoch
             for doc, epoch in epochs.items()
@@ -350,3 +357,14 @@ class MemoryStore(Store):
     async def quarantined(self, doc: str) -> list[QuarantinedEntry]:
         document = self._docs.get(doc)
         return list(document.quarantine) if document else []
+
+    # -- version names ----------------------------------------------------------------------
+
+    async def name_version(self, name: VersionName) -> None:
+        self._names.setdefault(name.doc, {})[name.seq] = name
+
+    async def unname_version(self, doc: str, seq: int) -> bool:
+        return self._names.get(doc, {}).pop(seq, None) is not None
+
+    async def version_names(self, doc: str) -> list[VersionName]:
+        return sorted(self._names.get(doc, {}).values(), key=lambda n: n.seq)

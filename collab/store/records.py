@@ -52,6 +52,11 @@ class NewUpdate:
     # document, so nothing of an older generation comes back) and its record carries
     # that document's epoch.
     create: bool = field(default=False, compare=False)
+    # With ``create``: the document's first content (an extension's seed), stored
+    # only by the append that creates the document; if one of that name exists
+    # already the append refuses it (DocumentChanged), so that two writers seeding
+    # a new document at once store one seed, not two.
+    first: bool = field(default=False, compare=False)
 
 
 _PROCESS_TOKEN = secrets.token_bytes(8)
@@ -191,6 +196,17 @@ class QuarantinedEntry:
     data: bytes = field(repr=False)
     reason: str
     quarantined_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class VersionName:
+    """A name someone gave a version ("Sent to legal"): the document after ``seq``."""
+
+    doc: str
+    seq: int
+    name: str
+    user: str | None  # who named it (None without access tokens)
+    time_s: float  # when
 
 
 @dataclass(slots=True)

@@ -24,11 +24,13 @@ from tornado import httputil
 from collab.auth import Identity, Role
 from collab.config import Settings
 from collab.core.history import NotRetained
-from collab.errors import AccessDenied, ProtocolError, StoreError
+from collab.errors import AccessDenied, CollabError, ErrorCode, ProtocolError, StoreError
+from collab.extensions import Request
 from collab.metrics import CONTENT_TYPE_LATEST
 from collab.names import validate_document_name
 from collab.store import MAX_SEQ, DocumentInfo
 from collab.web.access_log import RedactingHandlerMixin
+from collab.web.encoding import OFF_LOOP_BYTES, accepts_gzip, gzip_off_loop
 
 if TYPE_CHECKING:
     from collab.app import CollabServer
@@ -60,9 +62,9 @@ class ApiHandler(RedactingHandlerMixin, tornado.web.RequestHandler):
         asks, before :meth:`prepare`, about requests that come from such pages."""
         return self.server.sites.origin_trusted(origin)
 
-    def prepare(self) -> None:
+    async def prepare(self) -> None:
         if self.authenticated:
-            self.identity()
+            await self.authenticate()
         limit = self.max_body_bytes(self.server.settings)
         declared = self.request.headers.get("Content-Length", "0").strip()
         if declared.isdigit() and int(declared) > limit:
@@ -97,6 +99,23 @@ class ApiHandler(RedactingHandlerMixin, tornado.web.RequestHandler):
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(body, separators=(",", ":")))
 
+    async def answer(self, body: bytes, content_type: str) -> None:
+        """Finishes with a body that may be large (a version, a state, a page of
+        history): compressed on a thread when the client takes gzip and it is large
+        enough to stall the loop; smaller ones go through the gzip transform."""
+        self.set_header("Content-Type", content_type)
+        if (
+            len(body) >= OFF_LOOP_BYTES
+            and self.server.settings.http_compression == "gzip"
+            and accepts_gzip(self.request)
+        ):
+            body = await gzip_off_loop(body)
+            self.set_header("Content-Encoding", "gzip")  # the transform adds Vary
+        self.finish(body)
+
+    async def answer_json(self, body: Any) -> None:
+        await self.answer(json.dumps(body, separators=(",", ":")).encode(), "application/json")
+
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         error = kwargs.get("exc_info", (None, None))[1]
         if isinstance(error, tornado.web.HTTPError) and error.log_message:
@@ -104,6 +123,22 @@ class ApiHandler(RedactingHandlerMixin, tornado.web.RequestHandler):
         else:
             message = httputil.responses.get(status_code, "error")
         self.write_json({"error": message}, status_code)
+
+    async def authenticate(self) -> Identity:
+        """Who sends the request: the extensions' on_authenticate first (when there
+        are any), then the token (collab.auth)."""
+        hooks = self.server.rooms.hooks
+        if self._identity is None and hooks.has("on_authenticate"):
+            try:
+                self._identity = await hooks.authenticate(
+                    Request.of(self.request, self.get_query_argument("token", None))
+                )
+            except AccessDenied as exc:
+                status = 403 if exc.code == ErrorCode.FORBIDDEN else 401
+                raise tornado.web.HTTPError(status, exc.message) from None
+            except CollabError as exc:  # the hook failed: not the client's fault
+                raise tornado.web.HTTPError(503, exc.message) from None
+        return self.identity()
 
     def identity(self) -> Identity:
         if self._identity is None:

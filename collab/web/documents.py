@@ -28,6 +28,7 @@ from collab.core.origin import Origin, OriginKind
 from collab.core.snapshots import Cadence
 from collab.errors import (
     CollabError,
+    ErrorCode,
     InvalidUpdate,
     LoadFailed,
     Overloaded,
@@ -38,6 +39,8 @@ from collab.peers import events
 from collab.store import DocumentInfo, UpdateRecord
 from collab.web.api import SMALL_JSON_BYTES, ApiHandler, seq_value
 from collab.web.budget import Busy, WorkerLost
+from collab.wire import prosemirror
+from collab.wire.yformat import FormatError
 
 MAX_PAGE = 1000
 DEFAULT_GAP_S = 300.0  # of a timeline: a pause this long starts a new change
@@ -107,7 +110,7 @@ class DocumentApiHandler(ApiHandler):
                 )
         except StoreError as exc:
             self.on_store_error(exc)
-        self.write_json(_version_body(doc, version))
+        await self.answer_json(_version_body(doc, version))
 
     def wants_binary(self) -> bool:
         return OCTET_STREAM in self.request.headers.get("Accept", "")
@@ -164,7 +167,8 @@ class DocumentsHandler(DocumentApiHandler):
 
 class DocumentHandler(DocumentApiHandler):
     """``GET /api/documents/DOC``: the content now, as JSON; with ``Accept:
-    application/octet-stream``, the state as one Yjs update. ``DELETE``: the
+    application/octet-stream``, the state as one Yjs update; with
+    ``format=prosemirror``, a rich-text root as ProseMirror JSON. ``DELETE``: the
     document and its history are gone (write access); its peers are told and
     resubscribe to a new, empty document under a new epoch."""
 
@@ -179,10 +183,16 @@ class DocumentHandler(DocumentApiHandler):
         self.write_json({"doc": doc, "deleted": True})
 
     async def get(self, doc: str) -> None:
+        fmt = self.get_query_argument("format", None)
+        if fmt not in (None, "json", "prosemirror"):
+            raise tornado.web.HTTPError(400, "format must be json or prosemirror")
         try:
             info = await self.require_document(doc)
             with self.expensive() as budget:
                 executor = self.server.reads.executor
+                if fmt == "prosemirror":
+                    await self._send_prosemirror(doc, budget)
+                    return
                 if self.wants_binary():
                     at, state = await history.state_at(
                         self.server.store, doc, budget=budget, executor=executor
@@ -192,13 +202,27 @@ class DocumentHandler(DocumentApiHandler):
                         self.server.store, doc, budget=budget, executor=executor
                     )
             if self.wants_binary():
-                self.set_header("Content-Type", OCTET_STREAM)
                 self.set_header("X-Collab-Seq", str(at))
-                self.finish(state)
+                await self.answer(state, OCTET_STREAM)
                 return
         except StoreError as exc:
             self.on_store_error(exc)
-        self.write_json({**_version_body(doc, version), "epoch": info.epoch})
+        await self.answer_json({**_version_body(doc, version), "epoch": info.epoch})
+
+    async def _send_prosemirror(self, doc: str, budget: ReadBudget) -> None:
+        """``?format=prosemirror[&root=default]``: the ProseMirror JSON an editor
+        bound to that root (y-prosemirror, Tiptap) shows, with ``X-Collab-Seq``."""
+        root = self.get_query_argument("root", "default")
+        executor = self.server.reads.executor
+        at, state = await history.state_at(self.server.store, doc, budget=budget, executor=executor)
+        try:
+            content = await asyncio.get_running_loop().run_in_executor(
+                executor, prosemirror.from_state, state, root
+            )
+        except (prosemirror.ProseMirrorError, FormatError) as exc:
+            raise tornado.web.HTTPError(422, str(exc)) from None
+        self.set_header("X-Collab-Seq", str(at))
+        self.write_json(content)
 
 
 class ImportHandler(DocumentApiHandler):
@@ -211,8 +235,8 @@ class ImportHandler(DocumentApiHandler):
     def max_body_bytes(cls, settings: Settings) -> int:
         return settings.max_import_bytes
 
-    def prepare(self) -> None:
-        super().prepare()  # the token and the declared size, before the body is read
+    async def prepare(self) -> None:
+        await super().prepare()  # the token and the declared size, before the body is read
         # So are the grant and the creation cap: a refused import is not read.
         doc = self.path_args[0]
         identity = self.require_write(doc)
@@ -313,7 +337,7 @@ class HistoryHandler(DocumentApiHandler):
                     gap_s=gap_s,
                     max_rows=settings.max_read_updates,
                 )
-                self.write_json(
+                await self.answer_json(
                     {
                         "doc": doc,
                         "retained_from": first,
@@ -332,7 +356,7 @@ class HistoryHandler(DocumentApiHandler):
             )
         except StoreError as exc:
             self.on_store_error(exc)
-        self.write_json(
+        await self.answer_json(
             {
                 "doc": doc,
                 "retained_from": first,
@@ -410,7 +434,7 @@ class DiffHandler(DocumentApiHandler):
             raise tornado.web.HTTPError(400, str(exc)) from None
         except StoreError as exc:
             self.on_store_error(exc)
-        self.write_json(
+        await self.answer_json(
             {
                 "doc": doc,
                 "root": name,
@@ -470,15 +494,15 @@ class StateHandler(DocumentApiHandler):
                 )
         except StoreError as exc:
             self.on_store_error(exc)
-        self.set_header("Content-Type", OCTET_STREAM)
         self.set_header("X-Collab-Seq", str(at))
-        self.finish(state)
+        await self.answer(state, OCTET_STREAM)
 
 
 class RestoreHandler(DocumentApiHandler):
-    """``POST /api/documents/DOC/restore`` with ``{"seq": N}``: one new update that
-    brings the content back to version N, stored and sent to every peer like any
-    edit, attributed to the caller. Needs write access."""
+    """``POST /api/documents/DOC/restore`` with ``{"seq": N}`` (or ``{"name":
+    "Sent to legal"}``, a named version): one new update that brings the content
+    back to version N, stored and sent to every peer like any edit, attributed to
+    the caller. Needs write access."""
 
     @classmethod
     def max_body_bytes(cls, settings: Settings) -> int:
@@ -486,9 +510,15 @@ class RestoreHandler(DocumentApiHandler):
 
     async def post(self, doc: str) -> None:
         identity = self.require_write(doc)
-        seq = self._seq_from_body()
+        named = self._name_from_body()
+        seq = self._seq_from_body() if named is None else -1
         try:
             info = await self.require_document(doc)
+            if named is not None:
+                found = [n for n in await self.server.store.version_names(doc) if n.name == named]
+                if not found:
+                    raise tornado.web.HTTPError(404, f"no version of {doc!r} is named {named!r}")
+                seq = found[-1].seq  # the newest of that name
             if seq > info.head_seq:
                 raise tornado.web.HTTPError(
                     400, f"seq {seq} is past the document's latest version ({info.head_seq})"
@@ -517,9 +547,22 @@ class RestoreHandler(DocumentApiHandler):
             raise tornado.web.HTTPError(
                 503, "the restore was applied but not yet stored; check the history"
             ) from None
+        except CollabError as exc:  # an extension's before_update: refused, or failed
+            status = 403 if exc.code is ErrorCode.UPDATE_REFUSED else 503
+            raise tornado.web.HTTPError(status, f"the restore was refused: {exc.message}") from None
         self.write_json(
             {"doc": doc, "restored_seq": restored, "seq": new_seq, "changed": new_seq is not None}
         )
+
+    def _name_from_body(self) -> str | None:
+        try:
+            body = json.loads(self.body) if self.body else None
+        except ValueError:
+            return None  # _seq_from_body says what is wrong
+        name = body.get("name") if isinstance(body, dict) else None
+        if name is not None and not isinstance(name, str):
+            raise tornado.web.HTTPError(400, "name must be a string")
+        return name
 
     def _seq_from_body(self) -> int:
         raw: Any = self.get_query_argument("seq", None)

@@ -21,7 +21,8 @@ import tornado.websocket
 from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketProtocol13
 
-from collab.errors import AccessDenied, CloseCode, ProtocolError
+from collab.errors import CloseCode, CollabError, ProtocolError
+from collab.extensions import Request
 from collab.names import validate_document_name
 from collab.peers.native import NativeConnection
 from collab.peers.transport import close_reason
@@ -119,9 +120,25 @@ class SocketHandler(RedactingHandlerMixin, tornado.websocket.WebSocketHandler):
         self._heard = time.monotonic()  # when the peer last sent anything
         self._paused: asyncio.Future[None] | None = None  # reading stopped (shutdown)
 
+    def get_compression_options(self) -> dict[str, Any] | None:
+        """permessage-deflate when the setting offers it (Tornado's zlib level 6); the
+        cost is a compressor per connection and a compression per peer and frame
+        (docs/PERFORMANCE.md has the measurement)."""
+        return {} if self.server.settings.websocket_compression == "deflate" else None
+
     def check_origin(self, origin: str) -> bool:
         """Asked by Tornado about a page of another origin (collab.web.sites)."""
         return self.server.sites.origin_trusted(origin)
+
+    # The server's settings, not the application's: the same when collab runs
+    # inside another application (collab.embed).
+    @property
+    def ping_interval(self) -> float | None:
+        return 0  # the heartbeat is collab.web.heartbeat's
+
+    @property
+    def max_message_size(self) -> int:
+        return self.server.settings.max_frame_bytes
 
     @property
     def remote(self) -> str:
@@ -314,17 +331,30 @@ class NativeSocketHandler(SocketHandler):
 
     endpoint = "ws"
 
-    def open(self, *args: str, **kwargs: str) -> None:
+    async def open(self, *args: str, **kwargs: str) -> None:
+        # Tornado reads no message until open returns: the hello waits for the hook.
         self.set_nodelay(True)
+        token = self.get_query_argument("token", None)
+        identity, refusal = None, None
+        if self.server.rooms.hooks.has("on_authenticate"):
+            try:
+                identity = await self.server.rooms.hooks.authenticate(
+                    Request.of(self.request, token)
+                )
+            except CollabError as exc:
+                refusal = exc
         self.connection = NativeConnection(
             self,
             self.server.rooms,
             self.server.auth,
             self.server.settings,
-            query_token=self.get_query_argument("token", None),
+            query_token=token,
             remote=self.remote,
+            identity=identity,
         )
         self.server.register(self)
+        if refusal is not None:
+            self.connection.refuse(refusal)
 
 
 class YjsSocketHandler(SocketHandler):
@@ -336,12 +366,18 @@ class YjsSocketHandler(SocketHandler):
         self.set_nodelay(True)
         try:
             doc = validate_document_name(doc, self.server.settings.max_document_name_bytes)
-            identity = self.server.auth.authenticate(self.get_query_argument("token", None))
+            token = self.get_query_argument("token", None)
+            identity = None
+            if self.server.rooms.hooks.has("on_authenticate"):
+                identity = await self.server.rooms.hooks.authenticate(
+                    Request.of(self.request, token)
+                )
+            identity = identity or self.server.auth.authenticate(token)
             role = identity.require(doc)
         except ProtocolError as exc:
             self.close(CloseCode.PROTOCOL_ERROR, close_reason(exc.message))
             return
-        except AccessDenied as exc:
+        except CollabError as exc:  # refused: by the token's check, or an extension's
             self.close(exc.close_code or CloseCode.FORBIDDEN, close_reason(exc.message))
             return
         self.connection = YjsConnection(

@@ -26,12 +26,10 @@ NODE_SERVER = NODE_DIR / "node_modules" / "@y" / "websocket-server" / "src" / "s
 NODE_DEFLATE_SERVER = SCRIPTS / "bench-node" / "deflate-server.js"
 
 # The arguments that switch permessage-deflate on in collab, for the compression
-# scenario. collab has no such setting yet (an issue asks for one, e.g.
-# --websocket-compression): until it lands this is empty, and the scenario's deflate
-# rows run collab as it is (the client offers deflate, collab declines). Once it
-# lands, put its flag here, or pass it without editing:
-#   BENCH_COLLAB_DEFLATE_ARGS="--websocket-compression deflate" scripts/bench ...
-COLLAB_DEFLATE_ARGS = tuple(shlex.split(os.environ.get("BENCH_COLLAB_DEFLATE_ARGS", "")))
+# scenario's deflate rows (BENCH_COLLAB_DEFLATE_ARGS overrides them).
+COLLAB_DEFLATE_ARGS = tuple(
+    shlex.split(os.environ.get("BENCH_COLLAB_DEFLATE_ARGS", "--websocket-compression deflate"))
+)
 
 # (argv, extra environment) of a server, given its data folder and port.
 Start = Callable[[Path, int], tuple[list[str], dict[str, str]]]

@@ -68,6 +68,9 @@ class MongoLog(MongoBase):
                 )
                 if row is None:  # deleted at once
                     raise DocumentChanged({doc: epochs[doc]})
+                if row["epoch"] != epochs[doc] and any(u.first for u in by_doc[doc]):
+                    # A first content: another writer created the document first.
+                    raise DocumentChanged({doc: epochs[doc]})
                 epochs[doc] = row["epoch"]
                 by_doc[doc] = [dataclasses.replace(u, epoch=row["epoch"]) for u in by_doc[doc]]
             # Every document's row is read first: whether its updates were made for

@@ -52,6 +52,9 @@ class SQLiteLog(SQLiteBase):
                         if row is None:
                             create_document(conn, update.doc, update.time_s, expected)
                             row = (0, 0, 0, expected)
+                        elif update.first:
+                            changed[update.doc] = expected  # created by another writer first
+                            continue
                         adopted[update.doc] = row[3]
                     elif expected is not None and (row is None or row[3] != expected):
                         changed[update.doc] = expected  # deleted, or another generation

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from collab.errors import StoreError
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 SCHEMA = """
 CREATE TABLE documents (
     name TEXT PRIMARY KEY,
@@ -111,6 +111,16 @@ CREATE TABLE checkpoints (
 );
 """,
     5: """
+CREATE TABLE version_names (
+    doc TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    user TEXT,
+    time_s REAL NOT NULL,
+    PRIMARY KEY (doc, seq)
+);
+""",
+    6: """
 ALTER TABLE snapshots ADD COLUMN authors BLOB;
 """,
 }

@@ -579,10 +579,11 @@ export class DocumentProvider extends ObservableV2 {
       // Read-only: the server refuses edits.
       this._refuse(entries, { code: "read_only", message: "This document is read-only for you: your edits were not saved and have been undone." });
     }
+    // Set again, with the next clock: the others took this client's state away when
+    // its last connection ended, at the clock it had, and would keep ignoring it at
+    // that clock (a client that reconnects for a new label, say, stayed invisible).
     const local = this.awareness.getLocalState();
-    if (local !== null) {
-      this.client.send({ type: "awareness", doc: this.name, update: encodeAwarenessUpdate(this.awareness, [this.doc.clientID]) });
-    }
+    if (local !== null) this.awareness.setLocalState(local);
     this.emit("synced", [true]);
     this.emit("status", []);
   }

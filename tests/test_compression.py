@@ -1,0 +1,179 @@
+"""Bytes on the wire: HTTP answers are gzip-compressed for clients that accept it
+(JSON, states, the page's bundle; never event streams), and WebSocket
+permessage-deflate is offered on both endpoints when the setting asks for it."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import time
+from typing import Any
+
+import pycrdt
+import pytest
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+from tornado.websocket import websocket_connect
+
+from collab.config import Settings, SettingsError
+from collab.store import NewUpdate
+from collab.wire.native import PROTOCOL_VERSION
+from tests.helpers import RawPeer, text_of, text_update
+
+# Text that compresses, large enough for the off-loop path (64 KiB and more).
+PROSE = "".join(f"line {i}: the quick brown fox jumps over the lazy dog\n" for i in range(4000))
+
+
+async def fetch(server: Any, path: str, encoding: str | None, **options: Any) -> Any:
+    """The raw answer: decompress_response=False shows what went over the wire."""
+    headers = {"Accept-Encoding": encoding} if encoding is not None else {}
+    return await AsyncHTTPClient().fetch(
+        HTTPRequest(
+            f"http://127.0.0.1:{server.port}{path}",
+            headers={**headers, **options.pop("headers", {})},
+            decompress_response=False,
+            **options,
+        )
+    )
+
+
+async def a_document(server: Any, doc: str, content: str) -> None:
+    await server.store.append([NewUpdate(doc, text_update(content), time.time())])
+
+
+async def test_json_and_binary_answers_are_gzipped_for_clients_that_accept_it(server):
+    await a_document(server, "big", PROSE)
+    plain = await fetch(server, "/api/documents/big", None)
+    assert "Content-Encoding" not in plain.headers
+    squeezed = await fetch(server, "/api/documents/big", "gzip, deflate")
+    assert squeezed.headers["Content-Encoding"] == "gzip"
+    assert "Accept-Encoding" in squeezed.headers["Vary"]
+    assert gzip.decompress(squeezed.body) == plain.body
+    assert len(squeezed.body) * 10 < len(plain.body)
+    assert json.loads(plain.body)["content"]["text"] == PROSE
+
+    # The state, binary, compressed on a thread (it is over 64 KiB).
+    binary = {"Accept": "application/octet-stream"}
+    state = await fetch(server, "/api/documents/big/state", None, headers=binary)
+    zipped = await fetch(server, "/api/documents/big/state", "gzip", headers=binary)
+    assert zipped.headers["Content-Encoding"] == "gzip"
+    assert gzip.decompress(zipped.body) == state.body
+    doc = pycrdt.Doc()
+    doc.apply_update(gzip.decompress(zipped.body))
+    assert text_of(doc) == PROSE
+
+
+async def test_small_answers_go_through_the_transform_and_tiny_ones_stay_plain(server):
+    await a_document(server, "small", "x" * 3000)  # a 3 KiB answer: the transform's
+    small = await fetch(server, "/api/documents/small", "gzip")
+    assert small.headers["Content-Encoding"] == "gzip"
+    assert json.loads(gzip.decompress(small.body))["content"]["text"] == "x" * 3000
+    tiny = await fetch(server, "/healthz", "gzip")  # under 1 KiB: not worth a header
+    assert "Content-Encoding" not in tiny.headers
+
+
+async def test_a_client_that_refuses_gzip_gets_plain_answers(server):
+    await a_document(server, "big", PROSE)
+    for refusal in ("gzip;q=0", "identity", "br, gzip; q=0.0"):
+        answer = await fetch(server, "/api/documents/big", refusal)
+        assert "Content-Encoding" not in answer.headers, refusal
+        assert json.loads(answer.body)["content"]["text"] == PROSE
+
+
+async def test_the_page_bundle_is_compressed(server):
+    plain = await fetch(server, "/app.js", None)
+    squeezed = await fetch(server, "/app.js", "gzip")
+    assert squeezed.headers["Content-Encoding"] == "gzip"
+    assert gzip.decompress(squeezed.body) == plain.body
+    assert len(squeezed.body) * 2 < len(plain.body)
+
+
+async def test_event_streams_are_never_compressed(server):
+    await a_document(server, "streamed", PROSE)
+    chunks: list[bytes] = []
+    headers: dict[str, str] = {}
+    got_event = asyncio.Event()
+
+    def on_chunk(chunk: bytes) -> None:
+        chunks.append(chunk)
+        if b"\nevent: update" in b"".join(chunks) or b"data:" in b"".join(chunks):
+            got_event.set()
+
+    def on_header(line: str) -> None:
+        if ":" in line:
+            key, value = line.split(":", 1)
+            headers[key.strip().lower()] = value.strip()
+
+    request = HTTPRequest(
+        f"http://127.0.0.1:{server.port}/api/documents/streamed/events?after=0",
+        headers={"Accept-Encoding": "gzip"},
+        decompress_response=False,
+        streaming_callback=on_chunk,
+        header_callback=on_header,
+        request_timeout=30,
+    )
+    fetching = asyncio.ensure_future(AsyncHTTPClient().fetch(request, raise_error=False))
+    try:
+        await asyncio.wait_for(got_event.wait(), 10)
+        assert "content-encoding" not in headers
+        assert b"id: 1" in b"".join(chunks)
+    finally:
+        fetching.cancel()
+
+
+@pytest.fixture
+def plain_settings(settings: Settings) -> Settings:
+    return settings.replace(http_compression="off")
+
+
+async def test_http_compression_off_sends_everything_plain(start_server, plain_settings):
+    server = await start_server(plain_settings)
+    await a_document(server, "big", PROSE)
+    for path in ("/api/documents/big", "/app.js"):
+        answer = await fetch(server, path, "gzip")
+        assert "Content-Encoding" not in answer.headers, path
+
+
+def test_compression_settings_take_only_known_values(settings: Settings):
+    with pytest.raises(SettingsError, match="http_compression"):
+        settings.replace(http_compression="brotli")
+    with pytest.raises(SettingsError, match="websocket_compression"):
+        settings.replace(websocket_compression="yes")
+    with pytest.raises(SettingsError, match="listen_backlog"):
+        settings.replace(listen_backlog=0)
+
+
+async def deflate_socket(server: Any, path: str) -> Any:
+    return await websocket_connect(f"ws://127.0.0.1:{server.port}{path}", compression_options={})
+
+
+async def test_websockets_decline_deflate_by_default(server):
+    socket = await deflate_socket(server, "/ws")
+    try:
+        assert "Sec-WebSocket-Extensions" not in socket.headers
+    finally:
+        socket.close()
+
+
+async def test_websocket_deflate_is_negotiated_on_both_endpoints_and_carries_edits(
+    start_server, settings
+):
+    server = await start_server(settings.replace(websocket_compression="deflate"))
+    native = await deflate_socket(server, "/ws")
+    yjs = await deflate_socket(server, "/yjs/squeezed")
+    try:
+        for socket in (native, yjs):
+            assert "permessage-deflate" in socket.headers["Sec-WebSocket-Extensions"]
+        writer, reader = RawPeer(native), await RawPeer.connect(f"ws://127.0.0.1:{server.port}/ws")
+        for peer in (writer, reader):
+            assert (await peer.hello(version=PROTOCOL_VERSION))["type"] == "welcome"
+            await peer.subscribe("squeezed")
+        writer.send({"type": "update", "doc": "squeezed", "ref": 1, "update": text_update(PROSE)})
+        ack = await writer.recv_type("ack")
+        relayed = await reader.recv_type("update")
+        assert relayed["seq"] == ack["seq"]
+        assert text_of(relayed["update"]) == PROSE
+        reader.close()
+    finally:
+        native.close()
+        yjs.close()
