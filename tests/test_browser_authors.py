@@ -50,13 +50,13 @@ def test_authors_mode_colours_each_users_text_and_names_them_on_hover(
     by_title = {}
     for text, title, colour in marks:
         by_title.setdefault(title, []).append((text, colour))
-    assert set(by_title) == {"Written by web:Ann", "Written by web:Bob"}, marks
-    assert "".join(t for t, _ in by_title["Written by web:Ann"]) == "Ann wrote this."
-    assert "".join(t for t, _ in by_title["Written by web:Bob"]) == " Bob added that."
+    assert set(by_title) == {"Written by Ann", "Written by Bob"}, marks
+    assert "".join(t for t, _ in by_title["Written by Ann"]) == "Ann wrote this."
+    assert "".join(t for t, _ in by_title["Written by Bob"]) == " Bob added that."
     colours = {title: {c for _, c in spans} for title, spans in by_title.items()}
     assert all(len(c) == 1 for c in colours.values()) and len(set().union(*colours.values())) == 2
     legend = ann.locator("#authors-legend li").all_text_contents()
-    assert sorted(legend) == ["web:Ann", "web:Bob"]
+    assert sorted(legend) == ["Ann", "Bob"]
     ann.locator("#authors-view .by-author", has_text="Bob").first.hover()
     screenshot(ann, "authors-mode.png")
     ann.click("#authors-open")  # back to editing
@@ -73,10 +73,10 @@ def test_authors_mode_colours_each_users_text_and_names_them_on_hover(
         written[title] = written.get(title, "") + text
     # (Without tokens both guests' sittings may be one change: each part still
     # names its own writer.)
-    assert written.get("Added by web:Bob") == " Bob added that.", marked
-    assert set(written) <= {"Added by web:Ann", "Added by web:Bob"}, marked
+    assert written.get("Added by Bob") == " Bob added that.", marked
+    assert set(written) <= {"Added by Ann", "Added by Bob"}, marked
     # Each writer's additions in a colour of their own, named in the panel.
-    assert "added by web:Bob" in ann.locator("#history-authors li").all_text_contents()
+    assert "added by Bob" in ann.locator("#history-authors li").all_text_contents()
     colours = ann.locator("#version .change-insert").evaluate_all(
         "spans => spans.map(s => [s.title, s.style.background])"
     )

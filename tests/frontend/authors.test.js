@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { getSchema } from "@tiptap/core";
 import StarterKit from "@tiptap/starter-kit";
-import { authorOfEachChar, colourOf } from "../../static/src/app/authors.js";
+import { authorOfEachChar, colourOf, nameOf } from "../../static/src/app/authors.js";
 import { textOf } from "../../static/src/app/diffmarks.js";
 
 test("each UTF-16 unit of the text has its run's author, emoji included", () => {
@@ -40,4 +40,10 @@ test("the runs of a rich text line up with the editor's text of it", () => {
 test("authors get different colours", () => {
   const colours = new Set([0, 1, 2, 3, 4, 5, 6, 7].map(colourOf));
   assert.equal(colours.size, 8);
+});
+
+test("a guest is named without the page's client label prefix", () => {
+  assert.equal(nameOf({ user: null, client: "web:Ann" }), "Ann");
+  assert.equal(nameOf({ user: "bob", client: "web:Bob" }), "bob");
+  assert.equal(nameOf({ user: null, client: "api:restore:127.0.0.1" }), "api:restore:127.0.0.1");
 });

@@ -15,11 +15,17 @@ const PALETTE = ["#ffd8a8", "#a5d8ff", "#b2f2bb", "#fcc2d7", "#d0bfff", "#ffec99
 
 export const colourOf = (index) => PALETTE[index % PALETTE.length];
 
-/** The authors of a version: `{seq, authors, runs}` (runs of the rich text). */
+/** An author's name as the page shows it: the user, or a guest's name without the
+ * prefix of the client label the page sends ("web:NAME"), as the timeline shows it. */
+export const nameOf = (author) => author.user ?? (author.client ? author.client.replace(/^web:/, "") : "someone");
+
+/** The authors of a version: `{seq, authors, runs}` (runs of the rich text; each
+ * author with the `name` the page shows). */
 export async function fetchAuthors(name, seq, signal) {
   const query = seq === undefined ? "" : `?seq=${seq}`;
   const body = await api(`${docPath(name)}/authors${query}`, { signal });
-  return { seq: body.seq, authors: body.authors, runs: body.roots[FIELD]?.runs ?? [] };
+  const authors = body.authors.map((a) => ({ ...a, name: nameOf(a) }));
+  return { seq: body.seq, authors, runs: body.roots[FIELD]?.runs ?? [] };
 }
 
 /** For each UTF-16 unit of the doc's text (textOf indexes it so), the author's
