@@ -1,4 +1,5 @@
-"""Property: for random edits of a text by several authors, with snapshots taken
+"""Property: for random edits of a text by several authors and restores of earlier
+versions, with snapshots taken
 every few updates and thinned, and the history before the last snapshot dropped
 (retention), GET .../authors at every version kept gives the same runs as
 replaying every update from scratch and attributing each insertion to its
@@ -36,6 +37,8 @@ operations = st.one_of(
     st.tuples(
         st.just("delete"), st.integers(0, len(AUTHORS) - 1), st.integers(0, 1000), st.integers(1, 3)
     ),
+    # A restore of an earlier version over HTTP: what it brings back is the restorer's.
+    st.tuples(st.just("restore"), st.just(0), st.integers(0, 1000), st.none()),
 )
 
 
@@ -96,8 +99,22 @@ async def scenario(folder: Path, batch: list[Any], every: int, keep: int) -> Non
     editors = [await CollabClient.connect(url, client_id=name) for name in AUTHORS]
     try:
         remotes = [await editor.subscribe(DOC) for editor in editors]
+        http = AsyncHTTPClient()
+        api = f"http://127.0.0.1:{server.port}/api/documents/{DOC}"
         for kind, who, where, what in batch:
             remote = remotes[who]
+            if kind == "restore":
+                if remote.seq <= 0:
+                    continue
+                response = await http.fetch(
+                    f"{api}/restore",
+                    method="POST",
+                    body=json.dumps({"seq": where % (remote.seq + 1)}),
+                )
+                made = json.loads(response.body)["seq"]
+                for other in remotes:
+                    await other.wait_for(lambda o=other, h=made or 0: o.seq >= h)
+                continue
             text = remote.doc.get("text", type=pycrdt.Text)
             current = str(text)
             if kind == "insert":
@@ -120,8 +137,7 @@ async def scenario(folder: Path, batch: list[Any], every: int, keep: int) -> Non
         seqs = await server.store.snapshot_seqs(DOC)
         pruned = seqs[len(seqs) // 2]
         await server.store.prune_history(DOC, pruned)
-        http = AsyncHTTPClient()
-        base = f"http://127.0.0.1:{server.port}/api/documents/{DOC}/authors"
+        base = f"{api}/authors"
         for seq in range(pruned, len(log) + 1):
             body = json.loads((await http.fetch(f"{base}?seq={seq}")).body)
             names = [a["client"] for a in body["authors"]]
