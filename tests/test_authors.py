@@ -6,15 +6,19 @@ snapshot)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 
 import pycrdt
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 from collab.core.authors import Index, authorship
 from collab.core.history import Sources
-from collab.store import Author, NewUpdate, UpdateRecord
+from collab.store import Author, NewUpdate, SnapshotRecord, UpdateRecord
 from collab.store.memory import MemoryStore
+from collab.store.sqlite import SQLiteStore
+from tests.helpers import TIMEOUT_S, typing_updates
 
 
 async def get_json(server, path: str) -> dict:
@@ -175,3 +179,40 @@ def test_the_index_keeps_the_first_author_of_a_range():
     index.add(UpdateRecord("d", 2, updates[0], 2.0, Author("bob", None, None)))  # sent again
     again = Index(index.encode())
     assert again.runs(3, 0, 3) == [(3, '["ann",null]')]
+
+
+async def test_a_snapshot_made_by_a_load_that_replayed_a_long_log_keeps_the_authors(
+    settings, start_server, connect, monkeypatch
+):
+    count = 3 * settings.snapshot_every_updates
+    store = SQLiteStore(settings.store_url.removeprefix("sqlite:///"))
+    await store.open()
+    people = [Author(None, "ann", "old"), Author(None, "bob", "old")]
+    await store.append(
+        [
+            NewUpdate("old", data, time.time(), people[seq * 2 // count])
+            for seq, data in enumerate(typing_updates(count))
+        ]
+    )
+    await store.close()
+    server = await start_server(settings)
+    saved: list[SnapshotRecord] = []
+    snapshotted = asyncio.Event()
+    save_snapshot = server.store.save_snapshot
+
+    async def watched_save_snapshot(snapshot: SnapshotRecord) -> None:
+        await save_snapshot(snapshot)
+        saved.append(snapshot)
+        snapshotted.set()
+
+    monkeypatch.setattr(server.store, "save_snapshot", watched_save_snapshot)
+    client = await connect(server)
+    await client.subscribe("old")
+    await asyncio.wait_for(snapshotted.wait(), TIMEOUT_S)
+    assert saved[0].seq == count and saved[0].authors is not None
+    half = count // 2
+    # typing_updates' Yjs client is 7, one clock a character.
+    assert Index(saved[0].authors).runs(7, 0, count) == [
+        (half, '[null,"ann"]'),
+        (count - half, '[null,"bob"]'),
+    ]
