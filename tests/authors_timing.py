@@ -2,7 +2,8 @@
 one-character updates (typed by two authors taking turns every 1,000 updates),
 imported as an export (snapshots and authors indexes written as the writer would
 write them), then the latest version's authors and an old version's, timed.
-Prints figures; asserts nothing about time. ``scripts/authors-timing [UPDATES]``."""
+Prints figures; asserts nothing about time:
+``python -m tests.authors_timing [UPDATES]`` from the repository."""
 
 from __future__ import annotations
 
