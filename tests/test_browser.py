@@ -703,6 +703,26 @@ def test_edits_the_server_refuses_are_shown_refused_and_undone(
     assert console.problems(offline=True) == []
 
 
+def test_typing_faster_than_presence_may_be_sent_keeps_the_document_open_and_saved(
+    browser: Any, backend: Backend, console: Console, contexts: list[Any]
+) -> None:
+    # Every keystroke moves the caret: hundreds a second, past the server's 30
+    # presence updates a second, must neither close the document nor lose an edit.
+    doc = "browser/fast-typist"
+    ann = User(browser, backend, console, contexts, "ann", {"browser/*": "write"})
+    bob = User(browser, backend, console, contexts, "bob", {"browser/*": "write"})
+    typist, reader = ann.open(doc), bob.open(doc)
+    words = " ".join(f"word{i}" for i in range(80))  # about 500 keystrokes
+    type_at_end(typist, words)
+    wait_saved(typist, ARRIVES_S)
+    wait_contains(reader, "word79", ARRIVES_S)
+    assert typist.get_attribute("#connection", "data-state") != "refused"
+    wait_stored(backend, doc, words)
+    # Presence still crosses: the typist's caret shows at the reader's.
+    reader.wait_for_selector("#editor .collaboration-carets__caret", timeout=ARRIVES_S * 1000)
+    assert console.problems() == []
+
+
 def test_the_skip_link_the_quiet_indicator_and_a_link_with_another_users_token(
     browser: Any, backend: Backend, console: Console, contexts: list[Any]
 ) -> None:

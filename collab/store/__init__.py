@@ -14,6 +14,7 @@ from collab.store.base import (
     SnapshotStore,
     Store,
     VersionNameStore,
+    WebhookStore,
 )
 from collab.store.records import (
     MAX_SEQ,
@@ -31,6 +32,7 @@ from collab.store.records import (
     SnapshotRecord,
     UpdateRecord,
     VersionName,
+    WebhookState,
 )
 
 __all__ = [
@@ -57,6 +59,8 @@ __all__ = [
     "UpdateRecord",
     "VersionName",
     "VersionNameStore",
+    "WebhookState",
+    "WebhookStore",
     "create_store",
 ]
 

@@ -14,7 +14,7 @@ import contextlib
 import datetime
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from typing import Any
 
 import tornado.web
@@ -577,12 +577,11 @@ class RestoreHandler(DocumentApiHandler):
         return seq_value(raw, "seq")
 
 
-class EventsHandler(DocumentApiHandler):
-    """``GET /api/documents/DOC/events``: Server-Sent Events, one per stored update
-    (``id:`` its seq), from ``Last-Event-ID`` or ``?after=SEQ`` on (replayed from
-    the log, then live), or from now on. A comment line keeps a quiet stream open;
-    a reader that falls more than ``events_buffer_bytes`` behind is disconnected
-    (it resumes with Last-Event-ID)."""
+class EventStreamHandler(DocumentApiHandler):
+    """What every Server-Sent Events route shares: the stream ends when its token
+    expires or its user is revoked (:meth:`while_allowed`), its headers and the
+    reconnection delay (:meth:`open_stream`), the event that says why it ended
+    (:meth:`end_stream`), and a reader that went away or is sent away."""
 
     _closed = False
 
@@ -591,13 +590,9 @@ class EventsHandler(DocumentApiHandler):
         self._gone = asyncio.Event()  # the client went away, or may not read any more
         self._ended: str | None = None  # why the stream was ended: expired, revoked
 
-    async def get(self, doc: str) -> None:
-        after = self._after()
-        identity = self.identity()
-        try:
-            info = await self.require_document(doc)
-        except StoreError as exc:
-            self.on_store_error(exc)
+    async def while_allowed(self, identity: Identity, stream: Awaitable[None]) -> None:
+        """Run ``stream`` until it ends, or until the token expires or its user is
+        revoked (``_gone`` is set: the stream stops at its next wait)."""
         loop = asyncio.get_running_loop()
         expiry = None
         if identity.expires_s is not None:
@@ -611,7 +606,7 @@ class EventsHandler(DocumentApiHandler):
 
         self.server.revocation_listeners.add(revoked)
         try:
-            await self._stream(doc, info, after)
+            await stream
         finally:
             self.server.revocation_listeners.discard(revoked)
             if expiry is not None:
@@ -622,6 +617,52 @@ class EventsHandler(DocumentApiHandler):
         reconnects, with whatever token its URL holds)."""
         self._ended = why
         self._gone.set()
+
+    def open_stream(self) -> None:
+        self.set_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.set_header("X-Accel-Buffering", "no")  # nginx: pass events on at once
+        self.write("retry: 1000\n\n")
+
+    def end_stream(self) -> None:
+        """Say why the stream ended, if the token did, and finish."""
+        if self._ended is not None and not self._closed:
+            message = (
+                f"the access token was {self._ended}"
+                if self._ended == "revoked"
+                else ("the access token has expired")
+            )
+            self.write(f"event: {self._ended}\ndata: {json.dumps({'error': message})}\n\n")
+        if not self._closed:
+            with contextlib.suppress(StreamClosedError):
+                self.finish()
+
+    def _abort(self) -> None:
+        """The reader fell too far behind: drop the connection (a write waiting for
+        it to read ends with StreamClosedError)."""
+        self._closed = True
+        stream = self.request.connection.stream  # type: ignore[union-attr]
+        stream.close()
+
+    def on_connection_close(self) -> None:
+        self._closed = True
+        self._gone.set()
+
+
+class EventsHandler(EventStreamHandler):
+    """``GET /api/documents/DOC/events``: Server-Sent Events, one per stored update
+    (``id:`` its seq), from ``Last-Event-ID`` or ``?after=SEQ`` on (replayed from
+    the log, then live), or from now on. A comment line keeps a quiet stream open;
+    a reader that falls more than ``events_buffer_bytes`` behind is disconnected
+    (it resumes with Last-Event-ID)."""
+
+    async def get(self, doc: str) -> None:
+        after = self._after()
+        identity = self.identity()
+        try:
+            info = await self.require_document(doc)
+        except StoreError as exc:
+            self.on_store_error(exc)
+        await self.while_allowed(identity, self._stream(doc, info, after))
 
     async def _stream(self, doc: str, info: DocumentInfo, after: int | None) -> None:
         if after is not None and after > info.head_seq:
@@ -638,9 +679,7 @@ class EventsHandler(DocumentApiHandler):
                     410, f"updates before seq {first + 1} are no longer kept (retention)"
                 )
         settings = self.server.settings
-        self.set_header("Content-Type", "text/event-stream; charset=utf-8")
-        self.set_header("X-Accel-Buffering", "no")  # nginx: pass events on at once
-        self.write("retry: 1000\n\n")
+        self.open_stream()
         stream = events.follow(
             self.server.rooms,
             doc,
@@ -671,16 +710,7 @@ class EventsHandler(DocumentApiHandler):
             self.write(f"event: error\ndata: {json.dumps({'error': str(exc)})}\n\n")
         except CollabError as exc:  # the document could not be loaded
             self.write(f"event: error\ndata: {json.dumps({'error': exc.message})}\n\n")
-        if self._ended is not None and not self._closed:
-            message = (
-                f"the access token was {self._ended}"
-                if self._ended == "revoked"
-                else ("the access token has expired")
-            )
-            self.write(f"event: {self._ended}\ndata: {json.dumps({'error': message})}\n\n")
-        if not self._closed:
-            with contextlib.suppress(StreamClosedError):
-                self.finish()
+        self.end_stream()
 
     def _after(self) -> int | None:
         raw = self.request.headers.get("Last-Event-ID") or self.get_query_argument("after", None)
@@ -698,14 +728,3 @@ class EventsHandler(DocumentApiHandler):
         return (
             f"id: {record.seq}\nevent: update\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
         )
-
-    def _abort(self) -> None:
-        """The reader fell too far behind: drop the connection (a write waiting for
-        it to read ends with StreamClosedError)."""
-        self._closed = True
-        stream = self.request.connection.stream  # type: ignore[union-attr]
-        stream.close()
-
-    def on_connection_close(self) -> None:
-        self._closed = True
-        self._gone.set()

@@ -27,10 +27,12 @@ Collections, with their indexes created at open:
   ``(doc, seq)`` (collab.store.records.Checkpoint).
 - ``quarantine``: what ``collab check --repair`` set aside.
 - ``version_names``: the names given to versions, unique on ``(doc, seq)``.
+- ``webhooks``: each webhook's feed position and delivery lease.
 
 A module per area of the interface (collab.store.base): ``documents``, ``log``
 (the seq-assigning append and its retries), ``feed`` (change streams),
-``snapshots``, ``presence``, ``repairs``, ``names``, each a part of :class:`MongoStore` on
+``snapshots``, ``presence``, ``repairs``, ``names``, ``webhooks``, each a part of
+:class:`MongoStore` on
 ``base`` (the client, its collections, errors, each document's entry).
 """
 
@@ -44,6 +46,7 @@ from collab.store.mongodb.names import MongoNames
 from collab.store.mongodb.presence import MongoPresence
 from collab.store.mongodb.repairs import MongoRepairs
 from collab.store.mongodb.snapshots import MongoSnapshots
+from collab.store.mongodb.webhooks import MongoWebhooks
 
 __all__ = ["MongoStore", "database_from_url"]
 
@@ -56,5 +59,6 @@ class MongoStore(
     MongoPresence,
     MongoRepairs,
     MongoNames,
+    MongoWebhooks,
 ):
     """A Store in one MongoDB database: ``MongoStore(url)``, then ``open()``."""

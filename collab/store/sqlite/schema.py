@@ -11,7 +11,7 @@ from pathlib import Path
 
 from collab.errors import StoreError
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 SCHEMA = """
 CREATE TABLE documents (
     name TEXT PRIMARY KEY,
@@ -121,6 +121,19 @@ CREATE TABLE version_names (
 );
 """,
     6: """
+CREATE TABLE webhooks (
+    name TEXT PRIMARY KEY,
+    position INTEGER,
+    lease_instance TEXT,
+    lease_until_s REAL NOT NULL DEFAULT 0,
+    delivered INTEGER NOT NULL DEFAULT 0,
+    failures INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    last_attempt_s REAL,
+    last_success_s REAL
+);
+""",
+    7: """
 ALTER TABLE snapshots ADD COLUMN authors BLOB;
 """,
 }
