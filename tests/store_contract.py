@@ -499,6 +499,14 @@ class StoreContract:
 
         assert await store.read_updates("notes") == written
 
+    async def test_a_snapshot_keeps_its_authors_index_and_one_without_has_none(self, store: Store):
+        await store.append(news("notes", 4))
+        await store.save_snapshot(SnapshotRecord("notes", 2, b"two", 1.0))
+        await store.save_snapshot(SnapshotRecord("notes", 4, b"four", 1.0, authors=b"index"))
+
+        assert (await store.latest_snapshot("notes")).authors == b"index"
+        assert (await store.latest_snapshot("notes", at_or_before_seq=3)).authors is None
+
     async def test_one_instance_at_a_time_holds_a_documents_snapshot_lease(
         self, store: Store, second: Store
     ):

@@ -28,6 +28,7 @@ import pycrdt
 
 from collab.auth import Role
 from collab.config import Settings
+from collab.core import authors
 from collab.core.feed import FeedFollower
 from collab.core.hooks import HookFailed, Hooks
 from collab.core.limits import CreationLimiter
@@ -61,7 +62,13 @@ def _build_and_snapshot(
         len(replayed), sum(len(record.data) for record in replayed)
     ):
         return replica, None
-    made = encode(replica, loaded.name, loaded.head_seq, loaded.epoch)
+    # Its authors index too, when what it was built from says who wrote all of it.
+    base = loaded.snapshot
+    whole = base is None and bool(replayed) and replayed[0].seq == 1
+    index = None
+    if whole or (base is not None and base.authors is not None):
+        index = authors.index_at(None if base is None else base.authors, replayed)
+    made = encode(replica, loaded.name, loaded.head_seq, loaded.epoch, authors=index)
     return replica, made.snapshot
 
 

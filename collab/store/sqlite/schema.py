@@ -11,7 +11,7 @@ from pathlib import Path
 
 from collab.errors import StoreError
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 SCHEMA = """
 CREATE TABLE documents (
     name TEXT PRIMARY KEY,
@@ -132,6 +132,9 @@ CREATE TABLE webhooks (
     last_attempt_s REAL,
     last_success_s REAL
 );
+""",
+    7: """
+ALTER TABLE snapshots ADD COLUMN authors BLOB;
 """,
 }
 WAL_SWITCH_TIMEOUT_S = 10.0
