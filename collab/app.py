@@ -34,6 +34,7 @@ from collab.web import heartbeat
 from collab.web.access_log import log_request
 from collab.web.api import HealthHandler, MetricsHandler, ReadyHandler, RevokeHandler
 from collab.web.budget import ExpensiveReads
+from collab.web.changes import ChangesHandler
 from collab.web.documents import (
     DiffHandler,
     DocumentHandler,
@@ -50,7 +51,10 @@ from collab.web.encoding import GzipAnswers
 from collab.web.gate import ConnectionCounts, Gate, Listener, connection_of
 from collab.web.sites import Sites
 from collab.web.sockets import NativeSocketHandler, SocketHandler, YjsSocketHandler
+from collab.web.version_names import NamesHandler, VersionNameHandler
 from collab.web.writes import HttpWrites, UpdatesHandler
+from collab.webhooks import parse_specs
+from collab.webhooks.delivery import Webhooks
 
 log = logging.getLogger("collab")
 
@@ -98,6 +102,9 @@ class CollabServer:
             tokens_required=self.auth.enabled,
         )
         self.application = self._make_application()
+        # Durable webhooks: from the log, off the path of every edit. A bad --webhook
+        # is a ValueError (WebhookSpecError): the server does not start.
+        self.webhooks = Webhooks(parse_specs(settings.webhook), self.store, settings, self.metrics)
         self.metrics.observe(
             connections=lambda endpoint: sum(1 for h in self.sockets if h.endpoint == endpoint),
             rooms=lambda: len(self.rooms.rooms),
@@ -129,9 +136,12 @@ class CollabServer:
             (r"/readyz", ReadyHandler, context),
             (r"/metrics", MetricsHandler, context),
             (r"/api/admin/revoke", RevokeHandler, context),
+            (r"/api/events", ChangesHandler, context),
             (r"/api/documents", DocumentsHandler, context),
             (r"/api/documents/(.+)/history", HistoryHandler, context),
             (r"/api/documents/(.+)/state", StateHandler, context),
+            (r"/api/documents/(.+)/versions/([^/]+)/name", VersionNameHandler, context),
+            (r"/api/documents/(.+)/names", NamesHandler, context),
             (r"/api/documents/(.+)/versions/([^/]+)", VersionHandler, context),
             (r"/api/documents/(.+)/versions", VersionAtHandler, context),
             (r"/api/documents/(.+)/restore", RestoreHandler, context),
@@ -206,6 +216,7 @@ class CollabServer:
             )
         await self.store.open()
         self.rooms.start()
+        self.webhooks.start()
         s = self.settings
         if s.ping_interval_s > 0:
             assert s.ping_timeout_s is not None
@@ -259,6 +270,7 @@ class CollabServer:
             handler.close(CloseCode.SERVICE_RESTART, "server restarting; reconnect")
         await asyncio.gather(*(h.connection.close() for h in handlers if h.connection is not None))
         await self.tasks.close()
+        await self.webhooks.stop()
         await self.rooms.close()
         await self.reads.close()
         await self.store.close()

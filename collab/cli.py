@@ -1,6 +1,6 @@
-"""Command line: ``collab serve``, ``token``, ``check``, and the history commands
-(``history``, ``show``, ``replay``, ``export``, ``import``: collab.history_commands), and
-``write`` (collab.write_command)."""
+"""Command line: ``collab serve``, ``token``, ``check``, ``webhooks status``, the history
+commands (``history``, ``show``, ``replay``, ``export``, ``import``, ``name``:
+collab.history_commands), and ``write`` (collab.write_command)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from collab.extensions import load_extension
 log = logging.getLogger("collab")
 
 SHUTDOWN_MARGIN_S = 5.0
-HISTORY_COMMANDS = ("history", "show", "replay", "export", "import")
+HISTORY_COMMANDS = ("history", "show", "replay", "export", "import", "name")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,6 +70,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--doc", action="append", default=None, help="only this document")
     check.add_argument("--quiet", action="store_true", help="print only problems")
+    webhooks = commands.add_parser(
+        "webhooks",
+        help="webhooks: `collab webhooks status` shows how each one's deliveries go",
+    )
+    webhook_commands = webhooks.add_subparsers(dest="webhooks_command", required=True)
+    status = webhook_commands.add_parser(
+        "status",
+        help="each webhook's deliveries, failures and lease, as the store has them",
+        description="Exit status 1 when a webhook's latest delivery failed.",
+    )
+    status.add_argument("--store-url", default=None, help="(env COLLAB_STORE_URL)")
+    status.add_argument("--json", action="store_true", help="one JSON object per webhook")
     history_commands.add_commands(commands)
     write_command.add_command(commands)
     return parser
@@ -83,6 +95,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return print_token(args)
         if args.command in HISTORY_COMMANDS:
             return history_commands.run(args)
+        if args.command == "webhooks":
+            store_url = args.store_url or Settings.from_env().store_url
+            try:
+                return asyncio.run(webhooks_status(store_url, as_json=args.json))
+            except StoreError as exc:
+                print(f"collab webhooks: {exc}", file=sys.stderr)
+                return 1
         if args.command == "write":
             return write_command.run(args)
         if args.command == "check":
@@ -205,3 +224,51 @@ async def run_check(store_url: str, args: argparse.Namespace) -> int:
     action = "set aside" if args.repair else "found"
     print(f"checked {len(reports)} documents: {len(broken)} broken, {entries} entries {action}")
     return 1 if broken and not args.repair else 0
+
+
+async def webhooks_status(store_url: str, *, as_json: bool) -> int:
+    """Print each webhook's state; 1 when one is failing. Reads the store, never
+    makes one."""
+    import json
+    import time
+
+    from collab.store import create_store
+
+    store = create_store(store_url, create=False)
+    await store.open()
+    try:
+        states = await store.webhook_states()
+    finally:
+        await store.close()
+    now = time.time()
+    for state in states:
+        held = state.lease_instance is not None and state.lease_until_s > now
+        if as_json:
+            print(
+                json.dumps(
+                    {
+                        "webhook": state.name,
+                        "failing": state.failures > 0,
+                        "delivered": state.delivered,
+                        "failures": state.failures,
+                        "last_error": state.last_error,
+                        "last_attempt_s": state.last_attempt_s,
+                        "last_success_s": state.last_success_s,
+                        "delivering_instance": state.lease_instance if held else None,
+                    }
+                )
+            )
+            continue
+        health = (
+            f"FAILING ({state.failures} attempts: {state.last_error})" if state.failures else "ok"
+        )
+        since = (
+            f"{now - state.last_success_s:.0f}s ago"
+            if state.last_success_s is not None
+            else "never"
+        )
+        who = f"instance {state.lease_instance}" if held else "no instance (none running)"
+        print(f"{state.name}\n  {health}; {state.delivered} delivered, last {since}; by {who}")
+    if not states and not as_json:
+        print("no webhooks in this store")
+    return 1 if any(state.failures for state in states) else 0

@@ -181,6 +181,13 @@ class Settings:
         default=3600.0,
         metadata={"help": "seconds between passes that drop history past the retention"},
     )
+    max_version_names: int = field(
+        default=1000,
+        metadata={
+            "help": "named versions a document may have (each keeps its history from "
+            "retention); naming one more is refused until a name is taken away"
+        },
+    )
     snapshot_every_bytes: int = field(
         default=4 * 1024 * 1024, metadata={"help": "or after this many update bytes"}
     )
@@ -234,6 +241,61 @@ class Settings:
             "help": "bytes of updates held for an event stream client that reads slower "
             "than the document changes; past it the stream is closed (it resumes with "
             "Last-Event-ID)"
+        },
+    )
+    changes_poll_s: float = field(
+        default=0.1,
+        metadata={
+            "help": "seconds between each GET /api/events reader's polls of the store for "
+            "new commits (SQLite; MongoDB's change streams push them)"
+        },
+    )
+    webhook: str = field(
+        default="",
+        metadata={
+            "help": "an endpoint that gets document events (created, changed, deleted, "
+            "restored) as signed POSTs: URL, or URL#events=created,changed for some; the "
+            "flag may be repeated, the variable holds several separated by spaces "
+            "(docs/INTEGRATING.md)",
+            "repeated": True,
+        },
+    )
+    webhook_secret: str = field(
+        default="",
+        metadata={
+            "help": "secret that signs webhook requests (HMAC-SHA256); while rotating, "
+            "give the new and the old one separated by a comma: each request is signed "
+            "with both"
+        },
+        repr=False,
+    )
+    webhook_quiet_s: float = field(
+        default=2.0,
+        metadata={"help": "seconds a document must be quiet before its changes are sent"},
+    )
+    webhook_max_wait_s: float = field(
+        default=10.0,
+        metadata={"help": "longest seconds a document's changes wait for a quiet moment"},
+    )
+    webhook_timeout_s: float = field(
+        default=10.0, metadata={"help": "seconds a webhook endpoint has to answer"}
+    )
+    webhook_retry_max_s: float = field(
+        default=60.0,
+        metadata={"help": "longest pause between retries of a failing webhook endpoint"},
+    )
+    webhook_lease_s: float = field(
+        default=30.0,
+        metadata={
+            "help": "how long one instance delivers a webhook without renewing its lease "
+            "(another takes over after it); at least 3 x webhook_timeout_s"
+        },
+    )
+    webhook_max_pending_documents: int = field(
+        default=10_000,
+        metadata={
+            "help": "documents with changes waiting to be sent to one webhook, at most; "
+            "past it the webhook reads no further in the log until some are sent"
         },
     )
     restore_timeout_s: float = field(
@@ -535,6 +597,7 @@ class Settings:
             "max_expensive_requests",
             "max_expensive_requests_per_user",
             "max_list_rows",
+            "webhook_max_pending_documents",
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive")
@@ -571,6 +634,12 @@ class Settings:
             "awareness_refresh_s",
             "header_timeout_s",
             "body_timeout_s",
+            "changes_poll_s",
+            "webhook_quiet_s",
+            "webhook_max_wait_s",
+            "webhook_timeout_s",
+            "webhook_retry_max_s",
+            "webhook_lease_s",
             "hook_timeout_s",
             "hook_queue_events",
         ):
@@ -591,12 +660,21 @@ class Settings:
             raise SettingsError("give one of auth_secret, auth_public_key_file and auth_jwks_file")
         if self.malloc_arena_max < 0 or self.memory_trim_s < 0:
             raise SettingsError("malloc_arena_max and memory_trim_s must not be negative (0: off)")
+        if self.max_version_names < 0:
+            raise SettingsError("max_version_names must not be negative (0: no names)")
         if self.room_linger_s < 0:
             raise SettingsError("room_linger_s must not be negative")
         if self.history_retention_s < 0:
             raise SettingsError("history_retention_s must not be negative (0: keep everything)")
         if self.awareness_refresh_s >= self.awareness_ttl_s:
             raise SettingsError("awareness_refresh_s must be shorter than awareness_ttl_s")
+
+        if self.webhook_lease_s < 3 * self.webhook_timeout_s:
+            # A request is started only while the lease has its timeout left, and the
+            # lease is renewed every third of it.
+            raise SettingsError("webhook_lease_s must be at least 3 x webhook_timeout_s")
+        if self.webhook and not self.webhook_secret:
+            raise SettingsError("webhooks are signed: set webhook_secret")
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -622,7 +700,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         # Parsed with the environment's values, in settings_from_namespace, so that
         # a bad flag gets the same message as a bad variable.
         parser.add_argument(
-            flag, dest=f.name, default=None, help=f"{f.metadata.get('help', '')} (env {env})"
+            flag,
+            dest=f.name,
+            default=None,
+            action="append" if f.metadata.get("repeated") else "store",
+            help=f"{f.metadata.get('help', '')} (env {env})",
         )
 
 
@@ -630,11 +712,16 @@ def settings_from_namespace(
     namespace: argparse.Namespace, environ: Mapping[str, str] | None = None
 ) -> Settings:
     given = {
-        f.name: _parse(f, getattr(namespace, f.name))
+        f.name: _parse(f, _joined(getattr(namespace, f.name)))
         for f in fields(Settings)
         if getattr(namespace, f.name, None) is not None
     }
     return Settings.from_env(environ, **given)
+
+
+def _joined(raw: str | list[str]) -> str:
+    """A repeated flag's values, as its environment variable holds them."""
+    return " ".join(raw) if isinstance(raw, list) else raw
 
 
 def _parse(f: dataclasses.Field[Any], raw: str) -> Any:

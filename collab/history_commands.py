@@ -1,4 +1,4 @@
-"""``collab history``, ``show``, ``replay``, ``export`` and ``import``: a document's
+"""``collab history``, ``show``, ``replay``, ``export``, ``import`` and ``name``: a document's
 history from the command line, against a store URL or a running server
 (collab.sources). Progress goes to stderr (tqdm, shown on a terminal only);
 results go to stdout.
@@ -44,7 +44,19 @@ def add_commands(commands: Any) -> None:
     )
     history.add_argument("--after", type=int, default=0, help="start after this seq")
     history.add_argument("--limit", type=int, default=None, help="at most this many lines")
+    history.add_argument(
+        "--names", action="store_true", help="only the named versions: seq, time, user, name"
+    )
     source_options(history)
+
+    name = commands.add_parser(
+        "name", help='name a version of a document ("Sent to legal"), or take its name away'
+    )
+    name.add_argument("doc")
+    name.add_argument("seq", type=int, help="the version (a seq: see collab history)")
+    name.add_argument("name", nargs="?", default=None, help="the name to give it")
+    name.add_argument("--remove", action="store_true", help="take the version's name away")
+    source_options(name)
 
     show = commands.add_parser("show", help="print a document's content, now or at a version")
     show.add_argument("doc")
@@ -78,6 +90,9 @@ def add_commands(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.command == "name" and args.remove == (args.name is not None):
+        print("collab name: give a name, or --remove", file=sys.stderr)
+        return 2
     try:
         return asyncio.run(_run(args))
     except (SourceError, archive.ArchiveError, StoreError, OSError) as exc:
@@ -95,6 +110,7 @@ async def _run(args: argparse.Namespace) -> int:
             "replay": _replay,
             "export": _export,
             "import": _import,
+            "name": _name,
         }[args.command]
         return await command(source, args, sys.stdout)
     finally:
@@ -116,8 +132,30 @@ def _time(time_s: float | None) -> str:
     return moment.isoformat(timespec="seconds")
 
 
+async def _name(source: Source, args: argparse.Namespace, out: TextIO) -> int:
+    if args.remove:
+        await source.unname_version(args.doc, args.seq)
+        out.write(f"version {args.seq} of {args.doc} has no name now\n")
+        return 0
+    named = await source.name_version(args.doc, args.seq, args.name)
+    out.write(f"version {named['seq']} of {args.doc} is named {named['name']!r}\n")
+    return 0
+
+
 async def _history(source: Source, args: argparse.Namespace, out: TextIO) -> int:
     await source.document(args.doc)  # an unknown document is an error, not an empty list
+    # Named versions are listed by themselves with --names, and otherwise at the end
+    # of the line of their update (or of the change they end in).
+    named = {n["seq"]: n for n in await source.version_names(args.doc)}
+    if args.names:
+        for n in named.values():
+            out.write(f"{n['seq']}\t{_time(n['time_s'])}\t{n['user'] or '-'}\t{n['name']}\n")
+        return 0
+
+    def names_in(first: int, last: int) -> str:
+        found = [f"{seq}: {n['name']}" for seq, n in named.items() if first <= seq <= last]
+        return "".join(f"\t[{f}]" for f in found)
+
     remaining = args.limit
     after = args.after
     while remaining is None or remaining > 0:
@@ -128,7 +166,8 @@ async def _history(source: Source, args: argparse.Namespace, out: TextIO) -> int
                 out.write(
                     f"{c['first_seq']}-{c['last_seq']}\t{_time(c['first_time_s'])}"
                     f"\t{_time(c['last_time_s'])}\t{c['user'] or '-'}"
-                    f"\t{c['updates']} updates\t{c['bytes']} bytes\n"
+                    f"\t{c['updates']} updates\t{c['bytes']} bytes"
+                    f"{names_in(c['first_seq'], c['last_seq'])}\n"
                 )
             count, last = len(changes), changes[-1]["last_seq"] if changes else after
         else:
@@ -136,7 +175,7 @@ async def _history(source: Source, args: argparse.Namespace, out: TextIO) -> int
             for r in records:
                 out.write(
                     f"{r.seq}\t{_time(r.time_s)}\t{r.author.user or '-'}"
-                    f"\t{r.author.client or '-'}\t{len(r.data)} bytes\n"
+                    f"\t{r.author.client or '-'}\t{len(r.data)} bytes{names_in(r.seq, r.seq)}\n"
                 )
             count, last = len(records), records[-1].seq if records else after
         if count < page_size:

@@ -99,6 +99,38 @@ class Metrics:
             buckets=LATENCY_BUCKETS_S,
             registry=r,
         )
+        # Webhooks are labelled by URL: a server has the few it was started with.
+        self.webhook_deliveries = Counter(
+            "collab_webhook_deliveries",
+            "Webhook requests, by endpoint and outcome (ok, failed)",
+            ["webhook", "outcome"],
+            registry=r,
+        )
+        self.webhook_failing = Gauge(
+            "collab_webhook_failing",
+            "1 while the endpoint's latest delivery failed (it is being retried)",
+            ["webhook"],
+            registry=r,
+        )
+        self.webhook_consecutive_failures = Gauge(
+            "collab_webhook_consecutive_failures",
+            "Failed attempts since the endpoint last took a delivery",
+            ["webhook"],
+            registry=r,
+        )
+        self.webhook_lost = Counter(
+            "collab_webhook_lost",
+            "Times the endpoint's place in the log left the store's feed (MongoDB's oplog "
+            "moved past it): changes committed meanwhile were not sent",
+            ["webhook"],
+            registry=r,
+        )
+        self.webhook_pending = Gauge(
+            "collab_webhook_pending_documents",
+            "Documents with changes not yet delivered to the endpoint (on its delivering instance)",
+            ["webhook"],
+            registry=r,
+        )
         for endpoint in ENDPOINTS:  # present from the start, at zero
             self.updates_in.labels(endpoint)
             self.bytes_in.labels(endpoint)

@@ -1,4 +1,4 @@
-"""Where the history commands (``collab history|show|replay|export|import``) read
+"""Where the history commands (``collab history|show|replay|export|import|name``) read
 and write documents: a store URL directly, or a running server's HTTP API
 (``--server URL``, with ``--token`` when access tokens are on). Both answer the
 same questions, so every command works either way.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import abc
 import base64
 import json
+import time
 import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Any
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 from collab.config import Settings
-from collab.core import archive, history
+from collab.core import archive, history, version_names
 from collab.core.snapshots import Cadence
 from collab.store import Author, Store, UpdateRecord, create_store
 
@@ -70,13 +71,26 @@ class Source(abc.ABC):
     async def import_file(self, doc: str | None, lines: Iterable[bytes]) -> tuple[str, int]:
         """Import an export as a new document; returns its name and update count."""
 
+    @abc.abstractmethod
+    async def version_names(self, doc: str) -> list[dict[str, Any]]:
+        """The document's named versions by seq, as the API gives them."""
+
+    @abc.abstractmethod
+    async def name_version(self, doc: str, seq: int, name: str) -> dict[str, Any]:
+        """Names version ``seq`` (in place of its name); raises SourceError if refused."""
+
+    @abc.abstractmethod
+    async def unname_version(self, doc: str, seq: int) -> None:
+        """Takes a version's name away; raises SourceError if it had none."""
+
 
 class StoreSource(Source):
     def __init__(self, url: str, settings: Settings | None = None, *, create: bool = False) -> None:
         # Only an import may make a new store; reading one that is not there is an error.
         self.store: Store = create_store(url, create=create)
         # Imports write snapshots as the server would, by its settings.
-        self._cadence = Cadence.of(settings or Settings())
+        self._settings = settings or Settings()
+        self._cadence = Cadence.of(self._settings)
 
     async def open(self) -> None:
         await self.store.open()
@@ -134,6 +148,32 @@ class StoreSource(Source):
             return await archive.import_document(self.store, lines, name=doc, cadence=self._cadence)
         except archive.ArchiveError as exc:
             raise SourceError(str(exc)) from None
+
+    async def version_names(self, doc: str) -> list[dict[str, Any]]:
+        await self.document(doc)
+        return [version_names.as_dict(n) for n in await self.store.version_names(doc)]
+
+    async def name_version(self, doc: str, seq: int, name: str) -> dict[str, Any]:
+        info = await self.document(doc)
+        try:
+            named = await version_names.name_version(
+                self.store,
+                doc,
+                seq,
+                name,
+                head_seq=info.head_seq,
+                user=None,
+                time_s=time.time(),
+                max_names=self._settings.max_version_names,
+            )
+        except version_names.NameRefused as exc:
+            raise SourceError(str(exc)) from None
+        return version_names.as_dict(named)
+
+    async def unname_version(self, doc: str, seq: int) -> None:
+        await self.document(doc)
+        if not await self.store.unname_version(doc, seq):
+            raise SourceError(f"version {seq} of {doc!r} has no name")
 
 
 class ServerSource(Source):
@@ -221,6 +261,18 @@ class ServerSource(Source):
             doc = header.doc
         body = await self._fetch(f"{self._doc(doc)}/import", method="POST", body=data)
         return body["doc"], body["updates"]
+
+    async def version_names(self, doc: str) -> list[dict[str, Any]]:
+        return list((await self._fetch(f"{self._doc(doc)}/names"))["names"])
+
+    async def name_version(self, doc: str, seq: int, name: str) -> dict[str, Any]:
+        body = json.dumps({"name": name})
+        return dict(
+            await self._fetch(f"{self._doc(doc)}/versions/{seq}/name", method="PUT", body=body)
+        )
+
+    async def unname_version(self, doc: str, seq: int) -> None:
+        await self._fetch(f"{self._doc(doc)}/versions/{seq}/name", method="DELETE")
 
 
 def _error_of(exc: HTTPClientError) -> str:

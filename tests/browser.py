@@ -155,6 +155,28 @@ class Backend:
 
         self.call(write())
 
+    def write_paragraphs(self, doc: str, lines: list[str]) -> None:
+        """Appends ``lines`` as paragraphs of the page's editor (the XmlFragment
+        "default") with the Python client, and returns once they are stored."""
+
+        async def write() -> None:
+            client = await CollabClient.connect(
+                f"ws://127.0.0.1:{self.server.port}/ws", token=self.admin or None
+            )
+            try:
+                remote = await client.subscribe(doc)
+                fragment = remote.doc.get("default", type=pycrdt.XmlFragment)
+                with remote.doc.transaction():
+                    for line in lines:
+                        fragment.children.append(
+                            pycrdt.XmlElement("paragraph", {}, [pycrdt.XmlText(line)])
+                        )
+                await remote.flushed()
+            finally:
+                await client.close()
+
+        self.call(write())
+
     def stored_text(self, doc: str) -> str:
         """The document's text as the server stores it: its paragraphs, one a line
         ("" when nothing was ever written to it: reading does not create it)."""

@@ -34,6 +34,7 @@ from collab.store import (
     SnapshotRecord,
     Store,
     UpdateRecord,
+    VersionName,
 )
 
 Reopen = Callable[[Store], Awaitable[Store]]
@@ -783,8 +784,88 @@ class StoreContract:
 
     # -- lifecycle --------------------------------------------------------------------------
 
+    async def test_version_names_are_one_per_seq_listed_by_seq_and_gone_with_the_document(
+        self, store: Store, second: Store
+    ):
+        await store.append(news("named", 5))
+        await store.name_version(VersionName("named", 4, "Sent to legal", "ann", 10.5))
+        await store.name_version(VersionName("named", 2, "Draft", None, 9.0))
+        await store.name_version(VersionName("other", 1, "Elsewhere", None, 9.0))
+        assert await second.version_names("named") == [
+            VersionName("named", 2, "Draft", None, 9.0),
+            VersionName("named", 4, "Sent to legal", "ann", 10.5),
+        ]
+        # A new name replaces the old one; a name goes away alone.
+        await store.name_version(VersionName("named", 4, "Signed", "bob", 11.0))
+        assert [(n.seq, n.name, n.user) for n in await store.version_names("named")] == [
+            (2, "Draft", None),
+            (4, "Signed", "bob"),
+        ]
+        assert await store.unname_version("named", 2) is True
+        assert await store.unname_version("named", 2) is False
+        assert [n.name for n in await store.version_names("named")] == ["Signed"]
+        assert await store.version_names("unknown") == []
+        await store.delete_document("named")
+        assert await store.version_names("named") == []
+        assert [n.name for n in await store.version_names("other")] == ["Elsewhere"]
+
     async def test_close_can_be_called_twice(self, store: Store):
         await store.load("notes", create=True)
 
         await store.close()
         await store.close()
+
+    # -- webhooks ---------------------------------------------------------------------------
+
+    async def test_a_webhook_lease_is_held_by_one_instance_until_it_expires(
+        self, store: Store, second: Store
+    ):
+        first = await store.lease_webhook("https://a.example/hook", "one", 30.0)
+
+        assert first is not None and first.position is None
+        assert (first.lease_instance, first.delivered) == ("one", 0)
+        assert await second.lease_webhook("https://a.example/hook", "two", 30.0) is None
+        renewed = await store.lease_webhook("https://a.example/hook", "one", 30.0)
+        assert renewed is not None and renewed.lease_until_s >= first.lease_until_s
+        # An expired lease is taken over.
+        await store.lease_webhook("https://a.example/hook", "one", 0.001)
+        await asyncio.sleep(0.01)
+        taken = await second.lease_webhook("https://a.example/hook", "two", 30.0)
+        assert taken is not None and taken.lease_instance == "two"
+
+    async def test_a_webhook_position_is_saved_only_by_the_lease_holder(
+        self, store: Store, second: Store
+    ):
+        position = await store.feed_position()
+        state = await store.lease_webhook("hook", "one", 30.0)
+        assert state is not None
+        saved = dataclasses.replace(
+            state, position=position, delivered=3, failures=1, last_error="HTTP 500"
+        )
+
+        assert await store.save_webhook(saved, "one")
+        assert not await second.save_webhook(dataclasses.replace(saved, delivered=9), "two")
+
+        (found,) = await second.webhook_states()
+        assert (found.name, found.position, found.delivered) == ("hook", position, 3)
+        assert (found.failures, found.last_error, found.lease_instance) == (1, "HTTP 500", "one")
+        await store.release_webhook("hook", "one")
+        taken = await second.lease_webhook("hook", "two", 30.0)
+        assert taken is not None and taken.position == position and taken.delivered == 3
+        assert not await store.save_webhook(saved, "one")
+
+    async def test_a_webhook_position_follows_the_feed_after_a_reopen(
+        self, store: Store, reopen: Reopen
+    ):
+        await store.append(news("a", 2))
+        position = await store.feed_position()
+        state = await store.lease_webhook("hook", "one", 30.0)
+        assert state is not None
+        await store.save_webhook(dataclasses.replace(state, position=position), "one")
+        await store.append(news("b", 1))
+
+        store = await reopen(store)
+        (found,) = await store.webhook_states()
+        async with contextlib.aclosing(store.follow(found.position, poll_s=0.01)) as feed:
+            _, records = await next_batches(feed, 1)
+        assert [(r.doc, r.seq) for r in records] == [("b", 1)]

@@ -585,6 +585,7 @@ def test_reload_history_and_restore(
     screenshot(fay1, "history-panel.png")
 
     fay1.click("#history-restore")
+    fay1.click("#history-restore-confirm")
     fay1.wait_for_selector("#editor .tiptap", state="visible")
     for page in (fay1, fay2, gus1):
         wait_text(page, "text === arg", "The first draft.")
@@ -645,6 +646,7 @@ def test_guests_without_tokens_edit_see_each_other_and_go_back_in_history(
     # Key presses in a row ask for the version the slider stops at, not each one.
     assert len(states) <= 2, states
     ann1.click("#history-restore")
+    ann1.click("#history-restore-confirm")
     for page in (ann1, ann2, bob1):
         wait_text(page, "text === arg", "Guest text.")
     wait_stored(open_backend, doc, "Guest text.")
@@ -699,6 +701,26 @@ def test_edits_the_server_refuses_are_shown_refused_and_undone(
     assert text(page) == "Saved."
     assert backend.stored_text(doc) == "Saved."
     assert console.problems(offline=True) == []
+
+
+def test_typing_faster_than_presence_may_be_sent_keeps_the_document_open_and_saved(
+    browser: Any, backend: Backend, console: Console, contexts: list[Any]
+) -> None:
+    # Every keystroke moves the caret: hundreds a second, past the server's 30
+    # presence updates a second, must neither close the document nor lose an edit.
+    doc = "browser/fast-typist"
+    ann = User(browser, backend, console, contexts, "ann", {"browser/*": "write"})
+    bob = User(browser, backend, console, contexts, "bob", {"browser/*": "write"})
+    typist, reader = ann.open(doc), bob.open(doc)
+    words = " ".join(f"word{i}" for i in range(80))  # about 500 keystrokes
+    type_at_end(typist, words)
+    wait_saved(typist, ARRIVES_S)
+    wait_contains(reader, "word79", ARRIVES_S)
+    assert typist.get_attribute("#connection", "data-state") != "refused"
+    wait_stored(backend, doc, words)
+    # Presence still crosses: the typist's caret shows at the reader's.
+    reader.wait_for_selector("#editor .collaboration-carets__caret", timeout=ARRIVES_S * 1000)
+    assert console.problems() == []
 
 
 def test_the_skip_link_the_quiet_indicator_and_a_link_with_another_users_token(
@@ -890,3 +912,363 @@ def test_the_document_list_creates_opens_and_searches_on_a_phone(
     page.click("#history-close")
     assert console.problems() == []
     assert re.search(r"list/alpha", page.title())
+
+
+# -- issue 28: the page as people use it ---------------------------------------------
+
+
+def timeline_entries(page: Any) -> list[str]:
+    return page.locator("#history-list li").evaluate_all(
+        "items => items.map(i => i.querySelector('button').textContent)"
+    )
+
+
+def rect(page: Any, selector: str) -> dict[str, float]:
+    return page.evaluate(
+        "s => { const r = document.querySelector(s).getBoundingClientRect();"
+        " return {top: r.top, bottom: r.bottom, left: r.left, right: r.right}; }",
+        selector,
+    )
+
+
+def test_history_without_tokens_splits_per_guest_under_the_name_they_had(
+    browser: Any, open_backend: Backend, console: Console, contexts: list[Any]
+) -> None:
+    doc = "guests/split"
+    ann = User(browser, open_backend, console, contexts, "Ann", {})
+    bob = User(browser, open_backend, console, contexts, "Bob", {})
+    ann1, bob1 = ann.open(doc), bob.open(doc)
+    type_at_end(ann1, "Ann wrote.")
+    wait_saved(ann1)
+    wait_contains(bob1, "Ann wrote.", ARRIVES_S)
+    type_at_end(bob1, " Bob wrote.")
+    wait_saved(bob1)
+    wait_contains(ann1, "Bob wrote.", ARRIVES_S)
+    # Ann renames herself: her next edits are Annabel's.
+    ann1.fill("#user-name", "Annabel")
+    ann1.keyboard.press("Enter")
+    wait_saved(ann1)
+    type_at_end(ann1, " Annabel wrote.")
+    wait_saved(ann1)
+
+    ann1.click("#history-open")
+    ann1.wait_for_selector("#version .tiptap")
+    ann1.wait_for_function("() => document.querySelectorAll('#history-list li').length === 4")
+    assert timeline_entries(ann1) == ["Annabel", "Bob", "Ann", "Start"]
+    # Each version's label names who made that update, and no one else.
+    label = ann1.inner_text("#history-label")
+    assert "Annabel" in label and "Bob" not in label, label
+    ann1.locator("#history-list li").nth(1).locator("button").click()
+    ann1.wait_for_function(
+        "() => document.querySelector('#history-label').textContent.includes('Bob')"
+    )
+    label = ann1.inner_text("#history-label")
+    assert "Ann" not in label, label
+    screenshot(ann1, "history-per-guest.png")
+    assert console.problems() == []
+
+
+def test_restore_is_asked_first_and_shown_to_who_restored_and_to_the_others(
+    browser: Any, backend: Backend, console: Console, contexts: list[Any]
+) -> None:
+    doc = "browser/restore-asks"
+    fay = User(browser, backend, console, contexts, "fay", {"browser/*": "write"})
+    gus = User(browser, backend, console, contexts, "gus", {"browser/*": "write"})
+    fay1, gus1 = fay.open(doc), gus.open(doc)
+    type_at_end(fay1, "Keep this.")
+    wait_saved(fay1)
+    type_at_end(fay1, " Drop this.")
+    wait_saved(fay1)
+    wait_contains(gus1, "Drop this.", ARRIVES_S)
+
+    fay1.click("#history-open")
+    fay1.wait_for_selector("#version .tiptap")
+    slider = fay1.locator("#history-slider")
+    slider.focus()
+    for _ in range(len(" Drop this.")):
+        fay1.keyboard.press("ArrowLeft")
+    fay1.wait_for_function(
+        "() => document.querySelector('#version .tiptap')?.textContent === 'Keep this.'"
+    )
+    seq = int(slider.input_value())
+    fay1.click("#history-restore")
+    # Asked first: nothing changed yet, and cancelling changes nothing.
+    fay1.wait_for_selector("#history-confirm", state="visible")
+    assert f"version {seq}" in fay1.inner_text("#history-confirm-text")
+    screenshot(fay1, "restore-confirm.png")
+    fay1.click("#history-restore-cancel")
+    assert fay1.locator("#history-confirm").is_hidden()
+    assert backend.stored_text(doc) == "Keep this. Drop this."
+
+    fay1.click("#history-restore")
+    fay1.click("#history-restore-confirm")
+    fay1.wait_for_selector("#editor .tiptap", state="visible")
+    wait_stored(backend, doc, "Keep this.")
+    # Fay sees what she did; Gus sees that she did it.
+    fay1.wait_for_selector("#notice", state="visible")
+    assert f"You restored version {seq}" in fay1.inner_text("#notice")
+    gus1.wait_for_selector("#notice", state="visible", timeout=ARRIVES_S * 1000)
+    assert f"fay restored version {seq}" in gus1.inner_text("#notice")
+    wait_text(gus1, "text === arg", "Keep this.")
+    screenshot(fay1, "restore-done.png")
+    screenshot(gus1, "restore-seen-by-another.png")
+    assert console.problems() == []
+
+
+def test_the_formatting_toolbar_formats_and_says_what_applies(
+    browser: Any, backend: Backend, console: Console, contexts: list[Any]
+) -> None:
+    doc = "browser/toolbar"
+    hal = User(browser, backend, console, contexts, "hal", {"browser/*": "write"})
+    page = hal.open(doc)
+    toolbar = page.locator('[role="toolbar"][aria-label="Formatting"]')
+    labels = toolbar.locator("button").evaluate_all(
+        "bs => bs.map(b => [b.getAttribute('aria-label'), b.getAttribute('aria-pressed')])"
+    )
+    assert labels == [
+        [name, "false"]
+        for name in (
+            "Bold",
+            "Italic",
+            "Heading 1",
+            "Heading 2",
+            "Bulleted list",
+            "Numbered list",
+            "Link",
+            "Code",
+        )
+    ]
+    type_at_end(page, "Title")
+    page.click('button[aria-label="Heading 1"]')
+    assert page.get_attribute('button[aria-label="Heading 1"]', "aria-pressed") == "true"
+    page.keyboard.press("End")
+    page.keyboard.press("Enter")
+    page.click('button[aria-label="Bold"]')
+    page.keyboard.type("strong")
+    assert page.get_attribute('button[aria-label="Bold"]', "aria-pressed") == "true"
+    page.click('button[aria-label="Bold"]')
+    page.keyboard.press("Enter")
+    page.click('button[aria-label="Bulleted list"]')
+    page.keyboard.type("item")
+    assert page.get_attribute('button[aria-label="Bulleted list"]', "aria-pressed") == "true"
+    page.keyboard.press("Enter")
+    page.keyboard.press("Enter")  # out of the list
+    page.click('button[aria-label="Code"]')
+    page.keyboard.type("x = 1")
+    page.click('button[aria-label="Code"]')
+    page.keyboard.press("Enter")
+    page.once("dialog", lambda dialog: dialog.accept("https://example.com/"))
+    page.click('button[aria-label="Link"]')
+    page.wait_for_selector('#editor a[href="https://example.com/"]')
+    wait_saved(page)
+    editor = page.inner_html("#editor .tiptap")
+    assert "<h1>Title</h1>" in editor
+    assert "<strong>strong</strong>" in editor
+    assert re.search(r"<ul><li><p>item</p></li></ul>", editor), editor
+    assert "<code>x = 1</code>" in editor
+    stored = backend.api(f"/api/documents/{urllib.parse.quote(doc, safe='')}")["content"]
+    xml = stored["default"]
+    for piece in ('<heading level="1">Title</heading>', "<bold>strong</bold>", "<bulletList>"):
+        assert piece in xml, xml
+    # One tab stop: the arrow keys go from button to button.
+    page.focus('button[aria-label="Bold"]')
+    page.keyboard.press("ArrowRight")
+    assert page.evaluate("() => document.activeElement.getAttribute('aria-label')") == "Italic"
+    screenshot(page, "toolbar.png")
+    assert console.problems() == []
+
+
+def colour_distance(a: str, b: str) -> float:
+    rgb = [[int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in (a, b)]
+    return sum((x - y) ** 2 for x, y in zip(*rgb, strict=True)) ** 0.5
+
+
+def test_presence_colours_stay_apart_and_labels_of_close_carets_do_not_overlap(
+    browser: Any, backend: Backend, console: Console, contexts: list[Any]
+) -> None:
+    doc = "browser/colours"
+    # Three users whose names hashed to near hues (magentas 340-346 degrees).
+    users = [
+        User(browser, backend, console, contexts, name, {"browser/*": "write"})
+        for name in ("cid", "eve", "yan")
+    ]
+    cid, eve, yan = (u.open(doc) for u in users)
+    type_at_end(cid, "abcdef")
+    wait_saved(cid)
+    for page, offset in ((eve, 1), (yan, 2)):
+        wait_contains(page, "abcdef", ARRIVES_S)
+        page.locator("#editor .tiptap").focus()
+        page.keyboard.press("Control+End")
+        for _ in range(offset):
+            page.keyboard.press("ArrowLeft")
+    # Cid sees eve's and yan's carets one and two letters before the end of her text.
+    cid.wait_for_function(
+        "() => document.querySelectorAll('#editor .collaboration-carets__label').length === 2",
+        timeout=ARRIVES_S * 1000,
+    )
+    cid.wait_for_function("() => document.querySelectorAll('#presence li').length === 3")
+    dots = cid.locator("#presence .dot").evaluate_all(
+        "ds => ds.map(d => { const [r, g, b] = getComputedStyle(d).backgroundColor"
+        ".match(/\\d+/g).map(Number); return '#' + [r, g, b].map(v => v.toString(16)"
+        ".padStart(2, '0')).join(''); })"
+    )
+    assert len(set(dots)) == 3
+    assert min(colour_distance(a, b) for i, a in enumerate(dots) for b in dots[i + 1 :]) > 120, dots
+    # Everyone gives each person the same colour.
+    seen = [
+        dict(
+            p.locator("#presence li").evaluate_all(
+                "ls => ls.map(l => [l.dataset.userId, l.querySelector('.dot').style.background])"
+            )
+        )
+        for p in (cid, eve, yan)
+    ]
+    assert seen[0] == seen[1] == seen[2]
+    cid.wait_for_timeout(100)  # the labels are spread at the next frame
+    boxes = cid.locator("#editor .collaboration-carets__label").evaluate_all(
+        "ls => ls.map(l => { const r = l.getBoundingClientRect();"
+        " return [r.left, r.top, r.right, r.bottom]; })"
+    )
+    (l1, t1, r1, b1), (l2, t2, r2, b2) = boxes
+    assert not (l1 < r2 and l2 < r1 and t1 < b2 and t2 < b1), boxes
+    screenshot(cid, "presence-colours.png")
+    assert console.problems() == []
+
+
+def test_on_a_phone_history_is_at_hand_with_restore_and_the_timeline_on_screen(
+    browser: Any, backend: Backend, console: Console, contexts: list[Any]
+) -> None:
+    doc = "browser/phone-history"
+    jo = User(
+        browser,
+        backend,
+        console,
+        contexts,
+        "jo",
+        {"browser/*": "write"},
+        viewport={"width": 390, "height": 844},
+    )
+    backend.write_paragraphs(doc, [f"Line {i} of a long document." for i in range(40)])
+    page = jo.open(doc)
+    type_at_end(page, "The end.")
+    wait_saved(page)
+    # At the end of a tall document, History is on the screen.
+    assert page.evaluate("() => window.scrollY") > 0
+    history = rect(page, "#history-open")
+    assert history["top"] >= 0 and history["bottom"] <= 844, history
+    page.click("#history-open")
+    page.wait_for_selector("#version .tiptap")
+    page.locator("#history-list li").first.locator("button").wait_for()
+    page.locator("#history-slider").focus()
+    page.keyboard.press("ArrowLeft")
+    page.wait_for_selector("#history-restore:not([disabled])")
+    for selector in ("#history-slider", "#history-restore", "#history-list li"):
+        box = rect(page, selector)
+        assert box["top"] >= 0 and box["bottom"] <= 844, (selector, box)
+    screenshot(page, "phone-history.png")
+    page.screenshot(path=str(SCREENSHOTS / "phone-history-screen.png"))
+    assert console.problems() == []
+
+
+def test_the_token_dialog_says_why_each_time_and_closes_on_a_granted_document(
+    browser: Any, backend: Backend, console: Console, contexts: list[Any]
+) -> None:
+    lea = User(browser, backend, console, contexts, "lea", {"granted/*": "write"})
+    page = console.watch(lea.context.new_page())
+    page.goto(backend.url + "/")
+    page.wait_for_selector("#token-dialog[open]")
+    first = page.inner_text("#token-reason")
+    page.keyboard.type("not-a-token")
+    page.keyboard.press("Enter")
+    page.wait_for_function(
+        "first => { const d = document.querySelector('#token-dialog');"
+        " return d.open && document.querySelector('#token-reason').textContent !== first; }",
+        arg=first,
+    )
+    assert "refused" in page.inner_text("#token-reason")
+    assert page.locator("#token-input").input_value() == ""
+    screenshot(page, "token-refused.png")
+    page.keyboard.type(lea.token)
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#token-dialog", state="hidden")
+    page.wait_for_selector("#list-status")
+    # A document the token does not open asks; going to one it does closes the dialog.
+    page.evaluate("() => { location.hash = '#/d/secret%2Fplans'; }")
+    page.wait_for_selector("#token-dialog[open]")
+    assert "does not open" in page.inner_text("#token-reason")
+    page.evaluate("() => { location.hash = '#/d/granted%2Fnotes'; }")
+    page.wait_for_selector("#token-dialog", state="hidden")
+    page.wait_for_selector('#connection[data-synced="true"]')
+    assert [t for _, t in console.problems() if "401" not in t] == []
+
+
+def test_a_tab_reloaded_offline_says_offline_like_the_other(
+    browser: Any, backend: Backend, console: Console, contexts: list[Any]
+) -> None:
+    doc = "browser/offline-words"
+    ivy = User(
+        browser, backend, console, contexts, "ivy", {"browser/*": "write"}, through_proxy=True
+    )
+    one, two = ivy.open(doc), ivy.open(doc)
+    type_at_end(one, "Saved.")
+    wait_saved(one)
+    one.evaluate("() => navigator.serviceWorker.ready.then(() => true)")
+    backend.run(backend.proxy.refuse)
+    backend.run(backend.proxy.cut)
+    ivy.context.set_offline(True)
+    two.wait_for_selector('#connection[data-state="offline"]')
+    one.reload()
+    one.wait_for_selector("#editor .tiptap")
+    wait_contains(one, "Saved.")
+    one.wait_for_selector('#connection[data-state="offline"]', timeout=ARRIVES_S * 1000)
+    assert one.inner_text("#connection").startswith("Offline")
+    assert two.inner_text("#connection").startswith("Offline")
+    screenshot(one, "offline-reloaded.png")
+    backend.run(backend.proxy.accept)
+    ivy.context.set_offline(False)
+    for page in (one, two):
+        page.wait_for_selector('#connection[data-state="online"]', timeout=ARRIVES_S * 1000)
+    assert console.problems(offline=True) == []
+
+
+def test_a_named_version_is_listed_first_and_restored_by_another_user(
+    browser: Any, backend: Backend, console: Console, contexts: list[Any]
+) -> None:
+    doc = "browser/named"
+    kim = User(browser, backend, console, contexts, "kim", {"browser/*": "write"})
+    lou = User(browser, backend, console, contexts, "lou", {"browser/*": "write"})
+    kim1 = kim.open(doc)
+    type_at_end(kim1, "The version sent.")
+    wait_saved(kim1)
+    kim1.click("#history-open")
+    kim1.wait_for_selector("#version .tiptap")
+    head = int(kim1.locator("#history-slider").get_attribute("max"))
+    kim1.click("#history-name")
+    kim1.fill("#history-name-input", "Sent to legal")
+    kim1.keyboard.press("Enter")
+    kim1.wait_for_selector("#history-list li.named")
+    assert timeline_entries(kim1)[0] == "\u2605 Sent to legal"
+    assert "Sent to legal" in kim1.inner_text("#history-label")
+    kim1.wait_for_selector("#history-name-form", state="hidden")
+    screenshot(kim1, "named-version.png")
+    kim1.click("#history-close")
+    type_at_end(kim1, " Later edits.")
+    wait_saved(kim1)
+
+    lou1 = lou.open(doc)
+    lou1.click("#history-open")
+    lou1.wait_for_selector("#history-list li.named")
+    assert timeline_entries(lou1)[0] == "\u2605 Sent to legal"
+    lou1.locator("#history-list li.named button").click()
+    lou1.wait_for_function(
+        "() => document.querySelector('#version .tiptap')?.textContent === 'The version sent.'"
+    )
+    assert lou1.locator("#history-slider").input_value() == str(head)
+    lou1.click("#history-restore")
+    lou1.click("#history-restore-confirm")
+    for page in (kim1, lou1):
+        wait_text(page, "text === arg", "The version sent.")
+    wait_stored(backend, doc, "The version sent.")
+    names = backend.api(f"/api/documents/{urllib.parse.quote(doc, safe='')}/names")["names"]
+    assert [(n["seq"], n["name"], n["user"]) for n in names] == [(head, "Sent to legal", "kim")]
+    assert console.problems() == []

@@ -248,6 +248,27 @@ async def test_the_timeline_merges_one_users_consecutive_updates(settings, start
     assert len(split["changes"]) >= 3
 
 
+async def test_without_tokens_the_timeline_splits_per_guest_by_client_label(
+    server, connect
+) -> None:
+    ann = await connect(client_id="web:Ann")
+    bob = await connect(client_id="web:Bob")
+    a, b = await ann.subscribe("guests"), await bob.subscribe("guests")
+    for remote, word in [(a, "a1"), (a, "a2"), (b, "b1"), (a, "a3")]:
+        append(word)(remote.doc)
+        await remote.flushed()
+        other = b if remote is a else a
+        await other.wait_for(lambda o=other, w=word: w in str(o.doc.get("text", type=pycrdt.Text)))
+
+    body = await get_json(server, "/api/documents/guests/history?group=session")
+
+    assert [(c["user"], c["clients"], c["first_seq"], c["last_seq"]) for c in body["changes"]] == [
+        (None, ["web:Ann"], 1, 2),
+        (None, ["web:Bob"], 3, 3),
+        (None, ["web:Ann"], 4, 4),
+    ]
+
+
 async def test_a_long_history_of_keystrokes_is_a_short_timeline(server, connect):
     _, remote = await written(connect, "typed")
     text = remote.doc.get("text", type=pycrdt.Text)

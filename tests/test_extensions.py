@@ -284,6 +284,34 @@ async def test_a_failing_before_update_gives_a_clear_error_and_loses_no_acknowle
     assert "kept " in text and "and this" in text and word not in text
 
 
+@pytest.mark.allow_error_logs
+async def test_http_writes_and_restores_are_checked_by_before_update_too(settings, start_server):
+    checker = Failing()
+    server = await start_server(hook_settings(settings), extensions=[checker])
+    base = f"http://127.0.0.1:{server.port}/api/documents/doc"
+
+    async def post(path: str, body: bytes, kind: str = "application/octet-stream") -> int:
+        request = HTTPRequest(base + path, method="POST", body=body, headers={"Content-Type": kind})
+        response = await AsyncHTTPClient().fetch(request, raise_error=False)
+        return response.code
+
+    assert await post("/updates?author=bot", text_update("fine ", client_id=1)) == 200
+    assert checker.seen[-1].user == "bot" and checker.seen[-1].client.startswith("api:write:")
+    before = await server.store.read_updates("doc")
+    assert await post("/updates", text_update("forbidden", client_id=2)) == 403
+    assert await post("/updates", text_update("crash", client_id=3)) == 503
+    edits = json.dumps(
+        {"edits": [{"op": "text.insert", "root": "text", "index": 0, "text": "stall"}]}
+    )
+    assert await post("/updates", edits.encode(), "application/json") == 503
+    assert await server.store.read_updates("doc") == before
+    # A restore is an edit like any other: the hook sees it.
+    seen = len(checker.seen)
+    assert await post("/restore?seq=0", b"") == 200
+    assert len(checker.seen) == seen + 1 and checker.seen[-1].doc == "doc"
+    assert await stored_text(server, "doc") == ""
+
+
 # -- a new document's first content --------------------------------------------------------
 
 

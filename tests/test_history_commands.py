@@ -77,6 +77,38 @@ async def test_history_lists_updates_and_a_timeline(server, connect, store_url):
     assert [line.split("\t")[0] for line in limited.splitlines()] == ["2", "3"]
 
 
+async def test_name_gives_a_version_a_name_that_history_shows_by_store_or_server(
+    server, connect, store_url
+):
+    await write_history(connect)
+    through = ("--server", f"http://127.0.0.1:{server.port}")
+
+    _, out, _ = await collab("name", DOC, "2", "Sent to legal", "--store-url", store_url)
+    assert out == "version 2 of team/notes is named 'Sent to legal'\n"
+    await collab("name", DOC, "3", "Final", *through)
+
+    _, plain, _ = await collab("history", DOC, "--store-url", store_url)
+    assert plain.splitlines()[1].endswith(" bytes\t[2: Sent to legal]")
+    assert plain.splitlines()[0].endswith(" bytes")
+    _, grouped, _ = await collab("history", DOC, "--group", *through)
+    assert grouped.splitlines()[0].endswith("\t[2: Sent to legal]\t[3: Final]")
+    _, listed, _ = await collab("history", DOC, "--names", "--store-url", store_url)
+    assert [line.split("\t")[::3] for line in listed.splitlines()] == [
+        ["2", "Sent to legal"],
+        ["3", "Final"],
+    ]
+
+    await collab("name", DOC, "3", "--remove", *through)
+    _, listed, _ = await collab("history", DOC, "--names", *through)
+    assert [line.split("\t")[0] for line in listed.splitlines()] == ["2"]
+    code, _, err = await collab("name", DOC, "9", "Later", "--store-url", store_url, ok=False)
+    assert code == 1 and "past the document's latest version" in err
+    code, _, err = await collab("name", DOC, "3", "--remove", *through, ok=False)
+    assert code == 1 and "has no name" in err
+    code, _, err = await collab("name", DOC, "3", ok=False)
+    assert code == 2 and "give a name, or --remove" in err
+
+
 async def test_show_prints_a_version_by_seq_or_time_as_text_or_json(server, connect, store_url):
     versions = await write_history(connect)
     url = f"http://127.0.0.1:{server.port}"

@@ -18,6 +18,7 @@ from collab.core.origin import Origin
 from collab.core.room import Room
 from collab.core.session import NO_FRAMES, SERVER_PEER, Session
 from collab.errors import LoadFailed, StoreError
+from collab.extensions import IncomingUpdate
 from collab.wire import edit_ops, edits, yformat
 from collab.wire.yformat import FormatError
 
@@ -58,14 +59,20 @@ async def server_edit(
                 raise LoadFailed(f"document {name!r} was reloaded; try again", doc=name)
             if update is None:
                 return None
-            return await _submit(room, session, update, timeout_s)
+            return await _submit(rooms, room, session, update, timeout_s)
         finally:
             rooms.leave(session)
 
 
-async def _submit(room: Room, session: Session, update: bytes, timeout_s: float) -> int:
+async def _submit(
+    rooms: RoomManager, room: Room, session: Session, update: bytes, timeout_s: float
+) -> int:
     """Apply ``update`` as ``session``'s (it joins the room), and wait until it is
-    stored: its seq, or the seq covering it when it changed nothing."""
+    stored: its seq, or the seq covering it when it changed nothing. The
+    extensions' before_update decides first, as for a peer's update (CollabError
+    ``update_refused`` or ``hook_failed``: nothing applied)."""
+    origin = session.origin
+    await rooms.hooks.before_update(IncomingUpdate(session.doc, update, origin.user, origin.client))
     loop = asyncio.get_running_loop()
     durable: asyncio.Future[int] = loop.create_future()
 
@@ -92,7 +99,7 @@ async def write_update(
     with rooms.holding(name):
         try:
             room = await rooms.live(name)
-            return await _submit(room, session, update, timeout_s)
+            return await _submit(rooms, room, session, update, timeout_s)
         finally:
             rooms.leave(session)
 

@@ -479,7 +479,9 @@ async def seq_at_time(store: Store, doc: str, time_s: float, head_seq: int) -> i
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """Consecutive updates of one user, each within ``gap_s`` of the one before."""
+    """Consecutive updates of one author, each within ``gap_s`` of the one before.
+    The author is the user, or without one (no access tokens) the client label:
+    each guest's updates are a change of their own."""
 
     first_seq: int
     last_seq: int
@@ -489,6 +491,14 @@ class Change:
     clients: tuple[str, ...]
     updates: int
     bytes: int
+
+
+def _author_key(record: UpdateRecord) -> tuple[str | None, str | None]:
+    """Who a change belongs to: the user, or for guests (no user) the client label,
+    which names the guest (the page sends ``web:NAME``, again after a rename)."""
+    if record.author.user is not None:
+        return (record.author.user, None)
+    return (None, record.author.client)
 
 
 async def changes(
@@ -503,7 +513,7 @@ async def changes(
 ) -> tuple[list[Change], int | None]:
     """A coarse timeline: at most ``limit`` changes after ``after_seq``, and the
     seq to continue from (None at the end of the log). A change ends where another
-    user's update comes, or after a pause longer than ``gap_s``; and where the
+    author's update comes, or after a pause longer than ``gap_s``; and where the
     ``max_rows`` log entries one call may read run out: the timeline goes on from
     there (one user's long run then shows as consecutive changes)."""
     found: list[Change] = []
@@ -547,7 +557,9 @@ async def changes(
             if (
                 last is not None
                 and first is not None
-                and (record.author.user != last.author.user or record.time_s - last.time_s > gap_s)
+                and (
+                    _author_key(record) != _author_key(last) or record.time_s - last.time_s > gap_s
+                )
             ):
                 close()
                 if len(found) == limit:

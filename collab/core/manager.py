@@ -528,13 +528,18 @@ class RoomManager:
     async def drop_old_history(self) -> int:
         """Drop every document's history older than ``history_retention_s``, down
         to the newest snapshot that is older than that (the log keeps everything
-        after it). Returns the number of documents pruned (0: no retention set)."""
+        after it), and not past a named version: those stay restorable. Returns
+        the number of documents pruned (0: no retention set)."""
         if self._settings.history_retention_s <= 0:
             return 0
         cutoff = self._clock() - self._settings.history_retention_s
         pruned = 0
         for info in await self._store.list_documents():
+            named = [n.seq for n in await self._store.version_names(info.name)]
+            floor = min(named, default=info.head_seq)
             for seq in reversed(await self._store.snapshot_seqs(info.name)):
+                if seq > floor:
+                    continue
                 own = await self._store.read_updates(
                     info.name, after_seq=seq - 1, until_seq=seq, limit=1
                 )

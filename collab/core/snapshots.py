@@ -249,7 +249,10 @@ class Snapshotter:
         return (recent[-1].seq, recent[-1].state_vector) if recent else (0, EMPTY_STATE_VECTOR)
 
     async def _thin(self, doc: str) -> None:
-        drop = snapshots_to_drop(await self._store.snapshot_seqs(doc), self._cadence.keep_recent)
+        named = [n.seq for n in await self._store.version_names(doc)]
+        drop = snapshots_to_drop(
+            await self._store.snapshot_seqs(doc), self._cadence.keep_recent, named
+        )
         await self._store.delete_snapshots(doc, drop)
 
 

@@ -1,15 +1,21 @@
-"""Following a document's updates for a reader that is not an editor (the
-Server-Sent Events route): what the log holds after a seq, then what the room
-stores from then on, each once, in seq order, with a bounded buffer."""
+"""Following updates for a reader that is not an editor (the Server-Sent Events
+routes): one document's (:func:`follow`: what the log holds after a seq, then
+what the room stores from then on, each once, in seq order, with a bounded
+buffer), or every document's (:func:`follow_feed`: the store's feed, which every
+instance's commits go through, from a place in it)."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import contextlib
+import json
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 
 from collab.core.manager import RoomManager
-from collab.store import UpdateRecord
+from collab.store import FeedPosition, Store, UpdateRecord
 
 
 class DocumentReplaced(Exception):
@@ -114,3 +120,97 @@ async def follow(
     finally:
         stopped.cancel()
         rooms.unwatch(room, watcher)
+
+
+# -- every document: the store's feed --------------------------------------------------------------
+
+
+class FeedIdError(ValueError):
+    """A Last-Event-ID of the change feed that this server cannot follow from."""
+
+
+def feed_id(position: FeedPosition, skip: int = 0) -> str:
+    """The id of a place in the change feed: the store's position and how many of
+    the records after it were already sent (a batch may be cut by a reconnect).
+    Opaque to readers."""
+    text = json.dumps([position, skip], separators=(",", ":"))
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def parse_feed_id(raw: str) -> tuple[FeedPosition, int]:
+    try:
+        padded = raw + "=" * (-len(raw) % 4)
+        position, skip = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (ValueError, TypeError, binascii.Error):
+        raise FeedIdError(f"{raw[:80]!r} is not an id of this feed") from None
+    if not isinstance(skip, int) or skip < 0 or position is None:
+        raise FeedIdError(f"{raw[:80]!r} is not an id of this feed")
+    return position, skip
+
+
+async def follow_feed(
+    store: Store,
+    after: tuple[FeedPosition, int] | None,
+    *,
+    readable: Callable[[str], bool],
+    poll_s: float,
+    idle_s: float,
+    stop: asyncio.Event,
+) -> AsyncIterator[list[tuple[str, UpdateRecord]]]:
+    """Every document's updates that ``readable`` lets through, in commit order
+    (each document's in seq order), from a place in the store's feed (None: from
+    now on), each with the feed id that resumes after it. Read from the store as
+    the consumer asks (at most two pages of it held); an empty batch after
+    ``idle_s`` of quiet. Ends when ``stop`` is set. Raises StoreError, and
+    FeedLost when that place cannot be followed from any more. Consume it under
+    ``contextlib.aclosing()``."""
+    position, skip = after if after is not None else (await store.feed_position(), 0)
+    batches: asyncio.Queue[tuple[FeedPosition, list[UpdateRecord]]] = asyncio.Queue(maxsize=1)
+
+    async def pump() -> None:
+        async with contextlib.aclosing(store.follow(position, poll_s=poll_s)) as feed:
+            async for batch in feed:
+                await batches.put(batch)
+
+    pumping = asyncio.ensure_future(pump())
+    stopped = asyncio.ensure_future(stop.wait())
+    start = position
+    loop = asyncio.get_running_loop()
+    last_yield = loop.time()
+    try:
+        while True:
+            got = asyncio.ensure_future(batches.get())
+            await asyncio.wait(
+                {got, pumping, stopped}, timeout=idle_s, return_when="FIRST_COMPLETED"
+            )
+            if stop.is_set():
+                got.cancel()
+                return
+            if not got.done():
+                got.cancel()
+                if pumping.done():
+                    pumping.result()  # raises what ended the feed
+                    return
+                last_yield = loop.time()
+                yield []
+                continue
+            reached, records = got.result()
+            out = []
+            for index, record in enumerate(records):
+                if index < skip:
+                    continue
+                if readable(record.doc):
+                    last = index == len(records) - 1
+                    out.append((feed_id(reached) if last else feed_id(start, index + 1), record))
+            skip = max(0, skip - len(records))
+            start = reached
+            # Batches of documents the reader may not see are not news to it, but
+            # they must not keep the keep-alive from being sent either.
+            if out or loop.time() - last_yield >= idle_s:
+                last_yield = loop.time()
+                yield out
+    finally:
+        stopped.cancel()
+        pumping.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await pumping

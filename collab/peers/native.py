@@ -21,6 +21,7 @@ from enum import Enum
 from collab import __version__
 from collab.auth import Authenticator, Identity, Role
 from collab.config import Settings
+from collab.core import version_names
 from collab.core.history import page_of_updates, retained_from
 from collab.core.manager import RoomManager
 from collab.core.origin import Origin
@@ -599,6 +600,14 @@ class NativeConnection:
             until = info.head_seq if message.until is None else min(message.until, info.head_seq)
             accepted = self._max_frame_bytes or self._settings.max_frame_bytes
             budget = min(accepted, self._settings.max_frame_bytes) - HISTORY_FRAME_OVERHEAD
+            # The named versions of the range go with its page (their room is taken
+            # from the updates').
+            named = [
+                version_names.as_dict(n)
+                for n in await store.version_names(message.doc)
+                if message.after < n.seq <= until
+            ]
+            budget -= sum(HISTORY_ENTRY_OVERHEAD + len(n["name"].encode()) for n in named)
             records, more = await page_of_updates(
                 store,
                 message.doc,
@@ -614,6 +623,8 @@ class NativeConnection:
                     "not fit in a frame you accept (hello.max_frame_bytes)",
                     code=ErrorCode.TOO_LARGE,
                 )
+            last = records[-1].seq if more else until
+            named = [n for n in named if n["seq"] <= last]
             page = [
                 {
                     "seq": r.seq,
@@ -631,6 +642,7 @@ class NativeConnection:
                         updates=page,
                         head=info.head_seq,
                         next_after=records[-1].seq if more else None,
+                        names=named or None,
                     )
                 )
             )

@@ -14,6 +14,8 @@ from collab.store.base import (
     RepairStore,
     SnapshotStore,
     Store,
+    VersionNameStore,
+    WebhookStore,
 )
 from collab.store.records import (
     MAX_SEQ,
@@ -30,6 +32,8 @@ from collab.store.records import (
     Repair,
     SnapshotRecord,
     UpdateRecord,
+    VersionName,
+    WebhookState,
 )
 
 __all__ = [
@@ -55,6 +59,10 @@ __all__ = [
     "SnapshotStore",
     "Store",
     "UpdateRecord",
+    "VersionName",
+    "VersionNameStore",
+    "WebhookState",
+    "WebhookStore",
     "create_store",
 ]
 

@@ -2,7 +2,7 @@
 document, shared by every server instance that uses the store.
 
 A Store is the only thing that touches disk or a database. Its interface has
-six areas, each an abstract class below whose docstring states its contract
+eight areas, each an abstract class below whose docstring states its contract
 (tests/store_contract.py checks every backend against them):
 
 - :class:`DocumentStore`: which documents there are; loading and deleting one.
@@ -11,8 +11,10 @@ six areas, each an abstract class below whose docstring states its contract
 - :class:`SnapshotStore`: snapshots, checkpoints, retention, the snapshot lease.
 - :class:`PresenceStore`: awareness states, shared between instances, not durable.
 - :class:`RepairStore`: setting damaged entries aside (``collab check --repair``).
+- :class:`VersionNameStore`: the names people give versions.
+- :class:`WebhookStore`: each webhook's feed position and delivery lease.
 
-:class:`Store` is all six, with ``open`` and ``close``. The records they take and
+:class:`Store` is all eight, with ``open`` and ``close``. The records they take and
 give are collab.store.records'; the package (``collab.store``) names both. After
 the interface come the rules every backend applies alike (seqs of a batch, ranges
 of names).
@@ -37,6 +39,8 @@ from collab.store.records import (
     SnapshotRecord,
     StoreStats,
     UpdateRecord,
+    VersionName,
+    WebhookState,
 )
 
 # The documents a follower of the feed holds now (FeedStore.follow's ``documents``).
@@ -261,7 +265,60 @@ class RepairStore(abc.ABC):
         """What repairs set aside for a document, oldest first."""
 
 
-class Store(DocumentStore, LogStore, FeedStore, SnapshotStore, PresenceStore, RepairStore):
+class VersionNameStore(abc.ABC):
+    """Names given to versions ("Sent to legal"), one per seq of a document, gone
+    with the document (``delete_document``). They name versions only: keeping the
+    history they need is retention's part (collab.core.manager)."""
+
+    @abc.abstractmethod
+    async def name_version(self, name: VersionName) -> None:
+        """Give the version ``name.seq`` of ``name.doc`` its name, in place of the
+        one it had."""
+
+    @abc.abstractmethod
+    async def unname_version(self, doc: str, seq: int) -> bool:
+        """Take a version's name away; False when it had none."""
+
+    @abc.abstractmethod
+    async def version_names(self, doc: str) -> list[VersionName]:
+        """A document's named versions, by seq."""
+
+
+class WebhookStore(abc.ABC):
+    """Webhooks (collab.webhooks) deliver from the feed: each keeps its feed
+    position here, so that a restart resumes where delivery stood, and a lease,
+    so that one instance at a time delivers it."""
+
+    @abc.abstractmethod
+    async def lease_webhook(self, name: str, instance: str, lease_s: float) -> WebhookState | None:
+        """Take or renew the webhook's lease for ``lease_s`` seconds from now, and
+        return its state; None (and nothing changed) while another instance holds
+        a lease that has not expired. A webhook not stored yet is created."""
+
+    @abc.abstractmethod
+    async def save_webhook(self, state: WebhookState, instance: str) -> bool:
+        """Store the webhook's position and delivery counts (not its lease) if
+        ``instance`` holds its lease; False (nothing saved) once another took it."""
+
+    @abc.abstractmethod
+    async def release_webhook(self, name: str, instance: str) -> None:
+        """Give the lease up, if ``instance`` holds it: another may take it at once."""
+
+    @abc.abstractmethod
+    async def webhook_states(self) -> list[WebhookState]:
+        """Every stored webhook, by name."""
+
+
+class Store(
+    DocumentStore,
+    LogStore,
+    FeedStore,
+    SnapshotStore,
+    PresenceStore,
+    RepairStore,
+    VersionNameStore,
+    WebhookStore,
+):
     """Every area of the interface, opened and closed. Async; implementations never
     block the event loop."""
 

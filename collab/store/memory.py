@@ -28,6 +28,8 @@ from collab.store.records import (
     Repair,
     SnapshotRecord,
     UpdateRecord,
+    VersionName,
+    WebhookState,
 )
 
 
@@ -58,10 +60,12 @@ class MemoryStore(Store):
     def __init__(self) -> None:
         super().__init__()
         self._docs: dict[str, _Document] = {}
+        self._names: dict[str, dict[int, VersionName]] = {}  # doc -> seq -> its name
         self._feed: list[UpdateRecord] = []  # every record, in commit order
         self._awareness: dict[tuple[str, int], AwarenessChange] = {}
         self._awareness_feed: list[AwarenessChange] = []
         self._feed_positions: dict[str, FeedPosition] = {}
+        self._webhooks: dict[str, WebhookState] = {}
         self._changed = asyncio.Condition()
 
     def _get_or_create(
@@ -93,6 +97,7 @@ class MemoryStore(Store):
     async def delete_document(self, doc: str) -> bool:
         for key in [key for key in self._awareness if key[0] == doc]:
             del self._awareness[key]
+        self._names.pop(doc, None)
         return self._docs.pop(doc, None) is not None
 
     async def get_document(self, doc: str) -> DocumentInfo | None:
@@ -362,3 +367,43 @@ class MemoryStore(Store):
     async def quarantined(self, doc: str) -> list[QuarantinedEntry]:
         document = self._docs.get(doc)
         return list(document.quarantine) if document else []
+
+    # -- version names ----------------------------------------------------------------------
+
+    async def name_version(self, name: VersionName) -> None:
+        self._names.setdefault(name.doc, {})[name.seq] = name
+
+    async def unname_version(self, doc: str, seq: int) -> bool:
+        return self._names.get(doc, {}).pop(seq, None) is not None
+
+    async def version_names(self, doc: str) -> list[VersionName]:
+        return sorted(self._names.get(doc, {}).values(), key=lambda n: n.seq)
+
+    # -- webhooks -------------------------------------------------------------------------
+
+    async def lease_webhook(self, name: str, instance: str, lease_s: float) -> WebhookState | None:
+        now = time.time()
+        state = self._webhooks.get(name, WebhookState(name))
+        if state.lease_instance not in (None, instance) and state.lease_until_s > now:
+            return None
+        state = self._webhooks[name] = dataclasses.replace(
+            state, lease_instance=instance, lease_until_s=now + lease_s
+        )
+        return state
+
+    async def save_webhook(self, state: WebhookState, instance: str) -> bool:
+        held = self._webhooks.get(state.name)
+        if held is None or held.lease_instance != instance:
+            return False
+        self._webhooks[state.name] = dataclasses.replace(
+            state, lease_instance=held.lease_instance, lease_until_s=held.lease_until_s
+        )
+        return True
+
+    async def release_webhook(self, name: str, instance: str) -> None:
+        held = self._webhooks.get(name)
+        if held is not None and held.lease_instance == instance:
+            self._webhooks[name] = dataclasses.replace(held, lease_instance=None, lease_until_s=0.0)
+
+    async def webhook_states(self) -> list[WebhookState]:
+        return [self._webhooks[name] for name in sorted(self._webhooks)]

@@ -194,6 +194,34 @@ class QuarantinedEntry:
     quarantined_s: float
 
 
+@dataclass(frozen=True, slots=True)
+class VersionName:
+    """A name someone gave a version ("Sent to legal"): the document after ``seq``."""
+
+    doc: str
+    seq: int
+    name: str
+    user: str | None  # who named it (None without access tokens)
+    time_s: float  # when
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookState:
+    """A webhook as the store keeps it (collab.webhooks): the feed position its
+    deliveries follow on from, which instance holds its lease (delivers), and how
+    its deliveries go, for ``collab webhooks status``."""
+
+    name: str
+    position: FeedPosition | None = None  # None: delivery has not started
+    lease_instance: str | None = None
+    lease_until_s: float = 0.0  # Unix seconds
+    delivered: int = 0  # deliveries the endpoint accepted
+    failures: int = 0  # failed attempts since the last success
+    last_error: str | None = None
+    last_attempt_s: float | None = None
+    last_success_s: float | None = None
+
+
 @dataclass(slots=True)
 class StoreStats:
     """Counters for tests and metrics."""

@@ -14,7 +14,7 @@ import contextlib
 import datetime
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from typing import Any
 
 import tornado.web
@@ -28,6 +28,7 @@ from collab.core.origin import Origin, OriginKind
 from collab.core.snapshots import Cadence
 from collab.errors import (
     CollabError,
+    ErrorCode,
     InvalidUpdate,
     LoadFailed,
     Overloaded,
@@ -472,9 +473,10 @@ class StateHandler(DocumentApiHandler):
 
 
 class RestoreHandler(DocumentApiHandler):
-    """``POST /api/documents/DOC/restore`` with ``{"seq": N}``: one new update that
-    brings the content back to version N, stored and sent to every peer like any
-    edit, attributed to the caller. Needs write access."""
+    """``POST /api/documents/DOC/restore`` with ``{"seq": N}`` (or ``{"name":
+    "Sent to legal"}``, a named version): one new update that brings the content
+    back to version N, stored and sent to every peer like any edit, attributed to
+    the caller. Needs write access."""
 
     @classmethod
     def max_body_bytes(cls, settings: Settings) -> int:
@@ -482,9 +484,15 @@ class RestoreHandler(DocumentApiHandler):
 
     async def post(self, doc: str) -> None:
         identity = self.require_write(doc)
-        seq = self._seq_from_body()
+        named = self._name_from_body()
+        seq = self._seq_from_body() if named is None else -1
         try:
             info = await self.require_document(doc)
+            if named is not None:
+                found = [n for n in await self.server.store.version_names(doc) if n.name == named]
+                if not found:
+                    raise tornado.web.HTTPError(404, f"no version of {doc!r} is named {named!r}")
+                seq = found[-1].seq  # the newest of that name
             if seq > info.head_seq:
                 raise tornado.web.HTTPError(
                     400, f"seq {seq} is past the document's latest version ({info.head_seq})"
@@ -513,9 +521,22 @@ class RestoreHandler(DocumentApiHandler):
             raise tornado.web.HTTPError(
                 503, "the restore was applied but not yet stored; check the history"
             ) from None
+        except CollabError as exc:  # an extension's before_update: refused, or failed
+            status = 403 if exc.code is ErrorCode.UPDATE_REFUSED else 503
+            raise tornado.web.HTTPError(status, f"the restore was refused: {exc.message}") from None
         self.write_json(
             {"doc": doc, "restored_seq": restored, "seq": new_seq, "changed": new_seq is not None}
         )
+
+    def _name_from_body(self) -> str | None:
+        try:
+            body = json.loads(self.body) if self.body else None
+        except ValueError:
+            return None  # _seq_from_body says what is wrong
+        name = body.get("name") if isinstance(body, dict) else None
+        if name is not None and not isinstance(name, str):
+            raise tornado.web.HTTPError(400, "name must be a string")
+        return name
 
     def _seq_from_body(self) -> int:
         raw: Any = self.get_query_argument("seq", None)
@@ -530,12 +551,11 @@ class RestoreHandler(DocumentApiHandler):
         return seq_value(raw, "seq")
 
 
-class EventsHandler(DocumentApiHandler):
-    """``GET /api/documents/DOC/events``: Server-Sent Events, one per stored update
-    (``id:`` its seq), from ``Last-Event-ID`` or ``?after=SEQ`` on (replayed from
-    the log, then live), or from now on. A comment line keeps a quiet stream open;
-    a reader that falls more than ``events_buffer_bytes`` behind is disconnected
-    (it resumes with Last-Event-ID)."""
+class EventStreamHandler(DocumentApiHandler):
+    """What every Server-Sent Events route shares: the stream ends when its token
+    expires or its user is revoked (:meth:`while_allowed`), its headers and the
+    reconnection delay (:meth:`open_stream`), the event that says why it ended
+    (:meth:`end_stream`), and a reader that went away or is sent away."""
 
     _closed = False
 
@@ -544,13 +564,9 @@ class EventsHandler(DocumentApiHandler):
         self._gone = asyncio.Event()  # the client went away, or may not read any more
         self._ended: str | None = None  # why the stream was ended: expired, revoked
 
-    async def get(self, doc: str) -> None:
-        after = self._after()
-        identity = self.identity()
-        try:
-            info = await self.require_document(doc)
-        except StoreError as exc:
-            self.on_store_error(exc)
+    async def while_allowed(self, identity: Identity, stream: Awaitable[None]) -> None:
+        """Run ``stream`` until it ends, or until the token expires or its user is
+        revoked (``_gone`` is set: the stream stops at its next wait)."""
         loop = asyncio.get_running_loop()
         expiry = None
         if identity.expires_s is not None:
@@ -564,7 +580,7 @@ class EventsHandler(DocumentApiHandler):
 
         self.server.revocation_listeners.add(revoked)
         try:
-            await self._stream(doc, info, after)
+            await stream
         finally:
             self.server.revocation_listeners.discard(revoked)
             if expiry is not None:
@@ -575,6 +591,52 @@ class EventsHandler(DocumentApiHandler):
         reconnects, with whatever token its URL holds)."""
         self._ended = why
         self._gone.set()
+
+    def open_stream(self) -> None:
+        self.set_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.set_header("X-Accel-Buffering", "no")  # nginx: pass events on at once
+        self.write("retry: 1000\n\n")
+
+    def end_stream(self) -> None:
+        """Say why the stream ended, if the token did, and finish."""
+        if self._ended is not None and not self._closed:
+            message = (
+                f"the access token was {self._ended}"
+                if self._ended == "revoked"
+                else ("the access token has expired")
+            )
+            self.write(f"event: {self._ended}\ndata: {json.dumps({'error': message})}\n\n")
+        if not self._closed:
+            with contextlib.suppress(StreamClosedError):
+                self.finish()
+
+    def _abort(self) -> None:
+        """The reader fell too far behind: drop the connection (a write waiting for
+        it to read ends with StreamClosedError)."""
+        self._closed = True
+        stream = self.request.connection.stream  # type: ignore[union-attr]
+        stream.close()
+
+    def on_connection_close(self) -> None:
+        self._closed = True
+        self._gone.set()
+
+
+class EventsHandler(EventStreamHandler):
+    """``GET /api/documents/DOC/events``: Server-Sent Events, one per stored update
+    (``id:`` its seq), from ``Last-Event-ID`` or ``?after=SEQ`` on (replayed from
+    the log, then live), or from now on. A comment line keeps a quiet stream open;
+    a reader that falls more than ``events_buffer_bytes`` behind is disconnected
+    (it resumes with Last-Event-ID)."""
+
+    async def get(self, doc: str) -> None:
+        after = self._after()
+        identity = self.identity()
+        try:
+            info = await self.require_document(doc)
+        except StoreError as exc:
+            self.on_store_error(exc)
+        await self.while_allowed(identity, self._stream(doc, info, after))
 
     async def _stream(self, doc: str, info: DocumentInfo, after: int | None) -> None:
         if after is not None and after > info.head_seq:
@@ -591,9 +653,7 @@ class EventsHandler(DocumentApiHandler):
                     410, f"updates before seq {first + 1} are no longer kept (retention)"
                 )
         settings = self.server.settings
-        self.set_header("Content-Type", "text/event-stream; charset=utf-8")
-        self.set_header("X-Accel-Buffering", "no")  # nginx: pass events on at once
-        self.write("retry: 1000\n\n")
+        self.open_stream()
         stream = events.follow(
             self.server.rooms,
             doc,
@@ -624,16 +684,7 @@ class EventsHandler(DocumentApiHandler):
             self.write(f"event: error\ndata: {json.dumps({'error': str(exc)})}\n\n")
         except CollabError as exc:  # the document could not be loaded
             self.write(f"event: error\ndata: {json.dumps({'error': exc.message})}\n\n")
-        if self._ended is not None and not self._closed:
-            message = (
-                f"the access token was {self._ended}"
-                if self._ended == "revoked"
-                else ("the access token has expired")
-            )
-            self.write(f"event: {self._ended}\ndata: {json.dumps({'error': message})}\n\n")
-        if not self._closed:
-            with contextlib.suppress(StreamClosedError):
-                self.finish()
+        self.end_stream()
 
     def _after(self) -> int | None:
         raw = self.request.headers.get("Last-Event-ID") or self.get_query_argument("after", None)
@@ -651,14 +702,3 @@ class EventsHandler(DocumentApiHandler):
         return (
             f"id: {record.seq}\nevent: update\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
         )
-
-    def _abort(self) -> None:
-        """The reader fell too far behind: drop the connection (a write waiting for
-        it to read ends with StreamClosedError)."""
-        self._closed = True
-        stream = self.request.connection.stream  # type: ignore[union-attr]
-        stream.close()
-
-    def on_connection_close(self) -> None:
-        self._closed = True
-        self._gone.set()

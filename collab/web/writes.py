@@ -24,9 +24,18 @@ import tornado.web
 from collab.auth import Identity
 from collab.config import Settings
 from collab.core import api_edits
+from collab.core.hooks import HookFailed
 from collab.core.limits import CREATION_WINDOW_S, WriteLimiter
 from collab.core.origin import Origin, OriginKind
-from collab.errors import InvalidUpdate, LoadFailed, Overloaded, RateLimited, StoreError
+from collab.errors import (
+    CollabError,
+    ErrorCode,
+    InvalidUpdate,
+    LoadFailed,
+    Overloaded,
+    RateLimited,
+    StoreError,
+)
 from collab.web.documents import OCTET_STREAM, DocumentApiHandler
 from collab.web.idempotency import IdempotencyKeys, KeyReused, valid_key
 from collab.wire import edit_ops
@@ -77,8 +86,8 @@ class UpdatesHandler(DocumentApiHandler):
     def max_body_bytes(cls, settings: Settings) -> int:
         return settings.max_write_bytes
 
-    def prepare(self) -> None:
-        super().prepare()  # the token and the declared size
+    async def prepare(self) -> None:
+        await super().prepare()  # the token and the declared size
         doc = self.path_args[0]
         identity = self.require_write(doc)
         self._binary = self._content_type() == OCTET_STREAM
@@ -188,6 +197,8 @@ class UpdatesHandler(DocumentApiHandler):
             ) from None
         except RateLimited as exc:  # the creation cap
             raise self._limited(exc) from None
+        except HookFailed as exc:
+            raise Refused(503, f"the write could not be checked: {exc.message}", 1.0) from None
         except (Overloaded, LoadFailed) as exc:
             raise Refused(503, exc.message, OVERLOADED_RETRY_S) from None
         except TimeoutError:
@@ -196,6 +207,12 @@ class UpdatesHandler(DocumentApiHandler):
             ) from None
         except StoreError as exc:
             self.on_store_error(exc)
+        except CollabError as exc:
+            if exc.code is not ErrorCode.UPDATE_REFUSED:
+                raise
+            raise tornado.web.HTTPError(  # an extension's before_update
+                403, f"the write was refused, the document is unchanged: {exc.message}"
+            ) from None
         return {"doc": doc, "seq": seq}
 
     def _edits(self) -> list[edit_ops.Edit]:

@@ -217,7 +217,8 @@ class HistoryPage(Message):
     """Answer to ``history``: ``updates`` in seq order, each a map of ``seq``,
     ``time_s``, ``user``, ``client``, ``instance`` and ``update`` (binary);
     ``next_after`` is the ``after`` of the next page, absent at the end; ``head``
-    is the document's latest seq."""
+    is the document's latest seq; ``names``, the named versions among the page's
+    seqs (each a map of ``seq``, ``name``, ``user``, ``time_s``), absent if none."""
 
     TYPE: ClassVar = MessageType.HISTORY
     doc: str = field(metadata=_meta(STR))
@@ -225,6 +226,7 @@ class HistoryPage(Message):
     updates: list[dict[str, Any]] = field(metadata=_meta(LIST), repr=False)
     head: int = field(metadata=_meta(UINT))
     next_after: int | None = field(default=None, metadata=_meta(UINT))
+    names: list[dict[str, Any]] | None = field(default=None, metadata=_meta(LIST))
 
 
 @dataclass(frozen=True, slots=True)

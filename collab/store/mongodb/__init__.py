@@ -26,10 +26,13 @@ Collections, with their indexes created at open:
 - ``checkpoints``: what changed in a document between two seqs, unique on
   ``(doc, seq)`` (collab.store.records.Checkpoint).
 - ``quarantine``: what ``collab check --repair`` set aside.
+- ``version_names``: the names given to versions, unique on ``(doc, seq)``.
+- ``webhooks``: each webhook's feed position and delivery lease.
 
 A module per area of the interface (collab.store.base): ``documents``, ``log``
 (the seq-assigning append and its retries), ``feed`` (change streams),
-``snapshots``, ``presence``, ``repairs``, each a part of :class:`MongoStore` on
+``snapshots``, ``presence``, ``repairs``, ``names``, ``webhooks``, each a part of
+:class:`MongoStore` on
 ``base`` (the client, its collections, errors, each document's entry).
 """
 
@@ -39,12 +42,23 @@ from collab.store.mongodb.base import database_from_url
 from collab.store.mongodb.documents import MongoDocuments
 from collab.store.mongodb.feed import MongoFeed
 from collab.store.mongodb.log import MongoLog
+from collab.store.mongodb.names import MongoNames
 from collab.store.mongodb.presence import MongoPresence
 from collab.store.mongodb.repairs import MongoRepairs
 from collab.store.mongodb.snapshots import MongoSnapshots
+from collab.store.mongodb.webhooks import MongoWebhooks
 
 __all__ = ["MongoStore", "database_from_url"]
 
 
-class MongoStore(MongoDocuments, MongoLog, MongoFeed, MongoSnapshots, MongoPresence, MongoRepairs):
+class MongoStore(
+    MongoDocuments,
+    MongoLog,
+    MongoFeed,
+    MongoSnapshots,
+    MongoPresence,
+    MongoRepairs,
+    MongoNames,
+    MongoWebhooks,
+):
     """A Store in one MongoDB database: ``MongoStore(url)``, then ``open()``."""

@@ -161,6 +161,9 @@ class MongoBase(Store):
             await self._collection("quarantine").create_index(
                 [("doc", ASCENDING), ("quarantined_s", ASCENDING)], name="doc_time"
             )
+            await self._collection("version_names").create_index(
+                [("doc", ASCENDING), ("seq", ASCENDING)], unique=True, name="doc_seq"
+            )
 
     async def close(self) -> None:
         if self._closed:

@@ -52,6 +52,7 @@ class MongoDocuments(MongoBase):
             await self._snapshots.delete_many({"doc": doc})
             await self._collection("checkpoints").delete_many({"doc": doc})
             await self._collection("quarantine").delete_many({"doc": doc})
+            await self._collection("version_names").delete_many({"doc": doc})
             await self._collection("awareness", presence=True).delete_many({"doc": doc})
         return deleted.deleted_count > 0
 

@@ -15,7 +15,7 @@ across every process and never change, so each process follows the others'
 commits by polling ``id > last`` through the primary key.
 
 A module per area of the interface (collab.store.base): ``documents``, ``log``,
-``feed``, ``snapshots``, ``presence``, ``repairs``, each a part of
+``feed``, ``snapshots``, ``presence``, ``repairs``, ``names``, ``webhooks``, each a part of
 :class:`SQLiteStore` on ``base`` (threads, connections, the write transaction);
 ``schema`` holds the tables and their migrations.
 """
@@ -27,15 +27,24 @@ from pathlib import Path
 from collab.store.sqlite.documents import SQLiteDocuments
 from collab.store.sqlite.feed import SQLiteFeed
 from collab.store.sqlite.log import SQLiteLog
+from collab.store.sqlite.names import SQLiteNames
 from collab.store.sqlite.presence import SQLitePresence
 from collab.store.sqlite.repairs import SQLiteRepairs
 from collab.store.sqlite.snapshots import SQLiteSnapshots
+from collab.store.sqlite.webhooks import SQLiteWebhooks
 
 __all__ = ["SQLiteStore", "path_from_url"]
 
 
 class SQLiteStore(
-    SQLiteDocuments, SQLiteLog, SQLiteFeed, SQLiteSnapshots, SQLitePresence, SQLiteRepairs
+    SQLiteDocuments,
+    SQLiteLog,
+    SQLiteFeed,
+    SQLiteSnapshots,
+    SQLitePresence,
+    SQLiteRepairs,
+    SQLiteNames,
+    SQLiteWebhooks,
 ):
     """A Store in one SQLite file: ``SQLiteStore(path)``, then ``open()``."""
 

@@ -49,7 +49,14 @@ class SQLiteDocuments(SQLiteBase):
         def write() -> bool:
             conn = self._w
             with write_transaction(conn):
-                for table in ("updates", "snapshots", "checkpoints", "awareness", "quarantine"):
+                for table in (
+                    "updates",
+                    "snapshots",
+                    "checkpoints",
+                    "awareness",
+                    "quarantine",
+                    "version_names",
+                ):
                     conn.execute(f"DELETE FROM {table} WHERE doc = ?", (doc,))
                 deleted = conn.execute("DELETE FROM documents WHERE name = ?", (doc,)).rowcount
             return deleted > 0

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from collab.errors import StoreError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 7
 SCHEMA = """
 CREATE TABLE documents (
     name TEXT PRIMARY KEY,
@@ -108,6 +108,29 @@ CREATE TABLE checkpoints (
     state_vector BLOB NOT NULL,
     data BLOB NOT NULL,
     PRIMARY KEY (doc, seq)
+);
+""",
+    5: """
+CREATE TABLE version_names (
+    doc TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    user TEXT,
+    time_s REAL NOT NULL,
+    PRIMARY KEY (doc, seq)
+);
+""",
+    6: """
+CREATE TABLE webhooks (
+    name TEXT PRIMARY KEY,
+    position INTEGER,
+    lease_instance TEXT,
+    lease_until_s REAL NOT NULL DEFAULT 0,
+    delivered INTEGER NOT NULL DEFAULT 0,
+    failures INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    last_attempt_s REAL,
+    last_success_s REAL
 );
 """,
 }

@@ -9,12 +9,28 @@ import * as Y from "yjs";
 import { DocumentProvider } from "../client/index.js";
 import { h } from "./dom.js";
 import { openHistory } from "./history.js";
-import { USER_KEY, getToken, getUser, roleFor, setUserName, subjectOf, userForToken } from "./session.js";
+import { USER_KEY, getToken, getUser, paletteColours, roleFor, setUserName, subjectOf, userForToken } from "./session.js";
+import { siblingTabs } from "./siblings.js";
+import { formattingToolbar } from "./toolbar.js";
 
-function caret(user) {
-  const cursor = h("span", { class: "collaboration-carets__caret", style: `border-color: ${user.color}`, dataset: { user: user.id ?? "" } });
-  cursor.append(h("span", { class: "collaboration-carets__label", style: `background-color: ${user.color}` }, user.name ?? "someone"));
-  return cursor;
+const isColour = (c) => typeof c === "string" && /^#[0-9a-f]{6}$/i.test(c);
+
+/** Moves caret labels that would cover one another apart: each label that meets one
+ * placed before it (left to right) goes up a row, so that close cursors keep their
+ * names readable ("Bob" over "Guest 988", not "Bob ᵻt 988"). */
+function spreadLabels(box) {
+  const labels = [...box.querySelectorAll(".collaboration-carets__label")];
+  for (const label of labels) label.style.transform = "";
+  const placed = [];
+  const boxes = labels.map((label) => ({ label, rect: label.getBoundingClientRect() })).sort((a, b) => a.rect.top - b.rect.top || a.rect.left - b.rect.left);
+  for (const { label, rect } of boxes) {
+    if (rect.width === 0) continue;
+    let shift = 0;
+    const meets = (r) => placed.some((p) => r.left < p.right && p.left < r.right && r.top - shift < p.bottom && p.top < r.bottom - shift);
+    while (meets(rect) && shift < 20 * rect.height) shift += rect.height + 1;
+    if (shift > 0) label.style.transform = `translateY(-${shift}px)`;
+    placed.push({ left: rect.left, right: rect.right, top: rect.top - shift, bottom: rect.bottom - shift });
+  }
 }
 
 /** The text of the editor's content in `doc`: its blocks, one a line. */
@@ -27,9 +43,10 @@ export function plainText(doc) {
     .join("\n");
 }
 
-function connectionText(status, provider) {
+function connectionText(status, provider, siblingsOffline) {
   const parts = [];
   let state = status.connection === "online" && !status.synced ? "syncing" : status.connection;
+  if (siblingsOffline && (state === "reconnecting" || state === "connecting")) state = "offline";
   if (status.error !== null) state = "refused";
   parts.push({ online: "Online", syncing: "Syncing…", connecting: "Connecting…", reconnecting: "Reconnecting…", offline: "Offline", closed: "Disconnected", refused: "Not opened" }[state] ?? state);
   if (status.progress) parts.push(`${Math.floor((100 * status.progress.received) / Math.max(1, status.progress.total))} % loaded`);
@@ -47,12 +64,30 @@ export function documentView(root, { name, client, announce, needToken, onLeave 
   const provider = new DocumentProvider(client, name);
   let editor = null;
   let closeHistory = null;
+  // The colour of each person present (by user id), from the palette by their order.
+  let colours = new Map();
+  const colourOf = (u) => colours.get(u?.id) ?? (isColour(u?.color) ? u.color : "#495057");
+  const caret = (u) => {
+    const colour = colourOf(u);
+    const cursor = h("span", { class: "collaboration-carets__caret", style: `border-color: ${colour}`, dataset: { user: u.id ?? "" } });
+    cursor.append(h("span", { class: "collaboration-carets__label", style: `background-color: ${colour}` }, u.name ?? "someone"));
+    return cursor;
+  };
+  const selection = (u) => ({ style: `background-color: ${colourOf(u)}33`, class: "ProseMirror-yjs-selection" });
+  let spreading = 0;
+  const spreadSoon = () => {
+    cancelAnimationFrame(spreading);
+    spreading = requestAnimationFrame(() => spreadLabels(editorBox));
+  };
 
   // Not a live region: its round-trip time and counts change all the time. A change of
   // state is announced instead (`announceState`).
   const indicator = h("p", { id: "connection", class: "connection" });
   const presence = h("ul", { id: "presence", class: "presence", "aria-label": "Who is here" });
   const editorBox = h("div", { id: "editor", class: "editor" });
+  const toolbarBox = h("div", { class: "toolbar-box" });
+  // What happened that the user should see (a restore, theirs or someone else's).
+  const notice = h("p", { id: "notice", class: "notice", role: "status", hidden: true });
   const banner = h("p", { id: "banner", class: "banner", role: "alert", hidden: true });
   const recover = h("div", { id: "recover", class: "banner", role: "alert", hidden: true });
   const roleNote = h("p", { id: "role-note", class: "banner", hidden: true }, "You can read this document but not change it.");
@@ -75,7 +110,8 @@ export function documentView(root, { name, client, announce, needToken, onLeave 
       roleNote,
       banner,
       recover,
-      h("div", { class: "doc-body" }, h("div", { class: "editor-area" }, editorBox, versionView), panel),
+      notice,
+      h("div", { class: "doc-body" }, h("div", { class: "editor-area" }, toolbarBox, editorBox, versionView), panel),
     ),
   );
 
@@ -85,6 +121,7 @@ export function documentView(root, { name, client, announce, needToken, onLeave 
     editorBox.classList.toggle("read-only", readOnly);
     editorBox.setAttribute("aria-readonly", String(readOnly));
     roleNote.hidden = !readOnly;
+    toolbarBox.hidden = readOnly || closeHistory !== null;
   };
 
   const makeEditor = () => {
@@ -95,10 +132,12 @@ export function documentView(root, { name, client, announce, needToken, onLeave 
       extensions: [
         StarterKit.configure({ undoRedo: false }), // Collaboration brings its own undo
         Collaboration.configure({ document: provider.doc }),
-        CollaborationCaret.configure({ provider, user: { name: user.name, color: user.color, id: user.id }, render: caret }),
+        CollaborationCaret.configure({ provider, user: { name: user.name, color: user.color, id: user.id }, render: caret, selectionRender: selection }),
       ],
       editorProps: { attributes: { "aria-label": `Document ${name}`, "aria-multiline": "true", role: "textbox", spellcheck: "true" } },
     });
+    editor.on("transaction", spreadSoon);
+    toolbarBox.replaceChildren(formattingToolbar(editor));
     showRole();
   };
 
@@ -115,18 +154,26 @@ export function documentView(root, { name, client, announce, needToken, onLeave 
       if (clientId === provider.doc.clientID) person.me = true;
       people.set(key, person);
     }
-    // A caret's label is drawn once per client: a new name is written into it here.
+    colours = paletteColours(people.keys());
+    // A caret's label is drawn once per client: a new name and colour are written into
+    // it here.
     for (const label of editorBox.querySelectorAll(".collaboration-carets__caret")) {
       const person = people.get(label.dataset.user);
       const text = label.querySelector(".collaboration-carets__label");
       if (person && text && text.textContent !== person.user.name) text.textContent = person.user.name;
+      const colour = colours.get(label.dataset.user);
+      if (colour) {
+        label.style.borderColor = colour;
+        if (text) text.style.backgroundColor = colour;
+      }
     }
+    spreadSoon();
     presence.replaceChildren(
       ...[...people.entries()].map(([id, p]) =>
         h(
           "li",
           { dataset: { userId: id, tabs: String(p.tabs) }, title: p.tabs > 1 ? `${p.tabs} tabs` : "" },
-          h("span", { class: "dot", style: `background: ${/^#[0-9a-f]{6}$/i.test(p.user.color) ? p.user.color : "#888"}`, "aria-hidden": "true" }),
+          h("span", { class: "dot", style: `background: ${colours.get(id) ?? "#888"}`, "aria-hidden": "true" }),
           p.user.name + (p.me ? " (you)" : ""),
           p.tabs > 1 ? h("span", { class: "tabs" }, ` ×${p.tabs}`) : null,
         ),
@@ -151,7 +198,7 @@ export function documentView(root, { name, client, announce, needToken, onLeave 
     }, 1500);
   };
   const renderStatus = () => {
-    const { state, text } = connectionText(provider.status, provider);
+    const { state, text } = connectionText(provider.status, provider, siblings.offline);
     if (state !== indicator.dataset.state) announceState(state);
     indicator.dataset.state = state;
     indicator.dataset.queued = String(provider.queued);
@@ -209,6 +256,7 @@ export function documentView(root, { name, client, announce, needToken, onLeave 
       editor?.commands.updateUser({ name: user.name, color: user.color, id: user.id });
     }
   };
+  const siblings = siblingTabs(client, () => renderStatus());
   provider.on("status", onStatus);
   provider.on("synced", () => {
     showRole();
@@ -226,14 +274,46 @@ export function documentView(root, { name, client, announce, needToken, onLeave 
     user = getUser();
     nameInput.value = user.name;
     editor?.commands.updateUser({ name: user.name, color: user.color, id: user.id });
+    relabel();
   };
   globalThis.addEventListener("storage", onStorage);
 
+  // Without a token, the history names a guest's edits by the connection's client
+  // label: a new name is a new label, from the next edit on.
+  const relabel = () => {
+    if (!subject && client.options.clientLabel !== `web:${user.name}`) client.reconnect({ clientLabel: `web:${user.name}` });
+  };
   nameInput.addEventListener("change", () => {
     user = setUserName(nameInput.value);
     nameInput.value = user.name;
     editor?.commands.updateUser({ name: user.name, color: user.color, id: user.id });
+    relabel();
   });
+
+  let noticeTimer = null;
+  const showNotice = (text) => {
+    notice.textContent = text;
+    notice.hidden = false;
+    clearTimeout(noticeTimer);
+    noticeTimer = setTimeout(() => (notice.hidden = true), 15000);
+  };
+  // A restore is told to the others through presence: who restored which version.
+  const restoresSeen = new Map(); // awareness client id -> the restore last seen
+  const onRestoreNews = ({ added, updated }) => {
+    const states = provider.awareness.getStates();
+    for (const id of [...added, ...updated]) {
+      const r = states.get(id)?.restored;
+      if (!r || typeof r.seq !== "number") continue;
+      const key = `${r.seq}:${r.at}`;
+      const known = restoresSeen.get(id);
+      restoresSeen.set(id, key);
+      // A restore made before this page saw its maker is old news.
+      if (added.includes(id) || known === key || id === provider.doc.clientID) continue;
+      const who = states.get(id)?.user?.name ?? "Someone";
+      showNotice(`${who} restored version ${r.seq}: the text changed for everyone.`);
+    }
+  };
+  provider.awareness.on("change", onRestoreNews);
 
   historyButton.addEventListener("click", () => {
     if (closeHistory) {
@@ -242,16 +322,22 @@ export function documentView(root, { name, client, announce, needToken, onLeave 
     }
     historyButton.setAttribute("aria-expanded", "true");
     editorBox.hidden = true;
+    toolbarBox.hidden = true;
     closeHistory = openHistory({
       name,
       panel,
       view: versionView,
       canRestore: provider.role !== "read" && roleFor(token, name) !== "read",
       announce,
+      onRestored: ({ seq, changed }) => {
+        showNotice(changed ? `You restored version ${seq}: everyone now has that text (the text before stays in the history).` : `The document already was version ${seq}: nothing changed.`);
+        if (changed) provider.awareness.setLocalStateField("restored", { seq, at: Date.now() });
+      },
       onClose: () => {
         closeHistory = null;
         historyButton.setAttribute("aria-expanded", "false");
         editorBox.hidden = false;
+        showRole();
         historyButton.focus();
       },
     });
@@ -271,6 +357,10 @@ export function documentView(root, { name, client, announce, needToken, onLeave 
     closeHistory?.();
     client.off("status", onStatus);
     client.off("welcome", onWelcome);
+    siblings.close();
+    provider.awareness.off("change", onRestoreNews);
+    clearTimeout(noticeTimer);
+    cancelAnimationFrame(spreading);
     globalThis.removeEventListener("storage", onStorage);
     clearTimeout(stateTimer);
     editor?.destroy();

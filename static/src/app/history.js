@@ -1,6 +1,7 @@
-// The history panel: the document's timeline (changes grouped by sitting, with who
-// and when, from the history API), a slider that shows any of those versions read-only
-// with what changed since the one before marked, and a button that restores it.
+// The history panel: the document's timeline (named versions first, then changes
+// grouped by sitting, with who and when, from the history API), a slider that shows
+// any of those versions read-only with what changed since the one before marked, and
+// buttons that name it and restore it.
 import { Editor, getSchema } from "@tiptap/core";
 import StarterKit from "@tiptap/starter-kit";
 import { yXmlFragmentToProsemirrorJSON } from "@tiptap/y-tiptap";
@@ -41,6 +42,14 @@ async function versionJSON(name, seq, signal) {
   }
 }
 
+async function namedVersions(name) {
+  try {
+    return (await api(`${docPath(name)}/names`)).names;
+  } catch {
+    return []; // a server without names: the timeline stands without them
+  }
+}
+
 /** The change (a sitting of one user) that `seq` belongs to, or null. */
 function changeOf(changes, seq) {
   let lo = 0;
@@ -55,7 +64,9 @@ function changeOf(changes, seq) {
   return null;
 }
 
-const whoOf = (c) => c.user ?? (c.clients?.length ? c.clients.join(", ") : "someone");
+// A change is one author's (the server splits the timeline per user, or per guest by
+// the client label the page sends, "web:NAME"): its name, without the page's prefix.
+const whoOf = (c) => c.user ?? (c.clients?.length ? c.clients[0].replace(/^web:/, "") : "someone");
 const updatesOf = (n) => `${n} ${n === 1 ? "update" : "updates"}`;
 
 /**
@@ -65,8 +76,9 @@ const updatesOf = (n) => `${n} ${n === 1 ? "update" : "updates"}`;
  * up to it (since the version before that change). `canRestore` says whether the user
  * may write; `onClose` is called when the user goes back to editing.
  */
-export function openHistory({ name, panel, view, canRestore, onClose, announce }) {
+export function openHistory({ name, panel, view, canRestore, onClose, onRestored, announce }) {
   let changes = [];
+  let named = new Map(); // seq -> {seq, name, user, time_s}
   let head = 0;
   let oldest = 0;
   let preview = null;
@@ -108,16 +120,31 @@ export function openHistory({ name, panel, view, canRestore, onClose, announce }
   const list = h("ol", { id: "history-list", class: "timeline", "aria-label": "Changes, newest first" });
   const restore = h("button", { type: "button", id: "history-restore", disabled: true }, "Restore this version");
   const close = h("button", { type: "button", id: "history-close" }, "Back to editing");
+  const nameButton = h("button", { type: "button", id: "history-name", disabled: true }, "Name this version");
+  // Naming asks for the name in the panel; an empty name takes the name away.
+  const nameInput = h("input", { type: "text", id: "history-name-input", maxlength: 100, autocomplete: "off" });
+  const nameSave = h("button", { type: "submit", id: "history-name-save" }, "Save name");
+  const nameCancel = h("button", { type: "button", id: "history-name-cancel" }, "Cancel");
+  const nameForm = h("form", { id: "history-name-form", class: "history-name", hidden: true }, h("label", { for: "history-name-input" }, "Name: "), nameInput, h("div", { class: "history-actions" }, nameSave, nameCancel));
   const message = h("p", { class: "history-message", role: "status" });
+  // Restoring changes the text for everyone: it is asked first, in the panel.
+  const confirmText = h("p", { id: "history-confirm-text" });
+  const confirmYes = h("button", { type: "button", id: "history-restore-confirm", class: "danger" }, "Restore for everyone");
+  const confirmNo = h("button", { type: "button", id: "history-restore-cancel" }, "Cancel");
+  const confirmBox = h("div", { id: "history-confirm", class: "history-confirm", role: "alertdialog", "aria-labelledby": "history-confirm-text", hidden: true }, confirmText, h("div", { class: "history-actions" }, confirmYes, confirmNo));
   panel.replaceChildren(
     h("h2", { id: "history-title" }, "History"),
     slider,
     label,
-    h("div", { class: "history-actions" }, restore, close),
+    h("div", { class: "history-actions" }, restore, nameButton, close),
+    confirmBox,
+    nameForm,
     message,
     list,
   );
   panel.hidden = false;
+  // On a narrow screen the panel comes first (app.css): bring it into view.
+  panel.scrollIntoView?.({ block: "start" });
   const versionBox = h("div", { id: "version", class: "version", "aria-label": "The chosen version (read-only)" });
   view.replaceChildren(versionBox);
   view.hidden = false;
@@ -130,7 +157,8 @@ export function openHistory({ name, panel, view, canRestore, onClose, announce }
     }
     const step = seq - change.first_seq + 1;
     const of = change.updates > 1 ? `, update ${step} of ${change.updates}` : "";
-    return `${at}: ${whoOf(change)}, ${when(change.last_time_s)}${of}`;
+    const title = named.has(seq) ? ` · “${named.get(seq).name}”` : "";
+    return `${at}${title}: ${whoOf(change)}, ${when(change.last_time_s)}${of}`;
   };
 
   const show = async (seq) => {
@@ -142,8 +170,15 @@ export function openHistory({ name, panel, view, canRestore, onClose, announce }
     const text = describe(seq, change);
     label.textContent = text;
     slider.setAttribute("aria-valuetext", text);
-    for (const li of list.children) li.setAttribute("aria-current", String(change !== null && li.dataset.lastSeq === String(change.last_seq)));
+    for (const li of list.children) {
+      const current = li.dataset.namedSeq !== undefined ? li.dataset.namedSeq === String(seq) : change !== null && li.dataset.lastSeq === String(change.last_seq);
+      li.setAttribute("aria-current", String(current));
+    }
+    if (confirming >= 0) cancelConfirm(); // another version: ask again
+    nameForm.hidden = true;
     restore.disabled = !canRestore || seq === head;
+    nameButton.disabled = !canRestore || seq <= 0;
+    nameButton.textContent = named.has(seq) ? "Rename this version" : "Name this version";
     const base = change === null ? null : Math.max(change.first_seq - 1, oldest);
     const token = ++loadToken;
     abortDownloads();
@@ -175,20 +210,97 @@ export function openHistory({ name, panel, view, canRestore, onClose, announce }
   };
   slider.addEventListener("input", settle);
   slider.addEventListener("change", settle);
-  restore.addEventListener("click", async () => {
-    const seq = showing;
-    if (seq < 0) return;
+  let confirming = -1;
+  const cancelConfirm = () => {
+    confirming = -1;
+    confirmBox.hidden = true;
+    restore.disabled = !canRestore || showing === head;
+  };
+  restore.addEventListener("click", () => {
+    if (showing < 0) return;
+    confirming = showing;
+    confirmText.textContent = `Restore version ${confirming} of ${head}? Everyone editing sees the text go back to it; the text now stays in the history.`;
+    confirmBox.hidden = false;
     restore.disabled = true;
+    confirmNo.focus();
+  });
+  confirmNo.addEventListener("click", () => {
+    cancelConfirm();
+    restore.focus();
+  });
+  confirmYes.addEventListener("click", async () => {
+    const seq = confirming;
+    if (seq < 0) return;
+    confirmYes.disabled = confirmNo.disabled = true;
     message.textContent = `Restoring version ${seq}…`;
     try {
       const result = await api(`${docPath(name)}/restore`, { method: "POST", body: { seq } });
       announce(result.changed ? `Restored version ${seq}.` : `The document already was version ${seq}.`);
+      onRestored?.({ seq, changed: result.changed });
       finish();
     } catch (error) {
       message.textContent = `Restore failed: ${error.message}`;
-      restore.disabled = false;
+      confirmYes.disabled = confirmNo.disabled = false;
+      cancelConfirm();
     }
   });
+  nameButton.addEventListener("click", () => {
+    if (showing <= 0) return;
+    nameInput.value = named.get(showing)?.name ?? "";
+    nameInput.setAttribute("aria-label", `Name of version ${showing}`);
+    nameForm.hidden = false;
+    nameInput.focus();
+  });
+  nameCancel.addEventListener("click", () => {
+    nameForm.hidden = true;
+    nameButton.focus();
+  });
+  nameForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const seq = showing;
+    const given = nameInput.value.trim();
+    nameSave.disabled = true;
+    try {
+      const path = `${docPath(name)}/versions/${seq}/name`;
+      if (given) await api(path, { method: "PUT", body: { name: given } });
+      else if (named.has(seq)) await api(path, { method: "DELETE" });
+      named = new Map((await namedVersions(name)).map((n) => [n.seq, n]));
+      renderList();
+      message.textContent = given ? `Version ${seq} is named “${given}”.` : `Version ${seq} has no name now.`;
+      nameForm.hidden = true;
+      await show(seq);
+      nameButton.focus();
+    } catch (error) {
+      message.textContent = `The name was not saved: ${error.message}`;
+    } finally {
+      nameSave.disabled = false;
+    }
+  });
+  const renderList = () => {
+    // Named versions first (newest first), then the changes (newest first).
+    const names = [...named.values()].sort((a, b) => b.seq - a.seq);
+    list.replaceChildren(
+      ...names.map((n) =>
+        h(
+          "li",
+          { class: "named", dataset: { namedSeq: String(n.seq) } },
+          h("button", { type: "button", class: "link", onclick: () => show(n.seq) }, `★ ${n.name}`),
+          h("span", { class: "meta" }, ` version ${n.seq}${n.user ? ` · named by ${n.user}` : ""} · ${ago(n.time_s)}`),
+        ),
+      ),
+      ...changes
+        .map((c) =>
+          h(
+            "li",
+            { dataset: { firstSeq: String(c.first_seq), lastSeq: String(c.last_seq) } },
+            h("button", { type: "button", class: "link", onclick: () => show(c.last_seq) }, whoOf(c)),
+            h("span", { class: "meta" }, ` ${ago(c.last_time_s)} · ${updatesOf(c.updates)} · versions ${c.first_seq}–${c.last_seq}`),
+          ),
+        )
+        .reverse(),
+      h("li", { dataset: { lastSeq: String(oldest) } }, h("button", { type: "button", class: "link", onclick: () => show(oldest) }, oldest === 0 ? "Start" : "Oldest kept")),
+    );
+  };
   const finish = () => {
     loadToken++;
     clearTimeout(debounce);
@@ -204,13 +316,15 @@ export function openHistory({ name, panel, view, canRestore, onClose, announce }
   };
   close.addEventListener("click", finish);
   panel.addEventListener("keydown", (event) => {
-    if (event.key === "Escape") finish();
+    if (event.key !== "Escape") return;
+    if (confirming >= 0) cancelConfirm();
+    else finish();
   });
 
   (async () => {
     message.textContent = "Loading the history…";
     try {
-      const timelineBody = await timeline(name);
+      const [timelineBody, names] = await Promise.all([timeline(name), namedVersions(name)]);
       changes = timelineBody.changes;
       if (changes.length === 0) {
         message.textContent = "No changes yet.";
@@ -222,22 +336,11 @@ export function openHistory({ name, panel, view, canRestore, onClose, announce }
       const self = listed.documents.find((d) => d.name === name);
       if (self !== undefined && self.seq > head) head = self.seq;
       oldest = Math.max(changes[0].first_seq - 1, timelineBody.retainedFrom);
+      named = new Map(names.filter((n) => n.seq >= oldest && n.seq <= head).map((n) => [n.seq, n]));
       slider.min = String(oldest);
       slider.max = String(head);
       slider.disabled = false;
-      list.replaceChildren(
-        ...changes
-          .map((c) =>
-            h(
-              "li",
-              { dataset: { firstSeq: String(c.first_seq), lastSeq: String(c.last_seq) } },
-              h("button", { type: "button", class: "link", onclick: () => show(c.last_seq) }, whoOf(c)),
-              h("span", { class: "meta" }, ` ${ago(c.last_time_s)} · ${updatesOf(c.updates)} · versions ${c.first_seq}–${c.last_seq}`),
-            ),
-          )
-          .reverse(),
-        h("li", { dataset: { lastSeq: String(oldest) } }, h("button", { type: "button", class: "link", onclick: () => show(oldest) }, oldest === 0 ? "Start" : "Oldest kept")),
-      );
+      renderList();
       message.textContent = "";
       await show(head);
       slider.focus();

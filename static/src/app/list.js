@@ -1,6 +1,7 @@
 // The document list: create, open, search by name; recently changed first.
 import { api, ApiError } from "./api.js";
 import { ago, h, when } from "./dom.js";
+import { getToken } from "./session.js";
 
 const MAX_PAGES = 10; // of 1000 documents each: the list shows the 10,000 first names
 
@@ -65,7 +66,9 @@ export function listView(root, { open, needToken }) {
       documents = (await allDocuments()).sort((a, b) => b.updated_s - a.updated_s);
       render();
     } catch (error) {
-      if (error instanceof ApiError && error.status === 401) needToken("The server needs an access token to list documents.");
+      if (error instanceof ApiError && error.status === 401) {
+        needToken(getToken() ? `The server refused the access token: ${error.message}` : "The server needs an access token to list documents.");
+      }
       status.textContent = `The document list is unavailable: ${error.message}`;
     }
   };

@@ -72,9 +72,14 @@ function parseHash() {
 
 const dialog = document.getElementById("token-dialog");
 
+// Opened for a route (a document the token does not open): going elsewhere closes it.
+let dialogRoute = null;
+
 function needToken(reason) {
-  if (dialog.open) return;
+  // The latest reason shows, also when the dialog is open already.
   document.getElementById("token-reason").textContent = reason;
+  dialogRoute = current;
+  if (dialog.open) return;
   dialog.showModal(); // the page behind is inert until it closes (Escape closes it)
   document.getElementById("token-input").focus();
 }
@@ -84,6 +89,9 @@ document.getElementById("token-form").addEventListener("submit", (event) => {
   const token = document.getElementById("token-input").value.trim();
   if (!token) return;
   setToken(token);
+  // A new attempt: the reason of the last one no longer applies.
+  document.getElementById("token-reason").textContent = "";
+  document.getElementById("token-input").value = "";
   dialog.close();
   client?.reconnect({ token });
   route(true);
@@ -103,6 +111,8 @@ function route(force = false) {
   const key = `${target.view}:${target.name ?? ""}`;
   if (key === current && !force) return;
   current = key;
+  // The dialog was about the page left: the new one asks again if it must.
+  if (dialog.open && dialogRoute !== null && dialogRoute !== key) dialog.close();
   leave?.();
   leave = null;
   if (target.view === "doc") {

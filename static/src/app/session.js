@@ -40,6 +40,18 @@ function colourOf(text) {
   return `#${f(0)}${f(8)}${f(4)}`;
 }
 
+/** Colours for the people in a document, apart from each other (hue and lightness)
+ * and dark enough for white text. The people present take them in the order of their
+ * ids (`paletteColours`), so that every page gives the same person the same colour
+ * and no two of the first ten share one (hashed hues made near twins). */
+export const PALETTE = ["#1c7ed6", "#e8590c", "#2b8a3e", "#c2255c", "#6741d9", "#0b7285", "#a61e4d", "#5c940d", "#862e9c", "#495057"];
+
+/** Each of `ids` (in any order) -> its colour from PALETTE, by the sorted order. */
+export function paletteColours(ids) {
+  const sorted = [...new Set(ids)].sort();
+  return new Map(sorted.map((id, i) => [id, PALETTE[i % PALETTE.length]]));
+}
+
 /** This browser's user: {id, name, color}, kept for every tab of the origin. */
 export function getUser() {
   const s = storage();

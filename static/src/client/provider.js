@@ -15,6 +15,9 @@ const MAX_PENDING_ENTRIES = 32; // unsent edits kept apart; past it they are mer
 const MAX_EARLY_BYTES = 32 * 1024 * 1024; // updates arriving between the parts of a sync
 const RETRY_MS = 1000; // after `overloaded` or `load_failed`
 const MAX_REFUSED = 100; // refused edits kept for the page to inspect (the latest)
+// Presence changes are sent at most this often, the latest state of each (a cursor
+// moved 60 times a second would pass the server's 30 a second and be dropped).
+const AWARENESS_INTERVAL_MS = 50;
 const FRAME_OVERHEAD_BYTES = 256; // an update message's fields besides the update and name
 
 function concat(chunks, total) {
@@ -85,6 +88,9 @@ export class DocumentProvider extends ObservableV2 {
 
     this._onDocUpdate = (update, origin) => this._docUpdate(update, origin);
     this._onAwarenessUpdate = (changes, origin) => this._awarenessUpdate(changes, origin);
+    this._awarenessChanged = new Set(); // client ids whose change waits for the interval
+    this._awarenessTimer = null;
+    this._awarenessSentAt = 0;
     this._onPageHide = () => this._pageHide();
     this._onPageShow = (event) => this._pageShow(event);
     this._bind();
@@ -188,6 +194,7 @@ export class DocumentProvider extends ObservableV2 {
     this._tabs.close(this.ownQueued);
     clearTimeout(this._retry);
     clearTimeout(this._flushTimer);
+    clearTimeout(this._awarenessTimer);
     this._writeMeta();
     this.client._unregister(this);
     if (this._canAdopt() && this._inFlight.size > 0) {
@@ -269,6 +276,10 @@ export class DocumentProvider extends ObservableV2 {
   _unbind() {
     this.doc.off("update", this._onDocUpdate);
     this.awareness.off("update", this._onAwarenessUpdate);
+    // Changes of this Awareness not sent yet go with it (the next one announces the state).
+    clearTimeout(this._awarenessTimer);
+    this._awarenessTimer = null;
+    this._awarenessChanged.clear();
   }
 
   _writeMeta() {
@@ -579,10 +590,11 @@ export class DocumentProvider extends ObservableV2 {
       // Read-only: the server refuses edits.
       this._refuse(entries, { code: "read_only", message: "This document is read-only for you: your edits were not saved and have been undone." });
     }
+    // Set again, with the next clock: the others took this client's state away when
+    // its last connection ended, at the clock it had, and would keep ignoring it at
+    // that clock (a client that reconnects for a new label, say, stayed invisible).
     const local = this.awareness.getLocalState();
-    if (local !== null) {
-      this.client.send({ type: "awareness", doc: this.name, update: encodeAwarenessUpdate(this.awareness, [this.doc.clientID]) });
-    }
+    if (local !== null) this.awareness.setLocalState(local);
     this.emit("synced", [true]);
     this.emit("status", []);
   }
@@ -681,6 +693,12 @@ export class DocumentProvider extends ObservableV2 {
         // end it, then subscribe afresh.
         if (!this.synced) this._resubscribeLater(RETRY_MS, true);
         break;
+      case "awareness_limit":
+      case "awareness_denied":
+      case "invalid_awareness":
+        // A presence update was dropped: the document and its edits are not affected.
+        console.info(`collab: ${this.name}: ${m.message}`);
+        break;
       default:
         // forbidden, invalid_document_name, too_many_documents, invalid_state_vector
         this.error = m;
@@ -712,7 +730,22 @@ export class DocumentProvider extends ObservableV2 {
       return;
     }
     if (origin !== "local") return;
-    const changed = added.concat(updated, removed);
+    for (const id of added.concat(updated, removed)) this._awarenessChanged.add(id);
+    // A removal (the tab closing, the user leaving) goes at once.
+    if (removed.length > 0) return this._sendAwareness();
+    if (this._awarenessTimer !== null) return;
+    const wait = this._awarenessSentAt + AWARENESS_INTERVAL_MS - Date.now();
+    if (wait <= 0) this._sendAwareness();
+    else this._awarenessTimer = setTimeout(() => this._sendAwareness(), wait);
+  }
+
+  _sendAwareness() {
+    clearTimeout(this._awarenessTimer);
+    this._awarenessTimer = null;
+    const changed = [...this._awarenessChanged].filter((id) => this.awareness.meta.has(id));
+    this._awarenessChanged.clear();
+    if (changed.length === 0) return;
+    this._awarenessSentAt = Date.now();
     const update = encodeAwarenessUpdate(this.awareness, changed);
     if (this.synced) this.client.send({ type: "awareness", doc: this.name, update });
     this._tabs.sendAwareness(update);

@@ -153,3 +153,32 @@ test("a read-only grant refuses the edits made before the sync", async (t) => {
   assert.equal(errors[0]?.code, "read_only");
   assert.equal(server.ws.take("update").length, 0);
 });
+
+test("presence changes faster than the interval are sent as the latest state, and a refused one does not close the document", async (t) => {
+  const server = new FakeServer();
+  t.after(() => server.destroy());
+  server.accept();
+  const provider = await opened(server, "presence");
+  server.sync();
+  await new Promise((resolve) => setTimeout(resolve, 60)); // past the interval of the sync's own
+  server.ws.take("awareness");
+  for (let i = 0; i < 100; i++) provider.awareness.setLocalStateField("cursor", i); // a caret moving
+  const first = server.ws.take("awareness");
+  assert.equal(first.length, 1); // at once: the first change
+  await until(() => server.ws.sent.some((m) => m.type === "awareness"), "the trailing presence update");
+  const later = server.ws.take("awareness");
+  assert.equal(later.length, 1); // the other 99 changes, as one: the latest state
+  const remote = new Y.Doc();
+  const { Awareness, applyAwarenessUpdate } = await import("y-protocols/awareness");
+  const seen = new Awareness(remote);
+  applyAwarenessUpdate(seen, first[0].update, "server");
+  applyAwarenessUpdate(seen, later[0].update, "server");
+  assert.equal(seen.getStates().get(provider.doc.clientID).cursor, 99);
+
+  server.ws.receive({ type: "error", doc: "presence", code: "awareness_limit", message: "at most 30 awareness updates a second: this one was dropped" });
+  assert.equal(provider.error ?? null, null);
+  provider.doc.getText("text").insert(0, "still open");
+  assert.equal(server.ackAll().length, 1);
+  assert.equal(provider.queued, 0);
+  remote.destroy();
+});

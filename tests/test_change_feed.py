@@ -1,0 +1,190 @@
+"""The change feed across documents: ``GET /api/events`` streams every update of
+every document the token may read, in commit order, from every instance, with
+ids that resume right after any change (Last-Event-ID); the Python client's
+``follow()`` resumes across reconnects without skipping or repeating."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+
+from collab.auth import Authenticator
+from collab.client import Change, FollowError, follow
+from collab.config import Settings
+from collab.peers.events import feed_id, parse_feed_id
+from tests.helpers import RawPeer, SeqWatcher, appends
+from tests.proxy import Proxy
+
+SECRET = "s" * 32
+TIMEOUT_S = 10.0
+
+
+def token(user: str, grants: dict[str, str]) -> str:
+    return Authenticator(SECRET).issue(user, grants)
+
+
+async def write(port: int, doc: str, count: int, client: int, start: int = 0) -> None:
+    writer = await SeqWatcher.join(port, f"w{client}", doc)
+    try:
+        for ref, update in enumerate(appends(client, start + count)[start:]):
+            writer.send(ref, update)
+        await writer.wait_for(lambda: len(writer.acks) == count)
+    finally:
+        await writer.close()
+
+
+async def take(changes: AsyncIterator[Change], count: int) -> list[Change]:
+    taken = []
+    async with asyncio.timeout(TIMEOUT_S):
+        while len(taken) < count:
+            taken.append(await anext(changes))
+    return taken
+
+
+class RawStream:
+    """``GET /api/events`` on a bare socket: its status, then what it sends."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.status = 0
+
+    @classmethod
+    async def open(cls, port: int, headers: dict[str, str] | None = None) -> RawStream:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        head = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+        writer.write(f"GET /api/events HTTP/1.0\r\n{head}\r\n".encode())
+        stream = cls(reader, writer)
+        stream.status = int((await reader.readline()).split()[1])
+        while (await reader.readline()) not in (b"\r\n", b""):
+            pass
+        return stream
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(OSError):
+            await self.writer.wait_closed()
+
+
+def test_a_feed_id_holds_a_position_and_how_many_records_after_it_were_sent():
+    for position in (0, 12345, {"_data": "8266A1B2"}):
+        assert parse_feed_id(feed_id(position, 3)) == (position, 3)
+    for bad in ("", "x", "not-base64!", feed_id(None), feed_id(7, -1)):
+        with pytest.raises(ValueError):
+            parse_feed_id(bad)
+
+
+async def test_a_reader_sees_every_document_it_may_read_in_commit_order_and_resumes(
+    settings: Settings, start_server
+):
+    server = await start_server(settings.replace(auth_secret=SECRET))
+    reader = token("ann", {"team-*": "read"})
+    writer = token("bot", {"*": "write"})
+    base = f"http://127.0.0.1:{server.port}"
+    now = feed_id(await server.store.feed_position())
+    async with contextlib.aclosing(follow(base, token=reader, after=now)) as changes:
+        # Writes in the order team-a, secret, team-b: the reader sees only its own.
+        for doc, client in (("team-a", 1), ("secret", 2), ("team-b", 3)):
+            peer = await RawPeer.connect(f"ws://127.0.0.1:{server.port}/ws?token={writer}")
+            watcher = await SeqWatcher.over(peer, f"w{client}", doc)
+            try:
+                for ref, update in enumerate(appends(client, 3)):
+                    watcher.send(ref, update)
+                await watcher.wait_for(lambda w=watcher: len(w.acks) == 3)
+            finally:
+                await watcher.close()
+        seen = await take(changes, 6)
+    assert [(c.doc, c.seq) for c in seen] == [
+        ("team-a", 1),
+        ("team-a", 2),
+        ("team-a", 3),
+        ("team-b", 1),
+        ("team-b", 2),
+        ("team-b", 3),
+    ]
+    assert seen[0].origin["user"] == "bot" and seen[0].update
+
+    # From any change's id: exactly what came after it, however the store's pages fell.
+    for index in (0, 2, 4):
+        async with contextlib.aclosing(follow(base, token=reader, after=seen[index].id)) as again:
+            rest = await take(again, 5 - index)
+        assert [(c.doc, c.seq) for c in rest] == [(c.doc, c.seq) for c in seen[index + 1 :]]
+
+
+async def test_follow_resumes_across_cut_connections_without_a_gap_or_a_repeat(
+    settings: Settings, start_server
+):
+    server = await start_server(settings)
+    proxy = await Proxy(server.port).start()
+    base = f"http://127.0.0.1:{proxy.port}"
+    got: list[Change] = []
+    try:
+        async with contextlib.aclosing(follow(base, after=feed_id(0))) as changes:
+            for round_ in range(3):
+                await write(server.port, "notes", 4, client=1, start=4 * round_)
+                got.extend(await take(changes, 4))
+                proxy.cut()
+    finally:
+        await proxy.close()
+    assert [c.seq for c in got] == list(range(1, 13))
+    assert len({c.id for c in got}) == 12
+    assert proxy.connections >= 3
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "mongodb"])
+async def test_two_instances_on_one_store_each_stream_the_others_commits(
+    request: pytest.FixtureRequest, settings: Settings, start_server, backend: str
+):
+    if backend == "mongodb":
+        settings = settings.replace(store_url=request.getfixturevalue("mongodb_url"))
+    one = await start_server(settings.replace(instance_id="one"))
+    two = await start_server(settings.replace(instance_id="two"))
+    now = feed_id(await one.store.feed_position())
+    async with contextlib.aclosing(follow(f"http://127.0.0.1:{one.port}", after=now)) as changes:
+        await write(two.port, "notes", 2, client=1)
+        await write(one.port, "notes", 1, client=1, start=2)
+        seen = await take(changes, 3)
+    assert [(c.seq, c.origin["instance"]) for c in seen] == [(1, "two"), (2, "two"), (3, "one")]
+
+
+async def test_a_quiet_stream_gets_keep_alives_and_a_bad_id_or_token_is_refused(
+    settings: Settings, start_server
+):
+    server = await start_server(settings.replace(auth_secret=SECRET, events_keepalive_s=0.1))
+    stream = await RawStream.open(
+        server.port, {"Authorization": f"Bearer {token('a', {'*': 'read'})}"}
+    )
+    try:
+        assert stream.status == 200
+        comments = 0
+        async with asyncio.timeout(TIMEOUT_S):
+            while comments < 2:
+                comments += (await stream.reader.read(65536)).count(b": keep-alive")
+    finally:
+        await stream.close()
+    bad = await RawStream.open(
+        server.port,
+        {"Authorization": f"Bearer {token('a', {'*': 'read'})}", "Last-Event-ID": "nonsense"},
+    )
+    assert bad.status == 400
+    await bad.close()
+    anonymous = await RawStream.open(server.port)
+    assert anonymous.status == 401
+    await anonymous.close()
+    with pytest.raises(FollowError):
+        async with contextlib.aclosing(follow(f"http://127.0.0.1:{server.port}")) as changes:
+            await anext(changes)
+
+
+async def test_the_stream_ends_when_its_token_expires_and_follow_stops_there(
+    settings: Settings, start_server
+):
+    server = await start_server(settings.replace(auth_secret=SECRET))
+    brief = Authenticator(SECRET).issue("ann", {"*": "read"}, expires_in_s=1.0)
+    base = f"http://127.0.0.1:{server.port}"
+    with pytest.raises(FollowError, match="expired"):
+        async with contextlib.aclosing(follow(base, token=brief)) as changes:
+            async with asyncio.timeout(TIMEOUT_S):
+                await anext(changes)
