@@ -8,6 +8,7 @@ from __future__ import annotations
 from collab.store.base import (
     DocumentStore,
     FeedStore,
+    HeldDocuments,
     LogStore,
     PresenceStore,
     RepairStore,
@@ -46,6 +47,7 @@ __all__ = [
     "DocumentStore",
     "FeedPosition",
     "FeedStore",
+    "HeldDocuments",
     "LoadedDocument",
     "LogStore",
     "NewUpdate",

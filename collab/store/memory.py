@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from collab.errors import DocumentChanged, StoreError
-from collab.store.base import Store, creating, expected_epochs, next_heads
+from collab.store.base import HeldDocuments, Store, creating, expected_epochs, next_heads
 from collab.store.records import (
     AppendResult,
     AwarenessChange,
@@ -205,7 +205,12 @@ class MemoryStore(Store):
         return len(self._feed)
 
     async def follow(
-        self, after: FeedPosition, *, poll_s: float, exclude_instance: str | None = None
+        self,
+        after: FeedPosition,
+        *,
+        poll_s: float,
+        exclude_instance: str | None = None,
+        documents: HeldDocuments | None = None,
     ) -> AsyncIterator[tuple[FeedPosition, list[UpdateRecord]]]:
         position = after
         yield position, []  # open at once
@@ -216,6 +221,9 @@ class MemoryStore(Store):
             records, position = self._feed[start:], len(self._feed)
             if exclude_instance is not None:
                 records = [r for r in records if r.author.instance != exclude_instance]
+            if documents is not None:
+                held = documents()
+                records = [r for r in records if r.doc in held]
             yield position, records
 
     async def save_feed_position(self, instance: str, position: FeedPosition) -> None:
