@@ -423,3 +423,42 @@ async def test_bytes_past_the_rate_are_refused_declared_or_chunked(settings, sta
         )
     assert failed.value.code == 429
     assert await limited.store.get_document("bytes") is None
+
+
+async def test_an_emptied_text_stays_a_text_through_restores_and_writes(server):
+    """A root whose items are all deleted no longer shows its kind in the document's
+    state: a restore to the version where it was empty, and a text edit of it, still
+    treat it as the text it is (not as an array)."""
+    doc = pycrdt.Doc()
+    text = doc.get("text", type=pycrdt.Text)
+    updates: list[bytes] = []
+    doc.observe(lambda event: updates.append(event.update))
+    text += "first words"
+    del text[0 : len(text)]
+    text += "héllo wörld\nand more"
+    base = f"http://127.0.0.1:{server.port}/api/documents/emptied"
+    for update in updates:
+        await AsyncHTTPClient().fetch(
+            f"{base}/updates?author=ann",
+            method="POST",
+            body=update,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+    restored = await AsyncHTTPClient().fetch(
+        f"{base}/restore", method="POST", body=json.dumps({"seq": 2})
+    )
+    assert json.loads(restored.body)["seq"] == 4
+    state = await AsyncHTTPClient().fetch(
+        f"{base}/state", headers={"Accept": "application/octet-stream"}
+    )
+    now = pycrdt.Doc()
+    now.apply_update(state.body)
+    assert str(now.get("text", type=pycrdt.Text)) == ""
+    edit = {"edits": [{"op": "text.insert", "root": "text", "index": 0, "text": "again"}]}
+    await AsyncHTTPClient().fetch(
+        f"{base}/updates?author=ann",
+        method="POST",
+        body=json.dumps(edit),
+        headers={"Content-Type": "application/json"},
+    )
+    assert json.loads((await AsyncHTTPClient().fetch(base)).body)["content"] == {"text": "again"}

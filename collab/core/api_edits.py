@@ -119,7 +119,7 @@ async def write_edits(
 
     def change(state: bytes) -> bytes | None:
         try:
-            kinds = yformat.root_types(state)
+            kinds = yformat.root_types(state, unknown_as=None)
         except FormatError as exc:
             raise StoreError(f"{name!r}: the live document cannot be read: {exc}") from None
         work = pycrdt.Doc()
@@ -156,13 +156,14 @@ async def restore_version(
     at, old = await replica_at(rooms.store, doc, seq)
     old_state = old.doc.get_update()
     try:
-        old_kinds = yformat.root_types(old_state)
+        # An emptied root's kind is unknown: the other side's says what it is.
+        old_kinds = yformat.root_types(old_state, unknown_as=None)
     except FormatError as exc:
         raise StoreError(f"{doc!r}: the version at seq {at} cannot be read: {exc}") from None
 
     def change(current_state: bytes) -> bytes | None:
         try:
-            kinds = {**yformat.root_types(current_state), **old_kinds}
+            kinds = {**yformat.root_types(current_state, unknown_as=None), **old_kinds}
         except FormatError as exc:
             raise StoreError(f"{doc!r}: the live document cannot be read: {exc}") from None
         work = pycrdt.Doc()

@@ -192,7 +192,7 @@ def from_state(state: bytes, root: str) -> dict[str, Any]:
     """The ProseMirror document of root ``root`` of a document's state (one Yjs
     update); an empty document when the root holds nothing. Raises
     ProseMirrorError when the root is not an XML fragment, FormatError."""
-    kind = yformat.root_types(state).get(root, yformat.XML)
+    kind = yformat.root_types(state, unknown_as=None).get(root, yformat.XML)
     if kind != yformat.XML:
         raise ProseMirrorError(f"root {root!r} is a {kind}, not an XML fragment (rich text)")
     doc = pycrdt.Doc()

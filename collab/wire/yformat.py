@@ -639,14 +639,19 @@ TEXT, MAP, ARRAY, XML = "text", "map", "array", "xml"
 _XML_REFS = frozenset({XML_ELEMENT, 6})  # YXmlElement, YXmlText: what XML fragments hold
 
 
-def root_types(update: bytes, ranges: UpdateRanges | None = None) -> dict[str, str]:
+def root_types(
+    update: bytes, ranges: UpdateRanges | None = None, *, unknown_as: str | None = ARRAY
+) -> dict[str, str]:
     """The root types of a document, by name, read from its state (an update
     holding every struct): ``text``, ``map``, ``array`` or ``xml``. A root's kind
     shows in what its items hold: entries with keys (a map), characters, formats
     or embeds (a text), XML elements or text (an XML fragment), anything else (an
     array). An item that names no parent (it names the items beside it) belongs
     to its neighbours' root. ``ranges``: what check_update read of it, every struct
-    kept, when the caller has it. Raises FormatError."""
+    kept, when the caller has it. ``unknown_as``: the kind given to a root that
+    holds only deleted items (emptied: its kind no longer shows), or None to leave
+    such roots out (a caller that edits the root must not take an emptied text for
+    an array). Raises FormatError."""
     if ranges is None:
         ranges = check_update(update)
     structs = [s for group in ranges.groups for s in group if s.kind not in (GC, SKIP)]
@@ -709,7 +714,8 @@ def root_types(update: bytes, ranges: UpdateRanges | None = None) -> dict[str, s
         known = kinds.get(name)
         if known is None or (known == ARRAY and kind != ARRAY):
             kinds[name] = kind
-    for name in owner:
-        if name is not None:
-            kinds.setdefault(name, ARRAY)  # only deleted items: empty, of an unknown kind
+    if unknown_as is not None:
+        for name in owner:
+            if name is not None:
+                kinds.setdefault(name, unknown_as)  # only deleted items: of an unknown kind
     return kinds
