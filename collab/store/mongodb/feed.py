@@ -1,5 +1,6 @@
 """The feed on MongoDB (FeedStore): a change stream on ``updates``: inserts, in
-commit (oplog) order, without the following instance's own. Its positions are
+commit (oplog) order, without the following instance's own. A deletion is an
+entry of that collection too (collab.store.mongodb.log.deletion_entry). Its positions are
 resume tokens. A token the oplog no longer reaches raises :class:`FeedLost`; the
 caller then follows from the current end and reads each live document's log
 after its last seq. Presence follows its collection the same way (``watch``).
@@ -15,8 +16,8 @@ from pymongo.errors import OperationFailure, PyMongoError
 
 from collab.errors import FeedLost, StoreError
 from collab.store.mongodb.base import MongoBase, expires_at, store_errors
-from collab.store.mongodb.log import records_of
-from collab.store.records import FeedPosition, UpdateRecord
+from collab.store.mongodb.log import deletion_of, records_of
+from collab.store.records import FeedPosition, FeedRecord
 
 FEED_AWAIT_MIN_S = 0.5  # a change stream waits this long for a change before asking again
 # A restarted instance follows on from its saved position only if it was saved this
@@ -37,18 +38,28 @@ class MongoFeed(MongoBase):
             return await stream_end(self._log)
 
     async def follow(
-        self, after: FeedPosition, *, poll_s: float, exclude_instance: str | None = None
-    ) -> AsyncIterator[tuple[FeedPosition, list[UpdateRecord]]]:
+        self,
+        after: FeedPosition,
+        *,
+        poll_s: float,
+        exclude_instance: str | None = None,
+        deletions: bool = False,
+    ) -> AsyncIterator[tuple[FeedPosition, list[FeedRecord]]]:
         match: dict[str, Any] = {"operationType": "insert"}
         if exclude_instance is not None:
             match["fullDocument.instance"] = {"$ne": exclude_instance}
+        if not deletions:
+            match["fullDocument.deleted"] = {"$exists": False}
         async for position, entries in watch(self._log, after, match, poll_s):
-            records = [
+            records: list[FeedRecord] = [
                 record
                 for entry in entries
+                if "deleted" not in entry
                 for record in records_of(entry)
                 if exclude_instance is None or record.author.instance != exclude_instance
             ]
+            # A deletion is an entry of the log (deletion_entry), in its place.
+            records += [deletion_of(entry) for entry in entries if "deleted" in entry]
             self.stats.log_rows_read += len(records)
             yield position, records
 
