@@ -36,6 +36,7 @@ from collab.web.api import HealthHandler, MetricsHandler, ReadyHandler, RevokeHa
 from collab.web.budget import ExpensiveReads
 from collab.web.changes import ChangesHandler
 from collab.web.documents import (
+    AuthorsHandler,
     DiffHandler,
     DocumentHandler,
     DocumentsHandler,
@@ -140,6 +141,7 @@ class CollabServer:
             (r"/api/documents", DocumentsHandler, context),
             (r"/api/documents/(.+)/history", HistoryHandler, context),
             (r"/api/documents/(.+)/state", StateHandler, context),
+            (r"/api/documents/(.+)/authors", AuthorsHandler, context),
             (r"/api/documents/(.+)/versions/([^/]+)/name", VersionNameHandler, context),
             (r"/api/documents/(.+)/names", NamesHandler, context),
             (r"/api/documents/(.+)/versions/([^/]+)", VersionHandler, context),

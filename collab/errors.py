@@ -20,10 +20,11 @@ class CloseCode(IntEnum):
 
     NORMAL = 1000
     GOING_AWAY = 1001  # the server is going away: reconnect
+    BAD_FRAME = 1002  # a frame RFC 6455 forbids (unmasked, reserved bits, bad fragments)
     SERVICE_RESTART = 1012  # the server restarts (shutdown, rolling deploy): reconnect at once
     UNSUPPORTED_DATA = 1003  # a text frame on a binary protocol
     POLICY_VIOLATION = 1008  # past a fair-use limit (rates, sizes): reconnect later
-    MESSAGE_TOO_BIG = 1009  # sent by Tornado when a frame exceeds max_frame_bytes
+    MESSAGE_TOO_BIG = 1009  # a message past max_frame_bytes
     INTERNAL_ERROR = 1011
     TRY_AGAIN_LATER = 1013  # peer fell too far behind: reconnect and resync
     TOKEN_EXPIRED = 4001  # the access token expired: reconnect with a fresh one

@@ -89,7 +89,8 @@ class Metrics:
         )
         self.log_rows_read = Gauge(
             "collab_store_log_rows_read",
-            "Update log rows read from the store since the start (loads, history, catch-up)",
+            "Update log rows read from the store since the start "
+            "(loads, history, catch-up, the feed)",
             registry=r,
         )
         self.load_seconds = Histogram(

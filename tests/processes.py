@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import sys
@@ -33,6 +34,15 @@ class ServerProcess:
 
     def log_text(self) -> str:
         return b"".join(self.log).decode(errors="replace")
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` is a process that has not exited (a zombie has)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 @asynccontextmanager
@@ -110,9 +120,16 @@ async def server_process(
             if process.returncode is None:
                 process.terminate()
             try:
-                await asyncio.wait_for(process.wait(), 20)
+                await asyncio.wait_for(asyncio.shield(process.wait()), 20)
+            except TimeoutError:
+                # asyncio's child watcher can lose a child's exit (reaped elsewhere:
+                # "Unknown child process pid"); only a process still running fails.
+                if running(process.pid):
+                    raise
             finally:
-                await draining
+                # Its last lines; a child it left behind may hold the pipe open.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(draining, 5)
     finally:
         if process.returncode is None:
             process.kill()

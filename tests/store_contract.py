@@ -394,6 +394,81 @@ class StoreContract:
 
         assert records == theirs
 
+    async def test_the_feed_of_some_documents_leaves_the_others_out(
+        self, store: Store, second: Store
+    ):
+        held = frozenset({"a"})
+        position = await store.feed_position()
+        async with contextlib.aclosing(
+            store.follow(position, poll_s=0.01, documents=lambda: held)
+        ) as feed:
+            await second.append([new("b", "1")])
+            theirs = (await second.append([new("a", "1"), new("c", "1")])).records
+            theirs += (await second.append([new("b", "2"), new("a", "2")])).records
+            _, records = await next_batches(feed, 2)
+
+        assert records == [theirs[0], theirs[3]]
+
+    async def test_a_feed_of_no_documents_brings_nothing_and_opens_at_once(
+        self, store: Store, second: Store
+    ):
+        position = await store.feed_position()
+        async with contextlib.aclosing(
+            store.follow(position, poll_s=0.01, documents=frozenset)
+        ) as feed:
+            async with asyncio.timeout(TIMEOUT_S):
+                opened, records = await anext(feed)
+            await second.append([new("a", "1")])
+            # Nothing comes: a batch, if any, only moves the position on.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.5):  # a generous look, not a timing
+                    while True:
+                        _, batch = await anext(feed)
+                        records += batch
+
+        assert opened == position and records == []
+
+    async def test_a_document_that_joins_the_followed_set_comes_from_then_on(
+        self, store: Store, second: Store
+    ):
+        held: set[str] = set()
+        named = asyncio.Event()  # the backend asked for the set, and "a" was in it
+
+        def documents() -> frozenset[str]:
+            if "a" in held:
+                named.set()
+            return frozenset(held)
+
+        position = await store.feed_position()
+        async with contextlib.aclosing(
+            store.follow(position, poll_s=0.01, documents=documents)
+        ) as feed:
+            async with asyncio.timeout(TIMEOUT_S):
+                await anext(feed)
+            passed_over = (await second.append([new("a", "before")])).records
+            held.add("a")
+            records: list[UpdateRecord] = []
+
+            async def read_until_after() -> None:
+                while not any(r.data == b"after" for r in records):
+                    records.extend((await anext(feed))[1])
+
+            reading = asyncio.ensure_future(read_until_after())
+            try:
+                await second.append([new("b", "1")])  # some backends ask at their next batch
+                async with asyncio.timeout(TIMEOUT_S):
+                    await named.wait()
+                written = (await second.append([new("a", "after")])).records
+                async with asyncio.timeout(TIMEOUT_S):
+                    await reading
+            finally:
+                reading.cancel()
+
+        # What came before the backend asked may have been left out (the follower
+        # reads it from the log); what came after it comes.
+        assert records[-1:] == written
+        assert records[:-1] in ([], passed_over)
+
     async def test_the_first_batch_comes_once_the_feed_is_open(self, store: Store):
         position = await store.feed_position()
         async with contextlib.aclosing(store.follow(position, poll_s=0.01)) as feed:
@@ -517,6 +592,21 @@ class StoreContract:
             _, records = await next_batches(feed, 1)
         assert records == written  # the deletion was before the end
 
+    async def test_a_feed_of_some_documents_brings_only_their_deletions(self, store: Store):
+        await store.append([new("held", "1"), new("other", "1")])
+        held = frozenset({"held"})
+        position = await store.feed_position()
+        async with contextlib.aclosing(
+            store.follow(position, poll_s=0.01, deletions=True, documents=lambda: held)
+        ) as feed:
+            await store.delete_document("other")
+            await store.delete_document("held")
+            _, records = await next_batches(feed, 1)
+            written = (await store.append([new("held", "again")])).records
+            _, later = await next_batches(feed, 1)
+        assert [(type(r).__name__, r.doc) for r in records] == [("DeletionRecord", "held")]
+        assert later == written
+
     async def test_a_deletion_is_followed_on_from_after_a_reopen(
         self, store: Store, reopen: Reopen
     ):
@@ -594,6 +684,14 @@ class StoreContract:
         await store.save_snapshot(SnapshotRecord("notes", 6, b"all", 1.0))
 
         assert await store.read_updates("notes") == written
+
+    async def test_a_snapshot_keeps_its_authors_index_and_one_without_has_none(self, store: Store):
+        await store.append(news("notes", 4))
+        await store.save_snapshot(SnapshotRecord("notes", 2, b"two", 1.0))
+        await store.save_snapshot(SnapshotRecord("notes", 4, b"four", 1.0, authors=b"index"))
+
+        assert (await store.latest_snapshot("notes")).authors == b"index"
+        assert (await store.latest_snapshot("notes", at_or_before_seq=3)).authors is None
 
     async def test_one_instance_at_a_time_holds_a_documents_snapshot_lease(
         self, store: Store, second: Store

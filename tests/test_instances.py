@@ -20,7 +20,14 @@ import pytest
 
 from collab.client import CollabClient, RemoteDocument
 from collab.config import Settings
-from collab.store import AppendResult, DocumentInfo, FeedPosition, NewUpdate, UpdateRecord
+from collab.store import (
+    AppendResult,
+    DocumentInfo,
+    FeedPosition,
+    HeldDocuments,
+    NewUpdate,
+    UpdateRecord,
+)
 from collab.store.memory import MemoryStore
 from collab.wire.edits import splice_text
 from tests.helpers import SeqWatcher, appends, wait_until
@@ -96,9 +103,16 @@ class LossyFeedStore(MemoryStore):
     that was interrupted would: the rooms must read them from the log."""
 
     async def follow(
-        self, after: FeedPosition, *, poll_s: float, exclude_instance: str | None = None
+        self,
+        after: FeedPosition,
+        *,
+        poll_s: float,
+        exclude_instance: str | None = None,
+        documents: HeldDocuments | None = None,
     ) -> AsyncIterator[tuple[FeedPosition, list[UpdateRecord]]]:
-        feed = super().follow(after, poll_s=poll_s, exclude_instance=exclude_instance)
+        feed = super().follow(
+            after, poll_s=poll_s, exclude_instance=exclude_instance, documents=documents
+        )
         async with contextlib.aclosing(feed) as feed:
             async for position, records in feed:
                 yield position, [r for r in records if r.seq % 2]
@@ -188,7 +202,9 @@ async def test_the_awareness_of_a_dead_instance_expires_everywhere(
 
 
 class LaggingFeedStore(MemoryStore):
-    """Instance b's feed brings each batch 0.3 s late (a change stream that lags)."""
+    """Instance b's feed brings each batch 0.3 s late (a change stream that lags),
+    and brings every document's records (as a change stream does that still
+    follows a document b held before, and left): b's next room of it may get them."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -196,7 +212,12 @@ class LaggingFeedStore(MemoryStore):
         self.epochs_read = 0  # documents' epochs read after that (a room checking one)
 
     async def follow(
-        self, after: FeedPosition, *, poll_s: float, exclude_instance: str | None = None
+        self,
+        after: FeedPosition,
+        *,
+        poll_s: float,
+        exclude_instance: str | None = None,
+        documents: HeldDocuments | None = None,
     ) -> AsyncIterator[tuple[FeedPosition, list[UpdateRecord]]]:
         feed = super().follow(after, poll_s=poll_s, exclude_instance=exclude_instance)
         async with contextlib.aclosing(feed) as records_of:

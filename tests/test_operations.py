@@ -12,7 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from collab.errors import StoreError
-from collab.store import FeedPosition, NewUpdate, UpdateRecord
+from collab.store import FeedPosition, HeldDocuments, NewUpdate, UpdateRecord
 from collab.store.memory import MemoryStore
 from tests.helpers import SeqWatcher, http_get, wait_until
 from tests.processes import server_process
@@ -98,11 +98,18 @@ class FailingFeedStore(MemoryStore):
         self.feed_works = False
 
     async def follow(
-        self, after: FeedPosition, *, poll_s: float, exclude_instance: str | None = None
+        self,
+        after: FeedPosition,
+        *,
+        poll_s: float,
+        exclude_instance: str | None = None,
+        documents: HeldDocuments | None = None,
     ) -> AsyncIterator[tuple[FeedPosition, list[UpdateRecord]]]:
         if not self.feed_works:
             raise StoreError("the change stream is gone")
-        async for batch in super().follow(after, poll_s=poll_s, exclude_instance=exclude_instance):
+        async for batch in super().follow(
+            after, poll_s=poll_s, exclude_instance=exclude_instance, documents=documents
+        ):
             yield batch
 
 

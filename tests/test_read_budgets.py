@@ -148,8 +148,13 @@ async def test_a_version_past_max_read_updates_is_refused_before_its_log_is_read
     assert status == 422 and "max_read_updates" in json.loads(body)["error"]
     assert server.store.stats.log_rows_read - read_before <= 501 + 10  # not the 2,000
     assert (await get(base, "/api/documents/long/versions/400"))[0] == 200
-    for path in ("/api/documents/long", "/api/documents/long/state", "/api/documents/long/diff"):
-        assert (await get(base, path))[0] == 422
+    for path in (
+        "/api/documents/long",
+        "/api/documents/long/state",
+        "/api/documents/long/diff",
+        "/api/documents/long/authors",
+    ):
+        assert (await get(base, path))[0] == 422, path
 
 
 async def test_a_diff_past_its_cpu_time_is_refused_saying_to_narrow_the_range(

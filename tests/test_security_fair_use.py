@@ -227,6 +227,8 @@ async def test_a_flooding_client_does_not_slow_another_peer_s_acks(
     closes = report["closes"]
     assert any(key.endswith(f":{int(CloseCode.POLICY_VIOLATION)}") for key in closes)
     assert report["sent"] > 10_000
-    # The goal is a p99 under 50 ms; the bound is generous for a loaded machine.
-    assert p(flooded, 99) < 100
+    # The goal is a p99 under 50 ms on a quiet machine (docs/SECURITY.md); the bound is
+    # generous, and grows with what the machine gives the peer before the flood (other
+    # test workers share the cores): without the limits, acks wait for seconds.
+    assert p(flooded, 99) < max(100, 5 * p(quiet, 99))
     assert await server.store.get_document("shared") is not None

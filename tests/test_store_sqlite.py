@@ -15,6 +15,7 @@ from collab.errors import StoreError
 from collab.store import Author, NewUpdate, SnapshotRecord, Store, create_store
 from collab.store.memory import MemoryStore
 from collab.store.sqlite import SQLiteStore
+from collab.store.sqlite.feed import FEED_QUERY_OF_DOCUMENTS
 from collab.store.sqlite.schema import SCHEMA, SCHEMA_VERSION
 from tests.store_contract import Reopen, StoreContract, news
 
@@ -314,5 +315,28 @@ async def test_a_schema_1_file_is_migrated_and_keeps_its_data(db_path: Path):
         result = await store.append(news("old", 1))
         assert result.records[0].seq == 2
         assert result.heads["old"].bytes_since_snapshot == 2 + len(b"old:1")
+    finally:
+        await store.close()
+
+
+async def test_the_feed_of_some_documents_walks_the_new_rows_by_id_not_their_whole_logs(
+    db_path: Path,
+):
+    """Without statistics SQLite would rather look the held documents up in the
+    (doc, seq) index: every poll would then read their whole logs."""
+    store = SQLiteStore(db_path)
+    await store.open()
+    try:
+        await store.append(news("a", 3) + news("b", 3))
+        conn = sqlite3.connect(db_path)
+        try:
+            plan = conn.execute(
+                f"EXPLAIN QUERY PLAN {FEED_QUERY_OF_DOCUMENTS}", (0, 6, None, None, '["a"]', 10)
+            ).fetchall()
+        finally:
+            conn.close()
+        steps = [row[3] for row in plan]
+        assert any("USING INTEGER PRIMARY KEY" in step for step in steps), steps
+        assert not any("sqlite_autoindex_updates" in step for step in steps), steps
     finally:
         await store.close()

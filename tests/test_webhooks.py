@@ -22,7 +22,7 @@ from tornado.ioloop import IOLoop
 from collab.app import CollabServer
 from collab.config import Settings, SettingsError
 from collab.errors import FeedLost, StoreError
-from collab.store import DeletionRecord, FeedPosition, FeedRecord, create_store
+from collab.store import DeletionRecord, FeedPosition, FeedRecord, HeldDocuments, create_store
 from collab.store.memory import MemoryStore
 from collab.webhooks import WebhookSpec, parse_specs, sign, verify
 from collab.webhooks.signing import WebhookSpecError
@@ -544,13 +544,19 @@ class ForgetfulStore(MemoryStore):
         poll_s: float,
         exclude_instance: str | None = None,
         deletions: bool = False,
+        documents: HeldDocuments | None = None,
     ) -> AsyncIterator[tuple[FeedPosition, list[FeedRecord]]]:
         if self.forget:
             self.forget = False
             raise FeedLost("the oplog moved past it")
-        async for batch in super().follow(
-            after, poll_s=poll_s, exclude_instance=exclude_instance, deletions=deletions
-        ):
+        feed = super().follow(
+            after,
+            poll_s=poll_s,
+            exclude_instance=exclude_instance,
+            deletions=deletions,
+            documents=documents,
+        )
+        async for batch in feed:
             if self.forget and batch[1]:
                 raise StoreError("the connection dropped")
             yield batch

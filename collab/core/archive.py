@@ -40,6 +40,7 @@ from typing import Any
 
 from collab import memory
 from collab.config import Settings
+from collab.core import authors
 from collab.core.history import LogOrder, apply_in_order, apply_log
 from collab.core.snapshots import EMPTY_STATE_VECTOR, Cadence, Encoded, encode
 from collab.errors import ProtocolError, StoreError
@@ -436,6 +437,7 @@ class _ImportedHistory:
         self._points = set(cadence.points(len(record.data) for record in records))
         self._kept = cadence.kept(sorted(self._points))
         self._base: tuple[int, bytes] = (0, EMPTY_STATE_VECTOR)  # the last checkpoint's
+        self._authors = authors.Index()  # kept with each snapshot, as the writer's are
 
     def runs(self, records: list[UpdateRecord]) -> list[list[UpdateRecord]]:
         """``records`` cut after each snapshot point among them."""
@@ -458,6 +460,7 @@ class _ImportedHistory:
             self._apply(self._replica, run)
         except StoreError as exc:
             raise ArchiveError(f"{exc}: the history cannot be loaded") from None
+        self._authors.extend(run)
         seq = run[-1].seq
         if seq not in self._points:
             return None
@@ -468,6 +471,7 @@ class _ImportedHistory:
             self.epoch,
             snapshot=seq in self._kept,
             checkpoint_base=self._base,
+            authors=self._authors.encode() if seq in self._kept else None,
         )
         assert encoded.checkpoint is not None
         self._base = (seq, encoded.checkpoint.state_vector)

@@ -10,6 +10,10 @@ following the other instances' commits, unloading them safely.
   store's feed (records at or below its seq are dropped, gaps are read from the
   log), and it reads the log once more after it is registered, for what was
   committed while it loaded.
+- The feed brings only the documents held here (live or loading): the store asks
+  for them as each poll or stream starts. A room registered while a poll or
+  stream that left it out ran reads the log once more when one that includes it
+  starts, for what that one passed over.
 - A room is unloaded after its last session leaves and its writes are stored and
   sent, re-checking after every await that nobody joined (or is joining) meanwhile.
 """
@@ -28,6 +32,7 @@ import pycrdt
 
 from collab.auth import Role
 from collab.config import Settings
+from collab.core import authors
 from collab.core.feed import FeedFollower
 from collab.core.hooks import HookFailed, Hooks
 from collab.core.limits import CreationLimiter
@@ -61,7 +66,13 @@ def _build_and_snapshot(
         len(replayed), sum(len(record.data) for record in replayed)
     ):
         return replica, None
-    made = encode(replica, loaded.name, loaded.head_seq, loaded.epoch)
+    # Its authors index too, when what it was built from says who wrote all of it.
+    base = loaded.snapshot
+    whole = base is None and bool(replayed) and replayed[0].seq == 1
+    index = None
+    if whole or (base is not None and base.authors is not None):
+        index = authors.index_at(None if base is None else base.authors, replayed)
+    made = encode(replica, loaded.name, loaded.head_seq, loaded.epoch, authors=index)
     return replica, made.snapshot
 
 
@@ -101,6 +112,10 @@ class RoomManager:
         self._aliases: dict[tuple[str, str], str] = {}
         self._rooms: dict[str, Room] = {}
         self._loading: dict[str, asyncio.Future[Room]] = {}
+        # The documents held here (live or loading), the feed's filter; None when
+        # _rooms or _loading changed since it was last built.
+        self._held: frozenset[str] | None = None
+        self._followed: frozenset[str] = frozenset()  # the set the feed was last given
         self._joining: Counter[str] = Counter()
         self._unloading: set[str] = set()
         # Rooms dropped with writes still queued: their next load waits for them.
@@ -111,8 +126,14 @@ class RoomManager:
         self._feed: FeedFollower[UpdateRecord] = FeedFollower(
             "the feed",
             end=store.feed_position,
-            # This instance's commits reach its rooms from the writer.
-            follow=lambda at: store.follow(at, poll_s=settings.feed_poll_s, exclude_instance=own),
+            # This instance's commits reach its rooms from the writer; the records
+            # of documents it does not hold are left out by the store.
+            follow=lambda at: store.follow(
+                at,
+                poll_s=settings.feed_poll_s,
+                exclude_instance=own,
+                documents=self._held_documents,
+            ),
             poll_s=settings.feed_poll_s,
             log=log,
             on_recovered=self._feed_recovered,
@@ -250,6 +271,7 @@ class RoomManager:
         future = self._loading.get(name)
         if future is None:
             future = self._loading[name] = asyncio.get_running_loop().create_future()
+            self._held = None
             # Waiters may all go away; the outcome is still consumed here.
             future.add_done_callback(lambda f: f.cancelled() or f.exception())
             self._tasks.spawn(self._run_load(name, future), name=f"load {name}")
@@ -299,6 +321,7 @@ class RoomManager:
             return
         finally:
             self._loading.pop(name, None)
+            self._held = None
         self._rooms[name] = room
         self.loads += 1
         log.info(
@@ -415,6 +438,24 @@ class RoomManager:
                     next_save = loop.time() + FEED_SAVE_S
                     saved = position
                     self._tasks.spawn(self._save_position(position), name="save the feed position")
+
+    def _held_documents(self) -> frozenset[str]:
+        """The documents whose records the feed must bring: those live or loading
+        here (the same set while they do not change). The store asks as each poll
+        or change stream starts. A live room the previous answer left out loaded
+        while a poll or stream without it ran, which may have passed over what was
+        committed after its load read the log: it reads the log again, now that
+        the feed brings the rest."""
+        held = self._held
+        if held is None:
+            held = self._held = frozenset(self._rooms.keys() | self._loading.keys())
+        if held is not self._followed:
+            for name in held - self._followed:
+                room = self._rooms.get(name)
+                if room is not None:
+                    room.catch_up()
+            self._followed = held
+        return held
 
     @property
     def feed_failure(self) -> Exception | None:
@@ -544,6 +585,7 @@ class RoomManager:
             if self._busy(room) or self._rooms.get(room.name) is not room:
                 return
             del self._rooms[room.name]
+            self._held = None
             await room.close()
             log.info("unloaded %r at seq %d", room.name, room.head_seq)
         finally:
@@ -600,6 +642,7 @@ class RoomManager:
         if self._rooms.get(room.name) is not room:
             return
         del self._rooms[room.name]
+        self._held = None
         self._draining[room.name] = room
         room.fanout.flush()  # what its peers were sent so far reaches them before the error
         failure = CollabError(reason, code=ErrorCode.LOAD_FAILED, doc=room.name)
@@ -633,3 +676,4 @@ class RoomManager:
         for room in self._rooms.values():
             await room.close()
         self._rooms.clear()
+        self._held = None

@@ -24,9 +24,10 @@ from dataclasses import dataclass
 
 from collab import memory
 from collab.config import Settings
+from collab.core import authors
 from collab.core.history import Sources, gather_sources, rebuild
 from collab.core.thinning import snapshots_to_drop
-from collab.store import Checkpoint, DocumentHead, SnapshotRecord, Store
+from collab.store import Checkpoint, DocumentHead, SnapshotRecord, Store, UpdateRecord
 from collab.tasks import TaskGroup
 from collab.wire.replica import Replica
 
@@ -101,15 +102,19 @@ def encode(
     *,
     snapshot: bool = True,
     checkpoint_base: tuple[int, bytes] | None = None,
+    authors: bytes | None = None,
 ) -> Encoded:
     """The snapshot at ``seq`` of ``replica`` (which holds the state after update
     ``seq``), and with ``checkpoint_base`` ``(base_seq, its state vector)`` the
-    checkpoint from there (``(0, EMPTY_STATE_VECTOR)``: everything). CPU-bound:
+    checkpoint from there (``(0, EMPTY_STATE_VECTOR)``: everything); ``authors``:
+    the authors index at ``seq`` kept with the snapshot. CPU-bound:
     run it in an executor."""
     waiting = replica.waiting or b""
     record = None
     if snapshot:
-        record = SnapshotRecord(doc, seq, replica.doc.get_update(), time.time(), waiting, epoch)
+        record = SnapshotRecord(
+            doc, seq, replica.doc.get_update(), time.time(), waiting, epoch, authors=authors
+        )
     made = None
     if checkpoint_base is not None:
         base_seq, base_vector = checkpoint_base
@@ -223,17 +228,28 @@ class Snapshotter:
         sources = await gather_sources(self._store, doc, seq)
         at = sources.seq
         base = await self._checkpoint_base(doc, at)
+        # Who inserted what, kept with the snapshot: the log it is made of may go.
+        authors_base, authors_log = await authors.index_sources(
+            self._store, doc, at, nearest=sources.snapshot
+        )
         loop = asyncio.get_running_loop()
         # Rebuilt and encoded on a thread: both are passes over the whole document.
         encoded = await loop.run_in_executor(
-            None, _rebuild_and_encode, sources, doc, at, info.epoch, base
+            None,
+            _rebuild_and_encode,
+            sources,
+            doc,
+            at,
+            info.epoch,
+            base,
+            (authors_base, authors_log),
         )
         assert encoded.snapshot is not None and encoded.checkpoint is not None
         await self._store.save_snapshot(encoded.snapshot)
         size = len(encoded.snapshot.data)
         log.debug("snapshot of %r at seq %d (%d bytes)", doc, at, size)
         await self._store.save_checkpoint(encoded.checkpoint)
-        del encoded, sources
+        del encoded, sources, authors_log
         await self._thin(doc)
         if size >= memory.TRIM_AFTER_BYTES and s.memory_trim_s > 0:
             await loop.run_in_executor(None, memory.trim)
@@ -257,7 +273,13 @@ class Snapshotter:
 
 
 def _rebuild_and_encode(
-    sources: Sources, doc: str, at: int, epoch: str, base: tuple[int, bytes]
+    sources: Sources,
+    doc: str,
+    at: int,
+    epoch: str,
+    base: tuple[int, bytes],
+    authors_from: tuple[bytes | None, list[UpdateRecord]],
 ) -> Encoded:
     replica = rebuild(sources.snapshot, sources.updates, sources.chain)
-    return encode(replica, doc, at, epoch, checkpoint_base=base)
+    index = authors.index_at(*authors_from)
+    return encode(replica, doc, at, epoch, checkpoint_base=base, authors=index)

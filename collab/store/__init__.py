@@ -8,6 +8,7 @@ from __future__ import annotations
 from collab.store.base import (
     DocumentStore,
     FeedStore,
+    HeldDocuments,
     LogStore,
     PresenceStore,
     RepairStore,
@@ -50,6 +51,7 @@ __all__ = [
     "FeedPosition",
     "FeedRecord",
     "FeedStore",
+    "HeldDocuments",
     "LoadedDocument",
     "LogStore",
     "NewUpdate",

@@ -23,7 +23,7 @@ of names).
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence, Set
 
 from collab.store.records import (
     AppendResult,
@@ -44,6 +44,9 @@ from collab.store.records import (
     VersionName,
     WebhookState,
 )
+
+# The documents a follower of the feed holds now (FeedStore.follow's ``documents``).
+HeldDocuments = Callable[[], Set[str]]
 
 
 class DocumentStore(abc.ABC):
@@ -129,7 +132,8 @@ class FeedStore(abc.ABC):
     ``follow`` yields the records every instance commits, in commit order, after a
     position; positions are opaque and only ever compared by the backend. An
     instance saves its position now and then, and follows on from it after a
-    restart."""
+    restart. An instance follows only the documents it holds (``documents``), so
+    that what others commit to the rest costs it nothing, or little."""
 
     @abc.abstractmethod
     async def feed_position(self) -> FeedPosition:
@@ -143,18 +147,33 @@ class FeedStore(abc.ABC):
         poll_s: float,
         exclude_instance: str | None = None,
         deletions: bool = False,
+        documents: HeldDocuments | None = None,
     ) -> AsyncIterator[tuple[FeedPosition, list[FeedRecord]]]:
         """Records every instance commits after ``after``, in commit order, as
         ``(position, records)`` batches; ``position`` resumes after the batch. The
         first batch comes once the feed is open, and may be empty, as may a batch
         that only moves past ``exclude_instance``'s records (its caller has them
-        already). Runs until closed: consume it under ``contextlib.aclosing()``.
-        Raises StoreError when the store fails: follow again from the last
-        position; FeedLost when that position cannot be followed from any more:
-        follow from :meth:`feed_position` and read the log for what was missed.
+        already) or past documents left out. Runs until closed: consume it under
+        ``contextlib.aclosing()``. Raises StoreError when the store fails: follow
+        again from the last position; FeedLost when that position cannot be
+        followed from any more: follow from :meth:`feed_position` and read the log
+        for what was missed.
+
         With ``deletions``, the batches carry each document's deletion
         (:class:`DeletionRecord`, whoever made it) in its place in that order too;
-        without, only updates."""
+        without, only updates.
+
+        ``documents`` (None: every document) names the documents the follower holds
+        now; the records of the others may be left out, unread. The backend calls it
+        on the event loop as each poll or stream starts, and may call it more often.
+        From each call on, the records of the documents it returned that come after
+        the last position yielded before the call are yielded. So a document that
+        joins the set may miss records committed while it joined (up to the position
+        yielded before the first call that returned it): once that call is made,
+        its follower reads them from the log. Leaving the set needs nothing: the
+        records of a document no longer held may still come, to be dropped.
+        ``documents`` must be cheap: give the same set object while it does not
+        change, and a backend may reuse what it built from it."""
 
     @abc.abstractmethod
     async def save_feed_position(self, instance: str, position: FeedPosition) -> None:

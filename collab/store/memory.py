@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from collab.errors import DocumentChanged, StoreError
-from collab.store.base import Store, creating, expected_epochs, next_heads
+from collab.store.base import HeldDocuments, Store, creating, expected_epochs, next_heads
 from collab.store.records import (
     AppendResult,
     Author,
@@ -220,6 +220,7 @@ class MemoryStore(Store):
         poll_s: float,
         exclude_instance: str | None = None,
         deletions: bool = False,
+        documents: HeldDocuments | None = None,
     ) -> AsyncIterator[tuple[FeedPosition, list[FeedRecord]]]:
         position = after
         yield position, []  # open at once
@@ -232,6 +233,9 @@ class MemoryStore(Store):
                 records = [r for r in records if isinstance(r, UpdateRecord)]
             if exclude_instance is not None:
                 records = [r for r in records if r.author.instance != exclude_instance]
+            if documents is not None:
+                held = documents()
+                records = [r for r in records if r.doc in held]
             yield position, records
 
     async def save_feed_position(self, instance: str, position: FeedPosition) -> None:

@@ -129,6 +129,10 @@ class SnapshotRecord:
     # The generation it was made from: a store saves it only while the document
     # still has this epoch (None: no check).
     epoch: str | None = field(default=None, compare=False)
+    # Who inserted each item up to ``seq`` (collab.core.authors: an encoded IdMap
+    # of Yjs client clock ranges to authors), kept with the snapshot so that
+    # authorship outlives the log that retention drops. None: not recorded.
+    authors: bytes | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ from tornado.iostream import StreamClosedError
 
 from collab.auth import Identity
 from collab.config import Settings
-from collab.core import api_edits, archive, diff, history, listing
+from collab.core import api_edits, archive, authors, diff, history, listing
 from collab.core.limits import BudgetExceeded, ReadBudget
 from collab.core.origin import Origin, OriginKind
 from collab.core.snapshots import Cadence
@@ -443,6 +443,32 @@ class DiffHandler(DocumentApiHandler):
                 "spans": spans,
             }
         )
+
+
+class AuthorsHandler(DocumentApiHandler):
+    """``GET /api/documents/DOC/authors[?seq=SEQ]``: who wrote what. Each text and
+    rich-text root of the version as runs of text, each with the author of the
+    update that inserted it (collab.core.authors)."""
+
+    async def get(self, doc: str) -> None:
+        seq = self.int_argument("seq", None)
+        try:
+            info = await self.require_document(doc)
+            if seq is not None and not 0 <= seq <= info.head_seq:
+                raise tornado.web.HTTPError(
+                    400, f"seq must be between 0 and the latest version ({info.head_seq})"
+                )
+            with self.expensive() as budget:
+                found = await authors.authors_at(
+                    self.server.store,
+                    doc,
+                    seq,
+                    budget=budget,
+                    executor=self.server.reads.executor,
+                )
+        except StoreError as exc:
+            self.on_store_error(exc)
+        self.write_json({"doc": doc, **found.to_json()})
 
 
 class StateHandler(DocumentApiHandler):

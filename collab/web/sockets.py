@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import tornado.websocket
 from tornado.iostream import StreamClosedError
-from tornado.websocket import WebSocketProtocol13
+from tornado.websocket import WebSocketProtocol, WebSocketProtocol13
 
 from collab.errors import CloseCode, CollabError, ProtocolError
 from collab.extensions import Request
@@ -28,6 +28,7 @@ from collab.peers.native import NativeConnection
 from collab.peers.transport import close_reason
 from collab.peers.yjs import YjsConnection
 from collab.web.access_log import RedactingHandlerMixin
+from collab.web.reading import BufferedReadProtocol
 
 if TYPE_CHECKING:
     from collab.app import CollabServer
@@ -125,6 +126,14 @@ class SocketHandler(RedactingHandlerMixin, tornado.websocket.WebSocketHandler):
         cost is a compressor per connection and a compression per peer and frame
         (docs/PERFORMANCE.md has the measurement)."""
         return {} if self.server.settings.websocket_compression == "deflate" else None
+
+    def get_websocket_protocol(self) -> WebSocketProtocol | None:
+        """Tornado's protocol, its parameters as Tornado chose them, with a reader
+        that parses every frame already received in one pass (collab.web.reading)."""
+        protocol = super().get_websocket_protocol()
+        if not isinstance(protocol, WebSocketProtocol13):
+            return protocol
+        return BufferedReadProtocol(self, False, protocol.params)
 
     def check_origin(self, origin: str) -> bool:
         """Asked by Tornado about a page of another origin (collab.web.sites)."""

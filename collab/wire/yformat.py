@@ -639,16 +639,17 @@ TEXT, MAP, ARRAY, XML = "text", "map", "array", "xml"
 _XML_REFS = frozenset({XML_ELEMENT, 6})  # YXmlElement, YXmlText: what XML fragments hold
 
 
-def root_types(update: bytes) -> dict[str, str]:
+def root_types(update: bytes, ranges: UpdateRanges | None = None) -> dict[str, str]:
     """The root types of a document, by name, read from its state (an update
     holding every struct): ``text``, ``map``, ``array`` or ``xml``. A root's kind
     shows in what its items hold: entries with keys (a map), characters, formats
     or embeds (a text), XML elements or text (an XML fragment), anything else (an
     array). An item that names no parent (it names the items beside it) belongs
-    to its neighbours' root. Raises FormatError."""
-    structs = [
-        s for group in check_update(update).groups for s in group if s.kind not in (GC, SKIP)
-    ]
+    to its neighbours' root. ``ranges``: what check_update read of it, every struct
+    kept, when the caller has it. Raises FormatError."""
+    if ranges is None:
+        ranges = check_update(update)
+    structs = [s for group in ranges.groups for s in group if s.kind not in (GC, SKIP)]
     # Each client's structs by first clock, to find the one holding an id by
     # bisection (a document of n structs costs n log n, not n squared).
     by_client: dict[int, tuple[list[int], list[int]]] = {}  # client -> (starts, indexes)

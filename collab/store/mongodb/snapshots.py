@@ -41,7 +41,9 @@ class MongoSnapshots(MongoBase):
                 "digest": digest,
                 "data": part,
                 "time_s": snapshot.time_s,
-                **({"waiting": snapshot.waiting} if index == 0 else {}),
+                **(
+                    {"waiting": snapshot.waiting, "authors": snapshot.authors} if index == 0 else {}
+                ),
             }
             for index, part in enumerate(parts)
         ]
@@ -208,7 +210,12 @@ async def latest_snapshot_in(
             data = await _whole(snapshots, first)
             if data is not None:
                 return SnapshotRecord(
-                    doc, first["seq"], data, first["time_s"], first.get("waiting")
+                    doc,
+                    first["seq"],
+                    data,
+                    first["time_s"],
+                    first.get("waiting"),
+                    authors=first.get("authors"),
                 )
     return None
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from collab.errors import StoreError
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 SCHEMA = """
 CREATE TABLE documents (
     name TEXT PRIMARY KEY,
@@ -133,9 +133,12 @@ CREATE TABLE webhooks (
     last_success_s REAL
 );
 """,
+    7: """
+ALTER TABLE snapshots ADD COLUMN authors BLOB;
+""",
     # Deletions take their ids from the updates' AUTOINCREMENT sequence (written by
     # delete_document under the write lock), so the feed reads both in one order.
-    7: """
+    8: """
 CREATE TABLE deletions (
     id INTEGER PRIMARY KEY,
     doc TEXT NOT NULL,

@@ -22,9 +22,16 @@ class SQLiteSnapshots(SQLiteBase):
                 if not of_epoch(conn, snapshot.doc, snapshot.epoch):
                     return  # deleted meanwhile: not kept (the transaction writes nothing)
                 cursor = conn.execute(
-                    "INSERT OR IGNORE INTO snapshots (doc, seq, data, time_s, waiting) "
-                    "VALUES (?,?,?,?,?)",
-                    (snapshot.doc, snapshot.seq, snapshot.data, snapshot.time_s, snapshot.waiting),
+                    "INSERT OR IGNORE INTO snapshots (doc, seq, data, time_s, waiting, authors) "
+                    "VALUES (?,?,?,?,?,?)",
+                    (
+                        snapshot.doc,
+                        snapshot.seq,
+                        snapshot.data,
+                        snapshot.time_s,
+                        snapshot.waiting,
+                        snapshot.authors,
+                    ),
                 )
                 written = cursor.rowcount
                 conn.execute(
@@ -140,11 +147,14 @@ def latest_snapshot_at(
 ) -> SnapshotRecord | None:
     """The newest snapshot of ``doc``, or the newest at or before a seq."""
     row = conn.execute(
-        "SELECT doc, seq, data, time_s, waiting FROM snapshots WHERE doc = ? AND seq <= ? "
-        "ORDER BY seq DESC LIMIT 1",
+        "SELECT doc, seq, data, time_s, waiting, authors FROM snapshots "
+        "WHERE doc = ? AND seq <= ? ORDER BY seq DESC LIMIT 1",
         (doc, at_or_before_seq if at_or_before_seq is not None else MAX_SEQ),
     ).fetchone()
-    return SnapshotRecord(*row) if row else None
+    if not row:
+        return None
+    *fields, authors = row
+    return SnapshotRecord(*fields, authors=authors)
 
 
 def recount_bytes_since_snapshot(conn: sqlite3.Connection, doc: str) -> None:

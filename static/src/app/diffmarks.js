@@ -80,7 +80,10 @@ export function diffText(a, b) {
   return runs;
 }
 
-function decorations(doc, previousText) {
+// authorOf(k): who wrote character k of the new text ({name, colour}, or null: not
+// known);
+// deletedBy: who made the change (the deletions' author).
+function decorations(doc, previousText, authorOf, deletedBy) {
   const { text, positions } = textOf(doc);
   const decos = [];
   let at = 0; // index in the new text
@@ -89,21 +92,34 @@ function decorations(doc, previousText) {
     if (kind === "=") {
       at += run.length;
     } else if (kind === "+") {
-      // One inline decoration per stretch of contiguous positions (blocks break them).
+      // One inline decoration per stretch of contiguous positions by one author
+      // (blocks break them), titled with who added it.
       let from = null;
       let last = null;
+      let who = null;
+      const mark = () => {
+        const attrs = { class: "change-insert" };
+        if (who) {
+          attrs.title = `Added by ${who.name}`;
+          attrs["data-author"] = who.name;
+          if (who.colour) attrs.style = `background: ${who.colour}`;
+        }
+        decos.push(Decoration.inline(from, last + 1, attrs));
+      };
       for (let k = at; k < at + run.length; k++) {
         if (text[k] === "\n") continue;
         const pos = positions[k];
-        if (from !== null && pos === last + 1) {
+        const by = authorOf ? authorOf(k) : null;
+        if (from !== null && pos === last + 1 && by?.name === who?.name) {
           last = pos;
           continue;
         }
-        if (from !== null) decos.push(Decoration.inline(from, last + 1, { class: "change-insert" }));
+        if (from !== null) mark();
         from = pos;
         last = pos;
+        who = by;
       }
-      if (from !== null) decos.push(Decoration.inline(from, last + 1, { class: "change-insert" }));
+      if (from !== null) mark();
       at += run.length;
     } else {
       const shown = run.replace(/\n/g, " ¶ ");
@@ -112,6 +128,7 @@ function decorations(doc, previousText) {
           const del = document.createElement("del");
           del.className = "change-delete";
           del.textContent = shown;
+          if (deletedBy) del.title = `Deleted by ${deletedBy}`;
           return del;
         }, { side: -1, key: `del-${at}-${run.length}` }),
       );
@@ -120,14 +137,16 @@ function decorations(doc, previousText) {
   return DecorationSet.create(doc, decos);
 }
 
-/** Tiptap extension: options.previousText is the text of the version before. */
+/** Tiptap extension: options.previousText is the text of the version before;
+ * options.authorOf(k) who wrote character k of the shown text; options.deletedBy who
+ * made the change. */
 export const ChangeMarks = Extension.create({
   name: "changeMarks",
   addOptions() {
-    return { previousText: null };
+    return { previousText: null, authorOf: null, deletedBy: null };
   },
   addProseMirrorPlugins() {
-    const previousText = this.options.previousText;
+    const { previousText, authorOf, deletedBy } = this.options;
     let cached = null;
     return [
       new Plugin({
@@ -135,7 +154,7 @@ export const ChangeMarks = Extension.create({
         props: {
           decorations(state) {
             if (previousText === null) return null;
-            if (cached === null || cached.doc !== state.doc) cached = { doc: state.doc, set: decorations(state.doc, previousText) };
+            if (cached === null || cached.doc !== state.doc) cached = { doc: state.doc, set: decorations(state.doc, previousText, authorOf, deletedBy) };
             return cached.set;
           },
         },

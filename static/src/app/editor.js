@@ -8,7 +8,8 @@ import CollaborationCaret from "@tiptap/extension-collaboration-caret";
 import * as Y from "yjs";
 import { DocumentProvider } from "../client/index.js";
 import { h } from "./dom.js";
-import { openHistory } from "./history.js";
+import { openAuthors } from "./authors.js";
+import { openHistory, versionJSON } from "./history.js";
 import { USER_KEY, getToken, getUser, paletteColours, roleFor, setUserName, subjectOf, userForToken } from "./session.js";
 import { siblingTabs } from "./siblings.js";
 import { formattingToolbar } from "./toolbar.js";
@@ -92,6 +93,8 @@ export function documentView(root, { name, client, announce, needToken, onLeave 
   const recover = h("div", { id: "recover", class: "banner", role: "alert", hidden: true });
   const roleNote = h("p", { id: "role-note", class: "banner", hidden: true }, "You can read this document but not change it.");
   const historyButton = h("button", { type: "button", id: "history-open", "aria-expanded": "false", "aria-controls": "history" }, "History");
+  const authorsButton = h("button", { type: "button", id: "authors-open", "aria-pressed": "false" }, "Show authors");
+  let closeAuthors = null;
   const nameInput = h("input", { type: "text", id: "user-name", value: user.name, "aria-label": "Your name", maxlength: 40, disabled: Boolean(subject) });
   const panel = h("aside", { id: "history", class: "history", "aria-labelledby": "history-title", hidden: true });
   const versionView = h("div", { class: "version-view", hidden: true });
@@ -104,6 +107,7 @@ export function documentView(root, { name, client, announce, needToken, onLeave 
         { class: "doc-header" },
         h("a", { href: "#/", class: "back", "aria-label": "All documents" }, "←"),
         h("h1", { id: "doc-title" }, name),
+        authorsButton,
         historyButton,
       ),
       h("div", { class: "doc-bar" }, indicator, h("label", { class: "you" }, "You: ", nameInput), presence),
@@ -121,7 +125,7 @@ export function documentView(root, { name, client, announce, needToken, onLeave 
     editorBox.classList.toggle("read-only", readOnly);
     editorBox.setAttribute("aria-readonly", String(readOnly));
     roleNote.hidden = !readOnly;
-    toolbarBox.hidden = readOnly || closeHistory !== null;
+    toolbarBox.hidden = readOnly || closeHistory !== null || closeAuthors !== null;
   };
 
   const makeEditor = () => {
@@ -315,11 +319,34 @@ export function documentView(root, { name, client, announce, needToken, onLeave 
   };
   provider.awareness.on("change", onRestoreNews);
 
+  const hideAuthors = () => {
+    if (!closeAuthors) return;
+    closeAuthors();
+    closeAuthors = null;
+    authorsButton.setAttribute("aria-pressed", "false");
+    authorsButton.textContent = "Show authors";
+    editorBox.hidden = false;
+    showRole();
+  };
+  authorsButton.addEventListener("click", () => {
+    if (closeAuthors) {
+      hideAuthors();
+      return;
+    }
+    closeHistory?.();
+    authorsButton.setAttribute("aria-pressed", "true");
+    authorsButton.textContent = "Hide authors";
+    editorBox.hidden = true;
+    toolbarBox.hidden = true;
+    closeAuthors = openAuthors({ name, view: versionView, versionJSON: (seq) => versionJSON(name, seq) });
+  });
+
   historyButton.addEventListener("click", () => {
     if (closeHistory) {
       closeHistory();
       return;
     }
+    hideAuthors();
     historyButton.setAttribute("aria-expanded", "true");
     editorBox.hidden = true;
     toolbarBox.hidden = true;
@@ -355,6 +382,7 @@ export function documentView(root, { name, client, announce, needToken, onLeave 
 
   return () => {
     closeHistory?.();
+    hideAuthors();
     client.off("status", onStatus);
     client.off("welcome", onWelcome);
     siblings.close();

@@ -7,8 +7,10 @@ import StarterKit from "@tiptap/starter-kit";
 import { yXmlFragmentToProsemirrorJSON } from "@tiptap/y-tiptap";
 import * as Y from "yjs";
 import { api, docPath } from "./api.js";
+import { authorOfEachChar, colourOf, fetchAuthors } from "./authors.js";
 import { ChangeMarks, textOf } from "./diffmarks.js";
 import { ago, h, when } from "./dom.js";
+import { createReplay } from "./replay.js";
 
 const MAX_CACHED_VERSIONS = 16; // versions kept while the panel is open (the latest shown)
 const SETTLE_MS = 150; // the slider asks for the version it rests on this long
@@ -29,7 +31,7 @@ async function timeline(name) {
   return { changes, retainedFrom };
 }
 
-async function versionJSON(name, seq, signal) {
+export async function versionJSON(name, seq, signal) {
   const doc = new Y.Doc();
   try {
     if (seq > 0) Y.applyUpdate(doc, await api(`${docPath(name)}/state?seq=${seq}&waiting=no`, { binary: true, signal }));
@@ -120,6 +122,14 @@ export function openHistory({ name, panel, view, canRestore, onClose, onRestored
   const list = h("ol", { id: "history-list", class: "timeline", "aria-label": "Changes, newest first" });
   const restore = h("button", { type: "button", id: "history-restore", disabled: true }, "Restore this version");
   const close = h("button", { type: "button", id: "history-close" }, "Back to editing");
+  const play = h("button", { type: "button", id: "history-play", disabled: true, "aria-pressed": "false" }, "Play");
+  const speed = h(
+    "select",
+    { id: "history-speed", "aria-label": "Replay speed" },
+    ...[1, 4, 16, 64].map((n) => h("option", { value: String(n), selected: n === 4 }, `${n}×`)),
+  );
+  let replay = null; // the player while the history is being replayed
+  const legend = h("ul", { id: "history-authors", class: "legend", "aria-label": "Who added the marked parts", hidden: true });
   const nameButton = h("button", { type: "button", id: "history-name", disabled: true }, "Name this version");
   // Naming asks for the name in the panel; an empty name takes the name away.
   const nameInput = h("input", { type: "text", id: "history-name-input", maxlength: 100, autocomplete: "off" });
@@ -136,9 +146,11 @@ export function openHistory({ name, panel, view, canRestore, onClose, onRestored
     h("h2", { id: "history-title" }, "History"),
     slider,
     label,
+    legend,
     h("div", { class: "history-actions" }, restore, nameButton, close),
     confirmBox,
     nameForm,
+    h("div", { class: "history-actions replay" }, play, speed),
     message,
     list,
   );
@@ -161,9 +173,17 @@ export function openHistory({ name, panel, view, canRestore, onClose, onRestored
     return `${at}${title}: ${whoOf(change)}, ${when(change.last_time_s)}${of}`;
   };
 
+  const stopReplay = () => {
+    replay?.destroy();
+    replay = null;
+    play.textContent = "Play";
+    play.setAttribute("aria-pressed", "false");
+  };
+
   const show = async (seq) => {
     if (!(seq >= oldest && seq <= head)) return;
     clearTimeout(debounce);
+    stopReplay();
     showing = seq;
     slider.value = String(seq);
     const change = changeOf(changes, seq);
@@ -186,15 +206,39 @@ export function openHistory({ name, panel, view, canRestore, onClose, onRestored
     try {
       const [json, previous] = await Promise.all([version(seq), base !== null && base < seq ? version(base) : Promise.resolve(null)]);
       if (token !== loadToken) return; // another version was chosen meanwhile
-      preview?.destroy();
-      const previousText = previous === null ? null : textOf(getSchema([StarterKit]).nodeFromJSON(previous)).text;
-      preview = new Editor({
-        element: versionBox,
-        extensions: [StarterKit, ChangeMarks.configure({ previousText })],
-        content: json,
-        editable: false,
-      });
+      const schema = getSchema([StarterKit]);
+      const previousText = previous === null ? null : textOf(schema.nodeFromJSON(previous)).text;
+      const deletedBy = change === null ? null : whoOf(change);
+      const render = (authorOf) => {
+        preview?.destroy();
+        preview = new Editor({
+          element: versionBox,
+          extensions: [StarterKit, ChangeMarks.configure({ previousText, authorOf, deletedBy })],
+          content: json,
+          editable: false,
+        });
+      };
+      render(null);
       versionBox.dataset.seq = String(seq);
+      delete versionBox.dataset.authors;
+      legend.hidden = true;
+      if (previousText !== null) {
+        // Who wrote each character (the marks' titles), asked once the version shows:
+        // the server allows each user only a few such reads at once.
+        const authorship = await fetchAuthors(name, seq, downloads.signal).catch(() => null);
+        if (token !== loadToken) return;
+        if (authorship !== null && authorship.runs.map((r) => r.text).join("") === textOf(schema.nodeFromJSON(json)).text) {
+          const each = authorOfEachChar(authorship.runs);
+          const who = authorship.authors.map((a, i) => ({ name: a.name ?? "someone", colour: colourOf(i) }));
+          render((k) => (each[k] === null || each[k] === undefined ? null : who[each[k]]));
+          versionBox.dataset.authors = "true";
+          // The colours of what this change added, by who added it.
+          const marked = new Set([...versionBox.querySelectorAll(".change-insert[data-author]")].map((e) => e.dataset.author));
+          const shown = who.filter((w) => marked.has(w.name));
+          legend.replaceChildren(...shown.map((w) => h("li", {}, h("span", { class: "swatch", style: `background: ${w.colour}`, "aria-hidden": "true" }), `added by ${w.name}`)));
+          legend.hidden = shown.length === 0;
+        }
+      }
     } catch (error) {
       if (token === loadToken) message.textContent = `This version cannot be shown: ${error.message}`;
     }
@@ -208,6 +252,50 @@ export function openHistory({ name, panel, view, canRestore, onClose, onRestored
     label.textContent = describe(seq, changeOf(changes, seq));
     debounce = setTimeout(() => show(seq), SETTLE_MS);
   };
+  play.addEventListener("click", () => {
+    if (replay?.playing) {
+      replay.pause();
+      return;
+    }
+    loadToken++; // a version being fetched for the slider is not shown over the replay
+    clearTimeout(debounce);
+    abortDownloads();
+    preview?.destroy();
+    preview = null;
+    replay?.destroy();
+    const from = showing >= head || showing < oldest ? oldest : showing;
+    versionBox.replaceChildren();
+    message.textContent = "";
+    legend.hidden = true;
+    play.textContent = "Pause";
+    play.setAttribute("aria-pressed", "true");
+    versionBox.dataset.playing = "true";
+    const stepTo = (seq) => {
+      showing = seq;
+      slider.value = String(seq);
+      label.textContent = describe(seq, changeOf(changes, seq));
+      versionBox.dataset.seq = String(seq);
+      restore.disabled = !canRestore || seq === head;
+    };
+    stepTo(from);
+    replay = createReplay({
+      name,
+      box: versionBox,
+      from,
+      head,
+      speed: Number(speed.value),
+      onStep: stepTo,
+      onEnd: (seq, error) => {
+        play.textContent = "Play";
+        play.setAttribute("aria-pressed", "false");
+        versionBox.dataset.playing = "false";
+        if (error) message.textContent = `The replay stopped: ${error.message}`;
+        else message.textContent = seq >= head ? "Played to the latest version." : `Paused at version ${seq}.`;
+      },
+    });
+    replay.play();
+  });
+  speed.addEventListener("change", () => replay?.setSpeed(Number(speed.value)));
   slider.addEventListener("input", settle);
   slider.addEventListener("change", settle);
   let confirming = -1;
@@ -306,6 +394,7 @@ export function openHistory({ name, panel, view, canRestore, onClose, onRestored
     clearTimeout(debounce);
     abortDownloads();
     versions.clear();
+    stopReplay();
     preview?.destroy();
     preview = null;
     panel.hidden = true;
@@ -340,6 +429,7 @@ export function openHistory({ name, panel, view, canRestore, onClose, onRestored
       slider.min = String(oldest);
       slider.max = String(head);
       slider.disabled = false;
+      play.disabled = false;
       renderList();
       message.textContent = "";
       await show(head);

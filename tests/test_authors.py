@@ -1,0 +1,218 @@
+"""Who wrote what: GET /api/documents/DOC/authors cuts each text and rich-text
+root into runs, each with the author of the update that inserted it, for the
+latest version or any other, after a restore (the restorer's), and after
+retention dropped the log the text was typed in (the index kept with the
+snapshot)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pycrdt
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+
+from collab.core.authors import Index, authorship
+from collab.core.history import Sources
+from collab.store import Author, NewUpdate, SnapshotRecord, UpdateRecord
+from collab.store.memory import MemoryStore
+from collab.store.sqlite import SQLiteStore
+from tests.helpers import TIMEOUT_S, typing_updates
+
+
+async def get_json(server, path: str) -> dict:
+    response = await AsyncHTTPClient().fetch(f"http://127.0.0.1:{server.port}{path}")
+    return json.loads(response.body)
+
+
+def who_wrote(body: dict, root: str = "text") -> list[tuple[str, str | None]]:
+    names = [a["name"] for a in body["authors"]]
+    return [
+        (run["text"], None if run["author"] is None else names[run["author"]])
+        for run in body["roots"][root]["runs"]
+    ]
+
+
+async def type_as(connect, doc: str, client_id: str, at: int, words: str) -> None:
+    client = await connect(client_id=client_id)
+    remote = await client.subscribe(doc)
+    text = remote.doc.get("text", type=pycrdt.Text)
+    text.insert(at, words)
+    await remote.flushed()
+    await client.close()
+
+
+async def test_each_part_of_a_text_is_attributed_to_whoever_typed_it(server, connect):
+    await type_as(connect, "two", "ann", 0, "Hello world")
+    await type_as(connect, "two", "bob", 5, ", dear")
+    body = await get_json(server, "/api/documents/two/authors")
+    assert body["seq"] == 2
+    assert who_wrote(body) == [("Hello", "ann"), (", dear", "bob"), (" world", "ann")]
+    assert body["roots"]["text"]["kind"] == "text"
+    first = await get_json(server, "/api/documents/two/authors?seq=1")
+    assert who_wrote(first) == [("Hello world", "ann")]
+
+
+async def test_rich_text_is_attributed_block_by_block(server, connect):
+    client = await connect(client_id="ann")
+    remote = await client.subscribe("rich")
+    fragment = remote.doc.get("default", type=pycrdt.XmlFragment)
+    paragraph = fragment.children.append(pycrdt.XmlElement("paragraph"))
+    paragraph.children.append(pycrdt.XmlText("first"))
+    await remote.flushed()
+    second = await connect(client_id="bob")
+    theirs = await second.subscribe("rich")
+    await theirs.wait_for(lambda: theirs.seq >= remote.seq)
+    other = theirs.doc.get("default", type=pycrdt.XmlFragment)
+    added = other.children.append(pycrdt.XmlElement("paragraph"))
+    added.children.append(pycrdt.XmlText("second"))
+    await theirs.flushed()
+    body = await get_json(server, "/api/documents/rich/authors")
+    assert body["roots"]["default"]["kind"] == "xml"
+    assert who_wrote(body, "default") == [("first", "ann"), ("\n", None), ("second", "bob")]
+
+
+async def test_authors_are_the_same_whichever_instance_accepted_the_edits(
+    settings, start_server, connect
+):
+    store = MemoryStore()
+    a = await start_server(settings.replace(instance_id="a", feed_poll_s=0.01), store)
+    b = await start_server(settings.replace(instance_id="b", feed_poll_s=0.01), store)
+    ann = await connect(target=a, client_id="ann")
+    bob = await connect(target=b, client_id="bob")
+    mine = await ann.subscribe("shared")
+    theirs = await bob.subscribe("shared")
+    mine.doc.get("text", type=pycrdt.Text).insert(0, "from a")
+    await mine.flushed()
+    await theirs.wait_for(lambda: theirs.seq >= mine.seq)
+    text = theirs.doc.get("text", type=pycrdt.Text)
+    text.insert(len(text), ", from b")
+    await theirs.flushed()
+    expected = [("from a", "ann"), (", from b", "bob")]
+    assert who_wrote(await get_json(a, "/api/documents/shared/authors")) == expected
+    assert who_wrote(await get_json(b, "/api/documents/shared/authors")) == expected
+
+
+async def test_restored_text_is_the_restorers(server, connect):
+    await type_as(connect, "restored", "ann", 0, "old text")
+    client = await connect(client_id="bob")
+    remote = await client.subscribe("restored")
+    text = remote.doc.get("text", type=pycrdt.Text)
+    del text[0 : len(text)]
+    await remote.flushed()
+    await AsyncHTTPClient().fetch(
+        f"http://127.0.0.1:{server.port}/api/documents/restored/restore",
+        method="POST",
+        body=json.dumps({"seq": 1}),
+    )
+    body = await get_json(server, "/api/documents/restored/authors")
+    [(words, author)] = who_wrote(body)
+    assert words == "old text" and author.startswith("api:restore:")
+    # The version restored still shows who wrote it first.
+    assert who_wrote(await get_json(server, "/api/documents/restored/authors?seq=1")) == [
+        ("old text", "ann")
+    ]
+
+
+async def test_authors_survive_retention_dropping_the_log(server):
+    store = server.store
+    updates = []
+    doc = pycrdt.Doc(client_id=11)
+    text = doc.get("text", type=pycrdt.Text)
+    doc.observe(lambda event: updates.append(event.update))
+    for at, word in [(0, "kept "), (5, "history")]:
+        text.insert(at, word)
+    authors = [Author(None, "ann", "x"), Author(None, "bob", "x")]
+    await store.append(
+        [
+            NewUpdate("pruned", data, 1.0, who, create=i == 0)
+            for i, (data, who) in enumerate(zip(updates, authors, strict=True))
+        ]
+    )
+    assert await server.rooms.snapshots.write("pruned", 2)
+    await store.prune_history("pruned", 2)
+    assert await store.read_updates("pruned") == []
+    body = await get_json(server, "/api/documents/pruned/authors")
+    assert who_wrote(body) == [("kept ", "ann"), ("history", "bob")]
+
+
+async def test_a_seq_past_the_latest_version_is_refused(server, connect):
+    await type_as(connect, "short", "ann", 0, "x")
+    try:
+        await get_json(server, "/api/documents/short/authors?seq=5")
+    except HTTPClientError as exc:
+        assert exc.code == 400
+    else:
+        raise AssertionError("seq 5 was answered")
+
+
+def test_rich_text_reads_as_the_editor_reads_it_blocks_apart_line_breaks_not():
+    doc = pycrdt.Doc()
+    fragment = doc.get("default", type=pycrdt.XmlFragment)
+    items = fragment.children.append(pycrdt.XmlElement("bulletList"))
+    item = items.children.append(pycrdt.XmlElement("listItem"))
+    first = item.children.append(pycrdt.XmlElement("paragraph"))
+    first.children.append(pycrdt.XmlText("one"))
+    first.children.append(pycrdt.XmlElement("hardBreak"))
+    first.children.append(pycrdt.XmlText("two"))
+    fragment.children.append(pycrdt.XmlElement("paragraph"))  # empty
+    fragment.children.append(pycrdt.XmlElement("horizontalRule"))
+    last = fragment.children.append(pycrdt.XmlElement("heading"))
+    last.children.append(pycrdt.XmlText("end"))
+    record = UpdateRecord("d", 1, doc.get_update(), 1.0, Author(None, "ann", None))
+    found = authorship(Sources(None, (), [record]), None, [record])
+    assert [(r["text"], r["author"]) for r in found.roots["default"]["runs"]] == [
+        ("onetwo", 0),
+        ("\n\n", None),
+        ("end", 0),
+    ]
+
+
+def test_the_index_keeps_the_first_author_of_a_range():
+    index = Index()
+    doc = pycrdt.Doc(client_id=3)
+    updates = []
+    doc.observe(lambda event: updates.append(event.update))
+    doc.get("text", type=pycrdt.Text).insert(0, "abc")
+    index.add(UpdateRecord("d", 1, updates[0], 1.0, Author("ann", None, None)))
+    index.add(UpdateRecord("d", 2, updates[0], 2.0, Author("bob", None, None)))  # sent again
+    again = Index(index.encode())
+    assert again.runs(3, 0, 3) == [(3, '["ann",null]')]
+
+
+async def test_a_snapshot_made_by_a_load_that_replayed_a_long_log_keeps_the_authors(
+    settings, start_server, connect, monkeypatch
+):
+    count = 3 * settings.snapshot_every_updates
+    store = SQLiteStore(settings.store_url.removeprefix("sqlite:///"))
+    await store.open()
+    people = [Author(None, "ann", "old"), Author(None, "bob", "old")]
+    await store.append(
+        [
+            NewUpdate("old", data, time.time(), people[seq * 2 // count])
+            for seq, data in enumerate(typing_updates(count))
+        ]
+    )
+    await store.close()
+    server = await start_server(settings)
+    saved: list[SnapshotRecord] = []
+    snapshotted = asyncio.Event()
+    save_snapshot = server.store.save_snapshot
+
+    async def watched_save_snapshot(snapshot: SnapshotRecord) -> None:
+        await save_snapshot(snapshot)
+        saved.append(snapshot)
+        snapshotted.set()
+
+    monkeypatch.setattr(server.store, "save_snapshot", watched_save_snapshot)
+    client = await connect(server)
+    await client.subscribe("old")
+    await asyncio.wait_for(snapshotted.wait(), TIMEOUT_S)
+    assert saved[0].seq == count and saved[0].authors is not None
+    half = count // 2
+    # typing_updates' Yjs client is 7, one clock a character.
+    assert Index(saved[0].authors).runs(7, 0, count) == [
+        (half, '[null,"ann"]'),
+        (count - half, '[null,"bob"]'),
+    ]

@@ -1,0 +1,300 @@
+"""collab's WebSocket reader (collab.web.reading) on real sockets: frames cut
+anywhere or packed many to a write arrive whole and in order, a handler's awaitable
+holds the next message back, protocol errors close with their code, and the parts
+of Tornado it relies on are still there."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import inspect
+import os
+import socket
+import struct
+from typing import Any
+
+import msgpack
+import pytest
+import tornado.web
+import tornado.websocket
+from tornado.util import _websocket_mask
+from tornado.websocket import WebSocketProtocol13
+
+from collab.errors import CloseCode
+from collab.web.frames import Opcode
+from collab.web.reading import BufferedReadProtocol
+from collab.wire.native import PROTOCOL_VERSION
+from tests.helpers import TIMEOUT_S, SeqWatcher, text_update
+from tests.test_frames import frame
+
+
+class Wire:
+    """A WebSocket client that writes hand-made bytes, cut where a test says."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def connect(cls, port: int, path: str = "/ws") -> Wire:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write(
+            (
+                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        response = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT_S)
+        assert response.startswith(b"HTTP/1.1 101"), response
+        return cls(reader, writer)
+
+    async def write(self, data: bytes, piece_bytes: int | None = None) -> None:
+        """Write ``data`` in pieces of ``piece_bytes`` (all at once by default),
+        each on its own (no delay: each goes in a segment of its own if it can)."""
+        step = piece_bytes or len(data)
+        for start in range(0, len(data), step):
+            self.writer.write(data[start : start + step])
+            await self.writer.drain()
+
+    async def read_frame(self) -> tuple[int, bytes]:
+        async with asyncio.timeout(TIMEOUT_S):
+            head = await self.reader.readexactly(2)
+            length = head[1] & 0x7F
+            if length == 126:
+                (length,) = struct.unpack("!H", await self.reader.readexactly(2))
+            elif length == 127:
+                (length,) = struct.unpack("!Q", await self.reader.readexactly(8))
+            return head[0] & 0x0F, await self.reader.readexactly(length)
+
+    async def read_message(self) -> dict[str, Any]:
+        while True:
+            opcode, payload = await self.read_frame()
+            if opcode == Opcode.BINARY:
+                return msgpack.unpackb(payload, raw=False)
+
+    async def close_code(self) -> int:
+        while True:
+            opcode, payload = await self.read_frame()
+            if opcode == Opcode.CLOSE:
+                return struct.unpack("!H", payload[:2])[0]
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def native(message: dict[str, Any], **options: Any) -> bytes:
+    return frame(msgpack.packb(message, use_bin_type=True), **options)
+
+
+HELLO = native({"type": "hello", "version": PROTOCOL_VERSION, "client": "wire"})
+
+
+async def test_frames_written_one_byte_at_a_time_arrive_whole_and_in_order(server):
+    wire = await Wire.connect(server.port)
+    pings = b"".join(native({"type": "ping", "id": i}) for i in range(20))
+    await wire.write(HELLO + pings, piece_bytes=1)
+    assert (await wire.read_message())["type"] == "welcome"
+    assert [(await wire.read_message())["id"] for _ in range(20)] == list(range(20))
+    wire.close()
+
+
+async def test_many_frames_in_one_write_are_all_applied_in_order(server):
+    watcher = await SeqWatcher.join(server.port, "watcher", "packed")
+    wire = await Wire.connect(server.port)
+    doc = "packed"
+    updates = [text_update(f"<{i}>", client_id=1000 + i) for i in range(200)]
+    frames = [native({"type": "subscribe", "doc": doc})]
+    frames += [
+        native({"type": "update", "doc": doc, "ref": ref, "update": update})
+        for ref, update in enumerate(updates)
+    ]
+    await wire.write(HELLO + b"".join(frames))
+    acks = []
+    while len(acks) < len(updates):
+        message = await wire.read_message()
+        if message["type"] == "ack":
+            acks.append(message["ref"])
+    assert acks == list(range(200))
+    await watcher.wait_for(lambda: all(f"<{i}>" in watcher.text() for i in range(200)))
+    await watcher.close()
+    wire.close()
+
+
+async def test_frames_cut_at_odd_places_across_writes_arrive_in_order(server):
+    wire = await Wire.connect(server.port)
+    pings = b"".join(native({"type": "ping", "id": "x" * (i * 37 % 300)}) for i in range(60))
+    await wire.write(HELLO + pings, piece_bytes=7)
+    await wire.write(b"".join(native({"type": "ping", "id": i}) for i in range(60)), 1000)
+    assert (await wire.read_message())["type"] == "welcome"
+    ids = [(await wire.read_message())["id"] for _ in range(120)]
+    assert ids == ["x" * (i * 37 % 300) for i in range(60)] + list(range(60))
+    wire.close()
+
+
+async def test_a_fragmented_message_with_a_ping_inside_is_answered_and_read(server):
+    wire = await Wire.connect(server.port)
+    body = msgpack.packb({"type": "ping", "id": "fragmented"})
+    await wire.write(HELLO)
+    assert (await wire.read_message())["type"] == "welcome"
+    data = (
+        frame(body[:3], fin=False)
+        + frame(b"are you there", Opcode.PING)
+        + frame(body[3:], Opcode.CONTINUATION)
+    )
+    await wire.write(data, piece_bytes=3)
+    assert await wire.read_frame() == (Opcode.PONG, b"are you there")
+    assert (await wire.read_message())["id"] == "fragmented"
+    wire.close()
+
+
+async def test_a_y_websocket_peer_is_read_the_same_way(server):
+    wire = await Wire.connect(server.port, "/yjs/cut")
+    sync_step1 = bytes([0, 0, 1, 0])  # sync, step 1, an empty state vector
+    await wire.write(frame(sync_step1) * 3, piece_bytes=1)
+    answers = []
+    while len(answers) < 3:
+        _, payload = await wire.read_frame()
+        if payload[:2] == bytes([0, 1]):  # sync step 2
+            answers.append(payload)
+    wire.close()
+
+
+@pytest.mark.allow_error_logs
+@pytest.mark.parametrize(
+    "bad",
+    [
+        frame(b"abc", masked=False),
+        frame(b"abc", rsv=0x40),
+        frame(b"abc", 0x3),
+        frame(b"abc", Opcode.CONTINUATION),
+        frame(b"abc", Opcode.PING, fin=False),
+    ],
+    ids=["unmasked", "reserved bit", "reserved opcode", "lone continuation", "fragmented ping"],
+)
+async def test_a_frame_breaking_rfc_6455_closes_with_1002(server, bad):
+    wire = await Wire.connect(server.port)
+    await wire.write(HELLO + bad)
+    assert (await wire.read_message())["type"] == "welcome"
+    assert await wire.close_code() == CloseCode.BAD_FRAME
+    wire.close()
+
+
+async def test_a_message_over_the_limit_closes_with_1009_before_its_payload_is_sent(
+    start_server, settings
+):
+    small = await start_server(settings.replace(max_frame_bytes=64 * 1024))
+    wire = await Wire.connect(small.port)
+    header = frame(b"", length=64 * 1024 + 1)  # the header alone
+    await wire.write(HELLO + header)
+    assert (await wire.read_message())["type"] == "welcome"
+    assert await wire.close_code() == CloseCode.MESSAGE_TOO_BIG
+    wire.close()
+
+
+async def test_a_close_frame_is_answered_and_what_follows_it_is_not_read(server):
+    wire = await Wire.connect(server.port)
+    close = frame(struct.pack("!H", 1000) + b"bye", Opcode.CLOSE)
+    await wire.write(HELLO)
+    assert (await wire.read_message())["type"] == "welcome"
+    await wire.write(close + native({"type": "ping", "id": "after"}))
+    assert await wire.read_frame() == (Opcode.CLOSE, struct.pack("!H", 1000))
+    assert await wire.reader.read() == b""  # closed, and no pong for the ping after
+    wire.close()
+
+
+# -- a handler's awaitable holds the next message back -----------------------------------
+
+
+class Holding(tornado.websocket.WebSocketHandler):
+    """Records messages; the first one's handling waits for ``release``."""
+
+    def initialize(
+        self, seen: list[bytes], first: asyncio.Event, release: asyncio.Future[None]
+    ) -> None:
+        self.seen, self.first, self.release = seen, first, release
+
+    def get_websocket_protocol(self) -> Any:
+        protocol = super().get_websocket_protocol()
+        return BufferedReadProtocol(self, False, protocol.params)  # type: ignore[union-attr]
+
+    def on_message(self, message: str | bytes) -> Any:
+        self.seen.append(message)  # type: ignore[arg-type]
+        if len(self.seen) == 1:
+            self.first.set()
+            return self.release
+        if len(self.seen) == 3:
+            self.write_message(b"all three", binary=True)
+        return None
+
+
+async def test_no_message_is_dispatched_while_the_previous_ones_handling_is_awaited():
+    seen: list[bytes] = []
+    first = asyncio.Event()
+    release: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    options = {"seen": seen, "first": first, "release": release}
+    app = tornado.web.Application([(r"/", Holding, options)])
+    server = app.listen(0, "127.0.0.1")
+    try:
+        port = next(iter(server._sockets.values())).getsockname()[1]
+        wire = await Wire.connect(port, "/")
+        await wire.write(frame(b"one") + frame(b"two") + frame(b"three"))  # one write
+        await wire.write(frame(b"ping", Opcode.PING))
+        await asyncio.wait_for(first.wait(), TIMEOUT_S)
+        # Nothing after the first message is read, pings included, until it is handled.
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert seen == [b"one"]
+        release.set_result(None)
+        assert await wire.read_frame() == (Opcode.BINARY, b"all three")
+        assert await wire.read_frame() == (Opcode.PONG, b"ping")
+        assert seen == [b"one", b"two", b"three"]
+        wire.close()
+    finally:
+        server.stop()
+
+
+# -- what is relied on in Tornado -------------------------------------------------------
+
+
+def test_the_parts_of_tornado_the_reader_relies_on_are_still_there():
+    """collab.web.reading overrides WebSocketProtocol13._receive_frame_loop and calls
+    these; if this fails, Tornado changed under it: read its new reader first."""
+    assert list(inspect.signature(WebSocketProtocol13.__init__).parameters) == [
+        "self",
+        "handler",
+        "mask_outgoing",
+        "params",
+    ]
+    assert inspect.iscoroutinefunction(WebSocketProtocol13._receive_frame_loop)
+    assert list(inspect.signature(WebSocketProtocol13._handle_message).parameters) == [
+        "self",
+        "opcode",
+        "data",
+    ]
+    for name in ("_abort", "close", "_run_callback"):
+        assert callable(getattr(WebSocketProtocol13, name))
+    protocol = WebSocketProtocol13(
+        None,  # type: ignore[arg-type]
+        False,
+        tornado.websocket._WebSocketParams(max_message_size=10),
+    )
+    assert protocol.params.max_message_size == 10
+    for name in ("_decompressor", "_wire_bytes_in", "client_terminated", "close_code"):
+        assert hasattr(protocol, name), name
+    assert _websocket_mask(b"\x01\x02\x03\x04", b"\x01\x02\x03\x04\x05") == b"\0\0\0\0\x04"
+    # The read loop's entry, and its end: on_ws_connection_close after the loop.
+    source = inspect.getsource(WebSocketProtocol13._accept_connection)
+    assert "await self._receive_frame_loop()" in source
+    source = inspect.getsource(WebSocketProtocol13._receive_frame_loop)
+    assert "on_ws_connection_close" in source
+
+
+async def test_collabs_handlers_read_with_the_buffered_reader(server):
+    wire = await Wire.connect(server.port)
+    await wire.write(HELLO)
+    await wire.read_message()
+    (handler,) = server.sockets
+    assert type(handler.ws_connection) is BufferedReadProtocol
+    wire.close()
