@@ -27,6 +27,7 @@ from collab.store import (
     Author,
     AwarenessChange,
     Checkpoint,
+    DeletionRecord,
     DocumentHead,
     FeedPosition,
     NewUpdate,
@@ -510,6 +511,116 @@ class StoreContract:
             await store.append([new("doc", "after")])
             _, later = await next_batches(feed, 1)
         assert [r.data for r in missed + later] == [b"while away", b"after"]
+
+    # -- deletions in the feed ----------------------------------------------------------------
+
+    async def test_a_deletion_is_in_the_feed_after_its_updates_and_before_the_next_generation(
+        self, store: Store, second: Store
+    ):
+        old = (await store.load("notes", create=True)).epoch
+        position = await second.feed_position()
+        async with contextlib.aclosing(
+            second.follow(position, poll_s=0.01, deletions=True)
+        ) as feed:
+            before = (await store.append(news("notes", 2))).records
+            await store.append([new("other", "1")])
+            # Read before the deletion: a store may drop a deleted generation's
+            # updates from its feed (SQLite's go with its rows), never the deletion.
+            _, records = await next_batches(feed, 3)
+            assert await store.delete_document("notes", by=Author("ann", None, "one")) is True
+            after = (await store.append([new("notes", "again")])).records
+
+            _, rest = await next_batches(feed, 2)
+            records += rest
+
+        assert [type(r).__name__ for r in records] == [
+            "UpdateRecord",
+            "UpdateRecord",
+            "UpdateRecord",
+            "DeletionRecord",
+            "UpdateRecord",
+        ]
+        assert records[:2] == before and records[4] == after[0]
+        deletion = records[3]
+        assert isinstance(deletion, DeletionRecord)
+        assert (deletion.doc, deletion.epoch, deletion.last_seq) == ("notes", old, 2)
+        assert deletion.author == Author("ann", None, "one")
+        assert deletion.time_s > 0
+        assert (await store.get_document("notes")).epoch != old
+
+    async def test_a_deletion_made_while_nobody_followed_is_read_from_a_saved_position(
+        self, store: Store, second: Store
+    ):
+        await store.append(news("notes", 3))
+        position = await store.feed_position()
+        await second.delete_document("notes")
+        assert await second.delete_document("notes") is False  # nothing more to record
+
+        async with contextlib.aclosing(store.follow(position, poll_s=0.01, deletions=True)) as feed:
+            _, records = await next_batches(feed, 1)
+            await store.append([new("later", "1")])
+            _, later = await next_batches(feed, 1)
+
+        assert [(r.doc, r.last_seq) for r in records] == [("notes", 3)]
+        assert seqs(later) == [1]
+
+    async def test_a_document_deleted_without_updates_is_in_the_feed_with_last_seq_zero(
+        self, store: Store
+    ):
+        position = await store.feed_position()
+        await store.load("empty", create=True)
+        await store.delete_document("empty")
+        async with contextlib.aclosing(store.follow(position, poll_s=0.01, deletions=True)) as feed:
+            _, records = await next_batches(feed, 1)
+        assert [(r.doc, r.last_seq) for r in records] == [("empty", 0)]
+
+    async def test_the_feed_without_deletions_moves_past_them_and_its_end_is_after_them(
+        self, store: Store
+    ):
+        await store.append(news("notes", 2))
+        position = await store.feed_position()
+        async with contextlib.aclosing(store.follow(position, poll_s=0.01)) as feed:
+            await store.delete_document("notes")
+            written = (await store.append([new("notes", "again")])).records
+            _, records = await next_batches(feed, 1)
+        assert records == written
+
+        await store.delete_document("notes")  # the last commit
+        end = await store.feed_position()
+        async with contextlib.aclosing(store.follow(end, poll_s=0.01, deletions=True)) as feed:
+            written = (await store.append([new("other", "1")])).records
+            _, records = await next_batches(feed, 1)
+        assert records == written  # the deletion was before the end
+
+    async def test_a_feed_of_some_documents_brings_only_their_deletions(self, store: Store):
+        await store.append([new("held", "1"), new("other", "1")])
+        held = frozenset({"held"})
+        position = await store.feed_position()
+        async with contextlib.aclosing(
+            store.follow(position, poll_s=0.01, deletions=True, documents=lambda: held)
+        ) as feed:
+            await store.delete_document("other")
+            await store.delete_document("held")
+            _, records = await next_batches(feed, 1)
+            written = (await store.append([new("held", "again")])).records
+            _, later = await next_batches(feed, 1)
+        assert [(type(r).__name__, r.doc) for r in records] == [("DeletionRecord", "held")]
+        assert later == written
+
+    async def test_a_deletion_is_followed_on_from_after_a_reopen(
+        self, store: Store, reopen: Reopen
+    ):
+        await store.append(news("notes", 2))
+        position = await store.feed_position()
+        await store.delete_document("notes")
+
+        store = await reopen(store)
+
+        async with contextlib.aclosing(store.follow(position, poll_s=0.01, deletions=True)) as feed:
+            _, records = await next_batches(feed, 1)
+        assert [(type(r).__name__, r.doc, r.last_seq) for r in records] == [
+            ("DeletionRecord", "notes", 2)
+        ]
 
     # -- snapshots --------------------------------------------------------------------------
 

@@ -10,11 +10,13 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
+from tornado.httpclient import AsyncHTTPClient
 
 from collab.auth import Authenticator
-from collab.client import Change, FollowError, follow
+from collab.client import Change, Deletion, FollowError, follow
 from collab.config import Settings
 from collab.peers.events import feed_id, parse_feed_id
+from collab.store import UpdateRecord
 from tests.helpers import RawPeer, SeqWatcher, appends
 from tests.proxy import Proxy
 
@@ -36,7 +38,7 @@ async def write(port: int, doc: str, count: int, client: int, start: int = 0) ->
         await writer.close()
 
 
-async def take(changes: AsyncIterator[Change], count: int) -> list[Change]:
+async def take(changes: AsyncIterator[Change | Deletion], count: int) -> list[Change | Deletion]:
     taken = []
     async with asyncio.timeout(TIMEOUT_S):
         while len(taken) < count:
@@ -70,8 +72,10 @@ class RawStream:
 
 def test_a_feed_id_holds_a_position_and_how_many_records_after_it_were_sent():
     for position in (0, 12345, {"_data": "8266A1B2"}):
-        assert parse_feed_id(feed_id(position, 3)) == (position, 3)
-    for bad in ("", "x", "not-base64!", feed_id(None), feed_id(7, -1)):
+        assert parse_feed_id(feed_id(position, 3)) == (position, 3, None)
+    seen = UpdateRecord("notes", 4, b"", 1.0)
+    assert parse_feed_id(feed_id(7, 2, seen)) == (7, 2, ["notes", 4])
+    for bad in ("", "x", "not-base64!", feed_id(None), feed_id(7, -1), "WzcsMiwzXQ"):
         with pytest.raises(ValueError):
             parse_feed_id(bad)
 
@@ -111,6 +115,62 @@ async def test_a_reader_sees_every_document_it_may_read_in_commit_order_and_resu
         async with contextlib.aclosing(follow(base, token=reader, after=seen[index].id)) as again:
             rest = await take(again, 5 - index)
         assert [(c.doc, c.seq) for c in rest] == [(c.doc, c.seq) for c in seen[index + 1 :]]
+
+
+async def test_a_reader_resuming_from_before_a_deletion_gets_it_after_that_documents_changes(
+    settings: Settings, start_server
+):
+    server = await start_server(settings.replace(auth_secret=SECRET))
+    reader = token("ann", {"team-*": "read"})
+    writer = token("bot", {"*": "write"})
+    base = f"http://127.0.0.1:{server.port}"
+    before = feed_id(await server.store.feed_position())
+
+    async def write_as_bot(doc: str, client: int) -> None:
+        peer = await RawPeer.connect(f"ws://127.0.0.1:{server.port}/ws?token={writer}")
+        watcher = await SeqWatcher.over(peer, f"w{client}", doc)
+        try:
+            for ref, update in enumerate(appends(client, 2)):
+                watcher.send(ref, update)
+            await watcher.wait_for(lambda: len(watcher.acks) == 2)
+        finally:
+            await watcher.close()
+
+    async def delete_as_bot(doc: str) -> None:
+        await AsyncHTTPClient().fetch(
+            f"{base}/api/documents/{doc}",
+            method="DELETE",
+            headers={"Authorization": f"Bearer {writer}"},
+        )
+
+    async with contextlib.aclosing(follow(base, token=reader, after=before)) as changes:
+        await write_as_bot("team-a", 1)
+        await write_as_bot("secret", 2)
+        seen = await take(changes, 2)
+    old = (await server.store.get_document("team-a")).epoch
+    await delete_as_bot("secret")  # not the reader's: it never hears of it
+    await delete_as_bot("team-a")
+    await write_as_bot("team-a", 3)  # a new document of that name
+
+    # The reader was away when it was deleted: it resumes after what it saw.
+    async with contextlib.aclosing(follow(base, token=reader, after=seen[-1].id)) as changes:
+        missed = await take(changes, 3)
+    # and from the deletion's own id: what came after it
+    async with contextlib.aclosing(follow(base, token=reader, after=missed[0].id)) as again:
+        rest = await take(again, 2)
+
+    assert [(c.doc, c.seq) for c in seen if isinstance(c, Change)] == [("team-a", 1), ("team-a", 2)]
+    assert [(type(c).__name__, c.doc) for c in missed] == [
+        ("Deletion", "team-a"),
+        ("Change", "team-a"),
+        ("Change", "team-a"),
+    ]
+    deletion = missed[0]
+    assert isinstance(deletion, Deletion)
+    assert (deletion.epoch, deletion.last_seq) == (old, 2)
+    assert deletion.origin["user"] == "bot"
+    assert [c.seq for c in missed if isinstance(c, Change)] == [1, 2]
+    assert [(type(c).__name__, c.seq) for c in rest] == [("Change", 1), ("Change", 2)]
 
 
 async def test_follow_resumes_across_cut_connections_without_a_gap_or_a_repeat(

@@ -2,7 +2,7 @@
 (collab.client.writes), and :func:`follow` for the change feed across documents
 (``GET /api/events``)."""
 
-from collab.client.changes import Change, ChangesLost, FollowError, follow
+from collab.client.changes import Change, ChangesLost, Deletion, FollowError, follow
 from collab.client.connection import ClientError, ClientState, CollabClient, RemoteDocument
 from collab.client.writes import HttpWriter, WriteError
 
@@ -12,6 +12,7 @@ __all__ = [
     "ClientError",
     "ClientState",
     "CollabClient",
+    "Deletion",
     "FollowError",
     "HttpWriter",
     "RemoteDocument",

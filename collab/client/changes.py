@@ -2,7 +2,7 @@
 
     async with contextlib.aclosing(follow("http://127.0.0.1:8000", token=token)) as changes:
         async for change in changes:
-            print(change.doc, change.seq)
+            print(change.doc, change.seq)  # or a Deletion
 
 :func:`follow` reconnects by itself (with a pause that grows, with jitter) and
 resumes after the last change it yielded, so a change is yielded once and none
@@ -63,6 +63,20 @@ class Change:
     update: bytes = field(repr=False)
 
 
+@dataclass(frozen=True, slots=True)
+class Deletion:
+    """A document was deleted: the generation ``epoch``, whose last seq was
+    ``last_seq``, is gone (a document of that name made later has another epoch
+    and starts at seq 1). ``id`` resumes right after it."""
+
+    id: str
+    doc: str
+    epoch: str
+    last_seq: int
+    time_s: float
+    origin: dict[str, str | None]  # who deleted it
+
+
 class _Ended(Exception):
     """The server ended the stream: follow again from the last id."""
 
@@ -74,9 +88,10 @@ async def follow(
     after: str | None = None,
     idle_timeout_s: float = IDLE_TIMEOUT_S,
     retry_max_s: float = 10.0,
-) -> AsyncIterator[Change]:
-    """Every change to every document the token may read, from ``after`` (a
-    change's id; None: from now on), for ever. ``url``: the server's base URL.
+) -> AsyncIterator[Change | Deletion]:
+    """Every change to every document the token may read, and every deletion of
+    one (a :class:`Deletion`, after the last change of what it deleted), from
+    ``after`` (an id; None: from now on), for ever. ``url``: the server's base URL.
     Raises FollowError when the server refuses, ChangesLost when changes were
     missed. Consume it under ``contextlib.aclosing()``."""
     last = after
@@ -102,7 +117,7 @@ async def follow(
 
 async def _stream(
     url: str, token: str | None, after: str | None, idle_timeout_s: float
-) -> AsyncIterator[Change]:
+) -> AsyncIterator[Change | Deletion]:
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise FollowError(f"{url!r} is not an http:// or https:// URL")
@@ -153,6 +168,16 @@ async def _stream(
                         data["time_s"],
                         data["origin"],
                         base64.b64decode(data["update"]),
+                    )
+                elif event.event == "deleted":
+                    data = json.loads(event.data)
+                    yield Deletion(
+                        event.id or "",
+                        data["doc"],
+                        data["epoch"],
+                        data["last_seq"],
+                        data["time_s"],
+                        data["origin"],
                     )
                 elif event.event == "lost":
                     raise ChangesLost(_error_of(event.data.encode()) or "changes lost", event.id)

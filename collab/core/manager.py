@@ -610,12 +610,13 @@ class RoomManager:
         if room is not None and room.epoch == epoch:
             self._drop(room, f"document {name!r} was deleted; subscribe again")
 
-    async def delete(self, name: str) -> bool:
+    async def delete(self, name: str, *, by: str | None = None) -> bool:
         """Delete a document. Its room here is dropped first (its peers are told and
         resubscribe, to a new, empty document: a reset), its queued writes are
         stored or dropped, then the store deletes it; loads wait meanwhile. Other
         instances drop their room when their next write of it is refused, or when
-        their audit finds it gone. False when there was no such document."""
+        their audit finds it gone. False when there was no such document. The
+        store records who (``by``, a user) and this instance with the deletion."""
         done = asyncio.Event()
         self._deleting[name] = done
         try:
@@ -625,7 +626,9 @@ class RoomManager:
             draining = self._draining.get(name)
             if draining is not None:
                 await draining.flushed()
-            deleted = await self._store.delete_document(name)
+            deleted = await self._store.delete_document(
+                name, by=Author(by, None, self._settings.instance_id)
+            )
         finally:
             if self._deleting.get(name) is done:
                 del self._deleting[name]

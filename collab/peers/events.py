@@ -13,9 +13,10 @@ import contextlib
 import json
 from collections import deque
 from collections.abc import AsyncIterator, Callable
+from typing import Any, NamedTuple
 
 from collab.core.manager import RoomManager
-from collab.store import FeedPosition, Store, UpdateRecord
+from collab.store import DeletionRecord, FeedPosition, FeedRecord, Store, UpdateRecord
 
 
 class DocumentReplaced(Exception):
@@ -129,46 +130,69 @@ class FeedIdError(ValueError):
     """A Last-Event-ID of the change feed that this server cannot follow from."""
 
 
-def feed_id(position: FeedPosition, skip: int = 0) -> str:
-    """The id of a place in the change feed: the store's position and how many of
-    the records after it were already sent (a batch may be cut by a reconnect).
-    Opaque to readers."""
-    text = json.dumps([position, skip], separators=(",", ":"))
+class FeedPlace(NamedTuple):
+    """A place in the change feed: the store's position, how many of the records
+    after it were already sent (a batch may be cut by a reconnect), and the key
+    (:func:`record_key`) of the last of those."""
+
+    position: FeedPosition
+    skip: int = 0
+    seen: list[Any] | None = None
+
+
+def record_key(record: FeedRecord) -> list[Any]:
+    """What tells a record from the others after a position, as JSON."""
+    if isinstance(record, DeletionRecord):
+        return [record.doc, "deleted", record.epoch]
+    return [record.doc, record.seq]
+
+
+def feed_id(position: FeedPosition, skip: int = 0, seen: FeedRecord | None = None) -> str:
+    """The id of a place in the change feed (:class:`FeedPlace`); ``seen`` is the
+    last record sent of the ``skip`` after ``position``. Opaque to readers."""
+    place: list[Any] = [position, skip]
+    if seen is not None:
+        place.append(record_key(seen))
+    text = json.dumps(place, separators=(",", ":"))
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
-def parse_feed_id(raw: str) -> tuple[FeedPosition, int]:
+def parse_feed_id(raw: str) -> FeedPlace:
     try:
         padded = raw + "=" * (-len(raw) % 4)
-        position, skip = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        position, skip, *seen = json.loads(base64.urlsafe_b64decode(padded.encode()))
     except (ValueError, TypeError, binascii.Error):
         raise FeedIdError(f"{raw[:80]!r} is not an id of this feed") from None
-    if not isinstance(skip, int) or skip < 0 or position is None:
+    if not isinstance(skip, int) or skip < 0 or position is None or len(seen) > 1:
         raise FeedIdError(f"{raw[:80]!r} is not an id of this feed")
-    return position, skip
+    if seen and not isinstance(seen[0], list):
+        raise FeedIdError(f"{raw[:80]!r} is not an id of this feed")
+    return FeedPlace(position, skip, seen[0] if seen else None)
 
 
 async def follow_feed(
     store: Store,
-    after: tuple[FeedPosition, int] | None,
+    after: FeedPlace | None,
     *,
     readable: Callable[[str], bool],
     poll_s: float,
     idle_s: float,
     stop: asyncio.Event,
-) -> AsyncIterator[list[tuple[str, UpdateRecord]]]:
-    """Every document's updates that ``readable`` lets through, in commit order
-    (each document's in seq order), from a place in the store's feed (None: from
-    now on), each with the feed id that resumes after it. Read from the store as
-    the consumer asks (at most two pages of it held); an empty batch after
-    ``idle_s`` of quiet. Ends when ``stop`` is set. Raises StoreError, and
-    FeedLost when that place cannot be followed from any more. Consume it under
-    ``contextlib.aclosing()``."""
-    position, skip = after if after is not None else (await store.feed_position(), 0)
-    batches: asyncio.Queue[tuple[FeedPosition, list[UpdateRecord]]] = asyncio.Queue(maxsize=1)
+) -> AsyncIterator[list[tuple[str, FeedRecord]]]:
+    """Every document's updates and deletions that ``readable`` lets through, in
+    commit order (each document's updates in seq order, then its deletion), from a
+    place in the store's feed (None: from now on), each with the feed id that
+    resumes after it. Read from the store as the consumer asks (at most two pages
+    of it held); an empty batch after ``idle_s`` of quiet. Ends when ``stop`` is
+    set. Raises StoreError, and FeedLost when that place cannot be followed from
+    any more. Consume it under ``contextlib.aclosing()``."""
+    position, skip, seen = after if after is not None else FeedPlace(await store.feed_position())
+    batches: asyncio.Queue[tuple[FeedPosition, list[FeedRecord]]] = asyncio.Queue(maxsize=1)
 
     async def pump() -> None:
-        async with contextlib.aclosing(store.follow(position, poll_s=poll_s)) as feed:
+        async with contextlib.aclosing(
+            store.follow(position, poll_s=poll_s, deletions=True)
+        ) as feed:
             async for batch in feed:
                 await batches.put(batch)
 
@@ -195,14 +219,36 @@ async def follow_feed(
                 yield []
                 continue
             reached, records = got.result()
+            first = 0
+            if records and seen is not None:
+                # Resuming inside a batch: past the record last sent. A deletion may
+                # have taken records of the window away since (SQLite drops a deleted
+                # document's rows), so it is found by its key, not counted; when it
+                # is gone itself, the batch is sent whole (some again: at least once).
+                # Records only go away, so it is at most ``skip`` records in: the
+                # nearest match to there (a name's seqs repeat across generations).
+                first = next(
+                    (
+                        index + 1
+                        for index in range(min(skip, len(records)) - 1, -1, -1)
+                        if record_key(records[index]) == seen
+                    ),
+                    0,
+                )
+                seen = None
+                skip = 0
+            elif records:  # an id without a key (none are made now): counted
+                first = min(skip, len(records))
+                skip = max(0, skip - len(records))
             out = []
             for index, record in enumerate(records):
-                if index < skip:
+                if index < first:
                     continue
                 if readable(record.doc):
                     last = index == len(records) - 1
-                    out.append((feed_id(reached) if last else feed_id(start, index + 1), record))
-            skip = max(0, skip - len(records))
+                    out.append(
+                        (feed_id(reached) if last else feed_id(start, index + 1, record), record)
+                    )
             start = reached
             # Batches of documents the reader may not see are not news to it, but
             # they must not keep the keep-alive from being sent either.

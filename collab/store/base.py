@@ -27,11 +27,13 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence, Set
 
 from collab.store.records import (
     AppendResult,
+    Author,
     AwarenessChange,
     Checkpoint,
     DocumentHead,
     DocumentInfo,
     FeedPosition,
+    FeedRecord,
     LoadedDocument,
     NewUpdate,
     QuarantinedEntry,
@@ -62,10 +64,16 @@ class DocumentStore(abc.ABC):
         in it), unless ``create``: then it is, empty, with a new epoch."""
 
     @abc.abstractmethod
-    async def delete_document(self, doc: str) -> bool:
+    async def delete_document(self, doc: str, *, by: Author | None = None) -> bool:
         """Delete a document: its log, snapshots and presence. False when there was
         none. An append of updates made for it (``NewUpdate.epoch``) is refused from
-        then on; a new document of that name gets a new epoch."""
+        then on; a new document of that name gets a new epoch. In the same step the
+        feed gets a :class:`DeletionRecord` (the generation, its head, the time and
+        ``by``), after every update of that generation and before any of the next
+        one, so that what follows the feed learns of it after a restart too. The
+        generation's updates may be gone from the feed from then on (SQLite's go
+        with their rows) or still in it (MongoDB's change stream): never after it,
+        but for an append that raced the deletion and was taken back."""
 
     @abc.abstractmethod
     async def get_document(self, doc: str) -> DocumentInfo | None:
@@ -138,8 +146,9 @@ class FeedStore(abc.ABC):
         *,
         poll_s: float,
         exclude_instance: str | None = None,
+        deletions: bool = False,
         documents: HeldDocuments | None = None,
-    ) -> AsyncIterator[tuple[FeedPosition, list[UpdateRecord]]]:
+    ) -> AsyncIterator[tuple[FeedPosition, list[FeedRecord]]]:
         """Records every instance commits after ``after``, in commit order, as
         ``(position, records)`` batches; ``position`` resumes after the batch. The
         first batch comes once the feed is open, and may be empty, as may a batch
@@ -149,6 +158,10 @@ class FeedStore(abc.ABC):
         again from the last position; FeedLost when that position cannot be
         followed from any more: follow from :meth:`feed_position` and read the log
         for what was missed.
+
+        With ``deletions``, the batches carry each document's deletion
+        (:class:`DeletionRecord`, whoever made it) in its place in that order too;
+        without, only updates.
 
         ``documents`` (None: every document) names the documents the follower holds
         now; the records of the others may be left out, unread. The backend calls it

@@ -17,11 +17,14 @@ from collab.errors import DocumentChanged, StoreError
 from collab.store.base import HeldDocuments, Store, creating, expected_epochs, next_heads
 from collab.store.records import (
     AppendResult,
+    Author,
     AwarenessChange,
     Checkpoint,
+    DeletionRecord,
     DocumentHead,
     DocumentInfo,
     FeedPosition,
+    FeedRecord,
     LoadedDocument,
     NewUpdate,
     QuarantinedEntry,
@@ -61,7 +64,7 @@ class MemoryStore(Store):
         super().__init__()
         self._docs: dict[str, _Document] = {}
         self._names: dict[str, dict[int, VersionName]] = {}  # doc -> seq -> its name
-        self._feed: list[UpdateRecord] = []  # every record, in commit order
+        self._feed: list[FeedRecord] = []  # every record, in commit order
         self._awareness: dict[tuple[str, int], AwarenessChange] = {}
         self._awareness_feed: list[AwarenessChange] = []
         self._feed_positions: dict[str, FeedPosition] = {}
@@ -94,11 +97,17 @@ class MemoryStore(Store):
         self.stats.log_rows_read += len(updates)
         return LoadedDocument(doc, document.epoch, snapshot, updates)
 
-    async def delete_document(self, doc: str) -> bool:
+    async def delete_document(self, doc: str, *, by: Author | None = None) -> bool:
         for key in [key for key in self._awareness if key[0] == doc]:
             del self._awareness[key]
         self._names.pop(doc, None)
-        return self._docs.pop(doc, None) is not None
+        document = self._docs.pop(doc, None)
+        if document is None:
+            return False
+        gone = DeletionRecord(doc, document.epoch, document.head_seq, time.time(), by or Author())
+        self._feed.append(gone)
+        await self._notify()
+        return True
 
     async def get_document(self, doc: str) -> DocumentInfo | None:
         document = self._docs.get(doc)
@@ -210,8 +219,9 @@ class MemoryStore(Store):
         *,
         poll_s: float,
         exclude_instance: str | None = None,
+        deletions: bool = False,
         documents: HeldDocuments | None = None,
-    ) -> AsyncIterator[tuple[FeedPosition, list[UpdateRecord]]]:
+    ) -> AsyncIterator[tuple[FeedPosition, list[FeedRecord]]]:
         position = after
         yield position, []  # open at once
         while True:
@@ -219,6 +229,8 @@ class MemoryStore(Store):
             async with self._changed:
                 await self._changed.wait_for(lambda start=start: len(self._feed) > start)
             records, position = self._feed[start:], len(self._feed)
+            if not deletions:
+                records = [r for r in records if isinstance(r, UpdateRecord)]
             if exclude_instance is not None:
                 records = [r for r in records if r.author.instance != exclude_instance]
             if documents is not None:

@@ -84,6 +84,22 @@ class UpdateRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class DeletionRecord:
+    """A document's deletion, as the store's feed carries it (``follow(...,
+    deletions=True)``): after every update of the generation it ended, before any
+    of the next one of that name."""
+
+    doc: str
+    epoch: str  # the generation deleted
+    last_seq: int  # its head when it was deleted (0: it had no update)
+    time_s: float
+    author: Author = Author()  # who deleted it
+
+
+FeedRecord = UpdateRecord | DeletionRecord  # what follow(..., deletions=True) yields
+
+
+@dataclass(frozen=True, slots=True)
 class DocumentHead:
     """Where a document's log stands after an append, for deciding snapshots."""
 

@@ -1,10 +1,11 @@
 """``GET /api/events``: the change feed across documents, as Server-Sent Events.
 
-Every update stored for any document the token may read, in the order the store
-committed them (every instance's), each with the id of its place in the store's
-feed: ``Last-Event-ID`` (or ``?after=ID``) resumes right after it, on any
-instance. Read from the log by position (collab.peers.events.follow_feed), never
-from what this instance holds in memory.
+Every update stored for any document the token may read, and every deletion of
+one (``event: deleted``), in the order the store committed them (every
+instance's), each with the id of its place in the store's feed:
+``Last-Event-ID`` (or ``?after=ID``) resumes right after it, on any instance.
+Read from the log by position (collab.peers.events.follow_feed), never from what
+this instance holds in memory.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from tornado.iostream import StreamClosedError
 from collab.auth import Identity
 from collab.errors import FeedLost, StoreError
 from collab.peers import events
-from collab.store import FeedPosition, UpdateRecord
+from collab.store import DeletionRecord, FeedRecord
 from collab.web.documents import EventStreamHandler
 
 
@@ -33,7 +34,7 @@ class ChangesHandler(EventStreamHandler):
     async def get(self) -> None:
         identity = self.identity()
         raw = self.request.headers.get("Last-Event-ID") or self.get_query_argument("after", None)
-        after: tuple[FeedPosition, int] | None = None
+        after: events.FeedPlace | None = None
         if raw:
             try:
                 after = events.parse_feed_id(raw)
@@ -41,7 +42,7 @@ class ChangesHandler(EventStreamHandler):
                 raise tornado.web.HTTPError(400, str(exc)) from None
         await self.while_allowed(identity, self._stream(identity, after))
 
-    async def _stream(self, identity: Identity, after: tuple[FeedPosition, int] | None) -> None:
+    async def _stream(self, identity: Identity, after: events.FeedPlace | None) -> None:
         settings = self.server.settings
         self.open_stream()
         stream = events.follow_feed(
@@ -89,7 +90,17 @@ class ChangesHandler(EventStreamHandler):
         self.write(f"id: {end}\nevent: lost\ndata: {data}\n\n")
 
     @staticmethod
-    def _event(event_id: str, record: UpdateRecord) -> str:
+    def _event(event_id: str, record: FeedRecord) -> str:
+        if isinstance(record, DeletionRecord):
+            gone = {
+                "doc": record.doc,
+                "epoch": record.epoch,
+                "last_seq": record.last_seq,
+                "time_s": record.time_s,
+                "origin": record.author.as_dict(),
+            }
+            text = json.dumps(gone, separators=(",", ":"))
+            return f"id: {event_id}\nevent: deleted\ndata: {text}\n\n"
         data = {
             "doc": record.doc,
             "seq": record.seq,

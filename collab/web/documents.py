@@ -173,9 +173,9 @@ class DocumentHandler(DocumentApiHandler):
     resubscribe to a new, empty document under a new epoch."""
 
     async def delete(self, doc: str) -> None:
-        self.require_write(doc)
+        identity = self.require_write(doc)
         try:
-            deleted = await self.server.rooms.delete(doc)
+            deleted = await self.server.rooms.delete(doc, by=identity.user)
         except StoreError as exc:
             self.on_store_error(exc)
         if not deleted:

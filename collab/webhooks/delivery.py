@@ -8,7 +8,9 @@ endpoint's stored position:
 
 - a *reader* gathers each document's new seqs into one pending range (memory is
   one entry per document, at most ``webhook_max_pending_documents``; the feed
-  waits past that);
+  waits past that), and a document's deletion, which the feed carries in its
+  place, onto its range: a range that ends in a deletion is due at once, and the
+  next generation's updates wait for it to be taken;
 - a *sender* POSTs a range once its document was quiet for ``webhook_quiet_s``,
   or had waited ``webhook_max_wait_s``: one request at a time, so each document's
   ranges go in seq order; a request that fails is sent again, after a pause that
@@ -31,6 +33,7 @@ import json
 import logging
 import random
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -43,7 +46,7 @@ from collab.config import Settings
 from collab.core.feed import FeedFollower
 from collab.errors import StoreError
 from collab.metrics import Metrics
-from collab.store import FeedPosition, Store, UpdateRecord, WebhookState
+from collab.store import DeletionRecord, FeedPosition, FeedRecord, Store, UpdateRecord, WebhookState
 from collab.tasks import TaskGroup
 from collab.webhooks.signing import (
     EVENT_HEADER,
@@ -71,20 +74,27 @@ class LeaseLost(Exception):
 
 @dataclass(slots=True)
 class Pending:
-    """A document's seqs not delivered yet, gathered from the feed."""
+    """A document's seqs not delivered yet, gathered from the feed, and its
+    deletion when the feed brought that after them."""
 
     doc: str
-    first_seq: int
-    last_seq: int
-    start: tuple[int, FeedPosition]  # (ordinal, position) of the feed before its first seq
+    start: tuple[int, FeedPosition]  # (ordinal, position) of the feed before its first record
     first_at: float  # monotonic
     last_at: float
-    time_s: float  # of its last update
+    first_seq: int = 0  # 0: no update, only a deletion
+    last_seq: int = 0
+    time_s: float = 0.0  # of its last update
+    epoch: str | None = None  # of its updates, as the feed gives it
     updates: int = 0
     authors: list[str] = field(default_factory=list)
     restored: list[int] = field(default_factory=list)  # seqs made by a restore
+    deletion: DeletionRecord | None = None
 
     def add(self, record: UpdateRecord, now: float) -> None:
+        if not self.updates:
+            self.first_seq = record.seq
+        if record.epoch is not None:
+            self.epoch = record.epoch
         self.last_seq = record.seq
         self.last_at = now
         self.time_s = record.time_s
@@ -218,31 +228,47 @@ class WebhookRunner:
             self.state = replace(self.state, last_error="changes lost: the feed moved past")
             return await self._store.feed_position()
 
-        follower: FeedFollower[UpdateRecord] = FeedFollower(
+        follower: FeedFollower[FeedRecord] = FeedFollower(
             f"the feed of webhook {self.spec.name}",
             end=lost,
-            follow=lambda after: self._store.follow(after, poll_s=poll_s),
+            follow=lambda after: self._store.follow(after, poll_s=poll_s, deletions=True),
             poll_s=poll_s,
             log=log,
         )
         follower.position = position
         ordinal = 0
         before = position
+        # The generations deleted lately: a MongoDB feed may still bring an update
+        # of one after its deletion (an append that raced it, then taken back).
+        gone: OrderedDict[str, str] = OrderedDict()
         async with contextlib.aclosing(follower.batches()) as feed:
             async for reached, records in feed:
                 start = (ordinal, before)
                 ordinal += 1
                 for record in records:
+                    if isinstance(record, UpdateRecord) and gone.get(record.doc) == record.epoch:
+                        continue  # stored after the deletion and taken back (MongoDB)
                     pending = self._pending.get(record.doc)
+                    # The next generation's updates go after the deletion: once it
+                    # was taken (it is due at once), they start a range of their own.
+                    while pending is not None and pending.deletion is not None:
+                        self._room.clear()
+                        await self._room.wait()
+                        pending = self._pending.get(record.doc)
                     if pending is None:
                         while len(self._pending) >= s.webhook_max_pending_documents:
                             self._room.clear()
                             await self._room.wait()
                         now = self._clock()
-                        pending = self._pending[record.doc] = Pending(
-                            record.doc, record.seq, record.seq, start, now, now, record.time_s
-                        )
-                    pending.add(record, self._clock())
+                        pending = self._pending[record.doc] = Pending(record.doc, start, now, now)
+                    if isinstance(record, DeletionRecord):
+                        pending.deletion = record
+                        gone[record.doc] = record.epoch
+                        gone.move_to_end(record.doc)
+                        if len(gone) > s.webhook_max_pending_documents:
+                            gone.popitem(last=False)
+                    else:
+                        pending.add(record, self._clock())
                 self._reached = (ordinal, reached)
                 before = reached
                 self._arrived.set()
@@ -254,6 +280,8 @@ class WebhookRunner:
         s = self._settings
         wait = s.webhook_quiet_s
         for pending in self._pending.values():
+            if pending.deletion is not None:  # nothing more comes for its generation
+                return pending, 0.0
             due = min(pending.last_at + s.webhook_quiet_s, pending.first_at + s.webhook_max_wait_s)
             if due <= now:
                 return pending, 0.0
@@ -283,19 +311,23 @@ class WebhookRunner:
 
     async def _deliveries(self, pending: Pending) -> list[Delivery]:
         """The requests a document's range makes, in order: created (its seq 1),
-        changed (the range), restored (each restore in it); or deleted, when the
-        document is gone (or is another generation) by the time it is sent."""
-        info = await self._retrying(lambda: self._store.get_document(pending.doc))
-        if info is None or info.head_seq < pending.last_seq:
-            made = [("deleted", pending.first_seq, pending.last_seq)]
-            epoch = None
-        else:
-            epoch = info.epoch
-            made = []
+        changed (the range), restored (each restore in it), then deleted (the
+        generation's seqs, 1 to its last) when the feed brought its deletion.
+        All under the epoch of the generation the range belongs to."""
+        epoch = pending.epoch
+        if pending.deletion is not None:
+            epoch = pending.deletion.epoch
+        elif epoch is None and pending.updates:  # a feed that does not give it
+            info = await self._retrying(lambda: self._store.get_document(pending.doc))
+            epoch = info.epoch if info is not None else None
+        made = []
+        if pending.updates:
             if pending.first_seq == 1:
                 made.append(("created", 1, 1))
             made.append(("changed", pending.first_seq, pending.last_seq))
             made.extend(("restored", seq, seq) for seq in pending.restored)
+        if pending.deletion is not None:
+            made.append(("deleted", 1, pending.deletion.last_seq))
         deliveries = []
         for event, first, last in made:
             if event not in self.spec.events:
@@ -313,6 +345,8 @@ class WebhookRunner:
                 payload.update(
                     updates=pending.updates, authors=pending.authors, time_s=pending.time_s
                 )
+            elif event == "deleted" and pending.deletion is not None:
+                payload.update(time_s=pending.deletion.time_s, by=pending.deletion.author.as_dict())
             body = json.dumps(payload, separators=(",", ":")).encode()
             deliveries.append(Delivery(event, body, key))
         return deliveries

@@ -14,9 +14,9 @@ from pymongo import ASCENDING
 from collab.errors import StoreError
 from collab.store.base import prefix_end
 from collab.store.mongodb.base import MongoBase, store_errors
-from collab.store.mongodb.log import read_log
+from collab.store.mongodb.log import deletion_entry, read_log
 from collab.store.mongodb.snapshots import latest_snapshot_in
-from collab.store.records import DocumentInfo, LoadedDocument
+from collab.store.records import Author, DocumentInfo, LoadedDocument
 
 HEAD_READS_AT_ONCE = 32  # index lookups in flight for head_seqs
 
@@ -42,19 +42,26 @@ class MongoDocuments(MongoBase):
         self.stats.log_rows_read += len(records)
         return LoadedDocument(doc, row["epoch"], snapshot, tuple(records))
 
-    async def delete_document(self, doc: str) -> bool:
+    async def delete_document(self, doc: str, *, by: Author | None = None) -> bool:
         self._next_seq.pop(doc, None)
         self._known_epochs.pop(doc, None)
         with store_errors(f"deleting {doc!r}"):
             # The row first: appends check it after inserting, and take back theirs.
-            deleted = await self._documents.delete_one({"_id": doc})
+            row = await self._documents.find_one_and_delete({"_id": doc})
+            if row is not None:
+                # Into the log, which the feed's change stream watches: after every
+                # entry of this generation, before any of the next.
+                head = await self._head_seq(doc)
+                await self._log.insert_one(
+                    deletion_entry(doc, row["epoch"], head, time.time(), by or Author())
+                )
             await self._log.delete_many({"doc": doc})
             await self._snapshots.delete_many({"doc": doc})
             await self._collection("checkpoints").delete_many({"doc": doc})
             await self._collection("quarantine").delete_many({"doc": doc})
             await self._collection("version_names").delete_many({"doc": doc})
             await self._collection("awareness", presence=True).delete_many({"doc": doc})
-        return deleted.deleted_count > 0
+        return row is not None
 
     async def get_document(self, doc: str) -> DocumentInfo | None:
         with store_errors(f"reading {doc!r}"):

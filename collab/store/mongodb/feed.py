@@ -1,6 +1,7 @@
 """The feed on MongoDB (FeedStore): a change stream on ``updates``: inserts, in
 commit (oplog) order, without the following instance's own, of the documents it
-holds (reopened from where it is when it comes to hold more). Its positions are
+holds (reopened from where it is when it comes to hold more). A deletion is an
+entry of that collection too (collab.store.mongodb.log.deletion_entry). Its positions are
 resume tokens. A token the oplog no longer reaches raises :class:`FeedLost`; the
 caller then follows from the current end and reads each live document's log
 after its last seq. Presence follows its collection the same way (``watch``).
@@ -19,8 +20,8 @@ from pymongo.errors import OperationFailure, PyMongoError
 from collab.errors import FeedLost, StoreError
 from collab.store.base import HeldDocuments
 from collab.store.mongodb.base import MongoBase, expires_at, store_errors
-from collab.store.mongodb.log import records_of
-from collab.store.records import FeedPosition, UpdateRecord
+from collab.store.mongodb.log import deletion_of, records_of
+from collab.store.records import FeedPosition, FeedRecord
 
 FEED_AWAIT_MIN_S = 0.5  # a change stream waits this long for a change before asking again
 # The feed's change stream is reopened (from its resume token) to follow documents
@@ -51,8 +52,9 @@ class MongoFeed(MongoBase):
         *,
         poll_s: float,
         exclude_instance: str | None = None,
+        deletions: bool = False,
         documents: HeldDocuments | None = None,
-    ) -> AsyncIterator[tuple[FeedPosition, list[UpdateRecord]]]:
+    ) -> AsyncIterator[tuple[FeedPosition, list[FeedRecord]]]:
         loop = asyncio.get_running_loop()
         position = after
         opened = False
@@ -61,18 +63,21 @@ class MongoFeed(MongoBase):
             reopen_from = loop.time() + FEED_REOPEN_MIN_S
             checked = held  # the latest set of held documents compared with ``held``
             grown = False
-            match = feed_match(exclude_instance, held)
+            match = feed_match(exclude_instance, held, deletions=deletions)
             changes = watch(self._log, position, match, poll_s, every_answer=documents is not None)
             async with contextlib.aclosing(changes) as stream:
                 async for reached, entries in stream:
                     if entries or reached != position or not opened:  # news, or the opening
-                        records = [
+                        records: list[FeedRecord] = [
                             record
                             for entry in entries
+                            if "deleted" not in entry
                             for record in records_of(entry)
                             if exclude_instance is None
                             or record.author.instance != exclude_instance
                         ]
+                        # A deletion is an entry of the log (deletion_entry), in its place.
+                        records += [deletion_of(entry) for entry in entries if "deleted" in entry]
                         self.stats.log_rows_read += len(records)
                         position, opened = reached, True
                         yield position, records
@@ -106,14 +111,24 @@ class MongoFeed(MongoBase):
         return row["position"] if row else None
 
 
-def feed_match(exclude_instance: str | None, held: Set[str] | None) -> dict[str, Any]:
+def feed_match(
+    exclude_instance: str | None, held: Set[str] | None, *, deletions: bool = False
+) -> dict[str, Any]:
     """The change stream's filter: inserts, without ``exclude_instance``'s, of the
     ``held`` documents only (None: of every document; empty: of none, the stream
-    then only moves its position on)."""
+    then only moves its position on), with their deletions or without."""
     match: dict[str, Any] = {"operationType": "insert"}
     if exclude_instance is not None:
         match["fullDocument.instance"] = {"$ne": exclude_instance}
-    if held is not None:
+    if not deletions:
+        match["fullDocument.deleted"] = {"$exists": False}
+    if held is not None and deletions:  # a deletion's ``doc`` is not its name
+        names = list(held)
+        match["$or"] = [
+            {"fullDocument.doc": {"$in": names}},
+            {"fullDocument.deleted": {"$in": names}},
+        ]
+    elif held is not None:
         match["fullDocument.doc"] = {"$in": list(held)}
     return match
 

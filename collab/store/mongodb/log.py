@@ -27,7 +27,14 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 from collab.errors import DocumentChanged, SeqConflict, StoreError
 from collab.store.base import creating, expected_epochs
 from collab.store.mongodb.base import DUPLICATE_KEY, LOCAL, MongoBase, store_errors
-from collab.store.records import AppendResult, Author, DocumentHead, NewUpdate, UpdateRecord
+from collab.store.records import (
+    AppendResult,
+    Author,
+    DeletionRecord,
+    DocumentHead,
+    NewUpdate,
+    UpdateRecord,
+)
 
 MAX_BATCH_BYTES = 12 * 1024 * 1024  # a log entry's BSON, under the 16 MiB document limit
 UPDATE_FIELDS_BYTES = 160  # BSON of one update's fields besides its data and names
@@ -250,6 +257,35 @@ def _entry(batch: list[NewUpdate], seq: int) -> dict[str, Any]:
             for u in batch
         ],
     }
+
+
+def deletion_entry(doc: str, epoch: str, last_seq: int, now: float, by: Author) -> dict[str, Any]:
+    """A document's deletion as a log entry, so that the feed carries it in its
+    place. Its ``doc`` is no document's name (a name is a string): reads of a
+    document's log never see it, and each generation's deletion is its own key of
+    the ``doc_seq`` index."""
+    return {
+        "doc": {"deleted": doc, "epoch": epoch},
+        "seq": 0,
+        "last": last_seq,
+        "deleted": doc,
+        "epoch": epoch,
+        "time_s": now,
+        "user": by.user,
+        "client": by.client,
+        "instance": by.instance,
+    }
+
+
+def deletion_of(entry: Mapping[str, Any]) -> DeletionRecord:
+    """The deletion a :func:`deletion_entry` holds."""
+    return DeletionRecord(
+        entry["deleted"],
+        entry["epoch"],
+        entry["last"],
+        entry["time_s"],
+        Author(entry["user"], entry["client"], entry["instance"]),
+    )
 
 
 def records_of(entry: Mapping[str, Any]) -> Iterator[UpdateRecord]:

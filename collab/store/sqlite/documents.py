@@ -4,12 +4,13 @@ document, and loading one with its latest snapshot and the log after it."""
 from __future__ import annotations
 
 import secrets
+import sqlite3
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from collab.store.base import prefix_end
-from collab.store.records import DocumentInfo, LoadedDocument
+from collab.store.records import Author, DocumentInfo, LoadedDocument
 from collab.store.sqlite.base import SQLiteBase, create_document, write_transaction
 from collab.store.sqlite.log import INSERT_ROWS_PER_STATEMENT, UPDATE_COLUMNS, update_from_row
 from collab.store.sqlite.snapshots import latest_snapshot_at
@@ -45,10 +46,17 @@ class SQLiteDocuments(SQLiteBase):
 
         return await self._run(self._reader, read)
 
-    async def delete_document(self, doc: str) -> bool:
+    async def delete_document(self, doc: str, *, by: Author | None = None) -> bool:
+        author = by or Author()
+
         def write() -> bool:
             conn = self._w
             with write_transaction(conn):
+                row = conn.execute(
+                    "SELECT epoch, head_seq FROM documents WHERE name = ?", (doc,)
+                ).fetchone()
+                if row is not None:
+                    record_deletion(conn, doc, row[0], row[1], time.time(), author)
                 for table in (
                     "updates",
                     "snapshots",
@@ -138,3 +146,24 @@ class SQLiteDocuments(SQLiteBase):
             return heads
 
         return await self._run(self._feeder, read)
+
+
+def record_deletion(
+    conn: sqlite3.Connection, doc: str, epoch: str, last_seq: int, now: float, by: Author
+) -> None:
+    """Add the deletion's row with the next id of the updates' sequence: the feed
+    (collab.store.sqlite.feed) reads it after every update committed before it
+    and before every one committed after. Inside the deleting write transaction."""
+    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'updates'").fetchone()
+    if row is None:  # no update was ever stored: the sequence starts here
+        (last,) = conn.execute("SELECT coalesce(max(id), 0) FROM deletions").fetchone()
+        conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('updates', ?)", (last + 1,))
+        new_id = last + 1
+    else:
+        new_id = row[0] + 1
+        conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'updates'", (new_id,))
+    conn.execute(
+        "INSERT INTO deletions (id, doc, epoch, last_seq, time_s, origin_user, origin_client,"
+        " origin_instance) VALUES (?,?,?,?,?,?,?,?)",
+        (new_id, doc, epoch, last_seq, now, by.user, by.client, by.instance),
+    )

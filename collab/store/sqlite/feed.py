@@ -1,7 +1,9 @@
 """The feed on SQLite (FeedStore): every update row gets an ``id`` from
 ``AUTOINCREMENT``; ids grow in commit order across every process and never
 change, so each process follows the others' commits by polling ``id > last``
-through the primary key, reading only the rows of the documents it holds."""
+through the primary key, reading only the rows of the documents it holds. A
+deletion's row (``deletions``) takes its id from the same sequence, so
+``follow(..., deletions=True)`` reads both tables in one order."""
 
 from __future__ import annotations
 
@@ -9,16 +11,26 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Set
+from dataclasses import replace
 from typing import Any
 
 from collab.store.base import HeldDocuments
-from collab.store.records import FeedPosition, UpdateRecord
+from collab.store.records import Author, DeletionRecord, FeedPosition, FeedRecord
 from collab.store.sqlite.base import SQLiteBase
 from collab.store.sqlite.log import UPDATE_COLUMNS, update_from_row
 
 FEED_PAGE = 1000  # rows read per poll, at most
+# The feed's end: the last id of either table (a deletion may be the last commit).
+FEED_END = (
+    "SELECT max((SELECT coalesce(max(id), 0) FROM updates),"
+    " (SELECT coalesce(max(id), 0) FROM deletions))"
+)
+DELETION_COLUMNS = "id, doc, epoch, last_seq, time_s, origin_user, origin_client, origin_instance"
+# Each row with its generation, from the same read snapshot (a deletion takes a
+# document's rows with it).
+WITH_EPOCH = f"id, {UPDATE_COLUMNS}, (SELECT epoch FROM documents WHERE name = updates.doc)"
 FEED_QUERY = (
-    f"SELECT id, {UPDATE_COLUMNS} FROM updates WHERE id > ? AND id <= ? "
+    f"SELECT {WITH_EPOCH} FROM updates WHERE id > ? AND id <= ? "
     "AND (? IS NULL OR origin_instance IS NOT ?) ORDER BY id LIMIT ?"
 )
 # The rows of the held documents only (a JSON array of names): the other rows are
@@ -26,7 +38,7 @@ FEED_QUERY = (
 # from walking the (doc, seq) index instead, which would read every held
 # document's whole log at each poll.
 FEED_QUERY_OF_DOCUMENTS = (
-    f"SELECT id, {UPDATE_COLUMNS} FROM updates WHERE id > ? AND id <= ? "
+    f"SELECT {WITH_EPOCH} FROM updates WHERE id > ? AND id <= ? "
     "AND (? IS NULL OR origin_instance IS NOT ?) "
     "AND +doc IN (SELECT value FROM json_each(?)) ORDER BY id LIMIT ?"
 )
@@ -37,9 +49,7 @@ class SQLiteFeed(SQLiteBase):
 
     async def feed_position(self) -> FeedPosition:
         def read() -> int:
-            return (
-                self._conn("feed").execute("SELECT coalesce(max(id), 0) FROM updates").fetchone()[0]
-            )
+            return self._conn("feed").execute(FEED_END).fetchone()[0]
 
         return await self._run(self._feeder, read)
 
@@ -49,8 +59,9 @@ class SQLiteFeed(SQLiteBase):
         *,
         poll_s: float,
         exclude_instance: str | None = None,
+        deletions: bool = False,
         documents: HeldDocuments | None = None,
-    ) -> AsyncIterator[tuple[FeedPosition, list[UpdateRecord]]]:
+    ) -> AsyncIterator[tuple[FeedPosition, list[FeedRecord]]]:
         position = int(after)
         yield position, []  # open at once
         held: Set[str] | None = None
@@ -63,28 +74,46 @@ class SQLiteFeed(SQLiteBase):
 
             def read(
                 position: int = position, held_json: str | None = held_json
-            ) -> tuple[int, list[tuple[Any, ...]]]:
+            ) -> tuple[int, list[tuple[Any, ...]], list[tuple[Any, ...]]]:
                 conn = self._conn("feed")
                 conn.execute("BEGIN")  # the end and the rows from one read snapshot
                 try:
-                    (end,) = conn.execute("SELECT coalesce(max(id), 0) FROM updates").fetchone()
+                    (end,) = conn.execute(FEED_END).fetchone()
                     rows = conn.execute(
                         FEED_QUERY if held_json is None else FEED_QUERY_OF_DOCUMENTS,
                         (position, end, exclude_instance, exclude_instance)
                         + (() if held_json is None else (held_json,))
                         + (FEED_PAGE,),
                     ).fetchall()
+                    # A full page may stop short of the end; otherwise every row up to
+                    # the end was seen (the excluded ones without reading their data).
+                    reached = rows[-1][0] if len(rows) == FEED_PAGE else end
+                    gone = (
+                        conn.execute(
+                            f"SELECT {DELETION_COLUMNS} FROM deletions "
+                            "WHERE id > ? AND id <= ? ORDER BY id",
+                            (position, reached),
+                        ).fetchall()
+                        if deletions
+                        else []
+                    )
                 finally:
                     conn.execute("COMMIT")
                 self.stats.log_rows_read += len(rows)
-                # A full page may stop short of the end; otherwise every row up to the
-                # end was seen (the excluded ones without reading their data).
-                return (rows[-1][0] if len(rows) == FEED_PAGE else end), rows
+                return reached, rows, gone
 
-            reached, rows = await self._run(self._feeder, read)
+            reached, rows, gone = await self._run(self._feeder, read)
+            if held is not None:  # few: left out here rather than by the query
+                gone = [row for row in gone if row[1] in held]
             if rows or reached > position:
                 position = reached
-                yield position, [update_from_row(row[1:]) for row in rows]
+                records: list[tuple[int, FeedRecord]] = [
+                    (row[0], replace(update_from_row(row[1:-1]), epoch=row[-1])) for row in rows
+                ]
+                if gone:
+                    records += [(row[0], deletion_from_row(row)) for row in gone]
+                    records.sort(key=lambda pair: pair[0])
+                yield position, [record for _, record in records]
             if len(rows) < FEED_PAGE:
                 await asyncio.sleep(poll_s)
 
@@ -109,3 +138,8 @@ class SQLiteFeed(SQLiteBase):
             return row[0] if row else None
 
         return await self._run(self._feeder, read)
+
+
+def deletion_from_row(row: tuple[Any, ...]) -> DeletionRecord:
+    _, doc, epoch, last_seq, time_s, user, client, instance = row
+    return DeletionRecord(doc, epoch, last_seq, time_s, Author(user, client, instance))

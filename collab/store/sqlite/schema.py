@@ -11,7 +11,7 @@ from pathlib import Path
 
 from collab.errors import StoreError
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 SCHEMA = """
 CREATE TABLE documents (
     name TEXT PRIMARY KEY,
@@ -135,6 +135,20 @@ CREATE TABLE webhooks (
 """,
     7: """
 ALTER TABLE snapshots ADD COLUMN authors BLOB;
+""",
+    # Deletions take their ids from the updates' AUTOINCREMENT sequence (written by
+    # delete_document under the write lock), so the feed reads both in one order.
+    8: """
+CREATE TABLE deletions (
+    id INTEGER PRIMARY KEY,
+    doc TEXT NOT NULL,
+    epoch TEXT NOT NULL,
+    last_seq INTEGER NOT NULL,
+    time_s REAL NOT NULL,
+    origin_user TEXT,
+    origin_client TEXT,
+    origin_instance TEXT
+);
 """,
 }
 WAL_SWITCH_TIMEOUT_S = 10.0
