@@ -86,14 +86,25 @@ class Reader:
         return value
 
     def read_var_uint(self) -> int:
+        # The bytes read here, not through read_u8: this is the reader's most
+        # frequent call (a small update's every id and length), and most values
+        # are one byte.
+        data, pos = self._data, self._pos
+        end = len(data)
         value = 0
         shift = 0
         for _ in range(MAX_VARUINT_BYTES):
-            byte = self.read_u8()
+            if pos >= end:
+                self._pos = pos
+                raise FormatError("unexpected end of data")
+            byte = data[pos]
+            pos += 1
             value |= (byte & 0x7F) << shift
             if byte < 0x80:
+                self._pos = pos
                 return value
             shift += 7
+        self._pos = pos
         raise FormatError("variable-length integer is too long")
 
     def peek_var_uint(self) -> int:
