@@ -381,14 +381,16 @@ def next_heads(
 ) -> tuple[list[int], dict[str, DocumentHead]]:
     """The seqs an append gives ``updates`` and the documents' heads after it, from
     the heads before it (``heads`` must cover every document in ``updates``)."""
-    current = dict(heads)
+    # Counted per document, each head made once: a batch is mostly one update for
+    # each of many documents, or many updates of a few.
+    counts = {doc: [head.head_seq, head.bytes_since_snapshot] for doc, head in heads.items()}
     seqs = []
     for update in updates:
-        head = current[update.doc]
-        current[update.doc] = DocumentHead(
-            head.head_seq + 1,
-            head.snapshot_seq,
-            head.bytes_since_snapshot + len(update.data),
-        )
-        seqs.append(head.head_seq + 1)
-    return seqs, current
+        count = counts[update.doc]
+        count[0] += 1
+        count[1] += len(update.data)
+        seqs.append(count[0])
+    after = {
+        doc: DocumentHead(seq, heads[doc].snapshot_seq, size) for doc, (seq, size) in counts.items()
+    }
+    return seqs, after
