@@ -390,6 +390,7 @@ export function openHistory({ name, panel, view, canRestore, onClose, onRestored
     );
   };
   const finish = () => {
+    document.removeEventListener("keydown", onEscape);
     loadToken++;
     clearTimeout(debounce);
     abortDownloads();
@@ -404,11 +405,14 @@ export function openHistory({ name, panel, view, canRestore, onClose, onRestored
     onClose();
   };
   close.addEventListener("click", finish);
-  panel.addEventListener("keydown", (event) => {
-    if (event.key !== "Escape") return;
+  // Escape leaves the history wherever the focus is (the slider takes it only once
+  // the newest version shows), unless a dialog above the page takes the key.
+  const onEscape = (event) => {
+    if (event.key !== "Escape" || document.querySelector("dialog[open]") !== null) return;
     if (confirming >= 0) cancelConfirm();
     else finish();
-  });
+  };
+  document.addEventListener("keydown", onEscape);
 
   (async () => {
     message.textContent = "Loading the history…";
