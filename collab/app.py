@@ -79,14 +79,14 @@ class CollabServer:
         self.settings = settings
         self.store = store if store is not None else create_store(settings.store_url)
         self.metrics = Metrics()
+        self.auth = Authenticator.from_settings(settings)
         self.rooms = RoomManager(
             self.store,
             settings,
             self.metrics,
             clock=clock,
-            hooks=Hooks(extensions, settings, self.store),
+            hooks=Hooks(extensions, settings, self.store, revoked=self.auth.is_revoked),
         )
-        self.auth = Authenticator.from_settings(settings)
         self.sockets: set[SocketHandler] = set()
         self.connections = ConnectionCounts(settings.max_connections_per_ip)
         self.reads = ExpensiveReads(settings)  # versions, states, diffs: caps and workers

@@ -88,10 +88,11 @@ class Request:
     """What ``on_authenticate`` is given of a connection's opening request."""
 
     path: str
-    token: str | None  # ``?token=``, or ``Authorization: Bearer``
-    cookies: Mapping[str, str]
-    headers: Mapping[str, str]
-    remote: str
+    # Secrets: left out of repr(), so that logging a request does not log them.
+    token: str | None = field(repr=False)  # ``?token=``, or ``Authorization: Bearer``
+    cookies: Mapping[str, str] = field(repr=False)
+    headers: Mapping[str, str] = field(repr=False)
+    remote: str = ""
 
     @classmethod
     def of(cls, request: Any, token: str | None = None) -> Request:

@@ -75,7 +75,17 @@ def test_a_feed_id_holds_a_position_and_how_many_records_after_it_were_sent():
         assert parse_feed_id(feed_id(position, 3)) == (position, 3, None)
     seen = UpdateRecord("notes", 4, b"", 1.0)
     assert parse_feed_id(feed_id(7, 2, seen)) == (7, 2, ["notes", 4])
-    for bad in ("", "x", "not-base64!", feed_id(None), feed_id(7, -1), "WzcsMiwzXQ"):
+    forged = [{"x": 1}, [1, 2], "a", 10**20, True, 1.5, -3, {}]
+    for bad in (
+        "",
+        "x",
+        "not-base64!",
+        feed_id(None),
+        feed_id(7, -1),
+        feed_id(7, True),
+        "WzcsMiwzXQ",
+        *(feed_id(position) for position in forged),  # type: ignore[arg-type]
+    ):
         with pytest.raises(ValueError):
             parse_feed_id(bad)
 

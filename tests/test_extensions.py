@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import msgpack
 import pycrdt
 import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
@@ -224,6 +225,49 @@ async def test_http_requests_are_authenticated_by_the_hook_too(settings, start_s
     assert ok.code == 200
     refused = await client.fetch(url, raise_error=False)
     assert (refused.code, json.loads(refused.body)["error"]) == (401, "log in first")
+
+
+async def test_revoking_a_user_refuses_the_hook_s_identities_started_before_it(
+    settings, start_server
+):
+    class Sessions(Extension):
+        """Sessions by cookie, each with the time it started (issued_s)."""
+
+        started = {"old": 1000.0, "new": 3000.0}
+
+        async def on_authenticate(self, request: Request) -> Identity | None:
+            session = request.cookies.get("session", "")
+            return Identity(
+                user="ann", grants=(("team/*", Role.WRITE),), issued_s=self.started.get(session)
+            )
+
+    server = await start_server(hook_settings(settings), extensions=[Sessions()])
+    url = f"http://127.0.0.1:{server.port}/api/documents"
+
+    async def status(session: str) -> int:
+        response = await AsyncHTTPClient().fetch(
+            url, headers={"Cookie": f"session={session}"}, raise_error=False
+        )
+        return response.code
+
+    assert [await status(s) for s in ("old", "new", "none")] == [200, 200, 200]
+    server.auth.revoke("ann", now=2000.0)
+    # A session started before the revocation, or that does not say when, is refused;
+    # one started after it is let in (as tokens by their iat).
+    assert [await status(s) for s in ("old", "new", "none")] == [401, 200, 401]
+    socket = await websocket_connect(
+        HTTPRequest(f"ws://127.0.0.1:{server.port}/ws", headers={"Cookie": "session=old"})
+    )
+    try:
+        refusal = msgpack.unpackb(await socket.read_message())
+        assert (refusal["code"], refusal["message"]) == (
+            "unauthorized",
+            "the access of 'ann' was revoked",
+        )
+        assert await socket.read_message() is None
+        assert socket.close_code == CloseCode.UNAUTHORIZED
+    finally:
+        socket.close()
 
 
 # -- before an update ---------------------------------------------------------------------
@@ -541,6 +585,11 @@ async def test_past_its_bound_the_observers_queue_drops_events_instead_of_growin
 
 
 # -- loading extensions ------------------------------------------------------------------------
+
+
+def test_a_request_shown_as_text_keeps_its_token_cookies_and_headers_out():
+    request = Request("/ws", "tok123", {"session": "COOKIE"}, {"Cookie": "session=COOKIE"}, "::1")
+    assert "tok123" not in repr(request) and "COOKIE" not in repr(request)
 
 
 def test_an_extension_is_loaded_from_module_and_attribute():

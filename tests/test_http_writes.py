@@ -462,3 +462,31 @@ async def test_an_emptied_text_stays_a_text_through_restores_and_writes(server):
         headers={"Content-Type": "application/json"},
     )
     assert json.loads((await AsyncHTTPClient().fetch(base)).body)["content"] == {"text": "again"}
+
+
+async def test_values_a_document_cannot_hold_and_odd_ranges_are_refused_not_hung(server):
+    base = f"http://127.0.0.1:{server.port}/api/documents/hostile"
+    json_type = {"Content-Type": "application/json"}
+    for edit in (
+        {"op": "map.set", "root": "m", "key": "k", "value": 99999999999999999999999},
+        {"op": "array.insert", "root": "a", "index": 0, "values": [-(2**64)]},
+        {"op": "text.insert", "root": "t", "index": 0, "text": "x", "attributes": {"n": 2**70}},
+    ):
+        answer = await AsyncHTTPClient().fetch(
+            f"{base}/updates",
+            method="POST",
+            body=json.dumps({"edits": [edit]}),
+            headers=json_type,
+            raise_error=False,
+            request_timeout=10,
+        )
+        assert answer.code == 422, (edit, answer.body)
+    odd = await AsyncHTTPClient().fetch(
+        f"{base}/updates?format=prosemirror&from=%C2%B2",
+        method="POST",
+        body=json.dumps({"type": "doc", "content": [{"type": "paragraph"}]}),
+        headers=json_type,
+        raise_error=False,
+    )
+    assert odd.code == 400
+    assert (await AsyncHTTPClient().fetch(base, raise_error=False)).code == 404  # nothing made

@@ -86,6 +86,9 @@ def test_a_signature_verifies_with_either_secret_while_they_rotate():
     assert not verify(body + b" ", header, SECRETS[0], now=1_700_000_010)
     assert not verify(body, header, SECRETS[0], now=1_700_000_000 + 3600)  # replayed late
     assert not verify(body, "v1=abc", SECRETS[0])
+    # Hostile headers are refused, never raised on.
+    for hostile in ("t=²,v1=ab", "t=" + "9" * 5000 + ",v1=a", "t=1700000000,v1=é"):
+        assert not verify(body, hostile, SECRETS[0], now=1_700_000_010)
 
 
 def test_a_webhook_names_its_events_after_a_hash():

@@ -42,6 +42,18 @@ async def test_a_refused_write_is_not_kept_and_keys_expire_and_are_bounded():
     assert keys.begin(("user:a", "doc", "k2"), b"", now=62.5)[1] is True  # expired
 
 
+async def test_a_caller_writing_fast_pushes_out_its_own_keys_not_another_callers():
+    keys = IdempotencyKeys(max_keys=5, ttl_s=3600)
+    alice = ("user:alice", "doc", "alice-key-1")
+    keys.finish(alice, keys.begin(alice, b"body", now=0)[0], (200, {"seq": 1}), keep=True)
+    for n in range(20):
+        scope = ("user:mallory", "doc", f"mk{n}")
+        keys.finish(scope, keys.begin(scope, b"", now=1)[0], (200, {}), keep=True)
+    assert len(keys) == 5
+    answer, first = keys.begin(alice, b"body", now=2)  # alice's retry
+    assert first is False and await answer == (200, {"seq": 1})
+
+
 def test_writes_past_a_caller_s_rate_are_refused_with_the_wait_and_cost_nothing():
     limiter = WriteLimiter(per_s=1.0, burst=2, bytes_per_s=100, bytes_burst=1000)
     limiter.admit("a", 10, now=0)

@@ -64,8 +64,16 @@ class Hooks:
     """Every extension's hooks, chained in order. With no extensions every call
     is cheap and nothing runs."""
 
-    def __init__(self, extensions: Sequence[object], settings: Settings, store: Store) -> None:
+    def __init__(
+        self,
+        extensions: Sequence[object],
+        settings: Settings,
+        store: Store,
+        *,
+        revoked: Callable[[Identity], bool] = lambda identity: False,
+    ) -> None:
         self.extensions = list(extensions)
+        self._revoked = revoked  # POST /api/admin/revoke applies to hook identities too
         self._settings = settings
         self._store = store
         self._timeout_s = settings.hook_timeout_s
@@ -140,6 +148,14 @@ class Hooks:
                     raise HookFailed(
                         "the application's on_authenticate hook returned no identity",
                         close_code=CloseCode.INTERNAL_ERROR,
+                    )
+                if self._revoked(identity):
+                    # As for a token: an identity whose issued_s (the session's start)
+                    # is not after the user's revocation is refused.
+                    raise AccessDenied(
+                        f"the access of {identity.user!r} was revoked",
+                        code=ErrorCode.UNAUTHORIZED,
+                        close_code=CloseCode.UNAUTHORIZED,
                     )
                 return identity
         return None

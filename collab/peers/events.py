@@ -157,13 +157,27 @@ def feed_id(position: FeedPosition, skip: int = 0, seen: FeedRecord | None = Non
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
+
+
+def _position_shaped(position: Any) -> bool:
+    """Whether ``position`` can be a store's feed position: a row id (SQLite,
+    memory) or a change stream's resume token (MongoDB: a map of strings)."""
+    if isinstance(position, dict):
+        return bool(position) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in position.items()
+        )
+    return _whole(position)
+
+
 def parse_feed_id(raw: str) -> FeedPlace:
     try:
         padded = raw + "=" * (-len(raw) % 4)
         position, skip, *seen = json.loads(base64.urlsafe_b64decode(padded.encode()))
     except (ValueError, TypeError, binascii.Error):
         raise FeedIdError(f"{raw[:80]!r} is not an id of this feed") from None
-    if not isinstance(skip, int) or skip < 0 or position is None or len(seen) > 1:
+    if not _whole(skip) or not _position_shaped(position) or len(seen) > 1:
         raise FeedIdError(f"{raw[:80]!r} is not an id of this feed")
     if seen and not isinstance(seen[0], list):
         raise FeedIdError(f"{raw[:80]!r} is not an id of this feed")

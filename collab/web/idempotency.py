@@ -9,7 +9,8 @@ kept (or may have been: applied, but not stored in time): a refused write
 changed nothing, so sending it again is safe, and is made again. Keys
 live in this process's memory, at most ``idempotency_keys`` of them for at most
 ``idempotency_key_ttl_s``: they do not survive a restart and are not shared
-between instances (docs/API.md says so).
+between instances (docs/API.md says so). Past the bound, the caller holding the
+most keys loses its oldest: one caller writing fast cannot push out another's keys.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class IdempotencyKeys:
         self._max_keys = max_keys
         self._ttl_s = ttl_s
         self._entries: OrderedDict[Scope, _Entry] = OrderedDict()  # oldest first
+        self._by_caller: dict[str, OrderedDict[Scope, None]] = {}  # each caller's, oldest first
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -68,9 +70,18 @@ class IdempotencyKeys:
                 )
             return entry.answer, False
         entry = self._entries[scope] = _Entry(fingerprint, now)
+        self._by_caller.setdefault(scope[0], OrderedDict())[scope] = None
         while len(self._entries) > self._max_keys:
-            self._entries.popitem(last=False)
+            keys = max(self._by_caller.values(), key=len)
+            self._forget(next(iter(keys)))
         return entry.answer, True
+
+    def _forget(self, scope: Scope) -> None:
+        del self._entries[scope]
+        keys = self._by_caller[scope[0]]
+        del keys[scope]
+        if not keys:
+            del self._by_caller[scope[0]]
 
     def finish(
         self, scope: Scope, future: asyncio.Future[Answer], answer: Answer, *, keep: bool
@@ -80,7 +91,7 @@ class IdempotencyKeys:
         waiting for it either way."""
         entry = self._entries.get(scope)
         if entry is not None and entry.answer is future and not keep:
-            del self._entries[scope]
+            self._forget(scope)
         if not future.done():
             future.set_result(answer)
 
@@ -89,4 +100,4 @@ class IdempotencyKeys:
             scope, entry = next(iter(self._entries.items()))
             if now - entry.created < self._ttl_s:
                 break
-            del self._entries[scope]
+            self._forget(scope)

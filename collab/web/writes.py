@@ -36,6 +36,7 @@ from collab.errors import (
     RateLimited,
     StoreError,
 )
+from collab.web.api import seq_value
 from collab.web.documents import OCTET_STREAM, DocumentApiHandler
 from collab.web.idempotency import IdempotencyKeys, KeyReused, valid_key
 from collab.wire import edit_ops
@@ -226,7 +227,7 @@ class UpdatesHandler(DocumentApiHandler):
             for name in ("from", "to"):
                 raw = self.get_query_argument(name, None)
                 if raw is not None:
-                    edit[name] = int(raw) if raw.isdigit() else raw
+                    edit[name] = seq_value(raw, name)  # a block index: 400 unless whole
             value = {"edits": [edit]}
         return edit_ops.edits_of(value)
 

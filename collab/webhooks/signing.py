@@ -103,13 +103,20 @@ def verify(
     request fails). What a receiver does; the server only signs."""
     fields = [item.partition("=") for item in header.split(",")]
     stamps = [value for key, _, value in fields if key == "t"]
-    if len(stamps) != 1 or not stamps[0].isdigit():
+    # ASCII digits, as many as a time has: a hostile header must not raise.
+    if len(stamps) != 1 or not (stamps[0].isascii() and stamps[0].isdigit()):
+        return False
+    if len(stamps[0]) > 12:
         return False
     t = int(stamps[0])
     if abs((time.time() if now is None else now) - t) > tolerance_s:
         return False
     expected = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
-    return any(hmac.compare_digest(expected, value) for key, _, value in fields if key == "v1")
+    return any(
+        hmac.compare_digest(expected.encode(), value.encode())
+        for key, _, value in fields
+        if key == "v1"
+    )
 
 
 def idempotency_key(event: str, doc: str, epoch: str | None, first_seq: int, last_seq: int) -> str:

@@ -47,6 +47,9 @@ ROOT_CLASSES = {
 }
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
 class EditError(ValueError):
     """An edit that cannot be made: what is wrong, and which edit (by index)."""
 
@@ -62,10 +65,19 @@ class Edit:
         return KINDS[self.op.partition(".")[0]]
 
 
+def _int64(text: str) -> int:
+    # A Yjs document holds integers of 64 bits: a larger one makes pycrdt panic.
+    value = int(text)
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise ValueError(f"the integer {text[:24]}... does not fit in 64 bits")
+    return value
+
+
 def decode(body: bytes) -> Any:
-    """A request body's JSON, nested within MAX_BODY_DEPTH. Raises EditError."""
+    """A request body's JSON, nested within MAX_BODY_DEPTH, its integers within 64
+    bits. Raises EditError."""
     try:
-        value = json.loads(body, parse_constant=_refuse_constant)
+        value = json.loads(body, parse_constant=_refuse_constant, parse_int=_int64)
     except (ValueError, RecursionError) as exc:
         raise EditError(f"the body is not JSON: {exc}") from None
     if yformat.json_depth(value) > MAX_BODY_DEPTH:
@@ -157,6 +169,12 @@ def apply(doc: pycrdt.Doc, edits: list[Edit], kinds: dict[str, str]) -> None:
                 raise EditError(f"edits[{i}] ({edit.op}): {exc}") from None
             except (ValueError, TypeError, IndexError, OverflowError) as exc:
                 raise EditError(f"edits[{i}] ({edit.op}): {exc}") from None
+            except BaseException as exc:
+                # pycrdt turns a Rust panic into pyo3's PanicException, a BaseException
+                # that nothing above would catch: refused as what it is, a bad value.
+                if type(exc).__name__ != "PanicException":
+                    raise
+                raise EditError(f"edits[{i}] ({edit.op}): a value pycrdt cannot hold") from None
 
 
 def _offset(text: pycrdt.Text, index: int) -> int:
