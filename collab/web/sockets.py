@@ -115,8 +115,7 @@ class SocketHandler(RedactingHandlerMixin, tornado.websocket.WebSocketHandler):
         self._writing = False  # a write to the stream is under way
         self._flushing: asyncio.Handle | None = None
         self._outbound_limit = server.settings.outbound_queue_bytes
-        self._bytes_out = server.metrics.bytes_out.labels(self.endpoint)
-        self._bytes_in = server.metrics.bytes_in.labels(self.endpoint)
+        self._bytes_in, self._bytes_out = server.metrics.socket_bytes[self.endpoint]
         self._drain_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._heard = time.monotonic()  # when the peer last sent anything
         self._paused: asyncio.Future[None] | None = None  # reading stopped (shutdown)
