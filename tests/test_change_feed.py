@@ -258,3 +258,15 @@ async def test_the_stream_ends_when_its_token_expires_and_follow_stops_there(
         async with contextlib.aclosing(follow(base, token=brief)) as changes:
             async with asyncio.timeout(TIMEOUT_S):
                 await anext(changes)
+
+
+async def test_an_id_another_kind_of_store_made_is_refused(server):
+    # A resume token (MongoDB's kind of position) on this SQLite store: 400, not a
+    # stream that ends in a traceback.
+    response = await AsyncHTTPClient().fetch(
+        f"http://127.0.0.1:{server.port}/api/events",
+        headers={"Last-Event-ID": feed_id({"_data": "8266A1B2"})},
+        raise_error=False,
+    )
+    assert response.code == 400
+    assert b"not an id of this feed" in response.body

@@ -444,6 +444,24 @@ async def test_a_failing_load_hook_refuses_the_subscription_and_stores_nothing(
     assert await server.store.get_document("new") is None
 
 
+@pytest.mark.allow_error_logs
+async def test_a_load_hook_that_returns_no_update_refuses_the_subscription_and_stores_nothing(
+    settings, start_server, open_peer
+):
+    class Careless(Extension):
+        async def on_load_document(self, doc: str) -> bytes | None:
+            return "not a Yjs update"  # type: ignore[return-value]
+
+    server = await start_server(hook_settings(settings), extensions=[Careless()])
+    for _ in range(2):  # and again: nothing is left waiting for the first
+        peer = await open_peer(server)
+        await peer.hello()
+        peer.send({"type": "subscribe", "doc": "new"})
+        error = await peer.recv_type("error")
+        assert (error["code"], error["doc"]) == ("hook_failed", "new")
+    assert await server.store.get_document("new") is None
+
+
 # -- observers ------------------------------------------------------------------------------
 
 

@@ -32,6 +32,7 @@ class FeedFollower(Generic[T]):
         poll_s: float,
         log: logging.Logger,
         on_recovered: Callable[[], None] | None = None,
+        keep_position_on_fault: bool = False,
     ) -> None:
         self._name = name  # as log lines name it: "the feed"
         self._end = end  # the feed's current end
@@ -39,6 +40,10 @@ class FeedFollower(Generic[T]):
         self._poll_s = poll_s
         self._log = log
         self._on_recovered = on_recovered
+        # After a fault that is no store error: follow again from the same position
+        # (what must miss nothing: webhooks), or from the feed's end (rooms, which
+        # the audit catches up, past a record that would fail again and again).
+        self._keep_position_on_fault = keep_position_on_fault
         self.position: FeedPosition | None = None  # where to follow from next
         self.failure: Exception | None = None  # while the feed cannot be followed
 
@@ -75,6 +80,7 @@ class FeedFollower(Generic[T]):
             except Exception as exc:  # a fault in a store's feed must not end following
                 self._log.exception("%s failed unexpectedly, following it again", self._name)
                 self.failure = exc
-                self.position = None
+                if not self._keep_position_on_fault:
+                    self.position = None
             # Whatever failed (a lost position included) may fail again at once.
             await backoff.wait()

@@ -168,6 +168,12 @@ class Hooks:
             except Refuse as refused:
                 raise HookFailed(refused.reason, doc=doc) from None
             if seed:
+                if not isinstance(seed, (bytes, bytearray, memoryview)):
+                    log.error("on_load_document of %s returned %r", _named(method), type(seed))
+                    raise HookFailed(
+                        "the application's on_load_document hook returned no Yjs update",
+                        doc=doc,
+                    )
                 return bytes(seed)
         return None
 

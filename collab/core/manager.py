@@ -82,6 +82,10 @@ def _valid_update(update: bytes) -> bool:
         pycrdt.Doc().apply_update(update)
     except Exception:
         return False
+    except BaseException as exc:  # pycrdt's PanicException is not an Exception
+        if type(exc).__name__ != "PanicException":
+            raise
+        return False
     return True
 
 
@@ -366,6 +370,12 @@ class RoomManager:
         except StoreError as exc:
             log.warning("seeding %r failed: %s", name, exc)
             future.set_exception(LoadFailed(f"document {name!r} could not be loaded", doc=name))
+        except BaseException as exc:  # anything else (a panic in pycrdt included): the
+            # writers waiting for the seed are told, never left waiting
+            log.exception("seeding %r failed", name)
+            future.set_exception(LoadFailed(f"document {name!r} could not be seeded", doc=name))
+            if not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":
+                raise
         else:
             future.set_result(None)
         finally:

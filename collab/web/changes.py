@@ -40,6 +40,14 @@ class ChangesHandler(EventStreamHandler):
                 after = events.parse_feed_id(raw)
             except events.FeedIdError as exc:
                 raise tornado.web.HTTPError(400, str(exc)) from None
+            try:
+                end = await self.server.store.feed_position()
+            except StoreError as exc:
+                self.on_store_error(exc)
+            # A row id on SQLite, a resume token on MongoDB: an id of the other kind
+            # was not made by this store (forged, or from another deployment).
+            if isinstance(after.position, dict) != isinstance(end, dict):
+                raise tornado.web.HTTPError(400, f"{raw[:80]!r} is not an id of this feed")
         await self.while_allowed(identity, self._stream(identity, after))
 
     async def _stream(self, identity: Identity, after: events.FeedPlace | None) -> None:

@@ -222,7 +222,7 @@ class DocumentHandler(DocumentApiHandler):
         except (prosemirror.ProseMirrorError, FormatError) as exc:
             raise tornado.web.HTTPError(422, str(exc)) from None
         self.set_header("X-Collab-Seq", str(at))
-        self.write_json(content)
+        await self.answer_json(content)
 
 
 class ImportHandler(DocumentApiHandler):
@@ -468,7 +468,7 @@ class AuthorsHandler(DocumentApiHandler):
                 )
         except StoreError as exc:
             self.on_store_error(exc)
-        self.write_json({"doc": doc, **found.to_json()})
+        await self.answer_json({"doc": doc, **found.to_json()})
 
 
 class StateHandler(DocumentApiHandler):

@@ -234,6 +234,7 @@ class WebhookRunner:
             follow=lambda after: self._store.follow(after, poll_s=poll_s, deletions=True),
             poll_s=poll_s,
             log=log,
+            keep_position_on_fault=True,  # a receiver misses nothing
         )
         follower.position = position
         ordinal = 0
