@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -270,3 +271,51 @@ async def test_an_id_another_kind_of_store_made_is_refused(server):
     )
     assert response.code == 400
     assert b"not an id of this feed" in response.body
+
+
+@pytest.mark.slow
+async def test_a_reader_that_stopped_reading_is_dropped_once_its_token_expires(
+    settings: Settings, start_server, monkeypatch: pytest.MonkeyPatch
+):
+    import socket
+
+    from tests.helpers import text_update
+
+    monkeypatch.setattr("collab.web.documents.END_GRACE_S", 0.5)
+    server = await start_server(settings.replace(auth_secret=SECRET))
+    writer_token = Authenticator(SECRET).issue("writer", {"*": "write"})
+    issued = time.time()
+    reader_token = Authenticator(SECRET).issue("reader", {"*": "read"}, expires_in_s=6)
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.connect(("127.0.0.1", server.port))
+    stalled.sendall(
+        f"GET /api/events?token={reader_token} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+    )
+    # 8 MB of updates: past what the kernel holds for the socket, so that the stream
+    # waits on a reader that does not read.
+    writer = await RawPeer.connect(f"ws://127.0.0.1:{server.port}/ws")
+    await writer.hello(token=writer_token)
+    await writer.subscribe("flood")
+    for ref in range(540):
+        update = text_update("y" * 15_000, client_id=1000 + ref)
+        writer.send({"type": "update", "doc": "flood", "ref": ref, "update": update})
+    for _ in range(540):
+        await writer.recv_type("ack")
+    writer.close()
+    # The token expires (6 s, the stream waiting on the reader by then), the grace
+    # passes (0.5 s): the server drops the connection.
+    stalled.settimeout(15)
+
+    def drain() -> None:  # on a thread: the server runs on this loop
+        with contextlib.suppress(ConnectionResetError):
+            while stalled.recv(1 << 20):
+                pass  # what reached it, then the end: closed by the server
+
+    try:
+        # The reader reads nothing until the token expired (6 s after it was issued)
+        # and the grace passed: a timer of the server's, so waited for by the clock.
+        await asyncio.sleep(max(0.0, issued + 6.5 - time.time()) + 0.5)
+        await asyncio.get_running_loop().run_in_executor(None, drain)
+    finally:
+        stalled.close()

@@ -577,6 +577,9 @@ class RestoreHandler(DocumentApiHandler):
         return seq_value(raw, "seq")
 
 
+END_GRACE_S = 5.0  # an ended stream's reader may take this long to read its last events
+
+
 class EventStreamHandler(DocumentApiHandler):
     """What every Server-Sent Events route shares: the stream ends when its token
     expires or its user is revoked (:meth:`while_allowed`), its headers and the
@@ -614,9 +617,17 @@ class EventStreamHandler(DocumentApiHandler):
 
     def _end(self, why: str) -> None:
         """The token expired or was revoked: the stream ends (an EventSource
-        reconnects, with whatever token its URL holds)."""
+        reconnects, with whatever token its URL holds). A reader that does not read
+        (the stream waits for it to take what was written) is dropped after a grace."""
         self._ended = why
         self._gone.set()
+        asyncio.get_running_loop().call_later(END_GRACE_S, self._drop_if_open)
+
+    def _drop_if_open(self) -> None:
+        # Finished or not, what was written may still wait for the reader.
+        stream = self.request.connection.stream  # type: ignore[union-attr]
+        if not stream.closed() and stream.writing():
+            self._abort()
 
     def open_stream(self) -> None:
         self.set_header("Content-Type", "text/event-stream; charset=utf-8")
