@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections.abc import AsyncIterator
 
@@ -277,8 +278,6 @@ async def test_an_id_another_kind_of_store_made_is_refused(server):
 async def test_a_reader_that_stopped_reading_is_dropped_once_its_token_expires(
     settings: Settings, start_server, monkeypatch: pytest.MonkeyPatch
 ):
-    import socket
-
     from tests.helpers import text_update
 
     monkeypatch.setattr("collab.web.documents.END_GRACE_S", 0.5)
@@ -319,3 +318,19 @@ async def test_a_reader_that_stopped_reading_is_dropped_once_its_token_expires(
         await asyncio.get_running_loop().run_in_executor(None, drain)
     finally:
         stalled.close()
+
+
+def test_the_part_of_tornado_an_ended_stream_relies_on_is_still_there():
+    """collab.web.documents.EventStreamHandler._drop_if_open reads a request's
+    HTTP1Connection._finish_future (done once all of the answer was written); if
+    this fails, Tornado changed under it."""
+    from tornado.http1connection import HTTP1Connection
+    from tornado.iostream import IOStream
+
+    left, right = socket.socketpair()
+    try:
+        connection = HTTP1Connection(IOStream(left), is_client=False)
+        assert not connection._finish_future.done()
+    finally:
+        left.close()
+        right.close()

@@ -624,8 +624,14 @@ class EventStreamHandler(DocumentApiHandler):
         asyncio.get_running_loop().call_later(END_GRACE_S, self._drop_if_open)
 
     def _drop_if_open(self) -> None:
-        # Finished or not, what was written may still wait for the reader.
-        stream = self.request.connection.stream  # type: ignore[union-attr]
+        # Finished or not, what was written may still wait for the reader. Once all
+        # of it was written (Tornado's _finish_future: this request's connection),
+        # the stream may carry the client's next request: left alone.
+        connection = self.request.connection
+        written = getattr(connection, "_finish_future", None)
+        if written is not None and written.done():
+            return
+        stream = connection.stream  # type: ignore[union-attr]
         if not stream.closed() and stream.writing():
             self._abort()
 
