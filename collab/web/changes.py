@@ -11,7 +11,6 @@ this instance holds in memory.
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 
 import tornado.web
@@ -62,28 +61,13 @@ class ChangesHandler(EventStreamHandler):
             stop=self._gone,
         )
         try:
-            await self.flush()
-            async with contextlib.aclosing(stream) as batches:
-                async for batch in batches:
-                    if self._closed:
-                        break
-                    if not batch:
-                        self.write(": keep-alive\n\n")
-                    held = 0
-                    for event_id, record in batch:
-                        text = self._event(event_id, record)
-                        self.write(text)
-                        held += len(text)
-                        if held >= settings.events_buffer_bytes:
-                            await self.flush()  # the reader takes them before more are read
-                            held = 0
-                    await self.flush()
+            await self.pump(stream, lambda pair: self._event(*pair))
         except StreamClosedError:
             pass  # the client went away
         except FeedLost as exc:
             await self._lost(exc)
         except StoreError as exc:
-            self.write(f"event: error\ndata: {json.dumps({'error': str(exc)})}\n\n")
+            self.error_event(str(exc))
         self.end_stream()
 
     async def _lost(self, exc: FeedLost) -> None:
@@ -93,7 +77,7 @@ class ChangesHandler(EventStreamHandler):
         try:
             end = events.feed_id(await self.server.store.feed_position())
         except StoreError as error:
-            self.write(f"event: error\ndata: {json.dumps({'error': str(error)})}\n\n")
+            self.error_event(str(error))
             return
         self.write(f"id: {end}\nevent: lost\ndata: {data}\n\n")
 

@@ -14,8 +14,8 @@ import contextlib
 import datetime
 import json
 import time
-from collections.abc import Awaitable, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, TypeVar
 
 import tornado.web
 from tornado.iostream import StreamClosedError
@@ -580,6 +580,9 @@ class RestoreHandler(DocumentApiHandler):
 END_GRACE_S = 5.0  # an ended stream's reader may take this long to read its last events
 
 
+T = TypeVar("T")
+
+
 class EventStreamHandler(DocumentApiHandler):
     """What every Server-Sent Events route shares: the stream ends when its token
     expires or its user is revoked (:meth:`while_allowed`), its headers and the
@@ -634,6 +637,32 @@ class EventStreamHandler(DocumentApiHandler):
         stream = connection.stream  # type: ignore[union-attr]
         if not stream.closed() and stream.writing():
             self._abort()
+
+    async def pump(self, stream: AsyncIterator[list[T]], render: Callable[[T], str]) -> None:
+        """Write what ``stream`` yields, each item as ``render`` makes it an event,
+        until it ends or the reader goes: a keep-alive comment for an empty batch,
+        and the reader takes each ``events_buffer_bytes`` written before more is
+        read. Raises StreamClosedError when the reader went away."""
+        limit = self.server.settings.events_buffer_bytes
+        await self.flush()
+        async with contextlib.aclosing(stream) as batches:
+            async for batch in batches:
+                if self._closed:
+                    break
+                if not batch:
+                    self.write(": keep-alive\n\n")
+                held = 0
+                for item in batch:
+                    text = render(item)
+                    self.write(text)
+                    held += len(text)
+                    if held >= limit:
+                        await self.flush()
+                        held = 0
+                await self.flush()
+
+    def error_event(self, message: str) -> None:
+        self.write(f"event: error\ndata: {json.dumps({'error': message})}\n\n")
 
     def open_stream(self) -> None:
         self.set_header("Content-Type", "text/event-stream; charset=utf-8")
@@ -707,16 +736,7 @@ class EventsHandler(EventStreamHandler):
             stop=self._gone,
         )
         try:
-            await self.flush()
-            async with contextlib.aclosing(stream) as batches:
-                async for batch in batches:
-                    if self._closed:
-                        break
-                    if batch:
-                        self.write("".join(self._event(record, info.epoch) for record in batch))
-                    else:
-                        self.write(": keep-alive\n\n")
-                    await self.flush()
+            await self.pump(stream, lambda record: self._event(record, info.epoch))
         except (StreamClosedError, events.StreamOverflow):
             pass  # the client went away, or was sent away for not reading
         except events.DocumentReplaced as exc:
@@ -724,9 +744,9 @@ class EventsHandler(EventStreamHandler):
             # document of this name from its beginning, not from an old seq.
             self.write(f"id: 0\nevent: deleted\ndata: {json.dumps({'error': str(exc)})}\n\n")
         except StoreError as exc:
-            self.write(f"event: error\ndata: {json.dumps({'error': str(exc)})}\n\n")
+            self.error_event(str(exc))
         except CollabError as exc:  # the document could not be loaded
-            self.write(f"event: error\ndata: {json.dumps({'error': exc.message})}\n\n")
+            self.error_event(exc.message)
         self.end_stream()
 
     def _after(self) -> int | None:
