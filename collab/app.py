@@ -218,7 +218,7 @@ class CollabServer:
             )
         await self.store.open()
         self.rooms.start()
-        self.webhooks.start()
+        await self.webhooks.start()
         s = self.settings
         if s.ping_interval_s > 0:
             assert s.ping_timeout_s is not None

@@ -465,6 +465,29 @@ async def write_text(port: int, doc: str, words: list[str]) -> None:
         await writer.close()
 
 
+async def test_edits_made_before_a_new_webhook_takes_its_lease_are_delivered(
+    settings: Settings, start_server, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+):
+    # The webhook has never been delivered: it begins where the feed ended when the
+    # server started, not where it ends once its lease is taken (edits came first).
+    from collab.store.sqlite import SQLiteStore
+
+    leased = asyncio.Event()
+    lease = SQLiteStore.lease_webhook
+
+    async def late_lease(self: SQLiteStore, *args: Any) -> Any:
+        await leased.wait()
+        return await lease(self, *args)
+
+    monkeypatch.setattr(SQLiteStore, "lease_webhook", late_lease)
+    server = await start_server(webhook_settings(settings, receiver))
+    await write_text(server.port, "early", ["one", "two"])
+    leased.set()
+    await receiver.wait_for(lambda: receiver.last_seqs() == {"early": 2})
+    assert in_order(receiver, "early")[0][0] == 1
+    assert [r.event for r in receiver.taken][:1] == ["created"]
+
+
 def test_a_document_is_due_once_quiet_or_once_it_waited_the_longest():
     from collab.metrics import Metrics
     from collab.store import Author, UpdateRecord

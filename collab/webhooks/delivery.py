@@ -123,9 +123,14 @@ class WebhookRunner:
         metrics: Metrics,
         client: tornado.httpclient.AsyncHTTPClient,
         *,
+        begin: FeedPosition | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.spec = spec
+        # Where a webhook no instance delivered before starts: the feed's end when
+        # this server started, read before it took edits (None: when it takes the
+        # lease), so that a document written at once is not missed.
+        self._begin = begin
         self._store = store
         self._settings = settings
         self._secrets = [s for s in settings.webhook_secret.split(",") if s]
@@ -199,8 +204,9 @@ class WebhookRunner:
             await self._store.release_webhook(self.spec.name, self._instance)
 
     async def _deliver(self, state: WebhookState) -> None:
-        if state.position is None:  # a new webhook: what is committed from now on
-            state = replace(state, position=await self._store.feed_position())
+        if state.position is None:  # a new webhook: what is committed from the start on
+            begin = self._begin if self._begin is not None else await self._store.feed_position()
+            state = replace(state, position=begin)
             if not await self._store.save_webhook(state, self._instance):
                 raise LeaseLost("its lease was taken before it started")
         self.state = state
@@ -477,13 +483,17 @@ class Webhooks:
         self._client: tornado.httpclient.AsyncHTTPClient | None = None
         self._tasks = TaskGroup(log)
 
-    def start(self) -> None:
-        """Start delivering (on the running loop: the HTTP client is made for it)."""
+    async def start(self) -> None:
+        """Start delivering (on the running loop: the HTTP client is made for it),
+        before the server takes edits: a new webhook begins at the feed's end now."""
         if not self._specs:
             return
+        begin = await self._store.feed_position()
         self._client = tornado.httpclient.AsyncHTTPClient(force_instance=True)
         for spec in self._specs:
-            runner = WebhookRunner(spec, self._store, self._settings, self._metrics, self._client)
+            runner = WebhookRunner(
+                spec, self._store, self._settings, self._metrics, self._client, begin=begin
+            )
             self.runners.append(runner)
             self._tasks.spawn(runner.run(), name=f"webhook {spec.name}")
 
