@@ -65,16 +65,15 @@ async def test_frames_written_past_tornado_reach_peers_whole(server, raw):
 
 
 def count_stream_writes(handler, monkeypatch) -> list[int]:
-    """Record the size of every write the handler makes to its stream."""
-    stream = handler.ws_connection.stream
+    """Record the size of every write the handler makes to its socket."""
     sizes: list[int] = []
-    original = stream.write
+    original = handler._write
 
-    def write(data):
+    def write(stream, data):
         sizes.append(len(data))
-        return original(data)
+        return original(stream, data)
 
-    monkeypatch.setattr(stream, "write", write)
+    monkeypatch.setattr(handler, "_write", write)
     return sizes
 
 

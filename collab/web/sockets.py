@@ -18,7 +18,7 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 import tornado.websocket
-from tornado.iostream import StreamClosedError
+from tornado.iostream import IOStream, StreamClosedError
 from tornado.websocket import WebSocketProtocol, WebSocketProtocol13
 
 from collab.errors import CloseCode, CollabError, ProtocolError
@@ -65,12 +65,12 @@ class _FrameCache:
         return entry[1] if entry is not None and entry[0] is key else None
 
     def put(self, key: object, framed: bytes) -> None:
-        loop = asyncio.get_running_loop()
-        if self._clearing is not None and self._clearing_loop is not loop:
+        if self._clearing is not None and not self._clearing_loop.is_running():  # type: ignore[union-attr]
             self._clear()  # scheduled on a loop that has stopped (tests, embedding)
         if len(self._frames) >= FRAME_CACHE_MAX_ENTRIES:
             return
         if self._clearing is None:
+            loop = asyncio.get_running_loop()
             self._clearing = loop.call_soon(self._clear)
             self._clearing_loop = loop
         self._frames[id(key)] = (key, framed)
@@ -83,6 +83,40 @@ class _FrameCache:
 
 
 _frames = _FrameCache()
+
+
+class _FlushQueue:
+    """The sockets with something in their outbox, flushed together when the pass
+    of the event loop ends: one callback a pass for all of them rather than one per
+    socket (a commit of a busy document queues a write to each of its peers)."""
+
+    def __init__(self) -> None:
+        self._handlers: list[SocketHandler] = []
+        self._handle: asyncio.Handle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def add(self, handler: SocketHandler) -> None:
+        if self._handle is not None and not self._loop.is_running():  # type: ignore[union-attr]
+            # Scheduled on a loop that has stopped (tests, embedding): its sockets
+            # are gone with it.
+            for stale in self._handlers:
+                stale._flush_queued = False
+            self._handle = None
+            self._handlers.clear()
+        self._handlers.append(handler)
+        if self._handle is None:
+            self._loop = asyncio.get_running_loop()
+            self._handle = self._loop.call_soon(self._run)
+
+    def _run(self) -> None:
+        handlers, self._handlers = self._handlers, []
+        self._handle = None
+        for handler in handlers:
+            if handler._flush_queued:
+                handler._flush()
+
+
+_flush_queue = _FlushQueue()
 
 
 def _frame(payload: bytes) -> bytes:
@@ -113,7 +147,7 @@ class SocketHandler(RedactingHandlerMixin, tornado.websocket.WebSocketHandler):
         self._unsent_bytes = 0  # in the outbox or written to the stream and not yet sent
         self._outbox: list[bytes] = []  # framed messages not yet handed to the stream
         self._writing = False  # a write to the stream is under way
-        self._flushing: asyncio.Handle | None = None
+        self._flush_queued = False  # in _flush_queue, to be flushed as the pass ends
         self._outbound_limit = server.settings.outbound_queue_bytes
         self._bytes_in, self._bytes_out = server.metrics.socket_bytes[self.endpoint]
         self._drain_waiters: list[tuple[int, asyncio.Future[None]]] = []
@@ -176,24 +210,47 @@ class SocketHandler(RedactingHandlerMixin, tornado.websocket.WebSocketHandler):
         self._bytes_out.inc(size)
         protocol._wire_bytes_out += size
         protocol._message_bytes_out += sum(map(len, frames))
-        if not self._writing and self._flushing is None:
-            self._flushing = asyncio.get_running_loop().call_soon(self._flush)
+        if not self._writing and not self._flush_queued:
+            self._flush_queued = True
+            _flush_queue.add(self)
 
     def _flush(self) -> None:
-        """Hand what the outbox holds to the stream as one write. Tornado's
+        """Hand what the outbox holds to the socket as one write. Tornado's
         ``write_message`` would wrap every message in a coroutine and a task, and
         write each on its own: with many peers and busy documents, most of the
         server's time. While a write is still under way (a slow peer), messages
         gather in the outbox and go out together when it completes."""
-        self._flushing = None
+        self._flush_queued = False
         protocol = self.ws_connection
         if not self._outbox or protocol is None:
             return
         data = self._outbox[0] if len(self._outbox) == 1 else b"".join(self._outbox)
         self._outbox.clear()
+        self._write(protocol.stream, data)  # type: ignore[attr-defined]
+
+    def _write(self, stream: IOStream, data: bytes) -> None:
         size = len(data)
+        if type(stream) is IOStream and not stream._write_buffer and stream.socket is not None:
+            # Nothing of Tornado's is waiting to be written: the socket takes the
+            # bytes at once, and Tornado's future and callbacks for a write that is
+            # already done are skipped. What the socket does not take, and any
+            # error, goes to the stream, which waits for the socket or closes.
+            try:
+                sent = stream.socket.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                sent = 0  # the stream's own write meets the error and closes
+            if sent == size:
+                self._unsent_bytes -= size
+                if self._drain_waiters:
+                    self._wake_drained()
+                return
+            if sent:
+                self._unsent_bytes -= sent
+                data, size = memoryview(data)[sent:], size - sent
         try:
-            written = protocol.stream.write(data)  # type: ignore[attr-defined]
+            written = stream.write(data)
         except StreamClosedError:
             self._sent(None, size)
             return
@@ -318,16 +375,12 @@ class SocketHandler(RedactingHandlerMixin, tornado.websocket.WebSocketHandler):
     def _flush_before_close(self) -> None:
         """What was sent before the close (an error saying why) goes out before
         the close frame, even while a write is under way."""
-        if self._flushing is not None:
-            self._flushing.cancel()
-            self._flushing = None
         self._writing = False
         self._flush()
 
     def on_close(self) -> None:
         self._drop_outbox()
-        if self._flushing is not None:
-            self._flushing.cancel()
+        self._flush_queued = False
         if self._paused is not None and not self._paused.done():
             self._paused.set_result(None)
         self._wake_drained(all_of_them=True)
