@@ -94,8 +94,9 @@ async def test_the_log_connections_commit_with_synchronous_full(
     store = SQLiteStore(db_path)
     await store.open()
     try:
-        # The writer, the reader and the feed commit durably; presence does not.
-        assert len(connections) == 4
+        # The writers (the large batches' and the small ones'), the reader and the
+        # feed commit durably; presence does not.
+        assert len(connections) == 5
         levels = [
             await asyncio.get_running_loop().run_in_executor(
                 None, lambda conn=conn: conn.execute("PRAGMA synchronous").fetchone()[0]
@@ -103,7 +104,7 @@ async def test_the_log_connections_commit_with_synchronous_full(
             for conn in connections
         ]
         full, off = 2, 0
-        assert levels == [full, full, full, off]
+        assert levels == [full, full, full, full, off]
     finally:
         await store.close()
 

@@ -21,6 +21,15 @@ from collab.store.sqlite.schema import SCHEMA_VERSION, prepare
 log = logging.getLogger("collab.store")
 T = TypeVar("T")
 
+# Prepared statements a connection keeps for reuse: parsing a statement again costs
+# about as much as running a small one. A kept statement also keeps the values last
+# bound to it, blobs included, until it runs again: so the writer's own connection
+# (snapshots, imports, large batches) keeps none, and small appends have a
+# connection of their own whose statements hold at most
+# CACHED_STATEMENTS x SMALL_APPEND_BYTES.
+CACHED_STATEMENTS = 32
+SMALL_APPEND_BYTES = 64 * 1024
+
 
 class SQLiteBase(Store):
     """The connections: one writer, one reader, one that polls the feeds and one
@@ -46,10 +55,13 @@ class SQLiteBase(Store):
         except sqlite3.Error as exc:
             raise StoreError(f"sqlite: {exc}") from exc
 
-    def _connect(self, *, durable: bool = True) -> sqlite3.Connection:
+    def _connect(self, *, durable: bool = True, cached: bool = True) -> sqlite3.Connection:
         # isolation_level=None: transactions are explicit (BEGIN ... COMMIT).
         conn = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, cached_statements=0
+            self.path,
+            isolation_level=None,
+            check_same_thread=False,
+            cached_statements=CACHED_STATEMENTS if cached else 0,
         )
         conn.execute("PRAGMA busy_timeout = 10000")
         conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'OFF'}")
@@ -60,13 +72,16 @@ class SQLiteBase(Store):
             if not self._create and not self.path.is_file():
                 raise StoreError(f"no store at {self.path.resolve()}")
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = self._connect()
+            conn = self._connect(cached=False)
             try:
                 prepare(conn, self.path, create=self._create)
             except BaseException:
                 conn.close()  # also rolls back a half-created schema
                 raise
             self._conns["writer"] = conn
+            # The same thread's second connection, for appends of small batches:
+            # both take the file's write lock in turn, one transaction at a time.
+            self._conns["small-writer"] = self._connect()
 
         await self._run(self._writer, setup)
 
@@ -88,6 +103,7 @@ class SQLiteBase(Store):
         loop = asyncio.get_running_loop()
         executors = {
             "writer": self._writer,
+            "small-writer": self._writer,
             "reader": self._reader,
             "feed": self._feeder,
             "presence": self._presence,
@@ -96,6 +112,7 @@ class SQLiteBase(Store):
             conn = self._conns.pop(name, None)
             if conn is not None:
                 await loop.run_in_executor(executor, conn.close)
+        for executor in set(executors.values()):
             executor.shutdown(wait=False)
         self._closed = True
 

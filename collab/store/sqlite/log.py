@@ -18,7 +18,12 @@ from collab.store.records import (
     NewUpdate,
     UpdateRecord,
 )
-from collab.store.sqlite.base import SQLiteBase, create_document, write_transaction
+from collab.store.sqlite.base import (
+    SMALL_APPEND_BYTES,
+    SQLiteBase,
+    create_document,
+    write_transaction,
+)
 
 UPDATE_COLUMNS = "doc, seq, data, time_s, origin_user, origin_client, origin_instance"
 INSERT_ROWS_PER_STATEMENT = 500  # 3,500 parameters, well under SQLite's 32,766
@@ -31,8 +36,10 @@ class SQLiteLog(SQLiteBase):
         if not updates:
             return AppendResult([], {})
 
+        small = sum(len(u.data) for u in updates) <= SMALL_APPEND_BYTES
+
         def write() -> AppendResult:
-            conn = self._w
+            conn = self._conn("small-writer") if small else self._w
             with write_transaction(conn):
                 heads: dict[str, DocumentHead] = {}
                 changed: dict[str, str] = {}
