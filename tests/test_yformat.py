@@ -10,6 +10,7 @@ import pytest
 
 from collab.wire.yformat import (
     MAX_VALUE_DEPTH,
+    CheckedUpdates,
     FormatError,
     Reader,
     UpdateRanges,
@@ -698,3 +699,32 @@ def test_empty_structs_and_deletions_are_read_and_left_out():
     assert [(s.clock, s.end) for s in ranges.groups[0]] == [(0, 1)]
     assert ranges.deletes == ()
     assert ranges.has_empty
+
+
+# -- checks shared between passes --------------------------------------------------------------
+
+
+def test_checked_updates_read_each_update_once_and_answer_as_the_strict_reader(monkeypatch):
+    doc = pycrdt.Doc()
+    doc["t"] = text = pycrdt.Text()
+    updates: list[bytes] = []
+    doc.observe(lambda event: updates.append(event.update))
+    text += "hello"
+    text += " world"
+    broken = updates[0][:-1]
+    reads: list[bytes] = []
+    real = check_update
+
+    def counting(update: bytes, *args: object, **kwargs: object) -> UpdateRanges:
+        reads.append(update)
+        return real(update, *args, **kwargs)
+
+    monkeypatch.setattr("collab.wire.yformat.check_update", counting)
+    checks = CheckedUpdates()
+    for _ in range(3):  # three passes over the same log, as equal bytes objects
+        for update in updates:
+            assert checks.check(bytes(update)).structs == real(update).structs
+        for _ in range(2):
+            with pytest.raises(FormatError):
+                checks.check(bytes(broken))
+    assert sorted(reads) == sorted([*updates, broken])  # each read once

@@ -57,20 +57,28 @@ class Index:
 
     def __init__(self, encoded: bytes | None = None) -> None:
         self._map = pycrdt.IdMap.decode(encoded) if encoded else pycrdt.IdMap()
+        self._attributes: dict[Author, list[pycrdt.ContentAttribute]] = {}
 
     def encode(self) -> bytes:
         return self._map.encode()
 
-    def add(self, record: UpdateRecord) -> None:
+    def add(self, record: UpdateRecord, checks: yformat.CheckedUpdates | None = None) -> None:
         """Attribute what a logged update carries to its author, where no earlier
-        update carried it."""
+        update carried it (``checks``: the strict reader's results, when another
+        pass over the same log has them)."""
         try:
-            ranges = yformat.check_update(record.data, keep=lambda _: False)
+            if checks is None:
+                ranges = yformat.check_update(record.data, keep=lambda _: False)
+            else:
+                ranges = checks.check(record.data)
         except yformat.FormatError:
             return  # not applied either (collab check sets such entries aside)
         if not ranges.structs:
             return
-        attribute = [pycrdt.ContentAttribute(ATTRIBUTE, author_key(record.author))]
+        attribute = self._attributes.get(record.author)
+        if attribute is None:
+            attribute = [pycrdt.ContentAttribute(ATTRIBUTE, author_key(record.author))]
+            self._attributes[record.author] = attribute
         index = self._map
         for client, start, end in ranges.structs:
             # Only the stretches no earlier update carried (IdMap's own difference
@@ -79,9 +87,14 @@ class Index:
                 if not stretch.attributes:
                     index.insert(client, stretch.start, stretch.end - stretch.start, attribute)
 
-    def extend(self, records: Sequence[UpdateRecord], meter: CpuMeter | None = None) -> None:
+    def extend(
+        self,
+        records: Sequence[UpdateRecord],
+        meter: CpuMeter | None = None,
+        checks: yformat.CheckedUpdates | None = None,
+    ) -> None:
         for index, record in enumerate(records):
-            self.add(record)
+            self.add(record, checks)
             if meter is not None and index % 200 == 199:
                 meter.check()
 
@@ -222,9 +235,10 @@ def authorship(
     ``base`` and the log entries after it (``records``). CPU-bound: run it in an
     executor (a worker process will do: everything here pickles)."""
     meter = cpu_meter(budget, f"finding the authors at seq {sources.seq}")
-    replica = rebuild(sources.snapshot, sources.updates, sources.chain, meter)
+    checks = yformat.CheckedUpdates()  # both passes read the same log
+    replica = rebuild(sources.snapshot, sources.updates, sources.chain, meter, checks)
     index = Index(base)
-    index.extend(records, meter)
+    index.extend(records, meter, checks)
     state = replica.doc.get_update()
     marks = _Marks()
     try:
@@ -315,8 +329,12 @@ async def authors_at(
     return await loop.run_in_executor(executor, authorship, sources, base, records, budget)
 
 
-def index_at(base: bytes | None, records: Sequence[UpdateRecord]) -> bytes:
+def index_at(
+    base: bytes | None,
+    records: Sequence[UpdateRecord],
+    checks: yformat.CheckedUpdates | None = None,
+) -> bytes:
     """The encoded authors index ``base`` with ``records`` added (a snapshot's)."""
     index = Index(base)
-    index.extend(records)
+    index.extend(records, checks=checks)
     return index.encode()

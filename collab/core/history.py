@@ -125,6 +125,7 @@ def rebuild(
     updates: Sequence[UpdateRecord],
     chain: Sequence[Checkpoint] = (),
     meter: CpuMeter | None = None,
+    checks: yformat.CheckedUpdates | None = None,
 ) -> Replica:
     """The replica a snapshot, checkpoints and the updates after them make.
     CPU-bound: run it in an executor. ``meter``: the CPU time it takes is charged
@@ -139,16 +140,20 @@ def rebuild(
     if chain and chain[-1].waiting:
         # What waited at the last checkpoint (it may have come in since the snapshot).
         _apply_checkpoint(replica, chain[-1], chain[-1].waiting)
-    apply_log(replica, updates, meter)
+    apply_log(replica, updates, meter, checks)
     return replica
 
 
 def apply_log(
-    replica: Replica, updates: Sequence[UpdateRecord], meter: CpuMeter | None = None
+    replica: Replica,
+    updates: Sequence[UpdateRecord],
+    meter: CpuMeter | None = None,
+    checks: yformat.CheckedUpdates | None = None,
 ) -> None:
     """Apply logged updates in seq order as the live document did: as one merged
-    update where that gives the same, else one by one. Raises StoreError."""
-    if not _apply_merged(replica, updates, meter):
+    update where that gives the same, else one by one. Raises StoreError.
+    ``checks``: the strict reader's results, shared with another pass over them."""
+    if not _apply_merged(replica, updates, meter, checks):
         for record in updates:
             apply_stored(replica, record)
             if meter is not None:
@@ -184,7 +189,10 @@ class LogOrder:
 
 
 def _apply_merged(
-    replica: Replica, updates: Sequence[UpdateRecord], meter: CpuMeter | None = None
+    replica: Replica,
+    updates: Sequence[UpdateRecord],
+    meter: CpuMeter | None = None,
+    checks: yformat.CheckedUpdates | None = None,
 ) -> bool:
     """Apply a run of logged updates as one, when that is sure to give what
     applying them in turn gives: nothing waits, and the updates are in order
@@ -194,9 +202,10 @@ def _apply_merged(
     if len(updates) < 2 or replica.waiting is not None:
         return False
     order = LogOrder(replica.state())
+    check = yformat.check_update if checks is None else checks.check
     for index, record in enumerate(updates):
         try:
-            ranges = yformat.check_update(record.data)
+            ranges = check(record.data)
         except yformat.FormatError:
             return False  # applied in turn, it gets its own error
         if meter is not None and index % 100 == 99:

@@ -29,6 +29,7 @@ from collab.core.history import Sources, gather_sources, rebuild
 from collab.core.thinning import snapshots_to_drop
 from collab.store import Checkpoint, DocumentHead, SnapshotRecord, Store, UpdateRecord
 from collab.tasks import TaskGroup
+from collab.wire import yformat
 from collab.wire.replica import Replica
 
 log = logging.getLogger("collab.store")
@@ -280,6 +281,7 @@ def _rebuild_and_encode(
     base: tuple[int, bytes],
     authors_from: tuple[bytes | None, list[UpdateRecord]],
 ) -> Encoded:
-    replica = rebuild(sources.snapshot, sources.updates, sources.chain)
-    index = authors.index_at(*authors_from)
+    checks = yformat.CheckedUpdates()  # both passes read the same log
+    replica = rebuild(sources.snapshot, sources.updates, sources.chain, checks=checks)
+    index = authors.index_at(*authors_from, checks=checks)
     return encode(replica, doc, at, epoch, checkpoint_base=base, authors=index)

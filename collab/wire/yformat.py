@@ -424,6 +424,28 @@ def check_update(
     return ranges
 
 
+class CheckedUpdates:
+    """check_update of logged updates, each read once however many passes read
+    it: rebuilding a version and indexing its authors read the same log, and the
+    strict reader is most of what either costs per update."""
+
+    def __init__(self) -> None:
+        self._read: dict[bytes, UpdateRanges | FormatError] = {}
+
+    def check(self, update: bytes) -> UpdateRanges:
+        """``check_update(update)``, raising what it raises."""
+        found = self._read.get(update)
+        if found is None:
+            try:
+                found = check_update(update)
+            except FormatError as exc:
+                found = exc
+            self._read[update] = found
+        if isinstance(found, FormatError):
+            raise found
+        return found
+
+
 def readable_prefix(data: bytes) -> bytes | None:
     """The update that ``data`` starts with, when that much passes the strict
     reader (the rest being stray bytes), else None. For repairs of stored entries."""
