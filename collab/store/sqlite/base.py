@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import os
 import secrets
 import sqlite3
+import struct
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,6 +33,23 @@ T = TypeVar("T")
 CACHED_STATEMENTS = 32
 SMALL_APPEND_BYTES = 64 * 1024
 
+# Each open store holds a shared lock on the file's "-instances" companion; one
+# that could take that lock exclusively is alone on the file. Following other
+# instances' commits and presence, a store alone polls every ALONE_POLL_S rather
+# than every feed_poll_s (the polls were nearly all an idle server's CPU) and
+# looks for others every ALONE_CHECK_S: another instance is noticed within that,
+# and what a command run beside it wrote and exited in between (`collab import`
+# into the file) within ALONE_POLL_S.
+ALONE_POLL_S = 1.0
+ALONE_CHECK_S = 0.1
+# The lock is on the file's first byte, per open file (Linux's "open file
+# description" locks: two stores open in one process see each other, and asking
+# whether an exclusive lock could be taken changes nothing). struct flock:
+# l_type, l_whence, l_start, l_len, l_pid.
+_LOCK = struct.Struct("hhqqi")
+_OFD_SETLK: int | None = getattr(fcntl, "F_OFD_SETLK", None)
+_OFD_GETLK: int | None = getattr(fcntl, "F_OFD_GETLK", None)
+
 
 class SQLiteBase(Store):
     """The connections: one writer, one reader, one that polls the feeds and one
@@ -45,6 +65,7 @@ class SQLiteBase(Store):
         self._presence = ThreadPoolExecutor(1, thread_name_prefix="collab-sqlite-presence")
         self._conns: dict[str, sqlite3.Connection] = {}
         self._closed = False
+        self._instances_fd: int | None = None  # the "-instances" lock file, while open
 
     async def _run(self, executor: ThreadPoolExecutor, fn: Callable[[], T]) -> T:
         if self._closed:
@@ -79,6 +100,7 @@ class SQLiteBase(Store):
                 conn.close()  # also rolls back a half-created schema
                 raise
             self._conns["writer"] = conn
+            self._open_instances_lock()
             # The same thread's second connection, for appends of small batches:
             # both take the file's write lock in turn, one transaction at a time.
             self._conns["small-writer"] = self._connect()
@@ -114,7 +136,55 @@ class SQLiteBase(Store):
                 await loop.run_in_executor(executor, conn.close)
         for executor in set(executors.values()):
             executor.shutdown(wait=False)
+        if self._instances_fd is not None:
+            os.close(self._instances_fd)  # the lock goes with it
+            self._instances_fd = None
         self._closed = True
+
+    def _open_instances_lock(self) -> None:
+        if _OFD_GETLK is None:  # no open-file-description locks (not Linux)
+            return
+        try:
+            fd = os.open(f"{self.path}-instances", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:  # then this instance never counts itself alone
+            log.warning("no lock file beside the store (%s): polling as for several", exc)
+            return
+        try:
+            fcntl.fcntl(fd, _OFD_SETLK, _LOCK.pack(fcntl.F_RDLCK, os.SEEK_SET, 0, 1, 0))
+        except OSError as exc:
+            os.close(fd)
+            log.warning("cannot lock %s-instances (%s): polling as for several", self.path, exc)
+            return
+        self._instances_fd = fd
+
+    def _alone(self) -> bool:
+        """Whether no other process (no other open store) has the file open: asks
+        the kernel whether an exclusive lock could be taken, taking nothing (one
+        non-blocking syscall: called on the event loop)."""
+        if self._instances_fd is None:
+            return False
+        try:
+            answer = fcntl.fcntl(
+                self._instances_fd,
+                _OFD_GETLK,
+                _LOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, 0, 1, 0),
+            )
+        except OSError:
+            return False
+        return _LOCK.unpack(answer)[0] == fcntl.F_UNLCK
+
+    async def _wait_to_poll(self, poll_s: float) -> None:
+        """Wait until the next poll for other processes' commits or presence is
+        due: after ``poll_s``, or, while this process is alone on the file, once
+        ALONE_POLL_S passed or another process opens it."""
+        pause = poll_s
+        waited = 0.0
+        while True:
+            await asyncio.sleep(pause)
+            waited += pause
+            if waited >= ALONE_POLL_S or not self._alone():
+                return
+            pause = max(poll_s, min(ALONE_CHECK_S, ALONE_POLL_S - waited))
 
     def _conn(self, name: str) -> sqlite3.Connection:
         conn = self._conns.get(name)

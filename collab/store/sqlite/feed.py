@@ -115,7 +115,10 @@ class SQLiteFeed(SQLiteBase):
                     records.sort(key=lambda pair: pair[0])
                 yield position, [record for _, record in records]
             if len(rows) < FEED_PAGE:
-                await asyncio.sleep(poll_s)
+                if exclude_instance is None:
+                    await asyncio.sleep(poll_s)  # this instance's own commits too
+                else:
+                    await self._wait_to_poll(poll_s)
 
     async def save_feed_position(self, instance: str, position: FeedPosition) -> None:
         def write() -> None:

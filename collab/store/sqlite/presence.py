@@ -4,7 +4,6 @@ without an fsync (presence need not be durable) and followed by ``change_id``.""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -94,4 +93,4 @@ class SQLitePresence(SQLiteBase):
                 position = rows[-1][0]
                 yield position, [AwarenessChange(*row[1:]) for row in rows]
             if len(rows) < FEED_PAGE:
-                await asyncio.sleep(poll_s)
+                await self._wait_to_poll(poll_s)
