@@ -10,12 +10,18 @@ its ack comes after every update with a lower seq.
 
 from __future__ import annotations
 
-import asyncio
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from collab.core.session import FrameCodec, Session
+from collab.passes import EndOfPass
+
+log = logging.getLogger("collab.rooms")
+
+# Every room's flush runs after the pass in which it queued something, together.
+_flushes = EndOfPass(log)
 
 
 @dataclass(slots=True)
@@ -53,7 +59,7 @@ class Fanout:
         # The sessions that get a list of their own (senders, whose updates are left
         # out, and those with acks): every other session of a protocol gets the same.
         self._special: set[Session] = set()
-        self._flush_handle: asyncio.Handle | None = None
+        self._flush_queued = False
 
     def frame(
         self,
@@ -74,15 +80,14 @@ class Fanout:
 
     def _queue(self, event: FrameEvent | AckEvent) -> None:
         self._events.append(event)
-        if self._flush_handle is None:
-            self._flush_handle = asyncio.get_running_loop().call_soon(self.flush)
+        if not self._flush_queued:
+            self._flush_queued = True
+            _flushes.call(self.flush)
 
     def flush(self) -> None:
         """Send what is queued: to each session, its frames of the queued events in
         order as one list, its acks in their places."""
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-            self._flush_handle = None
+        self._flush_queued = False
         if not self._events:
             return
         events, special = self._events, self._special

@@ -24,6 +24,7 @@ from tornado.websocket import WebSocketProtocol, WebSocketProtocol13
 from collab.errors import CloseCode, CollabError, ProtocolError
 from collab.extensions import Request
 from collab.names import validate_document_name
+from collab.passes import EndOfPass
 from collab.peers.native import NativeConnection
 from collab.peers.transport import close_reason
 from collab.peers.yjs import YjsConnection
@@ -85,38 +86,9 @@ class _FrameCache:
 _frames = _FrameCache()
 
 
-class _FlushQueue:
-    """The sockets with something in their outbox, flushed together when the pass
-    of the event loop ends: one callback a pass for all of them rather than one per
-    socket (a commit of a busy document queues a write to each of its peers)."""
-
-    def __init__(self) -> None:
-        self._handlers: list[SocketHandler] = []
-        self._handle: asyncio.Handle | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def add(self, handler: SocketHandler) -> None:
-        if self._handle is not None and not self._loop.is_running():  # type: ignore[union-attr]
-            # Scheduled on a loop that has stopped (tests, embedding): its sockets
-            # are gone with it.
-            for stale in self._handlers:
-                stale._flush_queued = False
-            self._handle = None
-            self._handlers.clear()
-        self._handlers.append(handler)
-        if self._handle is None:
-            self._loop = asyncio.get_running_loop()
-            self._handle = self._loop.call_soon(self._run)
-
-    def _run(self) -> None:
-        handlers, self._handlers = self._handlers, []
-        self._handle = None
-        for handler in handlers:
-            if handler._flush_queued:
-                handler._flush()
-
-
-_flush_queue = _FlushQueue()
+# The sockets with something in their outbox, flushed together as the pass ends (a
+# commit of a busy document queues a write to each of its peers).
+_flushes = EndOfPass(log)
 
 
 def _frame(payload: bytes) -> bytes:
@@ -147,7 +119,7 @@ class SocketHandler(RedactingHandlerMixin, tornado.websocket.WebSocketHandler):
         self._unsent_bytes = 0  # in the outbox or written to the stream and not yet sent
         self._outbox: list[bytes] = []  # framed messages not yet handed to the stream
         self._writing = False  # a write to the stream is under way
-        self._flush_queued = False  # in _flush_queue, to be flushed as the pass ends
+        self._flush_queued = False  # in _flushes, to be flushed as the pass ends
         self._outbound_limit = server.settings.outbound_queue_bytes
         self._bytes_in, self._bytes_out = server.metrics.socket_bytes[self.endpoint]
         self._drain_waiters: list[tuple[int, asyncio.Future[None]]] = []
@@ -212,7 +184,11 @@ class SocketHandler(RedactingHandlerMixin, tornado.websocket.WebSocketHandler):
         protocol._message_bytes_out += sum(map(len, frames))
         if not self._writing and not self._flush_queued:
             self._flush_queued = True
-            _flush_queue.add(self)
+            _flushes.call(self._flush_queued_outbox)
+
+    def _flush_queued_outbox(self) -> None:
+        if self._flush_queued:  # not flushed meanwhile, nor closed
+            self._flush()
 
     def _flush(self) -> None:
         """Hand what the outbox holds to the socket as one write. Tornado's
