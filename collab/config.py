@@ -64,6 +64,16 @@ class Settings:
             "and retried a second later: thousands of clients reconnecting at once need it large"
         },
     )
+    max_handshakes: int = field(
+        default=64,
+        metadata={
+            "help": "connections the server takes on at once: while this many are between "
+            "their accept and the end of their handshake (a WebSocket open and synced, or an "
+            "HTTP request's head read), it accepts no more and the listen backlog holds them, "
+            "so that connected clients are still answered during a storm of reconnections "
+            "(0: no limit)"
+        },
+    )
     http_compression: str = field(
         default="gzip",
         metadata={
@@ -554,6 +564,8 @@ class Settings:
             )
         if self.listen_backlog < 1:
             raise SettingsError("listen_backlog must be at least 1")
+        if self.max_handshakes < 0:
+            raise SettingsError("max_handshakes must not be negative (0: no limit)")
         assert self.ping_timeout_s is not None
         if self.ping_interval_s < 0 or self.ping_timeout_s < 0:
             raise SettingsError("ping_interval_s and ping_timeout_s must not be negative")
