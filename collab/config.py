@@ -351,6 +351,16 @@ class Settings:
             "per core): each keeps the memory freed in it, so more arenas keep more"
         },
     )
+    gc_rescan_s: float = field(
+        default=600.0,
+        metadata={
+            "help": "collab serve sets aside what survives each full garbage collection "
+            "(gc.freeze), so that later ones walk only newer objects and do not stall the "
+            "event loop for long with many connections open; every this many seconds the "
+            "set-aside objects are walked again, once, to free cycles among them (0: "
+            "Python's own policy)"
+        },
+    )
     memory_trim_s: float = field(
         default=10.0,
         metadata={
@@ -670,6 +680,8 @@ class Settings:
             )
         if sum(map(bool, (self.auth_secret, self.auth_public_key_file, self.auth_jwks_file))) > 1:
             raise SettingsError("give one of auth_secret, auth_public_key_file and auth_jwks_file")
+        if self.gc_rescan_s < 0:
+            raise SettingsError("gc_rescan_s must not be negative (0: Python's own policy)")
         if self.malloc_arena_max < 0 or self.memory_trim_s < 0:
             raise SettingsError("malloc_arena_max and memory_trim_s must not be negative (0: off)")
         if self.max_version_names < 0:
