@@ -65,7 +65,7 @@ class Settings:
         },
     )
     max_handshakes: int = field(
-        default=64,
+        default=32,
         metadata={
             "help": "connections the server takes on at once: while this many are between "
             "their accept and the end of their handshake (a WebSocket open and synced, or an "
