@@ -31,6 +31,7 @@ from collab.metrics import Metrics
 from collab.store import Store, create_store
 from collab.tasks import TaskGroup
 from collab.web import heartbeat
+from collab.web.accepting import Handshakes
 from collab.web.access_log import log_request
 from collab.web.api import HealthHandler, MetricsHandler, ReadyHandler, RevokeHandler
 from collab.web.budget import ExpensiveReads
@@ -89,6 +90,12 @@ class CollabServer:
         )
         self.sockets: set[SocketHandler] = set()
         self.connections = ConnectionCounts(settings.max_connections_per_ip)
+        # While addresses are capped, one of them holds at most half the slots.
+        capped = settings.max_connections_per_ip > 0
+        self.handshakes = Handshakes(
+            settings.max_handshakes,
+            address_share=max(1, settings.max_handshakes // 2) if capped else 0,
+        )
         self.reads = ExpensiveReads(settings)  # versions, states, diffs: caps and workers
         self.writes = HttpWrites.of(settings)  # HTTP writes: rates, idempotency keys
         # Cursors of document lists cut short: sealed, and opened by every instance
@@ -109,6 +116,7 @@ class CollabServer:
         self.metrics.observe(
             connections=lambda endpoint: sum(1 for h in self.sockets if h.endpoint == endpoint),
             rooms=lambda: len(self.rooms.rooms),
+            handshakes=lambda: len(self.handshakes),
             write_queue_updates=lambda: self.rooms.writer.queued,
             write_queue_bytes=lambda: self.rooms.writer.queued_bytes,
             feed_lag_s=lambda: self.rooms.feed_lag_s,
@@ -198,6 +206,7 @@ class CollabServer:
         self._http = Listener(
             Gate(self, self.application),
             counts=self.connections,
+            handshakes=self.handshakes,
             max_header_size=s.max_header_bytes,
             idle_connection_timeout=s.header_timeout_s,  # Tornado's time limit on a head
             body_timeout=s.body_timeout_s,
@@ -245,6 +254,7 @@ class CollabServer:
         """A socket closed: its connection leaves its rooms, and no longer counts
         against its address's cap (the socket took the connection over from HTTP)."""
         self.connections.close(connection_of(handler.request))
+        self.handshakes.end(connection_of(handler.request))
         self.sockets.discard(handler)
         if handler.connection is not None and not self.tasks.closed:
             self.tasks.spawn(handler.connection.close(), name=f"close {handler.connection}")

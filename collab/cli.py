@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
 from collections.abc import Callable, Sequence
 
-from collab import __version__, history_commands, logs, memory, workers, write_command
+from collab import __version__, garbage, history_commands, logs, memory, workers, write_command
 from collab.auth import Authenticator, Role
 from collab.config import Settings, SettingsError, add_arguments, settings_from_namespace
 from collab.errors import StoreError
@@ -159,10 +160,20 @@ async def serve(settings: Settings, extensions: Sequence[object] = ()) -> None:
         loop.add_signal_handler(signum, stop.set)
     server = CollabServer(settings, extensions=extensions)
     await server.start()
+    long_lived = garbage.LongLivedObjects(settings.gc_rescan_s)
+    rescans = None
+    if settings.gc_rescan_s > 0:
+        long_lived.install()
+        rescans = asyncio.create_task(long_lived.run(), name="garbage collector rescans")
     try:
         await stop.wait()
         log.info("shutting down")
     finally:
+        if rescans is not None:
+            rescans.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await rescans
+        long_lived.uninstall()
         # Flushing is bounded by shutdown_flush_timeout_s; the rest takes moments.
         bound = settings.shutdown_flush_timeout_s + SHUTDOWN_MARGIN_S
         try:

@@ -64,6 +64,16 @@ class Settings:
             "and retried a second later: thousands of clients reconnecting at once need it large"
         },
     )
+    max_handshakes: int = field(
+        default=32,
+        metadata={
+            "help": "connections the server takes on at once: while this many are between "
+            "their accept and the end of their handshake (a WebSocket open and synced, or an "
+            "HTTP request's head read), it accepts no more and the listen backlog holds them, "
+            "so that connected clients are still answered during a storm of reconnections "
+            "(0: no limit)"
+        },
+    )
     http_compression: str = field(
         default="gzip",
         metadata={
@@ -341,6 +351,16 @@ class Settings:
             "per core): each keeps the memory freed in it, so more arenas keep more"
         },
     )
+    gc_rescan_s: float = field(
+        default=600.0,
+        metadata={
+            "help": "collab serve sets aside what survives each full garbage collection "
+            "(gc.freeze), so that later ones walk only newer objects and do not stall the "
+            "event loop for long with many connections open; every this many seconds the "
+            "set-aside objects are walked again, once, to free cycles among them (0: "
+            "Python's own policy)"
+        },
+    )
     memory_trim_s: float = field(
         default=10.0,
         metadata={
@@ -554,6 +574,8 @@ class Settings:
             )
         if self.listen_backlog < 1:
             raise SettingsError("listen_backlog must be at least 1")
+        if self.max_handshakes < 0:
+            raise SettingsError("max_handshakes must not be negative (0: no limit)")
         assert self.ping_timeout_s is not None
         if self.ping_interval_s < 0 or self.ping_timeout_s < 0:
             raise SettingsError("ping_interval_s and ping_timeout_s must not be negative")
@@ -658,6 +680,8 @@ class Settings:
             )
         if sum(map(bool, (self.auth_secret, self.auth_public_key_file, self.auth_jwks_file))) > 1:
             raise SettingsError("give one of auth_secret, auth_public_key_file and auth_jwks_file")
+        if self.gc_rescan_s < 0:
+            raise SettingsError("gc_rescan_s must not be negative (0: Python's own policy)")
         if self.malloc_arena_max < 0 or self.memory_trim_s < 0:
             raise SettingsError("malloc_arena_max and memory_trim_s must not be negative (0: off)")
         if self.max_version_names < 0:

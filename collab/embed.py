@@ -12,7 +12,8 @@ Everything runs on the application's event loop. The handlers are the server's
 own (collab.app.CollabServer.routes) under ``prefix``: ``/collab/ws``,
 ``/collab/yjs/{doc}``, ``/collab/api/documents``... The application's
 HTTPServer serves them, so what collab's own listener adds in front of its routes
-(the Host check and the per-address connection cap, collab.web.gate) is the
+(the Host check, the per-address connection cap and the bound on handshakes in
+progress, ``max_handshakes``: collab.web.gate, collab.web.accepting) is the
 application's to do; origins are still checked (``allowed_origins``).
 """
 

@@ -29,6 +29,11 @@ class Metrics:
             "collab_connections", "Open WebSocket connections", ["endpoint"], registry=r
         )
         self.rooms = Gauge("collab_rooms", "Documents loaded on this instance", registry=r)
+        self.handshakes = Gauge(
+            "collab_handshakes",
+            "Connections between their accept and the end of their handshake (max_handshakes)",
+            registry=r,
+        )
         self.updates_in = Counter(
             "collab_updates_in", "Updates accepted from peers", ["endpoint"], registry=r
         )
@@ -145,6 +150,7 @@ class Metrics:
         *,
         connections: Callable[[str], int],
         rooms: Callable[[], int],
+        handshakes: Callable[[], int],
         write_queue_updates: Callable[[], int],
         write_queue_bytes: Callable[[], int],
         feed_lag_s: Callable[[], float],
@@ -158,6 +164,7 @@ class Metrics:
                 lambda endpoint=endpoint: connections(endpoint)
             )
         self.rooms.set_function(rooms)
+        self.handshakes.set_function(handshakes)
         self.write_queue_updates.set_function(write_queue_updates)
         self.write_queue_bytes.set_function(write_queue_bytes)
         self.feed_lag_seconds.set_function(feed_lag_s)

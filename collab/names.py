@@ -55,6 +55,10 @@ def validate_document_name(name: str, max_bytes: int) -> str:
     an empty name, one longer than ``max_bytes`` of UTF-8, and one with control,
     bidirectional-override, zero-width, default-ignorable (drawn as nothing) or
     blank characters other than the space (and the ideographic space)."""
+    if name and len(name) <= max_bytes and name.isascii() and name.isprintable():
+        # Most names, checked at every connection (16 -> 0.2 us): printable ASCII
+        # is its own NFC form, one byte a character, and none is drawn as nothing.
+        return name
     normal = unicodedata.normalize("NFC", name)
     if not normal:
         raise ProtocolError("document name must not be empty", code=ErrorCode.INVALID_DOCUMENT_NAME)

@@ -3,11 +3,14 @@ clients, and what happens to a peer that goes silent."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 
 import pycrdt
 import pytest
 
+from collab.web import heartbeat
 from tests.helpers import SilentPeer, wait_until
 
 
@@ -63,3 +66,35 @@ async def test_a_peer_that_stops_answering_pings_is_dropped_within_the_timeout(
     finally:
         silent.close()
     assert gone_after < interval + answer_within + 1.0
+
+
+class CountedSocket:
+    remote = "127.0.0.1"
+
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+
+    def ping_now(self) -> bool:
+        self.events.append("ping")
+        return True
+
+    def heard_since(self, moment: float) -> bool:
+        return True
+
+    def abort(self) -> None:
+        raise AssertionError("it answered")
+
+
+async def test_the_server_pings_a_batch_of_sockets_per_pass_of_the_event_loop():
+    # Thousands of pings at once held the loop, and every peer's messages behind it.
+    events: list[str] = []
+    sockets = [CountedSocket(events) for _ in range(2 * heartbeat.PING_BATCH + 1)]
+    beating = asyncio.create_task(heartbeat.beat(lambda: sockets, 60, 30))
+    asyncio.get_running_loop().call_soon(events.append, "another callback")
+    try:
+        await wait_until(lambda: events.count("ping") == len(sockets))
+        assert events.index("another callback") == heartbeat.PING_BATCH
+    finally:
+        beating.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beating

@@ -87,7 +87,7 @@ def test_valid_document_names(name):
     validate_document_name(name, 512)
 
 
-@pytest.mark.parametrize("name", ["", "tab\there", "nul\x00", "a" * 513, "é" * 257])
+@pytest.mark.parametrize("name", ["", "tab\there", "nul\x00", "del\x7f", "a" * 513, "é" * 257])
 def test_invalid_document_names(name):
     with pytest.raises(ProtocolError) as raised:
         validate_document_name(name, 512)

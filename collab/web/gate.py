@@ -2,7 +2,9 @@
 
 - :class:`Listener` (Tornado's HTTPServer) counts every connection, plain HTTP,
   WebSocket or event stream, against its address's cap (``max_connections_per_ip``)
-  from the moment it is accepted until it closes (:class:`ConnectionCounts`).
+  from the moment it is accepted until it closes (:class:`ConnectionCounts`), and
+  accepts new connections only while fewer than ``max_handshakes`` are between
+  their accept and the end of their handshake (collab.web.accepting).
   Request heads and bodies have size and time limits (``max_header_bytes``,
   ``header_timeout_s``, ``body_timeout_s``), and no body is read at all unless
   its route allows one for the request after checking who sends it
@@ -17,7 +19,9 @@
 from __future__ import annotations
 
 import logging
+import socket
 from collections import Counter
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import tornado.httpserver
@@ -29,6 +33,7 @@ from tornado import httputil
 
 from collab.core.limits import LogBudget
 from collab.errors import CloseCode
+from collab.web.accepting import Acceptor, Handshakes
 from collab.web.api import ApiHandler
 
 if TYPE_CHECKING:
@@ -100,17 +105,39 @@ class ConnectionCounts:
 
 class Listener(tornado.httpserver.HTTPServer):
     """Tornado's HTTPServer, with each connection counted by ``counts`` from the
-    moment it is accepted until it closes."""
+    moment it is accepted until it closes, and accepted only while fewer than
+    ``handshakes.limit`` are between their accept and the end of their handshake
+    (collab.web.accepting)."""
 
-    def initialize(self, *args: Any, counts: ConnectionCounts, **kwargs: Any) -> None:  # type: ignore[override]
+    def initialize(  # type: ignore[override]
+        self, *args: Any, counts: ConnectionCounts, handshakes: Handshakes, **kwargs: Any
+    ) -> None:
         self.counts = counts
+        self.handshakes = handshakes
+        self._acceptors: list[Acceptor] = []
+        handshakes.on_free = self._resume
         super().initialize(*args, **kwargs)
+
+    def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
+        # Tornado's TCPServer.add_sockets, with collab's Acceptor in place of
+        # tornado.netutil.add_accept_handler; stop() calls each one's stop.
+        for sock in sockets:
+            acceptor = Acceptor(sock, self._handle_connection, self.handshakes)
+            self._acceptors.append(acceptor)
+            self._sockets[sock.fileno()] = sock
+            self._handlers[sock.fileno()] = acceptor.stop
+
+    def _resume(self) -> None:
+        for acceptor in self._acceptors:
+            acceptor.resume()
 
     def handle_stream(self, stream: tornado.iostream.IOStream, address: Any) -> None:
         remote = address[0] if isinstance(address, tuple) and address else ""
         if not self.counts.open(stream, remote):
             stream.close()
             return
+        if self.counts.admitted(stream):  # one over its cap is refused at its head
+            self.handshakes.begin(stream, remote)
         super().handle_stream(stream, address)
 
     def on_close(self, server_conn: object) -> None:
@@ -120,6 +147,7 @@ class Listener(tornado.httpserver.HTTPServer):
         # (CollabServer.forget).
         if stream is not None and stream.closed():
             self.counts.close(stream)
+            self.handshakes.end(stream)
 
 
 @tornado.web.stream_request_body
@@ -181,11 +209,26 @@ class Gate(tornado.routing.Router):
                     request, TooManyConnectionsSocket, {"server": self.server}
                 )
             return self._refuse(request, 429, "too many connections from this address; try later")
-        return self.application.find_handler(request, **kwargs)
+        delegate = self.application.find_handler(request, **kwargs)
+        if not _opens_websocket(delegate):
+            # Plain HTTP: its route bounds its own work (budgets, rates), and a
+            # keep-alive connection waiting for its next request holds no slot.
+            self.server.handshakes.end(connection_of(request))
+        return delegate
 
     def _refuse(
         self, request: httputil.HTTPServerRequest, status: int, message: str
     ) -> httputil.HTTPMessageDelegate:
+        self.server.handshakes.end(connection_of(request))
         return self.application.get_handler_delegate(
             request, RefusalHandler, {"server": self.server, "status": status, "message": message}
         )
+
+
+def _opens_websocket(delegate: httputil.HTTPMessageDelegate | None) -> bool:
+    """Whether the request goes to a WebSocket handler, whose handshake goes on
+    until it is open (collab.web.sockets.SocketHandler.open) or refused."""
+    handler_class = getattr(delegate, "handler_class", None)  # tornado.web._HandlerDelegate's
+    return isinstance(handler_class, type) and issubclass(
+        handler_class, tornado.websocket.WebSocketHandler
+    )

@@ -29,6 +29,7 @@ from collab.peers.native import NativeConnection
 from collab.peers.transport import close_reason
 from collab.peers.yjs import YjsConnection
 from collab.web.access_log import RedactingHandlerMixin
+from collab.web.gate import connection_of
 from collab.web.reading import BufferedReadProtocol
 
 if TYPE_CHECKING:
@@ -354,6 +355,22 @@ class SocketHandler(RedactingHandlerMixin, tornado.websocket.WebSocketHandler):
         self._writing = False
         self._flush()
 
+    async def open(self, *args: str, **kwargs: str) -> None:
+        # Tornado reads no message until open returns. The handshake ends here:
+        # its slot lets the server accept another connection (collab.web.accepting).
+        try:
+            await self.start(*args, **kwargs)
+        finally:
+            self.server.handshakes.end(connection_of(self.request))
+
+    async def start(self, *args: str, **kwargs: str) -> None:
+        """The WebSocket is open: authenticate, join, send the first sync."""
+        raise NotImplementedError
+
+    def on_finish(self) -> None:
+        if self.get_status() != 101:  # refused before it opened (origin, version)
+            self.server.handshakes.end(connection_of(self.request))
+
     def on_close(self) -> None:
         self._drop_outbox()
         self._flush_queued = False
@@ -368,7 +385,7 @@ class NativeSocketHandler(SocketHandler):
 
     endpoint = "ws"
 
-    async def open(self, *args: str, **kwargs: str) -> None:
+    async def start(self, *args: str, **kwargs: str) -> None:
         # Tornado reads no message until open returns: the hello waits for the hook.
         self.set_nodelay(True)
         token = self.get_query_argument("token", None)
@@ -399,7 +416,7 @@ class YjsSocketHandler(SocketHandler):
 
     endpoint = "yjs"
 
-    async def open(self, doc: str) -> None:
+    async def start(self, doc: str) -> None:  # type: ignore[override]
         self.set_nodelay(True)
         try:
             doc = validate_document_name(doc, self.server.settings.max_document_name_bytes)
