@@ -256,8 +256,9 @@ class CollabServer:
         self.connections.close(connection_of(handler.request))
         self.handshakes.end(connection_of(handler.request))
         self.sockets.discard(handler)
-        if handler.connection is not None and not self.tasks.closed:
-            self.tasks.spawn(handler.connection.close(), name=f"close {handler.connection}")
+        connection, handler.connection = handler.connection, None  # (a cycle, else)
+        if connection is not None and not self.tasks.closed:
+            self.tasks.spawn(connection.close(), name=f"close {connection}")
 
     async def stop(self) -> None:
         """Shut down as a rolling deploy needs: stop accepting connections and

@@ -38,7 +38,7 @@ from collab.core.hooks import HookFailed, Hooks
 from collab.core.limits import CreationLimiter
 from collab.core.presence import Presence
 from collab.core.room import LOG_PAGE, JoinReply, Resume, Room, build_replica
-from collab.core.session import Session, SessionState
+from collab.core.session import DETACHED, Session, SessionState
 from collab.core.snapshots import Cadence, Snapshotter, encode
 from collab.core.writer import Writer
 from collab.errors import CollabError, DocumentChanged, ErrorCode, LoadFailed, StoreError
@@ -259,6 +259,7 @@ class RoomManager:
     def leave(self, session: Session) -> None:
         room = session.room
         session.state = SessionState.CLOSED
+        session.peer = DETACHED
         if room is None:
             return
         room.leave(session)

@@ -44,6 +44,25 @@ class Peer(Protocol):
     def session_failed(self, session: Session, error: CollabError) -> None: ...
 
 
+class _Detached:
+    """The peer of a session that has left: nothing reaches it any more. (A session
+    and its connection refer to each other; once it has left, the session lets go,
+    so that a closed connection is freed as soon as the last reference to it goes,
+    not at the next full collection.)"""
+
+    def send(self, frame: bytes) -> None:
+        pass
+
+    def send_many(self, frames: list[bytes]) -> None:
+        pass
+
+    def session_failed(self, session: Session, error: CollabError) -> None:
+        pass
+
+
+DETACHED: Peer = _Detached()
+
+
 class SessionState(Enum):
     JOINING = "joining"  # the room is loading; inbound messages are queued
     ACTIVE = "active"

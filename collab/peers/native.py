@@ -15,6 +15,7 @@ import dataclasses
 import logging
 import time
 import unicodedata
+import weakref
 from collections.abc import Awaitable, Callable
 from enum import Enum
 
@@ -113,7 +114,8 @@ class NativeConnection:
         self._max_frame_bytes: int | None = None  # as the client announced it
         self._history_requests = 0  # in flight
         self._tasks = TaskGroup(log)
-        self._guard = InputGuard(settings, log, self)
+        # Named through a weak reference: the connection holds its guard.
+        self._guard = InputGuard(settings, log, weakref.proxy(self))
         self._expiry: asyncio.TimerHandle | None = None  # the token's, or reauth's deadline
         self._stopped: asyncio.Future[None] | None = None  # reading stopped for good
 

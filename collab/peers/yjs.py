@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Awaitable
 from typing import Any
 
@@ -64,7 +65,8 @@ class YjsConnection:
         self._closing = False
         self._told_read_only = False
         self._left = False  # on_disconnect was told
-        self._guard = InputGuard(settings, log, self)
+        # Named through a weak reference: the connection holds its guard.
+        self._guard = InputGuard(settings, log, weakref.proxy(self))
         self._expiry: asyncio.TimerHandle | None = None
         self._stopped: asyncio.Future[None] | None = None
 
