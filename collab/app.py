@@ -49,7 +49,7 @@ from collab.web.documents import (
     VersionHandler,
 )
 from collab.web.encoding import GzipAnswers
-from collab.web.gate import ConnectionCounts, Gate, Listener, connection_of
+from collab.web.gate import ConnectionCounts, Gate, Listener
 from collab.web.sites import Sites
 from collab.web.sockets import NativeSocketHandler, SocketHandler, YjsSocketHandler
 from collab.web.version_names import NamesHandler, VersionNameHandler
@@ -244,7 +244,7 @@ class CollabServer:
     def forget(self, handler: SocketHandler) -> None:
         """A socket closed: its connection leaves its rooms, and no longer counts
         against its address's cap (the socket took the connection over from HTTP)."""
-        self.connections.close(connection_of(handler.request))
+        self.connections.close(handler.counted_as)
         self.sockets.discard(handler)
         if handler.connection is not None and not self.tasks.closed:
             self.tasks.spawn(handler.connection.close(), name=f"close {handler.connection}")
