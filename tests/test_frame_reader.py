@@ -17,6 +17,7 @@ import msgpack
 import pytest
 import tornado.web
 import tornado.websocket
+from tornado.iostream import IOStream
 from tornado.util import _websocket_mask
 from tornado.websocket import WebSocketProtocol13
 
@@ -289,6 +290,8 @@ def test_the_parts_of_tornado_the_reader_relies_on_are_still_there():
     assert "await self._receive_frame_loop()" in source
     source = inspect.getsource(WebSocketProtocol13._receive_frame_loop)
     assert "on_ws_connection_close" in source
+    # The reader waits on the futures reads return (callbacks, not awaits).
+    assert not inspect.iscoroutinefunction(IOStream.read_bytes)
 
 
 async def test_collabs_handlers_read_with_the_buffered_reader(server):
