@@ -33,6 +33,7 @@ from collab.peers.yjs import YjsConnection
 from collab.web.access_log import RedactingHandlerMixin
 from collab.web.gate import connection_of
 from collab.web.reading import BufferedReadProtocol
+from collab.web.stream_queues import release_idle_queues
 
 if TYPE_CHECKING:
     from collab.app import CollabServer
@@ -197,9 +198,11 @@ class SocketHandler(RedactingHandlerMixin, tornado.websocket.WebSocketHandler):
         """Once open has read what it needs (the token, the hooks' Request), let go
         of what only the HTTP upgrade used: its connection objects, its request's
         and answer's headers, Tornado's template namespace and the arguments of the
-        call to open, 4-5 KiB an idle connection would otherwise keep. What is read
-        later stays: the method and URL (logged with an error), ``remote_ip``,
-        the counted connection (``counted_as``). tests/test_idle_memory.py pins it."""
+        call to open, 4-5 KiB an idle connection would otherwise keep; and give the
+        stream write queues that hold memory only while they hold something. What
+        is read later stays: the method and URL (logged with an error),
+        ``remote_ip``, the counted connection (``counted_as``).
+        tests/test_idle_memory.py pins it."""
         request = self.request
         request.connection = None
         request.server_connection = None
@@ -209,6 +212,9 @@ class SocketHandler(RedactingHandlerMixin, tornado.websocket.WebSocketHandler):
         self.ui = None  # Tornado's template helpers; _break_cycles sets it so too
         self.path_args = self.open_args = ()  # type: ignore[assignment]
         self.path_kwargs = self.open_kwargs = {}
+        protocol = self.ws_connection
+        if protocol is not None and protocol.stream is not None:
+            release_idle_queues(protocol.stream)
 
     def get_compression_options(self) -> dict[str, Any] | None:
         """permessage-deflate when the setting offers it (Tornado's zlib level 6); the
