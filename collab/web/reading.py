@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Callable
-from typing import Any
 
 from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketProtocol13
@@ -64,20 +62,18 @@ class BufferedReadProtocol(WebSocketProtocol13):
             return
         self._parser: FrameParser | None = FrameParser(self.params.max_message_size)
         self._work = 0
-        self._guarded(self._read)
-
-    def _guarded(self, step: Callable[..., None], *args: Any) -> None:
-        """Run one step of the reader; a fault ends the connection, as it did when
-        it ended Tornado's read loop."""
         try:
-            step(*args)
-        except StreamClosedError:
-            self._abort()
-            self._ended()
+            self._read()
         except Exception:
+            self._fault()
+
+    def _fault(self) -> None:
+        """In an ``except`` block: end the connection for what went wrong while
+        reading, as it did when it ended Tornado's read loop."""
+        if not isinstance(sys.exc_info()[1], StreamClosedError):
             self.handler.log_exception(*sys.exc_info())  # type: ignore[attr-defined]
-            self._abort()
-            self._ended()
+        self._abort()
+        self._ended()
 
     def _ended(self) -> None:
         """The reader stops; the handler is told once (Tornado's loop's finally)."""
@@ -106,11 +102,11 @@ class BufferedReadProtocol(WebSocketProtocol13):
                 return
 
     def _on_read(self, reading: asyncio.Future[bytes]) -> None:
-        self._guarded(self._read_then_go_on, reading)
-
-    def _read_then_go_on(self, reading: asyncio.Future[bytes]) -> None:
-        if self._dispatch(reading.result()):  # a closed stream raises StreamClosedError
-            self._read()
+        try:
+            if self._dispatch(reading.result()):  # a closed stream raises StreamClosedError
+                self._read()
+        except Exception:
+            self._fault()
 
     def _dispatch(self, data: bytes) -> bool:
         """Take ``data`` in; True when the next read may start."""
@@ -139,40 +135,39 @@ class BufferedReadProtocol(WebSocketProtocol13):
                 return True
             opcode, payload = message
             handled = self._handle_message(opcode, payload)
+            self._work += FRAME_YIELD_COST + len(payload)
             if handled is not None and not handled.done():
                 # Nothing more is dispatched, and the socket is not read, meanwhile.
                 handled.add_done_callback(self._on_handled)
-                self._work += FRAME_YIELD_COST + len(payload)
                 return False
             if self.client_terminated:  # a close frame, or the handler aborted
                 self._ended()
                 return False
-            self._work += FRAME_YIELD_COST + len(payload)
             if self._work >= YIELD_AFTER_BYTES:
-                self._work = 0
-                asyncio.get_running_loop().call_soon(self._guarded, self._go_on)
+                self._yield()
                 return False
         return False
 
-    def _on_handled(self, handled: asyncio.Future[None]) -> None:
-        self._guarded(self._go_on_after_handling)
+    def _yield(self) -> None:
+        """Let the other connections' callbacks run before going on."""
+        self._work = 0
+        asyncio.get_running_loop().call_soon(self._go_on)
 
-    def _go_on_after_handling(self) -> None:
-        if self.client_terminated:
-            self._ended()
-            return
-        if self._work >= YIELD_AFTER_BYTES:
-            self._work = 0
-            asyncio.get_running_loop().call_soon(self._guarded, self._go_on)
-            return
-        self._go_on()
+    def _on_handled(self, handled: asyncio.Future[None]) -> None:
+        if self._work >= YIELD_AFTER_BYTES and not self.client_terminated:
+            self._yield()
+        else:
+            self._go_on()
 
     def _go_on(self) -> None:
         """Go on with the messages already received, then read."""
-        if self._parser is None:
-            return
-        if self.client_terminated:
-            self._ended()
-            return
-        if self._handle_buffered():
-            self._read()
+        try:
+            if self._parser is None:
+                return
+            if self.client_terminated:
+                self._ended()
+                return
+            if self._handle_buffered():
+                self._read()
+        except Exception:
+            self._fault()
