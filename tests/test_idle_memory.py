@@ -65,6 +65,8 @@ async def test_an_open_socket_keeps_what_is_read_after_the_upgrade(server, caplo
     (handler,) = server.sockets
     assert handler.request.connection is None  # the upgrade's HTTP state is gone
     assert not handler.request.headers
+    assert not handler.request.query_arguments and not handler.request.arguments  # the token
+    assert handler.get_query_argument("token", None) is None
     assert handler.remote == "127.0.0.1"
     assert handler.connection.remote == "127.0.0.1"
     # An unexpected error names the request, its token left out.

@@ -15,7 +15,8 @@ import functools
 import logging
 import struct
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import tornado.iostream
@@ -135,8 +136,11 @@ def _http_only(name: str) -> Callable[..., Any]:
     return guarded
 
 
-# What an upgraded request still shows as its headers: none (see _release_handshake).
+# What an upgraded request still shows as its headers and arguments: none, and
+# none can be added (see SocketHandler._release_handshake).
 _NO_HEADERS = _ReadOnlyHeaders()
+_NO_ARGUMENTS: Mapping[str, list[bytes]] = MappingProxyType({})
+_NO_FILES: Mapping[str, list[Any]] = MappingProxyType({})
 
 
 class SocketHandler(RedactingHandlerMixin, tornado.websocket.WebSocketHandler):
@@ -197,16 +201,22 @@ class SocketHandler(RedactingHandlerMixin, tornado.websocket.WebSocketHandler):
     def _release_handshake(self) -> None:
         """Once open has read what it needs (the token, the hooks' Request), let go
         of what only the HTTP upgrade used: its connection objects, its request's
-        and answer's headers, Tornado's template namespace and the arguments of the
-        call to open, 4-5 KiB an idle connection would otherwise keep; and give the
-        stream write queues that hold memory only while they hold something. What
-        is read later stays: the method and URL (logged with an error),
-        ``remote_ip``, the counted connection (``counted_as``).
-        tests/test_idle_memory.py pins it."""
+        headers and arguments, the answer's headers, Tornado's template namespace
+        and the arguments of the call to open, 4-5 KiB an idle connection would
+        otherwise keep; and give the stream write queues that hold memory only
+        while they hold something. What is read later stays: the method and URL
+        (logged with an error), ``remote_ip``, the counted connection
+        (``counted_as``). tests/test_idle_memory.py pins it."""
         request = self.request
         request.connection = None
         request.server_connection = None
         request.headers = _NO_HEADERS
+        # The query's arguments (the token among them) were read by open.
+        request.arguments = request.query_arguments = _NO_ARGUMENTS  # type: ignore[assignment]
+        request.body_arguments = _NO_ARGUMENTS  # type: ignore[assignment]
+        request.files = _NO_FILES  # type: ignore[assignment]
+        if hasattr(request, "_cookies"):  # parsed for a hook's Request
+            del request._cookies
         self._headers = _NO_HEADERS
         self._transforms = None
         self.ui = None  # Tornado's template helpers; _break_cycles sets it so too
