@@ -182,6 +182,13 @@ class SocketHandler(RedactingHandlerMixin, tornado.websocket.WebSocketHandler):
         self._drain_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._heard = time.monotonic()  # when the peer last sent anything
         self._paused: asyncio.Future[None] | None = None  # reading stopped (shutdown)
+        # Tornado sets these later (_execute, get). Set now, while the first
+        # handler is made, they join the attribute names its class's instances
+        # share; a handler made before that first one reached them (a burst of
+        # connections at start) would otherwise get a dict of its own, 0.8 KiB.
+        self._transforms = None
+        self.path_args, self.path_kwargs = [], {}
+        self.open_args, self.open_kwargs = (), {}
 
     write = _http_only("write")
     redirect = _http_only("redirect")
