@@ -151,6 +151,18 @@ async def test_a_fault_in_the_reader_ends_the_connection_and_is_logged(server, m
     wire.close()
 
 
+async def test_a_cancelled_read_ends_the_connection_quietly(server):
+    # As Tornado's accept_connection takes a cancellation: abort, no error logged.
+    wire = await Wire.connect(server.port)
+    await wire.write(HELLO)
+    await wire.read_message()
+    (handler,) = server.sockets
+    handler.ws_connection.stream._read_future.cancel()
+    await asyncio.wait_for(wire.reader.read(), TIMEOUT_S)  # the server dropped it
+    await wait_until(lambda: not server.sockets)
+    wire.close()
+
+
 async def test_frames_cut_at_odd_places_across_writes_arrive_in_order(server):
     wire = await Wire.connect(server.port)
     pings = b"".join(native({"type": "ping", "id": "x" * (i * 37 % 300)}) for i in range(60))

@@ -64,13 +64,15 @@ class BufferedReadProtocol(WebSocketProtocol13):
         self._work = 0
         try:
             self._read()
-        except Exception:
+        except (Exception, asyncio.CancelledError):
             self._fault()
 
     def _fault(self) -> None:
         """In an ``except`` block: end the connection for what went wrong while
         reading, as it did when it ended Tornado's read loop."""
-        if not isinstance(sys.exc_info()[1], StreamClosedError):
+        # A closed stream is how a connection ends; a cancelled read, as Tornado's
+        # accept_connection takes it, is not an error either.
+        if not isinstance(sys.exc_info()[1], (StreamClosedError, asyncio.CancelledError)):
             self.handler.log_exception(*sys.exc_info())  # type: ignore[attr-defined]
         self._abort()
         self._ended()
@@ -105,7 +107,7 @@ class BufferedReadProtocol(WebSocketProtocol13):
         try:
             if self._dispatch(reading.result()):  # a closed stream raises StreamClosedError
                 self._read()
-        except Exception:
+        except (Exception, asyncio.CancelledError):
             self._fault()
 
     def _dispatch(self, data: bytes) -> bool:
@@ -169,5 +171,5 @@ class BufferedReadProtocol(WebSocketProtocol13):
                 return
             if self._handle_buffered():
                 self._read()
-        except Exception:
+        except (Exception, asyncio.CancelledError):
             self._fault()
