@@ -31,6 +31,23 @@ log = logging.getLogger("collab.protocol")
 
 
 class YjsConnection:
+    # Slots: one per idle connection, most of them idle.
+    __slots__ = (
+        "_closing",
+        "_expiry",
+        "_guard",
+        "_left",
+        "_rooms",
+        "_stopped",
+        "_told_read_only",
+        "_transport",
+        "_updates_in",
+        "id",
+        "identity",
+        "remote",
+        "session",
+    )
+
     def __init__(
         self,
         transport: Transport,
