@@ -50,7 +50,7 @@ from collab.web.documents import (
     VersionHandler,
 )
 from collab.web.encoding import GzipAnswers
-from collab.web.gate import ConnectionCounts, Gate, Listener, connection_of
+from collab.web.gate import ConnectionCounts, Gate, Listener
 from collab.web.sites import Sites
 from collab.web.sockets import NativeSocketHandler, SocketHandler, YjsSocketHandler
 from collab.web.version_names import NamesHandler, VersionNameHandler
@@ -253,8 +253,8 @@ class CollabServer:
     def forget(self, handler: SocketHandler) -> None:
         """A socket closed: its connection leaves its rooms, and no longer counts
         against its address's cap (the socket took the connection over from HTTP)."""
-        self.connections.close(connection_of(handler.request))
-        self.handshakes.end(connection_of(handler.request))
+        self.connections.close(handler.counted_as)
+        self.handshakes.end(handler.counted_as)
         self.sockets.discard(handler)
         connection, handler.connection = handler.connection, None  # (a cycle, else)
         if connection is not None and not self.tasks.closed:

@@ -17,14 +17,15 @@ import msgpack
 import pytest
 import tornado.web
 import tornado.websocket
+from tornado.iostream import IOStream
 from tornado.util import _websocket_mask
 from tornado.websocket import WebSocketProtocol13
 
 from collab.errors import CloseCode
-from collab.web.frames import Opcode
+from collab.web.frames import FrameParser, Opcode
 from collab.web.reading import BufferedReadProtocol
 from collab.wire.native import PROTOCOL_VERSION
-from tests.helpers import TIMEOUT_S, SeqWatcher, text_update
+from tests.helpers import TIMEOUT_S, SeqWatcher, text_update, wait_until
 from tests.test_frames import frame
 
 
@@ -119,6 +120,46 @@ async def test_many_frames_in_one_write_are_all_applied_in_order(server):
     assert acks == list(range(200))
     await watcher.wait_for(lambda: all(f"<{i}>" in watcher.text() for i in range(200)))
     await watcher.close()
+    wire.close()
+
+
+async def test_a_long_burst_is_read_in_turns_and_answered_in_order(server):
+    # 600 frames count for more than YIELD_AFTER_BYTES: the reader lets the loop
+    # run twice on the way, and goes on where it was.
+    wire = await Wire.connect(server.port)
+    await wire.write(HELLO + b"".join(native({"type": "ping", "id": i}) for i in range(600)))
+    assert (await wire.read_message())["type"] == "welcome"
+    assert [(await wire.read_message())["id"] for _ in range(600)] == list(range(600))
+    wire.close()
+
+
+@pytest.mark.allow_error_logs  # the fault is logged, with its traceback
+async def test_a_fault_in_the_reader_ends_the_connection_and_is_logged(server, monkeypatch, caplog):
+    wire = await Wire.connect(server.port)
+    await wire.write(HELLO)
+    await wire.read_message()
+
+    def broken(self: FrameParser) -> None:
+        raise RuntimeError("a bug in the reader")
+
+    monkeypatch.setattr(FrameParser, "next_message", broken)
+    await wire.write(native({"type": "ping", "id": "x"}))
+    await asyncio.wait_for(wire.reader.read(), TIMEOUT_S)  # the server dropped it
+    await wait_until(lambda: not server.sockets)  # and the handler was told
+    faults = [r.exc_info[1] for r in caplog.records if r.exc_info]
+    assert [str(fault) for fault in faults] == ["a bug in the reader"]
+    wire.close()
+
+
+async def test_a_cancelled_read_ends_the_connection_quietly(server):
+    # As Tornado's accept_connection takes a cancellation: abort, no error logged.
+    wire = await Wire.connect(server.port)
+    await wire.write(HELLO)
+    await wire.read_message()
+    (handler,) = server.sockets
+    handler.ws_connection.stream._read_future.cancel()
+    await asyncio.wait_for(wire.reader.read(), TIMEOUT_S)  # the server dropped it
+    await wait_until(lambda: not server.sockets)
     wire.close()
 
 
@@ -289,6 +330,8 @@ def test_the_parts_of_tornado_the_reader_relies_on_are_still_there():
     assert "await self._receive_frame_loop()" in source
     source = inspect.getsource(WebSocketProtocol13._receive_frame_loop)
     assert "on_ws_connection_close" in source
+    # The reader waits on the futures reads return (callbacks, not awaits).
+    assert not inspect.iscoroutinefunction(IOStream.read_bytes)
 
 
 async def test_collabs_handlers_read_with_the_buffered_reader(server):

@@ -18,6 +18,8 @@ from collab.core.session import Session
 class InputGuard:
     """Token buckets for one connection's messages and bytes, and its log budget."""
 
+    __slots__ = ("_bytes", "_messages", "_settings", "log")
+
     def __init__(self, settings: Settings, logger: logging.Logger, name: object) -> None:
         self._messages = TokenBucket(settings.rate_messages_per_s, settings.rate_messages_burst)
         self._bytes = TokenBucket(settings.rate_bytes_per_s, settings.rate_bytes_burst)

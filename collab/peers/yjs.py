@@ -32,6 +32,24 @@ log = logging.getLogger("collab.protocol")
 
 
 class YjsConnection:
+    # Slots: one per idle connection, most of them idle.
+    __slots__ = (
+        "__weakref__",  # its guard's log budget names it through one
+        "_closing",
+        "_expiry",
+        "_guard",
+        "_left",
+        "_rooms",
+        "_stopped",
+        "_told_read_only",
+        "_transport",
+        "_updates_in",
+        "id",
+        "identity",
+        "remote",
+        "session",
+    )
+
     def __init__(
         self,
         transport: Transport,

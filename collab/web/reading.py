@@ -13,6 +13,9 @@ awaitable, nothing more is dispatched, and the socket is not read, until it is
 done; a peer's updates apply in order while a large one is checked or a hook
 decides, and a fast writer is held back by its own socket.
 
+It runs on callbacks (a read's future, a handler's awaitable, a turn of the event
+loop), not in a coroutine: an idle connection then holds no task and no frame.
+
 A connection that negotiated permessage-deflate is read by Tornado's own loop,
 which decompresses. tests/test_frame_reader.py pins the parts of Tornado this
 relies on.
@@ -21,6 +24,7 @@ relies on.
 from __future__ import annotations
 
 import asyncio
+import sys
 
 from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketProtocol13
@@ -37,50 +41,135 @@ FRAME_YIELD_COST = 1024
 
 
 class BufferedReadProtocol(WebSocketProtocol13):
-    """Tornado's RFC 6455 protocol with a frame reader that parses in batches."""
+    """Tornado's RFC 6455 protocol with a frame reader that parses in batches.
+
+    The reader is driven by callbacks, not a coroutine: Tornado reads a socket
+    inside a chain of five coroutines and a task (the handler's ``_execute``,
+    ``get``, ``accept_connection``...), whose frames, and what their locals hold
+    (the upgrade's headers among them), every idle connection would keep, about
+    3 KiB each. ``_receive_frame_loop`` starts the reader and returns, which ends
+    that chain; the reader then waits on a plain future: a read, a handler's
+    awaitable, or a turn of the event loop.
+    """
+
+    # Slots: Tornado's attributes fill the 30 that an instance dict shares with
+    # its class; one more would make each connection's dict a dict of its own.
+    __slots__ = ("_parser", "_work")
 
     async def _receive_frame_loop(self) -> None:
         if self._decompressor is not None:
             await super()._receive_frame_loop()
             return
-        # One coroutine for the whole loop: an idle connection waits in it, and
-        # each nested coroutine would cost every connection its frame.
-        parser = FrameParser(self.params.max_message_size)
-        stream = self.stream
-        work = 0
+        self._parser: FrameParser | None = FrameParser(self.params.max_message_size)
+        self._work = 0
         try:
-            while not self.client_terminated:
-                if parser.wanted > READ_CHUNK_BYTES:
-                    data = await stream.read_bytes(parser.wanted)
-                else:
-                    data = await stream.read_bytes(READ_CHUNK_BYTES, partial=True)
-                self._wire_bytes_in += len(data)
-                parser.feed(data)
-                while True:
-                    try:
-                        message = parser.next_message()
-                    except FrameError as error:
-                        # Tornado would drop the connection with no word: a close
-                        # code says why. The handler's close sends what it had
-                        # queued first.
-                        self.handler.close(error.code, error.reason)  # type: ignore[attr-defined]
-                        self._abort()
-                        return
-                    if message is None:
-                        break
-                    opcode, payload = message
-                    handled = self._handle_message(opcode, payload)
-                    if handled is not None:
-                        await handled
-                    if self.client_terminated:  # a close frame, or the handler aborted
-                        return
-                    work += FRAME_YIELD_COST + len(payload)
-                    if work >= YIELD_AFTER_BYTES:
-                        work = 0
-                        await asyncio.sleep(0)
-                        if self.client_terminated:
-                            return
-        except StreamClosedError:
-            self._abort()
-        finally:
-            self.handler.on_ws_connection_close(self.close_code, self.close_reason)
+            self._read()
+        except (Exception, asyncio.CancelledError):
+            self._fault()
+
+    def _fault(self) -> None:
+        """In an ``except`` block: end the connection for what went wrong while
+        reading, as it did when it ended Tornado's read loop."""
+        # A closed stream is how a connection ends; a cancelled read, as Tornado's
+        # accept_connection takes it, is not an error either.
+        if not isinstance(sys.exc_info()[1], (StreamClosedError, asyncio.CancelledError)):
+            self.handler.log_exception(*sys.exc_info())  # type: ignore[attr-defined]
+        self._abort()
+        self._ended()
+
+    def _ended(self) -> None:
+        """The reader stops; the handler is told once (Tornado's loop's finally)."""
+        if self._parser is None:
+            return
+        self._parser = None
+        self.handler.on_ws_connection_close(self.close_code, self.close_reason)
+
+    def _read(self) -> None:
+        """Read and dispatch what arrives until something must be waited for."""
+        while True:
+            parser = self._parser
+            if parser is None:
+                return
+            if self.client_terminated:
+                self._ended()
+                return
+            if parser.wanted > READ_CHUNK_BYTES:
+                reading = self.stream.read_bytes(parser.wanted)
+            else:
+                reading = self.stream.read_bytes(READ_CHUNK_BYTES, partial=True)
+            if not reading.done():
+                reading.add_done_callback(self._on_read)
+                return
+            if not self._dispatch(reading.result()):
+                return
+
+    def _on_read(self, reading: asyncio.Future[bytes]) -> None:
+        try:
+            if self._dispatch(reading.result()):  # a closed stream raises StreamClosedError
+                self._read()
+        except (Exception, asyncio.CancelledError):
+            self._fault()
+
+    def _dispatch(self, data: bytes) -> bool:
+        """Take ``data`` in; True when the next read may start."""
+        if self._parser is None:
+            return False
+        self._wire_bytes_in += len(data)
+        self._parser.feed(data)
+        return self._handle_buffered()
+
+    def _handle_buffered(self) -> bool:
+        """Hand every complete message to Tornado; True when all were handled and
+        the next read may start, False when the reader waits (a handler's
+        awaitable, a turn of the event loop) or ended."""
+        parser = self._parser
+        while parser is not None:
+            try:
+                message = parser.next_message()
+            except FrameError as error:
+                # Tornado would drop the connection with no word: a close code
+                # says why. The handler's close sends what it had queued first.
+                self.handler.close(error.code, error.reason)  # type: ignore[attr-defined]
+                self._abort()
+                self._ended()
+                return False
+            if message is None:
+                return True
+            opcode, payload = message
+            handled = self._handle_message(opcode, payload)
+            self._work += FRAME_YIELD_COST + len(payload)
+            if handled is not None and not handled.done():
+                # Nothing more is dispatched, and the socket is not read, meanwhile.
+                handled.add_done_callback(self._on_handled)
+                return False
+            if self.client_terminated:  # a close frame, or the handler aborted
+                self._ended()
+                return False
+            if self._work >= YIELD_AFTER_BYTES:
+                self._yield()
+                return False
+        return False
+
+    def _yield(self) -> None:
+        """Let the other connections' callbacks run before going on."""
+        self._work = 0
+        asyncio.get_running_loop().call_soon(self._go_on)
+
+    def _on_handled(self, handled: asyncio.Future[None]) -> None:
+        if self._work >= YIELD_AFTER_BYTES and not self.client_terminated:
+            self._yield()
+        else:
+            self._go_on()
+
+    def _go_on(self) -> None:
+        """Go on with the messages already received, then read."""
+        try:
+            if self._parser is None:
+                return
+            if self.client_terminated:
+                self._ended()
+                return
+            if self._handle_buffered():
+                self._read()
+        except (Exception, asyncio.CancelledError):
+            self._fault()

@@ -11,13 +11,17 @@ Whether each peer is alive is watched by one task for all sockets
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import struct
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+import tornado.iostream
 import tornado.websocket
+from tornado import httputil
 from tornado.iostream import IOStream, StreamClosedError
 from tornado.websocket import WebSocketProtocol, WebSocketProtocol13
 
@@ -31,6 +35,7 @@ from collab.peers.yjs import YjsConnection
 from collab.web.access_log import RedactingHandlerMixin
 from collab.web.gate import connection_of
 from collab.web.reading import BufferedReadProtocol
+from collab.web.stream_queues import release_idle_queues
 
 if TYPE_CHECKING:
     from collab.app import CollabServer
@@ -110,13 +115,70 @@ def _frame_all(payloads: list[bytes]) -> bytes:
     return framed
 
 
+class _ReadOnlyHeaders(httputil.HTTPHeaders):
+    """No headers, and none can be set: one instance for every upgraded request."""
+
+    def add(self, name: str, value: str, *, _chars_are_bytes: bool = True) -> None:
+        raise TypeError("an upgraded request's headers are gone")
+
+    def __setitem__(self, name: str, value: str) -> None:
+        raise TypeError("an upgraded request's headers are gone")
+
+    def __delitem__(self, name: str) -> None:
+        raise TypeError("an upgraded request's headers are gone")
+
+
+def _http_only(name: str) -> Callable[..., Any]:
+    """Tornado's ``name`` method, refused once the stream is the WebSocket's (as
+    Tornado's own _detach_stream does, with an instance attribute per method)."""
+    method = getattr(tornado.websocket.WebSocketHandler, name)
+
+    @functools.wraps(method)
+    def guarded(self: SocketHandler, *args: Any, **kwargs: Any) -> Any:
+        if self._upgraded:
+            raise RuntimeError("Method not supported for Web Sockets")
+        return method(self, *args, **kwargs)
+
+    return guarded
+
+
+# What an upgraded request still shows as its headers and arguments: none, and
+# none can be added (see SocketHandler._release_handshake).
+_NO_HEADERS = _ReadOnlyHeaders()
+_NO_ARGUMENTS: Mapping[str, list[bytes]] = MappingProxyType({})
+_NO_FILES: Mapping[str, list[Any]] = MappingProxyType({})
+
+
 class SocketHandler(RedactingHandlerMixin, tornado.websocket.WebSocketHandler):
-    connection: NativeConnection | YjsConnection | None
     endpoint = ""  # the metrics label: "ws" or "yjs"
+
+    # Slots, not the instance dict: with Tornado's own attributes, a dict past 30
+    # keys is no longer shared with the class's and costs each connection 1.5 KiB.
+    __slots__ = (
+        "_bytes_in",
+        "_bytes_out",
+        "_drain_waiters",
+        "_flush_queued",
+        "_heard",
+        "_outbound_limit",
+        "_outbox",
+        "_paused",
+        "_unsent_bytes",
+        "_upgraded",
+        "_writing",
+        "connection",
+        "counted_as",
+        "server",
+    )
+    connection: NativeConnection | YjsConnection | None
 
     def initialize(self, server: CollabServer) -> None:
         self.server = server
         self.connection = None
+        # The connection as the address's cap counts it (its stream), kept past
+        # _release_handshake, which lets go of the request's HTTP connection.
+        self.counted_as = connection_of(self.request)
+        self._upgraded = False
         self._unsent_bytes = 0  # in the outbox or written to the stream and not yet sent
         self._outbox: list[bytes] = []  # framed messages not yet handed to the stream
         self._writing = False  # a write to the stream is under way
@@ -126,6 +188,56 @@ class SocketHandler(RedactingHandlerMixin, tornado.websocket.WebSocketHandler):
         self._drain_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._heard = time.monotonic()  # when the peer last sent anything
         self._paused: asyncio.Future[None] | None = None  # reading stopped (shutdown)
+        # Tornado sets these later (_execute, get). Set now, while the first
+        # handler is made, they join the attribute names its class's instances
+        # share; a handler made before that first one reached them (a burst of
+        # connections at start) would otherwise get a dict of its own, 0.8 KiB.
+        self._transforms = None
+        self.path_args, self.path_kwargs = [], {}
+        self.open_args, self.open_kwargs = (), {}
+
+    write = _http_only("write")
+    redirect = _http_only("redirect")
+    set_header = _http_only("set_header")
+    set_cookie = _http_only("set_cookie")
+    set_status = _http_only("set_status")
+    flush = _http_only("flush")
+    finish = _http_only("finish")
+
+    def _detach_stream(self) -> tornado.iostream.IOStream:
+        """As Tornado's, which makes the HTTP methods (write, finish...) raise once the
+        stream is the WebSocket's by setting seven instance attributes; the methods
+        below check one flag instead."""
+        self._upgraded = True
+        return self.detach()
+
+    def _release_handshake(self) -> None:
+        """Once open has read what it needs (the token, the hooks' Request), let go
+        of what only the HTTP upgrade used: its connection objects, its request's
+        headers and arguments, the answer's headers, Tornado's template namespace
+        and the arguments of the call to open, 4-5 KiB an idle connection would
+        otherwise keep; and give the stream write queues that hold memory only
+        while they hold something. What is read later stays: the method and URL
+        (logged with an error), ``remote_ip``, the counted connection
+        (``counted_as``). tests/test_idle_memory.py pins it."""
+        request = self.request
+        request.connection = None
+        request.server_connection = None
+        request.headers = _NO_HEADERS
+        # The query's arguments (the token among them) were read by open.
+        request.arguments = request.query_arguments = _NO_ARGUMENTS  # type: ignore[assignment]
+        request.body_arguments = _NO_ARGUMENTS  # type: ignore[assignment]
+        request.files = _NO_FILES  # type: ignore[assignment]
+        if hasattr(request, "_cookies"):  # parsed for a hook's Request
+            del request._cookies
+        self._headers = _NO_HEADERS
+        self._transforms = None
+        self.ui = None  # Tornado's template helpers; _break_cycles sets it so too
+        self.path_args = self.open_args = ()  # type: ignore[assignment]
+        self.path_kwargs = self.open_kwargs = {}
+        protocol = self.ws_connection
+        if protocol is not None and protocol.stream is not None:
+            release_idle_queues(protocol.stream)
 
     def get_compression_options(self) -> dict[str, Any] | None:
         """permessage-deflate when the setting offers it (Tornado's zlib level 6); the
@@ -361,7 +473,7 @@ class SocketHandler(RedactingHandlerMixin, tornado.websocket.WebSocketHandler):
         try:
             await self.start(*args, **kwargs)
         finally:
-            self.server.handshakes.end(connection_of(self.request))
+            self.server.handshakes.end(self.counted_as)
 
     async def start(self, *args: str, **kwargs: str) -> None:
         """The WebSocket is open: authenticate, join, send the first sync."""
@@ -369,7 +481,7 @@ class SocketHandler(RedactingHandlerMixin, tornado.websocket.WebSocketHandler):
 
     def on_finish(self) -> None:
         if self.get_status() != 101:  # refused before it opened (origin, version)
-            self.server.handshakes.end(connection_of(self.request))
+            self.server.handshakes.end(self.counted_as)
 
     def on_close(self) -> None:
         self._drop_outbox()
@@ -397,6 +509,7 @@ class NativeSocketHandler(SocketHandler):
                 )
             except CollabError as exc:
                 refusal = exc
+        self._release_handshake()
         self.connection = NativeConnection(
             self,
             self.server.rooms,
@@ -434,6 +547,7 @@ class YjsSocketHandler(SocketHandler):
         except CollabError as exc:  # refused: by the token's check, or an extension's
             self.close(exc.close_code or CloseCode.FORBIDDEN, close_reason(exc.message))
             return
+        self._release_handshake()
         self.connection = YjsConnection(
             self,
             self.server.rooms,
