@@ -29,7 +29,7 @@ def no_collector() -> Iterator[None]:
         gc.enable()
 
 
-async def test_closed_yjs_and_native_connections_are_freed_without_the_collector(
+async def test_closed_and_cut_connections_are_freed_without_the_collector(
     server, yjs, no_collector, caplog: pytest.LogCaptureFixture
 ):
     # Log records kept for the test's report would hold the connections their
@@ -42,8 +42,9 @@ async def test_closed_yjs_and_native_connections_are_freed_without_the_collector
     await wait_until(lambda: len(server.sockets) == 2 * PEERS)
     held = [weakref.ref(handler) for handler in server.sockets]
     held += [weakref.ref(handler.connection) for handler in server.sockets]
-    await yjs.close()
+    await yjs.close()  # with a close handshake
     for watcher in watchers:
+        watcher.peer.ws.stream.close()  # cut: the server's read ends in StreamClosedError
         await watcher.close()
     await wait_until(lambda: not server.sockets)
     await asyncio.sleep(0.2)  # the connections' close tasks end

@@ -104,6 +104,13 @@ class BufferedReadProtocol(WebSocketProtocol13):
                 return
 
     def _on_read(self, reading: asyncio.Future[bytes]) -> None:
+        if not reading.cancelled() and isinstance(reading.exception(), StreamClosedError):
+            # How a connection ends, taken without raising it: a raised exception's
+            # traceback would hold this frame, so this future and through it the
+            # whole connection, in a cycle only the collector frees.
+            self._abort()
+            self._ended()
+            return
         try:
             if self._dispatch(reading.result()):  # a closed stream raises StreamClosedError
                 self._read()
