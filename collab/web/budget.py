@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing
-import os
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
@@ -28,10 +27,11 @@ from concurrent.futures.process import BrokenProcessPool
 from collab.config import Settings
 from collab.core.limits import ReadBudget
 
-WORKER_NICENESS = 10  # added to the workers' nice value
-# What the workers run (rebuilding, rendering, diffing, attributing), imported once by
-# the fork server that starts them.
+# Imported once by the fork server that starts the workers: collab.web.read_workers
+# first (it lowers the fork server's CPU priority, and so its workers'), then what the
+# workers run (rebuilding, rendering, diffing, attributing).
 WORKER_MODULES = [
+    "collab.web.read_workers",
     "collab.core.authors",
     "collab.core.diff",
     "collab.core.history",
@@ -65,15 +65,13 @@ class ExpensiveReads:
             # held; the fork server is a process of its own, without them, started
             # once with the modules the work needs, so that a worker starts in
             # milliseconds, not in the 0.2 s of CPU a spawned one spends importing.
-            # Niced: where the CPUs are short, the process with the event loop
-            # (acknowledgements, subscribes) comes first.
+            # Niced (collab.web.read_workers): where the CPUs are short, the process
+            # with the event loop (acknowledgements, subscribes) comes first.
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload(WORKER_MODULES)
             self._pool = ProcessPoolExecutor(
                 self._total,
                 mp_context=context,
-                initializer=os.nice,
-                initargs=(WORKER_NICENESS,),
             )
         return self._pool
 
