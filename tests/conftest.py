@@ -13,6 +13,8 @@ that each feature still runs end to end over a real socket.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,13 @@ from tests.inprocess import (  # noqa: F401 - fixtures
 )
 from tests.mongodb import MongoServer, session_server
 from tests.yjs_peer import YjsPeers
+
+# The suite starts hundreds of Python processes (servers, the CLI, the expensive reads'
+# workers, the xdist workers); where PYTHONDONTWRITEBYTECODE is set, each compiled
+# collab from source again (0.1 s of CPU a process) and each xdist worker rewrote every
+# test module (3 s a worker). The bytecode is written, under __pycache__ (git ignores it).
+sys.dont_write_bytecode = False
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 
 @pytest.fixture

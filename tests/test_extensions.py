@@ -483,7 +483,14 @@ async def test_observers_hear_connect_change_store_delete_and_disconnect(
         text += word
         seqs.append((await send_update(peer, "doc", ref, doc.get_update(before)))["seq"])
 
-    await wait_until(lambda: recorder.changes and recorder.changes[-1].last_seq == seqs[-1])
+    # on_change records the change, then awaits the document it was handed: wait for both.
+    await wait_until(
+        lambda: (
+            recorder.changes
+            and recorder.changes[-1].last_seq == seqs[-1]
+            and len(recorder.texts) == len(recorder.changes)
+        )
+    )
     assert recorder.changes[0].first_seq == 1
     assert [r.seq for c in recorder.changes for r in c.records] == seqs
     assert recorder.texts[-1] == "one two three"
