@@ -369,3 +369,46 @@ async def test_a_snapshot_of_a_document_deleted_meanwhile_is_not_kept(
         assert await store.checkpoints("notes") == []
     finally:
         await store.close()
+
+
+async def test_commits_made_while_a_snapshot_is_written_make_the_next_one_due(
+    store: SQLiteStore, settings: Settings
+):
+    # The document's writes stop while its snapshot is being written: the updates
+    # committed meanwhile get their snapshot all the same, without another write.
+    every = 5
+    snapshots = snapshots_of(store, settings.replace(snapshot_every_updates=every))
+    snapshots.start()
+    doc = pycrdt.Doc()
+    text = doc.get("text", type=pycrdt.Text)
+    saving = asyncio.Event()
+    release = asyncio.Event()
+    save_snapshot = store.save_snapshot
+
+    async def held_save(snapshot: SnapshotRecord) -> None:
+        saving.set()
+        await release.wait()
+        await save_snapshot(snapshot)
+
+    store.save_snapshot = held_save  # type: ignore[method-assign]
+    try:
+
+        async def append(count: int) -> None:
+            for _ in range(count):
+                before = doc.get_state()
+                text.insert(len(text), "x")
+                result = await store.append(log(doc.get_update(before)))
+                snapshots.committed(result.heads)
+
+        await append(every)  # due: its snapshot starts and is held
+        await asyncio.wait_for(saving.wait(), TIMEOUT_S)
+        await append(2 * every)  # due again meanwhile, and nothing more comes
+        store.save_snapshot = save_snapshot  # type: ignore[method-assign]
+        release.set()
+        deadline = time.monotonic() + TIMEOUT_S
+        while (await store.snapshot_seqs("notes"))[-1:] != [3 * every]:
+            assert time.monotonic() < deadline, await store.snapshot_seqs("notes")
+            await asyncio.sleep(0.02)
+    finally:
+        release.set()
+        await snapshots.stop(TIMEOUT_S)

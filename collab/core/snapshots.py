@@ -140,6 +140,9 @@ class Snapshotter:
         # Per document, the seq to snapshot from the log, or a snapshot made already.
         self._due: dict[str, int | SnapshotRecord] = {}
         self._writing: set[str] = set()
+        # Per document being written, the last head its commits reported meanwhile:
+        # a snapshot may fall due again before the one under way is stored.
+        self._behind: dict[str, int] = {}
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -162,6 +165,7 @@ class Snapshotter:
         """Where documents' logs stand after a commit: snapshot those that are due."""
         for doc, head in heads.items():
             if doc in self._writing:
+                self._behind[doc] = max(head.head_seq, self._behind.get(doc, 0))
                 continue
             if self._cadence.due(head.head_seq - head.snapshot_seq, head.bytes_since_snapshot):
                 self._due[doc] = head.head_seq
@@ -196,7 +200,17 @@ class Snapshotter:
                     log.warning("snapshot of %r at seq %d failed: %s", doc, seq, exc)
                 finally:
                     self._writing.discard(doc)
+                    self._due_again(doc, seq)
             self._idle.set()
+
+    def _due_again(self, doc: str, written: int) -> None:
+        """After a snapshot at ``written``: whether the commits made meanwhile put the
+        document due again (by their count; what they weigh is known at its next
+        commit). Without this, a document whose writes stopped during a snapshot
+        would wait for its next write for the next snapshot."""
+        head = self._behind.pop(doc, None)
+        if head is not None and doc not in self._due and self._cadence.due(head - written, 0):
+            self._due[doc] = head
 
     async def _store_made(self, snapshot: SnapshotRecord) -> None:
         """Store a snapshot made elsewhere (see :meth:`offer`) as :meth:`write`
