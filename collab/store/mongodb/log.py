@@ -89,9 +89,11 @@ class MongoLog(MongoBase):
                 raise DocumentChanged(changed)
             for doc, mine in by_doc.items():
                 batches = _batches(mine)
+                last_seq = 0
                 for batch in batches:
                     records = await self._append_batch(doc, batch)
                     stored.update(zip((u.submission for u in batch), records, strict=True))
+                    last_seq = records[-1].seq
                 if doc in epochs and not await self._is_epoch(doc, epochs[doc]):
                     # Deleted while this was inserted: take it back. (A deletion
                     # removes the row first, then the log: one of the two sees the
@@ -100,7 +102,7 @@ class MongoLog(MongoBase):
                         {"_id": {"$in": [b[0].submission for b in batches]}}
                     )
                     raise DocumentChanged({doc: epochs[doc]})
-                heads[doc] = await self._after_append(doc, mine)
+                heads[doc] = await self._after_append(doc, mine, last_seq)
         self.stats.append_batches += 1
         return AppendResult([stored[u.submission] for u in updates], heads)
 
@@ -111,7 +113,12 @@ class MongoLog(MongoBase):
             await self._ensure_document(doc, batch[0].time_s)
             self._remember(doc, await self._head_seq(doc) + 1)
         for attempt in range(1, APPEND_ATTEMPTS + 1):
-            seq = self._next_seq[doc]
+            seq = self._next_seq.get(doc)
+            if seq is None:
+                # Forgotten while this waited (another append on this store learnt
+                # that the document changed, or the cache was cleared): learnt again.
+                seq = await self._head_seq(doc, local=True) + 1
+                self._remember(doc, seq)
             entry = _entry(batch, seq)
             try:
                 await self._log.insert_one(entry)
@@ -152,11 +159,11 @@ class MongoLog(MongoBase):
             records += await self._append_batch(doc, rest)
         return records
 
-    async def _after_append(self, doc: str, mine: list[NewUpdate]) -> DocumentHead:
-        """Bring the document's entry up to date; returns its head for snapshots.
-        (``bytes_since_snapshot`` only paces snapshots: an append retried after an
-        unknown outcome may count its bytes twice, which brings a snapshot forward.)"""
-        head = self._next_seq[doc] - 1
+    async def _after_append(self, doc: str, mine: list[NewUpdate], head: int) -> DocumentHead:
+        """Bring the document's entry up to date with its log's ``head`` (the last
+        seq appended); returns it for snapshots. (``bytes_since_snapshot`` only
+        paces snapshots: an append retried after an unknown outcome may count its
+        bytes twice, which brings a snapshot forward.)"""
         row = await self._documents.find_one_and_update(
             {"_id": doc},
             {
