@@ -7,6 +7,7 @@ import base64
 import contextlib
 import itertools
 import os
+import socket
 import struct
 import time
 from collections.abc import Callable, Iterator
@@ -193,6 +194,26 @@ class Clock:
         self.now_s += seconds
 
 
+async def upgraded_stream(
+    port: int, path: str = "/ws"
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A bare TCP stream (no Nagle delay) upgraded to a WebSocket on ``path``; what
+    is written and read on it from then on is up to the caller."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        (
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    response = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT_S)
+    assert response.startswith(b"HTTP/1.1 101"), response
+    return reader, writer
+
+
 class SilentPeer:
     """A WebSocket client over a bare TCP stream that never answers pings:
     a browser tab whose machine went to sleep."""
@@ -202,18 +223,7 @@ class SilentPeer:
 
     @classmethod
     async def connect(cls, port: int, path: str = "/ws") -> SilentPeer:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        key = base64.b64encode(os.urandom(16)).decode()
-        writer.write(
-            (
-                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                "Sec-WebSocket-Version: 13\r\n\r\n"
-            ).encode()
-        )
-        response = await reader.readuntil(b"\r\n\r\n")
-        assert response.startswith(b"HTTP/1.1 101"), response
-        return cls(reader, writer)
+        return cls(*await upgraded_stream(port, path))
 
     def send(self, message: dict) -> None:
         self.send_frame(msgpack.packb(message, use_bin_type=True))

@@ -6,10 +6,7 @@ of Tornado it relies on are still there."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import inspect
-import os
-import socket
 import struct
 from typing import Any
 
@@ -25,7 +22,7 @@ from collab.errors import CloseCode
 from collab.web.frames import FrameParser, Opcode
 from collab.web.reading import BufferedReadProtocol
 from collab.wire.native import PROTOCOL_VERSION
-from tests.helpers import TIMEOUT_S, SeqWatcher, text_update, wait_until
+from tests.helpers import TIMEOUT_S, SeqWatcher, text_update, upgraded_stream, wait_until
 from tests.test_frames import frame
 
 
@@ -37,19 +34,7 @@ class Wire:
 
     @classmethod
     async def connect(cls, port: int, path: str = "/ws") -> Wire:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        key = base64.b64encode(os.urandom(16)).decode()
-        writer.write(
-            (
-                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                "Sec-WebSocket-Version: 13\r\n\r\n"
-            ).encode()
-        )
-        response = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT_S)
-        assert response.startswith(b"HTTP/1.1 101"), response
-        return cls(reader, writer)
+        return cls(*await upgraded_stream(port, path))
 
     async def write(self, data: bytes, piece_bytes: int | None = None) -> None:
         """Write ``data`` in pieces of ``piece_bytes`` (all at once by default),
