@@ -111,13 +111,13 @@ class MongoLog(MongoBase):
         instance got there first."""
         if doc not in self._next_seq:
             await self._ensure_document(doc, batch[0].time_s)
-            self._remember(doc, await self._head_seq(doc) + 1)
         for attempt in range(1, APPEND_ATTEMPTS + 1):
             seq = self._next_seq.get(doc)
             if seq is None:
-                # Forgotten while this waited (another append on this store learnt
-                # that the document changed, or the cache was cleared): learnt again.
-                seq = await self._head_seq(doc, local=True) + 1
+                # Not known yet, or forgotten while this waited (another append on
+                # this store learnt that the document changed, or the cache was
+                # cleared): learnt from the log.
+                seq = await self._head_seq(doc) + 1
                 self._remember(doc, seq)
             entry = _entry(batch, seq)
             try:
