@@ -7,17 +7,20 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import socket
 import sys
 import tracemalloc
 from typing import Any
 
 import pytest
+import tornado.iostream
 import tornado.web
 import tornado.websocket
 from tornado.httputil import HTTPServerRequest
 from tornado.websocket import WebSocketProtocol13
 
 from collab.web.sockets import SocketHandler
+from collab.web.stream_queues import release_idle_queues
 from tests.helpers import wait_until
 from tests.test_frame_reader import Wire
 from tests.test_frames import frame
@@ -141,3 +144,14 @@ def test_the_parts_of_tornado_the_release_relies_on_are_still_there():
     source = inspect.getsource(HTTPServerRequest.__init__)
     for name in ("connection", "server_connection", "headers", "remote_ip"):
         assert f"self.{name} =" in source, name
+
+
+async def test_a_stream_closed_before_its_socket_opened_is_left_as_it_is():
+    """The answer to the upgrade can fail (the peer went): open then finds its
+    stream closed, with no queues to release."""
+    ours, theirs = socket.socketpair()
+    stream = tornado.iostream.IOStream(ours)
+    theirs.close()
+    stream.close()
+    release_idle_queues(stream)
+    assert stream.closed()

@@ -61,7 +61,10 @@ class ReleasingDeque(Generic[T]):
 
 def release_idle_queues(stream: IOStream) -> None:
     """Give ``stream`` write queues that free their storage when empty (what they
-    hold now is kept, in order)."""
+    hold now is kept, in order). A stream that closed (its handshake's answer
+    could not be written) has no write buffer left: nothing to release."""
+    if stream.closed():
+        return
     stream._write_futures = ReleasingDeque(stream._write_futures)  # type: ignore[assignment]
     buffer: Any = stream._write_buffer
     buffer._buffers = ReleasingDeque(buffer._buffers)
