@@ -341,3 +341,25 @@ async def test_the_feed_of_some_documents_walks_the_new_rows_by_id_not_their_who
         assert not any("sqlite_autoindex_updates" in step for step in steps), steps
     finally:
         await store.close()
+
+
+async def test_a_batch_over_more_documents_than_one_statement_holds_keeps_each_head(
+    db_path: Path,
+):
+    """The writer reads and sets the documents' heads some hundreds a statement."""
+    store = SQLiteStore(db_path)
+    await store.open()
+    try:
+        names = [f"d{i:04}" for i in range(1201)]  # past a statement's 500 names, twice
+        await store.append([NewUpdate(name, b"x", 1.0) for name in names[::2]])
+
+        result = await store.append([NewUpdate(name, b"y", 2.0) for name in [*names, "d1200"]])
+
+        heads = {name: 1 if int(name[1:]) % 2 else 2 for name in names}
+        heads["d1200"] = 3
+        assert {doc: head.head_seq for doc, head in result.heads.items()} == heads
+        assert await store.head_seqs(names) == heads
+        assert [u.seq for u in await store.read_updates("d1200")] == [1, 2, 3]
+        assert (await store.load("d0999")).updates[-1].data == b"y"
+    finally:
+        await store.close()

@@ -12,7 +12,7 @@ from typing import Any
 from collab.store.base import prefix_end
 from collab.store.records import Author, DocumentInfo, LoadedDocument
 from collab.store.sqlite.base import SQLiteBase, create_document, write_transaction
-from collab.store.sqlite.log import INSERT_ROWS_PER_STATEMENT, UPDATE_COLUMNS, update_from_row
+from collab.store.sqlite.log import ROWS_PER_STATEMENT, UPDATE_COLUMNS, update_from_row
 from collab.store.sqlite.snapshots import latest_snapshot_at
 
 
@@ -135,8 +135,8 @@ class SQLiteDocuments(SQLiteBase):
         def read() -> dict[str, int]:
             heads: dict[str, int] = {}
             names = list(docs)
-            for start in range(0, len(names), INSERT_ROWS_PER_STATEMENT):
-                chunk = names[start : start + INSERT_ROWS_PER_STATEMENT]
+            for start in range(0, len(names), ROWS_PER_STATEMENT):
+                chunk = names[start : start + ROWS_PER_STATEMENT]
                 rows = self._conn("feed").execute(
                     "SELECT name, head_seq FROM documents WHERE name IN "
                     f"({','.join('?' * len(chunk))})",

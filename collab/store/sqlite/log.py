@@ -5,7 +5,7 @@ lock), so they are gap-free per document across processes."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from collab.errors import DocumentChanged
@@ -26,7 +26,7 @@ from collab.store.sqlite.base import (
 )
 
 UPDATE_COLUMNS = "doc, seq, data, time_s, origin_user, origin_client, origin_instance"
-INSERT_ROWS_PER_STATEMENT = 500  # 3,500 parameters, well under SQLite's 32,766
+ROWS_PER_STATEMENT = 500  # at most 3,500 parameters, well under SQLite's 32,766
 
 
 class SQLiteLog(SQLiteBase):
@@ -46,14 +46,11 @@ class SQLiteLog(SQLiteBase):
                 epochs = expected_epochs(updates)
                 new = creating(updates)
                 adopted: dict[str, str] = {}  # created, or found created meanwhile
+                rows = _document_rows(conn, {u.doc: None for u in updates})
                 for update in updates:
                     if update.doc in heads or update.doc in changed:
                         continue
-                    row = conn.execute(
-                        "SELECT head_seq, snapshot_seq, bytes_since_snapshot, epoch "
-                        "FROM documents WHERE name = ?",
-                        (update.doc,),
-                    ).fetchone()
+                    row = rows.get(update.doc)
                     expected = epochs.get(update.doc)
                     if update.doc in new:
                         if row is None:
@@ -81,11 +78,10 @@ class SQLiteLog(SQLiteBase):
                 ]
                 _insert_updates(conn, records)
                 last_time = {r.doc: r.time_s for r in records}
-                conn.executemany(
-                    "UPDATE documents SET head_seq = ?, bytes_since_snapshot = ?, updated_s = ? "
-                    "WHERE name = ?",
+                _update_heads(
+                    conn,
                     [
-                        (head.head_seq, head.bytes_since_snapshot, last_time[doc], doc)
+                        (doc, head.head_seq, head.bytes_since_snapshot, last_time[doc])
                         for doc, head in after.items()
                     ],
                 )
@@ -120,12 +116,43 @@ class SQLiteLog(SQLiteBase):
         return await self._run(self._reader, read)
 
 
+# A batch's statements each cover many rows (documents, updates), never one row
+# a statement: every statement releases and retakes the GIL, and each retake
+# waits behind a busy event loop (a 1,000-row commit took seconds under load,
+# milliseconds this way; on many small rooms the hand-offs were most of the
+# writer's cost).
+
+
+def _document_rows(conn: sqlite3.Connection, docs: Iterable[str]) -> dict[str, tuple[Any, ...]]:
+    """Each existing document's (head_seq, snapshot_seq, bytes_since_snapshot, epoch)."""
+    names = list(docs)
+    rows: dict[str, tuple[Any, ...]] = {}
+    for start in range(0, len(names), ROWS_PER_STATEMENT):
+        chunk = names[start : start + ROWS_PER_STATEMENT]
+        for name, *row in conn.execute(
+            "SELECT name, head_seq, snapshot_seq, bytes_since_snapshot, epoch FROM documents "
+            f"WHERE name IN ({','.join('?' * len(chunk))})",
+            chunk,
+        ):
+            rows[name] = tuple(row)
+    return rows
+
+
+def _update_heads(conn: sqlite3.Connection, heads: Sequence[tuple[str, int, int, float]]) -> None:
+    """Set each (name, head_seq, bytes_since_snapshot, updated_s)."""
+    for start in range(0, len(heads), ROWS_PER_STATEMENT):
+        chunk = heads[start : start + ROWS_PER_STATEMENT]
+        conn.execute(
+            "UPDATE documents SET head_seq = new.column2, bytes_since_snapshot = new.column3, "
+            f"updated_s = new.column4 FROM (VALUES {','.join(['(?,?,?,?)'] * len(chunk))}) "
+            "AS new WHERE documents.name = new.column1",
+            [value for row in chunk for value in row],
+        )
+
+
 def _insert_updates(conn: sqlite3.Connection, batch: Sequence[UpdateRecord]) -> None:
-    # One statement per chunk of rows: executemany releases and retakes the GIL for
-    # every row, which stalls behind a busy event loop for the switch interval each
-    # time (a 1,000-row commit took seconds under load, milliseconds this way).
-    for start in range(0, len(batch), INSERT_ROWS_PER_STATEMENT):
-        chunk = batch[start : start + INSERT_ROWS_PER_STATEMENT]
+    for start in range(0, len(batch), ROWS_PER_STATEMENT):
+        chunk = batch[start : start + ROWS_PER_STATEMENT]
         conn.execute(
             f"INSERT INTO updates ({UPDATE_COLUMNS}) VALUES "
             + ",".join(["(?,?,?,?,?,?,?)"] * len(chunk)),
