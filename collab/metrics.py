@@ -9,16 +9,65 @@ scraped, through :meth:`Metrics.observe`, rather than kept twice.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import CounterMetricFamily
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
 ENDPOINTS = ("ws", "yjs")
 LATENCY_BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
+
+
+class Tally:
+    """A counter on the path of every update and frame: a plain integer, added to
+    on the event loop's thread only, read when scraped. A Prometheus Counter takes
+    a lock on every increment (about 0.6 µs: 5 % of an update's delivery to each of
+    50 peers)."""
+
+    __slots__ = ("created_s", "value")
+
+    def __init__(self) -> None:
+        self.value = 0
+        self.created_s = time.time()
+
+    def inc(self, amount: int = 1) -> None:
+        self.value += amount
+
+
+class TallyFamily:
+    """Tallies by one label (or none), exposed as a Prometheus counter family:
+    ``labels(value)`` as a Counter's, ``inc`` on an unlabelled one."""
+
+    def __init__(
+        self, name: str, documentation: str, label: str | None, registry: CollectorRegistry
+    ) -> None:
+        self.name, self.documentation, self.label = name, documentation, label
+        self._tallies: dict[str, Tally] = {}
+        self._unlabelled = Tally()
+        registry.register(self)  # type: ignore[arg-type]
+
+    def labels(self, value: str) -> Tally:
+        tally = self._tallies.get(value)
+        if tally is None:
+            tally = self._tallies[value] = Tally()
+        return tally
+
+    def inc(self, amount: int = 1) -> None:
+        self._unlabelled.value += amount
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        labels = [self.label] if self.label is not None else []
+        family = CounterMetricFamily(self.name, self.documentation, labels=labels)
+        if self.label is None:
+            family.add_metric([], self._unlabelled.value, created=self._unlabelled.created_s)
+        for value, tally in self._tallies.items():
+            family.add_metric([value], tally.value, created=tally.created_s)
+        yield family
 
 
 class Metrics:
@@ -34,20 +83,20 @@ class Metrics:
             "Connections between their accept and the end of their handshake (max_handshakes)",
             registry=r,
         )
-        self.updates_in = Counter(
-            "collab_updates_in", "Updates accepted from peers", ["endpoint"], registry=r
+        self.updates_in = TallyFamily(
+            "collab_updates_in", "Updates accepted from peers", "endpoint", r
         )
         self.updates_refused = Counter(
             "collab_updates_refused", "Updates refused, by error code", ["code"], registry=r
         )
-        self.updates_out = Counter(
-            "collab_updates_out", "Update frames sent to peers (one per peer)", registry=r
+        self.updates_out = TallyFamily(
+            "collab_updates_out", "Update frames sent to peers (one per peer)", None, r
         )
-        self.bytes_in = Counter(
-            "collab_received_bytes", "WebSocket message bytes received", ["endpoint"], registry=r
+        self.bytes_in = TallyFamily(
+            "collab_received_bytes", "WebSocket message bytes received", "endpoint", r
         )
-        self.bytes_out = Counter(
-            "collab_sent_bytes", "WebSocket message bytes sent", ["endpoint"], registry=r
+        self.bytes_out = TallyFamily(
+            "collab_sent_bytes", "WebSocket message bytes sent", "endpoint", r
         )
         self.write_queue_updates = Gauge(
             "collab_write_queue_updates", "Updates waiting to be stored", registry=r
