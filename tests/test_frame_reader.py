@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import socket
 import struct
 from typing import Any
 
@@ -20,7 +21,7 @@ from tornado.websocket import WebSocketProtocol13
 
 from collab.errors import CloseCode
 from collab.web.frames import FrameParser, Opcode
-from collab.web.reading import BufferedReadProtocol
+from collab.web.reading import BufferedReadProtocol, SocketReadStream
 from collab.wire.native import PROTOCOL_VERSION
 from tests.helpers import TIMEOUT_S, SeqWatcher, text_update, upgraded_stream, wait_until
 from tests.test_frames import frame
@@ -75,6 +76,14 @@ def native(message: dict[str, Any], **options: Any) -> bytes:
 
 
 HELLO = native({"type": "hello", "version": PROTOCOL_VERSION, "client": "wire"})
+
+
+@pytest.fixture(autouse=True, params=["socket", "tornado"])
+def read_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here on both ways the reader reads: the socket itself (plain TCP)
+    and Tornado's reads (as a TLS stream is read)."""
+    monkeypatch.setattr(BufferedReadProtocol, "reads_socket", request.param == "socket")
+    return request.param
 
 
 async def test_frames_written_one_byte_at_a_time_arrive_whole_and_in_order(server):
@@ -136,8 +145,10 @@ async def test_a_fault_in_the_reader_ends_the_connection_and_is_logged(server, m
     wire.close()
 
 
-async def test_a_cancelled_read_ends_the_connection_quietly(server):
+async def test_a_cancelled_read_ends_the_connection_quietly(server, read_path):
     # As Tornado's accept_connection takes a cancellation: abort, no error logged.
+    if read_path == "socket":
+        pytest.skip("the socket is read without a future to cancel")
     wire = await Wire.connect(server.port)
     await wire.write(HELLO)
     await wire.read_message()
@@ -317,12 +328,44 @@ def test_the_parts_of_tornado_the_reader_relies_on_are_still_there():
     assert "on_ws_connection_close" in source
     # The reader waits on the futures reads return (callbacks, not awaits).
     assert not inspect.iscoroutinefunction(IOStream.read_bytes)
+    # SocketReadStream: the event handler reads through _handle_read and keeps
+    # watching while reading() says so; an idle stream reads once into its buffer.
+    source = inspect.getsource(IOStream._handle_events)
+    assert "self._handle_read()" in source and "if self.reading():" in source
+    assert "self._read_buffer_size == 0" in source
+    source = inspect.getsource(IOStream._read_to_buffer_loop)
+    assert "elif self.reading():" in source and "target_bytes = 0" in source
+    for name in ("_add_io_state", "_consume", "set_close_callback", "reading", "_handle_read"):
+        assert callable(getattr(IOStream, name)), name
 
 
-async def test_collabs_handlers_read_with_the_buffered_reader(server):
+async def test_collabs_handlers_read_with_the_buffered_reader(server, read_path):
     wire = await Wire.connect(server.port)
     await wire.write(HELLO)
     await wire.read_message()
     (handler,) = server.sockets
     assert type(handler.ws_connection) is BufferedReadProtocol
+    stream_type = SocketReadStream if read_path == "socket" else IOStream
+    assert type(handler.ws_connection.stream) is stream_type
     wire.close()
+
+
+async def test_a_stream_closed_under_the_reader_ends_the_connection(server):
+    wire = await Wire.connect(server.port)
+    await wire.write(HELLO)
+    await wire.read_message()
+    (handler,) = server.sockets
+    handler.ws_connection.stream.close()  # as a failed write closes it
+    await wait_until(lambda: not server.sockets)  # the handler was told
+    assert await asyncio.wait_for(wire.reader.read(), TIMEOUT_S) == b""
+    wire.close()
+
+
+async def test_a_reset_connection_ends_quietly(server):
+    wire = await Wire.connect(server.port)
+    await wire.write(HELLO)
+    await wire.read_message()
+    sock = wire.writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    wire.writer.transport.abort()  # an RST, not a FIN
+    await wait_until(lambda: not server.sockets)

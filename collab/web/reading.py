@@ -16,17 +16,24 @@ decides, and a fast writer is held back by its own socket.
 It runs on callbacks (a read's future, a handler's awaitable, a turn of the event
 loop), not in a coroutine: an idle connection then holds no task and no frame.
 
-A connection that negotiated permessage-deflate is read by Tornado's own loop,
-which decompresses. tests/test_frame_reader.py pins the parts of Tornado this
-relies on.
+On a plain TCP stream the reader reads the socket itself when the event loop
+says it is readable (:class:`SocketReadStream`): no future, no callback and no
+64 KiB buffer per read, and no second read that finds nothing, which Tornado's
+reads cost on every message. Tornado's stream still writes, and still owns the
+socket's registration with the event loop. A TLS stream is read through
+Tornado's reads. A connection that negotiated permessage-deflate is read by
+Tornado's own loop, which decompresses. tests/test_frame_reader.py pins the
+parts of Tornado this relies on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Callable
 
-from tornado.iostream import StreamClosedError
+from tornado.ioloop import IOLoop
+from tornado.iostream import IOStream, StreamClosedError
 from tornado.websocket import WebSocketProtocol13
 
 from collab.web.frames import FrameError, FrameParser
@@ -34,10 +41,34 @@ from collab.web.frames import FrameError, FrameParser
 # One read takes at most this much from the stream (Tornado's own read chunk):
 # a frame larger than that is read in one piece once its header is known.
 READ_CHUNK_BYTES = 64 * 1024
+# A read of the socket takes up to what the frame under way still needs, at most
+# this much (the frame's pieces are joined once it is whole).
+LARGE_READ_BYTES = 1024 * 1024
 # As Tornado: go back to the event loop after this much work, a frame counting
 # for FRAME_YIELD_COST bytes, so that one busy peer cannot starve the others.
 YIELD_AFTER_BYTES = 256 * 1024
 FRAME_YIELD_COST = 1024
+
+
+class SocketReadStream(IOStream):
+    """A plain TCP IOStream whose reads belong to the WebSocket reader: when the
+    socket is readable, Tornado's event handler calls ``on_readable`` in place of
+    reading into its own buffer. While ``on_readable`` is None (the reader waits
+    for a handler) Tornado reads as it would when idle: one chunk into its buffer,
+    then it stops watching, so a peer is still held back by its own socket; the
+    reader takes that chunk first when it goes on."""
+
+    on_readable: Callable[[], None] | None = None
+
+    def reading(self) -> bool:
+        return self.on_readable is not None or super().reading()
+
+    def _handle_read(self) -> None:
+        on_readable = self.on_readable
+        if on_readable is None:
+            super()._handle_read()
+        else:
+            on_readable()
 
 
 class BufferedReadProtocol(WebSocketProtocol13):
@@ -62,10 +93,20 @@ class BufferedReadProtocol(WebSocketProtocol13):
             return
         self._parser: FrameParser | None = FrameParser(self.params.max_message_size)
         self._work = 0
+        stream = self.stream
+        if type(stream) is IOStream and self.reads_socket:
+            stream.__class__ = SocketReadStream
+            # A stream that closes (a write failed, the server closed it) ends the
+            # reader, as a failed read did.
+            stream.set_close_callback(self._on_stream_closed)
         try:
             self._read()
         except (Exception, asyncio.CancelledError):
             self._fault()
+
+    # Whether a plain TCP stream is read by the reader itself (False: through
+    # Tornado's reads, as a TLS stream is; tests compare the two).
+    reads_socket = True
 
     def _fault(self) -> None:
         """In an ``except`` block: end the connection for what went wrong while
@@ -82,10 +123,17 @@ class BufferedReadProtocol(WebSocketProtocol13):
         if self._parser is None:
             return
         self._parser = None
+        stream = self.stream
+        if type(stream) is SocketReadStream:
+            stream.on_readable = None  # (the stream and the protocol would be a cycle)
+            stream.set_close_callback(None)
         self.handler.on_ws_connection_close(self.close_code, self.close_reason)
 
     def _read(self) -> None:
         """Read and dispatch what arrives until something must be waited for."""
+        if type(self.stream) is SocketReadStream:
+            self._watch()
+            return
         while True:
             parser = self._parser
             if parser is None:
@@ -102,6 +150,64 @@ class BufferedReadProtocol(WebSocketProtocol13):
                 return
             if not self._dispatch(reading.result()):
                 return
+
+    def _watch(self) -> None:
+        """Take what the stream holds (read during the upgrade, or while the reader
+        waited), then have the event loop call :meth:`_on_readable`."""
+        stream = self.stream
+        assert type(stream) is SocketReadStream
+        if self._parser is None:
+            return
+        if self.client_terminated:
+            self._ended()
+            return
+        if stream._read_buffer_size and not self._dispatch(
+            stream._consume(stream._read_buffer_size)
+        ):
+            return
+        if stream.closed():
+            self._abort()
+            self._ended()
+            return
+        stream.on_readable = self._on_readable
+        stream._add_io_state(IOLoop.READ)
+
+    def _on_readable(self) -> None:
+        """The socket has bytes (or its end): read once, dispatch what is complete.
+        The event loop calls again while more is there; nothing is read while a
+        handler's awaitable or a turn of the loop is waited for."""
+        stream = self.stream
+        try:
+            parser = self._parser
+            if parser is None:
+                stream.on_readable = None
+                return
+            try:
+                data = stream.socket.recv(
+                    min(max(parser.wanted, READ_CHUNK_BYTES), LARGE_READ_BYTES)
+                )
+            except BlockingIOError:
+                return
+            except OSError as error:  # a reset: how a connection may end, as Tornado takes it
+                data = b""
+                stream.error = error
+            if not data:
+                stream.on_readable = None
+                stream.close()  # (its close callback comes too late to matter)
+                self._abort()
+                self._ended()
+                return
+            if not self._dispatch(data) and self._parser is not None:
+                stream.on_readable = None  # waits: _go_on reads again
+        except (Exception, asyncio.CancelledError):
+            stream.on_readable = None
+            self._fault()
+
+    def _on_stream_closed(self) -> None:
+        """The stream closed under the reader (a failed write, a server close)."""
+        if self._parser is not None and self.stream.on_readable is not None:  # type: ignore[attr-defined]
+            self._abort()
+            self._ended()
 
     def _on_read(self, reading: asyncio.Future[bytes]) -> None:
         if not reading.cancelled() and isinstance(reading.exception(), StreamClosedError):

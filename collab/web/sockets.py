@@ -34,7 +34,7 @@ from collab.peers.transport import close_reason
 from collab.peers.yjs import YjsConnection
 from collab.web.access_log import RedactingHandlerMixin
 from collab.web.gate import connection_of
-from collab.web.reading import BufferedReadProtocol
+from collab.web.reading import BufferedReadProtocol, SocketReadStream
 from collab.web.stream_queues import release_idle_queues
 
 if TYPE_CHECKING:
@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("collab.access")
 
+
+# Streams over a plain TCP socket (not TLS), which a write may hand to the socket.
+PLAIN_STREAMS = (IOStream, SocketReadStream)
 
 # Entries live for one pass of the event loop; the outboxes hold the same bytes.
 FRAME_CACHE_MAX_ENTRIES = 65_536
@@ -319,7 +322,7 @@ class SocketHandler(RedactingHandlerMixin, tornado.websocket.WebSocketHandler):
 
     def _write(self, stream: IOStream, data: bytes) -> None:
         size = len(data)
-        if type(stream) is IOStream and not stream._write_buffer and stream.socket is not None:
+        if type(stream) in PLAIN_STREAMS and not stream._write_buffer and stream.socket is not None:
             # Nothing of Tornado's is waiting to be written: the socket takes the
             # bytes at once, and Tornado's future and callbacks for a write that is
             # already done are skipped. What the socket does not take, and any
