@@ -96,9 +96,9 @@ class BufferedReadProtocol(WebSocketProtocol13):
         stream = self.stream
         if type(stream) is IOStream and self.reads_socket:
             stream.__class__ = SocketReadStream
-            # A stream that closes (a write failed, the server closed it) ends the
-            # reader, as a failed read did.
-            stream.set_close_callback(self._on_stream_closed)
+        # A stream that closes (a write failed, the server closed it, Tornado dropped
+        # it 5 s after its close frame) ends the reader, whether it reads or waits.
+        stream.set_close_callback(self._on_stream_closed)
         try:
             self._read()
         except (Exception, asyncio.CancelledError):
@@ -124,9 +124,10 @@ class BufferedReadProtocol(WebSocketProtocol13):
             return
         self._parser = None
         stream = self.stream
+        # (the stream and the protocol would be a cycle)
         if type(stream) is SocketReadStream:
-            stream.on_readable = None  # (the stream and the protocol would be a cycle)
-            stream.set_close_callback(None)
+            stream.on_readable = None
+        stream.set_close_callback(None)
         self.handler.on_ws_connection_close(self.close_code, self.close_reason)
 
     def _read(self) -> None:
@@ -204,8 +205,14 @@ class BufferedReadProtocol(WebSocketProtocol13):
             self._fault()
 
     def _on_stream_closed(self) -> None:
-        """The stream closed under the reader (a failed write, a server close)."""
-        if self._parser is not None and self.stream.on_readable is not None:  # type: ignore[attr-defined]
+        """The stream closed under the reader (a failed write, a server close).
+
+        The reader ends even while it waits for a handler's awaitable, which then
+        finds it ended: some awaitables are done only once the handler is told the
+        connection closed (a flood's stop to reading, a shutdown's pause), and the
+        connection would wait for them forever, never leaving its rooms, the
+        server's sockets or its address's count."""
+        if self._parser is not None:
             self._abort()
             self._ended()
 
