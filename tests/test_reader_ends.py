@@ -5,6 +5,7 @@ the handler once, and the connection leaves the server."""
 from __future__ import annotations
 
 import asyncio
+import tracemalloc
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,6 +14,7 @@ from collab.store import AppendResult, NewUpdate
 from collab.store.sqlite import SQLiteStore
 from tests.helpers import text_update, wait_until
 from tests.test_frame_reader import HELLO, Wire, native, read_path  # noqa: F401 - fixture
+from tests.test_frames import frame
 
 
 async def test_a_flooding_socket_closed_for_its_rate_leaves_the_server_once_it_is_gone(
@@ -62,3 +64,25 @@ async def test_a_socket_paused_by_a_shutdown_leaves_the_server_when_its_peer_goe
     finally:
         store.gate.set()
         await stopping
+
+
+async def test_a_large_frame_dripped_byte_by_byte_costs_the_server_about_its_size(server):
+    # Slowloris: each byte of a frame under way arrives alone, and is read alone.
+    wire = await Wire.connect(server.port)
+    await wire.write(HELLO)
+    assert (await wire.read_message())["type"] == "welcome"
+    header = frame(b"", length=1024 * 1024)  # within max_frame_bytes: its payload is awaited
+    await wire.write(header)
+    dripped = 8192
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(dripped):
+            wire.writer.write(b"x")  # sent at once: nothing is queued before it
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held < 2 * dripped + 32 * 1024
+    wire.close()

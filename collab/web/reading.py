@@ -44,6 +44,9 @@ READ_CHUNK_BYTES = 64 * 1024
 # A read of the socket takes up to what the frame under way still needs, at most
 # this much (the frame's pieces are joined once it is whole).
 LARGE_READ_BYTES = 1024 * 1024
+# Pieces of a frame under way that arrive smaller than this are gathered into one
+# before the parser takes them (see BufferedReadProtocol._gather).
+GATHER_BYTES = 64 * 1024
 # As Tornado: go back to the event loop after this much work, a frame counting
 # for FRAME_YIELD_COST bytes, so that one busy peer cannot starve the others.
 YIELD_AFTER_BYTES = 256 * 1024
@@ -85,7 +88,7 @@ class BufferedReadProtocol(WebSocketProtocol13):
 
     # Slots: Tornado's attributes fill the 30 that an instance dict shares with
     # its class; one more would make each connection's dict a dict of its own.
-    __slots__ = ("_parser", "_work")
+    __slots__ = ("_gathered", "_parser", "_work")
 
     async def _receive_frame_loop(self) -> None:
         if self._decompressor is not None:
@@ -93,6 +96,7 @@ class BufferedReadProtocol(WebSocketProtocol13):
             return
         self._parser: FrameParser | None = FrameParser(self.params.max_message_size)
         self._work = 0
+        self._gathered: bytearray | None = None
         stream = self.stream
         if type(stream) is IOStream and self.reads_socket:
             stream.__class__ = SocketReadStream
@@ -198,11 +202,30 @@ class BufferedReadProtocol(WebSocketProtocol13):
                 self._abort()
                 self._ended()
                 return
+            if self._gathered is not None or len(data) < min(parser.wanted, GATHER_BYTES):
+                data = self._gather(data, parser.wanted)
+                if data is None:
+                    return
             if not self._dispatch(data) and self._parser is not None:
                 stream.on_readable = None  # waits: _go_on reads again
         except (Exception, asyncio.CancelledError):
             stream.on_readable = None
             self._fault()
+
+    def _gather(self, data: bytes, wanted: int) -> bytes | None:
+        """Gather small pieces of a frame under way (``wanted`` more bytes at least)
+        into one; the pieces so far once they complete it or reach GATHER_BYTES, else
+        None. The parser keeps each piece it is fed as it is, 40 bytes or so on top
+        of its own: a frame dripped byte by byte (slowloris) would cost the server
+        some 40 times its size, up to max_frame_bytes."""
+        gathered = self._gathered
+        if gathered is None:
+            gathered = self._gathered = bytearray()
+        gathered += data
+        if len(gathered) < min(wanted, GATHER_BYTES):
+            return None
+        self._gathered = None
+        return bytes(gathered)
 
     def _on_stream_closed(self) -> None:
         """The stream closed under the reader (a failed write, a server close).
