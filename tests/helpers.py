@@ -195,10 +195,11 @@ class Clock:
 
 
 async def upgraded_stream(
-    port: int, path: str = "/ws"
+    port: int, path: str = "/ws", first: bytes = b""
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """A bare TCP stream (no Nagle delay) upgraded to a WebSocket on ``path``; what
-    is written and read on it from then on is up to the caller."""
+    is written and read on it from then on is up to the caller. ``first`` goes in
+    the request's write, before the answer (a client that does not wait for it)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     key = base64.b64encode(os.urandom(16)).decode()
@@ -208,6 +209,7 @@ async def upgraded_stream(
             f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
             "Sec-WebSocket-Version: 13\r\n\r\n"
         ).encode()
+        + first
     )
     response = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT_S)
     assert response.startswith(b"HTTP/1.1 101"), response

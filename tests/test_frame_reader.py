@@ -9,6 +9,8 @@ import asyncio
 import inspect
 import socket
 import struct
+import tracemalloc
+from collections.abc import Sequence
 from typing import Any
 
 import msgpack
@@ -20,8 +22,10 @@ from tornado.util import _websocket_mask
 from tornado.websocket import WebSocketProtocol13
 
 from collab.errors import CloseCode
+from collab.store import AppendResult, NewUpdate
+from collab.store.sqlite import SQLiteStore
 from collab.web.frames import FrameParser, Opcode
-from collab.web.reading import BufferedReadProtocol, SocketReadStream
+from collab.web.reading import READ_CHUNK_BYTES, BufferedReadProtocol, SocketReadStream
 from collab.wire.native import PROTOCOL_VERSION
 from tests.helpers import TIMEOUT_S, SeqWatcher, text_update, upgraded_stream, wait_until
 from tests.test_frames import frame
@@ -34,8 +38,8 @@ class Wire:
         self.reader, self.writer = reader, writer
 
     @classmethod
-    async def connect(cls, port: int, path: str = "/ws") -> Wire:
-        return cls(*await upgraded_stream(port, path))
+    async def connect(cls, port: int, path: str = "/ws", first: bytes = b"") -> Wire:
+        return cls(*await upgraded_stream(port, path, first))
 
     async def write(self, data: bytes, piece_bytes: int | None = None) -> None:
         """Write ``data`` in pieces of ``piece_bytes`` (all at once by default),
@@ -245,12 +249,21 @@ async def test_a_close_frame_is_answered_and_what_follows_it_is_not_read(server)
 
 
 class Holding(tornado.websocket.WebSocketHandler):
-    """Records messages; the first one's handling waits for ``release``."""
+    """Records messages; the first one's handling waits for ``release``; says
+    ``all N`` once ``expected`` messages came."""
 
     def initialize(
-        self, seen: list[bytes], first: asyncio.Event, release: asyncio.Future[None]
+        self,
+        seen: list[bytes],
+        first: asyncio.Event,
+        release: asyncio.Future[None],
+        expected: int = 3,
+        handlers: list[Holding] | None = None,
     ) -> None:
         self.seen, self.first, self.release = seen, first, release
+        self.expected = expected
+        if handlers is not None:
+            handlers.append(self)
 
     def get_websocket_protocol(self) -> Any:
         protocol = super().get_websocket_protocol()
@@ -261,8 +274,8 @@ class Holding(tornado.websocket.WebSocketHandler):
         if len(self.seen) == 1:
             self.first.set()
             return self.release
-        if len(self.seen) == 3:
-            self.write_message(b"all three", binary=True)
+        if len(self.seen) == self.expected:
+            self.write_message(b"all %d" % self.expected, binary=True)
         return None
 
 
@@ -284,12 +297,140 @@ async def test_no_message_is_dispatched_while_the_previous_ones_handling_is_awai
             await asyncio.sleep(0)
         assert seen == [b"one"]
         release.set_result(None)
-        assert await wire.read_frame() == (Opcode.BINARY, b"all three")
+        assert await wire.read_frame() == (Opcode.BINARY, b"all 3")
         assert await wire.read_frame() == (Opcode.PONG, b"ping")
         assert seen == [b"one", b"two", b"three"]
         wire.close()
     finally:
         server.stop()
+
+
+async def test_while_a_message_is_held_a_fast_writer_is_held_back_by_its_own_socket():
+    # Nothing is dispatched meanwhile, and the socket is read no further than one
+    # chunk into the stream's buffer: the rest waits in the peer's socket.
+    seen: list[bytes] = []
+    first = asyncio.Event()
+    release: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    handlers: list[Holding] = []
+    count = 2000
+    options = {
+        "seen": seen,
+        "first": first,
+        "release": release,
+        "expected": 1 + count,
+        "handlers": handlers,
+    }
+    app = tornado.web.Application([(r"/", Holding, options)])
+    server = app.listen(0, "127.0.0.1")
+    try:
+        port = next(iter(server._sockets.values())).getsockname()[1]
+        wire = await Wire.connect(port, "/")
+        await wire.write(frame(b"first"))
+        await asyncio.wait_for(first.wait(), TIMEOUT_S)
+        protocol = handlers[0].ws_connection
+        payloads = [b"%08d" % i + b"." * 992 for i in range(count)]
+        wire.writer.write(b"".join(frame(payload) for payload in payloads))  # 2 MB
+        await wait_until(lambda: protocol.stream._read_buffer_size > 0)
+        for _ in range(100):  # time enough to read on, were it to
+            await asyncio.sleep(0)
+        taken = protocol._wire_bytes_in + protocol.stream._read_buffer_size
+        assert taken <= len(frame(b"first")) + READ_CHUNK_BYTES
+        assert seen == [b"first"]
+        release.set_result(None)  # the held message is done: the rest arrives, in order
+        assert await wire.read_frame() == (Opcode.BINARY, b"all %d" % (1 + count))
+        assert seen == [b"first", *payloads]
+        wire.close()
+    finally:
+        server.stop()
+
+
+# -- how a connection ends while the reader waits -----------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/ws", "/yjs/flood"])
+async def test_a_flooding_socket_closed_for_its_rate_leaves_the_server_once_it_is_gone(
+    settings, start_server, path
+):
+    # Nothing more is read from a flood (its connection's _stop_reading) until the
+    # handler is told that the socket closed.
+    server = await start_server(settings.replace(rate_messages_per_s=50, rate_messages_burst=100))
+    if path == "/ws":
+        wire = await Wire.connect(server.port)
+        await wire.write(HELLO)
+        assert (await wire.read_message())["type"] == "welcome"
+        flood = [native({"type": "ping", "id": i}) for i in range(500)]
+    else:
+        wire = await Wire.connect(server.port, path)
+        flood = [frame(b"\x64")] * 500  # a message type y-websocket ignores
+    await wire.write(b"".join(flood))
+    assert await wire.close_code() == CloseCode.POLICY_VIOLATION
+    wire.close()
+    await wait_until(lambda: not server.sockets)
+
+
+class GatedStore(SQLiteStore):
+    """Appends wait for ``gate``: a shutdown waits meanwhile to store them."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate = asyncio.Event()
+
+    async def append(self, updates: Sequence[NewUpdate]) -> AppendResult:
+        await self.gate.wait()
+        return await super().append(updates)
+
+
+async def test_a_socket_paused_by_a_shutdown_leaves_the_server_when_its_peer_goes(
+    tmp_path, settings, start_server
+):
+    store = GatedStore(tmp_path / "gated.db")
+    server = await start_server(settings, store)
+    wire = await Wire.connect(server.port)
+    await wire.write(HELLO + native({"type": "subscribe", "doc": "d"}))
+    await wire.write(native({"type": "update", "doc": "d", "ref": 1, "update": text_update("a")}))
+    await wait_until(lambda: server.rooms.writer.queued > 0)
+    stopping = asyncio.ensure_future(server.stop())  # waits for the gated append
+    try:
+        await wait_until(lambda: server.stopping)
+        (handler,) = server.sockets
+        await wire.write(native({"type": "ping", "id": "late"}))
+        await wait_until(lambda: handler._paused is not None)  # read; reading stopped
+        wire.close()  # the peer goes while its socket is paused
+        await wait_until(lambda: not server.sockets)
+    finally:
+        store.gate.set()
+        await stopping
+
+
+async def test_a_large_frame_dripped_byte_by_byte_costs_the_server_about_its_size(server):
+    # Slowloris: each byte of a frame under way arrives, and is read, alone.
+    wire = await Wire.connect(server.port)
+    await wire.write(HELLO)
+    assert (await wire.read_message())["type"] == "welcome"
+    await wire.write(frame(b"", length=1024 * 1024))  # the header: its payload is awaited
+    dripped = 8192
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(dripped):
+            wire.writer.write(b"x")  # sent at once: nothing is queued before it
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held < 2 * dripped + 32 * 1024
+    wire.close()
+
+
+async def test_frames_sent_with_the_upgrade_request_are_read_after_it(server):
+    # A client that does not wait for the answer: what follows its request is read
+    # with it, before the stream is the WebSocket's.
+    pings = b"".join(native({"type": "ping", "id": i}) for i in range(50))
+    wire = await Wire.connect(server.port, first=HELLO + pings)
+    assert (await wire.read_message())["type"] == "welcome"
+    assert [(await wire.read_message())["id"] for _ in range(50)] == list(range(50))
+    wire.close()
 
 
 # -- what is relied on in Tornado -------------------------------------------------------
