@@ -402,6 +402,33 @@ async def test_a_socket_paused_by_a_shutdown_leaves_the_server_when_its_peer_goe
         await stopping
 
 
+async def test_a_socket_paused_by_a_shutdown_reads_the_answer_to_its_close_and_closes(
+    tmp_path, settings, start_server
+):
+    # Not when Tornado gives up waiting for the answer (5 s): clients reconnect at once.
+    store = GatedStore(tmp_path / "gated.db")
+    server = await start_server(settings, store)
+    wire = await Wire.connect(server.port)
+    await wire.write(HELLO + native({"type": "subscribe", "doc": "d"}))
+    await wire.write(native({"type": "update", "doc": "d", "ref": 1, "update": text_update("a")}))
+    await wait_until(lambda: server.rooms.writer.queued > 0)
+    stopping = asyncio.ensure_future(server.stop())  # waits for the gated append
+    try:
+        await wait_until(lambda: server.stopping)
+        (handler,) = server.sockets
+        await wire.write(native({"type": "ping", "id": "late"}))
+        await wait_until(lambda: handler._paused is not None)  # read; reading stopped
+        store.gate.set()
+        assert await wire.close_code() == CloseCode.SERVICE_RESTART
+        await wire.write(frame(struct.pack("!H", 1000), Opcode.CLOSE))  # the answer
+        assert await asyncio.wait_for(wire.reader.read(), TIMEOUT_S) == b""
+        assert handler.close_code == 1000  # the answer was read: no abort
+    finally:
+        store.gate.set()
+        await stopping
+    wire.close()
+
+
 async def test_a_large_frame_dripped_byte_by_byte_costs_the_server_about_its_size(server):
     # Slowloris: each byte of a frame under way arrives, and is read, alone.
     wire = await Wire.connect(server.port)

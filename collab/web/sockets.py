@@ -463,6 +463,12 @@ class SocketHandler(RedactingHandlerMixin, tornado.websocket.WebSocketHandler):
             if self._outbox:
                 self._flush_before_close()
         super().close(code, reason)
+        if self._paused is not None and not self._paused.done():
+            # Reading stopped for a shutdown goes on once the close frame is sent:
+            # the peer's answer is read and the socket closes at once, not when
+            # Tornado stops waiting for it (5 s). Messages before the answer are
+            # still not handled (on_message).
+            self._paused.set_result(None)
 
     def _flush_before_close(self) -> None:
         """What was sent before the close (an error saying why) goes out before
