@@ -16,9 +16,10 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.websocket import websocket_connect
 
 from collab.config import Settings, SettingsError
+from collab.errors import CloseCode
 from collab.store import NewUpdate
 from collab.wire.native import PROTOCOL_VERSION
-from tests.helpers import RawPeer, text_of, text_update
+from tests.helpers import RawPeer, text_of, text_update, wait_until
 
 # Text that compresses, large enough for the off-loop path (64 KiB and more).
 PROSE = "".join(f"line {i}: the quick brown fox jumps over the lazy dog\n" for i in range(4000))
@@ -177,3 +178,22 @@ async def test_websocket_deflate_is_negotiated_on_both_endpoints_and_carries_edi
     finally:
         native.close()
         yjs.close()
+
+
+async def test_a_deflate_socket_closed_for_flooding_leaves_the_server_once_it_is_gone(
+    start_server, settings
+):
+    # Tornado's own reader (it inflates) stops for good on a flood, as collab's does:
+    # the socket's end, 5 s after its close frame at the latest, must reach the handler.
+    server = await start_server(
+        settings.replace(
+            websocket_compression="deflate", rate_messages_per_s=50, rate_messages_burst=100
+        )
+    )
+    flood = RawPeer(await deflate_socket(server, "/ws"))
+    assert (await flood.hello(version=PROTOCOL_VERSION))["type"] == "welcome"
+    for i in range(500):
+        flood.send({"type": "ping", "id": i})
+    assert (await flood.closed())[0] == CloseCode.POLICY_VIOLATION
+    await wait_until(lambda: not server.sockets)
+    flood.close()

@@ -92,7 +92,13 @@ class BufferedReadProtocol(WebSocketProtocol13):
 
     async def _receive_frame_loop(self) -> None:
         if self._decompressor is not None:
-            await super()._receive_frame_loop()
+            # Tornado's loop, waiting for a handler's awaitable, misses the stream's
+            # end: see _on_stream_closed.
+            self.stream.set_close_callback(self._on_inflating_stream_closed)
+            try:
+                await super()._receive_frame_loop()
+            finally:
+                self.stream.set_close_callback(None)
             return
         self._parser: FrameParser | None = FrameParser(self.params.max_message_size)
         self._work = 0
@@ -242,6 +248,13 @@ class BufferedReadProtocol(WebSocketProtocol13):
         if self._parser is not None:
             self._abort()
             self._ended()
+
+    def _on_inflating_stream_closed(self) -> None:
+        """The stream under Tornado's loop closed: the handler is told now, even if
+        the loop waits for a handler's awaitable. When the loop ends it tells the
+        handler again, which Tornado's handler takes once (``_on_close_called``)."""
+        self._abort()
+        self.handler.on_ws_connection_close(self.close_code, self.close_reason)
 
     def _on_read(self, reading: asyncio.Future[bytes]) -> None:
         if not reading.cancelled() and isinstance(reading.exception(), StreamClosedError):
