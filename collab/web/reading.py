@@ -11,7 +11,11 @@ handler errors logged exactly as before.
 It keeps Tornado's promise that collab relies on: when ``on_message`` returns an
 awaitable, nothing more is dispatched, and the socket is not read, until it is
 done; a peer's updates apply in order while a large one is checked or a hook
-decides, and a fast writer is held back by its own socket.
+decides, and a fast writer is held back by its own socket. A stream that closes
+meanwhile ends the connection at once, without waiting for the awaitable: some are
+done only once the handler is told (a flood's stop to reading), and what was
+received and not yet handled is dropped (a peer sends again what was not
+acknowledged).
 
 It runs on callbacks (a read's future, a handler's awaitable, a turn of the event
 loop), not in a coroutine: an idle connection then holds no task and no frame.
@@ -93,7 +97,7 @@ class BufferedReadProtocol(WebSocketProtocol13):
     async def _receive_frame_loop(self) -> None:
         if self._decompressor is not None:
             # Tornado's loop, waiting for a handler's awaitable, misses the stream's
-            # end: see _on_stream_closed.
+            # end (see _on_stream_closed for why that matters).
             self.stream.set_close_callback(self._on_inflating_stream_closed)
             try:
                 await super()._receive_frame_loop()
