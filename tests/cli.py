@@ -10,8 +10,11 @@ In-process, the command runs in a worker thread (it runs its own event loop with
 ``asyncio.run``, and the test's loop, serving the test's server, keeps running), with
 ``sys.stdout`` and ``sys.stderr`` redirected for the call: one command at a time in a
 test process, and nothing else in the test process prints meanwhile (servers log).
-What the command logs at WARNING and above goes to its stderr as well, as Python's
-last-resort handler writes it in the process, where nothing configured logging.
+What the command logs at WARNING and above from its thread goes to its stderr as well,
+as Python's last-resort handler writes it in the process, where nothing configured
+logging (and the test fails on its errors, as on a server's: tests/conftest.py).
+``serve`` stays a process (tests/processes.py): it configures logging, signals and
+malloc for the whole process.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ async def collab_process(
 async def collab_in_process(*args: str, merge_stderr: bool = False) -> tuple[int, str, str]:
     """``collab ARGS`` run by collab.cli.main in a worker thread: exit status, stdout,
     stderr (empty with ``merge_stderr``: then stdout has both)."""
+    assert "serve" not in args[:1], "collab serve runs as a process: tests/processes.py"
     return await asyncio.wait_for(asyncio.to_thread(_run, list(args), merge_stderr), TIMEOUT_S)
 
 
