@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -27,7 +28,7 @@ from collab.core.snapshots import Cadence
 from collab.store import Author, NewUpdate, SnapshotRecord, UpdateRecord
 from collab.store.memory import MemoryStore
 from collab.store.sqlite import SQLiteStore
-from tests.helpers import TIMEOUT_S, http_get, typed_text, typing_updates
+from tests.helpers import TIMEOUT_S, http_get, typed_text, typing_updates, typing_updates_at
 
 UPDATES = 100_000
 # Generous safety bounds (the server shares this test's loop and a busy 2-core
@@ -67,6 +68,20 @@ def test_the_typing_updates_are_what_pycrdt_makes():
     for i in range(50):
         text.insert(i, typed_text(50)[i])
     assert typing_updates(50) == made
+
+
+def test_the_updates_typed_at_places_are_what_pycrdt_makes():
+    # At the start, the end, in the middle: an origin, a right origin, both, neither.
+    chance = random.Random(3)
+    places = [(chance.randrange(i + 1), "abcdefghij"[i % 10]) for i in range(2000)]
+    places += [(0, "x"), (2001, "y"), (1000, "z")]
+    doc = pycrdt.Doc(client_id=7)
+    made: list[bytes] = []
+    doc.observe(lambda event: made.append(event.update))
+    text = doc.get("text", type=pycrdt.Text)
+    for index, char in places:
+        text.insert(index, char)
+    assert typing_updates_at(places) == made
 
 
 @pytest.mark.slow
