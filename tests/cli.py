@@ -39,6 +39,7 @@ async def collab_process(
     cwd: Path | None = None,
     env: dict[str, str] | None = None,
     merge_stderr: bool = False,
+    timeout_s: float = TIMEOUT_S,
 ) -> tuple[int, str, str]:
     """``python -m collab ARGS`` in a process: exit status, stdout, stderr (empty
     with ``merge_stderr``: then stdout has both)."""
@@ -52,16 +53,18 @@ async def collab_process(
         cwd=cwd,
         env=env,
     )
-    out, err = await asyncio.wait_for(process.communicate(), TIMEOUT_S)
+    out, err = await asyncio.wait_for(process.communicate(), timeout_s)
     assert process.returncode is not None
     return process.returncode, out.decode(), (err or b"").decode()
 
 
-async def collab_in_process(*args: str, merge_stderr: bool = False) -> tuple[int, str, str]:
+async def collab_in_process(
+    *args: str, merge_stderr: bool = False, timeout_s: float = TIMEOUT_S
+) -> tuple[int, str, str]:
     """``collab ARGS`` run by collab.cli.main in a worker thread: exit status, stdout,
     stderr (empty with ``merge_stderr``: then stdout has both)."""
     assert "serve" not in args[:1], "collab serve runs as a process: tests/processes.py"
-    return await asyncio.wait_for(asyncio.to_thread(_run, list(args), merge_stderr), TIMEOUT_S)
+    return await asyncio.wait_for(asyncio.to_thread(_run, list(args), merge_stderr), timeout_s)
 
 
 def _run(argv: list[str], merge_stderr: bool) -> tuple[int, str, str]:

@@ -7,9 +7,9 @@ its first load."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import random
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -28,6 +28,7 @@ from collab.core.snapshots import Cadence
 from collab.store import Author, NewUpdate, SnapshotRecord, UpdateRecord
 from collab.store.memory import MemoryStore
 from collab.store.sqlite import SQLiteStore
+from tests.cli import collab_in_process
 from tests.helpers import TIMEOUT_S, http_get, typed_text, typing_updates, typing_updates_at
 
 UPDATES = 100_000
@@ -60,6 +61,13 @@ async def post(server: CollabServer, path: str, body: bytes) -> tuple[int, bytes
     return response.code, response.body
 
 
+@functools.cache
+def typed_export() -> bytes:
+    """The export of ``UPDATES`` typed characters, made once (0.7 s of CPU): bytes,
+    which no test can change."""
+    return export_of("typed", typing_updates(UPDATES))
+
+
 def test_the_typing_updates_are_what_pycrdt_makes():
     doc = pycrdt.Doc(client_id=7)
     made: list[bytes] = []
@@ -88,9 +96,7 @@ def test_the_updates_typed_at_places_are_what_pycrdt_makes():
 async def test_a_history_of_100000_updates_imported_over_http_loads_from_its_snapshots(
     server: CollabServer, connect: Callable[..., Awaitable[CollabClient]]
 ):
-    status, reply = await post(
-        server, "/api/documents/typed/import", export_of("typed", typing_updates(UPDATES))
-    )
+    status, reply = await post(server, "/api/documents/typed/import", typed_export())
     assert status == 201, reply
     assert json.loads(reply) == {"doc": "typed", "updates": UPDATES}
     store = server.store
@@ -121,23 +127,14 @@ async def test_collab_import_to_a_store_writes_the_snapshots_and_checkpoints_of_
     tmp_path: Path,
 ):
     file = tmp_path / "typed.jsonl"
-    file.write_bytes(export_of("typed", typing_updates(UPDATES)))
+    file.write_bytes(typed_export())
     target = tmp_path / "imported.db"
 
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "collab",
-        "import",
-        str(file),
-        "--store-url",
-        f"sqlite:///{target}",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    code, out, err = await collab_in_process(
+        "import", str(file), "--store-url", f"sqlite:///{target}", timeout_s=50
     )
-    out, err = await asyncio.wait_for(process.communicate(), 50)
-    assert process.returncode == 0, err.decode()
-    assert f"imported typed: {UPDATES} updates" in out.decode()
+    assert code == 0, err
+    assert f"imported typed: {UPDATES} updates" in out
 
     settings = Settings()
     cadence = Cadence.of(settings)
