@@ -385,6 +385,44 @@ def typing_updates(count: int, client_id: int = 7, name: str = "text") -> list[b
     return updates[:count]
 
 
+def typing_updates_at(
+    places: list[tuple[int, str]], client_id: int = 7, name: str = "text"
+) -> list[bytes]:
+    """The updates of one Yjs client typing into an empty root Text one character
+    per update, at each ``(index, character)`` of ``places`` in turn, byte for byte
+    what pycrdt makes of it (tests check that), written directly: pycrdt walks the
+    text to each index, 1.6 s of CPU for 20,000 characters typed at random places."""
+    client = _var_uint(client_id)
+    key = name.encode()
+    parent = b"\x01" + _var_uint(len(key)) + key
+    order: list[int] = []  # the characters' clocks, in the text's order
+    updates = []
+    for clock, (index, char) in enumerate(places):
+        info = 0x04  # content: a string
+        ids = b""
+        if index > 0:  # the origin: the character on the left
+            info |= 0x80
+            ids += client + _var_uint(order[index - 1])
+        if index < len(order):  # the right origin: the character on the right
+            info |= 0x40
+            ids += client + _var_uint(order[index])
+        if not ids:
+            ids = parent  # no neighbour: the item names its parent
+        data = char.encode()
+        updates.append(
+            b"\x01\x01"
+            + client
+            + _var_uint(clock)
+            + bytes([info])
+            + ids
+            + _var_uint(len(data))
+            + data
+            + b"\x00"
+        )
+        order.insert(index, clock)
+    return updates
+
+
 TYPED = "abcdefghij"
 
 

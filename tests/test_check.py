@@ -4,8 +4,6 @@ them aside so that the document loads, snapshots and syncs again."""
 
 from __future__ import annotations
 
-import asyncio
-import sys
 from pathlib import Path
 
 import pycrdt
@@ -14,6 +12,7 @@ from collab.core.history import state_at
 from collab.store import NewUpdate, SnapshotRecord
 from collab.store.sqlite import SQLiteStore
 from collab.wire.yformat import check_update
+from tests.cli import collab_in_process, collab_process
 from tests.helpers import text_of
 
 DOC = "poisoned"
@@ -50,25 +49,19 @@ async def poisoned_store(path: Path) -> SQLiteStore:
     return store
 
 
-async def collab(*args: str) -> tuple[int, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "collab",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await process.communicate()
-    assert process.returncode is not None
-    return process.returncode, out.decode()
+async def collab(*args: str, process: bool = False) -> tuple[int, str]:
+    """``collab ARGS``, in-process or as ``python -m collab`` in a process (tests/cli.py):
+    the exit status and what it printed, stdout and stderr together."""
+    run = collab_process if process else collab_in_process
+    code, out, _ = await run(*args, merge_stderr=True)
+    return code, out
 
 
 async def test_check_reports_unreadable_entries_and_exits_1(tmp_path: Path):
     store = await poisoned_store(tmp_path / "old.db")
     await store.close()
 
-    code, out = await collab("check", "--store-url", f"sqlite:///{tmp_path}/old.db")
+    code, out = await collab("check", "--store-url", f"sqlite:///{tmp_path}/old.db", process=True)
 
     assert code == 1, out
     assert "ok      clean (1 updates, 0 snapshots)" in out

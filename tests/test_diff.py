@@ -18,6 +18,7 @@ from collab.core import diff
 from collab.core.diff import EMBED, Attribution, Span
 from collab.core.limits import BudgetExceeded, ReadBudget
 from collab.store import Author, UpdateRecord
+from tests.helpers import typing_updates_at
 
 CLIENTS = 3
 
@@ -180,13 +181,10 @@ def test_the_runs_in_blocks_attribute_exactly_as_the_list_of_characters(
 def typed(count: int) -> tuple[bytes, list[UpdateRecord]]:
     """A text typed one character per update, each in the middle of what is there
     (for a list of characters walked from its start, half the text an update)."""
-    doc = pycrdt.Doc(client_id=7)
-    text = doc.get("text", type=pycrdt.Text)
-    records = []
-    for seq in range(1, count + 1):
-        before = doc.get_state()
-        text.insert(len(text) // 2, "abcdefghij"[seq % 10])
-        records.append(UpdateRecord("doc", seq, doc.get_update(before), 0.0, Author("ann")))
+    updates = typing_updates_at([(i // 2, "abcdefghij"[(i + 1) % 10]) for i in range(count)])
+    records = [
+        UpdateRecord("doc", seq, data, 0.0, Author("ann")) for seq, data in enumerate(updates, 1)
+    ]
     return pycrdt.Doc().get_update(), records
 
 

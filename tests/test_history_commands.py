@@ -1,14 +1,14 @@
-"""The history commands, run as a user runs them (``python -m collab ...`` in a
-subprocess), against a store URL and against a running server: history, show,
-replay, export and import (whole histories, refused when damaged)."""
+"""The history commands against a store URL and against a running server: history,
+show, replay, export and import (whole histories, refused when damaged). They run
+in-process through collab's command line entry, and as a user runs them
+(``python -m collab ...`` in a process) where they take their environment or working
+directory (tests/cli.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import os
-import sys
 from pathlib import Path
 
 import pycrdt
@@ -19,6 +19,7 @@ from collab.core.history import state_at
 from collab.errors import StoreError
 from collab.store.memory import MemoryStore
 from collab.store.sqlite import SQLiteStore
+from tests.cli import collab_in_process, collab_process
 
 DOC = "team/notes"
 
@@ -26,22 +27,15 @@ DOC = "team/notes"
 async def collab(
     *args: str, ok: bool = True, cwd: Path | None = None, env: dict[str, str] | None = None
 ) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "collab",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=cwd,
-        env=env,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    code = process.returncode
-    assert code is not None
+    """``collab ARGS``: in-process, or given a working directory or an environment of
+    its own, as ``python -m collab`` in a process (tests/cli.py)."""
+    if cwd is None and env is None:
+        code, out, err = await collab_in_process(*args)
+    else:
+        code, out, err = await collab_process(*args, cwd=cwd, env=env)
     if ok:
-        assert code == 0, err.decode()
-    return code, out.decode(), err.decode()
+        assert code == 0, err
+    return code, out, err
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPResponse
 
 from collab.auth import Authenticator
 from collab.client import HttpWriter, WriteError
+from tests.cli import collab_in_process
 from tests.helpers import text_update
 
 SECRET = "s3cret-s3cret-s3cret-s3cret-s3cret"
@@ -379,24 +380,29 @@ async def test_collab_write_sends_a_file_of_prosemirror_json_edits_or_an_update(
     )
     (tmp_path / "update.bin").write_bytes(text_update("raw"))
 
-    async def write(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    async def write(*args: str, stdin: bytes | None = None) -> tuple[int, str, str]:
+        """``collab write``: from a file in-process, from stdin as ``python -m collab``
+        in a process (tests/cli.py), whose stdin it is."""
+        args = (*args, "--server", url(secured, ""), "--token", token)
+        if stdin is None:
+            return await collab_in_process("write", *args)
         command = [sys.executable, "-m", "collab", "write", *args]
-        command += ["--server", url(secured, ""), "--token", token]
-        return await asyncio.to_thread(
+        done = await asyncio.to_thread(
             subprocess.run, command, input=stdin, capture_output=True, cwd=ROOT, timeout=60
         )
+        return done.returncode, done.stdout.decode(), done.stderr.decode()
 
     pm = await write("cli-doc", str(tmp_path / "article.json"))
     edits = await write("cli-doc", "-", stdin=(tmp_path / "edits.json").read_bytes())
     update = await write("other", str(tmp_path / "update.bin"))
     bad = await write("cli-doc", "-", stdin=b'{"edits": [{"op": "nope"}]}')
 
-    assert [json.loads(r.stdout)["seq"] for r in (pm, edits, update)] == [1, 2, 1], (
-        pm.stderr,
-        edits.stderr,
-        update.stderr,
+    assert [json.loads(out)["seq"] for _, out, _ in (pm, edits, update)] == [1, 2, 1], (
+        pm[2],
+        edits[2],
+        update[2],
     )
-    assert bad.returncode == 1 and b"422" in bad.stderr
+    assert bad[0] == 1 and "422" in bad[2]
     async with HttpWriter(url(secured, ""), token) as reader:
         assert await reader.read_prosemirror("cli-doc") == ARTICLE
 

@@ -7,8 +7,9 @@ its first load."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
-import sys
+import random
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -27,7 +28,8 @@ from collab.core.snapshots import Cadence
 from collab.store import Author, NewUpdate, SnapshotRecord, UpdateRecord
 from collab.store.memory import MemoryStore
 from collab.store.sqlite import SQLiteStore
-from tests.helpers import TIMEOUT_S, http_get, typed_text, typing_updates
+from tests.cli import collab_in_process
+from tests.helpers import TIMEOUT_S, http_get, typed_text, typing_updates, typing_updates_at
 
 UPDATES = 100_000
 # Generous safety bounds (the server shares this test's loop and a busy 2-core
@@ -59,6 +61,13 @@ async def post(server: CollabServer, path: str, body: bytes) -> tuple[int, bytes
     return response.code, response.body
 
 
+@functools.cache
+def typed_export() -> bytes:
+    """The export of ``UPDATES`` typed characters, made once (0.7 s of CPU): bytes,
+    which no test can change."""
+    return export_of("typed", typing_updates(UPDATES))
+
+
 def test_the_typing_updates_are_what_pycrdt_makes():
     doc = pycrdt.Doc(client_id=7)
     made: list[bytes] = []
@@ -69,13 +78,25 @@ def test_the_typing_updates_are_what_pycrdt_makes():
     assert typing_updates(50) == made
 
 
+def test_the_updates_typed_at_places_are_what_pycrdt_makes():
+    # At the start, the end, in the middle: an origin, a right origin, both, neither.
+    chance = random.Random(3)
+    places = [(chance.randrange(i + 1), "abcdefghij"[i % 10]) for i in range(2000)]
+    places += [(0, "x"), (2001, "y"), (1000, "z")]
+    doc = pycrdt.Doc(client_id=7)
+    made: list[bytes] = []
+    doc.observe(lambda event: made.append(event.update))
+    text = doc.get("text", type=pycrdt.Text)
+    for index, char in places:
+        text.insert(index, char)
+    assert typing_updates_at(places) == made
+
+
 @pytest.mark.slow
 async def test_a_history_of_100000_updates_imported_over_http_loads_from_its_snapshots(
     server: CollabServer, connect: Callable[..., Awaitable[CollabClient]]
 ):
-    status, reply = await post(
-        server, "/api/documents/typed/import", export_of("typed", typing_updates(UPDATES))
-    )
+    status, reply = await post(server, "/api/documents/typed/import", typed_export())
     assert status == 201, reply
     assert json.loads(reply) == {"doc": "typed", "updates": UPDATES}
     store = server.store
@@ -106,23 +127,14 @@ async def test_collab_import_to_a_store_writes_the_snapshots_and_checkpoints_of_
     tmp_path: Path,
 ):
     file = tmp_path / "typed.jsonl"
-    file.write_bytes(export_of("typed", typing_updates(UPDATES)))
+    file.write_bytes(typed_export())
     target = tmp_path / "imported.db"
 
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "collab",
-        "import",
-        str(file),
-        "--store-url",
-        f"sqlite:///{target}",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    code, out, err = await collab_in_process(
+        "import", str(file), "--store-url", f"sqlite:///{target}", timeout_s=50
     )
-    out, err = await asyncio.wait_for(process.communicate(), 50)
-    assert process.returncode == 0, err.decode()
-    assert f"imported typed: {UPDATES} updates" in out.decode()
+    assert code == 0, err
+    assert f"imported typed: {UPDATES} updates" in out
 
     settings = Settings()
     cadence = Cadence.of(settings)

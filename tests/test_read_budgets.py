@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pycrdt
 import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
@@ -25,7 +24,7 @@ from collab.auth import Authenticator
 from collab.store import Author, NewUpdate
 from collab.store.memory import MemoryStore
 from collab.store.sqlite import SQLiteStore
-from tests.helpers import RawPeer, text_update, wait_until
+from tests.helpers import RawPeer, text_update, typing_updates_at, wait_until
 from tests.processes import server_process
 
 SECRET = "read-budget-test-secret-of-32-bytes!"
@@ -41,14 +40,9 @@ def typed_updates(count: int, seed: int = 1) -> list[bytes]:
     """A text typed one character per update, each at a random place: the text
     ends up one Yjs item per character (nothing merges), the most a text of that
     many updates can cost to replay and diff."""
-    doc = pycrdt.Doc(client_id=7)
-    text = doc.get("text", type=pycrdt.Text)
-    updates: list[bytes] = []
-    doc.observe(lambda event: updates.append(event.update))
     chance = random.Random(seed)
-    for i in range(count):
-        text.insert(chance.randrange(len(text) + 1), "abcdefghij"[i % 10])
-    return updates
+    places = [(chance.randrange(i + 1), "abcdefghij"[i % 10]) for i in range(count)]
+    return typing_updates_at(places)
 
 
 async def store_typed(store: Any, doc: str, updates: list[bytes]) -> None:

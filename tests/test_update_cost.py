@@ -54,9 +54,23 @@ def tiny_structs_update(count: int) -> bytes:
 
 
 def tiny_deletions_update(count: int) -> bytes:
-    """No structs, ``count`` one-clock deletions of one client."""
-    ranges = b"".join(var_uint(2 * i) + var_uint(1) for i in range(count))
-    return b"\x00" + var_uint(1) + var_uint(7) + var_uint(count) + ranges
+    """No structs, ``count`` one-clock deletions of one client (clocks 0, 2, 4...)."""
+    return b"\x00" + var_uint(1) + var_uint(7) + var_uint(count) + deletion_ranges(count)
+
+
+# The first byte of an even clock past 127, by its low 7 bits.
+FIRST_BYTES = [bytes([0x80 | low]) for low in range(0, 0x80, 2)]
+
+
+def deletion_ranges(count: int) -> bytes:
+    """``var_uint(2 * i) + var_uint(1)`` for each i below ``count``, built 64 clocks at
+    a time (those whose encodings differ only in their first byte): one clock at a
+    time, 1.5 million took a second of CPU."""
+    parts = [var_uint(2 * i) + var_uint(1) for i in range(min(count, 64))]
+    for high in range(1, (count + 63) // 64):
+        rest = var_uint(high) + var_uint(1)  # clock 128 * high + low: its other bytes
+        parts.append(rest.join(FIRST_BYTES[: count - 64 * high]) + rest)
+    return b"".join(parts)
 
 
 def test_a_chain_of_parents_across_clients_is_integrated_in_near_linear_time():
