@@ -13,6 +13,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pycrdt
 import pytest
@@ -32,9 +33,10 @@ from tests.cli import collab_in_process
 from tests.helpers import TIMEOUT_S, http_get, typed_text, typing_updates, typing_updates_at
 
 UPDATES = 100_000
-# Generous safety bounds (the server shares this test's loop and a busy 2-core
-# machine): replaying the 100,000 updates took 7 to 12 s.
-LOAD_BOUND_S = 1.0
+# Safety bounds only (what is read is asserted apart): the server shares this test's
+# loop and a busy 2-core machine, where the first expensive read also starts its
+# worker process (2 s seen under load); replaying the 100,000 updates took 7 to 12 s.
+LOAD_BOUND_S = 4.0
 
 
 def export_of(doc: str, updates: list[bytes]) -> bytes:
@@ -94,14 +96,16 @@ def test_the_updates_typed_at_places_are_what_pycrdt_makes():
 
 @pytest.mark.slow
 async def test_a_history_of_100000_updates_imported_over_http_loads_from_its_snapshots(
-    server: CollabServer, connect: Callable[..., Awaitable[CollabClient]]
+    server: CollabServer,
+    connect: Callable[..., Awaitable[CollabClient]],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ):
     status, reply = await post(server, "/api/documents/typed/import", typed_export())
     assert status == 201, reply
     assert json.loads(reply) == {"doc": "typed", "updates": UPDATES}
     store = server.store
     assert (await store.snapshot_seqs("typed"))[-1] == UPDATES
-    read_before = store.stats.log_rows_read
 
     client = await connect()
     started = time.monotonic()
@@ -109,14 +113,30 @@ async def test_a_history_of_100000_updates_imported_over_http_loads_from_its_sna
     subscribe_s = time.monotonic() - started
 
     assert str(remote.doc.get("text", type=pycrdt.Text)) == typed_text(UPDATES)
-    assert store.stats.log_rows_read == read_before  # the snapshot at the head, no log
+    # The snapshot at the head, no log. (The store's count of log rows read is no
+    # measure here: the change feed, once the document is held, walks the rows the
+    # import added, at its next poll.)
+    assert f"loaded 'typed': seq {UPDATES}, snapshot at {UPDATES}, 0 updates replayed" in (
+        caplog.messages
+    )
     late = UPDATES - 250  # between two snapshots: a checkpoint and a short tail
+    log_rows_read = 0
+    read_updates = store.read_updates
+
+    async def counted(*args: Any, **kwargs: Any) -> list[UpdateRecord]:
+        nonlocal log_rows_read
+        records = await read_updates(*args, **kwargs)
+        log_rows_read += len(records)
+        return records
+
+    monkeypatch.setattr(store, "read_updates", counted)
     started = time.monotonic()
     status, body = await http_get(server, f"/api/documents/typed/versions/{late}")
     version_s = time.monotonic() - started
+    monkeypatch.undo()
     assert status == 200
     assert json.loads(body)["content"] == {"text": typed_text(late)}
-    assert store.stats.log_rows_read - read_before <= 500
+    assert log_rows_read <= 500  # a checkpoint and its tail, not the log since a snapshot
     print(f"first subscribe {subscribe_s * 1000:.0f} ms, versions/{late} {version_s * 1000:.0f} ms")
     assert subscribe_s < LOAD_BOUND_S
     assert version_s < LOAD_BOUND_S
