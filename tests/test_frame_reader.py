@@ -429,6 +429,32 @@ async def test_a_socket_paused_by_a_shutdown_reads_the_answer_to_its_close_and_c
     wire.close()
 
 
+async def test_a_message_after_a_shutdowns_close_frame_does_not_hold_back_its_answer(
+    tmp_path, settings, start_server
+):
+    store = GatedStore(tmp_path / "gated.db")
+    server = await start_server(settings, store)
+    wire = await Wire.connect(server.port)
+    await wire.write(HELLO + native({"type": "subscribe", "doc": "d"}))
+    await wire.write(native({"type": "update", "doc": "d", "ref": 1, "update": text_update("a")}))
+    await wait_until(lambda: server.rooms.writer.queued > 0)
+    stopping = asyncio.ensure_future(server.stop())  # waits for the gated append
+    try:
+        await wait_until(lambda: server.stopping)
+        (handler,) = server.sockets
+        store.gate.set()
+        assert await wire.close_code() == CloseCode.SERVICE_RESTART
+        # Sent before the peer saw the close, as an editor's next keystroke is.
+        await wire.write(native({"type": "ping", "id": "late"}))
+        await wire.write(frame(struct.pack("!H", 1000), Opcode.CLOSE))  # the answer
+        assert await asyncio.wait_for(wire.reader.read(), TIMEOUT_S) == b""
+        assert handler.close_code == 1000  # the answer was read: no abort after 5 s
+    finally:
+        store.gate.set()
+        await stopping
+    wire.close()
+
+
 async def test_a_large_frame_dripped_byte_by_byte_costs_the_server_about_its_size(server):
     # Slowloris: each byte of a frame under way arrives, and is read, alone.
     wire = await Wire.connect(server.port)
@@ -458,6 +484,50 @@ async def test_frames_sent_with_the_upgrade_request_are_read_after_it(server):
     assert (await wire.read_message())["type"] == "welcome"
     assert [(await wire.read_message())["id"] for _ in range(50)] == list(range(50))
     wire.close()
+
+
+class EachWaits(tornado.websocket.WebSocketHandler):
+    """Every message's handling waits for a future of its own; ``closed`` is set
+    once the handler is told the connection ended."""
+
+    def initialize(self, waits: list[asyncio.Future[None]], closed: asyncio.Event) -> None:
+        self.waits, self.closed = waits, closed
+
+    def get_websocket_protocol(self) -> Any:
+        protocol = super().get_websocket_protocol()
+        return BufferedReadProtocol(self, False, protocol.params)  # type: ignore[union-attr]
+
+    def on_message(self, message: str | bytes) -> Any:
+        self.waits.append(asyncio.get_running_loop().create_future())
+        EachWaits.last = self
+        return self.waits[-1]
+
+    def on_close(self) -> None:
+        self.closed.set()
+
+    last: EachWaits | None = None
+
+
+async def test_a_peer_gone_while_a_message_read_during_a_wait_is_handled_is_noticed():
+    waits: list[asyncio.Future[None]] = []
+    closed = asyncio.Event()
+    app = tornado.web.Application([(r"/", EachWaits, {"waits": waits, "closed": closed})])
+    server = app.listen(0, "127.0.0.1")
+    try:
+        port = next(iter(server._sockets.values())).getsockname()[1]
+        wire = await Wire.connect(port, "/")
+        await wire.write(frame(b"one"))
+        await wait_until(lambda: len(waits) == 1)
+        await wire.write(frame(b"two"))
+        stream = EachWaits.last.ws_connection.stream  # type: ignore[union-attr]
+        await wait_until(lambda: stream._read_buffer_size > 0)  # read while "one" waits
+        waits[0].set_result(None)  # "two" is taken from the buffer and waits in turn
+        await wait_until(lambda: len(waits) == 2)
+        wire.close()  # the peer goes while "two" is still being handled
+        await asyncio.wait_for(closed.wait(), TIMEOUT_S)
+        assert not waits[1].done()
+    finally:
+        server.stop()
 
 
 # -- what is relied on in Tornado -------------------------------------------------------

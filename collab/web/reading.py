@@ -179,6 +179,10 @@ class BufferedReadProtocol(WebSocketProtocol13):
         if stream._read_buffer_size and not self._dispatch(
             stream._consume(stream._read_buffer_size)
         ):
+            # Waits again, its buffer now empty: Tornado, which stopped watching the
+            # socket when it held bytes, watches it for the peer's end meanwhile.
+            if self._parser is not None:
+                stream._maybe_add_error_listener()
             return
         if stream.closed():
             self._abort()

@@ -450,7 +450,10 @@ class SocketHandler(RedactingHandlerMixin, tornado.websocket.WebSocketHandler):
             return self.connection.receive(message)
         return None
 
-    def pause_reading(self) -> Awaitable[None]:
+    def pause_reading(self) -> Awaitable[None] | None:
+        protocol = self.ws_connection
+        if protocol is None or protocol.is_closing():
+            return None  # the close frame is out: read on to the peer's answer
         if self._paused is None:
             self._paused = asyncio.get_running_loop().create_future()
         return self._paused
