@@ -15,6 +15,7 @@ from collab.errors import StoreError
 from collab.store import Author, NewUpdate, SnapshotRecord, Store, create_store
 from collab.store.memory import MemoryStore
 from collab.store.sqlite import SQLiteStore
+from collab.store.sqlite import log as sqlite_log
 from collab.store.sqlite.feed import FEED_QUERY_OF_DOCUMENTS
 from collab.store.sqlite.schema import SCHEMA, SCHEMA_VERSION
 from tests.store_contract import Reopen, StoreContract, news
@@ -343,23 +344,34 @@ async def test_the_feed_of_some_documents_walks_the_new_rows_by_id_not_their_who
         await store.close()
 
 
+@pytest.mark.parametrize("update_from", [True, False], ids=["sqlite-3.33", "older-sqlite"])
 async def test_a_batch_over_more_documents_than_one_statement_holds_keeps_each_head(
-    db_path: Path,
+    db_path: Path, monkeypatch: pytest.MonkeyPatch, update_from: bool
 ):
-    """The writer reads and sets the documents' heads some hundreds a statement."""
+    """The writer reads and sets the documents' heads some hundreds a statement
+    (each statement's rows padded to a power of two); with an SQLite older than
+    3.33 it sets them one a statement."""
+    monkeypatch.setattr(sqlite_log, "UPDATE_FROM", update_from)
     store = SQLiteStore(db_path)
     await store.open()
     try:
-        names = [f"d{i:04}" for i in range(1201)]  # past a statement's 500 names, twice
+        names = [f"d{i:04}" for i in range(1201)]  # past a statement's 512 names, twice
         await store.append([NewUpdate(name, b"x", 1.0) for name in names[::2]])
 
-        result = await store.append([NewUpdate(name, b"y", 2.0) for name in [*names, "d1200"]])
+        result = await store.append(
+            [NewUpdate(name, b"yy", 2.0 + i) for i, name in enumerate([*names, "d1200"])]
+        )
 
         heads = {name: 1 if int(name[1:]) % 2 else 2 for name in names}
         heads["d1200"] = 3
         assert {doc: head.head_seq for doc, head in result.heads.items()} == heads
         assert await store.head_seqs(names) == heads
         assert [u.seq for u in await store.read_updates("d1200")] == [1, 2, 3]
-        assert (await store.load("d0999")).updates[-1].data == b"y"
+        assert (await store.load("d0999")).updates[-1].data == b"yy"
+        rows = sqlite3.connect(db_path).execute(
+            "SELECT name, bytes_since_snapshot, updated_s FROM documents WHERE name IN "
+            "('d0000', 'd0999', 'd1200')"
+        )
+        assert sorted(rows) == [("d0000", 3, 2.0), ("d0999", 2, 1001.0), ("d1200", 5, 1203.0)]
     finally:
         await store.close()

@@ -5,8 +5,8 @@ lock), so they are gap-free per document across processes."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
 from collab.errors import DocumentChanged
 from collab.store.base import creating, expected_epochs, next_heads
@@ -26,7 +26,10 @@ from collab.store.sqlite.base import (
 )
 
 UPDATE_COLUMNS = "doc, seq, data, time_s, origin_user, origin_client, origin_instance"
-ROWS_PER_STATEMENT = 500  # at most 3,500 parameters, well under SQLite's 32,766
+ROWS_PER_STATEMENT = 512  # at most 3,584 parameters, well under SQLite's 32,766
+
+
+T = TypeVar("T")
 
 
 class SQLiteLog(SQLiteBase):
@@ -46,7 +49,7 @@ class SQLiteLog(SQLiteBase):
                 epochs = expected_epochs(updates)
                 new = creating(updates)
                 adopted: dict[str, str] = {}  # created, or found created meanwhile
-                rows = _document_rows(conn, {u.doc: None for u in updates})
+                rows = _document_rows(conn, list(dict.fromkeys(u.doc for u in updates)))
                 for update in updates:
                     if update.doc in heads or update.doc in changed:
                         continue
@@ -123,12 +126,25 @@ class SQLiteLog(SQLiteBase):
 # writer's cost).
 
 
-def _document_rows(conn: sqlite3.Connection, docs: Iterable[str]) -> dict[str, tuple[Any, ...]]:
+# UPDATE ... FROM came with SQLite 3.33 (2020); an older library sets the heads a
+# statement each.
+UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33, 0)
+
+
+def _padded(rows: Sequence[T]) -> Sequence[T]:
+    """``rows`` with its last repeated up to the next power of two: the statements
+    that take them come in a few lengths, which the connection's cache of prepared
+    statements keeps (preparing one cost 3 times running it). A repeated name in
+    ``IN``, or a repeated identical row in ``FROM (VALUES ...)``, changes nothing."""
+    size = 1 << (len(rows) - 1).bit_length()
+    return rows if size == len(rows) else [*rows, *[rows[-1]] * (size - len(rows))]
+
+
+def _document_rows(conn: sqlite3.Connection, docs: Sequence[str]) -> dict[str, tuple[Any, ...]]:
     """Each existing document's (head_seq, snapshot_seq, bytes_since_snapshot, epoch)."""
-    names = list(docs)
     rows: dict[str, tuple[Any, ...]] = {}
-    for start in range(0, len(names), ROWS_PER_STATEMENT):
-        chunk = names[start : start + ROWS_PER_STATEMENT]
+    for start in range(0, len(docs), ROWS_PER_STATEMENT):
+        chunk = _padded(docs[start : start + ROWS_PER_STATEMENT])
         for name, *row in conn.execute(
             "SELECT name, head_seq, snapshot_seq, bytes_since_snapshot, epoch FROM documents "
             f"WHERE name IN ({','.join('?' * len(chunk))})",
@@ -140,8 +156,15 @@ def _document_rows(conn: sqlite3.Connection, docs: Iterable[str]) -> dict[str, t
 
 def _update_heads(conn: sqlite3.Connection, heads: Sequence[tuple[str, int, int, float]]) -> None:
     """Set each (name, head_seq, bytes_since_snapshot, updated_s)."""
+    if not UPDATE_FROM:
+        conn.executemany(
+            "UPDATE documents SET head_seq = ?, bytes_since_snapshot = ?, updated_s = ? "
+            "WHERE name = ?",
+            [(head, size, at, name) for name, head, size, at in heads],
+        )
+        return
     for start in range(0, len(heads), ROWS_PER_STATEMENT):
-        chunk = heads[start : start + ROWS_PER_STATEMENT]
+        chunk = _padded(heads[start : start + ROWS_PER_STATEMENT])
         conn.execute(
             "UPDATE documents SET head_seq = new.column2, bytes_since_snapshot = new.column3, "
             f"updated_s = new.column4 FROM (VALUES {','.join(['(?,?,?,?)'] * len(chunk))}) "
