@@ -52,22 +52,34 @@ class TallyFamily:
         registry.register(self)  # type: ignore[arg-type]
 
     def labels(self, value: str) -> Tally:
+        if self.label is None:
+            raise ValueError(f"{self.name} has no label")
         tally = self._tallies.get(value)
         if tally is None:
             tally = self._tallies[value] = Tally()
         return tally
 
     def inc(self, amount: int = 1) -> None:
+        if self.label is not None:
+            raise ValueError(f"{self.name} is counted by {self.label}: use labels()")
         self._unlabelled.value += amount
 
+    def describe(self) -> Iterator[CounterMetricFamily]:
+        # What the registry checks names against: a second metric of this name is
+        # refused, as for a Counter.
+        yield self._family()
+
     def collect(self) -> Iterator[CounterMetricFamily]:
-        labels = [self.label] if self.label is not None else []
-        family = CounterMetricFamily(self.name, self.documentation, labels=labels)
+        family = self._family()
         if self.label is None:
             family.add_metric([], self._unlabelled.value, created=self._unlabelled.created_s)
         for value, tally in self._tallies.items():
             family.add_metric([value], tally.value, created=tally.created_s)
         yield family
+
+    def _family(self) -> CounterMetricFamily:
+        labels = [self.label] if self.label is not None else []
+        return CounterMetricFamily(self.name, self.documentation, labels=labels)
 
 
 class Metrics:

@@ -9,9 +9,11 @@ from collections.abc import AsyncIterator
 
 import pycrdt
 import pytest
+from prometheus_client import Counter
 from prometheus_client.parser import text_string_to_metric_families
 
 from collab.errors import StoreError
+from collab.metrics import Metrics
 from collab.store import FeedPosition, HeldDocuments, NewUpdate, UpdateRecord
 from collab.store.memory import MemoryStore
 from tests.helpers import SeqWatcher, http_get, wait_until
@@ -72,6 +74,28 @@ async def test_metrics_count_connections_updates_commits_and_acks_without_docume
     assert values[("collab_store_failing", ())] == 0
     assert values[("collab_feed_failing", ())] == 0
     assert DOC.encode() not in body
+
+
+def test_the_counters_on_the_hot_path_are_exposed_as_counters_and_keep_their_names():
+    metrics = Metrics()
+    metrics.updates_in.labels("ws").inc()
+    metrics.updates_out.inc(2)
+    families = {f.name: f for f in text_string_to_metric_families(metrics.exposition().decode())}
+    assert families["collab_updates_in"].type == "counter"
+    values = {
+        (s.name, tuple(s.labels.items())): s.value for s in families["collab_updates_in"].samples
+    }
+    assert values[("collab_updates_in_total", (("endpoint", "ws"),))] == 1
+    assert values[("collab_updates_in_total", (("endpoint", "yjs"),))] == 0
+    assert [
+        s.value for s in families["collab_updates_out"].samples if s.name.endswith("_total")
+    ] == [2]
+    with pytest.raises(ValueError, match="Duplicated"):
+        Counter("collab_sent_bytes", "another of the same name", registry=metrics.registry)
+    with pytest.raises(ValueError):
+        metrics.updates_in.inc()  # counted by endpoint
+    with pytest.raises(ValueError):
+        metrics.updates_out.labels("ws")  # no label
 
 
 async def test_metrics_count_refused_updates_and_closes_by_code(server, raw):

@@ -54,7 +54,7 @@ class Fanout:
 
     def __init__(self, sessions: Mapping[Session, None], updates_out: Any) -> None:
         self._sessions = sessions
-        self._updates_out = updates_out  # a prometheus counter
+        self._updates_out = updates_out  # collab_updates_out (collab.metrics.TallyFamily)
         self._events: list[FrameEvent | AckEvent] = []
         # The sessions that get a list of their own (senders, whose updates are left
         # out, and those with acks): every other session of a protocol gets the same.
