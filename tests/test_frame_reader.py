@@ -455,18 +455,26 @@ async def test_a_message_after_a_shutdowns_close_frame_does_not_hold_back_its_an
     wire.close()
 
 
-async def test_a_large_frame_dripped_byte_by_byte_costs_the_server_about_its_size(server):
-    # Slowloris: each byte of a frame under way arrives, and is read, alone.
+@pytest.mark.parametrize(
+    ("length", "piece"),
+    [(1024 * 1024, b"x"), (60 * 1024, b"xy")],
+    ids=["1-MiB-frame-by-the-byte", "60-KiB-frame-by-two-bytes"],
+)
+async def test_a_large_frame_dripped_byte_by_byte_costs_the_server_about_its_size(
+    server, length, piece
+):
+    # Slowloris: each piece of a frame under way arrives, and is read, alone (a frame
+    # under 64 KiB is read through Tornado's partial reads, piece by piece, too).
     wire = await Wire.connect(server.port)
     await wire.write(HELLO)
     assert (await wire.read_message())["type"] == "welcome"
-    await wire.write(frame(b"", length=1024 * 1024))  # the header: its payload is awaited
+    await wire.write(frame(b"", length=length))  # the header: its payload is awaited
     dripped = 8192
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
-        for _ in range(dripped):
-            wire.writer.write(b"x")  # sent at once: nothing is queued before it
+        for _ in range(dripped // len(piece)):
+            wire.writer.write(piece)  # sent at once: nothing is queued before it
             await asyncio.sleep(0)
             await asyncio.sleep(0)
         held = tracemalloc.get_traced_memory()[0] - before

@@ -220,10 +220,6 @@ class BufferedReadProtocol(WebSocketProtocol13):
                 self._abort()
                 self._ended()
                 return
-            if self._gathered is not None or len(data) < min(parser.wanted, GATHER_BYTES):
-                data = self._gather(data, parser.wanted)
-                if data is None:
-                    return
             if not self._dispatch(data) and self._parser is not None:
                 stream.on_readable = None  # waits: _go_on reads again
         except (Exception, asyncio.CancelledError):
@@ -280,10 +276,16 @@ class BufferedReadProtocol(WebSocketProtocol13):
 
     def _dispatch(self, data: bytes) -> bool:
         """Take ``data`` in; True when the next read may start."""
-        if self._parser is None:
+        parser = self._parser
+        if parser is None:
             return False
         self._wire_bytes_in += len(data)
-        self._parser.feed(data)
+        if self._gathered is not None or len(data) < min(parser.wanted, GATHER_BYTES):
+            gathered = self._gather(data, parser.wanted)
+            if gathered is None:
+                return True  # a piece of a frame under way: read on
+            data = gathered
+        parser.feed(data)
         return self._handle_buffered()
 
     def _handle_buffered(self) -> bool:
