@@ -6,12 +6,13 @@ of Tornado it relies on are still there."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import socket
 import struct
 import tracemalloc
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, NamedTuple
 
 import msgpack
 import pytest
@@ -380,79 +381,72 @@ class GatedStore(SQLiteStore):
         return await super().append(updates)
 
 
-async def test_a_socket_paused_by_a_shutdown_leaves_the_server_when_its_peer_goes(
-    tmp_path, settings, start_server
-):
+class Stopping(NamedTuple):
+    """A server shutting down, held back by an update its store has not taken,
+    and the peer that sent it (its handler, and the gate that lets the store on)."""
+
+    server: Any
+    wire: Wire
+    handler: Any
+    store: GatedStore
+
+
+@contextlib.asynccontextmanager
+async def shutting_down(tmp_path, settings, start_server) -> AsyncIterator[Stopping]:
     store = GatedStore(tmp_path / "gated.db")
     server = await start_server(settings, store)
     wire = await Wire.connect(server.port)
     await wire.write(HELLO + native({"type": "subscribe", "doc": "d"}))
     await wire.write(native({"type": "update", "doc": "d", "ref": 1, "update": text_update("a")}))
     await wait_until(lambda: server.rooms.writer.queued > 0)
-    stopping = asyncio.ensure_future(server.stop())  # waits for the gated append
+    stop = asyncio.ensure_future(server.stop())  # waits for the gated append
     try:
         await wait_until(lambda: server.stopping)
         (handler,) = server.sockets
-        await wire.write(native({"type": "ping", "id": "late"}))
-        await wait_until(lambda: handler._paused is not None)  # read; reading stopped
-        wire.close()  # the peer goes while its socket is paused
-        await wait_until(lambda: not server.sockets)
+        yield Stopping(server, wire, handler, store)
     finally:
         store.gate.set()
-        await stopping
+        await stop
+        wire.close()
+
+
+async def test_a_socket_paused_by_a_shutdown_leaves_the_server_when_its_peer_goes(
+    tmp_path, settings, start_server
+):
+    async with shutting_down(tmp_path, settings, start_server) as stopping:
+        await stopping.wire.write(native({"type": "ping", "id": "late"}))
+        await wait_until(lambda: stopping.handler._paused is not None)  # read; reading stopped
+        stopping.wire.close()  # the peer goes while its socket is paused
+        await wait_until(lambda: not stopping.server.sockets)
 
 
 async def test_a_socket_paused_by_a_shutdown_reads_the_answer_to_its_close_and_closes(
     tmp_path, settings, start_server
 ):
-    # Not when Tornado gives up waiting for the answer (5 s): clients reconnect at once.
-    store = GatedStore(tmp_path / "gated.db")
-    server = await start_server(settings, store)
-    wire = await Wire.connect(server.port)
-    await wire.write(HELLO + native({"type": "subscribe", "doc": "d"}))
-    await wire.write(native({"type": "update", "doc": "d", "ref": 1, "update": text_update("a")}))
-    await wait_until(lambda: server.rooms.writer.queued > 0)
-    stopping = asyncio.ensure_future(server.stop())  # waits for the gated append
-    try:
-        await wait_until(lambda: server.stopping)
-        (handler,) = server.sockets
+    async with shutting_down(tmp_path, settings, start_server) as stopping:
+        # Not when Tornado gives up waiting for the answer (5 s): clients reconnect at once.
+        wire, handler = stopping.wire, stopping.handler
         await wire.write(native({"type": "ping", "id": "late"}))
         await wait_until(lambda: handler._paused is not None)  # read; reading stopped
-        store.gate.set()
+        stopping.store.gate.set()
         assert await wire.close_code() == CloseCode.SERVICE_RESTART
         await wire.write(frame(struct.pack("!H", 1000), Opcode.CLOSE))  # the answer
         assert await asyncio.wait_for(wire.reader.read(), TIMEOUT_S) == b""
         assert handler.close_code == 1000  # the answer was read: no abort
-    finally:
-        store.gate.set()
-        await stopping
-    wire.close()
 
 
 async def test_a_message_after_a_shutdowns_close_frame_does_not_hold_back_its_answer(
     tmp_path, settings, start_server
 ):
-    store = GatedStore(tmp_path / "gated.db")
-    server = await start_server(settings, store)
-    wire = await Wire.connect(server.port)
-    await wire.write(HELLO + native({"type": "subscribe", "doc": "d"}))
-    await wire.write(native({"type": "update", "doc": "d", "ref": 1, "update": text_update("a")}))
-    await wait_until(lambda: server.rooms.writer.queued > 0)
-    stopping = asyncio.ensure_future(server.stop())  # waits for the gated append
-    try:
-        await wait_until(lambda: server.stopping)
-        (handler,) = server.sockets
-        store.gate.set()
+    async with shutting_down(tmp_path, settings, start_server) as stopping:
+        wire = stopping.wire
+        stopping.store.gate.set()
         assert await wire.close_code() == CloseCode.SERVICE_RESTART
         # Sent before the peer saw the close, as an editor's next keystroke is.
         await wire.write(native({"type": "ping", "id": "late"}))
         await wire.write(frame(struct.pack("!H", 1000), Opcode.CLOSE))  # the answer
         assert await asyncio.wait_for(wire.reader.read(), TIMEOUT_S) == b""
-        assert handler.close_code == 1000  # the answer was read: no abort after 5 s
-    finally:
-        store.gate.set()
-        await stopping
-    wire.close()
+        assert stopping.handler.close_code == 1000  # the answer was read: no abort after 5 s
 
 
 @pytest.mark.parametrize(
