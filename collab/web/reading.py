@@ -9,16 +9,16 @@ so pings are answered, pongs and close handshakes handled, text decoded and
 handler errors logged exactly as before.
 
 It keeps Tornado's promise that collab relies on: when ``on_message`` returns an
-awaitable, nothing more is dispatched, and the socket is not read, until it is
-done; a peer's updates apply in order while a large one is checked or a hook
+awaitable, nothing more is dispatched, and the socket is read no further than
+one chunk, until it is done; a peer's updates apply in order while a large one is checked or a hook
 decides, and a fast writer is held back by its own socket. A stream that closes
 meanwhile ends the connection at once, without waiting for the awaitable: some are
 done only once the handler is told (a flood's stop to reading), and what was
 received and not yet handled is dropped (a peer sends again what was not
 acknowledged).
 
-It runs on callbacks (a read's future, a handler's awaitable, a turn of the event
-loop), not in a coroutine: an idle connection then holds no task and no frame.
+It runs on callbacks (the socket readable, a handler's awaitable, a turn of the
+event loop), not in a coroutine: an idle connection then holds no task and no frame.
 
 On a plain TCP stream the reader reads the socket itself when the event loop
 says it is readable (:class:`SocketReadStream`): no future, no callback and no
@@ -86,13 +86,17 @@ class BufferedReadProtocol(WebSocketProtocol13):
     ``get``, ``accept_connection``...), whose frames, and what their locals hold
     (the upgrade's headers among them), every idle connection would keep, about
     3 KiB each. ``_receive_frame_loop`` starts the reader and returns, which ends
-    that chain; the reader then waits on a plain future: a read, a handler's
-    awaitable, or a turn of the event loop.
+    that chain; the reader then waits for the socket to be readable (a read's
+    future on a TLS stream), a handler's awaitable, or a turn of the event loop.
     """
 
     # Slots: Tornado's attributes fill the 30 that an instance dict shares with
     # its class; one more would make each connection's dict a dict of its own.
     __slots__ = ("_gathered", "_parser", "_work")
+
+    # Whether a plain TCP stream is read by the reader itself (False: through
+    # Tornado's reads, as a TLS stream is; tests compare the two).
+    reads_socket = True
 
     async def _receive_frame_loop(self) -> None:
         if self._decompressor is not None:
@@ -117,10 +121,6 @@ class BufferedReadProtocol(WebSocketProtocol13):
             self._read()
         except (Exception, asyncio.CancelledError):
             self._fault()
-
-    # Whether a plain TCP stream is read by the reader itself (False: through
-    # Tornado's reads, as a TLS stream is; tests compare the two).
-    reads_socket = True
 
     def _fault(self) -> None:
         """In an ``except`` block: end the connection for what went wrong while
