@@ -11,8 +11,13 @@ from typing import Any
 
 from collab.store.base import prefix_end
 from collab.store.records import Author, DocumentInfo, LoadedDocument
-from collab.store.sqlite.base import SQLiteBase, create_document, write_transaction
-from collab.store.sqlite.log import ROWS_PER_STATEMENT, UPDATE_COLUMNS, update_from_row
+from collab.store.sqlite.base import (
+    SQLiteBase,
+    create_document,
+    document_rows,
+    write_transaction,
+)
+from collab.store.sqlite.log import UPDATE_COLUMNS, update_from_row
 from collab.store.sqlite.snapshots import latest_snapshot_at
 
 
@@ -133,17 +138,8 @@ class SQLiteDocuments(SQLiteBase):
 
     async def head_seqs(self, docs: Sequence[str]) -> dict[str, int]:
         def read() -> dict[str, int]:
-            heads: dict[str, int] = {}
-            names = list(docs)
-            for start in range(0, len(names), ROWS_PER_STATEMENT):
-                chunk = names[start : start + ROWS_PER_STATEMENT]
-                rows = self._conn("feed").execute(
-                    "SELECT name, head_seq FROM documents WHERE name IN "
-                    f"({','.join('?' * len(chunk))})",
-                    chunk,
-                )
-                heads.update(rows.fetchall())
-            return heads
+            rows = document_rows(self._conn("feed"), list(docs), "head_seq")
+            return {name: head for name, (head,) in rows.items()}
 
         return await self._run(self._feeder, read)
 

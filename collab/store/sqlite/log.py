@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 from collab.errors import DocumentChanged
 from collab.store.base import creating, expected_epochs, next_heads
@@ -22,14 +22,13 @@ from collab.store.sqlite.base import (
     SMALL_APPEND_BYTES,
     SQLiteBase,
     create_document,
+    document_rows,
+    padded,
+    statement_chunks,
     write_transaction,
 )
 
 UPDATE_COLUMNS = "doc, seq, data, time_s, origin_user, origin_client, origin_instance"
-ROWS_PER_STATEMENT = 512  # at most 3,584 parameters, well under SQLite's 32,766
-
-
-T = TypeVar("T")
 
 
 class SQLiteLog(SQLiteBase):
@@ -49,7 +48,11 @@ class SQLiteLog(SQLiteBase):
                 epochs = expected_epochs(updates)
                 new = creating(updates)
                 adopted: dict[str, str] = {}  # created, or found created meanwhile
-                rows = _document_rows(conn, list(dict.fromkeys(u.doc for u in updates)))
+                rows = document_rows(
+                    conn,
+                    list(dict.fromkeys(u.doc for u in updates)),
+                    "head_seq, snapshot_seq, bytes_since_snapshot, epoch",
+                )
                 for update in updates:
                     if update.doc in heads or update.doc in changed:
                         continue
@@ -119,39 +122,9 @@ class SQLiteLog(SQLiteBase):
         return await self._run(self._reader, read)
 
 
-# A batch's statements each cover many rows (documents, updates), never one row
-# a statement: every statement releases and retakes the GIL, and each retake
-# waits behind a busy event loop (a 1,000-row commit took seconds under load,
-# milliseconds this way; on many small rooms the hand-offs were most of the
-# writer's cost).
-
-
 # UPDATE ... FROM came with SQLite 3.33 (2020); an older library sets the heads a
 # statement each.
 UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33, 0)
-
-
-def _padded(rows: Sequence[T]) -> Sequence[T]:
-    """``rows`` with its last repeated up to the next power of two: the statements
-    that take them come in a few lengths, which the connection's cache of prepared
-    statements keeps (preparing one cost 3 times running it). A repeated name in
-    ``IN``, or a repeated identical row in ``FROM (VALUES ...)``, changes nothing."""
-    size = 1 << (len(rows) - 1).bit_length()
-    return rows if size == len(rows) else [*rows, *[rows[-1]] * (size - len(rows))]
-
-
-def _document_rows(conn: sqlite3.Connection, docs: Sequence[str]) -> dict[str, tuple[Any, ...]]:
-    """Each existing document's (head_seq, snapshot_seq, bytes_since_snapshot, epoch)."""
-    rows: dict[str, tuple[Any, ...]] = {}
-    for start in range(0, len(docs), ROWS_PER_STATEMENT):
-        chunk = _padded(docs[start : start + ROWS_PER_STATEMENT])
-        for name, *row in conn.execute(
-            "SELECT name, head_seq, snapshot_seq, bytes_since_snapshot, epoch FROM documents "
-            f"WHERE name IN ({','.join('?' * len(chunk))})",
-            chunk,
-        ):
-            rows[name] = tuple(row)
-    return rows
 
 
 def _update_heads(conn: sqlite3.Connection, heads: Sequence[tuple[str, int, int, float]]) -> None:
@@ -163,8 +136,7 @@ def _update_heads(conn: sqlite3.Connection, heads: Sequence[tuple[str, int, int,
             [(head, size, at, name) for name, head, size, at in heads],
         )
         return
-    for start in range(0, len(heads), ROWS_PER_STATEMENT):
-        chunk = _padded(heads[start : start + ROWS_PER_STATEMENT])
+    for chunk in map(padded, statement_chunks(heads)):
         conn.execute(
             "UPDATE documents SET head_seq = new.column2, bytes_since_snapshot = new.column3, "
             f"updated_s = new.column4 FROM (VALUES {','.join(['(?,?,?,?)'] * len(chunk))}) "
@@ -174,8 +146,7 @@ def _update_heads(conn: sqlite3.Connection, heads: Sequence[tuple[str, int, int,
 
 
 def _insert_updates(conn: sqlite3.Connection, batch: Sequence[UpdateRecord]) -> None:
-    for start in range(0, len(batch), ROWS_PER_STATEMENT):
-        chunk = batch[start : start + ROWS_PER_STATEMENT]
+    for chunk in statement_chunks(batch):
         conn.execute(
             f"INSERT INTO updates ({UPDATE_COLUMNS}) VALUES "
             + ",".join(["(?,?,?,?,?,?,?)"] * len(chunk)),
