@@ -214,16 +214,13 @@ class BufferedReadProtocol(WebSocketProtocol13):
             except OSError as error:  # a reset: how a connection may end, as Tornado takes it
                 data = b""
                 stream.error = error
-            if not data:
-                stream.on_readable = None
-                stream.close()  # (its close callback comes too late to matter)
+            if not data:  # the peer's end (its close callback comes too late to matter)
                 self._abort()
                 self._ended()
                 return
             if not self._dispatch(data) and self._parser is not None:
                 stream.on_readable = None  # waits: _go_on reads again
         except (Exception, asyncio.CancelledError):
-            stream.on_readable = None
             self._fault()
 
     def _gather(self, data: bytes, wanted: int) -> bytes | None:

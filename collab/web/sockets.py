@@ -329,10 +329,8 @@ class SocketHandler(RedactingHandlerMixin, tornado.websocket.WebSocketHandler):
             # error, goes to the stream, which waits for the socket or closes.
             try:
                 sent = stream.socket.send(data)
-            except BlockingIOError:
+            except OSError:  # full (BlockingIOError), or an error the stream's write meets
                 sent = 0
-            except OSError:
-                sent = 0  # the stream's own write meets the error and closes
             if sent == size:
                 self._unsent_bytes -= size
                 if self._drain_waiters:
