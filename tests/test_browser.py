@@ -1107,8 +1107,11 @@ def test_presence_colours_stay_apart_and_labels_of_close_carets_do_not_overlap(
         timeout=ARRIVES_S * 1000,
     )
     cid.wait_for_function("() => document.querySelectorAll('#presence li').length === 3")
-    dots = cid.locator("#presence .dot").evaluate_all(
-        "ds => ds.map(d => { const [r, g, b] = getComputedStyle(d).backgroundColor"
+    # Found and read in one task of the page (a locator's evaluate_all finds, then
+    # reads a step later, when a presence update may have drawn the list anew).
+    dots = cid.evaluate(
+        "() => [...document.querySelectorAll('#presence .dot')].map(d => {"
+        " const [r, g, b] = getComputedStyle(d).backgroundColor"
         ".match(/\\d+/g).map(Number); return '#' + [r, g, b].map(v => v.toString(16)"
         ".padStart(2, '0')).join(''); })"
     )
@@ -1125,8 +1128,9 @@ def test_presence_colours_stay_apart_and_labels_of_close_carets_do_not_overlap(
     ]
     assert seen[0] == seen[1] == seen[2]
     cid.wait_for_timeout(100)  # the labels are spread at the next frame
-    boxes = cid.locator("#editor .collaboration-carets__label").evaluate_all(
-        "ls => ls.map(l => { const r = l.getBoundingClientRect();"
+    boxes = cid.evaluate(
+        "() => [...document.querySelectorAll('#editor .collaboration-carets__label')]"
+        ".map(l => { const r = l.getBoundingClientRect();"
         " return [r.left, r.top, r.right, r.bottom]; })"
     )
     (l1, t1, r1, b1), (l2, t2, r2, b2) = boxes
