@@ -20,6 +20,7 @@ from tests.browser import (
     Backend,
     Console,
     browser_fixture,
+    new_window,
     skip_unless_browser,
 )
 
@@ -90,7 +91,7 @@ class User:
         contexts.append(self.context)
 
     def open(self, doc: str, *, wait_synced: bool = True) -> Any:
-        page = self.console.watch(self.context.new_page())
+        page = self.console.watch(new_window(self.context))
         page.goto(
             self.backend.page_url(
                 doc,
