@@ -6,12 +6,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Sequence
+from typing import Any
 
 import pycrdt
 import pytest
 
+from collab.store import AppendResult, NewUpdate
+from collab.store.sqlite import SQLiteStore
 from collab.web import heartbeat
-from tests.helpers import SilentPeer, wait_until
+from collab.wire import yjs as yjs_protocol
+from tests.conftest import ws_url
+from tests.helpers import RawPeer, SilentPeer, text_update, wait_until
 
 
 async def test_the_server_answers_an_application_ping_with_the_same_id(raw, server):
@@ -66,6 +72,69 @@ async def test_a_peer_that_stops_answering_pings_is_dropped_within_the_timeout(
     finally:
         silent.close()
     assert gone_after < interval + answer_within + 1.0
+
+
+class GatedStore(SQLiteStore):
+    """Appends wait for ``gate``: a store that has stopped taking writes."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate = asyncio.Event()
+
+    async def append(self, updates: Sequence[NewUpdate]) -> AppendResult:
+        await self.gate.wait()
+        return await super().append(updates)
+
+
+@pytest.mark.parametrize("path", ["/ws", "/yjs/held"])
+async def test_a_peer_not_read_while_the_write_queue_is_full_is_not_dropped_as_silent(
+    tmp_path, start_server, settings, path
+):
+    # While the store is behind, the server reads no more of a writer's socket
+    # (backpressure): its pongs wait unread too. That is the server's silence, not
+    # the peer's: once the store takes the writes, the peer is still connected.
+    interval = 0.2
+    store = GatedStore(tmp_path / "gated.db")
+    limit = 64 * 1024
+    server = await start_server(
+        settings.replace(
+            ping_interval_s=interval,
+            ping_timeout_s=interval,
+            max_frame_bytes=limit,
+            write_queue_bytes=limit,
+        ),
+        store,
+    )
+    peer = await RawPeer.connect(ws_url(server, path))
+    if path == "/ws":
+        await peer.hello()
+        await peer.subscribe("held")
+
+    def send(ref: int, text: str) -> None:
+        update = text_update(text, client_id=ref)
+        if path == "/ws":
+            peer.send({"type": "update", "doc": "held", "ref": ref, "update": update})
+        else:
+            peer.send_bytes(yjs_protocol.sync_update(update))
+
+    send(1, "x" * (limit * 2 // 3))  # past half the queue
+    try:
+        await wait_until(lambda: server.rooms.writer.queued_bytes > limit // 2)
+        send(2, "y")  # read; the socket is read no further until the queue drains
+        # Several heartbeats: each would have dropped a peer heard from last before it.
+        await asyncio.sleep(4 * 2 * interval)
+        (handler,) = server.sockets
+        assert handler.close_code is None
+        store.gate.set()
+        await wait_until(lambda: server.rooms.writer.queued == 0)
+        if path == "/ws":
+            assert (await peer.recv_type("ack"))["ref"] == 1
+            assert (await peer.recv_type("ack"))["ref"] == 2
+        assert peer.close_state == (None, None)
+        assert list(server.sockets) == [handler]
+    finally:
+        store.gate.set()
+        peer.close()
 
 
 class CountedSocket:

@@ -163,6 +163,7 @@ class SocketHandler(RedactingHandlerMixin, tornado.websocket.WebSocketHandler):
         "_drain_waiters",
         "_flush_queued",
         "_heard",
+        "_held",
         "_outbound_limit",
         "_outbox",
         "_paused",
@@ -190,6 +191,7 @@ class SocketHandler(RedactingHandlerMixin, tornado.websocket.WebSocketHandler):
         self._bytes_in, self._bytes_out = server.metrics.socket_bytes[self.endpoint]
         self._drain_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._heard = time.monotonic()  # when the peer last sent anything
+        self._held = False  # reading waits for what a message's handling returned
         self._paused: asyncio.Future[None] | None = None  # reading stopped (shutdown)
         # Tornado sets these later (_execute, get). Set now, while the first
         # handler is made, they join the attribute names its class's instances
@@ -419,8 +421,9 @@ class SocketHandler(RedactingHandlerMixin, tornado.websocket.WebSocketHandler):
         return True
 
     def heard_since(self, moment: float) -> bool:
-        """Whether anything (a pong, a message) came from the peer after ``moment``."""
-        return self._heard >= moment
+        """Whether anything (a pong, a message) came from the peer after ``moment``,
+        or the server is not reading it (its pongs wait unread: the silence is ours)."""
+        return self._held or self._heard >= moment
 
     def on_pong(self, data: bytes) -> None:
         self._heard = time.monotonic()
@@ -444,9 +447,21 @@ class SocketHandler(RedactingHandlerMixin, tornado.websocket.WebSocketHandler):
         if self.server.stopping:
             return self.pause_reading()
         self._bytes_in.inc(len(message))
-        if self.connection is not None:
-            return self.connection.receive(message)
-        return None
+        if self.connection is None:
+            return None
+        pending = self.connection.receive(message)
+        return None if pending is None else self._hold_reading(pending)
+
+    async def _hold_reading(self, pending: Awaitable[None]) -> None:
+        """Await ``pending`` (a full write queue, a large update checked on a
+        thread) while the socket is not read, the peer's pongs with it: the
+        heartbeat does not take that for the peer's silence."""
+        self._held = True
+        try:
+            await pending
+        finally:
+            self._held = False
+            self._heard = time.monotonic()
 
     def pause_reading(self) -> Awaitable[None] | None:
         protocol = self.ws_connection
