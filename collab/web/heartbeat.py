@@ -3,10 +3,10 @@
 Every ``ping_interval_s`` each open socket gets a WebSocket ping; a socket from
 which nothing at all (no pong, no message) has come ``ping_timeout_s`` after its
 ping is aborted at once, unless the server is not reading it (its handler's
-``heard_since`` says so: the pongs wait unread behind backpressure). The pings go out ``PING_BATCH`` sockets per pass of the
-event loop. Tornado's own ping would start a close handshake with a peer that is
-gone and wait 5 s for the answer; a task per socket would cost each connection
-about 2 KiB.
+``heard_since`` says so: the pongs wait unread behind backpressure). The pings go
+out ``PING_BATCH`` sockets per pass of the event loop. Tornado's own ping would
+start a close handshake with a peer that is gone and wait 5 s for the answer; a
+task per socket would cost each connection about 2 KiB.
 """
 
 from __future__ import annotations
