@@ -51,6 +51,7 @@ from collab.web.documents import (
 )
 from collab.web.encoding import GzipAnswers
 from collab.web.gate import ConnectionCounts, Gate, Listener
+from collab.web.page_files import PageFiles
 from collab.web.sites import Sites
 from collab.web.sockets import NativeSocketHandler, SocketHandler, YjsSocketHandler
 from collab.web.version_names import NamesHandler, VersionNameHandler
@@ -165,8 +166,12 @@ class CollabServer:
             routes.append(
                 (
                     r"/(.*)",
-                    tornado.web.StaticFileHandler,
-                    {"path": str(static_dir), "default_filename": "index.html"},
+                    PageFiles,
+                    {
+                        "path": str(static_dir),
+                        "default_filename": "index.html",
+                        "gzip": s.http_compression == "gzip",
+                    },
                 )
             )
         prefix = prefix.rstrip("/")

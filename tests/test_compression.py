@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import os
+import threading
 import time
 from typing import Any
 
@@ -18,6 +20,7 @@ from tornado.websocket import websocket_connect
 from collab.config import Settings, SettingsError
 from collab.errors import CloseCode
 from collab.store import NewUpdate
+from collab.web import page_files
 from collab.wire.native import PROTOCOL_VERSION
 from tests.helpers import RawPeer, text_of, text_update, wait_until
 
@@ -28,13 +31,15 @@ PROSE = "".join(f"line {i}: the quick brown fox jumps over the lazy dog\n" for i
 async def fetch(server: Any, path: str, encoding: str | None, **options: Any) -> Any:
     """The raw answer: decompress_response=False shows what went over the wire."""
     headers = {"Accept-Encoding": encoding} if encoding is not None else {}
+    raise_error = options.pop("raise_error", True)
     return await AsyncHTTPClient().fetch(
         HTTPRequest(
             f"http://127.0.0.1:{server.port}{path}",
             headers={**headers, **options.pop("headers", {})},
             decompress_response=False,
             **options,
-        )
+        ),
+        raise_error=raise_error,
     )
 
 
@@ -87,6 +92,69 @@ async def test_the_page_bundle_is_compressed(server):
     assert squeezed.headers["Content-Encoding"] == "gzip"
     assert gzip.decompress(squeezed.body) == plain.body
     assert len(squeezed.body) * 2 < len(plain.body)
+
+
+async def test_the_page_s_files_are_compressed_once_on_a_thread_and_again_once_changed(
+    start_server, settings, tmp_path, monkeypatch
+):
+    compressed_on: list[str] = []
+    compress = page_files._compress
+
+    def spy(path: str) -> bytes:
+        compressed_on.append(threading.current_thread().name)
+        return compress(path)
+
+    monkeypatch.setattr(page_files, "_compress", spy)
+    page = tmp_path / "page"
+    page.mkdir()
+    (page / "index.html").write_text("<!doctype html>" + "<p>page</p>" * 200)
+    bundle = page / "app.js"
+    bundle.write_text(PROSE)
+    (page / "picture.png").write_bytes(bytes(range(256)) * 20)
+    (tmp_path / "secret.txt").write_text(PROSE)
+    server = await start_server(settings.replace(static_dir=str(page)))
+
+    plain = await fetch(server, "/app.js", None)
+    first, second = [await fetch(server, "/app.js", "gzip") for _ in range(2)]
+    for answer in (first, second):
+        assert answer.headers["Content-Encoding"] == "gzip"
+        assert answer.headers["Vary"] == "Accept-Encoding"
+        assert gzip.decompress(answer.body) == plain.body == PROSE.encode()
+    assert len(compressed_on) == 1 and compressed_on[0] != threading.current_thread().name
+    # Another representation, another tag; the compressed one is revalidated as such.
+    assert first.headers["Etag"] == second.headers["Etag"] != plain.headers["Etag"]
+    unchanged = await fetch(
+        server,
+        "/app.js",
+        "gzip",
+        headers={"If-None-Match": first.headers["Etag"]},
+        raise_error=False,
+    )
+    assert unchanged.code == 304
+    # A range is a range of what is sent: the compressed bytes.
+    part = await fetch(server, "/app.js", "gzip", headers={"Range": "bytes=10-109"})
+    assert part.code == 206 and part.body == first.body[10:110]
+    assert part.headers["Content-Range"] == f"bytes 10-109/{len(first.body)}"
+
+    # The page's index, by its directory's path; no image and no file outside.
+    index = await fetch(server, "/", "gzip")
+    assert gzip.decompress(index.body).startswith(b"<!doctype html>")
+    picture = await fetch(server, "/picture.png", "gzip")
+    assert "Content-Encoding" not in picture.headers
+    assert picture.body == bytes(range(256)) * 20
+    for path in ("/../secret.txt", "/%2e%2e/secret.txt"):
+        outside = await fetch(server, path, "gzip", raise_error=False)
+        assert outside.code in (403, 404), path
+    assert len(compressed_on) == 2  # app.js, index.html
+
+    # The file changed: compressed anew, once.
+    changed = PROSE.replace("fox", "cat")
+    bundle.write_text(changed)
+    os.utime(bundle, ns=(time.time_ns(), time.time_ns() + 1_000_000_000))
+    for _ in range(2):
+        again = await fetch(server, "/app.js", "gzip")
+        assert gzip.decompress(again.body) == changed.encode()
+    assert len(compressed_on) == 3
 
 
 async def test_event_streams_are_never_compressed(server):

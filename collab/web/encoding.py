@@ -28,18 +28,27 @@ def accepts_gzip(request: httputil.HTTPServerRequest) -> bool:
     return "gzip" in header and _GZIP_REFUSED.search(header) is None
 
 
-class GzipAnswers(tornado.web.GZipContentEncoding):
-    """Tornado's gzip transform, for the types collab answers with: JSON, the page and
-    its bundle, and Yjs states (binary, which compress about 2-4x); never event streams."""
+# Besides text: JSON, the page's scripts, and Yjs states (binary, which compress
+# about 2-4x).
+COMPRESSED_TYPES = tornado.web.GZipContentEncoding.CONTENT_TYPES | {"application/octet-stream"}
 
-    CONTENT_TYPES = tornado.web.GZipContentEncoding.CONTENT_TYPES | {"application/octet-stream"}
+
+def compressible(content_type: str) -> bool:
+    """Whether answers of this type are gzip-compressed; never event streams."""
+    if content_type == "text/event-stream":
+        return False
+    return content_type.startswith("text/") or content_type in COMPRESSED_TYPES
+
+
+class GzipAnswers(tornado.web.GZipContentEncoding):
+    """Tornado's gzip transform, for the types collab answers with."""
 
     def __init__(self, request: httputil.HTTPServerRequest) -> None:
         super().__init__(request)
         self._gzipping = accepts_gzip(request)
 
     def _compressible_type(self, ctype: str) -> bool:
-        return ctype != "text/event-stream" and super()._compressible_type(ctype)
+        return compressible(ctype)
 
 
 async def gzip_off_loop(body: bytes) -> bytes:
