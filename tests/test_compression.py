@@ -10,6 +10,8 @@ import json
 import os
 import threading
 import time
+from collections import OrderedDict
+from pathlib import Path
 from typing import Any
 
 import pycrdt
@@ -155,6 +157,81 @@ async def test_the_page_s_files_are_compressed_once_on_a_thread_and_again_once_c
         again = await fetch(server, "/app.js", "gzip")
         assert gzip.decompress(again.body) == changed.encode()
     assert len(compressed_on) == 3
+
+
+@pytest.fixture
+def compressions(monkeypatch) -> list[str]:
+    """The paths page_files compressed during the test, from no copy kept before it."""
+    compressed: list[str] = []
+    compress = page_files._compress
+
+    def spy(path: str) -> bytes:
+        compressed.append(path)
+        return compress(path)
+
+    monkeypatch.setattr(page_files, "_compress", spy)
+    monkeypatch.setattr(page_files.PageFiles, "_compressed", OrderedDict())
+    monkeypatch.setattr(page_files.PageFiles, "_kept_bytes", 0)
+    return compressed
+
+
+def a_page(tmp_path: Path) -> Path:
+    page = tmp_path / "page"
+    page.mkdir()
+    (page / "index.html").write_text("<!doctype html>" + "<p>page</p>" * 200)
+    (page / "app.js").write_text(PROSE)
+    return page
+
+
+async def test_a_page_file_asked_for_by_many_at_once_is_compressed_once(
+    start_server, settings, tmp_path, compressions
+):
+    server = await start_server(settings.replace(static_dir=str(a_page(tmp_path))))
+    answers = await asyncio.gather(*(fetch(server, "/app.js", "gzip") for _ in range(8)))
+    assert {gzip.decompress(answer.body) for answer in answers} == {PROSE.encode()}
+    assert len(compressions) == 1
+
+
+async def test_symlinks_give_a_page_file_one_copy_and_lead_to_nothing_read_outside(
+    start_server, settings, tmp_path, compressions
+):
+    page = a_page(tmp_path)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text(PROSE)
+    (page / "again").symlink_to(".")  # endless paths to every file of the page
+    (page / "secret.txt").symlink_to(outside / "secret.txt")
+    (page / "out").symlink_to(outside)
+    server = await start_server(settings.replace(static_dir=str(page)))
+
+    for depth in range(6):
+        answer = await fetch(server, "/again" * depth + "/app.js", "gzip")
+        assert gzip.decompress(answer.body) == PROSE.encode()
+    assert len(compressions) == 1
+    for path in ("/secret.txt", "/out/secret.txt"):
+        refused = await fetch(server, path, "gzip", raise_error=False)
+        assert refused.code == 403, path
+    # A directory without its slash is redirected, its index not read for it.
+    moved = await fetch(server, "/again", "gzip", follow_redirects=False, raise_error=False)
+    assert moved.code == 301
+    assert compressions == [str(page / "app.js")]
+
+
+async def test_the_compressed_copies_kept_are_bounded_in_bytes(
+    start_server, settings, tmp_path, compressions, monkeypatch
+):
+    page = a_page(tmp_path)
+    for name in ("one", "two", "three"):
+        (page / f"{name}.js").write_text(name + PROSE)
+    server = await start_server(settings.replace(static_dir=str(page)))
+    one = await fetch(server, "/one.js", "gzip")
+    monkeypatch.setattr(page_files, "MAX_KEPT_BYTES", 2 * len(one.body) + 100)
+    for name in ("two", "three", "one"):
+        answer = await fetch(server, f"/{name}.js", "gzip")
+        assert gzip.decompress(answer.body) == (name + PROSE).encode()
+    kept = page_files.PageFiles._compressed.values()
+    assert len(kept) == 2 and sum(len(copy.body) for copy in kept) <= 2 * len(one.body) + 100
+    assert len(compressions) == 4  # one.js again: the oldest, dropped for three.js
 
 
 async def test_event_streams_are_never_compressed(server):

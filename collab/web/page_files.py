@@ -7,6 +7,13 @@ thread the first time it is asked for and keeps the result while the file is
 unchanged (its size and modification time); every later request for it is served
 from memory. Ranges, ``ETag`` and ``If-None-Match`` then refer to the compressed
 form, which has an ``ETag`` of its own.
+
+Only a file Tornado would serve is compressed: the path with its symlinks resolved
+must lie in the page's directory, as Tornado checks after (a symlink out of it is
+refused, and not read). The copies are kept by file, not by the path asked for (a
+symlink to a directory above, or a case-insensitive file system, gives one file
+endless paths), at most ``MAX_KEPT_BYTES`` of them; the requests that find a file
+being compressed wait for that compression, not start their own.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import gzip
 import mimetypes
 import os
 import stat
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -25,6 +33,12 @@ from collab.web.encoding import GzipAnswers, accepts_gzip, compressible
 
 # Larger files go through the transform as before (a page's files are far smaller).
 MAX_KEPT_FILE_BYTES = 16 * 1024 * 1024
+# All the compressed copies together (the bundle is about 150 KB compressed); past
+# it the least recently asked for are dropped (the files of a page deployed before).
+MAX_KEPT_BYTES = 64 * 1024 * 1024
+
+# A file as it is now: device, inode, modification time, size.
+_Version = tuple[int, int, int, int]
 
 
 @dataclass(frozen=True)
@@ -37,9 +51,11 @@ class _Compressed:
 class PageFiles(tornado.web.StaticFileHandler):
     """Tornado's static file handler, answering gzip from compressed copies."""
 
-    # Compressed files by absolute path: only files under the page's directory that
-    # were asked for, so bounded by that directory.
-    _compressed: ClassVar[dict[str, _Compressed]] = {}
+    # Compressed files by (device, inode), least recently asked for first.
+    _compressed: ClassVar[OrderedDict[tuple[int, int], _Compressed]] = OrderedDict()
+    _kept_bytes: ClassVar[int] = 0
+    # Compressions under way, shared by the requests that come meanwhile.
+    _compressing: ClassVar[dict[_Version, asyncio.Future[bytes]]] = {}
 
     def initialize(  # type: ignore[override]
         self, path: str, default_filename: str | None = None, gzip: bool = False
@@ -69,26 +85,58 @@ class PageFiles(tornado.web.StaticFileHandler):
         found = self._compressible_file(path)
         if found is None:
             return None
-        absolute, mtime_ns, size = found
-        kept = self._compressed.get(absolute)
-        if kept is not None and (kept.mtime_ns, kept.size) == (mtime_ns, size):
+        absolute, status = found
+        key = (status.st_dev, status.st_ino)
+        version = (*key, status.st_mtime_ns, status.st_size)
+        kept = self._compressed.get(key)
+        if kept is not None and (kept.mtime_ns, kept.size) == version[2:]:
+            self._compressed.move_to_end(key)
             return kept.body
+        loop = asyncio.get_running_loop()
+        compressing = self._compressing.get(version)
+        if compressing is None or compressing.get_loop() is not loop:
+            compressing = loop.run_in_executor(None, _compress, absolute)
+            self._compressing[version] = compressing
+            try:
+                body = await compressing
+            except OSError:
+                return None
+            finally:
+                if self._compressing.get(version) is compressing:
+                    del self._compressing[version]
+            self._keep(key, _Compressed(status.st_mtime_ns, status.st_size, body))
+            return body
         try:
-            body = await asyncio.get_running_loop().run_in_executor(None, _compress, absolute)
+            return await compressing
         except OSError:
             return None
-        self._compressed[absolute] = _Compressed(mtime_ns, size, body)
-        return body
 
-    def _compressible_file(self, path: str) -> tuple[str, int, int] | None:
-        """The absolute path, modification time and size of the file at ``path``,
-        if it is one to compress. A stat, as Tornado's handler makes on the loop."""
-        root = os.path.abspath(self.root)
-        absolute = os.path.abspath(os.path.join(root, self.parse_url_path(path)))
-        if os.path.isdir(absolute) and self.default_filename is not None:
-            absolute = os.path.join(absolute, self.default_filename)
-        if not absolute.startswith(root + os.path.sep):
+    @classmethod
+    def _keep(cls, key: tuple[int, int], copy: _Compressed) -> None:
+        replaced = cls._compressed.pop(key, None)
+        if replaced is not None:
+            cls._kept_bytes -= len(replaced.body)
+        cls._compressed[key] = copy
+        cls._kept_bytes += len(copy.body)
+        while cls._kept_bytes > MAX_KEPT_BYTES and len(cls._compressed) > 1:
+            _, dropped = cls._compressed.popitem(last=False)
+            cls._kept_bytes -= len(dropped.body)
+
+    def _compressible_file(self, path: str) -> tuple[str, os.stat_result] | None:
+        """The resolved path and status of the file at ``path``, if it is one to
+        compress and one Tornado serves: in the page's directory as written and
+        with its symlinks resolved, and not a directory asked for without its
+        slash (Tornado redirects). Stats, as Tornado's handler makes on the loop."""
+        written = os.path.abspath(os.path.join(self.root, self.parse_url_path(path)))
+        if not _inside(os.path.abspath(self.root), written):
             return None  # Tornado refuses it
+        absolute = os.path.realpath(written)
+        if os.path.isdir(absolute) and self.default_filename is not None:
+            if not self.request.path.endswith("/"):
+                return None  # Tornado redirects to the path with its slash
+            absolute = os.path.realpath(os.path.join(absolute, self.default_filename))
+        if not _inside(os.path.realpath(self.root), absolute):
+            return None  # a symlink out of the directory: Tornado refuses it
         content_type, encoding = mimetypes.guess_type(absolute)
         if encoding is not None or not compressible(content_type or ""):
             return None  # compressed already (x.tar.gz), or an image
@@ -100,7 +148,7 @@ class PageFiles(tornado.web.StaticFileHandler):
             return None
         if not GzipAnswers.MIN_LENGTH <= status.st_size <= MAX_KEPT_FILE_BYTES:
             return None  # as the transform, a small file is not worth the header
-        return absolute, status.st_mtime_ns, status.st_size
+        return absolute, status
 
     # Tornado's handler reads sizes, ranges and content through these.
 
@@ -119,6 +167,10 @@ class PageFiles(tornado.web.StaticFileHandler):
         if etag is None or self._body is None:
             return etag
         return etag[:-1] + '-gzip"'  # another representation, another tag
+
+
+def _inside(directory: str, path: str) -> bool:
+    return (path + os.path.sep).startswith(directory.rstrip(os.path.sep) + os.path.sep)
 
 
 def _compress(path: str) -> bytes:
