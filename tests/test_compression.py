@@ -12,14 +12,17 @@ import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pycrdt
 import pytest
+import tornado.web
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.websocket import websocket_connect
 
 from collab.config import Settings, SettingsError
+from collab.embed import Collab
 from collab.errors import CloseCode
 from collab.store import NewUpdate
 from collab.web import page_files
@@ -232,6 +235,37 @@ async def test_the_compressed_copies_kept_are_bounded_in_bytes(
     kept = page_files.PageFiles._compressed.values()
     assert len(kept) == 2 and sum(len(copy.body) for copy in kept) <= 2 * len(one.body) + 100
     assert len(compressions) == 4  # one.js again: the oldest, dropped for three.js
+
+
+async def test_an_unsatisfiable_range_of_a_compressed_file_says_no_encoding(
+    start_server, settings, tmp_path, compressions
+):
+    server = await start_server(settings.replace(static_dir=str(a_page(tmp_path))))
+    for bad in ("bytes=999999-", "bytes=-0"):
+        refused = await fetch(server, "/app.js", "gzip", headers={"Range": bad}, raise_error=False)
+        assert refused.code == 416 and refused.body == b""
+        assert "Content-Encoding" not in refused.headers, bad
+
+
+async def test_the_page_embedded_without_collab_s_transform_still_says_it_varies(
+    settings, tmp_path, compressions
+):
+    collab = Collab(settings.replace(static_dir=str(a_page(tmp_path))), page=True)
+    application = tornado.web.Application(collab.handlers())  # no transform
+    await collab.start()
+    listening = application.listen(0, "127.0.0.1")
+    try:
+        port = next(iter(listening._sockets.values())).getsockname()[1]
+        target = SimpleNamespace(port=port)
+        squeezed = await fetch(target, "/collab/app.js", "gzip")
+        plain = await fetch(target, "/collab/app.js", None)
+        assert squeezed.headers["Content-Encoding"] == "gzip"
+        assert "Content-Encoding" not in plain.headers
+        for answer in (squeezed, plain):
+            assert answer.headers["Vary"] == "Accept-Encoding"
+    finally:
+        listening.stop()
+        await collab.stop()
 
 
 async def test_event_streams_are_never_compressed(server):

@@ -72,6 +72,9 @@ class PageFiles(tornado.web.StaticFileHandler):
                 # a class method: Tornado hashes the file through it for the ETag.)
                 self.get_content = self._compressed_content  # type: ignore[method-assign]
         await super().get(path, include_body)
+        if self.get_status() == 416:
+            # No content: the range was outside it (Tornado sets the headers first).
+            self.clear_header("Content-Encoding")
 
     def _compressed_content(
         self, abspath: str, start: int | None = None, end: int | None = None
@@ -161,6 +164,13 @@ class PageFiles(tornado.web.StaticFileHandler):
         if self._body is not None:
             # The transform leaves an answer with an encoding as it is.
             self.set_header("Content-Encoding", "gzip")
+        if self._gzip and not any(
+            isinstance(transform, tornado.web.GZipContentEncoding)
+            for transform in self._transforms or ()
+        ):
+            # Embedded in an application without collab's transform, which says it
+            # otherwise: a cache must not give this answer to another encoding.
+            self.set_header("Vary", "Accept-Encoding")
 
     def compute_etag(self) -> str | None:
         etag = super().compute_etag()
