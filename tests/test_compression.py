@@ -237,6 +237,35 @@ async def test_the_compressed_copies_kept_are_bounded_in_bytes(
     assert len(compressions) == 4  # one.js again: the oldest, dropped for three.js
 
 
+async def test_a_changed_page_file_gets_a_new_tag_not_a_304_for_the_old_one(
+    start_server, settings, tmp_path, compressions
+):
+    page = a_page(tmp_path)
+    server = await start_server(settings.replace(static_dir=str(page)))
+    before = await fetch(server, "/app.js", "gzip")
+    changed = PROSE.replace("fox", "cat")
+    (page / "app.js").write_text(changed)
+    os.utime(page / "app.js", ns=(time.time_ns(), time.time_ns() + 1_000_000_000))
+    # A browser that kept the file before revalidates it with the tag it got.
+    after = await fetch(
+        server,
+        "/app.js",
+        "gzip",
+        headers={"If-None-Match": before.headers["Etag"]},
+        raise_error=False,
+    )
+    assert after.code == 200 and gzip.decompress(after.body) == changed.encode()
+    assert after.headers["Etag"] != before.headers["Etag"]
+    unchanged = await fetch(
+        server,
+        "/app.js",
+        "gzip",
+        headers={"If-None-Match": after.headers["Etag"]},
+        raise_error=False,
+    )
+    assert unchanged.code == 304
+
+
 async def test_an_unsatisfiable_range_of_a_compressed_file_says_no_encoding(
     start_server, settings, tmp_path, compressions
 ):

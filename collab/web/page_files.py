@@ -6,7 +6,9 @@ messages waited behind. :class:`PageFiles` compresses each compressible file on 
 thread the first time it is asked for and keeps the result while the file is
 unchanged (its size and modification time); every later request for it is served
 from memory. Ranges, ``ETag`` and ``If-None-Match`` then refer to the compressed
-form, which has an ``ETag`` of its own.
+form, which has an ``ETag`` of its own: a hash of the compressed bytes, made with
+them on the thread, so that a changed file has a new one (Tornado's own tag is the
+hash of a path's first content for as long as the process runs).
 
 Only a file Tornado would serve is compressed: the path with its symlinks resolved
 must lie in the page's directory, as Tornado checks after (a symlink out of it is
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import hashlib
 import mimetypes
 import os
 import stat
@@ -46,6 +49,7 @@ class _Compressed:
     mtime_ns: int
     size: int
     body: bytes
+    etag: str  # the hash of body
 
 
 class PageFiles(tornado.web.StaticFileHandler):
@@ -55,21 +59,21 @@ class PageFiles(tornado.web.StaticFileHandler):
     _compressed: ClassVar[OrderedDict[tuple[int, int], _Compressed]] = OrderedDict()
     _kept_bytes: ClassVar[int] = 0
     # Compressions under way, shared by the requests that come meanwhile.
-    _compressing: ClassVar[dict[_Version, asyncio.Future[bytes]]] = {}
+    _compressing: ClassVar[dict[_Version, asyncio.Future[_Compressed]]] = {}
 
     def initialize(  # type: ignore[override]
         self, path: str, default_filename: str | None = None, gzip: bool = False
     ) -> None:
         super().initialize(path, default_filename)
         self._gzip = gzip
-        self._body: bytes | None = None  # the compressed file this answer sends
+        self._copy: _Compressed | None = None  # the compressed file this answer sends
 
     async def get(self, path: str, include_body: bool = True) -> None:
         if self._gzip and accepts_gzip(self.request):
-            self._body = await self._compressed_copy(path)
-            if self._body is not None:
-                # This answer's reads of the file take the copy. (get_content stays
-                # a class method: Tornado hashes the file through it for the ETag.)
+            self._copy = await self._compressed_copy(path)
+            if self._copy is not None:
+                # This answer's reads of the file take the copy. (The class method
+                # stays Tornado's: static_url hashes files through it.)
                 self.get_content = self._compressed_content  # type: ignore[method-assign]
         await super().get(path, include_body)
         if self.get_status() == 416:
@@ -79,10 +83,10 @@ class PageFiles(tornado.web.StaticFileHandler):
     def _compressed_content(
         self, abspath: str, start: int | None = None, end: int | None = None
     ) -> bytes:
-        assert self._body is not None
-        return self._body[start:end]
+        assert self._copy is not None
+        return self._copy.body[start:end]
 
-    async def _compressed_copy(self, path: str) -> bytes | None:
+    async def _compressed_copy(self, path: str) -> _Compressed | None:
         """The file at ``path`` compressed, or None to answer as Tornado does
         (no such file, outside the directory, not compressible, too small or large)."""
         found = self._compressible_file(path)
@@ -94,21 +98,23 @@ class PageFiles(tornado.web.StaticFileHandler):
         kept = self._compressed.get(key)
         if kept is not None and (kept.mtime_ns, kept.size) == version[2:]:
             self._compressed.move_to_end(key)
-            return kept.body
+            return kept
         loop = asyncio.get_running_loop()
         compressing = self._compressing.get(version)
         if compressing is None or compressing.get_loop() is not loop:
-            compressing = loop.run_in_executor(None, _compress, absolute)
+            compressing = loop.run_in_executor(
+                None, _compressed_file, absolute, status.st_mtime_ns, status.st_size
+            )
             self._compressing[version] = compressing
             try:
-                body = await compressing
+                copy = await compressing
             except OSError:
                 return None
             finally:
                 if self._compressing.get(version) is compressing:
                     del self._compressing[version]
-            self._keep(key, _Compressed(status.st_mtime_ns, status.st_size, body))
-            return body
+            self._keep(key, copy)
+            return copy
         try:
             return await compressing
         except OSError:
@@ -156,12 +162,12 @@ class PageFiles(tornado.web.StaticFileHandler):
     # Tornado's handler reads sizes, ranges and content through these.
 
     def get_content_size(self) -> int:
-        if self._body is None:
+        if self._copy is None:
             return super().get_content_size()
-        return len(self._body)
+        return len(self._copy.body)
 
     def set_extra_headers(self, path: str) -> None:
-        if self._body is not None:
+        if self._copy is not None:
             # The transform leaves an answer with an encoding as it is.
             self.set_header("Content-Encoding", "gzip")
         if self._gzip and not any(
@@ -173,14 +179,20 @@ class PageFiles(tornado.web.StaticFileHandler):
             self.set_header("Vary", "Accept-Encoding")
 
     def compute_etag(self) -> str | None:
-        etag = super().compute_etag()
-        if etag is None or self._body is None:
-            return etag
-        return etag[:-1] + '-gzip"'  # another representation, another tag
+        if self._copy is None:
+            return super().compute_etag()
+        return self._copy.etag  # another representation, another tag
 
 
 def _inside(directory: str, path: str) -> bool:
     return (path + os.path.sep).startswith(directory.rstrip(os.path.sep) + os.path.sep)
+
+
+def _compressed_file(path: str, mtime_ns: int, size: int) -> _Compressed:
+    """The file at ``path`` compressed, and its tag (on a thread: both read it all)."""
+    body = _compress(path)
+    digest = hashlib.blake2b(body, digest_size=20).hexdigest()
+    return _Compressed(mtime_ns, size, body, f'"{digest}-gzip"')
 
 
 def _compress(path: str) -> bytes:
