@@ -10,14 +10,19 @@ import json
 import os
 import threading
 import time
+from collections import OrderedDict
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pycrdt
 import pytest
+import tornado.web
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.websocket import websocket_connect
 
 from collab.config import Settings, SettingsError
+from collab.embed import Collab
 from collab.errors import CloseCode
 from collab.store import NewUpdate
 from collab.web import page_files
@@ -155,6 +160,141 @@ async def test_the_page_s_files_are_compressed_once_on_a_thread_and_again_once_c
         again = await fetch(server, "/app.js", "gzip")
         assert gzip.decompress(again.body) == changed.encode()
     assert len(compressed_on) == 3
+
+
+@pytest.fixture
+def compressions(monkeypatch) -> list[str]:
+    """The paths page_files compressed during the test, from no copy kept before it."""
+    compressed: list[str] = []
+    compress = page_files._compress
+
+    def spy(path: str) -> bytes:
+        compressed.append(path)
+        return compress(path)
+
+    monkeypatch.setattr(page_files, "_compress", spy)
+    monkeypatch.setattr(page_files.PageFiles, "_compressed", OrderedDict())
+    monkeypatch.setattr(page_files.PageFiles, "_kept_bytes", 0)
+    return compressed
+
+
+def a_page(tmp_path: Path) -> Path:
+    page = tmp_path / "page"
+    page.mkdir()
+    (page / "index.html").write_text("<!doctype html>" + "<p>page</p>" * 200)
+    (page / "app.js").write_text(PROSE)
+    return page
+
+
+async def test_a_page_file_asked_for_by_many_at_once_is_compressed_once(
+    start_server, settings, tmp_path, compressions
+):
+    server = await start_server(settings.replace(static_dir=str(a_page(tmp_path))))
+    answers = await asyncio.gather(*(fetch(server, "/app.js", "gzip") for _ in range(8)))
+    assert {gzip.decompress(answer.body) for answer in answers} == {PROSE.encode()}
+    assert len(compressions) == 1
+
+
+async def test_symlinks_give_a_page_file_one_copy_and_lead_to_nothing_read_outside(
+    start_server, settings, tmp_path, compressions
+):
+    page = a_page(tmp_path)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text(PROSE)
+    (page / "again").symlink_to(".")  # endless paths to every file of the page
+    (page / "secret.txt").symlink_to(outside / "secret.txt")
+    (page / "out").symlink_to(outside)
+    server = await start_server(settings.replace(static_dir=str(page)))
+
+    for depth in range(6):
+        answer = await fetch(server, "/again" * depth + "/app.js", "gzip")
+        assert gzip.decompress(answer.body) == PROSE.encode()
+    assert len(compressions) == 1
+    for path in ("/secret.txt", "/out/secret.txt"):
+        refused = await fetch(server, path, "gzip", raise_error=False)
+        assert refused.code == 403, path
+    # A directory without its slash is redirected, its index not read for it.
+    moved = await fetch(server, "/again", "gzip", follow_redirects=False, raise_error=False)
+    assert moved.code == 301
+    assert compressions == [str(page / "app.js")]
+
+
+async def test_the_compressed_copies_kept_are_bounded_in_bytes(
+    start_server, settings, tmp_path, compressions, monkeypatch
+):
+    page = a_page(tmp_path)
+    for name in ("one", "two", "three"):
+        (page / f"{name}.js").write_text(name + PROSE)
+    server = await start_server(settings.replace(static_dir=str(page)))
+    one = await fetch(server, "/one.js", "gzip")
+    monkeypatch.setattr(page_files, "MAX_KEPT_BYTES", 2 * len(one.body) + 100)
+    for name in ("two", "three", "one"):
+        answer = await fetch(server, f"/{name}.js", "gzip")
+        assert gzip.decompress(answer.body) == (name + PROSE).encode()
+    kept = page_files.PageFiles._compressed.values()
+    assert len(kept) == 2 and sum(len(copy.body) for copy in kept) <= 2 * len(one.body) + 100
+    assert len(compressions) == 4  # one.js again: the oldest, dropped for three.js
+
+
+async def test_a_changed_page_file_gets_a_new_tag_not_a_304_for_the_old_one(
+    start_server, settings, tmp_path, compressions
+):
+    page = a_page(tmp_path)
+    server = await start_server(settings.replace(static_dir=str(page)))
+    before = await fetch(server, "/app.js", "gzip")
+    changed = PROSE.replace("fox", "cat")
+    (page / "app.js").write_text(changed)
+    os.utime(page / "app.js", ns=(time.time_ns(), time.time_ns() + 1_000_000_000))
+    # A browser that kept the file before revalidates it with the tag it got.
+    after = await fetch(
+        server,
+        "/app.js",
+        "gzip",
+        headers={"If-None-Match": before.headers["Etag"]},
+        raise_error=False,
+    )
+    assert after.code == 200 and gzip.decompress(after.body) == changed.encode()
+    assert after.headers["Etag"] != before.headers["Etag"]
+    unchanged = await fetch(
+        server,
+        "/app.js",
+        "gzip",
+        headers={"If-None-Match": after.headers["Etag"]},
+        raise_error=False,
+    )
+    assert unchanged.code == 304
+
+
+async def test_an_unsatisfiable_range_of_a_compressed_file_says_no_encoding(
+    start_server, settings, tmp_path, compressions
+):
+    server = await start_server(settings.replace(static_dir=str(a_page(tmp_path))))
+    for bad in ("bytes=999999-", "bytes=-0"):
+        refused = await fetch(server, "/app.js", "gzip", headers={"Range": bad}, raise_error=False)
+        assert refused.code == 416 and refused.body == b""
+        assert "Content-Encoding" not in refused.headers, bad
+
+
+async def test_the_page_embedded_without_collab_s_transform_still_says_it_varies(
+    settings, tmp_path, compressions
+):
+    collab = Collab(settings.replace(static_dir=str(a_page(tmp_path))), page=True)
+    application = tornado.web.Application(collab.handlers())  # no transform
+    await collab.start()
+    listening = application.listen(0, "127.0.0.1")
+    try:
+        port = next(iter(listening._sockets.values())).getsockname()[1]
+        target = SimpleNamespace(port=port)
+        squeezed = await fetch(target, "/collab/app.js", "gzip")
+        plain = await fetch(target, "/collab/app.js", None)
+        assert squeezed.headers["Content-Encoding"] == "gzip"
+        assert "Content-Encoding" not in plain.headers
+        for answer in (squeezed, plain):
+            assert answer.headers["Vary"] == "Accept-Encoding"
+    finally:
+        listening.stop()
+        await collab.stop()
 
 
 async def test_event_streams_are_never_compressed(server):

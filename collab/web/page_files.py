@@ -6,16 +6,27 @@ messages waited behind. :class:`PageFiles` compresses each compressible file on 
 thread the first time it is asked for and keeps the result while the file is
 unchanged (its size and modification time); every later request for it is served
 from memory. Ranges, ``ETag`` and ``If-None-Match`` then refer to the compressed
-form, which has an ``ETag`` of its own.
+form, which has an ``ETag`` of its own: a hash of the compressed bytes, made with
+them on the thread, so that a changed file has a new one (Tornado's own tag is the
+hash of a path's first content for as long as the process runs).
+
+Only a file Tornado would serve is compressed: the path with its symlinks resolved
+must lie in the page's directory, as Tornado checks after (a symlink out of it is
+refused, and not read). The copies are kept by file, not by the path asked for (a
+symlink to a directory above, or a case-insensitive file system, gives one file
+endless paths), at most ``MAX_KEPT_BYTES`` of them; the requests that find a file
+being compressed wait for that compression, not start their own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gzip
+import hashlib
 import mimetypes
 import os
 import stat
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -25,6 +36,12 @@ from collab.web.encoding import GzipAnswers, accepts_gzip, compressible
 
 # Larger files go through the transform as before (a page's files are far smaller).
 MAX_KEPT_FILE_BYTES = 16 * 1024 * 1024
+# All the compressed copies together (the bundle is about 150 KB compressed); past
+# it the least recently asked for are dropped (the files of a page deployed before).
+MAX_KEPT_BYTES = 64 * 1024 * 1024
+
+# A file as it is now: device, inode, modification time, size.
+_Version = tuple[int, int, int, int]
 
 
 @dataclass(frozen=True)
@@ -32,63 +49,103 @@ class _Compressed:
     mtime_ns: int
     size: int
     body: bytes
+    etag: str  # the hash of body
 
 
 class PageFiles(tornado.web.StaticFileHandler):
     """Tornado's static file handler, answering gzip from compressed copies."""
 
-    # Compressed files by absolute path: only files under the page's directory that
-    # were asked for, so bounded by that directory.
-    _compressed: ClassVar[dict[str, _Compressed]] = {}
+    # Compressed files by (device, inode), least recently asked for first.
+    _compressed: ClassVar[OrderedDict[tuple[int, int], _Compressed]] = OrderedDict()
+    _kept_bytes: ClassVar[int] = 0
+    # Compressions under way, shared by the requests that come meanwhile.
+    _compressing: ClassVar[dict[_Version, asyncio.Future[_Compressed]]] = {}
 
     def initialize(  # type: ignore[override]
         self, path: str, default_filename: str | None = None, gzip: bool = False
     ) -> None:
         super().initialize(path, default_filename)
         self._gzip = gzip
-        self._body: bytes | None = None  # the compressed file this answer sends
+        self._copy: _Compressed | None = None  # the compressed file this answer sends
 
     async def get(self, path: str, include_body: bool = True) -> None:
         if self._gzip and accepts_gzip(self.request):
-            self._body = await self._compressed_copy(path)
-            if self._body is not None:
-                # This answer's reads of the file take the copy. (get_content stays
-                # a class method: Tornado hashes the file through it for the ETag.)
+            self._copy = await self._compressed_copy(path)
+            if self._copy is not None:
+                # This answer's reads of the file take the copy. (The class method
+                # stays Tornado's: static_url hashes files through it.)
                 self.get_content = self._compressed_content  # type: ignore[method-assign]
         await super().get(path, include_body)
+        if self.get_status() == 416:
+            # No content: the range was outside it (Tornado sets the headers first).
+            self.clear_header("Content-Encoding")
 
     def _compressed_content(
         self, abspath: str, start: int | None = None, end: int | None = None
     ) -> bytes:
-        assert self._body is not None
-        return self._body[start:end]
+        assert self._copy is not None
+        return self._copy.body[start:end]
 
-    async def _compressed_copy(self, path: str) -> bytes | None:
+    async def _compressed_copy(self, path: str) -> _Compressed | None:
         """The file at ``path`` compressed, or None to answer as Tornado does
         (no such file, outside the directory, not compressible, too small or large)."""
         found = self._compressible_file(path)
         if found is None:
             return None
-        absolute, mtime_ns, size = found
-        kept = self._compressed.get(absolute)
-        if kept is not None and (kept.mtime_ns, kept.size) == (mtime_ns, size):
-            return kept.body
+        absolute, status = found
+        key = (status.st_dev, status.st_ino)
+        version = (*key, status.st_mtime_ns, status.st_size)
+        kept = self._compressed.get(key)
+        if kept is not None and (kept.mtime_ns, kept.size) == version[2:]:
+            self._compressed.move_to_end(key)
+            return kept
+        loop = asyncio.get_running_loop()
+        compressing = self._compressing.get(version)
+        if compressing is None or compressing.get_loop() is not loop:
+            compressing = loop.run_in_executor(
+                None, _compressed_file, absolute, status.st_mtime_ns, status.st_size
+            )
+            self._compressing[version] = compressing
+            try:
+                copy = await compressing
+            except OSError:
+                return None
+            finally:
+                if self._compressing.get(version) is compressing:
+                    del self._compressing[version]
+            self._keep(key, copy)
+            return copy
         try:
-            body = await asyncio.get_running_loop().run_in_executor(None, _compress, absolute)
+            return await compressing
         except OSError:
             return None
-        self._compressed[absolute] = _Compressed(mtime_ns, size, body)
-        return body
 
-    def _compressible_file(self, path: str) -> tuple[str, int, int] | None:
-        """The absolute path, modification time and size of the file at ``path``,
-        if it is one to compress. A stat, as Tornado's handler makes on the loop."""
-        root = os.path.abspath(self.root)
-        absolute = os.path.abspath(os.path.join(root, self.parse_url_path(path)))
-        if os.path.isdir(absolute) and self.default_filename is not None:
-            absolute = os.path.join(absolute, self.default_filename)
-        if not absolute.startswith(root + os.path.sep):
+    @classmethod
+    def _keep(cls, key: tuple[int, int], copy: _Compressed) -> None:
+        replaced = cls._compressed.pop(key, None)
+        if replaced is not None:
+            cls._kept_bytes -= len(replaced.body)
+        cls._compressed[key] = copy
+        cls._kept_bytes += len(copy.body)
+        while cls._kept_bytes > MAX_KEPT_BYTES and len(cls._compressed) > 1:
+            _, dropped = cls._compressed.popitem(last=False)
+            cls._kept_bytes -= len(dropped.body)
+
+    def _compressible_file(self, path: str) -> tuple[str, os.stat_result] | None:
+        """The resolved path and status of the file at ``path``, if it is one to
+        compress and one Tornado serves: in the page's directory as written and
+        with its symlinks resolved, and not a directory asked for without its
+        slash (Tornado redirects). Stats, as Tornado's handler makes on the loop."""
+        written = os.path.abspath(os.path.join(self.root, self.parse_url_path(path)))
+        if not _inside(os.path.abspath(self.root), written):
             return None  # Tornado refuses it
+        absolute = os.path.realpath(written)
+        if os.path.isdir(absolute) and self.default_filename is not None:
+            if not self.request.path.endswith("/"):
+                return None  # Tornado redirects to the path with its slash
+            absolute = os.path.realpath(os.path.join(absolute, self.default_filename))
+        if not _inside(os.path.realpath(self.root), absolute):
+            return None  # a symlink out of the directory: Tornado refuses it
         content_type, encoding = mimetypes.guess_type(absolute)
         if encoding is not None or not compressible(content_type or ""):
             return None  # compressed already (x.tar.gz), or an image
@@ -100,25 +157,42 @@ class PageFiles(tornado.web.StaticFileHandler):
             return None
         if not GzipAnswers.MIN_LENGTH <= status.st_size <= MAX_KEPT_FILE_BYTES:
             return None  # as the transform, a small file is not worth the header
-        return absolute, status.st_mtime_ns, status.st_size
+        return absolute, status
 
     # Tornado's handler reads sizes, ranges and content through these.
 
     def get_content_size(self) -> int:
-        if self._body is None:
+        if self._copy is None:
             return super().get_content_size()
-        return len(self._body)
+        return len(self._copy.body)
 
     def set_extra_headers(self, path: str) -> None:
-        if self._body is not None:
+        if self._copy is not None:
             # The transform leaves an answer with an encoding as it is.
             self.set_header("Content-Encoding", "gzip")
+        if self._gzip and not any(
+            isinstance(transform, tornado.web.GZipContentEncoding)
+            for transform in self._transforms or ()
+        ):
+            # Embedded in an application without collab's transform, which says it
+            # otherwise: a cache must not give this answer to another encoding.
+            self.set_header("Vary", "Accept-Encoding")
 
     def compute_etag(self) -> str | None:
-        etag = super().compute_etag()
-        if etag is None or self._body is None:
-            return etag
-        return etag[:-1] + '-gzip"'  # another representation, another tag
+        if self._copy is None:
+            return super().compute_etag()
+        return self._copy.etag  # another representation, another tag
+
+
+def _inside(directory: str, path: str) -> bool:
+    return (path + os.path.sep).startswith(directory.rstrip(os.path.sep) + os.path.sep)
+
+
+def _compressed_file(path: str, mtime_ns: int, size: int) -> _Compressed:
+    """The file at ``path`` compressed, and its tag (on a thread: both read it all)."""
+    body = _compress(path)
+    digest = hashlib.blake2b(body, digest_size=20).hexdigest()
+    return _Compressed(mtime_ns, size, body, f'"{digest}-gzip"')
 
 
 def _compress(path: str) -> bytes:
