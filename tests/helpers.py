@@ -10,7 +10,7 @@ import os
 import socket
 import struct
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import msgpack
@@ -18,6 +18,8 @@ import pycrdt
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
+from collab.store import AppendResult, NewUpdate
+from collab.store.sqlite import SQLiteStore
 from collab.wire.native import PROTOCOL_VERSION
 
 TIMEOUT_S = 10.0
@@ -429,3 +431,16 @@ TYPED = "abcdefghij"
 def typed_text(count: int) -> str:
     """The text ``typing_updates(count)`` makes."""
     return (TYPED * (count // len(TYPED) + 1))[:count]
+
+
+class GatedStore(SQLiteStore):
+    """A real SQLite store whose appends wait for ``gate``: a store that has stopped
+    taking writes until the test lets it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate = asyncio.Event()
+
+    async def append(self, updates: Sequence[NewUpdate]) -> AppendResult:
+        await self.gate.wait()
+        return await super().append(updates)

@@ -48,6 +48,11 @@ async def fetch(server: Any, path: str, encoding: str | None, **options: Any) ->
     )
 
 
+async def revalidated(server: Any, path: str, etag: str) -> Any:
+    """The gzip answer to a request that holds ``etag`` (304: it is still current)."""
+    return await fetch(server, path, "gzip", headers={"If-None-Match": etag}, raise_error=False)
+
+
 async def a_document(server: Any, doc: str, content: str) -> None:
     await server.store.append([NewUpdate(doc, text_update(content), time.time())])
 
@@ -128,13 +133,7 @@ async def test_the_page_s_files_are_compressed_once_on_a_thread_and_again_once_c
     assert len(compressed_on) == 1 and compressed_on[0] != threading.current_thread().name
     # Another representation, another tag; the compressed one is revalidated as such.
     assert first.headers["Etag"] == second.headers["Etag"] != plain.headers["Etag"]
-    unchanged = await fetch(
-        server,
-        "/app.js",
-        "gzip",
-        headers={"If-None-Match": first.headers["Etag"]},
-        raise_error=False,
-    )
+    unchanged = await revalidated(server, "/app.js", first.headers["Etag"])
     assert unchanged.code == 304
     # A range is a range of what is sent: the compressed bytes.
     part = await fetch(server, "/app.js", "gzip", headers={"Range": "bytes=10-109"})
@@ -247,22 +246,10 @@ async def test_a_changed_page_file_gets_a_new_tag_not_a_304_for_the_old_one(
     (page / "app.js").write_text(changed)
     os.utime(page / "app.js", ns=(time.time_ns(), time.time_ns() + 1_000_000_000))
     # A browser that kept the file before revalidates it with the tag it got.
-    after = await fetch(
-        server,
-        "/app.js",
-        "gzip",
-        headers={"If-None-Match": before.headers["Etag"]},
-        raise_error=False,
-    )
+    after = await revalidated(server, "/app.js", before.headers["Etag"])
     assert after.code == 200 and gzip.decompress(after.body) == changed.encode()
     assert after.headers["Etag"] != before.headers["Etag"]
-    unchanged = await fetch(
-        server,
-        "/app.js",
-        "gzip",
-        headers={"If-None-Match": after.headers["Etag"]},
-        raise_error=False,
-    )
+    unchanged = await revalidated(server, "/app.js", after.headers["Etag"])
     assert unchanged.code == 304
 
 

@@ -11,7 +11,7 @@ import inspect
 import socket
 import struct
 import tracemalloc
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Any, NamedTuple
 
 import msgpack
@@ -23,12 +23,17 @@ from tornado.util import _websocket_mask
 from tornado.websocket import WebSocketProtocol13
 
 from collab.errors import CloseCode
-from collab.store import AppendResult, NewUpdate
-from collab.store.sqlite import SQLiteStore
 from collab.web.frames import FrameParser, Opcode
 from collab.web.reading import READ_CHUNK_BYTES, BufferedReadProtocol, SocketReadStream
 from collab.wire.native import PROTOCOL_VERSION
-from tests.helpers import TIMEOUT_S, SeqWatcher, text_update, upgraded_stream, wait_until
+from tests.helpers import (
+    TIMEOUT_S,
+    GatedStore,
+    SeqWatcher,
+    text_update,
+    upgraded_stream,
+    wait_until,
+)
 from tests.test_frames import frame
 
 
@@ -367,18 +372,6 @@ async def test_a_flooding_socket_closed_for_its_rate_leaves_the_server_once_it_i
     assert await wire.close_code() == CloseCode.POLICY_VIOLATION
     wire.close()
     await wait_until(lambda: not server.sockets)
-
-
-class GatedStore(SQLiteStore):
-    """Appends wait for ``gate``: a shutdown waits meanwhile to store them."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.gate = asyncio.Event()
-
-    async def append(self, updates: Sequence[NewUpdate]) -> AppendResult:
-        await self.gate.wait()
-        return await super().append(updates)
 
 
 class Stopping(NamedTuple):

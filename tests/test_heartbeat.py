@@ -6,18 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
-from typing import Any
 
 import pycrdt
 import pytest
 
-from collab.store import AppendResult, NewUpdate
-from collab.store.sqlite import SQLiteStore
 from collab.web import heartbeat
 from collab.wire import yjs as yjs_protocol
 from tests.conftest import ws_url
-from tests.helpers import RawPeer, SilentPeer, text_update, wait_until
+from tests.helpers import GatedStore, RawPeer, SilentPeer, text_update, wait_until
 
 
 async def test_the_server_answers_an_application_ping_with_the_same_id(raw, server):
@@ -72,18 +68,6 @@ async def test_a_peer_that_stops_answering_pings_is_dropped_within_the_timeout(
     finally:
         silent.close()
     assert gone_after < interval + answer_within + 1.0
-
-
-class GatedStore(SQLiteStore):
-    """Appends wait for ``gate``: a store that has stopped taking writes."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.gate = asyncio.Event()
-
-    async def append(self, updates: Sequence[NewUpdate]) -> AppendResult:
-        await self.gate.wait()
-        return await super().append(updates)
 
 
 @pytest.mark.parametrize("path", ["/ws", "/yjs/held"])
