@@ -106,6 +106,8 @@ async def flood(url: str, doc: str, seconds: float) -> dict[str, object]:
         kind = kinds[turn % len(kinds)]
         turn += 1
         batch = made.take(kind)
+        if not batch:
+            continue  # its valid updates all sent: the other kinds go on
         try:
             ws = await websocket_connect(url)
         except (OSError, HTTPClientError, StreamClosedError) as exc:
