@@ -2,7 +2,8 @@
 that making the flood costs the server's event loop nothing): for ``seconds`` it
 opens sockets to a document and floods each, as fast as it can write, with
 garbage frames, awareness updates and valid updates in turn, reconnecting after
-every close. Prints what happened as one JSON line.
+every close. Prints "flooding" once its first socket is open, and what happened
+as one JSON line at the end (after SECONDS, or at once on SIGTERM).
 
     python -m tests.flooder ws://127.0.0.1:PORT DOC SECONDS
 
@@ -32,6 +33,7 @@ import contextlib
 import json
 import os
 import random
+import signal
 import socket
 import sys
 import time
@@ -39,26 +41,15 @@ import urllib.parse
 from dataclasses import asdict, dataclass
 
 import msgpack
-import pycrdt
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from tornado.iostream import StreamClosedError
 from tornado.websocket import websocket_connect
 
 from collab.wire.yformat import AwarenessEntry, encode_awareness_update
+from tests.helpers import typing_updates
 
 FRAMES_PER_SOCKET = 5000
 UPDATES = 30_000  # valid updates in all (each socket sends the next ones)
-
-
-def _appends(client_id: int, count: int) -> list[bytes]:
-    """``count`` one-character appends by one Yjs client, each after the one before."""
-    doc = pycrdt.Doc(client_id=client_id)
-    updates: list[bytes] = []
-    doc.observe(lambda event: updates.append(event.update))
-    text = doc.get("text", type=pycrdt.Text)
-    for i in range(count):
-        text.insert(i, "x")
-    return updates
 
 
 class Frames:
@@ -83,7 +74,9 @@ class Frames:
         # Valid updates, new to the document each time: one client's appends, in order.
         self.updates = [
             msgpack.packb({"type": "update", "doc": doc, "ref": i + 1, "update": u})
-            for i, u in enumerate(_appends(random.randint(1, 2**31), UPDATES))
+            # One client's appends, each after the one before (written directly: pycrdt
+            # took 0.6 s of CPU to type them).
+            for i, u in enumerate(typing_updates(UPDATES, random.randint(1, 2**31)))
         ]
         self._next_update = 0
 
@@ -104,10 +97,17 @@ async def flood(url: str, doc: str, seconds: float) -> dict[str, object]:
     sent = 0
     kinds = tuple(os.environ.get("FLOOD_KINDS", "garbage,awareness,updates").split(","))
     turn = 0
-    while time.monotonic() < deadline:
+    # SIGTERM ends the flood where it is, as its time running out does: a test stops
+    # it once it has measured what it floods, and still gets the report.
+    stopped = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopped.set)
+    flooding = False
+    while time.monotonic() < deadline and not stopped.is_set():
         kind = kinds[turn % len(kinds)]
         turn += 1
         batch = made.take(kind)
+        if not batch:
+            continue  # its valid updates all sent: the other kinds go on
         try:
             ws = await websocket_connect(url)
         except (OSError, HTTPClientError, StreamClosedError) as exc:
@@ -115,6 +115,9 @@ async def flood(url: str, doc: str, seconds: float) -> dict[str, object]:
             closes[key] = closes.get(key, 0) + 1
             await asyncio.sleep(0.05)
             continue
+        if not flooding:
+            print("flooding", flush=True)
+            flooding = True
         ws.write_message(msgpack.packb({"type": "hello", "version": 1}), binary=True)
         ws.write_message(msgpack.packb({"type": "subscribe", "doc": doc}), binary=True)
         for frame in batch:
@@ -123,13 +126,16 @@ async def flood(url: str, doc: str, seconds: float) -> dict[str, object]:
             ws.write_message(frame, binary=True)
             sent += 1
         # Read whatever comes back until the server closes (or the time is up).
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                message = await asyncio.wait_for(ws.read_message(), left)
-            except TimeoutError:
+        stop = asyncio.ensure_future(stopped.wait())
+        while (left := deadline - time.monotonic()) > 0 and not stopped.is_set():
+            read = asyncio.ensure_future(ws.read_message())
+            await asyncio.wait({read, stop}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            if not read.done():
+                read.cancel()
                 break
-            if message is None:
+            if read.result() is None:
                 break
+        stop.cancel()
         key = f"{kind}:{ws.close_code}"
         closes[key] = closes.get(key, 0) + 1
         ws.close()

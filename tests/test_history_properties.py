@@ -9,6 +9,7 @@ import asyncio
 import json
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pycrdt
 import pytest
@@ -20,6 +21,7 @@ from collab.app import CollabServer
 from collab.client import CollabClient
 from collab.config import Settings
 from collab.core.render import content
+from collab.web.budget import ExpensiveReads
 from collab.wire.edits import splice_text
 from collab.wire.yformat import decode_state_vector
 
@@ -146,7 +148,13 @@ def test_the_state_at_every_seq_equals_replaying_the_log(
     # A loop of its own, left out of the thread's current loop (asyncio.run would
     # reset that, and drop the test runner's).
     loop = asyncio.new_event_loop()
+    # The versions are rebuilt by the same functions on the loop's threads, not in
+    # worker processes: each of the some 800 reads waited 15 ms or more on a worker
+    # (niced, so longer on a busy machine), 70% of the test's time; the workers are
+    # what tests/test_history_api.py and tests/test_read_budgets.py read through.
+    on_threads = mock.patch.object(ExpensiveReads, "executor", property(lambda _: None))
     try:
-        loop.run_until_complete(scenario(folder, batch, int(len(batch) * restart), every, keep))
+        with on_threads:
+            loop.run_until_complete(scenario(folder, batch, int(len(batch) * restart), every, keep))
     finally:
         loop.close()
