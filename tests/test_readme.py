@@ -48,7 +48,7 @@ async def run(args: list[str], *, cwd: Path, env: dict[str, str], timeout_s: flo
     return out.decode()
 
 
-@pytest.mark.slow  # runs the README's commands, each a process
+@pytest.mark.slow  # runs the README's commands against a server
 async def test_the_readme_examples_run_as_written_in_order(
     start_server, settings, tmp_path, monkeypatch
 ):
