@@ -283,16 +283,10 @@ async def test_a_reader_that_stopped_reading_is_dropped_once_its_token_expires(
     monkeypatch.setattr("collab.web.documents.END_GRACE_S", 0.5)
     server = await start_server(settings.replace(auth_secret=SECRET))
     writer_token = Authenticator(SECRET).issue("writer", {"*": "write"})
-    issued = time.time()
-    reader_token = Authenticator(SECRET).issue("reader", {"*": "read"}, expires_in_s=6)
-    stalled = socket.socket()
-    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    stalled.connect(("127.0.0.1", server.port))
-    stalled.sendall(
-        f"GET /api/events?token={reader_token} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
-    )
-    # 8 MB of updates: past what the kernel holds for the socket, so that the stream
-    # waits on a reader that does not read.
+    # 8 MB of updates, written before the reader comes and streamed to it from the log
+    # at once: past what the kernel holds for its socket, so that the stream waits on
+    # a reader that does not read well before its token expires.
+    start = feed_id(await server.store.feed_position())
     writer = await RawPeer.connect(f"ws://127.0.0.1:{server.port}/ws")
     await writer.hello(token=writer_token)
     await writer.subscribe("flood")
@@ -302,7 +296,19 @@ async def test_a_reader_that_stopped_reading_is_dropped_once_its_token_expires(
     for _ in range(540):
         await writer.recv_type("ack")
     writer.close()
-    # The token expires (6 s, the stream waiting on the reader by then), the grace
+    # Its reader's token: enough time for the server to write the kernel's buffers
+    # full from the log (a fraction of a second).
+    expires_s = 2.0
+    issued = time.time()
+    reader_token = Authenticator(SECRET).issue("reader", {"*": "read"}, expires_in_s=expires_s)
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.connect(("127.0.0.1", server.port))
+    stalled.sendall(
+        f"GET /api/events?token={reader_token}&after={start} HTTP/1.1\r\n"
+        "Host: 127.0.0.1\r\n\r\n".encode()
+    )
+    # The token expires (the stream waiting on the reader by then), the grace
     # passes (0.5 s): the server drops the connection.
     stalled.settimeout(15)
 
@@ -312,9 +318,11 @@ async def test_a_reader_that_stopped_reading_is_dropped_once_its_token_expires(
                 pass  # what reached it, then the end: closed by the server
 
     try:
-        # The reader reads nothing until the token expired (6 s after it was issued)
-        # and the grace passed: a timer of the server's, so waited for by the clock.
-        await asyncio.sleep(max(0.0, issued + 6.5 - time.time()) + 0.5)
+        # The reader reads nothing until the token expired and the grace passed: a
+        # timer of the server's, so waited for by the clock. Had the stream ended
+        # without being dropped, the connection would stay open (keep-alive) and
+        # drain would time out.
+        await asyncio.sleep(max(0.0, issued + expires_s + 0.5 - time.time()) + 0.5)
         await asyncio.get_running_loop().run_in_executor(None, drain)
     finally:
         stalled.close()

@@ -21,6 +21,7 @@ from collab.app import CollabServer
 from collab.config import Settings
 from collab.store import FeedPosition, HeldDocuments, LoadedDocument, Store, UpdateRecord
 from collab.store.mongodb import MongoStore
+from collab.store.mongodb import feed as mongodb_feed
 from collab.store.sqlite import SQLiteStore
 from tests.helpers import TIMEOUT_S, SeqWatcher, appends, wait_until
 
@@ -107,6 +108,13 @@ def shared_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[],
     instance of the test shares."""
     if request.param == "sqlite":
         return lambda: NotingSQLiteStore(tmp_path / "shared.db")
+    # A document loaded on b is followed once b's change stream is reopened with it:
+    # at most every FEED_REOPEN_MIN_S, when the stream next answers (within
+    # FEED_AWAIT_MIN_S when quiet). A tenth of a second each, not half: the same
+    # race between the room's log read and the reopened stream, five times as often.
+    monkeypatch = request.getfixturevalue("monkeypatch")
+    monkeypatch.setattr(mongodb_feed, "FEED_REOPEN_MIN_S", 0.1)
+    monkeypatch.setattr(mongodb_feed, "FEED_AWAIT_MIN_S", 0.1)
     url = request.getfixturevalue("mongodb_url")
     return lambda: NotingMongoStore(url)
 
