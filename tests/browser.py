@@ -236,31 +236,6 @@ def launch(playwright: Any, *args: str) -> Any:
     )
 
 
-def new_window(context: Any) -> Any:
-    """A page of ``context`` in a window of its own, not a tab behind the others.
-    Chromium draws only the front tab of a window: a tab behind gets an animation
-    frame about once a second, and a Playwright click waits for frames (its check
-    that the element stands still), 1-2 s a click. The windows of one context share
-    its storage and its settings (viewport, offline, timeouts) like tabs do."""
-    if not context.pages:
-        return context.new_page()  # a context's first page opens a window
-    session = context.new_cdp_session(context.pages[0])
-    try:
-        context_id = session.send("Target.getTargetInfo")["targetInfo"]["browserContextId"]
-    finally:
-        session.detach()
-    browser_session = context.browser.new_browser_cdp_session()
-    try:
-        with context.expect_page() as opened:
-            browser_session.send(
-                "Target.createTarget",
-                {"url": "about:blank", "browserContextId": context_id, "newWindow": True},
-            )
-    finally:
-        browser_session.detach()
-    return opened.value
-
-
 def browser_fixture() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 

@@ -20,7 +20,6 @@ from tests.browser import (
     Backend,
     Console,
     browser_fixture,
-    new_window,
     skip_unless_browser,
 )
 
@@ -91,7 +90,7 @@ class User:
         contexts.append(self.context)
 
     def open(self, doc: str, *, wait_synced: bool = True) -> Any:
-        page = self.console.watch(new_window(self.context))
+        page = self.console.watch(self.context.new_page())
         page.goto(
             self.backend.page_url(
                 doc,
