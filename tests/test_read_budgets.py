@@ -286,7 +286,9 @@ async def test_six_worst_case_reads_at_once_answer_in_seconds_and_leave_acks_fas
     # 12 ms at the median (1.3 ms alone) and 130 ms at p99.
     assert max(seconds for _, _, seconds in answers) < 60.0, answers
     assert statistics.median(beside) < statistics.median(alone) + 0.005
-    assert p99_beside < p99_alone + 0.1
+    # The tail only catches a read on the loop (381 ms): a full run's other tests
+    # (browsers, servers) put 100 ms into it now and then.
+    assert p99_beside < p99_alone + 0.25
 
 
 def percentile(values: list[float], fraction: float) -> float:
