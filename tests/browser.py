@@ -36,6 +36,11 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-quic",
 ]
+# A test's wait on a check in a page runs the check every 50 ms, not at every
+# animation frame (Playwright's default): the checks read the whole editor, sixty
+# times a second in each waiting tab, and a tab behind another gets about one frame
+# a second.
+POLL_MS = 50
 SECRET = "browser-tests-secret-of-at-least-32-bytes"
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"
 

@@ -16,6 +16,7 @@ import pytest
 
 from tests.browser import (
     EDITOR_TEXT,
+    POLL_MS,
     SCREENSHOTS,
     Backend,
     Console,
@@ -114,6 +115,7 @@ def wait_text(page: Any, predicate_js: str, arg: object, timeout_s: float = 10) 
         f"(arg) => {{ const text = ({EDITOR_TEXT})(); return text !== null && ({predicate_js}); }}",
         arg=arg,
         timeout=timeout_s * 1000,
+        polling=POLL_MS,
     )
 
 
@@ -160,7 +162,7 @@ def crossing_times(typist: Any, words: str, readers: list[Any]) -> list[float]:
     times = []
     for reader in readers:
         wait_contains(reader, needle, ARRIVES_S)
-        reader.wait_for_function("() => window.arrivedAt !== null")
+        reader.wait_for_function("() => window.arrivedAt !== null", polling=POLL_MS)
         times.append((reader.evaluate("() => window.arrivedAt") - key_at) / 1000)
     return times
 
@@ -220,7 +222,7 @@ def test_typing_shows_in_another_tab_and_another_browser_within_a_second(
     wait_stored(backend, doc, expected)
     # The indicator shows the round trip of the heartbeat.
     ann1.wait_for_function(
-        "() => /\\d+ ms/.test(document.querySelector('#connection').textContent)"
+        "() => /\\d+ ms/.test(document.querySelector('#connection').textContent)", polling=POLL_MS
     )
     bob1.locator("#editor .tiptap").focus()
     ann1.wait_for_selector("#editor .collaboration-carets__caret")
@@ -333,7 +335,7 @@ def test_edits_past_the_servers_frame_limit_are_sent_apart_or_refused_without_re
     page.evaluate("mib => collab.provider.doc.getText('big').insert(0, 'x'.repeat(9 * mib))", mib)
     page.wait_for_selector("#banner:not([hidden])")
     assert "larger than the server accepts" in page.inner_text("#banner")
-    page.wait_for_function("() => collab.provider.doc.getText('big').length === 0")
+    page.wait_for_function("() => collab.provider.doc.getText('big').length === 0", polling=POLL_MS)
     type_at_end(page, "Still here.")
     wait_saved(page)
     wait_stored(backend, doc, "Still here.")
@@ -388,7 +390,7 @@ def test_edits_acknowledged_after_leaving_the_document_leave_the_outbox(
         type_at_end(page, "Typed, then left.")
         page.evaluate("() => collab.provider.whenPersisted()")
         page.click("a.back")  # (the list itself waits for the network)
-        page.wait_for_function("() => document.title.startsWith('Documents')")
+        page.wait_for_function("() => document.title.startsWith('Documents')", polling=POLL_MS)
         assert page.evaluate(OUTBOX_ENTRIES, doc) > 0
     finally:
         backend.run(backend.proxy.resume)
@@ -464,6 +466,7 @@ def test_tabs_of_one_browser_share_edits_and_cursors_while_offline(
         "() => [...document.querySelectorAll('#editor .collaboration-carets__label')]"
         ".some((l) => l.textContent === 'max')",
         timeout=ARRIVES_S * 1000,
+        polling=POLL_MS,
     )
     type_at_end(two, " And in tab two.")
     wait_contains(one, "And in tab two.", ARRIVES_S)
@@ -496,7 +499,8 @@ def test_one_user_in_three_tabs_is_one_person_with_three_cursors(
     dee_entry = viewer.locator('#presence li[data-user-id="dee"]')
     carets = viewer.locator("#editor .collaboration-carets__caret")
     viewer.wait_for_function(
-        "() => document.querySelectorAll('#editor .collaboration-carets__caret').length === 3"
+        "() => document.querySelectorAll('#editor .collaboration-carets__caret').length === 3",
+        polling=POLL_MS,
     )
     assert people.count() == 2  # eve and dee
     assert dee_entry.get_attribute("data-tabs") == "3"
@@ -509,6 +513,7 @@ def test_one_user_in_three_tabs_is_one_person_with_three_cursors(
     viewer.wait_for_function(
         "() => document.querySelectorAll('#editor .collaboration-carets__caret').length === 2",
         timeout=ARRIVES_S * 1000,
+        polling=POLL_MS,
     )
     viewer.wait_for_selector(
         '#presence li[data-user-id="dee"][data-tabs="2"]', timeout=ARRIVES_S * 1000
@@ -519,17 +524,20 @@ def test_one_user_in_three_tabs_is_one_person_with_three_cursors(
         "() => [...document.querySelectorAll('#editor .collaboration-carets__label')]"
         ".filter((l) => l.textContent === 'dee').length === 1",
         timeout=ARRIVES_S * 1000,
+        polling=POLL_MS,
     )
     # Offline, only the tab itself can tell its siblings that it is gone (pagehide).
     dee.context.set_offline(True)
     tabs[0].wait_for_selector('#connection[data-state="offline"]')
     tabs[0].wait_for_function(
-        "() => document.querySelectorAll('#editor .collaboration-carets__caret').length === 1"
+        "() => document.querySelectorAll('#editor .collaboration-carets__caret').length === 1",
+        polling=POLL_MS,
     )
     tabs[2].close()
     tabs[0].wait_for_function(
         "() => document.querySelectorAll('#editor .collaboration-carets__caret').length === 0",
         timeout=ARRIVES_S * 1000,
+        polling=POLL_MS,
     )
     dee.context.set_offline(False)
     assert console.problems(offline=True) == []
@@ -571,13 +579,16 @@ def test_reload_history_and_restore(
     slider.focus()
     fay1.keyboard.press("ArrowLeft")
     fay1.wait_for_function(
-        "seq => document.querySelector('#version')?.dataset.seq === String(seq)", arg=head - 1
+        "seq => document.querySelector('#version')?.dataset.seq === String(seq)",
+        arg=head - 1,
+        polling=POLL_MS,
     )
     assert version.inner_text().strip() == "The first draft. A second thought"
     # The timeline jumps to the end of fay's change.
     timeline.nth(1).locator("button").click()
     fay1.wait_for_function(
-        "() => !document.querySelector('#version .tiptap').textContent.includes('second')"
+        "() => !document.querySelector('#version .tiptap').textContent.includes('second')",
+        polling=POLL_MS,
     )
     assert version.inner_text().strip() == "The first draft."
     assert version.get_attribute("contenteditable") == "false"
@@ -615,20 +626,25 @@ def test_guests_without_tokens_edit_see_each_other_and_go_back_in_history(
     type_at_end(bob1, " More.")
     wait_contains(ann2, "More.", ARRIVES_S)
     wait_saved(bob1)
-    bob1.wait_for_function("() => document.querySelectorAll('#presence li').length === 2")
+    bob1.wait_for_function(
+        "() => document.querySelectorAll('#presence li').length === 2", polling=POLL_MS
+    )
     names = bob1.locator("#presence li").evaluate_all("items => items.map(i => i.textContent)")
     assert sorted(names) == ["Ann \u00d72", "Bob (you)"]  # Ann, in two tabs
     assert ann1.locator("#user-name").input_value() == "Ann"
     # A new name reaches Ann's other tab, and Bob's view of both her carets.
     ann1.fill("#user-name", "Annabel")
     ann1.keyboard.press("Enter")
-    ann2.wait_for_function("() => document.querySelector('#user-name').value === 'Annabel'")
+    ann2.wait_for_function(
+        "() => document.querySelector('#user-name').value === 'Annabel'", polling=POLL_MS
+    )
     ann2.locator("#editor .tiptap").focus()
     ann1.locator("#editor .tiptap").focus()
     bob1.wait_for_function(
         "() => { const labels = [...document.querySelectorAll("
         "'#editor .collaboration-carets__label')].map((l) => l.textContent);"
-        " return labels.length === 2 && labels.every((l) => l === 'Annabel'); }"
+        " return labels.length === 2 && labels.every((l) => l === 'Annabel'); }",
+        polling=POLL_MS,
     )
 
     # Every update is a version: the slider reaches the text before Bob typed.
@@ -641,7 +657,8 @@ def test_guests_without_tokens_edit_see_each_other_and_go_back_in_history(
     for _ in range(len(" More.")):
         ann1.keyboard.press("ArrowLeft")
     ann1.wait_for_function(
-        "() => document.querySelector('#version .tiptap').textContent === 'Guest text.'"
+        "() => document.querySelector('#version .tiptap').textContent === 'Guest text.'",
+        polling=POLL_MS,
     )
     # Key presses in a row ask for the version the slider stops at, not each one.
     assert len(states) <= 2, states
@@ -755,7 +772,7 @@ def test_the_skip_link_the_quiet_indicator_and_a_link_with_another_users_token(
         "token => { location.hash = `#/d/browser%2Fa11y?token=${token}`; }",
         other,
     )
-    page.wait_for_function("() => !location.hash.includes('token=')")
+    page.wait_for_function("() => !location.hash.includes('token=')", polling=POLL_MS)
     assert len(asked) == 1 and "mallory" in asked[0]
     assert page.evaluate("() => localStorage.getItem('collab.token')") == uma.token
     assert page.evaluate("() => collab.client.user") == "uma"
@@ -784,7 +801,9 @@ def test_a_document_deleted_on_the_server_starts_afresh_in_the_open_page(
     kim.context.set_offline(False)
     # A new generation: the copy is dropped, not merged into it.
     for tab in (page, other):
-        tab.wait_for_function("epoch => collab.provider.epoch !== epoch", arg=epoch)
+        tab.wait_for_function(
+            "epoch => collab.provider.epoch !== epoch", arg=epoch, polling=POLL_MS
+        )
         wait_text(tab, "text === ''", None)
     # The tab that held unsaved edits says so, and gives the old copy back.
     page.wait_for_selector("#recover:not([hidden])")
@@ -953,14 +972,17 @@ def test_history_without_tokens_splits_per_guest_under_the_name_they_had(
 
     ann1.click("#history-open")
     ann1.wait_for_selector("#version .tiptap")
-    ann1.wait_for_function("() => document.querySelectorAll('#history-list li').length === 4")
+    ann1.wait_for_function(
+        "() => document.querySelectorAll('#history-list li').length === 4", polling=POLL_MS
+    )
     assert timeline_entries(ann1) == ["Annabel", "Bob", "Ann", "Start"]
     # Each version's label names who made that update, and no one else.
     label = ann1.inner_text("#history-label")
     assert "Annabel" in label and "Bob" not in label, label
     ann1.locator("#history-list li").nth(1).locator("button").click()
     ann1.wait_for_function(
-        "() => document.querySelector('#history-label').textContent.includes('Bob')"
+        "() => document.querySelector('#history-label').textContent.includes('Bob')",
+        polling=POLL_MS,
     )
     label = ann1.inner_text("#history-label")
     assert "Ann" not in label, label
@@ -988,7 +1010,8 @@ def test_restore_is_asked_first_and_shown_to_who_restored_and_to_the_others(
     for _ in range(len(" Drop this.")):
         fay1.keyboard.press("ArrowLeft")
     fay1.wait_for_function(
-        "() => document.querySelector('#version .tiptap')?.textContent === 'Keep this.'"
+        "() => document.querySelector('#version .tiptap')?.textContent === 'Keep this.'",
+        polling=POLL_MS,
     )
     seq = int(slider.input_value())
     fay1.click("#history-restore")
@@ -1105,8 +1128,11 @@ def test_presence_colours_stay_apart_and_labels_of_close_carets_do_not_overlap(
     cid.wait_for_function(
         "() => document.querySelectorAll('#editor .collaboration-carets__label').length === 2",
         timeout=ARRIVES_S * 1000,
+        polling=POLL_MS,
     )
-    cid.wait_for_function("() => document.querySelectorAll('#presence li').length === 3")
+    cid.wait_for_function(
+        "() => document.querySelectorAll('#presence li').length === 3", polling=POLL_MS
+    )
     # Found and read in one task of the page (a locator's evaluate_all finds, then
     # reads a step later, when a presence update may have drawn the list anew).
     dots = cid.evaluate(
@@ -1188,6 +1214,7 @@ def test_the_token_dialog_says_why_each_time_and_closes_on_a_granted_document(
         "first => { const d = document.querySelector('#token-dialog');"
         " return d.open && document.querySelector('#token-reason').textContent !== first; }",
         arg=first,
+        polling=POLL_MS,
     )
     assert "refused" in page.inner_text("#token-reason")
     assert page.locator("#token-input").input_value() == ""
@@ -1265,7 +1292,8 @@ def test_a_named_version_is_listed_first_and_restored_by_another_user(
     assert timeline_entries(lou1)[0] == "\u2605 Sent to legal"
     lou1.locator("#history-list li.named button").click()
     lou1.wait_for_function(
-        "() => document.querySelector('#version .tiptap')?.textContent === 'The version sent.'"
+        "() => document.querySelector('#version .tiptap')?.textContent === 'The version sent.'",
+        polling=POLL_MS,
     )
     assert lou1.locator("#history-slider").input_value() == str(head)
     lou1.click("#history-restore")

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser import Backend, Console, skip_unless_browser
+from tests.browser import POLL_MS, Backend, Console, skip_unless_browser
 from tests.test_browser import (  # noqa: F401  (fixtures used by name)
     ARRIVES_S,
     User,
@@ -108,6 +108,7 @@ def test_the_history_replays_to_the_latest_version_and_pauses(
         "() => document.querySelector('#history-play').textContent === 'Play'"
         " && document.querySelector('.history-message').textContent.includes('latest')",
         timeout=ARRIVES_S * 1000,
+        polling=POLL_MS,
     )
     assert ann.locator("#version").get_attribute("data-seq") == str(head)
     assert ann.locator("#version .tiptap").text_content() == "one two three"
@@ -117,16 +118,20 @@ def test_the_history_replays_to_the_latest_version_and_pauses(
 
     # Played again from the start at 1x, and paused on the way.
     ann.locator("#history-slider").fill("0")
-    ann.wait_for_function("() => document.querySelector('#version').dataset.seq === '0'")
+    ann.wait_for_function(
+        "() => document.querySelector('#version').dataset.seq === '0'", polling=POLL_MS
+    )
     ann.select_option("#history-speed", "1")
     ann.click("#history-play")
     ann.wait_for_function(
         "() => Number(document.querySelector('#version').dataset.seq) >= 2",
         timeout=ARRIVES_S * 1000,
+        polling=POLL_MS,
     )
     ann.click("#history-play")  # pause
     ann.wait_for_function(
-        "() => document.querySelector('.history-message').textContent.startsWith('Paused')"
+        "() => document.querySelector('.history-message').textContent.startsWith('Paused')",
+        polling=POLL_MS,
     )
     paused = ann.locator("#version").get_attribute("data-seq")
     ann.wait_for_timeout(300)  # nothing moves while paused

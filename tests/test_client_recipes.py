@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from collab.config import Settings
-from tests.browser import Backend, Console, browser_fixture, skip_unless_browser
+from tests.browser import POLL_MS, Backend, Console, browser_fixture, skip_unless_browser
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "CLIENT.md"
@@ -173,7 +173,9 @@ def test_two_browsers_edit_one_document_live_through_the_recipe(
             words = f"typed in browser {n + 1} with {recipe}"
             typist.click(f"#editor {editable}")
             typist.wait_for_function(
-                "(sel) => document.activeElement?.closest(sel) !== null", arg=editable
+                "(sel) => document.activeElement?.closest(sel) !== null",
+                arg=editable,
+                polling=POLL_MS,
             )
             typist.keyboard.press("End")
             typist.keyboard.type(f" {words}")
@@ -182,6 +184,7 @@ def test_two_browsers_edit_one_document_live_through_the_recipe(
                     "(words) => document.querySelector('#editor').innerText.includes(words)",
                     arg=words,
                     timeout=WITHIN_S * 1000,
+                    polling=POLL_MS,
                 )
             except Exception as error:
                 texts = [
