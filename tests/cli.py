@@ -4,7 +4,9 @@ its own) or in-process, through the same entry (collab.cli.main).
 A process costs a third of a second of CPU to import collab before the command does
 anything; tests that check what a command prints and its exit status run it in-process,
 and each family of commands keeps tests that run the real ``python -m collab`` (and
-those that set its environment or working directory, which belong to the process).
+those that check how it reads its environment or working directory, which belong to
+the process). The README's walk-through runs its first command as a process and the
+others in-process, with the environment and folder the test sets for them.
 
 In-process, the command runs in a worker thread (it runs its own event loop with
 ``asyncio.run``, and the test's loop, serving the test's server, keeps running), with
