@@ -1,13 +1,53 @@
 """A peer that stops reading is not given unbounded memory: once it falls
 ``outbound_queue_bytes`` behind it is closed with 1013 and reconnects to resync,
-while everyone else keeps working."""
+while everyone else keeps working. A peer that writes faster than the store takes
+its updates is not read further while the write queue is more than half full."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pycrdt
+import pytest
 
 from collab.errors import CloseCode
-from tests.helpers import SilentPeer, wait_until
+from collab.wire import yjs as yjs_protocol
+from tests.conftest import ws_url
+from tests.helpers import GatedStore, RawPeer, SilentPeer, text_update, wait_until
+
+
+@pytest.mark.parametrize("path", ["/ws", "/yjs/large"])
+async def test_a_large_update_that_fills_the_write_queue_holds_its_socket_until_it_drains(
+    tmp_path, start_server, settings, path
+):
+    # An update this large is checked on a thread and joins the queue only after:
+    # the socket is held by the queue as it is then, not as it was when the update
+    # was read (half empty, which let the peer's next messages in).
+    store = GatedStore(tmp_path / "gated.db")
+    limit = 64 * 1024
+    server = await start_server(
+        settings.replace(max_frame_bytes=limit, write_queue_bytes=limit), store
+    )
+    peer = await RawPeer.connect(ws_url(server, path))
+    update = text_update("x" * (limit * 2 // 3), client_id=1)
+    try:
+        if path == "/ws":
+            await peer.hello()
+            await peer.subscribe("large")
+            peer.send({"type": "update", "doc": "large", "ref": 1, "update": update})
+        else:
+            peer.send_bytes(yjs_protocol.sync_update(update))
+        await wait_until(lambda: server.rooms.writer.queued_bytes > limit // 2)
+        (handler,) = server.sockets
+        await asyncio.sleep(0.05)  # the loop's turn: the check's hold would end now
+        assert handler._held  # not read: the queue is more than half full
+        store.gate.set()
+        await wait_until(lambda: not handler._held)
+        if path == "/ws":
+            assert (await peer.recv_type("ack"))["ref"] == 1
+    finally:
+        store.gate.set()
+        peer.close()
 
 
 async def test_a_peer_that_stops_reading_is_closed_with_1013(start_server, settings, connect):

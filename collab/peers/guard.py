@@ -63,8 +63,13 @@ def expiry_timer(identity: Identity, expired: Callable[[], None]) -> asyncio.Tim
     return asyncio.get_running_loop().call_later(delay, expired)
 
 
-async def both(first: Awaitable[None] | None, second: Awaitable[None] | None) -> None:
-    if first is not None:
-        await first
-    if second is not None:
-        await second
+async def then_backpressure(
+    pending: Awaitable[None], backpressure: Callable[[], Awaitable[None] | None]
+) -> None:
+    """Await ``pending`` (a large update's check on a thread, a hook's answer), then
+    the write queue's ``backpressure`` as it is by then: the update joins the queue
+    only once ``pending`` is done, after the message's handling returned."""
+    await pending
+    waiting = backpressure()
+    if waiting is not None:
+        await waiting
