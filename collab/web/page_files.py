@@ -21,6 +21,7 @@ being compressed wait for that compression, not start their own.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gzip
 import hashlib
 import mimetypes
@@ -46,8 +47,7 @@ _Version = tuple[int, int, int, int]
 
 @dataclass(frozen=True)
 class _Compressed:
-    mtime_ns: int
-    size: int
+    version: _Version  # the file's when it was read
     body: bytes
     etag: str  # the hash of body
 
@@ -93,32 +93,31 @@ class PageFiles(tornado.web.StaticFileHandler):
         if found is None:
             return None
         absolute, status = found
-        key = (status.st_dev, status.st_ino)
-        version = (*key, status.st_mtime_ns, status.st_size)
-        kept = self._compressed.get(key)
-        if kept is not None and (kept.mtime_ns, kept.size) == version[2:]:
-            self._compressed.move_to_end(key)
+        version = (status.st_dev, status.st_ino, status.st_mtime_ns, status.st_size)
+        kept = self._compressed.get(version[:2])
+        if kept is not None and kept.version == version:
+            self._compressed.move_to_end(version[:2])
             return kept
         loop = asyncio.get_running_loop()
         compressing = self._compressing.get(version)
         if compressing is None or compressing.get_loop() is not loop:
-            compressing = loop.run_in_executor(
-                None, _compressed_file, absolute, status.st_mtime_ns, status.st_size
-            )
+            compressing = loop.run_in_executor(None, _compressed_file, absolute, version)
             self._compressing[version] = compressing
-            try:
-                copy = await compressing
-            except OSError:
-                return None
-            finally:
-                if self._compressing.get(version) is compressing:
-                    del self._compressing[version]
-            self._keep(key, copy)
-            return copy
+            compressing.add_done_callback(functools.partial(self._compressed_done, version))
         try:
             return await compressing
         except OSError:
             return None
+
+    @classmethod
+    def _compressed_done(cls, version: _Version, compressing: asyncio.Future[_Compressed]) -> None:
+        """A compression ended: kept, if it read the file (whether or not the
+        requests that waited for it are still there)."""
+        copy = None if compressing.cancelled() or compressing.exception() else compressing.result()
+        if cls._compressing.get(version) is compressing:
+            del cls._compressing[version]
+        if copy is not None:
+            cls._keep(version[:2], copy)
 
     @classmethod
     def _keep(cls, key: tuple[int, int], copy: _Compressed) -> None:
@@ -188,11 +187,11 @@ def _inside(directory: str, path: str) -> bool:
     return (path + os.path.sep).startswith(directory.rstrip(os.path.sep) + os.path.sep)
 
 
-def _compressed_file(path: str, mtime_ns: int, size: int) -> _Compressed:
+def _compressed_file(path: str, version: _Version) -> _Compressed:
     """The file at ``path`` compressed, and its tag (on a thread: both read it all)."""
     body = _compress(path)
     digest = hashlib.blake2b(body, digest_size=20).hexdigest()
-    return _Compressed(mtime_ns, size, body, f'"{digest}-gzip"')
+    return _Compressed(version, body, f'"{digest}-gzip"')
 
 
 def _compress(path: str) -> bytes:
