@@ -254,7 +254,9 @@ async def test_six_worst_case_reads_at_once_answer_in_seconds_and_leave_acks_fas
         reading = asyncio.gather(
             *(get(server.url, p, token(f"reader{i}", {"*": "read"})) for i, p in enumerate(worst))
         )
+        started = time.monotonic()
         beside = await edit_until(reading)
+        reading_s = time.monotonic() - started
         answers = await reading
         editor.close()
         server_log = server.log_text()
@@ -286,9 +288,12 @@ async def test_six_worst_case_reads_at_once_answer_in_seconds_and_leave_acks_fas
     # 12 ms at the median (1.3 ms alone) and 130 ms at p99.
     assert max(seconds for _, _, seconds in answers) < 60.0, answers
     assert statistics.median(beside) < statistics.median(alone) + 0.005
-    # The tail only catches a read on the loop (381 ms): a full run's other tests
-    # (browsers, servers) put 100 ms into it now and then.
-    assert p99_beside < p99_alone + 0.25
+    # A read on the loop holds every ack behind it for as long as it runs: the editor
+    # then spends most of the reads' time waiting (1.5 s of 1.7 s, measured with the
+    # reads put on the loop on purpose). A full run's other tests (browsers, servers)
+    # put a stall of up to 400 ms into an ack now and then, a tenth of the time.
+    stalled = sum(seconds for seconds in beside if seconds > 0.1)
+    assert stalled < 0.5 * reading_s, (stalled, reading_s)
 
 
 def percentile(values: list[float], fraction: float) -> float:
