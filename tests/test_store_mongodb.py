@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from collab.store.mongodb import feed as mongodb_feed
 from collab.store.mongodb import log as mongodb_log
 from collab.store.mongodb import snapshots as mongodb_snapshots
 from tests.mongodb import MongoServer, collect_cancelled_connects, start_secantus
+from tests.proxy import Proxy
 from tests.store_contract import TIMEOUT_S, Reopen, StoreContract, new, news, next_batches, seqs
 
 
@@ -92,6 +94,41 @@ async def test_an_append_tried_again_after_an_unknown_outcome_stores_nothing_twi
     assert seqs(again.records) == [1, 2, 3]
     assert [r.data for r in await store.read_updates("doc")] == [b"one", b"two", b"three"]
     assert again.heads["doc"].head_seq == 3
+
+
+async def test_an_append_on_a_stalled_connection_fails_by_its_deadline_and_its_retry_stores_it_once(
+    mongo_server: MongoServer, monkeypatch: pytest.MonkeyPatch
+):
+    # The network holds every byte and the connection stays open (a member gone
+    # without a word): the append fails by its deadline instead of holding the
+    # writer until the socket dies. The insert it sent arrives after the resume,
+    # beside the writer's retry of the same batch: stored once.
+    if mongo_server.external:
+        pytest.skip("the proxy stands in front of the SecantusDB the tests start")
+    monkeypatch.setattr(mongodb_log, "APPEND_TIMEOUT_S", 0.5)
+    proxy = await Proxy(mongo_server.port).start()
+    database = mongo_server.new_database()
+    store = MongoStore(f"mongodb://127.0.0.1:{proxy.port}/{database}?directConnection=true")
+    await store.open()
+    try:
+        await store.append(news("doc", 1))
+        stalled = [new("doc", "written while stalled")]
+        proxy.stall()
+        started = time.monotonic()
+        with pytest.raises(StoreError, match="appending"):
+            async with asyncio.timeout(TIMEOUT_S):
+                await store.append(stalled)
+        failed_after_s = time.monotonic() - started
+        proxy.resume()
+        again = await store.append(stalled)
+        stored = await store.read_updates("doc")
+    finally:
+        proxy.resume()
+        await store.close()
+        await proxy.close()
+    assert failed_after_s < 0.5 + 2.0, failed_after_s
+    assert seqs(again.records) == [2]
+    assert [r.data for r in stored] == [b"doc:1", b"written while stalled"]
 
 
 async def test_equal_bytes_from_two_submissions_are_two_updates(store: MongoStore):

@@ -54,6 +54,13 @@ def database_from_url(url: str) -> str:
     return database
 
 
+def url_options(url: str) -> set[str]:
+    """The names of the options the URL's query sets, in lower case (MongoDB's
+    option names are case-insensitive)."""
+    query = url.partition("?")[2]
+    return {name.lower() for name, _ in urllib.parse.parse_qsl(query, keep_blank_values=True)}
+
+
 @contextlib.contextmanager
 def store_errors(what: str) -> Iterator[None]:
     """PyMongo's errors (and BSON's) while doing ``what``, raised as StoreError."""
@@ -106,7 +113,7 @@ class MongoBase(Store):
 
     async def open(self) -> None:
         options: dict[str, Any] = {"tz_aware": False}
-        if "serverselectiontimeoutms" not in self.url.lower():
+        if "serverselectiontimeoutms" not in url_options(self.url):
             options["serverSelectionTimeoutMS"] = SERVER_SELECTION_TIMEOUT_MS
         with store_errors("reading the URL"):
             self._client = AsyncMongoClient(self.url, **options)
