@@ -131,6 +131,47 @@ async def test_an_append_on_a_stalled_connection_fails_by_its_deadline_and_its_r
     assert [r.data for r in stored] == [b"doc:1", b"written while stalled"]
 
 
+async def test_a_feed_on_a_stalled_connection_fails_and_follows_on_from_its_position(
+    mongo_server: MongoServer, monkeypatch: pytest.MonkeyPatch
+):
+    # A change stream answers at least once per wait: one silent well past it is
+    # stalled, and fails, so that its follower opens it again instead of waiting on
+    # a socket for ever and missing every other instance's updates meanwhile.
+    if mongo_server.external:
+        pytest.skip("the proxy stands in front of the SecantusDB the tests start")
+    monkeypatch.setattr(mongodb_feed, "FEED_STALL_S", 1.0)
+    proxy = await Proxy(mongo_server.port).start()
+    database = mongo_server.new_database()
+    follower = MongoStore(f"mongodb://127.0.0.1:{proxy.port}/{database}?directConnection=true")
+    writer = MongoStore(mongo_server.url(database))
+    await follower.open()
+    await writer.open()
+    try:
+        position = await follower.feed_position()
+        async with contextlib.aclosing(follower.follow(position, poll_s=0.01)) as feed:
+            before = (await writer.append(news("doc", 1))).records
+            position, seen = await next_batches(feed, 1)
+            proxy.stall()
+            during = (await writer.append([new("doc", "while the feed stalled")])).records
+            started = time.monotonic()
+            with pytest.raises(StoreError, match="change stream"):
+                async with asyncio.timeout(TIMEOUT_S):
+                    while True:
+                        await anext(feed)
+            failed_after_s = time.monotonic() - started
+        proxy.resume()
+        async with contextlib.aclosing(follower.follow(position, poll_s=0.01)) as feed:
+            _, rest = await next_batches(feed, 1)
+    finally:
+        proxy.resume()
+        await follower.close()
+        await writer.close()
+        await proxy.close()
+    assert failed_after_s < mongodb_feed.FEED_AWAIT_MIN_S + 1.0 + 2.0, failed_after_s
+    assert seen == before
+    assert rest == during
+
+
 async def test_equal_bytes_from_two_submissions_are_two_updates(store: MongoStore):
     # The same bytes, accepted twice (two clients), are two entries: only the very
     # same submission is recognised as a retry.

@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Set
 from typing import Any
 
+import pymongo
 from pymongo.errors import OperationFailure, PyMongoError
 
 from collab.errors import FeedLost, StoreError
@@ -37,6 +38,10 @@ FEED_POSITION_KEPT_S = 15 * 60.0
 # ChangeStreamHistoryLost, 280 ChangeStreamFatalError, 260 InvalidResumeToken,
 # 136 CappedPositionLost.
 FATAL_STREAM_ERRORS = {286, 280, 260, 136}
+# A change stream answers at least once per wait (FEED_AWAIT_MIN_S or poll_s); one that
+# has not answered this long past it is stalled (a connection held open by a member
+# gone without a word): it fails, and its consumer follows again from its position.
+FEED_STALL_S = 10.0
 
 
 class MongoFeed(MongoBase):
@@ -155,12 +160,12 @@ async def watch(
     the stream answered with nothing new (a wait of FEED_AWAIT_MIN_S ended), so
     that its consumer looks around at least that often."""
     position = after
+    await_s = max(poll_s, FEED_AWAIT_MIN_S)
     try:
-        stream = await collection.watch(
-            [{"$match": match}],
-            resume_after=after,
-            max_await_time_ms=int(max(poll_s, FEED_AWAIT_MIN_S) * 1000),
-        )
+        with pymongo.timeout(await_s + FEED_STALL_S):
+            stream = await collection.watch(
+                [{"$match": match}], resume_after=after, max_await_time_ms=int(await_s * 1000)
+            )
     except OperationFailure as exc:
         raise _stream_error(exc) from exc
     except PyMongoError as exc:
@@ -169,7 +174,8 @@ async def watch(
         yield position, []
         while True:
             try:
-                change = await stream.try_next()
+                with pymongo.timeout(await_s + FEED_STALL_S):
+                    change = await stream.try_next()
             except OperationFailure as exc:
                 raise _stream_error(exc) from exc
             except PyMongoError as exc:
