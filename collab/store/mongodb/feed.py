@@ -15,7 +15,6 @@ import time
 from collections.abc import AsyncIterator, Set
 from typing import Any
 
-import pymongo
 from pymongo.errors import OperationFailure, PyMongoError
 
 from collab.errors import FeedLost, StoreError
@@ -25,6 +24,9 @@ from collab.store.mongodb.log import deletion_of, records_of
 from collab.store.records import FeedPosition, FeedRecord
 
 FEED_AWAIT_MIN_S = 0.5  # a change stream waits this long for a change before asking again
+# ... and at most this long, whatever its poll_s: the wait must stay well under the
+# connection's read timeout (SOCKET_TIMEOUT_MS), past which a stalled stream fails.
+FEED_AWAIT_MAX_S = 5.0
 # The feed's change stream is reopened (from its resume token) to follow documents
 # the instance came to hold at most this often: a burst of loads costs one reopen.
 # Until then, and until the stream next answers (FEED_AWAIT_MIN_S when quiet), a
@@ -38,10 +40,6 @@ FEED_POSITION_KEPT_S = 15 * 60.0
 # ChangeStreamHistoryLost, 280 ChangeStreamFatalError, 260 InvalidResumeToken,
 # 136 CappedPositionLost.
 FATAL_STREAM_ERRORS = {286, 280, 260, 136}
-# A change stream answers at least once per wait (FEED_AWAIT_MIN_S or poll_s); one that
-# has not answered this long past it is stalled (a connection held open by a member
-# gone without a word): it fails, and its consumer follows again from its position.
-FEED_STALL_S = 10.0
 
 
 class MongoFeed(MongoBase):
@@ -160,12 +158,12 @@ async def watch(
     the stream answered with nothing new (a wait of FEED_AWAIT_MIN_S ended), so
     that its consumer looks around at least that often."""
     position = after
-    await_s = max(poll_s, FEED_AWAIT_MIN_S)
     try:
-        with pymongo.timeout(await_s + FEED_STALL_S):
-            stream = await collection.watch(
-                [{"$match": match}], resume_after=after, max_await_time_ms=int(await_s * 1000)
-            )
+        stream = await collection.watch(
+            [{"$match": match}],
+            resume_after=after,
+            max_await_time_ms=int(min(max(poll_s, FEED_AWAIT_MIN_S), FEED_AWAIT_MAX_S) * 1000),
+        )
     except OperationFailure as exc:
         raise _stream_error(exc) from exc
     except PyMongoError as exc:
@@ -174,8 +172,7 @@ async def watch(
         yield position, []
         while True:
             try:
-                with pymongo.timeout(await_s + FEED_STALL_S):
-                    change = await stream.try_next()
+                change = await stream.try_next()
             except OperationFailure as exc:
                 raise _stream_error(exc) from exc
             except PyMongoError as exc:

@@ -19,22 +19,14 @@ import dataclasses
 import random
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager
 from typing import Any
 
-import pymongo
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from collab.errors import DocumentChanged, SeqConflict, StoreError
 from collab.store.base import creating, expected_epochs
-from collab.store.mongodb.base import (
-    DUPLICATE_KEY,
-    LOCAL,
-    MongoBase,
-    store_errors,
-    url_options,
-)
+from collab.store.mongodb.base import DUPLICATE_KEY, LOCAL, MongoBase, store_errors
 from collab.store.records import (
     AppendResult,
     Author,
@@ -49,12 +41,6 @@ UPDATE_FIELDS_BYTES = 160  # BSON of one update's fields besides its data and na
 MAX_NAME_BYTES = 64 * 1024  # user, client and instance names in one update, at most
 MAX_UPDATE_BYTES = MAX_BATCH_BYTES - UPDATE_FIELDS_BYTES - MAX_NAME_BYTES  # alone in an entry
 APPEND_ATTEMPTS = 20  # lost races retried within one append before SeqConflict
-# One document's part of an append not done by then fails (unless the URL sets
-# timeoutMS, which then holds): a connection that stalls (a member gone without a
-# word, a half-open socket) would otherwise hold the writer, and every acknowledgement
-# behind it, for as long as the socket lives. The writer tries again, and that try
-# finds what this one stored. Per document, so that a batch over many makes progress.
-APPEND_TIMEOUT_S = 30.0
 RACE_PAUSE_S = 0.002
 DUPLICATE_INDEX = re.compile(r"index: (\S+) dup key")
 
@@ -83,11 +69,10 @@ class MongoLog(MongoBase):
             for doc in creating(updates):
                 # Created by its first write, with the epoch its room was given; or
                 # created meanwhile by another writer: then its updates join that.
-                with self._deadline():
-                    await self._ensure_document(doc, by_doc[doc][0].time_s, epochs[doc])
-                    row = await self._documents.with_options(read_concern=LOCAL).find_one(
-                        {"_id": doc}, {"epoch": 1}
-                    )
+                await self._ensure_document(doc, by_doc[doc][0].time_s, epochs[doc])
+                row = await self._documents.with_options(read_concern=LOCAL).find_one(
+                    {"_id": doc}, {"epoch": 1}
+                )
                 if row is None:  # deleted at once
                     raise DocumentChanged({doc: epochs[doc]})
                 if row["epoch"] != epochs[doc] and any(u.first for u in by_doc[doc]):
@@ -97,40 +82,29 @@ class MongoLog(MongoBase):
                 by_doc[doc] = [dataclasses.replace(u, epoch=row["epoch"]) for u in by_doc[doc]]
             # Every document's row is read first: whether its updates were made for
             # it, and (for all) whether what this instance remembers of it still holds.
-            changed: dict[str, str] = {}
-            for doc in by_doc:
-                with self._deadline():
-                    if not await self._is_epoch(doc, epochs.get(doc)):
-                        changed[doc] = epochs[doc]
+            changed = {
+                doc: epochs[doc] for doc in by_doc if not await self._is_epoch(doc, epochs.get(doc))
+            }
             if changed:
                 raise DocumentChanged(changed)
             for doc, mine in by_doc.items():
-                with self._deadline():
-                    records, heads[doc] = await self._write(doc, mine, epochs.get(doc))
-                stored.update(zip((u.submission for u in mine), records, strict=True))
+                batches = _batches(mine)
+                last_seq = 0
+                for batch in batches:
+                    records = await self._append_batch(doc, batch)
+                    stored.update(zip((u.submission for u in batch), records, strict=True))
+                    last_seq = records[-1].seq
+                if doc in epochs and not await self._is_epoch(doc, epochs[doc]):
+                    # Deleted while this was inserted: take it back. (A deletion
+                    # removes the row first, then the log: one of the two sees the
+                    # other, so no entry outlives its document.)
+                    await self._log.delete_many(
+                        {"_id": {"$in": [b[0].submission for b in batches]}}
+                    )
+                    raise DocumentChanged({doc: epochs[doc]})
+                heads[doc] = await self._after_append(doc, mine, last_seq)
         self.stats.append_batches += 1
         return AppendResult([stored[u.submission] for u in updates], heads)
-
-    def _deadline(self) -> AbstractContextManager[None]:
-        """The time one document's part of an append has (APPEND_TIMEOUT_S)."""
-        return pymongo.timeout(None if "timeoutms" in url_options(self.url) else APPEND_TIMEOUT_S)
-
-    async def _write(
-        self, doc: str, mine: list[NewUpdate], epoch: str | None
-    ) -> tuple[list[UpdateRecord], DocumentHead]:
-        """Insert a document's updates (in entries of at most MAX_BATCH_BYTES) and
-        bring its ``documents`` entry up to date: their records, and its head."""
-        batches = _batches(mine)
-        records: list[UpdateRecord] = []
-        for batch in batches:
-            records += await self._append_batch(doc, batch)
-        if epoch is not None and not await self._is_epoch(doc, epoch):
-            # Deleted while this was inserted: take it back. (A deletion removes the
-            # row first, then the log: one of the two sees the other, so no entry
-            # outlives its document.)
-            await self._log.delete_many({"_id": {"$in": [b[0].submission for b in batches]}})
-            raise DocumentChanged({doc: epoch})
-        return records, await self._after_append(doc, mine, records[-1].seq)
 
     async def _append_batch(self, doc: str, batch: list[NewUpdate]) -> list[UpdateRecord]:
         """Insert one log entry after the document's last, renumbering it when another
