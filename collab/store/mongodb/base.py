@@ -34,14 +34,6 @@ LOCAL = ReadConcern("local")
 KNOWN_DOCUMENTS_KEPT = 10_000  # documents whose entry and next seq this instance remembers
 AWARENESS_KEPT_S = 60.0  # expired presence is deleted (by the TTL index) after this
 SERVER_SELECTION_TIMEOUT_MS = 5000  # unless the URL says otherwise
-# Unless the URL sets socketTimeoutMS or timeoutMS: how long a read from a connection
-# may wait. A connection that stalls without closing (a member gone without a word, a
-# half-open socket) would otherwise hold an append, and every acknowledgement behind
-# it, or a change stream, for as long as the socket lives; the append fails then (the
-# writer tries again, and the try finds what the stalled one stored) and the stream
-# is opened again from its resume token. A change stream's wait (FEED_AWAIT_MIN_S, at
-# least) stays well under it.
-SOCKET_TIMEOUT_MS = 30_000
 DUPLICATE_KEY = 11000
 
 
@@ -60,13 +52,6 @@ def database_from_url(url: str) -> str:
     if any(c in database for c in '/\\. "$\0'):
         raise ValueError(f"{database!r} is not a valid MongoDB database name")
     return database
-
-
-def url_options(url: str) -> set[str]:
-    """The names of the options the URL's query sets, in lower case (MongoDB's
-    option names are case-insensitive)."""
-    query = url.partition("?")[2]
-    return {name.lower() for name, _ in urllib.parse.parse_qsl(query, keep_blank_values=True)}
 
 
 @contextlib.contextmanager
@@ -121,11 +106,8 @@ class MongoBase(Store):
 
     async def open(self) -> None:
         options: dict[str, Any] = {"tz_aware": False}
-        given = url_options(self.url)
-        if "serverselectiontimeoutms" not in given:
+        if "serverselectiontimeoutms" not in self.url.lower():
             options["serverSelectionTimeoutMS"] = SERVER_SELECTION_TIMEOUT_MS
-        if not given & {"sockettimeoutms", "timeoutms"}:
-            options["socketTimeoutMS"] = SOCKET_TIMEOUT_MS
         with store_errors("reading the URL"):
             self._client = AsyncMongoClient(self.url, **options)
         try:

@@ -24,9 +24,6 @@ from collab.store.mongodb.log import deletion_of, records_of
 from collab.store.records import FeedPosition, FeedRecord
 
 FEED_AWAIT_MIN_S = 0.5  # a change stream waits this long for a change before asking again
-# ... and at most this long, whatever its poll_s: the wait must stay well under the
-# connection's read timeout (SOCKET_TIMEOUT_MS), past which a stalled stream fails.
-FEED_AWAIT_MAX_S = 5.0
 # The feed's change stream is reopened (from its resume token) to follow documents
 # the instance came to hold at most this often: a burst of loads costs one reopen.
 # Until then, and until the stream next answers (FEED_AWAIT_MIN_S when quiet), a
@@ -162,7 +159,7 @@ async def watch(
         stream = await collection.watch(
             [{"$match": match}],
             resume_after=after,
-            max_await_time_ms=int(min(max(poll_s, FEED_AWAIT_MIN_S), FEED_AWAIT_MAX_S) * 1000),
+            max_await_time_ms=int(max(poll_s, FEED_AWAIT_MIN_S) * 1000),
         )
     except OperationFailure as exc:
         raise _stream_error(exc) from exc
