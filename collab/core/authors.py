@@ -293,11 +293,14 @@ async def index_sources(
     budget: ReadBudget | None = None,
     *,
     nearest: SnapshotRecord | None = None,
+    known: Sequence[UpdateRecord] = (),
 ) -> tuple[bytes | None, list[UpdateRecord]]:
     """The newest authors index kept at or before ``seq`` and the log entries after
     it up to ``seq``. Snapshots written before indexes were kept have none: an
     older one's is taken (or the whole log's). ``nearest``: the newest snapshot at
-    or before ``seq``, when the caller read it already (it is not read again)."""
+    or before ``seq``, when the caller read it already (it is not read again).
+    ``known``: log entries the caller read already, a run ending at ``seq`` (those
+    of a version's sources): they are not read again, nor held twice."""
     base: bytes | None = None
     base_seq = 0
     if nearest is not None and nearest.seq <= seq:
@@ -309,8 +312,14 @@ async def index_sources(
             base, base_seq = snapshot.authors, snapshot.seq
             break
         snapshot = await store.latest_snapshot(doc, at_or_before_seq=snapshot.seq - 1)
-    records = await read_log(store, doc, base_seq, seq, budget, f"finding the authors at seq {seq}")
-    return base, records
+    kept = [record for record in known if record.seq > base_seq]
+    until = kept[0].seq - 1 if kept else seq
+    records = (
+        await read_log(store, doc, base_seq, until, budget, f"finding the authors at seq {seq}")
+        if until > base_seq
+        else []
+    )
+    return base, records + kept
 
 
 async def authors_at(
@@ -324,7 +333,9 @@ async def authors_at(
     """Who wrote what in the version after update ``seq`` (default: the latest).
     ``budget`` and ``executor`` as for collab.core.history.state_at."""
     sources = await gather_sources(store, doc, seq, budget=budget)
-    base, records = await index_sources(store, doc, sources.seq, budget, nearest=sources.snapshot)
+    base, records = await index_sources(
+        store, doc, sources.seq, budget, nearest=sources.snapshot, known=sources.updates
+    )
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(executor, authorship, sources, base, records, budget)
 
