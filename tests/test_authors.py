@@ -11,13 +11,16 @@ import json
 import time
 
 import pycrdt
+import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
-from collab.core.authors import Index, authorship
-from collab.core.history import Sources
+from collab.core.authors import Index, authorship, index_sources
+from collab.core.history import Sources, apply_log, gather_sources
+from collab.core.snapshots import EMPTY_STATE_VECTOR, encode
 from collab.store import Author, NewUpdate, SnapshotRecord, UpdateRecord
 from collab.store.memory import MemoryStore
 from collab.store.sqlite import SQLiteStore
+from collab.wire.replica import Replica
 from tests.helpers import TIMEOUT_S, typing_updates
 
 
@@ -216,3 +219,53 @@ async def test_a_snapshot_made_by_a_load_that_replayed_a_long_log_keeps_the_auth
         (half, '[null,"ann"]'),
         (count - half, '[null,"bob"]'),
     ]
+
+
+async def test_the_index_of_a_version_takes_the_log_it_was_built_from_and_reads_what_lies_before():
+    # An index at 20, a snapshot without one at 40 (an older server's), checkpoints
+    # 20 <- 0, 40 <- 20 and 50 <- 40: the versions past 50 are built from the log after
+    # 50, and their authors need the log after 20 as well. What the version read is
+    # not read again; what it did not read is.
+    store = MemoryStore()
+    await store.open()
+    typed = typing_updates(60)
+    news = [
+        NewUpdate("doc", data, float(seq), Author(user=f"user{seq // 7}"))
+        for seq, data in enumerate(typed, 1)
+    ]
+    records = (await store.append(news)).records
+    replica = Replica(name="doc")
+    vectors = {0: EMPTY_STATE_VECTOR}
+    for at, base in {20: 0, 40: 20, 50: 40}.items():
+        apply_log(replica, records[base:at])
+        index = Index()
+        index.extend(records[:at])
+        encoded = encode(
+            replica,
+            "doc",
+            at,
+            None,
+            snapshot=at != 50,
+            checkpoint_base=(base, vectors[base]),
+            authors=index.encode() if at == 20 else None,
+        )
+        if encoded.snapshot is not None:
+            await store.save_snapshot(encoded.snapshot)
+        assert encoded.checkpoint is not None
+        await store.save_checkpoint(encoded.checkpoint)
+        vectors[at] = encoded.checkpoint.state_vector
+
+    for seq in range(1, 61):
+        sources = await gather_sources(store, "doc", seq)
+        read = await index_sources(store, "doc", sources.seq, nearest=sources.snapshot)
+        taken = await index_sources(
+            store, "doc", sources.seq, nearest=sources.snapshot, known=sources.updates
+        )
+        assert taken[0] == read[0]
+        assert [r.seq for r in taken[1]] == [r.seq for r in read[1]], seq
+        assert all(any(r is u for u in sources.updates) for r in taken[1] if r.seq > 50)
+    # Entries at or before the index's own are not its log, however they are given.
+    base, log = await index_sources(store, "doc", 45, known=records[9:45])
+    assert [r.seq for r in log] == list(range(21, 46))
+    with pytest.raises(ValueError, match="end at seq 44"):
+        await index_sources(store, "doc", 45, known=records[9:44])
