@@ -1,7 +1,7 @@
 """A client writing faster than the store commits is slowed down, not refused and
 not buffered: the server stops reading its socket while the write queue is more
 than half full. 100 MB of updates (one map key overwritten with 8 KiB values, so
-the document stays small) grow the server's memory by less than 48 MiB, and every
+the document stays small) grow the server's memory by less than 52 MiB, and every
 update is acknowledged."""
 
 from __future__ import annotations
@@ -82,6 +82,6 @@ async def test_a_writer_faster_than_the_store_is_slowed_down_and_every_update_ac
     assert errors == []
     assert acked == set(range(count))
     growth_mib = (peak - baseline) / 1024
-    # Measured alone: 32-34 MiB (26-33 before snapshots kept an authors index); 57-62
+    # Measured alone: 31-38 MiB (26-33 before snapshots kept an authors index); 57-74
     # while each snapshot read its span of the log twice, once for its authors.
-    assert growth_mib < 48, f"server RSS grew {growth_mib:.1f} MiB for {TOTAL_BYTES / 1e6:.0f} MB"
+    assert growth_mib < 52, f"server RSS grew {growth_mib:.1f} MiB for {TOTAL_BYTES / 1e6:.0f} MB"

@@ -293,7 +293,8 @@ async def test_six_worst_case_reads_at_once_answer_in_seconds_and_leave_acks_fas
     # reads put on the loop on purpose). A full run's other tests (browsers, servers)
     # put a stall of up to 400 ms into an ack now and then, a tenth of the time.
     stalled = sum(seconds for seconds in beside if seconds > 0.1)
-    assert stalled < 0.5 * reading_s, (stalled, reading_s)
+    # (At least 1 s of reading counted: one late ack must not fail reads that end soon.)
+    assert stalled < 0.5 * max(reading_s, 1.0), (stalled, reading_s)
 
 
 def percentile(values: list[float], fraction: float) -> float:
