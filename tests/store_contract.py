@@ -798,7 +798,7 @@ class StoreContract:
     async def test_a_batch_of_many_documents_refuses_the_deleted_ones_then_stores_the_rest_once(
         self, store: Store
     ):
-        # More documents than a store may write side by side (the MongoDB store: 16).
+        # Many documents in one batch, two of them deleted since their updates were made.
         docs = [f"doc{i}" for i in range(40)]
         epochs = {doc: (await store.load(doc, create=True)).epoch for doc in docs}
         await store.append(
