@@ -63,12 +63,22 @@ def expiry_timer(identity: Identity, expired: Callable[[], None]) -> asyncio.Tim
     return asyncio.get_running_loop().call_later(delay, expired)
 
 
-async def then_backpressure(
+def before_reading_on(
+    pending: Awaitable[None] | None, backpressure: Callable[[], Awaitable[None] | None]
+) -> Awaitable[None] | None:
+    """What a connection awaits before it reads the peer's next message: the write
+    queue's ``backpressure``; after a message whose handling waits (``pending``: a
+    large update's check on a thread, a hook's answer), that first, then the
+    backpressure as it is by then (the update joins the queue only once ``pending``
+    is done, after the message's handling returned)."""
+    if pending is None:
+        return backpressure()
+    return _then(pending, backpressure)
+
+
+async def _then(
     pending: Awaitable[None], backpressure: Callable[[], Awaitable[None] | None]
 ) -> None:
-    """Await ``pending`` (a large update's check on a thread, a hook's answer), then
-    the write queue's ``backpressure`` as it is by then: the update joins the queue
-    only once ``pending`` is done, after the message's handling returned."""
     await pending
     waiting = backpressure()
     if waiting is not None:

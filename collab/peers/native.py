@@ -39,7 +39,7 @@ from collab.errors import (
 )
 from collab.extensions import Connection, IncomingUpdate
 from collab.names import validate_document_name
-from collab.peers.guard import InputGuard, expiry_timer, stamp, then_backpressure
+from collab.peers.guard import InputGuard, before_reading_on, expiry_timer, stamp
 from collab.peers.transport import Transport, close_reason, new_connection_id
 from collab.store import MAX_SEQ, UpdateRecord
 from collab.tasks import TaskGroup
@@ -159,9 +159,7 @@ class NativeConnection:
             self._report(CollabError("internal server error", code=ErrorCode.INTERNAL))
         if self.state is ConnectionState.CLOSING:
             return None
-        if pending is None:
-            return self._rooms.writer.backpressure()
-        return then_backpressure(pending, self._rooms.writer.backpressure)
+        return before_reading_on(pending, self._rooms.writer.backpressure)
 
     def _stop_reading(self) -> Awaitable[None]:
         """Closed for flooding: read nothing more from the socket (the flood is not

@@ -23,7 +23,7 @@ from collab.core.origin import Origin
 from collab.core.session import Session, SessionState
 from collab.errors import AccessDenied, CloseCode, CollabError, ErrorCode, Overloaded, RateLimited
 from collab.extensions import Connection, IncomingUpdate
-from collab.peers.guard import InputGuard, expiry_timer, stamp, then_backpressure
+from collab.peers.guard import InputGuard, before_reading_on, expiry_timer, stamp
 from collab.peers.transport import Transport, close_reason, new_connection_id
 from collab.wire import yjs as yjs_protocol
 from collab.wire.yjs import YJS_FRAMES, YjsKind
@@ -127,9 +127,7 @@ class YjsConnection:
             pending = self._dispatch(yjs_protocol.decode(frame))
         except Exception as exc:
             self._refuse(exc, "handling a message")
-        if pending is None:
-            return self._rooms.writer.backpressure()
-        return then_backpressure(pending, self._rooms.writer.backpressure)
+        return before_reading_on(pending, self._rooms.writer.backpressure)
 
     def _expired(self) -> None:
         """The token expired: the provider reconnects (4001 is not a 44xx code),
