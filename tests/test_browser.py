@@ -123,10 +123,34 @@ def wait_contains(page: Any, needle: str, timeout_s: float = 10) -> None:
     wait_text(page, "text.includes(arg)", needle, timeout_s)
 
 
+# Whether the caret sits after the editor's last character (another user's caret, drawn
+# in the text, aside), asked once the page has had its turn to take the key in.
+CARET_AT_END = """async () => {
+  for (let turn = 0; turn < 2; turn++) await new Promise((r) => setTimeout(r, 0));
+  const selection = getSelection();
+  const editor = document.querySelector('#editor .tiptap');
+  if (!selection.isCollapsed || !editor?.contains(selection.focusNode)) return false;
+  const rest = document.createRange();
+  rest.setStart(selection.focusNode, selection.focusOffset);
+  rest.setEndAfter(editor.lastChild);
+  const after = rest.cloneContents();
+  after.querySelectorAll('.collaboration-carets__caret').forEach((c) => c.remove());
+  return after.textContent === '';
+}"""
+
+
 def type_at_end(page: Any, words: str) -> None:
     editor = page.locator("#editor .tiptap")
     editor.focus()
-    page.keyboard.press("Control+End")
+    # The editor reads a caret moved by a key a moment later; a remote caret redrawing
+    # the line before then puts the caret back where the editor last knew it. Press
+    # again until the caret stays at the end.
+    for _ in range(20):
+        page.keyboard.press("Control+End")
+        if page.evaluate(CARET_AT_END):
+            break
+    else:
+        raise AssertionError("the caret did not stay at the end of the editor")
     page.keyboard.type(words)
 
 
@@ -462,9 +486,21 @@ def test_tabs_of_one_browser_share_edits_and_cursors_while_offline(
     # Tab two made no edit, but the document is not saved in this browser.
     two.wait_for_selector('#connection:not([data-queued="0"])', timeout=ARRIVES_S * 1000)
     assert "not saved yet" in two.inner_text("#connection")
+    # Tab one's cursor shows in tab two where tab one left it, after its last word.
     two.wait_for_function(
-        "() => [...document.querySelectorAll('#editor .collaboration-carets__label')]"
-        ".some((l) => l.textContent === 'max')",
+        """() => {
+          const label = [...document.querySelectorAll('#editor .collaboration-carets__label')]
+            .find((l) => l.textContent === 'max');
+          const caret = label?.closest('.collaboration-carets__caret');
+          if (!caret) return false;
+          const before = document.createRange();
+          before.setStart(caret.parentElement, 0);
+          before.setEndBefore(caret);
+          const after = document.createRange();
+          after.setStartAfter(caret);
+          after.setEndAfter(caret.parentElement.lastChild);
+          return before.toString() === 'Typed in tab one.' && after.toString() === '';
+        }""",
         timeout=ARRIVES_S * 1000,
         polling=POLL_MS,
     )
