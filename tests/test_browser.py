@@ -139,9 +139,8 @@ CARET_AT_END = """async () => {
 }"""
 
 
-def type_at_end(page: Any, words: str) -> None:
-    editor = page.locator("#editor .tiptap")
-    editor.focus()
+def caret_to_end(page: Any) -> None:
+    page.locator("#editor .tiptap").focus()
     # The editor reads a caret moved by a key a moment later; a remote caret redrawing
     # the line before then puts the caret back where the editor last knew it. Press
     # again until the caret stays at the end.
@@ -151,6 +150,10 @@ def type_at_end(page: Any, words: str) -> None:
             break
     else:
         raise AssertionError("the caret did not stay at the end of the editor")
+
+
+def type_at_end(page: Any, words: str) -> None:
+    caret_to_end(page)
     page.keyboard.type(words)
 
 
@@ -1156,8 +1159,7 @@ def test_presence_colours_stay_apart_and_labels_of_close_carets_do_not_overlap(
     wait_saved(cid)
     for page, offset in ((eve, 1), (yan, 2)):
         wait_contains(page, "abcdef", ARRIVES_S)
-        page.locator("#editor .tiptap").focus()
-        page.keyboard.press("Control+End")
+        caret_to_end(page)
         for _ in range(offset):
             page.keyboard.press("ArrowLeft")
     # Cid sees eve's and yan's carets one and two letters before the end of her text.
