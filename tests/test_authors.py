@@ -16,6 +16,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 from collab.core.authors import Index, authorship, index_sources
 from collab.core.history import Sources, apply_log, gather_sources
+from collab.core.limits import BudgetExceeded, ReadBudget
 from collab.core.snapshots import EMPTY_STATE_VECTOR, encode
 from collab.store import Author, NewUpdate, SnapshotRecord, UpdateRecord
 from collab.store.memory import MemoryStore
@@ -269,3 +270,39 @@ async def test_the_index_of_a_version_takes_the_log_it_was_built_from_and_reads_
     assert [r.seq for r in log] == list(range(21, 46))
     with pytest.raises(ValueError, match="end at seq 44"):
         await index_sources(store, "doc", 45, known=records[9:44])
+
+
+async def test_the_snapshots_walked_to_find_an_index_are_charged_to_the_read():
+    # Snapshots of an older server have no index: finding one reads each snapshot
+    # before it, whole. Those reads are the request's, like its log's.
+    store = MemoryStore()
+    await store.open()
+    news = [NewUpdate("doc", data, float(seq)) for seq, data in enumerate(typing_updates(60), 1)]
+    records = (await store.append(news)).records
+    index = Index()
+    index.extend(records[:20])
+    kept = [
+        SnapshotRecord("doc", 20, b"s" * 3000, 20.0, b"", authors=index.encode()),
+        SnapshotRecord("doc", 40, b"s" * 5000, 40.0, b"w" * 100),
+        SnapshotRecord("doc", 50, b"s" * 7000, 50.0, b""),
+    ]
+    for snapshot in kept:
+        await store.save_snapshot(snapshot)
+    snapshots = sum(len(s.data) + len(s.waiting or b"") + len(s.authors or b"") for s in kept)
+    log = sum(len(r.data) for r in records[20:60])
+
+    budget = ReadBudget(updates=1000, bytes_=10**6, cpu_s=10)
+    base, found = await index_sources(store, "doc", 60, budget)
+    assert base == kept[0].authors and [r.seq for r in found] == list(range(21, 61))
+    assert budget.max_bytes - budget.bytes_left == snapshots + log
+    # The snapshot the caller read and charged is not charged again.
+    budget = ReadBudget(updates=1000, bytes_=10**6, cpu_s=10)
+    await index_sources(store, "doc", 60, budget, nearest=kept[2])
+    assert budget.max_bytes - budget.bytes_left == snapshots - 7000 + log
+
+    # Too little for the snapshots: refused before the log is read.
+    budget = ReadBudget(updates=1000, bytes_=snapshots - 1, cpu_s=10)
+    rows = store.stats.log_rows_read
+    with pytest.raises(BudgetExceeded, match="finding the authors at seq 60"):
+        await index_sources(store, "doc", 60, budget)
+    assert store.stats.log_rows_read == rows

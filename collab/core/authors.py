@@ -300,28 +300,38 @@ async def index_sources(
     older one's is taken (or the whole log's). ``nearest``: the newest snapshot at
     or before ``seq``, when the caller read it already (it is not read again).
     ``known``: log entries the caller read already, a run ending at ``seq`` (those
-    of a version's sources): they are not read again, nor held twice."""
+    of a version's sources): they are not read again, nor held twice. Each snapshot
+    it reads is charged to ``budget`` whole, what it holds besides the index too."""
+    doing = f"finding the authors at seq {seq}"
     base: bytes | None = None
     base_seq = 0
     if nearest is not None and nearest.seq <= seq:
         snapshot: SnapshotRecord | None = nearest
     else:
-        snapshot = await store.latest_snapshot(doc, at_or_before_seq=seq)
+        snapshot = await _charged_snapshot(store, doc, seq, budget, doing)
     while snapshot is not None:
         if snapshot.authors is not None:
             base, base_seq = snapshot.authors, snapshot.seq
             break
-        snapshot = await store.latest_snapshot(doc, at_or_before_seq=snapshot.seq - 1)
+        snapshot = await _charged_snapshot(store, doc, snapshot.seq - 1, budget, doing)
     kept = [record for record in known if record.seq > base_seq]
     if kept and kept[-1].seq != seq:
         raise ValueError(f"the known log entries end at seq {kept[-1].seq}, not at {seq}")
     until = kept[0].seq - 1 if kept else seq
-    records = (
-        await read_log(store, doc, base_seq, until, budget, f"finding the authors at seq {seq}")
-        if until > base_seq
-        else []
-    )
+    records = await read_log(store, doc, base_seq, until, budget, doing) if until > base_seq else []
     return base, records + kept
+
+
+async def _charged_snapshot(
+    store: Store, doc: str, at_or_before_seq: int, budget: ReadBudget | None, doing: str
+) -> SnapshotRecord | None:
+    """The newest snapshot at or before ``at_or_before_seq``, its bytes charged to
+    ``budget``: the store reads all of it, to find an index or to find none."""
+    snapshot = await store.latest_snapshot(doc, at_or_before_seq=at_or_before_seq)
+    if budget is not None and snapshot is not None:
+        held = (snapshot.data, snapshot.waiting or b"", snapshot.authors or b"")
+        budget.charge(doing, bytes_=sum(len(part) for part in held))
+    return snapshot
 
 
 async def authors_at(
