@@ -35,9 +35,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
     "--disable-quic",
-    # The tabs of one context (one user's tabs) share a renderer process: 10-15% less
-    # of Chromium's CPU over the same page loads, measured.
-    "--process-per-site",
 ]
 # A test's wait on a check in a page runs the check every 50 ms, not at every
 # animation frame (Playwright's default): the checks read the whole editor, sixty
