@@ -64,6 +64,10 @@ log = logging.getLogger("collab")
 # Inside the package (collab/static links to the repository's static/ folder, and the
 # wheel carries the files), so an installed server finds its page wherever it runs.
 DEFAULT_STATIC_DIR = Path(__file__).resolve().parent / "static"
+# How long a stopping server waits for its peers to answer the close frame and for
+# HTTP requests under way to end, before it drops what is left. A peer answers in a
+# round trip; Tornado alone would wait 5 s for each WebSocket.
+SHUTDOWN_CLOSE_S = 2.0
 
 
 class CollabServer:
@@ -90,6 +94,7 @@ class CollabServer:
             hooks=Hooks(extensions, settings, self.store, revoked=self.auth.is_revoked),
         )
         self.sockets: set[SocketHandler] = set()
+        self._sockets_closed: asyncio.Event | None = None  # set once none is left (stop)
         self.connections = ConnectionCounts(settings.max_connections_per_ip)
         # While addresses are capped, one of them holds at most half the slots.
         capped = settings.max_connections_per_ip > 0
@@ -261,6 +266,8 @@ class CollabServer:
         self.connections.close(handler.counted_as)
         self.handshakes.end(handler.counted_as)
         self.sockets.discard(handler)
+        if not self.sockets and self._sockets_closed is not None:
+            self._sockets_closed.set()
         connection, handler.connection = handler.connection, None  # (a cycle, else)
         if connection is not None and not self.tasks.closed:
             self.tasks.spawn(connection.close(), name=f"close {connection}")
@@ -287,12 +294,32 @@ class CollabServer:
         for handler in handlers:
             handler.close(CloseCode.SERVICE_RESTART, "server restarting; reconnect")
         await asyncio.gather(*(h.connection.close() for h in handlers if h.connection is not None))
+        await self._close_what_is_open(SHUTDOWN_CLOSE_S)
         await self.tasks.close()
         await self.webhooks.stop()
         await self.rooms.close()
         await self.reads.close()
         await self.store.close()
         log.info("stopped")
+
+    async def _close_what_is_open(self, within_s: float) -> None:
+        """Once the peers were told: the WebSockets whose peers have not answered
+        the close within ``within_s`` are dropped, and the HTTP connections kept
+        alive between requests are closed (a request under way is given as long to
+        end), so that a stopped server holds no socket. (Tornado leaves
+        both open: an embedding application's loop would keep serving them.)"""
+        if self.sockets:
+            self._sockets_closed = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._sockets_closed.wait(), within_s)
+            except TimeoutError:
+                for handler in list(self.sockets):
+                    handler.abort()
+        if self._http is not None:
+            try:
+                await asyncio.wait_for(self._http.close_all_connections(), within_s)
+            except TimeoutError:
+                log.warning("shutdown: HTTP requests still under way after %.0fs", within_s)
 
     async def __aenter__(self) -> CollabServer:
         await self.start()

@@ -7,10 +7,12 @@ resend those, so nothing acknowledged depends on them."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Sequence
 
 import pycrdt
 
+from collab.app import SHUTDOWN_CLOSE_S
 from collab.errors import CloseCode
 from collab.store import AppendResult, NewUpdate
 from collab.store.sqlite import SQLiteStore
@@ -56,3 +58,64 @@ async def test_shutdown_stores_and_acknowledges_pending_writes_then_closes_with_
         doc.apply_update(record.data)
     assert [r.seq for r in stored] == list(range(1, applied + 1))
     assert str(doc.get("text", type=pycrdt.Text)) == "".join(f"{i}," for i in range(applied))
+
+
+async def read_to_end(reader: asyncio.StreamReader, within_s: float) -> bytes:
+    """What the server sends until it closes the connection (EOF)."""
+    return await asyncio.wait_for(reader.read(), within_s)
+
+
+async def test_a_stopped_server_leaves_no_socket_open(settings, start_server, connect):
+    # A peer that answers the close frame (the client), one that never does (a raw
+    # socket), and an HTTP connection kept alive between requests. Tornado alone
+    # keeps the last two open past the server's stop: an application that embeds
+    # the server goes on serving them.
+    server = await start_server(settings)
+    host = f"127.0.0.1:{server.port}"
+    client = await connect(server)
+    await client.subscribe("open")
+    kept_alive = await asyncio.open_connection("127.0.0.1", server.port)
+    silent = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        kept_alive[1].write(f"GET /api/documents HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        head = await kept_alive[0].readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        length = re.search(rb"(?i)content-length: (\d+)", head)
+        assert length is not None
+        await kept_alive[0].readexactly(int(length.group(1)))
+        silent[1].write(
+            f"GET /yjs/open HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            f"Sec-WebSocket-Version: 13\r\nOrigin: http://{host}\r\n\r\n".encode()
+        )
+        assert (await silent[0].readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+        await wait_until(lambda: len(server.sockets) == 2)
+
+        started = asyncio.get_running_loop().time()
+        await server.stop()
+        took = asyncio.get_running_loop().time() - started
+
+        await client.closed()
+        assert client.close_code == CloseCode.SERVICE_RESTART
+        # The silent peer got the close frame (1012), then the server dropped it.
+        close_frame = bytes([0x88, 2 + len(b"server restarting; reconnect")])
+        assert close_frame + (1012).to_bytes(2, "big") in await read_to_end(silent[0], 1)
+        assert await read_to_end(kept_alive[0], 1) == b""
+        assert SHUTDOWN_CLOSE_S <= took < SHUTDOWN_CLOSE_S + 1
+        assert not server.sockets
+    finally:
+        for _, writer in (kept_alive, silent):
+            writer.close()
+
+
+async def test_a_stop_whose_peers_answer_does_not_wait(settings, start_server, connect):
+    server = await start_server(settings)
+    clients = [await connect(server) for _ in range(3)]
+    for client in clients:
+        await client.subscribe("quick")
+    started = asyncio.get_running_loop().time()
+    await server.stop()
+    assert asyncio.get_running_loop().time() - started < SHUTDOWN_CLOSE_S / 2
+    for client in clients:
+        await client.closed()
+        assert client.close_code == CloseCode.SERVICE_RESTART

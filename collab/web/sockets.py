@@ -160,6 +160,7 @@ class SocketHandler(RedactingHandlerMixin, tornado.websocket.WebSocketHandler):
     __slots__ = (
         "_bytes_in",
         "_bytes_out",
+        "_closing",
         "_drain_waiters",
         "_flush_queued",
         "_heard",
@@ -193,6 +194,9 @@ class SocketHandler(RedactingHandlerMixin, tornado.websocket.WebSocketHandler):
         self._heard = time.monotonic()  # when the peer last sent anything
         self._held = False  # reading waits for what a message's handling returned
         self._paused: asyncio.Future[None] | None = None  # reading stopped (shutdown)
+        # The protocol once the close frame is out (Tornado lets go of it then): until
+        # the peer answers, abort() drops it.
+        self._closing: tornado.websocket.WebSocketProtocol | None = None
         # Tornado sets these later (_execute, get). Set now, while the first
         # handler is made, they join the attribute names its class's instances
         # share; a handler made before that first one reached them (a burst of
@@ -429,9 +433,10 @@ class SocketHandler(RedactingHandlerMixin, tornado.websocket.WebSocketHandler):
         self._heard = time.monotonic()
 
     def abort(self) -> None:
-        """Drop the connection at once, without a close handshake."""
+        """Drop the connection at once, without a close handshake, or without
+        waiting for the peer's answer to one."""
         self._drop_outbox()
-        connection = self.ws_connection
+        connection = self.ws_connection or self._closing
         if connection is not None:
             # Tornado's own abort: closes the stream, then on_close runs.
             connection._abort()  # type: ignore[attr-defined]
@@ -478,6 +483,7 @@ class SocketHandler(RedactingHandlerMixin, tornado.websocket.WebSocketHandler):
                 self.server.metrics.closed(code)
             if self._outbox:
                 self._flush_before_close()
+            self._closing = connection
         super().close(code, reason)
         if self._paused is not None and not self._paused.done():
             # Reading stopped for a shutdown goes on once the close frame is sent:
@@ -509,6 +515,7 @@ class SocketHandler(RedactingHandlerMixin, tornado.websocket.WebSocketHandler):
             self.server.handshakes.end(self.counted_as)
 
     def on_close(self) -> None:
+        self._closing = None
         self._drop_outbox()
         self._flush_queued = False
         if self._paused is not None and not self._paused.done():
