@@ -64,9 +64,10 @@ log = logging.getLogger("collab")
 # Inside the package (collab/static links to the repository's static/ folder, and the
 # wheel carries the files), so an installed server finds its page wherever it runs.
 DEFAULT_STATIC_DIR = Path(__file__).resolve().parent / "static"
-# How long a stopping server waits for its peers to answer the close frame and for
-# HTTP requests under way to end, before it drops what is left. A peer answers in a
-# round trip; Tornado alone would wait 5 s for each WebSocket.
+# How long a stopping server waits for its peers to answer the close frame, and for
+# Tornado to end its serving of the HTTP connections it closed, before it drops what
+# is left. A peer answers in a round trip; Tornado alone would wait 5 s for each
+# WebSocket.
 SHUTDOWN_CLOSE_S = 2.0
 
 
@@ -304,9 +305,9 @@ class CollabServer:
 
     async def _close_what_is_open(self, within_s: float) -> None:
         """Once the peers were told: the WebSockets whose peers have not answered
-        the close within ``within_s`` are dropped, and the HTTP connections kept
-        alive between requests are closed (a request under way is given as long to
-        end), so that a stopped server holds no socket. (Tornado leaves
+        the close within ``within_s`` are dropped, and the HTTP connections are
+        closed, those kept alive between requests and those with a request under way
+        (cut, unanswered), so that a stopped server holds no socket. (Tornado leaves
         both open: an embedding application's loop would keep serving them.)"""
         if self.sockets:
             self._sockets_closed = asyncio.Event()
@@ -316,10 +317,14 @@ class CollabServer:
                 for handler in list(self.sockets):
                     handler.abort()
         if self._http is not None:
-            try:
-                await asyncio.wait_for(self._http.close_all_connections(), within_s)
-            except TimeoutError:
-                log.warning("shutdown: HTTP requests still under way after %.0fs", within_s)
+            late = await self._http.close_connections(within_s)
+            if late:
+                log.warning(
+                    "shutdown: %d HTTP requests still under way after %gs (their sockets "
+                    "are closed)",
+                    late,
+                    within_s,
+                )
 
     async def __aenter__(self) -> CollabServer:
         await self.start()

@@ -7,16 +7,20 @@ resend those, so nothing acknowledged depends on them."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import Sequence
 
 import pycrdt
 
+from collab import app
 from collab.app import SHUTDOWN_CLOSE_S
+from collab.auth import Identity
 from collab.errors import CloseCode
+from collab.extensions import Extension, Request
 from collab.store import AppendResult, NewUpdate
 from collab.store.sqlite import SQLiteStore
-from tests.helpers import wait_until
+from tests.helpers import TIMEOUT_S, wait_until
 
 
 class SlowStore(SQLiteStore):
@@ -119,3 +123,48 @@ async def test_a_stop_whose_peers_answer_does_not_wait(settings, start_server, c
     for client in clients:
         await client.closed()
         assert client.close_code == CloseCode.SERVICE_RESTART
+
+
+class HeldLogin(Extension):
+    """Holds every request's authentication until released: a slow session store."""
+
+    def __init__(self) -> None:
+        self.waiting = 0
+        self.release = asyncio.Event()
+
+    async def on_authenticate(self, request: Request) -> Identity | None:
+        self.waiting += 1
+        await self.release.wait()
+        return None
+
+
+async def test_requests_waiting_on_a_hook_are_all_closed_at_once_and_do_not_hold_the_stop(
+    settings, start_server, monkeypatch, caplog
+):
+    # An API request's head is decided (ApiHandler.prepare: the on_authenticate hook)
+    # before Tornado ends its serving of the connection. Tornado's own
+    # close_all_connections closed one connection at a time, each once the last one's
+    # serving ended, and that serving swallows a cancellation: the stop waited for
+    # every hook, the later connections open meanwhile.
+    monkeypatch.setattr(app, "SHUTDOWN_CLOSE_S", 0.5)
+    login = HeldLogin()
+    server = await start_server(settings.replace(hook_timeout_s=60.0), extensions=[login])
+    streams = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(3)]
+    try:
+        for _, writer in streams:
+            writer.write(
+                f"GET /api/documents HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n\r\n".encode()
+            )
+        await wait_until(lambda: login.waiting == len(streams))
+        caplog.set_level(logging.WARNING, logger="collab")
+        stopping = asyncio.ensure_future(server.stop())
+        for reader, _ in streams:
+            assert await asyncio.wait_for(reader.read(), TIMEOUT_S) == b""
+        done, _ = await asyncio.wait({stopping}, timeout=TIMEOUT_S)
+        assert stopping in done
+        assert any("still under way" in r.getMessage() for r in caplog.records)
+    finally:
+        login.release.set()
+        for _, writer in streams:
+            writer.close()
+        await server.stop()

@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 from collections import Counter
@@ -139,6 +140,23 @@ class Listener(tornado.httpserver.HTTPServer):
         if self.counts.admitted(stream):  # one over its cap is refused at its head
             self.handshakes.begin(stream, remote)
         super().handle_stream(stream, address)
+
+    async def close_connections(self, within_s: float) -> int:
+        """Close every HTTP connection's socket now (a request under way is cut,
+        unanswered), then give Tornado up to ``within_s`` to end its serving of
+        them; returns how many it had not ended (a request whose head waits on a
+        hook, ApiHandler.prepare: its serving ends with the hook). Tornado's
+        close_all_connections closes one connection at a time, each once the last
+        one's serving has ended, and that serving swallows a cancellation: no
+        timeout bounds it, and the connections after one such request stay open."""
+        connections = list(self._connections)
+        for connection in connections:
+            connection.stream.close()
+        serving = [c._serving_future for c in connections if c._serving_future is not None]
+        if not serving:
+            return 0
+        _, late = await asyncio.wait(serving, timeout=within_s)
+        return len(late)
 
     def on_close(self, server_conn: object) -> None:
         super().on_close(server_conn)
