@@ -65,6 +65,8 @@ class ApiHandler(RedactingHandlerMixin, tornado.web.RequestHandler):
     async def prepare(self) -> None:
         if self.authenticated:
             await self.authenticate()
+        if self.server.stopping:  # it stopped while a hook decided who asks
+            raise tornado.web.HTTPError(503, "the server is stopping")
         limit = self.max_body_bytes(self.server.settings)
         declared = self.request.headers.get("Content-Length", "0").strip()
         if declared.isdigit() and int(declared) > limit:

@@ -220,6 +220,14 @@ class SocketHandler(RedactingHandlerMixin, tornado.websocket.WebSocketHandler):
         self._upgraded = True
         return self.detach()
 
+    def _stopped_meanwhile(self) -> bool:
+        """The server stopped while the handshake's hook decided: the socket, never
+        counted among the server's, closes as the others did (1012)."""
+        if not self.server.stopping:
+            return False
+        self.close(CloseCode.SERVICE_RESTART, "server restarting; reconnect")
+        return True
+
     def _release_handshake(self) -> None:
         """Once open has read what it needs (the token, the hooks' Request), let go
         of what only the HTTP upgrade used: its connection objects, its request's
@@ -541,6 +549,8 @@ class NativeSocketHandler(SocketHandler):
                 )
             except CollabError as exc:
                 refusal = exc
+        if self._stopped_meanwhile():
+            return
         self._release_handshake()
         self.connection = NativeConnection(
             self,
@@ -578,6 +588,8 @@ class YjsSocketHandler(SocketHandler):
             return
         except CollabError as exc:  # refused: by the token's check, or an extension's
             self.close(exc.close_code or CloseCode.FORBIDDEN, close_reason(exc.message))
+            return
+        if self._stopped_meanwhile():
             return
         self._release_handshake()
         self.connection = YjsConnection(
