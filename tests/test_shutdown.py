@@ -209,3 +209,26 @@ async def test_what_a_hook_let_in_after_the_stop_is_turned_away(
         for peer in peers:
             peer.close()
         post[1].close()
+
+
+async def test_an_http_write_stored_during_the_stop_gets_its_answer(
+    tmp_path, settings, start_server
+):
+    # The stop stores what was accepted; a write over HTTP among it is answered
+    # before its connection is closed (its update is stored: a lost answer would
+    # have its client send it again).
+    server = await start_server(settings, SlowStore(tmp_path / "slow.db"))
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    body = b'{"edits": [{"op": "text.insert", "root": "text", "text": "kept"}]}'
+    try:
+        writer.write(
+            f"POST /api/documents/w/updates HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        await wait_until(lambda: (room := server.rooms.get("w")) and room.pending_writes > 0)
+        await server.stop()
+        answer = await asyncio.wait_for(reader.read(), TIMEOUT_S)
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    finally:
+        writer.close()
