@@ -7,6 +7,7 @@ resend those, so nothing acknowledged depends on them."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 from collections.abc import Sequence
@@ -64,6 +65,19 @@ async def test_shutdown_stores_and_acknowledges_pending_writes_then_closes_with_
     assert str(doc.get("text", type=pycrdt.Text)) == "".join(f"{i}," for i in range(applied))
 
 
+async def post_text_insert(
+    port: int, doc: str, text: str
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A raw POST of one text insert to ``doc``, its answer left to read."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    body = json.dumps({"edits": [{"op": "text.insert", "root": "text", "text": text}]})
+    writer.write(
+        f"POST /api/documents/{doc}/updates HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}".encode()
+    )
+    return reader, writer
+
+
 async def read_to_end(reader: asyncio.StreamReader, within_s: float) -> bytes:
     """What the server sends until it closes the connection (EOF)."""
     return await asyncio.wait_for(reader.read(), within_s)
@@ -80,7 +94,7 @@ async def test_a_stopped_server_leaves_no_socket_open(settings, start_server, co
     client = await connect(server)
     await client.subscribe("open")
     kept_alive = await asyncio.open_connection("127.0.0.1", server.port)
-    silent = await asyncio.open_connection("127.0.0.1", server.port)
+    silent = await SilentPeer.connect(server.port, "/yjs/open")
     try:
         kept_alive[1].write(f"GET /api/documents HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
         head = await kept_alive[0].readuntil(b"\r\n\r\n")
@@ -88,12 +102,6 @@ async def test_a_stopped_server_leaves_no_socket_open(settings, start_server, co
         length = re.search(rb"(?i)content-length: (\d+)", head)
         assert length is not None
         await kept_alive[0].readexactly(int(length.group(1)))
-        silent[1].write(
-            f"GET /yjs/open HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
-            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-            f"Sec-WebSocket-Version: 13\r\nOrigin: http://{host}\r\n\r\n".encode()
-        )
-        assert (await silent[0].readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
         await wait_until(lambda: len(server.sockets) == 2)
 
         started = asyncio.get_running_loop().time()
@@ -103,14 +111,14 @@ async def test_a_stopped_server_leaves_no_socket_open(settings, start_server, co
         await client.closed()
         assert client.close_code == CloseCode.SERVICE_RESTART
         # The silent peer got the close frame (1012), then the server dropped it.
-        close_frame = bytes([0x88, 2 + len(b"server restarting; reconnect")])
-        assert close_frame + (1012).to_bytes(2, "big") in await read_to_end(silent[0], 1)
+        assert await silent.read_close_code() == CloseCode.SERVICE_RESTART
+        assert await read_to_end(silent.reader, 1) == b""
         assert await read_to_end(kept_alive[0], 1) == b""
         assert 0.5 <= took < 1.5
         assert not server.sockets
     finally:
-        for _, writer in (kept_alive, silent):
-            writer.close()
+        kept_alive[1].close()
+        silent.close()
 
 
 async def test_a_stop_whose_peers_answer_does_not_wait(settings, start_server, connect):
@@ -181,13 +189,7 @@ async def test_what_a_hook_let_in_after_the_stop_is_turned_away(
     login = HeldLogin()
     server = await start_server(settings.replace(hook_timeout_s=60.0), extensions=[login])
     peers = [await SilentPeer.connect(server.port, path) for path in ("/ws", "/yjs/late")]
-    post = await asyncio.open_connection("127.0.0.1", server.port)
-    body = b'{"edits": [{"op": "text.insert", "root": "text", "text": "late"}]}'
-    post[1].write(
-        f"POST /api/documents/late/updates HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
-        + body
-    )
+    post = await post_text_insert(server.port, "late", "late")
     try:
         await wait_until(lambda: login.waiting == 3)
         await server.stop()
@@ -218,17 +220,10 @@ async def test_an_http_write_stored_during_the_stop_gets_its_answer(
     # before its connection is closed (its update is stored: a lost answer would
     # have its client send it again).
     server = await start_server(settings, SlowStore(tmp_path / "slow.db"))
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    body = b'{"edits": [{"op": "text.insert", "root": "text", "text": "kept"}]}'
+    reader, writer = await post_text_insert(server.port, "w", "kept")
     try:
-        writer.write(
-            f"POST /api/documents/w/updates HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
-            + body
-        )
         await wait_until(lambda: (room := server.rooms.get("w")) and room.pending_writes > 0)
         await server.stop()
-        answer = await asyncio.wait_for(reader.read(), TIMEOUT_S)
-        assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+        assert (await read_to_end(reader, TIMEOUT_S)).startswith(b"HTTP/1.1 200")
     finally:
         writer.close()
