@@ -14,7 +14,7 @@ import pycrdt
 import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
-from collab.core.authors import Index, authorship, index_sources
+from collab.core.authors import Index, authors_at, authorship, index_sources
 from collab.core.history import Sources, apply_log, gather_sources
 from collab.core.limits import BudgetExceeded, ReadBudget
 from collab.core.snapshots import EMPTY_STATE_VECTOR, encode
@@ -306,3 +306,50 @@ async def test_the_snapshots_walked_to_find_an_index_are_charged_to_the_read():
     with pytest.raises(BudgetExceeded, match="finding the authors at seq 60"):
         await index_sources(store, "doc", 60, budget)
     assert store.stats.log_rows_read == rows
+
+
+async def test_a_snapshot_passed_over_by_a_chain_from_the_empty_document_is_read_once():
+    # A snapshot at 20 (with its index) and a checkpoint at 40 built from the empty
+    # document: the version at 50 is the checkpoint and the log after it, its
+    # authors the index at 20 and the log after it. The snapshot is read, and
+    # charged, once.
+    store = MemoryStore()
+    await store.open()
+    news = [
+        NewUpdate("doc", data, float(seq), Author(user=f"user{seq // 7}"))
+        for seq, data in enumerate(typing_updates(60), 1)
+    ]
+    records = (await store.append(news)).records
+    index = Index()
+    index.extend(records[:20])
+    snapshot = SnapshotRecord("doc", 20, b"s" * 3000, 20.0, b"", authors=index.encode())
+    await store.save_snapshot(snapshot)
+    replica = Replica(name="doc")
+    apply_log(replica, records[:40])
+    encoded = encode(
+        replica, "doc", 40, None, snapshot=False, checkpoint_base=(0, EMPTY_STATE_VECTOR)
+    )
+    assert encoded.checkpoint is not None
+    await store.save_checkpoint(encoded.checkpoint)
+    reads = []
+    latest_snapshot = store.latest_snapshot
+
+    async def counted(doc, *, at_or_before_seq=None):
+        reads.append(at_or_before_seq)
+        return await latest_snapshot(doc, at_or_before_seq=at_or_before_seq)
+
+    store.latest_snapshot = counted
+    budget = ReadBudget(updates=1000, bytes_=10**6, cpu_s=10)
+    found = await authors_at(store, "doc", 50, budget=budget)
+
+    assert reads == [50]
+    checkpoint = len(encoded.checkpoint.data) + len(encoded.checkpoint.waiting)
+    held = len(snapshot.data) + len(snapshot.authors or b"")
+    log = sum(len(r.data) for r in records[20:50])
+    assert budget.max_bytes - budget.bytes_left == held + checkpoint + log
+    # The same authors as the whole log's, no snapshot or checkpoint taken.
+    plain = MemoryStore()
+    await plain.open()
+    await plain.append(news[:50])
+    assert found == await authors_at(plain, "doc", 50)
+    assert {a["user"] for a in found.authors} == {f"user{n}" for n in range(8)}

@@ -31,7 +31,7 @@ from typing import Any
 
 import pycrdt
 
-from collab.core.history import Log, Sources, gather_sources, read_log, rebuild
+from collab.core.history import Log, Sources, charged_snapshot, gather_sources, read_log, rebuild
 from collab.core.limits import CpuMeter, ReadBudget, cpu_meter
 from collab.errors import StoreError
 from collab.store import Author, SnapshotRecord, Store, UpdateRecord
@@ -308,30 +308,18 @@ async def index_sources(
     if nearest is not None and nearest.seq <= seq:
         snapshot: SnapshotRecord | None = nearest
     else:
-        snapshot = await _charged_snapshot(store, doc, seq, budget, doing)
+        snapshot = await charged_snapshot(store, doc, seq, budget, doing)
     while snapshot is not None:
         if snapshot.authors is not None:
             base, base_seq = snapshot.authors, snapshot.seq
             break
-        snapshot = await _charged_snapshot(store, doc, snapshot.seq - 1, budget, doing)
+        snapshot = await charged_snapshot(store, doc, snapshot.seq - 1, budget, doing)
     kept = [record for record in known if record.seq > base_seq]
     if kept and kept[-1].seq != seq:
         raise ValueError(f"the known log entries end at seq {kept[-1].seq}, not at {seq}")
     until = kept[0].seq - 1 if kept else seq
     records = await read_log(store, doc, base_seq, until, budget, doing) if until > base_seq else []
     return base, records + kept
-
-
-async def _charged_snapshot(
-    store: Store, doc: str, at_or_before_seq: int, budget: ReadBudget | None, doing: str
-) -> SnapshotRecord | None:
-    """The newest snapshot at or before ``at_or_before_seq``, its bytes charged to
-    ``budget``: the store reads all of it, to find an index or to find none."""
-    snapshot = await store.latest_snapshot(doc, at_or_before_seq=at_or_before_seq)
-    if budget is not None and snapshot is not None:
-        held = (snapshot.data, snapshot.waiting or b"", snapshot.authors or b"")
-        budget.charge(doing, bytes_=sum(len(part) for part in held))
-    return snapshot
 
 
 async def authors_at(
@@ -346,7 +334,7 @@ async def authors_at(
     ``budget`` and ``executor`` as for collab.core.history.state_at."""
     sources = await gather_sources(store, doc, seq, budget=budget)
     base, records = await index_sources(
-        store, doc, sources.seq, budget, nearest=sources.snapshot, known=sources.updates
+        store, doc, sources.seq, budget, nearest=sources.nearest, known=sources.updates
     )
     loop = asyncio.get_running_loop()
     # As tuples to a worker process, like the sources' log (each entry's data once:

@@ -81,11 +81,15 @@ def apply_stored(replica: Replica, record: UpdateRecord) -> None:
 @dataclass(frozen=True, slots=True)
 class Sources:
     """What makes a version: a snapshot (or nothing: the empty document), a chain
-    of checkpoints on top of it, then the log entries after the last of them."""
+    of checkpoints on top of it, then the log entries after the last of them.
+    ``nearest``: the newest snapshot at or before the version, as read, also when
+    the chain starts from the empty document instead (who needs it besides, the
+    authors index, need not read it again); a worker process is not given it."""
 
     snapshot: SnapshotRecord | None
     chain: tuple[Checkpoint, ...]
     updates: list[UpdateRecord]
+    nearest: SnapshotRecord | None = None
 
     @property
     def seq(self) -> int:
@@ -296,9 +300,7 @@ async def gather_sources(
     rebuild would apply) is more than ``budget`` allows, before the log is read
     past it."""
     doing = f"rebuilding the version at seq {seq}" if seq is not None else "rebuilding the document"
-    snapshot = await store.latest_snapshot(doc, at_or_before_seq=seq)
-    if budget is not None and snapshot is not None:
-        budget.charge(doing, bytes_=len(snapshot.data) + len(snapshot.waiting or b""))
+    nearest = snapshot = await charged_snapshot(store, doc, seq, budget, doing)
     base = snapshot.seq if snapshot else 0
     checkpoints = await store.checkpoints(doc, after_seq=base, until_seq=seq)
     if budget is not None:
@@ -315,7 +317,19 @@ async def gather_sources(
         first = await retained_from(store, doc)
         if first > 0 and (seq is None or seq < first):
             raise NotRetained(doc, seq or 0, first)
-    return Sources(snapshot, chain, updates)
+    return Sources(snapshot, chain, updates, nearest)
+
+
+async def charged_snapshot(
+    store: Store, doc: str, at_or_before_seq: int | None, budget: ReadBudget | None, doing: str
+) -> SnapshotRecord | None:
+    """The newest snapshot at or before ``at_or_before_seq`` (None: the newest),
+    charged to ``budget`` whole: the store reads all it holds, whatever is used."""
+    snapshot = await store.latest_snapshot(doc, at_or_before_seq=at_or_before_seq)
+    if budget is not None and snapshot is not None:
+        held = (snapshot.data, snapshot.waiting or b"", snapshot.authors or b"")
+        budget.charge(doing, bytes_=sum(len(part) for part in held))
+    return snapshot
 
 
 async def read_log(

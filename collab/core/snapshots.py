@@ -245,7 +245,7 @@ class Snapshotter:
         base = await self._checkpoint_base(doc, at)
         # Who inserted what, kept with the snapshot: the log it is made of may go.
         authors_base, authors_log = await authors.index_sources(
-            self._store, doc, at, nearest=sources.snapshot, known=sources.updates
+            self._store, doc, at, nearest=sources.nearest, known=sources.updates
         )
         loop = asyncio.get_running_loop()
         # Rebuilt and encoded on a thread: both are passes over the whole document.
