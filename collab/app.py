@@ -10,6 +10,7 @@ object, and owns their lifecycle.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -33,7 +34,7 @@ from collab.tasks import TaskGroup
 from collab.web import heartbeat
 from collab.web.accepting import Handshakes
 from collab.web.access_log import log_request
-from collab.web.api import HealthHandler, MetricsHandler, ReadyHandler, RevokeHandler
+from collab.web.api import ApiHandler, HealthHandler, MetricsHandler, ReadyHandler, RevokeHandler
 from collab.web.budget import ExpensiveReads
 from collab.web.changes import ChangesHandler
 from collab.web.documents import (
@@ -65,10 +66,11 @@ log = logging.getLogger("collab")
 # wheel carries the files), so an installed server finds its page wherever it runs.
 DEFAULT_STATIC_DIR = Path(__file__).resolve().parent / "static"
 # How long a stopping server waits for its peers to answer the close frame, and for
-# Tornado to end its serving of the HTTP connections it closed, before it drops what
-# is left. A peer answers in a round trip; Tornado alone would wait 5 s for each
-# WebSocket.
+# the HTTP requests under way to finish, before it drops what is left. A peer
+# answers in a round trip; Tornado alone would wait 5 s for each WebSocket.
 SHUTDOWN_CLOSE_S = 2.0
+# How long Tornado gets to end its serving of the HTTP connections closed at once.
+SHUTDOWN_SERVING_S = 0.2
 
 
 class CollabServer:
@@ -95,7 +97,10 @@ class CollabServer:
             hooks=Hooks(extensions, settings, self.store, revoked=self.auth.is_revoked),
         )
         self.sockets: set[SocketHandler] = set()
-        self._sockets_closed: asyncio.Event | None = None  # set once none is left (stop)
+        # API requests from their handler's prepare to its finish: a stop lets them
+        # finish before it closes the store they read.
+        self.requests: set[ApiHandler] = set()
+        self._one_ended: asyncio.Event | None = None  # (stop) a socket or request ended
         self.connections = ConnectionCounts(settings.max_connections_per_ip)
         # While addresses are capped, one of them holds at most half the slots.
         capped = settings.max_connections_per_ip > 0
@@ -252,6 +257,11 @@ class CollabServer:
     def register(self, handler: SocketHandler) -> None:
         self.sockets.add(handler)
 
+    def request_ended(self, handler: ApiHandler) -> None:
+        self.requests.discard(handler)
+        if self._one_ended is not None:
+            self._one_ended.set()
+
     def _revoked(self, identity: Identity) -> None:
         """A user's grants were revoked: their open connections end now."""
         assert identity.user is not None
@@ -267,8 +277,8 @@ class CollabServer:
         self.connections.close(handler.counted_as)
         self.handshakes.end(handler.counted_as)
         self.sockets.discard(handler)
-        if not self.sockets and self._sockets_closed is not None:
-            self._sockets_closed.set()
+        if self._one_ended is not None:
+            self._one_ended.set()
         connection, handler.connection = handler.connection, None  # (a cycle, else)
         if connection is not None and not self.tasks.closed:
             self.tasks.spawn(connection.close(), name=f"close {connection}")
@@ -304,20 +314,30 @@ class CollabServer:
         log.info("stopped")
 
     async def _close_what_is_open(self, within_s: float) -> None:
-        """Once the peers were told: the WebSockets whose peers have not answered
-        the close within ``within_s`` are dropped, and the HTTP connections are
-        closed, those kept alive between requests and those with a request under way
-        (cut, unanswered), so that a stopped server holds no socket. (Tornado leaves
-        both open: an embedding application's loop would keep serving them.)"""
-        if self.sockets:
-            self._sockets_closed = asyncio.Event()
-            try:
-                await asyncio.wait_for(self._sockets_closed.wait(), within_s)
-            except TimeoutError:
-                for handler in list(self.sockets):
-                    handler.abort()
+        """Once the peers were told: the WebSockets' peers get ``within_s`` to answer
+        the close, and the API requests under way as long to finish (an event
+        stream ends at once, its reader reconnects); the sockets still open then are
+        dropped, and every HTTP connection is closed, those kept alive between
+        requests and those whose request is still under way (cut, unanswered), so
+        that a stopped server holds no socket. (Tornado leaves both open: an
+        embedding application's loop would keep serving them.)"""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within_s
+        for request in list(self.requests):
+            request.on_server_stop()
+        while self.sockets or self.requests:
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            self._one_ended = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._one_ended.wait(), left)
+        for handler in list(self.sockets):
+            handler.abort()
         if self._http is not None:
-            late = await self._http.close_connections(within_s)
+            # What is left has had its time; the rest end their serving in a turn.
+            grace = max(deadline - loop.time(), SHUTDOWN_SERVING_S)
+            late = await self._http.close_connections(grace)
             if late:
                 log.warning(
                     "shutdown: %d HTTP requests still under way after %gs (their sockets "

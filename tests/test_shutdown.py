@@ -65,6 +65,27 @@ async def test_shutdown_stores_and_acknowledges_pending_writes_then_closes_with_
     assert str(doc.get("text", type=pycrdt.Text)) == "".join(f"{i}," for i in range(applied))
 
 
+class HeldReads(SQLiteStore):
+    """Reading the stored sizes of listed documents waits until released: a slow
+    read under way when the server stops."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.reading = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def stored_bytes(self, docs: Sequence[str]) -> dict[str, int]:
+        self.reading.set()
+        await self.release.wait()
+        return await super().stored_bytes(docs)
+
+
+async def raw_get(port: int, path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+    return reader, writer
+
+
 async def post_text_insert(
     port: int, doc: str, text: str
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -76,6 +97,15 @@ async def post_text_insert(
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}".encode()
     )
     return reader, writer
+
+
+async def stored_text_insert(port: int, doc: str) -> None:
+    reader, writer = await post_text_insert(port, doc, "text")
+    try:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT_S)
+        assert head.startswith(b"HTTP/1.1 200")
+    finally:
+        writer.close()
 
 
 async def read_to_end(reader: asyncio.StreamReader, within_s: float) -> bytes:
@@ -227,3 +257,55 @@ async def test_an_http_write_stored_during_the_stop_gets_its_answer(
         assert (await read_to_end(reader, TIMEOUT_S)).startswith(b"HTTP/1.1 200")
     finally:
         writer.close()
+
+
+async def test_a_read_under_way_is_answered_before_the_stop_closes_the_store(
+    tmp_path, settings, start_server
+):
+    store = HeldReads(tmp_path / "held.db")
+    server = await start_server(settings, store)
+    await stored_text_insert(server.port, "listed")
+    reader, writer = await raw_get(server.port, "/api/documents")
+    try:
+        await asyncio.wait_for(store.reading.wait(), TIMEOUT_S)
+        loop = asyncio.get_running_loop()
+        stopping = asyncio.ensure_future(server.stop())
+        await asyncio.sleep(0.2)
+        assert not stopping.done()  # it waits for the read
+        released = loop.time()
+        store.release.set()
+        answer = await read_to_end(reader, TIMEOUT_S)
+        await asyncio.wait_for(stopping, TIMEOUT_S)
+        assert loop.time() - released < SHUTDOWN_CLOSE_S / 2  # not the whole wait
+        assert answer.startswith(b"HTTP/1.1 200")
+        assert [d["name"] for d in json.loads(answer.split(b"\r\n\r\n", 1)[1])["documents"]] == [
+            "listed"
+        ]
+    finally:
+        store.release.set()
+        writer.close()
+
+
+async def test_event_streams_end_at_the_stop_and_do_not_hold_it(settings, start_server):
+    # An event stream runs until its reader goes: the stop ends it as a finished
+    # response (EventSource reconnects after the retry delay), rather than holding
+    # the stop or cutting the connection mid-response.
+    server = await start_server(settings)
+    await stored_text_insert(server.port, "streamed")
+    streams = [
+        await raw_get(server.port, "/api/documents/streamed/events?after=0"),
+        await raw_get(server.port, "/api/events"),
+    ]
+    try:
+        for (reader, _), first in zip(streams, (b"event: update", b"retry: 1000"), strict=True):
+            head = await asyncio.wait_for(reader.readuntil(first), TIMEOUT_S)
+            assert head.startswith(b"HTTP/1.1 200") and b"text/event-stream" in head
+        started = asyncio.get_running_loop().time()
+        await server.stop()
+        assert asyncio.get_running_loop().time() - started < SHUTDOWN_CLOSE_S / 2
+        for reader, _ in streams:
+            rest = await read_to_end(reader, TIMEOUT_S)
+            assert rest.endswith(b"0\r\n\r\n")  # the chunked response's end
+    finally:
+        for _, writer in streams:
+            writer.close()

@@ -63,6 +63,7 @@ class ApiHandler(RedactingHandlerMixin, tornado.web.RequestHandler):
         return self.server.sites.origin_trusted(origin)
 
     async def prepare(self) -> None:
+        self.server.requests.add(self)  # under way until on_finish: a stop waits
         if self.authenticated:
             await self.authenticate()
         if self.server.stopping:  # it stopped while a hook decided who asks
@@ -77,6 +78,13 @@ class ApiHandler(RedactingHandlerMixin, tornado.web.RequestHandler):
         # closing the connection instead: the Listener's limit (0) raised for this
         # request, now that it has shown who sends it.
         self.request.connection.set_max_body_size(limit)  # type: ignore[attr-defined]
+
+    def on_finish(self) -> None:
+        self.server.request_ended(self)
+
+    def on_server_stop(self) -> None:
+        """The server is stopping: a request that would run on (an event stream)
+        ends now; others are given a while to finish (CollabServer.stop)."""
 
     def data_received(self, chunk: bytes) -> None:
         self._body += chunk  # at most max_body_bytes: Tornado stops reading past it

@@ -626,6 +626,11 @@ class EventStreamHandler(DocumentApiHandler):
         self._gone.set()
         asyncio.get_running_loop().call_later(END_GRACE_S, self._drop_if_open)
 
+    def on_server_stop(self) -> None:
+        # Ends as a finished stream (no event says why): its reader reconnects, to
+        # another instance or to this one restarted, from its Last-Event-ID.
+        self._gone.set()
+
     def _drop_if_open(self) -> None:
         # Finished or not, what was written may still wait for the reader. Once all
         # of it was written (Tornado's _finish_future: this request's connection),
