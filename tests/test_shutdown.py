@@ -309,3 +309,49 @@ async def test_event_streams_end_at_the_stop_and_do_not_hold_it(settings, start_
     finally:
         for _, writer in streams:
             writer.close()
+
+
+async def test_requests_whose_body_was_cut_are_not_left_for_the_stop_to_wait_for(
+    settings, start_server
+):
+    # Tornado ends a request whose body is cut short without finishing it (no
+    # on_finish): a client that leaves mid-body, a body past what the route takes
+    # (sent chunked, so it is read), a body sent on a route that takes none. Each
+    # stayed among the requests under way, its body held, until the process ended,
+    # and every stop waited SHUTDOWN_CLOSE_S for them.
+    server = await start_server(settings)
+    port = server.port
+    host = f"Host: 127.0.0.1:{port}\r\n"
+    requests = [
+        # (the request, whether its client leaves: else the server closes it)
+        (
+            f"POST /api/documents/cut/updates HTTP/1.1\r\n{host}Content-Type: "
+            'application/json\r\nContent-Length: 1000\r\n\r\n{"edits": [',
+            True,
+        ),
+        (
+            f"POST /api/documents/cut/restore HTTP/1.1\r\n{host}Transfer-Encoding: chunked"
+            f"\r\n\r\n1400\r\n{' ' * 5120}\r\n0\r\n\r\n",
+            False,
+        ),
+        (
+            f"GET /api/documents/cut/events HTTP/1.1\r\n{host}Transfer-Encoding: chunked"
+            "\r\n\r\n1\r\na\r\n0\r\n\r\n",
+            False,
+        ),
+    ]
+    for request, leaves in requests:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(request.encode())
+            if leaves:
+                await wait_until(lambda: server.requests)  # its head was read
+                writer.close()
+            await read_to_end(reader, TIMEOUT_S)
+        finally:
+            writer.close()
+        await wait_until(lambda: server.connections.open_from("127.0.0.1") == 0)
+        assert not server.requests, request.partition("\r\n")[0]
+    started = asyncio.get_running_loop().time()
+    await server.stop()
+    assert asyncio.get_running_loop().time() - started < SHUTDOWN_CLOSE_S / 2

@@ -82,6 +82,17 @@ class ApiHandler(RedactingHandlerMixin, tornado.web.RequestHandler):
     def on_finish(self) -> None:
         self.server.request_ended(self)
 
+    def on_connection_close(self) -> None:
+        # A request whose body (or head, while prepare awaits a hook) was cut short:
+        # the client went, or sent more than the route takes, or too slowly. Tornado
+        # ends it where it waits for the body, unfinished: on_finish is never
+        # called, and the stop would wait for it, the handler and its body held
+        # until the process ends. (Subclasses that override this call it.)
+        cut = not self.request._body_future.done()  # type: ignore[attr-defined]
+        super().on_connection_close()  # ends that wait (StreamClosedError)
+        if cut:
+            self.server.request_ended(self)
+
     def on_server_stop(self) -> None:
         """The server is stopping: a request that would run on (an event stream)
         ends now; others are given a while to finish (CollabServer.stop)."""

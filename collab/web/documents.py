@@ -695,6 +695,7 @@ class EventStreamHandler(DocumentApiHandler):
         stream.close()
 
     def on_connection_close(self) -> None:
+        super().on_connection_close()  # a cut body (a GET may send one) ends the request
         self._closed = True
         self._gone.set()
 
