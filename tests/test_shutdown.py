@@ -19,9 +19,9 @@ from collab.app import SHUTDOWN_CLOSE_S
 from collab.auth import Identity
 from collab.errors import CloseCode
 from collab.extensions import Extension, Request
-from collab.store import AppendResult, NewUpdate, create_store
+from collab.store import AppendResult, NewUpdate, UpdateRecord, create_store
 from collab.store.sqlite import SQLiteStore
-from tests.helpers import TIMEOUT_S, SilentPeer, wait_until
+from tests.helpers import TIMEOUT_S, SilentPeer, typing_updates, wait_until
 
 
 class SlowStore(SQLiteStore):
@@ -355,3 +355,61 @@ async def test_requests_whose_body_was_cut_are_not_left_for_the_stop_to_wait_for
     started = asyncio.get_running_loop().time()
     await server.stop()
     assert asyncio.get_running_loop().time() - started < SHUTDOWN_CLOSE_S / 2
+
+
+class HeldReplay(SQLiteStore):
+    """An event stream's replay of the log (pages of 500) waits at its second
+    page until released; the pages it reads are noted by where they start."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.pages: list[int] = []
+        self.reading = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def read_updates(
+        self,
+        doc: str,
+        *,
+        after_seq: int = 0,
+        until_seq: int | None = None,
+        limit: int | None = None,
+    ) -> list[UpdateRecord]:
+        if limit == 500:
+            self.pages.append(after_seq)
+            if len(self.pages) == 2:
+                self.reading.set()
+                await self.release.wait()
+        return await super().read_updates(
+            doc, after_seq=after_seq, until_seq=until_seq, limit=limit
+        )
+
+
+async def test_an_event_stream_replaying_the_log_ends_at_the_stop_after_the_page_it_reads(
+    tmp_path, settings, start_server
+):
+    # The replay read page after page whatever the stop said: a long log held the
+    # whole wait, and the stream was cut mid-response when its connection closed.
+    written = SQLiteStore(tmp_path / "replay.db")
+    await written.open()
+    updates = typing_updates(1500)
+    await written.append([NewUpdate("long", updates[0], 0.0, create=True)])
+    await written.append([NewUpdate("long", update, 0.0) for update in updates[1:]])
+    await written.close()
+    store = HeldReplay(tmp_path / "replay.db")
+    server = await start_server(settings, store)
+    reader, writer = await raw_get(server.port, "/api/documents/long/events?after=0")
+    try:
+        await asyncio.wait_for(store.reading.wait(), TIMEOUT_S)
+        (stream,) = server.requests
+        stopping = asyncio.ensure_future(server.stop())
+        await wait_until(stream._gone.is_set)  # told to end (on_server_stop)
+        store.release.set()
+        answer = await read_to_end(reader, TIMEOUT_S)
+        await asyncio.wait_for(stopping, TIMEOUT_S)
+        assert answer.endswith(b"0\r\n\r\n")  # a finished response
+        assert store.pages == [0, 500]  # not the third
+        assert re.findall(rb"id: (\d+)", answer)[-1] == b"1000"  # its reader resumes there
+    finally:
+        store.release.set()
+        writer.close()

@@ -75,7 +75,9 @@ async def follow(
         while True:
             # What the room sent before (or while) this watched it is in the log;
             # what it sends from now on is held. Read the first, then the second.
-            while last < room.head_seq:
+            # A reader sent away (a stop, its token expired) gets no more of either:
+            # a long replay, or a busy document, may not reach the wait below.
+            while not stop.is_set() and last < room.head_seq:
                 records = await rooms.store.read_updates(
                     doc, after_seq=last, until_seq=room.head_seq, limit=page
                 )
@@ -83,6 +85,8 @@ async def follow(
                     break
                 last = records[-1].seq
                 yield records
+            if stop.is_set():
+                return
             if overflowed:
                 raise StreamOverflow(f"{doc!r}: the event stream's reader is too slow")
             if held:
