@@ -278,3 +278,35 @@ async def test_numbers_past_the_seq_range_get_400(server, connect, query):
 
     assert raised.value.code == 400
     assert "between 0 and 9223372036854775807" in json.loads(raised.value.response.body)["error"]
+
+
+# -- finding 9: a run of one-value items cost pycrdt the square of its length --------------------
+
+
+async def test_an_update_of_many_one_value_items_is_stored_as_the_item_they_make(
+    server, yjs: YjsPeers
+):
+    # Appends merged into one update (an offline client's, or a crafted one) are a
+    # run of items pycrdt merges at a cost that grows with the square of its length:
+    # 20,000 of them, what one update may carry, took several GiB of memory. It is
+    # stored, and sent, as the one item they make.
+    author = pycrdt.Doc(client_id=79)
+    parts: list[bytes] = []
+    author.observe(lambda event: parts.append(event.update))
+    values = author.get("values", type=pycrdt.Array)
+    for i in range(2000):
+        values.append(i)
+    watcher = await yjs.connect(server, DOC)
+    sender = await yjs.connect(server, DOC)
+    await watcher.synced()
+    await sender.synced()
+
+    sender.send(create_update_message(crdt.merge(parts)))
+
+    await watcher.wait_for(
+        lambda: len(watcher.doc.get("values", type=pycrdt.Array)) == 2000, timeout_s=30
+    )
+    assert watcher.doc.get("values", type=pycrdt.Array).to_py() == list(range(2000))
+    stored = await server.store.read_updates(DOC)
+    assert [sum(map(len, check_update(r.data).groups)) for r in stored] == [1]
+    await assert_live_equals_stored(server)

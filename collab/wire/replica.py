@@ -44,7 +44,7 @@ from collab.wire.yformat import (
     check_update,
     decode_state_vector,
 )
-from collab.wire.ysplit import Split, split_update
+from collab.wire.ysplit import Split, split_update, squash_runs
 
 EMPTY_UPDATE = b"\x00\x00"
 
@@ -164,6 +164,9 @@ class Replica:
     def _split(
         self, update: bytes, ranges: UpdateRanges, state: dict[int, int]
     ) -> tuple[Split, UpdateRanges | None]:
+        squashed = squash_runs(update, ranges)
+        if squashed is not None:  # what pycrdt would merge, merged: stored and sent so
+            update, ranges = squashed, self.check(squashed)
         self._refuse_cut_characters(ranges, state)
         split = split_update(update, ranges, state, self._untyped_parents(ranges, state))
         if split.now is None:
