@@ -4,7 +4,7 @@ speak Yjs (``POST /api/documents/DOC/updates`` with a JSON body; docs/API.md):
     {"edits": [{"op": "text.insert", "root": "title", "index": 0, "text": "Hi"}, ...]}
 
 :func:`parse` checks a body and returns its edits; :func:`apply` makes them on a
-pycrdt document, inside one transaction. Text positions are code points (Python
+pycrdt document, each change a transaction of its own. Text positions are code points (Python
 string positions; an embed counts one), converted to pycrdt's UTF-8 positions.
 A root must be of the kind the edit names, or not exist yet.
 """
@@ -152,29 +152,32 @@ def _edit(item: Any, i: int) -> Edit:
 
 
 def apply(doc: pycrdt.Doc, edits: list[Edit], kinds: dict[str, str]) -> None:
-    """Make ``edits`` on ``doc`` in one transaction. ``kinds``: the document's
-    root types (collab.wire.yformat.root_types of its state). Raises EditError,
-    possibly after some edits were made: make them on a copy."""
+    """Make ``edits`` on ``doc``, each change (a value of an array's) a transaction
+    of its own: pycrdt merges the items one transaction appends at a cost that
+    grows with the square of their number (5,000 values inserted in one: 0.4 s
+    and 600 MiB). ``kinds``: the document's root types
+    (collab.wire.yformat.root_types of its state). Raises EditError, possibly
+    after some edits were made: make them on a copy, and merge what its
+    transactions make into one update."""
     for i, edit in enumerate(edits):
         if kinds.get(edit.root, edit.kind) != edit.kind:
             raise EditError(
                 f"edits[{i}]: root {edit.root!r} is a {kinds[edit.root]}, not a {edit.kind}"
             )
-    with doc.transaction():
-        for i, edit in enumerate(edits):
-            target = doc.get(edit.root, type=ROOT_CLASSES[edit.kind])
-            try:
-                _APPLY[edit.op](target, edit.args)
-            except EditError as exc:
-                raise EditError(f"edits[{i}] ({edit.op}): {exc}") from None
-            except (ValueError, TypeError, IndexError, OverflowError) as exc:
-                raise EditError(f"edits[{i}] ({edit.op}): {exc}") from None
-            except BaseException as exc:
-                # pycrdt turns a Rust panic into pyo3's PanicException, a BaseException
-                # that nothing above would catch: refused as what it is, a bad value.
-                if type(exc).__name__ != "PanicException":
-                    raise
-                raise EditError(f"edits[{i}] ({edit.op}): a value pycrdt cannot hold") from None
+    for i, edit in enumerate(edits):
+        target = doc.get(edit.root, type=ROOT_CLASSES[edit.kind])
+        try:
+            _APPLY[edit.op](target, edit.args)
+        except EditError as exc:
+            raise EditError(f"edits[{i}] ({edit.op}): {exc}") from None
+        except (ValueError, TypeError, IndexError, OverflowError) as exc:
+            raise EditError(f"edits[{i}] ({edit.op}): {exc}") from None
+        except BaseException as exc:
+            # pycrdt turns a Rust panic into pyo3's PanicException, a BaseException
+            # that nothing above would catch: refused as what it is, a bad value.
+            if type(exc).__name__ != "PanicException":
+                raise
+            raise EditError(f"edits[{i}] ({edit.op}): a value pycrdt cannot hold") from None
 
 
 def _offset(text: pycrdt.Text, index: int) -> int:
