@@ -126,10 +126,13 @@ def squash_runs(update: bytes, ranges: UpdateRanges) -> bytes | None:
     another of its client at the next clock, named by it as its origin, with the
     same right origin and content of the same kind, is where merging them puts
     it; an item is cut there again when something names the place between."""
-    if sum(_merged_pairs(group) for group in ranges.groups) < SQUASH_FROM:
+    groups_in = ranges.groups
+    if sum(map(len, groups_in)) <= SQUASH_FROM:  # a peer's keystroke: one struct
+        return None
+    if sum(_merged_pairs(group) for group in groups_in) < SQUASH_FROM:
         return None
     groups: list[bytes] = []
-    for group in ranges.groups:
+    for group in groups_in:
         if not group:
             continue
         structs: list[bytes] = []
