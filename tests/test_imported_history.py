@@ -30,6 +30,7 @@ from collab.core.snapshots import Cadence
 from collab.store import Author, NewUpdate, SnapshotRecord, UpdateRecord
 from collab.store.memory import MemoryStore
 from collab.store.sqlite import SQLiteStore
+from collab.wire.yformat import check_update
 from tests.cli import collab_in_process
 from tests.helpers import TIMEOUT_S, http_get, typed_text, typing_updates, typing_updates_at
 
@@ -282,3 +283,26 @@ async def test_an_import_whose_history_cannot_be_applied_is_refused_and_taken_ba
         )
 
     assert await store.list_documents() == []
+
+
+async def test_an_imported_run_of_one_value_items_is_stored_as_the_item_they_make():
+    # An update of 2,000 values appended one transaction each (merged, as a file may
+    # hold it): stored, as the live path stores it, as the one item they make, and
+    # checked against the file's digest as it was written.
+    author = pycrdt.Doc(client_id=41)
+    parts: list[bytes] = []
+    author.observe(lambda event: parts.append(event.update))
+    values = author.get("values", type=pycrdt.Array)
+    for i in range(2000):
+        values.append(i)
+    merged = pycrdt.merge_updates(*parts)
+    store = MemoryStore()
+    await store.open()
+
+    await archive.import_document(store, export_of("values", [merged]).splitlines())
+
+    (stored,) = await store.read_updates("values")
+    assert sum(map(len, check_update(stored.data).groups)) == 1
+    copy = pycrdt.Doc()
+    copy.apply_update(stored.data)
+    assert copy.get_update() == author.get_update()

@@ -23,6 +23,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import dataclasses
 import hashlib
 import json
 import time
@@ -48,6 +49,7 @@ from collab.names import validate_document_name
 from collab.store import Author, NewUpdate, Store, UpdateRecord
 from collab.wire.replica import Replica
 from collab.wire.yformat import FormatError, UpdateRanges, check_update
+from collab.wire.ysplit import squash_runs
 
 FORMAT = "collab-export"
 VERSION = 1
@@ -204,9 +206,12 @@ def _records(
             return
         seq += 1  # noqa: SIM113 - it counts updates, not lines
         record, ranges = _record(header.doc, entry, seq, number)
+        digest.update(record.data)  # of the file's bytes
+        squashed = squash_runs(record.data, ranges)
+        if squashed is not None:  # stored as the live path stores it (collab.wire.ysplit)
+            record, ranges = dataclasses.replace(record, data=squashed), check_update(squashed)
         if order is not None:
             order.take(ranges)
-        digest.update(record.data)
         yield record
     raise ArchiveError("the file ends without its end line: it is truncated")
 
