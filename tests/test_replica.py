@@ -460,3 +460,30 @@ def test_a_long_run_of_one_value_items_is_integrated_as_one_item():
     assert sum(map(len, check_update(applied.stored).groups)) == 2
     assert replica.doc.get_update() == writer.get_update()
     assert text(replica) == str(typed) and len(text(replica)) == 5000
+
+
+def test_an_update_with_a_gap_in_its_clocks_is_stored_with_each_struct_at_its_clock():
+    # What a Yjs client sends of updates it holds pending: a writer's first and
+    # third updates merged, a skip struct where the second goes. The first is
+    # integrated, the third waits; the update stored left the skip out, so the
+    # third's item was logged at the second's clock and the log made another
+    # document than the live one (the second's item was then taken as held).
+    writer, updates = edits(client_id=2)
+    values = writer.get("values", type=pycrdt.Array)
+    values.append("x")
+    values.append("y")
+    values.insert(0, "z")
+    first, second, third = updates
+    sent = crdt.merge([first, third])
+    replica = Replica()
+
+    applied = replica.apply(sent)
+    replica.apply(second)
+
+    assert applied is not None
+    assert check_update(applied.stored).structs == check_update(sent).structs
+    assert replica.doc.get("values", type=pycrdt.Array).to_py() == ["z", "x", "y"]
+    from_log = Replica()
+    for update in (applied.stored, second):
+        from_log.apply(update)
+    assert from_log.doc.get_update() == replica.doc.get_update() == writer.get_update()

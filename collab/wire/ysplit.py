@@ -80,7 +80,12 @@ def split_update(
         if not group:
             continue
         have = state_vector.get(group[0].client, 0)
-        ready = _trim([s for s in group[:count] if s.end > have])
+        # Skips are passed over where they are, so those before the first struct
+        # that waits are counted in: ``last`` leaves them to what waits.
+        last = count
+        while last > 0 and group[last - 1].skip:
+            last -= 1
+        ready = _trim([s for s in group[:last] if s.end > have])
         ready_bytes = [_struct_bytes(update, s, have, as_gc) for s in ready]
         if ready_bytes:
             now_groups.append(_group(ready[0].client, max(ready[0].clock, have), ready_bytes))
@@ -90,11 +95,13 @@ def split_update(
             first = _trim(waiting)[0]
             later_groups.append(_group(first.client, first.clock, waiting_bytes))
         # The whole: what is new now, then everything from where it stops (skips
-        # between the two included, so the group stays contiguous).
+        # between the two included, so the group stays contiguous: each struct's
+        # clock is where the one before it ends).
         if ready_bytes:
-            rest = [_struct_bytes(update, s, 0, as_gc) for s in waiting]
-            if rest and waiting[-1].skip:
-                rest = [_struct_bytes(update, s, 0, as_gc) for s in _trim(waiting)]
+            after = list(group[last:])
+            while after and after[-1].skip:
+                after.pop()
+            rest = [_struct_bytes(update, s, 0, as_gc) for s in after]
             whole_groups.append(
                 _group(ready[0].client, max(ready[0].clock, have), ready_bytes + rest)
             )
