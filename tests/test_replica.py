@@ -5,6 +5,7 @@ what the document has already is left out of what is stored and relayed."""
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pycrdt
@@ -13,7 +14,8 @@ import pytest
 from collab.errors import InvalidUpdate
 from collab.wire import crdt
 from collab.wire.replica import Replica
-from collab.wire.yformat import check_update, decode_state_vector
+from collab.wire.yformat import ANY, STRING, check_update, decode_state_vector
+from tests.fuzz import node_available, replay_in_node
 from tests.test_yformat import any_item, hand_update, root_item, var_string, var_uint
 
 
@@ -397,13 +399,46 @@ def contents(doc: pycrdt.Doc) -> tuple[str, list, dict]:
     )
 
 
+def without_deletions(update: bytes) -> bytes:
+    """``update`` with its delete set left out (its structs end where it begins)."""
+    ranges = check_update(update)
+    crafted = update[: ranges.groups[-1][-1].span[1]] + var_uint(0)
+    assert check_update(crafted).structs == ranges.structs and not check_update(crafted).deletes
+    return crafted
+
+
+def longest_run(update: bytes) -> int:
+    """The most structs in a row of one client that pycrdt would merge: each at the
+    clock where the one before ends, naming its last clock as origin, with the same
+    right origin and content kind (characters or values; the first not a map
+    entry named by its key)."""
+    longest = 0
+    for group in check_update(update).groups:
+        length = 1
+        for left, right in itertools.pairwise(group):
+            merges = (
+                right.clock == left.end
+                and right.kind == left.kind
+                and left.kind in (STRING, ANY)
+                and not left.keyed
+                and right.origin == (left.client, left.end - 1)
+                and right.right_origin == left.right_origin
+            )
+            length = length + 1 if merges else 1
+            longest = max(longest, length)
+    return longest
+
+
+@pytest.mark.parametrize("deletions", ["kept", "left out"])
 @pytest.mark.parametrize("seed", range(6))
-def test_runs_pycrdt_would_merge_are_stored_merged_and_make_the_same_document(seed):
+def test_runs_pycrdt_would_merge_are_stored_merged_and_make_the_same_document(seed, deletions):
     # One update made of every transaction of one writer (as merging them, or an
     # offline client, makes it): runs of items each following the one before. Taken
     # as they are, pycrdt merges each run at a cost that grows with its square (one
-    # of 20,000: several GiB); the replica stores and integrates each run as the
-    # item it merges into, and the document is the one pycrdt makes of the update.
+    # of 20,000: several GiB); the replica stores and integrates each run as two
+    # items, and the document is the one pycrdt makes of the update. Also when the
+    # update leaves its deletions out (a crafted one): a map key's overwrites then
+    # delete the ones before only as they are integrated.
     rng = random.Random(seed)
     writer, updates = edits(client_id=11)
     other, _ = edits(client_id=5)
@@ -414,6 +449,8 @@ def test_runs_pycrdt_would_merge_are_stored_merged_and_make_the_same_document(se
     random_edits(writer, rng, 400)
     random_edits(other, rng, 40)  # concurrent with the writer's
     merged = crdt.merge(updates)
+    if deletions == "left out":
+        merged = without_deletions(merged)
 
     replica = Replica()
     replica.apply(base)
@@ -423,13 +460,15 @@ def test_runs_pycrdt_would_merge_are_stored_merged_and_make_the_same_document(se
     plain.apply_update(merged)
 
     assert applied is not None
-    structs = sum(map(len, check_update(merged).groups))
-    assert sum(map(len, check_update(applied.stored).groups)) < structs / 2
+    assert longest_run(merged) > 5
+    assert longest_run(applied.stored) == 2
     assert replica.doc.get_update() == plain.get_update()
     # Concurrent edits land in the same places in both.
     for doc in (replica.doc, plain, writer):
         doc.apply_update(other.get_update())
-    assert contents(replica.doc) == contents(plain) == contents(writer)
+    assert contents(replica.doc) == contents(plain)
+    if deletions == "kept":
+        assert contents(replica.doc) == contents(writer)
     assert replica.doc.get_update() == plain.get_update()
     # A peer given what was stored makes the same document.
     peer = pycrdt.Doc()
@@ -439,7 +478,7 @@ def test_runs_pycrdt_would_merge_are_stored_merged_and_make_the_same_document(se
     assert peer.get_update() == plain.get_update()
 
 
-def test_a_long_run_of_one_value_items_is_integrated_as_one_item():
+def test_a_long_run_of_one_value_items_is_integrated_as_two_items():
     # 5,000 keystrokes (some outside the Basic Multilingual Plane) and 5,000 values
     # appended, one transaction each, merged into one update: pycrdt alone takes it
     # at 0.3 s and 570 MiB (20,000 values: several GiB, what one update may carry).
@@ -457,9 +496,82 @@ def test_a_long_run_of_one_value_items_is_integrated_as_one_item():
     applied = replica.apply(merged)
 
     assert applied is not None
-    assert sum(map(len, check_update(applied.stored).groups)) == 2
+    assert sum(map(len, check_update(applied.stored).groups)) == 4  # two a run
     assert replica.doc.get_update() == writer.get_update()
     assert text(replica) == str(typed) and len(text(replica)) == 5000
+
+
+@pytest.mark.parametrize("first", ["in the update", "in the document"])
+def test_overwrites_of_a_map_entry_that_delete_nothing_make_the_document_pycrdt_makes(first):
+    # Each overwrite of a key names the entry before it and deletes it as it is
+    # integrated; an update may leave those deletions out of its delete set (a
+    # crafted one). Its overwrites are a run pycrdt would merge (if they were not
+    # deleted): written as one item, the run kept every value it overwrote, as one
+    # entry of 40 values (a Yjs peer read them all), where pycrdt keeps the last.
+    writer, updates = edits(client_id=7)
+    entries = writer.get("map", type=pycrdt.Map)
+    entries["key"] = "first"
+    for i in range(40):
+        entries["key"] = i
+    base = updates[0] if first == "in the document" else None
+    crafted = without_deletions(crdt.merge(updates[1:] if base else updates))
+    replica = Replica()
+    plain = pycrdt.Doc()
+    if base is not None:
+        replica.apply(base)
+        plain.apply_update(base)
+
+    applied = replica.apply(crafted)
+    plain.apply_update(crafted)
+
+    assert applied is not None and longest_run(applied.stored) == 2
+    assert replica.doc.get("map", type=pycrdt.Map).to_py() == {"key": 39}
+    assert replica.doc.get_update() == plain.get_update()
+    peer = pycrdt.Doc()  # given what was stored
+    if base is not None:
+        peer.apply_update(base)
+    peer.apply_update(applied.stored)
+    assert peer.get_update() == plain.get_update()
+    # The sender's deletions, sent later, delete the same items in both.
+    for doc in (replica.doc, plain):
+        doc.apply_update(writer.get_update())
+    assert replica.doc.get_update() == plain.get_update() == writer.get_update()
+
+
+async def test_a_yjs_document_given_what_is_stored_is_the_one_given_what_was_sent():
+    if not node_available():
+        pytest.skip("Node.js and tests/node/node_modules are needed to read updates in Yjs")
+    # Runs of characters (some outside the Basic Multilingual Plane), of values and
+    # of a map key's overwrites, concurrent with another writer's, with and without
+    # their deletions.
+    writer, updates = edits(client_id=11)
+    other, _ = edits(client_id=5)
+    rng = random.Random(3)
+    random_edits(other, rng, 40)
+    writer.apply_update(other.get_update())
+    base = writer.get_update()
+    updates.clear()
+    random_edits(writer, rng, 400)
+    entries = writer.get("fields", type=pycrdt.Map)
+    for i in range(40):
+        entries["k"] = i
+    merged = crdt.merge(updates)
+    random_edits(other, rng, 40)
+    sent: dict[str, list[bytes]] = {}
+    stored: dict[str, list[bytes]] = {}
+    for label, update in (("whole", merged), ("crafted", without_deletions(merged))):
+        replica = Replica()
+        replica.apply(base)
+        applied = replica.apply(update)
+        assert applied is not None and longest_run(applied.stored) == 2
+        sent[label] = [base, update, other.get_update()]
+        stored[label] = [base, applied.stored, other.get_update()]
+
+    read = await replay_in_node({**sent, **{f"{k} stored": v for k, v in stored.items()}})
+
+    assert read is not None
+    for label in sent:
+        assert read[label]["ok"] and read[label]["dump"] == read[f"{label} stored"]["dump"]
 
 
 def test_an_update_with_a_gap_in_its_clocks_is_stored_with_each_struct_at_its_clock():

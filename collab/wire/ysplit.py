@@ -2,11 +2,11 @@
 for the replica (collab.wire.replica).
 
 :func:`squash_runs` writes runs of items that pycrdt would merge into one as
-that one item, as Yjs writes a document's state: pycrdt merges such a run
-inside the transaction that integrates it at a cost that grows with the square
-of its length (5,000 one-value array items in one update: 0.3 s and 570 MiB;
-20,000, what an update may carry, several GiB), where one item of the same
-content costs what its bytes cost.
+two items (all but the last joined, then the last), as Yjs writes a document's
+state: pycrdt merges such a run inside the transaction that integrates it at a
+cost that grows with the square of its length (5,000 one-value array items in
+one update: 0.3 s and 570 MiB; 20,000, what an update may carry, several GiB),
+where one item of the same content costs what its bytes cost.
 
 :func:`split_update` cuts an update that passed the strict reader
 (:func:`collab.wire.yformat.check_update`) by what a document can integrate now
@@ -128,7 +128,7 @@ def split_update(
 
 def squash_runs(update: bytes, ranges: UpdateRanges) -> bytes | None:
     """``update`` (checked: ``ranges``) with each run of items pycrdt would merge
-    written as the one item it merges them into, or None when it has fewer than
+    written as two items (see _squashed), or None when it has fewer than
     SQUASH_FROM such pairs. The same document either way: an item that follows
     another of its client at the next clock, named by it as its origin, with the
     same right origin and content of the same kind, is where merging them puts
@@ -148,9 +148,9 @@ def squash_runs(update: bytes, ranges: UpdateRanges) -> bytes | None:
             if _merges(run[-1], struct):
                 run.append(struct)
             else:
-                structs.append(_squashed(update, run))
+                structs += _squashed(update, run)
                 run = [struct]
-        structs.append(_squashed(update, run))
+        structs += _squashed(update, run)
         groups.append(_group(group[0].client, group[0].clock, structs))
     deletes: dict[int, list[tuple[int, int]]] = {}
     for client, start, end in ranges.deletes:
@@ -175,12 +175,24 @@ def _merged_pairs(group: tuple[Struct, ...]) -> int:
     return sum(1 for left, right in itertools.pairwise(group) if _merges(left, right))
 
 
-def _squashed(update: bytes, run: list[Struct]) -> bytes:
+def _squashed(update: bytes, run: list[Struct]) -> list[bytes]:
+    """``run`` as two items: one holding the content of all its items but the
+    last (the first one's header, then the contents joined), then the last as it
+    is. Whether a run is a map key's overwrites, each deleting the one before as
+    it is integrated, shows only in the document (an overwrite names the entry it
+    follows, not its key): kept apart, the last deletes the item before it whole,
+    as it deletes each overwrite there, and in a list the two are where the run's
+    items are."""
+    last = run[-1]
+    if len(run) <= 2:
+        return [update[struct.span[0] : struct.span[1]] for struct in run]
+    return [_joined(update, run[:-1]), update[last.span[0] : last.span[1]]]
+
+
+def _joined(update: bytes, run: list[Struct]) -> bytes:
     """The bytes of one item holding the content of every item of ``run``: the
     first one's header, then the contents joined."""
     first = run[0]
-    if len(run) == 1:
-        return update[first.span[0] : first.span[1]]
     head = update[first.span[0] : first.content_at]
     if first.kind == STRING:
         text = "".join(Reader(update[s.content_at : s.span[1]]).read_var_string() for s in run)
