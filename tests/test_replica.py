@@ -411,13 +411,16 @@ def longest_run(update: bytes) -> int:
     """The most structs in a row of one client that pycrdt would merge: each at the
     clock where the one before ends, naming its last clock as origin, with the same
     right origin and content kind (characters or values; the first not a map
-    entry named by its key)."""
+    entry named by its key), not where the update's deletions start or end."""
+    ranges = check_update(update)
+    cuts = {(client, clock) for client, *ends in ranges.deletes for clock in ends}
     longest = 0
-    for group in check_update(update).groups:
+    for group in ranges.groups:
         length = 1
         for left, right in itertools.pairwise(group):
             merges = (
-                right.clock == left.end
+                (right.client, right.clock) not in cuts
+                and right.clock == left.end
                 and right.kind == left.kind
                 and left.kind in (STRING, ANY)
                 and not left.keyed
@@ -599,3 +602,29 @@ def test_an_update_with_a_gap_in_its_clocks_is_stored_with_each_struct_at_its_cl
     for update in (applied.stored, second):
         from_log.apply(update)
     assert from_log.doc.get_update() == replica.doc.get_update() == writer.get_update()
+
+
+def test_a_run_is_cut_where_the_update_deletes_part_of_it():
+    # pycrdt deletes what an update deletes after integrating its items, cutting
+    # an item at each end of a deleted range at a cost that grows with the item's
+    # length: 20,000 appended values, one in two deleted in the same update, took
+    # 9 ms as they came and 0.7 s written as one item. Each stored item is deleted
+    # whole or not at all.
+    writer, updates = edits(client_id=3)
+    values = writer.get("values", type=pycrdt.Array)
+    for i in range(400):
+        values.append(i)
+    for i in range(200):
+        del values[i]  # every other value: 1, 3, 5... are left
+    sent = crdt.merge(updates)
+    replica = Replica()
+
+    applied = replica.apply(sent)
+
+    assert applied is not None
+    ranges = check_update(applied.stored)
+    deleted = {clock for _, start, end in ranges.deletes for clock in range(start, end)}
+    for struct in ranges.groups[0]:
+        assert len({clock in deleted for clock in range(struct.clock, struct.end)}) == 1
+    assert replica.doc.get_update() == writer.get_update()
+    assert values.to_py() == list(range(1, 400, 2))

@@ -132,11 +132,20 @@ def squash_runs(update: bytes, ranges: UpdateRanges) -> bytes | None:
     SQUASH_FROM such pairs. The same document either way: an item that follows
     another of its client at the next clock, named by it as its origin, with the
     same right origin and content of the same kind, is where merging them puts
-    it; an item is cut there again when something names the place between."""
+    it; an item is cut there again when something names the place between.
+
+    A run is cut where the update's own deletions start or end: pycrdt deletes
+    what an update deletes after integrating its items, cutting an item at each
+    end of a deleted range at a cost that grows with the item's length (10,000
+    values of 20,000 deleted one in two: 9 ms as they came, 0.7 s as one item),
+    and merges items deleted alike only."""
     groups_in = ranges.groups
     if sum(map(len, groups_in)) <= SQUASH_FROM:  # a peer's keystroke: one struct
         return None
-    if sum(_merged_pairs(group) for group in groups_in) < SQUASH_FROM:
+    cuts: dict[int, set[int]] = {}  # client -> clocks where a deleted range starts or ends
+    for client, start, end in ranges.deletes:
+        cuts.setdefault(client, set()).update((start, end))
+    if sum(_merged_pairs(group, cuts) for group in groups_in) < SQUASH_FROM:
         return None
     groups: list[bytes] = []
     for group in groups_in:
@@ -144,8 +153,9 @@ def squash_runs(update: bytes, ranges: UpdateRanges) -> bytes | None:
             continue
         structs: list[bytes] = []
         run = [group[0]]
+        cut = cuts.get(group[0].client, set())
         for struct in group[1:]:
-            if _merges(run[-1], struct):
+            if _merges(run[-1], struct) and struct.clock not in cut:
                 run.append(struct)
             else:
                 structs += _squashed(update, run)
@@ -171,8 +181,13 @@ def _merges(left: Struct, right: Struct) -> bool:
     )
 
 
-def _merged_pairs(group: tuple[Struct, ...]) -> int:
-    return sum(1 for left, right in itertools.pairwise(group) if _merges(left, right))
+def _merged_pairs(group: tuple[Struct, ...], cuts: dict[int, set[int]]) -> int:
+    cut = cuts.get(group[0].client, set()) if group else set()
+    return sum(
+        1
+        for left, right in itertools.pairwise(group)
+        if _merges(left, right) and right.clock not in cut
+    )
 
 
 def _squashed(update: bytes, run: list[Struct]) -> list[bytes]:
