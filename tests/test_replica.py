@@ -367,27 +367,30 @@ def test_a_long_run_of_updates_merges_into_what_applying_them_in_turn_makes():
 
 def random_edits(doc: pycrdt.Doc, rng: random.Random, count: int) -> None:
     """``count`` transactions of typing, deleting and filling a text, an array and a
-    map, in bursts of one kind (as people type)."""
+    map, in bursts of one kind (as people type): half of them all at the end (or
+    of one key), making runs long enough to be written again."""
     text = doc.get("text", type=pycrdt.Text)
     items = doc.get("items", type=pycrdt.Array)
     fields = doc.get("fields", type=pycrdt.Map)
     done = 0
     while done < count:
-        roll, burst = rng.random(), rng.randint(1, 30)
+        roll, burst, straight = rng.random(), rng.randint(1, 60), rng.random() < 0.5
+        key = rng.choice("kl")
         for _ in range(burst):
+            at_end = straight or rng.random() < 0.8
             if roll < 0.4:
-                at = len(text) if rng.random() < 0.8 else rng.randint(0, len(text))
+                at = len(text) if at_end else rng.randint(0, len(text))
                 text.insert(at, rng.choice(["a", "b", "xy"]))
             elif roll < 0.5 and len(text):
                 start = rng.randrange(len(text))
                 del text[start : start + 1]
             elif roll < 0.85:
-                at = len(items) if rng.random() < 0.8 else rng.randint(0, len(items))
+                at = len(items) if at_end else rng.randint(0, len(items))
                 items.insert(at, rng.choice([rng.randrange(100), "v", None, 2.5]))
             elif roll < 0.9 and len(items):
                 del items[rng.randrange(len(items))]
             else:
-                fields[rng.choice("kl")] = rng.randrange(100)
+                fields[key if straight else rng.choice("kl")] = rng.randrange(100)
         done += burst
 
 
@@ -628,3 +631,30 @@ def test_a_run_is_cut_where_the_update_deletes_part_of_it():
         assert len({clock in deleted for clock in range(struct.clock, struct.end)}) == 1
     assert replica.doc.get_update() == writer.get_update()
     assert values.to_py() == list(range(1, 400, 2))
+
+
+def test_a_state_whose_short_runs_pycrdt_could_not_merge_is_stored_as_it_is():
+    # Two writers typing at one place at once: each writer's characters name the
+    # one before, with the other's between them, so pycrdt could not merge them
+    # and its state holds them as short runs, which cost it little. Written again,
+    # such a state cost a second reading for nothing (a 10 MiB document's: 0.15 s
+    # to apply, 0.3 s written again).
+    first, second = pycrdt.Doc(client_id=2), pycrdt.Doc(client_id=1)
+    typed = first.get("text", type=pycrdt.Text)
+    other = second.get("text", type=pycrdt.Text)
+    for i in range(100):
+        typed.insert(len(typed), "a")
+        second.apply_update(first.get_update(second.get_state()))
+        other.insert(len(other), "b")  # after the "a"
+        typed.insert(len(typed), "a")  # after it too: the "b" is not here yet
+        first.apply_update(second.get_update(first.get_state()))
+        if i % 8 == 0:
+            typed.insert(0, "c")  # a new paragraph elsewhere: the run ends
+    state = first.get_update()
+    assert 1 < longest_run(state) < 32
+
+    replica = Replica()
+    applied = replica.apply(state)
+
+    assert applied is not None and applied.stored == state
+    assert replica.doc.get_update() == state
