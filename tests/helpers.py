@@ -159,6 +159,20 @@ async def barrier(peer: Any, timeout_s: float = TIMEOUT_S) -> list[dict[str, Any
         before.append(message)
 
 
+def appended_values(count: int, client_id: int) -> tuple[pycrdt.Doc, bytes]:
+    """A writer that appended ``count`` values to the Array "values", one transaction
+    each, and their updates merged into one (as offline clients and merges send
+    them): a run of one-value items, which pycrdt merges at a cost that grows with
+    the square of its length."""
+    author = pycrdt.Doc(client_id=client_id)
+    parts: list[bytes] = []
+    author.observe(lambda event: parts.append(event.update))
+    values = author.get("values", type=pycrdt.Array)
+    for i in range(count):
+        values.append(i)
+    return author, pycrdt.merge_updates(*parts)
+
+
 def text_update(content: str, client_id: int | None = None, name: str = "text") -> bytes:
     """A standalone update inserting ``content`` into a root Text."""
     doc: pycrdt.Doc = pycrdt.Doc(client_id=client_id)

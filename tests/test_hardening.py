@@ -21,7 +21,7 @@ from collab.errors import CloseCode, DocumentDamaged
 from collab.wire import crdt
 from collab.wire.yformat import check_update
 from tests.fuzz import fingerprint
-from tests.helpers import RawPeer, text_of, wait_until
+from tests.helpers import RawPeer, appended_values, text_of, wait_until
 from tests.yjs_peer import YjsPeers
 
 DOC = "target"
@@ -288,18 +288,13 @@ async def test_an_update_of_many_one_value_items_is_stored_as_two_items(server, 
     # run of items pycrdt merges at a cost that grows with the square of its length:
     # 20,000 of them, what one update may carry, took several GiB of memory. It is
     # stored, and sent, as two items (all but the last joined, then the last).
-    author = pycrdt.Doc(client_id=79)
-    parts: list[bytes] = []
-    author.observe(lambda event: parts.append(event.update))
-    values = author.get("values", type=pycrdt.Array)
-    for i in range(2000):
-        values.append(i)
+    _, merged = appended_values(2000, client_id=79)
     watcher = await yjs.connect(server, DOC)
     sender = await yjs.connect(server, DOC)
     await watcher.synced()
     await sender.synced()
 
-    sender.send(create_update_message(crdt.merge(parts)))
+    sender.send(create_update_message(merged))
 
     await watcher.wait_for(
         lambda: len(watcher.doc.get("values", type=pycrdt.Array)) == 2000, timeout_s=30

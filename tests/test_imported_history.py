@@ -32,7 +32,14 @@ from collab.store.memory import MemoryStore
 from collab.store.sqlite import SQLiteStore
 from collab.wire.yformat import check_update
 from tests.cli import collab_in_process
-from tests.helpers import TIMEOUT_S, http_get, typed_text, typing_updates, typing_updates_at
+from tests.helpers import (
+    TIMEOUT_S,
+    appended_values,
+    http_get,
+    typed_text,
+    typing_updates,
+    typing_updates_at,
+)
 
 UPDATES = 100_000
 # Safety bounds only (what is read is asserted apart): the server shares this test's
@@ -289,13 +296,7 @@ async def test_an_imported_run_of_one_value_items_is_stored_as_two_items():
     # An update of 2,000 values appended one transaction each (merged, as a file may
     # hold it): stored, as the live path stores it, as two items (all but the last
     # joined, then the last), and checked against the file's digest as it was written.
-    author = pycrdt.Doc(client_id=41)
-    parts: list[bytes] = []
-    author.observe(lambda event: parts.append(event.update))
-    values = author.get("values", type=pycrdt.Array)
-    for i in range(2000):
-        values.append(i)
-    merged = pycrdt.merge_updates(*parts)
+    author, merged = appended_values(2000, client_id=41)
     store = MemoryStore()
     await store.open()
 
