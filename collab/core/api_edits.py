@@ -71,7 +71,7 @@ def made_on(work: pycrdt.Doc, make: Callable[[], None]) -> bytes | None:
     pycrdt calls is a transaction of its own, their updates merged: pycrdt merges
     the items one transaction appends at a cost that grows with the square of
     their number (5,000 array values: 0.4 s and 600 MiB; 20,000: several GiB).
-    The runs of items they make are written as the one item each makes."""
+    The runs of items they make are written as two items each (squash_runs)."""
     made: list[bytes] = []
     subscription = work.observe(lambda event: made.append(event.update))
     try:
@@ -84,7 +84,7 @@ def made_on(work: pycrdt.Doc, make: Callable[[], None]) -> bytes | None:
     if len(made) == 1:
         return made[0]
     merged = crdt.merge(made)
-    # One item for each run of values, not one per value: what the room takes is
+    # Two items for each run of values, not one per value: what the room takes is
     # bounded in items (max_update_structs), not in values.
     return squash_runs(merged, yformat.check_update(merged)) or merged
 

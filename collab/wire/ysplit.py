@@ -2,11 +2,11 @@
 for the replica (collab.wire.replica).
 
 :func:`squash_runs` writes runs of items that pycrdt would merge into one as
-two items (all but the last joined, then the last), as Yjs writes a document's
-state: pycrdt merges such a run inside the transaction that integrates it at a
-cost that grows with the square of its length (5,000 one-value array items in
-one update: 0.3 s and 570 MiB; 20,000, what an update may carry, several GiB),
-where one item of the same content costs what its bytes cost.
+two items (all but the last joined, then the last): pycrdt merges such a run
+inside the transaction that integrates it at a cost that grows with the square
+of its length (5,000 one-value array items in one update: 0.3 s and 570 MiB;
+20,000, what an update may carry, several GiB), where one item of the same
+content costs what its bytes cost.
 
 :func:`split_update` cuts an update that passed the strict reader
 (:func:`collab.wire.yformat.check_update`) by what a document can integrate now
