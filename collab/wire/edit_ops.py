@@ -4,8 +4,9 @@ speak Yjs (``POST /api/documents/DOC/updates`` with a JSON body; docs/API.md):
     {"edits": [{"op": "text.insert", "root": "title", "index": 0, "text": "Hi"}, ...]}
 
 :func:`parse` checks a body and returns its edits; :func:`apply` makes them on a
-pycrdt document, each change a transaction of its own. Text positions are code points (Python
-string positions; an embed counts one), converted to pycrdt's UTF-8 positions.
+pycrdt document, each change a transaction of its own. Text positions are code
+points (Python string positions; an embed counts one), converted to pycrdt's
+UTF-8 positions.
 A root must be of the kind the edit names, or not exist yet.
 """
 

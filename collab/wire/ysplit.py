@@ -120,13 +120,10 @@ def split_update(
             now_deletes.setdefault(client, []).append((start, min(end, have)))
         if end > have:
             later_deletes.setdefault(client, []).append((max(start, have), end))
-    all_deletes: dict[int, list[tuple[int, int]]] = {}
-    for client, start, end in ranges.deletes:
-        all_deletes.setdefault(client, []).append((start, end))
     return Split(
         _encode(now_groups, now_deletes) if now_groups or now_deletes else None,
         _encode(later_groups, later_deletes) if later_groups or later_deletes else None,
-        _encode(whole_groups, all_deletes),
+        _encode(whole_groups, _deletes_by_client(ranges)),
     )
 
 
@@ -166,10 +163,15 @@ def squash_runs(update: bytes, ranges: UpdateRanges) -> bytes | None:
                 run = [struct]
         structs += _squashed(update, run)
         groups.append(_group(group[0].client, group[0].clock, structs))
+    return _encode(groups, _deletes_by_client(ranges))
+
+
+def _deletes_by_client(ranges: UpdateRanges) -> dict[int, list[tuple[int, int]]]:
+    """An update's deleted ranges as _encode writes them: ``(start, end)`` by client."""
     deletes: dict[int, list[tuple[int, int]]] = {}
     for client, start, end in ranges.deletes:
         deletes.setdefault(client, []).append((start, end))
-    return _encode(groups, deletes)
+    return deletes
 
 
 def _merges(left: Struct, right: Struct) -> bool:
