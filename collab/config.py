@@ -472,6 +472,15 @@ class Settings:
             "event loop about 1.5 us each"
         },
     )
+    max_cut_values: int = field(
+        default=4_000_000,
+        metadata={
+            "help": "what cutting long items (runs of values or text) may cost pycrdt "
+            "for one update, in values copied (a UTF-16 unit of text counts a 64th): "
+            "pycrdt copies an item each time an update inserts into it or deletes in "
+            "it, at 6-26 ns a value, holding the event loop"
+        },
+    )
     max_documents_created_per_minute: int = field(
         default=60,
         metadata={"help": "new documents one authenticated user may create a minute (0: any)"},
@@ -603,6 +612,7 @@ class Settings:
             "rate_bytes_per_s",
             "rate_bytes_burst",
             "max_update_structs",
+            "max_cut_values",
             "awareness_max_clients",
             "awareness_max_state_bytes",
             "awareness_updates_per_s",

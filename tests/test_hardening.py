@@ -22,6 +22,7 @@ from collab.wire import crdt
 from collab.wire.yformat import check_update
 from tests.fuzz import fingerprint
 from tests.helpers import RawPeer, appended_values, text_of, wait_until
+from tests.test_long_items import deletions, insertions, long_values, scattered
 from tests.yjs_peer import YjsPeers
 
 DOC = "target"
@@ -303,3 +304,43 @@ async def test_an_update_of_many_one_value_items_is_stored_as_two_items(server, 
     stored = await server.store.read_updates(DOC)
     assert [sum(map(len, check_update(r.data).groups)) for r in stored] == [2]
     await assert_live_equals_stored(server)
+
+
+async def test_an_update_cutting_a_long_list_thousands_of_times_closes_a_yjs_peer(
+    server, raw, yjs: YjsPeers
+):
+    # Each cut copies the item it cuts: 20,000 one-value insertions into the middle
+    # of a 200,000-value list held pycrdt, and every document of the instance, 5 s.
+    watcher = await yjs.connect(server, DOC)
+    offender = await yjs.connect(server, DOC)
+    await watcher.synced()
+    await offender.synced()
+    offender.send(create_update_message(long_values(200_000)))
+    await watcher.wait_for(lambda: len(watcher.doc.get("values", type=pycrdt.Array)) == 200_000)
+
+    offender.send(create_update_message(insertions(scattered(20_000, 200_000))))
+    code, reason = await offender.closed()
+
+    assert code == CloseCode.PROTOCOL_ERROR and "max_cut_values" in (reason or "")
+    writer = await native_peer(raw)
+    assert (await send_update(writer, insertions([1_000, 2_000]), ref=1))["type"] == "ack"
+    await watcher.wait_for(lambda: len(watcher.doc.get("values", type=pycrdt.Array)) == 200_002)
+    await assert_live_equals_stored(server)
+
+
+async def test_many_deletions_in_a_long_list_are_applied_and_too_many_cuts_refused(server, raw):
+    writer = await native_peer(raw)
+    assert (await send_update(writer, long_values(100_000), ref=1))["type"] == "ack"
+
+    # 20,000 scattered deletions: applied level by level (10 s as one, at 200,000 values).
+    removed = await send_update(writer, deletions(scattered(20_000, 100_000)), ref=2)
+    # A new long list, and 5,000 insertions into it, in one update.
+    cuts = insertions(scattered(5_000, 200_000), client=10, into=9)
+    refused = await send_update(writer, pycrdt.merge_updates(long_values(200_000, 9), cuts), 3)
+
+    assert removed["type"] == "ack"
+    assert refused["type"] == "error" and refused["code"] == "too_large"
+    await assert_live_equals_stored(server)
+    live = pycrdt.Doc()
+    live.apply_update(server.rooms.get(DOC).encode_state())
+    assert len(live.get("values", type=pycrdt.Array)) == 80_000

@@ -112,7 +112,11 @@ def build_replica(loaded: LoadedDocument, settings: Settings) -> Replica:
     """The document a load describes: its snapshot, then the log after it. CPU-bound:
     run it in an executor. Raises StoreError when a stored entry cannot be applied
     (``collab check`` finds such entries and ``--repair`` sets them aside)."""
-    replica = Replica(name=loaded.name, max_waiting_bytes=settings.max_waiting_bytes)
+    replica = Replica(
+        name=loaded.name,
+        max_waiting_bytes=settings.max_waiting_bytes,
+        max_cut_values=settings.max_cut_values,
+    )
     if loaded.snapshot is not None:
         restore(replica, loaded.snapshot)
     apply_log(replica, loaded.updates)
@@ -431,7 +435,7 @@ class Room:
         if ranges is None:
             # The one gate (collab.wire.yformat); it stops reading past the count.
             ranges = self._replica.check(update, self._settings.max_update_structs)
-        structs = sum(map(len, ranges.groups))  # (deletions are cheap to apply)
+        structs = sum(map(len, ranges.groups))  # (deletions are cheap: applied by levels)
         if structs > self._settings.max_update_structs:
             # Applying costs the event loop about 1.5 us a struct: refused before
             # it is applied, so that one update cannot stall every other peer.

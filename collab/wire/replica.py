@@ -19,6 +19,12 @@ its halves, is refused: Yjs replaces the halves with U+FFFD, Yrs keeps the
 character whole and shifts the cut, so the two would disagree on the text. The
 replica knows where such characters are.
 
+pycrdt copies an item each time an update cuts it (inserts into it or deletes in
+it). An update that deletes many ranges is applied level by level
+(collab.wire.ysplit.leveled), which copies an item a few times instead of once a
+range; a replica given ``max_cut_values`` also keeps where long items are
+(collab.wire.long_items) and refuses an update whose cuts would cost more.
+
 Every update given to a replica has passed the strict reader first
 (``check_update``); its dependencies are read from there.
 """
@@ -34,6 +40,7 @@ import pycrdt
 
 from collab.errors import ErrorCode, InvalidUpdate
 from collab.wire import crdt
+from collab.wire.long_items import LONG_FROM, UNIT_COSTS, VALUE_COST, LongItems
 from collab.wire.yformat import (
     ID,
     TYPE,
@@ -44,7 +51,7 @@ from collab.wire.yformat import (
     check_update,
     decode_state_vector,
 )
-from collab.wire.ysplit import Split, split_update, squash_runs
+from collab.wire.ysplit import Split, leveled, split_update, squash_runs
 
 EMPTY_UPDATE = b"\x00\x00"
 
@@ -83,6 +90,7 @@ class Replica:
         *,
         name: str | None = None,
         max_waiting_bytes: int | None = None,
+        max_cut_values: int | None = None,
     ) -> None:
         self.doc: pycrdt.Doc = doc if doc is not None else pycrdt.Doc()
         self.name = name
@@ -92,6 +100,13 @@ class Replica:
         self.waiting: bytes | None = None
         self._waiting_ranges: UpdateRanges | None = None
         self._max_waiting_bytes = max_waiting_bytes
+        # What cutting long items may cost one update, in LongItems' units; where
+        # they are is kept only to hold updates to it (it costs each update a few µs).
+        self._max_cut_cost: int | None = None
+        self._long_items: LongItems | None = None
+        if max_cut_values is not None:
+            self._max_cut_cost = max_cut_values * VALUE_COST
+            self._long_items = LongItems()
         self._waiting_parts = 0  # updates merged into what waits since it last was empty
         self.set_aside = 0  # waiting parts dropped because they would cut a character
         # Whether any part ever waited: peers were then sent less than some records
@@ -126,12 +141,15 @@ class Replica:
         ranges: UpdateRanges | None = None,
         before: dict[int, int] | None = None,
     ) -> None:
-        """Apply to the doc. Given the update's ranges and the state before, the new
-        state follows without reading it: every dependency of what reaches pycrdt is
-        in the doc, so each of its structs is integrated."""
+        """Apply to the doc (given its ranges, an update deleting many ranges level
+        by level: see ysplit.leveled). Given the update's ranges and the state
+        before, the new state follows without reading it: every dependency of what
+        reaches pycrdt is in the doc, so each of its structs is integrated."""
         self._state = None
         self.version += 1
-        crdt.apply_update(self.doc, update, doc_name=self.name)
+        parts = leveled(update, ranges) if ranges is not None else None
+        for part in parts or (update,):
+            crdt.apply_update(self.doc, part, doc_name=self.name)
         if self._keeps_state and ranges is not None and before is not None:
             after = dict(before)
             for client, _start, end in ranges.structs:
@@ -154,7 +172,7 @@ class Replica:
             # Reads only the replica's sets of type items and characters, besides
             # the state taken above; pycrdt's document is never touched here.
             try:
-                split, now_ranges = self._split(update, ranges, state)
+                split, now_ranges = self._split(update, ranges, state, bounded=True)
             except InvalidUpdate as exc:
                 return Prepared(self, version, refused=exc)
             return Prepared(self, version, split, now_ranges)
@@ -162,16 +180,37 @@ class Replica:
         return run
 
     def _split(
-        self, update: bytes, ranges: UpdateRanges, state: dict[int, int]
+        self, update: bytes, ranges: UpdateRanges, state: dict[int, int], *, bounded: bool
     ) -> tuple[Split, UpdateRanges | None]:
         squashed = squash_runs(update, ranges)
         if squashed is not None:  # what pycrdt would merge, merged: stored and sent so
             update, ranges = squashed, self.check(squashed)
         self._refuse_cut_characters(ranges, state)
         split = split_update(update, ranges, state, self._untyped_parents(ranges, state))
-        if split.now is None:
-            return split, None
-        return split, ranges if split.now is update else self.check(split.now)
+        now_ranges = None
+        if split.now is not None:
+            now_ranges = ranges if split.now is update else self.check(split.now)
+        if bounded and self._long_items is not None:
+            if now_ranges is not None:
+                self._refuse_costly_cuts(now_ranges)
+            if split.later is not None:  # as far as can be told before it is integrated
+                later = split.later
+                self._refuse_costly_cuts(ranges if later is update else self.check(later))
+        return split, now_ranges
+
+    def _refuse_costly_cuts(self, ranges: UpdateRanges) -> None:
+        """Raise InvalidUpdate (``too_large``) if integrating the update would cost
+        pycrdt more than the budget in cuts of long items (see long_items)."""
+        assert self._long_items is not None and self._max_cut_cost is not None
+        cost = self._long_items.cost(ranges)
+        if cost > self._max_cut_cost:
+            raise InvalidUpdate(
+                f"the update cuts long runs of values or text at {cost // VALUE_COST:,} "
+                f"values' cost, past {self._max_cut_cost // VALUE_COST:,} (max_cut_values): "
+                "send it in smaller parts",
+                code=ErrorCode.TOO_LARGE,
+                doc=self.name,
+            )
 
     def apply(
         self,
@@ -199,7 +238,7 @@ class Replica:
             assert prepared.split is not None
             split, now_ranges = prepared.split, prepared.now_ranges
         else:
-            split, now_ranges = self._split(update, ranges, state)
+            split, now_ranges = self._split(update, ranges, state, bounded=bounded)
         now, later = split.now, split.later
         waiting: tuple[bytes, UpdateRanges] | None = None
         if later is not None:
@@ -319,7 +358,7 @@ class Replica:
 
         subscription = self.doc.observe(on_change)
         try:
-            self._apply_to_doc(update)
+            self._apply_to_doc(update, ranges)
         finally:
             self.doc.unobserve(subscription)
         return changed
@@ -450,6 +489,8 @@ class Replica:
         """Remember the type items and surrogate pairs an integrated update brought
         (its structs that are ``_learned``)."""
         self.version += 1
+        if self._long_items is not None:
+            self._long_items.learn(ranges)
         for group in ranges.groups:
             for struct in group:
                 if struct.kind == TYPE:
@@ -477,5 +518,10 @@ class Replica:
 
 
 def _learned(struct: Struct) -> bool:
-    """Whether :meth:`Replica._learn` takes note of a struct."""
-    return struct.kind == TYPE or bool(struct.astral)
+    """Whether :meth:`Replica._learn` takes note of a struct (of a whole state)."""
+    unit_cost = UNIT_COSTS.get(struct.kind)
+    return (
+        struct.kind == TYPE
+        or bool(struct.astral)
+        or (unit_cost is not None and (struct.end - struct.clock) * unit_cost >= LONG_FROM)
+    )

@@ -344,6 +344,7 @@ class UpdateRanges:
     deletes: tuple[tuple[int, int, int], ...]
     groups: tuple[tuple[Struct, ...], ...] = field(default=(), compare=False, repr=False)
     has_empty: bool = field(default=False, compare=False)  # empty structs or deletions
+    deletes_at: int = field(default=0, compare=False)  # byte offset of the delete set
 
     def integrated_in(self, state_vector: dict[int, int]) -> bool:
         """True when a document with ``state_vector`` holds everything this update
@@ -518,6 +519,7 @@ def _read_update(
         if clock > start:
             structs.append((client, start, clock))
         groups.append(tuple(group))
+    deletes_at = reader.position
     deletes: list[tuple[int, int, int]] = []
     deleting: set[int] = set()
     budget = max_structs if max_structs is not None else -1  # deleted ranges still allowed
@@ -544,7 +546,7 @@ def _read_update(
             if clock + length >= CLOCK_LIMIT:
                 raise FormatError(f"a deletion of client {client} runs past clock 2**32")
             deletes.append((client, clock, clock + length))
-    return UpdateRanges(tuple(structs), tuple(deletes), tuple(groups), empty)
+    return UpdateRanges(tuple(structs), tuple(deletes), tuple(groups), empty, deletes_at)
 
 
 def var_uint(value: int) -> bytes:

@@ -19,7 +19,7 @@ reads bytes that were not checked there.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Collection
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from collab.wire.yformat import (
@@ -41,6 +41,10 @@ from collab.wire.yformat import (
 # document's state, typed at once by several writers, holds thousands of short
 # runs pycrdt could not merge, as its items are not next to one another).
 SQUASH_FROM = 32
+
+# An update deleting this many ranges is applied level by level (see leveled):
+# fewer cut an item at most that many times, whatever their order.
+LEVELED_FROM = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,10 +172,53 @@ def squash_runs(update: bytes, ranges: UpdateRanges) -> bytes | None:
 
 def _deletes_by_client(ranges: UpdateRanges) -> dict[int, list[tuple[int, int]]]:
     """An update's deleted ranges as _encode writes them: ``(start, end)`` by client."""
-    deletes: dict[int, list[tuple[int, int]]] = {}
-    for client, start, end in ranges.deletes:
-        deletes.setdefault(client, []).append((start, end))
-    return deletes
+    return _by_client(ranges.deletes)
+
+
+def _by_client(deletes: Iterable[tuple[int, int, int]]) -> dict[int, list[tuple[int, int]]]:
+    by_client: dict[int, list[tuple[int, int]]] = {}
+    for client, start, end in deletes:
+        by_client.setdefault(client, []).append((start, end))
+    return by_client
+
+
+def deletion_levels(
+    deletes: Sequence[tuple[int, int, int]],
+) -> list[list[tuple[int, int, int]]]:
+    """An update's deleted ranges (in clock order by client, as the strict reader
+    gives them) in the order that cuts long items least: of each client's ranges,
+    the middle one first, then those in the middle of the halves it leaves, and so
+    on (the range of rank r, from 1, on the level of r's trailing zero bits,
+    counted down). A level's ranges are in clock order by client.
+
+    pycrdt takes the deletions of one update in clock order, and each cut copies
+    the whole item it cuts. Level by level, each level cuts an item at most once
+    between two cuts of earlier levels: an item is copied about once a level,
+    log2 of the ranges in it, instead of once a range."""
+    by_client: dict[int, list[tuple[int, int, int]]] = {}
+    for span in deletes:
+        by_client.setdefault(span[0], []).append(span)
+    height = max(len(spans) for spans in by_client.values()).bit_length()
+    levels: list[list[tuple[int, int, int]]] = [[] for _ in range(height)]
+    for spans in by_client.values():
+        for rank, span in enumerate(spans, 1):
+            levels[height - (rank & -rank).bit_length()].append(span)
+    return [level for level in levels if level]
+
+
+def leveled(update: bytes, ranges: UpdateRanges) -> list[bytes] | None:
+    """An update that deletes at least LEVELED_FROM ranges as updates to apply one
+    after the other, to the same effect: its structs with the first level of its
+    deletions (:func:`deletion_levels`), then each further level alone. None for an
+    update that deletes fewer ranges (applied as it is).
+
+    One update of 20,000 single-value deletions scattered over an item of 200,000
+    values took pycrdt 10 s (58.7 s for 1M values), as levels 0.15 s."""
+    if len(ranges.deletes) < LEVELED_FROM:
+        return None
+    levels = [_by_client(level) for level in deletion_levels(ranges.deletes)]
+    first = update[: ranges.deletes_at] + _delete_set(levels[0])
+    return [first] + [var_uint(0) + _delete_set(level) for level in levels[1:]]
 
 
 def _merges(left: Struct, right: Struct) -> bool:
@@ -281,7 +328,11 @@ def _var_string(text: str) -> bytes:
 
 
 def _encode(groups: list[bytes], deletes: dict[int, list[tuple[int, int]]]) -> bytes:
-    parts = [var_uint(len(groups)), *groups, var_uint(len(deletes))]
+    return b"".join([var_uint(len(groups)), *groups, _delete_set(deletes)])
+
+
+def _delete_set(deletes: dict[int, list[tuple[int, int]]]) -> bytes:
+    parts = [var_uint(len(deletes))]
     for client, spans in deletes.items():
         parts.append(var_uint(client) + var_uint(len(spans)))
         parts.extend(var_uint(start) + var_uint(end - start) for start, end in spans)

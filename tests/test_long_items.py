@@ -1,0 +1,272 @@
+"""pycrdt copies an item each time an update cuts it: deletions are applied level
+by level, so a long item is copied a few times instead of once a range, and a
+replica with a budget refuses an update whose cuts of long items would cost more,
+before anything changes."""
+
+from __future__ import annotations
+
+import bisect
+import random
+
+import pycrdt
+import pytest
+
+from collab.errors import ErrorCode, InvalidUpdate
+from collab.wire import crdt
+from collab.wire.long_items import Run, _cutting_cost
+from collab.wire.replica import Replica
+from collab.wire.yformat import check_update
+from collab.wire.ysplit import LEVELED_FROM, deletion_levels, leveled
+from tests.helpers import appended_values
+from tests.test_replica import contents, random_edits
+from tests.test_yformat import any_item, hand_update, var_string, var_uint
+
+WRITER = 7  # the client whose long items are cut
+CUTTER = 8
+
+
+def long_values(count: int, client: int = WRITER) -> bytes:
+    """One item of ``count`` null values in the Array "values"."""
+    return hand_update(client, 0, any_item(*[b"\x7e"] * count, parent="values"))
+
+
+def long_text(count: int, client: int = WRITER) -> bytes:
+    """One item of ``count`` characters in the Text "text"."""
+    item = bytes([4]) + var_uint(1) + var_string("text") + var_string("x" * count)
+    return hand_update(client, 0, item)
+
+
+def deletions(clocks: list[int], client: int = WRITER) -> bytes:
+    """An update deleting the one clock at each of ``clocks`` (in order)."""
+    spans = b"".join(var_uint(clock) + var_uint(1) for clock in clocks)
+    return var_uint(0) + var_uint(1) + var_uint(client) + var_uint(len(clocks)) + spans
+
+
+def insertions(
+    clocks: list[int], text: bool = False, client: int = CUTTER, into: int = WRITER
+) -> bytes:
+    """An update of one-value (or one-character) items, each inserted into the
+    item of ``into`` between ``clock - 1`` and ``clock``, in the order given."""
+    structs = b""
+    for clock in clocks:
+        origins = var_uint(into) + var_uint(clock - 1) + var_uint(into) + var_uint(clock)
+        content = var_string("y") if text else var_uint(1) + b"\x7e"
+        structs += bytes([(4 if text else 8) | 0xC0]) + origins + content
+    return var_uint(1) + var_uint(len(clocks)) + var_uint(client) + var_uint(0) + structs + b"\x00"
+
+
+def scattered(count: int, length: int, seed: int = 1) -> list[int]:
+    return sorted(random.Random(seed).sample(range(1, length - 1), count))
+
+
+def plain(*updates: bytes) -> bytes:
+    """What pycrdt makes of the updates applied whole, one after the other."""
+    doc = pycrdt.Doc()
+    for update in updates:
+        doc.apply_update(update)
+    return doc.get_update()
+
+
+# -- deletions, level by level -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("counts", [[1], [2], [64], [1000], [300, 5, 77]])
+def test_each_level_cuts_between_two_cuts_of_earlier_levels_at_most_once(counts):
+    deletes = [
+        (client, clock * 3, clock * 3 + 1)
+        for client, count in enumerate(counts, 1)
+        for clock in range(count)
+    ]
+    levels = deletion_levels(deletes)
+
+    assert sorted(span for level in levels for span in level) == sorted(deletes)
+    assert len(levels) <= max(counts).bit_length()
+    for level in levels:
+        assert level == sorted(level)  # in clock order by client, as an update writes them
+    for depth, level in enumerate(levels):
+        earlier = sorted(span for before in levels[:depth] for span in before)
+        # each gap between one client's cuts of earlier levels holds one range at most
+        gaps = [(span[0], bisect.bisect(earlier, span)) for span in level]
+        assert len(gaps) == len(set(gaps))
+
+
+def test_an_update_deleting_many_ranges_is_applied_in_levels_to_the_same_document(monkeypatch):
+    base = long_values(5000)
+    other, _ = appended_values(300, client_id=9)
+    clocks = scattered(1200, 5000)
+    # Its own items too: it inserts values, then deletes some of them and of the others.
+    update = pycrdt.merge_updates(deletions(clocks), other.get_update())
+    replica = Replica()
+    replica.apply(base)
+    applied: list[bytes] = []
+    real_apply = crdt.apply_update
+
+    def recording(doc: pycrdt.Doc, part: bytes, **kwargs) -> None:
+        applied.append(part)
+        real_apply(doc, part, **kwargs)
+
+    monkeypatch.setattr(crdt, "apply_update", recording)
+    replica.apply(update)
+
+    assert len(check_update(update).deletes) >= LEVELED_FROM
+    assert len(applied) == len(deletion_levels(check_update(update).deletes)) > 1
+    assert replica.doc.get_update() == plain(base, update)
+    values = replica.doc.get("values", type=pycrdt.Array).to_py()
+    assert len(values) == 5000 - 1200 + 300
+
+
+def test_an_update_with_few_deletions_is_applied_whole():
+    update = deletions(scattered(LEVELED_FROM - 1, 5000))
+    assert leveled(update, check_update(update)) is None
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_histories_merged_into_one_update_make_the_same_document(seed):
+    # Typing, deleting and filling a text, an array and a map: merged, the update
+    # deletes hundreds of ranges, of several items and clients.
+    rng = random.Random(seed)
+    first, second = pycrdt.Doc(client_id=1), pycrdt.Doc(client_id=2)
+    random_edits(first, rng, 300)
+    second.apply_update(first.get_update())
+    start = second.get_state()
+    random_edits(second, rng, 1500)
+    random_edits(first, rng, 100)
+    update = pycrdt.merge_updates(second.get_update(start), first.get_update())
+    assert len(check_update(update).deletes) >= LEVELED_FROM
+
+    replica = Replica(max_cut_values=4_000_000)
+    replica.apply(first.get_update())
+    replica.apply(update)
+
+    whole = pycrdt.Doc()
+    whole.apply_update(first.get_update())
+    whole.apply_update(update)
+    assert replica.doc.get_update() == whole.get_update()
+    assert contents(replica.doc) == contents(whole)
+
+
+# -- what cuts cost ----------------------------------------------------------------------------
+
+
+def test_the_cost_of_cuts_played_backwards_is_the_cost_played_forwards():
+    for seed in range(100):
+        rng = random.Random(seed)
+        run = Run(10, 10 + rng.randint(2, 400), rng.choice([1, 64]))
+        clocks = rng.sample(range(run.start + 1, run.end), rng.randint(1, run.end - run.start - 1))
+        made: list[int] = []
+        expected = 0
+        for clock in clocks:  # each cut copies the part it falls in, as cut so far
+            at = bisect.bisect(made, clock)
+            right = made[at] if at < len(made) else run.end
+            expected += right - (made[at - 1] if at else run.start)
+            made.insert(at, clock)
+        assert _cutting_cost(run, clocks) == expected * run.unit_cost, seed
+
+
+def test_an_update_cutting_a_long_list_thousands_of_times_is_refused_and_changes_nothing():
+    # 20,000 values inserted into the middle of a 200,000-value list, one by one:
+    # 5 s of pycrdt's time holding the GIL, on every document of the instance.
+    replica = Replica(max_cut_values=4_000_000)
+    replica.apply(long_values(200_000))
+    before, state, version = replica.doc.get_update(), dict(replica.state()), replica.version
+
+    with pytest.raises(InvalidUpdate) as refused:
+        replica.apply(insertions(scattered(20_000, 200_000)))
+
+    assert refused.value.code is ErrorCode.TOO_LARGE
+    assert "max_cut_values" in refused.value.message
+    assert replica.doc.get_update() == before
+    assert replica.state() == state and replica.version == version
+    # A few insertions into it cost what copying it a few times costs: taken.
+    applied = replica.apply(insertions([50_000, 150_000]))
+    assert applied is not None
+    assert len(replica.doc.get("values", type=pycrdt.Array)) == 200_002
+
+
+def test_a_long_item_and_the_cuts_into_it_in_one_update_are_refused():
+    update = pycrdt.merge_updates(long_values(200_000), insertions(scattered(5_000, 200_000)))
+    replica = Replica(max_cut_values=4_000_000)
+
+    with pytest.raises(InvalidUpdate) as refused:
+        replica.apply(update)
+
+    assert refused.value.code is ErrorCode.TOO_LARGE
+    assert replica.state() == {}
+
+
+def test_cuts_waiting_for_a_dependency_are_costed_when_they_arrive():
+    replica = Replica(max_cut_values=4_000_000, max_waiting_bytes=1 << 20)
+    replica.apply(long_values(200_000))
+    # Each insertion is of clock 1 onwards of its client: all of it waits for clock 0.
+    waiting = insertions(scattered(5_000, 200_000))
+    waiting = waiting[:3] + var_uint(1) + waiting[4:]
+
+    with pytest.raises(InvalidUpdate) as refused:
+        replica.apply(waiting)
+
+    assert refused.value.code is ErrorCode.TOO_LARGE
+    assert replica.waiting is None
+
+
+def test_text_costs_a_64th_of_values():
+    replica = Replica(max_cut_values=4_000_000)
+    replica.apply(long_text(200_000))
+    # 2,000 characters typed into 200,000: what 2,000 values typed into 3,125 cost.
+    applied = replica.apply(insertions(scattered(2_000, 200_000), text=True))
+    assert applied is not None
+    assert len(str(replica.doc.get("text", type=pycrdt.Text))) == 202_000
+
+
+def test_values_appended_one_update_at_a_time_make_one_long_run():
+    # pycrdt merges each appended value into the item before it.
+    writer, _ = appended_values(0, client_id=WRITER)
+    updates: list[bytes] = []
+    writer.observe(lambda event: updates.append(event.update))
+    values = writer.get("values", type=pycrdt.Array)
+    for value in range(2_000):
+        values.append(value)
+    replica = Replica(max_cut_values=100_000)
+    for update in updates:
+        replica.apply(update)
+
+    # 500 insertions into 2,000 values cost about 500 * 1,000 values' copies.
+    with pytest.raises(InvalidUpdate):
+        replica.apply(insertions(scattered(500, 2_000)))
+    assert replica.doc.get("values", type=pycrdt.Array).to_py() == list(range(2_000))
+
+
+def test_a_long_item_cut_into_parts_costs_its_parts():
+    replica = Replica(max_cut_values=4_000_000)
+    replica.apply(long_values(100_000))
+    # 99 deletions cut it into parts of about 1,000 values.
+    replica.apply(deletions([1000 * k for k in range(1, 100)]))
+
+    # 2,000 insertions, 20 into each part: 2,000 * about 500 values' copies. Costed
+    # against the whole item it would be 100 times that, and refused.
+    clocks = sorted({1000 * k + 1 + j * 47 for k in range(100) for j in range(20)} - {100_000})
+    applied = replica.apply(insertions(clocks[:2000]))
+    assert applied is not None
+
+
+def test_a_replica_restored_from_a_state_knows_its_long_items():
+    source = Replica()
+    source.apply(long_values(200_000))
+    restored = Replica(max_cut_values=4_000_000)
+    restored.restore(source.doc.get_update(), b"")
+
+    with pytest.raises(InvalidUpdate) as refused:
+        restored.apply(insertions(scattered(20_000, 200_000)))
+    assert refused.value.code is ErrorCode.TOO_LARGE
+
+
+def test_histories_of_ordinary_edits_are_never_refused():
+    for seed in range(3):
+        rng = random.Random(seed)
+        writer = pycrdt.Doc(client_id=1)
+        updates: list[bytes] = []
+        writer.observe(lambda event, updates=updates: updates.append(event.update))
+        random_edits(writer, rng, 2000)
+        replica = Replica(max_cut_values=4_000_000)
+        for update in updates:
+            replica.apply(update)
+        assert replica.doc.get_update() == writer.get_update()
