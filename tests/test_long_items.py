@@ -208,6 +208,22 @@ def test_cuts_waiting_for_a_dependency_are_costed_when_they_arrive():
     assert replica.waiting is None
 
 
+def test_cuts_waiting_for_the_long_item_they_cut_are_costed_with_it():
+    # What waits was costed when it came, against the long items there were; the
+    # long item it cuts comes after it, and would release it.
+    replica = Replica(max_cut_values=4_000_000, max_waiting_bytes=1 << 20)
+    parked = insertions(scattered(4_000, 200_000), into=9)
+    assert replica.apply(parked) is not None and replica.waiting == parked
+
+    with pytest.raises(InvalidUpdate) as refused:
+        replica.apply(long_values(200_000, client=9))
+
+    assert refused.value.code is ErrorCode.TOO_LARGE
+    assert replica.state() == {} and replica.waiting == parked
+    # Without what waits, the same item costs nothing to bring.
+    assert Replica(max_cut_values=4_000_000).apply(long_values(200_000, client=9)) is not None
+
+
 def test_text_costs_a_64th_of_values():
     replica = Replica(max_cut_values=4_000_000)
     replica.apply(long_text(200_000))

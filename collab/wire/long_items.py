@@ -167,20 +167,34 @@ class LongItems:
         self._tails: dict[int, Tail] = {}
         self._last: _Reading | None = None
 
-    def cost(self, ranges: UpdateRanges) -> int:
+    def cost(self, ranges: UpdateRanges, then: UpdateRanges | None = None) -> int:
         """What integrating an update would cost pycrdt in cuts of long items, in
         units of UNIT_COSTS (an upper bound): for each cut, in pycrdt's order, the
-        length of what it cuts (as earlier cuts of the update left it)."""
+        length of what it cuts (as earlier cuts of the update left it).
+
+        ``then``: what may be integrated right after it (what waits, which it may
+        release). Its cuts into the long items the update makes or lengthens are
+        costed too (its cuts of the others were costed when it came)."""
         reading = self._read(ranges)
         if not self._runs and not reading.made:
             return 0
-        overlay = {client: _ClientRuns(runs) for client, runs in reading.made.items()}
+        made = {client: _ClientRuns(runs) for client, runs in reading.made.items()}
         by_run: dict[tuple[int, int], tuple[Run, dict[int, None]]] = {}
-        for client, clock in reading.cuts:
-            run = self._run_at(client, clock, overlay.get(client))
-            if run is not None:
-                # The run's cuts in order, each once (a dict keeps insertion order).
-                by_run.setdefault((client, run.start), (run, {}))[1][clock] = None
+
+        def play(cuts: list[Cut], *where: dict[int, _ClientRuns]) -> None:
+            for client, clock in cuts:
+                for runs in where:
+                    client_runs = runs.get(client)
+                    if client_runs is not None and (at := client_runs.find(clock)) is not None:
+                        run = client_runs.runs[at]
+                        # The run's cuts in order, each once (a dict keeps insertion order).
+                        by_run.setdefault((client, run.start), (run, {}))[1][clock] = None
+                        break
+
+        play(reading.cuts, made, self._runs)
+        if then is not None and made:
+            after = self._read(then, tails={**self._tails, **reading.tails})
+            play(after.cuts, made, {c: _ClientRuns(runs) for c, runs in after.made.items()})
         return sum(_cutting_cost(run, list(clocks)) for run, clocks in by_run.values())
 
     def learn(self, ranges: UpdateRanges) -> None:
@@ -211,13 +225,15 @@ class LongItems:
             for client, spans in deleted.items():
                 self._drop_deleted(client, spans)
 
-    def _read(self, ranges: UpdateRanges) -> _Reading:
+    def _read(self, ranges: UpdateRanges, tails: dict[int, Tail] | None = None) -> _Reading:
+        """Read an update (kept for the next call, which may be learn's), or, given
+        the ``tails`` it would find, read it as if they were the replica's."""
         last = self._last
-        if last is not None and last.ranges is ranges:
+        if tails is None and last is not None and last.ranges is ranges:
             return last
+        keep, known = tails is None, self._tails if tails is None else tails
         made: dict[int, list[Run]] = {}
-        tails: dict[int, Tail] = {}
-        known = self._tails
+        tails = {}
         for group in ranges.groups:
             for struct in group:
                 client = struct.client
@@ -245,17 +261,9 @@ class LongItems:
                     else:
                         client_made.append(run)
         reading = _Reading(ranges, made, tails, cuts_of(ranges))
-        self._last = reading
+        if keep:
+            self._last = reading
         return reading
-
-    def _run_at(self, client: int, clock: int, made: _ClientRuns | None) -> Run | None:
-        """The long run ``clock`` is strictly inside of, the update's own first."""
-        for client_runs in (made, self._runs.get(client)):
-            if client_runs is not None:
-                at = client_runs.find(clock)
-                if at is not None:
-                    return client_runs.runs[at]
-        return None
 
     def _cut(self, client: int, clocks: list[int]) -> None:
         """Cut the client's runs (and tail) at ``clocks``, in clock order."""

@@ -192,17 +192,20 @@ class Replica:
             now_ranges = ranges if split.now is update else self.check(split.now)
         if bounded and self._long_items is not None:
             if now_ranges is not None:
-                self._refuse_costly_cuts(now_ranges)
+                # With what waits, which it may release: what waits may cut into the
+                # long items it brings (and was costed, when it came, without them).
+                self._refuse_costly_cuts(now_ranges, self._waiting_ranges)
             if split.later is not None:  # as far as can be told before it is integrated
                 later = split.later
                 self._refuse_costly_cuts(ranges if later is update else self.check(later))
         return split, now_ranges
 
-    def _refuse_costly_cuts(self, ranges: UpdateRanges) -> None:
-        """Raise InvalidUpdate (``too_large``) if integrating the update would cost
-        pycrdt more than the budget in cuts of long items (see long_items)."""
+    def _refuse_costly_cuts(self, ranges: UpdateRanges, then: UpdateRanges | None = None) -> None:
+        """Raise InvalidUpdate (``too_large``) if integrating the update (and then
+        ``then``) would cost pycrdt more than the budget in cuts of long items (see
+        long_items)."""
         assert self._long_items is not None and self._max_cut_cost is not None
-        cost = self._long_items.cost(ranges)
+        cost = self._long_items.cost(ranges, then)
         if cost > self._max_cut_cost:
             raise InvalidUpdate(
                 f"the update cuts long runs of values or text at {cost // VALUE_COST:,} "
@@ -275,6 +278,7 @@ class Replica:
                 )
             else:
                 waiting = (merged, merged_ranges)
+                self.version += 1  # what is prepared is costed with what waits
                 self.ever_waited = True
                 self._waiting_parts += 1
         changed = False
