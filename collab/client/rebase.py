@@ -24,28 +24,40 @@ from typing import Any
 
 import pycrdt
 
-from collab.wire.edits import splice_text
+from collab.wire.edits import made_on, splice_text
 from collab.wire.yformat import ARRAY, MAP, TEXT, FormatError, root_types
 
 
 def rebase(base: pycrdt.Doc, mine: pycrdt.Doc, theirs: pycrdt.Doc) -> list[str]:
-    """Apply to ``theirs``, in one transaction, what changed from ``base`` to
-    ``mine``. Returns the names of roots whose changes could not be carried."""
+    """Apply to ``theirs``, as one update, what changed from ``base`` to ``mine``.
+    Returns the names of roots whose changes could not be carried.
+
+    The changes are made on a copy of ``theirs``, with its client id, each a
+    transaction of its own (collab.wire.edits.made_on: pycrdt merges the values
+    one transaction inserts at a cost that grows with the square of their number),
+    then applied to ``theirs`` at once."""
     try:
         kinds = root_types(mine.get_update())
     except FormatError:
         return ["(the whole document)"]
-    skipped = []
-    with theirs.transaction():
+    work = pycrdt.Doc(client_id=theirs.client_id)
+    work.apply_update(theirs.get_update())
+    skipped: list[str] = []
+
+    def carry() -> None:
         for name, kind in sorted(kinds.items()):
             if kind == TEXT:
-                _text(base, mine, theirs, name)
+                _text(base, mine, work, name)
             elif kind == MAP:
-                _map(base, mine, theirs, name)
+                _map(base, mine, work, name)
             elif kind == ARRAY:
-                _array(base, mine, theirs, name)
+                _array(base, mine, work, name)
             elif _changed(base, mine, name):
                 skipped.append(name)
+
+    update = made_on(work, carry)
+    if update is not None:
+        theirs.apply_update(update)
     return skipped
 
 

@@ -19,10 +19,8 @@ from collab.core.room import Room
 from collab.core.session import NO_FRAMES, SERVER_PEER, Session
 from collab.errors import LoadFailed, StoreError
 from collab.extensions import IncomingUpdate
-from collab.wire import crdt, edit_ops, edits, yformat
-from collab.wire.replica import EMPTY_UPDATE
+from collab.wire import edit_ops, edits, yformat
 from collab.wire.yformat import FormatError
-from collab.wire.ysplit import squash_runs
 
 EDIT_ATTEMPTS = 3  # computations of a server-made edit while the document changes
 
@@ -64,29 +62,6 @@ async def server_edit(
             return await _submit(rooms, room, session, update, timeout_s)
         finally:
             rooms.leave(session)
-
-
-def made_on(work: pycrdt.Doc, make: Callable[[], None]) -> bytes | None:
-    """What ``make`` changes on ``work``, as one update (None: nothing). Each of its
-    pycrdt calls is a transaction of its own, their updates merged: pycrdt merges
-    the items one transaction appends at a cost that grows with the square of
-    their number (5,000 array values: 0.4 s and 600 MiB; 20,000: several GiB).
-    The runs of items they make are written as two items each (squash_runs)."""
-    made: list[bytes] = []
-    subscription = work.observe(lambda event: made.append(event.update))
-    try:
-        make()
-    finally:
-        work.unobserve(subscription)
-    made = [update for update in made if update != EMPTY_UPDATE]
-    if not made:
-        return None
-    if len(made) == 1:
-        return made[0]
-    merged = crdt.merge(made)
-    # Two items for each run of values, not one per value: what the room takes is
-    # bounded in items (max_update_structs), not in values.
-    return squash_runs(merged, yformat.check_update(merged)) or merged
 
 
 async def _submit(
@@ -149,7 +124,7 @@ async def write_edits(
             raise StoreError(f"{name!r}: the live document cannot be read: {exc}") from None
         work = pycrdt.Doc()
         work.apply_update(state)
-        return made_on(work, lambda: edit_ops.apply(work, changes, kinds))
+        return edits.made_on(work, lambda: edit_ops.apply(work, changes, kinds))
 
     seq = await server_edit(rooms, name, origin, change, timeout_s=timeout_s)
     if seq is None:
@@ -189,6 +164,6 @@ async def restore_version(
         work.apply_update(current_state)
         source = pycrdt.Doc()
         source.apply_update(old_state)
-        return made_on(work, lambda: edits.make_equal(work, source, kinds))
+        return edits.made_on(work, lambda: edits.make_equal(work, source, kinds))
 
     return at, await server_edit(rooms, doc, origin, change, timeout_s=timeout_s, epoch=epoch)

@@ -2,7 +2,8 @@
 another's say, with as few changes as the content allows.
 
 Used to restore an old version (a new edit that brings its content back) and to
-carry a client's edits over to a reset document. Positions in text are Python
+carry a client's edits over to a reset document; :func:`made_on` records such
+changes as one update, each a transaction of its own. Positions in text are Python
 string positions (code points) here; pycrdt counts UTF-8 bytes, and a position
 inside a character makes it edit elsewhere, so every text position is converted.
 """
@@ -11,12 +12,14 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pycrdt
 
-from collab.wire import yformat
+from collab.wire import crdt, yformat
+from collab.wire.replica import EMPTY_UPDATE
+from collab.wire.ysplit import squash_runs
 
 ROOT_CLASSES: dict[str, type[Any]] = {
     yformat.TEXT: pycrdt.Text,
@@ -25,6 +28,29 @@ ROOT_CLASSES: dict[str, type[Any]] = {
     yformat.XML: pycrdt.XmlFragment,
 }
 CLOSE_COMPARISON_MAX = 4000  # characters or items compared closely (difflib) at most
+
+
+def made_on(work: pycrdt.Doc, make: Callable[[], None]) -> bytes | None:
+    """What ``make`` changes on ``work``, as one update (None: nothing). Each of its
+    pycrdt calls is a transaction of its own, their updates merged: pycrdt merges
+    the items one transaction appends at a cost that grows with the square of
+    their number (5,000 array values: 0.4 s and 600 MiB; 20,000: several GiB).
+    The runs of items they make are written as two items each (squash_runs)."""
+    made: list[bytes] = []
+    subscription = work.observe(lambda event: made.append(event.update))
+    try:
+        make()
+    finally:
+        work.unobserve(subscription)
+    made = [update for update in made if update != EMPTY_UPDATE]
+    if not made:
+        return None
+    if len(made) == 1:
+        return made[0]
+    merged = crdt.merge(made)
+    # Two items for each run of values, not one per value: what a server takes is
+    # bounded in items (max_update_structs), not in values.
+    return squash_runs(merged, yformat.check_update(merged)) or merged
 
 
 def utf8_offset(text: str, index: int) -> int:
