@@ -10,6 +10,7 @@ in docs/MONGODB.md.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import secrets
@@ -29,9 +30,21 @@ START_TIMEOUT_S = 20.0
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port a process started next can listen on: free now, and below the
+    ephemeral range, from which the kernel gives every port-0 listener and outgoing
+    connection of the tests running beside (one of those took a port 0 had given
+    here before the process started: "Address already in use")."""
+    low = 32768
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    while True:
+        port = secrets.choice(range(max(1024, low - 12000), low))
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 @dataclass

@@ -10,7 +10,6 @@ import contextlib
 import os
 import re
 import shlex
-import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 
 from collab.peers.events import feed_id
 from tests.helpers import SeqWatcher
+from tests.mongodb import free_port
 from tests.processes import server_process
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,12 +30,6 @@ def block_after(text: str, marker: str, language: str) -> str:
     match = re.compile(rf"```{language}\n(.*?)```", re.S).search(text, text.index(marker))
     assert match is not None, f"no {language} block after {marker!r}"
     return match.group(1)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class Printer:
