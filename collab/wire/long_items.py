@@ -176,8 +176,9 @@ class LongItems:
         release). Its cuts into the long items the update makes or lengthens are
         costed too (its cuts of the others were costed when it came)."""
         reading = self._read(ranges)
-        if not self._runs and not reading.made:
-            return 0
+        runs = self._runs
+        if not reading.made and not any(client in runs for client, _ in reading.cuts):
+            return 0  # most updates: nothing long is cut
         made = {client: _ClientRuns(runs) for client, runs in reading.made.items()}
         by_run: dict[tuple[int, int], tuple[Run, dict[int, None]]] = {}
 
