@@ -263,7 +263,7 @@ def _file_name(doc: str) -> str:
 
 def _apply(doc: pycrdt.Doc, update: bytes, seq: int) -> None:
     try:
-        crdt.apply_update(doc, update)
+        crdt.apply_logged(doc, update)
     except CollabError as exc:
         raise SourceError(f"the update at seq {seq} cannot be applied: {exc.message}") from None
 

@@ -145,6 +145,31 @@ def test_random_histories_merged_into_one_update_make_the_same_document(seed):
     assert contents(replica.doc) == contents(whole)
 
 
+def test_a_logged_update_is_applied_to_a_plain_document_as_a_replica_applies_it(monkeypatch):
+    # Diffs and history commands apply logged updates to plain documents: a run
+    # stored before runs were squashed, and many deletions, cost there what they
+    # cost in a replica.
+    _, run = appended_values(5_000, client_id=9)
+    clocks = scattered(1_000, 5_000)
+    base = long_values(5_000)
+    applied: list[bytes] = []
+    real_apply = crdt.apply_update
+
+    def recording(doc: pycrdt.Doc, part: bytes, **kwargs) -> None:
+        applied.append(part)
+        real_apply(doc, part, **kwargs)
+
+    doc = pycrdt.Doc()
+    doc.apply_update(base)
+    monkeypatch.setattr(crdt, "apply_update", recording)
+    crdt.apply_logged(doc, run)
+    crdt.apply_logged(doc, deletions(clocks))
+
+    assert [sum(map(len, check_update(part).groups)) for part in applied[:1]] == [2]
+    assert len(applied) == 1 + len(deletion_levels(check_update(deletions(clocks)).deletes))
+    assert doc.get_update() == plain(base, run, deletions(clocks))
+
+
 # -- what cuts cost ----------------------------------------------------------------------------
 
 

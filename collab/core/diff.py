@@ -151,7 +151,7 @@ def _diff(
 
 def _apply(doc: pycrdt.Doc, record: UpdateRecord) -> None:
     try:
-        crdt.apply_update(doc, record.data)
+        crdt.apply_logged(doc, record.data)
     except CollabError as exc:
         raise DiffError(f"the update at seq {record.seq} cannot be applied: {exc}") from None
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import pycrdt
 
 from collab.errors import DocumentDamaged, InvalidUpdate
+from collab.wire import yformat, ysplit
 
 
 def is_panic(exc: BaseException) -> bool:
@@ -33,6 +34,32 @@ def apply_update(doc: pycrdt.Doc, update: bytes, *, doc_name: str | None = None)
                 f"the update could not be integrated: {exc}", doc=doc_name
             ) from None
         raise
+
+
+# Shorter updates hold neither a run pycrdt merges at a cost (ysplit.SQUASH_FROM
+# items, 3 bytes each at least) nor ysplit.LEVELED_FROM deleted ranges (2 bytes each).
+REWRITTEN_FROM_BYTES = 128
+
+
+def apply_logged(doc: pycrdt.Doc, update: bytes, *, doc_name: str | None = None) -> None:
+    """Apply an update from a document's log to a plain pycrdt document (not a
+    replica) at what the replica's way costs: a run of items pycrdt would merge
+    written as two (ysplit.squash_runs: records stored before the replica did so
+    hold such runs), many deletions level by level (ysplit.leveled). Raises as
+    :func:`apply_update`."""
+    parts = [update]
+    if len(update) >= REWRITTEN_FROM_BYTES:
+        try:
+            ranges = yformat.check_update(update)
+            squashed = ysplit.squash_runs(update, ranges)
+            if squashed is not None:
+                update, ranges = squashed, yformat.check_update(squashed)
+        except yformat.FormatError:
+            pass  # as it is: pycrdt says what is wrong with it
+        else:
+            parts = ysplit.leveled(update, ranges) or [update]
+    for part in parts:
+        apply_update(doc, part, doc_name=doc_name)
 
 
 def diff(doc: pycrdt.Doc, state_vector: bytes, *, doc_name: str | None = None) -> bytes:
