@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import re
+import socket
 from collections.abc import Sequence
 
 import pycrdt
@@ -21,7 +22,7 @@ from collab.errors import CloseCode
 from collab.extensions import Extension, Request
 from collab.store import AppendResult, NewUpdate, UpdateRecord, create_store
 from collab.store.sqlite import SQLiteStore
-from tests.helpers import TIMEOUT_S, SilentPeer, typing_updates, wait_until
+from tests.helpers import TIMEOUT_S, SilentPeer, text_update, typing_updates, wait_until
 
 
 class SlowStore(SQLiteStore):
@@ -413,3 +414,34 @@ async def test_an_event_stream_replaying_the_log_ends_at_the_stop_after_the_page
     finally:
         store.release.set()
         writer.close()
+
+
+async def test_an_event_stream_whose_reader_does_not_read_does_not_hold_the_stop(
+    tmp_path, settings, start_server
+):
+    # Its response cannot be ended while what was written waits for the reader:
+    # it held the stop for the whole wait (SHUTDOWN_CLOSE_S).
+    written = SQLiteStore(tmp_path / "unread.db")
+    await written.open()
+    big = [text_update("x" * 200_000, client_id=client) for client in range(1, 41)]
+    await written.append([NewUpdate("unread", big[0], 0.0, create=True)])
+    await written.append([NewUpdate("unread", update, 0.0) for update in big[1:]])
+    await written.close()
+    server = await start_server(settings, SQLiteStore(tmp_path / "unread.db"))
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.port))
+    request = f"GET /api/documents/unread/events?after=0 HTTP/1.1\r\nHost: 127.0.0.1:{server.port}"
+    sock.send(f"{request}\r\n\r\n".encode())
+    try:
+        # 11 MB of events, unread: the server waits for the reader to take them.
+        def waiting() -> bool:
+            return any(r.request.connection.stream.writing() for r in server.requests)
+
+        await wait_until(waiting)
+        started = asyncio.get_running_loop().time()
+        await server.stop()
+        assert asyncio.get_running_loop().time() - started < SHUTDOWN_CLOSE_S / 2
+    finally:
+        sock.close()

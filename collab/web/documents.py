@@ -578,6 +578,10 @@ class RestoreHandler(DocumentApiHandler):
 
 
 END_GRACE_S = 5.0  # an ended stream's reader may take this long to read its last events
+# At the server's stop, a stream's reader may take this long to take what was
+# written (the end of the response included) before its connection is dropped: a
+# reader that does not read would otherwise hold the whole stop (2 s).
+STOP_GRACE_S = 0.5
 
 
 T = TypeVar("T")
@@ -630,6 +634,7 @@ class EventStreamHandler(DocumentApiHandler):
         # Ends as a finished stream (no event says why): its reader reconnects, to
         # another instance or to this one restarted, from its Last-Event-ID.
         self._gone.set()
+        asyncio.get_running_loop().call_later(STOP_GRACE_S, self._drop_if_open)
 
     def _drop_if_open(self) -> None:
         # Finished or not, what was written may still wait for the reader. Once all
