@@ -332,9 +332,9 @@ async def test_many_deletions_in_a_long_list_are_applied_and_too_many_cuts_refus
     writer = await native_peer(raw)
     assert (await send_update(writer, long_values(50_000), ref=1))["type"] == "ack"
 
-    # 10,000 scattered deletions: applied level by level (10 s as one, 20,000 of
-    # 200,000 values).
-    removed = await send_update(writer, deletions(scattered(10_000, 50_000)), ref=2)
+    # 5,000 scattered deletions: applied level by level (20,000 at 200,000 values took
+    # 10 s as one; 0.14 s level by level, most of it moving blocks, and are refused).
+    removed = await send_update(writer, deletions(scattered(5_000, 50_000)), ref=2)
     # A new long list, and 2,000 insertions into it, in one update.
     cuts = insertions(scattered(2_000, 50_000), client=10, into=9)
     refused = await send_update(writer, pycrdt.merge_updates(long_values(50_000, 9), cuts), 3)
@@ -344,4 +344,4 @@ async def test_many_deletions_in_a_long_list_are_applied_and_too_many_cuts_refus
     await assert_live_equals_stored(server)
     live = pycrdt.Doc()
     live.apply_update(server.rooms.get(DOC).encode_state())
-    assert len(live.get("values", type=pycrdt.Array)) == 40_000
+    assert len(live.get("values", type=pycrdt.Array)) == 45_000

@@ -13,7 +13,7 @@ import pytest
 
 from collab.errors import ErrorCode, InvalidUpdate
 from collab.wire import crdt
-from collab.wire.long_items import Run, _cutting_cost
+from collab.wire.long_items import Run, _anew, _cutting_cost, _with_deleted
 from collab.wire.replica import Replica
 from collab.wire.yformat import check_update
 from collab.wire.ysplit import LEVELED_FROM, deletion_levels, leveled
@@ -311,3 +311,147 @@ def test_histories_of_ordinary_edits_are_never_refused():
         for update in updates:
             replica.apply(update)
         assert replica.doc.get_update() == writer.get_update()
+
+
+# -- blocks moved ------------------------------------------------------------------------------
+
+
+def prepended(count: int, client: int = WRITER) -> list[bytes]:
+    """Updates of ``count`` two-value items, each put before the one before it: as
+    many blocks of the client (pycrdt merges none of them), in updates of 20,000."""
+    updates = []
+    for first in range(0, count, 20_000):
+        structs = b""
+        for k in range(first, min(count, first + 20_000)):
+            if k == 0:
+                structs += any_item(b"\x7e", b"\x7e", parent="values")
+            else:  # its right origin: the first value of the item before
+                structs += bytes([8 | 0x40]) + var_uint(client) + var_uint(2 * k - 2)
+                structs += var_uint(2) + b"\x7e\x7e"
+        count_in = min(count, first + 20_000) - first
+        group = var_uint(count_in) + var_uint(client) + var_uint(2 * first) + structs
+        updates.append(var_uint(1) + group + var_uint(0))
+    return updates
+
+
+def blocks_of(doc: pycrdt.Doc) -> dict[int, int]:
+    """The blocks pycrdt holds, by client: the structs of its state."""
+    return {group[0].client: len(group) for group in check_update(doc.get_update()).groups}
+
+
+def test_cuts_into_a_client_holding_many_blocks_are_costed_by_the_blocks_they_move():
+    # pycrdt keeps a client's blocks in one array: each cut moves those after it
+    # along. 20,000 cuts of two-value items of a client holding 200,000 blocks
+    # took 1.3 s, each item too short to count as long (1,000,000 blocks, 2,000
+    # cuts: 1.6 s).
+    replica = Replica(max_cut_values=4_000_000)
+    for update in prepended(100_000):
+        replica.apply(update)
+    assert blocks_of(replica.doc)[WRITER] == 100_000
+    before = replica.doc.get_update()
+
+    with pytest.raises(InvalidUpdate) as refused:
+        replica.apply(insertions([2 * k + 1 for k in range(5_000)]))
+
+    assert refused.value.code is ErrorCode.TOO_LARGE
+    assert replica.doc.get_update() == before
+    # A few hundred cost what moving the array a few hundred times costs: taken.
+    assert replica.apply(insertions([2 * k + 1 for k in range(0, 60_000, 200)])) is not None
+
+
+def test_deleted_ranges_in_a_client_holding_many_blocks_are_costed_by_the_blocks_they_move():
+    # Characters and embeds in turn, each its own block: deleted two by two, each
+    # pair is joined into one block, moving the rest along (20,000 pairs of
+    # 400,000 blocks: 2.4 s, the deletions applied level by level).
+    items = [any_item(b"\x7e", parent="values")]
+    for clock in range(1, 100_000):
+        kind = 5 if clock % 2 else 8  # an embed, a value
+        content = var_string('{"x":1}') if kind == 5 else var_uint(1) + b"\x7e"
+        items.append(bytes([kind | 0x80]) + var_uint(WRITER) + var_uint(clock - 1) + content)
+    replica = Replica(max_cut_values=4_000_000)
+    for first in range(0, 100_000, 20_000):
+        replica.apply(hand_update(WRITER, first, *items[first : first + 20_000]))
+    before = replica.doc.get_update()
+    pairs = var_uint(10_000) + b"".join(var_uint(4 * k) + var_uint(2) for k in range(10_000))
+
+    with pytest.raises(InvalidUpdate) as refused:
+        replica.apply(var_uint(0) + var_uint(1) + var_uint(WRITER) + pairs)
+
+    assert refused.value.code is ErrorCode.TOO_LARGE
+    assert replica.doc.get_update() == before
+
+
+def test_a_sync_sending_every_deletion_again_moves_no_block_and_is_taken():
+    # A client that reconnects sends what the server lacks, with every deletion
+    # it knows of (Yjs sends its whole delete set): deleting again moves nothing.
+    # Costed as new, 20,000 deletions in 40,000 blocks were refused.
+    replica = Replica(max_cut_values=4_000_000)
+    replica.apply(long_text(40_000))
+    odd = [2 * k + 1 for k in range(20_000)]
+    for first in range(0, 20_000, 50):  # every other character, 50 at a time
+        replica.apply(deletions(odd[first : first + 50]))
+    assert replica._long_items is not None and replica._long_items.blocks(WRITER) >= 40_000
+    before = replica.doc.get_update()
+
+    assert replica.apply(deletions(odd)) is None  # nothing new
+
+    assert replica.doc.get_update() == before
+    assert str(replica.doc.get("text", type=pycrdt.Text)) == "x" * 20_000
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_what_is_deleted_anew_is_found_among_what_was_deleted(seed):
+    rng = random.Random(seed)
+    deleted: set[int] = set()
+    bounds = None
+    for _ in range(rng.randint(1, 20)):
+        spans, clock = [], 0
+        for _ in range(rng.randint(1, 40)):
+            clock += rng.randint(0, 20)
+            spans.append((clock, clock + rng.randint(1, 10)))
+            clock = spans[-1][1]
+        for start, end in spans:
+            parts = list(_anew(bounds, start, end))
+            assert {c for first, last, *_ in parts for c in range(first, last)} == (
+                set(range(start, end)) - deleted
+            )
+            for first, last, after_deleted, before_deleted in parts:
+                assert after_deleted == (first - 1 in deleted)
+                assert before_deleted == (last in deleted)
+        bounds = _with_deleted(bounds, spans)
+        deleted.update(c for start, end in spans for c in range(start, end))
+        kept = {c for at in range(0, len(bounds), 2) for c in range(bounds[at], bounds[at + 1])}
+        assert kept == deleted
+        assert list(bounds) == sorted(set(bounds))  # ranges apart, none touching
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_blocks_counted_are_never_fewer_than_pycrdt_holds(seed):
+    # Three writers typing, deleting and filling at once, seeing one another now
+    # and then, and a fourth cutting their items and deleting across them.
+    rng = random.Random(seed)
+    writers = [pycrdt.Doc(client_id=client) for client in (1, 2, 3)]
+    sent: list[list[bytes]] = [[] for _ in writers]
+    for writer, updates in zip(writers, sent, strict=True):
+        writer.observe(lambda event, updates=updates: updates.append(event.update))
+    replica = Replica(max_cut_values=4_000_000)
+    cutter_clock = 0
+    for _ in range(20):
+        for writer, updates in zip(writers, sent, strict=True):
+            random_edits(writer, rng, rng.randint(1, 60))
+            for update in updates:
+                replica.apply(update)
+            updates.clear()
+        state = replica.state()
+        clocks = sorted({rng.randrange(1, state[1]) for _ in range(20)})
+        cuts = insertions(clocks, client=CUTTER, into=1)
+        replica.apply(cuts[:3] + var_uint(cutter_clock) + cuts[4:])
+        cutter_clock += len(clocks)
+        replica.apply(deletions(sorted({rng.randrange(state[2]) for _ in range(10)}), client=2))
+        for writer, updates in zip(writers, sent, strict=True):
+            if rng.random() < 0.5:
+                writer.apply_update(replica.doc.get_update(writer.get_state()))
+                updates.clear()  # what it was sent, not what it made
+        assert replica._long_items is not None
+        for client, held in blocks_of(replica.doc).items():
+            assert replica._long_items.blocks(client) >= held, client

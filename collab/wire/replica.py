@@ -208,9 +208,9 @@ class Replica:
         cost = self._long_items.cost(ranges, then)
         if cost > self._max_cut_cost:
             raise InvalidUpdate(
-                f"the update cuts long runs of values or text at {cost // VALUE_COST:,} "
-                f"values' cost, past {self._max_cut_cost // VALUE_COST:,} (max_cut_values): "
-                "send it in smaller parts",
+                f"the update costs past max_cut_values ({self._max_cut_cost // VALUE_COST:,}) in "
+                f"cuts of long runs of values or text and moves of blocks: {cost // VALUE_COST:,} "
+                "values' copies; send it in smaller parts",
                 code=ErrorCode.TOO_LARGE,
                 doc=self.name,
             )

@@ -345,6 +345,9 @@ class UpdateRanges:
     groups: tuple[tuple[Struct, ...], ...] = field(default=(), compare=False, repr=False)
     has_empty: bool = field(default=False, compare=False)  # empty structs or deletions
     deletes_at: int = field(default=0, compare=False)  # byte offset of the delete set
+    # (client, structs read) for each group, skips and empty structs left out: what
+    # a group held also when ``keep`` left its structs out of ``groups``.
+    counts: tuple[tuple[int, int], ...] = field(default=(), compare=False, repr=False)
 
     def integrated_in(self, state_vector: dict[int, int]) -> bool:
         """True when a document with ``state_vector`` holds everything this update
@@ -469,6 +472,7 @@ def _read_update(
     structs: list[tuple[int, int, int]] = []
     budget = max_structs if max_structs is not None else -1  # structs still allowed
     groups: list[tuple[Struct, ...]] = []
+    counts: list[tuple[int, int]] = []
     clients: set[int] = set()
     empty = False
     for _ in range(reader.read_var_uint()):
@@ -480,6 +484,7 @@ def _read_update(
         clock = reader.read_clock()
         start = clock
         group: list[Struct] = []
+        read = 0  # structs that carry something
         for _ in range(count):
             if budget == 0:
                 raise TooManyStructs(f"the update carries more than {max_structs} structs")
@@ -511,6 +516,8 @@ def _read_update(
                 if clock > start:
                     structs.append((client, start, clock))
                 start = clock + length
+            else:
+                read += 1
             if keep is None or keep(struct):
                 group.append(struct)
             clock += length
@@ -519,6 +526,7 @@ def _read_update(
         if clock > start:
             structs.append((client, start, clock))
         groups.append(tuple(group))
+        counts.append((client, read))
     deletes_at = reader.position
     deletes: list[tuple[int, int, int]] = []
     deleting: set[int] = set()
@@ -546,7 +554,9 @@ def _read_update(
             if clock + length >= CLOCK_LIMIT:
                 raise FormatError(f"a deletion of client {client} runs past clock 2**32")
             deletes.append((client, clock, clock + length))
-    return UpdateRanges(tuple(structs), tuple(deletes), tuple(groups), empty, deletes_at)
+    return UpdateRanges(
+        tuple(structs), tuple(deletes), tuple(groups), empty, deletes_at, tuple(counts)
+    )
 
 
 def var_uint(value: int) -> bytes:
