@@ -455,3 +455,68 @@ def test_the_blocks_counted_are_never_fewer_than_pycrdt_holds(seed):
         assert replica._long_items is not None
         for client, held in blocks_of(replica.doc).items():
             assert replica._long_items.blocks(client) >= held, client
+
+
+# -- what waits --------------------------------------------------------------------------------
+
+ABSENT = 9  # a client whose items never come
+
+
+def parked(clocks: range, client: int = CUTTER, into: int = WRITER) -> bytes:
+    """One-value insertions after each of ``clocks`` of ``into``'s, behind a first
+    one after an item of ABSENT's: all of it waits, for that item at least."""
+    first = bytes([8 | 0x80]) + var_uint(ABSENT) + var_uint(0) + var_uint(1) + b"\x7e"
+    after = b"".join(
+        bytes([8 | 0x80]) + var_uint(into) + var_uint(clock) + var_uint(1) + b"\x7e"
+        for clock in clocks
+    )
+    return (
+        var_uint(1)
+        + var_uint(1 + len(clocks))
+        + var_uint(client)
+        + var_uint(0)
+        + first
+        + after
+        + b"\x00"
+    )
+
+
+def appender(replica: Replica, bounded: bool = True) -> pycrdt.Array:
+    """WRITER's list of values, each value appended sent to ``replica`` at once."""
+    writer = pycrdt.Doc(client_id=WRITER)
+    writer.observe(lambda event: replica.apply(event.update, bounded=bounded))
+    return writer.get("values", type=pycrdt.Array)
+
+
+def test_a_writer_appending_is_not_refused_for_cuts_that_wait_for_something_else():
+    # Insertions into the writer's next values, parked behind an item that never
+    # comes, were costed with each of its appends as if they were released by it:
+    # its appends were refused from the 2,837th on, for good (what waits stays).
+    replica = Replica(max_cut_values=4_000_000, max_waiting_bytes=64 * 1024)
+    values = appender(replica)
+    values.extend(range(10))
+    replica.apply(parked(range(10, 6_010)))
+    assert replica.waiting is not None
+
+    for value in range(10, 8_000):
+        values.append(value)
+
+    assert replica.doc.get("values", type=pycrdt.Array).to_py() == list(range(8_000))
+
+
+def test_cuts_that_wait_are_costed_when_released_into_long_items_grown_meanwhile():
+    # Parked when the items they cut were not there; the values came from another
+    # instance (not costed), then the item they wait for: it releases 6,000 cuts
+    # into 8,000 values, costed against the long items there are by then.
+    replica = Replica(max_cut_values=4_000_000, max_waiting_bytes=64 * 1024)
+    replica.apply(parked(range(10, 6_010)))
+    values = appender(replica, bounded=False)
+    for value in range(8_000):
+        values.append(value)
+    before, waiting = replica.doc.get_update(), replica.waiting
+
+    with pytest.raises(InvalidUpdate) as refused:
+        replica.apply(hand_update(ABSENT, 0, any_item(b"\x7e", parent="other")))
+
+    assert refused.value.code is ErrorCode.TOO_LARGE
+    assert replica.doc.get_update() == before and replica.waiting == waiting

@@ -50,6 +50,7 @@ from collab.wire.yformat import (
     UpdateRanges,
     check_update,
     decode_state_vector,
+    missing,
 )
 from collab.wire.ysplit import Split, leveled, split_update, squash_runs
 
@@ -104,6 +105,8 @@ class Replica:
         # they are is kept only to hold updates to it (it costs each update a few µs).
         self._max_cut_cost: int | None = None
         self._long_items: LongItems | None = None
+        # What waits, and the clock each client it is blocked on must reach.
+        self._wants: tuple[UpdateRanges, dict[int, int]] | None = None
         if max_cut_values is not None:
             self._max_cut_cost = max_cut_values * VALUE_COST
             self._long_items = LongItems()
@@ -192,13 +195,71 @@ class Replica:
             now_ranges = ranges if split.now is update else self.check(split.now)
         if bounded and self._long_items is not None:
             if now_ranges is not None:
-                # With what waits, which it may release: what waits may cut into the
-                # long items it brings (and was costed, when it came, without them).
-                self._refuse_costly_cuts(now_ranges, self._waiting_ranges)
+                # With what it releases of what waits: integrated right after it, on
+                # the same call, into the long items there are then (what waits was
+                # costed when it came against those there were; what it cuts may have
+                # grown since, or come with this update).
+                self._refuse_costly_cuts(now_ranges, self._released(now_ranges, state))
             if split.later is not None:  # as far as can be told before it is integrated
                 later = split.later
                 self._refuse_costly_cuts(ranges if later is update else self.check(later))
         return split, now_ranges
+
+    def _released(self, ranges: UpdateRanges, state: dict[int, int]) -> UpdateRanges | None:
+        """What integrating an update (every struct of it: ``ranges``, of a
+        document with ``state``) would release of what waits: the structs and
+        deletions :meth:`_retry_waiting` would integrate next, as ranges to cost.
+        None when it releases nothing (most updates: only what waits is blocked on
+        is looked at, not all of it)."""
+        waiting = self._waiting_ranges
+        if waiting is None or not self._releases(ranges, state):
+            return None
+        after = dict(state)
+        for client, _start, end in ranges.structs:
+            after[client] = max(after.get(client, 0), end)
+        counts, known = waiting.integrable_counts(after)
+        groups = []
+        for count, group in zip(counts, waiting.groups, strict=True):
+            have = state.get(group[0].client, 0) if group else 0
+            released = tuple(s for s in group[:count] if not s.skip and s.end > have)
+            if released:
+                groups.append(released)
+        deletes = tuple(
+            (client, start, min(end, known.get(client, 0)))
+            for client, start, end in waiting.deletes
+            if start < known.get(client, 0)
+        )
+        if not groups and not deletes:
+            return None
+        return UpdateRanges((), deletes, tuple(groups))
+
+    def _releases(self, ranges: UpdateRanges, state: dict[int, int]) -> bool:
+        """Whether integrating an update (of a document with ``state``) brings a
+        clock that what waits is blocked on: only then may some of it be released."""
+        if self._waiting_ranges is None:
+            return False
+        wants = self._wants_of(self._waiting_ranges, state)
+        return any(end >= wants.get(client, end + 1) for client, _start, end in ranges.structs)
+
+    def _wants_of(self, waiting: UpdateRanges, state: dict[int, int]) -> dict[int, int]:
+        """For each client that what waits is blocked on, the clock it must reach
+        for some of it to be released (kept for as long as what waits stays the
+        same: the state grows, and nothing is released until one is reached)."""
+        kept = self._wants
+        if kept is not None and kept[0] is waiting:
+            return kept[1]
+        counts, known = waiting.integrable_counts(state)
+        wants: dict[int, int] = {}
+        for count, group in zip(counts, waiting.groups, strict=True):
+            if count < len(group):
+                blocker = missing(group[count], known)
+                if blocker is not None:
+                    client, clock = blocker
+                    wants[client] = min(wants.get(client, clock), clock)
+        for client, start, _end in waiting.deletes:
+            wants[client] = min(wants.get(client, start + 1), start + 1)
+        self._wants = (waiting, wants)
+        return wants
 
     def _refuse_costly_cuts(self, ranges: UpdateRanges, then: UpdateRanges | None = None) -> None:
         """Raise InvalidUpdate (``too_large``) if integrating the update (and then
@@ -293,7 +354,11 @@ class Replica:
             changed = True
         if not changed:
             return None
-        if self.waiting is not None:
+        if self.waiting is not None and (
+            waiting is not None or (now_ranges is not None and self._releases(now_ranges, state))
+        ):
+            # (Only when something waits on what was integrated: a pass over what
+            # waits costs every update milliseconds while tens of KiB wait.)
             integrated += self._retry_waiting()
         if not integrated:
             effect = EMPTY_UPDATE

@@ -381,7 +381,7 @@ class UpdateRanges:
             while position < len(group):
                 struct = group[position]
                 if not struct.skip:
-                    wait = _missing(struct, known)
+                    wait = missing(struct, known)
                     if wait is not None:
                         heapq.heappush(blocked.setdefault(wait[0], []), (wait[1], index))
                         break
@@ -396,7 +396,7 @@ class UpdateRanges:
         return counts, known
 
 
-def _missing(struct: Struct, known: dict[int, int]) -> tuple[int, int] | None:
+def missing(struct: Struct, known: dict[int, int]) -> tuple[int, int] | None:
     """What ``struct`` waits for, as (client, the clock that client must reach), or
     None when it can be integrated."""
     have = known.get(struct.client, 0)
