@@ -476,10 +476,11 @@ class Settings:
         default=4_000_000,
         metadata={
             "help": "what cutting long items (runs of values or text) may cost pycrdt "
-            "for one update, in values copied (a UTF-16 unit of text, or a block "
-            "moved, counts a 64th): pycrdt copies an item each time an update inserts "
-            "into it or deletes in it, at 6-26 ns a value, and moves its writer's "
-            "blocks after it along, holding the event loop"
+            "for one update, or the edits of one JSON write or restore, in values "
+            "copied (a UTF-16 unit of text, or a block moved, counts a 64th): pycrdt "
+            "copies an item each time an update inserts into it or deletes in it, at "
+            "6-26 ns a value, and moves its writer's blocks after it along, holding "
+            "the event loop"
         },
     )
     max_documents_created_per_minute: int = field(

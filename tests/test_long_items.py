@@ -6,13 +6,15 @@ before anything changes."""
 from __future__ import annotations
 
 import bisect
+import json
 import random
 
 import pycrdt
 import pytest
 
+from collab.core.api_edits import made_on
 from collab.errors import ErrorCode, InvalidUpdate
-from collab.wire import crdt
+from collab.wire import crdt, edit_ops
 from collab.wire.long_items import Run, _anew, _cutting_cost, _with_deleted
 from collab.wire.replica import Replica
 from collab.wire.yformat import check_update
@@ -520,3 +522,40 @@ def test_cuts_that_wait_are_costed_when_released_into_long_items_grown_meanwhile
 
     assert refused.value.code is ErrorCode.TOO_LARGE
     assert replica.doc.get_update() == before and replica.waiting == waiting
+
+
+# -- edits the server makes on a copy --------------------------------------------------------
+
+
+def made_on_copy(replica: Replica, *edits: dict) -> bytes | None:
+    """What JSON ``edits`` make on a copy of the replica's document, metered."""
+    work = pycrdt.Doc()
+    work.apply_update(replica.doc.get_update())
+    parsed = edit_ops.parse(json.dumps({"edits": list(edits)}).encode())
+    return made_on(work, lambda: edit_ops.apply(work, parsed, {}), replica.cut_meter())
+
+
+def test_edits_made_on_a_copy_stop_once_they_cost_more_than_one_update_may():
+    # 1,000 JSON deletions of one value each, in turn, in a list of a million: each
+    # cut copies what is left of it. Made on the copy, they took 7 s of pycrdt's
+    # time (26 s with the event loop wanting the GIL meanwhile), their update then
+    # refused; in a list of 200,000, 1.1 s, their update accepted.
+    replica = Replica(max_cut_values=4_000_000)
+    replica.apply(long_values(1_000_000))
+    deletions = [
+        {"op": "array.delete", "root": "values", "index": 1 + i, "length": 1} for i in range(1000)
+    ]
+
+    with pytest.raises(InvalidUpdate) as refused:
+        made_on_copy(replica, *deletions)
+
+    assert refused.value.code is ErrorCode.TOO_LARGE and "max_cut_values" in refused.value.message
+    # A few, and edits that cut nothing, are made.
+    made = made_on_copy(
+        replica,
+        {"op": "array.insert", "root": "values", "index": 500_000, "values": [1]},
+        {"op": "array.insert", "root": "values", "values": list(range(20_000))},
+        *deletions[:2],
+    )
+    assert made is not None and replica.apply(made) is not None
+    assert len(replica.doc.get("values", type=pycrdt.Array)) == 1_000_000 + 20_001 - 2

@@ -20,6 +20,7 @@ from collab.core.session import NO_FRAMES, SERVER_PEER, Session
 from collab.errors import LoadFailed, StoreError
 from collab.extensions import IncomingUpdate
 from collab.wire import edit_ops, edits, yformat
+from collab.wire.long_items import CutMeter
 from collab.wire.yformat import FormatError
 
 EDIT_ATTEMPTS = 3  # computations of a server-made edit while the document changes
@@ -29,14 +30,15 @@ async def server_edit(
     rooms: RoomManager,
     name: str,
     origin: Origin,
-    change: Callable[[bytes], bytes | None],
+    change: Callable[[bytes, CutMeter | None], bytes | None],
     *,
     timeout_s: float,
     epoch: str | None = None,
 ) -> int | None:
     """Apply an edit the server makes for an API call (a restore), as a peer's
     edit is applied: validated, stored, sent to every peer. ``change`` gets the
-    document's state (one update) and returns the update to apply; it runs in
+    document's state (one update) and a meter of what changes made on a copy of
+    it cost in cuts (see made_on), and returns the update to apply; it runs in
     an executor (it may be long), and runs again when the document changed
     meanwhile, so that the edit is made against the state it meets (after
     EDIT_ATTEMPTS it is applied as it is: edits made meanwhile are kept).
@@ -52,7 +54,8 @@ async def server_edit(
                 if epoch is not None and room.epoch != epoch:
                     raise LoadFailed(f"document {name!r} was deleted", doc=name)
                 seen = room.changes
-                update = await loop.run_in_executor(None, change, room.encode_state())
+                state, meter = room.encode_state(), room.cut_meter()
+                update = await loop.run_in_executor(None, change, state, meter)
                 if rooms.get(name) is room and room.changes == seen:
                     break
             if rooms.get(name) is not room:
@@ -117,14 +120,14 @@ async def write_edits(
     document's latest seq when the edits changed nothing). Raises EditError (the
     document unchanged), and what :func:`write_update` raises."""
 
-    def change(state: bytes) -> bytes | None:
+    def change(state: bytes, meter: CutMeter | None) -> bytes | None:
         try:
             kinds = yformat.root_types(state, unknown_as=None)
         except FormatError as exc:
             raise StoreError(f"{name!r}: the live document cannot be read: {exc}") from None
         work = pycrdt.Doc()
         work.apply_update(state)
-        return edits.made_on(work, lambda: edit_ops.apply(work, changes, kinds))
+        return edits.made_on(work, lambda: edit_ops.apply(work, changes, kinds), meter)
 
     seq = await server_edit(rooms, name, origin, change, timeout_s=timeout_s)
     if seq is None:
@@ -155,7 +158,7 @@ async def restore_version(
     except FormatError as exc:
         raise StoreError(f"{doc!r}: the version at seq {at} cannot be read: {exc}") from None
 
-    def change(current_state: bytes) -> bytes | None:
+    def change(current_state: bytes, meter: CutMeter | None) -> bytes | None:
         try:
             kinds = {**yformat.root_types(current_state, unknown_as=None), **old_kinds}
         except FormatError as exc:
@@ -164,6 +167,6 @@ async def restore_version(
         work.apply_update(current_state)
         source = pycrdt.Doc()
         source.apply_update(old_state)
-        return edits.made_on(work, lambda: edits.make_equal(work, source, kinds))
+        return edits.made_on(work, lambda: edits.make_equal(work, source, kinds), meter)
 
     return at, await server_edit(rooms, doc, origin, change, timeout_s=timeout_s, epoch=epoch)

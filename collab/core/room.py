@@ -53,6 +53,7 @@ from collab.metrics import Metrics
 from collab.store import LoadedDocument, NewUpdate, UpdateRecord
 from collab.tasks import TaskGroup
 from collab.wire import crdt
+from collab.wire.long_items import CutMeter
 from collab.wire.replica import EMPTY_UPDATE, Prepared, Replica
 from collab.wire.yformat import (
     FormatError,
@@ -364,6 +365,11 @@ class Room:
     def encode_state(self) -> bytes:
         """The whole document as one update (what waits for dependencies included)."""
         return self._replica.encode()
+
+    def cut_meter(self) -> CutMeter | None:
+        """A meter of what changes made on a copy of the document, with pycrdt
+        directly, cost in cuts (None: no budget): make it with the copy's state."""
+        return self._replica.cut_meter()
 
     async def covers(self, update: bytes) -> bool:
         """True when the room holds every struct ``update`` carries and every item

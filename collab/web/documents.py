@@ -541,7 +541,12 @@ class RestoreHandler(DocumentApiHandler):
             self.on_store_error(exc)
         except (Overloaded, LoadFailed) as exc:
             raise tornado.web.HTTPError(503, exc.message) from None
-        except InvalidUpdate as exc:  # the restore's own update: a fault here, not the caller's
+        except InvalidUpdate as exc:
+            if exc.code is ErrorCode.TOO_LARGE:  # it costs more than one update may
+                raise tornado.web.HTTPError(
+                    422, f"the restore was refused, the document is unchanged: {exc.message}"
+                ) from None
+            # the restore's own update: a fault here, not the caller's
             raise tornado.web.HTTPError(500, f"the restore could not be applied: {exc}") from None
         except TimeoutError:
             raise tornado.web.HTTPError(

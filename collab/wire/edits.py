@@ -13,11 +13,13 @@ from __future__ import annotations
 import difflib
 import json
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import pycrdt
 
+from collab.errors import InvalidUpdate
 from collab.wire import crdt, yformat
+from collab.wire.long_items import CutMeter
 from collab.wire.replica import EMPTY_UPDATE
 from collab.wire.ysplit import squash_runs
 
@@ -30,16 +32,30 @@ ROOT_CLASSES: dict[str, type[Any]] = {
 CLOSE_COMPARISON_MAX = 4000  # characters or items compared closely (difflib) at most
 
 
-def made_on(work: pycrdt.Doc, make: Callable[[], None]) -> bytes | None:
+def made_on(
+    work: pycrdt.Doc, make: Callable[[], None], meter: CutMeter | None = None
+) -> bytes | None:
     """What ``make`` changes on ``work``, as one update (None: nothing). Each of its
     pycrdt calls is a transaction of its own, their updates merged: pycrdt merges
     the items one transaction appends at a cost that grows with the square of
     their number (5,000 array values: 0.4 s and 600 MiB; 20,000: several GiB).
-    The runs of items they make are written as two items each (squash_runs)."""
+    The runs of items they make are written as two items each (squash_runs).
+    ``meter``: what the transactions cost pycrdt in cuts is counted as they are
+    made, and ``make`` is stopped with InvalidUpdate (``too_large``) past its
+    budget: each transaction is made whole before it can be costed (``work`` is
+    then left half changed)."""
     made: list[bytes] = []
-    subscription = work.observe(lambda event: made.append(event.update))
+
+    def record(event: pycrdt.TransactionEvent) -> None:
+        made.append(event.update)
+        if meter is not None:
+            meter.add(event.update)  # raised once the transaction is made, by pycrdt
+
+    subscription = work.observe(record)
     try:
         make()
+    except* InvalidUpdate as refused:  # pycrdt groups what its observers raise
+        raise _first(refused) from None
     finally:
         work.unobserve(subscription)
     made = [update for update in made if update != EMPTY_UPDATE]
@@ -51,6 +67,14 @@ def made_on(work: pycrdt.Doc, make: Callable[[], None]) -> bytes | None:
     # Two items for each run of values, not one per value: what a server takes is
     # bounded in items (max_update_structs), not in values.
     return squash_runs(merged, yformat.check_update(merged)) or merged
+
+
+def _first(group: BaseExceptionGroup[InvalidUpdate]) -> InvalidUpdate:
+    """The first error of a group (groups nest; ``except*`` leaves only those)."""
+    first: BaseException = group
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return cast(InvalidUpdate, first)
 
 
 def utf8_offset(text: str, index: int) -> int:

@@ -40,7 +40,7 @@ import pycrdt
 
 from collab.errors import ErrorCode, InvalidUpdate
 from collab.wire import crdt
-from collab.wire.long_items import LONG_FROM, UNIT_COSTS, VALUE_COST, LongItems
+from collab.wire.long_items import LONG_FROM, UNIT_COSTS, VALUE_COST, CutMeter, LongItems
 from collab.wire.yformat import (
     ID,
     TYPE,
@@ -260,6 +260,14 @@ class Replica:
             wants[client] = min(wants.get(client, start + 1), start + 1)
         self._wants = (waiting, wants)
         return wants
+
+    def cut_meter(self) -> CutMeter | None:
+        """A meter of what changes made on a copy of the document cost in cuts
+        (see long_items.CutMeter), or None for a replica with no budget. Made from
+        what the replica knows of its long items now: make it when the copy is made."""
+        if self._long_items is None or self._max_cut_cost is None:
+            return None
+        return CutMeter(self._long_items.copy(), self._max_cut_cost, self.name)
 
     def _refuse_costly_cuts(self, ranges: UpdateRanges, then: UpdateRanges | None = None) -> None:
         """Raise InvalidUpdate (``too_large``) if integrating the update (and then
