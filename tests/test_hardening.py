@@ -332,8 +332,8 @@ async def test_many_deletions_in_a_long_list_are_applied_and_too_many_cuts_refus
     writer = await native_peer(raw)
     assert (await send_update(writer, long_values(50_000), ref=1))["type"] == "ack"
 
-    # 5,000 scattered deletions: applied level by level (20,000 at 200,000 values took
-    # 10 s as one; 0.14 s level by level, most of it moving blocks, and are refused).
+    # 5,000 scattered deletions: applied level by level (20,000 over 200,000 values
+    # took 10 s as one, 0.14 s level by level, most of it moving blocks: refused).
     removed = await send_update(writer, deletions(scattered(5_000, 50_000)), ref=2)
     # A new long list, and 2,000 insertions into it, in one update.
     cuts = insertions(scattered(2_000, 50_000), client=10, into=9)

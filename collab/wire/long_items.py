@@ -163,15 +163,18 @@ def _cutting_cost(run: Run, clocks: list[int]) -> int:
 # The run a client's last item is part of, whatever its length (the client's next
 # item may lengthen it): (start, end, unit cost, right origin, closed). pycrdt
 # merges an item into the one before it only if both name the same right origin,
-# so a run is all of one right origin. ``closed``: the next item, even continuing
-# the run, is a block of its own (an item of another client was put right after
-# the last one, between the two). A tuple: one is made for every item.
-Tail = tuple[int, int, int, ID | None, bool]
+# so a run is all of one right origin. ``closed``: whether the next item, even
+# continuing the run, is a block of its own: OPEN, CLOSED (an item of another
+# client was put right after the last one, between the two; or the last one is
+# deleted) or KEYED (the run is a map entry's overwrites: each deletes the one
+# before as it is integrated). A tuple: one is made for every item.
+Tail = tuple[int, int, int, ID | None, int]
+OPEN, CLOSED, KEYED = 0, 1, 2
 
 
 def _closed(end: int) -> Tail:
     """The tail of a client whose last item nothing merges into."""
-    return (end, end, 0, None, True)
+    return (end, end, 0, None, CLOSED)
 
 
 class _Blocks(NamedTuple):
@@ -218,7 +221,7 @@ class LongItems:
         self._tails: dict[int, Tail] = {}
         self._blocks: dict[int, int] = {}  # an upper bound of each client's blocks
         # What each client has deleted, as the bounds of its deleted ranges, in clock
-        # order (4 bytes a clock): deleting it again moves no block.
+        # order (4 bytes a bound): deleting it again moves no block.
         self._deleted: dict[int, array[int]] = {}
         self._last: _Reading | None = None
 
@@ -298,8 +301,8 @@ class LongItems:
         tails.update(reading.tails)
         for client, clock in reading.after:
             tail = tails.get(client)
-            if tail is not None and tail[1] == clock and not tail[4]:
-                tails[client] = (*tail[:4], True)
+            if tail is not None and tail[1] == clock and tail[4] == OPEN:
+                tails[client] = (*tail[:4], CLOSED)
         for client, added in reading.added.items():
             self._blocks[client] = self._blocks.get(client, 0) + added
         cuts: dict[int, list[int]] = {}
@@ -359,16 +362,23 @@ class LongItems:
                 # one of them is deleted and the other not.
                 spans = deleted.get(client)
                 if not (
-                    tail[4]
+                    tail[4] != OPEN
                     or (
                         spans is not None
                         and _inside(spans, struct.clock - 1) != _inside(spans, struct.clock)
                     )
                 ):
                     merging.append((client, struct.clock))
-                tail = (tail[0], struct.end, unit_cost, tail[3], False)
+                tail = (
+                    tail[0],
+                    struct.end,
+                    unit_cost,
+                    tail[3],
+                    KEYED if tail[4] == KEYED else OPEN,
+                )
             else:
-                tail = (struct.clock, struct.end, unit_cost, struct.right_origin, False)
+                closed = KEYED if struct.keyed else OPEN
+                tail = (struct.clock, struct.end, unit_cost, struct.right_origin, closed)
                 _name(cuts, struct)
             tails[client] = tail
             if (tail[1] - tail[0]) * unit_cost >= LONG_FROM:
