@@ -12,9 +12,9 @@ import random
 import pycrdt
 import pytest
 
-from collab.core.api_edits import made_on
 from collab.errors import ErrorCode, InvalidUpdate
 from collab.wire import crdt, edit_ops
+from collab.wire.edits import made_on
 from collab.wire.long_items import Run, _anew, _cutting_cost, _with_deleted
 from collab.wire.replica import Replica
 from collab.wire.yformat import check_update
