@@ -15,7 +15,7 @@ import pytest
 from collab.errors import ErrorCode, InvalidUpdate
 from collab.wire import crdt, edit_ops
 from collab.wire.edits import made_on
-from collab.wire.long_items import Run, _anew, _cutting_cost, _with_deleted
+from collab.wire.long_items import PLACE_BITS, Run, _after, _anew, _cutting_cost, _with_deleted
 from collab.wire.replica import Replica
 from collab.wire.yformat import check_update
 from collab.wire.ysplit import LEVELED_FROM, deletion_levels, leveled
@@ -471,9 +471,27 @@ def test_the_blocks_counted_are_never_fewer_than_pycrdt_holds(seed):
             if rng.random() < 0.5:
                 writer.apply_update(replica.doc.get_update(writer.get_state()))
                 updates.clear()  # what it was sent, not what it made
-        assert replica._long_items is not None
-        for client, held in blocks_of(replica.doc).items():
-            assert replica._long_items.blocks(client) >= held, client
+        restored = Replica(max_cut_values=4_000_000)
+        restored.restore(replica.doc.get_update(), b"")
+        for counted in (replica, restored):
+            assert_blocks_counted(counted, replica.doc)
+
+
+def assert_blocks_counted(replica: Replica, doc: pycrdt.Doc) -> None:
+    """The replica counts at least the blocks pycrdt holds in ``doc``, of each
+    client and from each bucket of clocks on (where a cut moves them)."""
+    long_items = replica._long_items
+    assert long_items is not None
+    starts: dict[int, list[int]] = {}
+    for group in check_update(doc.get_update()).groups:
+        starts.setdefault(group[0].client, []).extend(s.clock for s in group if not s.skip)
+    for client, clocks in starts.items():
+        assert long_items.blocks(client) >= len(clocks), client
+        places = long_items._places.get(client)
+        for bucket in range(max(clocks) >> PLACE_BITS):
+            first = bucket << PLACE_BITS
+            held = sum(clock >= first for clock in clocks)
+            assert _after(places, [first]) >= held, (client, bucket)
 
 
 # -- what waits --------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ deleting again moves nothing).
 from __future__ import annotations
 
 import bisect
+import heapq
 import itertools
 from array import array
 from collections.abc import Iterator, Sequence
@@ -54,6 +55,9 @@ VALUE_COST = UNIT_COSTS[ANY]
 LONG_FROM = 256 * VALUE_COST
 # What moving one block along a client's array of blocks costs, in the same units.
 BLOCK_COST = 1
+# Where a client's blocks are is kept by buckets of clocks, 2**PLACE_BITS each: a
+# cut moves those after it only.
+PLACE_BITS = 10
 
 
 class Run(NamedTuple):
@@ -182,22 +186,47 @@ class _Blocks(NamedTuple):
 
     added: int  # blocks it may add: its items pycrdt merges into none, its splits
     items: int  # its items (appended at the end of the array, moved by every cut)
-    cuts: int  # places its items may split a block at (in any order)
-    splits: int  # places its deleted ranges may split a block at (in clock order)
-    ranges: int  # its deleted ranges (each may join blocks, once deleted)
+    cuts: list[int]  # where its items may split a block (in any order)
+    splits: list[int]  # where its deleted ranges may split a block (in clock order)
+    joins: list[int]  # where its deleted ranges may join blocks, once deleted
 
-    def moves(self, before: int) -> int:
-        """How many blocks it may move along, the array holding ``before`` blocks:
-        every block after each cut and split, and after each range's joins. Its
-        items' cuts come in any order (each may move all its own new blocks); its
-        deletions are taken in clock order, level by level (ysplit.leveled), so a
-        split moves none of the blocks the splits of its level made (they are
-        before it) and about half of those of earlier levels."""
-        held = before + self.items
-        cut = self.cuts * held + self.cuts * self.cuts // 2
-        held += self.cuts
-        split = self.splits * held + self.splits * self.splits // 4
-        return cut + split + self.ranges * (held + self.splits // 2)
+    def moves(self, places: array[int] | None, extra: int = 0) -> int:
+        """How many blocks it may move along: every block after each cut, split
+        and join (of those there are, by ``places``, those an update before it
+        adds, ``extra``, and its own). Its items' cuts come in any order (each may
+        move all its own new blocks); its deletions are taken in clock order, level
+        by level (ysplit.leveled), so a split moves none of the blocks the splits
+        of its level made (they are before it) and about half of those of earlier
+        levels."""
+        cuts, splits, joins = len(self.cuts), len(self.splits), len(self.joins)
+        later = self.items + extra  # blocks at the end of the array
+        moved = _after(places, self.cuts + self.splits + self.joins)
+        moved += cuts * later + cuts * cuts // 2
+        later += cuts
+        moved += splits * later + splits * splits // 4
+        return moved + joins * (later + splits // 2)
+
+
+def _after(places: array[int] | None, clocks: list[int]) -> int:
+    """The blocks ``places`` puts at or after each of ``clocks`` (the whole bucket
+    of each clock counted), summed."""
+    if not places or not clocks:
+        return 0
+    suffix = list(itertools.accumulate(reversed(places)))  # blocks from a bucket on
+    last = len(places) - 1
+    return sum(suffix[last - at] for clock in clocks if (at := clock >> PLACE_BITS) <= last)
+
+
+def _placed(places: array[int] | None, clocks: list[int]) -> array[int]:
+    """``places`` with a block put at each of ``clocks``, as new places (a thread
+    may be reading the old ones)."""
+    places = array("I", places or ())
+    top = max(clocks) >> PLACE_BITS
+    if top >= len(places):
+        places.extend([0] * (top + 1 - len(places)))
+    for clock in clocks:
+        places[clock >> PLACE_BITS] += 1
+    return places
 
 
 class _Reading(NamedTuple):
@@ -209,6 +238,7 @@ class _Reading(NamedTuple):
     tails: dict[int, Tail]  # its clients' tails once it is integrated
     cuts: list[Cut]
     added: dict[int, int]  # the blocks it may add, by client
+    placed: dict[int, list[int]]  # where the blocks it may add start, by client
     blocks: dict[int, _Blocks]  # what it does to its clients' blocks (none: appends)
     after: set[Cut]  # where another client's item is put right after a client's
 
@@ -220,6 +250,7 @@ class LongItems:
         self._runs: dict[int, _ClientRuns] = {}
         self._tails: dict[int, Tail] = {}
         self._blocks: dict[int, int] = {}  # an upper bound of each client's blocks
+        self._places: dict[int, array[int]] = {}  # where they may start (by bucket)
         # What each client has deleted, as the bounds of its deleted ranges, in clock
         # order (4 bytes a bound): deleting it again moves no block.
         self._deleted: dict[int, array[int]] = {}
@@ -234,12 +265,24 @@ class LongItems:
             dict(self._tails),
             dict(self._blocks),
         )
-        copy._deleted = {client: array("I", bounds) for client, bounds in self._deleted.items()}
+        copy._places = dict(self._places)  # (never changed once made)
+        copy._deleted = dict(self._deleted)
         return copy
 
     def blocks(self, client: int) -> int:
         """The most blocks pycrdt may hold for ``client``."""
         return self._blocks.get(client, 0)
+
+    def place(self, places: dict[int, dict[int, int]]) -> None:
+        """Where the blocks of a state learnt in part start (its structs kept out
+        of its ranges, which learn put at each client's end): for each client,
+        how many start in each bucket of clocks (``clock >> PLACE_BITS``), that
+        state being all the document holds of it."""
+        for client, buckets in places.items():
+            counts = array("I", bytes(4 * (max(buckets) + 1)))
+            for bucket, count in buckets.items():
+                counts[bucket] = count
+            self._places[client] = counts
 
     def cost(self, ranges: UpdateRanges, then: UpdateRanges | None = None) -> int:
         """What integrating an update would cost pycrdt in cuts of long items and
@@ -260,7 +303,7 @@ class LongItems:
         added: dict[int, int] = {}  # blocks the steps before add, by client
         for step in readings:
             for client, change in step.blocks.items():
-                moved += change.moves(self._blocks.get(client, 0) + added.get(client, 0))
+                moved += change.moves(self._places.get(client), added.get(client, 0))
             for client, count in step.added.items():
                 added[client] = added.get(client, 0) + count
         if not self._runs and not any(step.made for step in readings):
@@ -305,6 +348,12 @@ class LongItems:
                 tails[client] = (*tail[:4], CLOSED)
         for client, added in reading.added.items():
             self._blocks[client] = self._blocks.get(client, 0) + added
+            placed = reading.placed.get(client, [])
+            if len(placed) < added:  # of a state read in part: put at its end
+                end = max((end for c, _start, end in ranges.structs if c == client), default=0)
+                placed = [*placed, *[end] * (added - len(placed))]
+            if placed:
+                self._places[client] = _placed(self._places.get(client), placed)
         cuts: dict[int, list[int]] = {}
         for client, clock in reading.cuts:
             tail = tails.get(client)
@@ -391,9 +440,15 @@ class LongItems:
         # pycrdt merges an item only into its neighbour: not when an item of
         # another client is put right after the one before it.
         joined: dict[int, int] = {}  # client -> its items pycrdt merges into the one before
+        merged = set()
         for client, clock in merging:
             if (client, clock) not in after:
                 joined[client] = joined.get(client, 0) + 1
+                merged.add((client, clock))
+        placed: dict[int, list[int]] = {}  # where its items that are blocks start
+        for struct in structs:
+            if not struct.skip and (struct.client, struct.clock) not in merged:
+                placed.setdefault(struct.client, []).append(struct.clock)
         if len(ranges.counts) == 1:  # what a group held, its structs kept out too
             items = dict(ranges.counts)
         elif ranges.counts:
@@ -406,7 +461,9 @@ class LongItems:
         else:
             blocks = _blocks(ranges, structs, items, joined, cuts, tails, known, self._deleted)
             added = {client: change.added for client, change in blocks.items()}
-        reading = _Reading(ranges, made, tails, cuts_of(ranges), added, blocks, after)
+            for client, change in blocks.items():
+                placed.setdefault(client, []).extend(change.cuts + change.splits)
+        reading = _Reading(ranges, made, tails, cuts_of(ranges), added, placed, blocks, after)
         if keep:
             self._last = reading
         return reading
@@ -519,33 +576,36 @@ def _blocks(
     ``tails``: the tails of its clients once it is integrated, ``known`` of the
     others; ``deleted``: the bounds of what each client has deleted."""
     splits: set[Cut] = set()  # where its deletions may split a block
-    ranges_of: dict[int, int] = {}  # joins its deletions may make, by client
+    joins: dict[int, list[int]] = {}  # where its deletions may join blocks, by client
     for client, start, end in ranges.deletes:
         for first, last, after_deleted, before_deleted in _anew(deleted.get(client), start, end):
             if not after_deleted:
                 splits.add((client, first))
             if not before_deleted:
                 splits.add((client, last))
-            ranges_of[client] = ranges_of.get(client, 0) + 1 + after_deleted + before_deleted
+            # Its blocks are joined to one another and to the deleted blocks it
+            # borders on (one clock, bordering on none: one block, nothing joined).
+            if last - first > 1 or after_deleted or before_deleted:
+                joins.setdefault(client, []).append(first)
     # No block is split where one ends: at a client's first clock or its last
     # item's end, or where one of the update's items starts or ends.
     bounds = {(s.client, s.clock) for s in structs} | {(s.client, s.end) for s in structs}
 
-    def splitting(cuts: set[Cut]) -> dict[int, int]:
-        by_client: dict[int, int] = {}
+    def splitting(cuts: set[Cut]) -> dict[int, list[int]]:
+        by_client: dict[int, list[int]] = {}
         for client, clock in cuts:
             tail = tails.get(client) or known.get(client)
             if clock and (client, clock) not in bounds and (tail is None or tail[1] != clock):
-                by_client[client] = by_client.get(client, 0) + 1
+                by_client.setdefault(client, []).append(clock)
         return by_client
 
     item_cuts, range_splits = splitting(cuts), splitting(splits - cuts)
     blocks: dict[int, _Blocks] = {}
-    for client in items.keys() | item_cuts.keys() | range_splits.keys() | ranges_of.keys():
-        count, cut = items.get(client, 0), item_cuts.get(client, 0)
-        split = range_splits.get(client, 0)
-        added = count - joined.get(client, 0) + cut + split
-        blocks[client] = _Blocks(added, count, cut, split, ranges_of.get(client, 0))
+    for client in items.keys() | item_cuts.keys() | range_splits.keys() | joins.keys():
+        count, cut = items.get(client, 0), item_cuts.get(client, [])
+        split = range_splits.get(client, [])
+        added = count - joined.get(client, 0) + len(cut) + len(split)
+        blocks[client] = _Blocks(added, count, cut, split, joins.get(client, []))
     return blocks
 
 
@@ -581,20 +641,24 @@ def _anew(bounds: array[int] | None, start: int, end: int) -> Iterator[tuple[int
 
 def _with_deleted(bounds: array[int] | None, spans: list[tuple[int, int]]) -> array[int]:
     """``bounds`` (see LongItems._deleted) with ``spans`` (in clock order) deleted
-    too, as new bounds: a thread may be reading the old ones (Replica.prepare)."""
+    too, as new bounds: a thread may be reading the old ones (Replica.prepare).
+    Only what is deleted anew is merged in (a sync sends every deletion again)."""
     if not bounds:
         bounds = array("I")
+    spans = [(start, end) for span in spans for start, end, _, _ in _anew(bounds, *span)]
+    if not spans:
+        return bounds
     if len(spans) > 16:  # in one pass
         merged: list[int] = []
-        for start, end in sorted([*zip(bounds[::2], bounds[1::2], strict=True), *spans]):
+        for start, end in heapq.merge(zip(bounds[::2], bounds[1::2], strict=True), spans):
             if merged and start <= merged[-1]:
                 merged[-1] = max(merged[-1], end)
             else:
                 merged += (start, end)
         return array("I", merged)
     for start, end in spans:
-        # The bounds this range covers or touches give way to its own, widened to
-        # the ranges it overlaps or borders on.
+        # The bounds this range touches give way to its own, widened to the
+        # ranges it borders on.
         low = bisect.bisect_left(bounds, start)
         high = bisect.bisect_right(bounds, end)
         new = array("I", [start] if low % 2 == 0 else [])

@@ -40,7 +40,14 @@ import pycrdt
 
 from collab.errors import ErrorCode, InvalidUpdate
 from collab.wire import crdt
-from collab.wire.long_items import LONG_FROM, UNIT_COSTS, VALUE_COST, CutMeter, LongItems
+from collab.wire.long_items import (
+    LONG_FROM,
+    PLACE_BITS,
+    UNIT_COSTS,
+    VALUE_COST,
+    CutMeter,
+    LongItems,
+)
 from collab.wire.yformat import (
     ID,
     TYPE,
@@ -389,10 +396,22 @@ class Replica:
             self.apply(state, bounded=False)
             return
         # Only what _learn reads is kept of the check: a whole document's structs
-        # would cost a few hundred bytes each (10 MiB of paragraphs: 10 MiB more).
-        ranges = self.check(state, keep=_learned)
+        # would cost a few hundred bytes each (10 MiB of paragraphs: 10 MiB more);
+        # of the others, where they start (where pycrdt's blocks are: LongItems).
+        places: dict[int, dict[int, int]] = {}  # client -> bucket -> structs
+
+        def keep(struct: Struct) -> bool:
+            if not struct.skip:
+                buckets = places.setdefault(struct.client, {})
+                bucket = struct.clock >> PLACE_BITS
+                buckets[bucket] = buckets.get(bucket, 0) + 1
+            return _learned(struct)
+
+        ranges = self.check(state, keep=keep if self._long_items is not None else _learned)
         self._apply_to_doc(state)
         self._learn(ranges)
+        if self._long_items is not None:
+            self._long_items.place(places)
         if waiting:
             self.waiting, self._waiting_ranges = waiting, self.check(waiting)
             self.ever_waited = True
