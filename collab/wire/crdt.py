@@ -47,7 +47,7 @@ def apply_logged(doc: pycrdt.Doc, update: bytes, *, doc_name: str | None = None)
     written as two (ysplit.squash_runs: records stored before the replica did so
     hold such runs), many deletions level by level (ysplit.leveled). Raises as
     :func:`apply_update`."""
-    parts = [update]
+    ranges = None
     if len(update) >= REWRITTEN_FROM_BYTES:
         try:
             ranges = yformat.check_update(update)
@@ -55,10 +55,22 @@ def apply_logged(doc: pycrdt.Doc, update: bytes, *, doc_name: str | None = None)
             if squashed is not None:
                 update, ranges = squashed, yformat.check_update(squashed)
         except yformat.FormatError:
-            pass  # as it is: pycrdt says what is wrong with it
-        else:
-            parts = ysplit.leveled(update, ranges) or [update]
-    for part in parts:
+            ranges = None  # as it is: pycrdt says what is wrong with it
+    apply_checked(doc, update, ranges, doc_name=doc_name)
+
+
+def apply_checked(
+    doc: pycrdt.Doc,
+    update: bytes,
+    ranges: yformat.UpdateRanges | None,
+    *,
+    doc_name: str | None = None,
+) -> None:
+    """Apply an update the strict reader read as ``ranges`` (None: not read, applied
+    as it is); one deleting many ranges level by level (ysplit.leveled). Raises as
+    :func:`apply_update`."""
+    parts = ysplit.leveled(update, ranges) if ranges is not None else None
+    for part in parts or (update,):
         apply_update(doc, part, doc_name=doc_name)
 
 

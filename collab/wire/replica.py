@@ -59,7 +59,7 @@ from collab.wire.yformat import (
     decode_state_vector,
     missing,
 )
-from collab.wire.ysplit import Split, leveled, split_update, squash_runs
+from collab.wire.ysplit import Split, split_update, squash_runs
 
 EMPTY_UPDATE = b"\x00\x00"
 
@@ -157,9 +157,7 @@ class Replica:
         reaches pycrdt is in the doc, so each of its structs is integrated."""
         self._state = None
         self.version += 1
-        parts = leveled(update, ranges) if ranges is not None else None
-        for part in parts or (update,):
-            crdt.apply_update(self.doc, part, doc_name=self.name)
+        crdt.apply_checked(self.doc, update, ranges, doc_name=self.name)
         if self._keeps_state and ranges is not None and before is not None:
             after = dict(before)
             for client, _start, end in ranges.structs:
